@@ -1,0 +1,96 @@
+"""What a command handler receives and returns.
+
+Every module in ``easync.commands`` exposes::
+
+    async def handle(server: EasServer, req: EasRequest) -> EasResponse
+
+The HTTP layer (``easync.http``) has already authenticated the user, parsed the
+query (plain or base64 form), decoded the WBXML body (``req.body`` is None for an
+empty body), checked that the body's root matches the command, and enforced
+provisioning for every command but Provision.  A handler never raises for bad
+client input: it answers with the protocol's Status.  Raising ``EasHTTPError``
+gives a bare HTTP status (e.g. 400); any other exception is a 500 and is logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from easync.model import User
+from easync.wbxml.element import Element
+
+# Protocol versions we speak (MS-ASProtocolVersions order).
+VERSIONS = ("2.5", "12.0", "12.1", "14.0", "14.1", "16.0", "16.1")
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor or 0)
+
+
+@dataclass
+class Settings:
+    """Tunables; every one can come from the command line or config file."""
+
+    max_window: int = 512
+    default_window: int = 100
+    max_request_bytes: int = 16 * 1024 * 1024
+    request_timeout: float = 120.0
+    heartbeat_min: int = 60
+    heartbeat_max: int = 3540
+    max_ping_folders: int = 300
+    max_sync_collections: int = 100
+    provisioning: bool = True
+    max_picture_bytes: int = 5 * 1024 * 1024
+    server_version: str = "16.1"
+
+
+@dataclass
+class EasRequest:
+    cmd: str                       # "Sync", "FolderSync", ...
+    user: User
+    device_id: str
+    device_type: str
+    version: str                   # "14.1", "16.1", ...
+    policy_key: str | None = None  # X-MS-PolicyKey or from the base64 query
+    params: dict[str, str] = field(default_factory=dict)  # CollectionId, ItemId, SaveInSent...
+    user_agent: str = ""
+    body: Element | None = None
+    raw_body: bytes = b""
+    client_addr: str = ""
+    device: dict[str, Any] | None = None  # the IStateStore device record, if known
+
+    @property
+    def v(self) -> tuple[int, int]:
+        return version_tuple(self.version)
+
+
+@dataclass
+class EasResponse:
+    body: Element | None = None    # None → empty 200 body
+    http_status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    status: str = ""               # the EAS Status for the request log line
+
+
+class EasHTTPError(Exception):
+    """Answer with a bare HTTP status (no WBXML body)."""
+
+    def __init__(self, code: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.headers = headers or {}
+
+
+@dataclass
+class EasServer:
+    """Everything a handler may use.  Built by ``easync.tap.makeService``."""
+
+    users: Any                     # IUserStore
+    items: Any                     # IItemStore
+    state: Any                     # IStateStore
+    notifier: Any                  # IChangeNotifier
+    clock: Any                     # IReactorTime
+    settings: Settings = field(default_factory=Settings)

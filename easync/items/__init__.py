@@ -1,0 +1,107 @@
+"""Contacts, calendar events and tasks: the canonical item dict and its EAS forms.
+
+The canonical item dict (what stores keep, what ``Item.data`` holds) is JSON-able
+and keyed by the MS-AS property names, the same for every protocol version:
+
+Contacts (MS-ASCNTC + Contacts2 names, e.g. "FirstName", "Email1Address",
+"BusinessAddressStreet", "NickName", "IMAddress"):
+  * plain properties: str
+  * "Birthday", "Anniversary": "YYYY-MM-DD" (a calendar date, never an instant)
+  * "Categories", "Children": list[str]
+  * "Picture": base64 str
+  * "Body": {"Type": 1|2|3, "Data": str}
+
+Calendar (MS-ASCAL names):
+  * "StartTime", "EndTime", "DtStamp", "AppointmentReplyTime": compact UTC
+    "YYYYMMDDTHHMMSSZ"
+  * "Timezone": the device's base64 blob, kept verbatim; "TimezoneId": the IANA
+    name we mapped it to (or chose when the item came from elsewhere), may be absent
+  * "AllDayEvent", "BusyStatus", "Sensitivity", "MeetingStatus", "Reminder",
+    "ResponseType", "ResponseRequested", "DisallowNewTimeProposal": int
+  * "Subject", "Location", "UID", "OrganizerName", "OrganizerEmail", ...: str
+  * "Categories": list[str]
+  * "Attendees": list of {"Email": str, "Name": str, "AttendeeStatus": int,
+    "AttendeeType": int} (status/type absent when unknown)
+  * "Recurrence": {"Type": int, "Interval": int, "Until": compact str,
+    "Occurrences": int, "DayOfWeek": int, "DayOfMonth": int, "WeekOfMonth": int,
+    "MonthOfYear": int, "CalendarType": int, "IsLeapMonth": int,
+    "FirstDayOfWeek": int} (only the keys that apply)
+  * "Exceptions": list of {"ExceptionStartTime": compact str (the original start),
+    "Deleted": 1} or {"ExceptionStartTime": ..., <overridden properties>}
+  * "Body": {"Type": ..., "Data": ...}
+
+Tasks (MS-ASTASK names):
+  * "DueDate", "UtcDueDate", "StartDate", "UtcStartDate", "DateCompleted",
+    "ReminderTime": EAS dateTime "YYYY-MM-DDTHH:MM:SS.000Z"
+  * "Complete", "Importance", "ReminderSet", "Sensitivity": int
+  * "Subject": str, "Categories": list[str], "Body": {...}
+  * "Recurrence": {"Type", "Start", "Until", "Occurrences", "Interval",
+    "DayOfWeek", "DayOfMonth", "WeekOfMonth", "MonthOfYear", "Regenerate",
+    "DeadOccur", ...} (dates as EAS dateTime strings)
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+_ADDR = re.compile(r"<([^<>@\s]+@[^<>\s]+)>")
+_BARE = re.compile(r"([^\s<>\"',;]+@[^\s<>\"',;]+)")
+
+
+def email_address(value: str | None) -> str | None:
+    """The bare, lower-cased address in an RFC 822-style value, or None."""
+    if not value:
+        return None
+    m = _ADDR.search(value) or _BARE.search(value)
+    return m.group(1).lower() if m else None
+
+
+def parse_compact(value: str) -> datetime:
+    """Parse a compact ("20261122T101500Z") or extended EAS date-time as UTC."""
+    v = value.strip().rstrip("\x00")
+    digits = re.sub(r"[^0-9]", "", v)
+    if len(digits) < 8:
+        raise ValueError(f"not a date: {value!r}")
+    year, month, day = int(digits[0:4]), int(digits[4:6]), int(digits[6:8])
+    hour = int(digits[8:10] or 0)
+    minute = int(digits[10:12] or 0)
+    second = int(digits[12:14] or 0)
+    return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+
+
+def _ts(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return calendar.timegm(parse_compact(value).timetuple())
+    except (ValueError, OverflowError):
+        return None
+
+
+def index_fields(cls: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The columns a store indexes for an item.
+
+    Returns uid (str|None), start and end (Unix seconds or None; a recurring event
+    has end None, meaning 'open'), complete (0/1 for tasks, else None) and emails
+    (the sorted bare addresses: a contact's three addresses, an event's attendees).
+    """
+    out: dict[str, Any] = {"uid": None, "start": None, "end": None, "complete": None,
+                           "emails": []}
+    if cls == "Contacts":
+        emails = {email_address(data.get(k)) for k in
+                  ("Email1Address", "Email2Address", "Email3Address")}
+        out["emails"] = sorted(e for e in emails if e)
+    elif cls == "Calendar":
+        out["uid"] = data.get("UID") or None
+        out["start"] = _ts(data.get("StartTime"))
+        out["end"] = None if data.get("Recurrence") else _ts(data.get("EndTime"))
+        emails = {email_address(a.get("Email")) for a in data.get("Attendees") or []}
+        out["emails"] = sorted(e for e in emails if e)
+    elif cls == "Tasks":
+        out["complete"] = 1 if str(data.get("Complete", "0")) == "1" else 0
+        out["start"] = _ts(data.get("UtcStartDate") or data.get("StartDate"))
+        out["end"] = _ts(data.get("UtcDueDate") or data.get("DueDate"))
+    return out

@@ -1,0 +1,122 @@
+"""Plain data passed between the protocol side and the stores.
+
+Nothing here talks to a database or the network.  An item's ``data`` is the
+*canonical item dict* described in ``easync/items/__init__.py``: JSON-able,
+keyed by the MS-AS property names, independent of the protocol version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Folder Type values (MS-ASCMD 2.2.3.186.3) and the class each one syncs.
+FOLDER_CLASS: dict[int, str] = {
+    1: "Email", 2: "Email", 3: "Email", 4: "Email", 5: "Email", 6: "Email", 12: "Email",
+    7: "Tasks", 15: "Tasks",
+    8: "Calendar", 13: "Calendar",
+    9: "Contacts", 14: "Contacts",
+    10: "Notes", 17: "Notes",
+}
+USER_FOLDER_TYPE = {"Contacts": 14, "Calendar": 13, "Tasks": 15}
+# The default hierarchy every user gets: (type, display name).
+DEFAULT_FOLDERS: tuple[tuple[int, str], ...] = (
+    (9, "Contacts"),
+    (8, "Calendar"),
+    (7, "Tasks"),
+    (2, "Inbox"),
+    (3, "Drafts"),
+    (4, "Deleted Items"),
+    (5, "Sent Items"),
+    (6, "Outbox"),
+)
+
+
+@dataclass
+class User:
+    id: int
+    name: str
+    email: str | None = None
+    activesync: bool = False
+    password_hash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Folder:
+    server_id: str          # stable, never reused; what EAS calls the folder ServerId
+    parent_id: str          # "0" for top level
+    name: str
+    type: int               # MS-ASCMD folder Type
+    modseq: int = 0         # modseq of the newest change to an item in this folder
+
+    @property
+    def cls(self) -> str:
+        return FOLDER_CLASS.get(self.type, "Email")
+
+    @property
+    def is_default(self) -> bool:
+        return self.type < 12
+
+
+@dataclass
+class Item:
+    server_id: str
+    folder_id: str
+    cls: str                # "Contacts" | "Calendar" | "Tasks"
+    data: dict[str, Any]
+    modseq: int = 0
+
+
+@dataclass
+class Change:
+    """One entry of a folder's change feed."""
+
+    server_id: str
+    modseq: int
+    deleted: bool
+    created_modseq: int     # modseq at which the item first appeared in this folder
+    item: Item | None = None  # None for deletions
+
+
+@dataclass
+class ChangeBatch:
+    changes: list[Change]
+    more: bool              # more changes exist after the last one returned
+    high: int               # cursor to resume from (modseq of the last change returned,
+                            # or the cursor passed in when nothing was returned)
+
+
+@dataclass
+class Op:
+    """A write, as applied by ``IItemStore.apply``.
+
+    kind: "add" (data; server_id is assigned by the store),
+          "change" (server_id, data: the full new canonical dict),
+          "delete" (server_id).
+    ``ref`` is echoed in the result (the engine uses the ClientId).
+    """
+
+    kind: str
+    server_id: str | None = None
+    data: dict[str, Any] | None = None
+    ref: str | None = None
+    cls: str | None = None
+
+
+@dataclass
+class OpResult:
+    ref: str | None
+    server_id: str | None
+    ok: bool
+    modseq: int = 0
+    error: str | None = None  # "notfound" | "invalid"
+
+
+@dataclass
+class StateWrite:
+    """A sync-state blob to save in the same transaction as item writes."""
+
+    device_id: str
+    name: str               # e.g. "sync:<collection id>" or "folders"
+    state: dict[str, Any]

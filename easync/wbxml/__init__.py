@@ -1,0 +1,5 @@
+"""WBXML for Exchange ActiveSync: the element tree, the code pages, the codec."""
+
+from easync.wbxml.element import E, Element
+
+__all__ = ["E", "Element"]
