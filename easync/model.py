@@ -7,6 +7,7 @@ keyed by the MS-AS property names, independent of the protocol version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,3 +121,7 @@ class StateWrite:
     device_id: str
     name: str               # e.g. "sync:<collection id>" or "folders"
     state: dict[str, Any]
+    # If set, ``IItemStore.apply`` calls it inside the transaction, after the ops,
+    # with their OpResults, and saves what it returns instead of ``state`` (the
+    # engine needs the modseqs the store just assigned to the device's own writes).
+    build: Callable[[list[OpResult]], dict[str, Any]] | None = None
