@@ -1,0 +1,134 @@
+"""Local accounts: bcrypt hashes in easync's database."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from typing import Any
+
+import bcrypt
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+log = Logger()
+
+# How long an accepted password is remembered (seconds).  The entry is also
+# dropped as soon as the user's stored hash differs from the one it was checked
+# against, so a password change takes effect at once.
+CACHE_SECONDS = 300.0
+CACHE_MAX = 100_000
+
+
+class Unavailable(Exception):
+    """The user directory could not answer (→ HTTP 503 + Retry-After)."""
+
+
+def split_username(raw: str) -> list[str]:
+    """Candidate account names for a Basic user name.
+
+    ``DOMAIN\\user`` → ["user"]; ``user@domain`` → ["user@domain", "user"];
+    ``user`` → ["user"].  Lower-cased.
+    """
+    name = raw.strip()
+    if "\\" in name:
+        name = name.rsplit("\\", 1)[1]
+    name = name.lower()
+    out = [name]
+    if "@" in name:
+        local = name.split("@", 1)[0]
+        if local:
+            out.append(local)
+    return [n for n in out if n]
+
+
+_pool: ThreadPool | None = None
+
+
+def crypto_pool(reactor: Any) -> ThreadPool:
+    """The bounded thread pool bcrypt runs in (never the reactor thread)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPool(1, 4, name="easync-bcrypt")
+        _pool.start()
+        reactor.addSystemEventTrigger("during", "shutdown", _stop_pool)
+    return _pool
+
+
+def _stop_pool() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.stop()
+        _pool = None
+
+
+def check_password(password: str, hashed: str) -> bool:
+    try:
+        return bcrypt.checkpw(password.encode("utf-8"), hashed.encode("ascii"))
+    except ValueError:
+        return False
+
+
+@implementer(ICredentialsChecker)
+class LocalChecker:
+    """bcrypt check of the login password, with a short keyed cache."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, users: Any, reactor: Any) -> None:
+        self.users = users
+        self.reactor = reactor
+        self._key = os.urandom(32)
+        self._cache: dict[bytes, tuple[str, str, float]] = {}
+
+    def _cache_key(self, name: str, password: bytes) -> bytes:
+        return hmac.new(self._key, name.encode("utf-8") + b"\x00" + password,
+                        hashlib.sha256).digest()
+
+    def forget(self) -> None:
+        """Drop every remembered credential."""
+        self._cache.clear()
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: IUsernamePassword) -> str:
+        raw = credentials.username
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        password = credentials.password
+        if isinstance(password, str):
+            password = password.encode("utf-8")
+        if not password:
+            raise UnauthorizedLogin("empty password")
+        user = None
+        try:
+            for name in split_username(raw):
+                user = await self.users.get_user(name)
+                if user is not None:
+                    break
+        except Exception as e:  # the database cannot answer
+            raise Unavailable(str(e)) from e
+        if user is None or not user.password_hash:
+            raise UnauthorizedLogin("unknown user")
+        key = self._cache_key(user.name, password)
+        now = self.reactor.seconds()
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] == user.password_hash and hit[2] > now:
+            return user.name
+        ok = await deferToThreadPool(self.reactor, crypto_pool(self.reactor),
+                                     check_password, password.decode("utf-8", "replace"),
+                                     user.password_hash)
+        if not ok:
+            self._cache.pop(key, None)
+            raise UnauthorizedLogin("wrong password")
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (user.name, user.password_hash, now + CACHE_SECONDS)
+        return user.name

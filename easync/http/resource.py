@@ -1,0 +1,406 @@
+"""The twisted.web side: ``/Microsoft-Server-ActiveSync`` (OPTIONS and POST).
+
+One request goes: size limit → query (plain or base64 form) → Basic auth
+against the configured checker → ActiveSync allowed? → version → WBXML decode
+→ root element check → device record → provisioning → the command's handler →
+WBXML encode.  Every failure gets the protocol's HTTP code or Status and one log
+line; no traceback ever reaches the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import time
+from typing import Any
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import LoginFailed, UnauthorizedLogin
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from easync.auth.local import Unavailable
+from easync.context import (
+    VERSIONS,
+    EasHTTPError,
+    EasRequest,
+    EasResponse,
+    EasServer,
+    version_tuple,
+)
+from easync.http.query import QueryError, parse_query
+
+log = Logger(namespace="easync.request")
+
+WBXML_TYPE = b"application/vnd.ms-sync.wbxml"
+REALM = b'Basic realm="easync"'
+
+# Command → (module, root element of its WBXML body).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "Sync": ("sync", "AirSync:Sync"),
+    "FolderSync": ("foldersync", "FolderHierarchy:FolderSync"),
+    "FolderCreate": ("foldercreate", "FolderHierarchy:FolderCreate"),
+    "FolderUpdate": ("folderupdate", "FolderHierarchy:FolderUpdate"),
+    "FolderDelete": ("folderdelete", "FolderHierarchy:FolderDelete"),
+    "GetItemEstimate": ("getitemestimate", "ItemEstimate:GetItemEstimate"),
+    "ItemOperations": ("itemoperations", "ItemOperations:ItemOperations"),
+    "MoveItems": ("moveitems", "Move:MoveItems"),
+    "Settings": ("settings", "Settings:Settings"),
+    "Provision": ("provision", "Provision:Provision"),
+    "Ping": ("ping", "Ping:Ping"),
+    "SendMail": ("sendmail", "ComposeMail:SendMail"),
+    "SmartReply": ("smartreply", "ComposeMail:SmartReply"),
+    "SmartForward": ("smartforward", "ComposeMail:SmartForward"),
+    "MeetingResponse": ("meetingresponse", "MeetingResponse:MeetingResponse"),
+    "Search": ("search", "Search:Search"),
+    "ResolveRecipients": ("resolverecipients", "ResolveRecipients:ResolveRecipients"),
+}
+# Commands whose body may be empty (cached request reused) or raw MIME (12.x mail).
+EMPTY_OK = {"Sync", "Ping", "SendMail", "SmartReply", "SmartForward"}
+MIME_BODY = {"SendMail", "SmartReply", "SmartForward"}
+# Commands that hold the request open; they are exempt from the request time limit.
+LONG_POLL = {"Ping", "Sync"}
+
+
+def available_commands() -> list[str]:
+    """The commands that have a handler module (advertised in OPTIONS)."""
+    out = []
+    for name, (module, _root) in COMMANDS.items():
+        try:
+            importlib.import_module(f"easync.commands.{module}")
+        except ImportError:
+            continue
+        out.append(name)
+    return out
+
+
+class EasRequestFactory(server.Request):
+    """A Request that stops buffering a body past the configured limit."""
+
+    max_bytes = 16 * 1024 * 1024
+
+    def gotLength(self, length: int | None) -> None:
+        self._easync_seen = 0
+        self._easync_too_large = length is not None and length > self.max_bytes
+        if self._easync_too_large:
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._easync_seen = getattr(self, "_easync_seen", 0) + len(data)
+        if self._easync_seen > self.max_bytes:
+            self._easync_too_large = True
+        if getattr(self, "_easync_too_large", False):
+            return
+        super().handleContentChunk(data)
+
+
+class ActiveSyncResource(Resource):
+    isLeaf = True
+
+    def __init__(self, server_: EasServer, checker: Any) -> None:
+        super().__init__()
+        self.server = server_
+        self.checker = checker
+        self.versions = ",".join(v for v in VERSIONS)
+        self._commands: str | None = None
+        self._seen: dict[tuple[int, str], float] = {}
+
+    # -- OPTIONS -----------------------------------------------------------------
+    def render_OPTIONS(self, request: server.Request) -> int:
+        d = Deferred.fromCoroutine(self._options(request))
+        d.addErrback(self._crash, request, "OPTIONS", time.monotonic())
+        return server.NOT_DONE_YET
+
+    async def _options(self, request: server.Request) -> None:
+        t0 = time.monotonic()
+        user = await self._authenticate(request, "OPTIONS", t0)
+        if user is None:
+            return
+        if self._commands is None:
+            self._commands = ",".join(available_commands())
+        request.setHeader(b"MS-Server-ActiveSync", self.server.settings.server_version.encode())
+        request.setHeader(b"MS-ASProtocolVersions", self.versions.encode())
+        request.setHeader(b"MS-ASProtocolCommands", self._commands.encode())
+        request.setHeader(b"Allow", b"OPTIONS,POST")
+        request.setHeader(b"Public", b"OPTIONS,POST")
+        request.setHeader(b"Cache-Control", b"private")
+        self._finish(request, 200, b"", user.name, "", "OPTIONS", "", t0)
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setResponseCode(http.NOT_ALLOWED)
+        request.setHeader(b"Allow", b"OPTIONS,POST")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"This is an Exchange ActiveSync endpoint: add it to a phone as an Exchange account.\n"
+
+    # -- POST --------------------------------------------------------------------
+    def render_POST(self, request: server.Request) -> int:
+        t0 = time.monotonic()
+        d = Deferred.fromCoroutine(self._post(request, t0))
+        finished = request.notifyFinish()
+        finished.addErrback(lambda _f: d.cancel())
+        d.addErrback(self._crash, request, "POST", t0)
+        return server.NOT_DONE_YET
+
+    async def _authenticate(self, request: server.Request, cmd: str, t0: float) -> Any:
+        header = request.getHeader(b"authorization")
+        if not header or not header.lower().startswith("basic "):
+            request.setHeader(b"WWW-Authenticate", REALM)
+            self._finish(request, 401, b"", "-", "", cmd, "no credentials", t0)
+            return None
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+            username, sep, password = decoded.partition(":")
+            if not sep:
+                raise ValueError("no colon")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            request.setHeader(b"WWW-Authenticate", REALM)
+            self._finish(request, 401, b"", "-", "", cmd, "malformed Authorization", t0)
+            return None
+        try:
+            name = await self.checker.requestAvatarId(UsernamePassword(username, password))
+            user = await self.server.users.get_user(name)
+        except (UnauthorizedLogin, LoginFailed) as e:
+            request.setHeader(b"WWW-Authenticate", REALM)
+            self._finish(request, 401, b"", _safe(username), "", cmd,
+                         f"login refused: {e}", t0)
+            return None
+        except Unavailable as e:
+            request.setHeader(b"Retry-After", b"30")
+            self._finish(request, 503, b"", _safe(username), "", cmd,
+                         f"directory unavailable: {e}", t0)
+            return None
+        if user is None:
+            request.setHeader(b"WWW-Authenticate", REALM)
+            self._finish(request, 401, b"", _safe(username), "", cmd, "user vanished", t0)
+            return None
+        if not user.activesync:
+            self._finish(request, 403, b"", user.name, "", cmd, "ActiveSync not enabled", t0)
+            return None
+        return user
+
+    async def _post(self, request: server.Request, t0: float) -> None:
+        settings = self.server.settings
+        if getattr(request, "_easync_too_large", False):
+            self._finish(request, 413, b"", "-", "", "?", "body over the size limit", t0)
+            return
+        user = await self._authenticate(request, "?", t0)
+        if user is None:
+            return
+        raw_qs = request.uri.split(b"?", 1)[1].decode("latin-1") if b"?" in request.uri else ""
+        try:
+            q = parse_query(raw_qs)
+        except QueryError as e:
+            self._finish(request, 400, b"", user.name, "", "?", f"bad query: {e}", t0)
+            return
+        cmd = q.cmd
+        device_id = q.device_id
+        if cmd not in COMMANDS:
+            self._finish(request, 400, b"", user.name, device_id, cmd or "?",
+                         "unknown or missing command", t0)
+            return
+        if not device_id or len(device_id) > 64:
+            self._finish(request, 400, b"", user.name, device_id, cmd, "missing DeviceId", t0)
+            return
+        if not q.device_type:
+            self._finish(request, 400, b"", user.name, device_id, cmd, "missing DeviceType", t0)
+            return
+        version = q.version or _header(request, b"ms-asprotocolversion") or "14.1"
+        if version not in VERSIONS or version_tuple(version) < (12, 1):
+            self._finish(request, 400, b"", user.name, device_id, cmd,
+                         f"unsupported protocol version {version!r}", t0)
+            return
+        module_name, root_tag = COMMANDS[cmd]
+        try:
+            module = importlib.import_module(f"easync.commands.{module_name}")
+        except ImportError:
+            self._finish(request, 400, b"", user.name, device_id, cmd,
+                         "command not supported", t0)
+            return
+        request.content.seek(0)
+        raw = request.content.read()
+        body = None
+        if raw:
+            ctype = (_header(request, b"content-type") or "").lower()
+            if cmd in MIME_BODY and version_tuple(version) < (14, 0) and "wbxml" not in ctype:
+                pass  # 12.x mail: raw MIME, handled by the command
+            else:
+                from easync.wbxml import WBXMLError, decode
+
+                try:
+                    body = decode(raw)
+                except WBXMLError as e:
+                    self._finish(request, 400, b"", user.name, device_id, cmd,
+                                 f"bad WBXML: {e}", t0)
+                    return
+                if body.tag != root_tag:
+                    self._finish(request, 400, b"", user.name, device_id, cmd,
+                                 f"root {body.tag} does not match Cmd", t0)
+                    return
+        elif cmd not in EMPTY_OK:
+            self._finish(request, 400, b"", user.name, device_id, cmd, "empty body", t0)
+            return
+        device = await self._touch_device(user, q, request)
+        req = EasRequest(
+            cmd=cmd, user=user, device_id=device_id, device_type=q.device_type,
+            version=version,
+            policy_key=q.policy_key or _header(request, b"x-ms-policykey"),
+            params=dict(q.params), user_agent=_header(request, b"user-agent") or "",
+            body=body, raw_body=raw if body is None else b"",
+            client_addr=_client_addr(request), device=device,
+        )
+        if settings.provisioning and cmd != "Provision":
+            blocked = self._policy_check(req)
+            if blocked is not None:
+                self._respond(request, req, blocked, t0, note="policy key")
+                return
+        handler = module.handle(self.server, req)
+        d = Deferred.fromCoroutine(handler)
+        if cmd not in LONG_POLL:
+            d.addTimeout(settings.request_timeout, self.server.clock)
+        try:
+            resp = await d
+        except EasHTTPError as e:
+            for k, v in e.headers.items():
+                request.setHeader(k.encode(), v.encode())
+            self._finish(request, e.code, b"", user.name, device_id, cmd, e.reason, t0)
+            return
+        except TimeoutError:
+            request.setHeader(b"Retry-After", b"30")
+            self._finish(request, 503, b"", user.name, device_id, cmd, "timed out", t0)
+            return
+        except Unavailable as e:
+            request.setHeader(b"Retry-After", b"30")
+            self._finish(request, 503, b"", user.name, device_id, cmd, f"unavailable: {e}", t0)
+            return
+        self._respond(request, req, resp, t0)
+
+    def _policy_check(self, req: EasRequest) -> EasResponse | None:
+        try:
+            from easync.commands import policy
+        except ImportError:
+            return None
+        status = policy.policy_status(req.device, req.policy_key)
+        if status is None:
+            return None
+        return policy.policy_required_response(req.cmd, req.version, status)
+
+    async def _touch_device(self, user: Any, q: Any, request: server.Request) -> Any:
+        """Load the device record; write last-seen at most once a minute per device."""
+        state = self.server.state
+        device = await state.get_device(user, q.device_id)
+        now = self.server.clock.seconds()
+        key = (user.id, q.device_id)
+        ua = _header(request, b"user-agent") or ""
+        if device is None or now - self._seen.get(key, 0) > 60 or (
+            device.get("user_agent") != ua
+        ):
+            fields: dict[str, Any] = {"device_type": q.device_type, "user_agent": ua,
+                                      "last_seen": now}
+            device = await state.save_device(user, q.device_id, **fields)
+            if len(self._seen) > 200_000:
+                self._seen.clear()
+            self._seen[key] = now
+        return device
+
+    def _respond(self, request: server.Request, req: EasRequest, resp: EasResponse,
+                 t0: float, note: str = "") -> None:
+        for k, v in resp.headers.items():
+            request.setHeader(k.encode(), v.encode())
+        data = b""
+        if resp.body is not None:
+            from easync.wbxml import encode
+
+            data = encode(resp.body)
+        self._finish(request, resp.http_status, data, req.user.name, req.device_id, req.cmd,
+                     note, t0, eas_status=resp.status)
+
+    def _finish(self, request: server.Request, code: int, data: bytes, user: str,
+                device: str, cmd: str, note: str, t0: float, eas_status: str = "") -> None:
+        ms = (time.monotonic() - t0) * 1000
+        log.info(
+            "{user} {device} {cmd} http={code} status={status} {ms:.1f}ms {addr}{note}",
+            user=user, device=device or "-", cmd=cmd, code=code, status=eas_status or "-",
+            ms=ms, addr=_client_addr(request), note=f" ({note})" if note else "",
+        )
+        if request.finished or getattr(request, "_disconnected", False) or (
+            request.channel is None
+        ):
+            return
+        request.setResponseCode(code)
+        if data or code == 200:
+            request.setHeader(b"Content-Type", WBXML_TYPE)
+        request.setHeader(b"MS-Server-ActiveSync", self.server.settings.server_version.encode())
+        request.setHeader(b"Cache-Control", b"private")
+        request.setHeader(b"Content-Length", str(len(data)).encode())
+        if data:
+            request.write(data)
+        request.finish()
+
+    def _crash(self, failure: Failure, request: server.Request, cmd: str, t0: float) -> None:
+        if failure.check(CancelledError):
+            log.info("request cancelled: client went away ({cmd})", cmd=cmd)
+            return
+        log.failure("unexpected error in {cmd}", failure, cmd=cmd)
+        try:
+            self._finish(request, 500, b"", "-", "", cmd, "server error", t0)
+        except Exception:  # the connection is gone
+            pass
+
+
+class RootResource(Resource):
+    """Routes ``/Microsoft-Server-ActiveSync`` case-insensitively."""
+
+    def __init__(self, eas: ActiveSyncResource) -> None:
+        super().__init__()
+        self.eas = eas
+
+    def getChild(self, path: bytes, request: server.Request) -> Resource:
+        if path.lower() == b"microsoft-server-activesync":
+            return self.eas
+        return super().getChild(path, request)
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"easync: Exchange ActiveSync server\n"
+
+
+def make_root(server_: EasServer, checker: Any) -> Resource:
+    """The root resource of the EAS web site."""
+    return RootResource(ActiveSyncResource(server_, checker))
+
+
+def make_site(server_: EasServer, checker: Any, timeout: float | None = 3600) -> server.Site:
+    """A Site serving ``make_root`` with the request-size limit applied."""
+
+    class _Request(EasRequestFactory):
+        max_bytes = server_.settings.max_request_bytes
+
+    site = server.Site(make_root(server_, checker), timeout=timeout)
+    site.requestFactory = _Request
+    site.displayTracebacks = False
+    site.noisy = False
+    # One log event per request is written by ActiveSyncResource; no access log twice.
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+def _header(request: server.Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.strip() if value else None
+
+
+def _client_addr(request: server.Request) -> str:
+    try:
+        return request.getClientAddress().host
+    except Exception:
+        return "-"
+
+
+def _safe(username: str) -> str:
+    """A user name fit for a log line (never the password)."""
+    return "".join(c for c in username if c.isprintable())[:128] or "-"
