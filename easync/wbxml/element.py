@@ -15,7 +15,7 @@ from collections.abc import Iterator
 class Element:
     """One WBXML element."""
 
-    __slots__ = ("tag", "children", "text", "opaque")
+    __slots__ = ("children", "opaque", "tag", "text")
 
     def __init__(
         self,
