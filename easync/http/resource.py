@@ -348,8 +348,8 @@ class ActiveSyncResource(Resource):
         log.failure("unexpected error in {cmd}", failure, cmd=cmd)
         try:
             self._finish(request, 500, b"", "-", "", cmd, "server error", t0)
-        except Exception:  # the connection is gone
-            pass
+        except RuntimeError:  # the connection is gone
+            log.info("could not answer {cmd}: connection gone", cmd=cmd)
 
 
 class RootResource(Resource):
@@ -395,10 +395,8 @@ def _header(request: server.Request, name: bytes) -> str | None:
 
 
 def _client_addr(request: server.Request) -> str:
-    try:
-        return request.getClientAddress().host
-    except Exception:
-        return "-"
+    addr = request.getClientAddress()
+    return getattr(addr, "host", None) or "-"
 
 
 def _safe(username: str) -> str:

@@ -1,0 +1,47 @@
+"""GetItemEstimate (MS-ASCMD 2.2.1.9): how many changes the next Sync would send."""
+
+from __future__ import annotations
+
+from easync.context import EasRequest, EasResponse, EasServer
+from easync.syncengine import SyncEngine
+from easync.wbxml.element import E
+
+
+async def handle(server: EasServer, req: EasRequest) -> EasResponse:
+    body = req.body
+    colls = body.find("ItemEstimate:Collections") if body is not None else None
+    if colls is None or not colls.findall("ItemEstimate:Collection"):
+        return EasResponse(E("ItemEstimate:GetItemEstimate", E("ItemEstimate:Status", "2")),
+                           status="2")
+    folders = {f.server_id: f for f in await server.items.list_folders(req.user)}
+    engine = SyncEngine(server)
+    root = E("ItemEstimate:GetItemEstimate")
+    statuses = []
+    for coll in colls.findall("ItemEstimate:Collection"):
+        cid = coll.findtext("ItemEstimate:CollectionId") or ""
+        key = coll.findtext("AirSync:SyncKey")
+        filter_type = None
+        opts = coll.find("AirSync:Options")
+        ft = (opts.findtext("AirSync:FilterType") if opts is not None
+              else coll.findtext("ItemEstimate:FilterType"))
+        if ft:
+            try:
+                filter_type = int(ft)
+            except ValueError:
+                filter_type = None
+        folder = folders.get(cid)
+        if folder is None:
+            status, estimate = "2", 0
+        elif key is None:
+            status, estimate = "4", 0
+        else:
+            status, estimate = await engine.estimate(req.user, req.device_id, folder, key,
+                                                     filter_type)
+        statuses.append(status)
+        resp = root.add("ItemEstimate:Response")
+        resp.add("ItemEstimate:Status", status)
+        c = resp.add("ItemEstimate:Collection")
+        c.add("ItemEstimate:CollectionId", cid)
+        if status == "1":
+            c.add("ItemEstimate:Estimate", estimate)
+    return EasResponse(root, status=",".join(statuses))

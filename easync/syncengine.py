@@ -1,0 +1,428 @@
+"""The sync engine: per (device, collection) SyncKey state over a store's change feed.
+
+State of one collection for one device (a JSON blob saved by the state store)::
+
+    epoch    random prefix of the keys of this state's life (a reset starts a new one)
+    key      n: the device holds SyncKey "{epoch}n"
+    cursor   every change with modseq <= cursor has been delivered (or was the device's own)
+    own      {server id: modseq} of the device's own writes after the cursor: not echoed
+    filter   FilterType, supported (Supported property names or None), cls
+    prev     what answered key n-1 (cursor, own, the responses, the delivered ids):
+             a device that resends key n-1 gets the same answer again
+
+Costs: a Sync with nothing new reads the folder's modseq and stops (O(1));
+otherwise it reads O(window) feed entries.  Client writes and the new state
+are committed in one transaction, so a crash mid-request leaves key n valid.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.logger import Logger
+
+from easync.items import codec
+from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
+from easync.wbxml.element import E, Element
+
+log = Logger()
+
+ITEM_CLASSES = ("Contacts", "Calendar", "Tasks")
+
+
+def state_name(collection_id: str) -> str:
+    return f"sync:{collection_id}"
+
+
+def make_key(epoch: str, n: int) -> str:
+    return f"{{{epoch}}}{n}"
+
+
+def new_epoch() -> str:
+    return os.urandom(4).hex()
+
+
+@dataclass
+class CollectionRequest:
+    """One collection of a Sync request, parsed."""
+
+    collection_id: str
+    sync_key: str
+    window: int
+    get_changes: bool
+    filter_type: int | None = None
+    conflict: int = 1               # 1 server wins (default), 0 client wins
+    prefs: list[Any] = field(default_factory=list)
+    supported: list[str] | None = None
+    commands: list[Element] = field(default_factory=list)
+    deletes_as_moves: bool = True
+
+
+@dataclass
+class CollectionResult:
+    element: Element
+    changed: bool                   # anything to tell the device (key moved, responses, commands)
+    status: str = "1"
+    delivered: int = 0
+
+
+def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None) -> Any:
+    info = (device or {}).get("info") or {}
+    return codec.DeviceQuirks(device_type=device_type, user_agent=user_agent,
+                              os=str(info.get("OS", "")))
+
+
+class SyncEngine:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.items = server.items
+        self.state = server.state
+
+    # -- reading the feed ----------------------------------------------------------
+    async def collect(self, user: User, folder: Folder, st: dict[str, Any], limit: int,
+                      now: float) -> tuple[list[Change], bool, int]:
+        """Changes due to the device, after its cursor, at most ``limit``.
+
+        Returns (changes, more, new cursor if all of them are delivered).
+        """
+        cursor = st["cursor"]
+        own = st.get("own") or {}
+        window = None
+        if st.get("filter") is not None:
+            window = codec.filter_window(int(st["filter"]), folder.cls, now)
+        out: list[Change] = []
+        c = cursor
+        more = False
+        if folder.modseq <= cursor:
+            return out, False, cursor
+        while True:
+            want = limit + 1 - len(out)
+            batch = await self.items.changes_since(user, folder.server_id, c,
+                                                   max(want, 16), window)
+            for ch in batch.changes:
+                if own.get(ch.server_id) == ch.modseq:
+                    continue            # the device's own write: never echoed
+                if ch.deleted and ch.created_modseq > cursor and ch.server_id not in own:
+                    continue            # came and went while the device was away
+                out.append(ch)
+            c = batch.high
+            if len(out) > limit:
+                more = True
+                break
+            if not batch.more:
+                break
+        if more:
+            out = out[:limit]
+            return out, True, out[-1].modseq
+        return out, False, max(c, cursor)
+
+    # -- one collection ------------------------------------------------------------
+    async def sync_collection(self, user: User, device_id: str, version: str, quirks: Any,
+                              folder: Folder | None, creq: CollectionRequest,
+                              remaining: int) -> CollectionResult:
+        cid = creq.collection_id
+        if folder is None:
+            return self._status(creq, "12")
+        name = state_name(cid)
+        if creq.sync_key == "0":
+            st = {
+                "epoch": new_epoch(), "key": 1, "cursor": 0, "own": {},
+                "cls": folder.cls, "filter": creq.filter_type, "supported": creq.supported,
+            }
+            await self.state.save_state(user, StateWrite(device_id, name, st))
+            el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(st["epoch"], 1)),
+                   E("AirSync:CollectionId", cid), E("AirSync:Status", "1"))
+            return CollectionResult(el, True)
+        st = await self.state.get_state(user, device_id, name)
+        if st is None:
+            return self._status(creq, "3", key="0")
+        current = make_key(st["epoch"], st["key"])
+        prev = st.get("prev")
+        if creq.sync_key != current:
+            if prev and creq.sync_key == make_key(st["epoch"], prev["key"]):
+                return await self._replay(user, folder, st, creq, version, quirks)
+            return self._status(creq, "3", key="0")
+        # Options may change between requests (FilterType, BodyPreference).
+        if creq.filter_type is not None and creq.filter_type != st.get("filter"):
+            st["filter"] = creq.filter_type
+        return await self._sync(user, device_id, version, quirks, folder, st, creq, remaining)
+
+    def _status(self, creq: CollectionRequest, status: str, key: str | None = None
+                ) -> CollectionResult:
+        el = E("AirSync:Collection", E("AirSync:SyncKey", key or creq.sync_key),
+               E("AirSync:CollectionId", creq.collection_id), E("AirSync:Status", status))
+        return CollectionResult(el, True, status)
+
+    async def _sync(self, user: User, device_id: str, version: str, quirks: Any,
+                    folder: Folder, st: dict[str, Any], creq: CollectionRequest,
+                    remaining: int) -> CollectionResult:
+        cid = folder.server_id
+        cls = folder.cls
+        cursor = st["cursor"]
+        own: dict[str, int] = dict(st.get("own") or {})
+        now = self.server.clock.seconds()
+        window = max(1, min(creq.window, remaining))
+
+        delivered: list[Change] = []
+        more = False
+        new_cursor = cursor
+        if creq.get_changes:
+            delivered, more, new_cursor = await self.collect(user, folder, st, window, now)
+
+        responses: list[list[Any]] = []     # replayable form of the Responses element
+        ops: list[Op] = []
+        op_kinds: list[str] = []
+        fetches: list[str] = []
+        if creq.commands:
+            await self._commands(user, folder, st, creq, version, quirks, own, delivered,
+                                 responses, ops, op_kinds, fetches)
+
+        if not ops and not responses and not delivered and not more:
+            # Nothing new, nothing asked: the same key again, nothing written.
+            el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(st["epoch"], st["key"])),
+                   E("AirSync:CollectionId", cid), E("AirSync:Status", "1"))
+            if new_cursor != cursor and not creq.commands:
+                # Only skipped entries (own echoes, filtered items) were passed: move the
+                # cursor without a new key so the next empty check stays O(1).
+                st2 = dict(st)
+                st2["cursor"] = new_cursor
+                st2["own"] = {k: v for k, v in own.items() if v > new_cursor}
+                await self.state.save_state(user, StateWrite(device_id, state_name(cid), st2))
+            return CollectionResult(el, bool(creq.commands))
+
+        new_n = st["key"] + 1
+        delivered_ids = [["D" if ch.deleted else ("C" if self._known(ch, cursor, own) else "A"),
+                          ch.server_id] for ch in delivered]
+
+        built: dict[str, Any] = {}
+
+        def build(results: list[OpResult]) -> dict[str, Any]:
+            own2 = {k: v for k, v in own.items() if v > new_cursor}
+            rec = [list(r) for r in responses]
+            add_results = iter([r for r, kind in zip(results, op_kinds, strict=True)
+                                if kind == "add"])
+            for r in results:
+                if r.ok and r.server_id:
+                    own2[r.server_id] = r.modseq
+            # fill in the ServerIds the store assigned to the Adds
+            for entry in rec:
+                if entry[0] == "Add" and entry[3] == "1":
+                    r = next(add_results)
+                    entry[2] = r.server_id if r.ok else None
+                    if not r.ok:
+                        entry[3] = "5"
+            built["state"] = {
+                "epoch": st["epoch"], "key": new_n, "cursor": new_cursor, "own": own2,
+                "cls": cls, "filter": st.get("filter"), "supported": st.get("supported"),
+                "prev": {"key": st["key"], "responses": rec, "delivered": delivered_ids,
+                         "more": more},
+            }
+            return built["state"]
+
+        if ops:
+            await self.items.apply(user, cid, ops,
+                                   StateWrite(device_id, state_name(cid), {}, build=build))
+            self.server.notifier.publish(user.id, cid)
+        else:
+            await self.state.save_state(user, StateWrite(device_id, state_name(cid), build([])))
+        rec = built["state"]["prev"]["responses"]
+        return await self._render(user, folder, st["epoch"], new_n, rec, fetches,
+                                  delivered_ids, delivered, more, version, quirks, creq)
+
+    @staticmethod
+    def _known(ch: Change, cursor: int, own: dict[str, int]) -> bool:
+        """Does the device already hold this item (→ Change rather than Add)?"""
+        return ch.created_modseq <= cursor or ch.server_id in own
+
+    async def _commands(self, user: User, folder: Folder, st: dict[str, Any],
+                        creq: CollectionRequest, version: str, quirks: Any,
+                        own: dict[str, int], delivered: list[Change],
+                        responses: list[list[Any]], ops: list[Op], op_kinds: list[str],
+                        fetches: list[str]) -> None:
+        cls = folder.cls
+        cursor = st["cursor"]
+        v16 = _vt(version) >= (16, 0)
+        wanted = []
+        for cmd in creq.commands:
+            sid = cmd.findtext("AirSync:ServerId")
+            if sid and cmd.tag != "AirSync:Add":
+                wanted.append(sid)
+        existing: dict[str, Item] = {}
+        if wanted:
+            for it in await self.items.get_items(user, wanted):
+                if it.folder_id == folder.server_id:
+                    existing[it.server_id] = it
+        pending = {ch.server_id: ch for ch in delivered}
+        touched: set[str] = set()
+        for cmd in creq.commands:
+            tag = cmd.tag
+            if tag == "AirSync:Add":
+                client_id = cmd.findtext("AirSync:ClientId")
+                appdata = cmd.find("AirSync:ApplicationData")
+                if not client_id:
+                    responses.append(["Add", "", None, "4", None])
+                    continue
+                if cls not in ITEM_CLASSES or appdata is None:
+                    responses.append(["Add", client_id, None, "6", None])
+                    continue
+                try:
+                    data = codec.from_eas(cls, appdata, version, quirks)
+                except codec.ItemError as e:
+                    log.info("Add {cid} refused: {err}", cid=client_id, err=str(e))
+                    responses.append(["Add", client_id, None, "6", None])
+                    continue
+                uid = None
+                if cls == "Calendar":
+                    client_uid = data.pop("ClientUid", None)
+                    if v16 or not data.get("UID"):
+                        data["UID"] = data.get("UID") if not v16 and data.get("UID") else (
+                            client_uid or uuid.uuid4().hex.upper())
+                    uid = data["UID"] if v16 else None
+                ops.append(Op(kind="add", data=data, ref=client_id, cls=cls))
+                op_kinds.append("add")
+                responses.append(["Add", client_id, None, "1", uid])
+            elif tag in ("AirSync:Change", "AirSync:Delete"):
+                sid = cmd.findtext("AirSync:ServerId") or ""
+                kind = "Change" if tag == "AirSync:Change" else "Delete"
+                instance = cmd.findtext("AirSyncBase:InstanceId")
+                old = existing.get(sid)
+                if old is None or sid in touched:
+                    responses.append([kind, sid, None, "8", None])
+                    continue
+                server_changed = old.modseq > cursor and own.get(sid) != old.modseq
+                if server_changed and creq.conflict != 0:
+                    responses.append([kind, sid, None, "7", None])
+                    continue            # server wins: its version goes out below
+                try:
+                    if kind == "Change":
+                        appdata = cmd.find("AirSync:ApplicationData")
+                        new = codec.from_eas(cls, appdata if appdata is not None
+                                             else Element("AirSync:ApplicationData"),
+                                             version, quirks)
+                        if instance and cls == "Calendar":
+                            data = codec.apply_instance_change(old.data, instance, new)
+                        else:
+                            data = codec.merge_change(cls, old.data, new, st.get("supported"),
+                                                      quirks)
+                        if cls == "Calendar":
+                            data.pop("ClientUid", None)
+                            if old.data.get("UID"):
+                                data["UID"] = old.data["UID"]
+                        ops.append(Op(kind="change", server_id=sid, data=data, ref=sid))
+                        op_kinds.append("change")
+                    elif instance and cls == "Calendar":
+                        data = codec.apply_instance_change(old.data, instance, None)
+                        ops.append(Op(kind="change", server_id=sid, data=data, ref=sid))
+                        op_kinds.append("change")
+                    else:
+                        ops.append(Op(kind="delete", server_id=sid, ref=sid))
+                        op_kinds.append("delete")
+                except codec.ItemError as e:
+                    log.info("{kind} {sid} refused: {err}", kind=kind, sid=sid, err=str(e))
+                    responses.append([kind, sid, None, "6", None])
+                    continue
+                touched.add(sid)
+                if sid in pending:
+                    # client wins: its version replaces what we were about to send
+                    delivered.remove(pending.pop(sid))
+            elif tag == "AirSync:Fetch":
+                sid = cmd.findtext("AirSync:ServerId") or ""
+                fetches.append(sid)
+                responses.append(["Fetch", sid, None, "1", None])
+
+    async def _render(self, user: User, folder: Folder, epoch: str, n: int,
+                      responses: list[list[Any]], fetches: list[str],
+                      delivered_ids: list[list[str]], delivered: list[Change] | None,
+                      more: bool, version: str, quirks: Any,
+                      creq: CollectionRequest) -> CollectionResult:
+        cls = folder.cls
+        el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(epoch, n)),
+               E("AirSync:CollectionId", folder.server_id), E("AirSync:Status", "1"))
+        need = [sid for kind, sid in delivered_ids if kind != "D"]
+        if delivered is not None:
+            by_id = {ch.server_id: ch.item for ch in delivered if ch.item is not None}
+        else:
+            by_id = {}
+        fetch_ids = [e[1] for e in responses if e[0] == "Fetch"]
+        missing = [sid for sid in need + fetch_ids if sid not in by_id]
+        if missing:
+            for it in await self.items.get_items(user, missing):
+                by_id[it.server_id] = it
+        if responses:
+            resp_el = el.add("AirSync:Responses")
+            for kind, ref, sid, status, uid in responses:
+                if kind == "Add":
+                    r = resp_el.add("AirSync:Add")
+                    r.add("AirSync:ClientId", ref)
+                    if sid:
+                        r.add("AirSync:ServerId", sid)
+                    r.add("AirSync:Status", status)
+                    if uid and status == "1":
+                        r.append(E("AirSync:ApplicationData", E("Calendar:UID", uid)))
+                elif kind == "Fetch":
+                    item = by_id.get(ref)
+                    r = resp_el.add("AirSync:Fetch")
+                    r.add("AirSync:ServerId", ref)
+                    if item is None or item.folder_id != folder.server_id:
+                        r.add("AirSync:Status", "8")
+                    else:
+                        r.add("AirSync:Status", "1")
+                        r.append(E("AirSync:ApplicationData",
+                                   *codec.to_eas(cls, item.data, version, creq.prefs, quirks)))
+                elif status != "1":
+                    r = resp_el.add(f"AirSync:{kind}")
+                    r.add("AirSync:ServerId", ref)
+                    r.add("AirSync:Status", status)
+        if more:
+            el.add("AirSync:MoreAvailable")
+        if delivered_ids:
+            cmds = el.add("AirSync:Commands")
+            for kind, sid in delivered_ids:
+                if kind == "D":
+                    cmds.append(E("AirSync:Delete", E("AirSync:ServerId", sid)))
+                    continue
+                item = by_id.get(sid)
+                if item is None:        # gone since: tell the device so
+                    cmds.append(E("AirSync:Delete", E("AirSync:ServerId", sid)))
+                    continue
+                tag = "AirSync:Add" if kind == "A" else "AirSync:Change"
+                cmds.append(E(tag, E("AirSync:ServerId", sid),
+                              E("AirSync:ApplicationData",
+                                *codec.to_eas(item.cls or cls, item.data, version,
+                                              creq.prefs, quirks))))
+        return CollectionResult(el, True, "1", len(delivered_ids))
+
+    async def _replay(self, user: User, folder: Folder, st: dict[str, Any],
+                      creq: CollectionRequest, version: str, quirks: Any) -> CollectionResult:
+        """The device resent key n-1: answer exactly as we did, without applying again."""
+        prev = st["prev"]
+        return await self._render(user, folder, st["epoch"], st["key"],
+                                  [list(r) for r in prev["responses"]], [],
+                                  prev["delivered"], None, prev.get("more", False),
+                                  version, quirks, creq)
+
+    # -- GetItemEstimate -----------------------------------------------------------
+    async def estimate(self, user: User, device_id: str, folder: Folder, sync_key: str,
+                       filter_type: int | None) -> tuple[str, int]:
+        """(status, estimate) per MS-ASCMD GetItemEstimate."""
+        st = await self.state.get_state(user, device_id, state_name(folder.server_id))
+        if sync_key == "0" or st is None:
+            return "3", 0
+        current = make_key(st["epoch"], st["key"])
+        prev = st.get("prev")
+        if sync_key != current and not (prev and sync_key == make_key(st["epoch"], prev["key"])):
+            return "4", 0
+        if filter_type is not None:
+            st = dict(st)
+            st["filter"] = filter_type
+        changes, _more, _c = await self.collect(user, folder, st, 10**9,
+                                                self.server.clock.seconds())
+        return "1", len(changes)
+
+
+def _vt(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor or 0)
