@@ -1,0 +1,262 @@
+"""The server's options: one table shared by the command line and the config file.
+
+The config file is TOML, with the command-line option names as keys::
+
+    listen = ["ssl:8443:interface=0.0.0.0"]
+    db = "postgresql://easync@localhost/easync"
+    max-window = 256
+    provisioning = "on"            # or true
+
+Precedence: command line, then config file, then the defaults below (which are the
+``easync.context.Settings`` defaults for the tunables).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from easync.context import VERSIONS, Settings
+
+
+class ConfigError(ValueError):
+    """An invalid option value or config file."""
+
+
+# Backends and authentication methods whose code exists.  The other names are part of
+# the command-line contract and are refused with a clear message until implemented.
+BACKENDS = ("sql", "crm")
+BACKENDS_IMPLEMENTED = ("sql",)
+AUTHS = ("local", "ldap", "crm")
+AUTHS_IMPLEMENTED = ("local",)
+
+
+def _int(minimum: int) -> Callable[[Any], int]:
+    def coerce(value: Any) -> int:
+        if isinstance(value, bool):
+            raise TypeError(f"expected a whole number, got {value!r}")
+        try:
+            n = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if n < minimum:
+            raise ValueError(f"must be at least {minimum}, got {n}")
+        return n
+    coerce.coerceDoc = f"A whole number >= {minimum}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number of seconds, got {value!r}")
+    try:
+        n = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if not n > 0:
+        raise ValueError(f"must be more than 0, got {value!r}")
+    return n
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*$")
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+
+
+def size(value: Any) -> int:
+    """Bytes, with an optional K/M/G suffix (binary: 16M = 16 MiB)."""
+    if isinstance(value, bool):
+        raise TypeError(f"expected a size such as 16M, got {value!r}")
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size such as 16M, got {value!r}")
+    n = int(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n < 1024:
+        raise ValueError(f"must be at least 1K, got {value!r}")
+    return n
+
+
+size.coerceDoc = "Bytes, or with a K/M/G suffix (16M)."  # type: ignore[attr-defined]
+
+_TRUE = {"on", "yes", "true", "1"}
+_FALSE = {"off", "no", "false", "0"}
+
+
+def on_off(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"expected on or off, got {value!r}")
+
+
+on_off.coerceDoc = "on or off."  # type: ignore[attr-defined]
+
+
+def choice(*names: str) -> Callable[[Any], str]:
+    def coerce(value: Any) -> str:
+        v = str(value).strip()
+        if v not in names:
+            raise ValueError(f"expected one of {', '.join(names)}, got {value!r}")
+        return v
+    coerce.coerceDoc = f"One of: {', '.join(names)}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def db_url(value: Any) -> str:
+    v = str(value).strip()
+    scheme = v.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        if not v.startswith("sqlite:///") or len(v) <= len("sqlite:///"):
+            raise ValueError(f"expected sqlite:///PATH (relative) or sqlite:////PATH "
+                             f"(absolute), got {value!r}")
+    elif scheme not in ("postgresql", "postgres") or "://" not in v:
+        raise ValueError(f"expected sqlite:///PATH or postgresql://…, got {value!r}")
+    return v
+
+
+def path(value: Any) -> str:
+    v = str(value).strip()
+    if not v:
+        raise ValueError("expected a file name")
+    return v
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str                       # the long option and the config-file key
+    default: Any
+    coerce: Callable[[Any], Any]
+    help: str
+    setting: str | None = None      # the Settings field it fills
+
+    def help_text(self) -> str:
+        default = self.default
+        if isinstance(default, bool):
+            default = "on" if default else "off"
+        return f"{self.help} [default: {default}]"
+
+
+_S = Settings()
+
+
+def _tunable(name: str, field: str, coerce: Callable[[Any], Any], help: str) -> Option:
+    return Option(name, getattr(_S, field), coerce, help, field)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("db", "sqlite:///easync.sqlite", db_url,
+           "Database URL: sqlite:///FILE (relative to the working directory) or "
+           "postgresql://USER:PASSWORD@HOST/DB."),
+    Option("backend", "sql", choice(*BACKENDS), "Item store: sql (crm: not yet)."),
+    Option("auth", "local", choice(*AUTHS), "Password check: local (ldap, crm: not yet)."),
+    Option("tls-cert", "easync.pem", path,
+           "PEM file with key and certificate for ssl: endpoints without privateKey=; "
+           "a self-signed one is created there if missing."),
+    Option("idle-timeout", 600.0, positive_float,
+           "Seconds an HTTP connection may stay idle (or send nothing) before it is closed;"
+           " a held Ping or Sync is not idle."),
+    _tunable("max-window", "max_window", _int(1),
+             "Most items in one Sync response, whatever WindowSize the device asks."),
+    _tunable("default-window", "default_window", _int(1),
+             "Items per Sync response when the device gives no WindowSize."),
+    _tunable("max-request-size", "max_request_bytes", size,
+             "Largest request body accepted."),
+    _tunable("request-timeout", "request_timeout", positive_float,
+             "Seconds a command other than Ping or Sync may take before it fails."),
+    _tunable("heartbeat-min", "heartbeat_min", _int(1),
+             "Shortest Ping/Sync heartbeat in seconds."),
+    _tunable("heartbeat-max", "heartbeat_max", _int(1),
+             "Longest Ping/Sync heartbeat in seconds."),
+    _tunable("max-ping-folders", "max_ping_folders", _int(1),
+             "Most folders one Ping may watch."),
+    _tunable("max-sync-collections", "max_sync_collections", _int(1),
+             "Most collections in one Sync request."),
+    _tunable("provisioning", "provisioning", on_off,
+             "Require devices to provision (Provision command) first: on or off."),
+    _tunable("max-picture-size", "max_picture_bytes", size,
+             "Largest contact picture stored."),
+    _tunable("server-version", "server_version", choice(*VERSIONS),
+             "Highest EAS protocol version offered."),
+)
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def check_listen(value: Any) -> str:
+    """An endpoint string, checked as far as possible without touching files: ssl:
+    endpoints read their key file, so they are checked when the server starts."""
+    from twisted.internet.endpoints import serverFromString
+
+    v = str(value).strip()
+    if not v:
+        raise ConfigError("listen: empty endpoint")
+    if v.split(":", 1)[0].lower() != "ssl":
+        try:
+            serverFromString(None, v)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise ConfigError(f"listen {v!r}: {e}") from None
+    return v
+
+
+def load_file(filename: str) -> dict[str, Any]:
+    """Read a TOML config file: ``{option name: value}``, ``listen`` as a list."""
+    try:
+        with open(filename, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {filename}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {filename} is not valid TOML: {e}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "listen":
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ConfigError(f"{filename}: listen must be a string or a list of strings")
+            out["listen"] = [check_listen(v) for v in values]
+        elif key in BY_NAME:
+            if isinstance(value, (dict, list)):
+                raise ConfigError(f"{filename}: {key} must be a single value")
+            out[key] = value
+        else:
+            hint = key.replace("_", "-")
+            extra = f" (did you mean {hint}?)" if hint in BY_NAME or hint == "listen" else ""
+            raise ConfigError(f"{filename}: unknown option {key!r}{extra}")
+    return out
+
+
+def resolve(given: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option's value: ``given`` (already coerced; None when not given), else the
+    file's (coerced here), else the default.  Checks the values together."""
+    out: dict[str, Any] = {}
+    for opt in OPTIONS:
+        value = given.get(opt.name)
+        if value is None and opt.name in from_file:
+            try:
+                value = opt.coerce(from_file[opt.name])
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"config file: {opt.name}: {e}") from None
+        out[opt.name] = opt.default if value is None else value
+    if out["backend"] not in BACKENDS_IMPLEMENTED:
+        raise ConfigError(f"backend {out['backend']!r} is not implemented yet; "
+                          f"use {' or '.join(BACKENDS_IMPLEMENTED)}")
+    if out["auth"] not in AUTHS_IMPLEMENTED:
+        raise ConfigError(f"auth {out['auth']!r} is not implemented yet; "
+                          f"use {' or '.join(AUTHS_IMPLEMENTED)}")
+    if out["heartbeat-min"] > out["heartbeat-max"]:
+        raise ConfigError(f"heartbeat-min ({out['heartbeat-min']}) is more than "
+                          f"heartbeat-max ({out['heartbeat-max']})")
+    if out["default-window"] > out["max-window"]:
+        raise ConfigError(f"default-window ({out['default-window']}) is more than "
+                          f"max-window ({out['max-window']})")
+    return out
+
+
+def settings_from(values: Mapping[str, Any]) -> Settings:
+    """The ``Settings`` for resolved option values."""
+    return Settings(**{o.setting: values[o.name] for o in OPTIONS if o.setting})

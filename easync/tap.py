@@ -1,0 +1,136 @@
+"""``twistd easync``: the command-line options and the service tree.
+
+Every option can also come from a TOML config file (``--config FILE``) under the same
+name, e.g. ``max-window = 256`` or ``listen = ["ssl:8443", "tcp:8080:interface=127.0.0.1"]``;
+the command line wins over the file, the file over the built-in defaults.  With no
+``listen`` anywhere, easync serves HTTPS on 127.0.0.1:8443 with a self-signed certificate
+(see ``easync.tls``) created on first start.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from easync import config as cfg
+from easync.context import EasServer, Settings
+
+log = Logger()
+
+DEFAULT_LISTEN = "ssl:8443:interface=127.0.0.1"
+
+
+class Options(usage.Options):
+    """``twistd easync`` options; see ``easync.config.OPTIONS`` for the full list."""
+
+    synopsis = "[--config FILE] [--listen ENDPOINT]... [--db URL] [options]"
+    longdesc = (
+        "Exchange ActiveSync server for contacts, calendar and tasks.  With no --listen "
+        "it serves HTTPS on 127.0.0.1:8443 with a self-signed certificate created on "
+        "first start.  Every option can also be set in the TOML file given with "
+        "--config, under the same name; the command line wins."
+    )
+    optParameters = [
+        ["config", "c", None, "TOML config file with any of these options."],
+    ] + [
+        # Defaults are applied in postOptions, after the config file, so that a value
+        # given on the command line can be told apart from a default.
+        [o.name, None, None, o.help_text(), o.coerce] for o in cfg.OPTIONS
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Twisted endpoint string to serve on, e.g. ssl:443 or tcp:8080:interface=
+        127.0.0.1 (behind a TLS proxy). Repeatable. Default: ssl:8443:interface=
+        127.0.0.1 with the self-signed certificate. An ssl: endpoint without
+        privateKey= uses the --tls-cert file."""
+        try:
+            self["listen"].append(cfg.check_listen(endpoint))
+        except cfg.ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def postOptions(self) -> None:
+        from_file: dict[str, Any] = {}
+        if self["config"]:
+            try:
+                from_file = cfg.load_file(self["config"])
+            except cfg.ConfigError as e:
+                raise usage.UsageError(str(e)) from None
+        try:
+            resolved = cfg.resolve(
+                {k: v for k, v in self.items() if k in cfg.BY_NAME}, from_file)
+        except cfg.ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        if not self["listen"]:
+            self["listen"] = from_file.get("listen") or [DEFAULT_LISTEN]
+        self.update(resolved)
+
+    def settings(self) -> Settings:
+        """The ``Settings`` these options describe."""
+        return cfg.settings_from(self)
+
+
+def endpoint_description(description: str, cert_path: str) -> tuple[str, bool]:
+    """The endpoint string to use, and whether it uses the self-signed certificate:
+    an ``ssl:`` endpoint without ``privateKey=`` gets ``cert_path``."""
+    if description.split(":", 1)[0].lower() != "ssl" or "privatekey=" in description.lower():
+        return description, False
+    escaped = cert_path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+    return f"{description}:privateKey={escaped}", True
+
+
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    """The whole server: the SQL store, then one HTTP(S) listener per endpoint."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+        reactor = default_reactor
+    from backends.sql.store import SqlStore
+    from easync import tls
+    from easync.auth import build_checker
+    from easync.http.resource import make_site
+    from easync.notify import LocalNotifier
+
+    settings = options.settings()
+    top = MultiService()
+
+    store = SqlStore(reactor, options["db"])
+    store.setName("store")
+    store.setServiceParent(top)
+
+    server = EasServer(users=store, items=store, state=store,
+                       notifier=LocalNotifier(reactor), clock=reactor, settings=settings)
+    checker = build_checker(dict(options), server, reactor)
+    # make_site: the request-size limit, no tracebacks to clients, one log line per request.
+    site = make_site(server, checker, timeout=options["idle-timeout"])
+
+    cert_path = os.path.abspath(options["tls-cert"])
+    for i, listen in enumerate(options["listen"]):
+        description, self_signed = endpoint_description(listen, cert_path)
+        if self_signed:
+            info = tls.ensure_certificate(cert_path)
+            log.info(
+                "{verb} TLS certificate {path}, SHA-256 fingerprint {fingerprint}, "
+                "names {names}, valid until {until}",
+                verb="Created self-signed" if info.created else "Using",
+                path=info.path, fingerprint=info.fingerprint,
+                names=", ".join(info.dns_names), until=info.not_after.date().isoformat())
+        try:
+            endpoint = serverFromString(reactor, description)
+        except Exception as e:  # noqa: BLE001 - a bad key file, a missing certificate, …
+            raise usage.UsageError(f"--listen {listen}: {e}") from None
+        http = StreamServerEndpointService(endpoint, site)
+        # A port that cannot be bound stops twistd with the error instead of leaving a
+        # server running that listens nowhere (twistd's own strports services do this).
+        http._raiseSynchronously = True
+        http.setName(f"listen-{i}")
+        http.setServiceParent(top)
+    return top
