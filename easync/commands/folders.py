@@ -1,0 +1,309 @@
+"""FolderSync, FolderCreate, FolderUpdate, FolderDelete (MS-ASCMD 2.2.1.3–2.2.1.6).
+
+The hierarchy a device holds is kept per device in the state blob ``"folders"``::
+
+    {"counter": 7,                      # last hierarchy key issued (keys are "1", "2", …)
+     "key": "7", "snapshot": {server_id: [parent_id, name, type], …},
+     "prev_key": "6", "prev_snapshot": {…}}   # the one before, for a resent key
+
+A FolderSync with the current key answers the differences between ``snapshot`` and
+the store; with ``prev_key`` (the device never got our last answer) the differences
+from ``prev_snapshot`` — the same answer again when nothing changed since.  Any
+other key is Status 9; SyncKey 0 sends everything as Add.  A FolderSync 0 never
+touches item sync states.
+
+FolderCreate/Update/Delete need the current key; each success issues a new key and
+applies the device's own change to its snapshot (and only that change), so its
+next FolderSync neither repeats it nor misses a concurrent change from elsewhere.
+
+Status choices: only user Calendar/Contacts/Tasks folders (Type 13/14/15) can be
+created — easync keeps no mail or notes, and a folder of another type would be an
+empty shell the device believes holds its mail — so other types get Status 10
+("incorrectly formatted request": not transient, the client must not retry; 3
+would wrongly blame the parent folder).  Moving a folder under itself or one of
+its descendants is also Status 10.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from easync.context import EasRequest, EasResponse, EasServer
+from easync.model import USER_FOLDER_TYPE, Folder, StateWrite
+from easync.wbxml.element import Element
+
+STATE_NAME = "folders"
+NS = "FolderHierarchy:"
+CREATABLE_TYPES = frozenset(USER_FOLDER_TYPE.values())  # 13, 14, 15
+
+Snapshot = dict[str, list[Any]]
+
+
+def snapshot_of(folders: list[Folder]) -> Snapshot:
+    """The hierarchy as the device sees it: server_id → [parent_id, name, type]."""
+    return {f.server_id: [f.parent_id, f.name, int(f.type)] for f in folders
+            if 1 <= int(f.type) <= 19}
+
+
+def _parents_first(ids: list[str], snap: Snapshot) -> list[str]:
+    """``ids`` ordered so that a folder comes after its parent when both are in ids."""
+    wanted = set(ids)
+    done: set[str] = set()
+    out: list[str] = []
+
+    def visit(sid: str, depth: int) -> None:
+        if sid in done or depth > len(ids):
+            return
+        parent = snap[sid][0]
+        if parent in wanted and parent != sid:
+            visit(parent, depth + 1)
+        if sid not in done:
+            done.add(sid)
+            out.append(sid)
+
+    for sid in ids:
+        visit(sid, 0)
+    return out
+
+
+def hierarchy_diff(old: Snapshot, new: Snapshot) -> list[Element]:
+    """Add/Update/Delete elements that turn ``old`` into ``new``."""
+    out: list[Element] = []
+    added = [sid for sid in new if sid not in old]
+    changed = [sid for sid in new if sid in old and list(old[sid]) != list(new[sid])]
+    deleted = [sid for sid in old if sid not in new]
+    for sid in deleted:
+        el = Element(NS + "Delete")
+        el.add(NS + "ServerId", sid)
+        out.append(el)
+    for tag, ids in (("Add", _parents_first(added, new)), ("Update", changed)):
+        for sid in ids:
+            parent, name, ftype = new[sid]
+            el = Element(NS + tag)
+            el.add(NS + "ServerId", sid)
+            el.add(NS + "ParentId", parent)
+            el.add(NS + "DisplayName", name)
+            el.add(NS + "Type", ftype)
+            out.append(el)
+    return out
+
+
+async def load_state(server: EasServer, req: EasRequest) -> dict[str, Any] | None:
+    return await server.state.get_state(req.user, req.device_id, STATE_NAME)
+
+
+async def save_state(server: EasServer, req: EasRequest, state: dict[str, Any]) -> None:
+    await server.state.save_state(req.user, StateWrite(req.device_id, STATE_NAME, state))
+
+
+def advance(state: dict[str, Any] | None, snapshot: Snapshot, *,
+            keep_prev: bool = True) -> dict[str, Any]:
+    """A new state whose current key is fresh and holds ``snapshot``; the current
+    key (if any, and ``keep_prev``) becomes the previous one."""
+    old = state or {}
+    counter = int(old.get("counter") or 0) + 1
+    new: dict[str, Any] = {"counter": counter, "key": str(counter), "snapshot": snapshot}
+    if keep_prev and old.get("key"):
+        new["prev_key"] = old["key"]
+        new["prev_snapshot"] = old.get("snapshot") or {}
+    return new
+
+
+def _status_only(tag: str, status: str) -> EasResponse:
+    root = Element(NS + tag)
+    root.add(NS + "Status", status)
+    return EasResponse(body=root, status=status)
+
+
+# --------------------------------------------------------------------------- FolderSync
+
+async def folder_sync(server: EasServer, req: EasRequest) -> EasResponse:
+    body = req.body
+    if body is None or body.tag != NS + "FolderSync":
+        return _status_only("FolderSync", "10")
+    key = body.findtext(NS + "SyncKey")
+    if key is None or not key.strip():
+        return _status_only("FolderSync", "10")
+    key = key.strip()
+
+    state = await load_state(server, req)
+    live = snapshot_of(await server.items.list_folders(req.user))
+
+    if key == "0":
+        base: Snapshot = {}
+        new_state = advance(state, live, keep_prev=False)
+        await save_state(server, req, new_state)
+        out_key = new_state["key"]
+    elif state and key == state.get("key"):
+        base = state.get("snapshot") or {}
+        if base == live:
+            out_key = key
+        else:
+            new_state = advance(state, live)
+            await save_state(server, req, new_state)
+            out_key = new_state["key"]
+    elif state and key == state.get("prev_key"):
+        # The device never saw our last answer: answer from what it really holds.
+        base = state.get("prev_snapshot") or {}
+        if live == (state.get("snapshot") or {}):
+            out_key = state["key"]          # same answer as last time
+        else:
+            new_state = dict(advance(state, live, keep_prev=False))
+            new_state["prev_key"] = state["prev_key"]
+            new_state["prev_snapshot"] = base
+            await save_state(server, req, new_state)
+            out_key = new_state["key"]
+    else:
+        return _status_only("FolderSync", "9")
+
+    entries = hierarchy_diff(base, live)
+    root = Element(NS + "FolderSync")
+    root.add(NS + "Status", "1")
+    root.add(NS + "SyncKey", out_key)
+    changes = root.add(NS + "Changes")
+    changes.add(NS + "Count", len(entries))
+    changes.children.extend(entries)
+    return EasResponse(body=root, status="1")
+
+
+# ------------------------------------------------------------------ Create/Update/Delete
+
+async def _check_key(server: EasServer, req: EasRequest,
+                     key: str) -> dict[str, Any] | None:
+    state = await load_state(server, req)
+    if not state or key.strip() != state.get("key"):
+        return None
+    return state
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        value = int((text or "").strip())
+    except ValueError:
+        return None
+    return value
+
+
+async def _commit(server: EasServer, req: EasRequest, state: dict[str, Any],
+                  snapshot: Snapshot) -> str:
+    new_state = advance(state, snapshot)
+    await save_state(server, req, new_state)
+    server.notifier.publish(req.user.id, "hierarchy")
+    return str(new_state["key"])
+
+
+async def folder_create(server: EasServer, req: EasRequest) -> EasResponse:
+    body = req.body
+    if body is None or body.tag != NS + "FolderCreate":
+        return _status_only("FolderCreate", "10")
+    key = body.findtext(NS + "SyncKey")
+    parent = body.findtext(NS + "ParentId")
+    name = body.findtext(NS + "DisplayName")
+    ftype = _int_or_none(body.findtext(NS + "Type"))
+    if key is None or parent is None or not (name or "").strip() or ftype is None:
+        return _status_only("FolderCreate", "10")
+    parent = parent.strip() or "0"
+    if ftype not in CREATABLE_TYPES:
+        return _status_only("FolderCreate", "10")
+    state = await _check_key(server, req, key)
+    if state is None:
+        return _status_only("FolderCreate", "9")
+    try:
+        folder = await server.items.create_folder(req.user, parent, name, ftype)
+    except ValueError as exc:
+        return _status_only("FolderCreate", _value_error_status(exc))
+    snapshot = dict(state.get("snapshot") or {})
+    snapshot[folder.server_id] = [folder.parent_id, folder.name, int(folder.type)]
+    new_key = await _commit(server, req, state, snapshot)
+    root = Element(NS + "FolderCreate")
+    root.add(NS + "Status", "1")
+    root.add(NS + "SyncKey", new_key)
+    root.add(NS + "ServerId", folder.server_id)
+    return EasResponse(body=root, status="1")
+
+
+def _value_error_status(exc: ValueError) -> str:
+    reason = str(exc.args[0]) if exc.args else ""
+    return {"exists": "2", "special": "3", "parent": "5", "name": "10",
+            "type": "10"}.get(reason, "6")
+
+
+def _is_under(parents: dict[str, str], node: str, ancestor: str) -> bool:
+    """True when ``node`` is ``ancestor`` or lies below it (``parents``: id → parent id)."""
+    seen: set[str] = set()
+    while node and node != "0" and node not in seen:
+        if node == ancestor:
+            return True
+        seen.add(node)
+        node = parents.get(node, "0")
+    return False
+
+
+async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
+    body = req.body
+    if body is None or body.tag != NS + "FolderUpdate":
+        return _status_only("FolderUpdate", "10")
+    key = body.findtext(NS + "SyncKey")
+    server_id = body.findtext(NS + "ServerId")
+    parent = body.findtext(NS + "ParentId")
+    name = body.findtext(NS + "DisplayName")
+    if key is None or not (server_id or "").strip() or parent is None \
+            or not (name or "").strip():
+        return _status_only("FolderUpdate", "10")
+    server_id = server_id.strip()  # type: ignore[union-attr]
+    parent = parent.strip() or "0"
+    state = await _check_key(server, req, key)
+    if state is None:
+        return _status_only("FolderUpdate", "9")
+    folders = await server.items.list_folders(req.user)
+    parents = {f.server_id: f.parent_id for f in folders}
+    if parent != "0" and _is_under(parents, parent, server_id):
+        return _status_only("FolderUpdate", "10")
+    try:
+        folder = await server.items.update_folder(req.user, server_id, parent, name)
+    except KeyError:
+        return _status_only("FolderUpdate", "4")
+    except ValueError as exc:
+        return _status_only("FolderUpdate", _value_error_status(exc))
+    snapshot = dict(state.get("snapshot") or {})
+    snapshot[folder.server_id] = [folder.parent_id, folder.name, int(folder.type)]
+    new_key = await _commit(server, req, state, snapshot)
+    root = Element(NS + "FolderUpdate")
+    root.add(NS + "Status", "1")
+    root.add(NS + "SyncKey", new_key)
+    return EasResponse(body=root, status="1")
+
+
+async def folder_delete(server: EasServer, req: EasRequest) -> EasResponse:
+    body = req.body
+    if body is None or body.tag != NS + "FolderDelete":
+        return _status_only("FolderDelete", "10")
+    key = body.findtext(NS + "SyncKey")
+    server_id = (body.findtext(NS + "ServerId") or "").strip()
+    if key is None or not server_id:
+        return _status_only("FolderDelete", "10")
+    state = await _check_key(server, req, key)
+    if state is None:
+        return _status_only("FolderDelete", "9")
+    try:
+        await server.items.delete_folder(req.user, server_id)
+    except KeyError:
+        return _status_only("FolderDelete", "4")
+    except ValueError as exc:
+        return _status_only("FolderDelete", _value_error_status(exc))
+    # Drop the folder and whatever went with it (subfolders the store removed too),
+    # but only below it: anything else that vanished is for FolderSync to report.
+    live_ids = {f.server_id for f in await server.items.list_folders(req.user)}
+    old = state.get("snapshot") or {}
+    old_parents = {sid: entry[0] for sid, entry in old.items()}
+    snapshot: Snapshot = {}
+    for sid, entry in old.items():
+        if sid not in live_ids and _is_under(old_parents, sid, server_id):
+            continue
+        snapshot[sid] = entry
+    new_key = await _commit(server, req, state, snapshot)
+    root = Element(NS + "FolderDelete")
+    root.add(NS + "Status", "1")
+    root.add(NS + "SyncKey", new_key)
+    return EasResponse(body=root, status="1")
+

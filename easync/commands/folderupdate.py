@@ -1,0 +1,10 @@
+"""FolderUpdate: see :mod:`easync.commands.folders`."""
+
+from __future__ import annotations
+
+from easync.commands.folders import folder_update
+from easync.context import EasRequest, EasResponse, EasServer
+
+
+async def handle(server: EasServer, req: EasRequest) -> EasResponse:
+    return await folder_update(server, req)

@@ -1,0 +1,166 @@
+"""The device policy we hand out, policy keys, and the "provision first" answers.
+
+easync enforces no device security policy: the EASProvisionDoc it sends is the
+permissive one (MS-ASPROV 2.2.2.28; values as notes §3.3).  The handshake still
+runs because phones expect it, and because the policy key is how a device that
+was told to wipe is brought back to ``Provision`` (notes §3.4, §3.5).
+
+The HTTP layer calls :func:`policy_status` for every command but Provision and,
+when it is not None, answers with :func:`policy_required_response`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from easync.context import EasResponse, version_tuple
+from easync.wbxml.element import Element
+
+POLICY_TYPE = "MS-EAS-Provisioning-WBXML"
+
+# Not provisioned / policy refresh / invalid key / remote wipe requested.
+NOT_PROVISIONED = "142"
+POLICY_REFRESH = "143"
+INVALID_POLICY_KEY = "144"
+REMOTE_WIPE_REQUESTED = "140"
+_REASONS = (NOT_PROVISIONED, POLICY_REFRESH, INVALID_POLICY_KEY, REMOTE_WIPE_REQUESTED)
+
+# (tag, value) in the order of the EASProvisionDoc schema / token table.  The
+# first group exists since 12.0; the rest since 12.1.  None = empty element.
+_DOC_12_0: tuple[tuple[str, str | None], ...] = (
+    ("DevicePasswordEnabled", "0"),
+    ("AlphanumericDevicePasswordRequired", "0"),
+    ("RequireStorageCardEncryption", "0"),
+    ("PasswordRecoveryEnabled", "0"),
+    ("AttachmentsEnabled", "1"),
+    ("MinDevicePasswordLength", "4"),
+    ("MaxInactivityTimeDeviceLock", "900"),
+    ("MaxDevicePasswordFailedAttempts", "8"),
+    ("MaxAttachmentSize", None),
+    ("AllowSimpleDevicePassword", "1"),
+    ("DevicePasswordExpiration", "0"),
+    ("DevicePasswordHistory", "0"),
+)
+_DOC_12_1: tuple[tuple[str, str | None], ...] = (
+    ("AllowStorageCard", "1"),
+    ("AllowCamera", "1"),
+    ("RequireDeviceEncryption", "0"),
+    ("AllowUnsignedApplications", "1"),
+    ("AllowUnsignedInstallationPackages", "1"),
+    ("MinDevicePasswordComplexCharacters", "3"),
+    ("AllowWiFi", "1"),
+    ("AllowTextMessaging", "1"),
+    ("AllowPOPIMAPEmail", "1"),
+    ("AllowBluetooth", "2"),
+    ("AllowIrDA", "1"),
+    ("RequireManualSyncWhenRoaming", "0"),
+    ("AllowDesktopSync", "1"),
+    ("MaxCalendarAgeFilter", "0"),
+    ("AllowHTMLEmail", "1"),
+    ("MaxEmailAgeFilter", "0"),
+    ("MaxEmailBodyTruncationSize", "-1"),
+    ("MaxEmailHTMLBodyTruncationSize", "-1"),
+    ("RequireSignedSMIMEMessages", "0"),
+    ("RequireEncryptedSMIMEMessages", "0"),
+    ("RequireSignedSMIMEAlgorithm", "0"),
+    ("RequireEncryptionSMIMEAlgorithm", "0"),
+    ("AllowSMIMEEncryptionAlgorithmNegotiation", "2"),
+    ("AllowSMIMESoftCerts", "1"),
+    ("AllowBrowser", "1"),
+    ("AllowConsumerEmail", "1"),
+    ("AllowRemoteDesktop", "1"),
+    ("AllowInternetSharing", "1"),
+    ("UnapprovedInROMApplicationList", None),
+    ("ApprovedApplicationList", None),
+)
+
+# Where a command's top-level Status goes (root tag, Status tag), 14.0+.  Every
+# one of these roots has an optional top-level Status in its response schema.
+# Commands missing here (MeetingResponse, GetAttachment, …) have none: 449.
+STATUS_ROOTS: dict[str, tuple[str, str]] = {
+    "Sync": ("AirSync:Sync", "AirSync:Status"),
+    "FolderSync": ("FolderHierarchy:FolderSync", "FolderHierarchy:Status"),
+    "FolderCreate": ("FolderHierarchy:FolderCreate", "FolderHierarchy:Status"),
+    "FolderUpdate": ("FolderHierarchy:FolderUpdate", "FolderHierarchy:Status"),
+    "FolderDelete": ("FolderHierarchy:FolderDelete", "FolderHierarchy:Status"),
+    "GetItemEstimate": ("ItemEstimate:GetItemEstimate", "ItemEstimate:Status"),
+    "Ping": ("Ping:Ping", "Ping:Status"),
+    "Settings": ("Settings:Settings", "Settings:Status"),
+    "ItemOperations": ("ItemOperations:ItemOperations", "ItemOperations:Status"),
+    "MoveItems": ("Move:MoveItems", "Move:Status"),
+    "Search": ("Search:Search", "Search:Status"),
+    "ResolveRecipients": ("ResolveRecipients:ResolveRecipients", "ResolveRecipients:Status"),
+    "ValidateCert": ("ValidateCert:ValidateCert", "ValidateCert:Status"),
+    "SendMail": ("ComposeMail:SendMail", "ComposeMail:Status"),
+    "SmartReply": ("ComposeMail:SmartReply", "ComposeMail:Status"),
+    "SmartForward": ("ComposeMail:SmartForward", "ComposeMail:Status"),
+    "Find": ("Find:Find", "Find:Status"),
+}
+
+
+def provision_doc(version: str) -> Element:
+    """The permissive ``Provision:EASProvisionDoc`` for a protocol version."""
+    doc = Element("Provision:EASProvisionDoc")
+    entries = _DOC_12_0 if version_tuple(version) < (12, 1) else _DOC_12_0 + _DOC_12_1
+    for name, value in entries:
+        doc.add(f"Provision:{name}", value)
+    return doc
+
+
+def new_policy_key(avoid: tuple[str | None, ...] = ()) -> str:
+    """A random non-zero uint32 as a decimal string, different from ``avoid``."""
+    while True:
+        key = str(secrets.randbelow(0xFFFFFFFF) + 1)
+        if key not in avoid:
+            return key
+
+
+def wipe_pending(device: dict[str, Any] | None) -> bool:
+    """True when a remote wipe was ordered and not yet acknowledged as done."""
+    return bool(device) and device.get("wipe") == "pending"  # type: ignore[union-attr]
+
+
+def wipe_element(device: dict[str, Any] | None, version: str) -> Element:
+    """The empty wipe directive: AccountOnlyRemoteWipe (16.1+) when the device record
+    (or its ``info``) says ``wipe_kind == "account"``, else RemoteWipe."""
+    dev = device or {}
+    kind = dev.get("wipe_kind") or (dev.get("info") or {}).get("wipe_kind")
+    if kind == "account" and version_tuple(version) >= (16, 1):
+        return Element("Provision:AccountOnlyRemoteWipe")
+    return Element("Provision:RemoteWipe")
+
+
+def policy_status(device: dict[str, Any] | None, sent_key: str | None) -> str | None:
+    """None when ``sent_key`` is the device's current policy key; else the reason:
+    "140" (a wipe is pending: the device must come to Provision), "142" (never
+    provisioned, or no key sent) or "144" (a key that is not the current one)."""
+    if wipe_pending(device):
+        return REMOTE_WIPE_REQUESTED
+    current = (device or {}).get("policy_key")
+    if not current:
+        return NOT_PROVISIONED
+    sent = (sent_key or "").strip()
+    if not sent or sent == "0":
+        return NOT_PROVISIONED
+    if sent != str(current):
+        return INVALID_POLICY_KEY
+    return None
+
+
+def policy_required_response(cmd: str, version: str, reason: str) -> EasResponse:
+    """The answer to ``cmd`` sent without a valid policy key.
+
+    Below 14.0: a bare HTTP 449 ("retry after Provision", MS-ASHTTP 2.2.2.1.1).
+    From 14.0: HTTP 200 with the command's own top-level Status set to ``reason``
+    (140/142/143/144, MS-ASCMD 2.2.2); 449 for commands whose response has no
+    top-level Status.
+    """
+    status = reason if reason in _REASONS else NOT_PROVISIONED
+    roots = STATUS_ROOTS.get(cmd)
+    if version_tuple(version) < (14, 0) or roots is None:
+        return EasResponse(body=None, http_status=449, status="449")
+    root_tag, status_tag = roots
+    root = Element(root_tag)
+    root.add(status_tag, status)
+    return EasResponse(body=root, status=status)
