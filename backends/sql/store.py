@@ -604,6 +604,9 @@ class SqlStore(Service):
             cur.execute(self._sql("UPDATE folders SET modseq = ? WHERE id = ?"),
                         (max(v[2] for v in final.values()), fid))
         if state is not None:
+            if state.build is not None:
+                # the engine's state depends on the modseqs just assigned (see StateWrite)
+                state.state = state.build(results)
             self._save_state(cur, user_id, state)
         return results
 
