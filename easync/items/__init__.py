@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 _ADDR = re.compile(r"<([^<>@\s]+@[^<>\s]+)>")
@@ -69,7 +69,7 @@ def parse_compact(value: str) -> datetime:
     hour = int(digits[8:10] or 0)
     minute = int(digits[10:12] or 0)
     second = int(digits[12:14] or 0)
-    return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def _ts(value: str | None) -> int | None:

@@ -1,0 +1,141 @@
+"""Contacts (MS-ASCNTC, code pages 1 and 12) ↔ canonical dict."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from easync.items._common import (
+    BodyPreference,
+    DeviceQuirks,
+    ItemError,
+    body_to_eas,
+    check_picture,
+    list_of,
+    parse_body,
+    parse_datetime,
+    text_of,
+)
+from easync.wbxml.element import Element
+
+# Page 1 properties in token order (2.5-only tags, Alias and WeightedRank left out).
+CONTACTS_FIELDS: tuple[str, ...] = (
+    "Anniversary", "AssistantName", "AssistantPhoneNumber", "Birthday",
+    "Business2PhoneNumber", "BusinessAddressCity", "BusinessAddressCountry",
+    "BusinessAddressPostalCode", "BusinessAddressState", "BusinessAddressStreet",
+    "BusinessFaxNumber", "BusinessPhoneNumber", "CarPhoneNumber", "Categories", "Children",
+    "CompanyName", "Department", "Email1Address", "Email2Address", "Email3Address", "FileAs",
+    "FirstName", "Home2PhoneNumber", "HomeAddressCity", "HomeAddressCountry",
+    "HomeAddressPostalCode", "HomeAddressState", "HomeAddressStreet", "HomeFaxNumber",
+    "HomePhoneNumber", "JobTitle", "LastName", "MiddleName", "MobilePhoneNumber",
+    "OfficeLocation", "OtherAddressCity", "OtherAddressCountry", "OtherAddressPostalCode",
+    "OtherAddressState", "OtherAddressStreet", "PagerNumber", "RadioPhoneNumber", "Spouse",
+    "Suffix", "Title", "WebPage", "YomiCompanyName", "YomiFirstName", "YomiLastName",
+    "Picture",
+)
+CONTACTS2_FIELDS: tuple[str, ...] = (
+    "CustomerId", "GovernmentId", "IMAddress", "IMAddress2", "IMAddress3", "ManagerName",
+    "CompanyMainPhone", "AccountName", "NickName", "MMS",
+)
+DATE_FIELDS = frozenset({"Birthday", "Anniversary"})
+LIST_FIELDS = {"Categories": "Category", "Children": "Child"}
+# Every property a client may ghost (Supported) or a Change may clear.
+PROPERTIES: frozenset[str] = frozenset(CONTACTS_FIELDS + CONTACTS2_FIELDS + ("Body",))
+_IGNORED = frozenset({"Alias", "WeightedRank", "BodySize", "BodyTruncated", "CompressedRTF"})
+
+
+def parse_birthday(value: str, quirks: DeviceQuirks) -> str:
+    """A Birthday/Anniversary instant → the calendar date it means ("YYYY-MM-DD").
+
+    A device known to send a fixed hour (00:00, 08:00, 11:00 UTC) gets that date;
+    with a known device UTC offset, a value that is local midnight there gets the
+    local date; otherwise ``(value + 12h).date()`` (22:00Z → next day, 00:00-11:59Z →
+    the same day).
+    """
+    v = value.strip()
+    if len(v) == 10 and v[4] == "-" and v[7] == "-":       # already a plain date
+        try:
+            return date.fromisoformat(v).isoformat()
+        except ValueError as exc:
+            raise ItemError(f"not a date: {value!r}") from exc
+    dt = parse_datetime(v)
+    hour = quirks.birthday_hour
+    if hour and dt.hour == hour and dt.minute == 0:
+        return dt.date().isoformat()
+    if quirks.utc_offset_minutes is not None:
+        local = dt + timedelta(minutes=quirks.utc_offset_minutes)
+        if (local.hour, local.minute) == (0, 0):
+            return local.date().isoformat()
+    return (dt + timedelta(hours=12)).date().isoformat()
+
+
+def format_birthday(value: str, quirks: DeviceQuirks) -> str | None:
+    try:
+        d = date.fromisoformat(value[:10])
+    except (ValueError, TypeError):
+        try:
+            d = (parse_datetime(value) + timedelta(hours=12)).date()
+        except ItemError:
+            return None
+    dt = datetime(d.year, d.month, d.day, quirks.birthday_hour, tzinfo=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def from_eas(appdata: Element, version: str, quirks: DeviceQuirks) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for child in appdata.children:
+        page, _, name = child.tag.partition(":")
+        if page == "AirSyncBase" and name == "Body":
+            out["Body"] = parse_body(child)
+            continue
+        if page == "Contacts" and name == "Body":          # 2.5-style text body
+            out["Body"] = {"Type": 1, "Data": text_of(child)}
+            continue
+        if page == "Contacts2" and name in CONTACTS2_FIELDS:
+            out[name] = text_of(child)
+            continue
+        if page != "Contacts" or name in _IGNORED or name not in CONTACTS_FIELDS:
+            continue
+        if name in LIST_FIELDS:
+            out[name] = list_of(child, f"Contacts:{LIST_FIELDS[name]}")
+        elif name in DATE_FIELDS:
+            text = text_of(child).strip()
+            out[name] = parse_birthday(text, quirks) if text else ""
+        elif name == "Picture":
+            out[name] = check_picture(text_of(child), quirks.max_picture_bytes)
+        else:
+            out[name] = text_of(child)
+    return out
+
+
+def to_eas(data: dict[str, Any], version: str, prefs: list[BodyPreference] | None,
+           quirks: DeviceQuirks) -> list[Element]:
+    out: list[Element] = []
+    body, native = body_to_eas(data.get("Body"), prefs, version)
+    if body is not None:
+        out.append(body)
+    for name in CONTACTS_FIELDS:
+        value = data.get(name)
+        if value is None or value == "" or value == []:
+            continue
+        if name in LIST_FIELDS:
+            items = [str(v) for v in value if v] if isinstance(value, list) else [str(value)]
+            if not items:
+                continue
+            container = Element(f"Contacts:{name}")
+            for item in items:
+                container.add(f"Contacts:{LIST_FIELDS[name]}", item)
+            out.append(container)
+        elif name in DATE_FIELDS:
+            text = format_birthday(str(value), quirks)
+            if text:
+                out.append(Element(f"Contacts:{name}", text))
+        else:
+            out.append(Element(f"Contacts:{name}", str(value)))
+    for name in CONTACTS2_FIELDS:
+        value = data.get(name)
+        if value is not None and value != "":
+            out.append(Element(f"Contacts2:{name}", str(value)))
+    if native is not None:
+        out.append(native)
+    return out

@@ -1,0 +1,427 @@
+"""Calendar items (MS-ASCAL, code page 4 + AirSyncBase) ↔ canonical dict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from easync.items import tz as tzmod
+from easync.items._common import (
+    BodyPreference,
+    DeviceQuirks,
+    ItemError,
+    body_to_eas,
+    fill_recurrence,
+    fmt_compact,
+    list_of,
+    parse_body,
+    parse_datetime,
+    parse_int,
+    parse_recurrence,
+    recurrence_to_eas,
+    text_of,
+    to_compact,
+    vt,
+)
+from easync.wbxml.element import Element
+
+# name -> (low, high, first protocol version that has the element)
+INT_FIELDS: dict[str, tuple[int, int, tuple[int, int]]] = {
+    "AllDayEvent": (0, 1, (0, 0)),
+    "BusyStatus": (0, 5, (0, 0)),
+    "Sensitivity": (0, 3, (0, 0)),
+    "MeetingStatus": (0, 15, (0, 0)),
+    "Reminder": (0, 2**31 - 1, (0, 0)),
+    "ResponseRequested": (0, 1, (14, 0)),
+    "ResponseType": (0, 5, (14, 0)),
+    "DisallowNewTimeProposal": (0, 1, (14, 0)),
+}
+DATE_FIELDS: dict[str, tuple[int, int]] = {
+    "StartTime": (0, 0), "EndTime": (0, 0), "DtStamp": (0, 0), "AppointmentReplyTime": (14, 0),
+}
+STR_FIELDS: dict[str, tuple[int, int]] = {
+    "Subject": (0, 0), "OrganizerName": (0, 0), "OrganizerEmail": (0, 0),
+    "OnlineMeetingConfLink": (14, 1), "OnlineMeetingExternalLink": (14, 1),
+}
+# Schema order of the top-level elements (MS-ASCAL 2.2.2).
+TOP_ORDER: tuple[str, ...] = (
+    "Timezone", "AllDayEvent", "Body", "BusyStatus", "OrganizerName", "OrganizerEmail",
+    "DtStamp", "EndTime", "Location", "Reminder", "Sensitivity", "Subject", "StartTime", "UID",
+    "MeetingStatus", "Attendees", "Categories", "Recurrence", "Exceptions", "ResponseRequested",
+    "AppointmentReplyTime", "ResponseType", "DisallowNewTimeProposal", "NativeBodyType",
+    "OnlineMeetingConfLink", "OnlineMeetingExternalLink",
+)
+EXCEPTION_ORDER: tuple[str, ...] = (
+    "Subject", "StartTime", "EndTime", "Body", "Location", "Categories", "Sensitivity",
+    "BusyStatus", "AllDayEvent", "Reminder", "DtStamp", "MeetingStatus", "Attendees",
+    "AppointmentReplyTime", "ResponseType", "OnlineMeetingConfLink", "OnlineMeetingExternalLink",
+)
+EXCEPTION_FIELDS: frozenset[str] = frozenset(EXCEPTION_ORDER) | {"LocationDetails"}
+RECURRENCE_ORDER: tuple[str, ...] = (
+    "Type", "Occurrences", "Interval", "WeekOfMonth", "DayOfWeek", "MonthOfYear", "Until",
+    "DayOfMonth", "CalendarType", "IsLeapMonth", "FirstDayOfWeek",
+)
+LOCATION_PARTS: tuple[str, ...] = (
+    "Annotation", "Street", "City", "State", "Country", "PostalCode", "Latitude", "Longitude",
+    "Accuracy", "Altitude", "AltitudeAccuracy", "LocationUri",
+)
+MAX_EXCEPTIONS = 256
+# Client-visible properties (for Supported/ghosting); TimezoneId follows Timezone,
+# LocationDetails follows Location.
+PROPERTIES: frozenset[str] = frozenset(
+    set(INT_FIELDS) | set(DATE_FIELDS) | set(STR_FIELDS)
+    | {"Timezone", "Location", "UID", "Attendees", "Categories", "Recurrence", "Exceptions",
+       "Body"})
+
+
+# -- zones and all-day ---------------------------------------------------------------------
+
+def event_zone(data: dict[str, Any]) -> tzinfo:
+    """The zone that defines local time for an item: TimezoneId, else the blob, else UTC."""
+    tzid = data.get("TimezoneId")
+    if tzid:
+        z = tzmod._load(str(tzid))
+        if z is not None:
+            return z
+    rule = tzmod.decode_blob(data.get("Timezone"))
+    if rule is not None:
+        return tzmod.BlobZone(rule)
+    return UTC
+
+
+def _local_midnight(day: datetime, zone: tzinfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+def _is_midnight(dt: datetime) -> bool:
+    return (dt.hour, dt.minute, dt.second) == (0, 0, 0)
+
+
+def snap_all_day(start: str, end: str | None, zone: tzinfo) -> tuple[str, str]:
+    """All-day start/end → local midnights in ``zone`` (start back, end forward).
+
+    A start or end at exactly 00:00 UTC that is not local midnight is taken as a
+    floating UTC date (what several clients send) rather than floored a day back.
+    """
+    s_utc = parse_datetime(start)
+    s_loc = s_utc.astimezone(zone)
+    if _is_midnight(s_loc):
+        s_day = s_loc
+    elif _is_midnight(s_utc):
+        s_day = s_utc
+    else:
+        s_day = s_loc
+    new_start = _local_midnight(s_day, zone)
+    new_end: datetime | None = None
+    if end:
+        e_utc = parse_datetime(end)
+        e_loc = e_utc.astimezone(zone)
+        if _is_midnight(e_loc):
+            new_end = e_utc
+        elif _is_midnight(e_utc):
+            new_end = _local_midnight(e_utc, zone)
+        else:
+            new_end = _local_midnight(e_loc + timedelta(days=1), zone)
+    if new_end is None or new_end <= new_start:
+        first_day = new_start.astimezone(zone)
+        new_end = _local_midnight(first_day + timedelta(days=1), zone)
+    return fmt_compact(new_start), fmt_compact(new_end)
+
+
+def _year_of(data: dict[str, Any]) -> int | None:
+    try:
+        return parse_datetime(data["StartTime"]).year if data.get("StartTime") else None
+    except ItemError:
+        return None
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+def _parse_attendees(el: Element) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for att in el.findall("Calendar:Attendee"):
+        entry: dict[str, Any] = {}
+        email = att.findtext("Calendar:Email")
+        name = att.findtext("Calendar:Name")
+        if email:
+            entry["Email"] = email.replace("\x00", "").strip()
+        if name:
+            entry["Name"] = name.replace("\x00", "")
+        status = (att.findtext("Calendar:AttendeeStatus") or "").strip()
+        if status:
+            entry["AttendeeStatus"] = parse_int(status, "AttendeeStatus", 0, 5)
+        atype = (att.findtext("Calendar:AttendeeType") or "").strip()
+        if atype:
+            entry["AttendeeType"] = parse_int(atype, "AttendeeType", 1, 3)
+        if entry.get("Email") or entry.get("Name"):
+            out.append(entry)
+    return out
+
+
+def _parse_location(el: Element, out: dict[str, Any]) -> None:
+    if not el.children:                       # tolerate a plain-text AirSyncBase:Location
+        out["Location"] = text_of(el)
+        return
+    out["Location"] = el.findtext("AirSyncBase:DisplayName", "") or ""
+    details = {}
+    for part in LOCATION_PARTS:
+        value = el.findtext(f"AirSyncBase:{part}")
+        if value:
+            details[part] = value.replace("\x00", "")
+    if details:
+        out["LocationDetails"] = details
+
+
+def _parse_prop(child: Element, out: dict[str, Any], allowed: frozenset[str] | None) -> bool:
+    """Parse one property shared by items and exceptions; False if not one of them."""
+    page, _, name = child.tag.partition(":")
+    if page == "AirSyncBase":
+        if name == "Body" and (allowed is None or "Body" in allowed):
+            out["Body"] = parse_body(child)
+            return True
+        if name == "Location" and (allowed is None or "Location" in allowed):
+            _parse_location(child, out)
+            return True
+        return False
+    if page != "Calendar" or (allowed is not None and name not in allowed):
+        return False
+    if name in INT_FIELDS:
+        value = text_of(child).strip()
+        lo, hi, _ = INT_FIELDS[name]
+        out[name] = parse_int(value, name, lo, hi) if value else ""
+    elif name in DATE_FIELDS:
+        value = text_of(child).strip()
+        out[name] = to_compact(value) if value else ""
+    elif name in STR_FIELDS or name == "Location":
+        out[name] = text_of(child)
+    elif name == "Attendees":
+        out["Attendees"] = _parse_attendees(child)
+    elif name == "Categories":
+        out["Categories"] = list_of(child, "Calendar:Category")
+    elif name == "Body":                                   # 2.5-style text body
+        out["Body"] = {"Type": 1, "Data": text_of(child)}
+    else:
+        return False
+    return True
+
+
+def _parse_exceptions(el: Element) -> list[dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    elements = el.findall("Calendar:Exception")
+    if len(elements) > MAX_EXCEPTIONS:
+        raise ItemError(f"more than {MAX_EXCEPTIONS} exceptions")
+    for exc_el in elements:
+        start = (exc_el.findtext("Calendar:ExceptionStartTime")
+                 or exc_el.findtext("AirSyncBase:InstanceId") or "").strip()
+        if not start:
+            raise ItemError("Exception without ExceptionStartTime")
+        exc: dict[str, Any] = {"ExceptionStartTime": to_compact(start)}
+        deleted = (exc_el.findtext("Calendar:Deleted") or "").strip()
+        if deleted == "1":
+            exc["Deleted"] = 1
+        else:
+            for child in exc_el.children:
+                _parse_prop(child, exc, EXCEPTION_FIELDS)
+            exc = {k: v for k, v in exc.items() if v != "" and v != []}
+        found[exc["ExceptionStartTime"]] = exc
+    return [found[k] for k in sorted(found)]
+
+
+def from_eas(appdata: Element, version: str, quirks: DeviceQuirks) -> dict[str, Any]:
+    v = vt(version)
+    out: dict[str, Any] = {}
+    for child in appdata.children:
+        if _parse_prop(child, out, None):
+            continue
+        page, _, name = child.tag.partition(":")
+        if page != "Calendar":
+            continue
+        if name == "Timezone":
+            out["Timezone"] = "".join(text_of(child).split())
+        elif name == "UID":
+            if v < (16, 0):                                 # 16.x: the server owns UID
+                out["UID"] = text_of(child).strip()
+        elif name == "ClientUid":
+            out["ClientUid"] = text_of(child).strip()
+        elif name == "Recurrence":
+            rec = parse_recurrence(child, "Calendar", ("Until",), to_compact)
+            for task_only in ("Start", "Regenerate", "DeadOccur"):
+                rec.pop(task_only, None)
+            out["Recurrence"] = rec
+        elif name == "Exceptions":
+            out["Exceptions"] = _parse_exceptions(child)
+    if out.get("Timezone"):
+        zone_name = tzmod.blob_to_zone(out["Timezone"], _year_of(out))
+        if zone_name:
+            out["TimezoneId"] = zone_name
+    zone = event_zone(out)
+    if out.get("AllDayEvent") == 1 and out.get("StartTime"):
+        out["StartTime"], out["EndTime"] = snap_all_day(out["StartTime"], out.get("EndTime"),
+                                                        zone)
+    if isinstance(out.get("Recurrence"), dict):
+        start = parse_datetime(out["StartTime"]).astimezone(zone) if out.get("StartTime") \
+            else None
+        fill_recurrence(out["Recurrence"], start)
+    for exc in out.get("Exceptions") or []:
+        all_day = exc.get("AllDayEvent", out.get("AllDayEvent"))
+        if all_day == 1 and exc.get("StartTime"):
+            exc["StartTime"], exc["EndTime"] = snap_all_day(exc["StartTime"],
+                                                            exc.get("EndTime"), zone)
+    return out
+
+
+# -- output -------------------------------------------------------------------------------
+
+def timezone_blob(data: dict[str, Any]) -> str:
+    """The blob to send: the device's own, unless TimezoneId says otherwise; else built."""
+    year = _year_of(data) or datetime.now(UTC).year
+    blob = data.get("Timezone") or ""
+    tzid = data.get("TimezoneId") or ""
+    valid_zone = bool(tzid) and tzmod.zone_rule(str(tzid), year) is not None
+    if blob:
+        if valid_zone and not tzmod.blob_matches_zone(blob, str(tzid), year):
+            return tzmod.zone_to_blob(str(tzid), year)
+        return str(blob)
+    if valid_zone:
+        return tzmod.zone_to_blob(str(tzid), year)
+    return tzmod.UTC_BLOB
+
+
+def _attendees_el(attendees: list[dict[str, Any]]) -> Element | None:
+    el = Element("Calendar:Attendees")
+    for att in attendees:
+        if not isinstance(att, dict) or not att.get("Email"):
+            continue
+        a = el.add("Calendar:Attendee")
+        a.add("Calendar:Email", str(att["Email"]))
+        a.add("Calendar:Name", str(att.get("Name") or att["Email"]))
+        for key in ("AttendeeStatus", "AttendeeType"):
+            if att.get(key) not in (None, ""):
+                a.add(f"Calendar:{key}", int(att[key]))
+    return el if el.children else None
+
+
+def _location_el(data: dict[str, Any], v: tuple[int, int]) -> Element | None:
+    name = data.get("Location") or ""
+    details = data.get("LocationDetails") or {}
+    if v < (16, 0):
+        return Element("Calendar:Location", str(name)) if name else None
+    if not name and not details:
+        return None
+    el = Element("AirSyncBase:Location")
+    el.add("AirSyncBase:DisplayName", str(name))
+    for part in LOCATION_PARTS:
+        if details.get(part) not in (None, ""):
+            el.add(f"AirSyncBase:{part}", str(details[part]))
+    return el
+
+
+def _props_to_eas(data: dict[str, Any], order: tuple[str, ...], version: str,
+                  prefs: list[BodyPreference] | None) -> dict[str, Element]:
+    """Elements for the shared properties of ``data`` keyed by name (not yet ordered)."""
+    v = vt(version)
+    out: dict[str, Element] = {}
+    for name in order:
+        value = data.get(name)
+        if name == "Location":
+            loc = _location_el(data, v)
+            if loc is not None:
+                out[name] = loc
+            continue
+        if value is None or value == "" or value == []:
+            continue
+        if name in INT_FIELDS:
+            if v >= INT_FIELDS[name][2]:
+                try:
+                    out[name] = Element(f"Calendar:{name}", str(int(value)))
+                except (TypeError, ValueError):
+                    pass
+        elif name in DATE_FIELDS:
+            if v >= DATE_FIELDS[name]:
+                try:
+                    out[name] = Element(f"Calendar:{name}", to_compact(str(value)))
+                except ItemError:
+                    pass
+        elif name in STR_FIELDS:
+            if v >= STR_FIELDS[name]:
+                out[name] = Element(f"Calendar:{name}", str(value))
+        elif name == "Body":
+            body, native = body_to_eas(value, prefs, version)
+            if body is not None and native is not None:
+                out["Body"] = body
+                out["NativeBodyType"] = native
+        elif name == "Categories":
+            cats = [str(c) for c in value if c] if isinstance(value, list) else [str(value)]
+            if cats:
+                el = Element("Calendar:Categories")
+                for c in cats:
+                    el.add("Calendar:Category", c)
+                out[name] = el
+        elif name == "Attendees" and isinstance(value, list):
+            el = _attendees_el(value)
+            if el is not None:
+                out[name] = el
+    return out
+
+
+def _exception_el(exc: dict[str, Any], version: str, prefs: list[BodyPreference] | None,
+                  zone: tzinfo, master_all_day: Any) -> Element | None:
+    v = vt(version)
+    try:
+        start = to_compact(str(exc.get("ExceptionStartTime") or ""))
+    except ItemError:
+        return None
+    el = Element("Calendar:Exception")
+    if exc.get("Deleted") in (1, "1", True):
+        el.add("Calendar:Deleted", 1)
+    if v >= (16, 0):
+        el.add("AirSyncBase:InstanceId", start)
+    else:
+        el.add("Calendar:ExceptionStartTime", start)
+    if exc.get("Deleted") in (1, "1", True):
+        return el
+    values = dict(exc)
+    all_day = values.get("AllDayEvent", master_all_day)
+    if all_day in (1, "1") and values.get("StartTime"):
+        try:
+            values["StartTime"], values["EndTime"] = snap_all_day(
+                str(values["StartTime"]), values.get("EndTime"), zone)
+        except ItemError:
+            pass
+    props = _props_to_eas(values, EXCEPTION_ORDER, version, prefs)
+    for name in EXCEPTION_ORDER:
+        if name in props:
+            el.append(props[name])
+    return el
+
+
+def to_eas(data: dict[str, Any], version: str, prefs: list[BodyPreference] | None,
+           quirks: DeviceQuirks) -> list[Element]:
+    values = dict(data)
+    zone = event_zone(values)
+    if values.get("AllDayEvent") in (1, "1") and values.get("StartTime"):
+        try:
+            values["StartTime"], values["EndTime"] = snap_all_day(
+                str(values["StartTime"]), values.get("EndTime"), zone)
+        except ItemError:
+            pass
+    elements = _props_to_eas(values, TOP_ORDER, version, prefs)
+    elements["Timezone"] = Element("Calendar:Timezone", timezone_blob(values))
+    if values.get("UID"):
+        elements["UID"] = Element("Calendar:UID", str(values["UID"]))
+    rec = values.get("Recurrence")
+    if isinstance(rec, dict) and rec.get("Type") is not None:
+        elements["Recurrence"] = recurrence_to_eas(rec, "Calendar", RECURRENCE_ORDER, version,
+                                                   to_compact, ("Until",))
+    excs = values.get("Exceptions")
+    if isinstance(excs, list) and excs and isinstance(rec, dict):
+        container = Element("Calendar:Exceptions")
+        ordered = sorted((e for e in excs if isinstance(e, dict)),
+                         key=lambda e: str(e.get("ExceptionStartTime", "")))
+        for exc in ordered[:MAX_EXCEPTIONS]:
+            exc_el = _exception_el(exc, version, prefs, zone, values.get("AllDayEvent"))
+            if exc_el is not None:
+                container.append(exc_el)
+        if container.children:
+            elements["Exceptions"] = container
+    return [elements[name] for name in TOP_ORDER if name in elements]
