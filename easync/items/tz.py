@@ -191,13 +191,20 @@ class BlobZone(tzinfo):
         return utc_naive >= start or utc_naive < end
 
     def utcoffset(self, dt: datetime | None) -> timedelta:
+        std = timedelta(minutes=self.rule.std_offset)
         if dt is None or not self.rule.has_dst:
-            return timedelta(minutes=self.rule.std_offset)
+            return std
+        dst = timedelta(minutes=self.rule.dst_offset)
         naive = dt.replace(tzinfo=None)
-        guess = naive - timedelta(minutes=self.rule.std_offset)
-        if self._is_dst_utc(guess):
-            return timedelta(minutes=self.rule.dst_offset)
-        return timedelta(minutes=self.rule.std_offset)
+        as_dst = self._is_dst_utc(naive - dst)          # valid reading as daylight time
+        as_std = not self._is_dst_utc(naive - std)      # valid reading as standard time
+        if as_dst and as_std:                           # repeated hour: PEP 495 fold
+            return std if dt.fold else dst
+        if as_dst:
+            return dst
+        if as_std:
+            return std
+        return dst if dt.fold else std                  # skipped hour
 
     def dst(self, dt: datetime | None) -> timedelta:
         return self.utcoffset(dt) - timedelta(minutes=self.rule.std_offset)
@@ -207,8 +214,14 @@ class BlobZone(tzinfo):
 
     def fromutc(self, dt: datetime) -> datetime:
         naive = dt.replace(tzinfo=None)
-        off = self.rule.dst_offset if self._is_dst_utc(naive) else self.rule.std_offset
-        return (naive + timedelta(minutes=off)).replace(tzinfo=self)
+        in_dst = self._is_dst_utc(naive)
+        off = self.rule.dst_offset if in_dst else self.rule.std_offset
+        local = naive + timedelta(minutes=off)
+        fold = 0
+        if not in_dst and self.rule.has_dst and \
+                self._is_dst_utc(local - timedelta(minutes=self.rule.dst_offset)):
+            fold = 1                                    # second pass of a repeated hour
+        return local.replace(tzinfo=self, fold=fold)
 
     def __repr__(self) -> str:
         return f"BlobZone(bias={self.rule.bias})"
