@@ -256,7 +256,8 @@ class SyncEngine:
                 if it.folder_id == folder.server_id:
                     existing[it.server_id] = it
         pending = {ch.server_id: ch for ch in delivered}
-        touched: set[str] = set()
+        current: dict[str, dict[str, Any]] = {}    # data after this request's commands
+        deleted_now: set[str] = set()
         for cmd in creq.commands:
             tag = cmd.tag
             if tag == "AirSync:Add":
@@ -289,10 +290,14 @@ class SyncEngine:
                 kind = "Change" if tag == "AirSync:Change" else "Delete"
                 instance = cmd.findtext("AirSyncBase:InstanceId")
                 old = existing.get(sid)
-                if old is None or sid in touched:
+                if old is None or sid in deleted_now:
                     responses.append([kind, sid, None, "8", None])
                     continue
                 server_changed = old.modseq > cursor and own.get(sid) != old.modseq
+                if sid in current:
+                    # an earlier command of this request changed it: build on that
+                    old = Item(old.server_id, old.folder_id, old.cls, current[sid], old.modseq)
+                    server_changed = False
                 if server_changed and creq.conflict != 0:
                     responses.append([kind, sid, None, "7", None])
                     continue            # server wins: its version goes out below
@@ -313,18 +318,20 @@ class SyncEngine:
                                 data["UID"] = old.data["UID"]
                         ops.append(Op(kind="change", server_id=sid, data=data, ref=sid))
                         op_kinds.append("change")
+                        current[sid] = data
                     elif instance and cls == "Calendar":
                         data = codec.apply_instance_change(old.data, instance, None)
                         ops.append(Op(kind="change", server_id=sid, data=data, ref=sid))
                         op_kinds.append("change")
+                        current[sid] = data
                     else:
                         ops.append(Op(kind="delete", server_id=sid, ref=sid))
                         op_kinds.append("delete")
+                        deleted_now.add(sid)
                 except codec.ItemError as e:
                     log.info("{kind} {sid} refused: {err}", kind=kind, sid=sid, err=str(e))
                     responses.append([kind, sid, None, "6", None])
                     continue
-                touched.add(sid)
                 if sid in pending:
                     # client wins: its version replaces what we were about to send
                     delivered.remove(pending.pop(sid))

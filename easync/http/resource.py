@@ -147,7 +147,7 @@ class ActiveSyncResource(Resource):
         return server.NOT_DONE_YET
 
     async def _authenticate(self, request: server.Request, cmd: str, t0: float) -> Any:
-        header = request.getHeader(b"authorization")
+        header = _header(request, b"authorization")
         if not header or not header.lower().startswith("basic "):
             request.setHeader(b"WWW-Authenticate", REALM)
             self._finish(request, 401, b"", "-", "", cmd, "no credentials", t0)
@@ -391,7 +391,11 @@ def make_site(server_: EasServer, checker: Any, timeout: float | None = 3600) ->
 
 def _header(request: server.Request, name: bytes) -> str | None:
     value = request.getHeader(name)
-    return value.strip() if value else None
+    if not value:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value.strip()
 
 
 def _client_addr(request: server.Request) -> str:

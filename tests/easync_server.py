@@ -1,0 +1,113 @@
+"""Start easync as a user starts it (``twistd -n easync``) in a temporary directory.
+
+Used by the end-to-end tests: a real process, a real TLS listener, real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def twistd() -> str:
+    """The twistd of the Python running the tests (a venv's own, in CI)."""
+    beside = Path(sys.executable).parent / "twistd"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("twistd")
+    if not found:
+        raise RuntimeError("twistd not found")
+    return found
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("EASYNC_BCRYPT_ROUNDS", "4")
+    return env
+
+
+class RunningServer:
+    def __init__(self, workdir: Path, args: list[str] | None = None, tls: bool = True) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.tls = tls
+        self.db = f"sqlite:///{workdir / 'easync.sqlite'}"
+        scheme = "ssl" if tls else "tcp"
+        self.args = [twistd(), "-n", "--logfile", "-", "--pidfile", "", "easync",
+                     "--listen", f"{scheme}:{self.port}:interface=127.0.0.1",
+                     "--db", self.db] + (args or [])
+        self.logfile = workdir / "twistd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}/Microsoft-Server-ActiveSync"
+
+    def start(self) -> RunningServer:
+        # Create the schema before the server starts, as a user would with easync-admin.
+        self.admin("user", "list")
+        log = open(self.logfile, "wb")
+        self.proc = subprocess.Popen(self.args, cwd=self.workdir, env=_env(), stdout=log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_text(self) -> str:
+        try:
+            return self.logfile.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def admin(self, *args: str, stdin: str | None = None, check: bool = True
+              ) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "easync.admin", "--db", self.db, *args]
+        res = subprocess.run(cmd, cwd=self.workdir, env=_env(), input=stdin, text=True,
+                             capture_output=True, timeout=60)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"easync-admin {' '.join(args)} failed: {res.stderr}")
+        return res
+
+    def add_user(self, name: str, password: str, activesync: bool = True,
+                 email: str | None = None) -> None:
+        args = ["user", "add", name, "--password-stdin"]
+        if activesync:
+            args.append("--activesync")
+        if email:
+            args += ["--email", email]
+        self.admin(*args, stdin=password + "\n")
