@@ -65,9 +65,9 @@ class RunningServer:
     def start(self) -> RunningServer:
         # Create the schema before the server starts, as a user would with easync-admin.
         self.admin("user", "list")
-        log = open(self.logfile, "wb")
-        self.proc = subprocess.Popen(self.args, cwd=self.workdir, env=_env(), stdout=log,
-                                     stderr=subprocess.STDOUT)
+        with open(self.logfile, "wb") as log:
+            self.proc = subprocess.Popen(self.args, cwd=self.workdir, env=_env(), stdout=log,
+                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -98,7 +98,7 @@ class RunningServer:
               ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "easync.admin", "--db", self.db, *args]
         res = subprocess.run(cmd, cwd=self.workdir, env=_env(), input=stdin, text=True,
-                             capture_output=True, timeout=60)
+                             capture_output=True, timeout=60, check=False)
         if check and res.returncode != 0:
             raise RuntimeError(f"easync-admin {' '.join(args)} failed: {res.stderr}")
         return res

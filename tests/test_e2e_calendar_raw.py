@@ -246,5 +246,5 @@ def test_resent_sync_gives_same_answer_and_no_duplicate(server: RunningServer) -
     names = [n.text_of("Contacts:FirstName") for n in items.values()]
     assert names.count("Once") == 1 and names.count("Twice") == 1
     # and the resending device can go on from the key it got
-    k3, more, _, _ = a.pull(contacts, k1)
+    _k3, more, _, _ = a.pull(contacts, k1)
     assert r1["r1"][1] not in more

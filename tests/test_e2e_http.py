@@ -139,6 +139,7 @@ def test_unsupported_version_is_400(server: RunningServer, primed) -> None:
         '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0</SyncKey></FolderSync>'),
         headers={"MS-ASProtocolVersion": "9.9"})
     assert_clean(r, 400)
+    unchanged(d, contacts, key, server)
 
 
 def test_oversized_body_is_413(server: RunningServer, primed) -> None:

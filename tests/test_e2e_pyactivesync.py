@@ -7,10 +7,9 @@ from dataclasses import fields
 import pytest
 
 pyactivesync = pytest.importorskip("pyactivesync")
-from pyactivesync import Client  # noqa: E402
-from pyactivesync.models import Contact, ContactChange  # noqa: E402
-
-from easync_server import RunningServer  # noqa: E402
+from easync_server import RunningServer
+from pyactivesync import Client
+from pyactivesync.models import Contact, ContactChange
 
 PASSWORD = "correct horse battery staple"
 
@@ -119,7 +118,7 @@ def test_contact_round_trip_between_devices(server: RunningServer) -> None:
     fb = folder_ids(b)["Contacts"]
     assert fa == fb
     ka, items_a, _ = full_sync(a, fa)
-    kb, items_b, _ = full_sync(b, fb)
+    kb, _items_b, _ = full_sync(b, fb)
     kc = third.sync_folder(fa, "0").sync_key
     before_c = set(items_a)
 
