@@ -296,7 +296,7 @@ def body_to_eas(body: dict[str, Any] | None, prefs: list[BodyPreference] | None,
     native = body.get("Type", 1)
     if native not in (1, 2, 3):
         native = 1
-    data = str(body["Data"])
+    data = str(body["Data"]).encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
     prefs = prefs or []
     by_type = {p.type: p for p in prefs}
     out_type = native
