@@ -1,0 +1,112 @@
+"""Search (MS-ASCMD 2.2.1.16): the GAL store, answered from easync's own user list.
+
+``Search/{Status, Response/Store/{Status, Result*/Properties/{GAL:…}, Range, Total}}``.
+
+* ``GAL``: the server's accounts whose login name, e-mail address or display name
+  contains the query (case-insensitive), ordered by display name, sliced by the
+  requested Range (default 0-99).  Range and Total are always sent (Android needs
+  both to show results); with no match Total is 0 and there is no Result (an empty
+  Result would be a blank entry on the device).
+* ``Mailbox``: easync holds no mail: Store Status 1, Total 0.
+* any other store (DocumentLibrary): Store Status 2.
+* A request without Store/Name, or a GAL query that is empty, or a bad Range:
+  Store Status 2 (top-level Search/Status 2 when there is no Store at all).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from easync.commands.settings import display_name, user_email
+from easync.context import EasRequest, EasResponse, EasServer
+from easync.model import User
+from easync.wbxml.element import Element
+
+SR = "Search:"
+DEFAULT_RANGE = (0, 99)
+MAX_RESULTS = 100
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_range(text: str | None) -> tuple[int, int] | None:
+    """"a-b" → (a, b); None when malformed.  A missing range is the default 0-99."""
+    if text is None:
+        return DEFAULT_RANGE
+    m = _RANGE.match(text)
+    if not m:
+        return None
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if hi < lo:
+        return None
+    return lo, min(hi, lo + MAX_RESULTS - 1)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    first, _, last = name.strip().rpartition(" ")
+    return (first, last) if first else ("", last)
+
+
+def gal_properties(user: User) -> list[Element]:
+    """The GAL:* children of one Result for ``user``."""
+    name = display_name(user)
+    first, last = _split_name(name)
+    props = [Element("GAL:DisplayName", name)]
+    extra: dict[str, Any] = user.extra or {}
+    for key, tag in (("phone", "Phone"), ("office", "Office"), ("title", "Title"),
+                     ("company", "Company")):
+        if extra.get(key):
+            props.append(Element(f"GAL:{tag}", str(extra[key])))
+    props.append(Element("GAL:Alias", user.name))
+    props.append(Element("GAL:FirstName", first))
+    props.append(Element("GAL:LastName", last))
+    if extra.get("mobile_phone"):
+        props.append(Element("GAL:MobilePhone", str(extra["mobile_phone"])))
+    props.append(Element("GAL:EmailAddress", user_email(user)))
+    return props
+
+
+def user_matches(user: User, query: str) -> bool:
+    q = query.casefold()
+    return any(q in value.casefold() for value in
+               (user.name, user.email or "", display_name(user)))
+
+
+async def gal_users(server: EasServer, query: str) -> list[User]:
+    users = [u for u in await server.users.list_users() if user_matches(u, query)]
+    users.sort(key=lambda u: (display_name(u).casefold(), u.name))
+    return users
+
+
+async def handle(server: EasServer, req: EasRequest) -> EasResponse:
+    root = Element(SR + "Search")
+    body = req.body
+    store_el = body.find(SR + "Store") if body is not None and body.tag == SR + "Search" else None
+    if store_el is None:
+        root.add(SR + "Status", "2")
+        return EasResponse(body=root, status="2")
+    root.add(SR + "Status", "1")
+    store = root.add(SR + "Response").add(SR + "Store")
+
+    name = (store_el.findtext(SR + "Name") or "").strip()
+    options = store_el.find(SR + "Options")
+    rng = parse_range(options.findtext(SR + "Range") if options is not None else None)
+    if name.upper() == "GAL":
+        query = (store_el.findtext(SR + "Query") or "").strip()
+        if not query or rng is None:
+            store.add(SR + "Status", "2")
+            return EasResponse(body=root, status="1")
+        matches = await gal_users(server, query)
+        lo, hi = rng
+        page = matches[lo:hi + 1]
+        store.add(SR + "Status", "1")
+        for user in page:
+            store.add(SR + "Result").add(SR + "Properties").children.extend(gal_properties(user))
+        store.add(SR + "Range", f"{lo}-{lo + len(page) - 1}" if page else f"{lo}-{hi}")
+        store.add(SR + "Total", len(matches))
+    elif name.lower() == "mailbox":
+        store.add(SR + "Status", "1")
+        store.add(SR + "Total", 0)
+    else:
+        store.add(SR + "Status", "2")
+    return EasResponse(body=root, status="1")
