@@ -177,7 +177,29 @@ async def test_service_start_stop(db_url: str) -> None:
     await s.stopService()
     assert not s.running
     with pytest.raises(RuntimeError):
-        s.list_users()
+        await s.list_users()
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_wait_for_open(db_url: str) -> None:
+    s = SqlStore(_reactor(), db_url)
+    opened = s.startService()          # not awaited: the migration is still running
+    try:
+        assert not opened.called
+        assert await _add_and_list(s) == ["early"]
+        assert opened.called
+    finally:
+        await s.stopService()
+    broken = SqlStore(_reactor(), "sqlite:////nonexistent/dir/x.sqlite")
+    with pytest.raises(Exception):  # noqa: B017 - sqlite3.OperationalError
+        await broken.open()
+    with pytest.raises(RuntimeError):
+        await broken.list_users()
+
+
+async def _add_and_list(s: SqlStore) -> list[str]:
+    await s.add_user("early", None, None, False)
+    return [u.name for u in await s.list_users()]
 
 
 # -- users ----------------------------------------------------------------------------
@@ -556,6 +578,31 @@ async def test_apply_with_state_is_atomic(store: SqlStore, user: User) -> None:
     assert await store.get_state(user, "dev1", "x") == {"n": 1}
 
 
+@pytest_twisted.ensureDeferred
+async def test_apply_state_build_sees_results(store: SqlStore, user: User) -> None:
+    f = (await folder_ids(store, user))["Contacts"]
+    seen: list[Any] = []
+
+    def build(results: list[Any]) -> dict[str, Any]:
+        seen.extend(results)
+        return {"own": {r.server_id: r.modseq for r in results if r.ok}}
+
+    res = await store.apply(user, f, [Op("add", data=contact("a"), ref="c"),
+                                      Op("delete", server_id=f + ":424242")],
+                            StateWrite("D", "sync:" + f, {}, build=build))
+    assert seen == res
+    assert await store.get_state(user, "D", "sync:" + f) == {
+        "own": {res[0].server_id: res[0].modseq}}
+
+    def explode(results: list[Any]) -> dict[str, Any]:
+        raise RuntimeError("engine bug")
+
+    with pytest.raises(RuntimeError):
+        await store.apply(user, f, [Op("add", data=contact("b"))],
+                          StateWrite("D", "sync:" + f, {}, build=explode))
+    assert len((await store.changes_since(user, f, 0, 10)).changes) == 1
+
+
 # -- event <-> contact links ------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
@@ -687,9 +734,9 @@ async def test_devices(store: SqlStore, user: User) -> None:
     assert dev2["device_type"] == "iPhone" and dev2["first_seen"] == dev["first_seen"]
     assert await store.get_device(user, "DEV1") == dev2
     with pytest.raises(ValueError):
-        store.save_device(user, "DEV1", colour="red")
+        await store.save_device(user, "DEV1", colour="red")
     with pytest.raises(ValueError):
-        store.save_device(user, "DEV1", wipe="maybe")
+        await store.save_device(user, "DEV1", wipe="maybe")
 
     other = await store.add_user("bob", None, None, False)
     await store.save_device(other, "B1", device_type="Android")

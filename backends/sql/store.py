@@ -19,11 +19,13 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from backends.sql.engines import Engine, create_engine
@@ -109,6 +111,15 @@ def _device_from_row(row: Sequence[Any]) -> dict[str, Any]:
     return dev
 
 
+def _safe_url(url: str) -> str:
+    """The URL without a password, for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
 def _window_filter(window: tuple[int | None, int | None] | None
                    ) -> Callable[[str, Any, Any, Any], bool] | None:
     """A predicate (cls, start_ts, end_ts, complete) -> keep, for live items."""
@@ -138,22 +149,22 @@ class SqlStore(Service):
     (or start it as a service) before use and ``await close()`` after.
     """
 
-    name = "easync-sql-store"
-
     def __init__(self, reactor: Any, url: str, *, schema_dir: str | Path | None = None,
                  cp_min: int | None = None, cp_max: int | None = None) -> None:
         self._reactor = reactor
         self.url = url
         self.engine: Engine = create_engine(url, cp_min=cp_min, cp_max=cp_max)
         self._schema_dir = schema_dir
-        self._pool: adbapi.ConnectionPool | None = None
+        self._pool: adbapi.ConnectionPool | None = None     # set once migrated
+        self._opening: list[Deferred[None]] | None = None   # waiters while migrating
         self.schema_version = 0
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self, target_version: int | None = None) -> None:
         """Open the pool and bring the schema up to date (``target_version``: stop
-        at that version — for tests of upgrades)."""
-        if self._pool is not None:
+        at that version — for tests of upgrades).  Calls made while this runs wait
+        for it; if it fails they fail with its error."""
+        if self._pool is not None or self._opening is not None:
             return
         args, kwargs = self.engine.pool_args()
         engine = self.engine
@@ -169,15 +180,20 @@ class SqlStore(Service):
         pool = adbapi.ConnectionPool(engine.dbapi_name, *args, cp_openfun=openfun,
                                      cp_reactor=self._reactor, cp_noisy=False, **kwargs)
         pool.start()
-        self._pool = pool
+        self._opening = waiters = []
         try:
-            self.schema_version = await self._run_conn(
+            self.schema_version = await pool.runWithConnection(
                 lambda conn: migrate(engine, conn, self._reactor.seconds(),
                                      self._schema_dir, target_version))
-        except BaseException:
-            self._pool = None
+        except BaseException as e:
+            self._opening = None
             pool.close()
+            for d in waiters:
+                d.errback(e)
             raise
+        self._pool, self._opening = pool, None
+        for d in waiters:
+            d.callback(None)
 
     async def close(self) -> None:
         """Close every pooled connection and stop the pool's threads."""
@@ -186,24 +202,22 @@ class SqlStore(Service):
             pool.close()
 
     def startService(self) -> Deferred[None]:  # type: ignore[override]
+        """Open the store; the Deferred (which twistd ignores) fires when migrated.
+        A failure is logged, and every call then fails with it."""
         super().startService()
-        return Deferred.fromCoroutine(self.open())
+        def failed(f: Failure) -> None:
+            log.failure("cannot open the database {url}", f, url=_safe_url(self.url))
+
+        return Deferred.fromCoroutine(self.open()).addErrback(failed)
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         super().stopService()
         return Deferred.fromCoroutine(self.close())
 
     # -- plumbing ------------------------------------------------------------------
-    def _run_conn(self, fn: Callable[[Any], T]) -> Deferred[T]:
-        if self._pool is None:
-            raise RuntimeError("SqlStore is not open")
-        return self._pool.runWithConnection(fn)
-
     def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
         """Run ``fn(cur, *args)`` in one transaction in a pool thread; retried on a
         deadlock or serialization failure."""
-        if self._pool is None:
-            raise RuntimeError("SqlStore is not open")
         engine = self.engine
 
         def txn(conn: Any) -> T:
@@ -213,8 +227,7 @@ class SqlStore(Service):
                 try:
                     if write:
                         engine.begin_write(conn, cur)
-                    result = fn(cur, *args)
-                    return result
+                    return fn(cur, *args)
                 except Exception as e:
                     if not engine.is_retryable(e) or attempt >= _MAX_RETRIES:
                         raise
@@ -223,7 +236,13 @@ class SqlStore(Service):
                 finally:
                     cur.close()
 
-        return self._pool.runWithConnection(txn)
+        if self._pool is not None:
+            return self._pool.runWithConnection(txn)
+        if self._opening is None:
+            return fail(RuntimeError("SqlStore is not open"))
+        ready: Deferred[None] = Deferred()
+        self._opening.append(ready)
+        return ready.addCallback(lambda _: self._run(fn, *args, write=write))
 
     def _sql(self, text: str) -> str:
         return self.engine.sql(text)
@@ -821,9 +840,9 @@ class SqlStore(Service):
         Unknown field names raise ValueError; ``wipe`` must be none|pending|done."""
         unknown = set(fields) - _DEVICE_FIELDS
         if unknown:
-            raise ValueError(f"unknown device fields: {sorted(unknown)}")
+            return fail(ValueError(f"unknown device fields: {sorted(unknown)}"))
         if "wipe" in fields and fields["wipe"] not in _WIPE_VALUES:
-            raise ValueError(f"wipe must be one of {_WIPE_VALUES}")
+            return fail(ValueError(f"wipe must be one of {_WIPE_VALUES}"))
         values: dict[str, Any] = {}
         for k, v in fields.items():
             if k == "info":
