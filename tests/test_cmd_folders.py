@@ -195,6 +195,17 @@ async def test_subfolder_add_comes_after_its_parent(env: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_folder_moved_below_a_newer_one_is_added_after_it(env: Any) -> None:
+    server, user = env
+    key = await initial(env)
+    older = await server.items.create_folder(user, "0", "Older", 13)
+    newer = await server.items.create_folder(user, "0", "Newer", 13)
+    await server.items.update_folder(user, older.server_id, newer.server_id, "Older")
+    ids = [x["ServerId"] for x in entries(await fsync(env, key), "Add")]
+    assert ids == [newer.server_id, older.server_id]
+
+
+@pytest_twisted.ensureDeferred
 async def test_unknown_sync_key_is_status_9(env: Any) -> None:
     assert status(await fsync(env, "1", device_id="never-synced")) == "9"
     key = await initial(env)

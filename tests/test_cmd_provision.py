@@ -314,3 +314,17 @@ def test_policy_required_status_goes_in_the_commands_root(cmd: str, root: str,
 def test_policy_required_falls_back_to_449_without_a_top_level_status() -> None:
     assert policy.policy_required_response("MeetingResponse", "16.1", "142").http_status == 449
     assert policy.policy_required_response("GetAttachment", "14.1", "142").http_status == 449
+
+
+@pytest_twisted.ensureDeferred
+async def test_policy_key_0_in_the_download_and_missing_policy_type(env: Any) -> None:
+    body = await call(env, E("Provision:Provision", E("Provision:Policies", E(
+        "Provision:Policy", E("Provision:PolicyType", PT), E("Provision:PolicyKey", "0")))))
+    pol = policy_of(body)
+    assert pol.findtext("Provision:Status") == "1"
+    assert is_key(pol.findtext("Provision:PolicyKey"))
+    assert pol.find("Provision:Data") is not None
+    body = await call(env, E("Provision:Provision", E("Provision:Policies", E(
+        "Provision:Policy", E("Provision:PolicyKey", "5")))))
+    assert body.findtext("Provision:Status") == "2"
+    assert body.find("Provision:Policies") is None

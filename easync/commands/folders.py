@@ -45,25 +45,19 @@ def snapshot_of(folders: list[Folder]) -> Snapshot:
             if 1 <= int(f.type) <= 19}
 
 
+def _depth(snap: Snapshot, sid: str) -> int:
+    """How many ancestors ``sid`` has in ``snap`` (cycles and unknown parents stop it)."""
+    depth, seen, node = 0, {sid}, snap[sid][0]
+    while node in snap and node not in seen:
+        seen.add(node)
+        depth += 1
+        node = snap[node][0]
+    return depth
+
+
 def _parents_first(ids: list[str], snap: Snapshot) -> list[str]:
-    """``ids`` ordered so that a folder comes after its parent when both are in ids."""
-    wanted = set(ids)
-    done: set[str] = set()
-    out: list[str] = []
-
-    def visit(sid: str, depth: int) -> None:
-        if sid in done or depth > len(ids):
-            return
-        parent = snap[sid][0]
-        if parent in wanted and parent != sid:
-            visit(parent, depth + 1)
-        if sid not in done:
-            done.add(sid)
-            out.append(sid)
-
-    for sid in ids:
-        visit(sid, 0)
-    return out
+    """``ids`` ordered so that a folder comes after its parent (stable otherwise)."""
+    return sorted(ids, key=lambda sid: _depth(snap, sid))
 
 
 def hierarchy_diff(old: Snapshot, new: Snapshot) -> list[Element]:

@@ -7,6 +7,8 @@ Request shapes (MS-ASPROV 3.1.5.1):
   {PolicyType, Status, PolicyKey=<temporary>, Data/EASProvisionDoc}}``
 * acknowledgement: ``Provision/Policies/Policy/{PolicyType, PolicyKey=<temporary>, Status}``
   → ``Provision/{Status, Policies/Policy/{PolicyType, Status, PolicyKey=<final>}}``
+  The temporary key waits in the per-device state blob ``"provision"``; the final key
+  goes into the device record (``policy_key``), which the HTTP layer checks.
 * wipe acknowledgement: ``Provision/(RemoteWipe|AccountOnlyRemoteWipe)/Status``
   → ``Provision/Status`` (1), or Status 2 plus the directive again when the device
   reports that the wipe failed (MS-ASPROV 3.2.5.1.2.2).
@@ -16,9 +18,10 @@ and no policy (MS-ASPROV 3.2.5.1.1, the "empty initial request" answer): the dev
 is never given a usable key again until the wipe is acknowledged.
 
 Status choices: Provision/Status 2 (protocol error) for a request that is none of
-the above or lacks a Policy; Policy/Status 3 for an unknown PolicyType; Policy/Status
-5 when the acknowledged key is not the temporary key we handed out (also when that
-key was already exchanged: a lost acknowledgement answer costs one more handshake).
+the above or lacks a Policy or its PolicyType; Policy/Status 3 for an unknown
+PolicyType; Policy/Status 5 when the acknowledged key is not the temporary key we
+handed out (also when that key was already exchanged: a lost acknowledgement answer
+costs one more handshake).  A PolicyKey of 0 in the first phase is read as none.
 The acknowledgement is accepted whatever the client's Policy/Status (1 applied,
 2 partially, 3 not applied, 4 externally managed): the policy asks for nothing.
 """
@@ -141,11 +144,14 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         root.add("Provision:Status", "2")
         return EasResponse(body=root, status="2")
 
-    policy_type = policy_el.findtext("Provision:PolicyType")
-    sent_key = policy_el.findtext("Provision:PolicyKey")
+    policy_type = (policy_el.findtext("Provision:PolicyType") or "").strip()
+    if not policy_type:
+        root.add("Provision:Status", "2")
+        return EasResponse(body=root, status="2")
+    sent_key = (policy_el.findtext("Provision:PolicyKey") or "").strip()
     root.add("Provision:Status", "1")
     out_policy = root.add("Provision:Policies").add("Provision:Policy")
-    out_policy.add("Provision:PolicyType", policy_type or "")
+    out_policy.add("Provision:PolicyType", policy_type)
 
     if policy_type != POLICY_TYPE:
         out_policy.add("Provision:Status", "3")
@@ -154,8 +160,8 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     dev = device or {}
     current = str(dev["policy_key"]) if dev.get("policy_key") else None
     pending = await _pending_key(server, req)
-    if sent_key is None:
-        # Phase 1: hand out a temporary key with the policy document.
+    if not sent_key or sent_key == "0":
+        # Phase 1 (a PolicyKey of 0 is read as none): a temporary key and the document.
         temp = new_policy_key(avoid=(current, pending))
         await _save_pending_key(server, req, temp)
         out_policy.add("Provision:Status", "1")
@@ -164,7 +170,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         return EasResponse(body=root, status="1")
 
     # Phase 2: the acknowledgement must carry the temporary key.
-    if not pending or sent_key.strip() != pending:
+    if not pending or sent_key != pending:
         out_policy.add("Provision:Status", "5")
         return EasResponse(body=root, status="1")
     final = new_policy_key(avoid=(pending, current))
