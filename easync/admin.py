@@ -190,13 +190,13 @@ async def cmd_device_remove(store: Any, args: argparse.Namespace, out: TextIO) -
 
 
 async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    from easync.importer import ImportError_, import_file
+    from easync.importer import ImportFailed, import_file
 
     user = await _user(store, args.name)
     try:
         report = await import_file(store, user, args.file, folder_id=args.folder,
                                    default_tz=args.timezone)
-    except ImportError_ as e:
+    except ImportFailed as e:
         raise AdminError(str(e)) from None
     out.write(report.summary() + "\n")
     out.writelines(f"warning: {warning}\n" for warning in report.warnings)
@@ -285,7 +285,6 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``easync-admin`` entry point; exits with the exit code."""
     from twisted.internet import task
-    from twisted.internet.defer import Deferred
 
     args = build_parser().parse_args(argv)
 
@@ -299,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.stderr.write(f"easync-admin: error: {type(e).__name__}: {e}\n")
             raise SystemExit(1) from None
 
-    task.react(lambda reactor: Deferred.fromCoroutine(_main(reactor)))
+    task.react(_main)
 
 
 if __name__ == "__main__":

@@ -251,6 +251,8 @@ def resolve(given: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str,
     if out["heartbeat-min"] > out["heartbeat-max"]:
         raise ConfigError(f"heartbeat-min ({out['heartbeat-min']}) is more than "
                           f"heartbeat-max ({out['heartbeat-max']})")
+    if given.get("default-window") is None and "default-window" not in from_file:
+        out["default-window"] = min(out["default-window"], out["max-window"])
     if out["default-window"] > out["max-window"]:
         raise ConfigError(f"default-window ({out['default-window']}) is more than "
                           f"max-window ({out['max-window']})")
