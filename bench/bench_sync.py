@@ -1,0 +1,208 @@
+"""Initial sync throughput and the cost of an empty Sync, over loopback HTTP.
+
+    python bench/bench_sync.py [--counts 5000,100000] [--window 100]
+
+For each count: a fresh SQLite database with that many real-shaped contacts,
+``twistd -n easync --listen tcp:…`` in a subprocess, and this process as the
+client (keep-alive HTTP/1.1, WBXML through easync's codec): provision, SyncKey 0,
+then Sync windows of ``--window`` until MoreAvailable stops.  Reports contacts/s,
+the time per window around the 1k, 10k and 100k positions, and the median time of
+a Sync with nothing new (client round trip, and the server's own figure from its
+log line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from base64 import b64encode
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from easync.wbxml import E, decode, encode  # noqa: E402
+from easync_server import free_port, twistd  # noqa: E402
+
+PASSWORD = "bench-password-1"
+
+
+def contact(i: int) -> dict:
+    return {
+        "FirstName": f"First{i}", "LastName": f"Last{i}", "MiddleName": "M",
+        "CompanyName": f"Company {i % 97} S.p.A.", "JobTitle": "Account manager",
+        "Department": "Sales", "Email1Address": f"first{i}.last{i}@example.org",
+        "Email2Address": f"f{i}@home.example", "MobilePhoneNumber": f"+39 333 {i:07d}",
+        "BusinessPhoneNumber": f"+39 02 {i:07d}", "HomePhoneNumber": f"+39 06 {i:07d}",
+        "BusinessAddressStreet": f"Via Roma {i % 200}", "BusinessAddressCity": "Milano",
+        "BusinessAddressPostalCode": "20100", "BusinessAddressCountry": "Italia",
+        "Birthday": f"19{60 + i % 40}-0{1 + i % 9}-1{i % 9}", "Categories": ["Clienti"],
+        "Body": {"Type": 1, "Data": f"Met at the fair, notes for contact {i}."},
+    }
+
+
+def populate(db: str, count: int) -> None:
+    """Fill the database through the store (as an import would)."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'bench')!r})
+import bcrypt
+from twisted.internet import task
+from backends.sql.store import SqlStore
+from easync.model import Op
+from bench_sync import contact, PASSWORD
+
+async def main(reactor):
+    store = SqlStore(reactor, {db!r})
+    await store.open()
+    h = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    user = await store.add_user("bench", h, None, True)
+    folders = {{f.name: f.server_id for f in await store.list_folders(user)}}
+    for start in range(0, {count}, 1000):
+        ops = [Op(kind="add", data=contact(i), cls="Contacts")
+               for i in range(start, min(start + 1000, {count}))]
+        await store.apply(user, folders["Contacts"], ops)
+    await store.close()
+
+task.react(lambda r: __import__("twisted.internet.defer", fromlist=["x"]).ensureDeferred(main(r)))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.auth = "Basic " + b64encode(f"bench:{PASSWORD}".encode()).decode()
+        self.policy = ""
+
+    def post(self, cmd: str, root) -> tuple[object, float, int]:
+        body = encode(root) if root is not None else b""
+        headers = {"Authorization": self.auth, "MS-ASProtocolVersion": "14.1",
+                   "Content-Type": "application/vnd.ms-sync.wbxml",
+                   "User-Agent": "bench/1.0"}
+        if self.policy:
+            headers["X-MS-PolicyKey"] = self.policy
+        t0 = time.perf_counter()
+        self.conn.request("POST", f"/Microsoft-Server-ActiveSync?Cmd={cmd}&User=bench"
+                          "&DeviceId=bench1&DeviceType=iPhone", body, headers)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        dt = time.perf_counter() - t0
+        assert resp.status == 200, (cmd, resp.status)
+        return (decode(data) if data else None), dt, len(data)
+
+    def provision(self) -> None:
+        pol = E("Provision:Policies", E("Provision:Policy",
+                                        E("Provision:PolicyType", "MS-EAS-Provisioning-WBXML")))
+        r, _, _ = self.post("Provision", E("Provision:Provision", pol))
+        temp = r.find("Provision:Policies").find("Provision:Policy").findtext("Provision:PolicyKey")
+        self.policy = temp
+        ack = E("Provision:Policies", E("Provision:Policy",
+                                        E("Provision:PolicyType", "MS-EAS-Provisioning-WBXML"),
+                                        E("Provision:PolicyKey", temp), E("Provision:Status", "1")))
+        r, _, _ = self.post("Provision", E("Provision:Provision", ack))
+        self.policy = r.find("Provision:Policies").find("Provision:Policy").findtext(
+            "Provision:PolicyKey")
+
+    def sync(self, cid: str, key: str, window: int):
+        root = E("AirSync:Sync", E("AirSync:Collections", E(
+            "AirSync:Collection", E("AirSync:SyncKey", key), E("AirSync:CollectionId", cid),
+            E("AirSync:WindowSize", str(window)))))
+        return self.post("Sync", root)
+
+
+def run(count: int, window: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = f"sqlite:///{tmp}/bench.sqlite"
+        t0 = time.perf_counter()
+        populate(db, count)
+        fill = time.perf_counter() - t0
+        port = free_port()
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        log = Path(tmp) / "server.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([twistd(), "-n", "--logfile", "-", "--pidfile", "",
+                                     "easync", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                                     "--db", db], cwd=tmp, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        try:
+            for _ in range(200):
+                try:
+                    http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            c = Client(port)
+            c.provision()
+            r, _, _ = c.post("FolderSync", E("FolderHierarchy:FolderSync",
+                                             E("FolderHierarchy:SyncKey", "0")))
+            cid = next(a.findtext("FolderHierarchy:ServerId")
+                       for a in r.find("FolderHierarchy:Changes").findall("FolderHierarchy:Add")
+                       if a.findtext("FolderHierarchy:DisplayName") == "Contacts")
+            r, _, _ = c.sync(cid, "0", window)
+            key = r.find("AirSync:Collections").find("AirSync:Collection").findtext(
+                "AirSync:SyncKey")
+            got = 0
+            times: list[tuple[int, float]] = []
+            nbytes = 0
+            t_start = time.perf_counter()
+            while True:
+                r, dt, n = c.sync(cid, key, window)
+                nbytes += n
+                coll = r.find("AirSync:Collections").find("AirSync:Collection")
+                key = coll.findtext("AirSync:SyncKey")
+                cmds = coll.find("AirSync:Commands")
+                got += len(cmds.children) if cmds is not None else 0
+                times.append((got, dt))
+                if coll.find("AirSync:MoreAvailable") is None:
+                    break
+            total = time.perf_counter() - t_start
+            assert got == count, (got, count)
+            empty = []
+            for _ in range(200):
+                r, dt, _ = c.sync(cid, key, window)
+                assert r is None
+                empty.append(dt)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        server_ms = [float(m) for m in re.findall(
+            r"bench1 Sync http=200 status=1 ([0-9.]+)ms", log.read_text())]
+    per_window = {}
+    for mark in (1000, 10000, 100000):
+        near = [dt for pos, dt in times if mark - 5 * window < pos <= mark + 5 * window]
+        if near:
+            per_window[mark] = statistics.median(near) * 1000
+    return {
+        "count": count, "fill_s": fill, "seconds": total, "rate": count / total,
+        "windows": len(times), "bytes": nbytes, "per_window_ms": per_window,
+        "empty_rtt_ms": statistics.median(empty) * 1000,
+        "empty_server_ms": statistics.median(server_ms[-200:]) if server_ms else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--counts", default="5000,100000")
+    ap.add_argument("--window", type=int, default=100)
+    args = ap.parse_args()
+    for count in (int(c) for c in args.counts.split(",")):
+        res = run(count, args.window)
+        pw = ", ".join(f"{k:,}: {v:.1f} ms" for k, v in res["per_window_ms"].items())
+        print(f"{res['count']:,} contacts in {res['windows']} windows of {args.window}: "
+              f"{res['seconds']:.2f} s = {res['rate']:,.0f} contacts/s "
+              f"({res['bytes'] / 1e6:.1f} MB); per window at {pw}; "
+              f"empty Sync: {res['empty_rtt_ms']:.2f} ms round trip, server "
+              f"{res['empty_server_ms']:.2f} ms (median of 200)")
+
+
+if __name__ == "__main__":
+    main()
