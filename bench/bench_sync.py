@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from easync.wbxml import E, decode, encode  # noqa: E402
-from easync_server import free_port, twistd  # noqa: E402
+from easync_server import free_port, twistd
+
+from easync.wbxml import E, decode, encode
 
 PASSWORD = "bench-password-1"
 

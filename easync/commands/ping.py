@@ -125,7 +125,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         if remaining <= 0:
             return _status("1")
         sub = server.notifier.subscribe(user.id, [*folder_ids, HIERARCHY])
-        mine: Deferred[Any] = Deferred(lambda _d: sub.cancel())
+        mine: Deferred[Any] = Deferred(lambda _d, s=sub: s.cancel())
         sub.addCallbacks(lambda v, m=mine: m.called or m.callback(v),
                          lambda f, m=mine: m.called or m.errback(f))
         _held[key] = mine
