@@ -595,3 +595,58 @@ def test_filter_window_calendar() -> None:
     for ft in (0, 1, 2, 3, 8, 9):
         assert filter_window(ft, "Calendar", now) is None
     assert filter_window(5, "Contacts", now) is None
+
+
+# -- property: rich random events survive every version ---------------------------------------
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                min_size=1, max_size=30)
+_email = st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.example", fullmatch=True)
+_attendee = st.fixed_dictionaries({"Email": _email, "Name": _text}, optional={
+    "AttendeeStatus": st.sampled_from([0, 2, 3, 4, 5]), "AttendeeType": st.integers(1, 3)})
+
+
+@st.composite
+def events(draw: st.DrawFn) -> dict[str, Any]:
+    zone = draw(st.sampled_from([ROME, "America/New_York", "Asia/Tokyo", "Australia/Sydney",
+                                 "UTC", "Asia/Kolkata"]))
+    start = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2037, 1, 1)))
+    start = start.replace(second=0, microsecond=0, tzinfo=UTC)
+    end = start + timedelta(minutes=draw(st.integers(0, 5000)))
+    data: dict[str, Any] = {
+        "Timezone": zone_to_blob(zone, start.year), "TimezoneId": zone, "AllDayEvent": 0,
+        "StartTime": start.strftime("%Y%m%dT%H%M%SZ"), "EndTime": end.strftime("%Y%m%dT%H%M%SZ"),
+    }
+    optional = draw(st.fixed_dictionaries({}, optional={
+        "Subject": _text, "Location": _text, "OrganizerName": _text, "OrganizerEmail": _email,
+        "BusyStatus": st.integers(0, 4), "Sensitivity": st.integers(0, 3),
+        "MeetingStatus": st.sampled_from([0, 1, 3, 5, 7]), "Reminder": st.integers(0, 20160),
+        "Categories": st.lists(_text, min_size=1, max_size=3),
+        "Attendees": st.lists(_attendee, min_size=1, max_size=3),
+        "Body": _text.map(lambda t: {"Type": 1, "Data": t}),
+        "ResponseType": st.integers(0, 5), "OnlineMeetingConfLink": _text,
+        "Recurrence": st.sampled_from(RECURRENCES),
+    }))
+    data.update(optional)
+    if "Recurrence" in data:
+        data["Recurrence"] = dict(data["Recurrence"])
+        n = draw(st.integers(0, 3))
+        excs = []
+        for i in range(n):
+            orig = (start + timedelta(days=7 * (i + 1))).strftime("%Y%m%dT%H%M%SZ")
+            if draw(st.booleans()):
+                excs.append({"ExceptionStartTime": orig, "Deleted": 1})
+            else:
+                excs.append({"ExceptionStartTime": orig, "Subject": draw(_text),
+                             "Reminder": draw(st.integers(0, 60))})
+        if excs:
+            data["Exceptions"] = excs
+    return data
+
+
+@settings(max_examples=120, deadline=None)
+@given(events(), st.sampled_from(VERSIONS))
+def test_event_round_trip_property(data: dict[str, Any], version: str) -> None:
+    els = to_eas("Calendar", data, version)
+    check_tags(els, version)
+    assert from_eas("Calendar", appdata(els), version) == expected_for(data, version)
