@@ -650,3 +650,21 @@ def test_event_round_trip_property(data: dict[str, Any], version: str) -> None:
     els = to_eas("Calendar", data, version)
     check_tags(els, version)
     assert from_eas("Calendar", appdata(els), version) == expected_for(data, version)
+
+
+def test_from_eas_records_the_version_for_merge() -> None:
+    """An engine passing the same quirks to from_eas and merge_change gets the 16.x rule."""
+    old = rich_event()
+    quirks = DeviceQuirks(device_type="iPhone")
+    rec = next(e for e in to_eas("Calendar", old, "16.1") if e.tag == "Calendar:Recurrence")
+    new = from_eas("Calendar", appdata([E("Calendar:Subject", "renamed"),
+                                        E("Calendar:StartTime", old["StartTime"]), rec]),
+                   "16.1", quirks)
+    assert quirks.protocol_version == "16.1"
+    assert merge_change("Calendar", old, new, None, quirks)["Exceptions"] == old["Exceptions"]
+    # the series made single: its exceptions go too
+    single = {"Subject": "renamed", "StartTime": old["StartTime"]}
+    assert "Exceptions" not in merge_change("Calendar", old, single, None, quirks)
+    q14 = DeviceQuirks(device_type="iPhone")
+    new = from_eas("Calendar", appdata([E("Calendar:Subject", "renamed")]), "14.1", q14)
+    assert "Exceptions" not in merge_change("Calendar", old, new, None, q14)

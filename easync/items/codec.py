@@ -67,9 +67,16 @@ def to_eas(cls: str, data: dict[str, Any], version: str,
 
 def from_eas(cls: str, appdata: Element, version: str,
              quirks: DeviceQuirks | None = None) -> dict[str, Any]:
-    """The canonical dict of a client's ApplicationData.  ItemError for invalid data."""
+    """The canonical dict of a client's ApplicationData.  ItemError for invalid data.
+
+    When ``quirks.protocol_version`` is unset it is set to ``version`` (the request's
+    version), which ``merge_change`` needs for the 16.x Exceptions rule.
+    """
+    quirks = quirks if quirks is not None else DeviceQuirks()
+    if not quirks.protocol_version:
+        quirks.protocol_version = version
     try:
-        return _module(cls).from_eas(appdata, version, quirks or DeviceQuirks())
+        return _module(cls).from_eas(appdata, version, quirks)
     except ItemError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:   # defensive: bad data, not a bug
@@ -135,6 +142,8 @@ def merge_change(cls: str, old: dict[str, Any], new: dict[str, Any], supported: 
                 result.pop("Exceptions", None)
             elif quirks.is_16:
                 result["Exceptions"] = old["Exceptions"]
+        if is_empty(result.get("Recurrence")):
+            result.pop("Exceptions", None)              # no series, no exceptions
     if (cls == "Contacts" and new.get("Picture") == "" and quirks.sends_empty_picture
             and old.get("Picture")):
         result["Picture"] = old["Picture"]
