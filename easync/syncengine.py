@@ -103,7 +103,8 @@ class SyncEngine:
             batch = await self.items.changes_since(user, folder.server_id, c,
                                                    max(want, 16), window)
             for ch in batch.changes:
-                if own.get(ch.server_id) == ch.modseq:
+                mine = own.get(ch.server_id)
+                if mine == ch.modseq or (ch.deleted and mine is not None and mine < 0):
                     continue            # the device's own write: never echoed
                 if ch.deleted and ch.created_modseq > cursor and ch.server_id not in own:
                     continue            # came and went while the device was away
@@ -189,7 +190,7 @@ class SyncEngine:
                 # cursor without a new key so the next empty check stays O(1).
                 st2 = dict(st)
                 st2["cursor"] = new_cursor
-                st2["own"] = {k: v for k, v in own.items() if v > new_cursor}
+                st2["own"] = {k: v for k, v in own.items() if abs(v) > new_cursor}
                 await self.state.save_state(user, StateWrite(device_id, state_name(cid), st2))
             return CollectionResult(el, bool(creq.commands))
 
@@ -200,7 +201,7 @@ class SyncEngine:
         built: dict[str, Any] = {}
 
         def build(results: list[OpResult]) -> dict[str, Any]:
-            own2 = {k: v for k, v in own.items() if v > new_cursor}
+            own2 = {k: v for k, v in own.items() if abs(v) > new_cursor}
             rec = [list(r) for r in responses]
             add_results = iter([r for r, kind in zip(results, op_kinds, strict=True)
                                 if kind == "add"])
@@ -428,6 +429,24 @@ class SyncEngine:
         changes, _more, _c = await self.collect(user, folder, st, 10**9,
                                                 self.server.clock.seconds())
         return "1", len(changes)
+
+
+async def record_own_move(server: Any, user: User, device_id: str, src_folder: str,
+                          old_id: str, dst_folder: str, new_id: str) -> None:
+    """After a MoveItems by this device: its own Delete (in the source) and Add (in the
+    destination) are not echoed back to it.  A negative ``own`` entry means "the
+    tombstone of this id is the device's own" (ids are never reused)."""
+    items = await server.items.get_items(user, [new_id])
+    if not items:
+        return
+    modseq = items[0].modseq
+    for folder_id, sid, mark in ((src_folder, old_id, -modseq), (dst_folder, new_id, modseq)):
+        name = state_name(folder_id)
+        st = await server.state.get_state(user, device_id, name)
+        if st is None:
+            continue
+        st.setdefault("own", {})[sid] = mark
+        await server.state.save_state(user, StateWrite(device_id, name, st))
 
 
 def _vt(version: str) -> tuple[int, int]:

@@ -407,3 +407,30 @@ async def test_events_linked_to_contacts_through_sync(env) -> None:
     await run(server, user, sync_body(coll(cal, key, E("AirSync:Commands", E(
         "AirSync:Change", E("AirSync:ServerId", event), alone)))))
     assert await server.items.linked_contacts(user, event) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_moveitems_is_not_echoed_to_the_moving_device(env) -> None:
+    from easync.commands import moveitems
+
+    server, user, folders = env
+    src = folders["Contacts"]
+    dst = (await server.items.create_folder(user, "0", "Clients", 14)).server_id
+    [sid] = await add_on_server(server, user, src, 1)
+    ka = await prime(server, user, src, "devM")
+    kd = await prime(server, user, dst, "devM")
+    kb = await prime(server, user, src, "devN")
+    kbd = await prime(server, user, dst, "devN")
+    resp = await moveitems.handle(server, req(user, E("Move:MoveItems", E(
+        "Move:Move", E("Move:SrcMsgId", sid), E("Move:SrcFldId", src),
+        E("Move:DstFldId", dst))), "devM", cmd="MoveItems"))
+    move = resp.body.find("Move:Response")
+    assert move.findtext("Move:Status") == "3"
+    new_id = move.findtext("Move:DstMsgId")
+    assert await run(server, user, sync_body(coll(src, ka)), "devM") is None
+    assert await run(server, user, sync_body(coll(dst, kd)), "devM") is None
+    # another device does see the move: a Delete in the source, an Add in the destination
+    body = await run(server, user, sync_body(coll(src, kb)), "devN")
+    assert [(k, s) for k, s, _ in commands(body)] == [("Delete", sid)]
+    body = await run(server, user, sync_body(coll(dst, kbd)), "devN")
+    assert [(k, s) for k, s, _ in commands(body)] == [("Add", new_id)]

@@ -13,6 +13,7 @@ before.
 from __future__ import annotations
 
 from easync.context import EasHTTPError, EasRequest, EasResponse, EasServer
+from easync.syncengine import record_own_move
 from easync.wbxml.element import Element
 
 M = "Move:"
@@ -48,6 +49,9 @@ async def _move_one(server: EasServer, req: EasRequest, el: Element,
         return done("2" if exc.args and exc.args[0] == "dst" else "1")
     except ValueError:
         return done("5")
+    # the moving device already knows: neither the Delete nor the Add is echoed to it
+    await record_own_move(server, req.user, req.device_id, item.folder_id, src_id,
+                          dst_folder, new_id)
     server.notifier.publish(req.user.id, item.folder_id)
     server.notifier.publish(req.user.id, dst_folder)
     done("3")
