@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import bcrypt
 
 from easync.config import OPTIONS as SERVER_OPTIONS
+from easync.config import db_url
 
 DEFAULT_DB = next(o.default for o in SERVER_OPTIONS if o.name == "db")
 DEFAULT_ROUNDS = 12
@@ -204,20 +205,28 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
 
 # ---------------------------------------------------------------- parser
 
+def _db_url(value: str) -> str:
+    try:
+        return db_url(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="easync-admin",
+        prog="easync-admin", allow_abbrev=False,
         description="Manage easync users, devices and imports.",
         epilog="Exit codes: 0 done, 1 failed, 2 bad command line, "
                "3 database cannot be opened.")
     p.add_argument("--db", default=os.environ.get("EASYNC_DB", DEFAULT_DB), metavar="URL",
+                   type=_db_url,
                    help=f"database URL, as twistd easync --db (default: $EASYNC_DB or "
                         f"{DEFAULT_DB})")
     top = p.add_subparsers(dest="group", metavar="{user,device,import}", required=True)
 
-    user = top.add_parser("user", help="add, list and change users").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
-    a = user.add_parser("add", help="add a user")
+    user = top.add_parser("user", allow_abbrev=False, help="add, list and change users")
+    user = user.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = user.add_parser("add", allow_abbrev=False, help="add a user")
     a.add_argument("name", metavar="NAME")
     a.add_argument("--email", metavar="ADDR", help="the user's e-mail address")
     a.add_argument("--password-stdin", action="store_true",
@@ -225,35 +234,41 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--activesync", action="store_true",
                    help="allow ActiveSync at once (off by default)")
     a.set_defaults(func=cmd_user_add)
-    a = user.add_parser("list", help="list users: name, e-mail, ActiveSync on/off")
+    a = user.add_parser("list", allow_abbrev=False,
+                        help="list users: name, e-mail, ActiveSync on/off")
     a.set_defaults(func=cmd_user_list)
-    a = user.add_parser("passwd", help="set a user's password")
+    a = user.add_parser("passwd", allow_abbrev=False, help="set a user's password")
     a.add_argument("name", metavar="NAME")
     a.add_argument("--password-stdin", action="store_true",
                    help="read the password as one line from standard input")
     a.set_defaults(func=cmd_user_passwd)
-    a = user.add_parser("activesync", help="allow or refuse ActiveSync for a user")
+    a = user.add_parser("activesync", allow_abbrev=False,
+                        help="allow or refuse ActiveSync for a user")
     a.add_argument("name", metavar="NAME")
     a.add_argument("state", choices=("on", "off"))
     a.set_defaults(func=cmd_user_activesync)
 
-    device = top.add_parser("device", help="list, wipe and remove devices").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
-    a = device.add_parser("list", help="devices of one user, or of all users")
+    device = top.add_parser("device", allow_abbrev=False, help="list, wipe and remove devices")
+    device = device.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = device.add_parser("list", allow_abbrev=False,
+                          help="devices of one user, or of all users")
     a.add_argument("name", metavar="NAME", nargs="?")
     a.set_defaults(func=cmd_device_list)
-    a = device.add_parser("wipe", help="order a remote wipe at the device's next connection")
+    a = device.add_parser("wipe", allow_abbrev=False,
+                          help="order a remote wipe at the device's next connection")
     a.add_argument("name", metavar="NAME")
     a.add_argument("device_id", metavar="DEVICEID")
     a.add_argument("--account-only", action="store_true",
                    help="wipe only this account's data (EAS 16.1 devices), not the device")
     a.set_defaults(func=cmd_device_wipe)
-    a = device.add_parser("remove", help="forget a device and its sync state")
+    a = device.add_parser("remove", allow_abbrev=False,
+                          help="forget a device and its sync state")
     a.add_argument("name", metavar="NAME")
     a.add_argument("device_id", metavar="DEVICEID")
     a.set_defaults(func=cmd_device_remove)
 
-    a = top.add_parser("import", help="import a vCard (.vcf) or iCalendar (.ics) file")
+    a = top.add_parser("import", allow_abbrev=False,
+                       help="import a vCard (.vcf) or iCalendar (.ics) file")
     a.add_argument("name", metavar="NAME")
     a.add_argument("file", metavar="FILE")
     a.add_argument("--folder", metavar="ID",
@@ -271,8 +286,8 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
     from backends.sql.store import SqlStore
 
     out = out or sys.stdout
-    store = SqlStore(reactor, args.db)
     try:
+        store = SqlStore(reactor, args.db)
         await store.open()
     except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
         raise AdminError(f"cannot open database {args.db}: {e}", code=3) from None
