@@ -15,7 +15,13 @@ Calendar (MS-ASCAL names):
   * "StartTime", "EndTime", "DtStamp", "AppointmentReplyTime": compact UTC
     "YYYYMMDDTHHMMSSZ"
   * "Timezone": the device's base64 blob, kept verbatim; "TimezoneId": the IANA
-    name we mapped it to (or chose when the item came from elsewhere), may be absent
+    name we mapped it to (or chose when the item came from elsewhere), may be absent.
+    When both are present and disagree, TimezoneId wins on output; with TimezoneId
+    only, the blob is generated for the event's year; with neither, UTC is sent
+  * "ClientUid": what a 16.x client sent in Calendar:ClientUid (NUL stripped), for
+    de-duplicating resent Adds; never sent to clients
+  * "LocationDetails": 16.x AirSyncBase:Location parts other than DisplayName
+    ({"City": ..., "Latitude": ...}, strings); "Location" is the display name
   * "AllDayEvent", "BusyStatus", "Sensitivity", "MeetingStatus", "Reminder",
     "ResponseType", "ResponseRequested", "DisallowNewTimeProposal": int
   * "Subject", "Location", "UID", "OrganizerName", "OrganizerEmail", ...: str
@@ -38,6 +44,13 @@ Tasks (MS-ASTASK names):
   * "Recurrence": {"Type", "Start", "Until", "Occurrences", "Interval",
     "DayOfWeek", "DayOfMonth", "WeekOfMonth", "MonthOfYear", "Regenerate",
     "DeadOccur", ...} (dates as EAS dateTime strings)
+  * "OrdinalDate": EAS dateTime, "SubOrdinalDate": str
+
+``easync.items.codec.from_eas`` returns what a client sent: a property the client
+sent *empty* appears as "" ([] for lists) so that ``merge_change`` can tell "delete"
+from "not sent"; ``merge_change(cls, {}, data, None)`` removes those markers.
+The conversions live in ``easync.items.codec`` (contacts: ``contact``, events:
+``event``, tasks: ``task``) and ``easync.items.tz`` (timezone blobs).
 """
 
 from __future__ import annotations
