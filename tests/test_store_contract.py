@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 from backends.sql.engines import PostgresEngine, SqliteEngine, create_engine
 from backends.sql.migrations import load_migrations, split_statements
 from backends.sql.store import SqlStore
+from easync.auth.local import Unavailable
 from easync.interfaces import IItemStore, IStateStore, IUserStore
 from easync.model import DEFAULT_FOLDERS, ChangeBatch, Op, StateWrite, User
 
@@ -378,6 +379,55 @@ async def test_unicode_and_nested_data_round_trip(store: SqlStore, user: User) -
     (sid,) = await add(store, user, f["Calendar"], data)
     (item,) = await store.get_items(user, [sid])
     assert item.data == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_lone_surrogates_do_not_break_writes(store: SqlStore, user: User) -> None:
+    f = await folder_ids(store, user)
+    data = contact("bad \ud800 half", "x@y.org")
+    (sid,) = await add(store, user, f["Contacts"], data)
+    assert (await store.get_items(user, [sid]))[0].data == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_database_is_unavailable(db_url: str) -> None:
+    """A database that cannot answer gives Unavailable (HTTP 503), and the store
+    recovers once it can."""
+    s = SqlStore(_reactor(), db_url)
+    if s.engine.name == "sqlite":
+        s.engine.busy_timeout_ms = 100      # type: ignore[attr-defined]
+    await s.open()
+    try:
+        await s.add_user("u", None, None, False)
+        if s.engine.name == "sqlite":
+            import sqlite3
+
+            path = db_url[len("sqlite:///"):]
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(Unavailable):
+                await s.add_user("v", None, None, False)
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            assert (await s.add_user("v", None, None, False)).name == "v"
+        else:
+            import psycopg
+
+            with psycopg.connect(db_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                              " WHERE datname = current_database()"
+                              " AND pid <> pg_backend_pid()")
+            outcomes = []
+            for _ in range(s.engine.cp_max + 2):    # type: ignore[attr-defined]
+                try:
+                    outcomes.append((await s.get_user("u")).name)
+                except Unavailable:
+                    outcomes.append("unavailable")
+            # calls on a killed connection fail as Unavailable (never another error),
+            # and each of those connections is replaced
+            assert set(outcomes) <= {"u", "unavailable"} and outcomes[-1] == "u", outcomes
+    finally:
+        await s.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -111,6 +111,13 @@ class Engine:
         """Deadlock or serialization failure: the transaction may simply be re-run."""
         return False
 
+    def is_unavailable(self, exc: BaseException) -> bool:
+        """The database cannot answer now (down, connection lost, locked too long):
+        the request may be retried later, it is not a bug."""
+        from twisted.enterprise.adbapi import ConnectionLost
+
+        return isinstance(exc, ConnectionLost)
+
 
 class SqliteEngine(Engine):
     name = "sqlite"
@@ -184,6 +191,14 @@ class SqliteEngine(Engine):
         import sqlite3
 
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        import sqlite3
+
+        if isinstance(exc, sqlite3.OperationalError):
+            text = str(exc).lower()
+            return any(w in text for w in ("locked", "busy", "disk i/o", "unable to open"))
+        return super().is_unavailable(exc)
 
 
 class PostgresEngine(Engine):
@@ -259,6 +274,13 @@ class PostgresEngine(Engine):
 
     def is_retryable(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) in ("40001", "40P01")
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        import psycopg
+
+        # connection failures, server shutdown, cancelled/timed-out statements,
+        # serialization failures that outlived their retries
+        return isinstance(exc, psycopg.OperationalError) or super().is_unavailable(exc)
 
 
 def create_engine(url: str, **options: Any) -> Engine:

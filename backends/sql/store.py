@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from backends.sql.engines import Engine, create_engine
 from backends.sql.migrations import migrate
+from easync.auth.local import Unavailable
 from easync.interfaces import IItemStore, IStateStore, IUserStore
 from easync.items import index_fields
 from easync.model import (
@@ -67,7 +68,9 @@ _MAX_RETRIES = 3
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # ASCII-escaped: a lone surrogate that slipped into a string is stored as
+    # "\\udXXX" instead of failing the UTF-8 encoding of the whole transaction.
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _chunks(seq: Sequence[T], n: int = _CHUNK) -> Iterable[Sequence[T]]:
@@ -237,12 +240,19 @@ class SqlStore(Service):
                     cur.close()
 
         if self._pool is not None:
-            return self._pool.runWithConnection(txn)
+            return self._pool.runWithConnection(txn).addErrback(self._unavailable)
         if self._opening is None:
             return fail(RuntimeError("SqlStore is not open"))
         ready: Deferred[None] = Deferred()
         self._opening.append(ready)
         return ready.addCallback(lambda _: self._run(fn, *args, write=write))
+
+    def _unavailable(self, f: Failure) -> Failure:
+        """A database that cannot answer becomes ``Unavailable`` (HTTP 503 with
+        Retry-After for the protocol side); other errors pass unchanged."""
+        if self.engine.is_unavailable(f.value):
+            raise Unavailable(f"database unavailable: {f.value}") from f.value
+        return f
 
     def _sql(self, text: str) -> str:
         return self.engine.sql(text)
