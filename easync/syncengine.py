@@ -69,10 +69,11 @@ class CollectionResult:
     delivered: int = 0
 
 
-def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None) -> Any:
+def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
+               version: str = "") -> Any:
     info = (device or {}).get("info") or {}
     return codec.DeviceQuirks(device_type=device_type, user_agent=user_agent,
-                              os=str(info.get("OS", "")))
+                              os=str(info.get("OS", "")), protocol_version=version)
 
 
 class SyncEngine:
@@ -271,7 +272,9 @@ class SyncEngine:
                     responses.append(["Add", client_id, None, "6", None])
                     continue
                 try:
-                    data = codec.from_eas(cls, appdata, version, quirks)
+                    # merge onto nothing: drops the "sent empty" markers of from_eas
+                    data = codec.merge_change(cls, {}, codec.from_eas(cls, appdata, version,
+                                                                      quirks), None, quirks)
                 except codec.ItemError as e:
                     log.info("Add {cid} refused: {err}", cid=client_id, err=str(e))
                     responses.append(["Add", client_id, None, "6", None])

@@ -167,7 +167,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         return _top_status(e.status, e.limit)
 
     engine = SyncEngine(server)
-    quirks = quirks_for(req.device_type, req.user_agent, req.device)
+    quirks = quirks_for(req.device_type, req.user_agent, req.device, req.version)
     resp = await _run(server, engine, req, spec, quirks)
     if resp is not None or not spec["hold"]:
         return resp if resp is not None else EasResponse(None, status="1")
