@@ -80,6 +80,13 @@ def size(value: Any) -> int:
 
 size.coerceDoc = "Bytes, or with a K/M/G suffix (16M)."  # type: ignore[attr-defined]
 
+
+def _show_size(n: int) -> str:
+    for suffix, unit in (("G", 1024 ** 3), ("M", 1024 ** 2), ("K", 1024)):
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
 _TRUE = {"on", "yes", "true", "1"}
 _FALSE = {"off", "no", "false", "0"}
 
@@ -139,6 +146,8 @@ class Option:
         default = self.default
         if isinstance(default, bool):
             default = "on" if default else "off"
+        elif self.coerce is size:
+            default = _show_size(default)
         return f"{self.help} [default: {default}]"
 
 
@@ -178,7 +187,7 @@ OPTIONS: tuple[Option, ...] = (
     _tunable("max-sync-collections", "max_sync_collections", _int(1),
              "Most collections in one Sync request."),
     _tunable("provisioning", "provisioning", on_off,
-             "Require devices to provision (Provision command) first: on or off."),
+             "Require devices to provision (Provision command) first."),
     _tunable("max-picture-size", "max_picture_bytes", size,
              "Largest contact picture stored."),
     _tunable("server-version", "server_version", choice(*VERSIONS),

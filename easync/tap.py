@@ -49,14 +49,17 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """Twisted endpoint string to serve on, e.g. ssl:443 or tcp:8080:interface=
-        127.0.0.1 (behind a TLS proxy). Repeatable. Default: ssl:8443:interface=
-        127.0.0.1 with the self-signed certificate. An ssl: endpoint without
-        privateKey= uses the --tls-cert file."""
         try:
             self["listen"].append(cfg.check_listen(endpoint))
         except cfg.ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+    # One line for --help (usage.Options shows docstrings without dedenting them).
+    opt_listen.__doc__ = (
+        "Twisted endpoint string to serve on, e.g. ssl:443 or tcp:8080:interface=127.0.0.1 "
+        "(behind a TLS proxy). Repeatable. Default: ssl:8443:interface=127.0.0.1 with the "
+        "self-signed certificate. An ssl: endpoint without privateKey= uses the --tls-cert "
+        "file.")
 
     def postOptions(self) -> None:
         from_file: dict[str, Any] = {}
