@@ -26,6 +26,8 @@ Decoding
 from __future__ import annotations
 
 import base64
+import gc
+import re
 from xml.sax.saxutils import escape
 
 from easync.wbxml.codepages import PAGE_NAMES, TAG_CODES, TOKENS
@@ -147,13 +149,43 @@ def _encode_str(out: list[str]) -> bytes:
 # --------------------------------------------------------------------------------------
 # decoder
 # --------------------------------------------------------------------------------------
-def _read_mb(data: bytes, i: int) -> tuple[int, int]:
-    """Read an mb_u_int32 at ``i``; return (value, next index)."""
+# The body is parsed as a str so that the hot loop never decodes bytes:
+#
+# * "utf-8" mode: the body decodes as UTF-8 (the common case: STR_I strings are UTF-8
+#   and every token byte is ASCII), so each string slice is already the final value.
+# * "latin-1" mode: used when the body is not valid UTF-8 or holds OPAQUE data.  Each
+#   byte is one char, OPAQUE payloads are re-encoded to bytes, and text values are
+#   converted from latin-1 to UTF-8 in one pass over the finished tree.
+#
+# Runs of leaf elements (<Tag>text</Tag> and <Tag/>) are matched by a regular
+# expression and built by one list comprehension, which is where most time goes.
+
+_LEAF_RUN = re.compile(r"(?:[\x45-\x7f]\x03[^\x00]*\x00\x01|[\x05-\x3f])+").match
+_LEAF_ITEMS = re.compile(r"([\x45-\x7f])\x03([^\x00]*)\x00\x01|([\x05-\x3f])").findall
+
+# per code page: content tag char -> tag, empty tag char -> tag
+_CONTENT_TAGS: tuple[dict[str, str], ...] = tuple(
+    {chr(token | 0x40): tag for token, tag in enumerate(row) if tag is not None}
+    for row in TOKENS
+)
+_EMPTY_TAGS: tuple[dict[str, str], ...] = tuple(
+    {chr(token): tag for token, tag in enumerate(row) if tag is not None} for row in TOKENS
+)
+
+
+class _NeedLatin1(Exception):
+    """The UTF-8 view of the body met an OPAQUE token: restart in latin-1 mode."""
+
+
+def _read_mb(data: bytes | str, i: int) -> tuple[int, int]:
+    """Read an mb_u_int32 at ``i`` (bytes, or a latin-1 str); return (value, next index)."""
     value = 0
-    for n in range(5):
+    for _ in range(5):
         if i >= len(data):
             raise WBXMLError("truncated multi-byte integer")
         b = data[i]
+        if isinstance(b, str):
+            b = ord(b)
         i += 1
         value = (value << 7) | (b & 0x7F)
         if not b & 0x80:
@@ -199,8 +231,26 @@ def decode(
     if len(data) > max_size:
         raise WBXMLError(f"document of {len(data)} bytes exceeds the {max_size} byte limit")
     data = bytes(data)
+    # The tree holds no reference cycles; the cyclic collector would only rescan the
+    # growing tree again and again (super-linear on large documents), so pause it.
+    gc_was_enabled = gc.isenabled()
+    if gc_was_enabled:
+        gc.disable()
     try:
-        return _decode(data, max_depth, max_string, max_elements)
+        start = _header(data)
+        body = data[start:]
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            try:
+                return _parse_fast(text, max_depth, max_string, max_elements)
+            except _NeedLatin1:
+                pass
+        root = _parse_general(body.decode("latin-1"), True, max_depth, max_string, max_elements)
+        _latin1_to_text(root)
+        return root
     except WBXMLError:
         raise
     except IndexError:
@@ -210,6 +260,9 @@ def decode(
     except (ValueError, TypeError, KeyError, MemoryError, OverflowError) as exc:
         # defensive: nothing below is expected to raise these
         raise WBXMLError(f"malformed WBXML: {exc}") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 _BAD_TOKEN_NAMES = {
@@ -235,155 +288,402 @@ _BAD_TOKEN_NAMES = {
 def _bad_token(b: int, page: int, i: int) -> WBXMLError:
     name = _BAD_TOKEN_NAMES.get(b)
     if name is not None:
-        return WBXMLError(f"unsupported WBXML token {name} ({b:#04x}) at offset {i}")
+        return WBXMLError(f"unsupported WBXML token {name} ({b:#04x}) at body offset {i}")
+    if b > 0xFF:
+        return WBXMLError(f"invalid token {b:#x} at body offset {i}")
     if b & 0x80:
-        return WBXMLError(f"tag with attributes ({b:#04x}) at offset {i} is not supported")
-    return WBXMLError(f"unknown token {b & 0x3F:#04x} on code page {page} at offset {i}")
+        return WBXMLError(f"tag with attributes ({b:#04x}) at body offset {i} is not supported")
+    if b in (SWITCH_PAGE, END, STR_I):
+        return WBXMLError(f"unexpected token {b:#04x} at body offset {i}")
+    return WBXMLError(f"unknown token {b & 0x3F:#04x} on code page {page} at body offset {i}")
 
 
-def _decode(data: bytes, max_depth: int, max_string: int, max_elements: int) -> Element:
-    i = _header(data)
-    n = len(data)
-    tokens = TOKENS
-    npages = len(tokens)
+def _too_long(value: str, latin1: bool, max_string: int) -> bool:
+    """Is a value longer than max_string bytes?  (A UTF-8 char takes 1 to 4 bytes.)"""
+    n = len(value)
+    if n > max_string:
+        return True
+    if latin1 or n * 4 <= max_string:
+        return False
+    return len(value.encode("utf-8")) > max_string
+
+
+def _root(s: str, latin1: bool, max_depth: int, max_elements: int) -> tuple[Element, int, int]:
+    """Parse the page switches and the root tag.
+
+    Returns (root, index after the root tag, current page); for an empty root (no
+    content) the page is -1 and the index is the end of the body.
+    """
+    npages = len(TOKENS)
     page = 0
-    ptab = tokens[0]
-
-    # -- the root: optional page switches, then one tag -------------------------------
-    while True:
-        b = data[i]
-        i += 1
-        if b == SWITCH_PAGE:
-            page = data[i]
-            i += 1
-            if page >= npages:
-                raise WBXMLError(f"unknown code page {page}")
-            ptab = tokens[page]
-            continue
-        break
-    if not (0x05 <= b & 0x3F) or b & 0x80 or (0x40 <= b <= 0x44):
-        raise WBXMLError(f"expected the root element, found token {b:#04x}")
-    tag = ptab[b & 0x3F]
+    i = 0
+    while s[i] == "\x00":
+        page = ord(s[i + 1])
+        if page >= npages:
+            raise WBXMLError(f"unknown code page {page}")
+        i += 2
+    c = s[i]
+    tag = _EMPTY_TAGS[page].get(c)
+    if tag is not None:
+        if i + 1 != len(s):
+            raise WBXMLError(f"{len(s) - i - 1} trailing bytes after the root element")
+        return Element(tag), i + 1, -1
+    tag = _CONTENT_TAGS[page].get(c)
     if tag is None:
-        raise _bad_token(b, page, i - 1)
-    root = Element(tag)
-    if not b & 0x40:
-        if i != n:
-            raise WBXMLError(f"{n - i} trailing bytes after the root element")
-        return root
+        if not latin1 and c >= "\x80":
+            raise _NeedLatin1
+        raise WBXMLError(f"expected the root element, found {_bad_token(ord(c), page, i)}")
     if max_depth < 1 or max_elements < 1:
         raise WBXMLError("document exceeds the depth or element limit")
+    return Element(tag), i + 1, page
+
+
+# window of the body handled by one str.split (bounded temporary memory)
+_WINDOW = 1 << 16
+
+# what the "\x00\x01" after a part means, from the parser's state at the end of the part
+_NORMAL = 0  # SWITCH_PAGE 1
+_IN_STRING = 1  # end of STR_I, then END
+_SWITCHING = 2  # page 0, then END
+_LEAF_DONE = 3  # end of STR_I, then END of a leaf already built
+
+
+def _parse_fast(s: str, max_depth: int, max_string: int, max_elements: int) -> Element:
+    """Parser for a UTF-8 body without OPAQUE data (raises _NeedLatin1 otherwise).
+
+    Every leaf ``<Tag>text</Tag>`` ends with the bytes ``00 01`` (end of STR_I, END).
+    The only other ways for these two bytes to meet are SWITCH_PAGE 1, and page 0
+    followed by END; string values never contain 0x00.  So ``str.split("\x00\x01")``
+    cuts the body into parts in C, and a part of the form ``tag 03 text`` without 0x00
+    is one leaf, built without looking at its characters.  Other parts go through a
+    token-by-token loop, whose state at the end of the part tells what the ``00 01``
+    after it meant.  The body is split one window at a time (bounded memory).
+    """
+    root, pos, page = _root(s, False, max_depth, max_elements)
+    if page < 0:
+        return root
+    n = len(s)
+    npages = len(TOKENS)
+    content_tags = _CONTENT_TAGS
+    empty_tags = _EMPTY_TAGS
+    ctab = content_tags[page]
+    etab = empty_tags[page]
+    stack: list[Element] = [root]
+    push = stack.append
+    pop = stack.pop
+    pending: dict[int, list] = {}
+    count = 1
+    closed = False
+    small = max_string // 4  # a string of at most this many chars fits in max_string bytes
+    no_tags: dict[str, str] = {}
+    no_append = [].append
+
+    while pos < n:
+        if n - pos <= _WINDOW:
+            wend = n
+        else:
+            k = s.find("\x00\x01", pos + _WINDOW)
+            wend = n if k < 0 else k + 2
+        parts = s[pos:wend].split("\x00\x01")
+        last = parts.pop()
+        if wend == n:
+            groups: tuple[tuple[list[str], bool], ...] = ((parts, True), ([last], False))
+        elif last:
+            raise WBXMLError("internal error: window does not end at a boundary")
+        else:
+            groups = ((parts, True),)
+        # Leaves are built directly only while that is safe: the open element may take
+        # children (depth) and no string of the window can exceed max_string.
+        fast_ok = wend - pos <= small
+        if fast_ok and stack and len(stack) < max_depth:
+            ftab, app = ctab, stack[-1].children.append
+        else:
+            ftab, app = no_tags, no_append
+        nparts = len(parts) + len(groups) - 1
+        careful = 0
+        for group, boundary in groups:
+            if not boundary:
+                # the end of the document: no "00 01" after this part, so even a part
+                # that looks like a leaf is not one
+                ftab, app = no_tags, no_append
+            for p in group:
+                if p[1:2] == "\x03" and "\x00" not in p:
+                    tag = ftab.get(p[0])
+                    if tag is not None:
+                        app(Element(tag, p[2:]))
+                        continue
+                careful += 1
+                if closed:
+                    if p or boundary:
+                        raise WBXMLError("trailing bytes after the root element")
+                    continue
+
+                # -- token by token --------------------------------------------------
+                m = len(p)
+                j = 0
+                state = _NORMAL
+                while j < m:
+                    c = p[j]
+                    tag = ctab.get(c)
+                    if tag is not None:
+                        if len(stack) >= max_depth:
+                            raise WBXMLError(f"elements nested deeper than {max_depth}")
+                        count += 1
+                        if count > max_elements:
+                            raise WBXMLError(f"more than {max_elements} elements")
+                        el = Element(tag)
+                        stack[-1].children.append(el)
+                        if p[j + 1 : j + 2] == "\x03":
+                            k = p.find("\x00", j + 2)
+                            if k < 0:
+                                # <Tag>text</Tag>, closed by the boundary
+                                text = p[j + 2 :]
+                                if len(text) > small and _too_long(text, False, max_string):
+                                    raise WBXMLError(f"string longer than {max_string} bytes")
+                                el.text = text
+                                state = _LEAF_DONE
+                                break
+                            push(el)
+                            _add_chunk(pending, el, p[j + 2 : k], False, max_string)
+                            j = k + 1
+                        else:
+                            push(el)
+                            j += 1
+                        continue
+                    if c == "\x01":
+                        el = pop()
+                        if pending:
+                            entry = pending.pop(id(el), None)
+                            if entry is not None:
+                                _finish(el, entry)
+                        if not el.children and el.text is None and el.opaque is None:
+                            el.text = ""
+                        j += 1
+                        if not stack:
+                            if j != m or boundary:
+                                raise WBXMLError("trailing bytes after the root element")
+                            closed = True
+                            break
+                        continue
+                    if c == "\x00":
+                        if j + 1 == m:
+                            state = _SWITCHING
+                            break
+                        page = ord(p[j + 1])
+                        if page >= npages:
+                            raise WBXMLError(f"unknown code page {page}")
+                        ctab = content_tags[page]
+                        etab = empty_tags[page]
+                        j += 2
+                        continue
+                    if c == "\x03":
+                        k = p.find("\x00", j + 1)
+                        if k < 0:
+                            _add_chunk(pending, stack[-1], p[j + 1 :], False, max_string)
+                            state = _IN_STRING
+                            break
+                        _add_chunk(pending, stack[-1], p[j + 1 : k], False, max_string)
+                        j = k + 1
+                        continue
+                    tag = etab.get(c)
+                    if tag is not None:
+                        if len(stack) >= max_depth:
+                            raise WBXMLError(f"elements nested deeper than {max_depth}")
+                        count += 1
+                        if count > max_elements:
+                            raise WBXMLError(f"more than {max_elements} elements")
+                        stack[-1].children.append(Element(tag))
+                        j += 1
+                        continue
+                    if c >= "\x80":
+                        raise _NeedLatin1
+                    raise _bad_token(ord(c), page, j)
+
+                # -- what the boundary after this part means ---------------------------
+                if closed:
+                    continue
+                if not boundary:
+                    # end of the document: the root is still open
+                    raise WBXMLError("truncated WBXML document")
+                if state == _NORMAL:
+                    page = 1
+                    ctab = content_tags[1]
+                    etab = empty_tags[1]
+                elif state != _LEAF_DONE:
+                    if state == _SWITCHING:
+                        page = 0
+                        ctab = content_tags[0]
+                        etab = empty_tags[0]
+                    el = pop()
+                    if pending:
+                        entry = pending.pop(id(el), None)
+                        if entry is not None:
+                            _finish(el, entry)
+                    if not el.children and el.text is None and el.opaque is None:
+                        el.text = ""
+                    if not stack:
+                        closed = True
+                if fast_ok and stack and len(stack) < max_depth:
+                    ftab, app = ctab, stack[-1].children.append
+                else:
+                    ftab, app = no_tags, no_append
+        count += nparts - careful
+        if count > max_elements:
+            raise WBXMLError(f"more than {max_elements} elements")
+        pos = wend
+    if not closed:
+        raise WBXMLError("truncated WBXML document")
+    return root
+
+
+def _latin1_to_text(root: Element) -> None:
+    """Turn the latin-1 view of UTF-8 bytes back into text, everywhere in the tree."""
+    for el in root.iter():
+        if el.text:
+            el.text = el.text.encode("latin-1").decode("utf-8")
+
+
+def _parse_general(
+    s: str, latin1: bool, max_depth: int, max_string: int, max_elements: int
+) -> Element:
+    """Token-by-token parser for any body (latin-1 view with OPAQUE, or UTF-8)."""
+    n = len(s)
+    npages = len(TOKENS)
+    content_tags = _CONTENT_TAGS
+    empty_tags = _EMPTY_TAGS
+    root, i, page = _root(s, latin1, max_depth, max_elements)
+    if page < 0:
+        return root
+    ctab = content_tags[page]
+    etab = empty_tags[page]
 
     stack: list[Element] = [root]
     push = stack.append
     pop = stack.pop
     children = root.children
-    app = children.append
-    find = data.find
     count = 1
-    # id(element) -> [list of raw chunks, total length, any OPAQUE chunk]
+    # id(element) -> [size, chunks of its value (str, or bytes for OPAQUE)...]
     pending: dict[int, list] = {}
+    run_match = _LEAF_RUN
+    leaf_items = _LEAF_ITEMS
+    find = s.find
 
     while True:
-        b = data[i]
-        if 0x45 <= b < 0x80:
-            # tag with content
-            tag = ptab[b & 0x3F]
-            if tag is None:
-                raise _bad_token(b, page, i)
+        m = run_match(s, i)
+        if m is not None:
+            if len(stack) >= max_depth:
+                raise WBXMLError(f"elements nested deeper than {max_depth}")
+            end = m.end()
+            items = leaf_items(s, i, end)
+            try:
+                children.extend(
+                    [Element(ctab[c], t) if c else Element(etab[e]) for c, t, e in items]
+                )
+            except KeyError:
+                raise _unknown_in_run(items, ctab, etab, page) from None
+            count += len(items)
+            if count > max_elements:
+                raise WBXMLError(f"more than {max_elements} elements")
+            if end - i > max_string:
+                for _c, t, _e in items:
+                    if _too_long(t, latin1, max_string):
+                        raise WBXMLError(f"string longer than {max_string} bytes")
+            i = end
+        c = s[i]
+        tag = ctab.get(c)
+        if tag is not None:
+            # a tag with content that is not a simple leaf
+            if len(stack) >= max_depth:
+                raise WBXMLError(f"elements nested deeper than {max_depth}")
             count += 1
             if count > max_elements:
                 raise WBXMLError(f"more than {max_elements} elements")
-            if data[i + 1] == STR_I:
-                j = find(b"\x00", i + 2)
-                if j < 0:
-                    raise WBXMLError("unterminated inline string")
-                if data[j + 1] == END:
-                    # fast path: <Tag>text</Tag>
-                    if j - i - 2 > max_string:
-                        raise WBXMLError(f"string longer than {max_string} bytes")
-                    app(Element(tag, data[i + 2 : j].decode("utf-8")))
-                    i = j + 2
-                    continue
             el = Element(tag)
-            app(el)
+            children.append(el)
             push(el)
-            if len(stack) > max_depth:
-                raise WBXMLError(f"elements nested deeper than {max_depth}")
             children = el.children
-            app = children.append
             i += 1
-        elif b == END:
+        elif c == "\x01":
             i += 1
             el = pop()
             if pending:
-                _finish(el, pending)
+                entry = pending.pop(id(el), None)
+                if entry is not None:
+                    _finish(el, entry)
             if not el.children and el.text is None and el.opaque is None:
                 el.text = ""
             if not stack:
                 break
             children = stack[-1].children
-            app = children.append
-        elif 0x05 <= b < 0x40:
-            # empty tag
-            tag = ptab[b]
-            if tag is None:
-                raise _bad_token(b, page, i)
-            count += 1
-            if count > max_elements:
-                raise WBXMLError(f"more than {max_elements} elements")
-            app(Element(tag))
-            i += 1
-        elif b == SWITCH_PAGE:
-            page = data[i + 1]
+        elif c == "\x00":
+            page = ord(s[i + 1])
             if page >= npages:
                 raise WBXMLError(f"unknown code page {page}")
-            ptab = tokens[page]
+            ctab = content_tags[page]
+            etab = empty_tags[page]
             i += 2
-        elif b == STR_I:
-            j = find(b"\x00", i + 1)
+        elif c == "\x03":
+            j = find("\x00", i + 1)
             if j < 0:
                 raise WBXMLError("unterminated inline string")
-            _add_chunk(pending, stack[-1], data[i + 1 : j], False, max_string)
+            _add_chunk(pending, stack[-1], s[i + 1 : j], latin1, max_string)
             i = j + 1
-        elif b == OPAQUE:
-            length, i = _read_mb(data, i + 1)
+        elif c == "\xc3" and latin1:
+            length, i = _read_mb(s, i + 1)
             if length > n - i:
                 raise WBXMLError("OPAQUE data runs past the end of the document")
-            _add_chunk(pending, stack[-1], data[i : i + length], True, max_string)
+            _add_chunk(pending, stack[-1], s[i : i + length].encode("latin-1"), True,
+                       max_string)
             i += length
+        elif c >= "\x80" and not latin1:
+            raise _NeedLatin1
         else:
-            raise _bad_token(b, page, i)
+            raise _bad_token(ord(c), page, i)
 
     if i != n:
         raise WBXMLError(f"{n - i} trailing bytes after the root element")
     return root
 
 
+def _unknown_in_run(
+    items: list[tuple[str, str, str]], ctab: dict[str, str], etab: dict[str, str], page: int
+) -> WBXMLError:
+    for c, _t, e in items:
+        ch = c or e
+        if ch not in (ctab if c else etab):
+            return WBXMLError(f"unknown token {ord(ch) & 0x3F:#04x} on code page {page}")
+    return WBXMLError("unknown token")  # pragma: no cover - a KeyError came from somewhere
+
+
 def _add_chunk(
-    pending: dict[int, list], el: Element, chunk: bytes, opaque: bool, max_string: int
+    pending: dict[int, list],
+    el: Element,
+    chunk: str | bytes,
+    latin1: bool,
+    max_string: int,
 ) -> None:
+    """Remember one STR_I/OPAQUE chunk of ``el``'s value, enforcing ``max_string``."""
     entry = pending.get(id(el))
     if entry is None:
-        entry = pending[id(el)] = [[], 0, False]
-    entry[0].append(chunk)
-    entry[1] += len(chunk)
-    if entry[1] > max_string:
-        raise WBXMLError(f"string longer than {max_string} bytes")
-    if opaque:
-        entry[2] = True
-
-
-def _finish(el: Element, pending: dict[int, list]) -> None:
-    entry = pending.pop(id(el), None)
-    if entry is None:
-        return
-    chunks, _size, opaque = entry
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if opaque:
-        el.opaque = raw
+        entry = pending[id(el)] = [0]  # [total size in bytes, chunk, chunk, ...]
+    if isinstance(chunk, bytes) or latin1 or chunk.isascii():
+        size = len(chunk)
     else:
-        el.text = raw.decode("utf-8")
+        size = len(chunk.encode("utf-8"))
+    entry[0] += size
+    if entry[0] > max_string:
+        raise WBXMLError(f"string longer than {max_string} bytes")
+    entry.append(chunk)
+
+
+def _finish(el: Element, entry: list) -> None:
+    chunks = entry[1:]
+    if any(isinstance(c, bytes) for c in chunks):
+        # OPAQUE somewhere: the value is bytes (text chunks are latin-1 strs here,
+        # i.e. the original bytes)
+        el.opaque = b"".join(c if isinstance(c, bytes) else c.encode("latin-1") for c in chunks)
+    else:
+        el.text = chunks[0] if len(chunks) == 1 else "".join(chunks)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------
