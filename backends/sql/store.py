@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from backends.sql.engines import Engine, create_engine
 from backends.sql.migrations import migrate
-from easync.auth.local import Unavailable
+from easync.errors import Unavailable
 from easync.interfaces import IItemStore, IStateStore, IUserStore
 from easync.items import index_fields
 from easync.model import (

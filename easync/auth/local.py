@@ -17,6 +17,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from easync.errors import Unavailable
+
 log = Logger()
 
 # How long an accepted password is remembered (seconds).  The entry is also
@@ -24,10 +26,6 @@ log = Logger()
 # against, so a password change takes effect at once.
 CACHE_SECONDS = 300.0
 CACHE_MAX = 100_000
-
-
-class Unavailable(Exception):
-    """The user directory could not answer (→ HTTP 503 + Retry-After)."""
 
 
 def split_username(raw: str) -> list[str]:

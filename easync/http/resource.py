@@ -23,7 +23,6 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from easync.auth.local import Unavailable
 from easync.context import (
     VERSIONS,
     EasHTTPError,
@@ -32,6 +31,7 @@ from easync.context import (
     EasServer,
     version_tuple,
 )
+from easync.errors import Unavailable
 from easync.http.query import QueryError, parse_query
 
 log = Logger(namespace="easync.request")
