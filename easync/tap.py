@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from easync import config as cfg
+from easync import tls
 from easync.context import EasServer, Settings
 
 log = Logger()
@@ -91,13 +92,26 @@ def endpoint_description(description: str, cert_path: str) -> tuple[str, bool]:
     return f"{description}:privateKey={escaped}", True
 
 
+def _announce(info: tls.CertificateInfo, now: float) -> None:
+    """Log the certificate's fingerprint, for users to compare with their phone's."""
+    log.info(
+        "{verb} TLS certificate {path}, SHA-256 fingerprint {fingerprint}, "
+        "names {names}, valid until {until}",
+        verb="Created self-signed" if info.created else "Using",
+        path=info.path, fingerprint=info.fingerprint,
+        names=", ".join(info.dns_names), until=info.not_after.date().isoformat())
+    if info.not_after.timestamp() < now:
+        log.warn(  # noqa: G010 - twisted.logger.Logger has warn, not warning
+            "TLS certificate {path} has expired: phones will refuse it; delete the "
+            "file to have a new self-signed one created", path=info.path)
+
+
 def makeService(options: Options, reactor: Any = None) -> MultiService:
     """The whole server: the SQL store, then one HTTP(S) listener per endpoint."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     from backends.sql.store import SqlStore
-    from easync import tls
     from easync.auth import build_checker
     from easync.http.resource import make_site
     from easync.notify import LocalNotifier
@@ -116,17 +130,13 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     site = make_site(server, checker, timeout=options["idle-timeout"])
 
     cert_path = os.path.abspath(options["tls-cert"])
+    cert_ready = False
     for i, listen in enumerate(options["listen"]):
         description, self_signed = endpoint_description(listen, cert_path)
-        if self_signed:
-            info = tls.ensure_certificate(cert_path)
-            log.info(
-                "{verb} TLS certificate {path}, SHA-256 fingerprint {fingerprint}, "
-                "names {names}, valid until {until}",
-                verb="Created self-signed" if info.created else "Using",
-                path=info.path, fingerprint=info.fingerprint,
-                names=", ".join(info.dns_names), until=info.not_after.date().isoformat())
         try:
+            if self_signed and not cert_ready:
+                _announce(tls.ensure_certificate(cert_path), reactor.seconds())
+                cert_ready = True
             endpoint = serverFromString(reactor, description)
         except Exception as e:  # noqa: BLE001 - a bad key file, a missing certificate, …
             raise usage.UsageError(f"--listen {listen}: {e}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import os
 import stat
@@ -297,3 +298,34 @@ def test_unreadable_certificate_file(tmp_path: os.PathLike[str]) -> None:
     path = write(os.path.join(tmp_path, "easync.pem"), "garbage\n")
     with pytest.raises(ValueError, match="no PEM certificate"):
         tls.ensure_certificate(path)
+
+
+def test_certificate_announced_once_with_fingerprint(tmp_path: os.PathLike[str]) -> None:
+    """Two ssl: listeners share the certificate; it is created and logged once."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        _top, cert = _service_tree(tmp_path, "--listen", "ssl:8443", "--listen", "ssl:9443")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    notes = [e for e in events if "fingerprint" in e]
+    assert len(notes) == 1
+    assert notes[0]["verb"] == "Created self-signed"
+    assert notes[0]["fingerprint"] == tls.fingerprint(tls.load_certificate(cert))
+
+
+def test_expired_certificate_is_reported(tmp_path: os.PathLike[str]) -> None:
+    from twisted.logger import globalLogPublisher
+
+    expired = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    info = tls.CertificateInfo(path="/x.pem", fingerprint="AA", created=False,
+                               not_after=expired)
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        tap._announce(info, now=expired.timestamp() + 86400)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert any("has expired" in str(e.get("log_format")) for e in events)
