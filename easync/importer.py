@@ -975,7 +975,7 @@ def parse_icalendar(text: str, default_tz: str | None = None, user_email: str | 
             except ValueError as e:
                 warnings.append(f"event {uid}: skipped ({e})")
     tasks = [conv.task(todo) for todo in cal.walk("VTODO")]
-    return events, tasks, warnings
+    return events, tasks, list(dict.fromkeys(warnings))     # each warning once
 
 
 # ======================================================================================
@@ -1061,24 +1061,25 @@ async def _existing(store: Any, user: Any, folder_id: str) -> list[Any]:
         cursor = batch.high
 
 
-def _same_contact(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    if new.get("UID") and old.get("UID"):
-        return bool(new["UID"] == old["UID"])
-    identity = contact_identity(new)
-    return identity is not None and identity == contact_identity(old)
-
-
 async def _write(store: Any, user: Any, folder_id: str, cls: str,
                  items: Iterable[dict[str, Any]], counts: Counts) -> None:
     existing = await _existing(store, user, folder_id)
-    by_uid = {it.data.get("UID"): it for it in existing if it.data.get("UID")}
+    by_uid = {it.data["UID"]: it for it in existing if it.data.get("UID")}
+    by_identity: dict[tuple[str, ...] | None, list[Any]] = {}
+    if cls == "Contacts":
+        for it in existing:
+            by_identity.setdefault(contact_identity(it.data), []).append(it)
+        by_identity.pop(None, None)
     taken: set[str] = set()
     ops: list[Op] = []
     for data in items:
-        old = by_uid.get(data.get("UID")) if data.get("UID") else None
+        uid = data.get("UID")
+        old = by_uid.get(uid) if uid else None
         if old is None and cls == "Contacts":
-            old = next((it for it in existing if it.server_id not in taken
-                        and _same_contact(data, it.data)), None)
+            # No UID match: the same name and first e-mail, unless both carry a UID.
+            old = next((it for it in by_identity.get(contact_identity(data), [])
+                        if it.server_id not in taken and not (uid and it.data.get("UID"))),
+                       None)
         if old is None or old.server_id in taken:
             ops.append(Op(kind="add", data=data, cls=cls))
             counts.added += 1

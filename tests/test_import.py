@@ -333,6 +333,7 @@ def test_floating_time_and_unknown_tzid() -> None:
         BEGIN:VEVENT
         UID:unknown
         DTSTART;TZID=Mars/Olympus:20260701T100000
+        DTEND;TZID=Mars/Olympus:20260701T110000
         END:VEVENT
     """), default_tz="Europe/Rome")
     assert events[0]["StartTime"] == events[0]["EndTime"] == "20260701T080000Z"
