@@ -7,7 +7,6 @@ token by token) or produced by libwbxml's xml2wbxml; never copied from our encod
 from __future__ import annotations
 
 import gc
-import os
 import time
 import tracemalloc
 import xml.etree.ElementTree as ET
@@ -280,7 +279,7 @@ def test_mb_u_int32(value: int, expected: bytes) -> None:
     "header",
     [
         HDR,
-        b"\x03\x00\x6a\x00",  # public id 0 ... as written by some tools? (0 then index)
+        b"\x03\x00\x6a\x00\x00",  # public id 0: string table index 0x6a, charset 0, no table
         b"\x03\x81\x80\x01\x6a\x00",  # public id 0x4001 as 3-byte mb_u_int32
         b"\x03\x01\x80\x6a\x00",  # charset 106 with a redundant leading 0x80
         b"\x03\x01\x04\x00",  # charset ISO-8859-1 declared: strings are still UTF-8
@@ -292,13 +291,7 @@ def test_mb_u_int32(value: int, expected: bytes) -> None:
     ],
 )
 def test_header_variants(header: bytes) -> None:
-    if header == b"\x03\x00\x6a\x00":
-        # public id 0 means "index follows": 6a is the index, 00 the charset, then the
-        # string table length is the next byte: give it one
-        data = header + b"\x00" + b"\x45\x4b\x03\x31\x00\x01\x01"
-    else:
-        data = header + b"\x45\x4b\x03\x31\x00\x01\x01"
-    tree = decode(data)
+    tree = decode(header + b"\x45\x4b\x03\x31\x00\x01\x01")
     assert tree.tag == "AirSync:Sync"
     assert tree.children[0].tag == "AirSync:SyncKey"
     assert tree.children[0].text == "1"
@@ -487,9 +480,12 @@ def test_depth_limit() -> None:
         decode(HDR + b"\x45" * 65 + b"\x01" * 65)
     with pytest.raises(WBXMLError):
         decode(HDR + b"\x45" * 3 + b"\x01" * 3, max_depth=2)
-    # a leaf with text counts as a level too
-    with pytest.raises(WBXMLError):
-        decode(HDR + b"\x45\x4b\x03a\x00\x03b\x00\x01\x01", max_depth=1)
+    # a leaf counts as a level too, whatever its form
+    for leaf in (b"\x4b\x03a\x00\x01", b"\x4b\x03a\x00\x03b\x00\x01", b"\x0b", b"\x4b\x01"):
+        doc = HDR + b"\x45" + leaf + b"\x01"
+        assert decode(doc, max_depth=2).children[0].tag == "AirSync:SyncKey"
+        with pytest.raises(WBXMLError, match="deeper"):
+            decode(doc, max_depth=1)
 
 
 def test_size_limit() -> None:
@@ -703,6 +699,69 @@ def test_utf8_and_latin1_paths_agree(tree: Element) -> None:
     assert same(fast, tree)
 
 
+def _general(data: bytes) -> Element:
+    """Decode with the general (token by token, latin-1) parser only."""
+    try:
+        start = codec._header(data)
+        root = codec._parse_general(
+            data[start:].decode("latin-1"), True, 64, 8 << 20, 2_000_000
+        )
+        codec._latin1_to_text(root)
+    except (IndexError, UnicodeDecodeError) as exc:  # decode() turns these into WBXMLError
+        raise WBXMLError(str(exc)) from None
+    return root
+
+
+def _outcome(fn: object, data: bytes) -> object:
+    try:
+        return canonical(fn(data))  # type: ignore[operator]
+    except WBXMLError:
+        return "error"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_fast_and_general_parsers_agree_on_any_input(data: st.DataObject) -> None:
+    source = data.draw(st.sampled_from(CORPUS[:6] + CORPUS[16:19]))
+    doc = bytearray(encode(from_xml(source.read_text())))
+    for _ in range(data.draw(st.integers(0, 3))):
+        pos = data.draw(st.integers(4, len(doc) - 1))
+        action = data.draw(st.integers(0, 2))
+        if action == 0:
+            doc[pos] = data.draw(st.sampled_from([0x00, 0x01, 0x03, 0x05, 0x45, 0x4B, 0x7F]))
+        elif action == 1:
+            del doc[pos]
+        else:
+            doc[pos:pos] = data.draw(st.sampled_from([b"\x00\x01", b"\x00", b"\x01", b"\x03"]))
+    assert _outcome(decode, bytes(doc)) == _outcome(_general, bytes(doc))
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 7, 64, 1000])
+def test_small_windows(monkeypatch: pytest.MonkeyPatch, window: int) -> None:
+    # the fast parser splits the body window by window; cut everywhere
+    monkeypatch.setattr(codec, "_WINDOW", window)
+    for path in CORPUS:
+        tree = from_xml(path.read_text())
+        data = encode(tree)
+        assert same(decode(data), tree), path.name
+        for cut in range(4, len(data), max(1, len(data) // 40)):
+            with pytest.raises(WBXMLError):
+                decode(data[:cut])
+        with pytest.raises(WBXMLError):
+            decode(data + b"\x00\x01")
+
+
+@settings(max_examples=100, deadline=None)
+@given(trees, st.integers(1, 50))
+def test_random_trees_small_windows(tree: Element, window: int) -> None:
+    old = codec._WINDOW
+    codec._WINDOW = window
+    try:
+        assert same(decode(encode(tree)), tree)
+    finally:
+        codec._WINDOW = old
+
+
 # ======================================================================================
 # libwbxml interoperability
 # ======================================================================================
@@ -906,4 +965,4 @@ def test_skip_reason_when_tools_missing(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(tool.shutil, "which", lambda name: None)
     assert tool.have_libwbxml() is False
-    monkeypatch.setenv("PATH", os.defpath)
+    assert "libwbxml2-utils" in tool.SKIP_REASON

@@ -79,7 +79,9 @@ def encode(root: Element) -> bytes:
     Raises ``ValueError`` for a tag that is not in the code pages (or text that cannot
     be encoded as UTF-8, i.e. lone surrogates).
     """
-    chunks: list[bytes] = []  # only used when there is OPAQUE data
+    # The output is encoded to bytes in pieces of a few thousand strings (keeps the
+    # working set small on big documents) and wherever OPAQUE data must be spliced in.
+    chunks: list[bytes] = []
     out: list[str] = []
     app = out.append
     enc = _ENC
@@ -92,6 +94,9 @@ def encode(root: Element) -> bytes:
         el = pop()
         if el is None:
             app("\x01")
+            if len(out) > 4096:
+                chunks.append(_encode_str(out))
+                out.clear()
             continue
         try:
             tpage, empty, content, content_str = enc[el.tag]
@@ -133,10 +138,8 @@ def encode(root: Element) -> bytes:
             chunks.append(b"\xc3" + _mb_u_int32(len(data)) + data + b"\x01")
         else:
             app(empty)
-    if chunks:
-        chunks.append(_encode_str(out))
-        return HEADER + b"".join(chunks)
-    return HEADER + _encode_str(out)
+    chunks.append(_encode_str(out))
+    return HEADER + b"".join(chunks)
 
 
 def _encode_str(out: list[str]) -> bytes:
@@ -348,6 +351,12 @@ _SWITCHING = 2  # page 0, then END
 _LEAF_DONE = 3  # end of STR_I, then END of a leaf already built
 
 
+def _limit_error(depth: int, max_depth: int, max_elements: int) -> WBXMLError:
+    if depth >= max_depth:
+        return WBXMLError(f"elements nested deeper than {max_depth}")
+    return WBXMLError(f"more than {max_elements} elements")
+
+
 def _parse_fast(s: str, max_depth: int, max_string: int, max_elements: int) -> Element:
     """Parser for a UTF-8 body without OPAQUE data (raises _NeedLatin1 otherwise).
 
@@ -424,13 +433,26 @@ def _parse_fast(s: str, max_depth: int, max_string: int, max_elements: int) -> E
                 state = _NORMAL
                 while j < m:
                     c = p[j]
+                    if c == "\x01":
+                        el = pop()
+                        if pending:
+                            entry = pending.pop(id(el), None)
+                            if entry is not None:
+                                _finish(el, entry)
+                        if not el.children and el.text is None and el.opaque is None:
+                            el.text = ""
+                        j += 1
+                        if not stack:
+                            if j != m or boundary:
+                                raise WBXMLError("trailing bytes after the root element")
+                            closed = True
+                            break
+                        continue
                     tag = ctab.get(c)
                     if tag is not None:
-                        if len(stack) >= max_depth:
-                            raise WBXMLError(f"elements nested deeper than {max_depth}")
+                        if len(stack) >= max_depth or count >= max_elements:
+                            raise _limit_error(len(stack), max_depth, max_elements)
                         count += 1
-                        if count > max_elements:
-                            raise WBXMLError(f"more than {max_elements} elements")
                         el = Element(tag)
                         stack[-1].children.append(el)
                         if p[j + 1 : j + 2] == "\x03":
@@ -449,21 +471,6 @@ def _parse_fast(s: str, max_depth: int, max_string: int, max_elements: int) -> E
                         else:
                             push(el)
                             j += 1
-                        continue
-                    if c == "\x01":
-                        el = pop()
-                        if pending:
-                            entry = pending.pop(id(el), None)
-                            if entry is not None:
-                                _finish(el, entry)
-                        if not el.children and el.text is None and el.opaque is None:
-                            el.text = ""
-                        j += 1
-                        if not stack:
-                            if j != m or boundary:
-                                raise WBXMLError("trailing bytes after the root element")
-                            closed = True
-                            break
                         continue
                     if c == "\x00":
                         if j + 1 == m:
@@ -487,11 +494,9 @@ def _parse_fast(s: str, max_depth: int, max_string: int, max_elements: int) -> E
                         continue
                     tag = etab.get(c)
                     if tag is not None:
-                        if len(stack) >= max_depth:
-                            raise WBXMLError(f"elements nested deeper than {max_depth}")
+                        if len(stack) >= max_depth or count >= max_elements:
+                            raise _limit_error(len(stack), max_depth, max_elements)
                         count += 1
-                        if count > max_elements:
-                            raise WBXMLError(f"more than {max_elements} elements")
                         stack[-1].children.append(Element(tag))
                         j += 1
                         continue
