@@ -134,6 +134,13 @@ def path(value: Any) -> str:
     return v
 
 
+def public_url(value: Any) -> str:
+    v = str(value).strip().rstrip("/")
+    if v and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", v):
+        raise ValueError(f"expected https://HOST[:PORT], got {value!r}")
+    return v
+
+
 @dataclass(frozen=True)
 class Option:
     name: str                       # the long option and the config-file key
@@ -192,6 +199,9 @@ OPTIONS: tuple[Option, ...] = (
              "Largest contact picture stored."),
     _tunable("server-version", "server_version", choice(*VERSIONS),
              "Highest EAS protocol version offered."),
+    _tunable("public-url", "public_url", public_url,
+             "The https://host[:port] phones reach this server at, given to them by "
+             "Autodiscover (default: the Host the phone asked)."),
 )
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 

@@ -44,6 +44,7 @@ class Settings:
     provisioning: bool = True
     max_picture_bytes: int = 5 * 1024 * 1024
     server_version: str = "16.1"
+    public_url: str = ""            # e.g. https://mail.example.org (Autodiscover answers)
 
 
 @dataclass

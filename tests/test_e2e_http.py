@@ -188,3 +188,42 @@ def test_mail_commands_answer_not_supported_without_http_error(server: RunningSe
         '<MIME>From: a@b\r\n\r\nhi</MIME></SendMail>'))
     assert_clean(r, 200)
     assert r.content  # a Status, not an empty "success"
+
+
+AUTODISCOVER_REQ = (
+    '<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.microsoft.com/'
+    'exchange/autodiscover/mobilesync/requestschema/2006"><Request>'
+    "<EMailAddress>frank@example.org</EMailAddress><AcceptableResponseSchema>{schema}"
+    "</AcceptableResponseSchema></Request></Autodiscover>")
+
+
+def test_autodiscover_gives_the_activesync_url(server: RunningServer) -> None:
+    import xml.etree.ElementTree as ET
+
+    import requests
+
+    url = f"https://{server.host}/autodiscover/autodiscover.xml"
+    body = AUTODISCOVER_REQ.format(schema="http://schemas.microsoft.com/exchange/autodiscover/"
+                                          "mobilesync/responseschema/2006")
+    r = requests.post(url, data=body, auth=("frank@example.org", PASSWORD), verify=False,
+                      headers={"Content-Type": "text/xml"}, timeout=10)
+    assert r.status_code == 200
+    ns = {"a": "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006",
+          "m": "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/"
+               "2006"}
+    root = ET.fromstring(r.content)
+    server_el = root.find("m:Response/m:Action/m:Settings/m:Server", ns)
+    assert server_el.findtext("m:Type", namespaces=ns) == "MobileSync"
+    assert server_el.findtext("m:Url", namespaces=ns) == server.url
+    assert root.findtext("m:Response/m:User/m:EMailAddress", namespaces=ns) == \
+        "frank@example.org"
+    # the Outlook schema is not served: error 601, not a crash
+    r = requests.post(url.upper().replace("HTTPS://", "https://").replace(
+        server.host.upper(), server.host), data=AUTODISCOVER_REQ.format(
+        schema="http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"),
+        auth=("frank", PASSWORD), verify=False, timeout=10)
+    assert r.status_code == 200
+    assert b"<ErrorCode>601</ErrorCode>" in r.content
+    # no credentials: 401, as for ActiveSync itself
+    r = requests.post(url, data=body, verify=False, timeout=10)
+    assert r.status_code == 401

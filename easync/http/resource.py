@@ -341,6 +341,20 @@ class ActiveSyncResource(Resource):
             request.write(data)
         request.finish()
 
+    def _finish_raw(self, request: server.Request, code: int, data: bytes, user: str,
+                    cmd: str, note: str, t0: float) -> None:
+        """Answer with a body of the caller's own Content-Type (Autodiscover XML)."""
+        ms = (time.monotonic() - t0) * 1000
+        log.info("{user} - {cmd} http={code} status=- {ms:.1f}ms {addr}{note}", user=user,
+                 cmd=cmd, code=code, ms=ms, addr=_client_addr(request),
+                 note=f" ({note})" if note else "")
+        if request.finished or request.channel is None:
+            return
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Length", str(len(data)).encode())
+        request.write(data)
+        request.finish()
+
     def _crash(self, failure: Failure, request: server.Request, cmd: str, t0: float) -> None:
         if failure.check(CancelledError):
             log.info("request cancelled: client went away ({cmd})", cmd=cmd)
@@ -358,15 +372,34 @@ class RootResource(Resource):
     def __init__(self, eas: ActiveSyncResource) -> None:
         super().__init__()
         self.eas = eas
+        from easync.http.autodiscover import AutodiscoverResource
+
+        self.autodiscover = AutodiscoverResource(eas)
 
     def getChild(self, path: bytes, request: server.Request) -> Resource:
-        if path.lower() == b"microsoft-server-activesync":
+        name = path.lower()
+        if name == b"microsoft-server-activesync":
             return self.eas
+        if name == b"autodiscover":
+            return _AutodiscoverDir(self.autodiscover)
         return super().getChild(path, request)
 
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"easync: Exchange ActiveSync server\n"
+
+
+class _AutodiscoverDir(Resource):
+    """``/autodiscover/autodiscover.xml``, matched case-insensitively (phones differ)."""
+
+    def __init__(self, leaf: Resource) -> None:
+        super().__init__()
+        self.leaf = leaf
+
+    def getChild(self, path: bytes, request: server.Request) -> Resource:
+        if path.lower() == b"autodiscover.xml":
+            return self.leaf
+        return super().getChild(path, request)
 
 
 def make_root(server_: EasServer, checker: Any) -> Resource:

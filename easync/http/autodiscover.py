@@ -1,0 +1,102 @@
+"""Autodiscover (MS-ASCMD 2.2.1.1), mobilesync schema: e-mail and password are enough.
+
+``POST /autodiscover/autodiscover.xml`` with Basic credentials and a small XML
+request naming the e-mail address and the response schema; the answer gives the
+ActiveSync URL.  Only the mobilesync schema is served (Outlook desktop's "outlook"
+schema gets error 601, provider not available).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from xml.sax.saxutils import escape
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from easync.context import EasServer
+
+log = Logger(namespace="easync.request")
+
+MOBILESYNC = "http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"
+RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
+MAX_BODY = 16 * 1024
+_EMAIL = re.compile(rb"<(?:\w+:)?EMailAddress>\s*([^<\s]{1,320})\s*</", re.IGNORECASE)
+_SCHEMA = re.compile(rb"<(?:\w+:)?AcceptableResponseSchema>\s*([^<\s]{1,300})\s*</", re.IGNORECASE)
+
+
+def public_url(server_: EasServer, request: server.Request) -> str:
+    """The ActiveSync URL phones should use: --public-url, else this request's host."""
+    base = server_.settings.public_url.rstrip("/")
+    if not base:
+        host = (request.getHeader(b"host") or b"").decode("latin-1").strip()
+        if not host or not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]{1,255}", host):
+            host = "localhost"
+        scheme = "https" if request.isSecure() else "http"
+        base = f"{scheme}://{host}"
+    return f"{base}/Microsoft-Server-ActiveSync"
+
+
+def mobilesync_response(email: str, display_name: str, url: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<Autodiscover xmlns="{RESPONSE_NS}">'
+        f'<Response xmlns="{MOBILESYNC}">'
+        "<Culture>en:us</Culture>"
+        f"<User><DisplayName>{escape(display_name)}</DisplayName>"
+        f"<EMailAddress>{escape(email)}</EMailAddress></User>"
+        "<Action><Settings><Server><Type>MobileSync</Type>"
+        f"<Url>{escape(url)}</Url><Name>{escape(url)}</Name>"
+        "</Server></Settings></Action></Response></Autodiscover>"
+    ).encode()
+
+
+def error_response(code: int, message: str) -> bytes:
+    stamp = time.strftime("%H:%M:%S", time.gmtime())
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<Autodiscover xmlns="{RESPONSE_NS}"><Response>'
+        f'<Error Time="{stamp}" Id="1"><ErrorCode>{code}</ErrorCode>'
+        f"<Message>{escape(message)}</Message><DebugData/></Error>"
+        "</Response></Autodiscover>"
+    ).encode()
+
+
+class AutodiscoverResource(Resource):
+    isLeaf = True
+
+    def __init__(self, eas: Any) -> None:
+        super().__init__()
+        self.eas = eas                 # the ActiveSyncResource: same auth, same log
+
+    def render_GET(self, request: server.Request) -> int:
+        return self.render_POST(request)
+
+    def render_POST(self, request: server.Request) -> int:
+        t0 = time.monotonic()
+        d = Deferred.fromCoroutine(self._post(request, t0))
+        d.addErrback(self.eas._crash, request, "Autodiscover", t0)
+        return server.NOT_DONE_YET
+
+    async def _post(self, request: server.Request, t0: float) -> None:
+        user = await self.eas._authenticate(request, "Autodiscover", t0)
+        if user is None:
+            return
+        request.content.seek(0)
+        body = request.content.read(MAX_BODY + 1)
+        schema = _SCHEMA.search(body)
+        email_m = _EMAIL.search(body)
+        if len(body) > MAX_BODY or schema is None or email_m is None:
+            data, note = error_response(600, "Invalid Request"), "invalid request"
+        elif schema.group(1).decode("utf-8", "replace") != MOBILESYNC:
+            data, note = error_response(601, "Provider is not available"), "schema not served"
+        else:
+            email = user.email or email_m.group(1).decode("utf-8", "replace")
+            data = mobilesync_response(email, user.name, public_url(self.eas.server, request))
+            note = ""
+        request.setHeader(b"Content-Type", b"text/xml; charset=utf-8")
+        self.eas._finish_raw(request, 200, data, user.name, "Autodiscover", note, t0)
