@@ -106,7 +106,9 @@ class ActiveSyncResource(Resource):
         super().__init__()
         self.server = server_
         self.checker = checker
-        self.versions = ",".join(v for v in VERSIONS)
+        top = version_tuple(server_.settings.server_version)
+        self.offered = [v for v in VERSIONS if version_tuple(v) <= top]
+        self.versions = ",".join(self.offered)
         self._commands: str | None = None
         self._seen: dict[tuple[int, str], float] = {}
 
@@ -210,7 +212,7 @@ class ActiveSyncResource(Resource):
             self._finish(request, 400, b"", user.name, device_id, cmd, "missing DeviceType", t0)
             return
         version = q.version or _header(request, b"ms-asprotocolversion") or "14.1"
-        if version not in VERSIONS or version_tuple(version) < (12, 1):
+        if version not in self.offered:
             self._finish(request, 400, b"", user.name, device_id, cmd,
                          f"unsupported protocol version {version!r}", t0)
             return
