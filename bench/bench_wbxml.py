@@ -1,8 +1,9 @@
 """Benchmark of the WBXML codec: encode/decode MB/s on real-shaped Sync responses.
 
 Run ``python bench/bench_wbxml.py`` (``--no-append`` to skip writing bench/RESULTS.md).
-Measures a Sync response with 100 contacts (about 24 KB) and one of about 5 MB, and
-libwbxml's wbxml2xml/xml2wbxml on the small one for comparison when installed.
+Measures Sync responses with 100 contacts (about 26 KB), 1,000 contacts and about
+5 MB (the rates show whether the cost stays linear), and libwbxml's command-line tools
+on the small one for scale when installed.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def sync_response(count: int, collection_id: str = "2") -> Element:
     )
 
 
-def best_of(fn: Callable[[], object], min_time: float = 1.0, repeat: int = 7,
+def best_of(fn: Callable[[], object], min_time: float = 1.0, repeat: int = 15,
             clock: Callable[[], float] = time.perf_counter) -> float:
     """Best time of one call over ``repeat`` rounds of about ``min_time``/repeat each.
 
@@ -145,7 +146,8 @@ def main() -> None:
 
     rows = []
     small_data = b""
-    for label, count in (("100 contacts", 100), ("5 MB", None)):
+    sizes = [("100 contacts", 100), ("1,000 contacts", 1000), ("5 MB", None)]
+    for label, count in sizes:
         if count is None:
             # scale to about 5 MB
             per = len(encode(sync_response(100))) / 100
@@ -163,6 +165,7 @@ def main() -> None:
             t_dec = best_of(lambda data=data: decode(data), args.seconds, clock=clock)
             figures += [mb / t_enc, mb / t_dec]
         rows.append((f"Sync response, {label} ({count} contacts)", len(data), *figures))
+        print(rows[-1][0], "done", file=sys.stderr)
 
     lines = [
         (
@@ -192,7 +195,7 @@ def main() -> None:
         section = (
             f"\n## WBXML codec\n\n"
             f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {machine}; "
-            f"load average before the run {load}; `python bench/bench_wbxml.py`, best of 7 "
+            f"load average before the run {load}; `python bench/bench_wbxml.py`, best of 15 "
             f"rounds (CPU = this process's CPU time, wall = elapsed time), pure Python, "
             f"MB = 10^6 bytes.\n\n{table}\n"
         )

@@ -20,7 +20,12 @@ Decoding
     content-flagged element closed immediately by END gets the text "".
 
     Every malformed input raises :class:`WBXMLError` (a ``ValueError``).  The work done
-    is linear in the input size and bounded by the limits given to :func:`decode`.
+    is linear in the input size and bounded by the limits given to :func:`decode`:
+    ``max_depth`` counts every element level (root = 1, a leaf is a level too),
+    ``max_string`` the UTF-8/OPAQUE bytes of one element's value (all chunks together),
+    ``max_elements`` every element.  The cyclic garbage collector is paused while a
+    document is decoded (the tree has no cycles; rescanning it made big documents cost
+    more than linear time).
 """
 
 from __future__ import annotations
@@ -152,16 +157,19 @@ def _encode_str(out: list[str]) -> bytes:
 # --------------------------------------------------------------------------------------
 # decoder
 # --------------------------------------------------------------------------------------
-# The body is parsed as a str so that the hot loop never decodes bytes:
+# The body is parsed as a str so that no loop decodes bytes piece by piece:
 #
-# * "utf-8" mode: the body decodes as UTF-8 (the common case: STR_I strings are UTF-8
-#   and every token byte is ASCII), so each string slice is already the final value.
-# * "latin-1" mode: used when the body is not valid UTF-8 or holds OPAQUE data.  Each
-#   byte is one char, OPAQUE payloads are re-encoded to bytes, and text values are
-#   converted from latin-1 to UTF-8 in one pass over the finished tree.
+# * The common case: the body decodes as UTF-8 (STR_I strings are UTF-8 and every token
+#   byte is ASCII) and holds no OPAQUE.  _parse_fast splits it on "00 01" (see there),
+#   so that most leaves are built without Python looking at their characters.  Each
+#   string slice is already the final value.
+# * Otherwise (OPAQUE data, or bytes that are not UTF-8, which is then an error unless
+#   they are inside OPAQUE): _parse_general reads the latin-1 view of the body token by
+#   token (one char per byte; OPAQUE payloads are re-encoded to bytes), runs of leaves
+#   matched by a regular expression.  Text values are converted from latin-1 to UTF-8 in
+#   one pass over the finished tree (_latin1_to_text).
 #
-# Runs of leaf elements (<Tag>text</Tag> and <Tag/>) are matched by a regular
-# expression and built by one list comprehension, which is where most time goes.
+# The tests check that both parsers accept and reject the same documents.
 
 _LEAF_RUN = re.compile(r"(?:[\x45-\x7f]\x03[^\x00]*\x00\x01|[\x05-\x3f])+").match
 _LEAF_ITEMS = re.compile(r"([\x45-\x7f])\x03([^\x00]*)\x00\x01|([\x05-\x3f])").findall
@@ -225,9 +233,10 @@ def decode(
 ) -> Element:
     """Decode an EAS WBXML document into an element tree.
 
-    ``max_depth`` bounds element nesting (the root is depth 1), ``max_size`` the
-    document length in bytes, ``max_string`` the length in bytes of any one element's
-    value, ``max_elements`` the number of elements.  Raises :class:`WBXMLError`.
+    ``max_depth`` bounds element nesting (the root is depth 1, its children depth 2,
+    leaves included), ``max_size`` the document length in bytes, ``max_string`` the
+    length in bytes of any one element's value, ``max_elements`` the number of elements.
+    Raises :class:`WBXMLError` for anything malformed or over a limit.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WBXMLError(f"expected bytes, got {type(data).__name__}")
