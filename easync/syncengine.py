@@ -25,12 +25,16 @@ from typing import Any
 from twisted.logger import Logger
 
 from easync.items import codec
+from easync.items.fastpath import FragmentCache
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
 from easync.wbxml.element import E, Element
 
 log = Logger()
 
 ITEM_CLASSES = ("Contacts", "Calendar", "Tasks")
+# Encoded ApplicationData of recently sent item versions, shared by every device of
+# every user of this process (keyed by server id, modseq and rendering options).
+FRAGMENTS = FragmentCache()
 
 
 def state_name(collection_id: str) -> str:
@@ -401,9 +405,8 @@ class SyncEngine:
                     continue
                 tag = "AirSync:Add" if kind == "A" else "AirSync:Change"
                 cmds.append(E(tag, E("AirSync:ServerId", sid),
-                              E("AirSync:ApplicationData",
-                                *codec.to_eas(item.cls or cls, item.data, version,
-                                              creq.prefs, quirks))))
+                              FRAGMENTS.get(item.cls or cls, sid, item.modseq, item.data,
+                                            version, creq.prefs, quirks)))
         return CollectionResult(el, True, "1", len(delivered_ids))
 
     async def _replay(self, user: User, folder: Folder, st: dict[str, Any],

@@ -78,12 +78,44 @@ def _mb_u_int32(value: int) -> bytes:
     return bytes(reversed(out))
 
 
+FRAGMENT_TAG = "@fragment"
+
+
+class Fragment(Element):
+    """An element already encoded (see ``fragment``), spliced into documents as is.
+
+    ``encoded`` is the encoder's text form of one complete element that starts on
+    code page 0 (every control byte is below 0x80, so the str maps 1:1 to the bytes
+    after UTF-8 encoding); ``end_page`` is the code page in force after it.
+    """
+
+    __slots__ = ("encoded", "end_page")
+
+    def __init__(self, encoded: str, end_page: int) -> None:
+        super().__init__(FRAGMENT_TAG)
+        self.encoded = encoded
+        self.end_page = end_page
+
+
+def fragment(el: Element) -> Fragment:
+    """Encode one element (whose tag is on page 0) for splicing into many documents."""
+    if TAG_CODES.get(el.tag, (None,))[0] != 0:
+        raise ValueError(f"a fragment must start on page 0: {el.tag!r}")
+    body, end_page = _encode(el)
+    return Fragment(body.decode("utf-8"), end_page)
+
+
 def encode(root: Element) -> bytes:
     """Encode an element tree as an EAS WBXML document.
 
     Raises ``ValueError`` for a tag that is not in the code pages (or text that cannot
     be encoded as UTF-8, i.e. lone surrogates).
     """
+    return HEADER + _encode(root)[0]
+
+
+def _encode(root: Element) -> tuple[bytes, int]:
+    """The encoded elements (no header) and the code page in force at the end."""
     # The output is encoded to bytes in pieces of a few thousand strings (keeps the
     # working set small on big documents) and wherever OPAQUE data must be spliced in.
     chunks: list[bytes] = []
@@ -106,6 +138,12 @@ def encode(root: Element) -> bytes:
         try:
             tpage, empty, content, content_str = enc[el.tag]
         except (KeyError, TypeError):
+            if el.tag == FRAGMENT_TAG:
+                if page != 0:
+                    app(switch[0])
+                app(el.encoded)  # type: ignore[attr-defined]
+                page = el.end_page  # type: ignore[attr-defined]
+                continue
             raise ValueError(f"unknown WBXML tag {el.tag!r}") from None
         if tpage != page:
             app(switch[tpage])
@@ -144,7 +182,7 @@ def encode(root: Element) -> bytes:
         else:
             app(empty)
     chunks.append(_encode_str(out))
-    return HEADER + b"".join(chunks)
+    return b"".join(chunks), page
 
 
 def _encode_str(out: list[str]) -> bytes:
