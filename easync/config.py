@@ -134,6 +134,13 @@ def path(value: Any) -> str:
     return v
 
 
+def node_name(value: Any) -> str:
+    v = str(value).strip()
+    if not v or "\n" in v or len(v) > 200:
+        raise ValueError(f"expected a name of one line (at most 200 characters), got {value!r}")
+    return v
+
+
 def public_url(value: Any) -> str:
     v = str(value).strip().rstrip("/")
     if v and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", v):
@@ -169,6 +176,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("db", "sqlite:///easync.sqlite", db_url,
            "Database URL: sqlite:///FILE (relative to the working directory) or "
            "postgresql://USER:PASSWORD@HOST/DB."),
+    Option("node-name", "auto", node_name,
+           "This process's name among several on one PostgreSQL database, in logs and "
+           "easync-admin device list; auto: host name:process id."),
     Option("backend", "sql", choice(*BACKENDS), "Item store: sql (crm: not yet)."),
     Option("auth", "local", choice(*AUTHS), "Password check: local (ldap, crm: not yet)."),
     Option("tls-cert", "easync.pem", path,

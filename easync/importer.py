@@ -1090,12 +1090,19 @@ async def _write(store: Any, user: Any, folder_id: str, cls: str,
             continue
         ops.append(Op(kind="change", server_id=old.server_id, data=data, cls=cls))
         counts.updated += 1
-    for i in range(0, len(ops), BATCH):
-        results = await store.apply(user, folder_id, ops[i:i + BATCH])
-        failed = [r for r in results if not r.ok]
-        if failed:
-            raise ImportFailed(f"the store refused {len(failed)} {cls} item(s): "
-                               f"{failed[0].error}")
+    try:
+        for i in range(0, len(ops), BATCH):
+            results = await store.apply(user, folder_id, ops[i:i + BATCH])
+            failed = [r for r in results if not r.ok]
+            if failed:
+                raise ImportFailed(f"the store refused {len(failed)} {cls} item(s): "
+                                   f"{failed[0].error}")
+    finally:
+        if ops:
+            # wake the devices waiting on this folder, on every running easync node
+            from easync.pgnotify import announce
+
+            await announce(store, user.id, [folder_id], source="easync-import")
 
 
 async def _folder(store: Any, user: Any, cls: str, folder_id: str | None,

@@ -49,6 +49,30 @@ class LocalNotifier:
         self._count += 1
         return d
 
+    def users(self) -> list[int]:
+        """The users that have at least one waiter now."""
+        return list(self._waiters)
+
+    def watched(self, user_id: int) -> list[str]:
+        """The folders of this user that at least one waiter watches."""
+        return list(self._waiters.get(user_id, ()))
+
+    def wake_all(self) -> int:
+        """Answer every waiter with all the folders it watches ("anything may have
+        changed": used when this process may have missed changes, e.g. after losing
+        the connection that brings other nodes' changes).  Returns how many."""
+        everyone: dict[int, tuple[int, Deferred[list[str]]]] = {}
+        for user_id, folders in self._waiters.items():
+            for waiters in folders.values():
+                for d in waiters:
+                    everyone[id(d)] = (user_id, d)
+        for user_id, d in everyone.values():
+            if d.called:            # ended by an earlier waiter's callback
+                continue
+            self._remove(user_id, d)
+            d.callback(list(getattr(d, "_easync_folders", ())))
+        return len(everyone)
+
     def _remove(self, user_id: int, d: Deferred[list[str]]) -> None:
         folders = self._waiters.get(user_id)
         if folders is None:

@@ -394,6 +394,7 @@ class SyncEngine:
         if more:
             el.add("AirSync:MoreAvailable")
         if delivered_ids:
+            options = FRAGMENTS.options_key(version, creq.prefs, quirks)
             cmds = el.add("AirSync:Commands")
             for kind, sid in delivered_ids:
                 if kind == "D":
@@ -406,7 +407,7 @@ class SyncEngine:
                 tag = "AirSync:Add" if kind == "A" else "AirSync:Change"
                 cmds.append(E(tag, E("AirSync:ServerId", sid),
                               FRAGMENTS.get(item.cls or cls, sid, item.modseq, item.data,
-                                            version, creq.prefs, quirks)))
+                                            version, creq.prefs, quirks, options)))
         return CollectionResult(el, True, "1", len(delivered_ids))
 
     async def _replay(self, user: User, folder: Folder, st: dict[str, Any],

@@ -114,7 +114,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     from backends.sql.store import SqlStore
     from easync.auth import build_checker
     from easync.http.resource import make_site
-    from easync.notify import LocalNotifier
+    from easync.pgnotify import change_hub
 
     settings = options.settings()
     top = MultiService()
@@ -123,8 +123,14 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     store.setName("store")
     store.setServiceParent(top)
 
+    # The change hub: LISTEN/NOTIFY on PostgreSQL; on SQLite in-process, plus a poller
+    # for other processes' writes (easync.pgnotify.change_hub).
+    notifier, hub_services = change_hub(reactor, store, options["db"], options["node-name"])
+    for service in hub_services:
+        service.setServiceParent(top)
+
     server = EasServer(users=store, items=store, state=store,
-                       notifier=LocalNotifier(reactor), clock=reactor, settings=settings)
+                       notifier=notifier, clock=reactor, settings=settings)
     checker = build_checker(dict(options), server, reactor)
     # make_site: the request-size limit, no tracebacks to clients, one log line per request.
     site = make_site(server, checker, timeout=options["idle-timeout"])

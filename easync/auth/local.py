@@ -84,6 +84,12 @@ class LocalChecker:
         self.reactor = reactor
         self._key = os.urandom(32)
         self._cache: dict[bytes, tuple[str, str, float]] = {}
+        self._loaded: dict[str, Any] = {}
+
+    def recent_user(self, name: str) -> Any:
+        """The User record this checker just read while accepting ``name`` (once), so
+        the caller need not read it again; None if there is none."""
+        return self._loaded.pop(name, None)
 
     def _cache_key(self, name: str, password: bytes) -> bytes:
         return hmac.new(self._key, name.encode("utf-8") + b"\x00" + password,
@@ -119,6 +125,7 @@ class LocalChecker:
         now = self.reactor.seconds()
         hit = self._cache.get(key)
         if hit is not None and hit[1] == user.password_hash and hit[2] > now:
+            self._loaded[user.name] = user
             return user.name
         ok = await deferToThreadPool(self.reactor, crypto_pool(self.reactor),
                                      check_password, password.decode("utf-8", "replace"),
@@ -129,4 +136,5 @@ class LocalChecker:
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[key] = (user.name, user.password_hash, now + CACHE_SECONDS)
+        self._loaded[user.name] = user
         return user.name

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import CancelledError
-
 from easync.context import EasRequest, EasResponse, EasServer
 from easync.items import codec
 from easync.model import StateWrite
@@ -13,6 +11,9 @@ from easync.syncengine import CollectionRequest, SyncEngine, make_key, quirks_fo
 from easync.wbxml.element import E, Element
 
 CACHE = "synccache"
+# The request cache this process last saw saved per (user id, device id): a device that
+# repeats the same request costs no read of it.
+_saved: dict[tuple[int, str], dict[str, Any]] = {}
 
 
 class BadRequest(Exception):
@@ -83,9 +84,12 @@ def parse(body: Element, settings: Any) -> dict[str, Any]:
         raise BadRequest("4")
     hold = None
     if wait is not None:
+        # Wait is in minutes (1-59), and within the server's heartbeat bounds too.
+        lo = max(1, -(-settings.heartbeat_min // 60))
+        hi = max(lo, min(59, settings.heartbeat_max // 60))
         w = _int(wait)
-        if w is None or not 1 <= w <= 59:
-            raise BadRequest("14", 1 if (w or 0) < 1 else 59)
+        if w is None or not lo <= w <= hi:
+            raise BadRequest("14", lo if (w or 0) < lo else hi)
         hold = w * 60
     elif hb is not None:
         h = _int(hb)
@@ -160,32 +164,47 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
                 if spec["window"] is None:
                     spec["window"] = cached.get("window")
             new_cache = _cacheable(spec)
-            old = await server.state.get_state(user, req.device_id, CACHE)
-            if old != new_cache:
-                await server.state.save_state(user, StateWrite(req.device_id, CACHE, new_cache))
+            mem = (user.id, req.device_id)
+            if _saved.get(mem) != new_cache:
+                old = await server.state.get_state(user, req.device_id, CACHE)
+                if old != new_cache:
+                    await server.state.save_state(user, StateWrite(req.device_id, CACHE,
+                                                                   new_cache))
+                if len(_saved) > 100_000:
+                    _saved.clear()
+                _saved[mem] = new_cache
     except BadRequest as e:
         return _top_status(e.status, e.limit)
 
     engine = SyncEngine(server)
     quirks = quirks_for(req.device_type, req.user_agent, req.device, req.version)
-    resp = await _run(server, engine, req, spec, quirks)
-    if resp is not None or not spec["hold"]:
-        return resp if resp is not None else EasResponse(None, status="1")
-    # Nothing to tell: hold the request until a change or the heartbeat.
-    folder_ids = [c["id"] for c in spec["collections"]]
-    d = server.notifier.subscribe(user.id, folder_ids)
-    timer = server.clock.callLater(spec["hold"], d.cancel)
+    hold = None
+    if spec["hold"]:
+        # A long poll: it ends the device's previous one, and subscribes before the
+        # first look so that a change committed meanwhile still wakes it.
+        hold = server.holds.start(user.id, req.device_id, "Sync",
+                                  [c["id"] for c in spec["collections"]], spec["hold"])
     try:
-        await d
-    except CancelledError:
-        if not timer.active():
-            return EasResponse(None, status="1")    # heartbeat expired, nothing new
-        raise
+        resp = await _run(server, engine, req, spec, quirks)
+        if resp is not None or hold is None:
+            return resp if resp is not None else EasResponse(None, status="1")
+        # Nothing to tell: hold the request until a change or the heartbeat.
+        req.body = None
+        while True:
+            await hold.wait()
+            if hold.changed:
+                woken_at = hold.woken_at
+                hold.take()                 # (subscribed again before looking)
+                resp = await _run(server, engine, req, spec, quirks)
+                if resp is not None:
+                    resp.woken = woken_at
+                    return resp
+                # only the device's own writes: keep waiting
+            elif hold.reason is not None:
+                return EasResponse(None, status="1")   # heartbeat: nothing new
     finally:
-        if timer.active():
-            timer.cancel()
-    resp = await _run(server, engine, req, spec, quirks)
-    return resp if resp is not None else EasResponse(None, status="1")
+        if hold is not None:
+            hold.end()
 
 
 async def _run(server: EasServer, engine: SyncEngine, req: EasRequest, spec: dict[str, Any],

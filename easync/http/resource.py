@@ -13,6 +13,7 @@ import base64
 import binascii
 import importlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.cred.credentials import UsernamePassword
@@ -32,6 +33,7 @@ from easync.context import (
     version_tuple,
 )
 from easync.errors import Unavailable
+from easync.http.forwarded import Network, client_address, parse_networks
 from easync.http.query import QueryError, parse_query
 
 log = Logger(namespace="easync.request")
@@ -64,6 +66,8 @@ EMPTY_OK = {"Sync", "Ping", "SendMail", "SmartReply", "SmartForward"}
 MIME_BODY = {"SendMail", "SmartReply", "SmartForward"}
 # Commands that hold the request open; they are exempt from the request time limit.
 LONG_POLL = {"Ping", "Sync"}
+# Command names counted as themselves in /metrics (anything else a client sends: "other").
+COUNTED = {*COMMANDS, "OPTIONS", "Autodiscover"}
 
 
 def available_commands() -> list[str]:
@@ -111,6 +115,7 @@ class ActiveSyncResource(Resource):
         self.versions = ",".join(self.offered)
         self._commands: str | None = None
         self._seen: dict[tuple[int, str], float] = {}
+        self.trusted = parse_networks(server_.settings.trusted_proxies)
 
     # -- OPTIONS -----------------------------------------------------------------
     def render_OPTIONS(self, request: server.Request) -> int:
@@ -165,7 +170,10 @@ class ActiveSyncResource(Resource):
             return None
         try:
             name = await self.checker.requestAvatarId(UsernamePassword(username, password))
-            user = await self.server.users.get_user(name)
+            recent = getattr(self.checker, "recent_user", None)
+            user = recent(name) if recent is not None else None
+            if user is None:
+                user = await self.server.users.get_user(name)
         except (UnauthorizedLogin, LoginFailed) as e:
             request.setHeader(b"WWW-Authenticate", REALM)
             self._finish(request, 401, b"", _safe(username), "", cmd,
@@ -253,7 +261,7 @@ class ActiveSyncResource(Resource):
             policy_key=q.policy_key or _header(request, b"x-ms-policykey"),
             params=dict(q.params), user_agent=_header(request, b"user-agent") or "",
             body=body, raw_body=raw if body is None else b"",
-            client_addr=_client_addr(request), device=device,
+            client_addr=_client_addr(request, self.trusted), device=device,
         )
         if settings.provisioning and cmd != "Provision":
             blocked = self._policy_check(req)
@@ -320,6 +328,8 @@ class ActiveSyncResource(Resource):
             data = encode(resp.body)
         self._finish(request, resp.http_status, data, req.user.name, req.device_id, req.cmd,
                      note, t0, eas_status=resp.status)
+        if resp.woken is not None and request.finished:
+            self.server.metrics.push_latency.observe(time.monotonic() - resp.woken)
 
     def _finish(self, request: server.Request, code: int, data: bytes, user: str,
                 device: str, cmd: str, note: str, t0: float, eas_status: str = "") -> None:
@@ -327,8 +337,9 @@ class ActiveSyncResource(Resource):
         log.info(
             "{user} {device} {cmd} http={code} status={status} {ms:.1f}ms {addr}{note}",
             user=user, device=device or "-", cmd=cmd, code=code, status=eas_status or "-",
-            ms=ms, addr=_client_addr(request), note=f" ({note})" if note else "",
+            ms=ms, addr=_client_addr(request, self.trusted), note=f" ({note})" if note else "",
         )
+        self.server.metrics.request(cmd if cmd in COUNTED else "other", code, eas_status)
         if request.finished or getattr(request, "_disconnected", False) or (
             request.channel is None
         ):
@@ -348,8 +359,9 @@ class ActiveSyncResource(Resource):
         """Answer with a body of the caller's own Content-Type (Autodiscover XML)."""
         ms = (time.monotonic() - t0) * 1000
         log.info("{user} - {cmd} http={code} status=- {ms:.1f}ms {addr}{note}", user=user,
-                 cmd=cmd, code=code, ms=ms, addr=_client_addr(request),
+                 cmd=cmd, code=code, ms=ms, addr=_client_addr(request, self.trusted),
                  note=f" ({note})" if note else "")
+        self.server.metrics.request(cmd if cmd in COUNTED else "other", code, "")
         if request.finished or request.channel is None:
             return
         request.setResponseCode(code)
@@ -433,9 +445,16 @@ def _header(request: server.Request, name: bytes) -> str | None:
     return value.strip()
 
 
-def _client_addr(request: server.Request) -> str:
+def _client_addr(request: server.Request, trusted: Sequence[Network] = ()) -> str:
+    """The client's address for logs: the TCP peer, or behind a trusted proxy the
+    address it forwarded (``easync.http.forwarded``), shown as "CLIENT via PROXY"."""
     addr = request.getClientAddress()
-    return getattr(addr, "host", None) or "-"
+    peer = getattr(addr, "host", None) or "-"
+    if not trusted:
+        return peer
+    client, proxy = client_address(
+        peer, request.requestHeaders.getRawHeaders(b"x-forwarded-for"), trusted)
+    return client if proxy is None else f"{client} via {proxy}"
 
 
 def _safe(username: str) -> str:

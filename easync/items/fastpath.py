@@ -65,8 +65,30 @@ def _put_text(out: list[str], opening: tuple[str, str], text: str) -> None:
 
 
 def _elements(out: list[str], els: list[Element], page: int) -> int:
-    """Append generic elements (the body) through the real encoder; returns the page."""
+    """Append the body elements; returns the page in force after them."""
     for el in els:
+        tpage, token = TAG_CODES[el.tag]
+        leaves = el.children
+        if all(not c.children and c.opaque is None and TAG_CODES[c.tag][0] == tpage
+               for c in leaves) and el.opaque is None and (not leaves or el.text is None):
+            # one element of leaves on one page (Body, NativeBodyType): write it directly
+            if page != tpage:
+                out.append("\x00" + chr(tpage))
+                page = tpage
+            if leaves:
+                out.append(chr(token | 0x40))
+                for c in leaves:
+                    ctok = TAG_CODES[c.tag][1]
+                    if c.text:
+                        _put_text(out, (chr(ctok | 0x40) + "\x03", chr(ctok)), c.text)
+                    else:
+                        out.append(chr(ctok))
+                out.append("\x01")
+            elif el.text:
+                _put_text(out, (chr(token | 0x40) + "\x03", chr(token)), el.text)
+            else:
+                out.append(chr(token))
+            continue
         frag = fragment(E("AirSync:ApplicationData", el))
         # strip the ApplicationData open tag and its END: what remains starts on page 0
         inner = frag.encoded[1:-1]
@@ -151,9 +173,17 @@ class FragmentCache:
         self.hits = 0
         self.misses = 0
 
+    @staticmethod
+    def options_key(version: str, prefs: list[Any] | None, quirks: Any) -> tuple[Any, ...]:
+        """What else the encoded form depends on (compute once per response)."""
+        return (version, _prefs_key(prefs), _quirks_key(quirks))
+
     def get(self, cls: str, server_id: str, modseq: int, data: dict[str, Any], version: str,
-            prefs: list[Any] | None, quirks: Any) -> Fragment:
-        key = (server_id, modseq, version, _prefs_key(prefs), _quirks_key(quirks))
+            prefs: list[Any] | None, quirks: Any,
+            options: tuple[Any, ...] | None = None) -> Fragment:
+        if options is None:
+            options = self.options_key(version, prefs, quirks)
+        key = (server_id, modseq, options)
         frag = self._d.get(key)
         if frag is not None:
             self.hits += 1

@@ -1,0 +1,52 @@
+"""PostgreSQL for the tests: a fresh database per test module, or a clear skip.
+
+The server is the one at ``$EASYNC_TEST_PG`` (default
+``postgresql://postgres@127.0.0.1:5432/test``, as in test_store_contract.py); each
+database made here is called ``easync_<what>_<pid>_<n>`` and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+PG_ADMIN_URL = os.environ.get("EASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+_numbers = itertools.count()
+
+
+def unreachable() -> str | None:
+    """Why PostgreSQL cannot be used here, or None when it can."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3).close()
+    except Exception as e:  # noqa: BLE001 - any failure means "not available"
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {e}"
+    return None
+
+
+@contextmanager
+def fresh_database(what: str) -> Iterator[str]:
+    """The URL of a new empty database, dropped (with its connections) at the end."""
+    import psycopg
+
+    name = f"easync_{what}_{os.getpid()}_{next(_numbers)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def terminate(url: str, pid: int) -> bool:
+    """``pg_terminate_backend(pid)``, as an administrator would; True if it was ended."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+        row = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+    return bool(row and row[0])

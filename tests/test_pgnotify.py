@@ -1,0 +1,342 @@
+"""The change hub across nodes (easync.pgnotify) against a real PostgreSQL.
+
+Two ``PgNotifier`` in this process stand for two nodes; each test has its own channel
+so that other test sessions on the same server cannot interfere.  Skipped, with the
+reason, when PostgreSQL is not reachable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_twisted
+from pgtest import PG_ADMIN_URL, fresh_database, terminate, unreachable
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from zope.interface.verify import verifyObject
+
+from easync.interfaces import IChangeNotifier
+from easync.notify import LocalNotifier
+from easync.pgnotify import (
+    CHANNEL,
+    MAX_PAYLOAD,
+    PgNotifier,
+    announce,
+    change_hub,
+    decode_payload,
+    encode_payloads,
+)
+
+_channels = itertools.count()
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest.fixture(scope="module")
+def pg() -> str:
+    reason = unreachable()
+    if reason:
+        pytest.skip(reason)
+    return PG_ADMIN_URL
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await deferLater(_reactor(), 0.005)
+
+
+async def within(d: Deferred[Any], timeout: float = 5.0) -> Any:
+    d.addTimeout(timeout, _reactor())
+    return await d
+
+
+@pytest_twisted.async_yield_fixture()
+async def nodes(pg: str) -> AsyncIterator[tuple[PgNotifier, PgNotifier]]:
+    channel = f"easync_test_{os.getpid()}_{next(_channels)}"
+    made = [PgNotifier(_reactor(), pg, f"node{i}", channel=channel) for i in (1, 2)]
+    for n in made:
+        n.startService()
+    await until(lambda: all(n.connected for n in made))
+    try:
+        yield made[0], made[1]
+    finally:
+        for n in made:
+            await n.stopService()
+
+
+async def sentinel(sender: PgNotifier, receiver: PgNotifier) -> None:
+    """Wait until a change sent now by ``sender`` reached ``receiver``: notifications
+    arrive in order, so everything sent before has been dispatched by then."""
+    d = receiver.subscribe(999_999, ["sentinel"])
+    sender.publish(999_999, "sentinel")
+    assert await within(d) == ["sentinel"]
+
+
+# ------------------------------------------------------------------ payloads
+
+def test_payload_round_trip() -> None:
+    [p] = encode_payloads("host:1#ab", [(1, "10"), (2, "hierarchy"), (3, "a:b")])
+    assert p == "host:1#ab\n1:10\n2:hierarchy\n3:a:b"
+    assert decode_payload(p) == ("host:1#ab", [(1, "10"), (2, "hierarchy"), (3, "a:b")],
+                                 False)
+    [p] = encode_payloads("n", [], wake_all=True)
+    assert decode_payload(p) == ("n", [], True)
+    assert encode_payloads("n", []) == []
+    assert decode_payload("n\nbad\n:1\nx:2\n4:\n5:ok") == ("n", [(5, "ok")], False)
+
+
+def test_payloads_are_split_under_the_postgresql_limit() -> None:
+    changes = [(i, str(10_000 + i)) for i in range(3000)]
+    payloads = encode_payloads("node", changes)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    back = [c for p in payloads for c in decode_payload(p)[1]]
+    assert back == changes
+
+
+def test_implements_the_interface() -> None:
+    verifyObject(IChangeNotifier, PgNotifier(_reactor(), "postgresql://x@127.0.0.1/db", "n"))
+
+
+def test_change_hub_for_each_database(tmp_path: Any) -> None:
+    from backends.sql.poller import SqlitePoller
+    from backends.sql.store import SqlStore
+
+    notifier, services = change_hub(_reactor(), None, "postgresql://u@127.0.0.1/db", "n1")
+    assert isinstance(notifier, PgNotifier) and services == [notifier]
+    assert notifier.node_name == "n1"
+    store = SqlStore(_reactor(), f"sqlite:///{tmp_path / 'x.sqlite'}")
+    notifier, services = change_hub(_reactor(), store, store.url, None)
+    assert isinstance(notifier, LocalNotifier)
+    assert [type(s) for s in services] == [SqlitePoller]
+    memory = SqlStore(_reactor(), "sqlite:///:memory:")
+    assert change_hub(_reactor(), memory, memory.url)[1] == []
+    # without --node-name: host name and process id
+    unnamed = PgNotifier(_reactor(), "postgresql://u@127.0.0.1/db")
+    assert unnamed.node_name.endswith(f":{os.getpid()}")
+
+
+# ------------------------------------------------------------------ across nodes
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_wakes_that_folder_of_that_user_on_the_other_node(nodes) -> None:
+    n1, n2 = nodes
+    target = n2.subscribe(1, ["10", "11"])
+    same_user_other_folder = n2.subscribe(1, ["12"])
+    other_user_same_folder = n2.subscribe(2, ["10"])
+    assert n2.waiting == 3 and n1.waiting == 0
+    n1.publish(1, "10")
+    assert await within(target) == ["10"]
+    await sentinel(n1, n2)
+    assert not same_user_other_folder.called
+    assert not other_user_same_folder.called
+    assert n2.waiting == 2
+    # and the other way round
+    back = n1.subscribe(2, ["10"])
+    n2.publish(2, "10")
+    assert await within(back) == ["10"]
+    assert other_user_same_folder.called          # n2's own waiter, woken at once
+    same_user_other_folder.cancel()
+    assert n2.waiting == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_local_waiters_are_woken_at_once_and_own_notifications_ignored(nodes) -> None:
+    n1, n2 = nodes
+    d = n1.subscribe(5, ["50"])
+    n1.publish(5, "50")
+    assert d.called                    # synchronously, not after a round trip
+    assert d.result == ["50"]
+    again = n1.subscribe(5, ["50"])    # e.g. the device's next Ping
+    await sentinel(n2, n1)             # n1's own NOTIFY came back meanwhile…
+    assert not again.called            # … and was not taken for another change
+    assert n1.received == 1            # only the sentinel
+    again.cancel()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_unsubscribes(nodes) -> None:
+    n1, n2 = nodes
+    d = n2.subscribe(3, ["30", "31"])
+    assert n2.waiting == 1
+    d.cancel()
+    assert n2.waiting == 0
+    n1.publish(3, "30")
+    await sentinel(n1, n2)
+    assert n2.waiting == 0 and n2.local._waiters == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_of_one_reactor_turn_go_out_together(nodes) -> None:
+    n1, n2 = nodes
+    statements: list[bytes] = []
+    conn = n1._conn
+    assert conn is not None
+    real_execute = conn.execute
+
+    def counting(sql: bytes, *args: Any, **kw: Any) -> Any:
+        statements.append(sql)
+        return real_execute(sql, *args, **kw)
+
+    conn.execute = counting  # type: ignore[method-assign]
+    waiters = [n2.subscribe(uid, [str(uid)]) for uid in range(1, 501)]
+    for uid in range(1, 501):
+        n1.publish(uid, str(uid))
+    for uid, d in enumerate(waiters, 1):
+        assert await within(d) == [str(uid)]
+    notifies = [s for s in statements if b"pg_notify" in s]
+    assert len(notifies) == 1          # 500 changes, one statement (one payload here)
+    await until(lambda: n1.sent == 500)
+    assert n2.received == 500
+
+
+@pytest_twisted.ensureDeferred
+async def test_lost_connection_answers_held_waiters_then_reconnects(nodes) -> None:
+    n1, n2 = nodes
+    held = n2.subscribe(7, ["70", "71", "hierarchy"])
+    other = n2.subscribe(8, ["80"])
+    conn = n2._conn
+    assert conn is not None
+    assert terminate(PG_ADMIN_URL, conn.backend_pid)
+    # answered with every folder it watches, once listening again
+    assert sorted(await within(held)) == ["70", "71", "hierarchy"]
+    assert await within(other) == ["80"]
+    assert n2.connected and n2.connects == 2 and n2.woken_on_reconnect == 2
+    assert n2.waiting == 0
+    # the new connection works both ways
+    d = n2.subscribe(7, ["70"])
+    n1.publish(7, "70")
+    assert await within(d) == ["70"]
+    d = n1.subscribe(7, ["71"])
+    n2.publish(7, "71")
+    assert await within(d) == ["71"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_published_while_disconnected_are_sent_on_reconnection(nodes) -> None:
+    n1, n2 = nodes
+    remote = n1.subscribe(9, ["90"])
+    local = n2.subscribe(9, ["90"])
+    conn = n2._conn
+    assert conn is not None
+    seen: list[bool] = []
+
+    def lost(reason: Any) -> None:
+        n2._on_lost(reason)
+        seen.append(n2.connected)
+        n2.publish(9, "90")            # the database link is down now
+
+    conn._on_lost = lost
+    terminate(PG_ADMIN_URL, conn.backend_pid)
+    assert await within(remote) == ["90"]
+    assert seen == [False]
+    assert local.called                # this node's waiters did not wait for it
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_database_is_retried_with_backoff() -> None:
+    from easync_server import free_port
+
+    n = PgNotifier(_reactor(), f"postgresql://postgres@127.0.0.1:{free_port()}/x", "lonely",
+                   backoff=(0.05, 0.2))
+    n.startService()
+    try:
+        await until(lambda: n._failures >= 3, timeout=5)
+        assert not n.connected
+        d = n.subscribe(1, ["1"])
+        n.publish(1, "1")              # local waiters still work
+        assert d.result == ["1"]
+        assert n._next_delay() <= 0.2 * 1.2
+    finally:
+        await n.stopService()
+    assert n._retry is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_dead_connection_is_found_by_the_liveness_check(pg: str) -> None:
+    """A link that stops answering without being closed (a frozen network path)."""
+    from twisted.protocols import portforward
+
+    frozen: list[Any] = []
+
+    class Freezable(portforward.ProxyFactory):
+        def buildProtocol(self, addr: Any) -> Any:
+            p = super().buildProtocol(addr)
+            frozen.append(p)
+            return p
+
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg)
+    port = _reactor().listenTCP(0, Freezable(parts.hostname, parts.port or 5432),
+                                interface="127.0.0.1")
+    via = pg.replace(parts.netloc, f"{parts.username}@127.0.0.1:{port.getHost().port}")
+    channel = f"easync_test_{os.getpid()}_{next(_channels)}"
+    n = PgNotifier(_reactor(), via, "frozen", channel=channel, ping_interval=0.2,
+                   ping_timeout=0.3)
+    n.startService()
+    try:
+        await until(lambda: n.connected)
+        held = n.subscribe(1, ["1"])
+        for p in frozen:               # nothing passes any more, nothing is closed
+            p.transport.pauseProducing()
+            if p.peer is not None:
+                p.peer.transport.pauseProducing()
+        assert await within(held, 5) == ["1"]   # answered once reconnected
+        assert n.connected and n.connects == 2
+    finally:
+        await n.stopService()
+        await port.stopListening()
+        for p in frozen:
+            p.transport.abortConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_sends_what_is_left_then_closes(nodes) -> None:
+    n1, n2 = nodes
+    d = n2.subscribe(4, ["40"])
+    n1.publish(4, "40")
+    await n1.stopService()             # before the reactor turn that would flush
+    assert await within(d) == ["40"]
+    assert n1._conn is None
+    n1.startService()                  # (the fixture stops it again)
+    await until(lambda: n1.connected)
+
+
+# ------------------------------------------------------------------ other writers
+
+@pytest_twisted.ensureDeferred
+async def test_announce_from_another_process_wakes_the_nodes(pg: str, tmp_path: Any) -> None:
+    from backends.sql.store import SqlStore
+
+    with fresh_database("announce") as url:
+        node = PgNotifier(_reactor(), url, "server")
+        assert node.channel == CHANNEL
+        node.startService()
+        store = SqlStore(_reactor(), url)      # as easync-admin opens it
+        await store.open()
+        try:
+            await until(lambda: node.connected)
+            d = node.subscribe(12, ["34"])
+            untouched = node.subscribe(12, ["35"])
+            assert await announce(store, 12, ["34", "34"]) is True
+            assert await within(d) == ["34"]
+            assert not untouched.called
+            untouched.cancel()
+        finally:
+            await store.close()
+            await node.stopService()
+    sqlite = SqlStore(_reactor(), f"sqlite:///{tmp_path / 'a.sqlite'}")
+    assert await announce(sqlite, 1, ["2"]) is False   # the server's poller sees it
