@@ -13,22 +13,26 @@ Importing a file again updates what it imported before instead of duplicating it
 
 An item whose new data equals the stored one is left untouched (no change to sync).
 
-vCard lines are read by the small reader below (it is the one part of the format that
-differs between versions: 2.1 bare parameters and quoted-printable soft line breaks,
-4.0 ``data:`` URIs and quoted parameter lists); iCalendar is read with ``icalendar``.
+vCard (2.1, 3.0 and 4.0) is read with ``vobject``, with the few adaptations described
+above ``read_cards``; iCalendar is read with ``icalendar``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import quopri
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import vobject
+from vobject.base import ContentLine, VObjectError
+from vobject.icalendar import escapableCharList, stringToTextValues
 
 from easync.context import Settings
 from easync.items import email_address
@@ -66,106 +70,83 @@ class Prop:
         return "pref" in self.types or "PREF" in self.params
 
 
-_QP_NAMES = {"QUOTED-PRINTABLE": "ENCODING", "BASE64": "ENCODING", "B": "ENCODING",
-             "8BIT": "ENCODING", "7BIT": "ENCODING"}
+# Cards are read with vobject's reader (``vobject.readComponents``), with these small
+# adaptations for what it does not do the way an import needs:
+#
+# * ``allowQP=True``: vobject then joins vCard 2.1 quoted-printable soft line breaks
+#   (a value ending in "=") itself; by default it fails on the next physical line.
+#   That reading splits lines at LF only, so line ends are made LF first (a bare CR,
+#   old Mac files; CR CR LF, files converted twice), and blanks after BEGIN:VCARD or
+#   END:VCARD are dropped (vobject would not match "END:VCARD " with its BEGIN).
+# * The cards are read inside a container component vobject has no behaviour for.  A
+#   top-level VCARD gets vobject's vCard 3.0 behaviours before it is handed back, and
+#   they lose data: every property without a behaviour of its own (NICKNAME, NOTE,
+#   TITLE, X-..., a 4.0 PHOTO data: URI) keeps only the text before its first unescaped
+#   comma (2.1 has no comma escaping at all), and a damaged base64 PHOTO raises out of
+#   the reader and ends the whole file.  Inside the container a card keeps its lines as
+#   read: unfolded, parameters parsed, quoted-printable decoded, still backslash-escaped.
+#   Those values are unescaped and split with vobject's ``stringToTextValues``.
+# * ``ignoreUnreadable=True`` skips lines that are not properties (as the old reader
+#   did); vobject logs them, and ``_skipped_lines`` turns that log into warnings.
+
+_CONTAINER = "X-EASYNC-IMPORT"
+_LINE_END = re.compile(r"\r*\n|\r")
+_CARD_EDGE = re.compile(r"^((?:BEGIN|END):VCARD)[ \t]+$", re.IGNORECASE | re.MULTILINE)
+# vobject's escapable characters, and "\:", which some exporters write in URLs.
+_ESCAPABLE = escapableCharList + ":"
+# vCard 2.1 bare parameters that are encodings, not types (vobject itself takes
+# QUOTED-PRINTABLE away when it decodes the value).
+_BARE_ENCODINGS = {"BASE64", "B", "8BIT", "7BIT", "QUOTED-PRINTABLE"}
 
 
-def _split_unquoted(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` outside double quotes."""
-    out, cur, quoted = [], [], False
-    for ch in text:
-        if ch == '"':
-            quoted = not quoted
-            cur.append(ch)
-        elif ch == sep and not quoted:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur))
-    return out
+def _texts(raw: str, sep: str = ",") -> list[str]:
+    """A backslash-escaped value split at the unescaped ``sep``s, each part unescaped
+    (a trailing empty part is dropped)."""
+    if (len(raw) - len(raw.rstrip("\\"))) % 2:
+        raw += "\\"            # a lone trailing backslash: vobject would make it "\eof"
+    return list(stringToTextValues(raw, listSeparator=sep, charList=_ESCAPABLE))
 
 
-def _split_escaped(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` not preceded by a backslash; unescape each part."""
-    parts, cur, i = [], [], 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            cur.append(text[i:i + 2])
-            i += 2
-            continue
-        if ch == sep:
-            parts.append(unescape("".join(cur)))
-            cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    parts.append(unescape("".join(cur)))
-    return parts
+def unescape(raw: str) -> str:
+    r"""A text value without its backslash escapes (\n, \, \; \\ \:): split at a
+    character no value holds, so that nothing but the unescaping happens."""
+    return "\x00".join(_texts(raw, "\x00"))
 
 
-_ESCAPES = {"n": "\n", "N": "\n", ",": ",", ";": ";", "\\": "\\", ":": ":"}
+@contextmanager
+def _skipped_lines(into: list[str]) -> Iterator[None]:
+    """While reading: the lines vobject skips become warnings instead of log lines."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        m = re.search(r"Failed to parse line: (.*)", message, re.DOTALL)
+        into.append(f"a line that is not a vCard property was skipped: "
+                    f"{(m.group(1) if m else message)[:80]!r}")
+        return False
+
+    log = logging.getLogger("vobject.base")
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
 
 
-def unescape(text: str) -> str:
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), text)
-
-
-def _is_qp(head: str) -> bool:
-    return "QUOTED-PRINTABLE" in head.upper()
-
-
-def _logical_lines(text: str) -> list[str]:
-    """Unfolded content lines: continuation lines start with a space or tab; a
-    quoted-printable value ending in ``=`` (vCard 2.1 soft break) goes on."""
-    out: list[str] = []
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if out and line[:1] in (" ", "\t"):
-            out[-1] += line[1:]
-        elif out and out[-1].endswith("=") and _is_qp(out[-1].split(":", 1)[0]):
-            out[-1] = out[-1][:-1] + line
-        elif line.strip():
-            out.append(line)
-    return out
-
-
-def parse_line(line: str) -> Prop | None:
-    """``[group.]NAME;params:value`` → Prop, or None for a line that is not one."""
-    head_value = _split_unquoted(line, ":")
-    if len(head_value) < 2:
-        return None
-    head, value = head_value[0], ":".join(head_value[1:])
-    parts = _split_unquoted(head, ";")
-    name = parts[0].strip()
-    group = ""
-    if "." in name:
-        group, name = name.rsplit(".", 1)
-    if not name:
-        return None
+def _prop(line: ContentLine) -> Prop:
+    """A vobject content line (not decoded by a behaviour) → Prop."""
     params: dict[str, list[str]] = {}
-    for raw in parts[1:]:
-        key, eq, val = raw.partition("=")
-        key = key.strip().upper()
-        if not eq:                                   # vCard 2.1: TEL;HOME;VOICE:
-            pkey = _QP_NAMES.get(key, "TYPE")
-            params.setdefault(pkey, []).append(key)
-            continue
-        values = [v.strip().strip('"') for v in _split_unquoted(val, ",")]
+    for key, values in line.params.items():
+        values = [v.strip() for v in values]
         if key == "TYPE":                            # 4.0: TYPE="work,voice"
-            values = [x for v in values for x in v.split(",")]
-        params.setdefault(key, []).extend(v for v in values if v)
-    prop = Prop(name=name.upper(), value=value, params=params, group=group.lower())
-    encoding = {e.upper() for e in params.get("ENCODING", [])}
-    if "QUOTED-PRINTABLE" in encoding:
-        charset = (params.get("CHARSET") or ["utf-8"])[0]
-        raw_bytes = quopri.decodestring(value.encode("utf-8"))
-        try:
-            decoded = raw_bytes.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            decoded = raw_bytes.decode("latin-1")
-        prop.value = decoded.replace("\r\n", "\n")
-    elif encoding & {"B", "BASE64"}:
+            values = [x.strip() for v in values for x in v.split(",")]
+        params.setdefault(key.upper(), []).extend(v for v in values if v)
+    for bare in line.singletonparams:                # vCard 2.1: TEL;HOME;VOICE:
+        key = bare.strip().upper()
+        params.setdefault("ENCODING" if key in _BARE_ENCODINGS else "TYPE", []).append(key)
+    value = str(line.value).replace("\r\n", "\n")    # from quoted-printable "=0D=0A"
+    prop = Prop(name=line.name.upper(), value=value, params=params,
+                group=(line.group or "").lower())
+    if {e.upper() for e in params.get("ENCODING", [])} & {"B", "BASE64"}:
         try:
             prop.data = base64.b64decode(re.sub(r"\s+", "", value), validate=True)
         except (binascii.Error, ValueError):
@@ -173,29 +154,41 @@ def parse_line(line: str) -> Prop | None:
     return prop
 
 
+def _read_error(e: Exception) -> str:
+    """vobject's complaint in terms of the file, not of the container around it."""
+    msg = str(getattr(e, "msg", e)).replace(f"{_CONTAINER} component wasn't closed",
+                                            "END without its BEGIN")
+    line = getattr(e, "lineNumber", None)
+    return f"line {line - 1}: {msg}" if isinstance(line, int) and line > 1 else msg
+
+
+def read_cards(text: str) -> tuple[list[list[Prop]], list[str]]:
+    """The cards of a vCard file, each a list of its properties in file order (nested
+    cards, e.g. a 2.1 AGENT, skipped), and warnings about lines that were skipped."""
+    source = _CARD_EDGE.sub(r"\1", _LINE_END.sub("\n", text))
+    source = f"BEGIN:{_CONTAINER}\n{source}\nEND:{_CONTAINER}\n"
+    skipped: list[str] = []
+    with _skipped_lines(skipped):
+        try:
+            containers = list(vobject.readComponents(source, ignoreUnreadable=True,
+                                                     allowQP=True))
+        except (LookupError, UnicodeDecodeError) as e:
+            raise ImportFailed("a quoted-printable value cannot be decoded with its "
+                               f"CHARSET ({e})") from None
+        except (VObjectError, ValueError) as e:
+            raise ImportFailed(f"not a valid vCard file: {_read_error(e)}") from None
+    cards = []
+    for container in containers:
+        for card in container.components():
+            if card.name == "VCARD":
+                lines = sorted(card.lines(), key=lambda line: line.lineNumber or 0)
+                cards.append([_prop(line) for line in lines])
+    return cards, list(dict.fromkeys(skipped))
+
+
 def split_cards(text: str) -> list[list[Prop]]:
-    """The cards of a vCard file, each a list of its properties (nested cards skipped)."""
-    cards: list[list[Prop]] = []
-    current: list[Prop] | None = None
-    depth = 0
-    for line in _logical_lines(text):
-        prop = parse_line(line)
-        if prop is None:
-            continue
-        if prop.name == "BEGIN" and prop.value.strip().upper() == "VCARD":
-            depth += 1
-            if depth == 1:
-                current = []
-            continue
-        if prop.name == "END" and prop.value.strip().upper() == "VCARD":
-            depth = max(depth - 1, 0)
-            if depth == 0 and current is not None:
-                cards.append(current)
-                current = None
-            continue
-        if depth == 1 and current is not None:
-            current.append(prop)
-    return cards
+    """The cards of a vCard file (see ``read_cards``)."""
+    return read_cards(text)[0]
 
 
 # Where TEL types go, in order of preference.
@@ -323,7 +316,7 @@ def card_to_contact(props: list[Prop]) -> tuple[dict[str, Any], list[str]]:
         label = labels.get(p.group, "") if p.group else ""
         types = p.types | _label_types(label)
         if p.name == "N":
-            n = (_split_escaped(p.value, ";") + [""] * 5)[:5]
+            n = (_texts(p.value, ";") + [""] * 5)[:5]
             last, first, middle, prefix, suffix = (" ".join(x.split()) for x in n)
             put("LastName", last)
             put("FirstName", first)
@@ -333,7 +326,7 @@ def card_to_contact(props: list[Prop]) -> tuple[dict[str, Any], list[str]]:
         elif p.name == "FN":
             fn = text(p)
         elif p.name == "ORG":
-            org = _split_escaped(p.value, ";")
+            org = _texts(p.value, ";")
             put("CompanyName", org[0].strip())
             if len(org) > 1:
                 put("Department", org[1].strip())
@@ -354,7 +347,7 @@ def card_to_contact(props: list[Prop]) -> tuple[dict[str, Any], list[str]]:
             if number:
                 phones.append((number, types))
         elif p.name == "ADR":
-            adr = (_split_escaped(p.value, ";") + [""] * 7)[:7]
+            adr = (_texts(p.value, ";") + [""] * 7)[:7]
             pobox, ext, street, city, region, code, country = (x.strip() for x in adr)
             kinds = [k for k in ("home", "work") if k in types] + ["other"]
             prefix = next((_ADDRESS_PREFIX[k] for k in kinds
@@ -382,7 +375,7 @@ def card_to_contact(props: list[Prop]) -> tuple[dict[str, Any], list[str]]:
                 out["Body"] = {"Type": 1, "Data": text(p)}
         elif p.name == "CATEGORIES":
             cats = out.setdefault("Categories", [])
-            cats.extend(c.strip() for c in _split_escaped(p.value, ",")
+            cats.extend(c.strip() for c in _texts(p.value)
                         if c.strip() and c.strip() not in cats)
         elif p.name == "PHOTO" and "Picture" not in out:
             picture, warning = _picture(p)
@@ -392,7 +385,7 @@ def card_to_contact(props: list[Prop]) -> tuple[dict[str, Any], list[str]]:
         elif p.name == "URL":
             put("WebPage", text(p))
         elif p.name == "NICKNAME":
-            put("NickName", ", ".join(x.strip() for x in _split_escaped(p.value, ",")
+            put("NickName", ", ".join(x.strip() for x in _texts(p.value)
                                       if x.strip()))
         elif p.name == "UID":
             put("UID", text(p))
@@ -412,7 +405,7 @@ def card_to_contact(props: list[Prop]) -> tuple[dict[str, Any], list[str]]:
                 put(target, text(p))
         elif p.name in ("X-MS-CHILD", "X-CHILDREN"):
             out.setdefault("Children", []).extend(
-                c.strip() for c in _split_escaped(p.value, ",") if c.strip())
+                c.strip() for c in _texts(p.value) if c.strip())
         elif p.name in _X_FIELDS:
             key = _X_FIELDS[p.name]
             put(key, _date_value(text(p)) if key == "Anniversary" else text(p))
@@ -1131,7 +1124,9 @@ async def import_file(store: Any, user: Any, path: str, folder_id: str | None = 
         raise ImportFailed(f"user {user.name} has no folder {folder_id!r}")
     if kind == "vcard":
         contacts = []
-        for props in split_cards(text):
+        cards, skipped = read_cards(text)
+        report.warnings.extend(skipped)
+        for props in cards:
             data, warnings = card_to_contact(props)
             name = data.get("FileAs") or data.get("Email1Address") or "(no name)"
             report.warnings.extend(f"contact {name}: {w}" for w in warnings)

@@ -159,6 +159,54 @@ def test_vcard_folded_lines_and_nested_agent() -> None:
     assert c["FileAs"] == "Piegata"
 
 
+def test_vcard_commas_survive_vobject() -> None:
+    # vobject's own vCard behaviours would keep only the text before the first comma.
+    text = ("BEGIN:VCARD\r\nVERSION:2.1\r\nN:Rossi;Mario\r\nFN:Rossi, Mario\r\n"
+            "TITLE:Capo, vice\r\nORG:Rossi, Bianchi & C.;Vendite\r\n"
+            "NOTE;ENCODING=QUOTED-PRINTABLE:uno, due=0D=0A=\r\ntre\r\n"
+            "X-MS-CHILD:Anna,Luca\r\nURL:http\\://example.it/a\\,b\r\nEND:VCARD\r\n")
+    [props] = split_cards(text)
+    c, _ = card_to_contact(props)
+    assert c["FileAs"] == "Rossi, Mario"
+    assert c["JobTitle"] == "Capo, vice"
+    assert (c["CompanyName"], c["Department"]) == ("Rossi, Bianchi & C.", "Vendite")
+    assert c["Body"]["Data"] == "uno, due\ntre"
+    assert c["Children"] == ["Anna", "Luca"]
+    assert c["WebPage"] == "http://example.it/a,b"
+
+
+def test_vcard_line_ends_and_unreadable_lines() -> None:
+    card = ["BEGIN:VCARD", "VERSION:3.0", "FN:Mac", "NOTE:una riga ", " piegata",
+            "not a property", "END:VCARD "]
+    for eol in ("\r", "\r\r\n", "\n"):
+        cards, warnings = importer.read_cards(eol.join(card) + eol)
+        assert len(cards) == 1
+        c, _ = card_to_contact(cards[0])
+        assert (c["FileAs"], c["Body"]["Data"]) == ("Mac", "una riga piegata")
+        assert warnings == [("a line that is not a vCard property was skipped: "
+                             "'not a property'")]
+
+
+def test_vcard_damaged_photo_is_a_warning() -> None:
+    text = ("BEGIN:VCARD\nVERSION:3.0\nFN:Uno\nPHOTO;ENCODING=b;TYPE=JPEG:AAECA\nEND:VCARD\n"
+            "BEGIN:VCARD\nVERSION:3.0\nFN:Due\nEND:VCARD\n")
+    first, second = split_cards(text)
+    c, warnings = card_to_contact(first)
+    assert "Picture" not in c and warnings == ["an unreadable PHOTO was skipped"]
+    assert card_to_contact(second)[0]["FileAs"] == "Due"
+
+
+@pytest.mark.parametrize("text, error", [
+    ("BEGIN:VCARD\nVERSION:3.0\nFN:A\n", "VCARD component wasn't closed"),
+    ("BEGIN:VCARD\nFN:A\nEND:VCARD\nEND:VCARD\n", "line 4: END without its BEGIN"),
+    ("BEGIN:VCARD\nVERSION:2.1\nFN;ENCODING=QUOTED-PRINTABLE:J=F6rg\nEND:VCARD\n",
+     "quoted-printable value cannot be decoded with its CHARSET"),
+])
+def test_vcard_unreadable_files(text: str, error: str) -> None:
+    with pytest.raises(ImportFailed, match=error):
+        split_cards(text)
+
+
 # ====================================================================== iCalendar
 
 def test_event_with_tzid_rrule_exdate_override_attendees() -> None:
