@@ -51,7 +51,7 @@ class SqlitePoller(Service):
         self._checked_dv: int | None = None   # data version the _known values include
         self._prev_dv: int | None = None      # data version read at the previous poll
         self._loop: LoopingCall | None = None
-        self.polls = 0
+        self.polls = 0               # polls done
         self.published = 0
 
     def startService(self) -> None:
@@ -79,7 +79,12 @@ class SqlitePoller(Service):
 
     async def poll_once(self) -> int:
         """One poll; returns how many (user, folder) changes it published."""
-        self.polls += 1
+        try:
+            return await self._poll()
+        finally:
+            self.polls += 1
+
+    async def _poll(self) -> int:
         dv = await self._data_version()
         # The users are taken after the data version was read: a waiter that is not
         # among them came after it.
