@@ -11,6 +11,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 PG_ADMIN_URL = os.environ.get("EASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 _numbers = itertools.count()
@@ -50,3 +51,27 @@ def terminate(url: str, pid: int) -> bool:
     with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
         row = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
     return bool(row and row[0])
+
+
+def pg_server(workdir: Any, db_url: str, args: list[str] | None = None,
+              tls: bool = True) -> Any:
+    """A ``RunningServer`` (not started) on the PostgreSQL database ``db_url``: its
+    ``--db`` and the ``easync-admin`` it runs both use it."""
+    from easync_server import RunningServer
+
+    srv = RunningServer(workdir, args, tls=tls)
+    srv.db = db_url
+    srv.args[srv.args.index("--db") + 1] = db_url
+    return srv
+
+
+def listener_pids(url: str, node_name: str) -> list[int]:
+    """Backend pids of the LISTEN connections of the node called ``node_name`` on the
+    database of ``url``."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = %s", (f"easync-listen {node_name}"[:63],)).fetchall()
+    return [int(r[0]) for r in rows]
