@@ -181,10 +181,9 @@ class SyncEngine:
         responses: list[list[Any]] = []     # replayable form of the Responses element
         ops: list[Op] = []
         op_kinds: list[str] = []
-        fetches: list[str] = []
         if creq.commands:
             await self._commands(user, folder, st, creq, version, quirks, own, delivered,
-                                 responses, ops, op_kinds, fetches)
+                                 responses, ops, op_kinds)
 
         if not ops and not responses and not delivered and not more:
             # Nothing new, nothing asked: the same key again, nothing written.
@@ -235,8 +234,8 @@ class SyncEngine:
         else:
             await self.state.save_state(user, StateWrite(device_id, state_name(cid), build([])))
         rec = built["state"]["prev"]["responses"]
-        return await self._render(user, folder, st["epoch"], new_n, rec, fetches,
-                                  delivered_ids, delivered, more, version, quirks, creq)
+        return await self._render(user, folder, st["epoch"], new_n, rec, delivered_ids,
+                                  delivered, more, version, quirks, creq)
 
     @staticmethod
     def _known(ch: Change, cursor: int, own: dict[str, int]) -> bool:
@@ -246,8 +245,8 @@ class SyncEngine:
     async def _commands(self, user: User, folder: Folder, st: dict[str, Any],
                         creq: CollectionRequest, version: str, quirks: Any,
                         own: dict[str, int], delivered: list[Change],
-                        responses: list[list[Any]], ops: list[Op], op_kinds: list[str],
-                        fetches: list[str]) -> None:
+                        responses: list[list[Any]], ops: list[Op], op_kinds: list[str]
+                        ) -> None:
         cls = folder.cls
         cursor = st["cursor"]
         v16 = _vt(version) >= (16, 0)
@@ -345,11 +344,10 @@ class SyncEngine:
                     delivered.remove(pending.pop(sid))
             elif tag == "AirSync:Fetch":
                 sid = cmd.findtext("AirSync:ServerId") or ""
-                fetches.append(sid)
                 responses.append(["Fetch", sid, None, "1", None])
 
     async def _render(self, user: User, folder: Folder, epoch: str, n: int,
-                      responses: list[list[Any]], fetches: list[str],
+                      responses: list[list[Any]],
                       delivered_ids: list[list[str]], delivered: list[Change] | None,
                       more: bool, version: str, quirks: Any,
                       creq: CollectionRequest) -> CollectionResult:
@@ -415,7 +413,7 @@ class SyncEngine:
         """The device resent key n-1: answer exactly as we did, without applying again."""
         prev = st["prev"]
         return await self._render(user, folder, st["epoch"], st["key"],
-                                  [list(r) for r in prev["responses"]], [],
+                                  [list(r) for r in prev["responses"]],
                                   prev["delivered"], None, prev.get("more", False),
                                   version, quirks, creq)
 
