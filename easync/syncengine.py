@@ -170,13 +170,18 @@ class SyncEngine:
         cursor = st["cursor"]
         own: dict[str, int] = dict(st.get("own") or {})
         now = self.server.clock.seconds()
-        window = max(1, min(creq.window, remaining))
+        window = min(creq.window, remaining)
 
         delivered: list[Change] = []
         more = False
         new_cursor = cursor
         if creq.get_changes:
-            delivered, more, new_cursor = await self.collect(user, folder, st, window, now)
+            if window <= 0:
+                # the request's overall WindowSize is used up by earlier collections
+                more = folder.modseq > cursor
+            else:
+                delivered, more, new_cursor = await self.collect(user, folder, st, window,
+                                                                 now)
 
         responses: list[list[Any]] = []     # replayable form of the Responses element
         ops: list[Op] = []

@@ -151,7 +151,19 @@ async def test_window_size_and_more_available_across_collections(env) -> None:
     assert colls[0].find("AirSync:MoreAvailable") is not None
     total = sum(len(c.find("AirSync:Commands").children) for c in colls
                 if c.find("AirSync:Commands") is not None)
-    assert total <= 12
+    assert total == 12                       # 10 contacts, then 2 of the 5 tasks
+    assert colls[1].find("AirSync:MoreAvailable") is not None
+    # a request whose overall window is used up by the first collection still tells
+    # the device that the second has more
+    k1 = colls[0].findtext("AirSync:SyncKey")
+    k2 = colls[1].findtext("AirSync:SyncKey")
+    body = await run(server, user, sync_body(
+        coll(c1, k1, E("AirSync:WindowSize", "10")), coll(c2, k2, E("AirSync:WindowSize", "10")),
+        top=[E("AirSync:WindowSize", "10")]))
+    colls = body.find("AirSync:Collections").findall("AirSync:Collection")
+    assert len(colls[0].find("AirSync:Commands").children) == 10
+    assert colls[1].find("AirSync:Commands") is None
+    assert colls[1].find("AirSync:MoreAvailable") is not None
 
 
 @pytest_twisted.ensureDeferred

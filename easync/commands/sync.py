@@ -242,7 +242,7 @@ async def _run(server: EasServer, engine: SyncEngine, req: EasRequest, spec: dic
             deletes_as_moves=c.get("deletes_as_moves", True),
         )
         result = await engine.sync_collection(user, req.device_id, req.version, quirks,
-                                              folders.get(c["id"]), creq, max(remaining, 1))
+                                              folders.get(c["id"]), creq, remaining)
         remaining -= result.delivered
         colls_el.append(result.element)
         anything = anything or result.changed
