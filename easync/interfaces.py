@@ -114,3 +114,57 @@ class IChangeNotifier(Interface):
         them; cancel it to unsubscribe."""
 
     waiting = Attribute("Number of subscriptions currently held.")
+
+
+class IAuthStore(Interface):
+    """What ``easync.auth`` keeps besides the user records: server settings, the audit
+    log, login throttling, e-mail codes and TOTP replay protection.  Shared by every
+    process on the database; each method is one transaction."""
+
+    def get_setting(name: str) -> Deferred[str | None]:
+        """A server-wide setting, or None if never set."""
+
+    def set_setting(name: str, value: str | None) -> Deferred[None]:
+        """Set (or, with None, remove) a server-wide setting."""
+
+    def add_audit(at: float, actor: str, user_name: str | None, action: str, detail: str,
+                  address: str) -> Deferred[None]:
+        """Append one audit entry (never a secret in any field)."""
+
+    def list_audit(user_name: str | None, limit: int) -> Deferred[list[dict[str, Any]]]:
+        """The newest ``limit`` entries (of one user, or all), newest first: dicts with
+        at, actor, user, action, detail, address."""
+
+    def throttle_get(scope: str, name: str) -> Deferred[tuple[int, float, float] | None]:
+        """(failures, window_start, locked_until) or None."""
+
+    def throttle_fail(scope: str, name: str, now: float, window: float
+                      ) -> Deferred[tuple[int, float]]:
+        """Count one failure (a new window when the last began ``window`` seconds ago or
+        more); returns (failures in the window, locked_until)."""
+
+    def throttle_lock(scope: str, name: str, until: float) -> Deferred[None]:
+        """Lock ``name`` out until ``until`` (the failure count restarts)."""
+
+    def throttle_clear(scope: str, name: str) -> Deferred[None]:
+        """Forget the failures and any lockout."""
+
+    def save_email_code(user_id: int, code_mac: str, sent_at: float, expires_at: float,
+                        tries: int) -> Deferred[None]:
+        """Replace the user's pending e-mail code."""
+
+    def get_email_code(user_id: int) -> Deferred[dict[str, Any] | None]:
+        """The pending code: code_mac, sent_at, expires_at, tries_left, used_at."""
+
+    def spend_email_code_try(user_id: int) -> Deferred[int]:
+        """One wrong try: returns the tries left (0: the code is spent)."""
+
+    def use_email_code(user_id: int, code_mac: str, now: float) -> Deferred[bool]:
+        """Mark the code used if it is this one and unused; False if it was not."""
+
+    def delete_email_code(user_id: int) -> Deferred[None]:
+        """Drop the pending code."""
+
+    def use_totp_step(user_id: int, step: int) -> Deferred[bool]:
+        """Record ``step`` as the newest accepted; False if it or a later step already
+        was (the code is a replay)."""

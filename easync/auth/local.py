@@ -66,6 +66,27 @@ def _stop_pool() -> None:
         _pool = None
 
 
+class BadUserName(UnauthorizedLogin):
+    """A user name refused before any check (LDAP filter or DN syntax characters,
+    control characters); the message says why."""
+
+
+def bcrypt_rounds() -> int:
+    """The bcrypt cost: 12, or ``EASYNC_BCRYPT_ROUNDS`` (4..31; tests use 4)."""
+    raw = os.environ.get("EASYNC_BCRYPT_ROUNDS", "").strip()
+    try:
+        rounds = int(raw) if raw else 12
+    except ValueError:
+        return 12
+    return rounds if 4 <= rounds <= 31 else 12
+
+
+def hash_secret(password: str) -> str:
+    """A bcrypt hash of the password, as text (blocking: run it in a thread)."""
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(bcrypt_rounds())
+                         ).decode("ascii")
+
+
 def check_password(password: str, hashed: str) -> bool:
     try:
         return bcrypt.checkpw(password.encode("utf-8"), hashed.encode("ascii"))
