@@ -1,0 +1,143 @@
+"""``AccountOps`` over the account service ``easync.auth.accounts.Accounts``.
+
+A thin translation: the service's values become the page's, its ``AccountError``
+refusals become ``Refused`` (the message made a sentence; the machine-readable ``code``
+and any ``retry_after`` kept).  Permissions are the service's: the page passes the
+logged-in user as ``actor``, so a user can only act on their own account and the admin
+operations need the user's ``admin`` flag.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from easync.account.ops import Device, Enrolment, Login, Refused, Status, UserRow
+from easync.auth import accounts as acc
+
+T = TypeVar("T")
+
+
+def sentence(text: str) -> str:
+    """``wrong code (4 tries left)`` → ``Wrong code (4 tries left).``"""
+    text = text.strip()
+    if not text:
+        return "Refused."
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
+def _method(value: str | None) -> str | None:
+    return None if value in (None, "", "none") else value
+
+
+def svg_data_uri(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
+
+
+class ServiceOps:
+    """The page's operations, each one call (or two) of the service."""
+
+    def __init__(self, service: acc.Accounts) -> None:
+        self.service = service
+
+    async def _call(self, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except acc.AccountError as e:
+            retry = getattr(e, "retry_after", None)
+            raise Refused(sentence(e.message), code=e.code,
+                          retry_after=float(retry) if retry else None) from None
+
+    # -- login and codes ---------------------------------------------------------------
+    async def check_password(self, name: str, password: str, addr: str) -> Login:
+        canonical = await self._call(self.service.verify_login(name, password, address=addr))
+        st = await self._call(self.service.status(canonical))
+        return Login(user=canonical, method=_method(st.two_factor_effective), admin=st.admin)
+
+    async def send_code(self, user: str, addr: str) -> str:
+        return await self._call(self.service.send_code(user))
+
+    async def check_code(self, user: str, code: str, addr: str) -> None:
+        await self._call(self.service.verify_code(user, code, address=addr))
+
+    # -- seeing ---------------------------------------------------------------------------
+    async def status(self, user: str) -> Status:
+        st = await self._call(self.service.status(user, actor=user))
+        return _status(st)
+
+    async def devices(self, user: str) -> list[Device]:
+        found = await self._call(self.service.list_devices(user, actor=user))
+        return [Device(device_id=d.device_id, device_type=d.device_type or "",
+                       user_agent=d.user_agent or "", first_seen=d.first_seen,
+                       last_seen=d.last_seen, last_sync=d.last_sync, wipe=d.wipe,
+                       extra={"blocked": d.blocked}) for d in found]
+
+    # -- the ActiveSync password ---------------------------------------------------------
+    async def set_as_password(self, user: str, new: str, confirm: str, addr: str,
+                              by: str | None = None) -> None:
+        await self._call(self.service.set_as_password(
+            user, new, confirm, actor=by or user, address=addr))
+
+    async def generate_as_password(self, user: str, addr: str) -> str:
+        return await self._call(self.service.generate_as_password(
+            user, actor=user, address=addr))
+
+    async def clear_as_password(self, user: str, addr: str) -> None:
+        await self._call(self.service.clear_as_password(user, actor=user, address=addr))
+
+    # -- devices ----------------------------------------------------------------------------
+    async def wipe_device(self, user: str, device_id: str, addr: str,
+                          by: str | None = None) -> None:
+        await self._call(self.service.wipe_device(user, device_id, actor=by or user,
+                                                  address=addr))
+
+    async def remove_device(self, user: str, device_id: str, addr: str,
+                            by: str | None = None) -> None:
+        await self._call(self.service.remove_device(user, device_id, actor=by or user,
+                                                    address=addr))
+
+    # -- 2FA --------------------------------------------------------------------------------
+    async def set_twofa(self, user: str, method: str | None, addr: str,
+                        by: str | None = None, as_password: str | None = None,
+                        as_confirm: str | None = None) -> str:
+        result = await self._call(self.service.set_two_factor(
+            user, method or "off", as_password=as_password, as_confirm=as_confirm,
+            actor=by or user, address=addr))
+        return sentence(result.message)
+
+    async def start_totp(self, user: str) -> Enrolment:
+        e = await self._call(self.service.start_totp_enrolment(user, actor=user))
+        return Enrolment(secret=e.secret, uri=e.uri, qr_svg=e.qr_svg)
+
+    async def confirm_totp(self, user: str, code: str, addr: str) -> None:
+        await self._call(self.service.confirm_totp_enrolment(user, code, actor=user,
+                                                             address=addr))
+
+    # -- admin ----------------------------------------------------------------------------
+    async def list_users(self, by: str) -> list[UserRow]:
+        found = await self._call(self.service.list_users(actor=by))
+        return [UserRow(name=u.name, email=u.email, activesync=u.activesync,
+                        twofa=_method(u.two_factor_effective),
+                        as_password_set=u.as_password.is_set, admin=u.admin)
+                for u in found]
+
+    async def set_activesync(self, user: str, on: bool, addr: str, by: str) -> None:
+        await self._call(self.service.set_activesync(user, on, actor=by, address=addr))
+
+    async def set_twofa_everyone(self, on: bool, addr: str, by: str) -> list[str]:
+        return await self._call(self.service.set_two_factor_all(on, actor=by, address=addr))
+
+    async def twofa_everyone(self) -> bool:
+        return await self.service.two_factor_all()
+
+
+def _status(st: Any) -> Status:
+    a = st.as_password
+    return Status(
+        user=st.name, email=st.email, activesync=st.activesync,
+        twofa=_method(st.two_factor_effective), twofa_everyone=st.two_factor_all,
+        as_password_set=a.is_set, as_password_since=a.set_at,
+        as_password_last_used=a.last_used_at, as_password_last_device=a.last_used_device,
+        admin=st.admin)

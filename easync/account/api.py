@@ -1,0 +1,254 @@
+"""The JSON API behind the account page: ``/account/api/…``.
+
+The same operations as the pages, with the same session: the ``easync_account`` cookie
+(``GET /account/api/session`` makes one and returns its CSRF token) and, on every POST,
+the ``X-CSRF-Token`` header and a JSON object body (``Content-Type: application/json``).
+Errors are ``{"error": {"code": "...", "message": "..."}}`` with 400 (bad input), 401
+(not logged in), 403 (wrong password or code, CSRF, not allowed, or ``"code":
+"verify"``: confirm with ``POST /account/api/verify`` first), 404, 429 (+ Retry-After)
+or 503 (+ Retry-After).  The endpoint list with examples is in README.md ("Account
+page").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from easync.account.core import NeedsLogin, NeedsVerification, NotAdmin
+from easync.account.ops import Device, Refused, Status, UserRow
+from easync.account.sessions import RECENT_SECONDS, Session
+from easync.account.web import BadRequest, Ctx, Reply, _error, json_reply, refused_status
+
+if TYPE_CHECKING:
+    from easync.account.web import AccountResource
+
+Route = Callable[[Ctx], Awaitable[Reply]]
+
+
+def _str(ctx: Ctx, name: str, required: bool = False) -> str | None:
+    value = ctx.json.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"The field {name!r} is missing.")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"The field {name!r} must be a string.")
+    return value
+
+
+def _bool(ctx: Ctx, name: str) -> bool:
+    value = ctx.json.get(name)
+    if not isinstance(value, bool):
+        raise BadRequest(f"The field {name!r} must be true or false.")
+    return value
+
+
+def status_json(st: Status) -> dict[str, Any]:
+    return {
+        "user": st.user, "email": st.email, "activesync": st.activesync,
+        "two_factor": st.twofa or "off", "two_factor_everyone": st.twofa_everyone,
+        "admin": st.admin,
+        "activesync_password": {
+            "set": st.as_password_set, "since": st.as_password_since,
+            "last_used": st.as_password_last_used,
+            "last_used_device": st.as_password_last_device,
+        },
+        "eas_refused": st.eas_refused,
+    }
+
+
+def device_json(d: Device) -> dict[str, Any]:
+    return {"device_id": d.device_id, "device_type": d.device_type,
+            "user_agent": d.user_agent, "first_seen": d.first_seen,
+            "last_seen": d.last_seen, "last_sync": d.last_sync, "wipe": d.wipe}
+
+
+def user_json(u: UserRow) -> dict[str, Any]:
+    return {"name": u.name, "email": u.email, "activesync": u.activesync,
+            "two_factor": u.twofa or "off", "activesync_password_set": u.as_password_set,
+            "admin": u.admin}
+
+
+class Api:
+    def __init__(self, res: AccountResource) -> None:
+        self.res = res
+        self.acc = res.account
+        self.ops = res.ops
+        self.clock = res.clock
+        g = self._guarded
+        self.routes: dict[tuple[str, str], Route] = {
+            ("GET", "session"): g(self.session),
+            ("POST", "login"): g(self.login),
+            ("POST", "login/code"): g(self.login_code),
+            ("POST", "login/send"): g(self.login_send),
+            ("POST", "logout"): g(self.logout),
+            ("POST", "verify"): g(self.verify),
+            ("POST", "verify/send"): g(self.verify_send),
+            ("GET", "status"): g(self.status),
+            ("POST", "as-password"): g(self.as_password),
+            ("POST", "as-password/generate"): g(self.as_generate),
+            ("POST", "as-password/clear"): g(self.as_clear),
+            ("GET", "devices"): g(self.devices),
+            ("POST", "devices/wipe"): g(self.wipe),
+            ("POST", "devices/remove"): g(self.remove),
+            ("POST", "2fa"): g(self.twofa),
+            ("POST", "2fa/totp"): g(self.totp_start),
+            ("POST", "2fa/totp/confirm"): g(self.totp_confirm),
+            ("GET", "admin/users"): g(self.admin_users),
+            ("POST", "admin/activesync"): g(self.admin_activesync),
+            ("POST", "admin/2fa"): g(self.admin_twofa),
+            ("POST", "admin/2fa-everyone"): g(self.admin_everyone),
+        }
+
+    def _guarded(self, fn: Route) -> Route:
+        async def run(ctx: Ctx) -> Reply:
+            try:
+                return await fn(ctx)
+            except NeedsLogin:
+                return json_reply(_error("login", "Log in first."), 401)
+            except NeedsVerification:
+                return json_reply(_error(
+                    "verify", "Confirm it's you first: POST /account/api/verify with your "
+                              "password (and code)."), 403)
+            except NotAdmin:
+                return json_reply(_error("forbidden", "For administrators only."), 403)
+            except Refused as e:
+                reply = json_reply(_error(e.code, e.message), refused_status(e))
+                if e.retry_after is not None:
+                    reply.headers[b"Retry-After"] = str(int(e.retry_after + 0.999)).encode()
+                return reply
+        return run
+
+    def _session_json(self, s: Session) -> dict[str, Any]:
+        now = self.clock.seconds()
+        recent = s.recently_verified(now)
+        pending = self.acc.pending(s)
+        return {
+            "logged_in": s.logged_in, "user": s.user, "admin": s.admin if s.user else False,
+            "csrf_token": s.csrf,
+            "code_required": ({"method": pending.method, "sent_to": pending.sent_to or None}
+                              if pending is not None else None),
+            "verified_until": s.verified_at + RECENT_SECONDS if recent else None,
+        }
+
+    # -- session and login -------------------------------------------------------------
+    async def session(self, ctx: Ctx) -> Reply:
+        return json_reply(self._session_json(ctx.session))
+
+    async def login(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        if s.logged_in:
+            return json_reply(_error("logged_in", "Already logged in: log out first."), 400)
+        try:
+            await self.acc.login_password(s, _str(ctx, "username"), _str(ctx, "password"),
+                                          ctx.addr)
+        except Refused:
+            s.pending = None
+            raise
+        body = self._session_json(s)
+        errors = s.take_flash()
+        if errors:
+            body["warning"] = errors[-1][1]
+        return json_reply(body)
+
+    async def login_code(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.login_code(s, _str(ctx, "code"), ctx.addr)
+        return json_reply(self._session_json(s))
+
+    async def login_send(self, ctx: Ctx) -> Reply:
+        sent_to = await self.acc.login_send_code(ctx.session, ctx.addr)
+        return json_reply({"sent_to": sent_to})
+
+    async def logout(self, ctx: Ctx) -> Reply:
+        self.acc.logout(ctx.session)
+        ctx.end()
+        return json_reply({"logged_in": False})
+
+    async def verify(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.verify(s, _str(ctx, "password"), _str(ctx, "code"), ctx.addr)
+        return json_reply(self._session_json(s))
+
+    async def verify_send(self, ctx: Ctx) -> Reply:
+        sent_to = await self.acc.verify_send_code(ctx.session, ctx.addr)
+        return json_reply({"sent_to": sent_to})
+
+    # -- the user's own account ----------------------------------------------------------
+    async def status(self, ctx: Ctx) -> Reply:
+        user = self.acc.require_user(ctx.session)
+        return json_reply(status_json(await self.ops.status(user)))
+
+    async def as_password(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.set_as_password(s, _str(ctx, "new"), _str(ctx, "confirm"), ctx.addr)
+        return json_reply(status_json(await self.ops.status(self.acc.require_user(s))))
+
+    async def as_generate(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        password = await self.acc.generate_as_password(s, ctx.addr)
+        return json_reply({"password": password,
+                           "note": "Shown this once: only a hash of it is kept."})
+
+    async def as_clear(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.clear_as_password(s, ctx.addr)
+        return json_reply(status_json(await self.ops.status(self.acc.require_user(s))))
+
+    async def devices(self, ctx: Ctx) -> Reply:
+        user = self.acc.require_user(ctx.session)
+        return json_reply({"devices": [device_json(d) for d in await self.ops.devices(user)]})
+
+    async def wipe(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.wipe(s, _str(ctx, "device_id", required=True), ctx.addr)
+        return await self.devices(ctx)
+
+    async def remove(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.remove(s, _str(ctx, "device_id", required=True), ctx.addr)
+        return await self.devices(ctx)
+
+    async def twofa(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        if _str(ctx, "method") != "email":
+            raise BadRequest('The field "method" must be "email" (an authenticator app is '
+                             "set up with /account/api/2fa/totp).")
+        await self.acc.use_email_codes(s, ctx.addr)
+        return json_reply(status_json(await self.ops.status(self.acc.require_user(s))))
+
+    async def totp_start(self, ctx: Ctx) -> Reply:
+        e = await self.acc.start_totp(ctx.session)
+        return json_reply({"secret": e.secret, "uri": e.uri, "qr_svg": e.qr_svg})
+
+    async def totp_confirm(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.confirm_totp(s, _str(ctx, "code"), ctx.addr)
+        return json_reply(status_json(await self.ops.status(self.acc.require_user(s))))
+
+    # -- admin ------------------------------------------------------------------------------
+    async def admin_users(self, ctx: Ctx) -> Reply:
+        me = self.acc.require_admin(ctx.session)
+        users = await self.ops.list_users(me)
+        return json_reply({"two_factor_everyone": await self.ops.twofa_everyone(),
+                           "users": [user_json(u) for u in users]})
+
+    async def admin_activesync(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        on = _bool(ctx, "on")
+        await self.acc.admin_activesync(s, _str(ctx, "user"), "on" if on else "off",
+                                        ctx.addr)
+        return await self.admin_users(ctx)
+
+    async def admin_twofa(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        said = await self.acc.admin_twofa(s, _str(ctx, "user"), _str(ctx, "method"),
+                                          _str(ctx, "new"), _str(ctx, "confirm"), ctx.addr)
+        return json_reply({"message": said})
+
+    async def admin_everyone(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        on = _bool(ctx, "on")
+        refused = await self.acc.admin_twofa_everyone(s, "on" if on else "off", ctx.addr)
+        return json_reply({"two_factor_everyone": on, "eas_refused_users": refused})

@@ -1,0 +1,390 @@
+"""The HTML pages of ``/account/``: GET shows a page, POST acts then redirects (303) to
+the page to show next; a refused POST shows its form again with the reason (HTTP 400,
+403 for a wrong password or code, 429 with Retry-After when throttled)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from easync.account import views
+from easync.account.adapter import svg_data_uri
+from easync.account.core import NeedsLogin, NeedsVerification, NotAdmin
+from easync.account.ops import Refused
+from easync.account.web import (
+    ROOT,
+    Ctx,
+    Reply,
+    redirect,
+    refused_status,
+    safe_next,
+    verify_url,
+)
+
+if TYPE_CHECKING:
+    from easync.account.web import AccountResource
+
+Route = Callable[[Ctx], Awaitable[Reply]]
+
+
+class Pages:
+    def __init__(self, res: AccountResource) -> None:
+        self.res = res
+        self.acc = res.account
+        self.ops = res.ops
+        self.clock = res.clock
+        g = self._guarded
+        self.routes: dict[tuple[str, str], Route] = {
+            ("GET", ""): g(self.overview),
+            ("GET", "login"): self.login_form,
+            ("POST", "login"): self.login,
+            ("GET", "login/code"): self.code_form,
+            ("POST", "login/code"): self.code,
+            ("POST", "login/send"): self.send_code,
+            ("POST", "logout"): self.logout,
+            ("GET", "verify"): g(self.verify_form),
+            ("POST", "verify"): g(self.verify),
+            ("POST", "verify/send"): g(self.verify_send),
+            ("GET", "as-password"): g(self.as_password_form),
+            ("POST", "as-password"): g(self.as_password, back=f"{ROOT}/as-password"),
+            ("GET", "devices/wipe"): g(self.device_form("wipe")),
+            ("POST", "devices/wipe"): g(self.device_action("wipe"), back=f"{ROOT}/"),
+            ("GET", "devices/remove"): g(self.device_form("remove")),
+            ("POST", "devices/remove"): g(self.device_action("remove"), back=f"{ROOT}/"),
+            ("GET", "2fa"): g(self.twofa_form),
+            ("POST", "2fa"): g(self.twofa, back=f"{ROOT}/2fa"),
+            ("POST", "2fa/totp"): g(self.totp_start, back=f"{ROOT}/2fa"),
+            ("GET", "2fa/totp"): g(self.totp_form),
+            ("POST", "2fa/totp/confirm"): g(self.totp_confirm, back=f"{ROOT}/2fa"),
+            ("GET", "admin"): g(self.admin_form),
+            ("GET", "admin/2fa"): g(self.admin_twofa_form),
+            ("POST", "admin/2fa"): g(self.admin_twofa, back=f"{ROOT}/admin"),
+            ("POST", "admin/activesync"): g(self.admin_activesync, back=f"{ROOT}/admin"),
+            ("POST", "admin/2fa-everyone"): g(self.admin_everyone, back=f"{ROOT}/admin"),
+        }
+
+    # ---------------------------------------------------------------- helpers
+    def _guarded(self, fn: Route, back: str | None = None) -> Route:
+        """Send to the login form, to "confirm it's you" (then back: ``back`` for a POST,
+        the page itself for a GET) or refuse, as the guards in ``core`` say."""
+        async def run(ctx: Ctx) -> Reply:
+            try:
+                return await fn(ctx)
+            except NeedsLogin:
+                if ctx.has_session and ctx.session.pending is not None:
+                    return redirect(f"{ROOT}/login/code")
+                return redirect(f"{ROOT}/login")
+            except NeedsVerification:
+                target = back or ctx.request.uri.decode("utf-8", "replace")
+                if back is not None:
+                    ctx.session.say("error", "Confirm it's you first, then try again.")
+                return redirect(verify_url(safe_next(target)))
+            except NotAdmin:
+                return self.show(ctx, "Not allowed", views.message(
+                    "This page is for administrators."), status=403)
+        return run
+
+    def show(self, ctx: Ctx, title: str, body: str, status: int = 200,
+             error: str | None = None) -> Reply:
+        s = ctx.session
+        messages = s.take_flash()
+        if error:
+            messages.append(("error", error))
+        return Reply(status, views.page(title, body, user=s.user, csrf=s.csrf if s.user
+                                        else None, admin=s.admin, messages=messages))
+
+    def refused(self, ctx: Ctx, reply: Reply, e: Refused) -> Reply:
+        reply.status = refused_status(e)
+        if e.retry_after is not None:
+            reply.headers[b"Retry-After"] = str(int(e.retry_after + 0.999)).encode()
+        return reply
+
+    def message_page(self, ctx: Ctx, text: str) -> bytes:
+        s = ctx.session
+        return views.page("Sorry", views.message(text), user=s.user,
+                          csrf=s.csrf if s.user else None, admin=s.admin)
+
+    def csrf_page(self, ctx: Ctx, why: str) -> bytes:
+        """A refused POST: the reason, and the login form (or a way back) again."""
+        s = ctx.session
+        if s.user is None:
+            return views.page("Log in", views.login(s.csrf), messages=[("error", why)])
+        return views.page("Not done", views.message(why + " Please try again."),
+                          user=s.user, csrf=s.csrf, admin=s.admin)
+
+    # ---------------------------------------------------------------- login
+    async def login_form(self, ctx: Ctx, error: str | None = None, username: str = "",
+                         status: int = 200) -> Reply:
+        s = ctx.session
+        if s.user is not None:
+            return redirect(f"{ROOT}/")
+        if error is None and self.acc.pending(s) is not None:
+            return redirect(f"{ROOT}/login/code")
+        return self.show(ctx, "Log in", views.login(s.csrf, username), status, error)
+
+    async def login(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        if s.user is not None:
+            return redirect(f"{ROOT}/")
+        username = ctx.arg("username") or ""
+        try:
+            result = await self.acc.login_password(s, username, ctx.arg("password"),
+                                                   ctx.addr)
+        except Refused as e:
+            s.pending = None
+            return self.refused(ctx, await self.login_form(
+                ctx, e.message, username=username[:256]), e)
+        if result.method is None:
+            return redirect(f"{ROOT}/")
+        return redirect(f"{ROOT}/login/code")
+
+    async def code_form(self, ctx: Ctx, error: str | None = None, status: int = 200) -> Reply:
+        s = ctx.session
+        p = self.acc.pending(s)
+        if p is None:
+            return redirect(f"{ROOT}/" if s.user is not None else f"{ROOT}/login")
+        return self.show(ctx, "Log in", views.code_step(s.csrf, p.user, p.method, p.sent_to),
+                         status, error)
+
+    async def code(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        if self.acc.pending(s) is None:
+            s.say("error", "The login waited too long for its code. Log in again.")
+            return redirect(f"{ROOT}/login")
+        try:
+            await self.acc.login_code(s, ctx.arg("code"), ctx.addr)
+        except Refused as e:
+            return self.refused(ctx, await self.code_form(ctx, e.message), e)
+        return redirect(f"{ROOT}/")
+
+    async def send_code(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        try:
+            sent_to = await self.acc.login_send_code(s, ctx.addr)
+        except NeedsLogin:
+            return redirect(f"{ROOT}/login")
+        except Refused as e:
+            return self.refused(ctx, await self.code_form(ctx, e.message), e)
+        s.say("ok", f"A new code was sent to {sent_to}.")
+        return redirect(f"{ROOT}/login/code")
+
+    async def logout(self, ctx: Ctx) -> Reply:
+        self.acc.logout(ctx.session)
+        ctx.end()
+        return redirect(f"{ROOT}/login")
+
+    # ---------------------------------------------------------------- confirm it's you
+    async def verify_form(self, ctx: Ctx, error: str | None = None, status: int = 200,
+                          next_url: str | None = None) -> Reply:
+        s = ctx.session
+        user = self.acc.require_user(s)
+        st = await self.ops.status(user)
+        nxt = safe_next(next_url or ctx.query("next"))
+        return self.show(ctx, "Confirm it's you", views.verify(
+            s.csrf, user, st.twofa, s.data.get("verify_sent_to", ""), nxt), status, error)
+
+    async def verify(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        nxt = safe_next(ctx.arg("next"))
+        try:
+            await self.acc.verify(s, ctx.arg("password"), ctx.arg("code"), ctx.addr)
+        except Refused as e:
+            return self.refused(ctx, await self.verify_form(ctx, e.message, next_url=nxt), e)
+        return redirect(nxt)
+
+    async def verify_send(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        nxt = safe_next(ctx.arg("next"))
+        try:
+            sent_to = await self.acc.verify_send_code(s, ctx.addr)
+        except Refused as e:
+            return self.refused(ctx, await self.verify_form(ctx, e.message, next_url=nxt), e)
+        s.say("ok", f"A code was sent to {sent_to}.")
+        return redirect(verify_url(nxt))
+
+    # ---------------------------------------------------------------- overview
+    async def overview(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        user = self.acc.require_user(s)
+        st = await self.ops.status(user)
+        devices = await self.ops.devices(user)
+        return self.show(ctx, "Your account", views.overview(
+            st, devices, s.csrf, self.clock.seconds()))
+
+    # ---------------------------------------------------------------- ActiveSync password
+    async def as_password_form(self, ctx: Ctx, error: str | None = None,
+                               status: int = 200) -> Reply:
+        s = ctx.session
+        user = self.acc.require_recent(s)
+        st = await self.ops.status(user)
+        return self.show(ctx, "ActiveSync password", views.as_password(
+            st, s.csrf, self.clock.seconds(), s.take_reveal()), status, error)
+
+    async def as_password(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        action = ctx.arg("action")
+        try:
+            if action == "set":
+                await self.acc.set_as_password(s, ctx.arg("new"), ctx.arg("confirm"),
+                                               ctx.addr)
+                s.say("ok", "Your ActiveSync password is set. Enter it on your phone: from "
+                            "now on ActiveSync accepts only this password.")
+            elif action == "generate":
+                s.reveal = await self.acc.generate_as_password(s, ctx.addr)
+                s.say("ok", "A new ActiveSync password was generated.")
+            elif action == "clear":
+                await self.acc.clear_as_password(s, ctx.addr)
+                s.say("ok", "Your ActiveSync password was removed.")
+            else:
+                raise Refused("Choose what to do with the ActiveSync password.",
+                              code="bad_action")
+        except Refused as e:
+            return self.refused(ctx, await self.as_password_form(ctx, e.message), e)
+        return redirect(f"{ROOT}/as-password")
+
+    # ---------------------------------------------------------------- devices
+    def device_form(self, action: str) -> Route:
+        async def run(ctx: Ctx, error: str | None = None, status: int = 200) -> Reply:
+            s = ctx.session
+            self.acc.require_recent(s)
+            device_id = ctx.query("device") or ctx.arg("device")
+            try:
+                d = await self.acc.device(s, device_id)
+            except Refused as e:
+                return self.show(ctx, "Devices", views.message(e.message), 404)
+            title = "Wipe a device" if action == "wipe" else "Remove a device"
+            return self.show(ctx, title, views.device_confirm(d, action, s.csrf), status,
+                             error)
+        return run
+
+    def device_action(self, action: str) -> Route:
+        form = self.device_form(action)
+
+        async def run(ctx: Ctx) -> Reply:
+            s = ctx.session
+            device_id = ctx.arg("device")
+            try:
+                if action == "wipe":
+                    await self.acc.wipe(s, device_id, ctx.addr)
+                    s.say("ok", f"Wipe requested for {device_id}: it happens at the device's "
+                                "next connection.")
+                else:
+                    await self.acc.remove(s, device_id, ctx.addr)
+                    s.say("ok", f"Device {device_id} removed.")
+            except Refused as e:
+                return self.refused(ctx, await form(ctx, e.message), e)
+            return redirect(f"{ROOT}/#devices")
+        return run
+
+    # ---------------------------------------------------------------- 2FA
+    async def twofa_form(self, ctx: Ctx, error: str | None = None, status: int = 200
+                         ) -> Reply:
+        s = ctx.session
+        user = self.acc.require_user(s)
+        st = await self.ops.status(user)
+        return self.show(ctx, "Two-factor authentication", views.twofa(
+            st, s.csrf, _mask(st.email)), status, error)
+
+    async def twofa(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        if ctx.arg("method") != "email":
+            return self.refused(ctx, await self.twofa_form(
+                ctx, "Choose e-mail codes or an authenticator app."), Refused(""))
+        try:
+            await self.acc.use_email_codes(s, ctx.addr)
+        except Refused as e:
+            return self.refused(ctx, await self.twofa_form(ctx, e.message), e)
+        s.say("ok", "Two-factor authentication now uses codes sent by e-mail.")
+        return redirect(f"{ROOT}/2fa")
+
+    async def totp_start(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        try:
+            await self.acc.start_totp(s)
+        except Refused as e:
+            return self.refused(ctx, await self.twofa_form(ctx, e.message), e)
+        return redirect(f"{ROOT}/2fa/totp")
+
+    async def totp_form(self, ctx: Ctx, error: str | None = None, status: int = 200
+                        ) -> Reply:
+        s = ctx.session
+        user = self.acc.require_recent(s)
+        enrolment = s.data.get("totp")
+        if enrolment is None or user is None:
+            return redirect(f"{ROOT}/2fa")
+        return self.show(ctx, "Authenticator app", views.totp_enrol(
+            s.csrf, enrolment.secret, svg_data_uri(enrolment.qr_svg)), status, error)
+
+    async def totp_confirm(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        try:
+            await self.acc.confirm_totp(s, ctx.arg("code"), ctx.addr)
+        except Refused as e:
+            return self.refused(ctx, await self.totp_form(ctx, e.message), e)
+        s.say("ok", "Two-factor authentication now uses your authenticator app.")
+        return redirect(f"{ROOT}/2fa")
+
+    # ---------------------------------------------------------------- admin
+    async def admin_form(self, ctx: Ctx, error: str | None = None, status: int = 200
+                         ) -> Reply:
+        s = ctx.session
+        me = self.acc.require_admin(s)
+        users = await self.ops.list_users(me)
+        everyone = await self.ops.twofa_everyone()
+        return self.show(ctx, "Users", views.admin(users, everyone, s.csrf, me), status,
+                         error)
+
+    async def admin_twofa_form(self, ctx: Ctx, error: str | None = None, status: int = 200
+                               ) -> Reply:
+        s = ctx.session
+        self.acc.require_admin(s)
+        method = ctx.query("method") or ctx.arg("method") or ""
+        if method not in ("email", "totp", "off"):
+            return redirect(f"{ROOT}/admin")
+        try:
+            u = await self.acc.admin_user(s, ctx.query("user") or ctx.arg("user"))
+        except Refused as e:
+            return self.show(ctx, "Users", views.message(e.message, f"{ROOT}/admin"), 404)
+        return self.show(ctx, "Two-factor authentication",
+                         views.admin_twofa_confirm(u, method, s.csrf), status, error)
+
+    async def admin_twofa(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        method = ctx.arg("method")
+        try:
+            said = await self.acc.admin_twofa(s, ctx.arg("user"), method, ctx.arg("new"),
+                                              ctx.arg("confirm"), ctx.addr)
+        except Refused as e:
+            return self.refused(ctx, await self.admin_twofa_form(ctx, e.message), e)
+        s.say("ok", said)
+        return redirect(f"{ROOT}/admin")
+
+    async def admin_activesync(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        try:
+            target = await self.acc.admin_activesync(s, ctx.arg("user"), ctx.arg("state"),
+                                                     ctx.addr)
+        except Refused as e:
+            return self.refused(ctx, await self.admin_form(ctx, e.message), e)
+        s.say("ok", f"ActiveSync is {ctx.arg('state')} for {target}.")
+        return redirect(f"{ROOT}/admin")
+
+    async def admin_everyone(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        try:
+            refused = await self.acc.admin_twofa_everyone(s, ctx.arg("state"), ctx.addr)
+        except Refused as e:
+            return self.refused(ctx, await self.admin_form(ctx, e.message), e)
+        s.say("ok", f"Two-factor authentication for everyone is {ctx.arg('state')}.")
+        if refused:
+            s.say("error", "ActiveSync now refuses these users until they set an ActiveSync "
+                           "password: " + ", ".join(refused) + ".")
+        return redirect(f"{ROOT}/admin")
+
+
+def _mask(email: str | None) -> str | None:
+    """``mario.rossi@example.it`` → ``m***@example.it``."""
+    if not email or "@" not in email:
+        return email
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
