@@ -85,6 +85,43 @@ def read_password(from_stdin: bool, stdin: TextIO | None = None) -> str:
     return password
 
 
+def read_line(stdin: TextIO, what: str) -> str:
+    """One secret line from standard input (a pipe); refused when empty."""
+    value = stdin.readline().rstrip("\r\n")
+    if not value:
+        raise AdminError(f"no {what} on standard input")
+    return value
+
+
+# ---------------------------------------------------------------- the account service
+
+def _accounts(store: Any, args: argparse.Namespace) -> Any:
+    """The account service over the opened store (made once per run)."""
+    accounts = getattr(args, "_accounts", None)
+    if accounts is None:
+        from backends.sql.authstore import SqlAuthStore
+        from easync.auth.accounts import Accounts
+        from easync.auth.keys import SecretBox, SecretKeyError
+
+        try:
+            box = SecretBox.from_file(args.secret_key)
+        except SecretKeyError as e:
+            raise AdminError(str(e)) from None
+        accounts = Accounts(store, store, SqlAuthStore(store), args.reactor, box=box)
+        args._accounts = accounts
+    return accounts
+
+
+async def _call(aw: Any) -> Any:
+    """Await a service call; its refusals become one-line errors."""
+    from easync.auth.accounts import AccountError
+
+    try:
+        return await aw
+    except AccountError as e:
+        raise AdminError(e.message) from None
+
+
 # ---------------------------------------------------------------- output helpers
 
 def _on_off(value: Any) -> str:
@@ -133,61 +170,149 @@ async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> Non
 
 
 async def cmd_user_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    users = await store.list_users()
-    rows = [["NAME", "EMAIL", "ACTIVESYNC"]]
-    rows += [[u.name, u.email or "-", _on_off(u.activesync)] for u in users]
+    accounts = _accounts(store, args)
+    rows = [["NAME", "EMAIL", "ACTIVESYNC", "2FA", "AS-PASSWORD", "ADMIN"]]
+    for st in await accounts.list_users():
+        two_fa = st.two_factor_effective
+        if st.two_factor == "none" and two_fa != "none":
+            two_fa += "(all)"
+        rows.append([st.name, st.email or "-", _on_off(st.activesync), two_fa,
+                     "set" if st.as_password.is_set else "-", "yes" if st.admin else "-"])
     _table(rows, out)
+    if await accounts.two_factor_all():
+        out.write("two-factor authentication is on for everyone\n")
+
+
+async def cmd_user_show(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    st = await _call(_accounts(store, args).status(args.name))
+    asp = st.as_password
+    lines = [
+        ("user", st.name + (" (LDAP)" if st.origin == "ldap" else "")),
+        ("e-mail", st.email or "-"),
+        ("ActiveSync", _on_off(st.activesync)),
+        ("administrator", "yes" if st.admin else "no"),
+        ("two-factor", st.two_factor_effective + (
+            " (on for everyone)" if st.two_factor_all else "")),
+        ("ActiveSync password", ("set " + _when(asp.set_at)) if asp.is_set else "not set"),
+        ("  last used", _when(asp.last_used_at) + (
+            f" by {asp.last_used_device}" if asp.last_used_device else "")),
+        ("EAS logins", st.eas.reason),
+    ]
+    out.writelines(f"{key + ':':<22}{value}\n" for key, value in lines)
 
 
 async def cmd_user_passwd(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     user = await _user(store, args.name)
     password_hash = hash_password(read_password(args.password_stdin))
     await store.update_user(user.name, password_hash=password_hash)
+    await _accounts(store, args).login_password_changed(user.name)
     out.write(f"password of {user.name} changed\n")
 
 
 async def cmd_user_activesync(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    user = await _user(store, args.name)
-    await store.update_user(user.name, activesync=args.state == "on")
-    out.write(f"ActiveSync {args.state} for {user.name}\n")
+    st = await _call(_accounts(store, args).set_activesync(args.name, args.state == "on"))
+    out.write(f"ActiveSync {args.state} for {st.name}\n")
+    if st.activesync and st.eas.kind == "refused":
+        out.write(f"note: EAS refuses {st.name} until an ActiveSync password is set "
+                  "(two-factor authentication is on)\n")
 
 
-async def cmd_device_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    user = await _user(store, args.name) if args.name else None
-    devices = await store.list_devices(user)
-    rows = [["USER", "DEVICE", "TYPE", "LAST SEEN", "WIPE", "USER AGENT"]]
-    for d in devices:
-        owner = d.get("user", user)
-        owner_name = getattr(owner, "name", owner)
-        rows.append([str(owner_name if owner_name is not None else "-"),
-                     str(d.get("device_id", "-")), str(d.get("device_type") or "-"),
-                     _when(d.get("last_seen")), str(d.get("wipe") or "none"),
-                     str(d.get("user_agent") or "-")])
+async def cmd_user_admin(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    st = await _call(_accounts(store, args).set_admin(args.name, args.state == "on"))
+    out.write(f"{st.name} is {'now' if st.admin else 'no longer'} an administrator of "
+              "the account page\n")
+
+
+async def cmd_user_2fa(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    accounts = _accounts(store, args)
+    st = await _call(accounts.status(args.name))
+    as_password = None
+    confirm = None
+    wants = (args.method != "off" and st.activesync and not st.as_password.is_set)
+    if wants and args.as_password_stdin:
+        as_password = read_line(sys.stdin, "ActiveSync password")
+    elif wants and sys.stdin.isatty():
+        out.write(f"Two-factor authentication makes an ActiveSync password mandatory "
+                  f"for {st.name}.\nEnter one now, or nothing to set it later (EAS "
+                  f"refuses {st.name} until then).\n")
+        out.flush()
+        as_password = getpass.getpass("ActiveSync password: ") or None
+        if as_password is not None:
+            confirm = getpass.getpass("Repeat the ActiveSync password: ")
+    elif args.as_password_stdin:
+        raise AdminError("--as-password-stdin: " + (
+            f"{st.name} already has an ActiveSync password" if st.as_password.is_set else
+            "two-factor authentication is being turned off" if args.method == "off" else
+            f"ActiveSync is off for {st.name}"))
+    result = await _call(accounts.set_two_factor(
+        args.name, args.method, as_password=as_password,
+        as_confirm=confirm if confirm is not None else as_password))
+    out.write(result.message + "\n")
+    if result.enrolment is not None:
+        e = result.enrolment
+        out.write("Scan this QR code with an authenticator app, or enter the key "
+                  f"{e.secret}:\n{e.qr_text}{e.uri}\n")
+
+
+async def cmd_user_2fa_all(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    refused = await _call(_accounts(store, args).set_two_factor_all(args.state == "on"))
+    out.write(f"two-factor authentication {args.state} for everyone\n")
+    if refused:
+        out.write("EAS refuses these users until they set an ActiveSync password: "
+                  + ", ".join(refused) + "\n")
+
+
+async def cmd_user_as_password(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    accounts = _accounts(store, args)
+    if args.clear:
+        mode = await _call(accounts.clear_as_password(args.name))
+        out.write(f"ActiveSync password of {args.name.lower()} cleared; EAS logins: "
+                  f"{mode.reason}\n")
+    elif args.generate:
+        password = await _call(accounts.generate_as_password(args.name))
+        out.write(f"ActiveSync password of {args.name.lower()} (shown once, enter it on "
+                  f"the phone):\n{password}\n")
+    else:
+        password = read_line(sys.stdin, "ActiveSync password")
+        await _call(accounts.set_as_password(args.name, password, None))
+        out.write(f"ActiveSync password of {args.name.lower()} set; EAS accepts only it "
+                  "from now on\n")
+
+
+async def cmd_user_unlock(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    await _call(_accounts(store, args).unlock(args.name))
+    out.write(f"lockouts of {args.name.lower()} lifted\n")
+
+
+async def cmd_audit(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    entries = await _call(_accounts(store, args).audit_log(args.name, args.limit))
+    rows = [["WHEN", "ACTOR", "USER", "ACTION", "DETAIL"]]
+    for e in reversed(entries):
+        rows.append([_when(e.at), e.actor, e.user or "-", e.action,
+                     e.detail + (f" (from {e.address})" if e.address else "")])
     _table(rows, out)
 
 
-async def _device(store: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    user = await _user(store, args.name)
-    device = await store.get_device(user, args.device_id)
-    if device is None:
-        raise AdminError(f"user {user.name} has no device {args.device_id!r}")
-    return user, device
+async def cmd_device_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    devices = await _call(_accounts(store, args).list_devices(args.name))
+    rows = [["USER", "DEVICE", "TYPE", "LAST SEEN", "LAST SYNC", "WIPE", "USER AGENT"]]
+    for d in devices:
+        rows.append([d.user, d.device_id, d.device_type or "-", _when(d.last_seen),
+                     _when(d.last_sync), d.wipe, d.user_agent or "-"])
+    _table(rows, out)
 
 
 async def cmd_device_wipe(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    user, device = await _device(store, args)
-    info = dict(device.get("info") or {})
-    info["wipe_kind"] = "account" if args.account_only else "device"
-    await store.save_device(user, args.device_id, wipe="pending", info=info)
+    await _call(_accounts(store, args).wipe_device(args.name, args.device_id,
+                                                   account_only=args.account_only))
     what = "the account's data" if args.account_only else "the whole device"
-    out.write(f"wipe of {what} requested for {args.device_id} of {user.name}; "
+    out.write(f"wipe of {what} requested for {args.device_id} of {args.name.lower()}; "
               "it happens at the device's next connection\n")
 
 
 async def cmd_device_remove(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    user, _device_record = await _device(store, args)
-    await store.delete_device(user, args.device_id)
-    out.write(f"removed device {args.device_id} of {user.name} and its sync state\n")
+    await _call(_accounts(store, args).remove_device(args.name, args.device_id))
+    out.write(f"removed device {args.device_id} of {args.name.lower()} and its sync state\n")
 
 
 async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -222,7 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_db_url,
                    help=f"database URL, as twistd easync --db (default: $EASYNC_DB or "
                         f"{DEFAULT_DB})")
-    top = p.add_subparsers(dest="group", metavar="{user,device,import}", required=True)
+    p.add_argument("--secret-key", default=os.environ.get("EASYNC_SECRET_KEY",
+                                                          "easync-secret.key"),
+                   metavar="FILE",
+                   help="the server's secret key file, as twistd easync --secret-key "
+                        "(default: $EASYNC_SECRET_KEY or easync-secret.key)")
+    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import}",
+                           required=True)
 
     user = top.add_parser("user", allow_abbrev=False, help="add, list and change users")
     user = user.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -235,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow ActiveSync at once (off by default)")
     a.set_defaults(func=cmd_user_add)
     a = user.add_parser("list", allow_abbrev=False,
-                        help="list users: name, e-mail, ActiveSync on/off")
+                        help="list users: name, e-mail, ActiveSync, 2FA, ActiveSync password")
     a.set_defaults(func=cmd_user_list)
     a = user.add_parser("passwd", allow_abbrev=False, help="set a user's password")
     a.add_argument("name", metavar="NAME")
@@ -247,6 +378,43 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name", metavar="NAME")
     a.add_argument("state", choices=("on", "off"))
     a.set_defaults(func=cmd_user_activesync)
+    a = user.add_parser("show", allow_abbrev=False,
+                        help="a user's ActiveSync, 2FA and ActiveSync-password status")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(func=cmd_user_show)
+    a = user.add_parser("2fa", allow_abbrev=False,
+                        help="two-factor authentication for a user: e-mail codes, an "
+                             "authenticator app (totp) or off")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("method", choices=("email", "totp", "off"))
+    a.add_argument("--as-password-stdin", action="store_true",
+                   help="read the ActiveSync password this makes mandatory as one line "
+                        "from standard input (else asked on a terminal, or set later)")
+    a.set_defaults(func=cmd_user_2fa)
+    a = user.add_parser("2fa-all", allow_abbrev=False,
+                        help="two-factor authentication for everyone, on or off")
+    a.add_argument("state", choices=("on", "off"))
+    a.set_defaults(func=cmd_user_2fa_all)
+    a = user.add_parser("as-password", allow_abbrev=False,
+                        help="set, generate or clear a user's ActiveSync password")
+    a.add_argument("name", metavar="NAME")
+    g = a.add_mutually_exclusive_group(required=True)
+    g.add_argument("--password-stdin", action="store_true",
+                   help="read it as one line from standard input")
+    g.add_argument("--generate", action="store_true",
+                   help="generate one and print it once")
+    g.add_argument("--clear", action="store_true",
+                   help="remove it (EAS takes the login password again, unless 2FA is on)")
+    a.set_defaults(func=cmd_user_as_password)
+    a = user.add_parser("admin", allow_abbrev=False,
+                        help="make a user an administrator of the account page, or not")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("state", choices=("on", "off"))
+    a.set_defaults(func=cmd_user_admin)
+    a = user.add_parser("unlock", allow_abbrev=False,
+                        help="lift a user's lockout after failed logins or codes")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(func=cmd_user_unlock)
 
     device = top.add_parser("device", allow_abbrev=False, help="list, wipe and remove devices")
     device = device.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -267,6 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("device_id", metavar="DEVICEID")
     a.set_defaults(func=cmd_device_remove)
 
+    a = top.add_parser("audit", allow_abbrev=False,
+                       help="the audit log: credential changes and lockouts")
+    a.add_argument("name", metavar="NAME", nargs="?")
+    a.add_argument("--limit", type=int, default=50, metavar="N",
+                   help="newest N entries (default 50)")
+    a.set_defaults(func=cmd_audit)
+
     a = top.add_parser("import", allow_abbrev=False,
                        help="import a vCard (.vcf) or iCalendar (.ics) file")
     a.add_argument("name", metavar="NAME")
@@ -286,6 +461,7 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
     from backends.sql.store import SqlStore
 
     out = out or sys.stdout
+    args.reactor = reactor
     try:
         store = SqlStore(reactor, args.db)
         await store.open()

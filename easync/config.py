@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 BACKENDS = ("sql", "crm")
 BACKENDS_IMPLEMENTED = ("sql",)
 AUTHS = ("local", "ldap", "crm")
-AUTHS_IMPLEMENTED = ("local",)
+AUTHS_IMPLEMENTED = ("local", "ldap")
 
 
 def _int(minimum: int) -> Callable[[Any], int]:
@@ -127,6 +127,26 @@ def db_url(value: Any) -> str:
     return v
 
 
+def text(value: Any) -> str:
+    """Any one-line string (may be empty)."""
+    v = str(value).strip()
+    if "\n" in v:
+        raise ValueError("expected one line")
+    return v
+
+
+def seconds0(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number of seconds, got {value!r}")
+    try:
+        n = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if not n >= 0:
+        raise ValueError(f"must be 0 or more, got {value!r}")
+    return n
+
+
 def path(value: Any) -> str:
     v = str(value).strip()
     if not v:
@@ -180,7 +200,9 @@ OPTIONS: tuple[Option, ...] = (
            "This process's name among several on one PostgreSQL database, in logs and "
            "easync-admin device list; auto: host name:process id."),
     Option("backend", "sql", choice(*BACKENDS), "Item store: sql (crm: not yet)."),
-    Option("auth", "local", choice(*AUTHS), "Password check: local (ldap, crm: not yet)."),
+    Option("auth", "local", choice(*AUTHS),
+           "Login password check: local (bcrypt in easync's database) or ldap (a bind to "
+           "--ldap-url); crm: not yet."),
     Option("tls-cert", "easync.pem", path,
            "PEM file with key and certificate for ssl: endpoints without privateKey=; "
            "a self-signed one is created there if missing."),
@@ -212,6 +234,48 @@ OPTIONS: tuple[Option, ...] = (
     _tunable("public-url", "public_url", public_url,
              "The https://host[:port] phones reach this server at, given to them by "
              "Autodiscover (default: the Host the phone asked)."),
+    # -- who may sync (easync.auth): README "ActiveSync password and two-factor
+    # authentication" and "LDAP"
+    Option("secret-key", "easync-secret.key", path,
+           "File with the server's secret key (created if missing, mode 0600): encrypts "
+           "TOTP secrets; easync-admin must use the same file."),
+    Option("login-delay", 1.0, seconds0,
+           "Seconds a refused login waits after the first failure, doubling with each "
+           "further one (at most 16 s); 0: no delay."),
+    Option("lockout-after", 10, _int(1),
+           "Failed logins of one user name within 15 minutes before a lockout (an "
+           "address: five times as many)."),
+    Option("lockout-time", 900.0, positive_float, "Seconds a lockout lasts."),
+    Option("ldap-url", "", text, "ldap://HOST[:PORT] or ldaps://HOST[:PORT] for --auth ldap."),
+    Option("ldap-bind-dn-template", "", text,
+           "Bind directly as this DN, {user} replaced by the escaped user name, e.g. "
+           "uid={user},ou=people,dc=example,dc=org."),
+    Option("ldap-base", "", text,
+           "Search base for users (instead of a DN template; needs --ldap-service-dn)."),
+    Option("ldap-search-filter", "(uid={user})", text,
+           "Filter finding a user under --ldap-base; {user} is replaced escaped."),
+    Option("ldap-service-dn", "", text, "DN the user search binds as."),
+    Option("ldap-service-password-file", "", text,
+           "File whose first line is the --ldap-service-dn password."),
+    Option("ldap-starttls", False, on_off, "Upgrade ldap:// connections with StartTLS."),
+    Option("ldap-ca-file", "", text,
+           "PEM CA bundle that verifies the directory's certificate (default: the "
+           "system's)."),
+    Option("ldap-group", "", text,
+           "DN of a group whose members get ActiveSync (member, uniqueMember or "
+           "memberUid); without it an administrator switches ActiveSync per user."),
+    Option("ldap-timeout", 5.0, positive_float,
+           "Seconds to connect to and to wait for the directory (then 503)."),
+    Option("smtp-host", "", text,
+           "Mail relay for one-time codes by e-mail; none: e-mail codes cannot be sent."),
+    Option("smtp-port", 25, _int(1), "Port of the mail relay."),
+    Option("smtp-from", "", text, "Sender address of code e-mails (default: easync@HOST)."),
+    Option("smtp-starttls", False, on_off, "Require STARTTLS with the relay."),
+    Option("smtp-ca-file", "", text,
+           "PEM CA bundle that verifies the relay's certificate (default: the system's)."),
+    Option("smtp-user", "", text, "User name at the relay (needs --smtp-starttls)."),
+    Option("smtp-password-file", "", text, "File whose first line is the relay password."),
+    Option("smtp-timeout", 20.0, positive_float, "Seconds to wait for the relay."),
 )
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
@@ -277,6 +341,16 @@ def resolve(given: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str,
     if out["auth"] not in AUTHS_IMPLEMENTED:
         raise ConfigError(f"auth {out['auth']!r} is not implemented yet; "
                           f"use {' or '.join(AUTHS_IMPLEMENTED)}")
+    if out["auth"] == "ldap":
+        from easync.auth import ldap_config
+
+        try:
+            ldap_config(out, read_files=False)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if out["smtp-user"] and not out["smtp-starttls"]:
+        raise ConfigError("smtp-user needs smtp-starttls on: the relay password is never "
+                          "sent unencrypted")
     if out["heartbeat-min"] > out["heartbeat-max"]:
         raise ConfigError(f"heartbeat-min ({out['heartbeat-min']}) is more than "
                           f"heartbeat-max ({out['heartbeat-max']})")

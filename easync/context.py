@@ -95,3 +95,4 @@ class EasServer:
     notifier: Any                  # IChangeNotifier
     clock: Any                     # IReactorTime
     settings: Settings = field(default_factory=Settings)
+    accounts: Any = None           # easync.auth.accounts.Accounts (who may sync)

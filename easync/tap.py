@@ -111,8 +111,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
+    from backends.sql.authstore import SqlAuthStore
     from backends.sql.store import SqlStore
-    from easync.auth import build_checker
+    from easync.auth import build_auth
     from easync.http.resource import make_site
     from easync.pgnotify import change_hub
 
@@ -131,7 +132,16 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
 
     server = EasServer(users=store, items=store, state=store,
                        notifier=notifier, clock=reactor, settings=settings)
-    checker = build_checker(dict(options), server, reactor)
+    # Who may sync: the login-password checker (local or LDAP) wrapped in the
+    # ActiveSync-password policy, and the account service (easync.auth).
+    try:
+        auth = build_auth(dict(options), server, SqlAuthStore(store), reactor)
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+    for service in auth.services:
+        service.setServiceParent(top)
+    server.accounts = auth.accounts
+    checker = auth.checker
     # make_site: the request-size limit, no tracebacks to clients, one log line per request.
     site = make_site(server, checker, timeout=options["idle-timeout"])
 

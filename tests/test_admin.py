@@ -40,7 +40,8 @@ class Admin:
     def users(self) -> list[list[str]]:
         out = self("user", "list")
         assert out.returncode == 0, out.stderr
-        return [line.split() for line in out.stdout.splitlines()[1:]]
+        # NAME EMAIL ACTIVESYNC (the 2FA columns: tests/test_admin_auth.py)
+        return [line.split()[:3] for line in out.stdout.splitlines()[1:]]
 
     def password_hash(self, name: str) -> str:
         import sqlite3
@@ -66,7 +67,8 @@ def test_add_and_list(run: Admin) -> None:
     assert r.returncode == 0, r.stderr
     assert run.users() == [["lucia", "-", "on"], ["mario", "mario@example.it", "off"]]
     out = run("user", "list").stdout
-    assert out.splitlines()[0].split() == ["NAME", "EMAIL", "ACTIVESYNC"]
+    assert out.splitlines()[0].split() == ["NAME", "EMAIL", "ACTIVESYNC", "2FA", "AS-PASSWORD",
+                                           "ADMIN"]
     # Stored as a bcrypt hash of exactly the line read (without its newline).
     hashed = run.password_hash("mario")
     assert hashed.startswith("$2")
@@ -178,8 +180,8 @@ def test_devices(run: Admin, tmp_path: Any) -> None:
     run("user", "add", "mario", "--password-stdin", stdin="x\n")
     r = run("device", "list")
     assert r.returncode == 0
-    assert r.stdout.split() == ["USER", "DEVICE", "TYPE", "LAST", "SEEN", "WIPE", "USER",
-                                "AGENT"]
+    assert r.stdout.split() == ["USER", "DEVICE", "TYPE", "LAST", "SEEN", "LAST", "SYNC",
+                                "WIPE", "USER", "AGENT"]
     r = run("device", "wipe", "mario", "NOPE")
     assert r.returncode == 1 and "no device 'NOPE'" in r.stderr
     # A device as the server records it at its first request (in another process, so

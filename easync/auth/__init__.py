@@ -1,27 +1,146 @@
-"""Who may sync: twisted.cred checkers for EAS Basic credentials.
+"""Who may sync: twisted.cred checkers for EAS Basic credentials, and the account service.
 
-``build_checker`` returns the one ``ICredentialsChecker`` the HTTP layer uses.
-Its avatar id is the user's canonical name (a ``str``).  Wrong credentials raise
-``UnauthorizedLogin`` (HTTP 401); a directory or database that cannot answer
-raises ``Unavailable`` (HTTP 503 with Retry-After, never a 401, which makes a
-phone ask its user for the password again).
+``build_auth`` wires everything from the server options: the primary checker for the
+login password (``LocalChecker``, or ``LdapChecker`` with its thread-pool service), the
+account service ``accounts.Accounts`` (ActiveSync password, 2FA, throttling, audit log,
+e-mail codes through ``mail.SmtpMailer``), and the one ``ICredentialsChecker`` the HTTP
+layer uses, ``policy.PolicyChecker``.  Its avatar id is the user's canonical name (a
+``str``).  Wrong credentials raise ``UnauthorizedLogin`` (HTTP 401; a lockout is
+``policy.LoginLockedOut``, HTTP 429); a directory or database that cannot answer raises
+``Unavailable`` (HTTP 503 with Retry-After, never a 401, which makes a phone ask its user
+for the password again).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.application.service import IService
 from twisted.cred.checkers import ICredentialsChecker
 
 from easync.auth.local import LocalChecker, Unavailable, split_username
 
+__all__ = ["AuthSetup", "LocalChecker", "Unavailable", "build_auth", "build_checker",
+           "read_secret_file", "split_username"]
+
+
+@dataclass
+class AuthSetup:
+    checker: ICredentialsChecker          # for the HTTP layer (the policy checker)
+    accounts: Any                         # easync.auth.accounts.Accounts
+    services: list[IService] = field(default_factory=list)   # start with the server
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """The first line of a password file (ValueError with a clear message)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.readline().rstrip("\r\n")
+    except OSError as e:
+        raise ValueError(f"{what}: cannot read {path}: {e.strerror}") from None
+    if not value:
+        raise ValueError(f"{what}: {path} is empty")
+    return value
+
+
+def _opt(config: dict[str, Any], name: str, default: Any = None) -> Any:
+    value = config.get(name)
+    return default if value in (None, "") else value
+
+
+def ldap_config(config: dict[str, Any], read_files: bool = True) -> Any:
+    """The ``LdapConfig`` for the ``ldap-*`` options (ValueError if incomplete)."""
+    from easync.auth.ldap import LdapConfig
+
+    if not _opt(config, "ldap-url"):
+        raise ValueError("--auth ldap needs --ldap-url (ldap://HOST or ldaps://HOST)")
+    password = None
+    pw_file = _opt(config, "ldap-service-password-file")
+    if pw_file:
+        password = read_secret_file(pw_file, "ldap-service-password-file") if read_files \
+            else "(not read)"
+    ldap = LdapConfig(
+        url=config["ldap-url"], bind_dn_template=_opt(config, "ldap-bind-dn-template"),
+        base=_opt(config, "ldap-base"),
+        search_filter=_opt(config, "ldap-search-filter", "(uid={user})"),
+        service_dn=_opt(config, "ldap-service-dn"), service_password=password,
+        starttls=bool(_opt(config, "ldap-starttls", False)),
+        group=_opt(config, "ldap-group"), timeout=float(_opt(config, "ldap-timeout", 5.0)),
+        ca_file=_opt(config, "ldap-ca-file"))
+    ldap.check()
+    return ldap
+
+
+def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: Any
+               ) -> AuthSetup:
+    """Everything ``config`` (resolved server options) asks for.  ``auth_store`` is the
+    ``IAuthStore`` (``backends.sql.authstore.SqlAuthStore``).  ValueError for options
+    that cannot work (the caller reports it as a usage error)."""
+    from easync.auth.accounts import Accounts
+    from easync.auth.keys import DEFAULT_KEY_FILE, SecretBox, SecretKeyError
+    from easync.auth.policy import PolicyChecker
+    from easync.auth.throttle import ThrottleRules
+
+    kind = (config.get("auth") or "local").lower()
+    try:
+        box = SecretBox.from_file(_opt(config, "secret-key", DEFAULT_KEY_FILE))
+    except SecretKeyError as e:
+        raise ValueError(str(e)) from None
+    rules = ThrottleRules(
+        delay=float(_opt(config, "login-delay", 1.0)),
+        max_delay=max(16.0, float(_opt(config, "login-delay", 1.0))),
+        user_limit=int(_opt(config, "lockout-after", 10)),
+        addr_limit=5 * int(_opt(config, "lockout-after", 10)),
+        code_limit=5,
+        lockout=float(_opt(config, "lockout-time", 900.0)),
+        window=max(900.0, float(_opt(config, "lockout-time", 900.0))))
+    mailer = None
+    if _opt(config, "smtp-host"):
+        from easync.auth.mail import SmtpMailer
+
+        password = None
+        if _opt(config, "smtp-password-file"):
+            password = read_secret_file(config["smtp-password-file"], "smtp-password-file")
+        sender = _opt(config, "smtp-from")
+        if not sender:
+            import socket
+
+            sender = f"easync@{socket.getfqdn()}"
+        mailer = SmtpMailer(reactor, config["smtp-host"], int(_opt(config, "smtp-port", 25)),
+                            sender=sender, starttls=bool(_opt(config, "smtp-starttls", False)),
+                            username=_opt(config, "smtp-user"), password=password,
+                            timeout=float(_opt(config, "smtp-timeout", 20.0)),
+                            ca_file=_opt(config, "smtp-ca-file"))
+    accounts = Accounts(server.users, server.state, auth_store, reactor, mailer=mailer,
+                        box=box, rules=rules)
+    services: list[IService] = []
+    if kind == "local":
+        primary: Any = LocalChecker(server.users, reactor)
+    elif kind == "ldap":
+        from easync.auth.ldap import LdapChecker, LdapService
+
+        service = LdapService()
+        service.setName("ldap")
+        services.append(service)
+        primary = LdapChecker(ldap_config(config), server.users, reactor, service=service,
+                              audit=accounts._audit_raw)
+    else:
+        raise ValueError(f"--auth {kind} is not available (local or ldap)")
+    accounts.primary = primary
+    return AuthSetup(PolicyChecker(primary, accounts, reactor), accounts, services)
+
 
 def build_checker(config: dict[str, Any], server: Any, reactor: Any) -> ICredentialsChecker:
-    """The checker for ``config['auth']`` (only "local" for now)."""
+    """The checker for a server built without ``build_auth`` (tests): the policy
+    checker when ``server.accounts`` is set, else the bare local checker."""
+    accounts = getattr(server, "accounts", None)
+    if accounts is not None:
+        from easync.auth.policy import PolicyChecker
+
+        return PolicyChecker(accounts.primary or LocalChecker(server.users, reactor),
+                             accounts, reactor)
     kind = (config.get("auth") or "local").lower()
     if kind != "local":
-        raise ValueError(f"--auth {kind} is not available yet (only 'local')")
+        raise ValueError(f"--auth {kind} needs build_auth")
     return LocalChecker(server.users, reactor)
-
-
-__all__ = ["LocalChecker", "Unavailable", "build_checker", "split_username"]

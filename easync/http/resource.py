@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
@@ -24,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+from easync.auth.policy import ClientCredentials, LoginLockedOut
 from easync.context import (
     VERSIONS,
     EasHTTPError,
@@ -169,11 +169,18 @@ class ActiveSyncResource(Resource):
             self._finish(request, 401, b"", "-", "", cmd, "malformed Authorization", t0)
             return None
         try:
-            name = await self.checker.requestAvatarId(UsernamePassword(username, password))
+            name = await self.checker.requestAvatarId(ClientCredentials(
+                username, password, _client_addr(request, self.trusted)))
             recent = getattr(self.checker, "recent_user", None)
             user = recent(name) if recent is not None else None
             if user is None:
                 user = await self.server.users.get_user(name)
+        except LoginLockedOut as e:
+            # Not a 401: the phone must not ask its user for the password again
+            request.setHeader(b"Retry-After", str(e.retry_after).encode())
+            self._finish(request, 429, b"", _safe(username), "", cmd,
+                         f"login refused: {e}", t0)
+            return None
         except (UnauthorizedLogin, LoginFailed) as e:
             request.setHeader(b"WWW-Authenticate", REALM)
             self._finish(request, 401, b"", _safe(username), "", cmd,
@@ -255,6 +262,9 @@ class ActiveSyncResource(Resource):
             self._finish(request, 400, b"", user.name, device_id, cmd, "empty body", t0)
             return
         device = await self._touch_device(user, q, request)
+        note_device = getattr(self.checker, "note_device", None)
+        if note_device is not None:
+            note_device(user, device_id)   # when the ActiveSync password was last used
         req = EasRequest(
             cmd=cmd, user=user, device_id=device_id, device_type=q.device_type,
             version=version,

@@ -1,0 +1,222 @@
+"""The one ``ICredentialsChecker`` for EAS: the ActiveSync-password policy around the
+configured primary checker (local bcrypt or LDAP).
+
+For each Basic login (see ``easync.auth.accounts.eas_mode``):
+
+1. the user's local record is read (one query; LDAP users without one yet go straight
+   to the directory, which creates it);
+2. a positive cache (HMAC of name and password, per process, ``cache_seconds``) answers
+   a phone's repeated requests without bcrypt or directory; an entry is only used while
+   the record's credential fields (login hash, ActiveSync hash, 2FA method) and the
+   2FA-for-everyone setting are what they were when it was made, so any credential
+   change forgets it at once, in every process;
+3. otherwise the throttle is consulted (``LockedOut`` → HTTP 429 + Retry-After), then:
+   an ActiveSync password set → only it is checked (bcrypt, in the crypto pool);
+   2FA on and none set → refused (401, the reason in the request log line);
+   else → the primary checker (login password).
+   A wrong password is counted and answered after a growing delay.
+
+``note_device(user, device_id)`` (called by the HTTP layer once the DeviceId is known)
+records when and by which device the ActiveSync password was last used: one write per
+user and device per minute at most.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from typing import Any
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from easync.auth.accounts import Accounts, eas_mode
+from easync.auth.local import check_password, split_username
+from easync.auth.throttle import LockedOut
+from easync.errors import Unavailable
+from easync.model import User
+
+__all__ = ["ClientCredentials", "LoginLockedOut", "PolicyChecker"]
+
+log = Logger()
+
+CACHE_SECONDS = 300.0
+CACHE_MAX = 100_000
+NOTE_EVERY = 60.0
+
+
+class ClientCredentials(UsernamePassword):
+    """Basic credentials with the client's address (for per-address throttling)."""
+
+    def __init__(self, username: bytes | str, password: bytes | str, address: str = "") -> None:
+        super().__init__(username, password)
+        self.address = address
+
+
+class LoginLockedOut(UnauthorizedLogin):
+    """Refused without a check: too many failures (HTTP 429, ``retry_after``)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PolicyRefused(UnauthorizedLogin):
+    """Refused by the rules, not for a wrong password (not counted as a failure)."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _fingerprint(user: User | None, everyone: bool) -> tuple[Any, ...]:
+    if user is None:
+        return (None, everyone)
+    x = user.extra
+    return (user.id, user.password_hash, x.get("as_hash"), x.get("two_factor"), everyone)
+
+
+@implementer(ICredentialsChecker)
+class PolicyChecker:
+    """The EAS checker: ``PolicyChecker(primary, accounts, reactor)``."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, primary: Any, accounts: Accounts, reactor: Any, *,
+                 cache_seconds: float | None = None) -> None:
+        self.primary = primary
+        self.accounts = accounts
+        self.reactor = reactor
+        self.cache_seconds = (cache_seconds if cache_seconds is not None
+                              else getattr(primary, "cache_seconds", CACHE_SECONDS))
+        self._key = os.urandom(32)
+        self._cache: dict[bytes, tuple[str, tuple[Any, ...], float]] = {}
+        self._loaded: dict[str, User] = {}
+        self._noted: dict[tuple[str, str], float] = {}
+        accounts.on_change(self.forget)
+
+    # -- for the HTTP layer ------------------------------------------------------------
+    def recent_user(self, name: str) -> User | None:
+        """The record read while accepting ``name`` (once), so the caller need not read
+        it again."""
+        return self._loaded.pop(name, None)
+
+    def forget(self, name: str | None = None) -> None:
+        """Drop remembered logins (of one user, or all).  Not needed for correctness
+        (the fingerprint check does it across processes); frees memory at once."""
+        if name is None:
+            self._cache.clear()
+        else:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] != name}
+
+    def note_device(self, user: User, device_id: str) -> None:
+        """The request of ``user`` (just accepted) comes from ``device_id``: remember
+        the ActiveSync password's last use (at most one write a minute per device)."""
+        if not user.extra.get("as_hash") or not device_id:
+            return
+        now = self.reactor.seconds()
+        key = (user.name, device_id)
+        if now - self._noted.get(key, float("-inf")) < NOTE_EVERY:
+            return
+        if len(self._noted) > 200_000:
+            self._noted.clear()
+        self._noted[key] = now
+        d = Deferred.fromCoroutine(
+            self.accounts.note_as_password_used(user.name, device_id, now))
+        d.addErrback(lambda f: log.failure("cannot record the use of {user}'s ActiveSync "
+                                           "password", f, user=user.name))
+
+    # -- ICredentialsChecker -------------------------------------------------------------
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    def _cache_key(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, name.encode("utf-8") + b"\x00" + password.encode("utf-8"),
+                        hashlib.sha256).digest()
+
+    async def _find(self, raw: str) -> User | None:
+        try:
+            for name in split_username(raw):
+                user = await self.accounts.users.get_user(name)
+                if user is not None:
+                    return user
+        except Unavailable:
+            raise
+        except Exception as e:  # the database cannot answer
+            raise Unavailable(str(e)) from e
+        return None
+
+    async def _check(self, credentials: IUsernamePassword) -> str:
+        raw = _text(credentials.username)
+        password = _text(credentials.password)
+        address = str(getattr(credentials, "address", "") or "")
+        if not password:
+            raise UnauthorizedLogin("empty password")
+        user = await self._find(raw)
+        try:
+            everyone = await self.accounts.two_factor_all()
+        except Unavailable:
+            raise
+        except Exception as e:
+            raise Unavailable(str(e)) from e
+        name_key = user.name if user is not None else self.accounts._throttle_name(raw)
+        key = self._cache_key(name_key, password)
+        now = self.reactor.seconds()
+        hit = self._cache.get(key)
+        if hit is not None and user is not None and hit[1] == _fingerprint(user, everyone) \
+                and hit[2] > now:
+            self._loaded[user.name] = user
+            return user.name
+        throttle = self.accounts.throttle
+        try:
+            failures = await throttle.check(name_key, address)
+        except LockedOut as e:
+            raise LoginLockedOut(str(e), e.retry_after) from None
+        try:
+            user = await self._decide(user, raw, password, everyone)
+        except PolicyRefused:
+            raise
+        except UnauthorizedLogin:
+            self._cache.pop(key, None)
+            await throttle.failed(name_key, address)
+            raise
+        if failures:
+            await throttle.succeeded(name_key)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[self._cache_key(user.name, password)] = (
+            user.name, _fingerprint(user, everyone), now + self.cache_seconds)
+        self._loaded[user.name] = user
+        return user.name
+
+    async def _decide(self, user: User | None, raw: str, password: str,
+                      everyone: bool) -> User:
+        """The accepted user, or ``UnauthorizedLogin`` saying why."""
+        if user is not None:
+            mode = eas_mode(user, everyone)
+            if mode.kind == "activesync-password":
+                ok = await self.accounts._in_thread(check_password, password,
+                                                    str(user.extra["as_hash"]))
+                if not ok:
+                    raise UnauthorizedLogin("wrong password (an ActiveSync password is set: "
+                                            "only it is accepted)")
+                return user
+            if mode.kind == "refused":
+                raise PolicyRefused(mode.reason)
+        name = await self.primary.requestAvatarId(UsernamePassword(raw, password))
+        recent = getattr(self.primary, "recent_user", None)
+        found = recent(name) if recent is not None else None
+        if found is None:
+            found = await self._find(name)
+        if found is None:
+            raise UnauthorizedLogin("user vanished")
+        mode = eas_mode(found, everyone)
+        if mode.kind != "login-password":
+            # e.g. a first LDAP login while 2FA is on for everyone
+            raise PolicyRefused(mode.reason)
+        return found
