@@ -234,6 +234,9 @@ OPTIONS: tuple[Option, ...] = (
     _tunable("public-url", "public_url", public_url,
              "The https://host[:port] phones reach this server at, given to them by "
              "Autodiscover (default: the Host the phone asked)."),
+    Option("account-listen", "same", lambda v: account_listen(v),
+           "Where the account page (/account/) is served: same (on the --listen ports), "
+           "off, or an endpoint of its own such as ssl:8444 (then only there)."),
     # -- who may sync (easync.auth): README "ActiveSync password and two-factor
     # authentication" and "LDAP"
     Option("secret-key", "easync-secret.key", path,
@@ -294,6 +297,16 @@ def check_listen(value: Any) -> str:
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise ConfigError(f"listen {v!r}: {e}") from None
     return v
+
+
+def account_listen(value: Any) -> str:
+    """same | off | an endpoint string (easync.account.serve)."""
+    v = str(value).strip()
+    if v.lower() in ("same", "", "on"):
+        return "same"
+    if v.lower() == "off":
+        return "off"
+    return check_listen(v)
 
 
 def load_file(filename: str) -> dict[str, Any]:

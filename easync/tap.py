@@ -144,6 +144,10 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     checker = auth.checker
     # make_site: the request-size limit, no tracebacks to clients, one log line per request.
     site = make_site(server, checker, timeout=options["idle-timeout"])
+    # The account page (/account/): on these listeners, or only on --account-listen.
+    from easync.account.serve import install as install_account_page
+
+    install_account_page(top, site, server, options, reactor)
 
     cert_path = os.path.abspath(options["tls-cert"])
     cert_ready = False

@@ -19,7 +19,10 @@ header .bar { max-width: 44rem; margin: 0 auto; padding: .6rem 1rem; display: fl
   align-items: center; gap: .75rem; flex-wrap: wrap; }
 header .brand { font-weight: 700; margin-right: auto; color: var(--fg);
   text-decoration: none; }
-header .who { color: var(--muted); font-size: .95rem; }
+header nav { display: flex; gap: .5rem; align-items: center; }
+header .who { color: var(--muted); font-size: .9rem; flex-basis: 100%; }
+button.small, a.button.small { min-height: 40px; padding: .35rem .8rem; margin: 0;
+  font-size: .95rem; }
 main { max-width: 44rem; margin: 0 auto; padding: 1rem; }
 h1 { font-size: 1.45rem; margin: .4rem 0 1rem; }
 h2 { font-size: 1.15rem; margin: 0 0 .6rem; }
@@ -75,7 +78,7 @@ footer { max-width: 44rem; margin: 0 auto; padding: 0 1rem 2rem; }
   dl.facts { grid-template-columns: 1fr; gap: 0 0; }
   dl.facts dd { margin-bottom: .45rem; }
   button, a.button { width: 100%; margin-right: 0; }
-  button.link { width: auto; }
+  button.link, button.small, a.button.small { width: auto; }
   .actions form { width: 100%; }
 }
 """
@@ -91,11 +94,6 @@ JS = """\
       navigator.clipboard.writeText(target.textContent.trim()).then(function () {
         button.textContent = "Copied";
       });
-    });
-  });
-  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
-    form.addEventListener("submit", function (event) {
-      if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
     });
   });
 })();

@@ -69,13 +69,13 @@ def page(title: str, body: str, *, user: str | None = None, csrf: str | None = N
     """A whole HTML document."""
     nav = ""
     if user is not None and csrf is not None:
-        admin_link = (f'<a class="button secondary" href="{ROOT}/admin">Users</a>'
+        admin_link = (f'<a class="button secondary small" href="{ROOT}/admin">Users</a>'
                       if admin else "")
-        nav = (f'<span class="who">Signed in as <strong>{e(user)}</strong></span>'
-               f"{admin_link}"
+        nav = (f'<nav>{admin_link}'
                + form(f"{ROOT}/logout", csrf,
-                      '<button class="secondary" type="submit">Log out</button>',
-                      cls="inline"))
+                      '<button class="secondary small" type="submit">Log out</button>',
+                      cls="inline")
+               + f'</nav><div class="who">Signed in as <strong>{e(user)}</strong></div>')
     doc = f"""<!doctype html>
 <html lang="en">
 <head>

@@ -234,7 +234,7 @@ class AccountResource(Resource):
         request = ctx.request
         request.content.seek(0)
         raw = request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
+        if len(raw) > MAX_BODY or getattr(request, "_easync_too_large", False):
             raise BadRequest("The request is too large.")
         if is_api:
             ctype = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
