@@ -1,0 +1,58 @@
+"""The CRM item store: contacts, events and tasks in a vtenext or vtiger CRM.
+
+``client``   the web-service client (sessions, errors, timeouts) over treq
+``mapping``  EAS item dicts <-> CRM records, field by field
+``mirror``   the CRM mirror's tables in easync's SQL database
+``store``    ``CrmStore`` (``IItemStore``): device writes, first loads, the poller
+
+``make_store`` builds it from the server options (``--backend crm``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["make_client", "make_store", "read_key_file"]
+
+
+def read_key_file(path: str) -> str:
+    """The first line of the access-key file; ValueError if unreadable or empty."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = f.readline().strip()
+    except OSError as e:
+        raise ValueError(f"crm-access-key-file {path}: {e.strerror}") from None
+    if not key:
+        raise ValueError(f"crm-access-key-file {path} is empty")
+    return key
+
+
+def make_http(reactor: Any) -> Any:
+    """A treq HTTPClient with a persistent connection pool (certificates checked)."""
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+def make_client(reactor: Any, options: dict[str, Any], access_key: str = "",
+                http: Any = None) -> Any:
+    from backends.crm.client import CrmClient
+
+    return CrmClient(reactor, http if http is not None else make_http(reactor),
+                     options["crm-url"], options.get("crm-user") or "", access_key,
+                     timeout=float(options.get("crm-timeout") or 30.0))
+
+
+def make_store(reactor: Any, sql: Any, options: dict[str, Any], notifier: Any = None,
+               http: Any = None) -> Any:
+    """The ``CrmStore`` for these options, mirroring into ``sql`` (a ``SqlStore``)."""
+    from backends.crm.store import CrmStore
+
+    key = read_key_file(options["crm-access-key-file"])
+    client = make_client(reactor, options, key, http)
+    return CrmStore(reactor, sql, client, notifier=notifier,
+                    poll_interval=float(options.get("crm-poll-interval") or 15.0),
+                    zone=options.get("crm-timezone") or "auto")

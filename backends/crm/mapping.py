@@ -1,0 +1,619 @@
+"""EAS canonical item dicts <-> CRM records, field by field (the table is in README.md).
+
+A CRM record is compared through its *view*: the mapped fields only, normalised so
+that every read path gives the same strings (event times as ``YYYY-MM-DD HH:MM`` in
+the zone the CRM stores, dates as ``YYYY-MM-DD``, empty as ``""``).  The mirror keeps
+the view of the last version it saw (the *snapshot*) next to the item's full EAS
+dict.  That gives the overlay for free:
+
+* CRM → phone: only the units whose view changed are converted and written over
+  the item's dict; everything else (the device's Timezone blob, Categories,
+  Picture, recurrence details, attendee statuses, a reminder of 60 the CRM keeps as
+  61…) stays as the phone sent it.
+* phone → CRM: the device's dict is turned into the view it *would* produce; only
+  the fields of units that differ from the snapshot are sent (``revise``).
+
+Units (view key: CRM fields ↔ EAS properties) are listed in ``CONTACT_TEXT`` and
+the ``*_units`` functions below.  The module knows nothing about HTTP or SQL.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from easync.items import email_address
+from easync.items.event import event_zone
+
+MODULE_OF = {"Contacts": "Contacts", "Calendar": "Events", "Tasks": "Calendar"}
+CLASS_OF = {v: k for k, v in MODULE_OF.items()}
+UID_NAMESPACE = uuid.UUID("5b0e8a4e-8c61-4d4a-9f0e-3c1f8e6a1d27")
+
+# Contacts: view key (= CRM field) -> EAS property, plain text both ways
+CONTACT_TEXT: tuple[tuple[str, str], ...] = (
+    ("salutationtype", "Title"),
+    ("firstname", "FirstName"),
+    ("email", "Email1Address"),
+    ("@email2", "Email2Address"),          # yahooid (vtenext) / secondaryemail (vtiger)
+    ("phone", "BusinessPhoneNumber"),
+    ("mobile", "MobilePhoneNumber"),
+    ("homephone", "HomePhoneNumber"),
+    ("otherphone", "Business2PhoneNumber"),
+    ("fax", "BusinessFaxNumber"),
+    ("assistant", "AssistantName"),
+    ("assistantphone", "AssistantPhoneNumber"),
+    ("title", "JobTitle"),
+    ("department", "Department"),
+    ("mailingstreet", "BusinessAddressStreet"),
+    ("mailingcity", "BusinessAddressCity"),
+    ("mailingstate", "BusinessAddressState"),
+    ("mailingzip", "BusinessAddressPostalCode"),
+    ("mailingcountry", "BusinessAddressCountry"),
+    ("otherstreet", "OtherAddressStreet"),
+    ("othercity", "OtherAddressCity"),
+    ("otherstate", "OtherAddressState"),
+    ("otherzip", "OtherAddressPostalCode"),
+    ("othercountry", "OtherAddressCountry"),
+)
+RECURRING = {0: "Daily", 1: "Weekly", 2: "Monthly", 3: "Monthly", 5: "Yearly", 6: "Yearly"}
+RECURRING_BACK = {"Daily": 0, "Weekly": 1, "Monthly": 2, "Yearly": 5}
+TASK_PRIORITY = {0: "Low", 1: "Medium", 2: "High"}
+TASK_PRIORITY_BACK = {"low": 0, "medium": 1, "normal": 1, "high": 2, "urgent": 2}
+# EAS AttendeeStatus <-> vtenext partecipation (2 yes, 1 no, 0 no answer)
+PARTECIPATION = {3: 2, 4: 1}
+PARTECIPATION_BACK = {2: 3, 1: 4}
+
+
+@dataclass
+class Context:
+    """What the mapping needs to know about this CRM and this moment."""
+
+    flavour: str = "vtenext"            # "vtenext" | "vtiger"
+    zone_name: str = "UTC"              # the zone the CRM stores event times in
+    diff: int = 0                       # vtenext: seconds added on retrieve/create paths
+    date_format: str = "yyyy-mm-dd"     # how the service user reads dates
+    email2_field: str = "yahooid"
+    event_fields: frozenset[str] = frozenset()
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def zone(self) -> tzinfo:
+        try:
+            return ZoneInfo(self.zone_name)
+        except (KeyError, ValueError):
+            return UTC
+
+    @property
+    def has_allday(self) -> bool:
+        return "is_all_day_event" in self.event_fields
+
+    @property
+    def has_ical_uuid(self) -> bool:
+        return "ical_uuid" in self.event_fields
+
+
+@dataclass
+class Links:
+    """The user's mirrored contacts, for the event ↔ contact link."""
+
+    by_email: dict[str, str] = field(default_factory=dict)    # address -> CRM contact id
+    by_id: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (address, name)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+def _s(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+_DATE_PARTS = re.compile(r"^\s*(\d{1,4})[-./](\d{1,2})[-./](\d{1,4})")
+
+
+def parse_date(value: Any, date_format: str = "yyyy-mm-dd") -> str:
+    """A CRM date (in the reader's format, or Y-m-d) as ``YYYY-MM-DD``; "" if none."""
+    text = _s(value)
+    if not text or text.startswith("0000"):
+        return ""
+    m = _DATE_PARTS.match(text)
+    if not m:
+        return ""
+    a, b, c = m.groups()
+    if len(a) == 4:
+        y, mo, d = a, b, c
+    elif date_format.startswith("mm"):
+        mo, d, y = a, b, c
+    else:
+        d, mo, y = a, b, c
+    try:
+        return date(int(y), int(mo), int(d)).isoformat()
+    except ValueError:
+        return ""
+
+
+def _parse_time(value: Any) -> str:
+    text = _s(value)
+    m = re.match(r"^(\d{1,2}):(\d{2})", text)
+    return f"{int(m.group(1)):02d}:{m.group(2)}" if m else ""
+
+
+def stored_local(record: dict[str, Any], dkey: str, tkey: str, path: str, ctx: Context) -> str:
+    """``YYYY-MM-DD HH:MM`` in the CRM's storage zone, whatever the read path."""
+    day = parse_date(record.get(dkey), ctx.date_format)
+    clock = _parse_time(record.get(tkey)) or "00:00"
+    if not day:
+        return ""
+    if ctx.flavour == "vtenext" and ctx.diff and path == "retrieve":
+        dt = datetime.strptime(f"{day} {clock}", "%Y-%m-%d %H:%M") - timedelta(seconds=ctx.diff)
+        return dt.strftime("%Y-%m-%d %H:%M")
+    return f"{day} {clock}"
+
+
+def local_to_utc(local: str, zone: tzinfo) -> datetime:
+    dt = datetime.strptime(local, "%Y-%m-%d %H:%M").replace(tzinfo=zone)
+    return dt.astimezone(UTC)
+
+
+def utc_to_local(dt: datetime, zone: tzinfo) -> str:
+    return dt.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def compact(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def parse_compact(value: str) -> datetime | None:
+    digits = re.sub(r"[^0-9]", "", value or "")
+    if len(digits) < 8:
+        return None
+    try:
+        return datetime(int(digits[0:4]), int(digits[4:6]), int(digits[6:8]),
+                        int(digits[8:10] or 0), int(digits[10:12] or 0),
+                        int(digits[12:14] or 0), tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def write_pair(local: str, ctx: Context) -> tuple[str, str]:
+    """(date, time) to send for a storage-zone local time (vtenext reads writes in the
+    caller's zone, ``diff`` seconds away)."""
+    dt = datetime.strptime(local, "%Y-%m-%d %H:%M")
+    if ctx.flavour == "vtenext" and ctx.diff:
+        dt += timedelta(seconds=ctx.diff)
+    return dt.strftime("%Y-%m-%d"), dt.strftime("%H:%M")
+
+
+def reminder_read_back(minutes: int) -> int:
+    """What the CRM answers after we write ``minutes`` (in seconds): a whole hour count
+    gains a minute, 0 stays none."""
+    if minutes <= 0:
+        return 0
+    seconds = minutes * 60
+    mins = (seconds // 60) % 60
+    hours = (seconds // 3600) % 24
+    days = seconds // 86400
+    return days * 1440 + hours * 60 + (mins or 1)
+
+
+def reminder_from_crm(minutes: int) -> int:
+    """The EAS Reminder for a CRM reminder: undo the API's extra minute (61 → 60)."""
+    if minutes > 60 and minutes % 60 == 1:
+        return minutes - 1
+    return minutes
+
+
+def _body_text(data: dict[str, Any]) -> str:
+    body = data.get("Body")
+    if isinstance(body, dict):
+        text = str(body.get("Data") or "")
+        if str(body.get("Type")) == "2":
+            from easync.items._common import html_to_text
+
+            text = html_to_text(text)
+        return text.strip()
+    return ""
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    if value in (None, "", []):
+        data.pop(key, None)
+    else:
+        data[key] = value
+
+
+# -- views of CRM records ----------------------------------------------------------------------
+
+def view(module: str, record: dict[str, Any], path: str, ctx: Context) -> dict[str, str]:
+    """The normalised mapped fields of a CRM record read through ``path`` ("retrieve"
+    for retrieve/create/revise answers, "query" for query and sync)."""
+    if module == "Contacts":
+        out = {key: _s(record.get(ctx.email2_field if key == "@email2" else key))
+               for key, _prop in CONTACT_TEXT}
+        out["lastname"] = _s(record.get("lastname"))
+        out["birthday"] = parse_date(record.get("birthday"), ctx.date_format)
+        out["description"] = _s(record.get("description"))
+        return out
+    if module == "Events":
+        out = {
+            "subject": _s(record.get("subject")),
+            "location": _s(record.get("location")),
+            "description": _s(record.get("description")),
+            "start": stored_local(record, "date_start", "time_start", path, ctx),
+            "end": stored_local(record, "due_date", "time_end", path, ctx),
+            "visibility": _s(record.get("visibility")),
+            "reminder": _reminder_view(record.get("reminder_time")),
+            "recurringtype": _recurring_view(record.get("recurringtype")),
+            "contact_id": _s(record.get("contact_id")),
+        }
+        if ctx.has_allday:
+            out["allday"] = "1" if _s(record.get("is_all_day_event")) in ("1", "on", "yes") \
+                else "0"
+        if ctx.has_ical_uuid:
+            out["ical_uuid"] = _s(record.get("ical_uuid"))
+        return out
+    if module == "Calendar":
+        return {
+            "subject": _s(record.get("subject")),
+            "description": _s(record.get("description")),
+            "start": parse_date(record.get("date_start"), ctx.date_format),
+            "due": parse_date(record.get("due_date"), ctx.date_format),
+            "taskstatus": _s(record.get("taskstatus")),
+            "taskpriority": _s(record.get("taskpriority")),
+        }
+    raise ValueError(module)
+
+
+def _reminder_view(value: Any) -> str:
+    try:
+        n = int(float(_s(value) or 0))
+    except ValueError:
+        n = 0
+    return str(n) if n > 0 else ""
+
+
+def _recurring_view(value: Any) -> str:
+    v = _s(value)
+    return "" if v in ("", "--None--", "None") else v
+
+
+# -- what a device's item would make the CRM hold --------------------------------------------
+
+def desired_view(module: str, data: dict[str, Any], old: dict[str, str] | None, ctx: Context,
+                 links: Links | None = None) -> dict[str, str]:
+    """The view the CRM should show for this EAS dict (``old``: the snapshot, which
+    keeps CRM values the device cannot express, e.g. a task's "In Progress")."""
+    old = old or {}
+    if module == "Contacts":
+        out = {key: _s(data.get(prop)) for key, prop in CONTACT_TEXT}
+        for key in ("email", "@email2"):
+            # the CRM holds a bare address ("Ann <ann@x.org>" is kept in the overlay)
+            out[key] = email_address(out[key]) or out[key]
+        if not ctx.email2_field:
+            out["@email2"] = ""
+        out["lastname"] = _s(data.get("LastName")) or _fallback_lastname(data, old)
+        out["birthday"] = _s(data.get("Birthday"))[:10]
+        out["description"] = _body_text(data)
+        return out
+    if module == "Events":
+        return _event_desired(data, old, ctx, links or Links())
+    if module == "Calendar":
+        complete = str(data.get("Complete", "0")) == "1"
+        status = old.get("taskstatus", "")
+        if complete:
+            status = "Completed"
+        elif not status or status == "Completed":
+            status = "Not Started"
+        try:
+            importance = int(data.get("Importance", 1))
+        except (TypeError, ValueError):
+            importance = 1
+        start = _s(data.get("StartDate"))[:10]
+        due = _s(data.get("DueDate"))[:10]
+        return {
+            "subject": _s(data.get("Subject")) or "(no subject)",
+            "description": _body_text(data),
+            # the CRM needs a start date: keep the one it has, else the due date or today
+            "start": start or old.get("start") or due or ctx.now.astimezone(
+                ctx.zone).date().isoformat(),
+            "due": due,
+            "taskstatus": status,
+            "taskpriority": TASK_PRIORITY.get(importance, "Medium"),
+        }
+    raise ValueError(module)
+
+
+def _fallback_lastname(data: dict[str, Any], old: dict[str, str]) -> str:
+    """The CRM's mandatory lastname for a contact the device gave none."""
+    if old.get("lastname"):
+        return old["lastname"]
+    for key in ("FileAs", "FirstName", "CompanyName", "Email1Address", "NickName"):
+        if _s(data.get(key)):
+            return _s(data.get(key))
+    return "(no name)"
+
+
+def _event_desired(data: dict[str, Any], old: dict[str, str], ctx: Context,
+                   links: Links) -> dict[str, str]:
+    zone = ctx.zone
+    start = parse_compact(_s(data.get("StartTime")))
+    end = parse_compact(_s(data.get("EndTime"))) or start
+    allday = str(data.get("AllDayEvent", "0")) == "1"
+    if start is None:
+        start_l, end_l = old.get("start", ""), old.get("end", "")
+    elif allday:
+        # dates in the event's own zone; the CRM holds them as a whole day
+        ez = event_zone(data)
+        first = start.astimezone(ez).date()
+        last = ((end or start) - timedelta(seconds=1)).astimezone(ez).date()
+        last = max(last, first)
+        start_l, end_l = f"{first.isoformat()} 00:00", f"{last.isoformat()} 23:59"
+    else:
+        start_l = utc_to_local(start, zone)
+        end_l = utc_to_local(end or start, zone)
+    try:
+        reminder = int(data.get("Reminder") or 0)
+    except (TypeError, ValueError):
+        reminder = 0
+    rec = data.get("Recurrence")
+    rtype = RECURRING.get(int(rec.get("Type", -1)), "") if isinstance(rec, dict) else ""
+    sensitivity = str(data.get("Sensitivity", "0"))
+    out = {
+        "subject": _s(data.get("Subject")) or "(no subject)",
+        "location": _s(data.get("Location")),
+        "description": _body_text(data),
+        "start": start_l,
+        "end": end_l,
+        "visibility": _visibility(sensitivity, old),
+        "reminder": str(reminder_read_back(reminder)) if reminder > 0 else "",
+        "recurringtype": rtype,
+        "contact_id": event_contact(data, old.get("contact_id", ""), links),
+    }
+    if ctx.has_allday:
+        out["allday"] = "1" if allday else "0"
+    if ctx.has_ical_uuid:
+        out["ical_uuid"] = _s(data.get("UID")) or old.get("ical_uuid", "")
+    return out
+
+
+def _visibility(sensitivity: str, old: dict[str, str]) -> str:
+    """Private for a private or confidential event; otherwise what the CRM has (Public
+    for a new record, or one the CRM held as Private)."""
+    if sensitivity in ("2", "3"):
+        return "Private"
+    if not old or old.get("visibility") == "Private":
+        return "Public"
+    return old.get("visibility", "")
+
+
+def event_contact(data: dict[str, Any], current: str, links: Links) -> str:
+    """The event's CRM contact: the one it has while it is still an attendee, else the
+    first attendee who is a contact of the user, else the one it has (a phone editing
+    an event never drops the CRM's link)."""
+    attendees = [email_address(a.get("Email")) for a in data.get("Attendees") or []
+                 if isinstance(a, dict)]
+    emails = [e for e in attendees if e]
+    if current and current in links.by_id and links.by_id[current][0] in emails:
+        return current
+    for e in emails:
+        if e in links.by_email:
+            return links.by_email[e]
+    return current
+
+
+def invitees(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """vtenext ``invitees`` for the event's attendees."""
+    out = []
+    for a in data.get("Attendees") or []:
+        if not isinstance(a, dict) or not email_address(a.get("Email")):
+            continue
+        try:
+            status = int(a.get("AttendeeStatus") or 0)
+        except (TypeError, ValueError):
+            status = 0
+        out.append({"email": email_address(a.get("Email")),
+                    "partecipation": PARTECIPATION.get(status, 0)})
+    return out
+
+
+def attendee_key(data: dict[str, Any] | None) -> list[tuple[str, int]]:
+    return sorted((i["email"], i["partecipation"]) for i in invitees(data or {}))
+
+
+# -- writing to the CRM ------------------------------------------------------------------------
+
+def element(module: str, want: dict[str, str], keys: set[str] | None, ctx: Context
+            ) -> dict[str, Any]:
+    """CRM fields for the view units ``keys`` (None: all) of ``want``."""
+    out: dict[str, Any] = {}
+    every = keys is None
+    keys = set(want) if keys is None else keys
+    if module == "Contacts":
+        for key, _prop in CONTACT_TEXT:
+            if key in keys:
+                out[ctx.email2_field if key == "@email2" else key] = want[key]
+        for key in ("lastname", "birthday", "description"):
+            if key in keys:
+                out[key] = want[key]
+        return out
+    if module == "Events":
+        for key in ("subject", "location", "description", "visibility", "contact_id"):
+            if key in keys:
+                out[key] = want[key]
+        if "recurringtype" in keys:
+            out["recurringtype"] = want["recurringtype"] or "--None--"
+        if keys & {"start", "end"} and want.get("start"):
+            out["date_start"], out["time_start"] = write_pair(want["start"], ctx)
+            out["due_date"], out["time_end"] = write_pair(want["end"] or want["start"], ctx)
+            minutes = max(0, int((datetime.strptime(want["end"] or want["start"],
+                                                    "%Y-%m-%d %H:%M")
+                                  - datetime.strptime(want["start"], "%Y-%m-%d %H:%M")
+                                  ).total_seconds() // 60))
+            out["duration_hours"] = str(minutes // 60)
+            out["duration_minutes"] = str(minutes % 60)
+        if "allday" in keys and "allday" in want:
+            out["is_all_day_event"] = want["allday"]
+        if "ical_uuid" in keys and "ical_uuid" in want:
+            out["ical_uuid"] = want["ical_uuid"]
+        # the CRM drops a reminder a write does not repeat: always send it (seconds)
+        out["reminder_time"] = str(_reminder_seconds(want.get("reminder", "")))
+        if every:
+            out.setdefault("eventstatus", "Planned")
+            out.setdefault("activitytype", "Meeting")
+        return out
+    if module == "Calendar":
+        for key in ("subject", "description", "taskstatus", "taskpriority"):
+            if key in keys:
+                out[key] = want[key]
+        if "start" in keys:
+            out["date_start"] = want["start"]
+        if "due" in keys:
+            out["due_date"] = want["due"]
+        return out
+    raise ValueError(module)
+
+
+def _reminder_seconds(view_value: str) -> int:
+    """Seconds to write for a reminder view value (what reads back as that value)."""
+    if not view_value:
+        return 0
+    n = int(view_value)
+    back = reminder_from_crm(n)
+    return back * 60
+
+
+# -- reading from the CRM --------------------------------------------------------------------
+
+def merge(module: str, data: dict[str, Any] | None, old: dict[str, str] | None,
+          new: dict[str, str], ctx: Context, links: Links | None = None,
+          crm_id: str = "") -> dict[str, Any]:
+    """The item's EAS dict after the CRM record changed from view ``old`` to ``new``:
+    only the units that changed are written over ``data`` (all of them for a record
+    seen for the first time)."""
+    out = dict(data or {})
+    changed = {k for k in new if old is None or old.get(k) != new.get(k)}
+    if not changed:
+        return out
+    if module == "Contacts":
+        for key, prop in CONTACT_TEXT:
+            if key in changed:
+                _set(out, prop, new[key])
+        if "lastname" in changed:
+            _set(out, "LastName", new["lastname"])
+        if "birthday" in changed:
+            _set(out, "Birthday", new["birthday"])
+        if "description" in changed:
+            _set(out, "Body", {"Type": 1, "Data": new["description"]}
+                 if new["description"] else None)
+        return out
+    if module == "Events":
+        return _merge_event(out, old, new, changed, ctx, links or Links(), crm_id)
+    if module == "Calendar":
+        if "subject" in changed:
+            _set(out, "Subject", new["subject"])
+        if "description" in changed:
+            _set(out, "Body", {"Type": 1, "Data": new["description"]}
+                 if new["description"] else None)
+        zone = ctx.zone
+        for key, local_key, utc_key in (("start", "StartDate", "UtcStartDate"),
+                                        ("due", "DueDate", "UtcDueDate")):
+            if key in changed:
+                if new[key]:
+                    day = date.fromisoformat(new[key])
+                    out[local_key] = f"{day.isoformat()}T00:00:00.000Z"
+                    utc = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+                    out[utc_key] = utc.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                else:
+                    out.pop(local_key, None)
+                    out.pop(utc_key, None)
+        if "taskstatus" in changed:
+            done = new["taskstatus"].lower() == "completed"
+            out["Complete"] = 1 if done else 0
+            if done:
+                out.setdefault("DateCompleted", ctx.now.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+            else:
+                out.pop("DateCompleted", None)
+        if "taskpriority" in changed:
+            out["Importance"] = TASK_PRIORITY_BACK.get(new["taskpriority"].lower(), 1)
+        out.setdefault("Complete", 0)
+        return out
+    raise ValueError(module)
+
+
+def _merge_event(out: dict[str, Any], old: dict[str, str] | None, new: dict[str, str],
+                 changed: set[str], ctx: Context, links: Links, crm_id: str
+                 ) -> dict[str, Any]:
+    zone = ctx.zone
+    if old is None:
+        out.setdefault("TimezoneId", ctx.zone_name)
+        out.setdefault("BusyStatus", 2)
+        out.setdefault("MeetingStatus", 0)
+        out.setdefault("Sensitivity", 0)
+        if not new.get("ical_uuid"):
+            out.setdefault("UID", str(uuid.uuid5(UID_NAMESPACE, crm_id)).upper()
+                           if crm_id else uuid.uuid4().hex.upper())
+    for key, prop in (("subject", "Subject"), ("location", "Location")):
+        if key in changed:
+            _set(out, prop, new[key])
+    if "description" in changed:
+        _set(out, "Body", {"Type": 1, "Data": new["description"]}
+             if new["description"] else None)
+    allday = new.get("allday") == "1" if "allday" in new else \
+        str(out.get("AllDayEvent", 0)) == "1"
+    if changed & {"start", "end", "allday"} and new.get("start"):
+        if "allday" in changed or old is None:
+            out["AllDayEvent"] = 1 if allday else 0
+        if allday:
+            # a whole day in the CRM: local midnights of the event's zone
+            ez = event_zone(out) if out.get("TimezoneId") or out.get("Timezone") else zone
+            first = date.fromisoformat(new["start"][:10])
+            last = date.fromisoformat((new["end"] or new["start"])[:10])
+            out["StartTime"] = compact(datetime(first.year, first.month, first.day,
+                                                tzinfo=ez))
+            nxt = max(last, first) + timedelta(days=1)
+            out["EndTime"] = compact(datetime(nxt.year, nxt.month, nxt.day, tzinfo=ez))
+        else:
+            out["StartTime"] = compact(local_to_utc(new["start"], zone))
+            out["EndTime"] = compact(local_to_utc(new["end"] or new["start"], zone))
+            if "allday" not in new:
+                out["AllDayEvent"] = 0
+    if "visibility" in changed:
+        out["Sensitivity"] = 2 if new["visibility"].lower() == "private" else 0
+    if "reminder" in changed:
+        if new["reminder"]:
+            out["Reminder"] = reminder_from_crm(int(new["reminder"]))
+        else:
+            out.pop("Reminder", None)
+    if "recurringtype" in changed:
+        rtype = RECURRING_BACK.get(new["recurringtype"])
+        rec = out.get("Recurrence")
+        if rtype is None:
+            out.pop("Recurrence", None)
+            out.pop("Exceptions", None)
+        elif not (isinstance(rec, dict) and RECURRING.get(int(rec.get("Type", -1))) ==
+                  new["recurringtype"]):
+            from easync.items._common import fill_recurrence
+
+            fresh: dict[str, Any] = {"Type": rtype, "Interval": 1}
+            start = parse_compact(_s(out.get("StartTime")))
+            fill_recurrence(fresh, start.astimezone(event_zone(out)) if start else None)
+            out["Recurrence"] = fresh
+            out.pop("Exceptions", None)
+    if "ical_uuid" in changed and new.get("ical_uuid"):
+        out["UID"] = new["ical_uuid"]
+    if "contact_id" in changed and new["contact_id"]:
+        found = links.by_id.get(new["contact_id"])
+        if found and found[0]:
+            addr, name = found
+            attendees = [a for a in out.get("Attendees") or [] if isinstance(a, dict)]
+            if addr not in {email_address(a.get("Email")) for a in attendees}:
+                attendees.append({"Email": addr, "Name": name or addr, "AttendeeType": 1})
+                out["Attendees"] = attendees
+    return out
+
+
+def contact_name(data: dict[str, Any]) -> str:
+    parts = [_s(data.get("FirstName")), _s(data.get("LastName"))]
+    return " ".join(p for p in parts if p) or _s(data.get("FileAs"))

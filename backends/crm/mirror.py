@@ -1,0 +1,377 @@
+"""The CRM mirror in easync's own SQL database.
+
+The items themselves live in the SQL store's ``items`` table (so the change feed,
+tombstones, links and sync states work exactly as with ``--backend sql``); these
+tables add, per mirrored CRM record, what ties it to the CRM:
+
+``crm_items``        item row id ↔ CRM id, the CRM modifiedtime and the *snapshot*
+                     (``mapping.view`` of the version last seen), deleted flag
+``crm_users``        easync user ↔ CRM user id, and whether the first load is done
+``crm_state``        the poller's cursors and mode (JSON values)
+``crm_client_adds``  Adds a device made whose sync state is not saved yet (the
+                     CRM answered some of a request's writes, then failed): the
+                     device's retry of the same ClientId maps to the record made
+
+Every function here runs inside one SQL transaction (``SqlStore._run``), in a pool
+thread, so a batch of CRM records and its feed entries commit together.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.crm import mapping
+from easync.items import email_address
+from easync.model import Op, OpResult, StateWrite
+
+SCHEMA_VERSION = 1
+SCHEMA = (
+    ("CREATE TABLE IF NOT EXISTS crm_items ("
+     " item_id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, module TEXT NOT NULL,"
+     " crm_id TEXT NOT NULL, mtime TEXT NOT NULL DEFAULT '', snapshot TEXT NOT NULL,"
+     " deleted INTEGER NOT NULL DEFAULT 0)"),
+    "CREATE INDEX IF NOT EXISTS crm_items_crm ON crm_items (crm_id)",
+    "CREATE INDEX IF NOT EXISTS crm_items_user ON crm_items (user_id, module, deleted)",
+    ("CREATE TABLE IF NOT EXISTS crm_users ("
+     " user_id BIGINT PRIMARY KEY, crm_user_id TEXT, loaded INTEGER NOT NULL DEFAULT 0)"),
+    "CREATE TABLE IF NOT EXISTS crm_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS crm_client_adds ("
+     " user_id BIGINT NOT NULL, device_id TEXT NOT NULL, folder_id TEXT NOT NULL,"
+     " client_id TEXT NOT NULL, item_id BIGINT NOT NULL, created REAL NOT NULL,"
+     " PRIMARY KEY (user_id, device_id, folder_id, client_id))"),
+)
+_CHUNK = 400
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def create_schema(sql: Any, cur: Any) -> None:
+    for stmt in SCHEMA:
+        cur.execute(stmt)
+    cur.execute(sql.engine.upsert("crm_state", ("name",), ("value",)),
+                ("schema_version", _dumps(SCHEMA_VERSION)))
+
+
+# -- small state -------------------------------------------------------------------------
+
+def get_state(sql: Any, cur: Any, name: str) -> Any:
+    cur.execute(sql._sql("SELECT value FROM crm_state WHERE name = ?"), (name,))
+    row = cur.fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def put_state(sql: Any, cur: Any, name: str, value: Any) -> None:
+    cur.execute(sql.engine.upsert("crm_state", ("name",), ("value",)), (name, _dumps(value)))
+
+
+def get_crm_user(sql: Any, cur: Any, user_id: int) -> tuple[str | None, bool] | None:
+    cur.execute(sql._sql("SELECT crm_user_id, loaded FROM crm_users WHERE user_id = ?"),
+                (user_id,))
+    row = cur.fetchone()
+    return (row[0], bool(row[1])) if row else None
+
+
+def put_crm_user(sql: Any, cur: Any, user_id: int, crm_user_id: str | None,
+                 loaded: bool) -> None:
+    cur.execute(sql.engine.upsert("crm_users", ("user_id",), ("crm_user_id", "loaded")),
+                (user_id, crm_user_id, int(loaded)))
+
+
+def mapped_users(sql: Any, cur: Any) -> dict[str, int]:
+    """CRM user id -> easync user id, for users whose first load has started."""
+    cur.execute("SELECT crm_user_id, user_id FROM crm_users WHERE crm_user_id IS NOT NULL")
+    return {str(c): int(u) for c, u in cur.fetchall()}
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    item_id: int
+    user_id: int
+    module: str
+    crm_id: str
+    mtime: str
+    snapshot: dict[str, str]
+    deleted: bool
+
+
+def _rows(sql: Any, cur: Any, where: str, params: list[Any]) -> list[Row]:
+    cur.execute(sql._sql(
+        "SELECT item_id, user_id, module, crm_id, mtime, snapshot, deleted FROM crm_items"
+        f" WHERE {where}"), params)
+    return [Row(int(i), int(u), m, c, t or "", json.loads(s), bool(d))
+            for i, u, m, c, t, s, d in cur.fetchall()]
+
+
+def rows_by_crm_id(sql: Any, cur: Any, crm_ids: list[str]) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {}
+    ids = sorted(set(crm_ids))
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i:i + _CHUNK]
+        for row in _rows(sql, cur, f"crm_id IN {sql.engine.placeholders(len(part))}", part):
+            out.setdefault(row.crm_id, []).append(row)
+    return out
+
+
+def rows_by_item(sql: Any, cur: Any, item_ids: list[int]) -> dict[int, Row]:
+    out: dict[int, Row] = {}
+    ids = sorted(set(item_ids))
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i:i + _CHUNK]
+        for row in _rows(sql, cur, f"item_id IN {sql.engine.placeholders(len(part))}", part):
+            out[row.item_id] = row
+    return out
+
+
+def item_data(sql: Any, cur: Any, item_ids: list[int]) -> dict[int, tuple[dict[str, Any], int]]:
+    """item id -> (data, modseq) of live items."""
+    out: dict[int, tuple[dict[str, Any], int]] = {}
+    ids = sorted(set(item_ids))
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i:i + _CHUNK]
+        cur.execute(sql._sql(
+            f"SELECT id, data, modseq FROM items WHERE id IN {sql.engine.placeholders(len(part))}"
+            " AND deleted = 0"), part)
+        for iid, data, modseq in cur.fetchall():
+            out[int(iid)] = (json.loads(data), int(modseq))
+    return out
+
+
+def live_crm_ids(sql: Any, cur: Any, module: str) -> dict[str, tuple[int, int]]:
+    """CRM id -> (item id, user id) of every live mirrored record of a module."""
+    cur.execute(sql._sql("SELECT crm_id, item_id, user_id FROM crm_items WHERE module = ?"
+                         " AND deleted = 0"), (module,))
+    return {c: (int(i), int(u)) for c, i, u in cur.fetchall()}
+
+
+def links(sql: Any, cur: Any, user_id: int) -> mapping.Links:
+    """The user's mirrored contacts by address and by CRM id."""
+    cur.execute(sql._sql(
+        "SELECT c.crm_id, i.data FROM crm_items c JOIN items i ON i.id = c.item_id"
+        " WHERE c.user_id = ? AND c.module = 'Contacts' AND c.deleted = 0 AND i.deleted = 0"
+        " ORDER BY c.item_id"), (user_id,))
+    out = mapping.Links()
+    for crm_id, data_text in cur.fetchall():
+        data = json.loads(data_text)
+        addrs = [email_address(data.get(k)) for k in
+                 ("Email1Address", "Email2Address", "Email3Address")]
+        addrs = [a for a in addrs if a]
+        for a in addrs:
+            out.by_email.setdefault(a, crm_id)
+        out.by_id[crm_id] = (addrs[0] if addrs else "", mapping.contact_name(data))
+    return out
+
+
+# -- CRM-side changes into the mirror ----------------------------------------------------------
+
+@dataclass
+class Incoming:
+    """One page of CRM records of one module, as read through ``path``."""
+
+    module: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    path: str = "query"
+    only_owner: str | None = None        # an initial load: only this CRM user's records
+
+
+def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
+                   folders: dict[int, str], ctx: mapping.Context) -> set[tuple[int, str]]:
+    """Write a page of CRM records into the mirror: new ones are added to their
+    owner's folder, changed ones merged over the item (only the units whose view
+    changed), deleted or reassigned ones tombstoned.  ``owners``: CRM user id → easync
+    user id; ``folders``: easync user id → the module's folder id.  Returns the
+    (user id, folder id) pairs that changed."""
+    module = batch.module
+    cls = mapping.CLASS_OF[module]
+    ids = [str(r.get("id")) for r in batch.records] + list(batch.deleted)
+    existing = rows_by_crm_id(sql, cur, ids)
+    live_items = item_data(sql, cur, [r.item_id for rows in existing.values()
+                                      for r in rows if not r.deleted])
+    link_cache: dict[int, mapping.Links] = {}
+
+    def links_of(user_id: int) -> mapping.Links:
+        if user_id not in link_cache:
+            link_cache[user_id] = links(sql, cur, user_id) if module == "Events" \
+                else mapping.Links()
+        return link_cache[user_id]
+
+    # per (user, folder): ops, and what each op does to crm_items
+    plans: dict[tuple[int, str], list[tuple[Op, str, Any]]] = {}
+
+    def plan(user_id: int, op: Op, what: str, extra: Any) -> None:
+        plans.setdefault((user_id, folders[user_id]), []).append((op, what, extra))
+
+    for rec in batch.records:
+        crm_id = str(rec.get("id"))
+        mtime = str(rec.get("modifiedtime") or "")
+        owner = str(rec.get("assigned_user_id") or "")
+        if batch.only_owner is not None and owner != batch.only_owner:
+            continue
+        target = owners.get(owner)
+        if target is not None and target not in folders:
+            target = None
+        rows = existing.get(crm_id, [])
+        live = next((r for r in rows if not r.deleted and r.item_id in live_items), None)
+        newest = max((r.mtime for r in rows), default="")
+        if mtime and newest and mtime < newest:
+            continue                        # an older version than the mirror's
+        new_view = mapping.view(module, rec, batch.path, ctx)
+        if live is not None and live.user_id == target:
+            if new_view == live.snapshot:
+                if mtime > live.mtime:
+                    cur.execute(sql._sql("UPDATE crm_items SET mtime = ? WHERE item_id = ?"),
+                                (mtime, live.item_id))
+                continue
+            data = mapping.merge(module, live_items[live.item_id][0], live.snapshot, new_view,
+                                 ctx, links_of(live.user_id), crm_id)
+            plan(live.user_id, Op("change", server_id=f"{folders[live.user_id]}:"
+                                  f"{live.item_id}", data=data, cls=cls),
+                 "change", (live.item_id, new_view, mtime))
+            continue
+        if live is not None:
+            # reassigned in the CRM to someone else (or to no easync user)
+            if live.user_id in folders:
+                plan(live.user_id, Op("delete", server_id=f"{folders[live.user_id]}:"
+                                      f"{live.item_id}"), "delete", live.item_id)
+            else:
+                _tombstone(sql, cur, live.item_id)
+        if target is None:
+            continue
+        data = mapping.merge(module, None, None, new_view, ctx, links_of(target), crm_id)
+        plan(target, Op("add", data=data, cls=cls), "add", (crm_id, new_view, mtime))
+
+    for crm_id in batch.deleted:
+        for row in existing.get(crm_id, []):
+            if row.deleted:
+                continue
+            if row.item_id in live_items and row.user_id in folders:
+                plan(row.user_id, Op("delete", server_id=f"{folders[row.user_id]}:"
+                                     f"{row.item_id}"), "delete", row.item_id)
+            else:
+                _tombstone(sql, cur, row.item_id)
+
+    changed: set[tuple[int, str]] = set()
+    for (user_id, folder_id), steps in plans.items():
+        results = sql._apply(cur, user_id, folder_id, [s[0] for s in steps], None)
+        for (op, what, extra), res in zip(steps, results, strict=True):
+            _record(sql, cur, user_id, module, what, extra, res)
+        changed.add((user_id, folder_id))
+    return changed
+
+
+def _tombstone(sql: Any, cur: Any, item_id: int) -> None:
+    cur.execute(sql._sql("UPDATE crm_items SET deleted = 1 WHERE item_id = ?"), (item_id,))
+
+
+def _record(sql: Any, cur: Any, user_id: int, module: str, what: str, extra: Any,
+            res: OpResult) -> None:
+    if what == "add":
+        crm_id, snap, mtime = extra
+        if res.ok and res.server_id:
+            item_id = int(res.server_id.split(":")[1])
+            cur.execute(sql._sql(
+                "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
+                " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
+                (item_id, user_id, module, crm_id, mtime, _dumps(snap)))
+    elif what == "change":
+        item_id, snap, mtime = extra
+        if res.ok:
+            cur.execute(sql._sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
+                                 " item_id = ?"), (_dumps(snap), mtime, item_id))
+        else:
+            _tombstone(sql, cur, item_id)
+    elif what == "delete":
+        _tombstone(sql, cur, int(extra))
+
+
+# -- device writes ---------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """What one device op became after the CRM call (or that it never got one)."""
+
+    op: Op
+    kind: str                       # add | change | delete | fail | reuse | skip
+    error: str | None = None        # for fail
+    data: dict[str, Any] | None = None
+    crm_id: str = ""
+    snapshot: dict[str, str] | None = None
+    mtime: str = ""
+    item_id: int = 0                # change, delete, reuse
+
+
+def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module: str,
+                        steps: list[Step], state: StateWrite | None, complete: bool,
+                        now: float) -> list[OpResult]:
+    """Record in the mirror what the CRM accepted, in one transaction with the sync
+    state (``complete``: every op got its answer; otherwise the state is not saved,
+    the device will repeat the request, and its Adds are remembered by ClientId)."""
+    cls = mapping.CLASS_OF[module]
+    sql_ops: list[Op] = []
+    index: list[int] = []
+    for n, st in enumerate(steps):
+        if st.kind == "add":
+            sql_ops.append(Op("add", data=st.data, ref=st.op.ref, cls=cls))
+        elif st.kind in ("change", "delete"):
+            sql_ops.append(Op(st.kind, server_id=st.op.server_id, data=st.data, ref=st.op.ref))
+        else:
+            continue
+        index.append(n)
+    applied = sql._apply(cur, user_id, folder_id, sql_ops, None) if sql_ops else []
+    results: list[OpResult | None] = [None] * len(steps)
+    for n, res in zip(index, applied, strict=True):
+        st = steps[n]
+        results[n] = res
+        if st.kind == "add" and res.ok and res.server_id:
+            item_id = int(res.server_id.split(":")[1])
+            cur.execute(sql._sql(
+                "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
+                " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
+                (item_id, user_id, module, st.crm_id, st.mtime, _dumps(st.snapshot)))
+            if state is not None and st.op.ref:
+                cur.execute(sql.engine.upsert(
+                    "crm_client_adds", ("user_id", "device_id", "folder_id", "client_id"),
+                    ("item_id", "created")),
+                    (user_id, state.device_id, folder_id, st.op.ref, item_id, now))
+        elif st.kind == "change" and res.ok and st.snapshot is not None:
+            cur.execute(sql._sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
+                                 " item_id = ?"), (_dumps(st.snapshot), st.mtime, st.item_id))
+        elif st.kind == "delete" and res.ok:
+            _tombstone(sql, cur, st.item_id)
+    reuse = [st.item_id for st in steps if st.kind == "reuse"]
+    modseqs = item_data(sql, cur, reuse) if reuse else {}
+    final: list[OpResult] = []
+    for n, st in enumerate(steps):
+        res = results[n]
+        if res is not None:
+            final.append(res)
+        elif st.kind == "reuse" and st.item_id in modseqs:
+            final.append(OpResult(st.op.ref, f"{folder_id}:{st.item_id}", True,
+                                  modseqs[st.item_id][1]))
+        elif st.kind == "skip":
+            final.append(OpResult(st.op.ref, st.op.server_id, True, st.item_id))
+        else:
+            final.append(OpResult(st.op.ref, st.op.server_id, False, 0,
+                                  st.error or "invalid"))
+    if complete and state is not None:
+        if state.build is not None:
+            state.state = state.build(final)
+        sql._save_state(cur, user_id, state)
+        cur.execute(sql._sql("DELETE FROM crm_client_adds WHERE user_id = ? AND device_id = ?"
+                             " AND folder_id = ?"), (user_id, state.device_id, folder_id))
+    return final
+
+
+def client_adds(sql: Any, cur: Any, user_id: int, device_id: str, folder_id: str
+                ) -> dict[str, int]:
+    """ClientId -> item id of a device's Adds made by a request not yet answered."""
+    cur.execute(sql._sql("SELECT client_id, item_id FROM crm_client_adds WHERE user_id = ?"
+                         " AND device_id = ? AND folder_id = ?"),
+                (user_id, device_id, folder_id))
+    return {c: int(i) for c, i in cur.fetchall()}

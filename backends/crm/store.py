@@ -1,0 +1,576 @@
+"""``CrmStore``: contacts, events and tasks of each user kept in a vtenext / vtiger CRM.
+
+Design: a mirror plus overlay in easync's own SQL database (see ``mirror.py``).
+
+* Reads (the folder list, the change feed, items) are answered by the SQL store's
+  tables: the sync engine keeps every guarantee it has with ``--backend sql``
+  (cursor feed, tombstones, O(changes), resend replay, own-change suppression).
+* A device's write goes to the CRM first (create / revise / delete); only what the
+  CRM accepted is then written to the mirror, in one SQL transaction with the
+  device's sync state.  A CRM that cannot answer makes the request fail with
+  ``Unavailable`` (HTTP 503 + Retry-After): what the CRM did accept of the request
+  is recorded (its Adds by ClientId, so the device's retry does not duplicate them),
+  the sync state is not saved, the device repeats the request.
+* CRM-side changes are found by ONE poller per CRM (not per device, not per user):
+  ``sync`` with ``syncType=application`` per module (Contacts, Events, Calendar)
+  from a cursor of CRM seconds, re-reading the newest second until it has settled;
+  on a CRM whose ``sync`` is broken it falls back to ``query … WHERE modifiedtime >=
+  …`` with a periodic id scan for deletions.  Changes are written to the mirror and
+  published to the change hub, so held Pings wake within one poll interval.  A
+  failing CRM is polled less and less often (exponential backoff).
+* A user's records are loaded once, on first use (``query … WHERE
+  assigned_user_id = …`` by pages of 100 walked by id); afterwards the poller keeps
+  them current.
+
+An easync user maps to the CRM user of the same user name; their Contacts, Calendar
+and Tasks folders hold the CRM's Contacts, Events and Tasks (Calendar module)
+assigned to that CRM user.  Other folders cannot be created (FolderCreate Status 10):
+the CRM has no folders.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from backends.crm import mapping, mirror
+from backends.crm.client import (
+    SESSION_CODES,
+    CrmClient,
+    CrmError,
+    CrmUnavailable,
+)
+from easync.errors import Unavailable
+from easync.interfaces import IItemStore
+from easync.model import ChangeBatch, Folder, Item, Op, OpResult, StateWrite, User
+
+log = Logger()
+T = TypeVar("T")
+
+MODULES = ("Contacts", "Events", "Calendar")
+FOLDER_TYPE = {"Contacts": 9, "Events": 8, "Calendar": 7}
+SETTLE = 30.0               # seconds before the newest CRM second is not re-read
+USERS_REFRESH = 60.0        # seconds between reads of the CRM's user list
+DELETION_SCAN = 600.0       # query mode: seconds between id scans for deletions
+QUERY_PAGE_STEP = 90        # query mode: offset step (10 rows of overlap per page)
+
+
+def _crm_quirk_code(exc: BaseException) -> bool:
+    """Is this failure of ``sync`` a sign that sync itself is broken (not the CRM)?"""
+    if isinstance(exc, CrmError):
+        return exc.code not in SESSION_CODES
+    if isinstance(exc, CrmUnavailable):
+        text = str(exc)
+        return "HTTP 5" in text or "not JSON" in text or "no object" in text
+    return False
+
+
+@implementer(IItemStore)
+class CrmStore(Service):
+    """The item store over a CRM; ``sql`` (a ``SqlStore``) holds the mirror, users
+    and sync state.  ``client`` is a ``CrmClient``; ``notifier`` the change hub."""
+
+    def __init__(self, reactor: Any, sql: Any, client: CrmClient, *,
+                 notifier: Any = None, poll_interval: float = 15.0, zone: str = "auto",
+                 deletion_scan: float = DELETION_SCAN, settle: float = SETTLE) -> None:
+        self.reactor = reactor
+        self.sql = sql
+        self.client = client
+        self.notifier = notifier
+        self.poll_interval = poll_interval
+        self.zone_option = zone
+        self.deletion_scan = deletion_scan
+        self.settle = settle
+        self.lock = DeferredLock()          # initial loads and polls never interleave
+        self.mode = "sync"                  # or "query" when sync is broken
+        self.polls = 0                      # finished polls (tests, benchmarks)
+        self.poll_failures = 0
+        self._ctx: mapping.Context | None = None
+        self._ctx_session: Any = None
+        self._crm_users: dict[str, str] = {}    # lower-case user name -> CRM user id
+        self._crm_users_at = -1e18
+        self._user_map: dict[int, str | None] = {}   # easync user id -> CRM user id (loaded)
+        self._loading: dict[int, list[Deferred[None]]] = {}
+        self._folders: dict[int, dict[str, str]] = {}   # user id -> module -> folder id
+        self._call: Any = None
+        self._opened = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        if not self._opened:
+            await self.sql._run(lambda cur: mirror.create_schema(self.sql, cur), write=True)
+            self._opened = True
+
+    def startService(self) -> Deferred[None]:  # type: ignore[override]
+        super().startService()
+
+        def started(_: Any) -> None:
+            self._schedule(0)
+
+        def failed(f: Failure) -> None:
+            log.failure("cannot prepare the CRM mirror tables", f)
+
+        return Deferred.fromCoroutine(self.open()).addCallbacks(started, failed)
+
+    def stopService(self) -> Deferred[None] | None:  # type: ignore[override]
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        return None
+
+    def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
+        return self.sql._run(lambda cur: fn(self.sql, cur, *args), write=write)
+
+    # -- what this CRM is like ----------------------------------------------------------
+    async def context(self) -> mapping.Context:
+        session = await self.client.ensure_session()
+        if self._ctx is not None and self._ctx_session is session:
+            self._ctx.now = self._now_dt()
+            return self._ctx
+        contacts = await self.client.field_names("Contacts")
+        events = await self.client.field_names("Events")
+        profile = session.profile or {}
+        user_tz = str(profile.get("user_timezone") or profile.get("time_zone") or "")
+        zone = self.zone_option
+        if zone == "auto":
+            if session.flavour == "vtiger":
+                zone = "UTC"
+            else:
+                zone = user_tz or "UTC"
+                if session.timezone_diff:
+                    log.error("the CRM service user's time zone ({tz}) differs from the CRM "
+                              "server's by {diff} s: set the service user's time zone to the "
+                              "server's, or give --crm-timezone; times may be off",
+                              tz=user_tz, diff=session.timezone_diff)
+        email2 = "yahooid" if "yahooid" in contacts else (
+            "secondaryemail" if "secondaryemail" in contacts else "")
+        self._ctx = mapping.Context(
+            flavour=session.flavour, zone_name=zone, diff=session.timezone_diff,
+            date_format=str(profile.get("date_format") or "yyyy-mm-dd"),
+            email2_field=email2, event_fields=frozenset(events), now=self._now_dt())
+        self._ctx_session = session
+        return self._ctx
+
+    def _now_dt(self) -> Any:
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(self.reactor.seconds(), UTC)
+
+    async def crm_user_id(self, name: str, refresh: bool = False) -> str | None:
+        now = self.reactor.seconds()
+        key = name.lower()
+        if (refresh or key not in self._crm_users) and now - self._crm_users_at > USERS_REFRESH:
+            users: dict[str, str] = {}
+            async for page in self.client.query_pages("Users", columns="user_name"):
+                for row in page:
+                    users[str(row.get("user_name") or "").lower()] = str(row["id"])
+            self._crm_users, self._crm_users_at = users, now
+        return self._crm_users.get(key)
+
+    async def folders_of(self, user_id: int) -> dict[str, str]:
+        """module -> folder id of the user's default Contacts, Calendar and Tasks."""
+        if user_id not in self._folders:
+            user = User(id=user_id, name="")
+            by_type = {f.type: f.server_id for f in await self.sql.list_folders(user)}
+            self._folders[user_id] = {m: by_type[t] for m, t in FOLDER_TYPE.items()
+                                      if t in by_type}
+        return self._folders[user_id]
+
+    # -- first load of a user ---------------------------------------------------------------
+    async def ensure_loaded(self, user: User) -> str | None:
+        """Make sure the user's CRM records are in the mirror; their CRM user id (None:
+        no CRM user of that name)."""
+        if user.id in self._user_map:
+            return self._user_map[user.id]
+        known = await self._run(mirror.get_crm_user, user.id)
+        if known is not None and known[1] and known[0] is not None:
+            self._user_map[user.id] = known[0]
+            return known[0]
+        waiters = self._loading.get(user.id)
+        if waiters is not None:
+            d: Deferred[None] = Deferred()
+            waiters.append(d)
+            await d
+            return self._user_map.get(user.id)
+        self._loading[user.id] = []
+        error: BaseException | None = None
+        try:
+            await self.lock.run(lambda: Deferred.fromCoroutine(self._load(user)))
+        except BaseException as e:  # noqa: BLE001 - handed to every waiter
+            error = e
+        waiting = self._loading.pop(user.id, [])
+        for w in waiting:
+            if error is None:
+                w.callback(None)
+            else:
+                w.errback(Failure(error))
+        if error is not None:
+            raise error
+        return self._user_map.get(user.id)
+
+    async def _load(self, user: User) -> None:
+        crm_user = await self.crm_user_id(user.name, refresh=True)
+        if crm_user is None:
+            log.warn("easync user {name} has no CRM user of that name: their folders stay "  # noqa: G010
+                     "empty", name=user.name)
+            return                       # not remembered: checked again next time
+        started = time.monotonic()
+        ctx = await self.context()
+        folders = await self.folders_of(user.id)
+        await self._run(mirror.put_crm_user, user.id, crm_user, False, write=True)
+        count = 0
+        for module in MODULES:
+            async for page in self.client.query_pages(
+                    module, f"assigned_user_id = '{crm_user}'"):
+                count += len(page)
+                batch = mirror.Incoming(module, records=page, path="query",
+                                        only_owner=crm_user)
+                changed = await self._run(mirror.apply_incoming, batch, {crm_user: user.id},
+                                          {user.id: folders[module]}, ctx, write=True)
+                self._publish(changed)
+        await self._run(mirror.put_crm_user, user.id, crm_user, True, write=True)
+        self._user_map[user.id] = crm_user
+        log.info("loaded {count} CRM records of {name} in {secs:.1f} s", count=count,
+                 name=user.name, secs=time.monotonic() - started)
+
+    def _publish(self, changed: Iterable[tuple[int, str]]) -> None:
+        if self.notifier is None:
+            return
+        for user_id, folder_id in sorted(changed):
+            self.notifier.publish(user_id, folder_id)
+
+    # -- IItemStore: folders ----------------------------------------------------------------
+    def list_folders(self, user: User) -> Deferred[list[Folder]]:
+        async def run() -> list[Folder]:
+            await self.ensure_loaded(user)
+            return [f for f in await self.sql.list_folders(user) if f.is_default]
+
+        return Deferred.fromCoroutine(run())
+
+    def hierarchy_version(self, user: User) -> Deferred[int]:
+        result: Deferred[int] = self.sql.hierarchy_version(user)
+        return result
+
+    def create_folder(self, user: User, parent_id: str, name: str,
+                      type: int) -> Deferred[Folder]:
+        # the CRM has no folders: FolderCreate answers Status 10
+        return Deferred.fromCoroutine(self._refuse(ValueError("type")))
+
+    async def _refuse(self, exc: BaseException) -> Any:
+        raise exc
+
+    def update_folder(self, user: User, server_id: str, parent_id: str,
+                      name: str) -> Deferred[Folder]:
+        return Deferred.fromCoroutine(self._default_only(user, server_id))
+
+    def delete_folder(self, user: User, server_id: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._default_only(user, server_id))
+
+    async def _default_only(self, user: User, server_id: str) -> Any:
+        folders = {f.server_id for f in await self.sql.list_folders(user) if f.is_default}
+        if server_id in folders:
+            raise ValueError("special")
+        raise KeyError(server_id)
+
+    # -- IItemStore: reading --------------------------------------------------------------
+    def get_items(self, user: User, server_ids: list[str]) -> Deferred[list[Item]]:
+        result: Deferred[list[Item]] = self.sql.get_items(user, server_ids)
+        return result
+
+    def changes_since(self, user: User, folder_id: str, cursor: int, limit: int,
+                      window: tuple[int | None, int | None] | None = None
+                      ) -> Deferred[ChangeBatch]:
+        async def run() -> ChangeBatch:
+            await self.ensure_loaded(user)
+            result: ChangeBatch = await self.sql.changes_since(user, folder_id, cursor, limit,
+                                                               window)
+            return result
+
+        return Deferred.fromCoroutine(run())
+
+    def count_changes_since(self, user: User, folder_id: str, cursor: int) -> Deferred[int]:
+        async def run() -> int:
+            await self.ensure_loaded(user)
+            result: int = await self.sql.count_changes_since(user, folder_id, cursor)
+            return result
+
+        return Deferred.fromCoroutine(run())
+
+    def move_item(self, user: User, server_id: str, dst_folder_id: str) -> Deferred[str]:
+        async def run() -> str:
+            items = await self.sql.get_items(user, [server_id])
+            if not items:
+                raise KeyError("src")
+            folders = {f.server_id: f for f in await self.sql.list_folders(user)
+                       if f.is_default}
+            dst = folders.get(dst_folder_id)
+            if dst is None:
+                raise KeyError("dst")
+            if dst.cls != items[0].cls:
+                raise ValueError("class")
+            if dst_folder_id != items[0].folder_id:
+                raise KeyError("dst")   # one folder per class: nowhere else to go
+            return server_id
+
+        return Deferred.fromCoroutine(run())
+
+    # -- IItemStore: device writes ---------------------------------------------------------
+    def apply(self, user: User, folder_id: str, ops: list[Op],
+              state: StateWrite | None = None) -> Deferred[list[OpResult]]:
+        return Deferred.fromCoroutine(self._apply(user, folder_id, list(ops), state))
+
+    async def _apply(self, user: User, folder_id: str, ops: list[Op],
+                     state: StateWrite | None) -> list[OpResult]:
+        crm_user = await self.ensure_loaded(user)
+        folders = await self.folders_of(user.id) if crm_user is not None else {}
+        module = next((m for m, f in folders.items() if f == str(folder_id)), None)
+        if module is None:
+            if crm_user is None and str(folder_id) in {
+                    f.server_id for f in await self.sql.list_folders(user)
+                    if f.cls in mapping.MODULE_OF}:
+                # a user without a CRM account: nothing can be stored
+                steps = [mirror.Step(op, "fail", "invalid") for op in ops]
+                return await self._run(mirror.commit_device_write, user.id, folder_id,
+                                       "Contacts", steps, state, True,
+                                       self.reactor.seconds(), write=True)
+            result: list[OpResult] = await self.sql.apply(user, folder_id, ops, state)
+            return result          # not a CRM folder (mail folders): plain SQL
+        ctx = await self.context()
+        item_ids = [int(op.server_id.split(":")[1]) for op in ops
+                    if op.kind in ("change", "delete") and isinstance(op.server_id, str)
+                    and op.server_id.startswith(f"{folder_id}:")
+                    and op.server_id.split(":")[1].isdigit()]
+
+        def read(sql: Any, cur: Any) -> tuple[Any, Any, Any, Any]:
+            data = mirror.item_data(sql, cur, item_ids)
+            rows = mirror.rows_by_item(sql, cur, item_ids)
+            adds = mirror.client_adds(sql, cur, user.id, state.device_id, folder_id) \
+                if state is not None else {}
+            links = mirror.links(sql, cur, user.id) if module == "Events" else mapping.Links()
+            return data, rows, adds, links
+
+        data, rows, adds, links = await self._run(read)
+        if adds:
+            live = await self._run(mirror.item_data, list(adds.values()))
+            adds = {c: i for c, i in adds.items() if i in live}
+        steps: list[mirror.Step] = []
+        complete = True
+        failure: CrmUnavailable | None = None
+        for op in ops:
+            try:
+                steps.append(await self._write_one(module, op, folder_id, crm_user, ctx,
+                                                   data, rows, adds, links))
+            except CrmUnavailable as e:
+                complete, failure = False, e
+                break
+        results = await self._run(mirror.commit_device_write, user.id, folder_id, module,
+                                  steps, state, complete, self.reactor.seconds(), write=True)
+        if failure is not None:
+            if any(s.kind in ("add", "change", "delete") for s in steps):
+                self._publish([(user.id, folder_id)])
+            raise Unavailable(f"CRM unavailable: {failure}")
+        return results
+
+    async def _write_one(self, module: str, op: Op, folder_id: str, crm_user: Any,
+                         ctx: mapping.Context, data: dict[int, Any], rows: dict[int, Any],
+                         adds: dict[str, int], links: mapping.Links) -> mirror.Step:
+        if op.kind == "add":
+            if not isinstance(op.data, dict):
+                return mirror.Step(op, "fail", "invalid")
+            if op.ref and op.ref in adds:
+                return mirror.Step(op, "reuse", item_id=adds[op.ref])
+            want = mapping.desired_view(module, op.data, None, ctx, links)
+            element = mapping.element(module, want, None, ctx)
+            element["assigned_user_id"] = crm_user
+            if module == "Events" and ctx.flavour == "vtenext" and op.data.get("Attendees"):
+                element["invitees"] = mapping.invitees(op.data)
+            try:
+                rec = await self.client.create(module, element)
+            except CrmError as e:
+                log.info("CRM refused a new {module} record: {err}", module=module, err=str(e))
+                return mirror.Step(op, "fail", "invalid")
+            return mirror.Step(op, "add", data=op.data, crm_id=str(rec["id"]),
+                               snapshot=mapping.view(module, rec, "retrieve", ctx),
+                               mtime=str(rec.get("modifiedtime") or ""))
+        if op.kind not in ("change", "delete"):
+            return mirror.Step(op, "fail", "invalid")
+        sid = op.server_id or ""
+        item_id = int(sid.split(":")[1]) if sid.startswith(f"{folder_id}:") and \
+            sid.split(":")[1].isdigit() else -1
+        row = rows.get(item_id)
+        if item_id not in data or row is None or row.deleted:
+            return mirror.Step(op, "fail", "notfound")
+        if op.kind == "delete":
+            try:
+                await self.client.delete(row.crm_id)
+            except CrmError as e:
+                log.info("CRM refused to delete {id}: {err}", id=row.crm_id, err=str(e))
+                return mirror.Step(op, "fail", "invalid")
+            return mirror.Step(op, "delete", item_id=item_id)
+        if not isinstance(op.data, dict):
+            return mirror.Step(op, "fail", "invalid")
+        want = mapping.desired_view(module, op.data, row.snapshot, ctx, links)
+        keys = {k for k in want if want[k] != row.snapshot.get(k)}
+        send_invitees = (module == "Events" and ctx.flavour == "vtenext" and
+                         mapping.attendee_key(data[item_id][0]) != mapping.attendee_key(op.data))
+        if not keys and not send_invitees:
+            # nothing the CRM holds changed (categories, picture…): the overlay only
+            return mirror.Step(op, "change", data=op.data, item_id=item_id)
+        element = mapping.element(module, want, keys, ctx)
+        element["id"] = row.crm_id
+        if send_invitees:
+            element["invitees"] = mapping.invitees(op.data)
+        try:
+            rec = await self.client.revise(element)
+        except CrmError as e:
+            log.info("CRM refused a change of {id}: {err}", id=row.crm_id, err=str(e))
+            return mirror.Step(op, "fail", "notfound" if e.code == "RECORD_NOT_FOUND"
+                               else "invalid")
+        return mirror.Step(op, "change", data=op.data, item_id=item_id,
+                           snapshot=mapping.view(module, rec, "retrieve", ctx),
+                           mtime=str(rec.get("modifiedtime") or ""))
+
+    # -- the poller ---------------------------------------------------------------------------
+    def _schedule(self, delay: float) -> None:
+        if not self.running:
+            return
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = self.reactor.callLater(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._call = None
+
+        def ok(_: Any) -> None:
+            self.poll_failures = 0
+            self._schedule(self.poll_interval)
+
+        def failed(f: Failure) -> None:
+            self.poll_failures += 1
+            cap = max(self.poll_interval, min(300.0, self.poll_interval * 20))
+            delay = min(cap, self.poll_interval * 2 ** self.poll_failures)
+            if f.check(Unavailable):
+                log.warn("CRM poll failed ({err}); next try in {delay:.1f} s",  # noqa: G010
+                         err=str(f.value), delay=delay)
+            else:
+                log.failure("CRM poll failed; next try in {delay:.1f} s", f, delay=delay)
+            self._schedule(delay)
+
+        Deferred.fromCoroutine(self.poll_once()).addCallbacks(ok, failed)
+
+    def crm_now(self) -> int:
+        """The CRM's clock, in Unix seconds, as of its last challenge."""
+        mark = getattr(self.client, "server_clock", None)
+        if mark is None:
+            return int(self.reactor.seconds())
+        server_time, then = mark
+        return int(server_time + (self.reactor.seconds() - then))
+
+    async def poll_once(self) -> None:
+        """Find the CRM's changes since the last poll and write them to the mirror."""
+        await self.lock.run(lambda: Deferred.fromCoroutine(self._poll()))
+        self.polls += 1
+
+    async def _poll(self) -> None:
+        ctx = await self.context()
+        owners: dict[str, int] = await self._run(mirror.mapped_users)
+        folders = {m: {} for m in MODULES}  # type: dict[str, dict[int, str]]
+        for user_id in set(owners.values()):
+            for m, f in (await self.folders_of(user_id)).items():
+                folders[m][user_id] = f
+        for module in MODULES:
+            if self.mode == "sync":
+                try:
+                    await self._poll_sync(module, ctx, owners, folders[module])
+                    continue
+                except (CrmError, CrmUnavailable) as e:
+                    if not _crm_quirk_code(e):
+                        raise
+                    # is it sync that is broken, or the CRM?  ask something else
+                    await self.client.query(f"SELECT count(*) FROM {module};")
+                    log.warn("CRM sync does not work ({err}); finding changes with "  # noqa: G010
+                             "query and id scans instead", err=str(e))
+                    self.mode = "query"
+            await self._poll_query(module, ctx, owners, folders[module])
+
+    async def _poll_sync(self, module: str, ctx: mapping.Context, owners: dict[str, int],
+                         folders: dict[int, str]) -> None:
+        name = f"sync:{module}"
+        st = await self._run(mirror.get_state, name)
+        now = self.reactor.seconds()
+        if st is None:
+            st = {"t": self.crm_now() - 1, "seen": now}
+        # the newest second is read again until it has settled (a record written later
+        # in that same second would otherwise be missed)
+        since = st["t"] - 1 if now - st.get("seen", 0) < self.settle else st["t"]
+        for _page in range(100000):
+            res = await self.client.sync(module, since)
+            last = int(res.get("lastModifiedTime") or since)
+            batch = mirror.Incoming(module, records=list(res.get("updated") or []),
+                                    deleted=[str(i) for i in res.get("deleted") or []],
+                                    path="query")
+            if last > st["t"]:
+                st = {"t": last, "seen": now}
+
+            def write(sql: Any, cur: Any, batch: Any = batch, st: Any = st
+                      ) -> set[tuple[int, str]]:
+                changed = mirror.apply_incoming(sql, cur, batch, owners, folders, ctx)
+                mirror.put_state(sql, cur, name, st)
+                return changed
+
+            self._publish(await self._run(write, write=True))
+            if not res.get("more") or last <= since:
+                return
+            since = last                # within one run: the page held all of `last`
+
+    async def _poll_query(self, module: str, ctx: mapping.Context, owners: dict[str, int],
+                          folders: dict[int, str]) -> None:
+        name = f"query:{module}"
+        st = await self._run(mirror.get_state, name)
+        now = self.reactor.seconds()
+        if st is None:
+            start = self.crm_now() - 60
+            from datetime import UTC, datetime
+
+            st = {"mt": datetime.fromtimestamp(start, UTC).astimezone(ctx.zone).strftime(
+                "%Y-%m-%d %H:%M:%S"), "scan": now}
+        newest = st["mt"]
+        offset = 0
+        while True:
+            rows = await self.client.query(
+                f"SELECT * FROM {module} WHERE modifiedtime >= '{st['mt']}'"
+                f" ORDER BY modifiedtime LIMIT {offset},100;")
+            for r in rows:
+                newest = max(newest, str(r.get("modifiedtime") or ""))
+            batch = mirror.Incoming(module, records=rows, path="query")
+            self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
+                                          write=True))
+            if len(rows) < 100:
+                break
+            offset += QUERY_PAGE_STEP
+        st = {"mt": newest, "scan": st.get("scan", now)}
+        if now - st["scan"] >= self.deletion_scan:
+            await self._scan_deletions(module, ctx, owners, folders)
+            st["scan"] = now
+        await self._run(mirror.put_state, name, st, write=True)
+
+    async def _scan_deletions(self, module: str, ctx: mapping.Context, owners: dict[str, int],
+                              folders: dict[int, str]) -> None:
+        """Deleted records never appear in query: compare the CRM's ids with ours."""
+        seen: set[str] = set()
+        async for page in self.client.query_pages(module, columns="id"):
+            seen.update(str(r["id"]) for r in page)
+        ours = await self._run(mirror.live_crm_ids, module)
+        gone = sorted(set(ours) - seen)
+        if gone:
+            batch = mirror.Incoming(module, deleted=gone)
+            self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
+                                          write=True))
