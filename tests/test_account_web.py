@@ -414,6 +414,12 @@ async def test_admin_pages(srv: AccountServer) -> None:
     assert any("refuses this user until" in m for m in r.messages())
     r = await c.submit(confirm, "/account/admin/2fa", {"user": "carol", "method": "off"})
     assert (await as_status(srv, "carol")).two_factor == "none"
+    # an authenticator app is the user's own business (its secret is shown to them only)
+    r = await c.get("/account/admin/2fa?user=carol&method=totp")
+    assert r.url.endswith("/account/admin")
+    assert any("set up an authenticator app themselves" in m for m in r.messages())
+    r = await c.submit(confirm, "/account/admin/2fa", {"user": "carol", "method": "totp"})
+    assert r.status == 400 and (await as_status(srv, "carol")).two_factor == "none"
     r = await c.submit(confirm, "/account/admin/2fa", {"user": "nobody", "method": "email"})
     assert r.status in (400, 404) and "nobody" in r.text
     # 2FA for everyone

@@ -248,8 +248,12 @@ class Account:
         """2FA on (email|totp) or off for a user; with ActiveSync on and no ActiveSync
         password, an optional new one (typed twice) is set in the same step, first."""
         me = self.require_admin(s)
-        if method not in ("email", "totp", "off"):
-            raise Refused("Choose e-mail, authenticator app or off.", code="bad_method")
+        if method == "totp":
+            # The service would make a new secret nobody but the admin ever sees.
+            raise Refused("Users set up an authenticator app themselves, on their "
+                          "two-factor page; choose e-mail codes or off.", code="bad_method")
+        if method not in ("email", "off"):
+            raise Refused("Choose e-mail codes or off.", code="bad_method")
         target = await self._admin_target(me, name)
         given = method != "off" and bool(new or confirm)
         return await self.ops.set_twofa(

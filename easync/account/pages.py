@@ -339,7 +339,10 @@ class Pages:
         s = ctx.session
         self.acc.require_admin(s)
         method = ctx.query("method") or ctx.arg("method") or ""
-        if method not in ("email", "totp", "off"):
+        if method not in ("email", "off"):
+            if method == "totp":
+                s.say("error", "Users set up an authenticator app themselves, on their "
+                               "two-factor page.")
             return redirect(f"{ROOT}/admin")
         try:
             u = await self.acc.admin_user(s, ctx.query("user") or ctx.arg("user"))

@@ -52,7 +52,8 @@ def install(top: MultiService, site: server.Site, easserver: Any,
 
     if multi and workers.worker_number() != 0:
         return None
-    page = make_account_resource(accounts, reactor, easserver.settings.trusted_proxies)
+    page = make_account_resource(accounts, reactor,
+                                 getattr(easserver.settings, "trusted_proxies", ()))
     if where == "same":
         site.resource.putChild(b"account", page)
         return page

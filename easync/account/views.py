@@ -398,10 +398,12 @@ def admin(users: list[UserRow], everyone: bool, csrf: str, me: str) -> str:
                        f'<button class="secondary" type="submit">'
                        f'{"Turn ActiveSync off" if u.activesync else "Turn ActiveSync on"}'
                        "</button>")
+        choices = [("off", "2FA off"), ("email", "2FA by e-mail")]
+        if u.twofa == "totp":       # users set up an authenticator app themselves
+            choices.append(("totp", "2FA by authenticator app"))
         options = "".join(
             f'<option value="{v}"{" selected" if (u.twofa or "off") == v else ""}>{t}</option>'
-            for v, t in (("off", "2FA off"), ("email", "2FA by e-mail"),
-                         ("totp", "2FA by authenticator app")))
+            for v, t in choices)
         tf_form = (f'<form method="get" action="{ROOT}/admin/2fa">'
                    f'<input type="hidden" name="user" value="{e(u.name)}">'
                    f'<label for="m-{e(qn)}">Two-factor authentication</label>'
