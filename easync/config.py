@@ -306,7 +306,10 @@ def account_listen(value: Any) -> str:
         return "same"
     if v.lower() == "off":
         return "off"
-    return check_listen(v)
+    try:
+        return check_listen(v)
+    except ConfigError as e:
+        raise ValueError(f"expected same, off or an endpoint such as ssl:8444 ({e})") from None
 
 
 def load_file(filename: str) -> dict[str, Any]:
