@@ -9,7 +9,8 @@ For each Basic login (see ``easync.auth.accounts.eas_mode``):
    a phone's repeated requests without bcrypt or directory; an entry is only used while
    the record's credential fields (login hash, ActiveSync hash, 2FA method) and the
    2FA-for-everyone setting are what they were when it was made, so any credential
-   change forgets it at once, in every process;
+   change forgets it at once, in every process; a lockout applies to cached
+   credentials too (checked at most once a second per user and address);
 3. otherwise the throttle is consulted (``LockedOut`` → HTTP 429 + Retry-After), then:
    an ActiveSync password set → only it is checked (bcrypt, in the crypto pool);
    2FA on and none set → refused (401, the reason in the request log line);
@@ -48,6 +49,7 @@ log = Logger()
 CACHE_SECONDS = 300.0
 CACHE_MAX = 100_000
 NOTE_EVERY = 60.0
+LOCK_RECHECK = 1.0
 
 
 class ClientCredentials(UsernamePassword):
@@ -98,6 +100,7 @@ class PolicyChecker:
         self._cache: dict[bytes, tuple[str, tuple[Any, ...], float]] = {}
         self._loaded: dict[str, User] = {}
         self._noted: dict[tuple[str, str], float] = {}
+        self._lock_checked: dict[tuple[str, str], float] = {}
         accounts.on_change(self.forget)
 
     # -- for the HTTP layer ------------------------------------------------------------
@@ -168,15 +171,20 @@ class PolicyChecker:
         key = self._cache_key(name_key, password)
         now = self.reactor.seconds()
         hit = self._cache.get(key)
+        throttle = self.accounts.throttle
         if hit is not None and user is not None and hit[1] == _fingerprint(user, everyone) \
                 and hit[2] > now:
+            # known-good credentials: no bcrypt, but a lockout still applies (looked up
+            # at most once a second per user and address)
+            checked = self._lock_checked.get((name_key, address), float("-inf"))
+            if now - checked >= LOCK_RECHECK:
+                await self._check_lockout(name_key, address)
+                if len(self._lock_checked) > 200_000:
+                    self._lock_checked.clear()
+                self._lock_checked[(name_key, address)] = now
             self._loaded[user.name] = user
             return user.name
-        throttle = self.accounts.throttle
-        try:
-            failures = await throttle.check(name_key, address)
-        except LockedOut as e:
-            raise LoginLockedOut(str(e), e.retry_after) from None
+        failures = await self._check_lockout(name_key, address)
         try:
             user = await self._decide(user, raw, password, everyone)
         except PolicyRefused:
@@ -193,6 +201,13 @@ class PolicyChecker:
             user.name, _fingerprint(user, everyone), now + self.cache_seconds)
         self._loaded[user.name] = user
         return user.name
+
+    async def _check_lockout(self, name: str, address: str) -> int:
+        try:
+            return await self.accounts.throttle.check(name, address)
+        except LockedOut as e:
+            self._lock_checked.pop((name, address), None)
+            raise LoginLockedOut(str(e), e.retry_after) from None
 
     async def _decide(self, user: User | None, raw: str, password: str,
                       everyone: bool) -> User:
