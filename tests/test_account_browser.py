@@ -13,6 +13,7 @@ Screenshots of the key pages, at a phone's viewport (390×844), are written to
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -268,7 +269,8 @@ def test_vtenext_flow_in_a_browser(world: tuple[RunningServer, Mailbox, Browser]
     # The page now shows the password's last use and the device.
     b.open("/account/")
     text = b.text()
-    assert "MARIOPHONE" in text and "Last used" in text
+    assert re.search(r"Last used\s+\d{4}-\d\d-\d\d [^\n]* by MARIOPHONE", text), text
+    assert re.search(r"MARIOPHONE\s+Last sync\s+\d{4}-\d\d-\d\d", text), text
     b.shot("07-overview-synced")
 
     log = srv.log_text()

@@ -186,6 +186,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
                                   [c["id"] for c in spec["collections"]], spec["hold"])
     try:
         resp = await _run(server, engine, req, spec, quirks)
+        await _note_sync(server, req)
         if resp is not None or hold is None:
             return resp if resp is not None else EasResponse(None, status="1")
         # Nothing to tell: hold the request until a change or the heartbeat.
@@ -205,6 +206,17 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     finally:
         if hold is not None:
             hold.end()
+
+
+# The device record's last_sync (shown by the account page and easync-admin device list)
+# is written at most this often per device.
+LAST_SYNC_EVERY = 60.0
+
+
+async def _note_sync(server: EasServer, req: EasRequest) -> None:
+    now = server.clock.seconds()
+    if now - float((req.device or {}).get("last_sync") or 0) >= LAST_SYNC_EVERY:
+        await server.state.save_device(req.user, req.device_id, last_sync=now)
 
 
 async def _run(server: EasServer, engine: SyncEngine, req: EasRequest, spec: dict[str, Any],
