@@ -546,3 +546,84 @@ async def test_no_secret_in_any_log_line(srv: AccountServer) -> None:
     for secret in (PASSWORD, code, "Sekrit-Phone-9", generated, "Wrong-Pass-77",
                    page.csrf(), c.cookie or "no cookie"):
         assert secret not in text, secret
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_api_devices_and_totp(srv: AccountServer) -> None:
+    alice = await srv.store.get_user("alice")
+    await srv.store.save_device(alice, "PHONE1", device_type="iPhone")
+    await srv.store.save_device(alice, "PHONE2", device_type="Android")
+    c = srv.client()
+    assert (await c.api("POST", "login", {"username": "alice", "password": PASSWORD})
+            ).json()["logged_in"]
+    r = await c.api("GET", "devices")
+    assert [d["device_id"] for d in r.json()["devices"]] == ["PHONE1", "PHONE2"]
+    r = await c.api("POST", "devices/wipe", {"device_id": "PHONE1"})
+    assert {d["device_id"]: d["wipe"] for d in r.json()["devices"]}["PHONE1"] == "pending"
+    r = await c.api("POST", "devices/remove", {"device_id": "PHONE2"})
+    assert [d["device_id"] for d in r.json()["devices"]] == ["PHONE1"]
+    r = await c.api("POST", "devices/remove", {})
+    assert r.status == 400 and "device_id" in r.json()["error"]["message"]
+    r = await c.api("POST", "2fa", {"method": "sms"})
+    assert r.status == 400
+    r = await c.api("POST", "2fa/totp/confirm", {"code": "123456"})
+    assert r.status == 400 and r.json()["error"]["code"] == "not-enrolled"
+    e = (await c.api("POST", "2fa/totp")).json()
+    assert e["uri"].startswith("otpauth://totp/") and e["qr_svg"].startswith("<svg")
+    code = pyotp.TOTP(e["secret"]).at(srv.clock.seconds())
+    r = await c.api("POST", "2fa/totp/confirm", {"code": code})
+    assert r.status == 200 and r.json()["two_factor"] == "totp"
+    r = await c.api("POST", "2fa", {"method": "email"})
+    assert r.status == 200 and r.json()["two_factor"] == "email"
+    # the e-mail code step of an API login, with a new code on request
+    other = srv.client()
+    r = await other.api("POST", "login", {"username": "alice", "password": PASSWORD})
+    assert r.json()["code_required"]["method"] == "email"
+    srv.clock.advance(31)
+    n = len(srv.sink.messages)
+    r = await other.api("POST", "login/send")
+    assert r.status == 200 and r.json() == {"sent_to": "a***@example.org"}
+    code = await srv.code_for("alice@example.org", n)
+    r = await other.api("POST", "login/code", {"code": code})
+    assert r.json()["logged_in"] and r.json()["user"] == "alice"
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_requests(srv: AccountServer) -> None:
+    c = srv.client()
+    page = await c.get("/account/login")
+    r = await c.submit(page, "/account/login", {"username": "alice", "password": PASSWORD,
+                                                "junk": "x" * 5000})
+    assert r.status == 400 and "too long" in r.text
+    r = await c.request("POST", "/account/login", raw=b"csrf=" + b"a" * 70000,
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status == 400 and "too large" in r.text
+    assert (await c.request("PUT", "/account/login")).status == 405
+    assert (await c.request("DELETE", "/account/api/status")).status in (404, 405)
+    r = await c.api("POST", "login", ["a", "list"])
+    assert r.status == 400 and r.json()["error"]["code"] == "bad_request"
+    r = await c.api("POST", "login", {"username": 5, "password": PASSWORD})
+    assert r.status == 400
+    assert "Signed in" not in (await c.get("/account/")).text
+
+
+@pytest_twisted.ensureDeferred
+async def test_database_down_is_503_not_a_refusal(srv: AccountServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from easync.errors import Unavailable
+
+    c = srv.client()
+    await c.login("alice")
+
+    async def down(*args: Any, **kw: Any) -> Any:
+        raise Unavailable("database is locked")
+
+    monkeypatch.setattr(srv.service, "status", down)
+    monkeypatch.setattr(srv.service, "verify_login", down)
+    r = await c.get("/account/")
+    assert r.status == 503 and r.header("retry-after") == "30"
+    assert "cannot answer right now. Nothing was changed" in r.text
+    r = await c.api("GET", "status")
+    assert r.status == 503 and r.json()["error"]["code"] == "unavailable"
+    r = await srv.client().login("alice")
+    assert r.status == 503 and "Wrong" not in r.text
