@@ -627,3 +627,17 @@ async def test_database_down_is_503_not_a_refusal(srv: AccountServer,
     assert r.status == 503 and r.json()["error"]["code"] == "unavailable"
     r = await srv.client().login("alice")
     assert r.status == 503 and "Wrong" not in r.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_lockout_is_429_with_a_clear_message(srv: AccountServer) -> None:
+    c = srv.client()
+    for _ in range(10):
+        r = await c.login("alice", "not it")
+        assert r.status in (403, 429)
+    r = await c.login("alice")                          # even the right password now
+    assert r.status == 429 and r.header("retry-after")
+    assert any("locked out" in m for m in r.messages()), r.messages()
+    assert "Signed in" not in r.text
+    entries = await srv.service.audit_log("alice")
+    assert any(e.action == "lockout" or "lock" in e.action for e in entries)
