@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 # Backends and authentication methods whose code exists.  The other names are part of
 # the command-line contract and are refused with a clear message until implemented.
 BACKENDS = ("sql", "crm")
-BACKENDS_IMPLEMENTED = ("sql",)
+BACKENDS_IMPLEMENTED = ("sql", "crm")
 AUTHS = ("local", "ldap", "crm")
 AUTHS_IMPLEMENTED = ("local", "ldap")
 
@@ -199,7 +199,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("node-name", "auto", node_name,
            "This process's name among several on one PostgreSQL database, in logs and "
            "easync-admin device list; auto: host name:process id."),
-    Option("backend", "sql", choice(*BACKENDS), "Item store: sql (crm: not yet)."),
+    Option("backend", "sql", choice(*BACKENDS),
+           "Item store: sql (easync's database) or crm (a vtenext/vtiger CRM at "
+           "--crm-url; users, devices and sync state stay in --db)."),
     Option("auth", "local", choice(*AUTHS),
            "Login password check: local (bcrypt in easync's database) or ldap (a bind to "
            "--ldap-url); crm: not yet."),
@@ -279,6 +281,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("smtp-user", "", text, "User name at the relay (needs --smtp-starttls)."),
     Option("smtp-password-file", "", text, "File whose first line is the relay password."),
     Option("smtp-timeout", 20.0, positive_float, "Seconds to wait for the relay."),
+    # -- --backend crm (backends/crm): README "A vtenext or vtiger CRM as the store"
+    Option("crm-url", "", text,
+           "The CRM's web-service endpoint, https://HOST/PATH/webservice.php."),
+    Option("crm-user", "", text, "The CRM service user easync logs in as (an admin)."),
+    Option("crm-access-key-file", "", text,
+           "File whose first line is the service user's access key (CRM: My Preferences)."),
+    Option("crm-poll-interval", 15.0, positive_float,
+           "Seconds between polls for changes made in the CRM (one poll for all users)."),
+    Option("crm-timeout", 30.0, positive_float,
+           "Seconds to wait for the CRM before giving up (devices then get 503)."),
+    Option("crm-timezone", "auto", text,
+           "Zone the CRM server stores times in (IANA name); auto: UTC for vtiger, the "
+           "service user's zone for vtenext."),
 )
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
@@ -310,6 +325,25 @@ def account_listen(value: Any) -> str:
         return check_listen(v)
     except ConfigError as e:
         raise ValueError(f"expected same, off or an endpoint such as ssl:8444 ({e})") from None
+
+
+def check_crm(out: Mapping[str, Any]) -> None:
+    """The --crm-* options --backend crm and --auth crm need."""
+    url = out["crm-url"]
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?/webservice\.php", url or ""):
+        raise ConfigError(f"crm-url: expected http(s)://HOST/…/webservice.php, got {url!r}")
+    if out["backend"] == "crm":
+        if not out["crm-user"] or not out["crm-access-key-file"]:
+            raise ConfigError("backend crm needs crm-user and crm-access-key-file")
+        if out.get("workers", 1) > 1:
+            raise ConfigError("backend crm runs one poller per process: workers must be 1")
+    if out["crm-timezone"] != "auto":
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(out["crm-timezone"])
+        except (KeyError, ValueError):
+            raise ConfigError(f"crm-timezone: unknown zone {out['crm-timezone']!r}") from None
 
 
 def load_file(filename: str) -> dict[str, Any]:
@@ -354,6 +388,8 @@ def resolve(given: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str,
     if out["backend"] not in BACKENDS_IMPLEMENTED:
         raise ConfigError(f"backend {out['backend']!r} is not implemented yet; "
                           f"use {' or '.join(BACKENDS_IMPLEMENTED)}")
+    if out["backend"] == "crm" or out["auth"] == "crm":
+        check_crm(out)
     if out["auth"] not in AUTHS_IMPLEMENTED:
         raise ConfigError(f"auth {out['auth']!r} is not implemented yet; "
                           f"use {' or '.join(AUTHS_IMPLEMENTED)}")

@@ -130,7 +130,18 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     for service in hub_services:
         service.setServiceParent(top)
 
-    server = EasServer(users=store, items=store, state=store,
+    items: Any = store
+    if options["backend"] == "crm":
+        # contacts, events and tasks in a CRM, mirrored in --db (backends/crm)
+        from backends.crm import make_store
+
+        try:
+            items = make_store(reactor, store, dict(options), notifier)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        items.setName("crm")
+        items.setServiceParent(top)
+    server = EasServer(users=store, items=items, state=store,
                        notifier=notifier, clock=reactor, settings=settings)
     # Who may sync: the login-password checker (local or LDAP) wrapped in the
     # ActiveSync-password policy, and the account service (easync.auth).

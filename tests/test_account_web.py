@@ -641,3 +641,17 @@ async def test_login_lockout_is_429_with_a_clear_message(srv: AccountServer) -> 
     assert "Signed in" not in r.text
     entries = await srv.service.audit_log("alice")
     assert any(e.action == "lockout" or "lock" in e.action for e in entries)
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_flag_taken_away_mid_session(srv: AccountServer) -> None:
+    c = srv.client()
+    home = await c.login("root")
+    admin = await c.get("/account/admin")
+    assert admin.status == 200
+    await srv.service.set_admin("root", False)
+    r = await c.submit(home, "/account/admin/activesync", {"user": "alice", "state": "off"})
+    assert r.status == 403 and "administrator" in r.text
+    assert (await as_status(srv, "alice")).activesync
+    r = await c.get("/account/admin")
+    assert r.status == 403 and "administrator" in r.text

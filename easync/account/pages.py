@@ -82,6 +82,8 @@ class Pages:
             except NotAdmin:
                 return self.show(ctx, "Not allowed", views.message(
                     "This page is for administrators."), status=403)
+            except Refused as e:        # e.g. the account is gone, or no longer an admin
+                return self.refused(ctx, self.show(ctx, "Sorry", views.message(e.message)), e)
         return run
 
     def show(self, ctx: Ctx, title: str, body: str, status: int = 200,
