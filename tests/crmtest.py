@@ -91,3 +91,51 @@ async def make_env(tmp_path: Path, *, flavour: str = "vtenext", users: tuple[str
     if start:
         store.startService()
     return env
+
+
+class CrmUnderTest:
+    """The CRM store under the SQL store's contract tests (tests/test_store_contract.py):
+    the ``IItemStore`` methods go to a ``CrmStore`` over a fake CRM, everything else
+    (users, device state, the SQL extras such as ``linked_contacts``) to the
+    ``SqlStore`` that holds the mirror.  ``add_user`` also makes the CRM user."""
+
+    def __init__(self, crm_store: CrmStore, sql: SqlStore, fake: FakeCrm, port: Any,
+                 pool: Any) -> None:
+        from easync.interfaces import IItemStore
+
+        self.crm = crm_store
+        self.sql = sql
+        self.fake = fake
+        self._port = port
+        self._pool = pool
+        self._items = set(IItemStore.names())
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._items:
+            return getattr(self.crm, name)
+        return getattr(self.sql, name)
+
+    async def add_user(self, name: str, password_hash: str | None, email: str | None,
+                       activesync: bool) -> User:
+        try:
+            self.fake.user_id(name)
+        except KeyError:
+            self.fake.add_user(name, email=email)
+        return await self.sql.add_user(name, password_hash, email, activesync)
+
+    async def close(self) -> None:
+        await self._pool.closeCachedConnections()
+        await self._port.stopListening()
+
+
+async def crm_under_test(sql: SqlStore) -> CrmUnderTest:
+    r = reactor()
+    fake = FakeCrm("vtenext")
+    port = serve(fake, r)
+    pool = HTTPConnectionPool(r, persistent=True)
+    client = CrmClient(r, HTTPClient(Agent(r, pool=pool)),
+                       f"http://127.0.0.1:{port.getHost().port}/webservice.php", "admin",
+                       "adminKEY123", timeout=10)
+    store = CrmStore(r, sql, client)
+    await store.open()
+    return CrmUnderTest(store, sql, fake, port, pool)

@@ -445,6 +445,10 @@ async def test_crm_errors_and_slowness(tmp_path: Path) -> None:
         res = await env.store.apply(u, f["Contacts"], [Op("add", data={"LastName": "a"}),
                                                        Op("add", data={"LastName": "b"})])
         assert [(r.ok, r.error) for r in res] == [(False, "invalid"), (True, None)]
+        # an error about the CRM's own state (not the record's): the request is retried
+        env.crm.fail_next = [("DATABASE_QUERY_ERROR", "deadlock")]
+        with pytest.raises(Unavailable, match="DATABASE_QUERY_ERROR"):
+            await env.store.apply(u, f["Contacts"], [Op("add", data={"LastName": "x"})])
         # an HTTP 500 page, a CRM slower than the timeout, a CRM that is down: 503
         env.crm.http500_next = 1
         with pytest.raises(Unavailable):

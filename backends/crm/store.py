@@ -60,6 +60,8 @@ SETTLE = 30.0               # seconds before the newest CRM second is not re-rea
 USERS_REFRESH = 60.0        # seconds between reads of the CRM's user list
 DELETION_SCAN = 600.0       # query mode: seconds between id scans for deletions
 QUERY_PAGE_STEP = 90        # query mode: offset step (10 rows of overlap per page)
+# error codes about the CRM's state, not the record: the device retries the request
+TRANSIENT_CODES = frozenset({"DATABASE_QUERY_ERROR", "INTERNAL_SERVER_ERROR", "UNKNOWN"})
 
 
 def _crm_quirk_code(exc: BaseException) -> bool:
@@ -95,7 +97,7 @@ class CrmStore(Service):
         self._ctx: mapping.Context | None = None
         self._ctx_session: Any = None
         self._crm_users: dict[str, str] = {}    # lower-case user name -> CRM user id
-        self._crm_users_at = -1e18
+        self._misses: dict[str, float] = {}     # names the CRM lacked, when last asked
         self._user_map: dict[int, str | None] = {}   # easync user id -> CRM user id (loaded)
         self._loading: dict[int, list[Deferred[None]]] = {}
         self._folders: dict[int, dict[str, str]] = {}   # user id -> module -> folder id
@@ -164,15 +166,19 @@ class CrmStore(Service):
 
         return datetime.fromtimestamp(self.reactor.seconds(), UTC)
 
-    async def crm_user_id(self, name: str, refresh: bool = False) -> str | None:
+    async def crm_user_id(self, name: str) -> str | None:
+        """The CRM user id of this user name; the CRM's user list is read again for a
+        name it lacked, at most once a minute per name."""
         now = self.reactor.seconds()
         key = name.lower()
-        if (refresh or key not in self._crm_users) and now - self._crm_users_at > USERS_REFRESH:
+        if key not in self._crm_users and now - self._misses.get(key, -1e18) > USERS_REFRESH:
             users: dict[str, str] = {}
             async for page in self.client.query_pages("Users", columns="user_name"):
                 for row in page:
                     users[str(row.get("user_name") or "").lower()] = str(row["id"])
-            self._crm_users, self._crm_users_at = users, now
+            self._crm_users = users
+            if key not in users:
+                self._misses[key] = now
         return self._crm_users.get(key)
 
     async def folders_of(self, user_id: int) -> dict[str, str]:
@@ -217,7 +223,7 @@ class CrmStore(Service):
         return self._user_map.get(user.id)
 
     async def _load(self, user: User) -> None:
-        crm_user = await self.crm_user_id(user.name, refresh=True)
+        crm_user = await self.crm_user_id(user.name)
         if crm_user is None:
             log.warn("easync user {name} has no CRM user of that name: their folders stay "  # noqa: G010
                      "empty", name=user.name)
@@ -371,6 +377,9 @@ class CrmStore(Service):
             except CrmUnavailable as e:
                 complete, failure = False, e
                 break
+            except CrmError as e:           # only TRANSIENT_CODES get here
+                complete, failure = False, CrmUnavailable(str(e))
+                break
         results = await self._run(mirror.commit_device_write, user.id, folder_id, module,
                                   steps, state, complete, self.reactor.seconds(), write=True)
         if failure is not None:
@@ -395,6 +404,8 @@ class CrmStore(Service):
             try:
                 rec = await self.client.create(module, element)
             except CrmError as e:
+                if e.code in TRANSIENT_CODES:
+                    raise
                 log.info("CRM refused a new {module} record: {err}", module=module, err=str(e))
                 return mirror.Step(op, "fail", "invalid")
             return mirror.Step(op, "add", data=op.data, crm_id=str(rec["id"]),
@@ -412,6 +423,8 @@ class CrmStore(Service):
             try:
                 await self.client.delete(row.crm_id)
             except CrmError as e:
+                if e.code in TRANSIENT_CODES:
+                    raise
                 log.info("CRM refused to delete {id}: {err}", id=row.crm_id, err=str(e))
                 return mirror.Step(op, "fail", "invalid")
             return mirror.Step(op, "delete", item_id=item_id)
@@ -431,6 +444,8 @@ class CrmStore(Service):
         try:
             rec = await self.client.revise(element)
         except CrmError as e:
+            if e.code in TRANSIENT_CODES:
+                raise
             log.info("CRM refused a change of {id}: {err}", id=row.crm_id, err=str(e))
             return mirror.Step(op, "fail", "notfound" if e.code == "RECORD_NOT_FOUND"
                                else "invalid")
