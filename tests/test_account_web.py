@@ -4,6 +4,7 @@ session expiry, bad input with clear messages and nothing changed."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -342,7 +343,11 @@ async def test_totp_enrolment_then_login_with_totp(srv: AccountServer) -> None:
     assert "Use an authenticator app" in page.text and "Off" in page.text
     r = await c.submit(page, "/account/2fa/totp", {})
     assert r.url.endswith("/account/2fa/totp")
-    assert 'src="data:image/svg+xml;base64,' in r.text
+    img = re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', r.text)
+    assert img
+    svg = base64.b64decode(img.group(1)).decode()
+    assert svg.startswith("<svg") and 'xmlns="http://www.w3.org/2000/svg"' in svg
+    assert "viewBox=" in svg                  # an image of its own, scaled by the page
     m = re.search(r'id="totp-secret">([A-Z2-7 ]+)<', r.text)
     assert m
     secret = m.group(1).replace(" ", "")

@@ -10,6 +10,7 @@ operations need the user's ``admin`` flag.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -33,6 +34,16 @@ def _method(value: str | None) -> str | None:
 
 
 def svg_data_uri(svg: str) -> str:
+    """An ``<img src>`` for SVG markup made to be inlined (segno's ``svg_inline``): as a
+    document of its own it needs the SVG namespace, and a viewBox to scale."""
+    head, sep, rest = svg.partition(">")
+    if sep and head.startswith("<svg"):
+        if "xmlns=" not in head:
+            head += ' xmlns="http://www.w3.org/2000/svg"'
+        size = dict(re.findall(r'\b(width|height)="(\d+(?:\.\d+)?)"', head))
+        if "viewBox" not in head and len(size) == 2:
+            head += f' viewBox="0 0 {size["width"]} {size["height"]}"'
+        svg = head + sep + rest
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
 
 
