@@ -279,7 +279,7 @@ async def test_changes_need_a_recent_verification(srv: AccountServer) -> None:
     srv.clock.advance(6 * 60)
     r = await c.get("/account/as-password")
     assert "/account/verify?next=%2Faccount%2Fas-password" in r.url
-    assert "Confirm it's you" in r.text and "Send me a code" in r.text
+    assert "You need to authenticate to proceed" in r.text and "Send me a code" in r.text
     r = await c.submit(home, "/account/as-password", {"action": "generate"})
     assert "/account/verify" in r.url
     assert not (await as_status(srv, "bob")).as_password.is_set

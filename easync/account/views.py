@@ -163,7 +163,6 @@ def verify(csrf: str, user: str, method: str | None, sent_to: str, next_url: str
         send = ""
         code = ""
     return f"""<section class="card">
-<h2>Confirm it's you</h2>
 <p>You need to authenticate to proceed. {hint}</p>
 {send}
 {form(f"{ROOT}/verify", csrf, f'''
