@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 BACKENDS = ("sql", "crm")
 BACKENDS_IMPLEMENTED = ("sql", "crm")
 AUTHS = ("local", "ldap", "crm")
-AUTHS_IMPLEMENTED = ("local", "ldap")
+AUTHS_IMPLEMENTED = ("local", "ldap", "crm")
 
 
 def _int(minimum: int) -> Callable[[Any], int]:
@@ -203,8 +203,8 @@ OPTIONS: tuple[Option, ...] = (
            "Item store: sql (easync's database) or crm (a vtenext/vtiger CRM at "
            "--crm-url; users, devices and sync state stay in --db)."),
     Option("auth", "local", choice(*AUTHS),
-           "Login password check: local (bcrypt in easync's database) or ldap (a bind to "
-           "--ldap-url); crm: not yet."),
+           "Login password check: local (bcrypt in easync's database), ldap (a bind to "
+           "--ldap-url) or crm (vtenext login_pwd at --crm-url)."),
     Option("tls-cert", "easync.pem", path,
            "PEM file with key and certificate for ssl: endpoints without privateKey=; "
            "a self-signed one is created there if missing."),

@@ -125,8 +125,12 @@ def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: An
         services.append(service)
         primary = LdapChecker(ldap_config(config), server.users, reactor, service=service,
                               audit=accounts._audit_raw)
+    elif kind == "crm":
+        from easync.auth.crm import crm_checker
+
+        primary = crm_checker(config, server, reactor)
     else:
-        raise ValueError(f"--auth {kind} is not available (local or ldap)")
+        raise ValueError(f"--auth {kind} is not available (local, ldap or crm)")
     accounts.primary = primary
     return AuthSetup(PolicyChecker(primary, accounts, reactor), accounts, services)
 

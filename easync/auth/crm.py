@@ -1,0 +1,173 @@
+"""CRM accounts (``--auth crm``): the login password is checked by the CRM.
+
+vtenext's web service has ``login_pwd`` (POST ``username``, ``password``): it answers
+the user's access key for the right CRM password and ``INVALID_USER_CREDENTIALS``
+otherwise.  This checker asks it once per login attempt and never again in a loop
+(vtenext locks an account after repeated failures; easync's own throttling and lockout
+in ``easync.auth.policy`` come first).  vtiger has no ``login_pwd``: with it, use
+``--auth local``.
+
+It is the *primary* checker: ``easync.auth.policy.PolicyChecker`` wraps it with the
+ActiveSync-password and 2FA rules, exactly as for local and LDAP accounts.  As with
+LDAP, the first successful login of a CRM user makes a local record (no local
+password, ``origin = "crm"``, ActiveSync off until an administrator turns it on) that
+holds devices, 2FA and the ActiveSync password.
+
+A CRM that is down, slow or answering something else raises ``Unavailable`` (HTTP 503
+with Retry-After), never a 401.  Only the HTTP request is made here (treq, injected);
+this module does not import ``backends``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from easync.auth.local import BadUserName, split_username
+from easync.errors import Unavailable
+from easync.model import User
+
+log = Logger()
+
+__all__ = ["CrmChecker", "crm_checker"]
+
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
+REFUSED = frozenset({"INVALID_USER_CREDENTIALS", "AUTHENTICATION_REQUIRED", "LOGIN_LOCKED",
+                     "IP_BANNED"})
+
+
+@implementer(ICredentialsChecker)
+class CrmChecker:
+    """``CrmChecker(reactor, http, "https://crm/webservice.php", users, timeout=10)``;
+    ``http`` is a ``treq.client.HTTPClient`` (``StubTreq`` in tests)."""
+
+    credentialInterfaces = (IUsernamePassword,)
+    #: a CRM password change cannot be seen: remembered logins live this long
+    cache_seconds = 120.0
+
+    def __init__(self, reactor: Any, http: Any, url: str, users: Any, *,
+                 timeout: float = 10.0) -> None:
+        self.reactor = reactor
+        self.http = http
+        self.url = url
+        self.users = users
+        self.timeout = timeout
+        self._loaded: dict[str, User] = {}
+
+    def recent_user(self, name: str) -> User | None:
+        return self._loaded.pop(name, None)
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: IUsernamePassword) -> str:
+        raw = credentials.username
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        password = credentials.password
+        if isinstance(password, bytes):
+            password = password.decode("utf-8", "replace")
+        if not password:
+            raise UnauthorizedLogin("empty password")
+        candidates = split_username(raw)
+        if not candidates or not all(_NAME.match(c) for c in candidates):
+            raise BadUserName("user name with control characters")
+        # one CRM question per attempt: the name a local record has, else the plain one
+        name = candidates[-1]
+        for candidate in candidates:
+            if await self._local(candidate) is not None:
+                name = candidate
+                break
+        if not await self._login_pwd(name, password):
+            raise UnauthorizedLogin("wrong user name or password (CRM)")
+        user = await self._local_record(name)
+        self._loaded[user.name] = user
+        return user.name
+
+    async def _local(self, name: str) -> User | None:
+        try:
+            found: User | None = await self.users.get_user(name)
+            return found
+        except Unavailable:
+            raise
+        except Exception as e:
+            raise Unavailable(str(e)) from e
+
+    async def _login_pwd(self, name: str, password: str) -> bool:
+        d = self.http.post(self.url, data={"operation": "login_pwd", "username": name,
+                                           "password": password})
+
+        async def whole() -> tuple[int, bytes]:
+            response = await d
+            return response.code, await response.content()
+
+        def timed_out(result: Any, timeout: float) -> Failure:
+            return Failure(TimeoutError())
+
+        wd = Deferred.fromCoroutine(whole())
+        wd.addTimeout(self.timeout, self.reactor, onTimeoutCancel=timed_out)
+        try:
+            code, body = await wd
+        except (TimeoutError, CancelledError):
+            raise Unavailable(f"CRM did not answer a login check in {self.timeout:g} s"
+                              ) from None
+        except Exception as e:  # noqa: BLE001 - unreachable, connection lost, …
+            raise Unavailable(f"CRM unreachable for a login check: {e}") from None
+        if code != 200:
+            raise Unavailable(f"CRM answered HTTP {code} to a login check")
+        try:
+            envelope = json.loads(body)
+        except ValueError:
+            raise Unavailable("CRM answered a login check with something not JSON") from None
+        if not isinstance(envelope, dict) or "success" not in envelope:
+            raise Unavailable("CRM answered a login check without an envelope")
+        if envelope["success"]:
+            return True
+        err = envelope.get("error") or {}
+        code_name = str(err.get("code") or "")
+        if code_name in REFUSED:
+            return False
+        # UNKNOWN_OPERATION (vtiger), errors of the CRM itself: it cannot say
+        log.error("the CRM cannot check passwords: {code} {message}", code=code_name,
+                  message=err.get("message"))
+        raise Unavailable(f"CRM cannot check passwords ({code_name})")
+
+    async def _local_record(self, name: str) -> User:
+        users = self.users
+        try:
+            user = await users.get_user(name)
+            if user is None:
+                try:
+                    await users.add_user(name, None, None, False)
+                except KeyError:
+                    pass                            # made by a concurrent login
+                user = await users.update_user(name, origin="crm")
+                log.info("{user}: local record made at the first CRM login (ActiveSync "
+                         "off until an administrator turns it on)", user=name)
+            return user
+        except Unavailable:
+            raise
+        except Exception as e:
+            raise Unavailable(str(e)) from e
+
+
+def crm_checker(config: dict[str, Any], server: Any, reactor: Any) -> CrmChecker:
+    """The ``--auth crm`` primary checker for the resolved server options."""
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    url = str(config.get("crm-url") or "")
+    if not url:
+        raise ValueError("--auth crm needs --crm-url")
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True)))
+    return CrmChecker(reactor, http, url, server.users,
+                      timeout=float(config.get("crm-timeout") or 10.0))
