@@ -336,6 +336,30 @@ async def test_record_written_later_in_the_same_second_is_not_missed(tmp_path: P
         await env.close()
 
 
+@pytest.mark.parametrize("broken_sync", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_delete_in_the_second_just_polled_is_found(tmp_path: Path,
+                                                         broken_sync: bool) -> None:
+    crm = FakeCrm("vtiger")
+    crm.add_user("dana")
+    crm.vtiger_sync_broken = broken_sync
+    # (query mode never sees deletions in its query: its id scan finds them)
+    env = await make_env(tmp_path, crm=crm, deletion_scan=0.0 if broken_sync else 1e9)
+    try:
+        f = await env.folders("dana")
+        stamp = crm.now_local()
+        a = crm.add_record("Contacts", {"lastname": "A"}, owner="dana", modifiedtime=stamp)
+        await env.store.poll_once()
+        crm.delete_record(a, modifiedtime=stamp)        # still the same second
+        crm.add_record("Contacts", {"lastname": "B"}, owner="dana", modifiedtime=stamp)
+        await env.store.poll_once()
+        got = await feed(env, "dana", f["Contacts"])
+        assert sorted(d["LastName"] for d in got.values() if d) == ["B"]
+        assert list(got.values()).count(None) == 1
+    finally:
+        await env.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_broken_sync_falls_back_to_query_and_id_scans(tmp_path: Path) -> None:
     crm = FakeCrm("vtiger")

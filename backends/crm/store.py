@@ -556,12 +556,14 @@ class CrmStore(Service):
             from datetime import UTC, datetime
 
             st = {"mt": datetime.fromtimestamp(start, UTC).astimezone(ctx.zone).strftime(
-                "%Y-%m-%d %H:%M:%S"), "scan": now}
+                "%Y-%m-%d %H:%M:%S"), "scan": now, "seen": now}
         newest = st["mt"]
+        # the newest second is read again until it has settled, as in sync mode
+        op = ">=" if now - st.get("seen", 0) < self.settle else ">"
         offset = 0
         while True:
             rows = await self.client.query(
-                f"SELECT * FROM {module} WHERE modifiedtime >= '{st['mt']}'"
+                f"SELECT * FROM {module} WHERE modifiedtime {op} '{st['mt']}'"
                 f" ORDER BY modifiedtime LIMIT {offset},100;")
             for r in rows:
                 newest = max(newest, str(r.get("modifiedtime") or ""))
@@ -571,7 +573,8 @@ class CrmStore(Service):
             if len(rows) < 100:
                 break
             offset += QUERY_PAGE_STEP
-        st = {"mt": newest, "scan": st.get("scan", now)}
+        st = {"mt": newest, "scan": st.get("scan", now),
+              "seen": now if newest > st["mt"] else st.get("seen", now)}
         if now - st["scan"] >= self.deletion_scan:
             await self._scan_deletions(module, ctx, owners, folders)
             st["scan"] = now
