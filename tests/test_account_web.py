@@ -140,6 +140,10 @@ async def test_login_bad_input(srv: AccountServer) -> None:
     assert r.status == 403 and "Wrong user name or password." in r.messages()
     r = await c.login("alice", "p" * 5000)
     assert r.status == 400 and "too long" in r.text
+    r = await c.login("alice", "p" * 2000)
+    assert r.status == 400 and "The password is too long (at most 1024 characters)." in r.messages()
+    r = await c.login("a" * 200, PASSWORD)
+    assert r.status == 400 and any("user name is too long" in m for m in r.messages())
     r = await c.login("al*ce)(uid=*", PASSWORD)
     assert r.status in (400, 403) and "Signed in" not in r.text
 

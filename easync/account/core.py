@@ -57,8 +57,11 @@ def clean_username(raw: str | None) -> str:
     name = (raw or "").strip()
     if not name:
         raise Refused("Enter your user name.", code="username_missing")
-    if len(name) > MAX_NAME_CHARS or any(not c.isprintable() for c in name):
-        raise Refused("Wrong user name or password.", code="login_failed")
+    if len(name) > MAX_NAME_CHARS:
+        raise Refused(f"The user name is too long (at most {MAX_NAME_CHARS} characters).",
+                      code="username_too_long")
+    if any(not c.isprintable() for c in name):
+        raise Refused("The user name contains control characters.", code="invalid-name")
     return name
 
 
@@ -67,7 +70,8 @@ def clean_login_password(raw: str | None) -> str:
     if not password:
         raise Refused("Enter your password.", code="password_missing")
     if len(password) > MAX_LOGIN_PASSWORD_CHARS:
-        raise Refused("Wrong user name or password.", code="login_failed")
+        raise Refused(f"The password is too long (at most {MAX_LOGIN_PASSWORD_CHARS} "
+                      "characters).", code="password_too_long")
     return password
 
 
