@@ -535,3 +535,83 @@ async def test_vtenext_zone_difference_and_date_format(tmp_path: Path) -> None:
         assert r.ok
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_mirror_matches_a_model_of_random_phone_and_crm_changes(tmp_path: Path) -> None:
+    """Seeded random adds, changes and deletes made on the phone or in the CRM, with polls
+    in between: the feed then holds exactly the live items, each once, with the phone's
+    overlay plus the CRM's changes, and the CRM holds the same records."""
+    import random
+
+    env = await make_env(tmp_path)
+    try:
+        u = env.users["dana"]
+        f = (await env.folders("dana"))["Contacts"]
+        crm = env.crm
+        for seed in range(8):
+            rnd = random.Random(seed)
+            model: dict[str, dict[str, Any]] = {}        # token -> expected EAS dict
+            where: dict[str, tuple[str, str]] = {}       # token -> (server id, CRM id)
+            points = []
+            for i in range(rnd.randrange(8, 20)):
+                token = f"s{seed}n{i}"
+                live = sorted(model)
+                kind = rnd.choice(["padd", "padd", "pchange", "pdel", "cadd", "cmod", "cdel"])
+                if kind.endswith(("change", "del", "mod")) and not live:
+                    kind = "padd"
+                if kind == "padd":
+                    data = {"FirstName": token, "Categories": [token], "JobTitle": "t"}
+                    (r,) = await env.store.apply(u, f, [Op("add", data=data)])
+                    model[token] = data
+                    rec = next(x for x in crm.live("Contacts") if x["firstname"] == token)
+                    where[token] = (r.server_id, rec["id"])
+                elif kind == "cadd":
+                    cid = crm.add_record("Contacts", {"firstname": token, "lastname": "L"},
+                                         owner="dana")
+                    model[token] = {"FirstName": token, "LastName": "L"}
+                    where[token] = ("", cid)
+                else:
+                    victim = rnd.choice(live)
+                    sid, cid = where[victim]
+                    if not sid:                         # learn it from the mirror
+                        await env.store.poll_once()
+                        got = await feed(env, "dana", f)
+                        sid = next(s for s, d in got.items() if d and d["FirstName"] == victim)
+                        where[victim] = (sid, cid)
+                    if kind == "pchange":
+                        new = dict(model[victim], JobTitle=f"t{i}", Categories=["x", token])
+                        (r,) = await env.store.apply(u, f, [Op("change", server_id=sid,
+                                                              data=new)])
+                        assert r.ok
+                        model[victim] = new
+                    elif kind == "cmod":
+                        crm.modify_record(cid, {"title": f"c{i}"})
+                        model[victim] = dict(model[victim], JobTitle=f"c{i}")
+                    else:
+                        if kind == "pdel":
+                            (r,) = await env.store.apply(u, f, [Op("delete", server_id=sid)])
+                            assert r.ok
+                        else:
+                            crm.delete_record(cid)
+                        del model[victim]
+                if rnd.random() < 0.5:
+                    await env.store.poll_once()
+                points.append(next(x.modseq for x in await env.sql.list_folders(u)
+                                   if x.server_id == f))
+            await env.store.poll_once()
+            got = await feed(env, "dana", f)
+            mine = {d["FirstName"]: d for d in got.values()
+                    if d and d["FirstName"].startswith(f"s{seed}n")}
+            assert mine == model, seed
+            assert sorted(r["firstname"] for r in crm.live("Contacts", "dana")
+                          if r["firstname"].startswith(f"s{seed}n")) == sorted(model)
+            # from any earlier point: each item once, in modseq order
+            for point in rnd.sample(points, min(4, len(points))):
+                batch = await env.store.changes_since(u, f, point, 10_000)
+                ids = [c.server_id for c in batch.changes]
+                assert len(ids) == len(set(ids))
+                assert [c.modseq for c in batch.changes] == sorted(
+                    c.modseq for c in batch.changes)
+    finally:
+        await env.close()

@@ -360,7 +360,13 @@ class CrmStore(Service):
             rows = mirror.rows_by_item(sql, cur, item_ids)
             adds = mirror.client_adds(sql, cur, user.id, state.device_id, folder_id) \
                 if state is not None else {}
-            links = mirror.links(sql, cur, user.id) if module == "Events" else mapping.Links()
+            links = mapping.Links()
+            if module == "Events":
+                # only the contacts these events name: attendees and current links
+                emails = [str(a.get("Email") or "") for op in ops if isinstance(op.data, dict)
+                          for a in op.data.get("Attendees") or [] if isinstance(a, dict)]
+                linked = [r.snapshot.get("contact_id", "") for r in rows.values()]
+                links = mirror.links(sql, cur, user.id, emails, linked)
             return data, rows, adds, links
 
         data, rows, adds, links = await self._run(read)
