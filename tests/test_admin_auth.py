@@ -179,6 +179,7 @@ def _on_terminal(run: Admin, args: list[str], answers: list[str]) -> str:
     os.close(slave)
     out = b""
     pending = list(answers)
+    answered = 0
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -191,8 +192,12 @@ def _on_terminal(run: Admin, args: list[str], answers: list[str]) -> str:
                 if not chunk:
                     break
                 out += chunk
-                if pending and out.rstrip().endswith(b":"):
+                # answer each prompt once it is fully shown (getpass flushes input
+                # typed before it turns echo off)
+                prompts = out.count(b"password: ")
+                if pending and prompts > answered and out.endswith(b"password: "):
                     os.write(master, pending.pop(0).encode() + b"\n")
+                    answered += 1
             elif proc.poll() is not None:
                 break
         proc.wait(30)
