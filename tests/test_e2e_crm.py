@@ -167,7 +167,8 @@ def test_pyactivesync_contact_round_trip(server: RunningServer, crm: FakeCrmProc
     kb, _, _ = full_sync(b, folder)
     added = a.create_contact(folder, ka, RICH)
     assert added.status == "1"
-    (rec,) = crm("live", module="Contacts", owner="erin")
+    (rec,) = [r for r in crm("live", module="Contacts", owner="erin")
+              if r["firstname"] == "Giulia"]
     assert (rec["firstname"], rec["lastname"], rec["email"], rec["yahooid"],
             rec["department"], rec["birthday"]) == (
         "Giulia", "Rossi", "giulia.rossi@example.org", "g.rossi@home.example", "R&D",
@@ -206,17 +207,28 @@ class HeldPing:
 
 def test_crm_changes_wake_a_held_ping(server: RunningServer, crm: FakeCrmProcess) -> None:
     pyactivesync = pytest.importorskip("pyactivesync")
+    targets = {
+        "Contacts": crm("add_record", module="Contacts", owner="dana",
+                        fields={"firstname": "Pinged", "lastname": "Contact"}),
+        "Calendar": crm("add_record", module="Events", owner="dana", fields={
+            "subject": "Pinged event", "date_start": "2027-02-01", "time_start": "09:00",
+            "due_date": "2027-02-01", "time_end": "10:00", "duration_hours": "1",
+            "eventstatus": "Planned", "activitytype": "Meeting"})}
     c = pyactivesync.Client(server.host, "dana", PASSWORD, device_id="crmPing", timeout=30)
     folders = {f.name: f.id for f in c.list_folders()}
     for name, cls in (("Contacts", "Contacts"), ("Calendar", "Calendar")):
         key = c.sync_folder(folders[name], "0").sync_key
-        while True:
+        seen = False
+        deadline = time.monotonic() + 10
+        while not seen:                             # until the poller brought it in
+            assert time.monotonic() < deadline
             res = c.sync_folder(folders[name], key)
             key = res.sync_key
-            if not res.more_available:
-                break
-        module = "Contacts" if name == "Contacts" else "Events"
-        target = crm("live", module=module, owner="dana")[0]["id"]
+            seen = seen or any(str(v).startswith("Pinged") for it in res.added
+                               for v in it.fields.values())
+            if not res.more_available and not seen:
+                time.sleep(0.1)
+        target = targets[name]
         for action, kw in (("modify_record", {"fields": {"description": "changed in CRM"}}),
                            ("delete_record", {})):
             ping = HeldPing(c, folders[name], cls)
@@ -226,11 +238,13 @@ def test_crm_changes_wake_a_held_ping(server: RunningServer, crm: FakeCrmProcess
             result = ping.join()
             assert result.status == "2", result
             latency = ping.done_at - changed_at
-            assert latency < POLL + 1.0, latency    # within one poll interval (+ slack)
+            # within one poll interval (measured: 0.22-0.25 s for 0.3 s), with room for
+            # a loaded machine
+            assert latency < POLL + 0.5, latency
             res = c.sync_folder(folders[name], key)
             key = res.sync_key
             if action == "delete_record":
-                assert target.split("x")[1] and res.deleted
+                assert res.deleted
             else:
                 assert res.changed
 
