@@ -152,6 +152,11 @@ class CrmStore(Service):
                               "server's by {diff} s: set the service user's time zone to the "
                               "server's, or give --crm-timezone; times may be off",
                               tz=user_tz, diff=session.timezone_diff)
+        if profile and str(profile.get("is_admin", "")).lower() not in ("on", "1", "true"):
+            log.error("the CRM service user {user} is not an administrator: sync falls back "
+                      "to query, easync sees only the records it may read, and the CRM drops "
+                      "unreadable rows from query pages (a page can end early)",
+                      user=self.client.username)
         email2 = "yahooid" if "yahooid" in contacts else (
             "secondaryemail" if "secondaryemail" in contacts else "")
         self._ctx = mapping.Context(
