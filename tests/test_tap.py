@@ -96,7 +96,7 @@ def test_listen_is_repeatable() -> None:
     (["--request-timeout", "-1"], "more than 0"),
     (["--provisioning", "maybe"], "on or off"),
     (["--server-version", "9.9"], "one of"),
-    (["--backend", "crm"], "not implemented yet"),
+    (["--backend", "crm"], "crm-url"),
     (["--backend", "mysql"], "one of"),
     (["--auth", "ldap"], "needs --ldap-url"),
     (["--auth", "ldap", "--ldap-url", "http://x"], "ldap:// or ldaps://"),
@@ -172,7 +172,7 @@ def test_command_line_wins_over_config_file(tmp_path: os.PathLike[str]) -> None:
     ("listen = 8443\n", "listen must be"),
     ("listen = ['tcp:nope']\n", "listen"),
     ("db = 'oracle://x'\n", "db:"),
-    ("auth = 'crm'\n", "not implemented yet"),
+    ("auth = 'crm'\n", "crm-url"),
     ("this is not toml\n", "not valid TOML"),
 ])
 def test_bad_config_file(tmp_path: os.PathLike[str], text: str, message: str) -> None:
