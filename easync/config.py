@@ -239,6 +239,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("account-listen", "same", lambda v: account_listen(v),
            "Where the account page (/account/) is served: same (on the --listen ports), "
            "off, or an endpoint of its own such as ssl:8444 (then only there)."),
+    Option("metrics-listen", "off", lambda v: metrics_listen(v),
+           "Endpoint serving GET /metrics (Prometheus text format), e.g. "
+           "tcp:9108:interface=127.0.0.1; off: none."),
+    Option("workers", 1, _int(1),
+           "Processes serving the --listen ports together (Linux SO_REUSEPORT); more "
+           "than 1 needs a postgresql:// --db."),
     # -- who may sync (easync.auth): README "ActiveSync password and two-factor
     # authentication" and "LDAP"
     Option("secret-key", "easync-secret.key", path,
@@ -314,6 +320,23 @@ def check_listen(value: Any) -> str:
     return v
 
 
+def metrics_listen(value: Any) -> str:
+    v = str(value).strip()
+    return "off" if v.lower() in ("off", "") else check_listen(v)
+
+
+def trusted_proxy(value: Any) -> str:
+    """An address or network (``10.0.0.0/8``) whose X-Forwarded-For is believed."""
+    from easync.http.forwarded import parse_networks
+
+    v = str(value).strip()
+    try:
+        parse_networks([v])
+    except ValueError as e:
+        raise ConfigError(f"trusted-proxy: {e}") from None
+    return v
+
+
 def account_listen(value: Any) -> str:
     """same | off | an endpoint string (easync.account.serve)."""
     v = str(value).strip()
@@ -362,13 +385,20 @@ def load_file(filename: str) -> dict[str, Any]:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise ConfigError(f"{filename}: listen must be a string or a list of strings")
             out["listen"] = [check_listen(v) for v in values]
+        elif key == "trusted-proxy":
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ConfigError(f"{filename}: trusted-proxy must be a string or a list "
+                                  "of strings")
+            out["trusted-proxy"] = [trusted_proxy(v) for v in values]
         elif key in BY_NAME:
             if isinstance(value, (dict, list)):
                 raise ConfigError(f"{filename}: {key} must be a single value")
             out[key] = value
         else:
             hint = key.replace("_", "-")
-            extra = f" (did you mean {hint}?)" if hint in BY_NAME or hint == "listen" else ""
+            extra = f" (did you mean {hint}?)" if hint in BY_NAME or hint in (
+                "listen", "trusted-proxy") else ""
             raise ConfigError(f"{filename}: unknown option {key!r}{extra}")
     return out
 
@@ -403,6 +433,9 @@ def resolve(given: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str,
     if out["smtp-user"] and not out["smtp-starttls"]:
         raise ConfigError("smtp-user needs smtp-starttls on: the relay password is never "
                           "sent unencrypted")
+    if out["workers"] > 1 and out["db"].split(":", 1)[0].lower() == "sqlite":
+        raise ConfigError("workers > 1 needs a postgresql:// database: the processes "
+                          "wake each other's Pings through it")
     if out["heartbeat-min"] > out["heartbeat-max"]:
         raise ConfigError(f"heartbeat-min ({out['heartbeat-min']}) is more than "
                           f"heartbeat-max ({out['heartbeat-max']})")

@@ -44,10 +44,11 @@ class Settings:
     provisioning: bool = True
     max_picture_bytes: int = 5 * 1024 * 1024
     server_version: str = "16.1"
+    trusted_proxies: tuple[str, ...] = ()  # --trusted-proxy: X-Forwarded-For believed
     public_url: str = ""            # e.g. https://mail.example.org (Autodiscover answers)
 
 
-@dataclass
+@dataclass(slots=True)
 class EasRequest:
     cmd: str                       # "Sync", "FolderSync", ...
     user: User
@@ -73,6 +74,7 @@ class EasResponse:
     http_status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     status: str = ""               # the EAS Status for the request log line
+    woken: float | None = None     # time.monotonic() a change woke this long poll (metrics)
 
 
 class EasHTTPError(Exception):
@@ -96,3 +98,15 @@ class EasServer:
     clock: Any                     # IReactorTime
     settings: Settings = field(default_factory=Settings)
     accounts: Any = None           # easync.auth.accounts.Accounts (who may sync)
+    holds: Any = None              # easync.push.Holds: the long polls held (made if None)
+    metrics: Any = None            # easync.metrics.Metrics (made if None)
+
+    def __post_init__(self) -> None:
+        if self.holds is None:
+            from easync.push import Holds
+
+            self.holds = Holds(self.notifier, self.clock)
+        if self.metrics is None:
+            from easync.metrics import Metrics
+
+            self.metrics = Metrics()

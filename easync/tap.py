@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from easync import config as cfg
-from easync import tls
+from easync import tls, workers
 from easync.context import EasServer, Settings
 
 log = Logger()
@@ -48,6 +48,24 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["trusted-proxy"] = []
+        self.argv: list[str] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # kept for --workers: the other processes get the same command line
+        self.argv = list(options) if options is not None else []
+        super().parseOptions(options)
+
+    def opt_trusted_proxy(self, address: str) -> None:
+        try:
+            self["trusted-proxy"].append(cfg.trusted_proxy(address))
+        except cfg.ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+    opt_trusted_proxy.__doc__ = (
+        "Address or network (10.0.0.0/8) of a reverse proxy whose X-Forwarded-For header "
+        "names the client in the request log. Repeatable. Default: none (the header is "
+        "ignored).")
 
     def opt_listen(self, endpoint: str) -> None:
         try:
@@ -76,11 +94,15 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         if not self["listen"]:
             self["listen"] = from_file.get("listen") or [DEFAULT_LISTEN]
+        if not self["trusted-proxy"]:
+            self["trusted-proxy"] = from_file.get("trusted-proxy") or []
         self.update(resolved)
 
     def settings(self) -> Settings:
         """The ``Settings`` these options describe."""
-        return cfg.settings_from(self)
+        settings = cfg.settings_from(self)
+        settings.trusted_proxies = tuple(self["trusted-proxy"])
+        return settings
 
 
 def endpoint_description(description: str, cert_path: str) -> tuple[str, bool]:
@@ -143,6 +165,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         items.setServiceParent(top)
     server = EasServer(users=store, items=items, state=store,
                        notifier=notifier, clock=reactor, settings=settings)
+    _push_services(top, server, store, options, reactor)
     # Who may sync: the login-password checker (local or LDAP) wrapped in the
     # ActiveSync-password policy, and the account service (easync.auth).
     try:
@@ -162,13 +185,21 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
 
     cert_path = os.path.abspath(options["tls-cert"])
     cert_ready = False
+    # --workers: every process binds the ports with SO_REUSEPORT (easync.workers)
+    binder = reactor
+    if options["workers"] > 1:
+        try:
+            workers.check_supported()
+        except RuntimeError as e:
+            raise usage.UsageError(str(e)) from None
+        binder = workers.ReusePortReactor(reactor)
     for i, listen in enumerate(options["listen"]):
         description, self_signed = endpoint_description(listen, cert_path)
         try:
             if self_signed and not cert_ready:
                 _announce(tls.ensure_certificate(cert_path), reactor.seconds())
                 cert_ready = True
-            endpoint = serverFromString(reactor, description)
+            endpoint = serverFromString(binder, description)
         except Exception as e:  # noqa: BLE001 - a bad key file, a missing certificate, …
             raise usage.UsageError(f"--listen {listen}: {e}") from None
         http = StreamServerEndpointService(endpoint, site)
@@ -177,4 +208,41 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         http._raiseSynchronously = True
         http.setName(f"listen-{i}")
         http.setServiceParent(top)
+    if options["workers"] > 1:
+        if workers.worker_number() == 0:
+            twistd_options = getattr(options, "parent", None) or {}
+            workers.WorkerPool(reactor, options["workers"], options.argv,
+                               twistd_options).setServiceParent(top)
+        else:
+            workers.ParentWatch(reactor).setServiceParent(top)
     return top
+
+
+def _push_services(top: MultiService, server: EasServer, store: Any, options: Options,
+                   reactor: Any) -> None:
+    """Held requests recorded for easync-admin (which node holds which device), and
+    the /metrics listener when --metrics-listen is given."""
+    from easync.metrics import metrics_site, watch
+    from easync.push import HoldRecorder, Holds
+
+    recorder = HoldRecorder(store, reactor, notifier=server.notifier)
+    recorder.setName("held-requests")
+    recorder.setServiceParent(top)
+    server.holds = Holds(server.notifier, reactor, recorder)
+    if options["metrics-listen"] == "off":
+        return
+    watch(server.metrics, server)
+    description = options["metrics-listen"]
+    if options["workers"] > 1:
+        try:
+            description = workers.nth_endpoint(description, workers.worker_number())
+        except ValueError as e:
+            raise usage.UsageError(f"--metrics-listen: {e}") from None
+    try:
+        endpoint = serverFromString(reactor, description)
+    except Exception as e:  # noqa: BLE001
+        raise usage.UsageError(f"--metrics-listen {description}: {e}") from None
+    service = StreamServerEndpointService(endpoint, metrics_site(server.metrics))
+    service._raiseSynchronously = True
+    service.setName("metrics")
+    service.setServiceParent(top)

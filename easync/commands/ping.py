@@ -1,41 +1,46 @@
 """Ping (MS-ASCMD 2.2.1.13): hold the request until a watched folder changes.
 
-A held Ping is a Deferred from the change hub, not a thread or a process: it is
-released by a change, by its heartbeat timer, by a newer Ping of the same device,
-or cancelled when the client disconnects (the HTTP layer cancels the handler).
+Request ``Ping/{HeartbeatInterval, Folders/Folder*/{Id, Class}}``; both parts are
+cached per device (state blob ``"ping"``) and reused when a later Ping omits them
+(an empty body reuses both).  Response ``Ping/{Status, [Folders/Folder*],
+[HeartbeatInterval], [MaxFolders]}`` with Status
+
+1. the heartbeat expired with no change (also: a newer long poll of the device ended
+   this one);
+2. changes in the folders listed;
+3. HeartbeatInterval or Folders missing and nothing cached;
+4. malformed: a non-numeric HeartbeatInterval, an empty Folders, a Folder without Id;
+5. HeartbeatInterval out of ``--heartbeat-min``…``--heartbeat-max``: the response
+   carries the limit crossed;
+6. more folders than ``--max-ping-folders``: the response carries MaxFolders;
+7. a folder the device does not know (or that is gone), or the hierarchy changed
+   since the device's last FolderSync: the device must FolderSync.
+
+"Changes" are counted against the last SyncKey the device holds for each folder (CMD
+3.1.5.8), leaving out the device's own writes; a folder the device never synced
+counts as changed only when a change to it arrives while the Ping is held.  A held
+Ping is a ``easync.push.Hold`` (a hub subscription and a timer, no thread): it is
+released by a change, by its heartbeat, by a newer Ping or Sync-Wait of the same
+device, or dropped when the client disconnects (the HTTP layer cancels the handler).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
+from easync.commands import folders as hierarchy
 from easync.context import EasRequest, EasResponse, EasServer
 from easync.model import Folder, StateWrite
+from easync.push import ALL
 from easync.syncengine import SyncEngine, state_name
 from easync.wbxml.element import E
 
 log = Logger()
 
 CACHE = "ping"
-HIERARCHY = "hierarchy"
-
-# (user id, device id) -> the Deferred of the Ping that device holds on this node.
-_held: dict[tuple[int, str], Deferred[Any]] = {}
-
-
-class Superseded(Exception):
-    """A newer Ping of the same device took over."""
-
-
-def held_count() -> int:
-    return len(_held)
-
-
-def held_devices() -> list[tuple[int, str]]:
-    return list(_held)
+HIERARCHY = "hierarchy"     # the change hub's name for "the folder list changed"
 
 
 def _status(status: str, **extra: Any) -> EasResponse:
@@ -51,8 +56,11 @@ def _status(status: str, **extra: Any) -> EasResponse:
 
 
 async def pending_changes(server: EasServer, user: Any, device_id: str,
-                          folders: list[Folder]) -> list[str]:
-    """The watched folders holding changes this device has not synced yet."""
+                          folders: list[Folder], woken: set[str] | None = None) -> list[str]:
+    """The watched folders holding changes this device has not synced yet.
+
+    ``woken``: folders the hub reported changed since the Ping started; one the
+    device never synced counts as changed only if it is among them."""
     engine = SyncEngine(server)
     out = []
     now = server.clock.seconds()
@@ -60,7 +68,11 @@ async def pending_changes(server: EasServer, user: Any, device_id: str,
         if folder.modseq == 0:
             continue
         st = await server.state.get_state(user, device_id, state_name(folder.server_id))
-        if st is None or folder.modseq <= st["cursor"]:
+        if st is None:
+            if woken and folder.server_id in woken:
+                out.append(folder.server_id)
+            continue
+        if folder.modseq <= st["cursor"]:
             continue
         changes, _more, _c = await engine.collect(user, folder, st, 1, now)
         if changes:
@@ -68,91 +80,123 @@ async def pending_changes(server: EasServer, user: Any, device_id: str,
     return out
 
 
-async def handle(server: EasServer, req: EasRequest) -> EasResponse:
-    settings = server.settings
-    user = req.user
-    body = req.body
-    cached = await server.state.get_state(user, req.device_id, CACHE) or {}
+def _parse(body: Any, cached: dict[str, Any], settings: Any
+           ) -> EasResponse | tuple[int | None, list[str] | None]:
+    """The request's HeartbeatInterval and folder ids (None: not given), or the
+    error response."""
     heartbeat: int | None = cached.get("heartbeat")
     folder_ids: list[str] | None = cached.get("folders")
-    if body is not None:
-        hb_text = body.findtext("Ping:HeartbeatInterval")
-        if hb_text is not None:
-            try:
-                heartbeat = int(hb_text)
-            except ValueError:
+    if body is None:
+        return heartbeat, folder_ids
+    if any(c.tag not in ("Ping:HeartbeatInterval", "Ping:Folders") for c in body.children):
+        return _status("4")
+    hb_text = body.findtext("Ping:HeartbeatInterval")
+    if hb_text is not None:
+        try:
+            heartbeat = int(hb_text.strip())
+        except ValueError:
+            return _status("4")
+        if heartbeat < settings.heartbeat_min:
+            return _status("5", HeartbeatInterval=settings.heartbeat_min)
+        if heartbeat > settings.heartbeat_max:
+            return _status("5", HeartbeatInterval=settings.heartbeat_max)
+    folders_el = body.find("Ping:Folders")
+    if folders_el is not None:
+        ids: list[str] = []
+        for f in folders_el.children:
+            if f.tag != "Ping:Folder":
                 return _status("4")
-            if heartbeat < settings.heartbeat_min:
-                return _status("5", HeartbeatInterval=settings.heartbeat_min)
-            if heartbeat > settings.heartbeat_max:
-                return _status("5", HeartbeatInterval=settings.heartbeat_max)
-        folders_el = body.find("Ping:Folders")
-        if folders_el is not None:
-            ids = []
-            for f in folders_el.findall("Ping:Folder"):
-                fid = f.findtext("Ping:Id")
-                if not fid:
-                    return _status("4")
+            fid = (f.findtext("Ping:Id") or "").strip()
+            if not fid:
+                return _status("4")
+            if fid not in ids:
                 ids.append(fid)
-            if not ids:
-                return _status("4")
-            if len(ids) > settings.max_ping_folders:
-                return _status("6", MaxFolders=settings.max_ping_folders)
-            folder_ids = ids
+        if not ids:
+            return _status("4")
+        if len(ids) > settings.max_ping_folders:
+            return _status("6", MaxFolders=settings.max_ping_folders)
+        folder_ids = ids
+    return heartbeat, folder_ids
+
+
+async def _hierarchy_changed(server: EasServer, req: EasRequest, folder_ids: list[str],
+                             current: list[Folder]) -> bool:
+    """Must the device FolderSync before this Ping?  Yes when a watched folder is
+    unknown or gone, or when the folders differ from what its last FolderSync gave it
+    (a device that never ran FolderSync is judged by the folder ids alone)."""
+    ids = {f.server_id for f in current}
+    if any(fid not in ids for fid in folder_ids):
+        return True
+    known = await server.state.get_state(req.user, req.device_id, hierarchy.STATE_NAME)
+    return known is not None and known.get("snapshot") != hierarchy.snapshot_of(current)
+
+
+async def _parameters(server: EasServer, req: EasRequest
+                      ) -> EasResponse | tuple[int, list[str], list[Folder]]:
+    """The Ping's heartbeat, folder ids and the user's folders — or the answer when
+    it cannot be held.  Everything looked at here is dropped before the hold."""
+    user = req.user
+    cached = await server.state.get_state(user, req.device_id, CACHE) or {}
+    parsed = _parse(req.body, cached, server.settings)
+    if isinstance(parsed, EasResponse):
+        return parsed
+    heartbeat, folder_ids = parsed
     if heartbeat is None or not folder_ids:
         return _status("3")
-    if body is not None and (cached.get("heartbeat") != heartbeat
-                             or cached.get("folders") != folder_ids):
+    if req.body is not None and (cached.get("heartbeat") != heartbeat
+                                 or cached.get("folders") != folder_ids):
         await server.state.save_state(user, StateWrite(
             req.device_id, CACHE, {"heartbeat": heartbeat, "folders": folder_ids}))
+    current = await server.items.list_folders(user)
+    if await _hierarchy_changed(server, req, folder_ids, current):
+        return _status("7")
+    return heartbeat, folder_ids, current
 
-    by_id = {f.server_id: f for f in await server.items.list_folders(user)}
-    if any(fid not in by_id for fid in folder_ids):
-        return _status("7")                    # the device must FolderSync first
-    watched = [by_id[fid] for fid in folder_ids]
-    changed = await pending_changes(server, user, req.device_id, watched)
-    if changed:
-        return _status("2", folders=changed)
 
-    # Hold.  A newer Ping of this device ends the older one at once.
-    key = (user.id, req.device_id)
-    previous = _held.pop(key, None)
-    if previous is not None and not previous.called:
-        previous.errback(Superseded())
-    deadline = server.clock.seconds() + heartbeat
-    while True:
-        remaining = deadline - server.clock.seconds()
-        if remaining <= 0:
-            return _status("1")
-        sub = server.notifier.subscribe(user.id, [*folder_ids, HIERARCHY])
-        mine: Deferred[Any] = Deferred(lambda _d, s=sub: s.cancel())
-        sub.addCallbacks(lambda v, m=mine: m.called or m.callback(v),
-                         lambda f, m=mine: m.called or m.errback(f))
-        _held[key] = mine
-        timer = server.clock.callLater(remaining, lambda m=mine: m.called or m.callback(None))
-        try:
-            woken = await mine
-        except Superseded:
-            sub.cancel()
-            return _status("1")
-        except CancelledError:
-            log.info("Ping of {device} ended by the client", device=req.device_id)
-            raise
-        finally:
-            if timer.active():
-                timer.cancel()
-            if _held.get(key) is mine:
-                del _held[key]
-        if woken is None:
-            sub.cancel()
-            return _status("1")                # heartbeat: nothing changed
-        if HIERARCHY in woken:
-            return _status("7")
-        by_id = {f.server_id: f for f in await server.items.list_folders(user)}
-        if any(fid not in by_id for fid in folder_ids):
-            return _status("7")
+async def handle(server: EasServer, req: EasRequest) -> EasResponse:
+    user = req.user
+    # A new Ping from this device: the device has given up its previous long poll.
+    server.holds.supersede(user.id, req.device_id)
+    got = await _parameters(server, req)
+    if isinstance(got, EasResponse):
+        return got
+    heartbeat, folder_ids, current = got
+    del got
+    req.body = req.device = None        # what a held Ping does not need, it does not keep
+    # Subscribe first, then look: a change committed in between still wakes us.
+    hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
+                              heartbeat)
+    try:
+        by_id = {f.server_id: f for f in current}
         changed = await pending_changes(server, user, req.device_id,
                                         [by_id[fid] for fid in folder_ids])
         if changed:
             return _status("2", folders=changed)
-        # only the device's own writes: keep waiting until the heartbeat
+        del by_id, current, changed
+        woken: set[str] | None = None   # every folder woken for since the Ping began
+        while True:
+            await hold.wait()
+            if hold.changed:
+                woken_at = hold.woken_at
+                news = hold.take()              # (subscribed again before re-checking)
+                current = await server.items.list_folders(user)
+                if (HIERARCHY in news or ALL in news) and await _hierarchy_changed(
+                        server, req, folder_ids, current):
+                    return _status("7")
+                woken = news if woken is None else woken | news
+                by_id = {f.server_id: f for f in current}
+                if any(fid not in by_id for fid in folder_ids):
+                    return _status("7")         # a watched folder is gone
+                look = folder_ids if ALL in news else [f for f in folder_ids if f in news]
+                changed = await pending_changes(server, user, req.device_id,
+                                                [by_id[fid] for fid in look], woken)
+                if changed:
+                    resp = _status("2", folders=changed)
+                    resp.woken = woken_at
+                    return resp
+                del by_id, current, changed, news
+                # only the device's own writes: keep waiting until the heartbeat
+            elif hold.reason is not None:
+                return _status("1")             # heartbeat, or a newer Ping took over
+    finally:
+        hold.end()

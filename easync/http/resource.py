@@ -278,12 +278,14 @@ class ActiveSyncResource(Resource):
             if blocked is not None:
                 self._respond(request, req, blocked, t0, note="policy key")
                 return
+        del raw, body, device     # (a held request should keep no more than it needs)
         handler = module.handle(self.server, req)
-        d = Deferred.fromCoroutine(handler)
-        if cmd not in LONG_POLL:
-            d.addTimeout(settings.request_timeout, self.server.clock)
         try:
-            resp = await d
+            if cmd in LONG_POLL:     # no time limit, and no Deferred of its own to keep
+                resp = await handler
+            else:
+                resp = await Deferred.fromCoroutine(handler).addTimeout(
+                    settings.request_timeout, self.server.clock)
         except EasHTTPError as e:
             for k, v in e.headers.items():
                 request.setHeader(k.encode(), v.encode())

@@ -1,0 +1,170 @@
+"""Counters for ``/metrics`` in the Prometheus text format (version 0.0.4).
+
+Off by default: ``--metrics-listen ENDPOINT`` serves them on a listener of its own
+(never on the ActiveSync port, which faces phones).  What is counted:
+
+* ``easync_requests_total{command, http, status}`` — requests answered, by command,
+  HTTP code and EAS Status (``-`` when the answer carries none);
+* ``easync_held_requests{command}`` — Pings and Sync-Waits held open now;
+* ``easync_hub_subscriptions`` — subscriptions the change hub holds;
+* ``easync_push_latency_seconds`` — histogram: from the change hub waking a held
+  request to its response being written;
+* ``process_resident_memory_bytes``, ``process_open_fds``.
+
+Counting costs a dict update per request and nothing per held request.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: Iterable[str], values: Iterable[str]) -> str:
+    inner = ",".join(f'{n}="{_label_value(v)}"' for n, v in zip(names, values, strict=True))
+    return "{" + inner + "}" if inner else ""
+
+
+def _number(value: float) -> str:
+    if value == float("inf"):
+        return "+Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+class Histogram:
+    """Cumulative buckets, a sum and a count (no labels)."""
+
+    __slots__ = ("buckets", "count", "counts", "total")
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)     # the last one is +Inf
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        out = []
+        running = 0
+        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(f'{name}_bucket{{le="{_number(bound)}"}} {running}')
+        out.append(f"{name}_sum {self.total!r}")
+        out.append(f"{name}_count {self.count}")
+        return out
+
+
+class Metrics:
+    """The process's counters; ``render()`` gives the text a scraper reads."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.push_latency = Histogram()
+        # name -> (help, callable returning {label value: number}, label name)
+        self._gauges: dict[str, tuple[str, Callable[[], dict[str, float]], str]] = {}
+
+    def request(self, command: str, http_status: int, eas_status: str) -> None:
+        key = (command, str(http_status), eas_status or "-")
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], dict[str, float]],
+              label: str = "") -> None:
+        """Register a gauge read at scrape time: ``read()`` maps a value of ``label``
+        (or ``""`` when there is no label) to a number."""
+        self._gauges[name] = (help_text, read, label)
+
+    def render(self) -> str:
+        out = [("# HELP easync_requests_total Requests answered, by command, HTTP code "
+                "and EAS Status."), "# TYPE easync_requests_total counter"]
+        for (cmd, code, status), n in sorted(self.requests.items()):
+            labels = _labels(("command", "http", "status"), (cmd, code, status))
+            out.append(f"easync_requests_total{labels} {n}")
+        for name, (help_text, read, label) in sorted(self._gauges.items()):
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} gauge")
+            try:
+                values = read()
+            except Exception:  # noqa: BLE001 - a gauge that cannot be read is left out
+                values = {}
+            for value, n in sorted(values.items()):
+                labels = _labels((label,), (value,)) if label else ""
+                out.append(f"{name}{labels} {_number(n)}")
+        out.append("# HELP easync_push_latency_seconds From the change hub waking a held "
+                   "Ping or Sync to its response being written.")
+        out.append("# TYPE easync_push_latency_seconds histogram")
+        out += self.push_latency.lines("easync_push_latency_seconds")
+        out += _process_lines()
+        return "\n".join(out) + "\n"
+
+
+def _process_lines() -> list[str]:
+    out: list[str] = []
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        out += ["# HELP process_resident_memory_bytes Resident memory size in bytes.",
+                "# TYPE process_resident_memory_bytes gauge",
+                f"process_resident_memory_bytes {pages * os.sysconf('SC_PAGE_SIZE')}"]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+        out += ["# HELP process_open_fds Number of open file descriptors.",
+                "# TYPE process_open_fds gauge", f"process_open_fds {fds}"]
+    except OSError:
+        pass
+    return out
+
+
+class MetricsResource(Resource):
+    """``GET /metrics``."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        if request.path.rstrip(b"/") not in (b"/metrics", b""):
+            request.setResponseCode(404)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"see /metrics\n"
+        request.setHeader(b"Content-Type", CONTENT_TYPE)
+        return self.metrics.render().encode()
+
+
+def metrics_site(metrics: Metrics) -> Site:
+    site = Site(MetricsResource(metrics))
+    site.noisy = False
+    site.displayTracebacks = False
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+def watch(metrics: Metrics, server: Any) -> None:
+    """Register the gauges that read an ``EasServer``: held requests, hub size."""
+    metrics.gauge("easync_held_requests", "Pings and Sync-Waits held open now.",
+                  lambda: {k: float(v) for k, v in server.holds.counts.items()},
+                  label="command")
+    metrics.gauge("easync_hub_subscriptions", "Subscriptions the change hub holds now.",
+                  lambda: {"": float(server.notifier.waiting)})
