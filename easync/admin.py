@@ -295,11 +295,33 @@ async def cmd_audit(store: Any, args: argparse.Namespace, out: TextIO) -> None:
 
 async def cmd_device_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     devices = await _call(_accounts(store, args).list_devices(args.name))
-    rows = [["USER", "DEVICE", "TYPE", "LAST SEEN", "LAST SYNC", "WIPE", "USER AGENT"]]
+    held = await _held_now(store, args.name)
+    rows = [["USER", "DEVICE", "TYPE", "LAST SEEN", "LAST SYNC", "HOLDING NOW", "WIPE",
+             "USER AGENT"]]
     for d in devices:
         rows.append([d.user, d.device_id, d.device_type or "-", _when(d.last_seen),
-                     _when(d.last_sync), d.wipe, d.user_agent or "-"])
+                     _when(d.last_sync), held.get((d.user, d.device_id), "-"), d.wipe,
+                     d.user_agent or "-"])
     _table(rows, out)
+
+
+async def _held_now(store: Any, name: str | None) -> dict[tuple[str, str], str]:
+    """(user, device) → "Ping on NODE for 3m05s" for the long polls held now, as the
+    nodes record them (``held_requests``).  A row past its heartbeat deadline was left
+    by a node that stopped without clearing it: not shown."""
+    if not hasattr(store, "list_holds"):
+        return {}
+    user = await _user(store, name) if name else None
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    out = {}
+    for row in await store.list_holds(user):
+        if row["deadline"] < now:
+            continue
+        secs = max(0, int(now - row["started"]))
+        age = f"{secs // 3600}h{secs // 60 % 60:02d}m" if secs >= 3600 else \
+            f"{secs // 60}m{secs % 60:02d}s"
+        out[(row["user"], row["device_id"])] = f"{row['command']} on {row['node']} for {age}"
+    return out
 
 
 async def cmd_device_wipe(store: Any, args: argparse.Namespace, out: TextIO) -> None:

@@ -181,7 +181,7 @@ def test_devices(run: Admin, tmp_path: Any) -> None:
     r = run("device", "list")
     assert r.returncode == 0
     assert r.stdout.split() == ["USER", "DEVICE", "TYPE", "LAST", "SEEN", "LAST", "SYNC",
-                                "WIPE", "USER", "AGENT"]
+                                "HOLDING", "NOW", "WIPE", "USER", "AGENT"]
     r = run("device", "wipe", "mario", "NOPE")
     assert r.returncode == 1 and "no device 'NOPE'" in r.stderr
     # A device as the server records it at its first request (in another process, so

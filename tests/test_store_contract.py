@@ -93,6 +93,7 @@ SQL_ONLY = {
     "test_move_item": "moves items between user folders",
     "test_devices": "device state stays in the SQL store",
     "test_states": "sync state stays in the SQL store",
+    "test_held_requests": "held requests are recorded in the SQL store",
 }
 
 
@@ -1037,3 +1038,40 @@ async def test_migration_upgrades_old_database(db_url: str, tmp_path: Path) -> N
     refused = SqlStore(_reactor(), db_url, schema_dir=older_code)
     with pytest.raises(RuntimeError, match="newer"):
         await refused.open()
+
+
+# -- held long polls (easync.push.HoldRecorder, easync-admin device list) ---------------------
+
+@pytest_twisted.ensureDeferred
+async def test_held_requests(store: SqlStore, user: User) -> None:
+    bob = await store.add_user("Bob", None, None, True)
+    await store.save_device(user, "A1")
+    await store.record_holds("n1", [(user.id, "A1", "Ping", 100.0, 160.0),
+                                    (bob.id, "B1", "Sync", 101.5, 9e9)], [])
+    rows = await store.list_holds(None)
+    assert [(r["user"], r["device_id"], r["node"], r["command"], r["started"], r["deadline"])
+            for r in rows] == [("alice", "A1", "n1", "Ping", 100.0, 160.0),
+                               ("bob", "B1", "n1", "Sync", 101.5, 9e9)]
+    assert [r["device_id"] for r in await store.list_holds(bob)] == ["B1"]
+    # the device moves to node n2; n1's late "ended" must not remove n2's row
+    await store.record_holds("n2", [(user.id, "A1", "Ping", 200.0, 260.0)], [])
+    await store.record_holds("n1", [], [(user.id, "A1", 100.0)])
+    (row,) = await store.list_holds(user)
+    assert (row["node"], row["started"]) == ("n2", 200.0)
+    # an end with the wrong start time removes nothing; the right one does
+    await store.record_holds("n2", [], [(user.id, "A1", 199.0)])
+    assert len(await store.list_holds(user)) == 1
+    await store.record_holds("n2", [], [(user.id, "A1", 200.0)])
+    assert await store.list_holds(user) == []
+    # a node starting again clears its rows, and expired rows of any node
+    await store.record_holds("n3", [(user.id, "A1", "Ping", 1.0, 2.0)], [])
+    await store.clear_holds("n1")
+    assert [r["node"] for r in await store.list_holds(None)] == []
+    await store.record_holds("n1", [(bob.id, "B1", "Ping", 1.0, 9e9)], [])
+    await store.record_holds("n4", [(user.id, "A1", "Ping", 1.0, 9e9)], [])
+    await store.clear_holds("n1")
+    assert [r["node"] for r in await store.list_holds(None)] == ["n4"]
+    # forgetting the device forgets its row
+    await store.delete_device(user, "A1")
+    assert await store.list_holds(None) == []
+
