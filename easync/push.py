@@ -273,13 +273,14 @@ class HoldRecorder(Service):
     """
 
     def __init__(self, store: Any, clock: Any, node: str | None = None,
-                 interval: float = 1.0, notifier: Any = None) -> None:
+                 interval: float = 1.0, notifier: Any = None, node_suffix: str = "") -> None:
         self.store = store
         self.clock = clock
         # set by begin() if not given: the change hub's node name, else host:pid
         # (read then, not now: twistd may fork between)
         self.node = node or ""
         self._notifier = notifier
+        self._suffix = node_suffix
         self.interval = interval
         self._starts: dict[tuple[int, str], tuple[int, str, str, float, float]] = {}
         self._ends: dict[tuple[int, str], float] = {}
@@ -301,7 +302,8 @@ class HoldRecorder(Service):
     async def begin(self) -> None:
         """Clear what this node left behind, then flush every ``interval``."""
         if not self.node:
-            self.node = getattr(self._notifier, "node_name", None) or default_node_name()
+            name = getattr(self._notifier, "node_name", None) or default_node_name()
+            self.node = name + self._suffix
         try:
             await self.store.clear_holds(self.node)
         except Exception as e:  # noqa: BLE001 - the database may come later

@@ -225,7 +225,9 @@ def _push_services(top: MultiService, server: EasServer, store: Any, options: Op
     from easync.metrics import metrics_site, watch
     from easync.push import HoldRecorder, Holds
 
-    recorder = HoldRecorder(store, reactor, notifier=server.notifier)
+    # with --workers, one row-writer per process: worker i records as NODE/wI
+    suffix = f"/w{workers.worker_number()}" if options["workers"] > 1 else ""
+    recorder = HoldRecorder(store, reactor, notifier=server.notifier, node_suffix=suffix)
     recorder.setName("held-requests")
     recorder.setServiceParent(top)
     server.holds = Holds(server.notifier, reactor, recorder)
