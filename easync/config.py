@@ -49,16 +49,22 @@ def _int(minimum: int) -> Callable[[Any], int]:
     return coerce
 
 
-def positive_float(value: Any) -> float:
+def _seconds(value: Any, ok: Callable[[float], bool], bound: str) -> float:
+    """A number of seconds for which ``ok`` holds (never for NaN), else "must be
+    {bound}"."""
     if isinstance(value, bool):
         raise TypeError(f"expected a number of seconds, got {value!r}")
     try:
         n = float(str(value).strip())
     except ValueError:
         raise ValueError(f"expected a number of seconds, got {value!r}") from None
-    if not n > 0:
-        raise ValueError(f"must be more than 0, got {value!r}")
+    if not ok(n):
+        raise ValueError(f"must be {bound}, got {value!r}")
     return n
+
+
+def positive_float(value: Any) -> float:
+    return _seconds(value, lambda n: n > 0, "more than 0")
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*$")
@@ -136,15 +142,7 @@ def text(value: Any) -> str:
 
 
 def seconds0(value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"expected a number of seconds, got {value!r}")
-    try:
-        n = float(str(value).strip())
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {value!r}") from None
-    if not n >= 0:
-        raise ValueError(f"must be 0 or more, got {value!r}")
-    return n
+    return _seconds(value, lambda n: n >= 0, "0 or more")
 
 
 def path(value: Any) -> str:
@@ -369,6 +367,10 @@ def check_crm(out: Mapping[str, Any]) -> None:
             raise ConfigError(f"crm-timezone: unknown zone {out['crm-timezone']!r}") from None
 
 
+# Config-file keys that are lists (repeatable on the command line), not OPTIONS.
+_LIST_KEYS = ("listen", "trusted-proxy")
+
+
 def load_file(filename: str) -> dict[str, Any]:
     """Read a TOML config file: ``{option name: value}``, ``listen`` as a list."""
     try:
@@ -380,25 +382,20 @@ def load_file(filename: str) -> dict[str, Any]:
         raise ConfigError(f"config file {filename} is not valid TOML: {e}") from None
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "listen":
+        if key in _LIST_KEYS:
             values = [value] if isinstance(value, str) else value
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise ConfigError(f"{filename}: listen must be a string or a list of strings")
-            out["listen"] = [check_listen(v) for v in values]
-        elif key == "trusted-proxy":
-            values = [value] if isinstance(value, str) else value
-            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise ConfigError(f"{filename}: trusted-proxy must be a string or a list "
-                                  "of strings")
-            out["trusted-proxy"] = [trusted_proxy(v) for v in values]
+                raise ConfigError(f"{filename}: {key} must be a string or a list of strings")
+            check = check_listen if key == "listen" else trusted_proxy
+            out[key] = [check(v) for v in values]
         elif key in BY_NAME:
             if isinstance(value, (dict, list)):
                 raise ConfigError(f"{filename}: {key} must be a single value")
             out[key] = value
         else:
             hint = key.replace("_", "-")
-            extra = f" (did you mean {hint}?)" if hint in BY_NAME or hint in (
-                "listen", "trusted-proxy") else ""
+            extra = (f" (did you mean {hint}?)" if hint in BY_NAME or hint in _LIST_KEYS
+                     else "")
             raise ConfigError(f"{filename}: unknown option {key!r}{extra}")
     return out
 
