@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from easync.auth.local import BadUserName, split_username
+from easync.auth.local import BadUserName, HandsOverUser, split_username, text_credentials
 from easync.errors import Unavailable
 from easync.model import User
 
@@ -46,38 +46,24 @@ REFUSED = frozenset({"INVALID_USER_CREDENTIALS", "AUTHENTICATION_REQUIRED", "LOG
 
 
 @implementer(ICredentialsChecker)
-class CrmChecker:
+class CrmChecker(HandsOverUser):
     """``CrmChecker(reactor, http, "https://crm/webservice.php", users, timeout=10)``;
     ``http`` is a ``treq.client.HTTPClient`` (``StubTreq`` in tests)."""
 
-    credentialInterfaces = (IUsernamePassword,)
     #: a CRM password change cannot be seen: remembered logins live this long
     cache_seconds = 120.0
 
     def __init__(self, reactor: Any, http: Any, url: str, users: Any, *,
                  timeout: float = 10.0) -> None:
+        super().__init__()
         self.reactor = reactor
         self.http = http
         self.url = url
         self.users = users
         self.timeout = timeout
-        self._loaded: dict[str, User] = {}
-
-    def recent_user(self, name: str) -> User | None:
-        return self._loaded.pop(name, None)
-
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
-        return Deferred.fromCoroutine(self._check(credentials))
 
     async def _check(self, credentials: IUsernamePassword) -> str:
-        raw = credentials.username
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "replace")
-        password = credentials.password
-        if isinstance(password, bytes):
-            password = password.decode("utf-8", "replace")
-        if not password:
-            raise UnauthorizedLogin("empty password")
+        raw, password = text_credentials(credentials)
         candidates = split_username(raw)
         if not candidates or not all(_NAME.match(c) for c in candidates):
             raise BadUserName("user name with control characters")
@@ -90,8 +76,7 @@ class CrmChecker:
         if not await self._login_pwd(name, password):
             raise UnauthorizedLogin("wrong user name or password (CRM)")
         user = await self._local_record(name)
-        self._loaded[user.name] = user
-        return user.name
+        return self._accept(user)
 
     async def _local(self, name: str) -> User | None:
         try:

@@ -52,7 +52,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from easync.auth.local import BadUserName, split_username
+from easync.auth.local import BadUserName, HandsOverUser, split_username, text_credentials
 from easync.errors import Unavailable
 from easync.model import User
 
@@ -306,14 +306,13 @@ Audit = Callable[[str | None, str | None, str, str, str], Awaitable[None]]
 
 
 @implementer(ICredentialsChecker)
-class LdapChecker:
+class LdapChecker(HandsOverUser):
     """The login password checked against the directory (see the module docstring).
 
     ``run_in_thread(fn, *args)`` defaults to the ``LdapService``'s pool; ``audit``
     records ActiveSync grants and revocations by the group.
     """
 
-    credentialInterfaces = (IUsernamePassword,)
     #: a directory password change cannot be seen: remembered logins live this long
     cache_seconds = 120.0
 
@@ -322,6 +321,7 @@ class LdapChecker:
                  run_in_thread: Callable[..., Deferred[Any]] | None = None,
                  audit: Audit | None = None) -> None:
         config.check()
+        super().__init__()
         self.config = config
         self.users = users
         self.reactor = reactor
@@ -334,23 +334,9 @@ class LdapChecker:
             def run_in_thread(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
                 return deferToThreadPool(reactor, pool, fn, *args)
         self._in_thread = run_in_thread
-        self._loaded: dict[str, User] = {}
-
-    def recent_user(self, name: str) -> User | None:
-        return self._loaded.pop(name, None)
-
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
-        return Deferred.fromCoroutine(self._check(credentials))
 
     async def _check(self, credentials: IUsernamePassword) -> str:
-        raw = credentials.username
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "replace")
-        password = credentials.password
-        if isinstance(password, bytes):
-            password = password.decode("utf-8", "replace")
-        if not password:
-            raise UnauthorizedLogin("empty password")
+        raw, password = text_credentials(credentials)
         stripped = raw.strip()
         if "\\" in stripped:
             stripped = stripped.rsplit("\\", 1)[1]
@@ -365,8 +351,7 @@ class LdapChecker:
         if found is None:
             raise UnauthorizedLogin("wrong user name or password (directory)")
         user = await self._local_record(found)
-        self._loaded[user.name] = user
-        return user.name
+        return self._accept(user)
 
     async def _local_record(self, found: DirectoryUser) -> User:
         users = self.users

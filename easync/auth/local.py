@@ -71,6 +71,47 @@ class BadUserName(UnauthorizedLogin):
     control characters); the message says why."""
 
 
+def as_text(value: bytes | str) -> str:
+    """A credential as text: bytes decoded as UTF-8, bad bytes replaced."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def text_credentials(credentials: IUsernamePassword) -> tuple[str, str]:
+    """``(user name, password)`` as text; an empty password is refused at once."""
+    raw = as_text(credentials.username)
+    password = as_text(credentials.password)
+    if not password:
+        raise UnauthorizedLogin("empty password")
+    return raw, password
+
+
+class HandsOverUser:
+    """What easync's password checkers share: ``requestAvatarId`` runs the async
+    ``_check``, which ends with ``_accept(user)``; that keeps the User record for one
+    ``recent_user(name)``, so the caller need not read it again."""
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+
+    def recent_user(self, name: str) -> Any:
+        """The User record this checker just read while accepting ``name`` (once), so
+        the caller need not read it again; None if there is none."""
+        return self._loaded.pop(name, None)
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
+        return Deferred.fromCoroutine(self._check(credentials))
+
+    async def _check(self, credentials: IUsernamePassword) -> str:
+        raise NotImplementedError
+
+    def _accept(self, user: Any) -> str:
+        """The avatar id of the accepted ``user``, its record kept for ``recent_user``."""
+        self._loaded[user.name] = user
+        return user.name
+
+
 def bcrypt_rounds() -> int:
     """The bcrypt cost: 12, or ``EASYNC_BCRYPT_ROUNDS`` (4..31; tests use 4)."""
     raw = os.environ.get("EASYNC_BCRYPT_ROUNDS", "").strip()
@@ -95,22 +136,15 @@ def check_password(password: str, hashed: str) -> bool:
 
 
 @implementer(ICredentialsChecker)
-class LocalChecker:
+class LocalChecker(HandsOverUser):
     """bcrypt check of the login password, with a short keyed cache."""
 
-    credentialInterfaces = (IUsernamePassword,)
-
     def __init__(self, users: Any, reactor: Any) -> None:
+        super().__init__()
         self.users = users
         self.reactor = reactor
         self._key = os.urandom(32)
         self._cache: dict[bytes, tuple[str, str, float]] = {}
-        self._loaded: dict[str, Any] = {}
-
-    def recent_user(self, name: str) -> Any:
-        """The User record this checker just read while accepting ``name`` (once), so
-        the caller need not read it again; None if there is none."""
-        return self._loaded.pop(name, None)
 
     def _cache_key(self, name: str, password: bytes) -> bytes:
         return hmac.new(self._key, name.encode("utf-8") + b"\x00" + password,
@@ -120,13 +154,8 @@ class LocalChecker:
         """Drop every remembered credential."""
         self._cache.clear()
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
-        return Deferred.fromCoroutine(self._check(credentials))
-
     async def _check(self, credentials: IUsernamePassword) -> str:
-        raw = credentials.username
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "replace")
+        raw = as_text(credentials.username)
         password = credentials.password
         if isinstance(password, str):
             password = password.encode("utf-8")
@@ -146,8 +175,7 @@ class LocalChecker:
         now = self.reactor.seconds()
         hit = self._cache.get(key)
         if hit is not None and hit[1] == user.password_hash and hit[2] > now:
-            self._loaded[user.name] = user
-            return user.name
+            return self._accept(user)
         ok = await deferToThreadPool(self.reactor, crypto_pool(self.reactor),
                                      check_password, password.decode("utf-8", "replace"),
                                      user.password_hash)
@@ -157,5 +185,4 @@ class LocalChecker:
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[key] = (user.name, user.password_hash, now + CACHE_SECONDS)
-        self._loaded[user.name] = user
-        return user.name
+        return self._accept(user)

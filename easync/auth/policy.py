@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from easync.auth.accounts import Accounts, eas_mode
-from easync.auth.local import check_password, split_username
+from easync.auth.local import HandsOverUser, check_password, split_username, text_credentials
 from easync.auth.throttle import LockedOut
 from easync.errors import Unavailable
 from easync.model import User
@@ -72,10 +72,6 @@ class PolicyRefused(UnauthorizedLogin):
     """Refused by the rules, not for a wrong password (not counted as a failure)."""
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 def _fingerprint(user: User | None, everyone: bool) -> tuple[Any, ...]:
     if user is None:
         return (None, everyone)
@@ -84,13 +80,12 @@ def _fingerprint(user: User | None, everyone: bool) -> tuple[Any, ...]:
 
 
 @implementer(ICredentialsChecker)
-class PolicyChecker:
+class PolicyChecker(HandsOverUser):
     """The EAS checker: ``PolicyChecker(primary, accounts, reactor)``."""
-
-    credentialInterfaces = (IUsernamePassword,)
 
     def __init__(self, primary: Any, accounts: Accounts, reactor: Any, *,
                  cache_seconds: float | None = None) -> None:
+        super().__init__()
         self.primary = primary
         self.accounts = accounts
         self.reactor = reactor
@@ -98,17 +93,11 @@ class PolicyChecker:
                               else getattr(primary, "cache_seconds", CACHE_SECONDS))
         self._key = os.urandom(32)
         self._cache: dict[bytes, tuple[str, tuple[Any, ...], float]] = {}
-        self._loaded: dict[str, User] = {}
         self._noted: dict[tuple[str, str], float] = {}
         self._lock_checked: dict[tuple[str, str], float] = {}
         accounts.on_change(self.forget)
 
-    # -- for the HTTP layer ------------------------------------------------------------
-    def recent_user(self, name: str) -> User | None:
-        """The record read while accepting ``name`` (once), so the caller need not read
-        it again."""
-        return self._loaded.pop(name, None)
-
+    # -- for the HTTP layer (and recent_user) ------------------------------------------
     def forget(self, name: str | None = None) -> None:
         """Drop remembered logins (of one user, or all).  Not needed for correctness
         (the fingerprint check does it across processes); frees memory at once."""
@@ -134,10 +123,7 @@ class PolicyChecker:
         d.addErrback(lambda f: log.failure("cannot record the use of {user}'s ActiveSync "
                                            "password", f, user=user.name))
 
-    # -- ICredentialsChecker -------------------------------------------------------------
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
-        return Deferred.fromCoroutine(self._check(credentials))
-
+    # -- ICredentialsChecker (requestAvatarId runs _check) --------------------------------
     def _cache_key(self, name: str, password: str) -> bytes:
         return hmac.new(self._key, name.encode("utf-8") + b"\x00" + password.encode("utf-8"),
                         hashlib.sha256).digest()
@@ -155,11 +141,8 @@ class PolicyChecker:
         return None
 
     async def _check(self, credentials: IUsernamePassword) -> str:
-        raw = _text(credentials.username)
-        password = _text(credentials.password)
+        raw, password = text_credentials(credentials)
         address = str(getattr(credentials, "address", "") or "")
-        if not password:
-            raise UnauthorizedLogin("empty password")
         user = await self._find(raw)
         try:
             everyone = await self.accounts.two_factor_all()
@@ -182,8 +165,7 @@ class PolicyChecker:
                 if len(self._lock_checked) > 200_000:
                     self._lock_checked.clear()
                 self._lock_checked[(name_key, address)] = now
-            self._loaded[user.name] = user
-            return user.name
+            return self._accept(user)
         failures = await self._check_lockout(name_key, address)
         try:
             user = await self._decide(user, raw, password, everyone)
@@ -199,8 +181,7 @@ class PolicyChecker:
             self._cache.clear()
         self._cache[self._cache_key(user.name, password)] = (
             user.name, _fingerprint(user, everyone), now + self.cache_seconds)
-        self._loaded[user.name] = user
-        return user.name
+        return self._accept(user)
 
     async def _check_lockout(self, name: str, address: str) -> int:
         try:
