@@ -25,12 +25,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
+from easync.crmcall import envelope
 from easync.errors import Unavailable
 
 log = Logger()
@@ -108,36 +109,23 @@ class CrmClient:
         else:
             d = self.http.post(self.url, data=form)
 
-        async def whole() -> tuple[int, bytes]:
-            response = await d
-            body = await response.content()
-            return response.code, body
+        def failed(kind: str, detail: Any) -> CrmUnavailable:
+            if kind == "timeout":
+                return CrmUnavailable(f"CRM did not answer {operation} within {detail:g} s")
+            if kind == "unreachable":
+                return CrmUnavailable(f"CRM unreachable ({operation}): {detail}")
+            if kind == "http":
+                return CrmUnavailable(f"CRM answered HTTP {detail} to {operation}")
+            if kind == "json":
+                return CrmUnavailable(f"CRM answered {operation} with something not JSON: "
+                                      f"{detail[:80]!r}")
+            return CrmUnavailable(f"CRM answered {operation} without an envelope")
 
-        def timed_out(result: Any, timeout: float) -> Failure:
-            # whatever the cancelled request failed with, it was our timeout
-            return Failure(TimeoutError())
-
-        wd = Deferred.fromCoroutine(whole())
-        wd.addTimeout(self.timeout, self.reactor, onTimeoutCancel=timed_out)
-        try:
-            code, body = await wd
-        except (TimeoutError, CancelledError):
-            raise CrmUnavailable(f"CRM did not answer {operation} within "
-                                 f"{self.timeout:g} s") from None
-        except (ConnectError, DNSLookupError, ConnectionLost, ResponseFailed) as e:
-            raise CrmUnavailable(f"CRM unreachable ({operation}): {e}") from None
-        if code != 200:
-            raise CrmUnavailable(f"CRM answered HTTP {code} to {operation}")
-        try:
-            envelope = json.loads(body)
-        except ValueError:
-            raise CrmUnavailable(f"CRM answered {operation} with something not JSON: "
-                                 f"{body[:80]!r}") from None
-        if not isinstance(envelope, dict) or "success" not in envelope:
-            raise CrmUnavailable(f"CRM answered {operation} without an envelope")
-        if envelope["success"]:
-            return envelope.get("result")
-        err = envelope.get("error") or {}
+        answer = await envelope(self.reactor, d, self.timeout, failed, (
+            ConnectError, DNSLookupError, ConnectionLost, ResponseFailed))
+        if answer["success"]:
+            return answer.get("result")
+        err = answer.get("error") or {}
         raise CrmError(str(err.get("code") or "UNKNOWN"), str(err.get("message") or ""),
                        operation)
 

@@ -20,19 +20,17 @@ this module does not import ``backends``.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from easync.auth.local import BadUserName, HandsOverUser, split_username, text_credentials
+from easync.crmcall import envelope
 from easync.errors import Unavailable
 from easync.model import User
 
@@ -90,34 +88,12 @@ class CrmChecker(HandsOverUser):
     async def _login_pwd(self, name: str, password: str) -> bool:
         d = self.http.post(self.url, data={"operation": "login_pwd", "username": name,
                                            "password": password})
-
-        async def whole() -> tuple[int, bytes]:
-            response = await d
-            return response.code, await response.content()
-
-        def timed_out(result: Any, timeout: float) -> Failure:
-            return Failure(TimeoutError())
-
-        wd = Deferred.fromCoroutine(whole())
-        wd.addTimeout(self.timeout, self.reactor, onTimeoutCancel=timed_out)
-        try:
-            code, body = await wd
-        except (TimeoutError, CancelledError):
-            raise Unavailable(f"CRM did not answer a login check in {self.timeout:g} s"
-                              ) from None
-        except Exception as e:  # noqa: BLE001 - unreachable, connection lost, …
-            raise Unavailable(f"CRM unreachable for a login check: {e}") from None
-        if code != 200:
-            raise Unavailable(f"CRM answered HTTP {code} to a login check")
-        try:
-            envelope = json.loads(body)
-        except ValueError:
-            raise Unavailable("CRM answered a login check with something not JSON") from None
-        if not isinstance(envelope, dict) or "success" not in envelope:
-            raise Unavailable("CRM answered a login check without an envelope")
-        if envelope["success"]:
+        # unreachable: any other failure (connection refused or lost, DNS, TLS, …)
+        answer = await envelope(self.reactor, d, self.timeout, _login_check_failed,
+                                (Exception,))
+        if answer["success"]:
             return True
-        err = envelope.get("error") or {}
+        err = answer.get("error") or {}
         code_name = str(err.get("code") or "")
         if code_name in REFUSED:
             return False
@@ -143,6 +119,18 @@ class CrmChecker(HandsOverUser):
             raise
         except Exception as e:
             raise Unavailable(str(e)) from e
+
+
+def _login_check_failed(kind: str, detail: Any) -> Unavailable:
+    if kind == "timeout":
+        return Unavailable(f"CRM did not answer a login check in {detail:g} s")
+    if kind == "unreachable":
+        return Unavailable(f"CRM unreachable for a login check: {detail}")
+    if kind == "http":
+        return Unavailable(f"CRM answered HTTP {detail} to a login check")
+    if kind == "json":
+        return Unavailable("CRM answered a login check with something not JSON")
+    return Unavailable("CRM answered a login check without an envelope")
 
 
 def crm_checker(config: dict[str, Any], server: Any, reactor: Any) -> CrmChecker:
