@@ -178,6 +178,18 @@ def list_of(el: Element, child_tag: str) -> list[str]:
     return [text_of(c) for c in el.findall(child_tag) if text_of(c)]
 
 
+def list_element(tag: str, child_tag: str, value: Any) -> Element | None:
+    """The reverse of ``list_of``: ``value`` (a list, or one value) as a ``tag`` element
+    with a ``child_tag`` for each entry that is not empty; None if there is none."""
+    items = [str(v) for v in value if v] if isinstance(value, list) else [str(value)]
+    if not items:
+        return None
+    el = Element(tag)
+    for item in items:
+        el.add(child_tag, item)
+    return el
+
+
 def is_empty(value: Any) -> bool:
     """Values that mean "the client sent this property empty" (i.e. delete it)."""
     if value is None or value == "" or value == [] or value == {}:

@@ -11,6 +11,7 @@ from easync.items._common import (
     ItemError,
     body_to_eas,
     check_picture,
+    list_element,
     list_of,
     parse_body,
     parse_datetime,
@@ -119,13 +120,9 @@ def to_eas(data: dict[str, Any], version: str, prefs: list[BodyPreference] | Non
         if value is None or value == "" or value == []:
             continue
         if name in LIST_FIELDS:
-            items = [str(v) for v in value if v] if isinstance(value, list) else [str(value)]
-            if not items:
-                continue
-            container = Element(f"Contacts:{name}")
-            for item in items:
-                container.add(f"Contacts:{LIST_FIELDS[name]}", item)
-            out.append(container)
+            container = list_element(f"Contacts:{name}", f"Contacts:{LIST_FIELDS[name]}", value)
+            if container is not None:
+                out.append(container)
         elif name in DATE_FIELDS:
             text = format_birthday(str(value), quirks)
             if text:

@@ -13,6 +13,7 @@ from easync.items._common import (
     body_to_eas,
     fill_recurrence,
     fmt_compact,
+    list_element,
     list_of,
     parse_body,
     parse_datetime,
@@ -351,11 +352,8 @@ def _props_to_eas(data: dict[str, Any], order: tuple[str, ...], version: str,
                 out["Body"] = body
                 out["NativeBodyType"] = native
         elif name == "Categories":
-            cats = [str(c) for c in value if c] if isinstance(value, list) else [str(value)]
-            if cats:
-                el = Element("Calendar:Categories")
-                for c in cats:
-                    el.add("Calendar:Category", c)
+            el = list_element("Calendar:Categories", "Calendar:Category", value)
+            if el is not None:
                 out[name] = el
         elif name == "Attendees" and isinstance(value, list):
             el = _attendees_el(value)

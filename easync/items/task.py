@@ -13,6 +13,7 @@ from easync.items._common import (
     body_to_eas,
     fill_recurrence,
     fmt_extended,
+    list_element,
     list_of,
     parse_body,
     parse_datetime,
@@ -135,11 +136,8 @@ def to_eas(data: dict[str, Any], version: str, prefs: list[BodyPreference] | Non
         elif name in STR_FIELDS:
             elements[name] = Element(f"Tasks:{name}", str(value))
         elif name == "Categories":
-            cats = [str(c) for c in value if c] if isinstance(value, list) else [str(value)]
-            if cats:
-                el = Element("Tasks:Categories")
-                for c in cats:
-                    el.add("Tasks:Category", c)
+            el = list_element("Tasks:Categories", "Tasks:Category", value)
+            if el is not None:
                 elements[name] = el
         elif name == "Recurrence" and isinstance(value, dict) and value.get("Type") is not None:
             rec = dict(value)
