@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted
+from sqlserver import sqlite_server
 
 from easync.commands import foldercreate, folderdelete, foldersync, folderupdate
-from easync.context import EasRequest, EasServer
+from easync.context import EasRequest
 from easync.model import StateWrite
-from easync.notify import LocalNotifier
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element
 
@@ -20,17 +20,8 @@ MODULES = {"FolderSync": foldersync, "FolderCreate": foldercreate,
 
 @pytest_twisted.async_yield_fixture
 async def env(tmp_path: Any) -> Any:
-    from twisted.internet import reactor
-
-    from backends.sql.store import SqlStore
-
-    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'easync.sqlite'}")
-    await store.open()
-    user = await store.add_user("alice", None, "alice@example.com", True)
-    server = EasServer(users=store, items=store, state=store,
-                       notifier=LocalNotifier(reactor), clock=reactor)
-    yield server, user
-    await store.close()
+    async with sqlite_server(tmp_path) as (server, user, _store):
+        yield server, user
 
 
 async def call(env: Any, cmd: str, *children: Element, device_id: str = "dev1",

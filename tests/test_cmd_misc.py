@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from sqlserver import sqlite_server
 
 from easync.commands import (
     itemoperations,
@@ -20,26 +21,16 @@ from easync.commands import (
     smartforward,
     smartreply,
 )
-from easync.context import EasHTTPError, EasRequest, EasServer
+from easync.context import EasHTTPError, EasRequest
 from easync.model import Op
-from easync.notify import LocalNotifier
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element
 
 
 @pytest_twisted.async_yield_fixture
 async def env(tmp_path: Any) -> Any:
-    from twisted.internet import reactor
-
-    from backends.sql.store import SqlStore
-
-    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'easync.sqlite'}")
-    await store.open()
-    user = await store.add_user("alice", None, "alice@example.com", True)
-    server = EasServer(users=store, items=store, state=store,
-                       notifier=LocalNotifier(reactor), clock=reactor)
-    yield server, user
-    await store.close()
+    async with sqlite_server(tmp_path) as (server, user, _store):
+        yield server, user
 
 
 async def call(env: Any, module: ModuleType, cmd: str, body: Element | None,

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from sqlserver import sqlite_server
 
 from easync.commands import policy, provision
-from easync.context import EasRequest, EasServer
-from easync.notify import LocalNotifier
+from easync.context import EasRequest
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element
 
@@ -18,17 +18,8 @@ PT = "MS-EAS-Provisioning-WBXML"
 
 @pytest_twisted.async_yield_fixture
 async def env(tmp_path: Any) -> Any:
-    from twisted.internet import reactor
-
-    from backends.sql.store import SqlStore
-
-    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'easync.sqlite'}")
-    await store.open()
-    user = await store.add_user("alice", None, "alice@example.com", True)
-    server = EasServer(users=store, items=store, state=store,
-                       notifier=LocalNotifier(reactor), clock=reactor)
-    yield server, user
-    await store.close()
+    async with sqlite_server(tmp_path) as (server, user, _store):
+        yield server, user
 
 
 async def call(env: Any, body: Element | None, version: str = "16.1",

@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from sqlserver import sqlite_server, until
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import deferLater
 
-from backends.sql.store import SqlStore
 from easync.commands import foldercreate, foldersync, ping, sync
 from easync.context import EasRequest, EasResponse, EasServer, Settings
 from easync.model import Op
-from easync.notify import LocalNotifier
 from easync.syncengine import FRAGMENTS
 from easync.wbxml.element import E, Element
 
@@ -26,26 +25,11 @@ async def env(tmp_path):
     # syncengine.FRAGMENTS is keyed by (server id, modseq): the same keys recur in every
     # test's fresh database, so what an earlier test encoded must not be reused here
     FRAGMENTS._d.clear()
-    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'ping.sqlite'}")
-    await store.open()
-    user = await store.add_user("zoe", None, "zoe@example.org", True)
-    clock = Clock()
-    clock.advance(reactor.seconds())
-    server = EasServer(users=store, items=store, state=store, notifier=LocalNotifier(clock),
-                       clock=clock, settings=Settings(heartbeat_min=30, heartbeat_max=600,
-                                                      max_ping_folders=3))
-    folders = {f.name: f.server_id for f in await store.list_folders(user)}
-    yield server, user, folders
-    await store.close()
-
-
-async def until(cond, timeout: float = 5.0) -> None:
-    """Let the real reactor run (database threads) until cond() holds."""
-    for _ in range(int(timeout / 0.01)):
-        if cond():
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("condition not reached")
+    settings = Settings(heartbeat_min=30, heartbeat_max=600, max_ping_folders=3)
+    async with sqlite_server(tmp_path, "ping.sqlite", ("zoe", "zoe@example.org"),
+                             clocked=True, settings=settings) as (server, user, store):
+        folders = {f.name: f.server_id for f in await store.list_folders(user)}
+        yield server, user, folders
 
 
 def req(user: Any, cmd: str, body: Element | None, device: str = "devA") -> EasRequest:

@@ -6,41 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.task import Clock
+from sqlserver import sqlite_server, until
 
-from backends.sql.store import SqlStore
 from easync.commands import getitemestimate, sync
-from easync.context import EasRequest, EasServer, Settings
+from easync.context import EasRequest
 from easync.model import Op
-from easync.notify import LocalNotifier
 from easync.wbxml import decode, encode
 from easync.wbxml.element import E, Element
 
 
 @pytest_twisted.async_yield_fixture()
 async def env(tmp_path):
-    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'engine.sqlite'}")
-    await store.open()
-    user = await store.add_user("zoe", None, "zoe@example.org", True)
-    clock = Clock()
-    clock.advance(reactor.seconds())
-    server = EasServer(users=store, items=store, state=store, notifier=LocalNotifier(clock),
-                       clock=clock, settings=Settings())
-    folders = {f.name: f.server_id for f in await store.list_folders(user)}
-    yield server, user, folders
-    await store.close()
-
-
-async def until(cond, timeout: float = 5.0) -> None:
-    """Let the real reactor run (database threads) until cond() holds."""
-    from twisted.internet.task import deferLater
-
-    for _ in range(int(timeout / 0.01)):
-        if cond():
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("condition not reached")
+    async with sqlite_server(tmp_path, "engine.sqlite", ("zoe", "zoe@example.org"),
+                             clocked=True) as (server, user, store):
+        folders = {f.name: f.server_id for f in await store.list_folders(user)}
+        yield server, user, folders
 
 
 def req(user: Any, body: Element | None, device: str = "devA", version: str = "14.1",

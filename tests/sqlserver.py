@@ -1,0 +1,52 @@
+"""Shared set-up for the in-process command tests: an ``EasServer`` on a fresh SQLite
+store with one user (ActiveSync on), and waiting for the store's threads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from easync.context import EasServer, Settings
+from easync.model import User
+from easync.notify import LocalNotifier
+
+
+@asynccontextmanager
+async def sqlite_server(tmp_path: Path, filename: str = "easync.sqlite",
+                        user: tuple[str, str] = ("alice", "alice@example.com"), *,
+                        clocked: bool = False, settings: Settings | None = None
+                        ) -> AsyncIterator[tuple[EasServer, User, Any]]:
+    """``(server, user, store)``; the server's clock (and its notifier's) is the real
+    reactor, or with ``clocked`` a ``Clock`` set to the reactor's time, made once the
+    user exists.  The store is closed on leaving."""
+    from twisted.internet import reactor
+    from twisted.internet.task import Clock
+
+    from backends.sql.store import SqlStore
+
+    store = SqlStore(reactor, f"sqlite:///{tmp_path / filename}")
+    await store.open()
+    name, email = user
+    account = await store.add_user(name, None, email, True)
+    clock: Any = reactor
+    if clocked:
+        clock = Clock()
+        clock.advance(reactor.seconds())
+    server = EasServer(users=store, items=store, state=store, notifier=LocalNotifier(clock),
+                       clock=clock, settings=settings if settings is not None else Settings())
+    yield server, account, store
+    await store.close()
+
+
+async def until(cond: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Let the real reactor run (database threads) until cond() holds."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition not reached")
