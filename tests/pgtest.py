@@ -11,7 +11,10 @@ import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
+
+import pytest
 
 PG_ADMIN_URL = os.environ.get("EASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 _numbers = itertools.count()
@@ -63,6 +66,28 @@ def pg_server(workdir: Any, db_url: str, args: list[str] | None = None,
     srv.db = db_url
     srv.args[srv.args.index("--db") + 1] = db_url
     return srv
+
+
+@contextmanager
+def started_pg_server(tmp_path_factory: pytest.TempPathFactory, what: str) -> Iterator[Any]:
+    """A started ``pg_server`` on a ``fresh_database(what)``, in a new temporary folder
+    ``<what>-pg``, stopped at the end; a skip when PostgreSQL is not reachable."""
+    reason = unreachable()
+    if reason:
+        pytest.skip(reason)
+    with fresh_database(what) as url:
+        srv = pg_server(tmp_path_factory.mktemp(f"{what}-pg"), url).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+
+def suite_tests(suite: ModuleType) -> dict[str, Any]:
+    """The tests of the module ``suite``, to be collected again in another module (where
+    they get that module's fixtures): ``globals().update(suite_tests(suite))``."""
+    return {name: getattr(suite, name) for name in dir(suite)
+            if name.startswith("test_") and callable(getattr(suite, name))}
 
 
 def listener_pids(url: str, node_name: str) -> list[int]:

@@ -17,30 +17,22 @@ pytest.importorskip("pyactivesync")
 
 import test_e2e_pyactivesync as suite
 from easync_server import RunningServer
-from pgtest import fresh_database, pg_server, unreachable
+from pgtest import started_pg_server, suite_tests
 
 # The SQLite suite's tests, run here with this module's ``server`` fixture.
-globals().update({name: getattr(suite, name) for name in dir(suite)
-                  if name.startswith("test_") and callable(getattr(suite, name))})
+globals().update(suite_tests(suite))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
-    with fresh_database("e2e") as url:
-        srv = pg_server(tmp_path_factory.mktemp("e2e-pg"), url).start()
-        try:
-            # the same users as the SQLite suite's fixture
-            srv.add_user("alice", suite.PASSWORD, email="alice@example.org")
-            srv.add_user("bob", suite.PASSWORD, email="bob@example.org")
-            srv.add_user("carol", suite.PASSWORD, activesync=False)
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setenv("REQUESTS_CA_BUNDLE", str(srv.workdir / "easync.pem"))
-                yield srv
-        finally:
-            srv.stop()
+    with started_pg_server(tmp_path_factory, "e2e") as srv:
+        # the same users as the SQLite suite's fixture
+        srv.add_user("alice", suite.PASSWORD, email="alice@example.org")
+        srv.add_user("bob", suite.PASSWORD, email="bob@example.org")
+        srv.add_user("carol", suite.PASSWORD, activesync=False)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REQUESTS_CA_BUNDLE", str(srv.workdir / "easync.pem"))
+            yield srv
 
 
 def test_the_server_really_uses_postgresql(server: RunningServer) -> None:

@@ -14,26 +14,18 @@ from collections.abc import Iterator
 import pytest
 import test_e2e_calendar_raw as suite
 from easync_server import RunningServer
-from pgtest import fresh_database, pg_server, unreachable
+from pgtest import started_pg_server, suite_tests
 
 pytestmark = suite.pytestmark
 
 # The SQLite suite's tests, run here with this module's ``server`` fixture.
-globals().update({name: getattr(suite, name) for name in dir(suite)
-                  if name.startswith("test_") and callable(getattr(suite, name))})
+globals().update(suite_tests(suite))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
-    with fresh_database("cal") as url:
-        srv = pg_server(tmp_path_factory.mktemp("cal-pg"), url).start()
-        try:
-            # the same users as the SQLite suite's fixture
-            srv.add_user("dana", suite.PASSWORD, email="dana@example.org")
-            srv.add_user("eve", suite.PASSWORD, email="eve@example.org")
-            yield srv
-        finally:
-            srv.stop()
+    with started_pg_server(tmp_path_factory, "cal") as srv:
+        # the same users as the SQLite suite's fixture
+        srv.add_user("dana", suite.PASSWORD, email="dana@example.org")
+        srv.add_user("eve", suite.PASSWORD, email="eve@example.org")
+        yield srv
