@@ -572,6 +572,20 @@ class SqlStore(Service):
         kind) gives ``OpResult(ok=False, error="invalid")``."""
         return self._run(self._apply, user.id, folder_id, list(ops), state, write=True)
 
+    def _folder_type(self, cur: Any, user_id: int, folder_id: str,
+                     missing: str) -> tuple[int, int]:
+        """The row id and type of the user's live folder ``folder_id``; KeyError(missing)
+        when there is none."""
+        fid = _parse_folder_id(folder_id)
+        row = None
+        if fid is not None:
+            cur.execute(self._sql("SELECT type FROM folders WHERE id = ? AND user_id = ?"
+                                  " AND deleted = 0"), (fid, user_id))
+            row = cur.fetchone()
+        if row is None or fid is None:
+            raise KeyError(missing)
+        return fid, int(row[0])
+
     def _apply(self, cur: Any, user_id: int, folder_id: str, ops: list[Op],
                state: StateWrite | None) -> list[OpResult]:
         e = self.engine
@@ -580,15 +594,8 @@ class SqlStore(Service):
         # other writer of this user's data (folder changes included).
         top = e.bump(cur, "users", "modseq", user_id, max(n, 0))
         base = top - n
-        fid = _parse_folder_id(folder_id)
-        row = None
-        if fid is not None:
-            cur.execute(self._sql("SELECT type FROM folders WHERE id = ? AND user_id = ?"
-                                  " AND deleted = 0"), (fid, user_id))
-            row = cur.fetchone()
-        if row is None or fid is None:
-            raise KeyError("folder")
-        folder_cls = FOLDER_CLASS.get(int(row[0]), "Email")
+        fid, folder_type = self._folder_type(cur, user_id, folder_id, "folder")
+        folder_cls = FOLDER_CLASS.get(folder_type, "Email")
 
         # the existing rows the ops name
         named: list[int] = []
@@ -766,16 +773,9 @@ class SqlStore(Service):
         if row is None or parsed is None:
             raise KeyError("src")
         src, old = parsed
-        dst = _parse_folder_id(dst_folder_id)
-        drow = None
-        if dst is not None:
-            cur.execute(self._sql("SELECT type FROM folders WHERE id = ? AND user_id = ?"
-                                  " AND deleted = 0"), (dst, user_id))
-            drow = cur.fetchone()
-        if drow is None or dst is None:
-            raise KeyError("dst")
+        dst, dst_type = self._folder_type(cur, user_id, dst_folder_id, "dst")
         cls = row[0]
-        if FOLDER_CLASS.get(int(drow[0]), "Email") != cls:
+        if FOLDER_CLASS.get(dst_type, "Email") != cls:
             raise ValueError("class")
         if dst == src:
             return server_id
