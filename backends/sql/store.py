@@ -415,8 +415,11 @@ class SqlStore(Service):
         return self._run(self._update_folder, user.id, server_id, str(parent_id), name,
                          write=True)
 
-    def _update_folder(self, cur: Any, user_id: int, server_id: str, parent_id: str,
-                       name: str) -> Folder:
+    def _user_folder_to_change(self, cur: Any, user_id: int, server_id: str
+                               ) -> tuple[dict[int, tuple[str, str, int]], int]:
+        """Before a folder is changed or deleted: the hierarchy version bumped, then the
+        user's live folders and the row id of ``server_id`` among them; KeyError when
+        it is none, ValueError("special") for a default folder."""
         self.engine.bump(cur, "users", "hierarchy_version", user_id, 1)
         folders = self._live_folders(cur, user_id)
         fid = _parse_folder_id(server_id)
@@ -424,6 +427,11 @@ class SqlStore(Service):
             raise KeyError(server_id)
         if folders[fid][2] < 12:
             raise ValueError("special")
+        return folders, fid
+
+    def _update_folder(self, cur: Any, user_id: int, server_id: str, parent_id: str,
+                       name: str) -> Folder:
+        folders, fid = self._user_folder_to_change(cur, user_id, server_id)
         self._check_parent(folders, parent_id)
         # not into itself nor one of its descendants
         pid = _parse_folder_id(parent_id)
@@ -443,13 +451,7 @@ class SqlStore(Service):
         return self._run(self._delete_folder, user.id, server_id, write=True)
 
     def _delete_folder(self, cur: Any, user_id: int, server_id: str) -> None:
-        self.engine.bump(cur, "users", "hierarchy_version", user_id, 1)
-        folders = self._live_folders(cur, user_id)
-        fid = _parse_folder_id(server_id)
-        if fid is None or fid not in folders:
-            raise KeyError(server_id)
-        if folders[fid][2] < 12:
-            raise ValueError("special")
+        folders, fid = self._user_folder_to_change(cur, user_id, server_id)
         doomed = {fid}
         grew = True
         while grew:
