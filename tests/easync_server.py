@@ -22,6 +22,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_metrics(url: str, timeout: float) -> dict[str, float]:
+    """The samples a ``/metrics`` endpoint serves: ``{name with labels: value}``."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 def twistd() -> str:
     """The twistd of the Python running the tests (a venv's own, in CI)."""
     beside = Path(sys.executable).parent / "twistd"

@@ -19,14 +19,13 @@ import socket
 import ssl
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("pyactivesync")
-from easync_server import RunningServer, free_port
+from easync_server import RunningServer, free_port, read_metrics
 from pyactivesync import Client
 from pyactivesync.models import Contact
 from rawclient import RawDevice, have_libwbxml
@@ -60,14 +59,7 @@ def client(server: RunningServer, device: str) -> Client:
 
 def metrics(server: RunningServer) -> dict[str, float]:
     url = f"http://127.0.0.1:{server.metrics_port}/metrics"  # type: ignore[attr-defined]
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return read_metrics(url, timeout=10)
 
 
 def held_pings(server: RunningServer) -> int:

@@ -8,13 +8,12 @@ import os
 import signal
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from easync_server import free_port
+from easync_server import free_port, read_metrics
 from pgtest import fresh_database, pg_server, unreachable
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
@@ -91,15 +90,7 @@ class Workers:
         self.count = count
 
     def metrics(self, i: int) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.metrics_port + i}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return read_metrics(f"http://127.0.0.1:{self.metrics_port + i}/metrics", timeout=5)
 
     def held(self) -> list[int]:
         return [int(self.metrics(i)['easync_held_requests{command="Ping"}'])
