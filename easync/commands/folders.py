@@ -179,11 +179,23 @@ def _int_or_none(text: str | None) -> int | None:
 
 
 async def _commit(server: EasServer, req: EasRequest, state: dict[str, Any],
-                  snapshot: Snapshot) -> str:
+                  snapshot: Snapshot, command: str) -> Element:
+    """``snapshot`` saved under a new sync key (the other devices told); the reply's
+    root element for ``command`` with Status 1 and that key."""
     new_state = advance(state, snapshot)
     await save_state(server, req, new_state)
     server.notifier.publish(req.user.id, "hierarchy")
-    return str(new_state["key"])
+    root = Element(NS + command)
+    root.add(NS + "Status", "1")
+    root.add(NS + "SyncKey", str(new_state["key"]))
+    return root
+
+
+def _with_folder(state: dict[str, Any], folder: Folder) -> Snapshot:
+    """The state's snapshot with ``folder`` (made or changed) in it."""
+    snapshot = dict(state.get("snapshot") or {})
+    snapshot[folder.server_id] = [folder.parent_id, folder.name, int(folder.type)]
+    return snapshot
 
 
 async def folder_create(server: EasServer, req: EasRequest) -> EasResponse:
@@ -206,12 +218,7 @@ async def folder_create(server: EasServer, req: EasRequest) -> EasResponse:
         folder = await server.items.create_folder(req.user, parent, name, ftype)
     except ValueError as exc:
         return _status_only("FolderCreate", _value_error_status(exc))
-    snapshot = dict(state.get("snapshot") or {})
-    snapshot[folder.server_id] = [folder.parent_id, folder.name, int(folder.type)]
-    new_key = await _commit(server, req, state, snapshot)
-    root = Element(NS + "FolderCreate")
-    root.add(NS + "Status", "1")
-    root.add(NS + "SyncKey", new_key)
+    root = await _commit(server, req, state, _with_folder(state, folder), "FolderCreate")
     root.add(NS + "ServerId", folder.server_id)
     return EasResponse(body=root, status="1")
 
@@ -259,12 +266,7 @@ async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
         return _status_only("FolderUpdate", "4")
     except ValueError as exc:
         return _status_only("FolderUpdate", _value_error_status(exc))
-    snapshot = dict(state.get("snapshot") or {})
-    snapshot[folder.server_id] = [folder.parent_id, folder.name, int(folder.type)]
-    new_key = await _commit(server, req, state, snapshot)
-    root = Element(NS + "FolderUpdate")
-    root.add(NS + "Status", "1")
-    root.add(NS + "SyncKey", new_key)
+    root = await _commit(server, req, state, _with_folder(state, folder), "FolderUpdate")
     return EasResponse(body=root, status="1")
 
 
@@ -295,9 +297,6 @@ async def folder_delete(server: EasServer, req: EasRequest) -> EasResponse:
         if sid not in live_ids and _is_under(old_parents, sid, server_id):
             continue
         snapshot[sid] = entry
-    new_key = await _commit(server, req, state, snapshot)
-    root = Element(NS + "FolderDelete")
-    root.add(NS + "Status", "1")
-    root.add(NS + "SyncKey", new_key)
+    root = await _commit(server, req, state, snapshot, "FolderDelete")
     return EasResponse(body=root, status="1")
 
