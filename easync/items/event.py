@@ -129,6 +129,17 @@ def snap_all_day(start: str, end: str | None, zone: tzinfo) -> tuple[str, str]:
     return fmt_compact(new_start), fmt_compact(new_end)
 
 
+def _snap_if_all_day(values: dict[str, Any], all_day: Any, zone: tzinfo) -> None:
+    """For an all-day event (``all_day`` 1): its StartTime and EndTime in ``values`` put
+    on whole days in ``zone`` (left as they are when they cannot be read)."""
+    if all_day in (1, "1") and values.get("StartTime"):
+        try:
+            values["StartTime"], values["EndTime"] = snap_all_day(
+                str(values["StartTime"]), values.get("EndTime"), zone)
+        except ItemError:
+            pass
+
+
 def _year_of(data: dict[str, Any]) -> int | None:
     try:
         return parse_datetime(data["StartTime"]).year if data.get("StartTime") else None
@@ -379,13 +390,7 @@ def _exception_el(exc: dict[str, Any], version: str, prefs: list[BodyPreference]
     if exc.get("Deleted") in (1, "1", True):
         return el
     values = dict(exc)
-    all_day = values.get("AllDayEvent", master_all_day)
-    if all_day in (1, "1") and values.get("StartTime"):
-        try:
-            values["StartTime"], values["EndTime"] = snap_all_day(
-                str(values["StartTime"]), values.get("EndTime"), zone)
-        except ItemError:
-            pass
+    _snap_if_all_day(values, values.get("AllDayEvent", master_all_day), zone)
     props = _props_to_eas(values, EXCEPTION_ORDER, version, prefs)
     for name in EXCEPTION_ORDER:
         if name in props:
@@ -397,12 +402,7 @@ def to_eas(data: dict[str, Any], version: str, prefs: list[BodyPreference] | Non
            quirks: DeviceQuirks) -> list[Element]:
     values = dict(data)
     zone = event_zone(values)
-    if values.get("AllDayEvent") in (1, "1") and values.get("StartTime"):
-        try:
-            values["StartTime"], values["EndTime"] = snap_all_day(
-                str(values["StartTime"]), values.get("EndTime"), zone)
-        except ItemError:
-            pass
+    _snap_if_all_day(values, values.get("AllDayEvent"), zone)
     elements = _props_to_eas(values, TOP_ORDER, version, prefs)
     elements["Timezone"] = Element("Calendar:Timezone", timezone_blob(values))
     if values.get("UID"):
