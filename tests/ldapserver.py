@@ -20,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from easync_server import stop_process
+
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 SCHEMA = Path("/etc/ldap/schema")
@@ -193,12 +195,7 @@ access to *
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            stop_process(self.proc)
         if getattr(self, "log", None) is not None:
             self.log.close()
 
