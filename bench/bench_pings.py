@@ -24,7 +24,8 @@ the time from the write's commit (the store call returning) to the woken Ping's 
 bytes arriving at its load generator (both ``time.monotonic()``, one clock for every
 process on the machine).
 
-Users are ``b000000``…, one device each, created once per database and reused.
+Users are ``b000000``…, one device each, created once per database and reused (their
+devices and sync states are deleted at the start of each run).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import os
 import queue
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,7 +74,7 @@ async def main(reactor):
     h = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     rows = await store.raw_query(
         "SELECT u.name, f.id FROM users u JOIN folders f ON f.user_id = u.id"
-        " WHERE u.name LIKE 'b%' AND f.name = 'Contacts' ORDER BY u.name")
+        " WHERE f.name = 'Contacts' ORDER BY u.name")
     have = {name: str(fid) for name, fid in rows}
     names = [f"b{i:06d}" for i in range(N)]
     missing = [n for n in names if n not in have]
@@ -84,6 +86,9 @@ async def main(reactor):
             have[u.name] = next(f.server_id for f in fs if f.name == "Contacts")
         if start % 5000 == 0:
             print(f"  users: {start + len(users)}/{len(missing)} created", flush=True)
+    # devices start from nothing: no sync state, no cached Ping, no record
+    for table in ("sync_states", "held_requests", "devices"):
+        await store.raw_query(f"DELETE FROM {table}")
     await store.close()
     with open(OUT, "w") as f:
         json.dump({"names": names, "contacts": [have[n] for n in names],
@@ -115,34 +120,37 @@ def cpu_ticks(pid: int) -> int:
 
 
 class Server:
-    """``twistd -n easync`` (or ``--workers``) in a subprocess."""
+    """``twistd -n easync`` (``--workers N`` when workers > 1) in a subprocess."""
 
     def __init__(self, workdir: Path, db: str, extra: list[str] | None = None,
-                 name: str = "server") -> None:
+                 name: str = "server", workers: int = 1) -> None:
         self.port = free_port()
-        self.metrics_port = free_port()
+        self.workers = workers
+        self.metrics_port = free_ports(workers)
         self.log = workdir / f"{name}.log"
+        self.name = name
         args = [twistd(), "-n", "--logfile", str(self.log), "--pidfile", "", "easync",
                 "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=4096",
                 "--db", db, "--provisioning", "off", "--heartbeat-min", "1",
                 "--metrics-listen", f"tcp:{self.metrics_port}:interface=127.0.0.1",
-                *(extra or [])]
+                *(["--workers", str(workers)] if workers > 1 else []), *(extra or [])]
         self.proc = subprocess.Popen(args, cwd=workdir, env=env(),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
-                self.metrics()
+                for i in range(workers):
+                    self.metrics(i)
                 return
             except OSError:
                 time.sleep(0.2)
         raise RuntimeError("server did not start")
 
-    def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                    timeout=10) as r:
+    def metrics(self, i: int = 0) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.metrics_port + i}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as r:
             text = r.read().decode()
         out: dict[str, float] = {}
         for line in text.splitlines():
@@ -151,9 +159,12 @@ class Server:
                 out[name] = float(value)
         return out
 
+    def held_each(self) -> list[int]:
+        return [int(sum(v for k, v in self.metrics(i).items()
+                        if k.startswith("easync_held_requests"))) for i in range(self.workers)]
+
     def held(self) -> int:
-        m = self.metrics()
-        return int(sum(v for k, v in m.items() if k.startswith("easync_held_requests")))
+        return sum(self.held_each())
 
     def pids(self) -> list[int]:
         """The server process and its worker children."""
@@ -167,10 +178,36 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(60)
+                self.proc.wait(120)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def log_errors(self) -> list[str]:
+        out = []
+        for path in [self.log] + [Path(f"{self.log}.{i}") for i in range(1, self.workers)]:
+            if path.exists():
+                out += [ln for ln in path.read_text().splitlines()
+                        if "Traceback" in ln or "Unhandled" in ln or "[-] Unhandled" in ln]
+        return out
+
+
+def free_ports(n: int) -> int:
+    """A port p with p … p+n-1 all free (worker i serves its metrics on p + i)."""
+    import socket
+
+    while True:
+        p = free_port()
+        ok = True
+        for i in range(1, n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p + i))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return p
 
 
 class Loader:
@@ -180,7 +217,11 @@ class Loader:
                  lines: queue.Queue[tuple[int, str]], tag: int, once: bool = False) -> None:
         args = [sys.executable, str(REPO / "bench" / "pingload.py"), "--port", str(port),
                 "--users", str(users), "--first", str(first), "--count", str(count),
-                "--heartbeat", str(heartbeat)] + (["--once"] if once else [])
+                "--heartbeat", str(heartbeat), "--concurrency", "50",
+                # each load generator from its own loopback address: one address has
+                # only ~28,000 ephemeral ports towards one server port
+                "--source", f"127.0.{1 + tag // 250 % 250}.{1 + tag % 250}"] + (
+                    ["--once"] if once else [])
         self.proc = subprocess.Popen(args, env=env(), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         self.sent = 0
@@ -217,7 +258,11 @@ def wait_held(servers: list[Server], target: int, loaders: list[Loader],
     t0 = time.monotonic()
     last = -1
     while time.monotonic() - t0 < timeout:
-        held = sum(s.held() for s in servers)
+        try:
+            held = sum(s.held() for s in servers)
+        except OSError:         # a server too busy to answer /metrics in time
+            time.sleep(1)
+            continue
         if held >= target:
             return time.monotonic() - t0
         if held != last:
@@ -310,6 +355,223 @@ def run_process(args: argparse.Namespace) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+# -- machine: many processes, one port ------------------------------------------------------
+
+def start_loaders(port: int, users: Path, first: int, count: int,
+                  lines: queue.Queue[tuple[int, str]], heartbeat: int = 3000) -> list[Loader]:
+    out = []
+    for start in range(first, first + count, PER_LOADER):
+        n = min(PER_LOADER, first + count - start)
+        out.append(Loader(port, users, start, n, heartbeat, lines, start))
+    return out
+
+
+def memory_line(server: Server) -> str:
+    pids = server.pids()
+    rss = [rss_kb(p) / 1024 for p in pids]
+    return (f"{server.name}: {len(pids)} process(es), RSS "
+            + " + ".join(f"{r:.0f}" for r in rss) + f" = {sum(rss):.0f} MiB")
+
+
+def run_machine(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-pings-"))
+    users = work / "users.json"
+    populate(args.db, args.total, users)
+    server = Server(work, args.db, name="workers", workers=args.workers)
+    lines: queue.Queue[tuple[int, str]] = queue.Queue()
+    loaders: list[Loader] = []
+    try:
+        loaders = start_loaders(server.port, users, 0, args.total, lines)
+        took = wait_held([server], args.total, loaders, timeout=1800)
+        settle(server.pids())
+        each = server.held_each()
+        print(f"{sum(each)} Pings held on one port by {args.workers} processes "
+              f"({' + '.join(map(str, each))}), reached in {took:.0f} s", flush=True)
+        print(memory_line(server))
+        answered = [ln for _t, ln in list(lines.queue) if ln.startswith("R ")]
+        print(f"Pings answered meanwhile (should be 0): {len(answered)}")
+        print(f"machine: {machine_info()}; db {args.db.split(':')[0]}")
+    finally:
+        for ld in loaders:
+            ld.stop()
+        server.stop()
+        errs = server.log_errors()
+        if errs:
+            print(f"server logs have {len(errs)} error lines, e.g. {errs[:3]}")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -- latency: wake-ups with 50,000 held --------------------------------------------------
+
+WRITER = r"""
+import json, sys, time
+from twisted.internet import defer, task
+from backends.sql.store import SqlStore
+from easync.model import Op
+from easync.pgnotify import announce
+
+URL, USERS, INDICES, INTERVAL = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+
+async def main(reactor):
+    users = json.load(open(USERS))
+    store = SqlStore(reactor, URL)
+    await store.open()
+    targets = []
+    for i in map(int, INDICES.split(",")):
+        targets.append((i, await store.get_user(users["names"][i]), users["contacts"][i]))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.monotonic()
+    for n, (i, user, folder) in enumerate(targets):
+        wait = start + n * INTERVAL - time.monotonic()
+        if wait > 0:
+            await task.deferLater(reactor, wait, lambda: None)
+        t0 = time.monotonic()
+        await store.apply(user, folder, [Op(kind="add", data={"FirstName": f"W{i}"},
+                                            cls="Contacts")])
+        t1 = time.monotonic()
+        await announce(store, user.id, [folder], source="bench")
+        t2 = time.monotonic()
+        print(f"W {i} {t0:.6f} {t1:.6f} {t2:.6f}", flush=True)
+    await store.close()
+
+task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
+"""
+
+
+def prime_devices(port: int, users: dict, indices: list[int]) -> None:
+    """Each target device syncs its Contacts folder once (SyncKey 0, then a Sync), as a
+    phone does before it Pings: its Ping then counts changes from that state."""
+    import http.client
+    from base64 import b64encode
+
+    from easync.wbxml import E, decode, encode
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for i in indices:
+        name, folder = users["names"][i], users["contacts"][i]
+        auth = "Basic " + b64encode(f"{name}:{users['password']}".encode()).decode()
+        key = "0"
+        for _ in range(2):
+            body = encode(E("AirSync:Sync", E("AirSync:Collections", E(
+                "AirSync:Collection", E("AirSync:SyncKey", key),
+                E("AirSync:CollectionId", folder)))))
+            conn.request("POST", f"/Microsoft-Server-ActiveSync?Cmd=Sync&User={name}"
+                         f"&DeviceId=bench{name}&DeviceType=iPhone", body,
+                         {"Authorization": auth, "MS-ASProtocolVersion": "14.1",
+                          "Content-Type": "application/vnd.ms-sync.wbxml"})
+            resp = conn.getresponse()
+            data = resp.read()
+            assert resp.status == 200, resp.status
+            if data:
+                key = decode(data).find("AirSync:Collections").find(
+                    "AirSync:Collection").findtext("AirSync:SyncKey")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run_latency(args: argparse.Namespace) -> None:
+    import json
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pings-"))
+    users_file = work / "users.json"
+    populate(args.db, args.total, users_file)
+    users = json.loads(users_file.read_text())
+    big = Server(work, args.db, name="big")
+    rest = Server(work, args.db, name="workers", workers=args.workers) \
+        if args.total > args.big else None
+    step = max(1, args.big // args.wakes)
+    targets = list(range(0, args.big, step))[:args.wakes]
+    lines: queue.Queue[tuple[int, str]] = queue.Queue()
+    loaders: list[Loader] = []
+    writer = None
+    try:
+        t0 = time.monotonic()
+        prime_devices(big.port, users, targets)
+        print(f"{len(targets)} target devices synced once ({time.monotonic() - t0:.0f} s)",
+              flush=True)
+        loaders = start_loaders(big.port, users_file, 0, args.big, lines)
+        if rest is not None:
+            loaders += start_loaders(rest.port, users_file, args.big, args.total - args.big,
+                                     lines)
+        servers = [big] + ([rest] if rest else [])
+        took = wait_held(servers, args.total, loaders, timeout=3600)
+        for srv in servers:
+            settle(srv.pids())
+        print(f"{args.total} Pings held: {big.held()} in one process"
+              + (f", {' + '.join(map(str, rest.held_each()))} in {args.workers} workers on "
+                 "another port" if rest else "") + f" (reached in {took:.0f} s)", flush=True)
+        for srv in servers:
+            print("  " + memory_line(srv))
+        before = big.metrics()
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, args.db, str(users_file),
+             ",".join(map(str, targets)), str(args.interval)],
+            env=env(), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline().strip() == "ready"
+        while not lines.empty():
+            lines.get()
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        writes: dict[int, tuple[float, float, float]] = {}
+        for line in writer.stdout:
+            if line.startswith("W "):
+                _w, i, a, b, c = line.split()
+                writes[int(i)] = (float(a), float(b), float(c))
+        writer.wait(60)
+        answers: dict[int, tuple[str, float]] = {}
+        deadline = time.monotonic() + 30
+        while len(answers) < len(targets) and time.monotonic() < deadline:
+            try:
+                _tag, line = lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line.startswith("R "):
+                _r, i, status, t, _f = line.split()
+                answers[int(i)] = (status, float(t))
+        woken = [i for i in targets if answers.get(i, ("", 0))[0] == "2"]
+        others = {i: answers[i][0] for i in answers if i not in targets or answers[i][0] != "2"}
+        lat = [(answers[i][1] - writes[i][1]) * 1000 for i in woken]
+        lat_sent = [(answers[i][1] - writes[i][0]) * 1000 for i in woken]
+        print(f"{len(woken)} of {len(targets)} wake-ups answered Status 2"
+              + (f"; other answers: {dict(list(others.items())[:5])}" if others else ""))
+        print(f"push latency, commit → response bytes at the client: "
+              f"p50 {percentile(lat, 0.5):.1f} ms, p90 {percentile(lat, 0.9):.1f} ms, "
+              f"p99 {percentile(lat, 0.99):.1f} ms, max {max(lat):.1f} ms")
+        print(f"  (from the start of the write: p50 {percentile(lat_sent, 0.5):.1f} ms, "
+              f"p99 {percentile(lat_sent, 0.99):.1f} ms; the write itself: p50 "
+              f"{statistics.median((w[1] - w[0]) * 1000 for w in writes.values()):.1f} ms)")
+        after = big.metrics()
+        n = after["easync_push_latency_seconds_count"] - before.get(
+            "easync_push_latency_seconds_count", 0)
+        total = after["easync_push_latency_seconds_sum"] - before.get(
+            "easync_push_latency_seconds_sum", 0)
+        if n:
+            print(f"  server side (wake → response written, /metrics): {n:.0f} wake-ups, "
+                  f"mean {total / n * 1000:.1f} ms")
+        key = 'python_gc_collections_total{generation="2"}'
+        full = after.get(key, 0) - before.get(key, 0)
+        longest = after.get('python_gc_pause_seconds_max{generation="2"}', 0) * 1000
+        print(f"  full garbage collections in the woken process during the wake-ups: "
+              f"{full:.0f} (the longest since its start: {longest:.0f} ms)")
+        print(f"machine: {machine_info()}; db {args.db.split(':')[0]}")
+    finally:
+        if writer is not None and writer.poll() is None:
+            writer.kill()
+        for ld in loaders:
+            ld.stop()
+        for srv in [big] + ([rest] if rest else []):
+            srv.stop()
+            errs = srv.log_errors()
+            if errs:
+                print(f"{srv.name} log has {len(errs)} error lines, e.g. {errs[:3]}")
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -317,9 +579,25 @@ def main() -> None:
     a.add_argument("--marks", default="1000,10000,19000")
     a.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     a.add_argument("--keep", action="store_true", help="keep the work directory")
+    a = sub.add_parser("machine", help="Pings held by --workers processes on one port")
+    a.add_argument("--total", type=int, default=50000)
+    a.add_argument("--workers", type=int, default=3)
+    a.add_argument("--db", required=True, help="postgresql://… (created users are kept)")
+    a = sub.add_parser("latency", help="push latency with --total held")
+    a.add_argument("--total", type=int, default=50000)
+    a.add_argument("--big", type=int, default=19000, help="Pings held by the one process "
+                   "whose devices are woken")
+    a.add_argument("--workers", type=int, default=2, help="processes for the rest")
+    a.add_argument("--wakes", type=int, default=1000)
+    a.add_argument("--interval", type=float, default=0.02, help="seconds between writes")
+    a.add_argument("--db", required=True, help="postgresql://… (created users are kept)")
     args = p.parse_args()
     if args.mode == "process":
         run_process(args)
+    elif args.mode == "machine":
+        run_machine(args)
+    else:
+        run_latency(args)
 
 
 if __name__ == "__main__":

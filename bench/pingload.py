@@ -55,11 +55,12 @@ def parse_status(body: bytes) -> tuple[str, list[str]]:
 
 
 async def hold(i: int, request: bytes, host: str, port: int, gate: asyncio.Semaphore,
-               out: list[str], sent: list[int], again: bool) -> None:
+               out: list[str], sent: list[int], again: bool, source: str | None) -> None:
+    local = (source, 0) if source else None
     async with gate:
         for attempt in range(20):
             try:
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
                 break
             except OSError as e:
                 if attempt == 19:
@@ -110,7 +111,7 @@ async def main(args: argparse.Namespace) -> None:
         req = ping_request(f"{args.host}:{args.port}", names[i], password, folders[i],
                            args.heartbeat)
         tasks.append(asyncio.ensure_future(
-            hold(i, req, args.host, args.port, gate, out, sent, not args.once)))
+            hold(i, req, args.host, args.port, gate, out, sent, not args.once, args.source)))
 
     async def report() -> None:
         last = -1
@@ -150,4 +151,6 @@ if __name__ == "__main__":
     p.add_argument("--concurrency", type=int, default=200,
                    help="connections being opened at once")
     p.add_argument("--once", action="store_true", help="one Ping per connection, no repeat")
+    p.add_argument("--source", help="local address to connect from, e.g. 127.0.0.7: one "
+                   "source address has ~28,000 ports towards one server port")
     asyncio.run(main(p.parse_args()))

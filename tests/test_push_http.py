@@ -266,6 +266,8 @@ async def test_ping_woken_over_http_and_metrics(web: Web) -> None:
     assert "easync_push_latency_seconds_count 1" in text
     assert 'easync_push_latency_seconds_bucket{le="+Inf"} 1' in text
     assert "process_resident_memory_bytes " in text
+    assert 'python_gc_collections_total{generation="2"} ' in text
+    assert 'python_gc_pause_seconds_max{generation="2"} ' in text
 
 
 @pytest_twisted.ensureDeferred
