@@ -320,7 +320,12 @@ def check_listen(value: Any) -> str:
 
 def metrics_listen(value: Any) -> str:
     v = str(value).strip()
-    return "off" if v.lower() in ("off", "") else check_listen(v)
+    if v.lower() in ("off", ""):
+        return "off"
+    try:
+        return check_listen(v)
+    except ConfigError as e:
+        raise ConfigError(f"metrics-{e}") from None     # "metrics-listen 'x': …"
 
 
 def trusted_proxy(value: Any) -> str:
