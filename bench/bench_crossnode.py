@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from bench_wbxml import cpu_model  # the machine line every bench report shares
+
 from easync.wbxml import E, decode, encode
 
 PASSWORD = "crossnode-pw-1"
@@ -268,15 +270,6 @@ class Writer:
                                               add=f"w{self.n}"))
         self.keys[i] = sync_key_of(root)
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def percentile(values: list[float], p: float) -> float:
