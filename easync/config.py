@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from easync.context import VERSIONS, Settings
+from easync.context import FILEAS_ORDERS, VERSIONS, Settings
 
 
 class ConfigError(ValueError):
@@ -229,6 +229,11 @@ OPTIONS: tuple[Option, ...] = (
              "Require devices to provision (Provision command) first."),
     _tunable("max-picture-size", "max_picture_bytes", size,
              "Largest contact picture stored."),
+    _tunable("fileas-order", "fileas_order", choice(*FILEAS_ORDERS),
+             "How a contact sent without FileAs is filed on the other devices: "
+             "last-first (Last, First), first-last (First Last), last-first-nocomma "
+             "(Last First) or company-first; without names: the company, else the "
+             "e-mail address."),
     _tunable("server-version", "server_version", choice(*VERSIONS),
              "Highest EAS protocol version offered."),
     _tunable("public-url", "public_url", public_url,

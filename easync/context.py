@@ -29,6 +29,10 @@ def version_tuple(version: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
+# Settings.fileas_order: how a contact's missing FileAs is made (easync.items.contact).
+FILEAS_ORDERS = ("last-first", "first-last", "last-first-nocomma", "company-first")
+
+
 @dataclass
 class Settings:
     """Tunables; every one can come from the command line or config file."""
@@ -43,6 +47,7 @@ class Settings:
     max_sync_collections: int = 100
     provisioning: bool = True
     max_picture_bytes: int = 5 * 1024 * 1024
+    fileas_order: str = "last-first"  # a contact's missing FileAs: "Last, First" (see items)
     server_version: str = "16.1"
     trusted_proxies: tuple[str, ...] = ()  # --trusted-proxy: X-Forwarded-For believed
     public_url: str = ""            # e.g. https://mail.example.org (Autodiscover answers)

@@ -257,15 +257,21 @@ def _label_types(label: str) -> set[str]:
     return words | {label} | ({"cell"} if "mobile" in words else set())
 
 
+# The year iOS gives a birthday or anniversary that has none (vCard 4 "--MMDD").
+NO_YEAR = 1604
+
+
 def _date_value(raw: str) -> str | None:
-    """A vCard date (1980-03-15, 19800315, with or without a time) → "YYYY-MM-DD";
-    None for values without a year (--0412) or unreadable ones."""
+    """A vCard date (1980-03-15, 19800315, with or without a time) → "YYYY-MM-DD"; a
+    date without a year (--0412, --04-12) → the same day in 1604, as iOS keeps it;
+    None for unreadable ones."""
     v = raw.strip()
-    m = re.match(r"^(\d{4})-?(\d{2})-?(\d{2})(?:T.*)?$", v)
+    m = re.match(r"^(\d{4})-?(\d{2})-?(\d{2})(?:T.*)?$", v) or re.match(
+        r"^-()-(\d{2})-?(\d{2})(?:T.*)?$", v)
     if not m:
         return None
     try:
-        return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
+        return date(int(m.group(1) or NO_YEAR), int(m.group(2)), int(m.group(3))).isoformat()
     except ValueError:
         return None
 
@@ -368,7 +374,7 @@ def card_to_contact(props: list[Prop]) -> tuple[dict[str, Any], list[str]]:
             key = "Birthday" if p.name == "BDAY" else "Anniversary"
             value = _date_value(text(p))
             if value is None:
-                warnings.append(f"{p.name} {text(p)!r} skipped: not a full date")
+                warnings.append(f"{p.name} {text(p)!r} skipped: not a date")
             put(key, value)
         elif p.name == "NOTE":
             if "Body" not in out and text(p):

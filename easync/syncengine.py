@@ -74,10 +74,15 @@ class CollectionResult:
 
 
 def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
-               version: str = "") -> Any:
+               version: str = "", settings: Any = None) -> Any:
     info = (device or {}).get("info") or {}
+    extra: dict[str, Any] = {}
+    if settings is not None:
+        extra = {"max_picture_bytes": settings.max_picture_bytes,
+                 "fileas_order": settings.fileas_order}
     return codec.DeviceQuirks(device_type=device_type, user_agent=user_agent,
-                              os=str(info.get("OS", "")), protocol_version=version)
+                              os=str(info.get("OS", "")), protocol_version=version,
+                              device_id=str((device or {}).get("device_id") or ""), **extra)
 
 
 class SyncEngine:

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easync.context import version_tuple
+from easync.items._common import DROPPED
 from easync.items.codec import (
     BodyPreference,
     DeviceQuirks,
@@ -299,10 +300,16 @@ def test_all_day_floating_utc_midnight() -> None:
 def test_all_day_output_for_imported_item() -> None:
     data = {"TimezoneId": ROME, "AllDayEvent": 1, "StartTime": "20260311T000000Z",
             "Subject": "holiday"}
-    els = to_eas("Calendar", data, "16.1")
+    els = to_eas("Calendar", data, "14.1")
     assert E("Calendar:StartTime", "20260310T230000Z") in els
     assert E("Calendar:EndTime", "20260311T230000Z") in els
     assert E("Calendar:AllDayEvent", 1) in els
+    assert E("Calendar:Timezone", zone_to_blob(ROME, 2026)) in els
+    # 16.x: the date form, 11 March as a date whatever the reader's zone (issue 8, 5)
+    els = to_eas("Calendar", data, "16.1")
+    assert E("Calendar:StartTime", "20260311T000000Z") in els
+    assert E("Calendar:EndTime", "20260312T000000Z") in els
+    assert E("Calendar:Timezone", UTC_BLOB) in els
 
 
 def test_all_day_exception_inherits_and_snaps() -> None:
@@ -332,7 +339,19 @@ def test_all_day_round_trip_property(day: date, days: int, zone: str, version: s
     data = {"Timezone": zone_to_blob(zone, day.year), "TimezoneId": zone, "AllDayEvent": 1,
             "StartTime": start.strftime("%Y%m%dT%H%M%SZ"),
             "EndTime": end.strftime("%Y%m%dT%H%M%SZ"), "Subject": "day off"}
-    assert roundtrip(data, version) == data
+    if version_tuple(version) < (16, 0):
+        assert roundtrip(data, version) == data
+        return
+    # 16.x reads and writes the date form (MS-ASCAL 2.2.2.1): the same dates come back
+    back = roundtrip(data, version)
+    assert back["AllDayEvent"] == 1 and back["Subject"] == "day off"
+    assert back["StartTime"] == day.strftime("%Y%m%dT000000Z")
+    assert back["EndTime"] == end_day.strftime("%Y%m%dT000000Z")
+    # and a 16.x Change that leaves the zone out (ghosted) keeps the event's zone
+    stored = merge_change("Calendar", data, {k: v for k, v in back.items()
+                                             if k not in ("Timezone", "TimezoneId")},
+                          None, DeviceQuirks(protocol_version="16.1"))
+    assert (stored["StartTime"], stored["EndTime"]) == (data["StartTime"], data["EndTime"])
 
 
 # -- recurrence ----------------------------------------------------------------------------------
@@ -405,11 +424,18 @@ def test_missing_pattern_fields_come_from_the_local_start() -> None:
     [E("Calendar:Type", 0), E("Calendar:Until", "someday")],
     [E("Calendar:Type", 0), E("Calendar:Occurrences", 0)],
 ])
-def test_bad_recurrence_is_item_error(bad: list[Element]) -> None:
+def test_bad_recurrence_is_left_out(bad: list[Element]) -> None:
+    """Issue 8: a recurrence that cannot be read costs the value, never the event."""
     rec = Element("Calendar:Recurrence", children=bad)
-    with pytest.raises(ItemError):
-        from_eas("Calendar", appdata([E("Calendar:StartTime", "20260310T090000Z"), rec]),
-                 "14.1")
+    d = from_eas("Calendar", appdata([E("Calendar:StartTime", "20260310T090000Z"),
+                                      E("Calendar:Subject", "kept"), rec]), "14.1")
+    assert d["Subject"] == "kept" and d["StartTime"] == "20260310T090000Z"
+    if "Recurrence" in d:       # a bad pattern field alone is left out (or made anew)
+        assert d["Recurrence"]["Type"] in (0, 1, 2)
+        for e in bad[1:]:
+            assert str(d["Recurrence"].get(e.tag.partition(":")[2])) != e.value
+    else:
+        assert d[DROPPED] == ["Recurrence"]
 
 
 # -- exceptions ----------------------------------------------------------------------------------
@@ -436,17 +462,20 @@ def test_too_many_exceptions() -> None:
     ad = appdata([E("Calendar:StartTime", "20260101T090000Z"),
                   E("Calendar:Recurrence", E("Calendar:Type", 0)),
                   Element("Calendar:Exceptions", children=exceptions)])
-    with pytest.raises(ItemError):
-        from_eas("Calendar", ad, "14.1")
+    # MS-ASCAL 2.2.2.22 allows 256: the first 256 are kept, the event too (issue 8)
+    kept = from_eas("Calendar", ad, "14.1")["Exceptions"]
+    assert len(kept) == 256 and kept[-1]["ExceptionStartTime"] == "20260913T090000Z"
     ad.children[2].children.pop()
     assert len(from_eas("Calendar", ad, "14.1")["Exceptions"]) == 256
 
 
-def test_exception_without_start_is_item_error() -> None:
+def test_exception_without_start_is_left_out() -> None:
     ad = appdata([E("Calendar:Recurrence", E("Calendar:Type", 0)),
-                  E("Calendar:Exceptions", E("Calendar:Exception", E("Calendar:Deleted", 1)))])
-    with pytest.raises(ItemError):
-        from_eas("Calendar", ad, "14.1")
+                  E("Calendar:Exceptions", E("Calendar:Exception", E("Calendar:Deleted", 1)),
+                    E("Calendar:Exception", E("Calendar:Deleted", 1),
+                      E("Calendar:ExceptionStartTime", "20260312T090000Z")))])
+    assert from_eas("Calendar", ad, "14.1")["Exceptions"] == [
+        {"ExceptionStartTime": "20260312T090000Z", "Deleted": 1}]
 
 
 def test_apply_instance_change() -> None:
@@ -507,9 +536,15 @@ def test_instance_change_from_16_client_round_trip() -> None:
     E("Calendar:Attendees", E("Calendar:Attendee", E("Calendar:Email", "a@b"),
                               E("Calendar:Name", "A"), E("Calendar:AttendeeType", 0))),
 ])
-def test_invalid_data_is_item_error(bad: Element) -> None:
-    with pytest.raises(ItemError):
-        from_eas("Calendar", appdata([bad]), "14.1")
+def test_invalid_value_is_left_out(bad: Element) -> None:
+    """Issue 8: no item is refused for one bad value; that value is left out."""
+    d = from_eas("Calendar", appdata([E("Calendar:Subject", "kept"), bad]), "14.1")
+    assert d["Subject"] == "kept"
+    if bad.tag == "Calendar:Attendees":     # the attendee stays, without the bad field
+        assert d["Attendees"] == [{"Email": "a@b", "Name": "A"}]
+    else:
+        name = bad.tag.partition(":")[2]
+        assert name not in d and d[DROPPED] == [name]
 
 
 def test_compact_and_extended_dates_accepted() -> None:
@@ -662,9 +697,14 @@ def test_from_eas_records_the_version_for_merge() -> None:
                    "16.1", quirks)
     assert quirks.protocol_version == "16.1"
     assert merge_change("Calendar", old, new, None, quirks)["Exceptions"] == old["Exceptions"]
-    # the series made single: its exceptions go too
-    single = {"Subject": "renamed", "StartTime": old["StartTime"]}
-    assert "Exceptions" not in merge_change("Calendar", old, single, None, quirks)
+    # 16.x ghosts a left-out Recurrence (MS-ASCAL 3.1.5.3): series and exceptions stay
+    kept = merge_change("Calendar", old, {"Subject": "renamed"}, None, quirks)
+    assert kept["Recurrence"] == old["Recurrence"] and kept["Exceptions"] == old["Exceptions"]
+    # the series made single (an empty Recurrence): its exceptions go too
+    single = from_eas("Calendar", appdata([E("Calendar:Subject", "renamed"),
+                                           E("Calendar:Recurrence")]), "16.1", quirks)
+    made = merge_change("Calendar", old, single, None, quirks)
+    assert "Exceptions" not in made and "Recurrence" not in made
     q14 = DeviceQuirks(device_type="iPhone")
     new = from_eas("Calendar", appdata([E("Calendar:Subject", "renamed")]), "14.1", q14)
     assert "Exceptions" not in merge_change("Calendar", old, new, None, q14)

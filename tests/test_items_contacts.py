@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easync.context import EasRequest, Settings
+from easync.items._common import DROPPED
 from easync.items.codec import (
     BodyPreference,
     DeviceQuirks,
@@ -21,6 +22,7 @@ from easync.items.codec import (
     supported_names,
     to_eas,
 )
+from easync.items.contact import file_as
 from easync.model import User
 from easync.wbxml import codepages
 from easync.wbxml.element import E, Element
@@ -109,7 +111,9 @@ def test_every_field_is_emitted_with_a_known_tag(version: str) -> None:
 def test_absent_properties_stay_absent() -> None:
     assert from_eas("Contacts", appdata([E("Contacts:FirstName", "Al")]), "14.1") == {
         "FirstName": "Al"}
-    assert to_eas("Contacts", {"FirstName": "Al"}, "14.1") == [E("Contacts:FirstName", "Al")]
+    # FileAs is the one property made when missing (issue 8, point 7)
+    assert to_eas("Contacts", {"FirstName": "Al"}, "14.1") == [
+        E("Contacts:FileAs", "Al"), E("Contacts:FirstName", "Al")]
 
 
 def test_alias_and_weighted_rank_are_not_stored() -> None:
@@ -137,14 +141,20 @@ def test_nul_is_stripped() -> None:
     max_size=20),
     st.sampled_from(VERSIONS))
 def test_string_fields_round_trip_property(data: dict[str, str], version: str) -> None:
-    assert roundtrip(data, version) == data
+    back = roundtrip(data, version)
+    if "FileAs" not in data:        # made from the names when missing (issue 8, point 7)
+        assert back.pop("FileAs", "") == file_as(data)
+    assert back == data
 
 
 # -- birthdays ---------------------------------------------------------------------------------
 
 def birthday_in(value: str, quirks: DeviceQuirks | None = None) -> str:
     ad = appdata([E("Contacts:Birthday", value)])
-    return from_eas("Contacts", ad, "14.1", quirks)["Birthday"]
+    data = from_eas("Contacts", ad, "14.1", quirks)
+    if "Birthday" not in data:
+        raise ItemError(f"left out: {value!r}")
+    return data["Birthday"]
 
 
 def birthday_out(day: str, quirks: DeviceQuirks | None = None) -> str:
@@ -224,6 +234,10 @@ def test_birthday_local_midnight_from_any_zone(day: date, offset: int) -> None:
 def test_bad_birthday_is_item_error(bad: str) -> None:
     with pytest.raises(ItemError):
         birthday_in(bad)
+    # in an item: the birthday is left out, the contact kept (issue 8)
+    d = from_eas("Contacts", appdata([E("Contacts:FirstName", "A"),
+                                      E("Contacts:Birthday", bad)]), "14.1")
+    assert d == {"FirstName": "A", DROPPED: ["Birthday"]}
 
 
 # -- picture -------------------------------------------------------------------------------------
@@ -233,17 +247,17 @@ def test_picture_kept_and_limits() -> None:
     ad = appdata([E("Contacts:Picture", wrapped)])
     assert from_eas("Contacts", ad, "14.1") == {"Picture": PICTURE}
     small = DeviceQuirks(max_picture_bytes=1000)
-    with pytest.raises(ItemError):
-        from_eas("Contacts", ad, "14.1", small)
-    with pytest.raises(ItemError):
-        from_eas("Contacts", appdata([E("Contacts:Picture", "@@not*base64@@")]), "14.1")
+    # too large or not base64: the picture is left out, the contact kept (issue 8)
+    assert from_eas("Contacts", ad, "14.1", small) == {DROPPED: ["Picture"]}
+    assert from_eas("Contacts", appdata([E("Contacts:Picture", "@@not*base64@@")]),
+                    "14.1") == {DROPPED: ["Picture"]}
 
 
 def test_default_picture_limit_is_settings() -> None:
     assert DeviceQuirks().max_picture_bytes == Settings().max_picture_bytes
     big = base64.b64encode(bytes(Settings().max_picture_bytes + 1)).decode()
-    with pytest.raises(ItemError):
-        from_eas("Contacts", appdata([E("Contacts:Picture", big)]), "14.1")
+    assert from_eas("Contacts", appdata([E("Contacts:Picture", big)]), "14.1") == {
+        DROPPED: ["Picture"]}
 
 
 def test_from_request_reads_device_facts() -> None:
@@ -346,9 +360,8 @@ def test_body_from_client() -> None:
     ad = appdata([E("AirSyncBase:Body", E("AirSyncBase:Type", 2),
                     E("AirSyncBase:Data", "<i>x</i>"))])
     assert from_eas("Contacts", ad, "16.1") == {"Body": {"Type": 2, "Data": "<i>x</i>"}}
-    with pytest.raises(ItemError):
-        from_eas("Contacts", appdata([E("AirSyncBase:Body", E("AirSyncBase:Type", "9"))]),
-                 "16.1")
+    assert from_eas("Contacts", appdata([E("AirSyncBase:Body", E("AirSyncBase:Type", "9"))]),
+                    "16.1") == {DROPPED: ["Body"]}
 
 
 def test_body_preferences_parsing() -> None:

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easync.context import version_tuple
+from easync.items._common import DROPPED
 from easync.items.codec import (
     BodyPreference,
-    ItemError,
     filter_window,
     from_eas,
     merge_change,
@@ -164,9 +164,10 @@ def test_recurrence_start_required() -> None:
                   E("Tasks:Recurrence", E("Tasks:Type", 2), E("Tasks:DayOfMonth", 13))])
     assert from_eas("Tasks", ad, "14.1")["Recurrence"] == {
         "Type": 2, "DayOfMonth": 13, "Start": "2026-03-13T00:00:00.000Z"}
-    ad = appdata([E("Tasks:Recurrence", E("Tasks:Type", 0))])
-    with pytest.raises(ItemError):
-        from_eas("Tasks", ad, "14.1")
+    # no date to start the series from: the recurrence is left out, the task kept
+    ad = appdata([E("Tasks:Subject", "s"), E("Tasks:Recurrence", E("Tasks:Type", 0))])
+    d = from_eas("Tasks", ad, "14.1")
+    assert "Recurrence" not in d and d["Subject"] == "s" and d[DROPPED] == ["Recurrence"]
     # output: Start is supplied from the task's dates
     els = to_eas("Tasks", {"StartDate": "2026-03-10T00:00:00.000Z",
                            "Recurrence": {"Type": 0}}, "14.1")
@@ -206,9 +207,15 @@ def test_recurrence_types(rec: dict[str, Any], version: str) -> None:
     E("Tasks:Recurrence", E("Tasks:Type", 0), E("Tasks:Start", "2026-03-10T00:00:00.000Z"),
       E("Tasks:Regenerate", 2)),
 ])
-def test_invalid_task_data(bad: Element) -> None:
-    with pytest.raises(ItemError):
-        from_eas("Tasks", appdata([bad]), "14.1")
+def test_invalid_task_value_is_left_out(bad: Element) -> None:
+    """Issue 8: no item is refused for one bad value; that value is left out."""
+    d = from_eas("Tasks", appdata([E("Tasks:Subject", "keep me"), bad]), "14.1")
+    name = bad.tag.partition(":")[2]
+    assert d["Subject"] == "keep me"
+    if name == "Recurrence" and "Recurrence" in d:      # only its bad field is left out
+        assert d["Recurrence"] == {"Type": 0, "Start": "2026-03-10T00:00:00.000Z"}
+    else:
+        assert name not in d and d[DROPPED] == [name]
 
 
 def test_tasks_are_never_ghosted() -> None:

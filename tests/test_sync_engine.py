@@ -216,16 +216,25 @@ async def test_add_without_client_id_is_status_4_and_bad_item_status_6(env) -> N
     server, user, folders = env
     cid = folders["Calendar"]
     key = await prime(server, user, cid)
-    bad = E("AirSync:ApplicationData", E("Calendar:StartTime", "not a date"),
-            E("Calendar:Subject", "x"))
+    # an Add without ApplicationData cannot be an item (MS-ASCMD 2.2.3.177.17: 6) ...
     cmds = E("AirSync:Commands",
              E("AirSync:Add", contact("NoId")),
-             E("AirSync:Add", E("AirSync:ClientId", "b1"), bad))
+             E("AirSync:Add", E("AirSync:ClientId", "b1")))
     body = await run(server, user, sync_body(coll(cid, key, cmds)))
     adds = the_coll(body).find("AirSync:Responses").findall("AirSync:Add")
     assert [a.findtext("AirSync:Status") for a in adds] == ["4", "6"]
     changes = await server.items.changes_since(user, cid, 0, 100)
     assert changes.changes == []
+    # ... but one unreadable value costs only that value (issue 8, point 3)
+    key = the_coll(body).findtext("AirSync:SyncKey")
+    bad = E("AirSync:ApplicationData", E("Calendar:StartTime", "not a date"),
+            E("Calendar:Subject", "x"))
+    body = await run(server, user, sync_body(coll(cid, key, E(
+        "AirSync:Commands", E("AirSync:Add", E("AirSync:ClientId", "b2"), bad)))))
+    add = the_coll(body).find("AirSync:Responses").find("AirSync:Add")
+    assert add.findtext("AirSync:Status") == "1"
+    [item] = await server.items.get_items(user, [add.findtext("AirSync:ServerId")])
+    assert item.data["Subject"] == "x" and "StartTime" not in item.data
 
 
 @pytest_twisted.ensureDeferred

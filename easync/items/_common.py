@@ -11,10 +11,20 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 
+from twisted.logger import Logger
+
 from easync.context import Settings, version_tuple
 from easync.wbxml.element import Element
 
+log = Logger()
+# Key of a ``from_eas`` result: the properties the client sent that could not be read
+# and were left out (logged), so that a Change keeps what is stored for them.
+DROPPED = "_dropped"
+# Errors that mean "this value cannot be read" while parsing client data.
+VALUE_ERRORS = (ValueError, TypeError, OverflowError)
+
 _DEFAULT_MAX_PICTURE = Settings().max_picture_bytes
+_DEFAULT_FILEAS = Settings().fileas_order
 
 
 class ItemError(ValueError):
@@ -39,6 +49,8 @@ class DeviceQuirks:
     birthdays sent as local midnight from UTC+13/+14 or UTC-12 land on the right day).
     ``protocol_version``: the device's EAS version; with 16.x a master Change never
     carries Exceptions, so ``merge_change`` keeps them unless the pattern changed.
+    ``device_id``: the device, so that a birthday it wrote comes back to it as written.
+    ``fileas_order``: how a contact's missing FileAs is made (``Settings.fileas_order``).
     """
 
     device_type: str = ""
@@ -47,6 +59,8 @@ class DeviceQuirks:
     utc_offset_minutes: int | None = None
     max_picture_bytes: int = _DEFAULT_MAX_PICTURE
     protocol_version: str = ""
+    device_id: str = ""
+    fileas_order: str = _DEFAULT_FILEAS
 
     @property
     def is_ios(self) -> bool:
@@ -97,9 +111,11 @@ class DeviceQuirks:
         kwargs: dict[str, Any] = {}
         if settings is not None:
             kwargs["max_picture_bytes"] = settings.max_picture_bytes
+            kwargs["fileas_order"] = settings.fileas_order
         return cls(device_type=getattr(req, "device_type", "") or "",
                    user_agent=getattr(req, "user_agent", "") or "", os=os_name,
-                   protocol_version=getattr(req, "version", "") or "", **kwargs)
+                   protocol_version=getattr(req, "version", "") or "",
+                   device_id=getattr(req, "device_id", "") or "", **kwargs)
 
 
 def vt(version: str) -> tuple[int, int]:
@@ -111,6 +127,7 @@ def vt(version: str) -> tuple[int, int]:
 
 # -- dates -----------------------------------------------------------------------------
 
+MIN_YEAR, MAX_YEAR = 1601, 9999
 _COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2})?(?:\.\d+)?)?(Z)?$")
 _EXTENDED = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?)?"
@@ -135,8 +152,13 @@ def parse_datetime(value: str | None) -> datetime:
         sign = -1 if tz[0] == "-" else 1
         digits = tz[1:].replace(":", "")
         off = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-        dt = dt - sign * off
-    if not 1900 <= dt.year <= 2200:   # also guards arithmetic near datetime's limits
+        try:
+            dt = dt - sign * off
+        except OverflowError as exc:
+            raise ItemError(f"date out of range: {value!r}") from exc
+    # MS-ASDTYPE 2.3 sets no bound; Windows FILETIME (what Exchange keeps) starts in
+    # 1601.  iOS writes a birthday without a year as 1604-MM-DD.
+    if not MIN_YEAR <= dt.year <= MAX_YEAR:
         raise ItemError(f"date out of range: {value!r}")
     return dt
 
@@ -158,6 +180,19 @@ def to_extended(value: str) -> str:
 
 
 # -- scalar parsing ----------------------------------------------------------------------
+
+def drop_value(out: dict[str, Any], name: str, cls: str, exc: Exception) -> None:
+    """Leave property ``name`` out of ``out`` because its value cannot be read: a log
+    line and a note in ``out[DROPPED]``; the item itself is kept (never refused for
+    one bad value)."""
+    out.pop(name, None)
+    dropped = out.setdefault(DROPPED, [])
+    if name not in dropped:
+        dropped.append(name)
+    why = str(exc)
+    log.info("{cls} property {name} left out: {why}", cls=cls, name=name,
+             why=why if len(why) <= 120 else why[:117] + "...")
+
 
 def parse_int(value: str | None, name: str, lo: int | None = None, hi: int | None = None) -> int:
     try:
@@ -366,8 +401,14 @@ RECURRENCE_INTS: dict[str, tuple[int, int, tuple[int, int]]] = {
 
 
 def parse_recurrence(el: Element, page: str, date_keys: tuple[str, ...],
-                     date_fmt: Callable[[str], str]) -> dict[str, Any]:
-    """Children of a Calendar/Tasks Recurrence element → canonical dict (validated)."""
+                     date_fmt: Callable[[str], str], require_type: bool = True
+                     ) -> dict[str, Any]:
+    """Children of a Calendar/Tasks Recurrence element → canonical dict (validated).
+
+    A child whose value cannot be read is left out (logged); a Type that is missing
+    (``require_type``) or unknown makes the whole Recurrence unreadable (ItemError).
+    An empty element gives ``{}``.
+    """
     rec: dict[str, Any] = {}
     prefix = page + ":"
     for child in el.children:
@@ -375,19 +416,43 @@ def parse_recurrence(el: Element, page: str, date_keys: tuple[str, ...],
             continue
         name = child.tag[len(prefix):]
         value = text_of(child).strip()
-        if name in date_keys:
-            if value:
+        if value == "":
+            continue
+        try:
+            if name in date_keys:
                 rec[name] = date_fmt(value)
-        elif name in RECURRENCE_INTS:
-            if value == "":
-                continue
-            lo, hi, _ = RECURRENCE_INTS[name]
-            rec[name] = parse_int(value, f"Recurrence/{name}", lo, hi)
+            elif name in RECURRENCE_INTS:
+                lo, hi, _ = RECURRENCE_INTS[name]
+                rec[name] = parse_int(value, f"Recurrence/{name}", lo, hi)
+        except ItemError as exc:
+            if name == "Type":
+                raise
+            drop_value(rec, name, f"{page} Recurrence", exc)
+    rec.pop(DROPPED, None)
     if "Type" not in rec:
-        raise ItemError("Recurrence without Type")
+        if require_type and rec:
+            raise ItemError("Recurrence without Type")
+        return rec
     if rec["Type"] not in RECURRENCE_TYPES:
         raise ItemError(f"unknown recurrence type {rec['Type']}")
     return rec
+
+
+def infer_recurrence_type(rec: dict[str, Any]) -> int | None:
+    """The Type a recurrence without one (allowed from 16.0, MS-ASCAL 2.2.2.45) has,
+    from the pattern fields it carries; None when they do not tell."""
+    has = {k for k in ("DayOfWeek", "DayOfMonth", "WeekOfMonth", "MonthOfYear") if k in rec}
+    if {"WeekOfMonth", "DayOfWeek", "MonthOfYear"} <= has:
+        return 6
+    if {"DayOfMonth", "MonthOfYear"} <= has:
+        return 5
+    if {"WeekOfMonth", "DayOfWeek"} <= has:
+        return 3
+    if "DayOfMonth" in has:
+        return 2
+    if "DayOfWeek" in has:
+        return 1
+    return None
 
 
 def fill_recurrence(rec: dict[str, Any], local_start: datetime | None) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from easync.items import contact, event, task
 from easync.items._common import (
+    DROPPED,
     BodyPreference,
     DeviceQuirks,
     ItemError,
@@ -97,23 +98,34 @@ def supported_names(supported: Element) -> list[str]:
 
 def merge_change(cls: str, old: dict[str, Any], new: dict[str, Any], supported: list[str] | None,
                  quirks: DeviceQuirks | None = None) -> dict[str, Any]:
-    """The item to store after a client Change ``new`` of stored item ``old``.
+    """The item to store after a client Change ``new`` of stored item ``old`` (an Add
+    is a Change of ``{}``).
 
     ``supported`` None: no ghosting, properties absent from ``new`` are cleared;
     ``[]``: every ghostable property absent from ``new`` is kept; a list: listed
-    properties absent from ``new`` are cleared, the others kept.  Only Contacts and
-    Calendar properties can be ghosted.  Whatever the mode: UID/ClientUid stay; an
-    empty Picture from a device that sends it on every edit (iOS) keeps the picture;
-    TimezoneId goes with Timezone (and stays when the device drops Timezone);
-    16.x master Changes keep Exceptions unless the start or pattern changed.
+    properties absent from ``new`` are cleared, the others kept (MS-ASCMD 2.2.3.179).
+    Only Contacts and Calendar properties can be ghosted; from 16.0 every top-level
+    Calendar property a Change leaves out is ghosted, whatever Supported said
+    (MS-ASCAL 3.1.5.3).  Whatever the mode: UID/ClientUid stay; a property the client
+    sent but that could not be read (``DROPPED``) keeps its stored value; an empty
+    Picture from a device that sends it on every edit (iOS) keeps the picture;
+    TimezoneId goes with Timezone (and stays when the device drops Timezone); 16.x
+    master Changes keep Exceptions unless the start, end or pattern changed
+    (MS-ASCAL 2.2.2.22).  The result is normalised (``event.normalize``).
     """
     quirks = quirks or DeviceQuirks()
     ghostable = cls in ("Contacts", "Calendar")
     listed = set(supported or [])
+    ghost_all = cls == "Calendar" and quirks.is_16
+    unread = set(new.get(DROPPED) or ())
+    new_written = new.get(contact.WRITTEN) or {}
+    new = {k: v for k, v in new.items() if k not in (DROPPED, contact.WRITTEN)}
     result: dict[str, Any] = dict(new)
 
     def kept(key: str) -> bool:
-        if key in _SERVER_KEPT.get(cls, ()):
+        if key in _SERVER_KEPT.get(cls, ()) or key in unread or key == contact.WRITTEN:
+            return True
+        if ghost_all:
             return True
         if not ghostable or supported is None:
             return False
@@ -135,9 +147,10 @@ def merge_change(cls: str, old: dict[str, Any], new: dict[str, Any], supported: 
             result["UID"] = old["UID"]
         if "Timezone" not in new and old.get("TimezoneId"):
             result["TimezoneId"] = old["TimezoneId"]    # the zone is still the item's zone
+        _recurrence_type_from_stored(result, old)
         if "Exceptions" not in new and old.get("Exceptions"):
             changed = any(new.get(k) not in (None, "") and new.get(k) != old.get(k)
-                          for k in ("StartTime", "Recurrence"))
+                          for k in ("StartTime", "EndTime", "Recurrence"))
             if changed or ("Recurrence" in new and is_empty(new["Recurrence"])):
                 result.pop("Exceptions", None)
             elif quirks.is_16:
@@ -147,7 +160,43 @@ def merge_change(cls: str, old: dict[str, Any], new: dict[str, Any], supported: 
     if (cls == "Contacts" and new.get("Picture") == "" and quirks.sends_empty_picture
             and old.get("Picture")):
         result["Picture"] = old["Picture"]
-    return strip_empty(result)
+    if cls == "Contacts":
+        _merge_written(result, old, new, new_written)
+    result = strip_empty(result)
+    if cls == "Calendar":
+        event.normalize(result)
+    return result
+
+
+def _merge_written(result: dict[str, Any], old: dict[str, Any], new: dict[str, Any],
+                   new_written: dict[str, Any]) -> None:
+    """Which device wrote each stored Birthday/Anniversary in which form (see
+    ``contact.WRITTEN``): a date the client sent replaces the memory of the old one."""
+    written = dict(old.get(contact.WRITTEN) or {})
+    for name in contact.DATE_FIELDS:
+        if name in new:
+            written.pop(name, None)
+            if name in new_written:
+                written[name] = new_written[name]
+        if is_empty(result.get(name)):
+            written.pop(name, None)
+    if written:
+        result[contact.WRITTEN] = written
+    else:
+        result.pop(contact.WRITTEN, None)
+
+
+def _recurrence_type_from_stored(result: dict[str, Any], old: dict[str, Any]) -> None:
+    """A 16.x Recurrence sent without Type and without pattern fields: the stored
+    series' pattern with what the client sent over it (a new event: daily)."""
+    rec = result.get("Recurrence")
+    if not (isinstance(rec, dict) and rec.pop(event.TYPE_FROM_STORED, None)):
+        return
+    stored = old.get("Recurrence")
+    if isinstance(stored, dict) and stored.get("Type") is not None:
+        result["Recurrence"] = {**stored, **rec}
+    else:
+        rec["Type"] = 0
 
 
 def _instance_key(instance_id: str) -> str:
@@ -168,6 +217,12 @@ def apply_instance_change(old: dict[str, Any], instance_id: str,
     if not isinstance(old.get("Recurrence"), dict):
         raise ItemError("InstanceId change on an item that does not recur")
     key = _instance_key(instance_id)
+    if old.get("AllDayEvent") in (1, "1"):
+        # 16.x clients name an all-day occurrence by its date form (event.date_form)
+        try:
+            key = event.from_date_form(key, event.event_zone(old))
+        except (ValueError, OverflowError):
+            raise ItemError(f"bad InstanceId {instance_id!r}") from None
     if new is None:
         exc: dict[str, Any] = {"ExceptionStartTime": key, "Deleted": 1}
     else:
@@ -181,7 +236,7 @@ def apply_instance_change(old: dict[str, Any], instance_id: str,
         raise ItemError("too many exceptions")
     result = dict(old)
     result["Exceptions"] = sorted(others + [exc], key=lambda e: str(e["ExceptionStartTime"]))
-    return result
+    return event.normalize(result)
 
 
 def _safe_key(exc: dict[str, Any]) -> str | None:

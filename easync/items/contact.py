@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
+from easync.items import email_address
 from easync.items._common import (
+    VALUE_ERRORS,
     BodyPreference,
     DeviceQuirks,
     ItemError,
     body_to_eas,
     check_picture,
+    drop_value,
     list_element,
     list_of,
     parse_body,
@@ -63,11 +66,14 @@ def parse_birthday(value: str, quirks: DeviceQuirks) -> str:
     hour = quirks.birthday_hour
     if hour and dt.hour == hour and dt.minute == 0:
         return dt.date().isoformat()
-    if quirks.utc_offset_minutes is not None:
-        local = dt + timedelta(minutes=quirks.utc_offset_minutes)
-        if (local.hour, local.minute) == (0, 0):
-            return local.date().isoformat()
-    return (dt + timedelta(hours=12)).date().isoformat()
+    try:
+        if quirks.utc_offset_minutes is not None:
+            local = dt + timedelta(minutes=quirks.utc_offset_minutes)
+            if (local.hour, local.minute) == (0, 0):
+                return local.date().isoformat()
+        return (dt + timedelta(hours=12)).date().isoformat()
+    except OverflowError:                   # the last hours of 9999-12-31
+        return dt.date().isoformat()
 
 
 def format_birthday(value: str, quirks: DeviceQuirks) -> str | None:
@@ -75,43 +81,103 @@ def format_birthday(value: str, quirks: DeviceQuirks) -> str | None:
         d = date.fromisoformat(value[:10])
     except (ValueError, TypeError):
         try:
-            d = (parse_datetime(value) + timedelta(hours=12)).date()
-        except ItemError:
+            d = date.fromisoformat(parse_birthday(value, DeviceQuirks()))
+        except VALUE_ERRORS:
             return None
-    dt = datetime(d.year, d.month, d.day, quirks.birthday_hour, tzinfo=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{quirks.birthday_hour:02d}:00:00.000Z"
+
+
+# Canonical key: {"Birthday": [device id, value as that device wrote it], ...}.  A
+# birthday or anniversary goes back to the device that wrote it exactly as written
+# (a phone at UTC-4 writes local midnight, 04:00Z, and reads it back so), to every
+# other device as the same date in its own form.
+WRITTEN = "_written"
+
+
+def written_form(data: dict[str, Any], name: str, quirks: DeviceQuirks) -> str | None:
+    """The value of date property ``name`` as this device wrote it, if it did and the
+    stored date is still that one."""
+    entry = (data.get(WRITTEN) or {}).get(name)
+    if not (quirks.device_id and isinstance(entry, list) and len(entry) == 2
+            and entry[0] == quirks.device_id):
+        return None
+    try:
+        same = parse_birthday(str(entry[1]), quirks) == str(data.get(name))[:10]
+    except VALUE_ERRORS:
+        return None
+    return str(entry[1]) if same else None
+
+
+def date_text(data: dict[str, Any], name: str, quirks: DeviceQuirks) -> str | None:
+    """Birthday/Anniversary as this device is sent it."""
+    return written_form(data, name, quirks) or format_birthday(str(data[name]), quirks)
+
+
+def file_as(data: dict[str, Any], order: str = "last-first") -> str:
+    """The FileAs a contact without one is shown under: from its names in ``order``
+    ("last-first": "Last, First"; "first-last": "First Last"; "last-first-nocomma":
+    "Last First"; "company-first": the company, else "Last, First"), else the company,
+    else the first e-mail address; "" when the contact has none of them."""
+    def part(key: str) -> str:
+        return str(data.get(key) or "").strip()
+
+    first, last, company = part("FirstName"), part("LastName"), part("CompanyName")
+    if order == "company-first" and company:
+        return company
+    if first or last:
+        if order == "first-last":
+            return " ".join(p for p in (first, last) if p)
+        if order == "last-first-nocomma":
+            return " ".join(p for p in (last, first) if p)
+        return ", ".join(p for p in (last, first) if p)
+    if company:
+        return company
+    for key in ("Email1Address", "Email2Address", "Email3Address"):
+        addr = email_address(part(key))
+        if addr:
+            return addr
+    return ""
 
 
 def from_eas(appdata: Element, version: str, quirks: DeviceQuirks) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for child in appdata.children:
         page, _, name = child.tag.partition(":")
-        if page == "AirSyncBase" and name == "Body":
-            out["Body"] = parse_body(child)
-            continue
-        if page == "Contacts" and name == "Body":          # 2.5-style text body
-            out["Body"] = {"Type": 1, "Data": text_of(child)}
-            continue
-        if page == "Contacts2" and name in CONTACTS2_FIELDS:
-            out[name] = text_of(child)
-            continue
-        if page != "Contacts" or name in _IGNORED or name not in CONTACTS_FIELDS:
-            continue
-        if name in LIST_FIELDS:
-            out[name] = list_of(child, f"Contacts:{LIST_FIELDS[name]}")
-        elif name in DATE_FIELDS:
-            text = text_of(child).strip()
-            out[name] = parse_birthday(text, quirks) if text else ""
-        elif name == "Picture":
-            out[name] = check_picture(text_of(child), quirks.max_picture_bytes)
-        else:
-            out[name] = text_of(child)
+        try:
+            if page == "AirSyncBase" and name == "Body":
+                out["Body"] = parse_body(child)
+                continue
+            if page == "Contacts" and name == "Body":          # 2.5-style text body
+                out["Body"] = {"Type": 1, "Data": text_of(child)}
+                continue
+            if page == "Contacts2" and name in CONTACTS2_FIELDS:
+                out[name] = text_of(child)
+                continue
+            if page != "Contacts" or name in _IGNORED or name not in CONTACTS_FIELDS:
+                continue
+            if name in LIST_FIELDS:
+                out[name] = list_of(child, f"Contacts:{LIST_FIELDS[name]}")
+            elif name in DATE_FIELDS:
+                text = text_of(child).strip()
+                out[name] = parse_birthday(text, quirks) if text else ""
+                if text and quirks.device_id and text != format_birthday(out[name], quirks):
+                    out.setdefault(WRITTEN, {})[name] = [quirks.device_id, text]
+            elif name == "Picture":
+                out[name] = check_picture(text_of(child), quirks.max_picture_bytes)
+            else:
+                out[name] = text_of(child)
+        except VALUE_ERRORS as exc:
+            drop_value(out, name, "Contacts", exc)
     return out
 
 
 def to_eas(data: dict[str, Any], version: str, prefs: list[BodyPreference] | None,
            quirks: DeviceQuirks) -> list[Element]:
     out: list[Element] = []
+    if not data.get("FileAs"):
+        made = file_as(data, quirks.fileas_order)
+        if made:
+            data = dict(data, FileAs=made)
     body, native = body_to_eas(data.get("Body"), prefs, version)
     if body is not None:
         out.append(body)
@@ -124,7 +190,7 @@ def to_eas(data: dict[str, Any], version: str, prefs: list[BodyPreference] | Non
             if container is not None:
                 out.append(container)
         elif name in DATE_FIELDS:
-            text = format_birthday(str(value), quirks)
+            text = date_text(data, name, quirks)
             if text:
                 out.append(Element(f"Contacts:{name}", text))
         else:

@@ -7,12 +7,16 @@ from typing import Any
 
 from easync.items import tz as tzmod
 from easync.items._common import (
+    DROPPED,
+    VALUE_ERRORS,
     BodyPreference,
     DeviceQuirks,
     ItemError,
     body_to_eas,
+    drop_value,
     fill_recurrence,
     fmt_compact,
+    infer_recurrence_type,
     list_element,
     list_of,
     parse_body,
@@ -136,7 +140,7 @@ def _snap_if_all_day(values: dict[str, Any], all_day: Any, zone: tzinfo) -> None
         try:
             values["StartTime"], values["EndTime"] = snap_all_day(
                 str(values["StartTime"]), values.get("EndTime"), zone)
-        except ItemError:
+        except VALUE_ERRORS:
             pass
 
 
@@ -159,12 +163,14 @@ def _parse_attendees(el: Element) -> list[dict[str, Any]]:
             entry["Email"] = email.replace("\x00", "").strip()
         if name:
             entry["Name"] = name.replace("\x00", "")
-        status = (att.findtext("Calendar:AttendeeStatus") or "").strip()
-        if status:
-            entry["AttendeeStatus"] = parse_int(status, "AttendeeStatus", 0, 5)
-        atype = (att.findtext("Calendar:AttendeeType") or "").strip()
-        if atype:
-            entry["AttendeeType"] = parse_int(atype, "AttendeeType", 1, 3)
+        for key, lo, hi in (("AttendeeStatus", 0, 5), ("AttendeeType", 1, 3)):
+            text = (att.findtext(f"Calendar:{key}") or "").strip()
+            if text:
+                try:
+                    entry[key] = parse_int(text, key, lo, hi)
+                except ItemError as exc:
+                    drop_value(entry, key, "Calendar Attendee", exc)
+        entry.pop(DROPPED, None)
         if entry.get("Email") or entry.get("Name"):
             out.append(entry)
     return out
@@ -218,68 +224,122 @@ def _parse_prop(child: Element, out: dict[str, Any], allowed: frozenset[str] | N
 
 
 def _parse_exceptions(el: Element) -> list[dict[str, Any]]:
+    """The Exceptions container; an exception that cannot be read is left out (logged),
+    and so is every one past the 256 MS-ASCAL 2.2.2.22 allows."""
     found: dict[str, dict[str, Any]] = {}
-    elements = el.findall("Calendar:Exception")
-    if len(elements) > MAX_EXCEPTIONS:
-        raise ItemError(f"more than {MAX_EXCEPTIONS} exceptions")
-    for exc_el in elements:
-        start = (exc_el.findtext("Calendar:ExceptionStartTime")
-                 or exc_el.findtext("AirSyncBase:InstanceId") or "").strip()
-        if not start:
-            raise ItemError("Exception without ExceptionStartTime")
-        exc: dict[str, Any] = {"ExceptionStartTime": to_compact(start)}
+    for exc_el in el.findall("Calendar:Exception"):
+        try:
+            start = (exc_el.findtext("Calendar:ExceptionStartTime")
+                     or exc_el.findtext("AirSyncBase:InstanceId") or "").strip()
+            if not start:
+                raise ItemError("Exception without ExceptionStartTime")
+            exc: dict[str, Any] = {"ExceptionStartTime": to_compact(start)}
+        except ItemError as err:
+            drop_value({}, "Exception", "Calendar", err)
+            continue
         deleted = (exc_el.findtext("Calendar:Deleted") or "").strip()
         if deleted == "1":
             exc["Deleted"] = 1
         else:
             for child in exc_el.children:
-                _parse_prop(child, exc, EXCEPTION_FIELDS)
-            exc = {k: v for k, v in exc.items() if v != "" and v != []}
+                try:
+                    _parse_prop(child, exc, EXCEPTION_FIELDS)
+                except VALUE_ERRORS as err:
+                    drop_value(exc, child.tag.partition(":")[2], "Calendar Exception", err)
+            exc = {k: v for k, v in exc.items() if v != "" and v != [] and k != DROPPED}
+        if exc["ExceptionStartTime"] not in found and len(found) >= MAX_EXCEPTIONS:
+            drop_value({}, "Exception", "Calendar",
+                       ItemError(f"more than {MAX_EXCEPTIONS} exceptions"))
+            continue
         found[exc["ExceptionStartTime"]] = exc
     return [found[k] for k in sorted(found)]
 
 
+def _parse_recurrence(el: Element, v: tuple[int, int]) -> dict[str, Any] | str:
+    """Calendar:Recurrence → dict, or "" for "no recurrence".
+
+    An empty element is "no recurrence" at every version: iOS 16.x sends
+    ``<Recurrence/>`` for events that do not recur (MS-ASCAL 2.2.2.37).  From 16.0 Type
+    may be left out (MS-ASCAL 2.2.2.45): it is taken from the pattern fields, or from the
+    stored series by ``merge_change`` (``_TYPE_FROM_STORED``).
+    """
+    rec = parse_recurrence(el, "Calendar", ("Until",), to_compact, require_type=v < (16, 0))
+    for task_only in ("Start", "Regenerate", "DeadOccur"):
+        rec.pop(task_only, None)
+    if not rec:
+        return ""
+    if "Type" not in rec:
+        inferred = infer_recurrence_type(rec)
+        if inferred is None:
+            rec[TYPE_FROM_STORED] = 1
+        else:
+            rec["Type"] = inferred
+    return rec
+
+
+# In a parsed 16.x Recurrence without Type: take Type (and pattern) from the stored one.
+TYPE_FROM_STORED = "_type_from_stored"
+
+
 def from_eas(appdata: Element, version: str, quirks: DeviceQuirks) -> dict[str, Any]:
+    """The client's ApplicationData as sent (see ``easync.items.codec.from_eas``).
+
+    All-day snapping and recurrence completion need the whole item and happen in
+    ``normalize`` once a Change has been merged with what is stored.
+    """
     v = vt(version)
     out: dict[str, Any] = {}
     for child in appdata.children:
-        if _parse_prop(child, out, None):
-            continue
         page, _, name = child.tag.partition(":")
-        if page != "Calendar":
-            continue
-        if name == "Timezone":
-            out["Timezone"] = "".join(text_of(child).split())
-        elif name == "UID":
-            if v < (16, 0):                                 # 16.x: the server owns UID
-                out["UID"] = text_of(child).strip()
-        elif name == "ClientUid":
-            out["ClientUid"] = text_of(child).strip()
-        elif name == "Recurrence":
-            rec = parse_recurrence(child, "Calendar", ("Until",), to_compact)
-            for task_only in ("Start", "Regenerate", "DeadOccur"):
-                rec.pop(task_only, None)
-            out["Recurrence"] = rec
-        elif name == "Exceptions":
-            out["Exceptions"] = _parse_exceptions(child)
+        try:
+            if _parse_prop(child, out, None) or page != "Calendar":
+                continue
+            if name == "Timezone":
+                out["Timezone"] = "".join(text_of(child).split())
+            elif name == "UID":
+                if v < (16, 0):                                 # 16.x: the server owns UID
+                    out["UID"] = text_of(child).strip()
+            elif name == "ClientUid":
+                out["ClientUid"] = text_of(child).strip()
+            elif name == "Recurrence":
+                out["Recurrence"] = _parse_recurrence(child, v)
+            elif name == "Exceptions":
+                out["Exceptions"] = _parse_exceptions(child)
+        except VALUE_ERRORS as exc:
+            drop_value(out, name, "Calendar", exc)
     if out.get("Timezone"):
         zone_name = tzmod.blob_to_zone(out["Timezone"], _year_of(out))
         if zone_name:
             out["TimezoneId"] = zone_name
-    zone = event_zone(out)
-    if out.get("AllDayEvent") == 1 and out.get("StartTime"):
-        out["StartTime"], out["EndTime"] = snap_all_day(out["StartTime"], out.get("EndTime"),
-                                                        zone)
-    if isinstance(out.get("Recurrence"), dict):
-        start = parse_datetime(out["StartTime"]).astimezone(zone) if out.get("StartTime") \
-            else None
-        fill_recurrence(out["Recurrence"], start)
-    for exc in out.get("Exceptions") or []:
-        all_day = exc.get("AllDayEvent", out.get("AllDayEvent"))
-        if all_day == 1 and exc.get("StartTime"):
-            exc["StartTime"], exc["EndTime"] = snap_all_day(exc["StartTime"],
-                                                            exc.get("EndTime"), zone)
-    return out
+    return normalize(out, final=False)
+
+
+def normalize(data: dict[str, Any], final: bool = True) -> dict[str, Any]:
+    """An event made whole: all-day times on local midnights of its zone (start
+    back, end forward: MS-ASCAL 2.2.2.1), the recurrence pattern completed from the
+    start.  ``final`` (a merged item): a recurrence that still cannot be completed is
+    left out (logged); otherwise (what one request sent) it is left for the merge."""
+    zone = event_zone(data)
+    _snap_if_all_day(data, data.get("AllDayEvent"), zone)
+    rec = data.get("Recurrence")
+    if isinstance(rec, dict):
+        try:
+            start = parse_datetime(data["StartTime"]).astimezone(zone) \
+                if data.get("StartTime") else None
+            if "Type" in rec:
+                fill_recurrence(rec, start)
+            elif final:
+                raise ItemError("Recurrence without Type")
+        except VALUE_ERRORS as exc:
+            if not final:
+                return data
+            drop_value(data, "Recurrence", "Calendar", exc)
+            data.pop(DROPPED, None)
+            data.pop("Exceptions", None)
+    for exc in data.get("Exceptions") or []:
+        if isinstance(exc, dict):
+            _snap_if_all_day(exc, exc.get("AllDayEvent", data.get("AllDayEvent")), zone)
+    return data
 
 
 # -- output -------------------------------------------------------------------------------
@@ -373,12 +433,40 @@ def _props_to_eas(data: dict[str, Any], order: tuple[str, ...], version: str,
     return out
 
 
+def date_form(value: str, zone: tzinfo) -> str:
+    """The 16.x form of an all-day boundary: the local date in ``zone`` written as
+    midnight UTC ("fake local as UTC"), read as a plain date by 16.x clients."""
+    local = parse_datetime(value).astimezone(zone)
+    return f"{local.year:04d}{local.month:02d}{local.day:02d}T000000Z"
+
+
+def from_date_form(value: str, zone: tzinfo) -> str:
+    """The reverse of ``date_form``: a 16.x all-day instant (midnight UTC of a date) →
+    local midnight of that date in ``zone``; any other instant is returned as it is."""
+    dt = parse_datetime(value)
+    if not _is_midnight(dt):
+        return fmt_compact(dt)
+    return fmt_compact(_local_midnight(dt, zone))
+
+
+def _to_date_form(values: dict[str, Any], zone: tzinfo) -> None:
+    for key in ("StartTime", "EndTime"):
+        if values.get(key):
+            try:
+                values[key] = date_form(str(values[key]), zone)
+            except VALUE_ERRORS:
+                pass
+
+
 def _exception_el(exc: dict[str, Any], version: str, prefs: list[BodyPreference] | None,
                   zone: tzinfo, master_all_day: Any) -> Element | None:
     v = vt(version)
+    floating = v >= (16, 0) and master_all_day in (1, "1")
     try:
         start = to_compact(str(exc.get("ExceptionStartTime") or ""))
-    except ItemError:
+        if floating:
+            start = date_form(start, zone)
+    except VALUE_ERRORS:
         return None
     el = Element("Calendar:Exception")
     if exc.get("Deleted") in (1, "1", True):
@@ -390,7 +478,10 @@ def _exception_el(exc: dict[str, Any], version: str, prefs: list[BodyPreference]
     if exc.get("Deleted") in (1, "1", True):
         return el
     values = dict(exc)
-    _snap_if_all_day(values, values.get("AllDayEvent", master_all_day), zone)
+    all_day = values.get("AllDayEvent", master_all_day)
+    _snap_if_all_day(values, all_day, zone)
+    if v >= (16, 0) and all_day in (1, "1"):
+        _to_date_form(values, zone)
     props = _props_to_eas(values, EXCEPTION_ORDER, version, prefs)
     for name in EXCEPTION_ORDER:
         if name in props:
@@ -400,14 +491,27 @@ def _exception_el(exc: dict[str, Any], version: str, prefs: list[BodyPreference]
 
 def to_eas(data: dict[str, Any], version: str, prefs: list[BodyPreference] | None,
            quirks: DeviceQuirks) -> list[Element]:
+    """Server→client ApplicationData.  An all-day event goes to 12.x/14.x as local
+    midnights of its zone with that zone's Timezone, and to 16.x in the date form
+    (``date_form``, with the UTC Timezone): the same dates on every device."""
     values = dict(data)
     zone = event_zone(values)
     _snap_if_all_day(values, values.get("AllDayEvent"), zone)
+    floating = vt(version) >= (16, 0) and values.get("AllDayEvent") in (1, "1")
+    rec = values.get("Recurrence")
+    if floating:
+        _to_date_form(values, zone)
+        if isinstance(rec, dict) and rec.get("Until"):
+            rec = dict(rec)
+            try:
+                rec["Until"] = date_form(str(rec["Until"]), zone)
+            except VALUE_ERRORS:
+                rec.pop("Until")
     elements = _props_to_eas(values, TOP_ORDER, version, prefs)
-    elements["Timezone"] = Element("Calendar:Timezone", timezone_blob(values))
+    elements["Timezone"] = Element("Calendar:Timezone",
+                                   tzmod.UTC_BLOB if floating else timezone_blob(values))
     if values.get("UID"):
         elements["UID"] = Element("Calendar:UID", str(values["UID"]))
-    rec = values.get("Recurrence")
     if isinstance(rec, dict) and rec.get("Type") is not None:
         elements["Recurrence"] = recurrence_to_eas(rec, "Calendar", RECURRENCE_ORDER, version,
                                                    to_compact, ("Until",))

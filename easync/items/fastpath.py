@@ -21,7 +21,9 @@ from easync.items.contact import (
     CONTACTS_FIELDS,
     DATE_FIELDS,
     LIST_FIELDS,
-    format_birthday,
+    WRITTEN,
+    date_text,
+    file_as,
 )
 from easync.wbxml.codec import Fragment, fragment
 from easync.wbxml.codepages import TAG_CODES
@@ -108,6 +110,10 @@ def contact_fragment(data: dict[str, Any], version: str, prefs: list[Any] | None
     """The contact's ApplicationData, encoded directly (same bytes as the generic path)."""
     out = [_OPEN_APPDATA]
     page = 0
+    if not data.get("FileAs"):
+        made = file_as(data, quirks.fileas_order)
+        if made:
+            data = dict(data, FileAs=made)
     body, native = body_to_eas(data.get("Body"), prefs, version)
     if body is not None:
         page = _elements(out, [body], page)
@@ -130,7 +136,7 @@ def contact_fragment(data: dict[str, Any], version: str, prefs: list[Any] | None
             out.append("\x01")
             continue
         if name in DATE_FIELDS:
-            text = format_birthday(str(value), quirks)
+            text = date_text(data, name, quirks)
             if not text:
                 continue
         else:
@@ -184,6 +190,8 @@ class FragmentCache:
         if options is None:
             options = self.options_key(version, prefs, quirks)
         key = (server_id, modseq, options)
+        if WRITTEN in data:         # dates go back to their writer as written
+            key += (getattr(quirks, "device_id", ""),)
         frag = self._d.get(key)
         if frag is not None:
             self.hits += 1
@@ -206,4 +214,5 @@ def _prefs_key(prefs: list[Any] | None) -> tuple[Any, ...]:
 def _quirks_key(quirks: Any) -> tuple[Any, ...]:
     if quirks is None:
         return ()
-    return (quirks.birthday_hour, getattr(quirks, "utc_offset_minutes", None))
+    return (quirks.birthday_hour, getattr(quirks, "utc_offset_minutes", None),
+            getattr(quirks, "fileas_order", ""))

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from easync.items._common import (
+    VALUE_ERRORS,
     BodyPreference,
     DeviceQuirks,
     ItemError,
     body_to_eas,
+    drop_value,
     fill_recurrence,
     fmt_extended,
     list_element,
@@ -64,36 +66,43 @@ def from_eas(appdata: Element, version: str, quirks: DeviceQuirks) -> dict[str, 
     out: dict[str, Any] = {}
     for child in appdata.children:
         page, _, name = child.tag.partition(":")
-        if page == "AirSyncBase" and name == "Body":
-            out["Body"] = parse_body(child)
-            continue
-        if page != "Tasks":
-            continue
-        if name in INT_FIELDS:
-            value = text_of(child).strip()
-            lo, hi = INT_FIELDS[name]
-            out[name] = parse_int(value, name, lo, hi) if value else ""
-        elif name in DATE_FIELDS:
-            value = text_of(child).strip()
-            out[name] = to_extended(value) if value else ""
-        elif name in STR_FIELDS:
-            out[name] = text_of(child)
-        elif name == "Categories":
-            out["Categories"] = list_of(child, "Tasks:Category")
-        elif name == "Body":                              # 2.5-style text body
-            out["Body"] = {"Type": 1, "Data": text_of(child)}
-        elif name == "Recurrence":
-            out["Recurrence"] = parse_recurrence(child, "Tasks", RECURRENCE_DATES, to_extended)
+        try:
+            if page == "AirSyncBase" and name == "Body":
+                out["Body"] = parse_body(child)
+                continue
+            if page != "Tasks":
+                continue
+            if name in INT_FIELDS:
+                value = text_of(child).strip()
+                lo, hi = INT_FIELDS[name]
+                out[name] = parse_int(value, name, lo, hi) if value else ""
+            elif name in DATE_FIELDS:
+                value = text_of(child).strip()
+                out[name] = to_extended(value) if value else ""
+            elif name in STR_FIELDS:
+                out[name] = text_of(child)
+            elif name == "Categories":
+                out["Categories"] = list_of(child, "Tasks:Category")
+            elif name == "Body":                              # 2.5-style text body
+                out["Body"] = {"Type": 1, "Data": text_of(child)}
+            elif name == "Recurrence":
+                rec = parse_recurrence(child, "Tasks", RECURRENCE_DATES, to_extended)
+                out["Recurrence"] = rec or ""       # empty: no recurrence
+        except VALUE_ERRORS as exc:
+            drop_value(out, name, "Tasks", exc)
     if out.get("Complete") == 1 and not out.get("DateCompleted"):
         out["DateCompleted"] = _now_extended()
     rec = out.get("Recurrence")
     if isinstance(rec, dict):
-        if not rec.get("Start"):
-            start = _series_start(out)
-            if start is None:
-                raise ItemError("task Recurrence without Start")
-            rec["Start"] = start
-        fill_recurrence(rec, parse_datetime(rec["Start"]))
+        try:
+            if not rec.get("Start"):
+                start = _series_start(out)
+                if start is None:
+                    raise ItemError("task Recurrence without Start")
+                rec["Start"] = start
+            fill_recurrence(rec, parse_datetime(rec["Start"]))
+        except VALUE_ERRORS as exc:
+            drop_value(out, "Recurrence", "Tasks", exc)
     return out
 
 
