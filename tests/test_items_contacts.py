@@ -434,3 +434,29 @@ def test_supported_names() -> None:
 def test_wrong_class_is_value_error() -> None:
     with pytest.raises(ValueError):
         to_eas("Email", {}, "14.1")
+
+
+# -- FileAs (issue 8, point 7) ------------------------------------------------------------
+
+@pytest.mark.parametrize("order, expected", [
+    ("last-first", "Rossi, Anna"), ("first-last", "Anna Rossi"),
+    ("last-first-nocomma", "Rossi Anna"), ("company-first", "ACME"),
+])
+def test_file_as_orders(order: str, expected: str) -> None:
+    """MS-ASCNTC 2.2.2.32: FileAs is how a contact is filed; made when a device sent none."""
+    data = {"FirstName": "Anna", "LastName": "Rossi", "CompanyName": "ACME"}
+    assert file_as(data, order) == expected
+    els = to_eas("Contacts", data, "14.1", quirks=DeviceQuirks(fileas_order=order))
+    assert E("Contacts:FileAs", expected) in els
+
+
+def test_file_as_falls_back_and_never_overrides() -> None:
+    assert file_as({"LastName": "Solo"}) == "Solo"
+    assert file_as({"CompanyName": "ACME"}, "first-last") == "ACME"
+    assert file_as({"Email2Address": '"Info" <Info@Example.org>'}) == "info@example.org"
+    assert file_as({"JobTitle": "nobody"}) == ""
+    assert E("Contacts:FileAs", "Mine") in to_eas(
+        "Contacts", {"FileAs": "Mine", "FirstName": "A", "LastName": "B"}, "16.1")
+    # nothing to file under: no FileAs element at all
+    assert all(e.tag != "Contacts:FileAs" for e in to_eas("Contacts", {"JobTitle": "x"},
+                                                            "14.1"))

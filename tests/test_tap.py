@@ -66,7 +66,8 @@ def test_overrides() -> None:
               "--max-request-size", "2M", "--request-timeout", "30",
               "--provisioning", "off", "--max-picture-size", "64K",
               "--server-version", "14.1", "--max-ping-folders", "10",
-              "--max-sync-collections", "5", "--idle-timeout", "90")
+              "--max-sync-collections", "5", "--idle-timeout", "90",
+              "--fileas-order", "first-last")
     assert o["db"] == "postgresql://u@localhost/easync"
     s = o.settings()
     assert s.max_window == 50
@@ -80,6 +81,7 @@ def test_overrides() -> None:
     assert s.max_ping_folders == 10
     assert s.max_sync_collections == 5
     assert o["idle-timeout"] == 90.0
+    assert s.fileas_order == "first-last"
 
 
 def test_listen_is_repeatable() -> None:
@@ -96,6 +98,7 @@ def test_listen_is_repeatable() -> None:
     (["--request-timeout", "-1"], "more than 0"),
     (["--provisioning", "maybe"], "on or off"),
     (["--server-version", "9.9"], "one of"),
+    (["--fileas-order", "by-mood"], "one of"),
     (["--backend", "crm"], "crm-url"),
     (["--backend", "mysql"], "one of"),
     (["--auth", "ldap"], "needs --ldap-url"),
