@@ -708,3 +708,33 @@ def test_from_eas_records_the_version_for_merge() -> None:
     q14 = DeviceQuirks(device_type="iPhone")
     new = from_eas("Calendar", appdata([E("Calendar:Subject", "renamed")]), "14.1", q14)
     assert "Exceptions" not in merge_change("Calendar", old, new, None, q14)
+
+
+def test_16_all_day_series_in_date_form_round_trip() -> None:
+    """An all-day weekly series written by a 16.1 phone in New York in the date form
+    (MS-ASCAL 2.2.2.1; EAS-4-TbSync PR 324): Until and an occurrence deleted by
+    InstanceId name days, so the last Monday stays in the series and the right one goes;
+    a 14.1 reader gets local midnights in New York, a 16.1 reader the date form again."""
+    quirks = DeviceQuirks(device_type="iPhone", protocol_version="16.1")
+    ad = appdata([E("Calendar:Timezone", NY_BLOB), E("Calendar:AllDayEvent", 1),
+                  E("Calendar:StartTime", "20261207T000000Z"),
+                  E("Calendar:EndTime", "20261208T000000Z"), E("Calendar:Subject", "Gym"),
+                  E("Calendar:Recurrence", E("Calendar:Type", 1), E("Calendar:Interval", 1),
+                    E("Calendar:Until", "20261228T000000Z"), E("Calendar:DayOfWeek", 2))])
+    stored = merge_change("Calendar", {}, from_eas("Calendar", ad, "16.1", quirks), None, quirks)
+    # local midnight in New York is 05:00Z in December
+    assert (stored["StartTime"], stored["EndTime"]) == ("20261207T050000Z", "20261208T050000Z")
+    assert stored["Recurrence"]["Until"] == "20261228T050000Z"
+    stored = apply_instance_change(stored, "20261214T000000Z", None)
+    assert stored["Exceptions"] == [{"ExceptionStartTime": "20261214T050000Z", "Deleted": 1}]
+    els14 = {e.tag: e for e in to_eas("Calendar", stored, "14.1")}
+    assert els14["Calendar:StartTime"].value == "20261207T050000Z"
+    assert els14["Calendar:Recurrence"].findtext("Calendar:Until") == "20261228T050000Z"
+    assert els14["Calendar:Exceptions"].children[0].findtext(
+        "Calendar:ExceptionStartTime") == "20261214T050000Z"
+    els16 = {e.tag: e for e in to_eas("Calendar", stored, "16.1")}
+    assert els16["Calendar:StartTime"].value == "20261207T000000Z"
+    assert els16["Calendar:Recurrence"].findtext("Calendar:Until") == "20261228T000000Z"
+    assert els16["Calendar:Exceptions"].children[0].findtext(
+        "AirSyncBase:InstanceId") == "20261214T000000Z"
+    assert els16["Calendar:Timezone"].value == UTC_BLOB

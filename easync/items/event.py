@@ -322,6 +322,12 @@ def normalize(data: dict[str, Any], final: bool = True) -> dict[str, Any]:
     zone = event_zone(data)
     _snap_if_all_day(data, data.get("AllDayEvent"), zone)
     rec = data.get("Recurrence")
+    if data.get("AllDayEvent") in (1, "1"):
+        # a 16.x device names the days of an all-day series in the date form
+        _from_date_form(rec if isinstance(rec, dict) else {}, "Until", zone)
+        for exc in data.get("Exceptions") or []:
+            if isinstance(exc, dict):
+                _from_date_form(exc, "ExceptionStartTime", zone)
     if isinstance(rec, dict):
         try:
             start = parse_datetime(data["StartTime"]).astimezone(zone) \
@@ -447,6 +453,14 @@ def from_date_form(value: str, zone: tzinfo) -> str:
     if not _is_midnight(dt):
         return fmt_compact(dt)
     return fmt_compact(_local_midnight(dt, zone))
+
+
+def _from_date_form(values: dict[str, Any], key: str, zone: tzinfo) -> None:
+    if values.get(key):
+        try:
+            values[key] = from_date_form(str(values[key]), zone)
+        except VALUE_ERRORS:
+            pass
 
 
 def _to_date_form(values: dict[str, Any], zone: tzinfo) -> None:
