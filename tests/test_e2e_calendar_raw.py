@@ -142,9 +142,16 @@ def check_meeting(app) -> None:
     assert moved.text_of("Calendar:Subject") == "Weekly sync (moved)"
 
 
-def check_allday(app) -> None:
+def check_allday(app, version: str = "14.1") -> None:
+    """25 December in Rome: local midnights with Rome's Timezone up to 14.1, the date
+    form (midnight UTC of the date, UTC Timezone) from 16.0 (MS-ASCAL 2.2.2.1; issue 8)."""
     assert app.text_of("Calendar:Subject") == "Santo Stefano"
     assert app.text_of("Calendar:AllDayEvent") == "1"
+    if version.startswith("16"):
+        assert app.text_of("Calendar:StartTime") == "20261225T000000Z"
+        assert app.text_of("Calendar:EndTime") == "20261226T000000Z"
+        assert app.text_of("Calendar:Timezone") == b64(bytes(172))
+        return
     assert app.text_of("Calendar:StartTime") == "20261224T230000Z"
     assert app.text_of("Calendar:EndTime") == "20261225T230000Z"
     assert app.text_of("Calendar:Timezone") == ROME
@@ -202,7 +209,7 @@ def test_meeting_and_allday_round_trip(server: RunningServer, version: str) -> N
     loc = items[meeting_id].text_of("Calendar:Location") or items[meeting_id].text_of(
         "AirSyncBase:Location/AirSyncBase:DisplayName")
     assert loc == "Sala Verde"
-    check_allday(items[allday_id])
+    check_allday(items[allday_id], version)
 
     # B changes the meeting's subject (full item, as a device sends it); A sees it
     changed = MEETING_COMMON.replace("<C:Subject>Weekly sync</C:Subject>",
