@@ -155,6 +155,7 @@ def _year_of(data: dict[str, Any]) -> int | None:
 
 def _parse_attendees(el: Element) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    bad = 0
     for att in el.findall("Calendar:Attendee"):
         entry: dict[str, Any] = {}
         email = att.findtext("Calendar:Email")
@@ -168,11 +169,13 @@ def _parse_attendees(el: Element) -> list[dict[str, Any]]:
             if text:
                 try:
                     entry[key] = parse_int(text, key, lo, hi)
-                except ItemError as exc:
-                    drop_value(entry, key, "Calendar Attendee", exc)
-        entry.pop(DROPPED, None)
+                except ItemError:
+                    bad += 1
         if entry.get("Email") or entry.get("Name"):
             out.append(entry)
+    if bad:
+        drop_value({}, "AttendeeStatus/AttendeeType", "Calendar Attendee",
+                   ItemError(f"{bad} values out of range"))
     return out
 
 
@@ -224,19 +227,24 @@ def _parse_prop(child: Element, out: dict[str, Any], allowed: frozenset[str] | N
 
 
 def _parse_exceptions(el: Element) -> list[dict[str, Any]]:
-    """The Exceptions container; an exception that cannot be read is left out (logged),
-    and so is every one past the 256 MS-ASCAL 2.2.2.22 allows."""
+    """The Exceptions container; an exception that cannot be read is left out, and so
+    is every one past the 256 MS-ASCAL 2.2.2.22 allows (one log line for all of them)."""
     found: dict[str, dict[str, Any]] = {}
+    unreadable = over = 0
     for exc_el in el.findall("Calendar:Exception"):
         try:
             start = (exc_el.findtext("Calendar:ExceptionStartTime")
                      or exc_el.findtext("AirSyncBase:InstanceId") or "").strip()
             if not start:
                 raise ItemError("Exception without ExceptionStartTime")
-            exc: dict[str, Any] = {"ExceptionStartTime": to_compact(start)}
-        except ItemError as err:
-            drop_value({}, "Exception", "Calendar", err)
+            key = to_compact(start)
+        except ItemError:
+            unreadable += 1
             continue
+        if key not in found and len(found) >= MAX_EXCEPTIONS:
+            over += 1
+            continue
+        exc: dict[str, Any] = {"ExceptionStartTime": key}
         deleted = (exc_el.findtext("Calendar:Deleted") or "").strip()
         if deleted == "1":
             exc["Deleted"] = 1
@@ -247,11 +255,10 @@ def _parse_exceptions(el: Element) -> list[dict[str, Any]]:
                 except VALUE_ERRORS as err:
                     drop_value(exc, child.tag.partition(":")[2], "Calendar Exception", err)
             exc = {k: v for k, v in exc.items() if v != "" and v != [] and k != DROPPED}
-        if exc["ExceptionStartTime"] not in found and len(found) >= MAX_EXCEPTIONS:
-            drop_value({}, "Exception", "Calendar",
-                       ItemError(f"more than {MAX_EXCEPTIONS} exceptions"))
-            continue
-        found[exc["ExceptionStartTime"]] = exc
+        found[key] = exc
+    if unreadable or over:
+        drop_value({}, "Exception", "Calendar", ItemError(
+            f"{unreadable} without a readable start, {over} over {MAX_EXCEPTIONS}"))
     return [found[k] for k in sorted(found)]
 
 
