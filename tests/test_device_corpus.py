@@ -1,0 +1,476 @@
+"""Replay the device corpus (tests/corpus/devices/) through a real ``twistd easync``.
+
+Every file is sent by a fresh, provisioned RawDevice with the device's own DeviceType,
+User-Agent and protocol version (and again at the other versions it speaks where the
+shape is valid there), after FolderSync and Sync key 0 of the right folder, with SQL and
+with the CRM backend (the fake CRM in its own process).  What it added is read back by
+SECOND devices of the same user at 16.1 and 14.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from devicecorpus import Capture, fill, load, names, send, to_141, tz_rules
+from easync_server import RunningServer
+from rawclient import Node, RawDevice, have_libwbxml
+
+pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+
+PASSWORD = "corpus-Pa55word"
+_users = itertools.count(1)
+_devices = itertools.count(1)
+
+BERLIN = load("outlook2016_140_calendar_change_allday.xml").body.split(
+    "<C:Timezone>")[1].split("<")[0]
+NY = load("iphone_ios17_161_calendar_add_allday.xml").body.split(
+    "<C:Timezone>")[1].split("<")[0]
+# a 1x1 PNG
+PICTURE = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082")).decode()
+
+
+# -- servers ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["sql", "crm"])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[RunningServer, Any]]:
+    if request.param == "sql":
+        srv = RunningServer(tmp_path_factory.mktemp("corpus-sql")).start()
+        yield srv, None
+        srv.stop()
+        return
+    from test_e2e_crm import FakeCrmProcess
+
+    crm = FakeCrmProcess(tmp_path_factory.mktemp("corpus-crm"))
+    work: Path = tmp_path_factory.mktemp("corpus-easync-crm")
+    (work / "crm.key").write_text("adminKEY123\n")
+    srv = RunningServer(work, ["--backend", "crm", "--crm-url", crm.url, "--crm-user", "admin",
+                               "--crm-access-key-file", str(work / "crm.key"),
+                               "--crm-poll-interval", "0.3", "--crm-timeout", "5"])
+    try:
+        srv.start()
+        yield srv, crm
+    finally:
+        srv.stop()
+        crm.stop()
+
+
+class Case:
+    """One replay: a fresh user, the capture's device at ``version``, reader devices."""
+
+    def __init__(self, backend: tuple[RunningServer, Any], cap: Capture, version: str) -> None:
+        self.server, crm = backend
+        self.cap = cap
+        self.version = version
+        self.user = f"corpus{next(_users)}"
+        if crm is not None:
+            crm("add_user", name=self.user, email=f"{self.user}@example.org")
+        self.server.add_user(self.user, PASSWORD, email=f"{self.user}@example.org")
+        self.device_id = cap.meta.get("DeviceId") or f"corpusdev{next(_devices)}"
+        self.dev = self.device(cap.device_type, cap.user_agent, version, self.device_id)
+        self.folder = self.dev.folders()[cap.meta["Folder"]]
+        self.key, _, _, _ = self.dev.pull(self.folder, self.dev.initial(self.folder))
+
+    def device(self, device_type: str, user_agent: str, version: str,
+               device_id: str | None = None) -> RawDevice:
+        d = RawDevice(self.server.url, self.user, PASSWORD,
+                      device_id or f"corpusdev{next(_devices)}", version=version,
+                      device_type=device_type, user_agent=user_agent)
+        d.provision()
+        return d
+
+    def body(self, name: str | None = None) -> str:
+        cap = load(name) if name else self.cap
+        return to_141(cap.body) if self.version < "16.0" and "C:ClientUid" in cap.body \
+            else cap.body
+
+    def send(self, body: str, **values: str) -> Node:
+        """Send ``body`` (placeholders filled) from the capture's device; the key moves on."""
+        r = send(self.dev, fill(body, SYNCKEY=self.key, COLLECTION=self.folder, **values))
+        if r is None:           # an empty answer: nothing to report, same key
+            r = Node("AirSync:Sync", None, [Node("AirSync:Collections", None, [
+                Node("AirSync:Collection", None, [Node("AirSync:Status", "1"),
+                                                  Node("AirSync:SyncKey", self.key)])])])
+        coll = collection(r)
+        # MS-ASCMD 2.2.3.177.17: Status 1 = success for the collection
+        assert coll.text_of("AirSync:Status") == "1", r
+        self.key = coll.text_of("AirSync:SyncKey") or self.key
+        return r
+
+    def add(self, body: str, **values: str) -> tuple[str, Node]:
+        """Send an Add; MS-ASCMD 2.2.3.177.17 / 2.2.3.156: Status 1 and a ServerId."""
+        r = self.send(body, **values)
+        (add,) = collection(r).iter("AirSync:Add")
+        assert add.text_of("AirSync:Status") == "1", r
+        sid = add.text_of("AirSync:ServerId")
+        assert sid, r
+        return sid, add
+
+    def readers(self) -> dict[str, dict[str, Node]]:
+        """What SECOND devices of the same user (16.1 and 14.1) read from the folder."""
+        out = {}
+        for version, dtype, ua in (("16.1", "iPhone", "Apple-iPhone14C5/2006.3"),
+                                   ("14.1", "WindowsOutlook",
+                                    "Outlook/16.0 (16.0.7167.6539; C2R; x86)")):
+            d = self.device(dtype, ua, version)
+            _, items, _, _ = d.pull(self.folder, d.initial(self.folder))
+            out[version] = items
+        return out
+
+    def reread_by_writer(self) -> dict[str, Node]:
+        """The writing device starts its folder over (Sync key 0) and reads everything."""
+        _, items, _, _ = self.dev.pull(self.folder, self.dev.initial(self.folder))
+        return items
+
+
+def collection(r: Node) -> Node:
+    coll = r.find("AirSync:Collections/AirSync:Collection")
+    assert coll is not None, r
+    return coll
+
+
+def location(app: Node) -> str | None:
+    return app.text_of("Calendar:Location") or app.text_of(
+        "AirSyncBase:Location/AirSyncBase:DisplayName")
+
+
+def one_by(items: dict[str, Node], tag: str, value: str) -> Node:
+    found = [n for n in items.values() if n.text_of(tag) == value]
+    assert len(found) == 1, (value, len(found))
+    return found[0]
+
+
+# -- calendar -----------------------------------------------------------------------------
+
+def check_harbour(app: Node, version: str, *, subject: str = "Møde på havnen",
+                  start: str = "20240816T170000Z", end: str = "20240816T180000Z") -> None:
+    assert app.text_of("Calendar:Subject") == subject
+    assert app.text_of("Calendar:StartTime") == start
+    assert app.text_of("Calendar:EndTime") == end
+    assert app.text_of("Calendar:AllDayEvent") in (None, "0")
+    # MS-ASCAL 2.2.2.27 (Location ≤14.1) / MS-ASAIRS 2.2.2.27 (airsyncbase:Location, 16.x)
+    assert location(app) == "Havneplads 1, 8500 Grenaa, Denmark"
+    assert app.text_of("AirSyncBase:Body/AirSyncBase:Data") == "Husk bådpapirerne."
+    assert app.text_of("Calendar:Reminder") == "15"
+    assert app.text_of("Calendar:BusyStatus") == "2"
+    # MS-ASCAL 2.2.2.37: an empty Recurrence is "does not recur": none comes back
+    assert app.find("Calendar:Recurrence") is None
+    # MS-ASCAL 2.2.2.44 Timezone: the event's zone (Europe/Berlin rules) comes back
+    assert tz_rules(app.text_of("Calendar:Timezone") or "") == tz_rules(BERLIN)
+    assert app.text_of("Calendar:UID")
+
+
+def scenario_add_empty_recurrence(case: Case) -> None:
+    sid, add = case.add(case.body())
+    if case.version >= "16.0":
+        # MS-ASCAL 2.2.2.46: at 16.x the server makes the UID and returns it in the Add
+        assert add.text_of("AirSync:ApplicationData/Calendar:UID")
+    for version, items in case.readers().items():
+        check_harbour(items[sid], version)
+        if case.version < "16.0":
+            # MS-ASCAL 2.2.2.46: up to 14.1 the client's UID is the event's UID
+            assert items[sid].text_of("Calendar:UID") == "3F6B1C2D9E8A4B7C8D1E2F3A4B5C6D7E"
+
+
+def scenario_change_partial(case: Case) -> None:
+    sid, _ = case.add(case.body(case.cap.meta["Setup"]))
+    r = case.send(case.body(), SERVERID=sid)
+    for ch in collection(r).iter("AirSync:Change"):
+        assert ch.text_of("AirSync:Status") in (None, "1"), r
+    for version, items in case.readers().items():
+        # MS-ASCAL 3.1.5.3: at 16.0/16.1 what the Change left out is ghosted (kept):
+        # Location, Body, Reminder, BusyStatus stay as the Add made them
+        check_harbour(items[sid], version, subject="Møde på havnen (flyttet)",
+                      start="20240816T180000Z", end="20240816T193000Z")
+
+
+def scenario_resent_clientuid(case: Case) -> None:
+    sid, _ = case.add(case.body(case.cap.meta["Setup"]))
+    again, _ = case.add(case.body())
+    # MS-ASCAL 2.2.2.13 (ClientUid) / issue 6: the live event's ServerId, nothing added
+    assert again == sid
+    for version, items in case.readers().items():
+        app = one_by(items, "Calendar:Subject", "Møde på havnen")
+        check_harbour(app, version)
+        assert len(items) == 1
+
+
+def check_allday(app: Node, version: str, day: str, zone_blob: str, utc_offset_h: int) -> None:
+    """MS-ASCAL 2.2.2.1 AllDayEvent: from midnight to midnight.  16.x readers get the date
+    form (the date at 00:00Z); 12.x/14.x readers local midnight of the event's zone with
+    that zone's Timezone: the same dates on all."""
+    first = datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC)
+    assert app.text_of("Calendar:AllDayEvent") == "1"
+    if version >= "16.0":
+        start, end = first, first + timedelta(days=1)
+    else:
+        start = first - timedelta(hours=utc_offset_h)
+        end = start + timedelta(days=1)
+        assert tz_rules(app.text_of("Calendar:Timezone") or "") == tz_rules(zone_blob)
+    assert app.text_of("Calendar:StartTime") == start.strftime("%Y%m%dT%H%M%SZ")
+    assert app.text_of("Calendar:EndTime") == end.strftime("%Y%m%dT%H%M%SZ")
+
+
+def scenario_add_allday(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for version, items in case.readers().items():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "Independence Day picnic"
+        check_allday(app, version, "20240704", NY, -4)      # New York, EDT
+        assert app.find("Calendar:Recurrence") is None      # MS-ASCAL 2.2.2.37
+
+
+def scenario_birthday_yearly(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for version, items in case.readers().items():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "Ada Lovelace's birthday"
+        check_allday(app, version, "20241210", BERLIN, 1)   # Berlin, CET
+        assert app.text_of("Calendar:Reminder") == "900"
+        rec = app.find("Calendar:Recurrence")               # MS-ASCAL 2.2.2.37
+        assert rec is not None
+        assert (rec.text_of("Calendar:Type"), rec.text_of("Calendar:DayOfMonth"),
+                rec.text_of("Calendar:MonthOfYear")) == ("5", "10", "12")
+        assert rec.text_of("Calendar:Interval") in (None, "1")
+
+
+OUTLOOK_SETUP_ADD = f"""<Sync xmlns="AirSync:" xmlns:C="Calendar:"><Collections><Collection>
+<SyncKey>{{SYNCKEY}}</SyncKey><CollectionId>{{COLLECTION}}</CollectionId>
+<GetChanges>0</GetChanges><Commands><Add><ClientId>1</ClientId><ApplicationData>
+<C:Timezone>{BERLIN}</C:Timezone><C:DtStamp>20150218T140000Z</C:DtStamp>
+<C:StartTime>20150216T230000Z</C:StartTime><C:Subject>jupp (before)</C:Subject>
+<C:UID>184520936e</C:UID><C:EndTime>20150217T230000Z</C:EndTime>
+<C:Sensitivity>0</C:Sensitivity><C:BusyStatus>0</C:BusyStatus><C:AllDayEvent>1</C:AllDayEvent>
+<C:MeetingStatus>0</C:MeetingStatus></ApplicationData></Add></Commands></Collection>
+</Collections></Sync>"""
+
+
+def scenario_outlook_change_allday(case: Case) -> None:
+    sid, _ = case.add(OUTLOOK_SETUP_ADD)
+    r = case.send(case.body(), SERVERID=sid)
+    for ch in collection(r).iter("AirSync:Change"):
+        assert ch.text_of("AirSync:Status") in (None, "1"), r
+    for version, items in case.readers().items():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "jupp"
+        assert app.text_of("Calendar:OrganizerEmail") == "test@domain.net"
+        assert app.text_of("Calendar:Reminder") == "1080"
+        check_allday(app, version, "20150217", BERLIN, 1)
+        if version < "16.0":
+            assert app.text_of("Calendar:UID") == "184520936e"      # MS-ASCAL 2.2.2.46
+
+
+def _event(subject: str, start: datetime, hours: int = 1) -> str:
+    fmt = "%Y%m%dT%H%M%SZ"
+    return (f"<C:Timezone>{BERLIN}</C:Timezone><C:AllDayEvent>0</C:AllDayEvent>"
+            f"<C:StartTime>{start.strftime(fmt)}</C:StartTime>"
+            f"<C:EndTime>{(start + timedelta(hours=hours)).strftime(fmt)}</C:EndTime>"
+            f"<C:Subject>{subject}</C:Subject><C:BusyStatus>2</C:BusyStatus>")
+
+
+def _add_events(case: Case, events: list[str]) -> None:
+    """Another device of the user adds ``events`` (ApplicationData contents)."""
+    other = case.device("iPhone", "Apple-iPhone14C5/2006.3", "14.1")
+    key, _, _, _ = other.pull(case.folder, other.initial(case.folder))
+    for chunk in range(0, len(events), 100):
+        adds = "".join(f"<Add><ClientId>e{chunk + n}</ClientId><ApplicationData>{e}"
+                       "</ApplicationData></Add>"
+                       for n, e in enumerate(events[chunk:chunk + 100]))
+        r = other.sync(case.folder, key, f"<GetChanges>0</GetChanges><Commands>{adds}</Commands>")
+        coll = collection(r)
+        assert coll.text_of("AirSync:Status") == "1"
+        assert [a.text_of("AirSync:Status") for a in coll.iter("AirSync:Add")] == \
+            ["1"] * len(events[chunk:chunk + 100])
+        key = coll.text_of("AirSync:SyncKey")
+
+
+def _commands(r: Node) -> dict[str, list[tuple[str, str]]]:
+    """{command tag: [(ServerId, Subject)]} of a Sync answer."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    cmds = collection(r).find("AirSync:Commands")
+    for c in cmds.children if cmds else []:
+        out.setdefault(c.tag.split(":")[1], []).append(
+            (c.text_of("AirSync:ServerId") or "",
+             c.text_of("AirSync:ApplicationData/Calendar:Subject") or ""))
+    return out
+
+
+def scenario_filtertype(case: Case) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    _add_events(case, [_event("twenty days ago", now - timedelta(days=20, hours=2)),
+                       _event("sixty days ago", now - timedelta(days=60)),
+                       _event("tomorrow", now + timedelta(days=1))])
+    # FilterType 5 (one month; MS-ASCMD 2.2.3.68.2): what is inside comes as Add
+    adds: list[tuple[str, str]] = []
+    while True:
+        r = case.send(case.body(), FILTERTYPE="5")
+        adds += _commands(r).get("Add", [])
+        if collection(r).find("AirSync:MoreAvailable") is None:
+            break
+    sid = {subject: server_id for server_id, subject in adds}
+    assert sorted(sid) == ["tomorrow", "twenty days ago"], adds
+    # the same SyncKey with FilterType 4 (two weeks): what leaves the window is
+    # SoftDeleted (MS-ASCMD 2.2.3.162), nothing else is sent
+    got = _commands(case.send(case.body(), FILTERTYPE="4"))
+    assert [s for s, _ in got.get("SoftDelete", [])] == [sid["twenty days ago"]], got
+    assert "Add" not in got and "Delete" not in got, got
+    # FilterType 6 (three months): what enters the window comes as Add
+    got = _commands(case.send(case.body(), FILTERTYPE="6"))
+    assert sorted(subject for _, subject in got.get("Add", [])) == [
+        "sixty days ago", "twenty days ago"], got
+    assert "SoftDelete" not in got, got
+
+
+def scenario_windowsize0(case: Case) -> None:
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
+    _add_events(case, [_event(f"slot {n:03d}", start + timedelta(hours=n)) for n in range(520)])
+    r = case.send(case.body())
+    got = _commands(r)
+    # MS-ASCMD 2.2.3.199.2 / issue 9: WindowSize 0 means 512 (Horde: "if WINDOWSIZE is out
+    # of bounds, interpret as 512")
+    assert len(got.get("Add", [])) == 512, {k: len(v) for k, v in got.items()}
+    assert collection(r).find("AirSync:MoreAvailable") is not None
+    r = case.send(case.body())
+    assert len(_commands(r).get("Add", [])) == 8
+
+
+# -- contacts -----------------------------------------------------------------------------
+
+def scenario_contact_empty_picture(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert (app.text_of("Contacts:FirstName"), app.text_of("Contacts:LastName"),
+                app.text_of("Contacts:FileAs"), app.text_of("Contacts:MobilePhoneNumber"),
+                app.text_of("Contacts:Email1Address"), app.text_of("Contacts:CompanyName")) \
+            == ("Grace", "Hopper", "Hopper, Grace", "+1 202 555 0143",
+                "grace.hopper@example.org", "US Navy")
+        # MS-ASCNTC 2.2.2.6: the date is what counts
+        assert (app.text_of("Contacts:Birthday") or "")[:10] == "1906-12-09"
+        assert not app.text_of("Contacts:Picture")          # an empty Picture is no picture
+
+
+CONTACT_WITH_PICTURE = (
+    "<K:FileAs>Lamarr, Hedy</K:FileAs><K:FirstName>Hedy</K:FirstName>"
+    "<K:LastName>Lamarr</K:LastName><K:MobilePhoneNumber>+1 310 555 0100</K:MobilePhoneNumber>"
+    f"<K:Email1Address>hedy@example.org</K:Email1Address><K:Picture>{PICTURE}</K:Picture>")
+
+
+def scenario_contact_change_empty_picture(case: Case) -> None:
+    other = case.device("WindowsOutlook", "Outlook/16.0 (16.0.7167.6539; C2R; x86)", "14.1")
+    key, _, _, _ = other.pull(case.folder, other.initial(case.folder))
+    r = other.sync(case.folder, key, "<GetChanges>0</GetChanges><Commands><Add><ClientId>p1"
+                   f"</ClientId><ApplicationData>{CONTACT_WITH_PICTURE}</ApplicationData>"
+                   "</Add></Commands>")
+    sid = collection(r).find("AirSync:Responses/AirSync:Add").text_of("AirSync:ServerId")
+    assert sid
+    case.key, items, _, _ = case.dev.pull(case.folder, case.key)
+    assert sid in items
+    r = case.send(case.body(), SERVERID=sid)
+    for ch in collection(r).iter("AirSync:Change"):
+        assert ch.text_of("AirSync:Status") in (None, "1"), r
+    for items in case.readers().values():
+        app = items[sid]
+        assert app.text_of("Contacts:MobilePhoneNumber") == "+1 310 555 0199"
+        # iOS ≥8.2 sends an empty Picture on every edit (Horde
+        # QUIRK_INCORRECTLY_SENDS_EMPTY_PICTURE_TAG): the picture is kept
+        assert app.text_of("Contacts:Picture") == PICTURE
+
+
+def _birthday_round_trip(case: Case, written: str, first: str, last: str) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert app.text_of("Contacts:FirstName") == first
+        assert app.text_of("Contacts:LastName") == last
+        # MS-ASCNTC 2.2.2.6: the same calendar date for every other device
+        assert (app.text_of("Contacts:Birthday") or "")[:10] == written[:10]
+    # issue 3/4: the device that wrote it gets it back exactly as written
+    assert case.reread_by_writer()[sid].text_of("Contacts:Birthday") == written
+
+
+def scenario_birthday_1604(case: Case) -> None:
+    # MS-ASDTYPE 2.3: dateTime years 1601-9999; iOS's year-less birthday is year 1604
+    _birthday_round_trip(case, "1604-03-20T00:00:00.000Z", "Yolanda", "Yearless")
+
+
+def scenario_birthday_west(case: Case) -> None:
+    _birthday_round_trip(case, "1968-07-04T04:00:00.000Z", "Walter", "Westward")
+
+
+def scenario_birthday_1815(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert (app.text_of("Contacts:FirstName"), app.text_of("Contacts:LastName"),
+                app.text_of("Contacts:Email1Address")) == ("Ada", "Lovelace", "ada@example.org")
+        # MS-ASCNTC 2.2.2.6 / MS-ASDTYPE 2.3 (1601-9999): 1815 is a date like any other
+        assert (app.text_of("Contacts:Birthday") or "")[:10] == "1815-12-10"
+
+
+def scenario_no_fileas(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        # MS-ASCNTC 2.2.2.34 FileAs; issue 7: none sent → "Last, First"
+        assert app.text_of("Contacts:FileAs") == "Turing, Alan"
+        assert app.text_of("Contacts:MobilePhoneNumber") == "+44 20 7946 0958"
+
+
+def scenario_own_fileas(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        # MS-ASCNTC 2.2.2.34: the device's own FileAs is kept
+        assert app.text_of("Contacts:FileAs") == "Katherine Johnson (NASA)"
+        assert app.text_of("Contacts:Email1Address") == \
+            '"Katherine Johnson" <kjohnson@example.org>'
+        assert app.text_of("Contacts:CompanyName") == "NASA"
+
+
+SCENARIOS: dict[str, Callable[[Case], None]] = {
+    "iphone_ios17_161_calendar_add_empty_recurrence.xml": scenario_add_empty_recurrence,
+    "iphone_ios17_161_calendar_change_partial.xml": scenario_change_partial,
+    "iphone_ios17_161_calendar_add_resent_clientuid.xml": scenario_resent_clientuid,
+    "iphone_ios17_161_calendar_add_allday.xml": scenario_add_allday,
+    "iphone_ios17_161_calendar_add_birthday_yearly.xml": scenario_birthday_yearly,
+    "outlook2016_140_calendar_change_allday.xml": scenario_outlook_change_allday,
+    "nine_android_141_calendar_sync_filtertype.xml": scenario_filtertype,
+    "samsung_gts5830_141_calendar_sync_windowsize0.xml": scenario_windowsize0,
+    "iphone_ios17_161_contact_add_empty_picture.xml": scenario_contact_empty_picture,
+    "iphone_ios17_161_contact_change_empty_picture.xml": scenario_contact_change_empty_picture,
+    "iphone_ios17_161_contact_add_birthday_1604.xml": scenario_birthday_1604,
+    "outlook2016_140_contact_add_birthday_west_of_utc.xml": scenario_birthday_west,
+    "samsung_gts5830_141_contact_add_birthday_1815.xml": scenario_birthday_1815,
+    "gmail_android_161_contact_add_no_fileas.xml": scenario_no_fileas,
+    "outlook2016_140_contact_add_own_fileas.xml": scenario_own_fileas,
+}
+
+CASES = [(name, version) for name in names() for version in load(name).versions]
+
+
+def test_every_capture_is_described_listed_and_replayed() -> None:
+    readme = (Path(__file__).parent / "corpus" / "devices" / "README.md").read_text("utf-8")
+    assert set(SCENARIOS) == set(names())
+    for name in names():
+        cap = load(name)
+        missing = [k for k in ("Source", "Device", "DeviceType", "User-Agent", "Protocol",
+                               "Folder", "Command", "Shows", "Changed") if not cap.meta.get(k)]
+        assert not missing, (name, missing)
+        assert name in readme, name
+        assert cap.body.startswith("<Sync "), name
+
+
+@pytest.mark.parametrize(("name", "version"), CASES,
+                         ids=[f"{n.removesuffix('.xml')}@{v}" for n, v in CASES])
+def test_device_capture(backend: tuple[RunningServer, Any], name: str, version: str) -> None:
+    case = Case(backend, load(name), version)
+    SCENARIOS[name](case)
