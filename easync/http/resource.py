@@ -1,10 +1,12 @@
 """The twisted.web side: ``/Microsoft-Server-ActiveSync`` (OPTIONS and POST).
 
 One request goes: size limit → query (plain or base64 form) → Basic auth
-against the configured checker → ActiveSync allowed? → version → WBXML decode
-→ root element check → device record → provisioning → the command's handler →
-WBXML encode.  Every failure gets the protocol's HTTP code or Status and one log
-line; no traceback ever reaches the client.
+against the configured checker → ActiveSync allowed? → version → content coding
+(gzip/deflate body decoded, the size limit applied again to what it decodes to)
+→ WBXML decode → root element check → device record → provisioning → the
+command's handler → WBXML encode (→ gzip when the client accepts it).  Every
+failure gets the protocol's HTTP code or Status and one log line; no traceback
+ever reaches the client.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import base64
 import binascii
 import importlib
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -68,6 +72,184 @@ MIME_BODY = {"SendMail", "SmartReply", "SmartForward"}
 LONG_POLL = {"Ping", "Sync"}
 # Command names counted as themselves in /metrics (anything else a client sends: "other").
 COUNTED = {*COMMANDS, "OPTIONS", "Autodiscover"}
+
+
+# -- Content codings (RFC 9110 §8.4) ---------------------------------------------------
+# MS-ASHTTP names Content-Encoding only for responses (§2.2.2.1.2: "gzip", required when
+# the response is compressed), so a coded request body is plain HTTP: RFC 9110 §8.4.1
+# defines gzip ("x-gzip" is the same, §8.4.1.3) and deflate (zlib format, §8.4.1.2; some
+# clients send it raw, without the zlib wrapper, and that is accepted too).  Any other
+# coding is answered 415 with the codings accepted (RFC 9110 §8.4 allows 415 for a content
+# coding "not acceptable", §15.5.16 and §12.5.3 the Accept-Encoding to send with it).
+REQUEST_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+ACCEPTED_CODINGS = b"gzip, deflate"
+CODING_STEP = 256 * 1024   # bytes inflated (or compressed) per step: about a millisecond
+CODING_PIECE = 64 * 1024   # compressed bytes handed to zlib at a time
+CODING_SLICE = 0.01        # seconds of steps before the reactor gets a turn
+GZIP_LEVEL = 6
+
+
+class CodingError(ValueError):
+    """A request body's content coding cannot be undone; ``code`` is the HTTP answer."""
+
+    code = 400
+
+
+class UnsupportedCoding(CodingError):
+    code = 415
+
+
+class CorruptBody(CodingError):
+    code = 400
+
+
+class DecodedTooLarge(CodingError):
+    code = 413
+
+
+def request_coding(values: Sequence[bytes] | None) -> str:
+    """The content coding of a request body from its Content-Encoding field values:
+    "" (none, or identity), "gzip" or "deflate".  Anything else, including more than one
+    coding applied, raises UnsupportedCoding."""
+    codings = [c.strip().lower() for v in values or () for c in v.split(b",")]
+    codings = [c for c in codings if c and c != b"identity"]
+    if not codings:
+        return ""
+    if len(codings) == 1 and codings[0].decode("latin-1") in REQUEST_CODINGS:
+        return REQUEST_CODINGS[codings[0].decode("latin-1")]
+    shown = b", ".join(codings).decode("latin-1")
+    raise UnsupportedCoding("".join(c for c in shown if c.isprintable())[:60])
+
+
+def accepts_gzip(values: Sequence[bytes] | None) -> bool:
+    """Whether an Accept-Encoding (RFC 9110 §12.5.3) allows a gzip response: gzip (or
+    x-gzip) with a weight above 0, or "*" above 0 when gzip is not named at all."""
+    named: float | None = None
+    star: float | None = None
+    for value in values or ():
+        for item in value.split(b","):
+            token, _, params = item.partition(b";")
+            token = token.strip().lower()
+            if token in (b"gzip", b"x-gzip"):
+                named = max(named or 0.0, _weight(params))
+            elif token == b"*":
+                star = max(star or 0.0, _weight(params))
+    if named is not None:
+        return named > 0
+    return star is not None and star > 0
+
+
+def _weight(params: bytes) -> float:
+    """The q= of an Accept-Encoding element (1 if absent, 0 if malformed)."""
+    for param in params.split(b";"):
+        name, _, value = param.partition(b"=")
+        if name.strip().lower() == b"q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
+class Inflater:
+    """Undoes a gzip or deflate request body in bounded steps.
+
+    ``steps()`` inflates at most ``step`` bytes each time it is advanced and never
+    holds more than ``limit`` + 1 decoded bytes: one byte over the limit raises
+    DecodedTooLarge, so a small "zip bomb" costs ``limit`` bytes of memory and of
+    work at most.  Corrupt or truncated input raises CorruptBody.  Gzip's
+    concatenated members (RFC 1952 §2.2) are decoded one after the other; anything
+    else after the end of the stream is corrupt.  When the steps are done, ``body``
+    holds the decoded bytes.
+    """
+
+    def __init__(self, coding: str, data: bytes, limit: int, step: int = CODING_STEP,
+                 piece: int = CODING_PIECE) -> None:
+        if coding not in ("gzip", "deflate"):
+            raise UnsupportedCoding(coding)
+        self.coding = coding
+        self.data = data
+        self.limit = limit
+        self.step = step
+        self.piece = piece
+        self.body = b""
+
+    def _wbits(self, head: bytes) -> int:
+        if self.coding == "gzip":
+            return 16 + zlib.MAX_WBITS
+        # deflate is zlib-wrapped (RFC 1950 header: CM 8, FCHECK); raw deflate otherwise
+        if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
+            return zlib.MAX_WBITS
+        return -zlib.MAX_WBITS
+
+    def steps(self) -> Iterator[None]:
+        data = memoryview(self.data)
+        pos = 0
+        out = bytearray()
+        pending: bytes | memoryview = b""
+        while True:                         # one compressed stream (gzip member) a turn
+            if not pending:
+                pending, pos = data[pos:pos + self.piece], pos + self.piece
+            inflater = zlib.decompressobj(self._wbits(bytes(pending[:2])))
+            while not inflater.eof:
+                if not pending and pos < len(data):
+                    pending, pos = data[pos:pos + self.piece], pos + self.piece
+                want = min(self.step, self.limit + 1 - len(out))
+                try:
+                    chunk = inflater.decompress(pending, want)
+                except zlib.error as e:
+                    raise CorruptBody(f"corrupt {self.coding} data ({e})") from None
+                out += chunk
+                if len(out) > self.limit:
+                    raise DecodedTooLarge(f"over {self.limit} bytes once decoded")
+                pending = inflater.unconsumed_tail
+                if not inflater.eof and not pending and pos >= len(data) and len(chunk) < want:
+                    raise CorruptBody(f"truncated {self.coding} data")
+                yield
+            pending = inflater.unused_data
+            if not pending and pos >= len(data):
+                break
+            if self.coding != "gzip":
+                raise CorruptBody("data after the end of the deflate stream")
+        self.body = bytes(out)
+
+
+def gzip_steps(data: bytes, sink: list[bytes], step: int = CODING_STEP) -> Iterator[None]:
+    """Compress ``data`` as one gzip member into ``sink``, ``step`` bytes a step."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    view = memoryview(data)
+    for start in range(0, len(data), step):
+        sink.append(compressor.compress(view[start:start + step]))
+        yield
+    sink.append(compressor.flush())
+
+
+async def run_sliced(steps: Iterator[None], slice_seconds: float = CODING_SLICE) -> None:
+    """Run ``steps`` to the end, giving the reactor a turn every ``slice_seconds``: a big
+    body is decoded or compressed without holding up the other requests.  A small one
+    is done at once, with no turn given."""
+    mark = time.monotonic()
+    for _ in steps:
+        if time.monotonic() - mark >= slice_seconds:
+            from twisted.internet import reactor
+
+            await deferLater(reactor, 0, lambda: None)
+            mark = time.monotonic()
+
+
+async def inflate(coding: str, data: bytes, limit: int) -> bytes:
+    """The decoded body of a gzip or deflate request (see Inflater, run_sliced)."""
+    inflater = Inflater(coding, data, limit)
+    await run_sliced(inflater.steps())
+    return inflater.body
+
+
+async def gzip_body(data: bytes) -> bytes:
+    """``data`` as a gzip response body (see gzip_steps, run_sliced)."""
+    parts: list[bytes] = []
+    await run_sliced(gzip_steps(data, parts))
+    return b"".join(parts)
 
 
 def available_commands() -> list[str]:
@@ -242,6 +424,11 @@ class ActiveSyncResource(Resource):
         raw = request.content.read()
         body = None
         if raw:
+            decoded = await self._decode_body(request, raw, user.name, device_id, cmd, t0)
+            if decoded is None:
+                return
+            raw = decoded       # (a gzip of nothing is an empty body, as for Sync and Ping)
+        if raw:
             ctype = (_header(request, b"content-type") or "").lower()
             if cmd in MIME_BODY and version_tuple(version) < (14, 0) and "wbxml" not in ctype:
                 pass  # 12.x mail: raw MIME, handled by the command
@@ -276,7 +463,7 @@ class ActiveSyncResource(Resource):
         if settings.provisioning and cmd != "Provision":
             blocked = self._policy_check(req)
             if blocked is not None:
-                self._respond(request, req, blocked, t0, note="policy key")
+                await self._respond(request, req, blocked, t0, note="policy key")
                 return
         del raw, body, device     # (a held request should keep no more than it needs)
         handler = module.handle(self.server, req)
@@ -299,7 +486,35 @@ class ActiveSyncResource(Resource):
             request.setHeader(b"Retry-After", b"30")
             self._finish(request, 503, b"", user.name, device_id, cmd, f"unavailable: {e}", t0)
             return
-        self._respond(request, req, resp, t0)
+        await self._respond(request, req, resp, t0)
+
+    async def _decode_body(self, request: server.Request, raw: bytes, user: str,
+                           device_id: str, cmd: str, t0: float) -> bytes | None:
+        """The body with its content coding undone, or None once answered 415 (a coding
+        not known), 413 (over the size limit once decoded) or 400 (corrupt)."""
+        limit = self.server.settings.max_request_bytes
+        coding = ""
+        try:
+            coding = request_coding(request.requestHeaders.getRawHeaders(b"content-encoding"))
+            if not coding:
+                return raw
+            decoded = await inflate(coding, raw, limit)
+        except UnsupportedCoding as e:
+            request.setHeader(b"Accept-Encoding", ACCEPTED_CODINGS)
+            self._finish(request, e.code, b"", user, device_id, cmd,
+                         f"unsupported Content-Encoding {e}", t0)
+            return None
+        except DecodedTooLarge as e:
+            request._easync_in = f"{coding}:{len(raw)}B>{limit}B+"
+            self._finish(request, e.code, b"", user, device_id, cmd,
+                         "body over the size limit once decoded", t0)
+            return None
+        except CodingError as e:
+            request._easync_in = f"{coding}:{len(raw)}B"
+            self._finish(request, e.code, b"", user, device_id, cmd, f"bad body: {e}", t0)
+            return None
+        request._easync_in = f"{coding}:{len(raw)}B>{len(decoded)}B"
+        return decoded
 
     def _policy_check(self, req: EasRequest) -> EasResponse | None:
         try:
@@ -329,8 +544,8 @@ class ActiveSyncResource(Resource):
             self._seen[key] = now
         return device
 
-    def _respond(self, request: server.Request, req: EasRequest, resp: EasResponse,
-                 t0: float, note: str = "") -> None:
+    async def _respond(self, request: server.Request, req: EasRequest, resp: EasResponse,
+                       t0: float, note: str = "") -> None:
         for k, v in resp.headers.items():
             request.setHeader(k.encode(), v.encode())
         data = b""
@@ -338,18 +553,38 @@ class ActiveSyncResource(Resource):
             from easync.wbxml import encode
 
             data = encode(resp.body)
+        plain = len(data)
+        # gzip as Exchange does when the client accepts it (MS-ASHTTP §2.2.2.1.2); an empty
+        # body (a heartbeat, an empty Sync) stays empty
+        gzipped = bool(data) and accepts_gzip(
+            request.requestHeaders.getRawHeaders(b"accept-encoding"))
+        if gzipped:
+            data = await gzip_body(data)
         self._finish(request, resp.http_status, data, req.user.name, req.device_id, req.cmd,
-                     note, t0, eas_status=resp.status)
+                     note, t0, eas_status=resp.status,
+                     gzipped_from=plain if gzipped else None)
         if resp.woken is not None and request.finished:
             self.server.metrics.push_latency.observe(time.monotonic() - resp.woken)
 
     def _finish(self, request: server.Request, code: int, data: bytes, user: str,
-                device: str, cmd: str, note: str, t0: float, eas_status: str = "") -> None:
+                device: str, cmd: str, note: str, t0: float, eas_status: str = "",
+                gzipped_from: int | None = None) -> None:
+        """Answer and write the request's log line.  ``gzipped_from``: ``data`` is gzip,
+        compressed from a body of that many bytes."""
         ms = (time.monotonic() - t0) * 1000
+        # sizes only where a content coding was at work: in=gzip:WIRE>DECODED (a "+": the
+        # decoding stopped at the size limit), out=gzip:PLAIN>WIRE
+        sizes = ""
+        coded_in = getattr(request, "_easync_in", None)
+        if coded_in:
+            sizes += f" in={coded_in}"
+        if gzipped_from is not None:
+            sizes += f" out=gzip:{gzipped_from}B>{len(data)}B"
         log.info(
-            "{user} {device} {cmd} http={code} status={status} {ms:.1f}ms {addr}{note}",
+            "{user} {device} {cmd} http={code} status={status} {ms:.1f}ms{sizes} {addr}{note}",
             user=user, device=device or "-", cmd=cmd, code=code, status=eas_status or "-",
-            ms=ms, addr=_client_addr(request, self.trusted), note=f" ({note})" if note else "",
+            ms=ms, sizes=sizes, addr=_client_addr(request, self.trusted),
+            note=f" ({note})" if note else "",
         )
         self.server.metrics.request(cmd if cmd in COUNTED else "other", code, eas_status)
         if request.finished or getattr(request, "_disconnected", False) or (
@@ -361,6 +596,10 @@ class ActiveSyncResource(Resource):
             request.setHeader(b"Content-Type", WBXML_TYPE)
         request.setHeader(b"MS-Server-ActiveSync", self.server.settings.server_version.encode())
         request.setHeader(b"Cache-Control", b"private")
+        if gzipped_from is not None:
+            request.setHeader(b"Content-Encoding", b"gzip")
+        if data:
+            request.setHeader(b"Vary", b"Accept-Encoding")
         request.setHeader(b"Content-Length", str(len(data)).encode())
         if data:
             request.write(data)
