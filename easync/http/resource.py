@@ -555,7 +555,10 @@ class ActiveSyncResource(Resource):
             data = encode(resp.body)
         plain = len(data)
         # gzip as Exchange does when the client accepts it (MS-ASHTTP §2.2.2.1.2); an empty
-        # body (a heartbeat, an empty Sync) stays empty
+        # body (a heartbeat, an empty Sync) stays empty.  Not twisted.web's
+        # GzipEncoderFactory: it decides before the answer is known, so it codes empty
+        # bodies and errors too (writing gzip's trailer after our Content-Length: 0),
+        # drops Content-Length for chunked transfer, and ignores q=0.
         gzipped = bool(data) and accepts_gzip(
             request.requestHeaders.getRawHeaders(b"accept-encoding"))
         if gzipped:
