@@ -11,6 +11,8 @@ from easync.syncengine import CollectionRequest, SyncEngine, make_key, quirks_fo
 from easync.wbxml.element import E, Element
 
 CACHE = "synccache"
+# MS-ASCMD 2.2.3.199: "The server interprets the value 0 (zero) and values above 512 as 512."
+WINDOW_MAX = 512
 # The request cache this process last saw saved per (user id, device id): a device that
 # repeats the same request costs no read of it.
 _saved: dict[tuple[int, str], dict[str, Any]] = {}
@@ -127,6 +129,20 @@ def parse(body: Element, settings: Any) -> dict[str, Any]:
     return {"hold": hold, "window": window, "collections": collections, "partial": partial}
 
 
+def window_size(asked: int | None, default: int | None, cap: int) -> int:
+    """The WindowSize in effect (MS-ASCMD 2.2.3.199): ``default`` when the device gave
+    none (100 for a collection; the request-wide one has no default, ``None``: only
+    ``cap``), 512 for 0 and for anything above 512, never more than ``cap`` (the
+    server's --max-window)."""
+    if asked is None:
+        value = default if default is not None else cap
+    elif asked == 0 or asked > WINDOW_MAX:
+        value = WINDOW_MAX
+    else:
+        value = asked
+    return max(1, min(value, cap))
+
+
 def _cacheable(spec: dict[str, Any]) -> dict[str, Any]:
     colls = []
     for c in spec["collections"]:
@@ -225,8 +241,7 @@ async def _run(server: EasServer, engine: SyncEngine, req: EasRequest, spec: dic
     settings = server.settings
     user = req.user
     folders = {f.server_id: f for f in await server.items.list_folders(user)}
-    remaining = spec["window"] or settings.max_window
-    remaining = min(remaining, settings.max_window)
+    remaining = window_size(spec["window"], None, settings.max_window)
     colls_el = Element("AirSync:Collections")
     anything = False
     for c in spec["collections"]:
@@ -242,8 +257,7 @@ async def _run(server: EasServer, engine: SyncEngine, req: EasRequest, spec: dic
         getchanges = c["getchanges"]
         if getchanges is None:
             getchanges = key != "0"
-        window = c["window"] if c["window"] else settings.default_window
-        window = min(window, settings.max_window)
+        window = window_size(c["window"], settings.default_window, settings.max_window)
         commands = c.get("commands")
         creq = CollectionRequest(
             collection_id=c["id"], sync_key=key, window=window,
