@@ -56,14 +56,34 @@ class IItemStore(Interface):
         """The live items among ``server_ids`` (missing ones are left out)."""
 
     def changes_since(user: User, folder_id: str, cursor: int, limit: int,
-                      window: tuple[int | None, int | None] | None = None) -> Deferred[ChangeBatch]:
+                      window: tuple[int | None, int | None] | None = None,
+                      held_upto: int | None = None) -> Deferred[ChangeBatch]:
         """Up to ``limit`` changes in the folder with modseq > cursor, oldest first.
 
         Only the newest state of each item appears (the feed is keyed by item).
         ``window`` (start_ts, end_ts) in Unix seconds, when given, leaves out live
-        calendar items that end before start_ts (recurring ones are kept), and
-        for tasks ``(None, 1)`` means only incomplete tasks.  Cost: O(limit).
+        calendar items that end before start_ts (a series ends with its last
+        occurrence; an unbounded one never) or start after end_ts, and for tasks
+        ``(None, 1)`` means only incomplete tasks.  With ``held_upto``, a live item
+        outside the window that was created at or before that modseq is not left out
+        but returned as ``Change(soft=True, item=None)`` (a device may hold an older
+        version of it).  Cost: O(limit) returned entries.
         """
+
+    def window_changes(user: User, folder_id: str, after: int, upto: int,
+                       old: tuple[int | None, int | None] | None,
+                       new: tuple[int | None, int | None] | None,
+                       limit: int) -> Deferred[ChangeBatch]:
+        """What moving a device from window ``old`` to window ``new`` (as in
+        ``changes_since``; None: everything) means for the live items with
+        after < modseq <= upto: ``Change(enters=True)`` for those inside ``new`` only,
+        ``Change(soft=True)`` for those inside ``old`` only (``item`` None), oldest
+        first, at most ``limit``; ``high`` is where to go on from.  One indexed walk
+        of the folder in the store's thread; the caller sees O(limit)."""
+
+    def find_by_uids(user: User, folder_id: str, uids: list[str]) -> Deferred[dict[str, Item]]:
+        """The live items of the folder by UID (calendar events), for the UIDs given
+        that have one (the oldest item when several share a UID)."""
 
     def count_changes_since(user: User, folder_id: str, cursor: int) -> Deferred[int]:
         """How many changes ``changes_since`` would return with no limit."""

@@ -77,7 +77,13 @@ class Change:
     modseq: int
     deleted: bool
     created_modseq: int     # modseq at which the item first appeared in this folder
-    item: Item | None = None  # None for deletions
+    item: Item | None = None  # None for deletions (and for the two kinds below)
+    # A live item outside the window asked for (``changes_since`` with ``held_upto``),
+    # or one that leaves the window (``window_changes``): a device holding it drops it
+    # (Sync SoftDelete, MS-ASCMD 2.2.3.172).
+    soft: bool = False
+    # A live item that enters the window (``window_changes``): the device lacks it (Add).
+    enters: bool = False
 
 
 @dataclass

@@ -297,12 +297,38 @@ class CrmStore(Service):
         return result
 
     def changes_since(self, user: User, folder_id: str, cursor: int, limit: int,
-                      window: tuple[int | None, int | None] | None = None
-                      ) -> Deferred[ChangeBatch]:
+                      window: tuple[int | None, int | None] | None = None,
+                      held_upto: int | None = None) -> Deferred[ChangeBatch]:
         async def run() -> ChangeBatch:
             await self.ensure_loaded(user)
             result: ChangeBatch = await self.sql.changes_since(user, folder_id, cursor, limit,
-                                                               window)
+                                                               window, held_upto)
+            return result
+
+        return Deferred.fromCoroutine(run())
+
+    def window_changes(self, user: User, folder_id: str, after: int, upto: int,
+                       old: tuple[int | None, int | None] | None,
+                       new: tuple[int | None, int | None] | None,
+                       limit: int) -> Deferred[ChangeBatch]:
+        """The mirror's items (the SQL store's table) moving between two windows."""
+
+        async def run() -> ChangeBatch:
+            await self.ensure_loaded(user)
+            result: ChangeBatch = await self.sql.window_changes(user, folder_id, after, upto,
+                                                                old, new, limit)
+            return result
+
+        return Deferred.fromCoroutine(run())
+
+    def find_by_uids(self, user: User, folder_id: str, uids: list[str]
+                     ) -> Deferred[dict[str, Item]]:
+        """Mirrored events by UID: a device's own Adds keep the UID (16.x: its ClientUid)
+        they were made with, CRM records the UID the mapping gives them."""
+
+        async def run() -> dict[str, Item]:
+            await self.ensure_loaded(user)
+            result: dict[str, Item] = await self.sql.find_by_uids(user, folder_id, uids)
             return result
 
         return Deferred.fromCoroutine(run())

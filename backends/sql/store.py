@@ -143,6 +143,30 @@ def _window_filter(window: tuple[int | None, int | None] | None
     return keep
 
 
+def _window_sql(window: tuple[int | None, int | None] | None) -> tuple[str, list[Any]]:
+    """``_window_filter`` as an SQL condition on a live row (never NULL) and its
+    parameters: the two must keep the same items."""
+    if not window:
+        return "1 = 1", []
+    lo, hi = window
+    cal: list[str] = []
+    params: list[Any] = []
+    if lo is not None:
+        cal.append("(end_ts IS NULL OR end_ts >= ?)")
+        params.append(int(lo))
+    if hi is not None:
+        cal.append("(start_ts IS NULL OR start_ts <= ?)")
+        params.append(int(hi))
+    parts = []
+    if cal:
+        parts.append(f"(cls <> 'Calendar' OR ({' AND '.join(cal)}))")
+    if hi == 1:
+        parts.append("(cls <> 'Tasks' OR complete IS NULL OR complete <> 1)")
+    if not parts:
+        return "1 = 1", []
+    return "(" + " AND ".join(parts) + ")", params
+
+
 @implementer(IUserStore, IItemStore, IStateStore)
 class SqlStore(Service):
     """Users, items and device state in one SQL database.
@@ -499,17 +523,17 @@ class SqlStore(Service):
         return out
 
     def changes_since(self, user: User, folder_id: str, cursor: int, limit: int,
-                      window: tuple[int | None, int | None] | None = None
-                      ) -> Deferred[ChangeBatch]:
+                      window: tuple[int | None, int | None] | None = None,
+                      held_upto: int | None = None) -> Deferred[ChangeBatch]:
         """See IItemStore.  With a ``window``, a batch may hold fewer than ``limit``
         changes (even none) with ``more`` set when the rows left are filtered out;
         ``high`` always moves past the rows looked at."""
         return self._run(self._changes_since, user.id, folder_id, int(cursor), int(limit),
-                         window)
+                         window, held_upto)
 
     def _changes_since(self, cur: Any, user_id: int, folder_id: str, cursor: int,
-                       limit: int, window: tuple[int | None, int | None] | None
-                       ) -> ChangeBatch:
+                       limit: int, window: tuple[int | None, int | None] | None,
+                       held_upto: int | None = None) -> ChangeBatch:
         fid = _parse_folder_id(folder_id)
         if fid is None:
             return ChangeBatch([], False, cursor)
@@ -539,8 +563,42 @@ class SqlStore(Service):
                 elif keep is None or keep(cls, start, end, complete):
                     out.append(Change(sid, high, False, int(created), Item(
                         sid, fid_s, cls, json.loads(data), high)))
+                elif held_upto is not None and int(created) <= held_upto:
+                    out.append(Change(sid, high, False, int(created), soft=True))
             if len(rows) <= chunk:
                 return ChangeBatch(out, False, high)
+
+    def window_changes(self, user: User, folder_id: str, after: int, upto: int,
+                       old: tuple[int | None, int | None] | None,
+                       new: tuple[int | None, int | None] | None,
+                       limit: int) -> Deferred[ChangeBatch]:
+        """See IItemStore: one walk of index items_feed between the two modseqs, the
+        windows tested by the database (only the rows that qualify come back)."""
+        return self._run(self._window_changes, user.id, folder_id, int(after), int(upto),
+                         old, new, int(limit))
+
+    def _window_changes(self, cur: Any, user_id: int, folder_id: str, after: int,
+                        upto: int, old: tuple[int | None, int | None] | None,
+                        new: tuple[int | None, int | None] | None,
+                        limit: int) -> ChangeBatch:
+        fid = _parse_folder_id(folder_id)
+        if fid is None or after >= upto or limit <= 0:
+            return ChangeBatch([], fid is not None and after < upto, after)
+        in_old, p_old = _window_sql(old)
+        in_new, p_new = _window_sql(new)
+        self.engine.before_feed(cur)
+        cur.execute(self._sql(
+            f"SELECT id, modseq, created_modseq, CASE WHEN {in_new} THEN 1 ELSE 0 END"
+            " FROM items WHERE folder_id = ? AND modseq > ? AND modseq <= ? AND user_id = ?"
+            f" AND deleted = 0 AND (({in_old} AND NOT {in_new}) OR ({in_new} AND NOT"
+            f" {in_old})) ORDER BY modseq LIMIT ?"),
+            (*p_new, fid, after, upto, user_id, *p_old, *p_new, *p_new, *p_old, limit + 1))
+        rows = cur.fetchall()
+        out = [Change(f"{fid}:{iid}", int(m), False, int(c), soft=not int(enters),
+                      enters=bool(int(enters))) for iid, m, c, enters in rows[:limit]]
+        if len(rows) > limit:
+            return ChangeBatch(out, True, out[-1].modseq)
+        return ChangeBatch(out, False, upto)
 
     def explain_feed(self, user: User, folder_id: str, cursor: int,
                      limit: int) -> Deferred[list[str]]:
@@ -822,6 +880,29 @@ class SqlStore(Service):
             " WHERE s.id = ? AND s.folder_id = ? AND s.user_id = ? AND s.deleted = 0"
             " AND o.deleted = 0 ORDER BY o.folder_id, o.id"), (parsed[1], parsed[0], user_id))
         return [f"{f}:{i}" for f, i in cur.fetchall()]
+
+    def find_by_uids(self, user: User, folder_id: str, uids: list[str]
+                     ) -> Deferred[dict[str, Item]]:
+        """See IItemStore (through index items_uid)."""
+
+        def q(cur: Any) -> dict[str, Item]:
+            fid = _parse_folder_id(folder_id)
+            wanted = sorted({u for u in uids if u})
+            out: dict[str, Item] = {}
+            if fid is None:
+                return out
+            for part in _chunks(wanted):
+                cur.execute(self._sql(
+                    "SELECT id, uid, cls, data, modseq FROM items WHERE user_id = ?"
+                    f" AND uid IN {self.engine.placeholders(len(part))} AND folder_id = ?"
+                    " AND deleted = 0 ORDER BY id"), (user.id, *part, fid))
+                for iid, uid, cls, data, modseq in cur.fetchall():
+                    if uid not in out:
+                        out[uid] = Item(f"{fid}:{iid}", str(fid), cls, json.loads(data),
+                                        int(modseq))
+            return out
+
+        return self._run(q)
 
     def find_by_uid(self, user: User, uid: str) -> Deferred[list[Item]]:
         """The user's live items (events) whose UID is ``uid``."""

@@ -94,11 +94,71 @@ def _ts(value: str | None) -> int | None:
         return None
 
 
+_DAY = 86400
+# The longest a step of each Recurrence Type (MS-ASCAL 2.2.2.37: 0 daily, 1 weekly,
+# 2/3 monthly, 5/6 yearly) can take, in days: a month that lacks the 29th-31st and a
+# 29 February are skipped by some writers, so those steps count double / four times.
+_STEP_DAYS = {0: 1, 1: 7, 2: 31, 3: 31, 5: 366, 6: 366}
+_LAST_TS = 253402300799            # 9999-12-31T23:59:59Z
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def series_end(data: dict[str, Any]) -> int | None:
+    """An upper bound of when a recurring event's last occurrence ends (Unix seconds),
+    or None when the series has no end (neither Until nor Occurrences) or it cannot be
+    told.  Never earlier than the truth: a window that leaves the series out is sure
+    the series is over (occurrences moved by an exception count too)."""
+    rec = data.get("Recurrence")
+    if not isinstance(rec, dict):
+        return None
+    start = _ts(data.get("StartTime"))
+    end = _ts(data.get("EndTime"))
+    if start is None:
+        return None
+    duration = max(0, (end or start) - start)
+    until = _ts(rec.get("Until")) if rec.get("Until") else None
+    count = _int_or(rec.get("Occurrences"), 0)
+    if until is not None:
+        # Until is the day of the last occurrence, written in any zone (or at midnight
+        # of that day): the occurrence starts within a day and a half of it
+        last_start = max(until, start) + _DAY + _DAY // 2
+    elif count > 0:
+        step = _STEP_DAYS.get(_int_or(rec.get("Type"), -1))
+        if step is None:
+            return None
+        interval = max(1, _int_or(rec.get("Interval"), 1))
+        if step == 31 and _int_or(rec.get("DayOfMonth"), 0) > 28:
+            step *= 2
+        if step == 366 and _int_or(rec.get("MonthOfYear"), 0) == 2 and \
+                _int_or(rec.get("DayOfMonth"), 0) == 29:
+            step *= 4
+        span = count * interval * step * _DAY
+        if span > _LAST_TS:
+            return None
+        last_start = start + span + _DAY
+    else:
+        return None
+    last_end = last_start + duration
+    for exc in data.get("Exceptions") or []:
+        if isinstance(exc, dict) and not exc.get("Deleted"):
+            moved = _ts(exc.get("EndTime")) or _ts(exc.get("StartTime"))
+            if moved is not None:
+                last_end = max(last_end, moved)
+    return last_end if last_end <= _LAST_TS else None
+
+
 def index_fields(cls: str, data: dict[str, Any]) -> dict[str, Any]:
     """The columns a store indexes for an item.
 
     Returns uid (str|None), start and end (Unix seconds or None; a recurring event
-    has end None, meaning 'open'), complete (0/1 for tasks, else None) and emails
+    ends with its last occurrence — ``series_end`` — or has end None, meaning
+    'open', when unbounded), complete (0/1 for tasks, else None) and emails
     (the sorted bare addresses: a contact's three addresses, an event's attendees).
     """
     out: dict[str, Any] = {"uid": None, "start": None, "end": None, "complete": None,
@@ -110,7 +170,8 @@ def index_fields(cls: str, data: dict[str, Any]) -> dict[str, Any]:
     elif cls == "Calendar":
         out["uid"] = data.get("UID") or None
         out["start"] = _ts(data.get("StartTime"))
-        out["end"] = None if data.get("Recurrence") else _ts(data.get("EndTime"))
+        out["end"] = series_end(data) if data.get("Recurrence") else \
+            _ts(data.get("EndTime"))
         emails = {email_address(a.get("Email")) for a in data.get("Attendees") or []}
         out["emails"] = sorted(e for e in emails if e)
     elif cls == "Tasks":
