@@ -7,16 +7,24 @@ State of one collection for one device (a JSON blob saved by the state store)::
     cursor   every change with modseq <= cursor has been delivered (or was the device's own)
     own      {server id: modseq} of the device's own writes after the cursor: not echoed
     filter   FilterType, supported (Supported property names or None), cls
+    win      the filter window the device's holdings reflect ([start, end] for
+             ``changes_since``, or None): besides its own writes, the device holds
+             the live items with modseq <= cursor inside it
+    rw       a move of that window still owed (FilterType changed, or a calendar
+             window moved by the clock a day or more): Adds for what enters,
+             SoftDeletes for what leaves, among modseq in (pos, upto]; sent first
     prev     what answered key n-1 (cursor, own, the responses, the delivered ids):
              a device that resends key n-1 gets the same answer again
 
 Costs: a Sync with nothing new reads the folder's modseq and stops (O(1));
-otherwise it reads O(window) feed entries.  Client writes and the new state
+otherwise it reads O(window) feed entries.  A window move walks the folder once,
+in the database (an indexed query returning O(window) rows per Sync).  Client writes and the new state
 are committed in one transaction, so a crash mid-request leaves key n valid.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -91,6 +99,59 @@ class SyncEngine:
         self.items = server.items
         self.state = server.state
 
+    # -- the filter window ---------------------------------------------------------
+    @staticmethod
+    def rewindow(st: dict[str, Any], cls: str, filter_type: int | None, now: float) -> None:
+        """Apply a FilterType asked for (None: keep the one in effect) and the clock to
+        the state: when the window the device's holdings reflect (``win``) is no longer
+        the one due, start moving it (``rw``, drained by ``gather``).
+
+        Invariant: besides the device's own writes, the device holds the live items
+        with modseq <= cursor that are inside ``win``.  A move from window A to B sends
+        Add for the items with modseq <= cursor inside B only and SoftDelete for those
+        inside A only (MS-ASCMD 2.2.3.68.2, 2.2.3.172); the feed after the cursor is
+        read with B.  The clock moves a calendar window in steps of a day, so an empty
+        Sync stays O(1) in between.  One move at a time: a FilterType changed during a
+        move is applied when it is done."""
+        if filter_type is not None and filter_type != st.get("filter"):
+            st["filter"] = filter_type
+        if "win" not in st:            # a state from before windows were kept
+            st["win"] = _jw(codec.filter_window(st.get("filter"), cls, now)
+                            if st.get("filter") is not None else None)
+        if st.get("rw"):
+            return
+        held = _tw(st["win"])
+        target = (codec.filter_window(st["filter"], cls, now)
+                  if st.get("filter") is not None else None)
+        if target == held or _drift(held, target):
+            return
+        if st["cursor"] > 0:
+            st["rw"] = {"from": _jw(held), "to": _jw(target), "upto": st["cursor"],
+                        "pos": 0}
+        st["win"] = _jw(target)
+
+    async def gather(self, user: User, folder: Folder, st: dict[str, Any], limit: int,
+                     now: float) -> tuple[list[Change], bool, int]:
+        """What to send, at most ``limit``: first what a window move still owes (its
+        position advances in ``st``), then the feed.  Returns (changes, more, new
+        cursor if all of them are delivered)."""
+        out: list[Change] = []
+        while st.get("rw") and len(out) < limit:
+            rw = st["rw"]
+            batch = await self.items.window_changes(user, folder.server_id, rw["pos"],
+                                                    rw["upto"], _tw(rw["from"]),
+                                                    _tw(rw["to"]), limit - len(out))
+            out.extend(batch.changes)
+            if batch.more:
+                st["rw"] = dict(rw, pos=batch.high)
+                return out, True, st["cursor"]
+            del st["rw"]
+            self.rewindow(st, folder.cls, None, now)
+        if len(out) >= limit:
+            return out, bool(st.get("rw")) or folder.modseq > st["cursor"], st["cursor"]
+        feed, more, cursor = await self.collect(user, folder, st, limit - len(out), now)
+        return out + feed, more, cursor
+
     # -- reading the feed ----------------------------------------------------------
     async def collect(self, user: User, folder: Folder, st: dict[str, Any], limit: int,
                       now: float) -> tuple[list[Change], bool, int]:
@@ -100,9 +161,12 @@ class SyncEngine:
         """
         cursor = st["cursor"]
         own = st.get("own") or {}
-        window = None
-        if st.get("filter") is not None:
+        if "win" in st:
+            window = _tw(st["win"])
+        elif st.get("filter") is not None:
             window = codec.filter_window(int(st["filter"]), folder.cls, now)
+        else:
+            window = None
         out: list[Change] = []
         c = cursor
         more = False
@@ -110,8 +174,11 @@ class SyncEngine:
             return out, False, cursor
         while True:
             want = limit + 1 - len(out)
+            # with a window, what the device may hold but is outside it comes back as
+            # soft entries (SoftDelete): an event moved to the past, a task completed
             batch = await self.items.changes_since(user, folder.server_id, c,
-                                                   max(want, 16), window)
+                                                   max(want, 16), window,
+                                                   cursor if window else None)
             for ch in batch.changes:
                 mine = own.get(ch.server_id)
                 if mine == ch.modseq or (ch.deleted and mine is not None and mine < 0):
@@ -138,11 +205,13 @@ class SyncEngine:
         if folder is None:
             return self._status(creq, "12")
         name = state_name(cid)
+        now = self.server.clock.seconds()
         if creq.sync_key == "0":
             st = {
                 "epoch": new_epoch(), "key": 1, "cursor": 0, "own": {},
                 "cls": folder.cls, "filter": creq.filter_type, "supported": creq.supported,
             }
+            self.rewindow(st, folder.cls, creq.filter_type, now)
             await self.state.save_state(user, StateWrite(device_id, name, st))
             el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(st["epoch"], 1)),
                    E("AirSync:CollectionId", cid), E("AirSync:Status", "1"))
@@ -156,10 +225,12 @@ class SyncEngine:
             if prev and creq.sync_key == make_key(st["epoch"], prev["key"]):
                 return await self._replay(user, folder, st, creq, version, quirks)
             return self._status(creq, "3", key="0")
-        # Options may change between requests (FilterType, BodyPreference).
-        if creq.filter_type is not None and creq.filter_type != st.get("filter"):
-            st["filter"] = creq.filter_type
-        return await self._sync(user, device_id, version, quirks, folder, st, creq, remaining)
+        saved = copy.deepcopy(st)
+        # Options may change between requests (FilterType, BodyPreference); the clock
+        # moves a filter window too.
+        self.rewindow(st, folder.cls, creq.filter_type, now)
+        return await self._sync(user, device_id, version, quirks, folder, st, creq, remaining,
+                                saved)
 
     def _status(self, creq: CollectionRequest, status: str, key: str | None = None
                 ) -> CollectionResult:
@@ -169,7 +240,7 @@ class SyncEngine:
 
     async def _sync(self, user: User, device_id: str, version: str, quirks: Any,
                     folder: Folder, st: dict[str, Any], creq: CollectionRequest,
-                    remaining: int) -> CollectionResult:
+                    remaining: int, saved: dict[str, Any]) -> CollectionResult:
         cid = folder.server_id
         cls = folder.cls
         cursor = st["cursor"]
@@ -183,59 +254,60 @@ class SyncEngine:
         if creq.get_changes:
             if window <= 0:
                 # the request's overall WindowSize is used up by earlier collections
-                more = folder.modseq > cursor
+                more = folder.modseq > cursor or bool(st.get("rw"))
             else:
-                delivered, more, new_cursor = await self.collect(user, folder, st, window,
-                                                                 now)
+                delivered, more, new_cursor = await self.gather(user, folder, st, window,
+                                                                now)
 
         responses: list[list[Any]] = []     # replayable form of the Responses element
         ops: list[Op] = []
-        op_kinds: list[str] = []
+        fills: list[tuple[int, int]] = []   # (response, op) whose ServerId the op makes
         if creq.commands:
             await self._commands(user, folder, st, creq, version, quirks, own, delivered,
-                                 responses, ops, op_kinds)
+                                 responses, ops, fills)
 
         if not ops and not responses and not delivered and not more:
-            # Nothing new, nothing asked: the same key again, nothing written.
+            # Nothing new, nothing asked: the same key again.
             el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(st["epoch"], st["key"])),
                    E("AirSync:CollectionId", cid), E("AirSync:Status", "1"))
-            if new_cursor != cursor and not creq.commands:
-                # Only skipped entries (own echoes, filtered items) were passed: move the
-                # cursor without a new key so the next empty check stays O(1).
-                st2 = dict(st)
-                st2["cursor"] = new_cursor
-                st2["own"] = {k: v for k, v in own.items() if abs(v) > new_cursor}
+            st2 = dict(st)
+            st2["cursor"] = new_cursor
+            st2["own"] = {k: v for k, v in own.items() if abs(v) > new_cursor}
+            if st2 != saved:
+                # Only skipped entries (own echoes, filtered items) were passed, or the
+                # window moved with nothing to send: save that without a new key so the
+                # next empty check stays O(1).
                 await self.state.save_state(user, StateWrite(device_id, state_name(cid), st2))
             return CollectionResult(el, bool(creq.commands))
 
         new_n = st["key"] + 1
-        delivered_ids = [["D" if ch.deleted else ("C" if self._known(ch, cursor, own) else "A"),
-                          ch.server_id] for ch in delivered]
+        delivered_ids = [[_kind(ch, cursor, own), ch.server_id] for ch in delivered]
 
         built: dict[str, Any] = {}
 
         def build(results: list[OpResult]) -> dict[str, Any]:
             own2 = {k: v for k, v in own.items() if abs(v) > new_cursor}
             rec = [list(r) for r in responses]
-            add_results = iter([r for r, kind in zip(results, op_kinds, strict=True)
-                                if kind == "add"])
             for r in results:
                 if r.ok and r.server_id:
                     own2[r.server_id] = r.modseq
             # fill in the ServerIds the store assigned to the Adds
-            for entry in rec:
-                if entry[0] == "Add" and entry[3] == "1":
-                    r = next(add_results)
-                    entry[2] = r.server_id if r.ok else None
-                    if not r.ok:
-                        entry[3] = "5"
-            built["state"] = {
+            for ri, oi in fills:
+                r = results[oi]
+                rec[ri][2] = r.server_id if r.ok else None
+                if not r.ok:
+                    rec[ri][3] = "5"
+            state = {
                 "epoch": st["epoch"], "key": new_n, "cursor": new_cursor, "own": own2,
-                "cls": cls, "filter": st.get("filter"), "supported": st.get("supported"),
+                "cls": cls, "filter": st.get("filter"), "win": st.get("win"),
+                "supported": st.get("supported"),
                 "prev": {"key": st["key"], "responses": rec, "delivered": delivered_ids,
                          "more": more},
             }
-            return built["state"]
+            if st.get("rw"):
+                state["rw"] = st["rw"]
+            built["state"] = state
+            return state
 
         if ops:
             await self.items.apply(user, cid, ops,
@@ -252,11 +324,40 @@ class SyncEngine:
         """Does the device already hold this item (→ Change rather than Add)?"""
         return ch.created_modseq <= cursor or ch.server_id in own
 
+    async def _parse_adds(self, user: User, folder: Folder, creq: CollectionRequest,
+                          version: str, quirks: Any
+                          ) -> tuple[dict[int, dict[str, Any] | codec.ItemError],
+                                     dict[str, Item]]:
+        """The Adds' items parsed ahead (by command index), and the folder's live
+        events that carry one of their UIDs (one query for the whole request)."""
+        parsed: dict[int, dict[str, Any] | codec.ItemError] = {}
+        if folder.cls != "Calendar":
+            return parsed, {}
+        v16 = _vt(version) >= (16, 0)
+        uids: list[str] = []
+        for n, cmd in enumerate(creq.commands):
+            appdata = cmd.find("AirSync:ApplicationData")
+            if cmd.tag != "AirSync:Add" or not cmd.findtext("AirSync:ClientId") or \
+                    appdata is None:
+                continue
+            try:
+                data = codec.merge_change("Calendar", {}, codec.from_eas(
+                    "Calendar", appdata, version, quirks), None, quirks)
+            except codec.ItemError as e:
+                parsed[n] = e
+                continue
+            parsed[n] = data
+            uid = _device_uid(data, v16)
+            if uid:
+                uids.append(uid)
+        found = await self.items.find_by_uids(user, folder.server_id, uids) if uids else {}
+        return parsed, found
+
     async def _commands(self, user: User, folder: Folder, st: dict[str, Any],
                         creq: CollectionRequest, version: str, quirks: Any,
                         own: dict[str, int], delivered: list[Change],
-                        responses: list[list[Any]], ops: list[Op], op_kinds: list[str]
-                        ) -> None:
+                        responses: list[list[Any]], ops: list[Op],
+                        fills: list[tuple[int, int]]) -> None:
         cls = folder.cls
         cursor = st["cursor"]
         v16 = _vt(version) >= (16, 0)
@@ -270,10 +371,12 @@ class SyncEngine:
             for it in await self.items.get_items(user, wanted):
                 if it.folder_id == folder.server_id:
                     existing[it.server_id] = it
+        parsed, by_uid = await self._parse_adds(user, folder, creq, version, quirks)
+        added_uids: dict[str, int] = {}            # UID -> op index of this request's Add
         pending = {ch.server_id: ch for ch in delivered}
         current: dict[str, dict[str, Any]] = {}    # data after this request's commands
         deleted_now: set[str] = set()
-        for cmd in creq.commands:
+        for n, cmd in enumerate(creq.commands):
             tag = cmd.tag
             if tag == "AirSync:Add":
                 client_id = cmd.findtext("AirSync:ClientId")
@@ -285,22 +388,42 @@ class SyncEngine:
                     responses.append(["Add", client_id, None, "6", None])
                     continue
                 try:
+                    pre = parsed.get(n)
+                    if isinstance(pre, codec.ItemError):
+                        raise pre
                     # merge onto nothing: drops the "sent empty" markers of from_eas
-                    data = codec.merge_change(cls, {}, codec.from_eas(cls, appdata, version,
-                                                                      quirks), None, quirks)
+                    data = pre if pre is not None else codec.merge_change(
+                        cls, {}, codec.from_eas(cls, appdata, version, quirks), None, quirks)
                 except codec.ItemError as e:
                     log.info("Add {cid} refused: {err}", cid=client_id, err=str(e))
                     responses.append(["Add", client_id, None, "6", None])
                     continue
                 uid = None
                 if cls == "Calendar":
+                    # MS-ASCAL 2.2.2.13: the ClientUid (16.x; the UID before) tells that
+                    # the event already exists: a phone re-adding its events after a
+                    # resync gets the existing ServerId, and nothing is written.
+                    key = _device_uid(data, v16)
+                    hit = by_uid.get(key) if key else None
+                    if hit is not None and hit.server_id not in deleted_now:
+                        self._adopt(hit, cursor, own, pending, delivered)
+                        responses.append(["Add", client_id, hit.server_id, "1",
+                                          (hit.data.get("UID") or key) if v16 else None])
+                        continue
                     client_uid = data.pop("ClientUid", None)
                     if v16 or not data.get("UID"):
                         data["UID"] = data.get("UID") if not v16 and data.get("UID") else (
                             client_uid or uuid.uuid4().hex.upper())
                     uid = data["UID"] if v16 else None
+                    if key and key in added_uids:
+                        # the same event twice in one request: one item
+                        fills.append((len(responses), added_uids[key]))
+                        responses.append(["Add", client_id, None, "1", uid])
+                        continue
+                    if key:
+                        added_uids[key] = len(ops)
+                fills.append((len(responses), len(ops)))
                 ops.append(Op(kind="add", data=data, ref=client_id, cls=cls))
-                op_kinds.append("add")
                 responses.append(["Add", client_id, None, "1", uid])
             elif tag in ("AirSync:Change", "AirSync:Delete"):
                 sid = cmd.findtext("AirSync:ServerId") or ""
@@ -334,16 +457,13 @@ class SyncEngine:
                             if old.data.get("UID"):
                                 data["UID"] = old.data["UID"]
                         ops.append(Op(kind="change", server_id=sid, data=data, ref=sid))
-                        op_kinds.append("change")
                         current[sid] = data
                     elif instance and cls == "Calendar":
                         data = codec.apply_instance_change(old.data, instance, None)
                         ops.append(Op(kind="change", server_id=sid, data=data, ref=sid))
-                        op_kinds.append("change")
                         current[sid] = data
                     else:
                         ops.append(Op(kind="delete", server_id=sid, ref=sid))
-                        op_kinds.append("delete")
                         deleted_now.add(sid)
                 except codec.ItemError as e:
                     log.info("{kind} {sid} refused: {err}", kind=kind, sid=sid, err=str(e))
@@ -356,6 +476,19 @@ class SyncEngine:
                 sid = cmd.findtext("AirSync:ServerId") or ""
                 responses.append(["Fetch", sid, None, "1", None])
 
+    @staticmethod
+    def _adopt(hit: Item, cursor: int, own: dict[str, int], pending: dict[str, Change],
+               delivered: list[Change]) -> None:
+        """The device re-added an event the folder holds: from now on it holds that
+        item under its ServerId.  So the feed must not offer it again as an Add (after
+        a reset its cursor is 0 and it would): its current version counts as the
+        device's own write, and it leaves this response's Commands if it was in them.
+        A later change of it reaches the device as a Change."""
+        if hit.modseq > cursor:
+            own[hit.server_id] = hit.modseq
+        if hit.server_id in pending:
+            delivered.remove(pending.pop(hit.server_id))
+
     async def _render(self, user: User, folder: Folder, epoch: str, n: int,
                       responses: list[list[Any]],
                       delivered_ids: list[list[str]], delivered: list[Change] | None,
@@ -364,7 +497,7 @@ class SyncEngine:
         cls = folder.cls
         el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(epoch, n)),
                E("AirSync:CollectionId", folder.server_id), E("AirSync:Status", "1"))
-        need = [sid for kind, sid in delivered_ids if kind != "D"]
+        need = [sid for kind, sid in delivered_ids if kind not in ("D", "S")]
         if delivered is not None:
             by_id = {ch.server_id: ch.item for ch in delivered if ch.item is not None}
         else:
@@ -408,6 +541,10 @@ class SyncEngine:
                 if kind == "D":
                     cmds.append(E("AirSync:Delete", E("AirSync:ServerId", sid)))
                     continue
+                if kind == "S":
+                    # out of the filter window: the device drops it, the store keeps it
+                    cmds.append(E("AirSync:SoftDelete", E("AirSync:ServerId", sid)))
+                    continue
                 item = by_id.get(sid)
                 if item is None:        # gone since: tell the device so
                     cmds.append(E("AirSync:Delete", E("AirSync:ServerId", sid)))
@@ -430,7 +567,8 @@ class SyncEngine:
     # -- GetItemEstimate -----------------------------------------------------------
     async def estimate(self, user: User, device_id: str, folder: Folder, sync_key: str,
                        filter_type: int | None) -> tuple[str, int]:
-        """(status, estimate) per MS-ASCMD GetItemEstimate."""
+        """(status, estimate) per MS-ASCMD GetItemEstimate: what the next Sync (with
+        this FilterType) would send, window moves included; nothing is saved."""
         st = await self.state.get_state(user, device_id, state_name(folder.server_id))
         if sync_key == "0" or st is None:
             return "3", 0
@@ -438,11 +576,10 @@ class SyncEngine:
         prev = st.get("prev")
         if sync_key != current and not (prev and sync_key == make_key(st["epoch"], prev["key"])):
             return "4", 0
-        if filter_type is not None:
-            st = dict(st)
-            st["filter"] = filter_type
-        changes, _more, _c = await self.collect(user, folder, st, 10**9,
-                                                self.server.clock.seconds())
+        st = copy.deepcopy(st)
+        now = self.server.clock.seconds()
+        self.rewindow(st, folder.cls, filter_type, now)
+        changes, _more, _c = await self.gather(user, folder, st, 10**9, now)
         return "1", len(changes)
 
 
@@ -467,3 +604,42 @@ async def record_own_move(server: Any, user: User, device_id: str, src_folder: s
 def _vt(version: str) -> tuple[int, int]:
     major, _, minor = version.partition(".")
     return int(major), int(minor or 0)
+
+
+DAY = 86400
+
+
+def _jw(window: tuple[int | None, int | None] | None) -> list[int | None] | None:
+    """A filter window in its JSON form (the state blob)."""
+    return None if window is None else [window[0], window[1]]
+
+
+def _tw(value: Any) -> tuple[int | None, int | None] | None:
+    return None if not value else (value[0], value[1])
+
+
+def _drift(held: tuple[int | None, int | None] | None,
+           target: tuple[int | None, int | None] | None) -> bool:
+    """Is ``target`` only ``held`` moved by the clock by less than a day?"""
+    return (held is not None and target is not None and held[1] == target[1]
+            and held[0] is not None and target[0] is not None
+            and abs(target[0] - held[0]) < DAY)
+
+
+def _kind(ch: Change, cursor: int, own: dict[str, int]) -> str:
+    """D(elete), S(oftDelete), A(dd) or C(hange) for one entry sent to the device."""
+    if ch.deleted:
+        return "D"
+    if ch.soft:
+        return "S"
+    if ch.enters:
+        return "A"
+    return "C" if SyncEngine._known(ch, cursor, own) else "A"
+
+
+def _device_uid(data: dict[str, Any], v16: bool) -> str | None:
+    """The identity a device gives an event it adds (MS-ASCAL 2.2.2.13 ClientUid at
+    16.x, where the server owns UID; the UID it sent before 16.0)."""
+    value = data.get("ClientUid") if v16 else (data.get("UID") or data.get("ClientUid"))
+    value = str(value).strip() if value else ""
+    return value or None

@@ -1,4 +1,5 @@
-"""GetItemEstimate (MS-ASCMD 2.2.1.9): how many changes the next Sync would send."""
+"""GetItemEstimate (MS-ASCMD 2.2.1.9): how many changes the next Sync would send
+(with the FilterType given: what a change of window would add and soft-delete)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         key = coll.findtext("AirSync:SyncKey")
         filter_type = None
         opts = coll.find("AirSync:Options")
+        # MS-ASCMD 2.2.3.68.1: in airsync:Options from 14.0, a child of Collection
+        # itself at 12.x (airsync:FilterType; some clients spell it in this namespace)
         ft = (opts.findtext("AirSync:FilterType") if opts is not None
-              else coll.findtext("ItemEstimate:FilterType"))
+              else coll.findtext("AirSync:FilterType") or
+              coll.findtext("ItemEstimate:FilterType"))
         if ft:
             try:
                 filter_type = int(ft)
