@@ -605,6 +605,94 @@ async def test_changes_since_window_tasks(store: SqlStore, user: User) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_changes_since_held_upto_returns_soft_entries(store: SqlStore, user: User
+                                                            ) -> None:
+    """With ``held_upto``, a live item outside the window that a device may hold (made
+    at or before that modseq) comes back as a soft entry (SoftDelete, MS-ASCMD
+    2.2.3.172); one made after it is still left out."""
+    f = (await folder_ids(store, user))["Calendar"]
+    since = calendar.timegm((2025, 1, 1, 0, 0, 0))
+    a, b = await add(store, user, f, event("a"), event("b"))
+    held = (await store.changes_since(user, f, 0, 10)).high
+    late = (await add(store, user, f, event("late", start="20200101T100000Z",
+                                            end="20200101T110000Z")))[0]
+    await store.apply(user, f, [Op("change", server_id=a, data=event(
+        "a moved", start="20200101T100000Z", end="20200101T110000Z"))])
+    batch = await store.changes_since(user, f, held, 10, (since, None), held)
+    assert [(c.server_id, c.soft, c.deleted, c.item) for c in batch.changes] == \
+        [(a, True, False, None)]
+    assert late and b
+    # without held_upto: left out as before
+    assert (await store.changes_since(user, f, held, 10, (since, None))).changes == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_window_changes(store: SqlStore, user: User) -> None:
+    """The items that enter or leave when a device's window moves (MS-ASCMD
+    2.2.3.68.2), among a modseq range, paged; a bounded series that ended before the
+    window is outside it, an unbounded one inside."""
+    f = (await folder_ids(store, user))["Calendar"]
+    y2020 = {"start": "20200101T100000Z", "end": "20200101T110000Z"}
+    ids = await add(store, user, f,
+                    event("old1", **y2020), event("future"), event("old2", **y2020),
+                    event("old series", **y2020, Recurrence={
+                        "Type": 1, "Interval": 1, "DayOfWeek": 4, "Occurrences": 3}),
+                    event("open series", **y2020, Recurrence={
+                        "Type": 1, "Interval": 1, "DayOfWeek": 4}),
+                    event("until series", **y2020, Recurrence={
+                        "Type": 0, "Interval": 1, "Until": "20200110T100000Z"}),
+                    event("old3", **y2020))
+    old1, future, old2, old_series, open_series, until_series, old3 = ids
+    upto = (await store.changes_since(user, f, 0, 100)).high
+    await store.apply(user, f, [Op("delete", server_id=old3)])
+    since = calendar.timegm((2025, 1, 1, 0, 0, 0))
+    wide = await store.window_changes(user, f, 0, upto, (since, None), None, 100)
+    assert [(c.server_id, c.enters, c.soft) for c in wide.changes] == [
+        (old1, True, False), (old2, True, False), (old_series, True, False),
+        (until_series, True, False)]
+    assert not wide.more and wide.high == upto
+    assert all(c.item is None and not c.deleted for c in wide.changes)
+    narrow = await store.window_changes(user, f, 0, upto, None, (since, None), 100)
+    assert [(c.server_id, c.soft) for c in narrow.changes] == [
+        (old1, True), (old2, True), (old_series, True), (until_series, True)]
+    # paged: two at a time, resuming from high
+    page = await store.window_changes(user, f, 0, upto, None, (since, None), 2)
+    assert [c.server_id for c in page.changes] == [old1, old2] and page.more
+    rest = await store.window_changes(user, f, page.high, upto, None, (since, None), 2)
+    assert [c.server_id for c in rest.changes] == [old_series, until_series]
+    assert not rest.more
+    # the range's upper end is kept, and equal windows move nothing
+    assert (await store.window_changes(user, f, 0, upto - 2, None, (since, None), 100)
+            ).changes[-1].server_id == old_series
+    assert (await store.window_changes(user, f, 0, upto, (since, None), (since, None), 9)
+            ).changes == []
+    assert future and open_series
+    # tasks: (None, 1) keeps incomplete ones
+    t = (await folder_ids(store, user))["Tasks"]
+    done, todo = await add(store, user, t, {"Subject": "d", "Complete": 1},
+                           {"Subject": "t", "Complete": 0})
+    top = (await store.changes_since(user, t, 0, 10)).high
+    moved = await store.window_changes(user, t, 0, top, None, (None, 1), 10)
+    assert [(c.server_id, c.soft) for c in moved.changes] == [(done, True)]
+    assert todo
+
+
+@pytest_twisted.ensureDeferred
+async def test_find_by_uids(store: SqlStore, user: User) -> None:
+    """Live events of one folder by UID (MS-ASCAL 2.2.2.13 de-duplication)."""
+    f = (await folder_ids(store, user))["Calendar"]
+    a, b, gone = await add(store, user, f, event("a", UID="U-A"), event("b", UID="U-B"),
+                           event("gone", UID="U-GONE"))
+    await store.apply(user, f, [Op("delete", server_id=gone)])
+    found = await store.find_by_uids(user, f, ["U-A", "U-B", "U-GONE", "U-NONE", ""])
+    assert {u: i.server_id for u, i in found.items()} == {"U-A": a, "U-B": b}
+    assert found["U-A"].data["Subject"] == "a" and found["U-A"].modseq > 0
+    other = (await folder_ids(store, user))["Tasks"]
+    assert await store.find_by_uids(user, other, ["U-A"]) == {}
+    assert await store.find_by_uids(user, f, []) == {}
+
+
+@pytest_twisted.ensureDeferred
 async def test_thousand_items_page_flat(store: SqlStore, user: User) -> None:
     f = (await folder_ids(store, user))["Contacts"]
     other = await store.create_folder(user, "0", "Other", 14)
