@@ -13,6 +13,9 @@ State of one collection for one device (a JSON blob saved by the state store)::
     rw       a move of that window still owed (FilterType changed, or a calendar
              window moved by the clock a day or more): Adds for what enters,
              SoftDeletes for what leaves, among modseq in (pos, upto]; sent first
+    outside  server ids the device holds though they are outside ``win``: its own
+             writes there (an event it made in the past), and re-added events it
+             holds again; a wider window does not send them again
     prev     what answered key n-1 (cursor, own, the responses, the delivered ids):
              a device that resends key n-1 gets the same answer again
 
@@ -32,7 +35,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from easync.items import codec
+from easync.items import codec, index_fields
 from easync.items.fastpath import FragmentCache
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
 from easync.wbxml.element import E, Element
@@ -141,7 +144,15 @@ class SyncEngine:
             batch = await self.items.window_changes(user, folder.server_id, rw["pos"],
                                                     rw["upto"], _tw(rw["from"]),
                                                     _tw(rw["to"]), limit - len(out))
-            out.extend(batch.changes)
+            outside = set(st.get("outside") or ())
+            for ch in batch.changes:
+                if ch.server_id in outside:
+                    # the device has held it all along: now the window covers it
+                    outside.discard(ch.server_id)
+                    st["outside"] = [s for s in st["outside"] if s != ch.server_id]
+                    if ch.enters:
+                        continue
+                out.append(ch)
             if batch.more:
                 st["rw"] = dict(rw, pos=batch.high)
                 return out, True, st["cursor"]
@@ -179,7 +190,14 @@ class SyncEngine:
             batch = await self.items.changes_since(user, folder.server_id, c,
                                                    max(want, 16), window,
                                                    cursor if window else None)
+            outside = set(st.get("outside") or ())
             for ch in batch.changes:
+                if ch.server_id in outside:
+                    if ch.soft:         # held outside the window: it stays, updated
+                        ch = Change(ch.server_id, ch.modseq, False, ch.created_modseq)
+                    elif ch.deleted:
+                        outside.discard(ch.server_id)
+                        st["outside"] = [s for s in st["outside"] if s != ch.server_id]
                 mine = own.get(ch.server_id)
                 if mine == ch.modseq or (ch.deleted and mine is not None and mine < 0):
                     continue            # the device's own write: never echoed
@@ -262,9 +280,12 @@ class SyncEngine:
         responses: list[list[Any]] = []     # replayable form of the Responses element
         ops: list[Op] = []
         fills: list[tuple[int, int]] = []   # (response, op) whose ServerId the op makes
+        adopted: list[Item] = []            # existing events the device re-added
         if creq.commands:
             await self._commands(user, folder, st, creq, version, quirks, own, delivered,
-                                 responses, ops, fills)
+                                 responses, ops, fills, adopted)
+        if adopted:
+            st["outside"] = self._outside(st, cls, [], [], adopted)
 
         if not ops and not responses and not delivered and not more:
             # Nothing new, nothing asked: the same key again.
@@ -306,6 +327,9 @@ class SyncEngine:
             }
             if st.get("rw"):
                 state["rw"] = st["rw"]
+            outside = self._outside(st, cls, ops, results, [])
+            if outside:
+                state["outside"] = outside
             built["state"] = state
             return state
 
@@ -357,7 +381,7 @@ class SyncEngine:
                         creq: CollectionRequest, version: str, quirks: Any,
                         own: dict[str, int], delivered: list[Change],
                         responses: list[list[Any]], ops: list[Op],
-                        fills: list[tuple[int, int]]) -> None:
+                        fills: list[tuple[int, int]], adopted: list[Item]) -> None:
         cls = folder.cls
         cursor = st["cursor"]
         v16 = _vt(version) >= (16, 0)
@@ -407,6 +431,7 @@ class SyncEngine:
                     hit = by_uid.get(key) if key else None
                     if hit is not None and hit.server_id not in deleted_now:
                         self._adopt(hit, cursor, own, pending, delivered)
+                        adopted.append(hit)
                         responses.append(["Add", client_id, hit.server_id, "1",
                                           (hit.data.get("UID") or key) if v16 else None])
                         continue
@@ -488,6 +513,27 @@ class SyncEngine:
             own[hit.server_id] = hit.modseq
         if hit.server_id in pending:
             delivered.remove(pending.pop(hit.server_id))
+
+    @staticmethod
+    def _outside(st: dict[str, Any], cls: str, ops: list[Op], results: list[OpResult],
+                 adopted: list[Item]) -> list[str]:
+        """``outside`` after the device's writes (and re-adds): what it holds outside
+        its window is remembered, what it deleted or brought inside is not."""
+        ids = dict.fromkeys(st.get("outside") or [])
+        win = _tw(st.get("win"))
+        for op, r in zip(ops, results, strict=False):
+            sid = r.server_id or op.server_id
+            if not r.ok or not sid:
+                continue
+            if op.kind != "delete" and win is not None and isinstance(op.data, dict) and \
+                    not _inside(win, cls, op.data):
+                ids[sid] = None
+            else:
+                ids.pop(sid, None)
+        for it in adopted:
+            if win is not None and not _inside(win, cls, it.data):
+                ids[it.server_id] = None
+        return list(ids)[-OUTSIDE_MAX:]
 
     async def _render(self, user: User, folder: Folder, epoch: str, n: int,
                       responses: list[list[Any]],
@@ -607,6 +653,9 @@ def _vt(version: str) -> tuple[int, int]:
 
 
 DAY = 86400
+# At most this many ids in ``outside`` (the oldest are forgotten: a wider window may
+# then send such an item again).
+OUTSIDE_MAX = 2000
 
 
 def _jw(window: tuple[int | None, int | None] | None) -> list[int | None] | None:
@@ -643,3 +692,17 @@ def _device_uid(data: dict[str, Any], v16: bool) -> str | None:
     value = data.get("ClientUid") if v16 else (data.get("UID") or data.get("ClientUid"))
     value = str(value).strip() if value else ""
     return value or None
+
+
+def _inside(window: tuple[int | None, int | None], cls: str, data: dict[str, Any]) -> bool:
+    """Is an item inside a filter window?  The stores' test (``changes_since``), on
+    the item's index fields."""
+    f = index_fields(cls, data)
+    lo, hi = window
+    if cls == "Calendar":
+        if lo is not None and f["end"] is not None and f["end"] < lo:
+            return False
+        return hi is None or f["start"] is None or f["start"] <= hi
+    if cls == "Tasks":
+        return not (hi == 1 and f["complete"] == 1)
+    return True

@@ -925,3 +925,57 @@ async def test_filter_change_over_10000_events_holds_the_reactor_briefly(env) ->
     assert n_commands(body) == 50 and the_coll(body).find("AirSync:MoreAvailable") is not None
     print(f"max reactor gap {max(gaps) * 1000:.1f} ms, Sync {took * 1000:.0f} ms")
     assert max(gaps) < 0.05, (max(gaps), took)
+
+
+@pytest_twisted.ensureDeferred
+async def test_own_events_outside_the_window_are_not_sent_back_when_it_widens(env) -> None:
+    """A phone under FilterType 4 that makes an event a month ago, or re-adds an old
+    one it holds (MS-ASCAL 2.2.2.13), holds them although they are outside its window:
+    a wider FilterType (MS-ASCMD 2.2.3.68.2) does not Add them again; one it deletes
+    is forgotten; one the server changes reaches it as a Change."""
+    server, user, folders = env
+    cid = folders["Calendar"]
+    now = server.clock.seconds()
+    day = 86400
+    [old, other] = [r.server_id for r in await server.items.apply(user, cid, [
+        Op(kind="add", cls="Calendar", data=cal_event("old", now - 90 * day, UID="OLD-1")),
+        Op(kind="add", cls="Calendar", data=cal_event("other old", now - 80 * day))])]
+    dev = "own-out"
+    phone = Phone()
+    key = key_of(await run(server, user, sync_body(coll(cid, "0", *options(4))), dev, "16.1"))
+    key, _s, _n = await sync_all(server, user, cid, key, phone, dev)
+    assert phone.held == {}
+    past = E("AirSync:ApplicationData", E("Calendar:Subject", "made in the past"),
+             E("Calendar:StartTime", compact(now - 30 * day)),
+             E("Calendar:EndTime", compact(now - 30 * day + 3600)))
+    gone = E("AirSync:ApplicationData", E("Calendar:Subject", "deleted later"),
+             E("Calendar:StartTime", compact(now - 40 * day)),
+             E("Calendar:EndTime", compact(now - 40 * day + 3600)))
+    body = await run(server, user, sync_body(coll(cid, key, *options(4), add_cmds(
+        ("p", past), ("g", gone), ("o", meeting("old", "OLD-1", "16.1",
+                                                compact(now - 90 * day),
+                                                compact(now - 90 * day + 3600)))))),
+        dev, "16.1")
+    got = {c: s for c, s, _st, _u in add_responses(body)}
+    assert got["o"] == old
+    phone.apply(body, {"p": past, "g": gone, "o": None})
+    key = key_of(body)
+    body = await run(server, user, sync_body(coll(cid, key, *options(4), E(
+        "AirSync:Commands", E("AirSync:Delete", E("AirSync:ServerId", got["g"]))))),
+        dev, "16.1")
+    phone.apply(body)
+    phone.held.pop(got["g"], None)
+    key = key_of(body)
+    # the server changes the re-added one (still outside): the phone holds it, so gets it
+    [item] = await server.items.get_items(user, [old])
+    await server.items.apply(user, cid, [Op(kind="change", server_id=old, data=dict(
+        item.data, Subject="old v2"))])
+    key, sent, _n = await sync_all(server, user, cid, key, phone, dev, 4)
+    assert sent == [("Change", old)]
+    # wider: only the event the phone never had comes
+    key, sent, _n = await sync_all(server, user, cid, key, phone, dev, 0)
+    assert sent == [("Add", other)]
+    assert set(phone.held) == {old, other, got["p"]}
+    # and narrower again takes all three away
+    key, sent, _n = await sync_all(server, user, cid, key, phone, dev, 4)
+    assert sorted(sent) == sorted(("SoftDelete", s) for s in (old, other, got["p"]))
