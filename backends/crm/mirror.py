@@ -200,12 +200,15 @@ class Incoming:
 
 
 def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
-                   folders: dict[int, str], ctx: mapping.Context) -> set[tuple[int, str]]:
+                   folders: dict[int, str], ctx: mapping.Context,
+                   creating: frozenset[str] = frozenset()) -> set[tuple[int, str]]:
     """Write a page of CRM records into the mirror: new ones are added to their
     owner's folder, changed ones merged over the item (only the units whose view
     changed), deleted or reassigned ones tombstoned.  ``owners``: CRM user id → easync
-    user id; ``folders``: easync user id → the module's folder id.  Returns the
-    (user id, folder id) pairs that changed."""
+    user id; ``folders``: easync user id → the module's folder id.  ``creating``: CRM
+    ids a device write made and has not recorded yet: not added here (that write adds
+    them, a second item would be a duplicate).  Returns the (user id, folder id) pairs
+    that changed."""
     module = batch.module
     cls = mapping.CLASS_OF[module]
     ids = [str(r.get("id")) for r in batch.records] + list(batch.deleted)
@@ -237,6 +240,8 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
         if target is not None and target not in folders:
             target = None
         rows = existing.get(crm_id, [])
+        if not rows and crm_id in creating:
+            continue
         live = next((r for r in rows if not r.deleted and r.item_id in live_items), None)
         newest = max((r.mtime for r in rows), default="")
         if mtime and newest and mtime < newest:

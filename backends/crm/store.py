@@ -103,6 +103,9 @@ class CrmStore(Service):
         self._folders: dict[int, dict[str, str]] = {}   # user id -> module -> folder id
         self._call: Any = None
         self._opened = False
+        # CRM ids created by device writes whose mirror rows are not committed yet: the
+        # poller, which may see them first, leaves them to those writes
+        self._creating: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -407,18 +410,29 @@ class CrmStore(Service):
         steps: list[mirror.Step] = []
         complete = True
         failure: CrmUnavailable | None = None
-        for op in ops:
-            try:
-                steps.append(await self._write_one(module, op, folder_id, crm_user, ctx,
-                                                   data, rows, adds, links))
-            except CrmUnavailable as e:
-                complete, failure = False, e
-                break
-            except CrmError as e:           # only TRANSIENT_CODES get here
-                complete, failure = False, CrmUnavailable(str(e))
-                break
-        results = await self._run(mirror.commit_device_write, user.id, folder_id, module,
-                                  steps, state, complete, self.reactor.seconds(), write=True)
+        try:
+            for op in ops:
+                try:
+                    step = await self._write_one(module, op, folder_id, crm_user, ctx,
+                                                 data, rows, adds, links)
+                except CrmUnavailable as e:
+                    complete, failure = False, e
+                    break
+                except CrmError as e:           # only TRANSIENT_CODES get here
+                    complete, failure = False, CrmUnavailable(str(e))
+                    break
+                if step.kind == "add":
+                    self._creating[step.crm_id] = self._creating.get(step.crm_id, 0) + 1
+                steps.append(step)
+            results = await self._run(mirror.commit_device_write, user.id, folder_id,
+                                      module, steps, state, complete,
+                                      self.reactor.seconds(), write=True)
+        finally:
+            for step in steps:
+                if step.kind == "add":
+                    left = self._creating.pop(step.crm_id, 1) - 1
+                    if left > 0:
+                        self._creating[step.crm_id] = left
         if failure is not None:
             if any(s.kind in ("add", "change", "delete") for s in steps):
                 self._publish([(user.id, folder_id)])
@@ -572,9 +586,11 @@ class CrmStore(Service):
             if last > st["t"]:
                 st = {"t": last, "seen": now}
 
-            def write(sql: Any, cur: Any, batch: Any = batch, st: Any = st
+            def write(sql: Any, cur: Any, batch: Any = batch, st: Any = st,
+                      creating: frozenset[str] = frozenset(self._creating)
                       ) -> set[tuple[int, str]]:
-                changed = mirror.apply_incoming(sql, cur, batch, owners, folders, ctx)
+                changed = mirror.apply_incoming(sql, cur, batch, owners, folders, ctx,
+                                               creating)
                 mirror.put_state(sql, cur, name, st)
                 return changed
 
@@ -606,7 +622,7 @@ class CrmStore(Service):
                 newest = max(newest, str(r.get("modifiedtime") or ""))
             batch = mirror.Incoming(module, records=rows, path="query")
             self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
-                                          write=True))
+                                          frozenset(self._creating), write=True))
             if len(rows) < 100:
                 break
             offset += QUERY_PAGE_STEP
