@@ -347,3 +347,26 @@ def test_missing_file_as_is_made(site: Site, version: str) -> None:
     shown = sorted(n.text_of("Contacts:FileAs") or "" for n in read(site, user, "Contacts",
                                                                    version, IPHONE))
     assert shown == ["ACME S.p.A.", "Dr. Bea", "Rossi, Anna", "info@example.org"]
+
+
+def test_server_settings_shape_what_sync_sends_and_keeps(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """--fileas-order decides the FileAs Sync makes; --max-picture-size is the limit a
+    contact's Picture is held to in Sync (it is left out, the contact kept: issue 8)."""
+    srv = RunningServer(tmp_path_factory.mktemp("shapes-settings"),
+                        ["--fileas-order", "first-last", "--max-picture-size", "1K"]).start()
+    try:
+        site = Site(srv, None)
+        user = site.user()
+        d = site.device(user, "settings-phone", "14.1", GMAIL)
+        contacts = d.folders()["Contacts"]
+        key = start(d, contacts)
+        big = base64.b64encode(bytes(2048)).decode()
+        add(d, contacts, key, "<K:FirstName>Anna</K:FirstName><K:LastName>Rossi</K:LastName>"
+            f"<K:Picture>{big}</K:Picture>")
+        got = one(site, user, "Contacts", "16.1")
+        assert got.text_of("Contacts:FileAs") == "Anna Rossi"
+        assert got.find("Contacts:Picture") is None
+        assert "Contacts property Picture left out" in srv.log_text()
+    finally:
+        srv.stop()

@@ -193,7 +193,8 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         return _top_status(e.status, e.limit)
 
     engine = SyncEngine(server)
-    quirks = quirks_for(req.device_type, req.user_agent, req.device, req.version)
+    quirks = quirks_for(req.device_type, req.user_agent, req.device, req.version,
+                        settings)
     hold = None
     if spec["hold"]:
         # A long poll: it ends the device's previous one, and subscribes before the
