@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backendsites import BACKENDS, add_user, started
 from devicecorpus import Capture, fill, load, names, send, to_141, tz_rules
 from easync_server import RunningServer
 from rawclient import Node, RawDevice, have_libwbxml
@@ -39,28 +40,11 @@ PICTURE = base64.b64encode(bytes.fromhex(
 
 # -- servers ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=["sql", "crm"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[RunningServer, Any]]:
-    if request.param == "sql":
-        srv = RunningServer(tmp_path_factory.mktemp("corpus-sql")).start()
-        yield srv, None
-        srv.stop()
-        return
-    from test_e2e_crm import FakeCrmProcess
-
-    crm = FakeCrmProcess(tmp_path_factory.mktemp("corpus-crm"))
-    work: Path = tmp_path_factory.mktemp("corpus-easync-crm")
-    (work / "crm.key").write_text("adminKEY123\n")
-    srv = RunningServer(work, ["--backend", "crm", "--crm-url", crm.url, "--crm-user", "admin",
-                               "--crm-access-key-file", str(work / "crm.key"),
-                               "--crm-poll-interval", "0.3", "--crm-timeout", "5"])
-    try:
-        srv.start()
-        yield srv, crm
-    finally:
-        srv.stop()
-        crm.stop()
+    with started(tmp_path_factory, request.param, "corpus") as site:
+        yield site
 
 
 class Case:
@@ -71,9 +55,7 @@ class Case:
         self.cap = cap
         self.version = version
         self.user = f"corpus{next(_users)}"
-        if crm is not None:
-            crm("add_user", name=self.user, email=f"{self.user}@example.org")
-        self.server.add_user(self.user, PASSWORD, email=f"{self.user}@example.org")
+        add_user(self.server, crm, self.user, PASSWORD)
         self.device_id = cap.meta.get("DeviceId") or f"corpusdev{next(_devices)}"
         self.dev = self.device(cap.device_type, cap.user_agent, version, self.device_id)
         self.folder = self.dev.folders()[cap.meta["Folder"]]

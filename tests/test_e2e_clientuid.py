@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from backendsites import started
 from easync_server import RunningServer
 from rawclient import Node, RawDevice, have_libwbxml
 from test_e2e_calendar_raw import responses
-from test_e2e_crm import FakeCrmProcess
 
 pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
 
@@ -30,25 +30,8 @@ USERS = {v: "ru" + v.replace(".", "") for v in VERSIONS}
 @pytest.fixture(scope="module", params=["sql", "crm"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[RunningServer, Any]]:
-    work = tmp_path_factory.mktemp(f"readd-{request.param}")
-    crm = None
-    args: list[str] = []
-    if request.param == "crm":
-        crm = FakeCrmProcess(tmp_path_factory.mktemp("readd-crm"))
-        for name in USERS.values():
-            crm("add_user", name=name, email=f"{name}@example.org")
-        (work / "crm.key").write_text("adminKEY123\n")
-        args = ["--backend", "crm", "--crm-url", crm.url, "--crm-user", "admin",
-                "--crm-access-key-file", str(work / "crm.key"), "--crm-poll-interval", "0.3"]
-    srv = RunningServer(work, args).start()
-    try:
-        for name in USERS.values():
-            srv.add_user(name, PASSWORD, email=f"{name}@example.org")
-        yield srv, crm
-    finally:
-        srv.stop()
-        if crm is not None:
-            crm.stop()
+    with started(tmp_path_factory, request.param, "readd", USERS.values(), PASSWORD) as site:
+        yield site
 
 
 def device(srv: RunningServer, user: str, dev: str, version: str) -> RawDevice:

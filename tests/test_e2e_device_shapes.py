@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from backendsites import BACKENDS, add_user, started
 from easync_server import RunningServer
 from rawclient import Node, RawDevice, have_libwbxml
 from test_e2e_calendar_raw import ROME
@@ -38,9 +38,7 @@ class Site:
 
     def user(self) -> str:
         name = f"shape{next(_names)}"
-        if self.crm is not None:
-            self.crm("add_user", name=name, email=f"{name}@example.org")
-        self.server.add_user(name, PASSWORD, email=f"{name}@example.org")
+        add_user(self.server, self.crm, name, PASSWORD)
         return name
 
     def device(self, user: str, dev: str, version: str,
@@ -51,24 +49,11 @@ class Site:
         return d
 
 
-@pytest.fixture(scope="module", params=["sql", "crm"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Site]:
-    work: Path = tmp_path_factory.mktemp(f"shapes-{request.param}")
-    crm = None
-    args: list[str] = []
-    if request.param == "crm":
-        crm = FakeCrmProcess(tmp_path_factory.mktemp("shapes-fakecrm"))
-        (work / "crm.key").write_text("adminKEY123\n")
-        args = ["--backend", "crm", "--crm-url", crm.url, "--crm-user", "admin",
-                "--crm-access-key-file", str(work / "crm.key"), "--crm-poll-interval", "0.3"]
-    srv = RunningServer(work, args).start()
-    try:
+    with started(tmp_path_factory, request.param, "shapes") as (srv, crm):
         yield Site(srv, crm)
-    finally:
-        srv.stop()
-        if crm is not None:
-            crm.stop()
 
 
 # -- helpers ---------------------------------------------------------------------------

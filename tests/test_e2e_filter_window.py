@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from backendsites import started
 from easync_server import RunningServer
 from rawclient import Node, RawDevice, have_libwbxml
 from test_e2e_calendar_raw import responses
-from test_e2e_crm import FakeCrmProcess
 
 pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
 
@@ -33,25 +33,8 @@ NOW = time.time()
 @pytest.fixture(scope="module", params=["sql", "crm"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[RunningServer, str]]:
-    work = tmp_path_factory.mktemp(f"window-{request.param}")
-    crm = None
-    args: list[str] = []
-    if request.param == "crm":
-        crm = FakeCrmProcess(tmp_path_factory.mktemp("window-crm"))
-        for name in USERS:
-            crm("add_user", name=name, email=f"{name}@example.org")
-        (work / "crm.key").write_text("adminKEY123\n")
-        args = ["--backend", "crm", "--crm-url", crm.url, "--crm-user", "admin",
-                "--crm-access-key-file", str(work / "crm.key"), "--crm-poll-interval", "0.3"]
-    srv = RunningServer(work, args).start()
-    try:
-        for name in USERS:
-            srv.add_user(name, PASSWORD, email=f"{name}@example.org")
+    with started(tmp_path_factory, request.param, "window", USERS, PASSWORD) as (srv, _crm):
         yield srv, str(request.param)
-    finally:
-        srv.stop()
-        if crm is not None:
-            crm.stop()
 
 
 def device(srv: RunningServer, user: str, dev: str, version: str) -> RawDevice:
