@@ -251,11 +251,15 @@ class CrmClient:
                 return
             last = max((str(r["id"]) for r in rows), key=lambda i: int(i.split("x")[1]))
 
-    async def create(self, module: str, element: dict[str, Any]) -> dict[str, Any]:
-        return await self.call("create", elementType=module, element=json.dumps(element))
+    async def create(self, module: str, element: dict[str, Any], **extra: str
+                     ) -> dict[str, Any]:
+        """``extra``: more form fields the CRM's save reads from the request (vtiger's
+        ``contactidlist``)."""
+        return await self.call("create", elementType=module, element=json.dumps(element),
+                               **extra)
 
-    async def revise(self, element: dict[str, Any]) -> dict[str, Any]:
-        return await self.call("revise", element=json.dumps(element))
+    async def revise(self, element: dict[str, Any], **extra: str) -> dict[str, Any]:
+        return await self.call("revise", element=json.dumps(element), **extra)
 
     async def delete(self, ws_id: str) -> None:
         try:

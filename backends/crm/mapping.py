@@ -102,6 +102,15 @@ class Links:
 
     by_email: dict[str, str] = field(default_factory=dict)    # address -> CRM contact id
     by_id: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (address, name)
+    # event item id -> its CRM contact links (contact id -> the address each stands for)
+    events: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    def add(self, other: Links) -> None:
+        """Take in what ``other`` knows (what this one knows first)."""
+        for addr, cid in other.by_email.items():
+            self.by_email.setdefault(addr, cid)
+        for cid, found in other.by_id.items():
+            self.by_id.setdefault(cid, found)
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -282,9 +291,12 @@ def _recurring_view(value: Any) -> str:
 # -- what a device's item would make the CRM hold --------------------------------------------
 
 def desired_view(module: str, data: dict[str, Any], old: dict[str, str] | None, ctx: Context,
-                 links: Links | None = None) -> dict[str, str]:
+                 links: Links | None = None, prev: dict[str, Any] | None = None,
+                 known: dict[str, str] | None = None) -> dict[str, str]:
     """The view the CRM should show for this EAS dict (``old``: the snapshot, which
-    keeps CRM values the device cannot express, e.g. a task's "In Progress")."""
+    keeps CRM values the device cannot express, e.g. a task's "In Progress"; ``prev``:
+    the item as the mirror held it before this device change; ``known``: an event's CRM
+    contact links, see ``wanted_links``)."""
     old = old or {}
     if module == "Contacts":
         out = {key: _s(data.get(prop)) for key, prop in CONTACT_TEXT}
@@ -298,7 +310,7 @@ def desired_view(module: str, data: dict[str, Any], old: dict[str, str] | None, 
         out["description"] = _body_text(data)
         return out
     if module == "Events":
-        return _event_desired(data, old, ctx, links or Links())
+        return _event_desired(data, old, ctx, links or Links(), prev, known)
     if module == "Calendar":
         complete = str(data.get("Complete", "0")) == "1"
         status = old.get("taskstatus", "")
@@ -336,7 +348,8 @@ def _fallback_lastname(data: dict[str, Any], old: dict[str, str]) -> str:
 
 
 def _event_desired(data: dict[str, Any], old: dict[str, str], ctx: Context,
-                   links: Links) -> dict[str, str]:
+                   links: Links, prev: dict[str, Any] | None = None,
+                   known: dict[str, str] | None = None) -> dict[str, str]:
     zone = ctx.zone
     start = parse_compact(_s(data.get("StartTime")))
     end = parse_compact(_s(data.get("EndTime"))) or start
@@ -357,8 +370,6 @@ def _event_desired(data: dict[str, Any], old: dict[str, str], ctx: Context,
         reminder = int(data.get("Reminder") or 0)
     except (TypeError, ValueError):
         reminder = 0
-    rec = data.get("Recurrence")
-    rtype = RECURRING.get(int(rec.get("Type", -1)), "") if isinstance(rec, dict) else ""
     sensitivity = str(data.get("Sensitivity", "0"))
     out = {
         "subject": _s(data.get("Subject")) or "(no subject)",
@@ -368,8 +379,9 @@ def _event_desired(data: dict[str, Any], old: dict[str, str], ctx: Context,
         "end": end_l,
         "visibility": _visibility(sensitivity, old),
         "reminder": str(reminder_read_back(reminder)) if reminder > 0 else "",
-        "recurringtype": rtype,
-        "contact_id": event_contact(data, old.get("contact_id", ""), links),
+        "recurringtype": _recurring_desired(data, old, prev),
+        "contact_id": primary_link(wanted_links(data, prev, current_links(
+            old.get("contact_id", ""), known, links), links), old.get("contact_id", "")),
     }
     if ctx.has_allday:
         out["allday"] = "1" if allday else "0"
@@ -388,19 +400,95 @@ def _visibility(sensitivity: str, old: dict[str, str]) -> str:
     return old.get("visibility", "")
 
 
-def event_contact(data: dict[str, Any], current: str, links: Links) -> str:
-    """The event's CRM contact: the one it has while it is still an attendee, else the
-    first attendee who is a contact of the user, else the one it has (a phone editing
-    an event never drops the CRM's link)."""
-    attendees = [email_address(a.get("Email")) for a in data.get("Attendees") or []
-                 if isinstance(a, dict)]
-    emails = [e for e in attendees if e]
-    if current and current in links.by_id and links.by_id[current][0] in emails:
+def _recurrence_type(data: dict[str, Any] | None) -> str:
+    rec = (data or {}).get("Recurrence")
+    if not isinstance(rec, dict):
+        return ""
+    try:
+        return RECURRING.get(int(rec.get("Type", -1)), "")
+    except (TypeError, ValueError):
+        return ""
+
+
+def _recurring_desired(data: dict[str, Any], old: dict[str, str],
+                       prev: dict[str, Any] | None) -> str:
+    """``recurringtype`` for a device's event: the type of its Recurrence; with none,
+    "" when the device has just removed one, else what the CRM has (a CRM series is
+    one record per occurrence, each ``Weekly``: an edit of one occurrence on a phone,
+    which shows it as a single event, leaves its type alone)."""
+    rtype = _recurrence_type(data)
+    if rtype or _recurrence_type(prev):
+        return rtype
+    return old.get("recurringtype", "")
+
+
+def attendee_addresses(data: dict[str, Any] | None) -> list[str]:
+    """The bare addresses of an event's attendees, in order, without repeats."""
+    out: list[str] = []
+    for a in (data or {}).get("Attendees") or []:
+        addr = email_address(a.get("Email")) if isinstance(a, dict) else ""
+        if addr and addr not in out:
+            out.append(addr)
+    return out
+
+
+def current_links(contact_id: str, known: dict[str, str] | None, links: Links
+                  ) -> dict[str, str]:
+    """The event's CRM contact links as easync knows them (contact id -> the attendee
+    address each stands for): ``known`` (the mirror's), with the snapshot's
+    ``contact_id`` added when missing (with its contact's address)."""
+    out = dict(known or {})
+    if contact_id and contact_id not in out:
+        out[contact_id] = (links.by_id.get(contact_id) or ("", ""))[0]
+    return out
+
+
+def wanted_links(data: dict[str, Any], prev: dict[str, Any] | None,
+                 known: dict[str, str], links: Links) -> dict[str, str]:
+    """The CRM contacts a device's event should be linked to (contact id -> the
+    attendee address the link stands for), in order.
+
+    A link stays with its contact while that attendee stays: it is dropped only when
+    the device removed the attendee it stands for (its address as it was when the link
+    was made, or one of the contact's addresses now).  A phone that changed a contact's
+    e-mail and still sends the meeting with the old address keeps the link on that
+    contact, even if another contact has the old address.  A link the phone never had
+    as an attendee (the CRM UI linked several contacts) is kept.  Attendees that are
+    the user's contacts and are not already standing for a link are linked too."""
+    now = attendee_addresses(data)
+    before = set(attendee_addresses(prev)) if prev is not None else set()
+    out: dict[str, str] = {}
+    claimed: set[str] = set()
+    for cid, addr in known.items():
+        mine = {a for a in now if links.by_email.get(a) == cid}
+        if addr in now:
+            mine.add(addr)
+        removed = addr in before and not mine
+        if removed:
+            continue
+        out[cid] = addr
+        claimed |= mine
+    for addr in now:
+        cid = links.by_email.get(addr)
+        if addr in claimed or cid is None or cid in out:
+            continue
+        out[cid] = addr
+        claimed.add(addr)
+    return out
+
+
+def primary_link(wanted: dict[str, str], current: str) -> str:
+    """The one contact the CRM's ``contact_id`` names: the current one while it is
+    wanted, else the first wanted."""
+    if current and current in wanted:
         return current
-    for e in emails:
-        if e in links.by_email:
-            return links.by_email[e]
-    return current
+    return next(iter(wanted), "")
+
+
+def contact_list(links: dict[str, str]) -> str:
+    """vtiger's ``contactidlist`` for these links: the bare record numbers, ';'-joined
+    (what the CRM's own Edit view posts, e.g. ``12;13``)."""
+    return ";".join(cid.split("x", 1)[-1] for cid in links)
 
 
 def invitees(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -562,6 +650,7 @@ def _merge_event(out: dict[str, Any], old: dict[str, str] | None, new: dict[str,
              if new["description"] else None)
     allday = new.get("allday") == "1" if "allday" in new else \
         str(out.get("AllDayEvent", 0)) == "1"
+    before_start = parse_compact(_s(out.get("StartTime")))
     if changed & {"start", "end", "allday"} and new.get("start"):
         if "allday" in changed or old is None:
             out["AllDayEvent"] = 1 if allday else 0
@@ -586,21 +675,12 @@ def _merge_event(out: dict[str, Any], old: dict[str, str] | None, new: dict[str,
             out["Reminder"] = reminder_from_crm(int(new["reminder"]))
         else:
             out.pop("Reminder", None)
-    if "recurringtype" in changed:
-        rtype = RECURRING_BACK.get(new["recurringtype"])
-        rec = out.get("Recurrence")
-        if rtype is None:
-            out.pop("Recurrence", None)
-            out.pop("Exceptions", None)
-        elif not (isinstance(rec, dict) and RECURRING.get(int(rec.get("Type", -1))) ==
-                  new["recurringtype"]):
-            from easync.items._common import fill_recurrence
-
-            fresh: dict[str, Any] = {"Type": rtype, "Interval": 1}
-            start = parse_compact(_s(out.get("StartTime")))
-            fill_recurrence(fresh, start.astimezone(event_zone(out)) if start else None)
-            out["Recurrence"] = fresh
-            out.pop("Exceptions", None)
+    # ``recurringtype`` never makes nor ends a series on the phones: a series made in
+    # the CRM's UI is one record per occurrence (each says Weekly, none holds the
+    # pattern), so each is a single event; a phone's series is one record whose
+    # pattern only easync keeps, and a CRM UI save of any field posts "--None--".
+    if old is not None and old.get("start") and "start" in changed and new.get("start"):
+        _move_series(out, before_start, ctx)
     if "ical_uuid" in changed and new.get("ical_uuid"):
         out["UID"] = new["ical_uuid"]
     if "contact_id" in changed and new["contact_id"]:
@@ -612,6 +692,44 @@ def _merge_event(out: dict[str, Any], old: dict[str, str] | None, new: dict[str,
                 attendees.append({"Email": addr, "Name": name or addr, "AttendeeType": 1})
                 out["Attendees"] = attendees
     return out
+
+
+def _move_series(out: dict[str, Any], before: datetime | None, ctx: Context) -> None:
+    """A phone's series whose start the CRM moved moves whole: a pattern day that was
+    the old start's (weekday, day of month, week, month) becomes the new start's, and
+    each exception moves by the same time (it names an occurrence of the series)."""
+    rec = out.get("Recurrence")
+    after = parse_compact(_s(out.get("StartTime")))
+    if not isinstance(rec, dict) or before is None or after is None or before == after:
+        return
+    from easync.items._common import fill_recurrence
+
+    zone = event_zone(out) if out.get("TimezoneId") or out.get("Timezone") else ctx.zone
+    keys = ("DayOfWeek", "DayOfMonth", "WeekOfMonth", "MonthOfYear")
+    try:
+        natural: dict[str, Any] = {"Type": int(rec.get("Type", -1))}
+        fill_recurrence(natural, before.astimezone(zone))
+        moved: dict[str, Any] = {"Type": natural["Type"]}
+        fill_recurrence(moved, after.astimezone(zone))
+    except (TypeError, ValueError):
+        return
+    fresh = dict(rec)
+    for key in keys:
+        if key in natural and str(rec.get(key)) == str(natural[key]):
+            fresh[key] = moved[key]
+    out["Recurrence"] = fresh
+    shift = after - before
+    exceptions = out.get("Exceptions")
+    if isinstance(exceptions, list):
+        kept = []
+        for exc in exceptions:
+            when = parse_compact(_s(exc.get("ExceptionStartTime"))) \
+                if isinstance(exc, dict) else None
+            if when is None:
+                kept.append(exc)
+                continue
+            kept.append({**exc, "ExceptionStartTime": compact(when + shift)})
+        out["Exceptions"] = kept
 
 
 def contact_name(data: dict[str, Any]) -> str:

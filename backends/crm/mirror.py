@@ -11,6 +11,10 @@ tables add, per mirrored CRM record, what ties it to the CRM:
 ``crm_client_adds``  Adds a device made whose sync state is not saved yet (the
                      CRM answered some of a request's writes, then failed): the
                      device's retry of the same ClientId maps to the record made
+``crm_event_links``  an event's CRM contact links as easync knows them (vtiger keeps
+                     several per event; ``query`` and ``retrieve`` each name one, and
+                     a ``revise`` keeps only those it is given): contact id and the
+                     attendee address the link stands for
 
 Every function here runs inside one SQL transaction (``SqlStore._run``), in a pool
 thread, so a batch of CRM records and its feed entries commit together.
@@ -42,6 +46,9 @@ SCHEMA = (
      " user_id BIGINT NOT NULL, device_id TEXT NOT NULL, folder_id TEXT NOT NULL,"
      " client_id TEXT NOT NULL, item_id BIGINT NOT NULL, created REAL NOT NULL,"
      " PRIMARY KEY (user_id, device_id, folder_id, client_id))"),
+    ("CREATE TABLE IF NOT EXISTS crm_event_links ("
+     " item_id BIGINT NOT NULL, contact_id TEXT NOT NULL, email TEXT NOT NULL DEFAULT '',"
+     " PRIMARY KEY (item_id, contact_id))"),
 )
 _CHUNK = 400
 
@@ -186,6 +193,42 @@ def links(sql: Any, cur: Any, user_id: int, emails: Iterable[str] = (),
     return out
 
 
+def event_links(sql: Any, cur: Any, item_ids: list[int]) -> dict[int, dict[str, str]]:
+    """item id -> {CRM contact id: the attendee address the link stands for}."""
+    out: dict[int, dict[str, str]] = {}
+    ids = sorted(set(item_ids))
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i:i + _CHUNK]
+        cur.execute(sql._sql(
+            "SELECT item_id, contact_id, email FROM crm_event_links WHERE item_id IN"
+            f" {sql.engine.placeholders(len(part))} ORDER BY item_id, contact_id"), part)
+        for item_id, contact_id, email in cur.fetchall():
+            out.setdefault(int(item_id), {})[str(contact_id)] = str(email or "")
+    return out
+
+
+def put_event_links(sql: Any, cur: Any, item_id: int, found: dict[str, str],
+                    reset: bool) -> None:
+    """Record an event's CRM contact links: ``reset`` replaces what was known (a new
+    version of the record, or what a device write just set), otherwise ``found`` is
+    added to it (the other read path of the same version names another contact)."""
+    if reset:
+        cur.execute(sql._sql("DELETE FROM crm_event_links WHERE item_id = ?"), (item_id,))
+    elif found:
+        have = event_links(sql, cur, [item_id]).get(item_id, {})
+        found = {c: e for c, e in found.items() if c not in have}
+    rows = [(item_id, c, e) for c, e in found.items() if c]
+    if rows:
+        cur.executemany(sql._sql("INSERT INTO crm_event_links (item_id, contact_id, email)"
+                                 " VALUES (?, ?, ?)"), rows)
+
+
+def _seen_link(new_view: dict[str, str], links: mapping.Links) -> dict[str, str]:
+    """The contact a CRM read of an event names, with the address it stands for."""
+    cid = new_view.get("contact_id", "")
+    return {cid: (links.by_id.get(cid) or ("", ""))[0]} if cid else {}
+
+
 # -- CRM-side changes into the mirror ----------------------------------------------------------
 
 @dataclass
@@ -248,6 +291,12 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
             continue                        # an older version than the mirror's
         new_view = mapping.view(module, rec, batch.path, ctx)
         if live is not None and live.user_id == target:
+            if module == "Events":
+                # a newer version: the links are what it names; the same version read
+                # through the other path may name another of its contacts
+                put_event_links(sql, cur, live.item_id,
+                                _seen_link(new_view, links_of(live.user_id)),
+                                reset=bool(mtime) and mtime > live.mtime)
             if new_view == live.snapshot:
                 if mtime > live.mtime:
                     cur.execute(sql._sql("UPDATE crm_items SET mtime = ? WHERE item_id = ?"),
@@ -269,7 +318,8 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
         if target is None:
             continue
         data = mapping.merge(module, None, None, new_view, ctx, links_of(target), crm_id)
-        plan(target, Op("add", data=data, cls=cls), "add", (crm_id, new_view, mtime))
+        plan(target, Op("add", data=data, cls=cls), "add",
+             (crm_id, new_view, mtime, _seen_link(new_view, links_of(target))))
 
     for crm_id in batch.deleted:
         for row in existing.get(crm_id, []):
@@ -297,13 +347,15 @@ def _tombstone(sql: Any, cur: Any, item_id: int) -> None:
 def _record(sql: Any, cur: Any, user_id: int, module: str, what: str, extra: Any,
             res: OpResult) -> None:
     if what == "add":
-        crm_id, snap, mtime = extra
+        crm_id, snap, mtime, seen = extra
         if res.ok and res.server_id:
             item_id = int(res.server_id.split(":")[1])
             cur.execute(sql._sql(
                 "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
                 " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
                 (item_id, user_id, module, crm_id, mtime, _dumps(snap)))
+            if module == "Events":
+                put_event_links(sql, cur, item_id, seen, reset=True)
     elif what == "change":
         item_id, snap, mtime = extra
         if res.ok:
@@ -329,6 +381,7 @@ class Step:
     snapshot: dict[str, str] | None = None
     mtime: str = ""
     item_id: int = 0                # change, delete, reuse
+    links: dict[str, str] | None = None     # an event's CRM contact links after the write
 
 
 def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module: str,
@@ -359,6 +412,8 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
                 "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
                 " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
                 (item_id, user_id, module, st.crm_id, st.mtime, _dumps(st.snapshot)))
+            if st.links is not None:
+                put_event_links(sql, cur, item_id, st.links, reset=True)
             if state is not None and st.op.ref:
                 cur.execute(sql.engine.upsert(
                     "crm_client_adds", ("user_id", "device_id", "folder_id", "client_id"),
@@ -367,6 +422,8 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
         elif st.kind == "change" and res.ok and st.snapshot is not None:
             cur.execute(sql._sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
                                  " item_id = ?"), (_dumps(st.snapshot), st.mtime, st.item_id))
+            if st.links is not None:
+                put_event_links(sql, cur, st.item_id, st.links, reset=True)
         elif st.kind == "delete" and res.ok:
             _tombstone(sql, cur, st.item_id)
     reuse = [st.item_id for st in steps if st.kind == "reuse"]

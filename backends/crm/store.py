@@ -399,8 +399,11 @@ class CrmStore(Service):
                 # only the contacts these events name: attendees and current links
                 emails = [str(a.get("Email") or "") for op in ops if isinstance(op.data, dict)
                           for a in op.data.get("Attendees") or [] if isinstance(a, dict)]
-                linked = [r.snapshot.get("contact_id", "") for r in rows.values()]
+                known = mirror.event_links(sql, cur, item_ids)
+                linked = [r.snapshot.get("contact_id", "") for r in rows.values()] + [
+                    c for found in known.values() for c in found]
                 links = mirror.links(sql, cur, user.id, emails, linked)
+                links.events = known
             return data, rows, adds, links
 
         data, rows, adds, links = await self._run(read)
@@ -452,8 +455,9 @@ class CrmStore(Service):
             element["assigned_user_id"] = crm_user
             if module == "Events" and ctx.flavour == "vtenext" and op.data.get("Attendees"):
                 element["invitees"] = mapping.invitees(op.data)
+            linked, params = self._contact_links(module, ctx, op.data, None, {}, "", links)
             try:
-                rec = await self.client.create(module, element)
+                rec = await self.client.create(module, element, **params)
             except CrmError as e:
                 if e.code in TRANSIENT_CODES:
                     raise
@@ -461,7 +465,7 @@ class CrmStore(Service):
                 return mirror.Step(op, "fail", "invalid")
             return mirror.Step(op, "add", data=op.data, crm_id=str(rec["id"]),
                                snapshot=mapping.view(module, rec, "retrieve", ctx),
-                               mtime=str(rec.get("modifiedtime") or ""))
+                               mtime=str(rec.get("modifiedtime") or ""), links=linked)
         if op.kind not in ("change", "delete"):
             return mirror.Step(op, "fail", "invalid")
         sid = op.server_id or ""
@@ -481,19 +485,31 @@ class CrmStore(Service):
             return mirror.Step(op, "delete", item_id=item_id)
         if not isinstance(op.data, dict):
             return mirror.Step(op, "fail", "invalid")
-        want = mapping.desired_view(module, op.data, row.snapshot, ctx, links)
-        keys = {k for k in want if want[k] != row.snapshot.get(k)}
+        prev = data[item_id][0]
+        known = self._known_links(module, row, links)
+
+        def plan() -> tuple[dict[str, str], set[str], Any, dict[str, str]]:
+            want = mapping.desired_view(module, op.data, row.snapshot, ctx, links, prev,
+                                        known)
+            linked, params = self._contact_links(module, ctx, op.data, prev, known,
+                                                 row.snapshot.get("contact_id", ""), links)
+            return want, {k for k in want if want[k] != row.snapshot.get(k)}, linked, params
+
+        want, keys, linked, params = plan()
         send_invitees = (module == "Events" and ctx.flavour == "vtenext" and
                          mapping.attendee_key(data[item_id][0]) != mapping.attendee_key(op.data))
-        if not keys and not send_invitees:
+        if not keys and not send_invitees and (linked is None or ctx.flavour != "vtiger" or
+                                               set(linked) == set(known)):
             # nothing the CRM holds changed (categories, picture…): the overlay only
             return mirror.Step(op, "change", data=op.data, item_id=item_id)
+        if await self._retrieved_link(module, row, ctx, known, links):
+            want, keys, linked, params = plan()
         element = mapping.element(module, want, keys, ctx)
         element["id"] = row.crm_id
         if send_invitees:
             element["invitees"] = mapping.invitees(op.data)
         try:
-            rec = await self.client.revise(element)
+            rec = await self.client.revise(element, **params)
         except CrmError as e:
             if e.code in TRANSIENT_CODES:
                 raise
@@ -502,7 +518,52 @@ class CrmStore(Service):
                                else "invalid")
         return mirror.Step(op, "change", data=op.data, item_id=item_id,
                            snapshot=mapping.view(module, rec, "retrieve", ctx),
-                           mtime=str(rec.get("modifiedtime") or ""))
+                           mtime=str(rec.get("modifiedtime") or ""), links=linked)
+
+    @staticmethod
+    def _known_links(module: str, row: Any, links: mapping.Links) -> dict[str, str]:
+        """An event's CRM contact links as the mirror knows them."""
+        if module != "Events":
+            return {}
+        return mapping.current_links(row.snapshot.get("contact_id", ""),
+                                     links.events.get(row.item_id), links)
+
+    async def _retrieved_link(self, module: str, row: Any, ctx: mapping.Context,
+                              known: dict[str, str], links: mapping.Links) -> bool:
+        """Before a revise of a linked event on vtiger, which keeps several contacts per
+        event and names one through ``query``, another through ``retrieve``: add the one
+        ``retrieve`` names now to ``known`` (and its address to ``links``).  True if it
+        was not known."""
+        if module != "Events" or ctx.flavour != "vtiger" or not known:
+            return False                # no contact_id through query: no link at all
+        try:
+            rec = await self.client.retrieve(row.crm_id)
+        except CrmError:
+            return False                # the revise that follows says what is wrong
+        cid = str((rec or {}).get("contact_id") or "")
+        if not cid or cid in known:
+            return False
+        if cid not in links.by_id:
+            links.add(await self._run(mirror.links, row.user_id, (), [cid]))
+        known[cid] = (links.by_id.get(cid) or ("", ""))[0]
+        return True
+
+    @staticmethod
+    def _contact_links(module: str, ctx: mapping.Context, data: dict[str, Any],
+                       prev: dict[str, Any] | None, known: dict[str, str], current: str,
+                       links: mapping.Links) -> tuple[dict[str, str] | None, dict[str, str]]:
+        """(an event's CRM contact links after the write, the extra form fields that
+        keep them).  vtiger links several contacts to an event and a create or revise
+        keeps only the ``contact_id`` it is given, unless the request names them all in
+        ``contactidlist`` (read by the Calendar module's save, as its own Edit view
+        and its Google and Outlook sync send it); vtenext is given ``contact_id``."""
+        if module != "Events":
+            return None, {}
+        wanted = mapping.wanted_links(data, prev, known, links)
+        if ctx.flavour != "vtiger":
+            primary = mapping.primary_link(wanted, current)
+            return ({primary: wanted[primary]} if primary else {}), {}
+        return wanted, ({"contactidlist": mapping.contact_list(wanted)} if wanted else {})
 
     # -- the poller ---------------------------------------------------------------------------
     def _schedule(self, delay: float) -> None:
