@@ -67,7 +67,7 @@ vtiger 8.2 (recorded):
   ``contact_no`` is numbered CON1, CON2, …; API-made records have ``source``
   'WEBSERVICE' and ``starred`` '0', UI-made ones 'CRM' and ''.
 * update merges (8.2): the fields not sent are kept, but every kept value is re-saved
-  HTML-entity-encoded as PHP ``htmlentities(ENT_QUOTES)`` does (``"`` → ``&quot;``,
+  (after the answer, which still shows it as it was) HTML-entity-encoded as PHP ``htmlentities(ENT_QUOTES)`` does (``"`` → ``&quot;``,
   ``&`` → ``&amp;``, ``à`` → ``&agrave;``, ``€`` → ``&euro;``, ``'`` → ``&#039;``; an
   already encoded value is encoded again).  The recording shows it on ``description``;
   the other kept fields of that update held nothing to encode, so the fake encodes every
@@ -79,7 +79,8 @@ vtiger 8.2 (recorded):
 * Contacts of an event (``vtiger_cntactivityrel``): the UI links several; retrieve's
   ``contact_id`` names the lowest contact id, query's the highest; any revise or update
   deletes all links and re-inserts one: the ``contact_id`` sent, else the one retrieve
-  showed.
+  showed.  Not recorded, from vtiger's ``Activity::save_module``: a create, update or
+  revise whose form also carries ``contactidlist`` ("id;id") gets exactly those links.
 * ``salutationtype`` is typed string: the API stores any value ('Ing.'); the UI's
   select (``UI_SALUTATIONS``) lacks 'Ing.', so a UI save empties it.
 * Recurrence: an API write stores ``recurringtype`` only (no recurrence rows).  A
@@ -710,6 +711,7 @@ class FakeCrm:
         # what happened
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[str, dict[str, Any]]] = []
+        self._request: dict[str, str] = {}          # $_REQUEST of the running call
         self.admin_id = self.add_user("admin", access_key=admin_key, password="admin-pw",
                                       is_admin=True, timezone=admin_tz or self.server_tz,
                                       date_format=admin_date_format,
@@ -971,6 +973,7 @@ class FakeCrm:
             raise WsError("UNKNOWN_OPERATION", "Unknown operation requested")
         params = query if op in GET_OPS else form
         self.log.append((op, dict(params)))
+        self._request = request
         session = request.get("sessionName") or None
         if session and session.lower() == "null":
             session = None
@@ -1756,6 +1759,14 @@ class FakeCrm:
             raise WsError("INVALID_ID_ATTRIBUTE", "Id specified is incorrect")
         return owner[1]
 
+    def _contact_list(self, rec: dict[str, Any]) -> None:
+        """vtiger's Calendar save (``Activity::save_module``, source, not recorded): a
+        request that also carries a non-empty ``contactidlist`` form field (';'-joined
+        record numbers) gets exactly those links."""
+        listed = self._request.get("contactidlist", "") if self.flavour == "vtiger" else ""
+        if listed:
+            rec["contacts"] = sorted({int(x) for x in listed.split(";") if x.strip().isdigit()})
+
     @staticmethod
     def _task_duration(f: dict[str, Any]) -> None:
         """A task's duration when none is sent: from its start to 23:00 of due_date (or
@@ -1801,10 +1812,15 @@ class FakeCrm:
         if module == "Events":
             self._apply_times(rec, element, self._diff(uid))
             self._apply_invitees(rec, element)
+        if module in ACTIVITIES:
+            self._contact_list(rec)
         self._number(rec)
         crmid = self._new_id()
         self.records[crmid] = rec
-        return self._row(crmid, rec, uid, "retrieve", self._diff(uid), module=module)
+        # create answers in the module asked for (a Calendar record without
+        # activitytype still comes back with the Calendar prefix)
+        as_module = {"module": module} if module != self._effective(rec) else {}
+        return self._row(crmid, rec, uid, "retrieve", self._diff(uid), **as_module)
 
     def op_write(self, op: str, element: dict[str, Any], uid: int) -> dict[str, Any]:
         vtiger = self.flavour == "vtiger"
@@ -1813,13 +1829,11 @@ class FakeCrm:
         new = dict(rec, fields=dict(rec["fields"]), invitees=list(rec["invitees"]),
                    contacts=list(rec["contacts"]), modifiedtime=self.now_local(),
                    modifiedby=uid, starred=rec["starred"] or "0")
+        encode = op == "update" and vtiger
         if op == "update":
             if vtiger:
-                # 8.2 merges, but the mandatory fields must be sent, and the kept
-                # values are saved again HTML-entity-encoded
+                # 8.2 merges, but the mandatory fields must be sent
                 self._require(real, element)
-                new["fields"] = {k: html_entities(v) if isinstance(v, str) and k not in element
-                                 else v for k, v in new["fields"].items()}
             else:
                 # update takes the whole record: what is not sent becomes empty
                 keep = {"activitytype"} if real == "Calendar" else set()
@@ -1843,11 +1857,18 @@ class FakeCrm:
             self._require(real, {}, new)
         if rec["module"] in ACTIVITIES:
             self._apply_reminder(new, element)    # absent: the reminder is deleted
+            self._contact_list(new)
         if real == "Events":
             self._apply_times(new, element, self._diff(uid))
             self._apply_invitees(new, element)
+        answer = self._row(crmid, new, uid, "retrieve", self._diff(uid))
+        if encode:
+            # the answer shows the merged values; the kept ones are stored again
+            # HTML-entity-encoded (read back so by the next retrieve)
+            new["fields"] = {k: html_entities(v) if isinstance(v, str) and k not in element
+                             else v for k, v in new["fields"].items()}
         self.records[crmid] = new
-        return self._row(crmid, new, uid, "retrieve", self._diff(uid))
+        return answer
 
     def op_delete(self, ws_id: str, uid: int) -> Any:
         if self.flavour == "vtenext":
