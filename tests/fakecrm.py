@@ -123,7 +123,9 @@ Control actions (the same names are ``FakeCrm`` methods; ids are web-service ids
   with a list of field dicts; ``modify_record`` id, fields, modifiedtime;
   ``delete_record`` id, modifiedtime: direct writes in database form (dates
   yyyy-mm-dd, times as stored), no UI rules applied.
-* ``record`` id → the stored record (with ``contacts``: all linked contact ids);
+* ``record`` id → the stored record (database form, except that an event's
+  ``contact_id`` is the web-service id retrieve names and ``contacts`` the web-service
+  ids of all its contact links; before issue #9 ``contact_id`` was a bare crmid);
   ``live`` module, owner → the live records.
 * ``set`` down, delay, http500_next, vtiger_sync_broken, fail_next, fail_ops (fault
   injection); ``expire_sessions`` code; ``calls``; ``now_local``.
