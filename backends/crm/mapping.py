@@ -19,6 +19,7 @@ the ``*_units`` functions below.  The module knows nothing about HTTP or SQL.
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -63,6 +64,9 @@ RECURRING = {0: "Daily", 1: "Weekly", 2: "Monthly", 3: "Monthly", 5: "Yearly", 6
 RECURRING_BACK = {"Daily": 0, "Weekly": 1, "Monthly": 2, "Yearly": 5}
 TASK_PRIORITY = {0: "Low", 1: "Medium", 2: "High"}
 TASK_PRIORITY_BACK = {"low": 0, "medium": 1, "normal": 1, "high": 2, "urgent": 2}
+# salutationtype as the stock vtiger 8.2 UI offers it (recorded: the Contacts Edit view's
+# select; vtiger's describe types the field as a plain string and lists none)
+STOCK_SALUTATIONS: tuple[str, ...] = ("Mr.", "Ms.", "Mrs.", "Dr.", "Prof.")
 # EAS AttendeeStatus <-> vtenext partecipation (2 yes, 1 no, 0 no answer)
 PARTECIPATION = {3: 2, 4: 1}
 PARTECIPATION_BACK = {2: 3, 1: 4}
@@ -79,6 +83,11 @@ class Context:
     email2_field: str = "yahooid"
     event_fields: frozenset[str] = frozenset()
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # the zone of the CRM's users' wall clock (the service user's; "" = ``zone_name``):
+    # vtiger stores UTC, but a task's date or an all-day event's day is a local one
+    local_zone_name: str = ""
+    # the values the CRM's UI offers for salutationtype (``salutations``)
+    salutations: tuple[str, ...] = field(default_factory=lambda: STOCK_SALUTATIONS)
 
     @property
     def zone(self) -> tzinfo:
@@ -86,6 +95,13 @@ class Context:
             return ZoneInfo(self.zone_name)
         except (KeyError, ValueError):
             return UTC
+
+    @property
+    def local_zone(self) -> tzinfo:
+        try:
+            return ZoneInfo(self.local_zone_name) if self.local_zone_name else self.zone
+        except (KeyError, ValueError):
+            return self.zone
 
     @property
     def has_allday(self) -> bool:
@@ -214,6 +230,162 @@ def reminder_from_crm(minutes: int) -> int:
     return minutes
 
 
+def reminder_seconds(minutes: str) -> int:
+    """``reminder_time`` to write (seconds) for a CRM reminder of ``minutes`` (view
+    form): what reads back as it (61 -> 3600, as recorded).  A whole number of hours
+    cannot be written through the web service (it turns 0 minutes into 1): 60 becomes
+    61, one minute earlier, never none."""
+    try:
+        n = int(minutes or 0)
+    except ValueError:
+        return 0
+    return reminder_from_crm(n) * 60 if n > 0 else 0
+
+
+def reminder_desired(data: dict[str, Any], old: dict[str, str]) -> str:
+    """The CRM reminder (minutes, view form) for a device's event: the one the CRM has
+    while the device's Reminder is still what that one gave it (a 60-minute reminder
+    set in the CRM stays 60, a 61 stays 61), else what the device's value reads back
+    as."""
+    try:
+        phone = max(int(data.get("Reminder") or 0), 0)
+    except (TypeError, ValueError):
+        phone = 0
+    if "reminder" in old:
+        try:
+            current = int(old["reminder"] or 0)
+        except ValueError:
+            current = 0
+        if (reminder_from_crm(current) if current > 0 else 0) == phone:
+            return old["reminder"]
+    return str(reminder_read_back(phone)) if phone > 0 else ""
+
+
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def decode_entities(text: str) -> str:
+    """CRM text with its HTML entities decoded (``&quot;`` ``&amp;`` ``&agrave;``
+    ``&euro;`` ``&#39;``): vtiger re-saves the text an ``update`` did not send
+    entity-encoded, again on each update (``&amp;amp;``), so decoding repeats until
+    nothing changes.  Only complete references (with their ``;``) are decoded; one
+    that names nothing stays as it is.  The residual ambiguity: text whose author
+    typed an entity literally ("&amp;") reads as the character it names."""
+    for _ in range(64):
+        if "&" not in text:
+            break
+        new = _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def _t(value: Any) -> str:
+    """A CRM text value as a person typed it (see ``decode_entities``)."""
+    return decode_entities(_s(value))
+
+
+def salutations(describe: dict[str, Any] | None) -> tuple[str, ...]:
+    """The salutationtype values of a CRM: its describe's picklist when it lists one,
+    else the stock vtiger list (vtiger 8.2's describe types the field as a string and
+    lists none; its UI offers only these)."""
+    for f in (describe or {}).get("fields") or []:
+        if isinstance(f, dict) and f.get("name") == "salutationtype":
+            values = [str(p.get("value") or "") for p in
+                      (f.get("type") or {}).get("picklistValues") or []
+                      if isinstance(p, dict)]
+            values = [v for v in values if v.strip() and v.strip() != "--None--"]
+            if values:
+                return tuple(values)
+    return STOCK_SALUTATIONS
+
+
+def _salutation_key(value: str) -> str:
+    return value.strip().rstrip(".").strip().casefold()
+
+
+def picklist_salutation(title: str, ctx: Context) -> str:
+    """The CRM's own spelling of a Title it offers ("dr" -> "Dr."), "" if it offers
+    none such."""
+    key = _salutation_key(title)
+    if not key:
+        return ""
+    return next((v for v in ctx.salutations if _salutation_key(v) == key), "")
+
+
+def salutation_desired(title: Any, current: str, ctx: Context) -> str:
+    """salutationtype for a device's Title: a value of the CRM's picklist, never one
+    outside it (the CRM's UI blanks those on its next save; the Title stays in the
+    overlay).  A value the CRM already holds for this Title is left alone; any other
+    becomes "" (it no longer says what the phone says)."""
+    text = _s(title)
+    if not text:
+        return ""
+    found = picklist_salutation(text, ctx)
+    if found:
+        return found
+    return current if current and current == text else ""
+
+
+# -- times of tasks and all-day events ---------------------------------------------------------
+
+def task_day(record: dict[str, Any], ctx: Context) -> str:
+    """A task's start as a local date (``YYYY-MM-DD``): date_start/time_start are the
+    CRM's storage zone (UTC on vtiger, whose UI writes the user's local time as UTC),
+    read in the users' zone; a start without a time is a plain date."""
+    day = parse_date(record.get("date_start"), ctx.date_format)
+    clock = _parse_time(record.get("time_start"))
+    if not day or not clock:
+        return day
+    dt = datetime.strptime(f"{day} {clock}", "%Y-%m-%d %H:%M").replace(tzinfo=ctx.zone)
+    return dt.astimezone(ctx.local_zone).date().isoformat()
+
+
+def task_start_pair(day: str, ctx: Context) -> tuple[str, str]:
+    """(date_start, time_start) for a task starting on local ``day``: its local
+    midnight in the storage zone (Rome 2027-01-20 -> 2027-01-19 23:00 on vtiger), so
+    the CRM's UI shows the day and ``task_day`` reads it back; the Calendar module
+    wants a time_start (describe: mandatory)."""
+    d = date.fromisoformat(day)
+    dt = datetime(d.year, d.month, d.day, tzinfo=ctx.local_zone).astimezone(ctx.zone)
+    return dt.strftime("%Y-%m-%d"), dt.strftime("%H:%M")
+
+
+def all_day_local(first: date, last: date, zone: tzinfo, ctx: Context) -> tuple[str, str]:
+    """Storage-zone (start, end) views of an all-day event from ``first`` to ``last``
+    in ``zone``.  A CRM with an all-day flag (vtenext) gets the dates as they are
+    (00:00-23:59); one without (vtiger, which stores UTC) gets the local midnight and
+    23:59 of those days in its storage zone (20 Dec in Rome -> 2026-12-19 23:00 …
+    2026-12-20 22:59), which its UI shows as that whole day."""
+    if ctx.has_allday:
+        return f"{first.isoformat()} 00:00", f"{last.isoformat()} 23:59"
+    start = datetime(first.year, first.month, first.day, tzinfo=zone)
+    end = datetime(last.year, last.month, last.day, 23, 59, tzinfo=zone)
+    return utc_to_local(start, ctx.zone), utc_to_local(end, ctx.zone)
+
+
+def all_day_span(start: str, end: str, zone: tzinfo, ctx: Context) -> tuple[date, date] | None:
+    """(first, last) local day of an event whose storage-zone times are whole days in
+    ``zone`` (local 00:00 to 23:59, or to a later 00:00), else None: how an all-day
+    event reads back from a CRM without an all-day flag."""
+    try:
+        s = datetime.strptime(start, "%Y-%m-%d %H:%M").replace(tzinfo=ctx.zone)
+        e = datetime.strptime(end or start, "%Y-%m-%d %H:%M").replace(tzinfo=ctx.zone)
+    except ValueError:
+        return None
+    s, e = s.astimezone(zone), e.astimezone(zone)
+    if (s.hour, s.minute) != (0, 0):
+        return None
+    if (e.hour, e.minute) == (23, 59):
+        last = e.date()
+    elif (e.hour, e.minute) == (0, 0):
+        last = e.date() - timedelta(days=1)
+    else:
+        return None
+    return (s.date(), last) if last >= s.date() else None
+
+
 def _body_text(data: dict[str, Any]) -> str:
     body = data.get("Body")
     if isinstance(body, dict):
@@ -239,17 +411,17 @@ def view(module: str, record: dict[str, Any], path: str, ctx: Context) -> dict[s
     """The normalised mapped fields of a CRM record read through ``path`` ("retrieve"
     for retrieve/create/revise answers, "query" for query and sync)."""
     if module == "Contacts":
-        out = {key: _s(record.get(ctx.email2_field if key == "@email2" else key))
+        out = {key: _t(record.get(ctx.email2_field if key == "@email2" else key))
                for key, _prop in CONTACT_TEXT}
-        out["lastname"] = _s(record.get("lastname"))
+        out["lastname"] = _t(record.get("lastname"))
         out["birthday"] = parse_date(record.get("birthday"), ctx.date_format)
-        out["description"] = _s(record.get("description"))
+        out["description"] = _t(record.get("description"))
         return out
     if module == "Events":
         out = {
-            "subject": _s(record.get("subject")),
-            "location": _s(record.get("location")),
-            "description": _s(record.get("description")),
+            "subject": _t(record.get("subject")),
+            "location": _t(record.get("location")),
+            "description": _t(record.get("description")),
             "start": stored_local(record, "date_start", "time_start", path, ctx),
             "end": stored_local(record, "due_date", "time_end", path, ctx),
             "visibility": _s(record.get("visibility")),
@@ -265,9 +437,9 @@ def view(module: str, record: dict[str, Any], path: str, ctx: Context) -> dict[s
         return out
     if module == "Calendar":
         return {
-            "subject": _s(record.get("subject")),
-            "description": _s(record.get("description")),
-            "start": parse_date(record.get("date_start"), ctx.date_format),
+            "subject": _t(record.get("subject")),
+            "description": _t(record.get("description")),
+            "start": task_day(record, ctx),
             "due": parse_date(record.get("due_date"), ctx.date_format),
             "taskstatus": _s(record.get("taskstatus")),
             "taskpriority": _s(record.get("taskpriority")),
@@ -300,6 +472,8 @@ def desired_view(module: str, data: dict[str, Any], old: dict[str, str] | None, 
     old = old or {}
     if module == "Contacts":
         out = {key: _s(data.get(prop)) for key, prop in CONTACT_TEXT}
+        out["salutationtype"] = salutation_desired(data.get("Title"),
+                                                   old.get("salutationtype", ""), ctx)
         for key in ("email", "@email2"):
             # the CRM holds a bare address ("Ann <ann@x.org>" is kept in the overlay)
             out[key] = email_address(out[key]) or out[key]
@@ -324,13 +498,15 @@ def desired_view(module: str, data: dict[str, Any], old: dict[str, str] | None, 
             importance = 1
         start = _s(data.get("StartDate"))[:10]
         due = _s(data.get("DueDate"))[:10]
+        # the CRM needs a start and a due date (describe: mandatory; a revise may not
+        # empty them): keep the ones it has, else the other one or today
+        start = start or old.get("start") or due or ctx.now.astimezone(
+            ctx.local_zone).date().isoformat()
         return {
             "subject": _s(data.get("Subject")) or "(no subject)",
             "description": _body_text(data),
-            # the CRM needs a start date: keep the one it has, else the due date or today
-            "start": start or old.get("start") or due or ctx.now.astimezone(
-                ctx.zone).date().isoformat(),
-            "due": due,
+            "start": start,
+            "due": due or old.get("due") or start,
             "taskstatus": status,
             "taskpriority": TASK_PRIORITY.get(importance, "Medium"),
         }
@@ -357,19 +533,15 @@ def _event_desired(data: dict[str, Any], old: dict[str, str], ctx: Context,
     if start is None:
         start_l, end_l = old.get("start", ""), old.get("end", "")
     elif allday:
-        # dates in the event's own zone; the CRM holds them as a whole day
-        ez = event_zone(data)
+        # the days in the event's own zone (the users' when it names none)
+        ez = event_zone(data) if data.get("TimezoneId") or data.get("Timezone") \
+            else ctx.local_zone
         first = start.astimezone(ez).date()
         last = ((end or start) - timedelta(seconds=1)).astimezone(ez).date()
-        last = max(last, first)
-        start_l, end_l = f"{first.isoformat()} 00:00", f"{last.isoformat()} 23:59"
+        start_l, end_l = all_day_local(first, max(last, first), ez, ctx)
     else:
         start_l = utc_to_local(start, zone)
         end_l = utc_to_local(end or start, zone)
-    try:
-        reminder = int(data.get("Reminder") or 0)
-    except (TypeError, ValueError):
-        reminder = 0
     sensitivity = str(data.get("Sensitivity", "0"))
     out = {
         "subject": _s(data.get("Subject")) or "(no subject)",
@@ -378,7 +550,7 @@ def _event_desired(data: dict[str, Any], old: dict[str, str], ctx: Context,
         "start": start_l,
         "end": end_l,
         "visibility": _visibility(sensitivity, old),
-        "reminder": str(reminder_read_back(reminder)) if reminder > 0 else "",
+        "reminder": reminder_desired(data, old),
         "recurringtype": _recurring_desired(data, old, prev),
         "contact_id": primary_link(wanted_links(data, prev, current_links(
             old.get("contact_id", ""), known, links), links), old.get("contact_id", "")),
@@ -546,7 +718,7 @@ def element(module: str, want: dict[str, str], keys: set[str] | None, ctx: Conte
         if "ical_uuid" in keys and "ical_uuid" in want:
             out["ical_uuid"] = want["ical_uuid"]
         # the CRM drops a reminder a write does not repeat: always send it (seconds)
-        out["reminder_time"] = str(_reminder_seconds(want.get("reminder", "")))
+        out["reminder_time"] = str(reminder_seconds(want.get("reminder", "")))
         if every:
             out.setdefault("eventstatus", "Planned")
             out.setdefault("activitytype", "Meeting")
@@ -555,21 +727,15 @@ def element(module: str, want: dict[str, str], keys: set[str] | None, ctx: Conte
         for key in ("subject", "description", "taskstatus", "taskpriority"):
             if key in keys:
                 out[key] = want[key]
-        if "start" in keys:
-            out["date_start"] = want["start"]
-        if "due" in keys:
+        if "start" in keys and want.get("start"):
+            out["date_start"], out["time_start"] = task_start_pair(want["start"], ctx)
+        if "due" in keys and want.get("due"):
             out["due_date"] = want["due"]
+        if every:
+            # without it vtiger makes the record an Events one (recorded)
+            out["activitytype"] = "Task"
         return out
     raise ValueError(module)
-
-
-def _reminder_seconds(view_value: str) -> int:
-    """Seconds to write for a reminder view value (what reads back as that value)."""
-    if not view_value:
-        return 0
-    n = int(view_value)
-    back = reminder_from_crm(n)
-    return back * 60
 
 
 # -- reading from the CRM --------------------------------------------------------------------
@@ -586,8 +752,10 @@ def merge(module: str, data: dict[str, Any] | None, old: dict[str, str] | None,
         return out
     if module == "Contacts":
         for key, prop in CONTACT_TEXT:
-            if key in changed:
+            if key in changed and key != "salutationtype":
                 _set(out, prop, new[key])
+        if "salutationtype" in changed:
+            _merge_salutation(out, new["salutationtype"], ctx)
         if "lastname" in changed:
             _set(out, "LastName", new["lastname"])
         if "birthday" in changed:
@@ -604,7 +772,7 @@ def merge(module: str, data: dict[str, Any] | None, old: dict[str, str] | None,
         if "description" in changed:
             _set(out, "Body", {"Type": 1, "Data": new["description"]}
                  if new["description"] else None)
-        zone = ctx.zone
+        zone = ctx.local_zone
         for key, local_key, utc_key in (("start", "StartDate", "UtcStartDate"),
                                         ("due", "DueDate", "UtcDueDate")):
             if key in changed:
@@ -630,12 +798,23 @@ def merge(module: str, data: dict[str, Any] | None, old: dict[str, str] | None,
     raise ValueError(module)
 
 
+def _merge_salutation(out: dict[str, Any], value: str, ctx: Context) -> None:
+    """The Title after the CRM's salutationtype changed to ``value``: a value reaches
+    the phone; a blank one removes the Title only when the CRM could have held it (a
+    picklist value): a Title outside the picklist lives in the overlay, and the CRM's
+    UI blanks such a value on any save of the contact."""
+    if value:
+        out["Title"] = value
+    elif picklist_salutation(_s(out.get("Title")), ctx):
+        out.pop("Title", None)
+
+
 def _merge_event(out: dict[str, Any], old: dict[str, str] | None, new: dict[str, str],
                  changed: set[str], ctx: Context, links: Links, crm_id: str
                  ) -> dict[str, Any]:
     zone = ctx.zone
     if old is None:
-        out.setdefault("TimezoneId", ctx.zone_name)
+        out.setdefault("TimezoneId", ctx.local_zone_name or ctx.zone_name)
         out.setdefault("BusyStatus", 2)
         out.setdefault("MeetingStatus", 0)
         out.setdefault("Sensitivity", 0)
@@ -648,26 +827,30 @@ def _merge_event(out: dict[str, Any], old: dict[str, str] | None, new: dict[str,
     if "description" in changed:
         _set(out, "Body", {"Type": 1, "Data": new["description"]}
              if new["description"] else None)
-    allday = new.get("allday") == "1" if "allday" in new else \
-        str(out.get("AllDayEvent", 0)) == "1"
     before_start = parse_compact(_s(out.get("StartTime")))
     if changed & {"start", "end", "allday"} and new.get("start"):
-        if "allday" in changed or old is None:
-            out["AllDayEvent"] = 1 if allday else 0
-        if allday:
-            # a whole day in the CRM: local midnights of the event's zone
-            ez = event_zone(out) if out.get("TimezoneId") or out.get("Timezone") else zone
+        # all day: the CRM's flag says so (its dates are the days), or, without one,
+        # its times are whole days of the event's zone (the users' for a new record)
+        ez = event_zone(out) if out.get("TimezoneId") or out.get("Timezone") \
+            else ctx.local_zone
+        span: tuple[date, date] | None
+        if "allday" in new:
             first = date.fromisoformat(new["start"][:10])
             last = date.fromisoformat((new["end"] or new["start"])[:10])
+            span = (first, max(first, last)) if new["allday"] == "1" else None
+        else:
+            span = all_day_span(new["start"], new["end"], ez, ctx)
+        if span is not None:
+            first, last = span
+            nxt = last + timedelta(days=1)
+            out["AllDayEvent"] = 1
             out["StartTime"] = compact(datetime(first.year, first.month, first.day,
                                                 tzinfo=ez))
-            nxt = max(last, first) + timedelta(days=1)
             out["EndTime"] = compact(datetime(nxt.year, nxt.month, nxt.day, tzinfo=ez))
         else:
+            out["AllDayEvent"] = 0
             out["StartTime"] = compact(local_to_utc(new["start"], zone))
             out["EndTime"] = compact(local_to_utc(new["end"] or new["start"], zone))
-            if "allday" not in new:
-                out["AllDayEvent"] = 0
     if "visibility" in changed:
         out["Sensitivity"] = 2 if new["visibility"].lower() == "private" else 0
     if "reminder" in changed:

@@ -165,7 +165,9 @@ class CrmStore(Service):
         self._ctx = mapping.Context(
             flavour=session.flavour, zone_name=zone, diff=session.timezone_diff,
             date_format=str(profile.get("date_format") or "yyyy-mm-dd"),
-            email2_field=email2, event_fields=frozenset(events), now=self._now_dt())
+            email2_field=email2, event_fields=frozenset(events), now=self._now_dt(),
+            local_zone_name=user_tz or zone,
+            salutations=mapping.salutations(await self.client.describe("Contacts")))
         self._ctx_session = session
         return self._ctx
 
