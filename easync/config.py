@@ -363,11 +363,10 @@ def check_crm(out: Mapping[str, Any]) -> None:
     url = out["crm-url"]
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?/webservice\.php", url or ""):
         raise ConfigError(f"crm-url: expected http(s)://HOST/…/webservice.php, got {url!r}")
-    if out["backend"] == "crm":
-        if not out["crm-user"] or not out["crm-access-key-file"]:
-            raise ConfigError("backend crm needs crm-user and crm-access-key-file")
-        if out.get("workers", 1) > 1:
-            raise ConfigError("backend crm runs one poller per process: workers must be 1")
+    # (workers > 1 needs a postgresql:// db, checked below; with --backend crm one of
+    # the processes polls the CRM: the one holding the poller's advisory lock)
+    if out["backend"] == "crm" and (not out["crm-user"] or not out["crm-access-key-file"]):
+        raise ConfigError("backend crm needs crm-user and crm-access-key-file")
     if out["crm-timezone"] != "auto":
         from zoneinfo import ZoneInfo
 

@@ -52,13 +52,18 @@ def test_bad_crm_options_are_usage_errors(args: list[str], message: str) -> None
         parse(*args)
 
 
-def test_workers_with_the_crm_backend_refused() -> None:
+def test_workers_with_the_crm_backend_need_postgresql_only() -> None:
+    """--workers N with --backend crm: one process polls the CRM (the one holding the
+    poller's advisory lock, tests/test_e2e_crm_workers.py); like any --workers N it
+    needs a PostgreSQL database."""
     if "workers" not in cfg.BY_NAME:
         pytest.skip("no --workers option here")
-    with pytest.raises(usage.UsageError, match="workers must be 1"):
-        parse("--backend", "crm", "--crm-url", URL, "--crm-user", "u",
-              "--crm-access-key-file", "k", "--workers", "2",
-              "--db", "postgresql://x@127.0.0.1/db")
+    crm = ["--backend", "crm", "--crm-url", URL, "--crm-user", "u",
+           "--crm-access-key-file", "k", "--workers", "2"]
+    o = parse(*crm, "--db", "postgresql://x@127.0.0.1/db")
+    assert (o["workers"], o["backend"]) == (2, "crm")
+    with pytest.raises(usage.UsageError, match="postgresql"):
+        parse(*crm, "--db", "sqlite:///e.sqlite")
 
 
 def test_make_service_builds_the_crm_store(tmp_path: Path) -> None:

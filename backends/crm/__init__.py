@@ -28,11 +28,14 @@ def read_key_file(path: str) -> str:
 
 
 def make_http(reactor: Any) -> Any:
-    """A treq HTTPClient with a persistent connection pool (certificates checked)."""
+    """A treq HTTPClient with a persistent connection pool (certificates checked) that
+    does not log every connection it opens and closes."""
     from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import Agent
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    from backends.crm.client import quiet_pool
+
+    pool = quiet_pool(reactor)
     pool.maxPersistentPerHost = 4
     return HTTPClient(Agent(reactor, pool=pool))
 

@@ -16,6 +16,12 @@ reads each operation's parameters from one place only).
   answers an HTTP error or something that is not the JSON envelope raises
   ``CrmUnavailable`` (an ``easync.errors.Unavailable``: HTTP 503 for devices); an
   error envelope raises ``CrmError`` with the CRM's code.
+* A missing record: vtiger 8.2 answers ``ACCESS_DENIED`` to retrieve, revise and
+  delete of a deleted or never-existing id (never ``RECORD_NOT_FOUND``, which
+  vtenext answers); ``exists`` tells "gone" from "not allowed" with a query by id.
+* The HTTP connection pool of ``quiet_pool`` does not log "Starting factory" /
+  "Stopping factory" for every connection (a CRM whose server closes each one
+  would fill the log with them).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseFailed
+from twisted.web.client import HTTPConnectionPool, ResponseFailed
 
 from easync.crmcall import envelope
 from easync.errors import Unavailable
@@ -43,6 +49,22 @@ SESSION_CODES = frozenset({"INVALID_SESSIONID", "SESSION_EXPIRED", "SESSION_LEFT
 REFUSED_CODES = frozenset({"INVALID_USER_CREDENTIALS", "ACCESSKEY_UNDEFINED", "LOGIN_LOCKED",
                            "IP_BANNED", "AUTHENTICATION_REQUIRED", "INVALID_AUTH_TOKEN"})
 PAGE = 100                              # rows per query page (vtiger's cap)
+MISSING_CODES = frozenset({"ACCESS_DENIED", "RECORD_NOT_FOUND", "INVALID_ID_ATTRIBUTE"})
+
+
+class QuietPool(HTTPConnectionPool):
+    """An ``HTTPConnectionPool`` whose per-connection client factories are not noisy:
+    twisted logs "Starting factory" and "Stopping factory" for each connection of a
+    noisy one, and a CRM behind a server that closes every connection makes one per
+    request."""
+
+    class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc]
+        noisy = False
+
+
+def quiet_pool(reactor: Any, persistent: bool = True) -> HTTPConnectionPool:
+    """The connection pool for a CRM client (see ``QuietPool``)."""
+    return QuietPool(reactor, persistent=persistent)
 
 
 class CrmError(Exception):
@@ -261,26 +283,52 @@ class CrmClient:
     async def revise(self, element: dict[str, Any], **extra: str) -> dict[str, Any]:
         return await self.call("revise", element=json.dumps(element), **extra)
 
-    async def delete(self, ws_id: str) -> None:
+    async def exists(self, module: str, ws_id: str) -> bool:
+        """Is there a live record with this id in ``module``?  (A query by id: what an
+        administrator's query lists; ACCESS_DENIED from retrieve/revise/delete does
+        not say whether the record is gone or only forbidden.)"""
+        rows = await self.query(f"SELECT id FROM {module} WHERE id = '{ws_id}';")
+        return any(str(r.get("id")) == ws_id for r in rows)
+
+    async def module_of(self, ws_id: str) -> str | None:
+        """The module (of those described so far, and Contacts, Events, Calendar)
+        whose id prefix this id has."""
+        prefix = ws_id.partition("x")[0]
+        for module in ("Contacts", "Events", "Calendar", *self._describe):
+            if await self.id_prefix(module) == prefix:
+                return module
+        return None
+
+    async def delete(self, ws_id: str, module: str | None = None) -> None:
+        """Delete a record; a record that is not there (any more) counts as deleted
+        (vtenext answers success; vtiger RECORD_NOT_FOUND or, 8.2, ACCESS_DENIED,
+        then a query tells it from a record the service user may not delete)."""
         try:
             await self.call("delete", id=ws_id)
         except CrmError as e:
-            if e.code != "RECORD_NOT_FOUND":    # vtiger; vtenext answers success
+            if e.code not in MISSING_CODES:
+                raise
+            module = module or await self.module_of(ws_id)
+            if module is None or await self.exists(module, ws_id):
                 raise
 
-    async def retrieve(self, ws_id: str) -> dict[str, Any] | None:
+    async def retrieve(self, ws_id: str, module: str | None = None) -> dict[str, Any] | None:
+        """A record, or None when the CRM has no such record (see ``delete``)."""
         try:
             return await self.call("retrieve", id=ws_id)
         except CrmError as e:
-            if e.code == "RECORD_NOT_FOUND":
-                return None
-            raise
+            if e.code not in MISSING_CODES:
+                raise
+            module = module or await self.module_of(ws_id)
+            if module is None or await self.exists(module, ws_id):
+                raise
+            return None
 
-    async def sync(self, module: str, since: int, application: bool = True
-                   ) -> dict[str, Any]:
+    async def sync(self, module: str, since: int) -> dict[str, Any]:
+        """The web service's ``sync`` (not used by the store: vtiger 8.2 answers HTTP
+        500, and without a working ``syncType`` it lists only the service user's own
+        records)."""
         params: dict[str, Any] = {"modifiedTime": str(int(since)), "elementType": module}
-        if application:
-            params["syncType"] = "application"
         result = await self.call("sync", **params)
         if not isinstance(result, dict):
             raise CrmUnavailable("CRM sync answered no object")

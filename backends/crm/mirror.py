@@ -15,6 +15,17 @@ tables add, per mirrored CRM record, what ties it to the CRM:
                      several per event; ``query`` and ``retrieve`` each name one, and
                      a ``revise`` keeps only those it is given): contact id and the
                      attendee address the link stands for
+``crm_journal``      a device's Add written down *before* the CRM is asked to create
+                     it (user, device, folder, ClientId, module, the element, the
+                     EAS data, the CRM time it was sent, the process): a row left
+                     behind means the CRM may have made a record the mirror never
+                     recorded (a crash, a lost answer); ``CrmStore.reconcile`` looks
+                     it up in the CRM and records it, so the retry of that Add maps
+                     to it instead of making a second one
+
+On PostgreSQL several easync processes share these tables (``--workers``, several
+nodes): every transaction that writes the mirror first takes one transaction-scoped
+advisory lock (``serialize``), so two of them never add the same CRM record twice.
 
 Every function here runs inside one SQL transaction (``SqlStore._run``), in a pool
 thread, so a batch of CRM records and its feed entries commit together.
@@ -49,7 +60,16 @@ SCHEMA = (
     ("CREATE TABLE IF NOT EXISTS crm_event_links ("
      " item_id BIGINT NOT NULL, contact_id TEXT NOT NULL, email TEXT NOT NULL DEFAULT '',"
      " PRIMARY KEY (item_id, contact_id))"),
+    ("CREATE TABLE IF NOT EXISTS crm_journal ("
+     " jid TEXT PRIMARY KEY, user_id BIGINT NOT NULL, device_id TEXT NOT NULL,"
+     " folder_id TEXT NOT NULL, client_id TEXT NOT NULL, module TEXT NOT NULL,"
+     " owner TEXT NOT NULL, element TEXT NOT NULL, data TEXT NOT NULL,"
+     " since TEXT NOT NULL, node TEXT NOT NULL, created REAL NOT NULL)"),
+    "CREATE INDEX IF NOT EXISTS crm_journal_device ON crm_journal (user_id, device_id)",
 )
+#: (classid, objid) of the advisory lock every mirror-writing transaction takes on
+#: PostgreSQL ("easy", "crmm")
+MIRROR_LOCK = (0x65617379, 0x63726D6D)
 _CHUNK = 400
 
 
@@ -62,6 +82,13 @@ def create_schema(sql: Any, cur: Any) -> None:
         cur.execute(stmt)
     cur.execute(sql.engine.upsert("crm_state", ("name",), ("value",)),
                 ("schema_version", _dumps(SCHEMA_VERSION)))
+
+
+def serialize(sql: Any, cur: Any) -> None:
+    """Order this transaction against every other one writing the mirror, in any
+    process on this database (PostgreSQL; SQLite has one writer at a time anyway)."""
+    if sql.engine.name == "postgres":
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIRROR_LOCK)
 
 
 # -- small state -------------------------------------------------------------------------
@@ -92,6 +119,14 @@ def put_crm_user(sql: Any, cur: Any, user_id: int, crm_user_id: str | None,
 def mapped_users(sql: Any, cur: Any) -> dict[str, int]:
     """CRM user id -> easync user id, for users whose first load has started."""
     cur.execute("SELECT crm_user_id, user_id FROM crm_users WHERE crm_user_id IS NOT NULL")
+    return {str(c): int(u) for c, u in cur.fetchall()}
+
+
+def loaded_users(sql: Any, cur: Any) -> dict[str, int]:
+    """CRM user id -> easync user id, for users whose first load is done (the mirror
+    holds all their records)."""
+    cur.execute("SELECT crm_user_id, user_id FROM crm_users WHERE crm_user_id IS NOT NULL"
+                " AND loaded = 1")
     return {str(c): int(u) for c, u in cur.fetchall()}
 
 
@@ -150,11 +185,32 @@ def item_data(sql: Any, cur: Any, item_ids: list[int]) -> dict[int, tuple[dict[s
     return out
 
 
-def live_crm_ids(sql: Any, cur: Any, module: str) -> dict[str, tuple[int, int]]:
-    """CRM id -> (item id, user id) of every live mirrored record of a module."""
+def live_crm_ids(sql: Any, cur: Any, module: str,
+                 user_ids: Iterable[int] | None = None) -> dict[str, tuple[int, int]]:
+    """CRM id -> (item id, user id) of every live mirrored record of a module (of
+    these easync users only, when given)."""
+    where, params = _users_clause(sql, user_ids)
     cur.execute(sql._sql("SELECT crm_id, item_id, user_id FROM crm_items WHERE module = ?"
-                         " AND deleted = 0"), (module,))
+                         f" AND deleted = 0{where}"), (module, *params))
     return {c: (int(i), int(u)) for c, i, u in cur.fetchall()}
+
+
+def live_count(sql: Any, cur: Any, module: str, user_ids: Iterable[int]) -> int:
+    """How many CRM records of a module the mirror holds live for these users: what
+    the CRM's ``count(*)`` of their records must equal when nothing was missed."""
+    where, params = _users_clause(sql, user_ids)
+    cur.execute(sql._sql("SELECT count(DISTINCT crm_id) FROM crm_items WHERE module = ?"
+                         f" AND deleted = 0{where}"), (module, *params))
+    return int(cur.fetchone()[0])
+
+
+def _users_clause(sql: Any, user_ids: Iterable[int] | None) -> tuple[str, list[int]]:
+    if user_ids is None:
+        return "", []
+    ids = sorted(set(user_ids))
+    if not ids:
+        return " AND 1 = 0", []
+    return f" AND user_id IN {sql.engine.placeholders(len(ids))}", ids
 
 
 def links(sql: Any, cur: Any, user_id: int, emails: Iterable[str] = (),
@@ -252,6 +308,7 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
     ids a device write made and has not recorded yet: not added here (that write adds
     them, a second item would be a duplicate).  Returns the (user id, folder id) pairs
     that changed."""
+    serialize(sql, cur)
     module = batch.module
     cls = mapping.CLASS_OF[module]
     ids = [str(r.get("id")) for r in batch.records] + list(batch.deleted)
@@ -374,13 +431,14 @@ class Step:
     """What one device op became after the CRM call (or that it never got one)."""
 
     op: Op
-    kind: str                       # add | change | delete | fail | reuse | skip
+    kind: str                       # add | change | delete | gone | fail | reuse | skip
     error: str | None = None        # for fail
     data: dict[str, Any] | None = None
     crm_id: str = ""
     snapshot: dict[str, str] | None = None
     mtime: str = ""
-    item_id: int = 0                # change, delete, reuse
+    item_id: int = 0                # change, delete, gone, reuse
+    journal: str = ""               # add: the crm_journal row written before the create
     links: dict[str, str] | None = None     # an event's CRM contact links after the write
 
 
@@ -389,15 +447,38 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
                         now: float) -> list[OpResult]:
     """Record in the mirror what the CRM accepted, in one transaction with the sync
     state (``complete``: every op got its answer; otherwise the state is not saved,
-    the device will repeat the request, and its Adds are remembered by ClientId)."""
+    the device will repeat the request, and its Adds are remembered by ClientId).
+
+    An Add whose CRM record the poller has mirrored meanwhile (it saw the record
+    before this write was recorded, maybe in another process) becomes that item,
+    with the device's data.  A ``gone`` step (the device changed a record the CRM has
+    deleted) tombstones the item, so every device gets a Delete, and answers the
+    device "not found".  The journal rows of the Adds are dropped here, in the same
+    transaction as what they became."""
+    serialize(sql, cur)
     cls = mapping.CLASS_OF[module]
+    made = rows_by_crm_id(sql, cur, [st.crm_id for st in steps if st.kind == "add"])
+    adopted: dict[int, int] = {}            # step -> item id the poller made
+    for n, st in enumerate(steps):
+        if st.kind != "add":
+            continue
+        live = [r for r in made.get(st.crm_id, []) if not r.deleted and r.user_id == user_id]
+        if live:
+            alive = item_data(sql, cur, [live[0].item_id])
+            if live[0].item_id in alive:
+                adopted[n] = live[0].item_id
     sql_ops: list[Op] = []
     index: list[int] = []
     for n, st in enumerate(steps):
-        if st.kind == "add":
+        if n in adopted:
+            sql_ops.append(Op("change", server_id=f"{folder_id}:{adopted[n]}", data=st.data,
+                              ref=st.op.ref))
+        elif st.kind == "add":
             sql_ops.append(Op("add", data=st.data, ref=st.op.ref, cls=cls))
         elif st.kind in ("change", "delete"):
             sql_ops.append(Op(st.kind, server_id=st.op.server_id, data=st.data, ref=st.op.ref))
+        elif st.kind == "gone":
+            sql_ops.append(Op("delete", server_id=st.op.server_id, ref=st.op.ref))
         else:
             continue
         index.append(n)
@@ -408,10 +489,14 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
         results[n] = res
         if st.kind == "add" and res.ok and res.server_id:
             item_id = int(res.server_id.split(":")[1])
-            cur.execute(sql._sql(
-                "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
-                " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
-                (item_id, user_id, module, st.crm_id, st.mtime, _dumps(st.snapshot)))
+            if n in adopted:
+                cur.execute(sql._sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
+                                     " item_id = ?"), (_dumps(st.snapshot), st.mtime, item_id))
+            else:
+                cur.execute(sql._sql(
+                    "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
+                    " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
+                    (item_id, user_id, module, st.crm_id, st.mtime, _dumps(st.snapshot)))
             if st.links is not None:
                 put_event_links(sql, cur, item_id, st.links, reset=True)
             if state is not None and st.op.ref:
@@ -424,8 +509,12 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
                                  " item_id = ?"), (_dumps(st.snapshot), st.mtime, st.item_id))
             if st.links is not None:
                 put_event_links(sql, cur, st.item_id, st.links, reset=True)
-        elif st.kind == "delete" and res.ok:
+        elif st.kind in ("delete", "gone") and res.ok:
             _tombstone(sql, cur, st.item_id)
+        if st.kind == "gone":
+            # tombstoned for every device; this one is told its change found nothing
+            results[n] = OpResult(st.op.ref, st.op.server_id, False, 0, "notfound")
+    drop_journal(sql, cur, [st.journal for st in steps if st.journal])
     reuse = [st.item_id for st in steps if st.kind == "reuse"]
     modseqs = item_data(sql, cur, reuse) if reuse else {}
     final: list[OpResult] = []
@@ -448,6 +537,83 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
         cur.execute(sql._sql("DELETE FROM crm_client_adds WHERE user_id = ? AND device_id = ?"
                              " AND folder_id = ?"), (user_id, state.device_id, folder_id))
     return final
+
+
+# -- the write journal -------------------------------------------------------------------------
+
+@dataclass
+class JournalEntry:
+    """A device's Add about to be sent to the CRM (see ``crm_journal``)."""
+
+    jid: str
+    user_id: int
+    device_id: str
+    folder_id: str
+    client_id: str
+    module: str
+    owner: str                      # the CRM user the record is assigned to
+    element: dict[str, Any]         # what is sent to ``create``
+    data: dict[str, Any]            # the device's EAS item
+    since: str                      # the CRM's clock a minute before, in its own form
+    node: str                       # the easync process that sends it
+    created: float                  # easync's clock when written
+
+
+def put_journal(sql: Any, cur: Any, e: JournalEntry) -> None:
+    cur.execute(sql._sql(
+        "INSERT INTO crm_journal (jid, user_id, device_id, folder_id, client_id, module,"
+        " owner, element, data, since, node, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?)"), (e.jid, e.user_id, e.device_id, e.folder_id, e.client_id, e.module, e.owner,
+                 _dumps(e.element), _dumps(e.data), e.since, e.node, e.created))
+
+
+def drop_journal(sql: Any, cur: Any, jids: list[str]) -> None:
+    for i in range(0, len(jids), _CHUNK):
+        part = jids[i:i + _CHUNK]
+        cur.execute(sql._sql(f"DELETE FROM crm_journal WHERE jid IN"
+                             f" {sql.engine.placeholders(len(part))}"), part)
+
+
+def journal(sql: Any, cur: Any, user_id: int | None = None, device_id: str | None = None
+            ) -> list[JournalEntry]:
+    """The journal rows (of one device of one user, when given), oldest first."""
+    where, params = "", []  # type: str, list[Any]
+    if user_id is not None:
+        where, params = " WHERE user_id = ? AND device_id = ?", [user_id, device_id or ""]
+    cur.execute(sql._sql("SELECT jid, user_id, device_id, folder_id, client_id, module, owner,"
+                         f" element, data, since, node, created FROM crm_journal{where}"
+                         " ORDER BY created, jid"), params)
+    return [JournalEntry(j, int(u), d, f, c, m, o, json.loads(el), json.loads(da), s, n,
+                         float(t))
+            for j, u, d, f, c, m, o, el, da, s, n, t in cur.fetchall()]
+
+
+def resolve_journal(sql: Any, cur: Any, e: JournalEntry, rec: dict[str, Any] | None,
+                    snapshot: dict[str, str] | None, now: float) -> int | None:
+    """What a journal row became: ``rec`` is the CRM record it made (None: it made
+    none).  The record is put in the mirror with the device's data (or, when the
+    poller mirrored it already, that item takes the device's data) and remembered
+    under the device's ClientId, so the device's retry of the Add maps to it; the row
+    is dropped.  Returns the item id (None when nothing was made)."""
+    serialize(sql, cur)
+    cur.execute(sql._sql("SELECT 1 FROM crm_journal WHERE jid = ?"), (e.jid,))
+    if cur.fetchone() is None:
+        return None                         # resolved meanwhile (by another process)
+    drop_journal(sql, cur, [e.jid])
+    if rec is None:
+        return None
+    crm_id = str(rec.get("id"))
+    mtime = str(rec.get("modifiedtime") or "")
+    steps = [Step(Op("add", data=e.data, ref=e.client_id), "add", data=e.data, crm_id=crm_id,
+                  snapshot=snapshot, mtime=mtime)]
+    try:
+        (res,) = commit_device_write(sql, cur, e.user_id, e.folder_id, e.module, steps,
+                                     StateWrite(e.device_id, "", {}), False, now)
+    except KeyError:
+        return None                         # the folder is gone
+    if not res.ok or not res.server_id:
+        return None
+    return int(res.server_id.split(":")[1])
 
 
 def client_adds(sql: Any, cur: Any, user_id: int, device_id: str, folder_id: str

@@ -11,13 +11,49 @@ Design: a mirror plus overlay in easync's own SQL database (see ``mirror.py``).
   ``Unavailable`` (HTTP 503 + Retry-After): what the CRM did accept of the request
   is recorded (its Adds by ClientId, so the device's retry does not duplicate them),
   the sync state is not saved, the device repeats the request.
-* CRM-side changes are found by ONE poller per CRM (not per device, not per user):
-  ``sync`` with ``syncType=application`` per module (Contacts, Events, Calendar)
-  from a cursor of CRM seconds, re-reading the newest second until it has settled;
-  on a CRM whose ``sync`` is broken it falls back to ``query … WHERE modifiedtime >=
-  …`` with a periodic id scan for deletions.  Changes are written to the mirror and
-  published to the change hub, so held Pings wake within one poll interval.  A
-  failing CRM is polled less and less often (exponential backoff).
+* Every Add is written to a journal (``crm_journal``) before the CRM is asked to
+  create it.  A row left behind (a crash, an answer lost to a timeout) is looked up
+  in the CRM — the record assigned to that CRM user, created since a minute before
+  the row was written, whose key fields (Contacts: last name, first name, e-mail;
+  Events and tasks: subject) are the ones sent — and recorded under the device's
+  ClientId, so the device's retry of the Add maps to it.  Done at start, before a
+  device's next write, and by the poller.
+* A change or delete of a record the CRM no longer has (vtiger answers
+  ``ACCESS_DENIED`` for a deleted or never-existing id, vtenext ``RECORD_NOT_FOUND``;
+  a task that the CRM's UI turned into an event answers ``INVALID_ID_ATTRIBUTE``)
+  is told apart from a record the service user may not touch by a ``query`` for
+  that id (an administrator's query lists every live record): gone, the item is
+  tombstoned (every device gets a Delete) and the device's Change gets Status 8
+  (not found); a Delete of it succeeds.
+* CRM-side changes are found by ONE poller per CRM (not per device, not per user,
+  and with ``--workers`` or several nodes not per process: the poller holds a
+  PostgreSQL advisory lock; the others retry it every poll interval).  Each poll,
+  per module (Contacts, Events, Calendar):
+
+  1. ``SELECT count(*) FROM M WHERE assigned_user_id IN (…);`` for the loaded
+     users (up to ``COUNT_USERS`` per request);
+  2. ``SELECT * FROM M WHERE modifiedtime >= cursor ORDER BY modifiedtime`` (paged;
+     the newest second is read again until it has settled), for every user;
+  3. when the CRM's count differs from the mirror's live count of those users'
+     records, an id scan of them (``SELECT id … ORDER BY id``, 100 a page): ids the
+     mirror has and the CRM lacks are deletions, ids the CRM has and the mirror
+     lacks are read and added.
+
+  An idle poll is therefore two requests per module (six in all) whatever the
+  number of records, up to ``COUNT_USERS`` users.  The count is taken before the
+  modified-records query: a deletion before the count cannot be hidden by a
+  creation, because the creation is in the query's answer and raises the mirror's
+  count.  A deletion is found by the first poll that starts after it.  What a
+  count cannot see — a record deleted while another reappears with an old
+  modifiedtime (a restore from the recycle bin, an import keeping times) between
+  two polls — is found by a full id scan every ``full_scan`` seconds (an hour).
+  The web service's ``sync`` is not used: on vtiger 8.2 it answers HTTP 500, and
+  ``syncType=application`` never reaches its handler (only ``modifiedTime`` and
+  ``elementType`` are registered), so it lists only the service user's own
+  records — it cannot be the change feed.
+* Changes are written to the mirror and published to the change hub, so held Pings
+  wake within one poll interval.  A failing CRM is polled less and less often
+  (exponential backoff).
 * A user's records are loaded once, on first use (``query … WHERE
   assigned_user_id = …`` by pages of 100 walked by id); afterwards the poller keeps
   them current.
@@ -30,8 +66,12 @@ the CRM has no folders.
 
 from __future__ import annotations
 
+import html
 import time
+import uuid
+import zlib
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
@@ -41,12 +81,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from backends.crm import mapping, mirror
-from backends.crm.client import (
-    SESSION_CODES,
-    CrmClient,
-    CrmError,
-    CrmUnavailable,
-)
+from backends.crm.client import CrmClient, CrmError, CrmUnavailable
 from easync.errors import Unavailable
 from easync.interfaces import IItemStore
 from easync.model import ChangeBatch, Folder, Item, Op, OpResult, StateWrite, User
@@ -58,20 +93,35 @@ MODULES = ("Contacts", "Events", "Calendar")
 FOLDER_TYPE = {"Contacts": 9, "Events": 8, "Calendar": 7}
 SETTLE = 30.0               # seconds before the newest CRM second is not re-read
 USERS_REFRESH = 60.0        # seconds between reads of the CRM's user list
-DELETION_SCAN = 600.0       # query mode: seconds between id scans for deletions
-QUERY_PAGE_STEP = 90        # query mode: offset step (10 rows of overlap per page)
+FULL_SCAN = 3600.0          # seconds between id scans made whatever the counts say
+COUNT_USERS = 200           # CRM users per count request (its URL stays under 4 kB)
+QUERY_PAGE_STEP = 90        # offset step of the modified-records query (10 rows overlap)
+JOURNAL_GRACE = 10.0        # another process's journal row is orphaned after timeout + this
 # error codes about the CRM's state, not the record: the device retries the request
 TRANSIENT_CODES = frozenset({"DATABASE_QUERY_ERROR", "INTERNAL_SERVER_ERROR", "UNKNOWN"})
+# answers to retrieve/revise/delete that may mean "no such record" (vtiger 8.2:
+# ACCESS_DENIED for a deleted or never-existing id; vtenext, older vtiger:
+# RECORD_NOT_FOUND; a task the UI made an event: INVALID_ID_ATTRIBUTE); a query by id
+# tells which
+MISSING_CODES = frozenset({"ACCESS_DENIED", "RECORD_NOT_FOUND", "INVALID_ID_ATTRIBUTE"})
+# what identifies a record a journalled Add made, besides its owner and createdtime
+JOURNAL_KEYS = {"Contacts": ("lastname", "firstname", "email"), "Events": ("subject",),
+                "Calendar": ("subject",)}
+#: classid of the poller's PostgreSQL advisory lock ("easy"); objid: crc32 of the CRM url
+POLLER_LOCK_CLASS = 0x65617379
 
 
-def _crm_quirk_code(exc: BaseException) -> bool:
-    """Is this failure of ``sync`` a sign that sync itself is broken (not the CRM)?"""
-    if isinstance(exc, CrmError):
-        return exc.code not in SESSION_CODES
-    if isinstance(exc, CrmUnavailable):
-        text = str(exc)
-        return "HTTP 5" in text or "not JSON" in text or "no object" in text
-    return False
+def _same_text(a: Any, b: Any) -> bool:
+    """The same text once the CRM's HTML entities are decoded (vtiger re-saves kept
+    text encoded), case and outer blanks aside."""
+    return html.unescape(str(a or "")).strip().casefold() == \
+        html.unescape(str(b or "")).strip().casefold()
+
+
+def _owner_clause(crm_users: list[str]) -> str:
+    if len(crm_users) == 1:
+        return f"assigned_user_id = '{crm_users[0]}'"
+    return "assigned_user_id IN (" + ",".join(f"'{u}'" for u in crm_users) + ")"
 
 
 @implementer(IItemStore)
@@ -81,19 +131,27 @@ class CrmStore(Service):
 
     def __init__(self, reactor: Any, sql: Any, client: CrmClient, *,
                  notifier: Any = None, poll_interval: float = 15.0, zone: str = "auto",
-                 deletion_scan: float = DELETION_SCAN, settle: float = SETTLE) -> None:
+                 full_scan: float = FULL_SCAN, settle: float = SETTLE,
+                 count_users: int = COUNT_USERS) -> None:
         self.reactor = reactor
         self.sql = sql
         self.client = client
         self.notifier = notifier
         self.poll_interval = poll_interval
         self.zone_option = zone
-        self.deletion_scan = deletion_scan
+        self.full_scan = full_scan
         self.settle = settle
+        self.count_users = count_users
         self.lock = DeferredLock()          # initial loads and polls never interleave
-        self.mode = "sync"                  # or "query" when sync is broken
         self.polls = 0                      # finished polls (tests, benchmarks)
         self.poll_failures = 0
+        self.scans = 0                      # id scans made (tests, benchmarks)
+        # this process, in the journal's rows; the journal rows it is sending now
+        self.node = uuid.uuid4().hex
+        self._inflight: set[str] = set()
+        # the poller's lock across processes (PostgreSQL), None: not needed (SQLite)
+        self.leader = PollerLock(reactor, sql, client.url) \
+            if sql.engine.name == "postgres" else None
         self._ctx: mapping.Context | None = None
         self._ctx_session: Any = None
         self._crm_users: dict[str, str] = {}    # lower-case user name -> CRM user id
@@ -118,6 +176,11 @@ class CrmStore(Service):
 
         def started(_: Any) -> None:
             self._schedule(0)
+            # journal rows a crash left behind: looked up now (the CRM may be down:
+            # then before the device's next write, or by the poller)
+            Deferred.fromCoroutine(self.reconcile()).addErrback(
+                lambda f: log.warn("journal check at start failed: {err}",  # noqa: G010
+                                   err=str(f.value)))
 
         def failed(f: Failure) -> None:
             log.failure("cannot prepare the CRM mirror tables", f)
@@ -129,6 +192,8 @@ class CrmStore(Service):
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        if self.leader is not None:
+            self.leader.release()
         return None
 
     def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
@@ -386,6 +451,14 @@ class CrmStore(Service):
             result: list[OpResult] = await self.sql.apply(user, folder_id, ops, state)
             return result          # not a CRM folder (mail folders): plain SQL
         ctx = await self.context()
+        if state is not None:
+            # an earlier request of this device may have left an Add unresolved (a
+            # crash, a lost answer): find what it made before its retry is handled
+            young = await self.reconcile(user.id, state.device_id)
+            refs = {op.ref for op in ops if op.kind == "add" and op.ref}
+            if any(e.folder_id == str(folder_id) and e.client_id in refs for e in young):
+                raise Unavailable("an earlier Add of this device is still being sent to "
+                                  "the CRM by another process")
         item_ids = [int(op.server_id.split(":")[1]) for op in ops
                     if op.kind in ("change", "delete") and isinstance(op.server_id, str)
                     and op.server_id.startswith(f"{folder_id}:")
@@ -415,11 +488,13 @@ class CrmStore(Service):
         steps: list[mirror.Step] = []
         complete = True
         failure: CrmUnavailable | None = None
+        journal = (user.id, state.device_id) if state is not None else None
+        sent: list[str] = []
         try:
             for op in ops:
                 try:
                     step = await self._write_one(module, op, folder_id, crm_user, ctx,
-                                                 data, rows, adds, links)
+                                                 data, rows, adds, links, journal, sent)
                 except CrmUnavailable as e:
                     complete, failure = False, e
                     break
@@ -433,20 +508,22 @@ class CrmStore(Service):
                                       module, steps, state, complete,
                                       self.reactor.seconds(), write=True)
         finally:
+            self._inflight.difference_update(sent)
             for step in steps:
                 if step.kind == "add":
                     left = self._creating.pop(step.crm_id, 1) - 1
                     if left > 0:
                         self._creating[step.crm_id] = left
         if failure is not None:
-            if any(s.kind in ("add", "change", "delete") for s in steps):
+            if any(s.kind in ("add", "change", "delete", "gone") for s in steps):
                 self._publish([(user.id, folder_id)])
             raise Unavailable(f"CRM unavailable: {failure}")
         return results
 
     async def _write_one(self, module: str, op: Op, folder_id: str, crm_user: Any,
                          ctx: mapping.Context, data: dict[int, Any], rows: dict[int, Any],
-                         adds: dict[str, int], links: mapping.Links) -> mirror.Step:
+                         adds: dict[str, int], links: mapping.Links,
+                         journal: tuple[int, str] | None, sent: list[str]) -> mirror.Step:
         if op.kind == "add":
             if not isinstance(op.data, dict):
                 return mirror.Step(op, "fail", "invalid")
@@ -458,16 +535,30 @@ class CrmStore(Service):
             if module == "Events" and ctx.flavour == "vtenext" and op.data.get("Attendees"):
                 element["invitees"] = mapping.invitees(op.data)
             linked, params = self._contact_links(module, ctx, op.data, None, {}, "", links)
+            jid = ""
+            if journal is not None and op.ref:
+                # written before the CRM is asked: see reconcile()
+                jid = uuid.uuid4().hex
+                entry = mirror.JournalEntry(
+                    jid, journal[0], journal[1], str(folder_id), op.ref, module, str(crm_user),
+                    element, op.data, self._crm_time(ctx, self.crm_now() - 60), self.node,
+                    self.reactor.seconds())
+                self._inflight.add(jid)
+                sent.append(jid)
+                await self._run(mirror.put_journal, entry, write=True)
             try:
                 rec = await self.client.create(module, element, **params)
             except CrmError as e:
                 if e.code in TRANSIENT_CODES:
                     raise
                 log.info("CRM refused a new {module} record: {err}", module=module, err=str(e))
+                if jid:
+                    await self._run(mirror.drop_journal, [jid], write=True)
                 return mirror.Step(op, "fail", "invalid")
             return mirror.Step(op, "add", data=op.data, crm_id=str(rec["id"]),
                                snapshot=mapping.view(module, rec, "retrieve", ctx),
-                               mtime=str(rec.get("modifiedtime") or ""), links=linked)
+                               mtime=str(rec.get("modifiedtime") or ""), links=linked,
+                               journal=jid)
         if op.kind not in ("change", "delete"):
             return mirror.Step(op, "fail", "invalid")
         sid = op.server_id or ""
@@ -478,7 +569,8 @@ class CrmStore(Service):
             return mirror.Step(op, "fail", "notfound")
         if op.kind == "delete":
             try:
-                await self.client.delete(row.crm_id)
+                # a record the CRM has deleted already counts as deleted (client.delete)
+                await self.client.delete(row.crm_id, module)
             except CrmError as e:
                 if e.code in TRANSIENT_CODES:
                     raise
@@ -515,9 +607,13 @@ class CrmStore(Service):
         except CrmError as e:
             if e.code in TRANSIENT_CODES:
                 raise
+            if e.code in MISSING_CODES and not await self.client.exists(module, row.crm_id):
+                # deleted in the CRM (the poller has not seen it yet): every device gets
+                # the Delete, this one Status 8 for its Change
+                log.info("a device changed {id}, which the CRM has deleted", id=row.crm_id)
+                return mirror.Step(op, "gone", "notfound", item_id=item_id)
             log.info("CRM refused a change of {id}: {err}", id=row.crm_id, err=str(e))
-            return mirror.Step(op, "fail", "notfound" if e.code == "RECORD_NOT_FOUND"
-                               else "invalid")
+            return mirror.Step(op, "fail", "invalid")
         return mirror.Step(op, "change", data=op.data, item_id=item_id,
                            snapshot=mapping.view(module, rec, "retrieve", ctx),
                            mtime=str(rec.get("modifiedtime") or ""), links=linked)
@@ -593,7 +689,16 @@ class CrmStore(Service):
                 log.failure("CRM poll failed; next try in {delay:.1f} s", f, delay=delay)
             self._schedule(delay)
 
-        Deferred.fromCoroutine(self.poll_once()).addCallbacks(ok, failed)
+        Deferred.fromCoroutine(self._round()).addCallbacks(ok, failed)
+
+    async def _round(self) -> None:
+        """One turn of the timer: poll when this process holds the poller's lock
+        (always on SQLite, one process); otherwise only resolve this process's own
+        journal rows left behind."""
+        if self.leader is not None and not await self.leader.acquire():
+            await self.reconcile()
+            return
+        await self.poll_once()
 
     def crm_now(self) -> int:
         """The CRM's clock, in Unix seconds, as of its last challenge."""
@@ -603,6 +708,11 @@ class CrmStore(Service):
         server_time, then = mark
         return int(server_time + (self.reactor.seconds() - then))
 
+    def _crm_time(self, ctx: mapping.Context, seconds: float) -> str:
+        """A CRM datetime (createdtime, modifiedtime) as the CRM writes it."""
+        return datetime.fromtimestamp(seconds, UTC).astimezone(ctx.zone).strftime(
+            "%Y-%m-%d %H:%M:%S")
+
     async def poll_once(self) -> None:
         """Find the CRM's changes since the last poll and write them to the mirror."""
         await self.lock.run(lambda: Deferred.fromCoroutine(self._poll()))
@@ -610,71 +720,34 @@ class CrmStore(Service):
 
     async def _poll(self) -> None:
         ctx = await self.context()
+        await self.reconcile()
         owners: dict[str, int] = await self._run(mirror.mapped_users)
+        loaded: dict[str, int] = await self._run(mirror.loaded_users)
         folders = {m: {} for m in MODULES}  # type: dict[str, dict[int, str]]
         for user_id in set(owners.values()):
             for m, f in (await self.folders_of(user_id)).items():
                 folders[m][user_id] = f
+        groups = sorted(loaded.items())
+        chunks = [groups[i:i + self.count_users]
+                  for i in range(0, len(groups), max(1, self.count_users))]
         for module in MODULES:
-            if self.mode == "sync":
-                try:
-                    await self._poll_sync(module, ctx, owners, folders[module])
-                    continue
-                except (CrmError, CrmUnavailable) as e:
-                    if not _crm_quirk_code(e):
-                        raise
-                    # is it sync that is broken, or the CRM?  ask something else
-                    await self.client.query(f"SELECT count(*) FROM {module};")
-                    log.warn("CRM sync does not work ({err}); finding changes with "  # noqa: G010
-                             "query and id scans instead", err=str(e))
-                    self.mode = "query"
-            await self._poll_query(module, ctx, owners, folders[module])
+            await self._poll_module(module, ctx, owners, folders[module], chunks)
 
-    async def _poll_sync(self, module: str, ctx: mapping.Context, owners: dict[str, int],
-                         folders: dict[int, str]) -> None:
-        name = f"sync:{module}"
-        st = await self._run(mirror.get_state, name)
-        now = self.reactor.seconds()
-        if st is None:
-            st = {"t": self.crm_now() - 1, "seen": now}
-        # the newest second is read again until it has settled (a record written later
-        # in that same second would otherwise be missed)
-        since = st["t"] - 1 if now - st.get("seen", 0) < self.settle else st["t"]
-        for _page in range(100000):
-            res = await self.client.sync(module, since)
-            last = int(res.get("lastModifiedTime") or since)
-            batch = mirror.Incoming(module, records=list(res.get("updated") or []),
-                                    deleted=[str(i) for i in res.get("deleted") or []],
-                                    path="query")
-            if last > st["t"]:
-                st = {"t": last, "seen": now}
-
-            def write(sql: Any, cur: Any, batch: Any = batch, st: Any = st,
-                      creating: frozenset[str] = frozenset(self._creating)
-                      ) -> set[tuple[int, str]]:
-                changed = mirror.apply_incoming(sql, cur, batch, owners, folders, ctx,
-                                               creating)
-                mirror.put_state(sql, cur, name, st)
-                return changed
-
-            self._publish(await self._run(write, write=True))
-            if not res.get("more") or last <= since:
-                return
-            since = last                # within one run: the page held all of `last`
-
-    async def _poll_query(self, module: str, ctx: mapping.Context, owners: dict[str, int],
-                          folders: dict[int, str]) -> None:
-        name = f"query:{module}"
+    async def _poll_module(self, module: str, ctx: mapping.Context, owners: dict[str, int],
+                           folders: dict[int, str],
+                           chunks: list[list[tuple[str, int]]]) -> None:
+        name = f"poll:{module}"
         st = await self._run(mirror.get_state, name)
         now = self.reactor.seconds()
         if st is None:
             start = self.crm_now() - 60
-            from datetime import UTC, datetime
-
-            st = {"mt": datetime.fromtimestamp(start, UTC).astimezone(ctx.zone).strftime(
-                "%Y-%m-%d %H:%M:%S"), "scan": now, "seen": now}
+            st = {"mt": self._crm_time(ctx, start), "scan": now, "seen": now, "counts": {}}
+        # 1. how many records the CRM holds for the loaded users (before the query of
+        # modified records: see the module docstring)
+        counts = [await self._crm_count(module, [c for c, _u in chunk]) for chunk in chunks]
+        # 2. what was modified since the cursor; the newest second is read again until
+        # it has settled (a record written later in that same second would be missed)
         newest = st["mt"]
-        # the newest second is read again until it has settled, as in sync mode
         op = ">=" if now - st.get("seen", 0) < self.settle else ">"
         offset = 0
         while True:
@@ -689,22 +762,179 @@ class CrmStore(Service):
             if len(rows) < 100:
                 break
             offset += QUERY_PAGE_STEP
-        st = {"mt": newest, "scan": st.get("scan", now),
-              "seen": now if newest > st["mt"] else st.get("seen", now)}
-        if now - st["scan"] >= self.deletion_scan:
-            await self._scan_deletions(module, ctx, owners, folders)
-            st["scan"] = now
+        # 3. a count that differs from the mirror's: find what (deletions, records that
+        # reappeared); every full_scan seconds whatever the counts say
+        full = now - st.get("scan", now) >= self.full_scan
+        settled: dict[str, list[int]] = dict(st.get("counts") or {})
+        fresh: dict[str, list[int]] = {}
+        for chunk, crm_count in zip(chunks, counts, strict=True):
+            key = f"{zlib.crc32(','.join(c for c, _u in chunk).encode()):08x}"
+            user_ids = [u for _c, u in chunk]
+            ours = await self._run(mirror.live_count, module, user_ids)
+            pair = [crm_count, ours]
+            if full or (crm_count != ours and settled.get(key) != pair):
+                found = await self._scan(module, ctx, owners, folders, chunk)
+                pair = [found, await self._run(mirror.live_count, module, user_ids)]
+                if pair[0] != pair[1]:
+                    log.info("CRM {module}: {crm} records of {n} users, {ours} in the mirror "
+                             "after a scan", module=module, crm=pair[0], n=len(chunk),
+                             ours=pair[1])
+            fresh[key] = pair
+        st = {"mt": newest, "scan": now if full else st.get("scan", now),
+              "seen": now if newest > st["mt"] else st.get("seen", now), "counts": fresh}
         await self._run(mirror.put_state, name, st, write=True)
 
-    async def _scan_deletions(self, module: str, ctx: mapping.Context, owners: dict[str, int],
-                              folders: dict[int, str]) -> None:
-        """Deleted records never appear in query: compare the CRM's ids with ours."""
+    async def _crm_count(self, module: str, crm_users: list[str]) -> int:
+        rows = await self.client.query(
+            f"SELECT count(*) FROM {module} WHERE {_owner_clause(crm_users)};")
+        try:
+            return int(rows[0]["count"])
+        except (IndexError, KeyError, TypeError, ValueError):
+            raise CrmUnavailable(f"CRM answered a count with {str(rows)[:80]!r}") from None
+
+    async def _scan(self, module: str, ctx: mapping.Context, owners: dict[str, int],
+                    folders: dict[int, str], chunk: list[tuple[str, int]]) -> int:
+        """Compare the CRM's ids of these users' records with the mirror's: what the
+        mirror has and the CRM lacks was deleted (or is no longer readable); what the
+        CRM has and the mirror lacks is read and added.  Returns the CRM's count."""
+        self.scans += 1
         seen: set[str] = set()
-        async for page in self.client.query_pages(module, columns="id"):
+        async for page in self.client.query_pages(
+                module, _owner_clause([c for c, _u in chunk]), columns="id"):
             seen.update(str(r["id"]) for r in page)
-        ours = await self._run(mirror.live_crm_ids, module)
+        ours = await self._run(mirror.live_crm_ids, module, [u for _c, u in chunk])
         gone = sorted(set(ours) - seen)
         if gone:
             batch = mirror.Incoming(module, deleted=gone)
             self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
                                           write=True))
+        missing = sorted(seen - set(ours) - set(self._creating),
+                         key=lambda i: int(i.split("x")[-1]))
+        for i in range(0, len(missing), 100):
+            part = missing[i:i + 100]
+            rows = await self.client.query(
+                f"SELECT * FROM {module} WHERE id IN ("
+                + ",".join(f"'{x}'" for x in part) + ");")
+            batch = mirror.Incoming(module, records=rows, path="query")
+            self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
+                                          frozenset(self._creating), write=True))
+        return len(seen)
+
+    # -- the write journal ------------------------------------------------------------------
+    async def reconcile(self, user_id: int | None = None, device_id: str | None = None
+                        ) -> list[mirror.JournalEntry]:
+        """Resolve the journal rows (of one device, when given) that no write is
+        waiting for: each is looked up in the CRM and what it made recorded.  A row of
+        another process younger than the CRM timeout (plus ``JOURNAL_GRACE``) may
+        still be in flight there (PostgreSQL, several processes): it is left, and
+        returned."""
+        entries = await self._run(mirror.journal, user_id, device_id)
+        if not entries:
+            return []
+        now = self.reactor.seconds()
+        shared = self.sql.engine.name == "postgres"
+        young: list[mirror.JournalEntry] = []
+        used: set[str] = set()
+        for e in entries:
+            if e.jid in self._inflight:
+                continue
+            if shared and e.node != self.node and \
+                    now - e.created < self.client.timeout + JOURNAL_GRACE:
+                young.append(e)
+                continue
+            await self._resolve(e, used)
+        return young
+
+    async def _resolve(self, e: mirror.JournalEntry, used: set[str]) -> None:
+        ctx = await self.context()
+        keys = JOURNAL_KEYS.get(e.module, ())
+        found: dict[str, Any] | None = None
+        async for page in self.client.query_pages(
+                e.module, f"assigned_user_id = '{e.owner}' AND createdtime >= '{e.since}'"):
+            for rec in page:
+                if str(rec.get("id")) in used:
+                    continue
+                if all(_same_text(rec.get(k), e.element.get(k)) for k in keys
+                       if k in e.element):
+                    found = rec
+                    break
+            if found is not None:
+                break
+        snapshot = mapping.view(e.module, found, "query", ctx) if found is not None else None
+        item = await self._run(mirror.resolve_journal, e, found, snapshot,
+                               self.reactor.seconds(), write=True)
+        if found is not None:
+            used.add(str(found.get("id")))
+            log.info("journal: the Add {client} of device {device} had made CRM record {id} "
+                     "(not recorded then); now item {item}", client=e.client_id,
+                     device=e.device_id, id=found.get("id"), item=item)
+            if item is not None:
+                self._publish([(e.user_id, e.folder_id)])
+        else:
+            log.info("journal: the Add {client} of device {device} made no CRM record",
+                     client=e.client_id, device=e.device_id)
+
+
+class PollerLock:
+    """Which process polls the CRM: the one holding a session-level PostgreSQL
+    advisory lock (``pg_try_advisory_lock``) on a connection of its own, kept while
+    it polls.  The others try again each poll interval; a lost connection (the
+    database restarted, the process died) frees the lock for one of them."""
+
+    def __init__(self, reactor: Any, sql: Any, crm_url: str) -> None:
+        self.reactor = reactor
+        self.dsn = str(getattr(sql.engine, "url", ""))
+        self.key = (POLLER_LOCK_CLASS, zlib.crc32(crm_url.encode()) - 2 ** 31)
+        self.conn: Any = None
+        self.held = False
+        self.changes = 0                    # times this process became the poller
+
+    async def acquire(self) -> bool:
+        """Is this process the poller (taking the lock if free)?"""
+        from easync.pgnotify import PgConnection
+
+        if self.conn is None or self.conn.state != "ready":
+            self.held = False
+            self.conn = PgConnection(self.reactor, self._conninfo(), lambda *_: None,
+                                     self._lost)
+            try:
+                await self.conn.connect(10.0)
+            except Exception as e:  # noqa: BLE001 - the database is down: not the poller
+                log.warn("CRM poller lock: cannot connect ({err})", err=str(e))  # noqa: G010
+                self.conn = None
+                return False
+        try:
+            if self.held:
+                await self.conn.execute(b"SELECT 1", timeout=10.0)
+                return self.conn.state == "ready"
+            rows = await self.conn.execute(b"SELECT pg_try_advisory_lock($1, $2)",
+                                           [str(k).encode() for k in self.key], timeout=10.0)
+        except Exception as e:  # noqa: BLE001
+            log.warn("CRM poller lock: {err}", err=str(e))  # noqa: G010
+            self.release()
+            return False
+        self.held = bool(rows) and rows[0][0] == "t"
+        if self.held:
+            self.changes += 1
+            log.info("this process polls the CRM now")
+        return self.held
+
+    def _conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(self.dsn, application_name="easync-crm-poller",
+                             keepalives=1, keepalives_idle=30, keepalives_interval=10,
+                             keepalives_count=3)
+
+    def _lost(self, reason: Failure) -> None:
+        if self.held:
+            log.warn("CRM poller lock lost ({err})", err=str(reason.value))  # noqa: G010
+        self.held = False
+        self.conn = None
+
+    def release(self) -> None:
+        """Close the connection (and so free the lock)."""
+        conn, self.conn = self.conn, None
+        self.held = False
+        if conn is not None:
+            conn.close()
