@@ -67,6 +67,7 @@ the CRM has no folders.
 from __future__ import annotations
 
 import html
+import os
 import time
 import uuid
 import zlib
@@ -922,7 +923,8 @@ class PollerLock:
     def _conninfo(self) -> str:
         from psycopg.conninfo import make_conninfo
 
-        return make_conninfo(self.dsn, application_name="easync-crm-poller",
+        # the process id names the connection in pg_stat_activity: who polls
+        return make_conninfo(self.dsn, application_name=f"easync-crm-poller {os.getpid()}",
                              keepalives=1, keepalives_idle=30, keepalives_interval=10,
                              keepalives_count=3)
 
