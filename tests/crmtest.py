@@ -9,7 +9,7 @@ from typing import Any
 
 from fakecrm import FakeCrm, serve
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from backends.crm.client import CrmClient
@@ -60,7 +60,7 @@ class Env:
 
     async def close(self) -> None:
         if self.store.running:
-            self.store.stopService()
+            await maybeDeferred(self.store.stopService)     # a poll under way ends first
         await self.pool.closeCachedConnections()
         await self.port.stopListening()
         await self.sql.close()

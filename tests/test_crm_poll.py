@@ -98,6 +98,36 @@ async def test_idle_poll_costs_a_count_and_a_query_per_module(tmp_path: Path, us
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_deletion_scans_only_its_users_ids(tmp_path: Path) -> None:
+    """The group of users is halved down to the one whose count differs: a deletion
+    among 32 users costs about log2(32) pairs of counts and that user's id page."""
+    crm = FakeCrm("vtiger")
+    names = tuple(f"u{i:02d}" for i in range(32))
+    for name in names:
+        crm.add_user(name)
+        for k in range(3):
+            crm.add_record("Contacts", {"lastname": f"{name}-{k}"}, owner=name)
+    env = await make_env(tmp_path, crm=crm, users=names)
+    try:
+        for name in names:
+            await env.folders(name)
+        await env.store.poll_once()
+        victim = crm.live("Contacts", "u17")[1]["id"]
+        crm.delete_record(victim)
+        logged = len(crm.log)
+        await env.store.poll_once()
+        queries = [p["query"] for op, p in crm.log[logged:] if op == "query"]
+        id_pages = [q for q in queries if q.startswith("SELECT id FROM")]
+        assert len(id_pages) == 1 and "assigned_user_id = " in id_pages[0]
+        counts = [q for q in queries if q.startswith("SELECT count(*)")]
+        assert len(counts) <= 3 + 2 * 5            # 3 modules, then 5 halvings
+        got = await live_items(env, "u17", (await env.folders("u17"))["Contacts"])
+        assert sorted(d["LastName"] for d in got.values()) == ["u17-0", "u17-2"]
+    finally:
+        await env.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_records_of_users_without_easync_account_cost_no_scan(tmp_path: Path) -> None:
     crm = FakeCrm("vtiger")
     crm.add_user("dana")

@@ -35,9 +35,11 @@ Design: a mirror plus overlay in easync's own SQL database (see ``mirror.py``).
   2. ``SELECT * FROM M WHERE modifiedtime >= cursor ORDER BY modifiedtime`` (paged;
      the newest second is read again until it has settled), for every user;
   3. when the CRM's count differs from the mirror's live count of those users'
-     records, an id scan of them (``SELECT id … ORDER BY id``, 100 a page): ids the
-     mirror has and the CRM lacks are deletions, ids the CRM has and the mirror
-     lacks are read and added.
+     records, the group is halved (a count per half) down to the users whose counts
+     differ, and their ids are scanned (``SELECT id … ORDER BY id``, 100 a page):
+     ids the mirror has and the CRM lacks are deletions, ids the CRM has and the
+     mirror lacks are read and added.  A deletion costs about log2(users) counts and
+     one user's id pages.
 
   An idle poll is therefore two requests per module (six in all) whatever the
   number of records, up to ``COUNT_USERS`` users.  The count is taken before the
@@ -161,6 +163,7 @@ class CrmStore(Service):
         self._loading: dict[int, list[Deferred[None]]] = {}
         self._folders: dict[int, dict[str, str]] = {}   # user id -> module -> folder id
         self._call: Any = None
+        self._round_running: Deferred[None] | None = None
         self._opened = False
         # CRM ids created by device writes whose mirror rows are not committed yet: the
         # poller, which may see them first, leaves them to those writes
@@ -195,6 +198,11 @@ class CrmStore(Service):
         self._call = None
         if self.leader is not None:
             self.leader.release()
+        if self._round_running is not None:
+            # a poll under way ends before the store below it closes
+            done: Deferred[None] = Deferred()
+            self._round_running.addBoth(lambda _: done.callback(None))
+            return done
         return None
 
     def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
@@ -690,7 +698,14 @@ class CrmStore(Service):
                 log.failure("CRM poll failed; next try in {delay:.1f} s", f, delay=delay)
             self._schedule(delay)
 
-        Deferred.fromCoroutine(self._round()).addCallbacks(ok, failed)
+        d = Deferred.fromCoroutine(self._round())
+        self._round_running = d
+
+        def ended(result: Any) -> Any:
+            self._round_running = None
+            return result
+
+        d.addBoth(ended).addCallbacks(ok, failed)
 
     async def _round(self) -> None:
         """One turn of the timer: poll when this process holds the poller's lock
@@ -774,7 +789,10 @@ class CrmStore(Service):
             ours = await self._run(mirror.live_count, module, user_ids)
             pair = [crm_count, ours]
             if full or (crm_count != ours and settled.get(key) != pair):
-                found = await self._scan(module, ctx, owners, folders, chunk)
+                if full:
+                    found = await self._scan(module, ctx, owners, folders, chunk)
+                else:
+                    found = await self._narrow(module, ctx, owners, folders, chunk)
                 pair = [found, await self._run(mirror.live_count, module, user_ids)]
                 if pair[0] != pair[1]:
                     log.info("CRM {module}: {crm} records of {n} users, {ours} in the mirror "
@@ -792,6 +810,23 @@ class CrmStore(Service):
             return int(rows[0]["count"])
         except (IndexError, KeyError, TypeError, ValueError):
             raise CrmUnavailable(f"CRM answered a count with {str(rows)[:80]!r}") from None
+
+    async def _narrow(self, module: str, ctx: mapping.Context, owners: dict[str, int],
+                      folders: dict[int, str], chunk: list[tuple[str, int]]) -> int:
+        """Find which users' counts differ by halving the group (a count request per
+        half) and scan only theirs: a deletion costs about log2(users) counts and
+        the id pages of one user's records, not of every user's.  Returns the CRM's
+        count of the group's records as found."""
+        if len(chunk) == 1:
+            return await self._scan(module, ctx, owners, folders, chunk)
+        half = len(chunk) // 2
+        total = 0
+        for part in (chunk[:half], chunk[half:]):
+            n = await self._crm_count(module, [c for c, _u in part])
+            ours = await self._run(mirror.live_count, module, [u for _c, u in part])
+            total += n if n == ours else await self._narrow(module, ctx, owners, folders,
+                                                            part)
+        return total
 
     async def _scan(self, module: str, ctx: mapping.Context, owners: dict[str, int],
                     folders: dict[int, str], chunk: list[tuple[str, int]]) -> int:
