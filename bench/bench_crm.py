@@ -8,9 +8,11 @@
    then Sync windows of 100 until MoreAvailable stops).  Reports the time of the
    load and of the whole sync, and the CRM requests made, by operation.
 2. Poll cost with no changes, for 1, 10 and 100 users (10 contacts each, every user
-   loaded), in this process: CRM requests and milliseconds per poll, in sync mode and
-   in the query mode used when a CRM's ``sync`` is broken; then how deletions are
-   found in each mode and what that costs.
+   loaded), in this process, on the fake vtiger and vtenext: CRM requests (by
+   operation) and milliseconds per poll; the re-read of a bulk-changed second; what
+   the poll after 10 deletions costs and finds; and the delete latency: the poller
+   running every ``--interval`` seconds, ``--samples`` records deleted at random
+   moments, the time until the change hub is told.
 """
 
 from __future__ import annotations
@@ -138,16 +140,19 @@ def initial_sync(count: int) -> dict[str, Any]:
             "calls": dict(calls), "requests": sum(calls.values())}
 
 
-async def poll_costs(reactor: Any, user_counts: list[int], polls: int) -> list[dict[str, Any]]:
+async def poll_costs(reactor: Any, user_counts: list[int], polls: int, interval: float,
+                     samples: int) -> list[dict[str, Any]]:
     from crmtest import make_env
     from fakecrm import FakeCrm
+    from twisted.internet.defer import maybeDeferred
+    from twisted.internet.task import deferLater
 
     out = []
-    for mode in ("sync", "query"):
+    for flavour in ("vtiger", "vtenext"):
         for n in user_counts:
             with tempfile.TemporaryDirectory() as tmp:
-                crm = FakeCrm("vtiger" if mode == "query" else "vtenext")
-                old = crm._to_local(int(time.time()) - 7200)    # settled long ago
+                crm = FakeCrm(flavour)
+                old = crm.now_local()[:4] + "-01-01 00:00:00"     # settled long ago
                 names = tuple(f"u{i:03d}" for i in range(n))
                 for name in names:
                     crm.add_user(name)
@@ -155,17 +160,23 @@ async def poll_costs(reactor: Any, user_counts: list[int], polls: int) -> list[d
                         crm.add_record("Contacts", {"firstname": f"{name}-{k}",
                                                     "lastname": "x"}, owner=name,
                                        modifiedtime=old)
-                crm.vtiger_sync_broken = mode == "query"
-                env = await make_env(Path(tmp), crm=crm, users=names, deletion_scan=1e9)
+                env = await make_env(Path(tmp), crm=crm, users=names,
+                                     poll_interval=interval)
                 try:
                     for name in names:
                         await env.folders(name)
                     await env.store.poll_once()
+                    await deferLater(reactor, 1.1, lambda: None)  # the first second settles
+                    env.store.settle = 0.0
+                    await env.store.poll_once()
                     r0, t0 = env.client.requests, time.perf_counter()
+                    calls0 = Counter(crm.calls)
                     for _ in range(polls):
                         await env.store.poll_once()
                     per_poll = (env.client.requests - r0) / polls
                     ms = (time.perf_counter() - t0) / polls * 1000
+                    ops = {k: v / polls for k, v in (Counter(crm.calls) - calls0).items()}
+                    env.store.settle = 30.0
                     # every record changed in one second (a bulk update): the polls of
                     # the next SETTLE seconds read that second again
                     stamp = crm.now_local()
@@ -178,6 +189,8 @@ async def poll_costs(reactor: Any, user_counts: list[int], polls: int) -> list[d
                     await env.store.poll_once()
                     bulk_again = env.client.requests - r0
                     bulk_ms = (time.perf_counter() - t0) * 1000
+                    env.store.settle = 0.0
+                    await env.store.poll_once()
                     # deletions: 10 records deleted in the CRM, then one poll
                     victims = [r["id"] for r in crm.live("Contacts")[:10]]
                     for v in victims:
@@ -187,19 +200,36 @@ async def poll_costs(reactor: Any, user_counts: list[int], polls: int) -> list[d
                     await env.store.poll_once()
                     poll_reqs = env.client.requests - r0
                     by_poll = await _tombstones(env) - dead0
-                    scan_reqs = by_scan = None
-                    if mode == "query":
-                        r0 = env.client.requests
-                        env.store.deletion_scan = 0.0
-                        await env.store.poll_once()
-                        env.store.deletion_scan = 1e9
-                        scan_reqs = env.client.requests - r0 - poll_reqs
-                        by_scan = await _tombstones(env) - dead0 - by_poll
-                    out.append({"mode": mode, "users": n, "records": 10 * n,
-                                "per_poll": per_poll, "ms": ms, "bulk_first": bulk_first,
-                                "bulk_again": bulk_again, "bulk_ms": bulk_ms,
-                                "deletion_poll_requests": poll_reqs, "by_poll": by_poll,
-                                "scan_requests": scan_reqs, "by_scan": by_scan})
+                    # delete latency: the service polls every `interval` s; a record is
+                    # deleted at a random moment; time until its user's folder is published
+                    for k in range(samples):            # records to delete, mirrored
+                        crm.add_record("Contacts", {"firstname": f"spare-{k}",
+                                                    "lastname": "x"}, owner=names[0])
+                    env.store.startService()
+                    await deferLater(reactor, 2 * interval, lambda: None)
+                    latencies = []
+                    import random
+
+                    rnd = random.Random(n)
+                    for _ in range(samples):
+                        await deferLater(reactor, rnd.uniform(0, interval), lambda: None)
+                        victim = rnd.choice(crm.live("Contacts"))
+                        owner = env.users[victim["owner"]]
+                        folder = (await env.store.folders_of(owner.id))["Contacts"]
+                        woke = env.hub.next(owner.id, folder)
+                        t0 = time.perf_counter()
+                        crm.delete_record(victim["id"])
+                        await woke
+                        latencies.append(time.perf_counter() - t0)
+                    await maybeDeferred(env.store.stopService)
+                    latencies.sort()
+                    out.append({"flavour": flavour, "users": n, "records": 10 * n,
+                                "per_poll": per_poll, "ms": ms, "ops": ops,
+                                "bulk_first": bulk_first, "bulk_again": bulk_again,
+                                "bulk_ms": bulk_ms, "deletion_poll_requests": poll_reqs,
+                                "by_poll": by_poll, "interval": interval,
+                                "latency_p50": latencies[len(latencies) // 2],
+                                "latency_max": latencies[-1], "samples": samples})
                 finally:
                     await env.close()
     return out
@@ -215,6 +245,9 @@ def main() -> None:
     ap.add_argument("--contacts", type=int, default=5000)
     ap.add_argument("--users", default="1,10,100")
     ap.add_argument("--polls", type=int, default=20)
+    ap.add_argument("--interval", type=float, default=1.0,
+                    help="poll interval for the delete-latency measurement (s)")
+    ap.add_argument("--samples", type=int, default=10, help="deletions timed per run")
     args = ap.parse_args()
     res = initial_sync(args.contacts)
     print(f"initial sync of {res['count']:,} CRM contacts: first load (FolderSync) "
@@ -227,18 +260,17 @@ def main() -> None:
 
     async def run(reactor: Any) -> None:
         results.extend(await poll_costs(reactor, [int(u) for u in args.users.split(",")],
-                                        args.polls))
+                                        args.polls, args.interval, args.samples))
         for r in results:
-            line = (f"{r['mode']} mode, {r['users']} users ({r['records']} records): "
-                    f"{r['per_poll']:.1f} CRM requests, {r['ms']:.1f} ms per poll with no "
-                    f"changes; after all {r['records']} changed in one second: "
-                    f"{r['bulk_first']} requests, then {r['bulk_again']} ({r['bulk_ms']:.0f} ms) "
-                    f"per poll until that second settles; 10 deletions: the next poll "
-                    f"({r['deletion_poll_requests']} requests) finds {r['by_poll']}")
-            if r["scan_requests"] is not None:
-                line += (f", the id scan finds {r['by_scan']} with "
-                         f"{r['scan_requests']} requests")
-            print(line)
+            print(f"{r['flavour']}, {r['users']} users ({r['records']} records): "
+                  f"{r['per_poll']:.1f} CRM requests ({r['ops']}), {r['ms']:.1f} ms per "
+                  f"poll with no changes; after all {r['records']} changed in one second: "
+                  f"{r['bulk_first']} requests, then {r['bulk_again']} ({r['bulk_ms']:.0f} ms)"
+                  f" per poll until that second settles; 10 deletions: the next poll "
+                  f"({r['deletion_poll_requests']} requests) finds {r['by_poll']}; delete "
+                  f"latency with a {r['interval']:g} s poll interval, {r['samples']} "
+                  f"deletions: median {r['latency_p50']:.2f} s, max "
+                  f"{r['latency_max']:.2f} s")
 
     task.react(lambda r: defer.ensureDeferred(run(r)))
 
