@@ -318,6 +318,12 @@ class SyncEngine:
                 rec[ri][2] = r.server_id if r.ok else None
                 if not r.ok:
                     rec[ri][3] = "5"
+            # a Change or Delete the store could not make is answered per item
+            # (MS-ASCMD 2.2.3.177.17: 8 object not found, 6 conversion error, 5 server)
+            for op, r in zip(ops, results, strict=True):
+                if op.kind in ("change", "delete") and not r.ok:
+                    status = {"notfound": "8", "invalid": "6"}.get(r.error or "", "5")
+                    rec.append([op.kind.capitalize(), op.server_id, None, status, None])
             state = {
                 "epoch": st["epoch"], "key": new_n, "cursor": new_cursor, "own": own2,
                 "cls": cls, "filter": st.get("filter"), "win": st.get("win"),
