@@ -93,3 +93,16 @@ def test_the_store_uses_the_quiet_pool() -> None:
 
     http = make_http(reactor)
     assert http._agent._pool._factory.noisy is False
+
+
+def test_the_crm_login_check_uses_the_quiet_pool() -> None:
+    """--auth crm asks the CRM too: its pool must not log each connection either."""
+    from types import SimpleNamespace
+
+    from twisted.internet import reactor
+
+    from easync.auth.crm import crm_checker
+
+    checker = crm_checker({"crm-url": "http://127.0.0.1:9/webservice.php"},
+                          SimpleNamespace(users=None), reactor)
+    assert checker.http._agent._pool._factory.noisy is False

@@ -35,9 +35,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool, ResponseFailed
+from twisted.web.client import ResponseFailed
 
-from easync.crmcall import envelope
+from easync.crmcall import QuietPool, envelope, quiet_pool  # noqa: F401 (re-exported)
 from easync.errors import Unavailable
 
 log = Logger()
@@ -50,21 +50,6 @@ REFUSED_CODES = frozenset({"INVALID_USER_CREDENTIALS", "ACCESSKEY_UNDEFINED", "L
                            "IP_BANNED", "AUTHENTICATION_REQUIRED", "INVALID_AUTH_TOKEN"})
 PAGE = 100                              # rows per query page (vtiger's cap)
 MISSING_CODES = frozenset({"ACCESS_DENIED", "RECORD_NOT_FOUND", "INVALID_ID_ATTRIBUTE"})
-
-
-class QuietPool(HTTPConnectionPool):
-    """An ``HTTPConnectionPool`` whose per-connection client factories are not noisy:
-    twisted logs "Starting factory" and "Stopping factory" for each connection of a
-    noisy one, and a CRM behind a server that closes every connection makes one per
-    request."""
-
-    class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined,misc]
-        noisy = False
-
-
-def quiet_pool(reactor: Any, persistent: bool = True) -> HTTPConnectionPool:
-    """The connection pool for a CRM client (see ``QuietPool``)."""
-    return QuietPool(reactor, persistent=persistent)
 
 
 class CrmError(Exception):

@@ -136,11 +136,13 @@ def _login_check_failed(kind: str, detail: Any) -> Unavailable:
 def crm_checker(config: dict[str, Any], server: Any, reactor: Any) -> CrmChecker:
     """The ``--auth crm`` primary checker for the resolved server options."""
     from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import Agent
+
+    from easync.crmcall import quiet_pool
 
     url = str(config.get("crm-url") or "")
     if not url:
         raise ValueError("--auth crm needs --crm-url")
-    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True)))
+    http = HTTPClient(Agent(reactor, pool=quiet_pool(reactor)))
     return CrmChecker(reactor, http, url, server.users,
                       timeout=float(config.get("crm-timeout") or 10.0))
