@@ -60,12 +60,22 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+# Both patterns run in time linear in the length of the value (issue #10): ``_ADDR``
+# can only start at a "<" and stops at the next "<", ">" or space; ``_BARE`` may only
+# start where a run of address characters starts (the lookbehind), so its
+# backtracking stays inside one run. Without that lookbehind the search retried from
+# every position of a long run and was quadratic: a 1 MB value took minutes.
 _ADDR = re.compile(r"<([^<>@\s]+@[^<>\s]+)>")
-_BARE = re.compile(r"([^\s<>\"',;]+@[^\s<>\"',;]+)")
+_BARE = re.compile(r"(?<![^\s<>\"',;])([^\s<>\"',;]+@[^\s<>\"',;]+)")
 
 
 def email_address(value: str | None) -> str | None:
-    """The bare, lower-cased address in an RFC 822-style value, or None."""
+    """The bare, lower-cased address in an RFC 822-style value, or None.
+
+    No length cap is applied here: the parse is linear, and a display-name form
+    (``"Name" <addr>``, RFC 5322 section 3.4) may legitimately be longer than the
+    254 characters RFC 5321 section 4.5.3.1 allows for the address itself.
+    """
     if not value:
         return None
     m = _ADDR.search(value) or _BARE.search(value)

@@ -1,0 +1,90 @@
+"""Issue #10, points 1 and 8: client text that meets a pattern or is stored.
+
+Point 1: ``email_address`` must run in linear time (no request may hold the reactor
+for more than about 50 ms), with the same result as the former regular expressions
+on ordinary input. Addresses per RFC 5322 section 3.4 (``"Name" <addr>`` or bare).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from easync.items import email_address, index_fields
+
+# The former (quadratic) patterns, kept here only as the reference for short inputs.
+_REF_ADDR = re.compile(r"<([^<>@\s]+@[^<>\s]+)>")
+_REF_BARE = re.compile(r"([^\s<>\"',;]+@[^\s<>\"',;]+)")
+
+
+def _reference(value: str | None) -> str | None:
+    if not value:
+        return None
+    m = _REF_ADDR.search(value) or _REF_BARE.search(value)
+    return m.group(1).lower() if m else None
+
+
+def _timed(value: str) -> float:
+    t0 = time.perf_counter()
+    email_address(value)
+    return time.perf_counter() - t0
+
+
+MB = 1 << 20
+
+
+def test_megabyte_address_parses_fast() -> None:
+    # Each of these took seconds to minutes with the former patterns.
+    for hostile in (
+        "a" * MB,                       # bare run without @
+        "a" * MB + "@",                 # @ at the very end
+        "<" + "a" * MB,                 # unclosed angle
+        "<a@" + "b" * MB,               # unclosed angle with an address
+        "x@" * (MB // 2),               # many @
+        "a " * (MB // 2),               # many short runs
+        "<" * MB,
+        "<a" * (MB // 2),
+        "x@ " * (MB // 3),
+        "@" * MB,
+        '"' + "N" * MB + '" <bob@example.org>',
+    ):
+        # 50 ms is the reactor budget; allow a generous margin for a loaded machine.
+        assert _timed(hostile) < 0.25, hostile[:20]
+
+
+def test_megabyte_attendee_and_contact_address_index_fast() -> None:
+    # The same parse is what indexes a contact's Email1Address and an event's
+    # attendees (MS-ASCNTC 2.2.2.26, MS-ASCAL 2.2.2.17) and ResolveRecipients' To.
+    big = "a" * MB
+    t0 = time.perf_counter()
+    index_fields("Contacts", {"Email1Address": big, "Email2Address": big + "@"})
+    index_fields("Calendar", {"Attendees": [{"Email": big}, {"Email": "<" + big}]})
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_megabyte_results() -> None:
+    assert email_address('"' + "N" * MB + '" <Bob@Example.org>') == "bob@example.org"
+    assert email_address("a" * MB) is None
+    assert email_address("<a@" + "b" * 10) == "a@" + "b" * 10
+
+
+def test_ordinary_values() -> None:
+    assert email_address("Bob <Bob@Example.ORG>") == "bob@example.org"
+    assert email_address("bob@example.org") == "bob@example.org"
+    assert email_address('"x@y" <bob@example.org>') == "bob@example.org"
+    assert email_address("mailto:bob@example.org;x") == "mailto:bob@example.org"
+    assert email_address("no address") is None
+    assert email_address("") is None
+    assert email_address(None) is None
+
+
+_ALPHABET = st.sampled_from(list("ab@<>\"',; \t\n.xé"))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_ALPHABET, max_size=24).map("".join))
+def test_same_as_reference_on_short_inputs(value: str) -> None:
+    assert email_address(value) == _reference(value)
