@@ -454,6 +454,20 @@ async def test_resolve_recipients_ambiguity_limit_and_malformed(env: Any) -> Non
     assert body == E("ResolveRecipients:ResolveRecipients", E("ResolveRecipients:Status", "5"))
 
 
+@pytest_twisted.ensureDeferred
+async def test_resolve_recipients_caps_to_elements(env: Any) -> None:
+    """MS-ASCMD 2.2.3.183: at most 100 To; more is answered with the protocol-error
+    Status 5 (2.2.3.177.12) and nothing is resolved; exactly 100 is still served."""
+    def request(n: int) -> Element:
+        return E("ResolveRecipients:ResolveRecipients",
+                 *[E("ResolveRecipients:To", f"r{i}@nowhere.test") for i in range(n)])
+    body = await call(env, resolverecipients, "ResolveRecipients", request(101))
+    assert body == E("ResolveRecipients:ResolveRecipients", E("ResolveRecipients:Status", "5"))
+    body = await call(env, resolverecipients, "ResolveRecipients", request(100))
+    assert body.findtext("ResolveRecipients:Status") == "1"
+    assert len(body.findall("ResolveRecipients:Response")) == 100
+
+
 # --------------------------------------------------------------------- MeetingResponse
 
 def meeting(user_response: str, request_id: str, collection: str | None = None,

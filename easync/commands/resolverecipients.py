@@ -9,7 +9,11 @@ Accounts come first as Type 1 (GAL), then contacts as Type 2, one Recipient per
 e-mail address.  Response Status: 1 one recipient, 2 several (up to
 MaxAmbiguousRecipients, default 19), 3 more than that (the list is cut), 4 none.
 Availability and certificates are not offered (easync has no free/busy source and no
-certificates): those parts are simply absent.  A request without ``To`` is Status 5.
+certificates): those parts are simply absent.  A request without ``To`` is Status 5,
+and so is one with more than ``MAX_TO`` (100) ``To``: MS-ASCMD 2.2.3.183 allows 1...100
+and says the server SHOULD answer more with a protocol status error, which is Status 5
+("the range exceeded limits", MS-ASCMD 2.2.3.177.12), as Exchange does; nothing is
+resolved for such a request.
 
 Cost: a scan of the user's contact folders per request (the store has no search);
 ResolveRecipients is rare (composing mail, adding attendees).
@@ -28,6 +32,7 @@ from easync.wbxml.element import Element
 RR = "ResolveRecipients:"
 DEFAULT_AMBIGUOUS = 19
 MAX_AMBIGUOUS = 100
+MAX_TO = 100  # MS-ASCMD 2.2.3.183: 1...100 To elements per request
 _PAGE = 500
 
 
@@ -118,7 +123,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     if body is not None and body.tag == RR + "ResolveRecipients":
         tos = [(el.value or "").strip() for el in body.findall(RR + "To")]
     tos = [t for t in tos if t]
-    if not tos:
+    if not tos or len(tos) > MAX_TO:
         root.add(RR + "Status", "5")
         return EasResponse(body=root, status="5")
     limit = _max_ambiguous(body.find(RR + "Options") if body is not None else None)
