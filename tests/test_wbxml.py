@@ -232,6 +232,19 @@ def test_opaque_encoding() -> None:
     assert back.children[0].opaque == data and back.children[0].text is None
 
 
+def test_opaque_with_children_is_kept() -> None:
+    # issue #10 point 12: the decoder keeps OPAQUE data and children of one element
+    # (WBXML 1.3 section 5.3 BNF: content is any mix of element, string, opaque), so
+    # the encoder must write both: content tag, OPAQUE, the children, END.
+    el = E("AirSync:Sync", E("AirSync:Status", "1"))
+    el.opaque = b"\xff\x00"
+    data = encode(el)
+    assert data == HDR + b"\x45\xc3\x02\xff\x00\x4e\x031\x00\x01\x01"
+    back = decode(data)
+    assert back.opaque == b"\xff\x00" and back.text is None
+    assert same(back, el) and encode(back) == data
+
+
 def test_text_with_children_comes_first() -> None:
     el = E("AirSync:Sync", E("AirSync:Status", "1"))
     el.text = "x"
@@ -662,9 +675,11 @@ def _leaf() -> st.SearchStrategy[Element]:
 trees = st.recursive(
     _leaf(),
     lambda kids: st.builds(
-        lambda tag, children: Element(tag, children=children),
+        # a branch may carry OPAQUE data beside its children (issue #10 point 12)
+        lambda tag, children, blob: Element(tag, children=children, opaque=blob or None),
         st.sampled_from(ALL_TAGS),
         st.lists(kids, min_size=1, max_size=6),
+        st.one_of(st.none(), st.binary(max_size=20)),
     ),
     max_leaves=40,
 )
@@ -819,6 +834,19 @@ def test_libwbxml_binary_tags_with_text() -> None:
 
 
 @needs_libwbxml
+def test_libwbxml_reads_opaque_with_children() -> None:
+    # issue #10 point 12, cross-checked: libwbxml accepts our OPAQUE-then-children
+    # element (its XML shows the value as text before the children; payload kept UTF-8
+    # as its XML output cannot carry other bytes)
+    sync = E("AirSync:Sync", E("AirSync:Status", "1"), E("AirSync:SyncKey", "k"))
+    sync.opaque = b"abc"
+    tree = E("AirSync:Sync", sync)
+    back = from_libwbxml_xml(libwbxml_decode(encode(tree)))
+    assert canonical(back) == canonical(tree, libwbxml_view=True)
+    assert back.children[0].text == "abc" and len(back.children[0].children) == 2
+
+
+@needs_libwbxml
 @pytest.mark.parametrize("page", range(len(PAGE_NAMES)), ids=lambda p: PAGE_NAMES[p])
 def test_libwbxml_name_differences_are_documented(page: int) -> None:
     """What the installed wbxml2xml prints for each token is what codepages.py says."""
@@ -890,9 +918,16 @@ lib_trees = st.recursive(
     st.builds(_lib_leaf, st.sampled_from(_LIB_TAGS), st.integers(0, 2), _xml_text,
               st.binary(max_size=20)),
     lambda kids: st.builds(
-        lambda tag, children: Element(tag, children=children),
+        # OPAQUE beside children (issue #10 point 12), where libwbxml's XML can show it:
+        # UTF-8 text on its non-binary tags
+        lambda tag, children, text: Element(
+            tag,
+            children=children,
+            opaque=text.encode() if text and tag not in LIBWBXML_BINARY else None,
+        ),
         st.sampled_from(_LIB_TAGS),
         st.lists(kids, min_size=1, max_size=6),
+        st.one_of(st.just(""), _xml_text),
     ),
     max_leaves=40,
 )

@@ -8,7 +8,8 @@ Encoding
     has children, non-empty text or non-empty opaque data: an element whose text is ""
     (or opaque b"") is written as an empty tag ``<Tag/>``, exactly as libwbxml's
     xml2wbxml writes ``<Tag></Tag>`` and as EAS servers and devices send empty values.
-    Should an element carry both text and children, the text comes first.
+    Should an element carry both text (or opaque data) and children, the text (or the
+    OPAQUE token) comes first; the decoder keeps both, so they round-trip.
 
 Decoding
     Any WBXML 1.x version byte, public id, charset and string table are accepted (the
@@ -169,16 +170,22 @@ def _encode(root: Element) -> tuple[bytes, int]:
                 stack.extend(reversed(children))
             else:
                 app("\x00\x01")
-        elif children:
-            app(content)
-            push(None)
-            stack.extend(reversed(children))
         elif el.opaque:
+            # OPAQUE first, then any children (as the decoder keeps both).
             app(content)
             chunks.append(_encode_str(out))
             out.clear()
             data = bytes(el.opaque)
-            chunks.append(b"\xc3" + _mb_u_int32(len(data)) + data + b"\x01")
+            if children:
+                chunks.append(b"\xc3" + _mb_u_int32(len(data)) + data)
+                push(None)
+                stack.extend(reversed(children))
+            else:
+                chunks.append(b"\xc3" + _mb_u_int32(len(data)) + data + b"\x01")
+        elif children:
+            app(content)
+            push(None)
+            stack.extend(reversed(children))
         else:
             app(empty)
     chunks.append(_encode_str(out))
