@@ -634,7 +634,9 @@ def test_filter_window_calendar() -> None:
 
 # -- property: rich random events survive every version ---------------------------------------
 
-_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+# C0 controls but tab, LF, CR are removed on input (issue #10, point 8)
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="".join(
+    chr(c) for c in range(0x20) if c not in (0x09, 0x0A, 0x0D))),
                 min_size=1, max_size=30)
 _email = st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.example", fullmatch=True)
 _attendee = st.fixed_dictionaries({"Email": _email, "Name": _text}, optional={

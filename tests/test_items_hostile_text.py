@@ -1,5 +1,9 @@
 """Issue #10, points 1 and 8: client text that meets a pattern or is stored.
 
+Point 8: C0 control characters but tab, LF, CR are removed where client text enters
+the canonical item dict (contacts, events, attendees, locations, tasks, bodies,
+categories).
+
 Point 1: ``email_address`` must run in linear time (no request may hold the reactor
 for more than about 50 ms), with the same result as the former regular expressions
 on ordinary input. Addresses per RFC 5322 section 3.4 (``"Name" <addr>`` or bare).
@@ -14,6 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easync.items import email_address, index_fields
+from easync.items.codec import from_eas
+from easync.wbxml.element import E, Element
 
 # The former (quadratic) patterns, kept here only as the reference for short inputs.
 _REF_ADDR = re.compile(r"<([^<>@\s]+@[^<>\s]+)>")
@@ -88,3 +94,48 @@ _ALPHABET = st.sampled_from(list("ab@<>\"',; \t\n.xé"))
 @given(st.lists(_ALPHABET, max_size=24).map("".join))
 def test_same_as_reference_on_short_inputs(value: str) -> None:
     assert email_address(value) == _reference(value)
+
+
+# Point 8: C0 controls other than tab, LF and CR are not XML 1.0 characters (XML 1.0
+# section 2.2); stored, they would break every other device's parse of its Sync.
+_CONTROLS = "".join(chr(c) for c in range(1, 0x20))
+_KEPT = "\t\n\r"
+
+
+def _appdata(children: list[Element]) -> Element:
+    return E("AirSync:ApplicationData", *children)
+
+
+def test_contact_text_loses_controls() -> None:
+    data = from_eas("Contacts", _appdata([
+        E("Contacts:FirstName", "A" + _CONTROLS + "l"),
+        E("Contacts:Categories", E("Contacts:Category", "Wo\x1brk")),
+        E("AirSyncBase:Body", E("AirSyncBase:Type", "1"),
+          E("AirSyncBase:Data", "li\x07ne" + _KEPT)),
+    ]), "14.1")
+    assert data["FirstName"] == "A" + _KEPT + "l"
+    assert data["Categories"] == ["Work"]
+    assert data["Body"]["Data"] == "line" + _KEPT
+
+
+def test_event_text_loses_controls() -> None:
+    data = from_eas("Calendar", _appdata([
+        E("Calendar:Subject", "Me\x01et"),
+        E("Calendar:StartTime", "20261214T090000Z"),
+        E("Calendar:EndTime", "20261214T100000Z"),
+        E("AirSyncBase:Location", E("AirSyncBase:DisplayName", "Ro\x02om"),
+          E("AirSyncBase:City", "Pa\x1fris")),
+        E("Calendar:Attendees", E("Calendar:Attendee",
+                                  E("Calendar:Email", "bob@exa\x0bmple.org"),
+                                  E("Calendar:Name", "Bo\x0cb"))),
+    ]), "16.1")
+    assert data["Subject"] == "Meet"
+    assert data["Location"] == "Room"
+    assert data["LocationDetails"] == {"City": "Paris"}
+    assert data["Attendees"][0]["Email"] == "bob@example.org"
+    assert data["Attendees"][0]["Name"] == "Bob"
+
+
+def test_task_text_loses_controls() -> None:
+    data = from_eas("Tasks", _appdata([E("Tasks:Subject", "Ta\x1bsk\x00")]), "14.1")
+    assert data["Subject"] == "Task"

@@ -204,9 +204,20 @@ def parse_int(value: str | None, name: str, lo: int | None = None, hi: int | Non
     return n
 
 
+# U+0000-U+001F except tab, LF and CR: not allowed in XML 1.0 (section 2.2, "Char"),
+# so another device's parser would reject the whole Sync response carrying one
+# (issue #10). Removed wherever client text enters the canonical item dict.
+_CONTROLS = {c: None for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)}
+
+
+def clean_text(text: str) -> str:
+    """``text`` without NUL and the other C0 controls but tab, LF and CR (linear)."""
+    return text.translate(_CONTROLS)
+
+
 def text_of(el: Element) -> str:
-    """An element's text with NULs removed ('' for an empty element)."""
-    return (el.value or "").replace("\x00", "")
+    """An element's text with C0 controls (but tab, LF, CR) removed ('' if empty)."""
+    return clean_text(el.value or "")
 
 
 def list_of(el: Element, child_tag: str) -> list[str]:
@@ -285,8 +296,7 @@ def parse_body(el: Element) -> dict[str, Any]:
     btype = 1
     if btype_text:
         btype = parse_int(btype_text, "Body/Type", 1, 4)
-    data = el.findtext("AirSyncBase:Data") or ""
-    data = data.replace("\x00", "")
+    data = clean_text(el.findtext("AirSyncBase:Data") or "")
     if btype == 4:      # MIME makes no sense for PIM items: keep the text
         btype = 1
     return {"Type": btype, "Data": data}

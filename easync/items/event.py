@@ -13,6 +13,7 @@ from easync.items._common import (
     DeviceQuirks,
     ItemError,
     body_to_eas,
+    clean_text,
     drop_value,
     fill_recurrence,
     fmt_compact,
@@ -161,9 +162,9 @@ def _parse_attendees(el: Element) -> list[dict[str, Any]]:
         email = att.findtext("Calendar:Email")
         name = att.findtext("Calendar:Name")
         if email:
-            entry["Email"] = email.replace("\x00", "").strip()
+            entry["Email"] = clean_text(email).strip()
         if name:
-            entry["Name"] = name.replace("\x00", "")
+            entry["Name"] = clean_text(name)
         for key, lo, hi in (("AttendeeStatus", 0, 5), ("AttendeeType", 1, 3)):
             text = (att.findtext(f"Calendar:{key}") or "").strip()
             if text:
@@ -183,12 +184,12 @@ def _parse_location(el: Element, out: dict[str, Any]) -> None:
     if not el.children:                       # tolerate a plain-text AirSyncBase:Location
         out["Location"] = text_of(el)
         return
-    out["Location"] = el.findtext("AirSyncBase:DisplayName", "") or ""
+    out["Location"] = clean_text(el.findtext("AirSyncBase:DisplayName", "") or "")
     details = {}
     for part in LOCATION_PARTS:
         value = el.findtext(f"AirSyncBase:{part}")
         if value:
-            details[part] = value.replace("\x00", "")
+            details[part] = clean_text(value)
     if details:
         out["LocationDetails"] = details
 
