@@ -585,9 +585,10 @@ class ActiveSyncResource(Resource):
             sizes += f" out=gzip:{gzipped_from}B>{len(data)}B"
         log.info(
             "{user} {device} {cmd} http={code} status={status} {ms:.1f}ms{sizes} {addr}{note}",
-            user=user, device=device or "-", cmd=cmd, code=code, status=eas_status or "-",
-            ms=ms, sizes=sizes, addr=_client_addr(request, self.trusted),
-            note=f" ({note})" if note else "",
+            user=log_safe(user), device=log_safe(device or "-"), cmd=log_safe(cmd),
+            code=code, status=log_safe(eas_status or "-"), ms=ms, sizes=log_safe(sizes),
+            addr=log_safe(_client_addr(request, self.trusted)),
+            note=f" ({log_safe(note)})" if note else "",
         )
         self.server.metrics.request(cmd if cmd in COUNTED else "other", code, eas_status)
         if request.finished or getattr(request, "_disconnected", False) or (
@@ -612,9 +613,10 @@ class ActiveSyncResource(Resource):
                     cmd: str, note: str, t0: float) -> None:
         """Answer with a body of the caller's own Content-Type (Autodiscover XML)."""
         ms = (time.monotonic() - t0) * 1000
-        log.info("{user} - {cmd} http={code} status=- {ms:.1f}ms {addr}{note}", user=user,
-                 cmd=cmd, code=code, ms=ms, addr=_client_addr(request, self.trusted),
-                 note=f" ({note})" if note else "")
+        log.info("{user} - {cmd} http={code} status=- {ms:.1f}ms {addr}{note}",
+                 user=log_safe(user), cmd=log_safe(cmd), code=code, ms=ms,
+                 addr=log_safe(_client_addr(request, self.trusted)),
+                 note=f" ({log_safe(note)})" if note else "")
         self.server.metrics.request(cmd if cmd in COUNTED else "other", code, "")
         if request.finished or request.channel is None:
             return
@@ -697,6 +699,18 @@ def _header(request: server.Request, name: bytes) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     return value.strip()
+
+
+def log_safe(value: object) -> str:
+    """``value`` for a log line, characters that are not printable (newline, ESC, ...)
+    escaped as ``\\n``, ``\\r``, ``\\t``, ``\\xNN``, ``\\uNNNN``, so client text
+    (DeviceId, User, ...) cannot split or forge a log line or send terminal escapes
+    (issue #10). Linear in the length; printable text is returned as it is."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
 
 
 def _client_addr(request: server.Request, trusted: Sequence[Network] = ()) -> str:
