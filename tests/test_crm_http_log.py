@@ -27,10 +27,16 @@ class Closing(Resource):
 
     def __init__(self) -> None:
         super().__init__()
-        self.connections: set[int] = set()
+        # the channels themselves, kept alive: an id() of a freed one can be reused
+        self.channels: list[Any] = []
+
+    @property
+    def connections(self) -> set[int]:
+        return {id(c) for c in self.channels}
 
     def render(self, request: server.Request) -> bytes:
-        self.connections.add(id(request.channel))
+        if not any(c is request.channel for c in self.channels):
+            self.channels.append(request.channel)
         request.setHeader(b"connection", b"close")
         request.setHeader(b"content-type", b"application/json")
         op = request.args.get(b"operation", [b""])[0].decode()
