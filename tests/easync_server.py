@@ -23,6 +23,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(cond: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
+    """Poll ``cond()`` every ``step`` s until it is true (its value is returned) or
+    ``timeout`` s have passed (AssertionError).  A connection error (OSError) while
+    asking counts as "not yet", as a server that is (re)starting gives one."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = cond()
+            if last:
+                return last
+        except OSError:
+            pass
+        time.sleep(step)
+    raise AssertionError(f"condition not reached ({last!r})")
+
+
 def stop_process(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM, then SIGKILL if the process has not ended 10 s later."""
     proc.terminate()

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import easync_server
 import pytest
 from easync_server import free_port, read_metrics
 from pgtest import fresh_database, pg_server, terminate, unreachable
@@ -68,17 +69,7 @@ class Cluster:
 
 
 def wait_for(cond: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"condition not reached ({last!r})")
+    return easync_server.wait_for(cond, timeout)
 
 
 @pytest.fixture(scope="module")

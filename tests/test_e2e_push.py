@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import easync_server
 import pytest
 
 pytest.importorskip("pyactivesync")
@@ -67,12 +68,7 @@ def held_pings(server: RunningServer) -> int:
 
 
 def wait_for(cond: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
+    easync_server.wait_for(cond, timeout)
 
 
 class PingThread(threading.Thread):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import easync_server
 import pytest
 from easync_server import free_port, read_metrics
 from pgtest import fresh_database, pg_server, unreachable
@@ -103,17 +104,7 @@ class Workers:
 
 
 def wait_for(cond: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"condition not reached ({last!r})")
+    return easync_server.wait_for(cond, timeout, step=0.1)
 
 
 @pytest.fixture(scope="module")
