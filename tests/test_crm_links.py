@@ -26,6 +26,7 @@ from typing import Any
 import pytest_twisted
 from crmtest import make_env
 from fakecrm import FakeCrm
+from test_crm_store import feed
 
 from easync.model import Op
 
@@ -46,18 +47,6 @@ PHONE_SERIES = {
     "Recurrence": {"Type": 1, "Interval": 1, "Occurrences": 10, "DayOfWeek": 8},
     "Exceptions": [{"ExceptionStartTime": "20270120T090000Z", "Deleted": 1}],
 }
-
-
-async def feed(env: Any, name: str, folder: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    cursor = 0
-    while True:
-        b = await env.store.changes_since(env.users[name], folder, cursor, 100)
-        for ch in b.changes:
-            out[ch.server_id] = None if ch.deleted else ch.item.data
-        cursor = b.high
-        if not b.more:
-            return out
 
 
 def sent(crm: FakeCrm, op: str) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ Skipped, with the reason, when PostgreSQL is not reachable.
 
 from __future__ import annotations
 
-import base64
 import socket
 import time
 from collections.abc import Iterator
@@ -23,11 +22,12 @@ from typing import Any
 
 import easync_server
 import pytest
+import test_workers
 from easync_server import free_port, read_metrics
 from pgtest import fresh_database, pg_server, terminate, unreachable
 from test_e2e_crm import FakeCrmProcess
 
-from easync.wbxml import E, decode, encode
+from easync.wbxml import E
 
 PASSWORD = "crm-workers-Pa55"
 POLL = 0.3
@@ -104,28 +104,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def request(host: str, cmd: str, device: str, body: Any) -> bytes:
-    data = encode(body) if body is not None else b""
-    auth = base64.b64encode(f"dana:{PASSWORD}".encode()).decode()
-    return (f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User=dana&DeviceId={device}"
-            f"&DeviceType=iPhone HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
-            "MS-ASProtocolVersion: 14.1\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+    return test_workers.request(host, cmd, device, body, user="dana", password=PASSWORD)
 
 
 def read_response(sock: socket.socket) -> Any:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n")[0]
-    assert b" 200 " in status, head
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return decode(rest) if rest else None
+    return test_workers.read_response(sock, want_200=True)
 
 
 def call(c: Cluster, cmd: str, device: str, body: Any) -> Any:

@@ -135,22 +135,25 @@ def _in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def request(host: str, cmd: str, device: str, body: Any) -> bytes:
+def request(host: str, cmd: str, device: str, body: Any, user: str = "alice",
+            password: str = PASSWORD) -> bytes:
     data = encode(body) if body is not None else b""
-    auth = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
-    return (f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User=alice&DeviceId={device}"
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return (f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User={user}&DeviceId={device}"
             f"&DeviceType=iPhone HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
             "MS-ASProtocolVersion: 14.1\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
             f"Content-Length: {len(data)}\r\n\r\n").encode() + data
 
 
-def read_response(sock: socket.socket) -> Any:
+def read_response(sock: socket.socket, want_200: bool = False) -> Any:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, "connection closed"
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
+    if want_200:
+        assert b" 200 " in head.split(b"\r\n")[0], head
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                   if line.lower().startswith(b"content-length:"))
     while len(rest) < length:
