@@ -7,6 +7,7 @@ methods returning ``Deferred`` must never block the reactor.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -168,6 +169,37 @@ class IAuthStore(Interface):
 
     def throttle_clear(scope: str, name: str) -> Deferred[None]:
         """Forget the failures and any lockout."""
+
+    def throttle_reserve(counters: Sequence[tuple[str, str, int]], now: float,
+                         window: float) -> Deferred[tuple[bool, list[int], float]]:
+        """Reserve one attempt on every ``(scope, name, limit)`` counter at once, before
+        the password is checked: refused (nothing changed) when one is locked out or
+        has ``limit`` failures and pending attempts; else each counter's pending count
+        grows by one.  Failures older than ``window`` (since its window began) are
+        forgotten.  Returns (reserved, each counter's failures, the latest
+        locked_until still in force or 0)."""
+
+    def throttle_confirm(counters: Sequence[tuple[str, str, int]], now: float,
+                         first: float, cap: float, memory: float
+                         ) -> Deferred[list[tuple[int, float]]]:
+        """The reserved attempt was wrong: on each counter the reservation becomes a
+        failure; a counter at its limit is locked out for ``first * 2**n`` seconds (at
+        most ``cap``), n = its lockouts of the last ``memory`` seconds, and its failures
+        restart.  Returns each counter's (failures, seconds of the lockout just set or
+        0)."""
+
+    def throttle_release(counters: Sequence[tuple[str, str, int]]) -> Deferred[None]:
+        """The reserved attempt was right: give its reservation back on each counter
+        (the failures others made stay)."""
+
+    def familiar_get(user: str, device: str, address: str, since: float) -> Deferred[bool]:
+        """Whether the DeviceId or the address (either may be empty) logged in
+        successfully as ``user`` at ``since`` or later."""
+
+    def familiar_note(user: str, kind: str, value: str, now: float, forget_before: float
+                      ) -> Deferred[None]:
+        """Record a successful login of ``user`` from a ``kind`` ('device' or 'addr')
+        source; the user's records older than ``forget_before`` are dropped."""
 
     def save_email_code(user_id: int, code_mac: str, sent_at: float, expires_at: float,
                         tries: int) -> Deferred[None]:

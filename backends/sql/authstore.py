@@ -1,4 +1,4 @@
-"""``IAuthStore`` on easync's SQL database (tables of schema version 3).
+"""``IAuthStore`` on easync's SQL database (tables of schema versions 3 and 4).
 
 ``SqlAuthStore(store)`` shares the ``SqlStore``'s connection pool and its transaction
 plumbing (retries on deadlock, ``Unavailable`` when the database cannot answer), so
@@ -7,6 +7,7 @@ the throttling state and codes are shared by every process on the same database.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -123,6 +124,124 @@ class SqlAuthStore:
         def q(cur: Any) -> None:
             cur.execute(self._sql("DELETE FROM auth_throttle WHERE scope = ? AND name = ?"),
                         (scope, name))
+
+        return self._run(q, write=True)
+
+    # -- the login throttle: reservations, growing lockouts, familiar sources --------------
+    def _lock_rows(self, cur: Any, scope: str, name: str, create: bool, now: float
+                   ) -> tuple[int, int, float, float, int, float] | None:
+        """The counter's row, locked until the transaction ends (PostgreSQL: FOR UPDATE;
+        SQLite: the write transaction already holds the database lock); made first when
+        missing and ``create``."""
+        pg = self.store.engine.name == "postgres"
+        sql = self._sql("SELECT failures, pending, window_start, locked_until, lockouts,"
+                        " last_lockout FROM auth_throttle WHERE scope = ? AND name = ?"
+                        + (" FOR UPDATE" if pg else ""))
+        cur.execute(sql, (scope, name))
+        row = cur.fetchone()
+        if row is None and create:
+            # concurrent makers of the same row: one inserts, the others do nothing and
+            # then wait for its row lock
+            cur.execute(self._sql(
+                "INSERT INTO auth_throttle (scope, name, failures, pending, window_start,"
+                " locked_until, lockouts, last_lockout) VALUES (?, ?, 0, 0, ?, 0, 0, 0)"
+                " ON CONFLICT (scope, name) DO NOTHING"), (scope, name, now))
+            cur.execute(sql, (scope, name))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        return (int(row[0]), int(row[1]), float(row[2]), float(row[3]), int(row[4]),
+                float(row[5]))
+
+    def throttle_reserve(self, counters: Sequence[tuple[str, str, int]], now: float,
+                         window: float) -> Deferred[tuple[bool, list[int], float]]:
+        def q(cur: Any) -> tuple[bool, list[int], float]:
+            rows = {}
+            for scope, name, _limit in sorted(counters):    # one lock order: no deadlock
+                row = self._lock_rows(cur, scope, name, True, now)
+                assert row is not None
+                failures, pending, start, locked, _n, _last = row
+                if now - start >= window:        # a new window: old failures forgotten
+                    failures, pending, start = 0, 0, now
+                rows[(scope, name)] = (failures, pending, start, locked)
+            counts = [rows[(s, n)][0] for s, n, _ in counters]
+            locked_until = max((r[3] for r in rows.values() if r[3] > now), default=0.0)
+            if locked_until:
+                return False, counts, locked_until
+            if any(rows[(s, n)][0] + rows[(s, n)][1] >= limit for s, n, limit in counters):
+                return False, counts, 0.0       # every slot taken by failures and checks
+            for (scope, name), (failures, pending, start, _l) in rows.items():
+                cur.execute(self._sql(
+                    "UPDATE auth_throttle SET failures = ?, pending = ?, window_start = ?"
+                    " WHERE scope = ? AND name = ?"),
+                    (failures, pending + 1, start, scope, name))
+            return True, counts, 0.0
+
+        return self._run(q, write=True)
+
+    def throttle_confirm(self, counters: Sequence[tuple[str, str, int]], now: float,
+                         first: float, cap: float, memory: float
+                         ) -> Deferred[list[tuple[int, float]]]:
+        def q(cur: Any) -> list[tuple[int, float]]:
+            done: dict[tuple[str, str], tuple[int, float]] = {}
+            for scope, name, limit in sorted(counters):
+                row = self._lock_rows(cur, scope, name, False, now)
+                if row is None:        # cleared by an administrator meanwhile
+                    done[(scope, name)] = (0, 0.0)
+                    continue
+                failures, pending, _start, locked, lockouts, last = row
+                failures, pending = failures + 1, max(pending - 1, 0)
+                seconds = 0.0
+                if failures >= limit and locked <= now:
+                    n = lockouts if now - last < memory else 0
+                    seconds = float(min(first * 2 ** min(n, 30), cap))
+                    cur.execute(self._sql(
+                        "UPDATE auth_throttle SET failures = 0, pending = ?,"
+                        " window_start = ?, locked_until = ?, lockouts = ?, last_lockout = ?"
+                        " WHERE scope = ? AND name = ?"),
+                        (pending, now, now + seconds, n + 1, now, scope, name))
+                else:
+                    cur.execute(self._sql(
+                        "UPDATE auth_throttle SET failures = ?, pending = ?"
+                        " WHERE scope = ? AND name = ?"), (failures, pending, scope, name))
+                done[(scope, name)] = (failures, seconds)
+            return [done[(s, n)] for s, n, _ in counters]
+
+        return self._run(q, write=True)
+
+    def throttle_release(self, counters: Sequence[tuple[str, str, int]]) -> Deferred[None]:
+        def q(cur: Any) -> None:
+            for scope, name, _limit in sorted(counters):
+                cur.execute(self._sql(
+                    "UPDATE auth_throttle SET pending = pending - 1"
+                    " WHERE scope = ? AND name = ? AND pending > 0"), (scope, name))
+
+        return self._run(q, write=True)
+
+    def familiar_get(self, user: str, device: str, address: str, since: float
+                     ) -> Deferred[bool]:
+        wanted = [(k, v) for k, v in (("device", device), ("addr", address)) if v]
+
+        def q(cur: Any) -> bool:
+            for kind, value in wanted:      # primary-key look-ups
+                cur.execute(self._sql(
+                    "SELECT 1 FROM auth_familiar WHERE user_name = ? AND kind = ?"
+                    " AND value = ? AND last_ok >= ?"), (user, kind, value, since))
+                if cur.fetchone() is not None:
+                    return True
+            return False
+
+        return self._run(q)
+
+    def familiar_note(self, user: str, kind: str, value: str, now: float,
+                      forget_before: float) -> Deferred[None]:
+        engine = self.store.engine
+
+        def q(cur: Any) -> None:
+            cur.execute(engine.upsert("auth_familiar", ("user_name", "kind", "value"),
+                                      ("last_ok",)), (user, kind, value, now))
+            cur.execute(self._sql("DELETE FROM auth_familiar WHERE user_name = ?"
+                                  " AND last_ok < ?"), (user, forget_before))
 
         return self._run(q, write=True)
 

@@ -566,25 +566,28 @@ class Accounts:
         if self.primary is None:
             raise RuntimeError("no login-password checker configured")
         key = self._throttle_name(name)
-        try:
-            failures = await self.throttle.check(key, address)
-        except LockedOut as e:
-            raise AccountLockedOut(str(e), e.retry_after) from None
         if not password:
             raise BadPassword("wrong user name or password")
+        try:
+            attempt = await self.throttle.begin(key, address.split(" via ", 1)[0])
+        except LockedOut as e:
+            raise AccountLockedOut(str(e), e.retry_after) from None
         try:
             canonical = str(await self.primary.requestAvatarId(
                 UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))))
         except BadUserName as e:
+            await attempt.abandon()
             raise InvalidName(str(e)) from None
         except UnauthorizedLogin:
-            await self.throttle.failed(key, address)
+            await attempt.failed()
             raise BadPassword("wrong user name or password") from None
+        except BaseException:
+            await attempt.abandon()
+            raise
+        await attempt.succeeded()
         recent = getattr(self.primary, "recent_user", None)
         if recent is not None:
             recent(canonical)        # drop the record it kept for the HTTP layer
-        if failures:
-            await self.throttle.succeeded(key)
         return canonical
 
     async def code_method(self, name: str) -> str | None:

@@ -9,13 +9,16 @@ For each Basic login (see ``easync.auth.accounts.eas_mode``):
    a phone's repeated requests without bcrypt or directory; an entry is only used while
    the record's credential fields (login hash, ActiveSync hash, 2FA method) and the
    2FA-for-everyone setting are what they were when it was made, so any credential
-   change forgets it at once, in every process; a lockout applies to cached
-   credentials too (checked at most once a second per user and address);
-3. otherwise the throttle is consulted (``LockedOut`` → HTTP 429 + Retry-After), then:
-   an ActiveSync password set → only it is checked (bcrypt, in the crypto pool);
+   change forgets it at once, in every process; a lockout of the counters that apply to
+   the request's source (familiar or not: ``easync.auth.throttle``) applies to cached
+   credentials too (checked at most once a second per user, address and DeviceId);
+3. otherwise the throttle reserves the check (``LockedOut`` → HTTP 429 + Retry-After),
+   then: an ActiveSync password set → only it is checked (bcrypt, in the crypto pool);
    2FA on and none set → refused (401, the reason in the request log line);
-   else → the primary checker (login password).
-   A wrong password is counted and answered after a growing delay.
+   else → the primary checker (login password).  A wrong password, an unknown local
+   user and a refusal by the rules are all counted as a failure, after the same bcrypt
+   work (a hash of a random secret where there is no real one) and the same growing
+   delay; a right password gives its reservation back and makes the source familiar.
 
 ``note_device(user, device_id)`` (called by the HTTP layer once the DeviceId is known)
 records when and by which device the ActiveSync password was last used: one write per
@@ -37,7 +40,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from easync.auth.accounts import Accounts, eas_mode
-from easync.auth.local import HandsOverUser, check_password, split_username, text_credentials
+from easync.auth.local import (
+    HandsOverUser,
+    LocalChecker,
+    check_password,
+    hash_secret,
+    split_username,
+    text_credentials,
+)
 from easync.auth.throttle import LockedOut
 from easync.errors import Unavailable
 from easync.model import User
@@ -53,11 +63,14 @@ LOCK_RECHECK = 1.0
 
 
 class ClientCredentials(UsernamePassword):
-    """Basic credentials with the client's address (for per-address throttling)."""
+    """Basic credentials with the client's address and the request's DeviceId (for the
+    throttle: per-address counting, familiar sources)."""
 
-    def __init__(self, username: bytes | str, password: bytes | str, address: str = "") -> None:
+    def __init__(self, username: bytes | str, password: bytes | str, address: str = "",
+                 device_id: str = "") -> None:
         super().__init__(username, password)
         self.address = address
+        self.device_id = device_id
 
 
 class LoginLockedOut(UnauthorizedLogin):
@@ -69,7 +82,22 @@ class LoginLockedOut(UnauthorizedLogin):
 
 
 class PolicyRefused(UnauthorizedLogin):
-    """Refused by the rules, not for a wrong password (not counted as a failure)."""
+    """Refused by the rules, not for a wrong password (counted as a failure all the same,
+    and answered after the same work and delay, so that the answer does not tell which
+    users exist or have 2FA on: issue #10 point 9)."""
+
+
+_dummy_hash: str | None = None
+
+
+def _check_dummy(password: str) -> bool:
+    """bcrypt of ``password`` against a hash of a random secret (blocking: the crypto
+    pool).  The hash is made on first use with the cost of new hashes."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = hash_secret(os.urandom(18).hex())
+    check_password(password, _dummy_hash)
+    return False
 
 
 def _fingerprint(user: User | None, everyone: bool) -> tuple[Any, ...]:
@@ -142,7 +170,9 @@ class PolicyChecker(HandsOverUser):
 
     async def _check(self, credentials: IUsernamePassword) -> str:
         raw, password = text_credentials(credentials)
-        address = str(getattr(credentials, "address", "") or "")
+        # behind a trusted proxy the HTTP layer gives "CLIENT via PROXY": the client counts
+        address = str(getattr(credentials, "address", "") or "").split(" via ", 1)[0]
+        device = str(getattr(credentials, "device_id", "") or "")[:64]
         user = await self._find(raw)
         try:
             everyone = await self.accounts.two_factor_all()
@@ -157,38 +187,47 @@ class PolicyChecker(HandsOverUser):
         throttle = self.accounts.throttle
         if hit is not None and user is not None and hit[1] == _fingerprint(user, everyone) \
                 and hit[2] > now:
-            # known-good credentials: no bcrypt, but a lockout still applies (looked up
-            # at most once a second per user and address)
-            checked = self._lock_checked.get((name_key, address), float("-inf"))
+            # known-good credentials: no bcrypt, but a lockout of the counters that apply
+            # to this source still does (looked up at most once a second per source)
+            source = (name_key, address, device)
+            checked = self._lock_checked.get(source, float("-inf"))
             if now - checked >= LOCK_RECHECK:
-                await self._check_lockout(name_key, address)
+                try:
+                    await throttle.check_login(name_key, address, device)
+                except LockedOut as e:
+                    self._lock_checked.pop(source, None)
+                    raise LoginLockedOut(str(e), e.retry_after) from None
                 if len(self._lock_checked) > 200_000:
                     self._lock_checked.clear()
-                self._lock_checked[(name_key, address)] = now
+                self._lock_checked[source] = now
+                await throttle.note_familiar(name_key, address, device)
             return self._accept(user)
-        failures = await self._check_lockout(name_key, address)
+        try:
+            attempt = await throttle.begin(name_key, address, device)
+        except LockedOut as e:
+            raise LoginLockedOut(str(e), e.retry_after) from None
         try:
             user = await self._decide(user, raw, password, everyone)
-        except PolicyRefused:
-            raise
         except UnauthorizedLogin:
+            # a wrong password, an unknown user and a refusal by the rules alike: counted,
+            # after the same bcrypt work, answered after the same delay (issue #10 point 9)
             self._cache.pop(key, None)
-            await throttle.failed(name_key, address)
+            await attempt.failed()
             raise
-        if failures:
-            await throttle.succeeded(name_key)
+        except BaseException:
+            await attempt.abandon()
+            raise
+        await attempt.succeeded()
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[self._cache_key(user.name, password)] = (
             user.name, _fingerprint(user, everyone), now + self.cache_seconds)
         return self._accept(user)
 
-    async def _check_lockout(self, name: str, address: str) -> int:
-        try:
-            return await self.accounts.throttle.check(name, address)
-        except LockedOut as e:
-            self._lock_checked.pop((name, address), None)
-            raise LoginLockedOut(str(e), e.retry_after) from None
+    async def _no_hash_checked(self, password: str) -> None:
+        """The bcrypt work of a refusal where no real hash is checked (an unknown user,
+        2FA without an ActiveSync password): as long as a wrong password's."""
+        await self.accounts._in_thread(_check_dummy, password)
 
     async def _decide(self, user: User | None, raw: str, password: str,
                       everyone: bool) -> User:
@@ -203,7 +242,11 @@ class PolicyChecker(HandsOverUser):
                                             "only it is accepted)")
                 return user
             if mode.kind == "refused":
+                await self._no_hash_checked(password)
                 raise PolicyRefused(mode.reason)
+        if isinstance(self.primary, LocalChecker) and (user is None or not user.password_hash):
+            await self._no_hash_checked(password)
+            raise UnauthorizedLogin("unknown user")
         name = await self.primary.requestAvatarId(UsernamePassword(raw, password))
         recent = getattr(self.primary, "recent_user", None)
         found = recent(name) if recent is not None else None

@@ -350,9 +350,13 @@ class ActiveSyncResource(Resource):
             request.setHeader(b"WWW-Authenticate", REALM)
             self._finish(request, 401, b"", "-", "", cmd, "malformed Authorization", t0)
             return None
+        try:   # the DeviceId too: a familiar device is not refused by others' lockouts
+            device = parse_query(request.uri.partition(b"?")[2].decode("latin-1")).device_id
+        except QueryError:
+            device = ""
         try:
             name = await self.checker.requestAvatarId(ClientCredentials(
-                username, password, _client_addr(request, self.trusted)))
+                username, password, _client_addr(request, self.trusted), device))
             recent = getattr(self.checker, "recent_user", None)
             user = recent(name) if recent is not None else None
             if user is None:
