@@ -259,7 +259,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("lockout-after", 10, _int(1),
            "Failed logins of one user name within 15 minutes before a lockout (an "
            "address: five times as many)."),
-    Option("lockout-time", 900.0, positive_float, "Seconds a lockout lasts."),
+    Option("lockout-time", 900.0, positive_float,
+           "The longest lockout in seconds (the first lasts 60 s, doubling with each "
+           "further one of the same counter within a day)."),
     Option("ldap-url", "", text, "ldap://HOST[:PORT] or ldaps://HOST[:PORT] for --auth ldap."),
     Option("ldap-bind-dn-template", "", text,
            "Bind directly as this DN, {user} replaced by the escaped user name, e.g. "
