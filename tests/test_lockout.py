@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pgtest
@@ -23,7 +24,7 @@ import pytest_twisted
 from test_accounts import LOGIN, Env
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
 from backends.sql.authstore import SqlAuthStore
 from backends.sql.store import SqlStore
@@ -331,3 +332,39 @@ async def test_2fa_refusal_unknown_user_and_wrong_password_cost_and_count_the_sa
     for name in ("lena", "marc", "nobody"):
         assert await outcome(env, name, LOGIN, "10.7.0.1") == "429", name
     assert LOGIN not in env.log_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_login_dropped_while_reserving_gives_its_slot_back(env: Env) -> None:
+    """issue #10 point 4: a client that disconnects while its attempt is being reserved
+    (the request's Deferred cancelled) must not keep the slot: else ten such requests
+    would refuse every unfamiliar login of the user for the whole window."""
+    from twisted.internet.defer import CancelledError
+
+    await env.user("zoe")
+    issued = []
+    real = env.auth.throttle_reserve
+
+    def watched(*args: Any) -> Any:
+        # a slow database: the answer comes 20 ms after the transaction committed
+        slow: Deferred[Any] = Deferred()
+        real(*args).addBoth(lambda r: reactor.callLater(0.02, slow.callback, r))
+        issued.append(slow)
+        return slow
+
+    env.auth.throttle_reserve = watched         # type: ignore[method-assign]
+    for i in range(12):
+        d = ensureDeferred(env.accounts.throttle.begin("zoe", f"10.4.0.{i}"))
+        while len(issued) <= i:
+            await _tick()
+        d.cancel()
+        with pytest.raises(CancelledError):
+            await d
+    for _ in range(200):                         # the slots given back in the background
+        rows = await env.store.raw_query(
+            "SELECT pending FROM auth_throttle WHERE scope = 'user' AND name = 'zoe'")
+        if rows == [(0,)]:
+            break
+        await _tick()
+    assert rows == [(0,)]
+    assert await login(env, "zoe", LOGIN, "10.4.1.1") == "zoe"

@@ -38,8 +38,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 __all__ = ["Attempt", "LockedOut", "Throttle", "ThrottleRules"]
 
@@ -151,8 +153,7 @@ class Throttle:
         attempt = Attempt(self, user, address, device, familiar, counters, taken)
         try:
             now = self.clock.seconds()
-            reserved, _counts, locked_until = await self.store.throttle_reserve(
-                counters, now, self.rules.window)
+            reserved, _counts, locked_until = await self._reserve(counters, now)
         except BaseException:
             attempt._free()
             raise
@@ -168,6 +169,28 @@ class Throttle:
             raise LockedOut(f"too many failed logins for {user}: try again in "
                             f"{BUSY_RETRY} seconds", BUSY_RETRY)
         return attempt
+
+    def _reserve(self, counters: list[tuple[str, str, int]], now: float
+                 ) -> Deferred[tuple[bool, list[int], float]]:
+        """``throttle_reserve``, shielded: if the caller stops waiting (the client went
+        away, the request's Deferred was cancelled) the transaction still ends, and a
+        slot it took is given back, not kept until the window ends."""
+        outer: Deferred[tuple[bool, list[int], float]] = Deferred()
+
+        def done(result: Any) -> None:
+            if not outer.called:
+                if isinstance(result, Failure):
+                    outer.errback(result)
+                else:
+                    outer.callback(result)
+            elif not isinstance(result, Failure) and result[0]:
+                self.store.throttle_release(counters).addErrback(
+                    lambda f: log.failure("cannot give back a login slot", f))
+            elif isinstance(result, Failure):
+                log.failure("a dropped login's reservation failed", result)
+
+        self.store.throttle_reserve(counters, now, self.rules.window).addBoth(done)
+        return outer
 
     async def note_familiar(self, user: str, address: str = "", device: str = "") -> None:
         """``user`` logged in from this source: remember it as familiar (one write per
