@@ -368,3 +368,22 @@ async def test_a_login_dropped_while_reserving_gives_its_slot_back(env: Env) -> 
         await _tick()
     assert rows == [(0,)]
     assert await login(env, "zoe", LOGIN, "10.4.1.1") == "zoe"
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_refusal_waits_the_same_growing_delay(tmp_path: Path) -> None:
+    """issue #10 point 9: a 2FA refusal and an unknown user wait the growing delay of a
+    wrong password (0.1 s, then 0.2, then 0.4), not a few milliseconds."""
+    env = await Env(tmp_path).start(ThrottleRules(delay=0.1, max_delay=0.4, user_limit=10))
+    try:
+        await env.user("olga", email="olga@example.org")
+        await env.accounts.set_two_factor("olga", "email")
+        for name in ("olga", "nobody"):
+            waits = []
+            for i in range(3):
+                t0 = time.monotonic()
+                assert await outcome(env, name, LOGIN, f"10.6.{i}.1") == "401"
+                waits.append(time.monotonic() - t0)
+            assert waits[0] >= 0.1 and waits[1] >= 0.2 and waits[2] >= 0.4, (name, waits)
+    finally:
+        await env.stop()
