@@ -584,7 +584,7 @@ class Accounts:
         except BaseException:
             await attempt.abandon()
             raise
-        await attempt.succeeded()
+        await attempt.succeeded(canonical)
         recent = getattr(self.primary, "recent_user", None)
         if recent is not None:
             recent(canonical)        # drop the record it kept for the HTTP layer

@@ -217,7 +217,7 @@ class PolicyChecker(HandsOverUser):
         except BaseException:
             await attempt.abandon()
             raise
-        await attempt.succeeded()
+        await attempt.succeeded(user.name)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[self._cache_key(user.name, password)] = (

@@ -61,7 +61,7 @@ class LockedOut(Exception):
 
 @dataclass(frozen=True)
 class ThrottleRules:
-    """The limits (every one a server option)."""
+    """The limits (delay, user_limit, addr_limit, lockout: from the server options)."""
 
     delay: float = 1.0          # first refusal delay, doubled with each failure
     max_delay: float = 16.0
@@ -334,11 +334,12 @@ class Attempt:
                 await deferLater(t.clock, delay, lambda: None)
         return failures
 
-    async def succeeded(self) -> None:
+    async def succeeded(self, canonical: str | None = None) -> None:
         """The password was right: give the reservation back and remember the source
-        as familiar."""
+        as familiar for the user (``canonical``: the user's name, when the login gave
+        another form of it)."""
         await self.abandon()
-        await self.throttle.note_familiar(self.user, self.address, self.device)
+        await self.throttle.note_familiar(canonical or self.user, self.address, self.device)
 
     async def abandon(self) -> None:
         """Give the reservation back (nothing was learnt about the password)."""
