@@ -208,7 +208,17 @@ OPTIONS: tuple[Option, ...] = (
            "a self-signed one is created there if missing."),
     Option("idle-timeout", 600.0, positive_float,
            "Seconds an HTTP connection may stay idle (or send nothing) before it is closed;"
-           " a held Ping or Sync is not idle."),
+           " a held Ping or Sync is not idle. Only with --header-timeout 0 (and on an "
+           "--account-listen endpoint of its own)."),
+    Option("header-timeout", 10.0, seconds0,
+           "Seconds a connection has to send a whole request head (from its opening or "
+           "its previous response; idle keep-alive connections are closed then), and "
+           "longest pause inside a request body; a held Ping or Sync is not cut. "
+           "0: off (--idle-timeout applies)."),
+    Option("max-connections-per-address", 256, _int(0),
+           "Connections one client address may hold open on the --listen ports (per "
+           "process); more are closed at once. 0: no cap (set it behind a reverse "
+           "proxy, whose address all connections have)."),
     _tunable("max-window", "max_window", _int(1),
              "Most items in one Sync response, whatever WindowSize the device asks."),
     _tunable("default-window", "default_window", _int(1),

@@ -38,6 +38,7 @@ from easync.context import (
 )
 from easync.errors import Unavailable
 from easync.http.forwarded import Network, client_address, parse_networks
+from easync.http.limits import ConnectionLimits
 from easync.http.query import QueryError, parse_query
 
 log = Logger(namespace="easync.request")
@@ -677,13 +678,21 @@ def make_root(server_: EasServer, checker: Any) -> Resource:
     return RootResource(ActiveSyncResource(server_, checker))
 
 
-def make_site(server_: EasServer, checker: Any, timeout: float | None = 3600) -> server.Site:
-    """A Site serving ``make_root`` with the request-size limit applied."""
+def make_site(server_: EasServer, checker: Any, timeout: float | None = 3600,
+              limits: ConnectionLimits | None = None) -> server.Site:
+    """A Site serving ``make_root`` with the request-size limit applied.  With
+    ``limits`` whose header timeout is set, that timeout replaces ``timeout`` (the
+    idle timeout) and a request head must be complete within it
+    (``easync.http.limits.HeadTimeoutChannel``)."""
 
     class _Request(EasRequestFactory):
         max_bytes = server_.settings.max_request_bytes
 
+    if limits is not None and limits.header_timeout:
+        timeout = limits.header_timeout
     site = server.Site(make_root(server_, checker), timeout=timeout)
+    if limits is not None and limits.header_timeout:
+        site.protocol = limits.channel_class()
     site.requestFactory = _Request
     site.displayTracebacks = False
     site.noisy = False
