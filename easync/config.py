@@ -235,6 +235,9 @@ OPTIONS: tuple[Option, ...] = (
              "Most folders one Ping may watch."),
     _tunable("max-sync-collections", "max_sync_collections", _int(1),
              "Most collections in one Sync request."),
+    _tunable("max-devices-per-user", "max_devices_per_user", _int(0),
+             "Devices (DeviceIds) one user may have; a new one beyond is refused "
+             "(Status 177). 0: no cap."),
     _tunable("provisioning", "provisioning", on_off,
              "Require devices to provision (Provision command) first."),
     _tunable("max-picture-size", "max_picture_bytes", size,
