@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 from easync_server import RunningServer, free_port, wait_for
+from pgtest import fresh_database, pg_server, unreachable
 
 from easync.wbxml import E, decode, encode
 
@@ -306,3 +307,36 @@ def test_flood_from_one_address_leaves_others_served(capped: RunningServer) -> N
         for s in flood:
             s.close()
     assert len(refusal_lines(capped, "127.0.0.1")) - before <= 1
+
+
+# -- --workers ----------------------------------------------------------------------------
+
+def test_limits_hold_in_every_worker(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue #10 point 6 with --workers 2 (PostgreSQL): each process accepts its own
+    connections (SO_REUSEPORT) and applies both limits itself, so of 12 idle
+    connections from one address at most 2 x 3 stay open, and those are cut after
+    --header-timeout by whichever process holds them."""
+    reason = unreachable()
+    if reason:
+        pytest.skip(reason)
+    with fresh_database("limitsw") as url:
+        plain_port = free_port()
+        srv = pg_server(tmp_path_factory.mktemp("limitsw"), url, [
+            "--workers", "2", "--max-connections-per-address", "3",
+            "--header-timeout", "4", "--listen", f"tcp:{plain_port}:interface=127.0.0.1"])
+        srv.plain_port = plain_port  # type: ignore[attr-defined]
+        srv.start()
+        socks: list[socket.socket] = []
+        try:
+            wait_for(lambda: srv.log_text().count(f"starting on {plain_port}") >= 2,
+                     timeout=30)
+            socks = [connect(srv, tls=False) for _ in range(12)]
+            time.sleep(1.0)
+            still_open = [s for s in socks if not is_closed(s, 0.05)]
+            assert 3 <= len(still_open) <= 6, len(still_open)
+            for s in still_open:
+                assert seconds_until_closed(s, 4 + MARGIN) is not None
+        finally:
+            for s in socks:
+                s.close()
+            _stop(srv)
