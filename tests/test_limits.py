@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
 from easync.http.limits import ConnectionLimits, PerAddressFactory, RateLimitedLog
 
@@ -87,3 +91,85 @@ def test_cap_counts_open_connections_per_address() -> None:
     off = ConnectionLimits(Clock(), max_per_address=0)
     inner = Factory.forProtocol(Protocol)
     assert off.wrap(inner) is inner
+
+
+def test_site_channel_follows_the_header_timeout() -> None:
+    """--header-timeout N: the site's channels are HeadTimeoutChannels with N as their
+    timer; 0: twisted.web's own channel with --idle-timeout, as before."""
+    from easync.context import EasServer, Settings
+    from easync.http.limits import HeadTimeoutChannel
+    from easync.http.resource import make_site
+
+    server = EasServer(users=None, items=None, state=None, notifier=None, clock=Clock(),
+                       settings=Settings())
+    site = make_site(server, None, timeout=600,
+                     limits=ConnectionLimits(Clock(), header_timeout=7))
+    channel = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
+    assert isinstance(channel, HeadTimeoutChannel) and channel.timeOut == 7
+    site = make_site(server, None, timeout=600,
+                     limits=ConnectionLimits(Clock(), header_timeout=0))
+    channel = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
+    assert not isinstance(channel, HeadTimeoutChannel) and channel.timeOut == 600
+
+
+class _Hold(Resource):
+    """GET: held until the test finishes it (a long poll); POST: answered at once."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Any] = []
+
+    def render_GET(self, request: Any) -> Any:
+        self.held.append(request)
+        return NOT_DONE_YET
+
+    def render_POST(self, request: Any) -> bytes:
+        return b"ok"
+
+
+def _channel(timeout: float = 2) -> tuple[Any, StringTransport, Clock, _Hold]:
+    limits = ConnectionLimits(Clock(), header_timeout=timeout)
+    resource = _Hold()
+    site = Site(resource, timeout=timeout)
+    site.protocol = limits.channel_class()
+    clock = Clock()
+    channel = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
+    channel.callLater = clock.callLater
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 40000))
+    channel.makeConnection(transport)
+    return channel, transport, clock, resource
+
+
+def test_trickled_head_is_cut_at_the_timeout() -> None:
+    """Issue #10 point 6: bytes of a request head do not restart the timer."""
+    channel, transport, clock, _ = _channel()
+    for byte in b"GET /x HTTP/1.1\r\nHost: a\r\n":
+        channel.dataReceived(bytes([byte]))
+        clock.advance(0.1)
+        if transport.disconnecting:
+            break
+    assert transport.disconnecting and clock.seconds() == pytest.approx(2.0, abs=0.11)
+
+
+def test_body_pauses_restart_the_timer_and_held_requests_wait() -> None:
+    """Issue #10 point 6: a body whose bytes keep coming (1.5 s apart, timeout 2 s) is
+    read; a request read whole and held (a long poll) is not cut however long it
+    waits; after its response the keep-alive connection gets the timeout again."""
+    channel, transport, clock, hold = _channel()
+    channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n")
+    for byte in b"body":
+        clock.advance(1.5)
+        assert not transport.disconnecting
+        channel.dataReceived(bytes([byte]))
+    assert transport.value().startswith(b"HTTP/1.1 200")
+    channel.dataReceived(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(hold.held) == 1
+    clock.advance(3600)
+    assert not transport.disconnecting
+    hold.held[0].finish()
+    clock.advance(1.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
