@@ -208,8 +208,8 @@ OPTIONS: tuple[Option, ...] = (
            "a self-signed one is created there if missing."),
     Option("idle-timeout", 600.0, positive_float,
            "Seconds an HTTP connection may stay idle (or send nothing) before it is closed;"
-           " a held Ping or Sync is not idle. Only with --header-timeout 0 (and on an "
-           "--account-listen endpoint of its own)."),
+           " a held Ping or Sync is not idle. With --header-timeout: only how long a "
+           "response may take to reach a slow reader."),
     Option("header-timeout", 10.0, seconds0,
            "Seconds a connection has to send a whole request head (from its opening or "
            "its previous response; idle keep-alive connections are closed then), and "

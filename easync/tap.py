@@ -180,7 +180,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     # make_site: the request-size limit, no tracebacks to clients, one log line per request;
     # the header timeout and the per-address cap (easync.http.limits), per process.
     limits = ConnectionLimits(reactor, header_timeout=options["header-timeout"],
-                              max_per_address=options["max-connections-per-address"])
+                              max_per_address=options["max-connections-per-address"],
+                              drain_timeout=options["idle-timeout"])
     site = make_site(server, checker, timeout=options["idle-timeout"], limits=limits)
     # The account page (/account/): on these listeners, or only on --account-listen.
     from easync.account.serve import install as install_account_page

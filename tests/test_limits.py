@@ -173,3 +173,29 @@ def test_body_pauses_restart_the_timer_and_held_requests_wait() -> None:
     assert not transport.disconnecting
     clock.advance(0.2)
     assert transport.disconnecting
+
+
+def test_a_response_still_going_out_is_not_idleness() -> None:
+    """A big response to a slow reader (the transport's buffer full: it paused the
+    channel) keeps the connection past the header timeout, the idle time counted from
+    when the buffer empties; a reader that never empties it is cut once the drain
+    timeout (--idle-timeout) has passed after the header timeout."""
+    for drained in (True, False):
+        channel, transport, clock, hold = _channel()
+        channel.drain_periods = 5                 # 10 s at a 2 s header timeout
+        channel.dataReceived(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+        channel.pauseProducing()        # as the transport does when its buffer fills
+        hold.held[0].finish()
+        clock.pump([0.5] * 18)          # 9 s
+        assert not transport.disconnecting
+        if drained:
+            channel.resumeProducing()   # all sent: idle from now on
+            clock.pump([0.5] * 3)
+            assert not transport.disconnecting
+            clock.advance(0.5)
+            assert transport.disconnecting
+        else:                           # header timeout + drain timeout: 12 s
+            clock.pump([0.5] * 5)
+            assert not transport.disconnecting
+            clock.advance(0.5)
+            assert transport.disconnecting

@@ -8,7 +8,8 @@ Two guards against clients that hold connections without using them:
   body may pause no longer than that between two reads.  Once a request has been
   read whole it is never cut by this timer: a held Ping or Sync (a long poll) waits
   for its heartbeat.  An idle keep-alive connection is therefore closed once that
-  time has passed after its last response; the phone opens a new one.  This is
+  time has passed after its last response has gone out (a slow reader may take up
+  to ``--idle-timeout`` to receive it); the phone opens a new one.  This is
   twisted.web's own idle timer (``HTTPChannel``'s ``TimeoutMixin``), armed the same
   way, except that bytes of a request head no longer restart it.
 * **Connections per address** (``--max-connections-per-address``, default 256):
@@ -23,6 +24,7 @@ connections (SO_REUSEPORT), so one address may hold up to N times the cap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -96,9 +98,11 @@ class ConnectionLimits:
     """The limits of one process, shared by all its ``--listen`` listeners."""
 
     def __init__(self, clock: Any, header_timeout: float = 10.0,
-                 max_per_address: int = 256, window: float = NOTE_WINDOW) -> None:
+                 max_per_address: int = 256, window: float = NOTE_WINDOW,
+                 drain_timeout: float = 600.0) -> None:
         self.header_timeout = header_timeout
         self.max_per_address = max_per_address
+        self.drain_timeout = drain_timeout   # a response may take this to reach the peer
         self.notes = RateLimitedLog(clock, window)
         self.open: dict[str, int] = {}       # address → connections open now
 
@@ -127,8 +131,10 @@ class ConnectionLimits:
 
     def channel_class(self) -> type[http.HTTPChannel]:
         """The HTTPChannel class for a site (HeadTimeoutChannel noting here)."""
-        notes = self.notes
-        return type("Channel", (HeadTimeoutChannel,), {"notes": notes})
+        periods = math.ceil(self.drain_timeout / self.header_timeout) if (
+            self.header_timeout) else 0
+        return type("Channel", (HeadTimeoutChannel,),
+                    {"notes": self.notes, "drain_periods": periods})
 
 
 class _Counted(ProtocolWrapper):
@@ -178,7 +184,10 @@ class HeadTimeoutChannel(http.HTTPChannel):
     request is being answered and starts it again after the response."""
 
     notes: RateLimitedLog | None = None
+    #: timer periods a response may keep the transport's send buffer full
+    drain_periods = 60
     _served = False
+    _draining = 0
 
     def dataReceived(self, data: bytes) -> None:
         if not self.line_mode:          # a body (or data behind a held request)
@@ -193,7 +202,21 @@ class HeadTimeoutChannel(http.HTTPChannel):
         self._served = True
         super().allContentReceived()
 
+    def resumeProducing(self) -> None:
+        # the transport sent all it had: the peer reads; idle (if so) from now on
+        if self._waitingForTransport and not self._handlingRequest:
+            self.resetTimeout()
+        self._draining = 0
+        super().resumeProducing()
+
     def timeoutConnection(self) -> None:
+        if self._waitingForTransport and self._draining < self.drain_periods:
+            # Not idle: a response is still going out to a slow reader (a big Sync on
+            # a bad link; Twisted ends a request once it is all handed to the
+            # transport).  Wait another period, up to the drain timeout in all.
+            self._draining += 1
+            self.setTimeout(self.timeOut)
+            return
         if not self.line_mode:
             what = "request body stalled for"
         elif self._buffer or self._receivedHeaderSize or not self._served:
