@@ -558,8 +558,8 @@ class ActiveSyncResource(Resource):
         """A new DeviceId over --max-devices-per-user (issue #10 point 7): from 14.0 the
         command's top-level Status 177 MaximumDevicesReached (MS-ASCMD 2.2.2; Provision:
         MS-ASPROV 2.2.2.54.2 refers to it), below 14.0 or for a command without one HTTP
-        403 (MS-ASHTTP 2.2.2.1.1: the user may not sync; not 503, which phones retry).
-        Nothing is stored for the device."""
+        403 (MS-ASHTTP 2.2.2.1.1: the user may not sync; not 503, as the cap does not
+        pass by itself).  Nothing is stored for the device."""
         from easync.commands.policy import STATUS_ROOTS
         from easync.wbxml import E, encode
 
