@@ -208,7 +208,17 @@ OPTIONS: tuple[Option, ...] = (
            "a self-signed one is created there if missing."),
     Option("idle-timeout", 600.0, positive_float,
            "Seconds an HTTP connection may stay idle (or send nothing) before it is closed;"
-           " a held Ping or Sync is not idle."),
+           " a held Ping or Sync is not idle. With --header-timeout: only how long a "
+           "response may take to reach a slow reader."),
+    Option("header-timeout", 10.0, seconds0,
+           "Seconds a connection has to send a whole request head (from its opening or "
+           "its previous response; idle keep-alive connections are closed then), and "
+           "longest pause inside a request body; a held Ping or Sync is not cut. "
+           "0: off (--idle-timeout applies)."),
+    Option("max-connections-per-address", 256, _int(0),
+           "Connections one client address may hold open on the --listen ports (per "
+           "process); more are closed at once. 0: no cap (set it behind a reverse "
+           "proxy, whose address all connections have)."),
     _tunable("max-window", "max_window", _int(1),
              "Most items in one Sync response, whatever WindowSize the device asks."),
     _tunable("default-window", "default_window", _int(1),
@@ -225,6 +235,9 @@ OPTIONS: tuple[Option, ...] = (
              "Most folders one Ping may watch."),
     _tunable("max-sync-collections", "max_sync_collections", _int(1),
              "Most collections in one Sync request."),
+    _tunable("max-devices-per-user", "max_devices_per_user", _int(0),
+             "Devices (DeviceIds) one user may have; a new one beyond is refused "
+             "(Status 177). 0: no cap."),
     _tunable("provisioning", "provisioning", on_off,
              "Require devices to provision (Provision command) first."),
     _tunable("max-picture-size", "max_picture_bytes", size,

@@ -45,6 +45,7 @@ class Settings:
     heartbeat_max: int = 3540
     max_ping_folders: int = 300
     max_sync_collections: int = 100
+    max_devices_per_user: int = 100   # 0: no cap (issue #10 point 7)
     provisioning: bool = True
     max_picture_bytes: int = 5 * 1024 * 1024
     fileas_order: str = "last-first"  # a contact's missing FileAs: "Last, First" (see items)

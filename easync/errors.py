@@ -6,3 +6,13 @@ class Unavailable(Exception):
 
     Never a reason to answer 401: that makes a phone ask its user for the password.
     """
+
+
+class TooManyDevices(Exception):
+    """A new device would exceed the user's device cap (``--max-devices-per-user``);
+    nothing was stored (→ Status 177 MaximumDevicesReached, MS-ASCMD 2.2.2)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} devices, at most {limit}")
+        self.count = count
+        self.limit = limit

@@ -108,8 +108,12 @@ class IStateStore(Interface):
         wipe ('none'|'pending'|'done'), info (dict), first_seen, last_seen, last_sync,
         blocked (bool) — or None if never seen."""
 
-    def save_device(user: User, device_id: str, **fields: Any) -> Deferred[dict[str, Any]]:
-        """Create or update the device record with these fields; returns it."""
+    def save_device(user: User, device_id: str, *, max_devices: int = 0,
+                    **fields: Any) -> Deferred[dict[str, Any]]:
+        """Create or update the device record with these fields; returns it.  With
+        ``max_devices`` (0: no cap), a new device of a user who has that many already
+        fails with ``easync.errors.TooManyDevices`` and nothing is stored; the count
+        and the insert are one transaction."""
 
     def list_devices(user: User | None) -> Deferred[list[dict[str, Any]]]:
         """Devices of one user (or all, each with a 'user' key)."""

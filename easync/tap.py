@@ -136,6 +136,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     from backends.sql.authstore import SqlAuthStore
     from backends.sql.store import SqlStore
     from easync.auth import build_auth
+    from easync.http.limits import ConnectionLimits, LimitingReactor
     from easync.http.resource import make_site
     from easync.pgnotify import change_hub
 
@@ -176,8 +177,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         service.setServiceParent(top)
     server.accounts = auth.accounts
     checker = auth.checker
-    # make_site: the request-size limit, no tracebacks to clients, one log line per request.
-    site = make_site(server, checker, timeout=options["idle-timeout"])
+    # make_site: the request-size limit, no tracebacks to clients, one log line per request;
+    # the header timeout and the per-address cap (easync.http.limits), per process.
+    limits = ConnectionLimits(reactor, header_timeout=options["header-timeout"],
+                              max_per_address=options["max-connections-per-address"],
+                              drain_timeout=options["idle-timeout"])
+    site = make_site(server, checker, timeout=options["idle-timeout"], limits=limits)
     # The account page (/account/): on these listeners, or only on --account-listen.
     from easync.account.serve import install as install_account_page
 
@@ -193,6 +198,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         except RuntimeError as e:
             raise usage.UsageError(str(e)) from None
         binder = workers.ReusePortReactor(reactor)
+    # the cap in front of every listener's factory, before TLS: a refused connection
+    # costs no handshake
+    binder = LimitingReactor(binder, limits)
     for i, listen in enumerate(options["listen"]):
         description, self_signed = endpoint_description(listen, cert_path)
         try:

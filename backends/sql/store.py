@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from backends.sql.engines import Engine, create_engine
 from backends.sql.migrations import migrate
-from easync.errors import Unavailable
+from easync.errors import TooManyDevices, Unavailable
 from easync.interfaces import IItemStore, IStateStore, IUserStore
 from easync.items import index_fields
 from easync.model import (
@@ -928,9 +928,12 @@ class SqlStore(Service):
         row = cur.fetchone()
         return _device_from_row(row) if row else None
 
-    def save_device(self, user: User, device_id: str, **fields: Any) -> Deferred[dict[str, Any]]:
+    def save_device(self, user: User, device_id: str, *, max_devices: int = 0,
+                    **fields: Any) -> Deferred[dict[str, Any]]:
         """Create or update; ``first_seen``/``last_seen`` default to now on creation.
-        Unknown field names raise ValueError; ``wipe`` must be none|pending|done."""
+        Unknown field names raise ValueError; ``wipe`` must be none|pending|done.
+        ``max_devices`` (0: none): a new device when the user has that many already
+        raises ``TooManyDevices`` and stores nothing (issue #10 point 7)."""
         unknown = set(fields) - _DEVICE_FIELDS
         if unknown:
             return fail(ValueError(f"unknown device fields: {sorted(unknown)}"))
@@ -946,13 +949,28 @@ class SqlStore(Service):
                 v = int(v)
             values[k] = v
         return self._run(self._save_device, user.id, device_id, values,
-                         self._reactor.seconds(), write=True)
+                         self._reactor.seconds(), max_devices, write=True)
 
     def _save_device(self, cur: Any, user_id: int, device_id: str, values: dict[str, Any],
-                     now: float) -> dict[str, Any]:
-        cur.execute(self._sql("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?"),
-                    (user_id, device_id))
-        if cur.fetchone() is None:
+                     now: float, max_devices: int = 0) -> dict[str, Any]:
+        exists = self._sql("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?")
+        cur.execute(exists, (user_id, device_id))
+        new = cur.fetchone() is None
+        if new:
+            # A new device: lock the user's row (as item writes do) so that the count
+            # below and the insert are not raced by another new device of this user
+            # (PostgreSQL's READ COMMITTED; SQLite's write lock is already held), then
+            # look again: the same device may have been inserted while we waited.
+            self.engine.bump(cur, "users", "modseq", user_id, 0)
+            cur.execute(exists, (user_id, device_id))
+            new = cur.fetchone() is None
+        if new and max_devices:
+            cur.execute(self._sql("SELECT COUNT(*) FROM devices WHERE user_id = ?"),
+                        (user_id,))
+            (count,) = cur.fetchone()
+            if count >= max_devices:
+                raise TooManyDevices(int(count), max_devices)
+        if new:
             row = {"first_seen": now, "last_seen": now, **values}
             cols = ("user_id", "device_id", *row)
             cur.execute(self._sql(f"INSERT INTO devices ({', '.join(cols)}) VALUES "

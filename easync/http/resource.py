@@ -36,8 +36,9 @@ from easync.context import (
     EasServer,
     version_tuple,
 )
-from easync.errors import Unavailable
+from easync.errors import TooManyDevices, Unavailable
 from easync.http.forwarded import Network, client_address, parse_networks
+from easync.http.limits import ConnectionLimits
 from easync.http.query import QueryError, parse_query
 
 log = Logger(namespace="easync.request")
@@ -70,6 +71,8 @@ EMPTY_OK = {"Sync", "Ping", "SendMail", "SmartReply", "SmartForward"}
 MIME_BODY = {"SendMail", "SmartReply", "SmartForward"}
 # Commands that hold the request open; they are exempt from the request time limit.
 LONG_POLL = {"Ping", "Sync"}
+# MS-ASCMD 2.2.2 common status: the user has as many devices as allowed.
+MAX_DEVICES_REACHED = "177"
 # Command names counted as themselves in /metrics (anything else a client sends: "other").
 COUNTED = {*COMMANDS, "OPTIONS", "Autodiscover"}
 
@@ -452,7 +455,11 @@ class ActiveSyncResource(Resource):
         elif cmd not in EMPTY_OK:
             self._finish(request, 400, b"", user.name, device_id, cmd, "empty body", t0)
             return
-        device = await self._touch_device(user, q, request)
+        try:
+            device = await self._touch_device(user, q, request)
+        except TooManyDevices as e:
+            self._too_many_devices(request, user.name, device_id, cmd, version, e, t0)
+            return
         note_device = getattr(self.checker, "note_device", None)
         if note_device is not None:
             note_device(user, device_id)   # when the ActiveSync password was last used
@@ -542,11 +549,33 @@ class ActiveSyncResource(Resource):
         ):
             fields: dict[str, Any] = {"device_type": q.device_type, "user_agent": ua,
                                       "last_seen": now}
-            device = await state.save_device(user, q.device_id, **fields)
+            device = await state.save_device(
+                user, q.device_id, max_devices=self.server.settings.max_devices_per_user,
+                **fields)
             if len(self._seen) > 200_000:
                 self._seen.clear()
             self._seen[key] = now
         return device
+
+    def _too_many_devices(self, request: server.Request, user: str, device_id: str,
+                          cmd: str, version: str, e: TooManyDevices, t0: float) -> None:
+        """A new DeviceId over --max-devices-per-user (issue #10 point 7): from 14.0 the
+        command's top-level Status 177 MaximumDevicesReached (MS-ASCMD 2.2.2; Provision:
+        MS-ASPROV 2.2.2.54.2 refers to it), below 14.0 or for a command without one HTTP
+        403 (MS-ASHTTP 2.2.2.1.1: the user may not sync; not 503, as the cap does not
+        pass by itself).  Nothing is stored for the device."""
+        from easync.commands.policy import STATUS_ROOTS
+        from easync.wbxml import E, encode
+
+        note = f"device cap: {e.count} devices, at most {e.limit}"
+        roots = ({**STATUS_ROOTS, "Provision": ("Provision:Provision", "Provision:Status")}
+                 .get(cmd))
+        if version_tuple(version) < (14, 0) or roots is None:
+            self._finish(request, 403, b"", user, device_id, cmd, note, t0)
+            return
+        body = encode(E(roots[0], E(roots[1], MAX_DEVICES_REACHED)))
+        self._finish(request, 200, body, user, device_id, cmd, note, t0,
+                     eas_status=MAX_DEVICES_REACHED)
 
     async def _respond(self, request: server.Request, req: EasRequest, resp: EasResponse,
                        t0: float, note: str = "") -> None:
@@ -681,13 +710,21 @@ def make_root(server_: EasServer, checker: Any) -> Resource:
     return RootResource(ActiveSyncResource(server_, checker))
 
 
-def make_site(server_: EasServer, checker: Any, timeout: float | None = 3600) -> server.Site:
-    """A Site serving ``make_root`` with the request-size limit applied."""
+def make_site(server_: EasServer, checker: Any, timeout: float | None = 3600,
+              limits: ConnectionLimits | None = None) -> server.Site:
+    """A Site serving ``make_root`` with the request-size limit applied.  With
+    ``limits`` whose header timeout is set, that timeout replaces ``timeout`` (the
+    idle timeout) and a request head must be complete within it
+    (``easync.http.limits.HeadTimeoutChannel``)."""
 
     class _Request(EasRequestFactory):
         max_bytes = server_.settings.max_request_bytes
 
+    if limits is not None and limits.header_timeout:
+        timeout = limits.header_timeout
     site = server.Site(make_root(server_, checker), timeout=timeout)
+    if limits is not None and limits.header_timeout:
+        site.protocol = limits.channel_class()
     site.requestFactory = _Request
     site.displayTracebacks = False
     site.noisy = False
