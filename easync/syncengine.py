@@ -294,6 +294,11 @@ class SyncEngine:
             # Nothing new, nothing asked: the same key again.
             el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(st["epoch"], st["key"])),
                    E("AirSync:CollectionId", cid), E("AirSync:Status", "1"))
+            if creq.get_changes and (folder.modseq > cursor or saved.get("rw")) and \
+                    await self._gone(user, folder):
+                # the folder said it had changes and none were found: it was deleted
+                # (with what it held) since the request looked it up
+                return self._status(creq, "12")
             st2 = dict(st)
             st2["cursor"] = new_cursor
             st2["own"] = {k: v for k, v in own.items() if abs(v) > new_cursor}
@@ -330,15 +335,46 @@ class SyncEngine:
             built["state"] = state
             return state
 
-        if ops:
-            await self.items.apply(user, cid, ops,
-                                   StateWrite(device_id, state_name(cid), {}, build=build))
-            self.server.notifier.publish(user.id, cid)
-        else:
-            await self.state.save_state(user, StateWrite(device_id, state_name(cid), build([])))
+        if not await self._commit(user, device_id, folder, ops, build, responses):
+            return self._status(creq, "12")
         rec = built["state"]["prev"]["responses"]
         return await self._render(user, folder, st["epoch"], new_n, rec, delivered_ids,
                                   delivered, more, version, quirks, creq)
+
+    async def _commit(self, user: User, device_id: str, folder: Folder, ops: list[Op],
+                      build: Any, responses: list[list[Any]]) -> bool:
+        """Write the device's ``ops`` and the state ``build`` makes in one transaction
+        (without ops: the state alone).  False when the folder was deleted since the
+        request looked it up (issue #10 point 11): the store's write transaction
+        refuses it (KeyError "folder"), nothing is written and the device's key stays
+        as it was."""
+        cid = folder.server_id
+        if not ops:
+            # Nothing for the store to check.  Commands that failed (an item not
+            # found, as in a deleted folder) or Fetches: is the folder still there?
+            if any(r[3] != "1" or r[0] == "Fetch" for r in responses) and \
+                    await self._gone(user, folder):
+                return False
+            await self.state.save_state(user, StateWrite(device_id, state_name(cid),
+                                                         build([])))
+            return True
+        try:
+            await self.items.apply(user, cid, ops,
+                                   StateWrite(device_id, state_name(cid), {}, build=build))
+        except KeyError as e:
+            if e.args != ("folder",):
+                raise
+            log.info("Sync of folder {cid}: deleted meanwhile", cid=cid)
+            return False
+        self.server.notifier.publish(user.id, cid)
+        return True
+
+    async def _gone(self, user: User, folder: Folder) -> bool:
+        """Was ``folder`` deleted since the request looked it up?  Asked only when the
+        store answered as it does for a deleted folder (its changes or items not
+        found): one look at the user's folder list."""
+        return all(f.server_id != folder.server_id
+                   for f in await self.items.list_folders(user))
 
     @staticmethod
     def _known(ch: Change, cursor: int, own: dict[str, int]) -> bool:
@@ -669,11 +705,12 @@ class SyncEngine:
         if not ops and not adopted:
             # nothing written: the same key, nothing saved (a further resend is
             # answered the same way again)
+            if fresh and await self._gone(user, folder):
+                return self._status(creq, "12")
             return await self._render(user, folder, epoch, n, responses + fresh + fetches,
                                       delivered_ids, None, more, version, quirks, creq)
 
         new_n = n + 1
-        cid = folder.server_id
         built: dict[str, Any] = {}
 
         def build(results: list[OpResult]) -> dict[str, Any]:
@@ -693,12 +730,8 @@ class SyncEngine:
             built["rec"] = rec
             return state
 
-        if ops:
-            await self.items.apply(user, cid, ops,
-                                   StateWrite(device_id, state_name(cid), {}, build=build))
-            self.server.notifier.publish(user.id, cid)
-        else:
-            await self.state.save_state(user, StateWrite(device_id, state_name(cid), build([])))
+        if not await self._commit(user, device_id, folder, ops, build, fresh):
+            return self._status(creq, "12")
         return await self._render(user, folder, epoch, new_n,
                                   responses + built["rec"] + fetches, delivered_ids, None,
                                   more, version, quirks, creq)
@@ -719,6 +752,8 @@ class SyncEngine:
         now = self.server.clock.seconds()
         self.rewindow(st, folder.cls, filter_type, now)
         changes, _more, _c = await self.gather(user, folder, st, 10**9, now)
+        if not changes and folder.modseq > st["cursor"] and await self._gone(user, folder):
+            return "2", 0           # deleted since it was looked up (issue #10 point 11)
         return "1", len(changes)
 
 
