@@ -1044,13 +1044,24 @@ async def test_resend_with_more_commands_applies_what_is_new(env) -> None:
     assert key_of(third) == key_of(second)
     assert sorted(responses_of(third)) == sorted(responses_of(second))
     assert {f.server_id: f.modseq for f in await server.items.list_folders(user)}[cid] == modseq
+    # lost again, and by now the phone has one more contact: that one is applied too
+    fourth = await run(server, user, sync_body(coll(cid, ka, E("AirSync:GetChanges", "0"),
+                                                    E("AirSync:Commands", *resend.children,
+                                                      add_cmd("c4", "Four")))))
+    adds4 = {c: (s, st) for k, c, s, st in responses_of(fourth) if k == "Add"}
+    assert adds4["c2"] == adds["c2"] and adds4["c3"] == adds["c3"]
+    assert adds4["c4"][1] == "1" and adds4["c4"][0] not in (c2_sid, adds["c3"][0])
+    assert key_of(fourth) not in (ka, key_of(first), key_of(second))
+    assert the_coll(await run(server, user, sync_body(coll(cid, key_of(second))))
+                    ).findtext("AirSync:Status") == "3"
+    assert await first_names(server, user, cid) == ["Four", "Three", "Two", "X2", "Y2"]
     # the phone moves on: none of its own writes comes back to it
-    assert await run(server, user, sync_body(coll(cid, key_of(second)))) is None
+    assert await run(server, user, sync_body(coll(cid, key_of(fourth)))) is None
     # the other device gets each change once
     body = await run(server, user, sync_body(coll(cid, kb)), "devB")
     got = sorted((k, s) for k, s, _a in commands(body))
-    assert got == sorted([("Add", c2_sid), ("Add", adds["c3"][0]), ("Change", x),
-                          ("Change", y), ("Delete", z)])
+    assert got == sorted([("Add", c2_sid), ("Add", adds["c3"][0]), ("Add", adds4["c4"][0]),
+                          ("Change", x), ("Change", y), ("Delete", z)])
     names = {s: a.findtext("Contacts:FirstName") for _k, s, a in commands(body) if a}
     assert names[x] == "X2" and names[y] == "Y2"
 
@@ -1104,3 +1115,33 @@ async def test_resend_change_of_an_item_the_lost_answer_changed_is_a_conflict(en
     assert sent == {y: "Server"}
     [item] = await server.items.get_items(user, [y])
     assert item.data["FirstName"] == "Server"
+
+
+@pytest_twisted.ensureDeferred
+async def test_resend_change_of_an_item_the_lost_answer_changed_client_wins(env) -> None:
+    """Issue #10 point 3 with Conflict 0 (client wins, MS-ASCMD 2.2.3.34): the phone's
+    edit in the resend replaces the server's version, which then leaves the replayed
+    Commands; a further resend answers the same, writing nothing."""
+    server, user, folders = env
+    cid = folders["Contacts"]
+    [y, w] = await add_on_server(server, user, cid, 2, prefix="Y")
+    ka = await prime(server, user, cid, "devA")
+    await server.items.apply(user, cid, [
+        Op(kind="change", server_id=y, data={"FirstName": "Server"}),
+        Op(kind="change", server_id=w, data={"FirstName": "Server W"})])
+    first = await run(server, user, sync_body(coll(cid, ka)))
+    assert sorted(s for _k, s, _a in commands(first)) == sorted([y, w])
+    client_wins = E("AirSync:Options", E("AirSync:Conflict", "0"))
+    resend = sync_body(coll(cid, ka, client_wins, E("AirSync:Commands",
+                                                    change_cmd(y, "Phone"))))
+    body = await run(server, user, resend)
+    assert responses_of(body) == []
+    assert [(k, s) for k, s, _a in commands(body)] == [("Change", w)]
+    [item] = await server.items.get_items(user, [y])
+    assert item.data["FirstName"] == "Phone"
+    again = await run(server, user, resend)
+    assert key_of(again) == key_of(body)
+    assert [(k, s) for k, s, _a in commands(again)] == [("Change", w)]
+    [same] = await server.items.get_items(user, [y])
+    assert same.modseq == item.modseq
+    assert await run(server, user, sync_body(coll(cid, key_of(body)))) is None
