@@ -313,6 +313,9 @@ class SyncEngine:
         delivered_ids = [[_kind(ch, cursor, own), ch.server_id] for ch in delivered]
 
         built: dict[str, Any] = {}
+        # what a resend of this key will be compared with (computed before the write
+        # transaction, not inside it)
+        fps = fingerprints(creq.commands)
 
         def build(results: list[OpResult]) -> dict[str, Any]:
             own2 = {k: v for k, v in own.items() if abs(v) > new_cursor}
@@ -325,7 +328,7 @@ class SyncEngine:
                 "cls": cls, "filter": st.get("filter"), "win": st.get("win"),
                 "supported": st.get("supported"),
                 "prev": {"key": st["key"], "responses": rec, "delivered": delivered_ids,
-                         "more": more, "fp": fingerprints(creq.commands)},
+                         "more": more, "fp": fps},
             }
             if st.get("rw"):
                 state["rw"] = st["rw"]
@@ -712,6 +715,7 @@ class SyncEngine:
 
         new_n = n + 1
         built: dict[str, Any] = {}
+        fps = [*known, *fingerprints(new_cmds)]
 
         def build(results: list[OpResult]) -> dict[str, Any]:
             own2 = dict(own)
@@ -723,7 +727,7 @@ class SyncEngine:
             state.update(key=new_n, own=own2, prev={
                 "key": prev["key"], "responses": responses + rec,
                 "delivered": delivered_ids, "more": more,
-                "fp": [*known, *fingerprints(new_cmds)] if known is not None else None})
+                "fp": fps})
             outside = self._outside(st, cls, ops, results, adopted)
             if outside:
                 state["outside"] = outside
