@@ -16,8 +16,10 @@ State of one collection for one device (a JSON blob saved by the state store)::
     outside  server ids the device holds though they are outside ``win``: its own
              writes there (an event it made in the past), and re-added events it
              holds again; a wider window does not send them again
-    prev     what answered key n-1 (cursor, own, the responses, the delivered ids):
-             a device that resends key n-1 gets the same answer again
+    prev     what answered key n-1 (the responses, the delivered ids, MoreAvailable,
+             ``fp``: a fingerprint of each client command of that request): a device
+             that resends key n-1 gets the same answer again, and what its resend
+             carries beyond the original is applied (see ``_resend``)
 
 Costs: a Sync with nothing new reads the folder's modseq and stops (O(1));
 otherwise it reads O(window) feed entries.  A window move walks the folder once,
@@ -28,6 +30,7 @@ are committed in one transaction, so a crash mid-request leaves key n valid.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -241,7 +244,7 @@ class SyncEngine:
         prev = st.get("prev")
         if creq.sync_key != current:
             if prev and creq.sync_key == make_key(st["epoch"], prev["key"]):
-                return await self._replay(user, folder, st, creq, version, quirks)
+                return await self._resend(user, device_id, version, quirks, folder, st, creq)
             return self._status(creq, "3", key="0")
         saved = copy.deepcopy(st)
         # Options may change between requests (FilterType, BodyPreference); the clock
@@ -291,6 +294,11 @@ class SyncEngine:
             # Nothing new, nothing asked: the same key again.
             el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(st["epoch"], st["key"])),
                    E("AirSync:CollectionId", cid), E("AirSync:Status", "1"))
+            if creq.get_changes and (folder.modseq > cursor or saved.get("rw")) and \
+                    await self._gone(user, folder):
+                # the folder said it had changes and none were found: it was deleted
+                # (with what it held) since the request looked it up
+                return self._status(creq, "12")
             st2 = dict(st)
             st2["cursor"] = new_cursor
             st2["own"] = {k: v for k, v in own.items() if abs(v) > new_cursor}
@@ -305,31 +313,22 @@ class SyncEngine:
         delivered_ids = [[_kind(ch, cursor, own), ch.server_id] for ch in delivered]
 
         built: dict[str, Any] = {}
+        # what a resend of this key will be compared with (computed before the write
+        # transaction, not inside it)
+        fps = fingerprints(creq.commands)
 
         def build(results: list[OpResult]) -> dict[str, Any]:
             own2 = {k: v for k, v in own.items() if abs(v) > new_cursor}
-            rec = [list(r) for r in responses]
             for r in results:
                 if r.ok and r.server_id:
                     own2[r.server_id] = r.modseq
-            # fill in the ServerIds the store assigned to the Adds
-            for ri, oi in fills:
-                r = results[oi]
-                rec[ri][2] = r.server_id if r.ok else None
-                if not r.ok:
-                    rec[ri][3] = "5"
-            # a Change or Delete the store could not make is answered per item
-            # (MS-ASCMD 2.2.3.177.17: 8 object not found, 6 conversion error, 5 server)
-            for op, r in zip(ops, results, strict=True):
-                if op.kind in ("change", "delete") and not r.ok:
-                    status = {"notfound": "8", "invalid": "6"}.get(r.error or "", "5")
-                    rec.append([op.kind.capitalize(), op.server_id, None, status, None])
+            rec = _settle(responses, fills, ops, results)
             state = {
                 "epoch": st["epoch"], "key": new_n, "cursor": new_cursor, "own": own2,
                 "cls": cls, "filter": st.get("filter"), "win": st.get("win"),
                 "supported": st.get("supported"),
                 "prev": {"key": st["key"], "responses": rec, "delivered": delivered_ids,
-                         "more": more},
+                         "more": more, "fp": fps},
             }
             if st.get("rw"):
                 state["rw"] = st["rw"]
@@ -339,15 +338,46 @@ class SyncEngine:
             built["state"] = state
             return state
 
-        if ops:
-            await self.items.apply(user, cid, ops,
-                                   StateWrite(device_id, state_name(cid), {}, build=build))
-            self.server.notifier.publish(user.id, cid)
-        else:
-            await self.state.save_state(user, StateWrite(device_id, state_name(cid), build([])))
+        if not await self._commit(user, device_id, folder, ops, build, responses):
+            return self._status(creq, "12")
         rec = built["state"]["prev"]["responses"]
         return await self._render(user, folder, st["epoch"], new_n, rec, delivered_ids,
                                   delivered, more, version, quirks, creq)
+
+    async def _commit(self, user: User, device_id: str, folder: Folder, ops: list[Op],
+                      build: Any, responses: list[list[Any]]) -> bool:
+        """Write the device's ``ops`` and the state ``build`` makes in one transaction
+        (without ops: the state alone).  False when the folder was deleted since the
+        request looked it up (issue #10 point 11): the store's write transaction
+        refuses it (KeyError "folder"), nothing is written and the device's key stays
+        as it was."""
+        cid = folder.server_id
+        if not ops:
+            # Nothing for the store to check.  Commands that failed (an item not
+            # found, as in a deleted folder) or Fetches: is the folder still there?
+            if any(r[3] != "1" or r[0] == "Fetch" for r in responses) and \
+                    await self._gone(user, folder):
+                return False
+            await self.state.save_state(user, StateWrite(device_id, state_name(cid),
+                                                         build([])))
+            return True
+        try:
+            await self.items.apply(user, cid, ops,
+                                   StateWrite(device_id, state_name(cid), {}, build=build))
+        except KeyError as e:
+            if e.args != ("folder",):
+                raise
+            log.info("Sync of folder {cid}: deleted meanwhile", cid=cid)
+            return False
+        self.server.notifier.publish(user.id, cid)
+        return True
+
+    async def _gone(self, user: User, folder: Folder) -> bool:
+        """Was ``folder`` deleted since the request looked it up?  Asked only when the
+        store answered as it does for a deleted folder (its changes or items not
+        found): one look at the user's folder list."""
+        return all(f.server_id != folder.server_id
+                   for f in await self.items.list_folders(user))
 
     @staticmethod
     def _known(ch: Change, cursor: int, own: dict[str, int]) -> bool:
@@ -607,14 +637,108 @@ class SyncEngine:
                                             version, creq.prefs, quirks, options)))
         return CollectionResult(el, True, "1", len(delivered_ids))
 
-    async def _replay(self, user: User, folder: Folder, st: dict[str, Any],
-                      creq: CollectionRequest, version: str, quirks: Any) -> CollectionResult:
-        """The device resent key n-1: answer exactly as we did, without applying again."""
+    async def _resend(self, user: User, device_id: str, version: str, quirks: Any,
+                      folder: Folder, st: dict[str, Any], creq: CollectionRequest
+                      ) -> CollectionResult:
+        """The device resent key n-1: it did not get our answer (MS-ASCMD 2.2.3.166.4,
+        3.1.5.3).  That answer is given again, applying nothing twice: the same
+        Responses (the same ServerId for a ClientId) and the same Commands.  Phones
+        rebuild a resend from their dirty items, so it may carry more (issue #10
+        point 3): a client command whose fingerprint (``fingerprint``) the original
+        request did not have is applied and answered too, under key n+1, and the
+        state then answers a further resend of n-1 with all of it (``prev`` keeps
+        key n-1, the Responses and fingerprints of both).  The Commands stay those of
+        the lost answer (what changed since reaches the device with its next Sync).
+        A Fetch changes nothing: the ones the original did not carry are answered
+        from the current data, whatever the rest.
+
+        A Change or Delete of an item whose new server version the lost answer
+        carried is a conflict, as it would have been had the device got that answer:
+        server wins (Status 7, that version is in the Commands) unless the device
+        asks for client wins (its version is applied and left out of the Commands)."""
         prev = st["prev"]
-        return await self._render(user, folder, st["epoch"], st["key"],
-                                  [list(r) for r in prev["responses"]],
-                                  prev["delivered"], None, prev.get("more", False),
-                                  version, quirks, creq)
+        responses = [list(r) for r in prev["responses"]]
+        delivered_ids = [list(d) for d in prev["delivered"]]
+        more = bool(prev.get("more", False))
+        known = prev.get("fp")
+        seen = {tuple(f) for f in known or ()}
+        fetched = {r[1] for r in responses if r[0] == "Fetch"}
+        fetches: list[list[Any]] = []
+        new_cmds: list[Element] = []
+        for cmd in creq.commands:
+            if cmd.tag == "AirSync:Fetch":
+                sid = cmd.findtext("AirSync:ServerId") or ""
+                if sid not in fetched:
+                    fetched.add(sid)
+                    fetches.append(["Fetch", sid, None, "1", None])
+                continue
+            fp = fingerprint(cmd)
+            # a state saved before fingerprints were kept (known is None): replay only
+            if fp is not None and known is not None and tuple(fp) not in seen:
+                seen.add(tuple(fp))
+                new_cmds.append(cmd)
+        epoch, n = st["epoch"], st["key"]
+        if not new_cmds:
+            return await self._render(user, folder, epoch, n, responses + fetches,
+                                      delivered_ids, None, more, version, quirks, creq)
+
+        cls = folder.cls
+        resent = {sid for kind, sid in delivered_ids if kind in ("A", "C")}
+        fresh: list[list[Any]] = []         # Responses to the new commands
+        todo: list[Element] = []
+        for cmd in new_cmds:
+            sid = cmd.findtext("AirSync:ServerId") or ""
+            if cmd.tag != "AirSync:Add" and sid in resent and creq.conflict != 0:
+                fresh.append([cmd.tag.split(":")[1], sid, None, "7", None])
+                continue
+            todo.append(cmd)
+        own: dict[str, int] = dict(st.get("own") or {})
+        ops: list[Op] = []
+        fills: list[tuple[int, int]] = []
+        adopted: list[Item] = []
+        if todo:
+            sub = copy.copy(creq)
+            sub.commands = todo
+            await self._commands(user, folder, st, sub, version, quirks, own, [], fresh,
+                                 ops, fills, adopted)
+        written = {op.server_id for op in ops if op.kind != "add"}
+        if written & resent:
+            # client wins: its version replaces the one the lost answer carried
+            delivered_ids = [d for d in delivered_ids if d[1] not in written]
+        if not ops and not adopted:
+            # nothing written: the same key, nothing saved (a further resend is
+            # answered the same way again)
+            if fresh and await self._gone(user, folder):
+                return self._status(creq, "12")
+            return await self._render(user, folder, epoch, n, responses + fresh + fetches,
+                                      delivered_ids, None, more, version, quirks, creq)
+
+        new_n = n + 1
+        built: dict[str, Any] = {}
+        fps = [*known, *fingerprints(new_cmds)]
+
+        def build(results: list[OpResult]) -> dict[str, Any]:
+            own2 = dict(own)
+            for r in results:
+                if r.ok and r.server_id:
+                    own2[r.server_id] = r.modseq
+            rec = _settle(fresh, fills, ops, results)
+            state = {k: v for k, v in st.items() if k not in ("outside", "prev")}
+            state.update(key=new_n, own=own2, prev={
+                "key": prev["key"], "responses": responses + rec,
+                "delivered": delivered_ids, "more": more,
+                "fp": fps})
+            outside = self._outside(st, cls, ops, results, adopted)
+            if outside:
+                state["outside"] = outside
+            built["rec"] = rec
+            return state
+
+        if not await self._commit(user, device_id, folder, ops, build, fresh):
+            return self._status(creq, "12")
+        return await self._render(user, folder, epoch, new_n,
+                                  responses + built["rec"] + fetches, delivered_ids, None,
+                                  more, version, quirks, creq)
 
     # -- GetItemEstimate -----------------------------------------------------------
     async def estimate(self, user: User, device_id: str, folder: Folder, sync_key: str,
@@ -632,6 +756,8 @@ class SyncEngine:
         now = self.server.clock.seconds()
         self.rewindow(st, folder.cls, filter_type, now)
         changes, _more, _c = await self.gather(user, folder, st, 10**9, now)
+        if not changes and folder.modseq > st["cursor"] and await self._gone(user, folder):
+            return "2", 0           # deleted since it was looked up (issue #10 point 11)
         return "1", len(changes)
 
 
@@ -651,6 +777,71 @@ async def record_own_move(server: Any, user: User, device_id: str, src_folder: s
             continue
         st.setdefault("own", {})[sid] = mark
         await server.state.save_state(user, StateWrite(device_id, name, st))
+
+
+def fingerprint(cmd: Element) -> list[str] | None:
+    """What tells a client command of a resend from those the original request
+    carried (issue #10 point 3): an Add by its ClientId, a Delete by its ServerId
+    (and InstanceId), a Change by its ServerId (and InstanceId) and a digest of its
+    ApplicationData, so that an item edited again before the resend is new.  None
+    for a command that changes nothing (Fetch) or is unknown."""
+    tag = cmd.tag
+    if tag == "AirSync:Add":
+        return ["A", cmd.findtext("AirSync:ClientId") or ""]
+    if tag not in ("AirSync:Change", "AirSync:Delete"):
+        return None
+    sid = cmd.findtext("AirSync:ServerId") or ""
+    instance = cmd.findtext("AirSyncBase:InstanceId") or ""
+    if tag == "AirSync:Delete":
+        return ["D", sid, instance]
+    return ["C", sid, instance, _digest(cmd.find("AirSync:ApplicationData"))]
+
+
+def fingerprints(cmds: list[Element]) -> list[list[str]]:
+    """The fingerprints of a request's commands, each once, in order."""
+    out: list[list[str]] = []
+    seen: set[tuple[str, ...]] = set()
+    for cmd in cmds:
+        fp = fingerprint(cmd)
+        if fp is not None and tuple(fp) not in seen:
+            seen.add(tuple(fp))
+            out.append(fp)
+    return out
+
+
+def _digest(el: Element | None) -> str:
+    """A short digest of an element tree: every node's tag, number of children and
+    value, in document order (so that two different trees never feed the same
+    bytes)."""
+    h = hashlib.sha256()
+    for node in el.iter() if el is not None else ():
+        h.update(f"{node.tag}\x00{len(node.children)}\x00".encode())
+        if node.text is not None:
+            data = node.text.encode("utf-8", "surrogatepass")
+            h.update(b"t%d:" % len(data) + data)
+        if node.opaque is not None:
+            h.update(b"o%d:" % len(node.opaque) + node.opaque)
+        h.update(b"\x01")
+    return h.hexdigest()[:24]
+
+
+def _settle(responses: list[list[Any]], fills: list[tuple[int, int]], ops: list[Op],
+            results: list[OpResult]) -> list[list[Any]]:
+    """The Responses (replayable form) once the store has applied ``ops``: the
+    ServerIds it assigned filled into the Adds, and a Change or Delete it could not
+    make answered per item (MS-ASCMD 2.2.3.177.17: 8 object not found, 6 conversion
+    error, 5 server error)."""
+    rec = [list(r) for r in responses]
+    for ri, oi in fills:
+        r = results[oi]
+        rec[ri][2] = r.server_id if r.ok else None
+        if not r.ok:
+            rec[ri][3] = "5"
+    for op, r in zip(ops, results, strict=True):
+        if op.kind in ("change", "delete") and not r.ok:
+            status = {"notfound": "8", "invalid": "6"}.get(r.error or "", "5")
+            rec.append([op.kind.capitalize(), op.server_id, None, status, None])
+    return rec
 
 
 def _vt(version: str) -> tuple[int, int]:

@@ -979,3 +979,169 @@ async def test_own_events_outside_the_window_are_not_sent_back_when_it_widens(en
     # and narrower again takes all three away
     key, sent, _n = await sync_all(server, user, cid, key, phone, dev, 4)
     assert sorted(sent) == sorted(("SoftDelete", s) for s in (old, other, got["p"]))
+
+
+# -- issue 10, point 3: a resend that carries more than the original ------------------------
+
+def change_cmd(sid: str, first: str) -> Element:
+    return E("AirSync:Change", E("AirSync:ServerId", sid), contact(first))
+
+
+def add_cmd(client_id: str, first: str) -> Element:
+    return E("AirSync:Add", E("AirSync:ClientId", client_id), contact(first))
+
+
+def responses_of(body: Element) -> list[tuple[str, str | None, str | None, str | None]]:
+    """(kind, ClientId, ServerId, Status) of each Responses entry."""
+    resp = the_coll(body).find("AirSync:Responses")
+    return [(r.tag.split(":")[1], r.findtext("AirSync:ClientId"),
+             r.findtext("AirSync:ServerId"), r.findtext("AirSync:Status"))
+            for r in (resp.children if resp is not None else [])]
+
+
+async def first_names(server, user, cid) -> list[str]:
+    return sorted(i.data.get("FirstName", "") for i in await all_items(server, user, cid))
+
+
+@pytest_twisted.ensureDeferred
+async def test_resend_with_more_commands_applies_what_is_new(env) -> None:
+    """Issue #10 point 3; MS-ASCMD 2.2.3.166.4 and 3.1.5.3: a device that did not get
+    the answer to SyncKey n-1 sends n-1 again, and phones rebuild that resend from
+    their dirty items, so it may carry more than the original.  What was answered is
+    answered again (the same ServerId for the same ClientId, nothing written twice);
+    what is new (an Add with a new ClientId, a Change or Delete the original did not
+    carry, a Change of the same item with other data) is applied and answered, under
+    a new SyncKey.  Another device sees every change once."""
+    server, user, folders = env
+    cid = folders["Contacts"]
+    [x, y, z] = await add_on_server(server, user, cid, 3, prefix="X")
+    ka = await prime(server, user, cid, "devA")
+    kb = await prime(server, user, cid, "devB")
+    # Sync(K1, Add c2, Change Y): answered, but the answer is lost
+    first = await run(server, user, sync_body(coll(cid, ka, E("AirSync:GetChanges", "0"),
+                                                   E("AirSync:Commands", add_cmd("c2", "Two"),
+                                                     change_cmd(y, "Y2")))))
+    [(_k, _c, c2_sid, status)] = responses_of(first)
+    assert status == "1" and c2_sid
+    # the phone resends K1 with Add c2 and Change Y again, and Change X, Add c3, Delete Z
+    resend = E("AirSync:Commands", add_cmd("c2", "Two"), change_cmd(y, "Y2"),
+               change_cmd(x, "X2"), add_cmd("c3", "Three"),
+               E("AirSync:Delete", E("AirSync:ServerId", z)))
+    second = await run(server, user, sync_body(coll(cid, ka, E("AirSync:GetChanges", "0"),
+                                                    resend)))
+    assert the_coll(second).findtext("AirSync:Status") == "1"
+    adds = {c: (s, st) for k, c, s, st in responses_of(second) if k == "Add"}
+    assert adds["c2"] == (c2_sid, "1")                  # replayed, the same ServerId
+    assert adds["c3"][1] == "1" and adds["c3"][0] not in (None, c2_sid)
+    assert [r for r in responses_of(second) if r[0] != "Add"] == []   # all applied
+    assert key_of(second) not in (ka, key_of(first))     # something new: a new key
+    assert await first_names(server, user, cid) == ["Three", "Two", "X2", "Y2"]
+    # the same resend once more (that answer lost too): the same answer, nothing written
+    top = (await server.items.list_folders(user))
+    modseq = {f.server_id: f.modseq for f in top}[cid]
+    third = await run(server, user, sync_body(coll(cid, ka, E("AirSync:GetChanges", "0"),
+                                                   resend)))
+    assert key_of(third) == key_of(second)
+    assert sorted(responses_of(third)) == sorted(responses_of(second))
+    assert {f.server_id: f.modseq for f in await server.items.list_folders(user)}[cid] == modseq
+    # lost again, and by now the phone has one more contact: that one is applied too
+    fourth = await run(server, user, sync_body(coll(cid, ka, E("AirSync:GetChanges", "0"),
+                                                    E("AirSync:Commands", *resend.children,
+                                                      add_cmd("c4", "Four")))))
+    adds4 = {c: (s, st) for k, c, s, st in responses_of(fourth) if k == "Add"}
+    assert adds4["c2"] == adds["c2"] and adds4["c3"] == adds["c3"]
+    assert adds4["c4"][1] == "1" and adds4["c4"][0] not in (c2_sid, adds["c3"][0])
+    assert key_of(fourth) not in (ka, key_of(first), key_of(second))
+    assert the_coll(await run(server, user, sync_body(coll(cid, key_of(second))))
+                    ).findtext("AirSync:Status") == "3"
+    assert await first_names(server, user, cid) == ["Four", "Three", "Two", "X2", "Y2"]
+    # the phone moves on: none of its own writes comes back to it
+    assert await run(server, user, sync_body(coll(cid, key_of(fourth)))) is None
+    # the other device gets each change once
+    body = await run(server, user, sync_body(coll(cid, kb)), "devB")
+    got = sorted((k, s) for k, s, _a in commands(body))
+    assert got == sorted([("Add", c2_sid), ("Add", adds["c3"][0]), ("Add", adds4["c4"][0]),
+                          ("Change", x), ("Change", y), ("Delete", z)])
+    names = {s: a.findtext("Contacts:FirstName") for _k, s, a in commands(body) if a}
+    assert names[x] == "X2" and names[y] == "Y2"
+
+
+@pytest_twisted.ensureDeferred
+async def test_resend_change_with_other_data_is_applied(env) -> None:
+    """Issue #10 point 3: a Change of the same ServerId is "already answered" only with
+    the same ApplicationData; edited again on the phone before the resend, it is new
+    and applied.  A resend of exactly the original writes nothing and keeps the key
+    (MS-ASCMD 3.1.5.3)."""
+    server, user, folders = env
+    cid = folders["Contacts"]
+    [x] = await add_on_server(server, user, cid, 1, prefix="X")
+    ka = await prime(server, user, cid, "devA")
+    cmds = E("AirSync:Commands", change_cmd(x, "v1"))
+    first = await run(server, user, sync_body(coll(cid, ka, cmds)))
+    [item] = await server.items.get_items(user, [x])
+    again = await run(server, user, sync_body(coll(cid, ka, cmds)))
+    assert key_of(again) == key_of(first)
+    [same] = await server.items.get_items(user, [x])
+    assert same.modseq == item.modseq
+    edited = await run(server, user, sync_body(coll(cid, ka, E("AirSync:Commands",
+                                                               change_cmd(x, "v2")))))
+    assert key_of(edited) != key_of(first)
+    [now] = await server.items.get_items(user, [x])
+    assert now.data["FirstName"] == "v2"
+    # the key of the lost answer is no longer valid; the new one is, and is quiet
+    assert the_coll(await run(server, user, sync_body(coll(cid, key_of(first))))
+                    ).findtext("AirSync:Status") == "3"
+    assert await run(server, user, sync_body(coll(cid, key_of(edited)))) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_resend_change_of_an_item_the_lost_answer_changed_is_a_conflict(env) -> None:
+    """Issue #10 point 3 with MS-ASCMD 2.2.3.177.17 (Status 7): the lost answer carried
+    the server's new version of Y; the resend brings a phone edit of Y made without
+    it.  Server wins (the default Conflict, MS-ASCMD 2.2.3.34): Status 7, and the
+    replayed Commands carry the server's version."""
+    server, user, folders = env
+    cid = folders["Contacts"]
+    [y] = await add_on_server(server, user, cid, 1, prefix="Y")
+    ka = await prime(server, user, cid, "devA")
+    await server.items.apply(user, cid, [Op(kind="change", server_id=y,
+                                            data={"FirstName": "Server"})])
+    first = await run(server, user, sync_body(coll(cid, ka)))
+    assert [(k, s) for k, s, _a in commands(first)] == [("Change", y)]
+    body = await run(server, user, sync_body(coll(cid, ka, E("AirSync:Commands",
+                                                             change_cmd(y, "Phone")))))
+    assert ("Change", None, y, "7") in responses_of(body)
+    sent = {s: a.findtext("Contacts:FirstName") for _k, s, a in commands(body)}
+    assert sent == {y: "Server"}
+    [item] = await server.items.get_items(user, [y])
+    assert item.data["FirstName"] == "Server"
+
+
+@pytest_twisted.ensureDeferred
+async def test_resend_change_of_an_item_the_lost_answer_changed_client_wins(env) -> None:
+    """Issue #10 point 3 with Conflict 0 (client wins, MS-ASCMD 2.2.3.34): the phone's
+    edit in the resend replaces the server's version, which then leaves the replayed
+    Commands; a further resend answers the same, writing nothing."""
+    server, user, folders = env
+    cid = folders["Contacts"]
+    [y, w] = await add_on_server(server, user, cid, 2, prefix="Y")
+    ka = await prime(server, user, cid, "devA")
+    await server.items.apply(user, cid, [
+        Op(kind="change", server_id=y, data={"FirstName": "Server"}),
+        Op(kind="change", server_id=w, data={"FirstName": "Server W"})])
+    first = await run(server, user, sync_body(coll(cid, ka)))
+    assert sorted(s for _k, s, _a in commands(first)) == sorted([y, w])
+    client_wins = E("AirSync:Options", E("AirSync:Conflict", "0"))
+    resend = sync_body(coll(cid, ka, client_wins, E("AirSync:Commands",
+                                                    change_cmd(y, "Phone"))))
+    body = await run(server, user, resend)
+    assert responses_of(body) == []
+    assert [(k, s) for k, s, _a in commands(body)] == [("Change", w)]
+    [item] = await server.items.get_items(user, [y])
+    assert item.data["FirstName"] == "Phone"
+    again = await run(server, user, resend)
+    assert key_of(again) == key_of(body)
+    assert [(k, s) for k, s, _a in commands(again)] == [("Change", w)]
+    [same] = await server.items.get_items(user, [y])
+    assert same.modseq == item.modseq
+    assert await run(server, user, sync_body(coll(cid, key_of(body)))) is None

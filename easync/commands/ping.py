@@ -132,9 +132,9 @@ async def _hierarchy_changed(server: EasServer, req: EasRequest, folder_ids: lis
 
 
 async def _parameters(server: EasServer, req: EasRequest
-                      ) -> EasResponse | tuple[int, list[str], list[Folder]]:
-    """The Ping's heartbeat, folder ids and the user's folders — or the answer when
-    it cannot be held.  Everything looked at here is dropped before the hold."""
+                      ) -> EasResponse | tuple[int, list[str]]:
+    """The Ping's heartbeat and folder ids — or the answer when it cannot be held.
+    Everything looked at here is dropped before the hold."""
     user = req.user
     cached = await server.state.get_state(user, req.device_id, CACHE) or {}
     parsed = _parse(req.body, cached, server.settings)
@@ -147,10 +147,7 @@ async def _parameters(server: EasServer, req: EasRequest
                                  or cached.get("folders") != folder_ids):
         await server.state.save_state(user, StateWrite(
             req.device_id, CACHE, {"heartbeat": heartbeat, "folders": folder_ids}))
-    current = await server.items.list_folders(user)
-    if await _hierarchy_changed(server, req, folder_ids, current):
-        return _status("7")
-    return heartbeat, folder_ids, current
+    return heartbeat, folder_ids
 
 
 async def handle(server: EasServer, req: EasRequest) -> EasResponse:
@@ -160,13 +157,19 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     got = await _parameters(server, req)
     if isinstance(got, EasResponse):
         return got
-    heartbeat, folder_ids, current = got
+    heartbeat, folder_ids = got
     del got
     req.body = req.device = None        # what a held Ping does not need, it does not keep
-    # Subscribe first, then look: a change committed in between still wakes us.
+    # Subscribe first, then look: a change committed in between still wakes us.  The
+    # folders too are looked at only once subscribed: a folder deleted (and
+    # announced) just after the look wakes the Ping, which then answers 7 (issue #10
+    # point 11), instead of missing the news and answering 1 at its heartbeat.
     hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
                               heartbeat)
     try:
+        current = await server.items.list_folders(user)
+        if await _hierarchy_changed(server, req, folder_ids, current):
+            return _status("7")
         by_id = {f.server_id: f for f in current}
         changed = await pending_changes(server, user, req.device_id,
                                         [by_id[fid] for fid in folder_ids])

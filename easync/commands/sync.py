@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from easync.commands.ping import HIERARCHY
 from easync.context import EasRequest, EasResponse, EasServer
 from easync.items import codec
 from easync.model import StateWrite
@@ -199,8 +200,10 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     if spec["hold"]:
         # A long poll: it ends the device's previous one, and subscribes before the
         # first look so that a change committed meanwhile still wakes it.
+        # The hierarchy too: a folder deleted meanwhile ends it with Status 12.
         hold = server.holds.start(user.id, req.device_id, "Sync",
-                                  [c["id"] for c in spec["collections"]], spec["hold"])
+                                  [*(c["id"] for c in spec["collections"]), HIERARCHY],
+                                  spec["hold"])
     try:
         resp = await _run(server, engine, req, spec, quirks)
         await _note_sync(server, req)
@@ -219,10 +222,22 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
                     return resp
                 # only the device's own writes: keep waiting
             elif hold.reason is not None:
-                return EasResponse(None, status="1")   # heartbeat: nothing new
+                # heartbeat: nothing new, unless a folder went where no change
+                # reached this process (MS-ASCMD 2.2.3.177.17: Status 12 for it)
+                if hold.reason == "heartbeat" and await _folder_gone(server, req, spec):
+                    resp = await _run(server, engine, req, spec, quirks)
+                    if resp is not None:
+                        return resp
+                return EasResponse(None, status="1")
     finally:
         if hold is not None:
             hold.end()
+
+
+async def _folder_gone(server: EasServer, req: EasRequest, spec: dict[str, Any]) -> bool:
+    """Is a folder of this Sync no longer the user's?  (Issue #10 point 11.)"""
+    live = {f.server_id for f in await server.items.list_folders(req.user)}
+    return any(c["id"] not in live for c in spec["collections"])
 
 
 # The device record's last_sync (shown by the account page and easync-admin device list)
