@@ -355,14 +355,27 @@ def gal(query: str, rng: str | None = None) -> Element:
                                 E("Search:Options", E("Search:Range", rng)) if rng else None))
 
 
+def gal_store(body: Element) -> Element:
+    assert body.findtext("Search:Status") == "1"
+    return body.find("Search:Response").find("Search:Store")
+
+
+def gal_aliases(store: Element) -> list[str]:
+    return [r.find("Search:Properties").findtext("GAL:Alias")
+            for r in store.findall("Search:Result")]
+
+
 @pytest_twisted.ensureDeferred
 async def test_search_gal(env: Any) -> None:
+    """MS-ASCMD 2.2.1.16 (GAL search), 2.2.3.139 (Range: 0-based, at most 100), and the
+    match of issue #10 point 2: a prefix of the login, the address, the display name
+    or one of its words (Exchange's ANR), ordered by display name."""
     server, _ = env
+    await server.users.update_user("alice", display_name="Alice Smith")
     await server.users.add_user("bob", None, "bob@example.com", True)
+    await server.users.update_user("bob", display_name="Bob Smith")
     await server.users.add_user("carol", None, "carol@other.org", True)
-    body = await call(env, search, "Search", gal("example.com"))
-    assert body.findtext("Search:Status") == "1"
-    store = body.find("Search:Response").find("Search:Store")
+    store = gal_store(await call(env, search, "Search", gal("SMI")))
     assert store.findtext("Search:Status") == "1"
     results = store.findall("Search:Result")
     emails = [r.find("Search:Properties").findtext("GAL:EmailAddress") for r in results]
@@ -370,15 +383,24 @@ async def test_search_gal(env: Any) -> None:
     assert store.findtext("Search:Total") == "2"
     assert store.findtext("Search:Range") == "0-1"
     props = results[1].find("Search:Properties")
-    assert props.findtext("GAL:DisplayName") == "bob"
+    assert props.findtext("GAL:DisplayName") == "Bob Smith"
+    assert props.findtext("GAL:FirstName") == "Bob"
+    assert props.findtext("GAL:LastName") == "Smith"
     assert props.findtext("GAL:Alias") == "bob"
 
-    store = (await call(env, search, "Search", gal("example", "1-5"))).find(
-        "Search:Response").find("Search:Store")
-    assert [r.find("Search:Properties").findtext("GAL:Alias")
-            for r in store.findall("Search:Result")] == ["bob"]
+    store = gal_store(await call(env, search, "Search", gal("smith", "1-5")))
+    assert gal_aliases(store) == ["bob"]
     assert store.findtext("Search:Range") == "1-1"
     assert store.findtext("Search:Total") == "2"
+
+    for query, aliases in (("car", ["carol"]), ("carol@oth", ["carol"]), ("bob s", ["bob"]),
+                           ("b", ["bob"]), ("a", ["alice"])):
+        assert gal_aliases(gal_store(await call(env, search, "Search", gal(query)))) == \
+            aliases, query
+    # a substring that begins no word no longer matches (it did before issue #10)
+    for query in ("example.com", "mith", "arol"):
+        store = gal_store(await call(env, search, "Search", gal(query)))
+        assert gal_aliases(store) == [] and store.findtext("Search:Total") == "0", query
 
 
 @pytest_twisted.ensureDeferred
