@@ -72,7 +72,7 @@ _DEVICE_COLS = ("device_id", "device_type", "user_agent", "policy_key", "wipe", 
 _DEVICE_FIELDS = frozenset(_DEVICE_COLS) - {"device_id"}
 _WIPE_VALUES = ("none", "pending", "done")
 _CHUNK = 500          # ids per IN (…) list
-BACKFILL_SPAN = 2000  # row ids per batch of the lookup-token backfill (schema 5)
+BACKFILL_SPAN = 100   # row ids per batch of the lookup-token backfill (schema 5)
 _MAX_RETRIES = 3
 
 
