@@ -978,6 +978,10 @@ class SqlStore(Service):
         end = prefix_end(key)
         bound = " AND token < ?" if end is not None else ""
         page = max(64, 4 * limit)
+        # an ordered walk of the index that stops after LIMIT rows, as the change feed
+        # (PostgreSQL with stale statistics preferred a bitmap scan of every token
+        # with the prefix plus a sort: 45 ms for "l" among 50,000 contacts)
+        self.engine.before_feed(cur)
         found: dict[int, None] = {}
         last: tuple[str, int] | None = None
         while True:
