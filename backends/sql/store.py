@@ -384,7 +384,11 @@ class SqlStore(Service):
                     (*changes.values(), user.id))
         result = self._get_user(cur, name)
         assert result is not None
-        self._write_user_tokens(cur, [(result.id, result.name, result.email, result.extra)])
+        if user_tokens(user.name, user.email, user.extra) != \
+                user_tokens(result.name, result.email, result.extra):
+            # (not on every login's as_last_used: only when a directory word changed)
+            self._write_user_tokens(cur, [(result.id, result.name, result.email,
+                                           result.extra)])
         return result
 
     # ==============================================================================
