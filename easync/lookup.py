@@ -12,7 +12,8 @@ case-folded, blanks collapsed, at most ``TOKEN_MAX`` characters):
 
 * a contact: each of FirstName, MiddleName, LastName, FileAs, CompanyName and
   NickName whole, each of their words (at most ``MAX_WORDS`` per field, outer
-  punctuation stripped), "first last", "first middle last" and "last first";
+  punctuation stripped), "first last", "first middle last", "last first" and
+  "last, first";
 * a user: the login name, the e-mail address, the display name whole and its words.
 
 So "ada", "love", "ada lov", "lovelace, a" all find "Ada Lovelace" (FileAs
@@ -85,7 +86,7 @@ def contact_tokens(data: dict[str, Any]) -> set[str]:
     first, middle, last = fields["FirstName"], fields["MiddleName"], fields["LastName"]
     if first and last:
         for combo in (f"{first} {last}", f"{first} {middle} {last}" if middle else "",
-                      f"{last} {first}"):
+                      f"{last} {first}", f"{last}, {first}"):
             if combo:
                 out.add(combo[:TOKEN_MAX].rstrip())
     out.discard("")

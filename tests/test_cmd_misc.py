@@ -477,6 +477,30 @@ async def test_resolve_recipients_ambiguity_limit_and_malformed(env: Any) -> Non
 
 
 @pytest_twisted.ensureDeferred
+async def test_resolve_recipients_match_by_prefix_and_bounded_text(env: Any) -> None:
+    """MS-ASCMD 2.2.1.15 with issue #10 point 2: a name matches where it begins a word
+    or a whole name (Exchange's ANR), not as a substring; an "address" over RFC 5321's
+    254 characters resolves to nothing; a 32 kB DisplayName is sent cut to 256."""
+    folders = await folder_ids(env)
+    await add_item(env, folders["Contacts"], "Contacts", {
+        "FirstName": "Ada", "LastName": "Lovelace", "Email1Address": "ada@example.org"})
+    await add_item(env, folders["Contacts"], "Contacts", {
+        "FileAs": "Q" * 32_000, "Email1Address": "q@example.org",
+        "Email2Address": "q" * 300 + "@example.org"})
+    tos = ["ace", "love", "Ada L", "lovelace, ada", "q" * 300 + "@example.org",
+           "Q" * 32_000, "q@EXAMPLE.ORG"]
+    body = await call(env, resolverecipients, "ResolveRecipients", E(
+        "ResolveRecipients:ResolveRecipients", *[E("ResolveRecipients:To", t) for t in tos]))
+    r = body.findall("ResolveRecipients:Response")
+    assert [x.findtext("ResolveRecipients:Status") for x in r] == [
+        "4", "1", "1", "1", "4", "1", "1"]
+    for x in r[5:]:
+        rec = x.find("ResolveRecipients:Recipient")
+        assert rec.findtext("ResolveRecipients:DisplayName") == "Q" * 256
+        assert rec.findtext("ResolveRecipients:EmailAddress") == "q@example.org"
+
+
+@pytest_twisted.ensureDeferred
 async def test_resolve_recipients_caps_to_elements(env: Any) -> None:
     """MS-ASCMD 2.2.3.183: at most 100 To; more is answered with the protocol-error
     Status 5 (2.2.3.177.12) and nothing is resolved; exactly 100 is still served."""

@@ -8,10 +8,10 @@ easync's accounts.
 that have it as Email1/2/3Address.  Anything else is a name, matched as Exchange's
 ambiguous name resolution does: a contact or an account matches when the name is the
 *beginning* of one of its words or of a whole name (contacts: FirstName, MiddleName,
-LastName, FileAs, CompanyName, NickName, "first last", "last first"; accounts: login
-name, e-mail address, display name), case-insensitive (``easync.lookup``) — "ada",
-"love", "ada lov" find Ada Lovelace, "ace" does not (it did up to issue #10, when a
-substring of any of them matched).  Accounts come first as Type 1 (GAL), then
+LastName, FileAs, CompanyName, NickName, "first last", "last first", "last, first";
+accounts: login name, e-mail address, display name), case-insensitive
+(``easync.lookup``) — "ada", "love", "ada lov" find Ada Lovelace, "ace" does not (it
+did up to issue #10, when a substring of any of them matched).  Accounts come first as Type 1 (GAL), then
 contacts as Type 2, one Recipient per e-mail address; a contact without an address is
 no recipient.  Response Status: 1 one recipient, 2 several (up to
 MaxAmbiguousRecipients, default 19, at most 100), 3 more than that (the list is cut),

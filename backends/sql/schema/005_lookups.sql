@@ -8,8 +8,9 @@
 
 -- The name words of live contacts that have an e-mail address (the only ones a
 -- recipient lookup can return): each word of FirstName, MiddleName, LastName, FileAs,
--- CompanyName, NickName, each whole value, and "first last".  Kept true by the
--- transaction that writes the item (like contact_emails).
+-- CompanyName, NickName, each whole value, "first last", "last first" and the like
+-- (easync.lookup.contact_tokens).  Kept true by the transaction that writes the item
+-- (like contact_emails).
 CREATE TABLE contact_names (
     item_id BIGINT NOT NULL REFERENCES items (id) ON DELETE CASCADE,
     user_id BIGINT NOT NULL,
