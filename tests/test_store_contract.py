@@ -96,6 +96,7 @@ SQL_ONLY = {
     "test_states": "sync state stays in the SQL store",
     "test_held_requests": "held requests are recorded in the SQL store",
     "test_find_users": "users stay in the SQL store",
+    "test_name_lookups_walk_their_index": "the query plan is the SQL store's",
     "test_lookup_tokens_follow_moves_and_folder_deletes": "the CRM has no folders",
 }
 
@@ -1045,6 +1046,22 @@ async def test_find_contacts_by_name_hostile_text(store: SqlStore, user: User) -
     assert await by_name(store, user, "\ud800") == []
     rows = await store.raw_query("SELECT COUNT(*), MAX(LENGTH(token)) FROM contact_names")
     assert rows[0][0] < 200 and rows[0][1] <= 254
+
+
+@pytest_twisted.ensureDeferred
+async def test_name_lookups_walk_their_index(store: SqlStore, user: User) -> None:
+    """The name lookups are one ordered walk of their index that stops at the LIMIT
+    (issue #10 point 2: O(log n + limit), whatever the database's statistics): no
+    table scan, no sort of every token with the prefix."""
+    f = await folder_ids(store, user)
+    await add(store, user, f["Contacts"], *[named(f"Lee{n}", "Li", f"l{n}@x.org")
+                                           for n in range(300)])
+    # (no ANALYZE first: the plan must not depend on fresh statistics)
+    details = " | ".join(await store.explain_lookups(user, "l", 20))
+    assert "contact_names_lookup" in details and "user_names_lookup" in details, details
+    for bad in ("SCAN contact_names", "SCAN user_names", "TEMP B-TREE", "Seq Scan",
+                "Bitmap", "Sort"):
+        assert bad not in details, details
 
 
 @pytest_twisted.ensureDeferred

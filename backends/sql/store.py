@@ -971,11 +971,13 @@ class SqlStore(Service):
                             rows)
 
     def _prefix_walk(self, cur: Any, table: str, key_col: str, where: str,
-                     params: tuple[Any, ...], prefix: str, limit: int) -> list[int]:
+                     params: tuple[Any, ...], prefix: str, limit: int,
+                     explain: list[str] | None = None) -> list[int]:
         """The first ``limit`` distinct ``key_col`` values of ``table`` rows with a
         token starting with ``prefix`` (normalised), in (token, key) order: pages of
         one index range walked by keyset, so the cost is O(log n + rows read), and
-        rows read are at most ``limit`` times the tokens one key can have."""
+        rows read are at most ``limit`` times the tokens one key can have.  With
+        ``explain`` (a list), the first page's plan lines are added to it instead."""
         key = prefix_key(prefix)
         if not key or limit <= 0:
             return []
@@ -990,11 +992,16 @@ class SqlStore(Service):
         last: tuple[str, int] | None = None
         while True:
             after = "" if last is None else f" AND (token, {key_col}) > (?, ?)"
-            cur.execute(self._sql(
+            sql = self._sql(
                 f"SELECT token, {key_col} FROM {table} WHERE {where} AND token >= ?{bound}"
-                f"{after} ORDER BY token, {key_col} LIMIT ?"),
-                (*params, key, *([end] if end is not None else []),
-                 *(last if last is not None else ()), page))
+                f"{after} ORDER BY token, {key_col} LIMIT ?")
+            args = (*params, key, *([end] if end is not None else []),
+                    *(last if last is not None else ()), page)
+            if explain is not None:
+                cur.execute(self.engine.explain_prefix + sql, args)
+                explain.extend(str(row[-1]) for row in cur.fetchall())
+                return []
+            cur.execute(sql, args)
             rows = cur.fetchall()
             for token, kid in rows:
                 found.setdefault(int(kid), None)
@@ -1062,6 +1069,21 @@ class SqlStore(Service):
                                     (user.id,), prefix, int(limit))
             items = self._contacts_by_id(cur, user.id, ids)
             return [items[i] for i in ids if i in items]
+
+        return self._run(q)
+
+    def explain_lookups(self, user: User, prefix: str, limit: int) -> Deferred[list[str]]:
+        """The database's plans for the first page of ``find_contacts_by_name`` and of
+        ``find_users``, one line per entry (to check that they walk indexes
+        contact_names_lookup and user_names_lookup in order: no scan, no sort)."""
+
+        def q(cur: Any) -> list[str]:
+            out: list[str] = []
+            self._prefix_walk(cur, "contact_names", "item_id", "user_id = ?", (user.id,),
+                              prefix, int(limit), explain=out)
+            self._prefix_walk(cur, "user_names", "user_id", "1 = 1", (), prefix,
+                              int(limit), explain=out)
+            return out
 
         return self._run(q)
 
