@@ -1,8 +1,10 @@
 """Another user's latency while one user sends the hostile requests of issue #10.
 
     python bench/bench_hostile.py [--contacts 50000] [--users 2000] [--seconds 20]
+                                  [--pg postgresql://postgres@127.0.0.1:5432/test]
 
-A fresh SQLite database: user A ("mallory") owns ``--contacts`` contacts (one in a
+A fresh SQLite database (with ``--pg``: a PostgreSQL database created through that
+admin URL for the run, dropped after): user A ("mallory") owns ``--contacts`` contacts (one in a
 thousand with a 32 kB name and a 32 kB Email1Address), user B ("bob") 200, and
 ``--users`` more accounts fill the GAL.  ``twistd -n easync --listen tcp:…`` runs in a
 subprocess.  B, in this process (keep-alive HTTP/1.1, easync's codec), sends ordinary
@@ -262,6 +264,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--hostile", type=int, default=2, help="connections per hostile kind")
     ap.add_argument("--phases", default="none,resolve,gal,add,all")
+    ap.add_argument("--pg", metavar="ADMIN_URL", help="run on PostgreSQL instead of SQLite")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in
                 Path("/proc/cpuinfo").read_text().splitlines()
@@ -270,6 +273,15 @@ def main() -> None:
           f" {cpu}, Python {platform.python_version()}, load {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/bench.sqlite"
+        admin = None
+        if args.pg:
+            import psycopg
+
+            admin = psycopg.connect(args.pg, autocommit=True)
+            name = f"easync_bench_{os.getpid()}"
+            admin.execute(f"CREATE DATABASE {name}")
+            db = args.pg.rsplit("/", 1)[0] + "/" + name
+        print(f"# store: {db.split(':', 1)[0]}")
         t0 = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--populate-only", db,
                         str(args.contacts), str(args.users)], check=True)
@@ -314,6 +326,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(20)
+            if admin is not None:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         tracebacks = log.read_text(errors="replace").count("Traceback")
         print(f"# server log: {tracebacks} tracebacks")
 
