@@ -32,6 +32,18 @@ class IUserStore(Interface):
     def update_user(name: str, **fields: Any) -> Deferred[User]:
         """Set password_hash, email, activesync or keys of ``extra``. KeyError if missing."""
 
+    def find_users(query: str, limit: int) -> Deferred[list[User]]:
+        """Up to ``limit`` users with a directory token (``easync.lookup.user_tokens``:
+        login name, e-mail address, display name and its words) that starts with
+        ``query`` once normalised (``easync.lookup.prefix_key``); none for an empty
+        query.  Which ones, when more match: the first in token order.  One indexed
+        range query with a LIMIT in the store's thread: O(log users + limit)."""
+
+    def find_users_by_emails(emails: list[str], limit: int) -> Deferred[dict[str, list[User]]]:
+        """For each address (normalised by ``easync.lookup.indexable_email``; others
+        are left out), up to ``limit`` users whose address it is (their e-mail, or
+        their login name when they have none).  One indexed query for all."""
+
 
 class IItemStore(Interface):
     """A user's folders and items, with a change feed."""
@@ -98,6 +110,20 @@ class IItemStore(Interface):
     def move_item(user: User, server_id: str, dst_folder_id: str) -> Deferred[str]:
         """Move an item, returning its new server id. KeyError('src'|'dst'),
         ValueError('class') when the destination holds another class."""
+
+    def find_contacts_by_emails(user: User, emails: list[str], limit: int
+                                ) -> Deferred[dict[str, list[Item]]]:
+        """For each address (normalised by ``easync.lookup.indexable_email``; others
+        are left out, and an address no contact has is absent from the answer), up
+        to ``limit`` live contacts of the user (any Contacts folder) that have it as
+        Email1/2/3Address, oldest first.  One indexed query for all the addresses,
+        each bounded by ``limit``: O(addresses * (log n + limit))."""
+
+    def find_contacts_by_name(user: User, prefix: str, limit: int) -> Deferred[list[Item]]:
+        """Up to ``limit`` live contacts of the user that have an e-mail address and a
+        name token (``easync.lookup.contact_tokens``) starting with ``prefix`` once
+        normalised; none for an empty prefix.  Which ones, when more match: the first
+        in token order.  One indexed range walk: O(log n + limit)."""
 
 
 class IStateStore(Interface):

@@ -355,14 +355,27 @@ def gal(query: str, rng: str | None = None) -> Element:
                                 E("Search:Options", E("Search:Range", rng)) if rng else None))
 
 
+def gal_store(body: Element) -> Element:
+    assert body.findtext("Search:Status") == "1"
+    return body.find("Search:Response").find("Search:Store")
+
+
+def gal_aliases(store: Element) -> list[str]:
+    return [r.find("Search:Properties").findtext("GAL:Alias")
+            for r in store.findall("Search:Result")]
+
+
 @pytest_twisted.ensureDeferred
 async def test_search_gal(env: Any) -> None:
+    """MS-ASCMD 2.2.1.16 (GAL search), 2.2.3.139 (Range: 0-based, at most 100), and the
+    match of issue #10 point 2: a prefix of the login, the address, the display name
+    or one of its words (Exchange's ANR), ordered by display name."""
     server, _ = env
+    await server.users.update_user("alice", display_name="Alice Smith")
     await server.users.add_user("bob", None, "bob@example.com", True)
+    await server.users.update_user("bob", display_name="Bob Smith")
     await server.users.add_user("carol", None, "carol@other.org", True)
-    body = await call(env, search, "Search", gal("example.com"))
-    assert body.findtext("Search:Status") == "1"
-    store = body.find("Search:Response").find("Search:Store")
+    store = gal_store(await call(env, search, "Search", gal("SMI")))
     assert store.findtext("Search:Status") == "1"
     results = store.findall("Search:Result")
     emails = [r.find("Search:Properties").findtext("GAL:EmailAddress") for r in results]
@@ -370,15 +383,24 @@ async def test_search_gal(env: Any) -> None:
     assert store.findtext("Search:Total") == "2"
     assert store.findtext("Search:Range") == "0-1"
     props = results[1].find("Search:Properties")
-    assert props.findtext("GAL:DisplayName") == "bob"
+    assert props.findtext("GAL:DisplayName") == "Bob Smith"
+    assert props.findtext("GAL:FirstName") == "Bob"
+    assert props.findtext("GAL:LastName") == "Smith"
     assert props.findtext("GAL:Alias") == "bob"
 
-    store = (await call(env, search, "Search", gal("example", "1-5"))).find(
-        "Search:Response").find("Search:Store")
-    assert [r.find("Search:Properties").findtext("GAL:Alias")
-            for r in store.findall("Search:Result")] == ["bob"]
+    store = gal_store(await call(env, search, "Search", gal("smith", "1-5")))
+    assert gal_aliases(store) == ["bob"]
     assert store.findtext("Search:Range") == "1-1"
     assert store.findtext("Search:Total") == "2"
+
+    for query, aliases in (("car", ["carol"]), ("carol@oth", ["carol"]), ("bob s", ["bob"]),
+                           ("b", ["bob"]), ("a", ["alice"])):
+        assert gal_aliases(gal_store(await call(env, search, "Search", gal(query)))) == \
+            aliases, query
+    # a substring that begins no word no longer matches (it did before issue #10)
+    for query in ("example.com", "mith", "arol"):
+        store = gal_store(await call(env, search, "Search", gal(query)))
+        assert gal_aliases(store) == [] and store.findtext("Search:Total") == "0", query
 
 
 @pytest_twisted.ensureDeferred
@@ -452,6 +474,30 @@ async def test_resolve_recipients_ambiguity_limit_and_malformed(env: Any) -> Non
     body = await call(env, resolverecipients, "ResolveRecipients",
                       E("ResolveRecipients:ResolveRecipients"))
     assert body == E("ResolveRecipients:ResolveRecipients", E("ResolveRecipients:Status", "5"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_resolve_recipients_match_by_prefix_and_bounded_text(env: Any) -> None:
+    """MS-ASCMD 2.2.1.15 with issue #10 point 2: a name matches where it begins a word
+    or a whole name (Exchange's ANR), not as a substring; an "address" over RFC 5321's
+    254 characters resolves to nothing; a 32 kB DisplayName is sent cut to 256."""
+    folders = await folder_ids(env)
+    await add_item(env, folders["Contacts"], "Contacts", {
+        "FirstName": "Ada", "LastName": "Lovelace", "Email1Address": "ada@example.org"})
+    await add_item(env, folders["Contacts"], "Contacts", {
+        "FileAs": "Q" * 32_000, "Email1Address": "q@example.org",
+        "Email2Address": "q" * 300 + "@example.org"})
+    tos = ["ace", "love", "Ada L", "lovelace, ada", "q" * 300 + "@example.org",
+           "Q" * 32_000, "q@EXAMPLE.ORG"]
+    body = await call(env, resolverecipients, "ResolveRecipients", E(
+        "ResolveRecipients:ResolveRecipients", *[E("ResolveRecipients:To", t) for t in tos]))
+    r = body.findall("ResolveRecipients:Response")
+    assert [x.findtext("ResolveRecipients:Status") for x in r] == [
+        "4", "1", "1", "1", "4", "1", "1"]
+    for x in r[5:]:
+        rec = x.find("ResolveRecipients:Recipient")
+        assert rec.findtext("ResolveRecipients:DisplayName") == "Q" * 256
+        assert rec.findtext("ResolveRecipients:EmailAddress") == "q@example.org"
 
 
 @pytest_twisted.ensureDeferred

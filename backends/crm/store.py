@@ -412,6 +412,30 @@ class CrmStore(Service):
 
         return Deferred.fromCoroutine(run())
 
+    def find_contacts_by_emails(self, user: User, emails: list[str], limit: int
+                                ) -> Deferred[dict[str, list[Item]]]:
+        """The mirror's contacts by address: the SQL store's indexed query (the mirror
+        writes go through its ``_apply``, which keeps the index)."""
+
+        async def run() -> dict[str, list[Item]]:
+            await self.ensure_loaded(user)
+            result: dict[str, list[Item]] = await self.sql.find_contacts_by_emails(
+                user, emails, limit)
+            return result
+
+        return Deferred.fromCoroutine(run())
+
+    def find_contacts_by_name(self, user: User, prefix: str, limit: int
+                              ) -> Deferred[list[Item]]:
+        """The mirror's contacts by name prefix: the SQL store's indexed query."""
+
+        async def run() -> list[Item]:
+            await self.ensure_loaded(user)
+            result: list[Item] = await self.sql.find_contacts_by_name(user, prefix, limit)
+            return result
+
+        return Deferred.fromCoroutine(run())
+
     def count_changes_since(self, user: User, folder_id: str, cursor: int) -> Deferred[int]:
         async def run() -> int:
             await self.ensure_loaded(user)

@@ -33,6 +33,14 @@ from backends.sql.migrations import migrate
 from easync.errors import TooManyDevices, Unavailable
 from easync.interfaces import IItemStore, IStateStore, IUserStore
 from easync.items import index_fields
+from easync.lookup import (
+    contact_tokens,
+    indexable_email,
+    prefix_end,
+    prefix_key,
+    storable_email,
+    user_tokens,
+)
 from easync.model import (
     DEFAULT_FOLDERS,
     FOLDER_CLASS,
@@ -64,6 +72,7 @@ _DEVICE_COLS = ("device_id", "device_type", "user_agent", "policy_key", "wipe", 
 _DEVICE_FIELDS = frozenset(_DEVICE_COLS) - {"device_id"}
 _WIPE_VALUES = ("none", "pending", "done")
 _CHUNK = 500          # ids per IN (…) list
+BACKFILL_SPAN = 100   # row ids per batch of the lookup-token backfill (schema 5)
 _MAX_RETRIES = 3
 
 
@@ -185,6 +194,9 @@ class SqlStore(Service):
         self._pool: adbapi.ConnectionPool | None = None     # set once migrated
         self._opening: list[Deferred[None]] | None = None   # waiters while migrating
         self.schema_version = 0
+        #: fires when the lookup tokens of rows older than schema 5 are written (None:
+        #: nothing to do); see _backfill
+        self.backfilling: Deferred[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def open(self, target_version: int | None = None) -> None:
@@ -221,6 +233,11 @@ class SqlStore(Service):
         self._pool, self._opening = pool, None
         for d in waiters:
             d.callback(None)
+        pending = await self.raw_query(
+            "SELECT COUNT(*) FROM lookup_backfill WHERE next_id < last_id") \
+            if self.schema_version >= 5 else [(0,)]
+        if pending[0][0]:
+            self.backfilling = Deferred.fromCoroutine(self._backfill())
 
     async def close(self) -> None:
         """Close every pooled connection and stop the pool's threads."""
@@ -316,6 +333,7 @@ class SqlStore(Service):
         cur.executemany(
             self._sql("INSERT INTO folders (user_id, parent_id, name, type) VALUES (?, ?, ?, ?)"),
             [(uid, "0", fname, ftype) for ftype, fname in DEFAULT_FOLDERS])
+        self._write_user_tokens(cur, [(uid, name, email, {})])
         return User(id=uid, name=name, email=email, activesync=activesync,
                     password_hash=password_hash, extra={})
 
@@ -366,6 +384,11 @@ class SqlStore(Service):
                     (*changes.values(), user.id))
         result = self._get_user(cur, name)
         assert result is not None
+        if user_tokens(user.name, user.email, user.extra) != \
+                user_tokens(result.name, result.email, result.extra):
+            # (not on every login's as_last_used: only when a directory word changed)
+            self._write_user_tokens(cur, [(result.id, result.name, result.email,
+                                           result.extra)])
         return result
 
     # ==============================================================================
@@ -722,10 +745,14 @@ class SqlStore(Service):
 
     def _write_items(self, cur: Any, user_id: int, fid: int, final: dict[int, list[Any]],
                      existing: set[int]) -> None:
-        """Write the rows' final states and keep contact_emails/event_contacts true."""
+        """Write the rows' final states and keep contact_emails, contact_names and
+        event_contacts true.  Addresses that cannot be recipients (longer than RFC
+        5321's 254 characters, or with characters a database refuses) are not
+        indexed (easync.lookup.storable_email)."""
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         contact_emails: list[tuple[int, int, str]] = []
+        contact_names: list[tuple[int, int, str]] = []
         touched_contacts: list[int] = []
         dead_contacts: list[int] = []
         dead_events: list[int] = []
@@ -737,6 +764,7 @@ class SqlStore(Service):
                 text = None
             else:
                 fields = index_fields(cls, data)
+                fields["emails"] = [em for em in fields["emails"] if storable_email(em)]
                 text = _dumps(data)
             values = (text, fields["uid"], fields["start"], fields["end"],
                       fields["complete"], modseq, int(data is None))
@@ -752,6 +780,9 @@ class SqlStore(Service):
                         dead_contacts.append(iid)
                 else:
                     contact_emails.extend((iid, user_id, em) for em in fields["emails"])
+                    if fields["emails"]:
+                        contact_names.extend((iid, user_id, tok)
+                                             for tok in sorted(contact_tokens(data)))
             elif cls == "Calendar":
                 if data is None:
                     if iid in existing:
@@ -768,12 +799,17 @@ class SqlStore(Service):
                 "UPDATE items SET data = ?, uid = ?, start_ts = ?, end_ts = ?, complete = ?,"
                 " modseq = ?, deleted = ? WHERE id = ?"), updates)
         if touched_contacts:
-            cur.executemany(self._sql("DELETE FROM contact_emails WHERE item_id = ?"),
-                            [(i,) for i in touched_contacts])
+            for table in ("contact_emails", "contact_names"):
+                cur.executemany(self._sql(f"DELETE FROM {table} WHERE item_id = ?"),
+                                [(i,) for i in touched_contacts])
         if contact_emails:
             cur.executemany(self._sql(
                 "INSERT INTO contact_emails (item_id, user_id, email) VALUES (?, ?, ?)"),
                 contact_emails)
+        if contact_names:
+            cur.executemany(self._sql(
+                "INSERT INTO contact_names (item_id, user_id, token) VALUES (?, ?, ?)"),
+                contact_names)
         if dead_contacts:
             cur.executemany(self._sql("DELETE FROM event_contacts WHERE contact_item_id = ?"),
                             [(i,) for i in dead_contacts])
@@ -850,6 +886,7 @@ class SqlStore(Service):
             "UPDATE items SET data = NULL, uid = NULL, start_ts = NULL, end_ts = NULL,"
             " complete = NULL, deleted = 1, modseq = ? WHERE id = ?"), (gone, old))
         for stmt in ("UPDATE contact_emails SET item_id = ? WHERE item_id = ?",
+                     "UPDATE contact_names SET item_id = ? WHERE item_id = ?",
                      "UPDATE event_contacts SET event_item_id = ? WHERE event_item_id = ?",
                      "UPDATE event_contacts SET contact_item_id = ? WHERE contact_item_id = ?"):
             cur.execute(self._sql(stmt), (new, old))
@@ -915,6 +952,248 @@ class SqlStore(Service):
                     for i, f, c, d, m in cur.fetchall()]
 
         return self._run(q)
+
+    # ==============================================================================
+    # Recipient and directory lookups (issue #10 point 2; easync.lookup)
+    # ==============================================================================
+    def _write_user_tokens(self, cur: Any,
+                           users: Sequence[tuple[int, str, str | None, dict[str, Any]]]
+                           ) -> None:
+        """Replace the directory tokens of these (id, name, email, extra) users."""
+        ids = [(u[0],) for u in users]
+        if not ids:
+            return
+        cur.executemany(self._sql("DELETE FROM user_names WHERE user_id = ?"), ids)
+        rows = [(uid, tok) for uid, name, email, extra in users
+                for tok in sorted(user_tokens(name, email, extra))]
+        if rows:
+            cur.executemany(self._sql("INSERT INTO user_names (user_id, token) VALUES (?, ?)"),
+                            rows)
+
+    def _prefix_walk(self, cur: Any, table: str, key_col: str, where: str,
+                     params: tuple[Any, ...], prefix: str, limit: int,
+                     explain: list[str] | None = None) -> list[int]:
+        """The first ``limit`` distinct ``key_col`` values of ``table`` rows with a
+        token starting with ``prefix`` (normalised), in (token, key) order: pages of
+        one index range walked by keyset, so the cost is O(log n + rows read), and
+        rows read are at most ``limit`` times the tokens one key can have.  With
+        ``explain`` (a list), the first page's plan lines are added to it instead."""
+        key = prefix_key(prefix)
+        if not key or limit <= 0:
+            return []
+        end = prefix_end(key)
+        bound = " AND token < ?" if end is not None else ""
+        page = max(64, 4 * limit)
+        # an ordered walk of the index that stops after LIMIT rows, as the change feed
+        # (PostgreSQL with stale statistics preferred a bitmap scan of every token
+        # with the prefix plus a sort: 45 ms for "l" among 50,000 contacts)
+        self.engine.before_feed(cur)
+        found: dict[int, None] = {}
+        last: tuple[str, int] | None = None
+        while True:
+            after = "" if last is None else f" AND (token, {key_col}) > (?, ?)"
+            sql = self._sql(
+                f"SELECT token, {key_col} FROM {table} WHERE {where} AND token >= ?{bound}"
+                f"{after} ORDER BY token, {key_col} LIMIT ?")
+            args = (*params, key, *([end] if end is not None else []),
+                    *(last if last is not None else ()), page)
+            if explain is not None:
+                cur.execute(self.engine.explain_prefix + sql, args)
+                explain.extend(str(row[-1]) for row in cur.fetchall())
+                return []
+            cur.execute(sql, args)
+            rows = cur.fetchall()
+            for token, kid in rows:
+                found.setdefault(int(kid), None)
+                if len(found) >= limit:
+                    return list(found)
+            if len(rows) < page:
+                return list(found)
+            last = (rows[-1][0], int(rows[-1][1]))
+
+    def _union_probe(self, cur: Any, table: str, value_col: str, key_col: str,
+                     where: str, params: tuple[Any, ...], values: list[str], limit: int
+                     ) -> dict[str, list[int]]:
+        """For each value, up to ``limit`` ``key_col`` of the ``table`` rows where
+        ``where`` holds and ``value_col`` is that value: one statement per 100 values,
+        a UNION ALL of one index probe with a LIMIT per value."""
+        out: dict[str, list[int]] = {}
+        if limit <= 0:
+            return out
+        for part in _chunks(values, 100):
+            sql = " UNION ALL ".join(
+                f"SELECT v, k FROM (SELECT {value_col} AS v, {key_col} AS k FROM {table}"
+                f" WHERE {where} AND {value_col} = ? LIMIT ?) AS q{n}"
+                for n in range(len(part)))
+            args: list[Any] = []
+            for value in part:
+                args.extend((*params, value, limit))
+            cur.execute(self._sql(sql), args)
+            for value, kid in cur.fetchall():
+                out.setdefault(str(value), []).append(int(kid))
+        return out
+
+    def _contacts_by_id(self, cur: Any, user_id: int, ids: Sequence[int]) -> dict[int, Item]:
+        out: dict[int, Item] = {}
+        for part in _chunks(list(ids)):
+            cur.execute(self._sql(
+                "SELECT id, folder_id, cls, data, modseq FROM items"
+                f" WHERE id IN {self.engine.placeholders(len(part))}"
+                " AND user_id = ? AND deleted = 0"), (*part, user_id))
+            for iid, fid, cls, data, modseq in cur.fetchall():
+                out[int(iid)] = Item(f"{fid}:{iid}", str(fid), cls, json.loads(data),
+                                     int(modseq))
+        return out
+
+    def find_contacts_by_emails(self, user: User, emails: list[str], limit: int
+                                ) -> Deferred[dict[str, list[Item]]]:
+        """See IItemStore (index contact_emails_lookup; contacts by row id)."""
+
+        def q(cur: Any) -> dict[str, list[Item]]:
+            wanted = sorted({a for a in (indexable_email(e) for e in emails) if a})
+            hits = self._union_probe(cur, "contact_emails", "email", "item_id",
+                                     "user_id = ?", (user.id,), wanted, int(limit))
+            items = self._contacts_by_id(cur, user.id,
+                                         sorted({i for ids in hits.values() for i in ids}))
+            return {addr: [items[i] for i in sorted(ids) if i in items]
+                    for addr, ids in hits.items()}
+
+        return self._run(q)
+
+    def find_contacts_by_name(self, user: User, prefix: str, limit: int
+                              ) -> Deferred[list[Item]]:
+        """See IItemStore (index contact_names_lookup)."""
+
+        def q(cur: Any) -> list[Item]:
+            ids = self._prefix_walk(cur, "contact_names", "item_id", "user_id = ?",
+                                    (user.id,), prefix, int(limit))
+            items = self._contacts_by_id(cur, user.id, ids)
+            return [items[i] for i in ids if i in items]
+
+        return self._run(q)
+
+    def explain_lookups(self, user: User, prefix: str, limit: int) -> Deferred[list[str]]:
+        """The database's plans for the first page of ``find_contacts_by_name`` and of
+        ``find_users``, one line per entry (to check that they walk indexes
+        contact_names_lookup and user_names_lookup in order: no scan, no sort)."""
+
+        def q(cur: Any) -> list[str]:
+            out: list[str] = []
+            self._prefix_walk(cur, "contact_names", "item_id", "user_id = ?", (user.id,),
+                              prefix, int(limit), explain=out)
+            self._prefix_walk(cur, "user_names", "user_id", "1 = 1", (), prefix,
+                              int(limit), explain=out)
+            return out
+
+        return self._run(q)
+
+    def _users_by_id(self, cur: Any, ids: Sequence[int]) -> dict[int, User]:
+        out: dict[int, User] = {}
+        for part in _chunks(list(ids)):
+            cur.execute(self._sql(f"SELECT {_USER_COLS} FROM users WHERE id IN"
+                                  f" {self.engine.placeholders(len(part))}"), part)
+            for row in cur.fetchall():
+                u = _user_from_row(row)
+                out[u.id] = u
+        return out
+
+    def find_users(self, query: str, limit: int) -> Deferred[list[User]]:
+        """See IUserStore (index user_names_lookup)."""
+
+        def q(cur: Any) -> list[User]:
+            ids = self._prefix_walk(cur, "user_names", "user_id", "1 = 1", (), query,
+                                    int(limit))
+            users = self._users_by_id(cur, ids)
+            return [users[i] for i in ids if i in users]
+
+        return self._run(q)
+
+    def find_users_by_emails(self, emails: list[str], limit: int
+                             ) -> Deferred[dict[str, list[User]]]:
+        """See IUserStore: tokens equal to the address (index user_names_lookup),
+        kept when the address is the user's own (not a display-name word)."""
+
+        def q(cur: Any) -> dict[str, list[User]]:
+            wanted = sorted({a for a in (indexable_email(e) for e in emails) if a})
+            hits = self._union_probe(cur, "user_names", "token", "user_id", "1 = 1", (),
+                                     wanted, int(limit))
+            users = self._users_by_id(cur, sorted({i for ids in hits.values() for i in ids}))
+            out: dict[str, list[User]] = {}
+            for addr, ids in hits.items():
+                mine = [users[i] for i in sorted(ids) if i in users
+                        and indexable_email(users[i].email or users[i].name) == addr]
+                if mine:
+                    out[addr] = mine
+            return out
+
+        return self._run(q)
+
+    # -- the tokens of rows older than schema version 5 ------------------------------
+    async def _backfill(self) -> None:
+        """Give the contacts and users written before schema version 5 their lookup
+        tokens, a batch (``BACKFILL_SPAN`` row ids) per transaction, until done or the
+        store is closed.  Several processes may run it at once: a batch is idempotent."""
+        while self._pool is not None:
+            try:
+                more = await self._run(self._backfill_batch, write=True)
+            except Exception:  # noqa: BLE001 - closed under us, or the database failed
+                if self._pool is not None:
+                    log.failure("lookup tokens: backfill batch failed; retried at next start")
+                return
+            if not more:
+                log.info("lookup tokens: backfill of older contacts and users done")
+                return
+
+    def _backfill_batch(self, cur: Any) -> bool:
+        cur.execute("SELECT what, next_id, last_id FROM lookup_backfill"
+                    " WHERE next_id < last_id ORDER BY what")
+        row = cur.fetchone()
+        if row is None:
+            return False
+        what, start = str(row[0]), int(row[1])
+        upto = min(int(row[2]), start + BACKFILL_SPAN)
+        if what == "contacts":
+            cur.execute(self._sql("SELECT id FROM items WHERE id > ? AND id <= ?"
+                                  " AND cls = 'Contacts' AND deleted = 0"), (start, upto))
+            ids = [int(r[0]) for r in cur.fetchall()]
+            for part in _chunks(ids):
+                marks = self.engine.placeholders(len(part))
+                # lock the rows (PostgreSQL: a writer of one of them waits, or we read
+                # what it committed), then read their data as it is now
+                cur.execute(self._sql(
+                    f"UPDATE items SET modseq = modseq WHERE id IN {marks}"), part)
+                cur.execute(self._sql(
+                    f"SELECT id, user_id, data FROM items WHERE id IN {marks}"
+                    " AND deleted = 0"), part)
+                rows: list[tuple[int, int, str]] = []
+                for iid, uid, data in cur.fetchall():
+                    values = json.loads(data)
+                    if any(indexable_email(values.get(k)) for k in
+                           ("Email1Address", "Email2Address", "Email3Address")):
+                        rows.extend((int(iid), int(uid), tok)
+                                    for tok in sorted(contact_tokens(values)))
+                cur.executemany(self._sql("DELETE FROM contact_names WHERE item_id = ?"),
+                                [(i,) for i in part])
+                if rows:
+                    cur.executemany(self._sql(
+                        "INSERT INTO contact_names (item_id, user_id, token) VALUES (?, ?, ?)"),
+                        rows)
+        else:
+            cur.execute(self._sql("SELECT id FROM users WHERE id > ? AND id <= ?"),
+                        (start, upto))
+            ids = [int(r[0]) for r in cur.fetchall()]
+            for part in _chunks(ids):
+                marks = self.engine.placeholders(len(part))
+                cur.execute(self._sql(
+                    f"UPDATE users SET modseq = modseq WHERE id IN {marks}"), part)
+                cur.execute(self._sql(f"SELECT {_USER_COLS} FROM users WHERE id IN {marks}"),
+                            part)
+                users = [_user_from_row(r) for r in cur.fetchall()]
+                self._write_user_tokens(cur, [(u.id, u.name, u.email, u.extra)
+                                              for u in users])
+        cur.execute(self._sql("UPDATE lookup_backfill SET next_id = ?"
+                              " WHERE what = ? AND next_id < ?"), (upto, what, upto))
+        return True
 
     # ==============================================================================
     # IStateStore

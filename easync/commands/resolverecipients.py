@@ -3,20 +3,34 @@ easync's accounts.
 
 ``ResolveRecipients/{Status 1, Response*/{To, Status, RecipientCount, Recipient*/
 {Type, DisplayName, EmailAddress}}}``, one Response per ``To``.  An address (bare or
-"Name <addr>") matches exactly; anything else matches contacts (FileAs, first/last
-name, company) and accounts (login, display name) containing it, case-insensitive.
-Accounts come first as Type 1 (GAL), then contacts as Type 2, one Recipient per
-e-mail address.  Response Status: 1 one recipient, 2 several (up to
-MaxAmbiguousRecipients, default 19), 3 more than that (the list is cut), 4 none.
-Availability and certificates are not offered (easync has no free/busy source and no
-certificates): those parts are simply absent.  A request without ``To`` is Status 5,
-and so is one with more than ``MAX_TO`` (100) ``To``: MS-ASCMD 2.2.3.183 allows 1...100
-and says the server SHOULD answer more with a protocol status error, which is Status 5
-("the range exceeded limits", MS-ASCMD 2.2.3.177.12), as Exchange does; nothing is
-resolved for such a request.
+"Name <addr>") matches exactly (case-insensitive: both sides are lower-cased by
+``easync.items.email_address``): the accounts whose address it is, and the contacts
+that have it as Email1/2/3Address.  Anything else is a name, matched as Exchange's
+ambiguous name resolution does: a contact or an account matches when the name is the
+*beginning* of one of its words or of a whole name (contacts: FirstName, MiddleName,
+LastName, FileAs, CompanyName, NickName, "first last", "last first", "last, first";
+accounts: login name, e-mail address, display name), case-insensitive
+(``easync.lookup``) — "ada", "love", "ada lov" find Ada Lovelace, "ace" does not (it
+did up to issue #10, when a substring of any of them matched).  Accounts come first as Type 1 (GAL), then
+contacts as Type 2, one Recipient per e-mail address; a contact without an address is
+no recipient.  Response Status: 1 one recipient, 2 several (up to
+MaxAmbiguousRecipients, default 19, at most 100), 3 more than that (the list is cut),
+4 none.  Availability and certificates are not offered (easync has no free/busy
+source and no certificates): those parts are simply absent.  A request without ``To``
+is Status 5, and so is one with more than ``MAX_TO`` (100) ``To``: MS-ASCMD 2.2.3.183
+allows 1...100 and says the server SHOULD answer more with a protocol status error,
+which is Status 5 ("the range exceeded limits", MS-ASCMD 2.2.3.177.12), as Exchange
+does; nothing is resolved for such a request.
 
-Cost: a scan of the user's contact folders per request (the store has no search);
-ResolveRecipients is rare (composing mail, adding attendees).
+Cost (issue #10 point 2): no scan of the user's contacts or of the accounts.  The
+store answers from its indexes, in its thread, every query bounded by
+MaxAmbiguousRecipients + 1: one query for the addresses of all the ``To`` (accounts)
+and one (contacts), then per distinct name one for accounts and one for contacts.
+So a request costs O(To * (log n + MaxAmbiguousRecipients)) whatever the account
+holds.  An "address" longer than RFC 5321's 254 characters resolves to nothing, and a
+DisplayName is cut to ``NAME_MAX`` characters, so the answer stays small.  Which
+recipients are counted when more match than MaxAmbiguousRecipients + 1 contacts: the
+first in the index's order; Status 3 then says the list is cut.
 """
 
 from __future__ import annotations
@@ -27,13 +41,15 @@ from easync.commands.search import gal_users
 from easync.commands.settings import display_name, user_email
 from easync.context import EasRequest, EasResponse, EasServer
 from easync.items import email_address
+from easync.lookup import indexable_email, prefix_key, storable_email
+from easync.model import Item, User
 from easync.wbxml.element import Element
 
 RR = "ResolveRecipients:"
 DEFAULT_AMBIGUOUS = 19
 MAX_AMBIGUOUS = 100
 MAX_TO = 100  # MS-ASCMD 2.2.3.183: 1...100 To elements per request
-_PAGE = 500
+NAME_MAX = 256  # characters of a DisplayName sent (Exchange's displayName limit)
 
 
 def contact_name(data: dict[str, Any]) -> str:
@@ -44,69 +60,77 @@ def contact_name(data: dict[str, Any]) -> str:
 
 
 def contact_addresses(data: dict[str, Any]) -> list[str]:
+    """The contact's distinct addresses that can be recipients (``indexable_email``)."""
     out: list[str] = []
     for key in ("Email1Address", "Email2Address", "Email3Address"):
-        addr = email_address(data.get(key))
+        addr = indexable_email(data.get(key))
         if addr and addr not in out:
             out.append(addr)
-    return out
-
-
-async def all_contacts(server: EasServer, req: EasRequest) -> list[dict[str, Any]]:
-    """Every live contact's data, from every Contacts folder of the user."""
-    out: list[dict[str, Any]] = []
-    for folder in await server.items.list_folders(req.user):
-        if folder.cls != "Contacts":
-            continue
-        cursor = 0
-        while True:
-            batch = await server.items.changes_since(req.user, folder.server_id, cursor, _PAGE)
-            out.extend(c.item.data for c in batch.changes
-                       if not c.deleted and c.item is not None)
-            if not batch.more or batch.high <= cursor:
-                break
-            cursor = batch.high
     return out
 
 
 def _recipient(rtype: str, name: str, addr: str) -> Element:
     el = Element(RR + "Recipient")
     el.add(RR + "Type", rtype)
-    el.add(RR + "DisplayName", name or addr)
+    el.add(RR + "DisplayName", (name or addr)[:NAME_MAX])
     el.add(RR + "EmailAddress", addr)
     return el
 
 
-async def _resolve(server: EasServer, req: EasRequest, to: str,
-                   contacts: list[dict[str, Any]]) -> list[Element]:
-    found: list[Element] = []
-    seen: set[tuple[str, str]] = set()
+class _Found:
+    """The recipients of one To, without duplicates (type, address)."""
 
-    def add(rtype: str, name: str, addr: str) -> None:
-        if (rtype, addr) not in seen:
-            seen.add((rtype, addr))
-            found.append(_recipient(rtype, name, addr))
+    def __init__(self) -> None:
+        self.items: list[Element] = []
+        self._seen: set[tuple[str, str]] = set()
 
-    wanted = email_address(to)
-    if wanted:
-        for user in await server.users.list_users():
-            if (email_address(user_email(user)) or "") == wanted:
-                add("1", display_name(user), user_email(user))
-        for data in contacts:
-            if wanted in contact_addresses(data):
-                add("2", contact_name(data), wanted)
-        return found
-    q = to.strip().casefold()
-    for user in await gal_users(server, to.strip()):
-        add("1", display_name(user), user_email(user))
-    for data in contacts:
-        names = (contact_name(data), str(data.get("FirstName") or ""),
-                 str(data.get("LastName") or ""), str(data.get("CompanyName") or ""),
-                 f"{data.get('FirstName') or ''} {data.get('LastName') or ''}".strip())
-        if any(q in n.casefold() for n in names if n):
-            for addr in contact_addresses(data):
-                add("2", contact_name(data), addr)
-    return found
+    def add(self, rtype: str, name: str, addr: str) -> None:
+        if (rtype, addr) not in self._seen:
+            self._seen.add((rtype, addr))
+            self.items.append(_recipient(rtype, name, addr))
+
+    def users(self, users: list[User]) -> None:
+        for user in users:
+            self.add("1", display_name(user), user_email(user))
+
+    def contacts(self, contacts: list[Item], only: str | None = None) -> None:
+        for item in contacts:
+            for addr in contact_addresses(item.data):
+                if only is None or addr == only:
+                    self.add("2", contact_name(item.data), addr)
+
+
+async def _lookups(server: EasServer, req: EasRequest, tos: list[str], limit: int
+                   ) -> dict[str, _Found]:
+    """The recipients of each distinct To, from the stores' indexed lookups, each
+    bounded by ``limit`` matches."""
+    addresses: dict[str, str | None] = {}     # To -> its address (None: unusable)
+    names: dict[str, str] = {}                # To -> its lookup key
+    for to in tos:
+        addr = email_address(to)
+        if addr:
+            addresses[to] = addr if storable_email(addr) else None
+        else:
+            names[to] = prefix_key(to)
+    wanted = sorted({a for a in addresses.values() if a})
+    users_by = await server.users.find_users_by_emails(wanted, limit) if wanted else {}
+    contacts_by = await server.items.find_contacts_by_emails(req.user, wanted, limit) \
+        if wanted else {}
+    out: dict[str, _Found] = {}
+    for to, addr in addresses.items():
+        found = out[to] = _Found()
+        if addr:
+            found.users(users_by.get(addr, []))
+            found.contacts(contacts_by.get(addr, []), only=addr)
+    by_key: dict[str, _Found] = {}
+    for to, key in names.items():
+        if key not in by_key:
+            found = by_key[key] = _Found()
+            if key:
+                found.users(await gal_users(server, key, limit))
+                found.contacts(await server.items.find_contacts_by_name(req.user, key, limit))
+        out[to] = by_key[key]
+    return out
 
 
 def _max_ambiguous(options: Element | None) -> int:
@@ -127,10 +151,10 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         root.add(RR + "Status", "5")
         return EasResponse(body=root, status="5")
     limit = _max_ambiguous(body.find(RR + "Options") if body is not None else None)
-    contacts = await all_contacts(server, req)
+    resolved = await _lookups(server, req, tos, limit + 1)
     root.add(RR + "Status", "1")
     for to in tos:
-        found = await _resolve(server, req, to, contacts)
+        found = resolved[to].items
         response = root.add(RR + "Response")
         response.add(RR + "To", to)
         if not found:

@@ -2,11 +2,18 @@
 
 ``Search/{Status, Response/Store/{Status, Result*/Properties/{GAL:…}, Range, Total}}``.
 
-* ``GAL``: the server's accounts whose login name, e-mail address or display name
-  contains the query (case-insensitive), ordered by display name, sliced by the
-  requested Range (default 0-99).  Range and Total are always sent (Android needs
-  both to show results); with no match Total is 0 and there is no Result (an empty
-  Result would be a blank entry on the device).
+* ``GAL``: the server's accounts with a login name, an e-mail address, a display name
+  or a word of the display name that *begins* with the query (case-insensitive, as
+  Exchange's ambiguous name resolution; up to issue #10 a substring matched anywhere:
+  "example.com" no longer finds alice@example.com, "ali" does), ordered by display
+  name, sliced by the requested Range (MS-ASCMD 2.2.3.139: 0-based, default 0-99, at
+  most 100 results).  Range and Total are always sent (Android needs both to show
+  results); with no match Total is 0 and there is no Result (an empty Result would be
+  a blank entry on the device).
+* Cost (issue #10 point 2): one indexed range query of the user store with a LIMIT
+  of ``GAL_MAX_MATCHES`` (1000), in the store's thread: O(log users + 1000) whatever
+  the query.  Total is the number of matches up to that cap: a query matching more
+  reports 1000, and a Range past it is empty.
 * ``Mailbox``: easync holds no mail: Store Status 1, Total 0.
 * any other store (DocumentLibrary): Store Status 2.
 * A request without Store/Name, or a GAL query that is empty, or a bad Range:
@@ -26,6 +33,8 @@ from easync.wbxml.element import Element
 SR = "Search:"
 DEFAULT_RANGE = (0, 99)
 MAX_RESULTS = 100
+#: the most GAL matches a Search looks at (and the largest Total it reports)
+GAL_MAX_MATCHES = 1000
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
@@ -66,14 +75,11 @@ def gal_properties(user: User) -> list[Element]:
     return props
 
 
-def user_matches(user: User, query: str) -> bool:
-    q = query.casefold()
-    return any(q in value.casefold() for value in
-               (user.name, user.email or "", display_name(user)))
-
-
-async def gal_users(server: EasServer, query: str) -> list[User]:
-    users = [u for u in await server.users.list_users() if user_matches(u, query)]
+async def gal_users(server: EasServer, query: str, limit: int = GAL_MAX_MATCHES
+                    ) -> list[User]:
+    """Up to ``limit`` accounts matching ``query`` (by prefix, see the module text),
+    from the user store's indexed lookup, ordered by display name then login."""
+    users: list[User] = await server.users.find_users(query, limit)
     users.sort(key=lambda u: (display_name(u).casefold(), u.name))
     return users
 
