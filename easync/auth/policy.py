@@ -43,6 +43,7 @@ from easync.auth.accounts import Accounts, eas_mode
 from easync.auth.local import (
     HandsOverUser,
     LocalChecker,
+    bcrypt_rounds,
     check_password,
     hash_secret,
     split_username,
@@ -87,16 +88,18 @@ class PolicyRefused(UnauthorizedLogin):
     users exist or have 2FA on: issue #10 point 9)."""
 
 
-_dummy_hash: str | None = None
+_dummy_hashes: dict[int, str] = {}
 
 
 def _check_dummy(password: str) -> bool:
     """bcrypt of ``password`` against a hash of a random secret (blocking: the crypto
-    pool).  The hash is made on first use with the cost of new hashes."""
-    global _dummy_hash
-    if _dummy_hash is None:
-        _dummy_hash = hash_secret(os.urandom(18).hex())
-    check_password(password, _dummy_hash)
+    pool).  One hash per cost, made on first use with the cost new hashes have now
+    (``bcrypt_rounds``), so the work matches a real check whatever the cost is."""
+    rounds = bcrypt_rounds()
+    dummy = _dummy_hashes.get(rounds)
+    if dummy is None:
+        dummy = _dummy_hashes[rounds] = hash_secret(os.urandom(18).hex())
+    check_password(password, dummy)
     return False
 
 
@@ -122,6 +125,7 @@ class PolicyChecker(HandsOverUser):
         self._key = os.urandom(32)
         self._cache: dict[bytes, tuple[str, tuple[Any, ...], float]] = {}
         self._noted: dict[tuple[str, str], float] = {}
+        self._inflight: dict[bytes, list[Deferred[None]]] = {}
         self._lock_checked: dict[tuple[str, str], float] = {}
         accounts.on_change(self.forget)
 
@@ -202,6 +206,28 @@ class PolicyChecker(HandsOverUser):
                 self._lock_checked[source] = now
                 await throttle.note_familiar(name_key, address, device)
             return self._accept(user)
+        waiters = self._inflight.get(key)
+        if waiters is not None:
+            # The same name and password are being checked already (a phone's parallel
+            # requests, the first requests a --workers process sees): wait for that
+            # check, then answer from its outcome (the cache) or check again if it failed;
+            # so legitimate parallel logins cost one bcrypt and one slot, not one each.
+            waiting: Deferred[None] = Deferred()
+            waiters.append(waiting)
+            await waiting
+            return await self._check(credentials)
+        self._inflight[key] = []
+        try:
+            return await self._check_uncached(key, user, raw, password, everyone, name_key,
+                                              address, device, now)
+        finally:
+            for waiting in self._inflight.pop(key, []):
+                waiting.callback(None)
+
+    async def _check_uncached(self, key: bytes, user: User | None, raw: str, password: str,
+                              everyone: bool, name_key: str, address: str, device: str,
+                              now: float) -> str:
+        throttle = self.accounts.throttle
         try:
             attempt = await throttle.begin(name_key, address, device)
         except LockedOut as e:
