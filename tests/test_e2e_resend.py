@@ -20,6 +20,7 @@ import pytest
 from backendsites import started
 from easync_server import RunningServer
 from rawclient import Node, RawDevice, have_libwbxml
+from test_e2e_device_shapes import collection as coll_of
 
 pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
 
@@ -31,13 +32,6 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
          ) -> Iterator[tuple[RunningServer, Any]]:
     with started(tmp_path_factory, request.param, "resend", ["rosa"], PASSWORD) as s:
         yield s
-
-
-def coll_of(r: Node | None) -> Node:
-    assert r is not None
-    coll = r.find("AirSync:Collections/AirSync:Collection")
-    assert coll is not None and coll.text_of("AirSync:Status") == "1", r
-    return coll
 
 
 def add(client_id: str, first: str) -> str:
