@@ -408,7 +408,7 @@ import json, sys, time
 from twisted.internet import defer, task
 from backends.sql.store import SqlStore
 from easync.model import Op
-from easync.pgnotify import announce
+from backends.sql.pgnotify import announce
 
 URL, USERS, INDICES, INTERVAL = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 

@@ -8,7 +8,7 @@ The config file is TOML, with the command-line option names as keys::
     provisioning = "on"            # or true
 
 Precedence: command line, then config file, then the defaults below (which are the
-``easync.context.Settings`` defaults for the tunables).
+``easync.settings.Settings`` defaults for the tunables).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from easync.context import FILEAS_ORDERS, VERSIONS, Settings
+from easync.settings import FILEAS_ORDERS, Settings
+from easync.versions import VERSIONS
 
 
 class ConfigError(ValueError):

@@ -34,10 +34,10 @@ import vobject
 from vobject.base import ContentLine, VObjectError
 from vobject.icalendar import escapableCharList, stringToTextValues
 
-from easync.context import Settings
 from easync.items import email_address
 from easync.items._common import fmt_compact, fmt_extended
 from easync.model import Op
+from easync.settings import Settings
 
 MAX_PICTURE_BYTES = Settings().max_picture_bytes
 BATCH = 200                     # items per store.apply call
@@ -1099,7 +1099,7 @@ async def _write(store: Any, user: Any, folder_id: str, cls: str,
     finally:
         if ops:
             # wake the devices waiting on this folder, on every running easync node
-            from easync.pgnotify import announce
+            from backends.sql.pgnotify import announce
 
             await announce(store, user.id, [folder_id], source="easync-import")
 

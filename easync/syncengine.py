@@ -38,7 +38,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from easync.items import codec, index_fields
+from easync.items import convert, index_fields
 from easync.items.fastpath import FragmentCache
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
 from easync.wbxml.element import E, Element
@@ -94,7 +94,7 @@ def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
     if settings is not None:
         extra = {"max_picture_bytes": settings.max_picture_bytes,
                  "fileas_order": settings.fileas_order}
-    return codec.DeviceQuirks(device_type=device_type, user_agent=user_agent,
+    return convert.DeviceQuirks(device_type=device_type, user_agent=user_agent,
                               os=str(info.get("OS", "")), protocol_version=version,
                               device_id=str((device or {}).get("device_id") or ""), **extra)
 
@@ -122,12 +122,12 @@ class SyncEngine:
         if filter_type is not None and filter_type != st.get("filter"):
             st["filter"] = filter_type
         if "win" not in st:            # a state from before windows were kept
-            st["win"] = _jw(codec.filter_window(st.get("filter"), cls, now)
+            st["win"] = _jw(convert.filter_window(st.get("filter"), cls, now)
                             if st.get("filter") is not None else None)
         if st.get("rw"):
             return
         held = _tw(st["win"])
-        target = (codec.filter_window(st["filter"], cls, now)
+        target = (convert.filter_window(st["filter"], cls, now)
                   if st.get("filter") is not None else None)
         if target == held or _drift(held, target):
             return
@@ -178,7 +178,7 @@ class SyncEngine:
         if "win" in st:
             window = _tw(st["win"])
         elif st.get("filter") is not None:
-            window = codec.filter_window(int(st["filter"]), folder.cls, now)
+            window = convert.filter_window(int(st["filter"]), folder.cls, now)
         else:
             window = None
         out: list[Change] = []
@@ -386,11 +386,11 @@ class SyncEngine:
 
     async def _parse_adds(self, user: User, folder: Folder, creq: CollectionRequest,
                           version: str, quirks: Any
-                          ) -> tuple[dict[int, dict[str, Any] | codec.ItemError],
+                          ) -> tuple[dict[int, dict[str, Any] | convert.ItemError],
                                      dict[str, Item]]:
         """The Adds' items parsed ahead (by command index), and the folder's live
         events that carry one of their UIDs (one query for the whole request)."""
-        parsed: dict[int, dict[str, Any] | codec.ItemError] = {}
+        parsed: dict[int, dict[str, Any] | convert.ItemError] = {}
         if folder.cls != "Calendar":
             return parsed, {}
         v16 = _vt(version) >= (16, 0)
@@ -401,9 +401,9 @@ class SyncEngine:
                     appdata is None:
                 continue
             try:
-                data = codec.merge_change("Calendar", {}, codec.from_eas(
+                data = convert.merge_change("Calendar", {}, convert.from_eas(
                     "Calendar", appdata, version, quirks), None, quirks)
-            except codec.ItemError as e:
+            except convert.ItemError as e:
                 parsed[n] = e
                 continue
             parsed[n] = data
@@ -449,12 +449,12 @@ class SyncEngine:
                     continue
                 try:
                     pre = parsed.get(n)
-                    if isinstance(pre, codec.ItemError):
+                    if isinstance(pre, convert.ItemError):
                         raise pre
                     # merge onto nothing: drops the "sent empty" markers of from_eas
-                    data = pre if pre is not None else codec.merge_change(
-                        cls, {}, codec.from_eas(cls, appdata, version, quirks), None, quirks)
-                except codec.ItemError as e:
+                    data = pre if pre is not None else convert.merge_change(
+                        cls, {}, convert.from_eas(cls, appdata, version, quirks), None, quirks)
+                except convert.ItemError as e:
                     log.info("Add {cid} refused: {err}", cid=client_id, err=str(e))
                     responses.append(["Add", client_id, None, "6", None])
                     continue
@@ -505,13 +505,13 @@ class SyncEngine:
                 try:
                     if kind == "Change":
                         appdata = cmd.find("AirSync:ApplicationData")
-                        new = codec.from_eas(cls, appdata if appdata is not None
+                        new = convert.from_eas(cls, appdata if appdata is not None
                                              else Element("AirSync:ApplicationData"),
                                              version, quirks)
                         if instance and cls == "Calendar":
-                            data = codec.apply_instance_change(old.data, instance, new)
+                            data = convert.apply_instance_change(old.data, instance, new)
                         else:
-                            data = codec.merge_change(cls, old.data, new, st.get("supported"),
+                            data = convert.merge_change(cls, old.data, new, st.get("supported"),
                                                       quirks)
                         if cls == "Calendar":
                             data.pop("ClientUid", None)
@@ -520,13 +520,13 @@ class SyncEngine:
                         ops.append(Op(kind="change", server_id=sid, data=data, ref=sid))
                         current[sid] = data
                     elif instance and cls == "Calendar":
-                        data = codec.apply_instance_change(old.data, instance, None)
+                        data = convert.apply_instance_change(old.data, instance, None)
                         ops.append(Op(kind="change", server_id=sid, data=data, ref=sid))
                         current[sid] = data
                     else:
                         ops.append(Op(kind="delete", server_id=sid, ref=sid))
                         deleted_now.add(sid)
-                except codec.ItemError as e:
+                except convert.ItemError as e:
                     log.info("{kind} {sid} refused: {err}", kind=kind, sid=sid, err=str(e))
                     responses.append([kind, sid, None, "6", None])
                     continue
@@ -609,7 +609,7 @@ class SyncEngine:
                     else:
                         r.add("AirSync:Status", "1")
                         r.append(E("AirSync:ApplicationData",
-                                   *codec.to_eas(cls, item.data, version, creq.prefs, quirks)))
+                                   *convert.to_eas(cls, item.data, version, creq.prefs, quirks)))
                 elif status != "1":
                     r = resp_el.add(f"AirSync:{kind}")
                     r.add("AirSync:ServerId", ref)

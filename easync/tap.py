@@ -20,7 +20,8 @@ from twisted.python import usage
 
 from easync import config as cfg
 from easync import tls, workers
-from easync.context import EasServer, Settings
+from easync.handler import EasServer
+from easync.settings import Settings
 
 log = Logger()
 
@@ -134,11 +135,11 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     from backends.sql.authstore import SqlAuthStore
+    from backends.sql.pgnotify import change_hub
     from backends.sql.store import SqlStore
     from easync.auth import build_auth
     from easync.http.limits import ConnectionLimits, LimitingReactor
     from easync.http.resource import make_site
-    from easync.pgnotify import change_hub
 
     settings = options.settings()
     top = MultiService()
@@ -148,7 +149,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     store.setServiceParent(top)
 
     # The change hub: LISTEN/NOTIFY on PostgreSQL; on SQLite in-process, plus a poller
-    # for other processes' writes (easync.pgnotify.change_hub).
+    # for other processes' writes (backends.sql.pgnotify.change_hub).
     notifier, hub_services = change_hub(reactor, store, options["db"], options["node-name"])
     for service in hub_services:
         service.setServiceParent(top)

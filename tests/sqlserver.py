@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from easync.context import EasServer, Settings
+from easync.handler import EasServer
 from easync.model import User
 from easync.notify import LocalNotifier
+from easync.settings import Settings
 
 
 @asynccontextmanager

@@ -23,10 +23,10 @@ from twisted.logger import globalLogPublisher
 from backends.sql.authstore import SqlAuthStore
 from backends.sql.store import SqlStore
 from easync.auth import accounts as acc
+from easync.auth.aspassword import ClientCredentials, LoginLockedOut, PolicyChecker
 from easync.auth.keys import SecretBox
 from easync.auth.local import LocalChecker, hash_secret
 from easync.auth.mail import SmtpMailer
-from easync.auth.policy import ClientCredentials, LoginLockedOut, PolicyChecker
 from easync.auth.throttle import ThrottleRules
 from easync.interfaces import IAuthStore
 

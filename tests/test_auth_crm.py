@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
-from easync.auth.crm import CrmChecker
+from backends.crm.checker import CrmChecker
 from easync.errors import Unavailable
 from easync.model import User
 

@@ -8,7 +8,7 @@ import pytest_twisted
 from sqlserver import sqlite_server
 
 from easync.commands import foldercreate, folderdelete, foldersync, folderupdate
-from easync.context import EasRequest
+from easync.handler import EasRequest
 from easync.model import StateWrite
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element

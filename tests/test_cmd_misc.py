@@ -21,7 +21,7 @@ from easync.commands import (
     smartforward,
     smartreply,
 )
-from easync.context import EasHTTPError, EasRequest
+from easync.handler import EasHTTPError, EasRequest
 from easync.model import Op
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element

@@ -8,8 +8,9 @@ import pytest
 import pytest_twisted
 from sqlserver import sqlite_server
 
-from easync.commands import policy, provision
-from easync.context import EasRequest
+from easync.commands import provision
+from easync.commands import provisioning as policy
+from easync.handler import EasRequest
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element
 

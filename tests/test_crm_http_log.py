@@ -113,7 +113,7 @@ def test_the_crm_login_check_uses_the_quiet_pool() -> None:
 
     from twisted.internet import reactor
 
-    from easync.auth.crm import crm_checker
+    from backends.crm.checker import crm_checker
 
     checker = crm_checker({"crm-url": "http://127.0.0.1:9/webservice.php"},
                           SimpleNamespace(users=None), reactor)

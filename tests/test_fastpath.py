@@ -5,17 +5,17 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from easync.items import codec
+from easync.items import convert
 from easync.items.contact import CONTACTS2_FIELDS, CONTACTS_FIELDS
 from easync.items.fastpath import FragmentCache, app_data, contact_fragment
 from easync.wbxml import E, decode, encode
 
 QUIRKS = {
-    "iphone": codec.DeviceQuirks(device_type="iPhone", user_agent="Apple-iPhone13C2/2003.68"),
-    "android": codec.DeviceQuirks(device_type="Android", user_agent="Android/12-EAS-2.0"),
+    "iphone": convert.DeviceQuirks(device_type="iPhone", user_agent="Apple-iPhone13C2/2003.68"),
+    "android": convert.DeviceQuirks(device_type="Android", user_agent="Android/12-EAS-2.0"),
 }
-PREFS = [None, [codec.BodyPreference(type=1, truncation_size=20)],
-         [codec.BodyPreference(type=2, truncation_size=None, preview=50)]]
+PREFS = [None, [convert.BodyPreference(type=1, truncation_size=20)],
+         [convert.BodyPreference(type=2, truncation_size=None, preview=50)]]
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
 field_names = [n for n in CONTACTS_FIELDS if n not in ("Birthday", "Anniversary",
@@ -33,7 +33,7 @@ contacts = st.fixed_dictionaries({}, optional={
 
 def generic(cls, data, version, prefs, quirks) -> bytes:
     return encode(E("AirSync:Sync", E("AirSync:ServerId", "1:1"),
-                    E("AirSync:ApplicationData", *codec.to_eas(cls, data, version, prefs,
+                    E("AirSync:ApplicationData", *convert.to_eas(cls, data, version, prefs,
                                                                quirks))))
 
 
@@ -74,10 +74,10 @@ def test_fragments_inside_a_document_keep_page_state() -> None:
                           app_data("Calendar", d2, "14.1", None, q))))
     tree_doc = encode(E("AirSync:Commands",
                         E("AirSync:Add", E("AirSync:ServerId", "1"), E(
-                            "AirSync:ApplicationData", *codec.to_eas("Contacts", d1, "14.1",
+                            "AirSync:ApplicationData", *convert.to_eas("Contacts", d1, "14.1",
                                                                      None, q))),
                         E("AirSync:Add", E("AirSync:ServerId", "2"), E(
-                            "AirSync:ApplicationData", *codec.to_eas("Calendar", d2, "14.1",
+                            "AirSync:ApplicationData", *convert.to_eas("Calendar", d2, "14.1",
                                                                      None, q)))))
     assert frag_doc == tree_doc
 

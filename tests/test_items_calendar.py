@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from easync.context import version_tuple
 from easync.items._common import DROPPED
-from easync.items.codec import (
+from easync.items.convert import (
     BodyPreference,
     DeviceQuirks,
     ItemError,
@@ -26,6 +25,7 @@ from easync.items.codec import (
     to_eas,
 )
 from easync.items.tz import zone_to_blob
+from easync.versions import version_tuple
 from easync.wbxml import codec as wbxml
 from easync.wbxml import codepages
 from easync.wbxml.element import E, Element

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from easync.context import EasRequest, Settings
+from easync.handler import EasRequest
 from easync.items._common import DROPPED
-from easync.items.codec import (
+from easync.items.contact import file_as
+from easync.items.convert import (
     BodyPreference,
     DeviceQuirks,
     ItemError,
@@ -22,8 +23,8 @@ from easync.items.codec import (
     supported_names,
     to_eas,
 )
-from easync.items.contact import file_as
 from easync.model import User
+from easync.settings import Settings
 from easync.wbxml import codepages
 from easync.wbxml.element import E, Element
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easync.items import email_address, index_fields
-from easync.items.codec import from_eas
+from easync.items.convert import from_eas
 from easync.wbxml.element import E, Element
 
 # The former (quadratic) patterns, kept here only as the reference for short inputs.

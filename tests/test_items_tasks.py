@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from easync.context import version_tuple
 from easync.items._common import DROPPED
-from easync.items.codec import (
+from easync.items.convert import (
     BodyPreference,
     filter_window,
     from_eas,
     merge_change,
     to_eas,
 )
+from easync.versions import version_tuple
 from easync.wbxml import codepages
 from easync.wbxml.element import E, Element
 

@@ -96,9 +96,10 @@ def test_cap_counts_open_connections_per_address() -> None:
 def test_site_channel_follows_the_header_timeout() -> None:
     """--header-timeout N: the site's channels are HeadTimeoutChannels with N as their
     timer; 0: twisted.web's own channel with --idle-timeout, as before."""
-    from easync.context import EasServer, Settings
+    from easync.handler import EasServer
     from easync.http.limits import HeadTimeoutChannel
     from easync.http.resource import make_site
+    from easync.settings import Settings
 
     server = EasServer(users=None, items=None, state=None, notifier=None, clock=Clock(),
                        settings=Settings())

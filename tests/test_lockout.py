@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
 from backends.sql.authstore import SqlAuthStore
 from backends.sql.store import SqlStore
-from easync.auth.policy import ClientCredentials, LoginLockedOut, PolicyRefused
+from easync.auth.aspassword import ClientCredentials, LoginLockedOut, PolicyRefused
 from easync.auth.throttle import ThrottleRules
 
 RULES = ThrottleRules(delay=0.0, user_limit=10, addr_limit=50, code_limit=5)

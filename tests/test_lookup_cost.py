@@ -24,7 +24,7 @@ from sqlserver import sqlite_server
 from twisted.internet.task import LoopingCall
 
 from easync.commands import resolverecipients, search
-from easync.context import EasRequest
+from easync.handler import EasRequest
 from easync.model import Op
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element

@@ -1,4 +1,4 @@
-"""The change hub across nodes (easync.pgnotify) against a real PostgreSQL.
+"""The change hub across nodes (backends.sql.pgnotify) against a real PostgreSQL.
 
 Two ``PgNotifier`` in this process stand for two nodes; each test has its own channel
 so that other test sessions on the same server cannot interfere.  Skipped, with the
@@ -20,9 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from zope.interface.verify import verifyObject
 
-from easync.interfaces import IChangeNotifier
-from easync.notify import LocalNotifier
-from easync.pgnotify import (
+from backends.sql.pgnotify import (
     CHANNEL,
     MAX_PAYLOAD,
     PgNotifier,
@@ -31,6 +29,8 @@ from easync.pgnotify import (
     decode_payload,
     encode_payloads,
 )
+from easync.interfaces import IChangeNotifier
+from easync.notify import LocalNotifier
 
 _channels = itertools.count()
 

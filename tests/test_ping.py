@@ -14,8 +14,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from easync.commands import foldercreate, foldersync, ping, sync
-from easync.context import EasRequest, EasResponse, EasServer, Settings
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import Op
+from easync.settings import Settings
 from easync.syncengine import FRAGMENTS
 from easync.wbxml.element import E, Element
 

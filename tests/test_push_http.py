@@ -24,11 +24,12 @@ from twisted.logger import globalLogPublisher
 
 from backends.sql.store import SqlStore
 from easync.auth import build_checker
-from easync.context import EasServer, Settings
+from easync.handler import EasServer
 from easync.http.resource import make_site
 from easync.metrics import metrics_site, watch
 from easync.model import Op
 from easync.notify import LocalNotifier
+from easync.settings import Settings
 from easync.syncengine import FRAGMENTS
 from easync.wbxml import E, Element, decode, encode
 

@@ -10,7 +10,7 @@ import pytest_twisted
 from sqlserver import sqlite_server, until
 
 from easync.commands import getitemestimate, sync
-from easync.context import EasRequest
+from easync.handler import EasRequest
 from easync.model import Op
 from easync.wbxml import decode, encode
 from easync.wbxml.element import E, Element

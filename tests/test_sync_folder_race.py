@@ -21,7 +21,7 @@ from sqlserver import sqlite_server, until
 from twisted.internet.defer import Deferred
 
 from easync.commands import folderdelete, getitemestimate, ping, sync
-from easync.context import EasRequest, EasResponse
+from easync.handler import EasRequest, EasResponse
 from easync.model import Op
 from easync.wbxml import decode, encode
 from easync.wbxml.element import E, Element

@@ -17,7 +17,7 @@ from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
 
 from easync import tap, tls
-from easync.context import Settings
+from easync.settings import Settings
 
 
 def parse(*argv: str) -> tap.Options:

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed
 
-from easync.crmcall import QuietPool, envelope, quiet_pool  # noqa: F401 (re-exported)
+from backends.crm.call import QuietPool, envelope, quiet_pool  # noqa: F401 (re-exported)
 from easync.errors import Unavailable
 
 log = Logger()

@@ -951,7 +951,7 @@ class PollerLock:
 
     async def acquire(self) -> bool:
         """Is this process the poller (taking the lock if free)?"""
-        from easync.pgnotify import PgConnection
+        from backends.sql.pgnotify import PgConnection
 
         if self.conn is None or self.conn.state != "ready":
             self.held = False

@@ -78,8 +78,8 @@ def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: An
     ``IAuthStore`` (``backends.sql.authstore.SqlAuthStore``).  ValueError for options
     that cannot work (the caller reports it as a usage error)."""
     from easync.auth.accounts import Accounts
+    from easync.auth.aspassword import PolicyChecker
     from easync.auth.keys import DEFAULT_KEY_FILE, SecretBox, SecretKeyError
-    from easync.auth.policy import PolicyChecker
     from easync.auth.throttle import ThrottleRules
 
     kind = (config.get("auth") or "local").lower()
@@ -126,7 +126,7 @@ def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: An
         primary = LdapChecker(ldap_config(config), server.users, reactor, service=service,
                               audit=accounts._audit_raw)
     elif kind == "crm":
-        from easync.auth.crm import crm_checker
+        from backends.crm.checker import crm_checker
 
         primary = crm_checker(config, server, reactor)
     else:
@@ -140,7 +140,7 @@ def build_checker(config: dict[str, Any], server: Any, reactor: Any) -> ICredent
     checker when ``server.accounts`` is set, else the bare local checker."""
     accounts = getattr(server, "accounts", None)
     if accounts is not None:
-        from easync.auth.policy import PolicyChecker
+        from easync.auth.aspassword import PolicyChecker
 
         return PolicyChecker(accounts.primary or LocalChecker(server.users, reactor),
                              accounts, reactor)

@@ -7,7 +7,7 @@ fit to show the user as it is (it never holds a secret); infrastructure faults r
 ``DeliveryFailed`` (the mail relay).
 
 The rules (issue 4, DESIGN.md flow 6), applied to EAS logins by
-``easync.auth.policy.PolicyChecker`` through ``eas_mode``:
+``easync.auth.aspassword.PolicyChecker`` through ``eas_mode``:
 
 - ActiveSync is switched on per user by an administrator (off by default): HTTP 403.
 - Two-factor authentication (2FA) off and no ActiveSync password: the login password

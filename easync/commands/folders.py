@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import USER_FOLDER_TYPE, Folder, StateWrite
 from easync.wbxml.element import Element
 

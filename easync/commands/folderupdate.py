@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from easync.commands.folders import folder_update
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 
 
 async def handle(server: EasServer, req: EasRequest) -> EasResponse:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.syncengine import SyncEngine
 from easync.wbxml.element import E
 

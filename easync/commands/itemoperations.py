@@ -21,8 +21,8 @@ for a request without any operation.
 
 from __future__ import annotations
 
-from easync.context import EasRequest, EasResponse, EasServer
-from easync.items.codec import DeviceQuirks, ItemError, body_preferences, to_eas
+from easync.handler import EasRequest, EasResponse, EasServer
+from easync.items.convert import DeviceQuirks, ItemError, body_preferences, to_eas
 from easync.model import FOLDER_CLASS
 from easync.wbxml.element import Element
 

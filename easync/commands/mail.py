@@ -16,7 +16,7 @@ the message went out.
 
 from __future__ import annotations
 
-from easync.context import EasHTTPError, EasRequest, EasResponse
+from easync.handler import EasHTTPError, EasRequest, EasResponse
 from easync.wbxml.element import Element
 
 NOT_SUPPORTED = "137"

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from easync.commands.settings import user_email
-from easync.context import EasHTTPError, EasRequest, EasResponse, EasServer
+from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.items import email_address
-from easync.items.codec import ItemError, apply_instance_change
+from easync.items.convert import ItemError, apply_instance_change
 from easync.model import Op
 from easync.wbxml.element import Element
 

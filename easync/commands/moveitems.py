@@ -12,7 +12,7 @@ before.
 
 from __future__ import annotations
 
-from easync.context import EasHTTPError, EasRequest, EasResponse, EasServer
+from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.syncengine import record_own_move
 from easync.wbxml.element import Element
 

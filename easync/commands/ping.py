@@ -31,7 +31,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from easync.commands import folders as hierarchy
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import Folder, StateWrite
 from easync.push import ALL
 from easync.syncengine import SyncEngine, state_name

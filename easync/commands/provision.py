@@ -30,14 +30,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from easync.commands.policy import (
+from easync.commands.provisioning import (
     POLICY_TYPE,
     new_policy_key,
     provision_doc,
     wipe_element,
     wipe_pending,
 )
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import StateWrite
 from easync.wbxml.element import Element
 

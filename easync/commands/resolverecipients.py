@@ -39,7 +39,7 @@ from typing import Any
 
 from easync.commands.search import gal_users
 from easync.commands.settings import display_name, user_email
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.items import email_address
 from easync.lookup import indexable_email, prefix_key, storable_email
 from easync.model import Item, User

@@ -26,7 +26,7 @@ import re
 from typing import Any
 
 from easync.commands.settings import display_name, user_email
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import User
 from easync.wbxml.element import Element
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from easync.commands.mail import refuse
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 
 
 async def handle(server: EasServer, req: EasRequest) -> EasResponse:

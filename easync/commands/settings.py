@@ -21,7 +21,7 @@ Each request child gets its own answer, in request order, after the top-level
 from __future__ import annotations
 
 from easync.commands.provision import parse_device_information, save_device_information
-from easync.context import EasRequest, EasResponse, EasServer
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import User
 from easync.wbxml.element import Element
 

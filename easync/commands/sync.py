@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from easync.commands.ping import HIERARCHY
-from easync.context import EasRequest, EasResponse, EasServer
-from easync.items import codec
+from easync.handler import EasRequest, EasResponse, EasServer
+from easync.items import convert
 from easync.model import StateWrite
 from easync.syncengine import CollectionRequest, SyncEngine, make_key, quirks_for
 from easync.wbxml.element import E, Element
@@ -74,8 +74,8 @@ def _prefs(raw: list[list[str | None]] | None) -> list[Any]:
         if preview is not None:
             bp.add("AirSyncBase:Preview", preview)
     try:
-        return codec.body_preferences(opts)
-    except (ValueError, codec.ItemError):
+        return convert.body_preferences(opts)
+    except (ValueError, convert.ItemError):
         return []
 
 
@@ -118,7 +118,7 @@ def parse(body: Element, settings: Any) -> dict[str, Any]:
             raise BadRequest("4")
         entry = {
             "id": cid, "key": key, "getchanges": getchanges, "window": wsize,
-            "supported": None if supported is None else codec.supported_names(supported),
+            "supported": None if supported is None else convert.supported_names(supported),
             "commands": coll.find("AirSync:Commands"),
             "deletes_as_moves": coll.findtext("AirSync:DeletesAsMoves", "1") in ("", "1"),
         }

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from easync.context import EasServer
+from easync.handler import EasServer
 
 log = Logger(namespace="easync.request")
 

@@ -27,19 +27,13 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from easync.auth.policy import ClientCredentials, LoginLockedOut
-from easync.context import (
-    VERSIONS,
-    EasHTTPError,
-    EasRequest,
-    EasResponse,
-    EasServer,
-    version_tuple,
-)
+from easync.auth.aspassword import ClientCredentials, LoginLockedOut
 from easync.errors import TooManyDevices, Unavailable
+from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.http.forwarded import Network, client_address, parse_networks
 from easync.http.limits import ConnectionLimits
 from easync.http.query import QueryError, parse_query
+from easync.versions import VERSIONS, version_tuple
 
 log = Logger(namespace="easync.request")
 
@@ -529,13 +523,13 @@ class ActiveSyncResource(Resource):
 
     def _policy_check(self, req: EasRequest) -> EasResponse | None:
         try:
-            from easync.commands import policy
+            from easync.commands import provisioning
         except ImportError:
             return None
-        status = policy.policy_status(req.device, req.policy_key)
+        status = provisioning.policy_status(req.device, req.policy_key)
         if status is None:
             return None
-        return policy.policy_required_response(req.cmd, req.version, status)
+        return provisioning.policy_required_response(req.cmd, req.version, status)
 
     async def _touch_device(self, user: Any, q: Any, request: server.Request) -> Any:
         """Load the device record; write last-seen at most once a minute per device."""
@@ -564,7 +558,7 @@ class ActiveSyncResource(Resource):
         MS-ASPROV 2.2.2.54.2 refers to it), below 14.0 or for a command without one HTTP
         403 (MS-ASHTTP 2.2.2.1.1: the user may not sync; not 503, as the cap does not
         pass by itself).  Nothing is stored for the device."""
-        from easync.commands.policy import STATUS_ROOTS
+        from easync.commands.provisioning import STATUS_ROOTS
         from easync.wbxml import E, encode
 
         note = f"device cap: {e.count} devices, at most {e.limit}"

@@ -46,10 +46,10 @@ Tasks (MS-ASTASK names):
     "DeadOccur", ...} (dates as EAS dateTime strings)
   * "OrdinalDate": EAS dateTime, "SubOrdinalDate": str
 
-``easync.items.codec.from_eas`` returns what a client sent: a property the client
+``easync.items.convert.from_eas`` returns what a client sent: a property the client
 sent *empty* appears as "" ([] for lists) so that ``merge_change`` can tell "delete"
 from "not sent"; ``merge_change(cls, {}, data, None)`` removes those markers.
-The conversions live in ``easync.items.codec`` (contacts: ``contact``, events:
+The conversions live in ``easync.items.convert`` (contacts: ``contact``, events:
 ``event``, tasks: ``task``) and ``easync.items.tz`` (timezone blobs).
 """
 

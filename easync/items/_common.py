@@ -13,7 +13,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from easync.context import Settings, version_tuple
+from easync.settings import Settings
+from easync.versions import version_tuple
 from easync.wbxml.element import Element
 
 log = Logger()

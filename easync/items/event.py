@@ -290,7 +290,7 @@ TYPE_FROM_STORED = "_type_from_stored"
 
 
 def from_eas(appdata: Element, version: str, quirks: DeviceQuirks) -> dict[str, Any]:
-    """The client's ApplicationData as sent (see ``easync.items.codec.from_eas``).
+    """The client's ApplicationData as sent (see ``easync.items.convert.from_eas``).
 
     All-day snapping and recurrence completion need the whole item and happen in
     ``normalize`` once a Change has been merged with what is stored.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from easync.items import codec
+from easync.items import convert
 from easync.items._common import body_to_eas
 from easync.items.contact import (
     CONTACTS2_FIELDS,
@@ -166,7 +166,7 @@ def app_data(cls: str, data: dict[str, Any], version: str, prefs: list[Any] | No
     """``AirSync:ApplicationData`` for a server→client Add/Change/Fetch, pre-encoded."""
     if cls == "Contacts":
         return contact_fragment(data, version, prefs, quirks)
-    return fragment(E("AirSync:ApplicationData", *codec.to_eas(cls, data, version, prefs,
+    return fragment(E("AirSync:ApplicationData", *convert.to_eas(cls, data, version, prefs,
                                                               quirks)))
 
 

@@ -4,10 +4,10 @@ vtenext's web service has ``login_pwd`` (POST ``username``, ``password``): it an
 the user's access key for the right CRM password and ``INVALID_USER_CREDENTIALS``
 otherwise.  This checker asks it once per login attempt and never again in a loop
 (vtenext locks an account after repeated failures; easync's own throttling and lockout
-in ``easync.auth.policy`` come first).  vtiger has no ``login_pwd``: with it, use
+in ``easync.auth.aspassword`` come first).  vtiger has no ``login_pwd``: with it, use
 ``--auth local``.
 
-It is the *primary* checker: ``easync.auth.policy.PolicyChecker`` wraps it with the
+It is the *primary* checker: ``easync.auth.aspassword.PolicyChecker`` wraps it with the
 ActiveSync-password and 2FA rules, exactly as for local and LDAP accounts.  As with
 LDAP, the first successful login of a CRM user makes a local record (no local
 password, ``origin = "crm"``, ActiveSync off until an administrator turns it on) that
@@ -29,8 +29,8 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from backends.crm.call import envelope
 from easync.auth.local import BadUserName, HandsOverUser, split_username, text_credentials
-from easync.crmcall import envelope
 from easync.errors import Unavailable
 from easync.model import User
 
@@ -138,7 +138,7 @@ def crm_checker(config: dict[str, Any], server: Any, reactor: Any) -> CrmChecker
     from treq.client import HTTPClient
     from twisted.web.client import Agent
 
-    from easync.crmcall import quiet_pool
+    from backends.crm.call import quiet_pool
 
     url = str(config.get("crm-url") or "")
     if not url:

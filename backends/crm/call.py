@@ -1,7 +1,7 @@
 """One request to a CRM's web service (``…/webservice.php``) up to its JSON envelope.
 
 Shared by the item store's client (``backends.crm.client``) and the login check
-(``easync.auth.crm``): an answer later than the timeout, an unreachable CRM, an HTTP
+(``backends.crm.checker``): an answer later than the timeout, an unreachable CRM, an HTTP
 error or an answer that is not the ``{"success": …}`` envelope each raise the exception
 the caller's ``failed(kind, detail)`` makes, with the caller's message.
 """

@@ -14,7 +14,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from easync.context import EasResponse, version_tuple
+from easync.handler import EasResponse
+from easync.versions import version_tuple
 from easync.wbxml.element import Element
 
 POLICY_TYPE = "MS-EAS-Provisioning-WBXML"
