@@ -132,6 +132,8 @@ class Server:
         args = [twistd(), "-n", "--logfile", str(self.log), "--pidfile", "", "easync",
                 "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=4096",
                 "--db", db, "--provisioning", "off", "--heartbeat-min", "1",
+                # every load connection comes from 127.0.0.1, as behind a proxy
+                "--max-connections-per-address", "0",
                 "--metrics-listen", f"tcp:{self.metrics_port}:interface=127.0.0.1",
                 *(["--workers", str(workers)] if workers > 1 else []), *(extra or [])]
         self.proc = subprocess.Popen(args, cwd=workdir, env=env(),
@@ -218,9 +220,11 @@ class Loader:
         args = [sys.executable, str(REPO / "bench" / "pingload.py"), "--port", str(port),
                 "--users", str(users), "--first", str(first), "--count", str(count),
                 "--heartbeat", str(heartbeat), "--concurrency", "50",
-                # each load generator from its own loopback address: one address has
-                # only ~28,000 ephemeral ports towards one server port
-                "--source", f"127.0.{1 + tag // 250 % 250}.{1 + tag % 250}"] + (
+                # each device from its own loopback address, as phones on the
+                # Internet: one address has only ~28,000 ephemeral ports towards one
+                # server port, and the server checks at most 8 logins of one address
+                # at a time (README "Login throttling")
+                "--source-net", f"127.{1 + tag % 250}"] + (
                     ["--once"] if once else [])
         self.proc = subprocess.Popen(args, env=env(), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)

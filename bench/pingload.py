@@ -74,11 +74,21 @@ async def hold(i: int, request: bytes, host: str, port: int, gate: asyncio.Semap
             head = await reader.readuntil(b"\r\n\r\n")
             now = time.monotonic()
             length = 0
+            retry_after = 5.0
             for line in head.split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
+                elif line[:12].lower() == b"retry-after:":
+                    retry_after = float(line[12:])
             body = await reader.readexactly(length) if length else b""
             code = head.split(b" ", 2)[1].decode()
+            if code == "429":
+                # Too many logins from this address being checked at once (the login
+                # bound, README "Login throttling"): wait as told and ask again, as a
+                # phone does.
+                await asyncio.sleep(retry_after)
+                writer.write(request)
+                continue
             status, folders = parse_status(body) if code == "200" else (f"http{code}", [])
             out.append(f"R {i} {status} {now:.6f} {','.join(folders) or '-'}")
             if not again or status != "1":
@@ -88,6 +98,15 @@ async def hold(i: int, request: bytes, host: str, port: int, gate: asyncio.Semap
         out.append(f"E {i} closed {type(e).__name__}")
     finally:
         writer.close()
+
+
+def source_of(i: int, args: argparse.Namespace) -> str | None:
+    """The local address connection ``i`` comes from: ``--source-net A.B`` gives every
+    device an address of its own (A.B.x.y), as phones on the Internet have; the server
+    bounds logins checked at once per address (README "Login throttling")."""
+    if args.source_net:
+        return f"{args.source_net}.{i // 250 % 250}.{1 + i % 250}"
+    return args.source
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -111,7 +130,8 @@ async def main(args: argparse.Namespace) -> None:
         req = ping_request(f"{args.host}:{args.port}", names[i], password, folders[i],
                            args.heartbeat)
         tasks.append(asyncio.ensure_future(
-            hold(i, req, args.host, args.port, gate, out, sent, not args.once, args.source)))
+            hold(i, req, args.host, args.port, gate, out, sent, not args.once,
+                 source_of(i, args))))
 
     async def report() -> None:
         last = -1
@@ -151,6 +171,8 @@ if __name__ == "__main__":
     p.add_argument("--concurrency", type=int, default=200,
                    help="connections being opened at once")
     p.add_argument("--once", action="store_true", help="one Ping per connection, no repeat")
+    p.add_argument("--source-net", help="A.B: connection i comes from A.B.(i/250).(1+i%%250) "
+                   "(loopback: any 127.x.y.z can be bound on Linux)")
     p.add_argument("--source", help="local address to connect from, e.g. 127.0.0.7: one "
                    "source address has ~28,000 ports towards one server port")
     asyncio.run(main(p.parse_args()))
