@@ -39,9 +39,10 @@ COMPOSITION_ROOTS: dict[str, str] = {
                       "wires",
 }
 
-#: The sync engine: ``easync.syncengine`` and whatever modules it is split into.  A module
-#: of easync with "engine" in a part of its dotted name counts too (see ``is_engine``);
-#: name here any engine module whose name does not say so.
+#: The sync engine: ``easync.syncengine`` and whatever modules it is split into.  Also
+#: counted (see ``is_engine``): every ``easync.sync*`` module or package (its typed data,
+#: its state) and every easync module with "engine" in a part of its dotted name; name
+#: here any engine module whose name says neither.
 ENGINE_MODULES: tuple[str, ...] = ("easync.syncengine",)
 
 #: Names under which another backend holds the SQL store (``sql._x`` is a private of it).
@@ -114,8 +115,9 @@ def _within(name: str, *prefixes: str) -> bool:
 
 def is_engine(module: str) -> bool:
     """True for a module of the sync engine (see ``ENGINE_MODULES``)."""
-    return _within(module, *ENGINE_MODULES) or (
-        _within(module, "easync") and any("engine" in part for part in module.split(".")))
+    parts = module.split(".")
+    return _within(module, *ENGINE_MODULES) or (parts[0] == "easync" and len(parts) > 1 and (
+        parts[1].startswith("sync") or any("engine" in part for part in parts)))
 
 
 def _resolve(module: str, is_package: bool, level: int, target: str | None) -> str:
@@ -319,6 +321,8 @@ FAILING = [
      "engine-imports-wbxml", "easync.wbxml.element"),
     ("easync.sync.engine", False, "from easync.commands import sync\n",
      "engine-imports-wbxml", "easync.commands"),
+    ("easync.synctypes", False, "from easync.wbxml import Element\n",
+     "engine-imports-wbxml", "easync.wbxml"),
     ("easync.commands.sync_engine", False,
      "from importlib import import_module\nimport_module(f'easync.wbxml.{n}')\n",
      "engine-imports-wbxml", "easync.wbxml"),
@@ -353,6 +357,7 @@ ALLOWED = [
     ("backends.sql.store", "from easync.model import Op\nfrom easync.wbxml import E\n"),
     ("easync.wbxml.codec", "from easync.wbxml.codepages import TOKENS\nfrom . import element\n"),
     ("easync.commands.sync", "from easync.wbxml import E\nfrom easync.syncengine import x\n"),
+    ("easync.items.fastpath", "from easync.wbxml.codec import fragment\n"),
     ("easync.syncengine", "from easync.items import index_fields\nfrom easync.model import Op\n"),
     ("easync.http.resource", "import importlib\nimportlib.import_module(f'easync.commands.{c}')\n"),
     ("backends.crm.mirror", ("def f(self, sql):\n    self._x()\n    sql.apply()\n"
