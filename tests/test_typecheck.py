@@ -2,9 +2,9 @@
 
 Runs ``python -m mypy --config-file setup.cfg`` from the repository root in a
 subprocess: the ``[mypy]`` section of setup.cfg says what is checked (``easync``,
-``backends`` and the twistd plugin) and loads the ``mypy_zope`` plugin, so a class that says it implements an
-interface of ``easync.interfaces`` and does not is an error.  No skip: mypy and
-mypy-zope are in the ``test`` extras the README's test command installs.
+``backends`` and the twistd plugin) and loads the ``mypy_zope`` plugin, so a class that
+says it implements an interface of ``easync.interfaces`` and does not is an error.  No
+skip: mypy and mypy-zope are in the ``test`` extras the README's test command installs.
 
 The tree is not clean yet; ``ALLOWANCE`` holds today's error count of each file that still
 has errors.  A file fails the suite when it has more errors than allowed (a file not listed
