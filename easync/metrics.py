@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -113,9 +114,9 @@ class Metrics:
                 values = read()
             except Exception:  # noqa: BLE001 - a gauge that cannot be read is left out
                 values = {}
-            for value, n in sorted(values.items()):
+            for value, number in sorted(values.items()):
                 labels = _labels((label,), (value,)) if label else ""
-                out.append(f"{name}{labels} {_number(n)}")
+                out.append(f"{name}{labels} {_number(number)}")
         out.append("# HELP easync_push_latency_seconds From the change hub waking a held "
                    "Ping or Sync to its response being written.")
         out.append("# TYPE easync_push_latency_seconds histogram")
@@ -203,11 +204,17 @@ class MetricsResource(Resource):
         return self.metrics.render().encode()
 
 
+class _QuietSite(Site):
+    """A Site that writes no access log line (a scraper's requests are not news)."""
+
+    def log(self, request: http.Request) -> None:
+        pass
+
+
 def metrics_site(metrics: Metrics) -> Site:
-    site = Site(MetricsResource(metrics))
+    site = _QuietSite(MetricsResource(metrics))
     site.noisy = False
     site.displayTracebacks = False
-    site.log = lambda request: None  # type: ignore[method-assign]
     return site
 
 

@@ -21,6 +21,8 @@ class LocalNotifier:
         self._waiters: dict[int, dict[str, set[Deferred[list[str]]]]] = defaultdict(
             lambda: defaultdict(set)
         )
+        # each waiting Deferred -> the folders it watches (until it is removed)
+        self._folders: dict[Deferred[list[str]], list[str]] = {}
         self._count = 0
         self.published = 0
 
@@ -42,7 +44,7 @@ class LocalNotifier:
 
     def subscribe(self, user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
         d: Deferred[list[str]] = Deferred(lambda d: self._remove(user_id, d))
-        d._easync_folders = list(folder_ids)  # type: ignore[attr-defined]
+        self._folders[d] = list(folder_ids)
         folders = self._waiters[user_id]
         for fid in folder_ids:
             folders[fid].add(d)
@@ -69,16 +71,18 @@ class LocalNotifier:
         for user_id, d in everyone.values():
             if d.called:            # ended by an earlier waiter's callback
                 continue
+            watched = list(self._folders.get(d, ()))
             self._remove(user_id, d)
-            d.callback(list(getattr(d, "_easync_folders", ())))
+            d.callback(watched)
         return len(everyone)
 
     def _remove(self, user_id: int, d: Deferred[list[str]]) -> None:
+        watched = self._folders.pop(d, ())
         folders = self._waiters.get(user_id)
         if folders is None:
             return
         removed = False
-        for fid in getattr(d, "_easync_folders", ()):
+        for fid in watched:
             waiters = folders.get(fid)
             if waiters and d in waiters:
                 waiters.discard(d)

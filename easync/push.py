@@ -325,7 +325,7 @@ class HoldRecorder(Service):
         super().startService()
         Deferred.fromCoroutine(self.begin())
 
-    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         return Deferred.fromCoroutine(self.stop())
 

@@ -7,12 +7,19 @@ from that venv: finds the plugin, runs ``twistd -n easync`` on a free TLS port i
 directory, adds a user with the venv's ``easync-admin``, and syncs a contact with
 pyactivesync over TLS checked against the server's own self-signed certificate.
 
-Slow (tens of seconds): set ``EASYNC_SKIP_PACKAGING=1`` to skip it locally; CI runs it.
+Slow (tens of seconds): set ``EASYNC_SKIP_PACKAGING=1`` to skip the tests of the
+installed wheel locally; CI runs them.
+
+Also: the plugin is found and lazy.  Twisted imports every plugin module on every
+``twistd`` run, so scanning for plugins must not import easync (``easync.tap`` is named by
+string and loaded when ``twistd easync`` runs) nor the reactor (twistd installs the one
+its ``--reactor`` option names, after the scan); checked in a fresh interpreter.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
@@ -27,16 +34,12 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("EASYNC_SKIP_PACKAGING")),
-    reason="EASYNC_SKIP_PACKAGING is set")
-
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "packaging test password"
 # What the copy of the tree leaves out: VCS data, build leftovers, local venvs.
 IGNORE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
                                 ".venv", "venv", ".ci", ".ruff_cache", "*.sqlite*", "*.pem",
-                                "dropin.cache", ".pytest_cache")
+                                "dropin.cache", ".pytest_cache", ".mypy_cache")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -75,6 +78,8 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    if os.environ.get("EASYNC_SKIP_PACKAGING"):
+        pytest.skip("EASYNC_SKIP_PACKAGING is set")
     root = tmp_path_factory.mktemp("packaging")
     src = root / "src"
     shutil.copytree(ROOT, src, ignore=IGNORE)
@@ -244,7 +249,105 @@ def test_twistd_easync_serves_and_syncs(installed: Installed, tmp_path: Path,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    log = log_path.read_text()
-    assert "self-signed TLS certificate" in log and "SHA-256 fingerprint" in log
-    assert PASSWORD not in log
-    assert "Traceback" not in log
+    text = log_path.read_text()
+    assert "self-signed TLS certificate" in text and "SHA-256 fingerprint" in text
+    assert PASSWORD not in text
+    assert "Traceback" not in text
+
+
+# ------------------------------------------------------------------ the plugin, lazy
+
+PLUGIN = ROOT / "twisted" / "plugins" / "easync_plugin.py"
+
+#: easync modules the plugin may need at scan time: none (it names easync.tap by string).
+NEEDED_AT_SCAN: frozenset[str] = frozenset()
+
+#: Run in a fresh interpreter: discover the IServiceMaker plugins (of ``twisted.plugins``,
+#: or of the package named by argv[1]) and report them and every module then imported.
+DISCOVER = """
+import json, sys
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+package = None
+if len(sys.argv) > 1:
+    import importlib
+    package = importlib.import_module(sys.argv[1])
+makers = [{"tapname": p.tapname, "module": p.module}
+          for p in getPlugins(IServiceMaker, *([package] if package else []))]
+print(json.dumps({"makers": makers, "modules": sorted(sys.modules)}))
+"""
+
+
+def discover(pythonpath: list[Path], package: str | None = None) -> dict[str, Any]:
+    """The plugins and ``sys.modules`` after a plugin scan in a fresh interpreter."""
+    env = _env(PYTHONPATH=os.pathsep.join(str(p) for p in pythonpath))
+    res = subprocess.run([sys.executable, "-c", DISCOVER, *([package] if package else [])],
+                         cwd=pythonpath[0], env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    out: dict[str, Any] = json.loads(res.stdout.splitlines()[-1])
+    out["stderr"] = res.stderr
+    return out
+
+
+def eager_imports(modules: list[str]) -> list[str]:
+    """What a plugin scan must not have imported: easync (beyond ``NEEDED_AT_SCAN``),
+    backends, and the reactor."""
+    return sorted(m for m in modules
+                  if (m == "easync" or m.startswith("easync.")) and m not in NEEDED_AT_SCAN
+                  or m == "backends" or m.startswith("backends.")
+                  or m == "twisted.internet.reactor")
+
+
+def scan_plugin_file(source: str, tmp_path: Path) -> dict[str, Any]:
+    """Scan one plugin file, given as its source, as twistd would scan twisted/plugins:
+    it sits alone in a plugin package of a temporary directory (so no dropin.cache is
+    written into the tree, and an installed copy cannot stand in for it), the source tree
+    next on the path so that what it imports of easync is there to import."""
+    package = tmp_path / "easync_scan_plugins"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "easync_plugin.py").write_text(source)
+    return discover([tmp_path, ROOT], "easync_scan_plugins")
+
+
+def test_plugin_is_found_and_lazy(tmp_path: Path) -> None:
+    """``twistd`` finds the easync plugin, which names easync.tap lazily: a plugin scan in
+    a fresh interpreter imports nothing of easync and not the reactor, for the plugins on
+    the path (the source tree's or the installed one) and for the tree's plugin file."""
+    scan = discover([ROOT])
+    makers = [m for m in scan["makers"] if m["tapname"] == "easync"]
+    assert makers == [{"tapname": "easync", "module": "easync.tap"}], scan["makers"]
+    assert eager_imports(scan["modules"]) == []
+    own = scan_plugin_file(PLUGIN.read_text(), tmp_path)
+    assert own["makers"] == [{"tapname": "easync", "module": "easync.tap"}], own["stderr"]
+    assert eager_imports(own["modules"]) == []
+    # In this process: the maker is an IServiceMaker plugin whose options are tap's.
+    from twisted.application.service import IServiceMaker, ServiceMaker
+    from twisted.plugin import IPlugin, getPlugins
+    from zope.interface.verify import verifyObject
+
+    from easync import tap
+
+    maker = next(p for p in getPlugins(IServiceMaker) if p.tapname == "easync")
+    assert verifyObject(IServiceMaker, maker)
+    assert verifyObject(IPlugin, maker)
+    assert isinstance(maker, ServiceMaker) and maker.module == "easync.tap"
+    assert maker.options is tap.Options
+
+
+@pytest.mark.parametrize(("added", "caught"), [
+    ("import easync.tap as _tap", "easync.tap"),
+    ("from easync.tap import Options", "easync.tap"),
+    ("from twisted.internet import reactor", "twisted.internet.reactor"),
+    ("from easync import versions as _versions", "easync.versions"),
+    ("import backends.sql", "backends.sql"),
+])
+def test_plugin_scan_catches_an_eager_plugin(added: str, caught: str, tmp_path: Path) -> None:
+    """The laziness check fails for a plugin that imports easync.tap, another easync
+    module or the reactor when it is scanned (a copy of the plugin with one line more;
+    ``as`` keeps the plugin's name ``easync`` bound to the ServiceMaker)."""
+    source = PLUGIN.read_text() + f"\n{added}\n"
+    scan = scan_plugin_file(source, tmp_path)
+    assert [m["tapname"] for m in scan["makers"]] == ["easync"], scan["stderr"]
+    assert caught in eager_imports(scan["modules"])

@@ -11,10 +11,7 @@ import textwrap
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from twisted.application.service import IServiceMaker
-from twisted.plugin import IPlugin, getPlugins
 from twisted.python.usage import UsageError
-from zope.interface.verify import verifyObject
 
 from easync import tap, tls
 from easync.settings import Settings
@@ -28,15 +25,7 @@ def parse(*argv: str) -> tap.Options:
 
 # ------------------------------------------------------------------ plugin
 
-def test_plugin_is_found_and_lazy() -> None:
-    """The plugin is discoverable under the name easync and names easync.tap lazily."""
-    makers = [p for p in getPlugins(IServiceMaker) if p.tapname == "easync"]
-    assert len(makers) == 1
-    maker = makers[0]
-    assert verifyObject(IServiceMaker, maker)
-    assert verifyObject(IPlugin, maker)
-    assert maker.module == "easync.tap"
-    assert maker.options is tap.Options
+# test_plugin_is_found_and_lazy is in tests/test_packaging.py (a scan in a fresh process)
 
 
 def test_no_init_in_twisted_plugins() -> None:

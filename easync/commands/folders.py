@@ -251,7 +251,7 @@ async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
     if key is None or not (server_id or "").strip() or parent is None \
             or not (name or "").strip():
         return _status_only("FolderUpdate", "10")
-    server_id = server_id.strip()  # type: ignore[union-attr]
+    server_id = (server_id or "").strip()
     parent = parent.strip() or "0"
     state = await _check_key(server, req, key)
     if state is None:

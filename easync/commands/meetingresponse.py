@@ -104,5 +104,5 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     root = Element(MR + "MeetingResponse")
     for el in requests:
         root.append(await _one(server, req, el, user_addr, now))
-    statuses = {r.findtext(MR + "Status") for r in root.children}
+    statuses = {r.findtext(MR + "Status") or "" for r in root.children}  # each has one
     return EasResponse(body=root, status=statuses.pop() if len(statuses) == 1 else "mixed")

@@ -119,7 +119,7 @@ def new_policy_key(avoid: tuple[str | None, ...] = ()) -> str:
 
 def wipe_pending(device: dict[str, Any] | None) -> bool:
     """True when a remote wipe was ordered and not yet acknowledged as done."""
-    return bool(device) and device.get("wipe") == "pending"  # type: ignore[union-attr]
+    return bool(device and device.get("wipe") == "pending")
 
 
 def wipe_element(device: dict[str, Any] | None, version: str) -> Element:

@@ -378,9 +378,9 @@ def body_to_eas(body: dict[str, Any] | None, prefs: list[BodyPreference] | None,
     el.add("AirSyncBase:Type", out_type)
     el.add("AirSyncBase:EstimatedDataSize", size)
     limit = pref.truncation_size if pref is not None else None
-    if limit is not None and size > limit:
+    if pref is not None and limit is not None and size > limit:
         el.add("AirSyncBase:Truncated", 1)
-        if not pref.all_or_none:     # type: ignore[union-attr]
+        if not pref.all_or_none:
             el.add("AirSyncBase:Data", _truncate_utf8(data, limit))
     else:
         el.add("AirSyncBase:Truncated", 0)

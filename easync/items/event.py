@@ -333,9 +333,9 @@ def normalize(data: dict[str, Any], final: bool = True) -> dict[str, Any]:
     if data.get("AllDayEvent") in (1, "1"):
         # a 16.x device names the days of an all-day series in the date form
         _from_date_form(rec if isinstance(rec, dict) else {}, "Until", zone)
-        for exc in data.get("Exceptions") or []:
-            if isinstance(exc, dict):
-                _from_date_form(exc, "ExceptionStartTime", zone)
+        for one in data.get("Exceptions") or []:
+            if isinstance(one, dict):
+                _from_date_form(one, "ExceptionStartTime", zone)
     if isinstance(rec, dict):
         try:
             start = parse_datetime(data["StartTime"]).astimezone(zone) \
@@ -350,9 +350,9 @@ def normalize(data: dict[str, Any], final: bool = True) -> dict[str, Any]:
             drop_value(data, "Recurrence", "Calendar", exc)
             data.pop(DROPPED, None)
             data.pop("Exceptions", None)
-    for exc in data.get("Exceptions") or []:
-        if isinstance(exc, dict):
-            _snap_if_all_day(exc, exc.get("AllDayEvent", data.get("AllDayEvent")), zone)
+    for one in data.get("Exceptions") or []:
+        if isinstance(one, dict):
+            _snap_if_all_day(one, one.get("AllDayEvent", data.get("AllDayEvent")), zone)
     return data
 
 

@@ -86,8 +86,8 @@ def from_eas(appdata: Element, version: str, quirks: DeviceQuirks) -> dict[str, 
             elif name == "Body":                              # 2.5-style text body
                 out["Body"] = {"Type": 1, "Data": text_of(child)}
             elif name == "Recurrence":
-                rec = parse_recurrence(child, "Tasks", RECURRENCE_DATES, to_extended)
-                out["Recurrence"] = rec or ""       # empty: no recurrence
+                pattern = parse_recurrence(child, "Tasks", RECURRENCE_DATES, to_extended)
+                out["Recurrence"] = pattern or ""   # empty: no recurrence
         except VALUE_ERRORS as exc:
             drop_value(out, name, "Tasks", exc)
     if out.get("Complete") == 1 and not out.get("DateCompleted"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import gc
 import re
+from typing import cast
 from xml.sax.saxutils import escape
 
 from easync.wbxml.codepages import PAGE_NAMES, TAG_CODES, TOKENS
@@ -142,8 +143,9 @@ def _encode(root: Element) -> tuple[bytes, int]:
             if el.tag == FRAGMENT_TAG:
                 if page != 0:
                     app(switch[0])
-                app(el.encoded)  # type: ignore[attr-defined]
-                page = el.end_page  # type: ignore[attr-defined]
+                frag = cast(Fragment, el)  # only a Fragment has this tag
+                app(frag.encoded)
+                page = frag.end_page
                 continue
             raise ValueError(f"unknown WBXML tag {el.tag!r}") from None
         if tpage != page:
@@ -439,7 +441,8 @@ def _parse_fast(s: str, max_depth: int, max_string: int, max_elements: int) -> E
     closed = False
     small = max_string // 4  # a string of at most this many chars fits in max_string bytes
     no_tags: dict[str, str] = {}
-    no_append = [].append
+    sink: list[Element] = []  # never filled: with no_tags no part is taken as a leaf
+    no_append = sink.append
 
     while pos < n:
         if n - pos <= _WINDOW:
@@ -742,7 +745,7 @@ def _finish(el: Element, entry: list) -> None:
         # i.e. the original bytes)
         el.opaque = b"".join(c if isinstance(c, bytes) else c.encode("latin-1") for c in chunks)
     else:
-        el.text = chunks[0] if len(chunks) == 1 else "".join(chunks)  # type: ignore[arg-type]
+        el.text = chunks[0] if len(chunks) == 1 else "".join(chunks)
 
 
 # --------------------------------------------------------------------------------------
