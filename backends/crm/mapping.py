@@ -641,10 +641,10 @@ def wanted_links(data: dict[str, Any], prev: dict[str, Any] | None,
         out[cid] = addr
         claimed |= mine
     for addr in now:
-        cid = links.by_email.get(addr)
-        if addr in claimed or cid is None or cid in out:
+        owner = links.by_email.get(addr)
+        if addr in claimed or owner is None or owner in out:
             continue
-        out[cid] = addr
+        out[owner] = addr
         claimed.add(addr)
     return out
 
