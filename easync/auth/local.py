@@ -85,6 +85,18 @@ def text_credentials(credentials: IUsernamePassword) -> tuple[str, str]:
     return raw, password
 
 
+class IUserChecker(ICredentialsChecker):
+    """A checker that hands over the record of the user it accepted, and hears which
+    device a request it let in came from (``easync.auth.door.FrontDoor``)."""
+
+    def recent_user(name: str) -> Any:
+        """The User record just read while accepting ``name`` (once), or None."""
+
+    def note_device(user: Any, device_id: str) -> None:
+        """A request of ``user``, just let in, comes from ``device_id``."""
+
+
+@implementer(IUserChecker)
 class HandsOverUser:
     """What easync's password checkers share: ``requestAvatarId`` runs the async
     ``_check``, which ends with ``_accept(user)``; that keeps the User record for one
@@ -99,6 +111,9 @@ class HandsOverUser:
         """The User record this checker just read while accepting ``name`` (once), so
         the caller need not read it again; None if there is none."""
         return self._loaded.pop(name, None)
+
+    def note_device(self, user: Any, device_id: str) -> None:
+        """Nothing to note by default (the ActiveSync-password checker notes its use)."""
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
         return Deferred.fromCoroutine(self._check(credentials))
