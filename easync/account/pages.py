@@ -240,7 +240,8 @@ class Pages:
         return redirect(f"{ROOT}/as-password")
 
     # ---------------------------------------------------------------- devices
-    def device_form(self, action: str) -> Route:
+    def device_form(self, action: str) -> Callable[..., Awaitable[Reply]]:
+        """The confirmation page of ``action`` (also shown again, with ``error``)."""
         async def run(ctx: Ctx, error: str | None = None, status: int = 200) -> Reply:
             s = ctx.session
             self.acc.require_recent(s)

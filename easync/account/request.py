@@ -102,12 +102,11 @@ def device_query(device_id: str) -> str:
 
 
 def header(request: server.Request, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    if value is None:
+    raw = request.getHeader(name)
+    if raw is None:
         return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return value.strip()
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+    return text.strip()
 
 
 class Ctx:
@@ -151,8 +150,8 @@ class Ctx:
         return self.fields.get(name)
 
     def query(self, name: str) -> str | None:
-        values = self.request.args.get(name.encode()) if self.request.method == b"GET" \
-            else None
+        args: dict[bytes, list[bytes]] = self.request.args or {}
+        values = args.get(name.encode()) if self.request.method == b"GET" else None
         if not values:
             return None
         return values[0].decode("utf-8", "replace")[:MAX_FIELD]

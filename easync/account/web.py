@@ -45,6 +45,7 @@ from easync.account.request import (
 from easync.account.sessions import SessionStore
 from easync.auth.accounts import AccountError
 from easync.errors import Unavailable
+from easync.http.basic import request_body
 from easync.http.forwarded import Network
 
 log = Logger(namespace="easync.account")
@@ -89,7 +90,7 @@ class AccountResource(Resource):
             request.setHeader(name, value)
         if request.isSecure():
             request.setHeader(b"Strict-Transport-Security", b"max-age=31536000")
-        segments = [s.decode("utf-8", "replace") for s in request.postpath]
+        segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
         if not segments:                       # "/account" → "/account/"
             return self._send(request, redirect(ROOT + "/"), None, t0, sync=True)
         if segments[0] == "static" and len(segments) == 2:
@@ -153,8 +154,7 @@ class AccountResource(Resource):
 
     def _read_body(self, ctx: Ctx, is_api: bool) -> None:
         request = ctx.request
-        request.content.seek(0)
-        raw = request.content.read(MAX_BODY + 1)
+        raw = request_body(request, MAX_BODY + 1)
         if len(raw) > MAX_BODY or getattr(request, "_easync_too_large", False):
             raise _bad("The request is too large.")
         if is_api:
@@ -175,7 +175,8 @@ class AccountResource(Resource):
                     raise _bad(f"The field {k!r} is too long.")
             ctx.json = data
             return
-        for key, values in request.args.items():
+        args: dict[bytes, list[bytes]] = request.args or {}
+        for key, values in args.items():
             try:
                 name = key.decode("utf-8")
                 value = values[-1].decode("utf-8") if values else ""

@@ -460,7 +460,7 @@ class Accounts:
         for listener in self._listeners:
             listener(name)
 
-    async def _audit_raw(self, actor: str, user: str | None, action: str, detail: str,
+    async def _audit_raw(self, actor: str | None, user: str | None, action: str, detail: str,
                          address: str) -> None:
         now = self.clock.seconds()
         log.info("audit: {actor} {action} {user}: {detail}{addr}", actor=actor,

@@ -59,12 +59,13 @@ class UserRealm:
         self.recent = recent
 
     def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any
-                      ) -> Deferred[tuple[Any, User, Callable[[], None]]]:
+                      ) -> Deferred[tuple[type[Interface], object, Callable[[], None]]]:
         if IUserAvatar not in interfaces:
             raise NotImplementedError("easync's avatars are users (IUserAvatar)")
         return Deferred.fromCoroutine(self._avatar(str(avatarId)))
 
-    async def _avatar(self, name: str) -> tuple[Any, User, Callable[[], None]]:
+    async def _avatar(self, name: str
+                      ) -> tuple[type[Interface], object, Callable[[], None]]:
         user = self.recent(name) if self.recent is not None else None
         if user is None:
             user = await self.users.get_user(name)
@@ -124,7 +125,7 @@ class LoginPasswordChecker:
     def __init__(self, accounts: Any) -> None:
         self.accounts = accounts        # easync.auth.accounts.Accounts
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[str]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:   # str: HandsOverUser
         return Deferred.fromCoroutine(self.accounts.verify_login(
             credentials.username.decode("utf-8"), credentials.password.decode("utf-8"),
             address=credentials.address))

@@ -115,7 +115,9 @@ class HandsOverUser:
     def note_device(self, user: Any, device_id: str) -> None:
         """Nothing to note by default (the ActiveSync-password checker notes its use)."""
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[Any]:
+        # Deferred[Any], not [str]: twisted types avatar ids as bytes; easync's are user
+        # names (str), which the Portal hands to the realm untouched.
         return Deferred.fromCoroutine(self._check(credentials))
 
     async def _check(self, credentials: IUsernamePassword) -> str:

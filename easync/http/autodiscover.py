@@ -16,12 +16,12 @@ from xml.sax.saxutils import escape
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
-from twisted.web import server
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
 from easync.auth.door import FrontDoor
 from easync.handler import EasServer
-from easync.http.basic import Refusal, basic_login, log, log_request
+from easync.http.basic import Refusal, basic_login, log, log_request, request_body
 from easync.http.forwarded import parse_networks
 
 CMD = "Autodiscover"            # how its requests are logged and counted
@@ -33,7 +33,7 @@ _EMAIL = re.compile(rb"<(?:\w+:)?EMailAddress>\s*([^<\s]{1,320})\s*</", re.IGNOR
 _SCHEMA = re.compile(rb"<(?:\w+:)?AcceptableResponseSchema>\s*([^<\s]{1,300})\s*</", re.IGNORECASE)
 
 
-def public_url(server_: EasServer, request: server.Request) -> str:
+def public_url(server_: EasServer, request: Request) -> str:
     """The ActiveSync URL phones should use: --public-url, else this request's host."""
     base = server_.settings.public_url.rstrip("/")
     if not base:
@@ -74,6 +74,8 @@ class AutodiscoverResource(Resource):
     """``/autodiscover/autodiscover.xml`` (GET is answered as POST)."""
 
     isLeaf = True
+    # (twisted.web's Resource declares an unused ``server = None``)
+    server: EasServer  # type: ignore[assignment]
 
     def __init__(self, server_: EasServer, door: FrontDoor) -> None:
         super().__init__()
@@ -81,16 +83,16 @@ class AutodiscoverResource(Resource):
         self.door = door
         self.trusted = parse_networks(server_.settings.trusted_proxies)
 
-    def render_GET(self, request: server.Request) -> int:
+    def render_GET(self, request: Request) -> int:
         return self.render_POST(request)
 
-    def render_POST(self, request: server.Request) -> int:
+    def render_POST(self, request: Request) -> int:
         t0 = time.monotonic()
         d = Deferred.fromCoroutine(self._post(request, t0))
         d.addErrback(self._crash, request, t0)
-        return server.NOT_DONE_YET
+        return NOT_DONE_YET
 
-    async def _post(self, request: server.Request, t0: float) -> None:
+    async def _post(self, request: Request, t0: float) -> None:
         outcome = await basic_login(self.door, request, self.trusted)
         if isinstance(outcome, Refusal):
             for name, value in outcome.headers.items():
@@ -98,8 +100,7 @@ class AutodiscoverResource(Resource):
             self._finish(request, outcome.code, b"", outcome.user, outcome.note, t0)
             return
         user = outcome
-        request.content.seek(0)
-        body = request.content.read(MAX_BODY + 1)
+        body = request_body(request, MAX_BODY + 1)
         schema = _SCHEMA.search(body)
         email_m = _EMAIL.search(body)
         if len(body) > MAX_BODY or schema is None or email_m is None:
@@ -113,7 +114,7 @@ class AutodiscoverResource(Resource):
         request.setHeader(b"Content-Type", b"text/xml; charset=utf-8")
         self._finish(request, 200, data, user.name, note, t0)
 
-    def _finish(self, request: server.Request, code: int, data: bytes, user: str,
+    def _finish(self, request: Request, code: int, data: bytes, user: str,
                 note: str, t0: float) -> None:
         """Answer (the body is the caller's XML, or nothing) and log the request."""
         log_request(request, self.server.metrics, True, code, user, "", CMD, note, t0,
@@ -132,7 +133,7 @@ class AutodiscoverResource(Resource):
             request.write(data)
         request.finish()
 
-    def _crash(self, failure: Failure, request: server.Request, t0: float) -> None:
+    def _crash(self, failure: Failure, request: Request, t0: float) -> None:
         if failure.check(CancelledError):
             log.info("request cancelled: client went away ({cmd})", cmd=CMD)
             return

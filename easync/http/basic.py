@@ -35,7 +35,7 @@ from easync.metrics import Metrics
 from easync.model import User
 
 __all__ = ["REALM", "Refusal", "basic_login", "client_addr", "header", "log_request",
-           "log_safe", "safe_name"]
+           "log_safe", "request_body", "safe_name"]
 
 log = Logger(namespace="easync.request")
 
@@ -106,14 +106,22 @@ def log_request(request: server.Request, metrics: Metrics, counted: bool, code: 
     metrics.request(cmd if counted else "other", code, eas_status)
 
 
+def request_body(request: server.Request, limit: int = -1) -> bytes:
+    """The request's body (at most ``limit`` bytes; -1: all of it)."""
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    return content.read(limit)
+
+
 def header(request: server.Request, name: bytes) -> str | None:
     """A request header as stripped text (None when absent or empty)."""
-    value = request.getHeader(name)
-    if not value:
+    raw = request.getHeader(name)
+    if not raw:
         return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return value.strip()
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+    return text.strip()
 
 
 def log_safe(value: object) -> str:

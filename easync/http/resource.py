@@ -21,8 +21,9 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import http
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from easync.auth.door import FrontDoor
 from easync.commands import COMMANDS
@@ -38,6 +39,7 @@ from easync.http.basic import (
     log,
     log_request,
     log_safe,
+    request_body,
 )
 from easync.http.forwarded import parse_networks
 from easync.http.limits import ConnectionLimits
@@ -235,7 +237,15 @@ async def gzip_body(data: bytes) -> bytes:
     return b"".join(parts)
 
 
-class EasRequestFactory(server.Request):
+# The request attribute that carries the content coding's sizes to the log line.
+CODING_NOTE = "_easync_in"
+
+
+def _note_coding(request: Request, sizes: str) -> None:
+    setattr(request, CODING_NOTE, sizes)
+
+
+class EasRequestFactory(Request):
     """A Request that stops buffering a body past the configured limit."""
 
     max_bytes = 16 * 1024 * 1024
@@ -261,6 +271,8 @@ class ActiveSyncResource(Resource):
     ``authenticate``) and dispatched through ``easync.commands.COMMANDS``."""
 
     isLeaf = True
+    # (twisted.web's Resource declares an unused ``server = None``)
+    server: EasServer  # type: ignore[assignment]
 
     def __init__(self, server_: EasServer, door: FrontDoor) -> None:
         super().__init__()
@@ -273,7 +285,7 @@ class ActiveSyncResource(Resource):
         self._seen: dict[tuple[int, str], float] = {}
         self.trusted = parse_networks(server_.settings.trusted_proxies)
 
-    async def authenticate(self, request: server.Request, cmd: str, t0: float
+    async def authenticate(self, request: Request, cmd: str, t0: float
                            ) -> User | None:
         """The user of ``request`` (``easync.http.basic.basic_login``), or None once it
         has been answered (401, 403, 429 or 503) and logged as ``cmd``."""
@@ -286,12 +298,12 @@ class ActiveSyncResource(Resource):
         return outcome
 
     # -- OPTIONS -----------------------------------------------------------------
-    def render_OPTIONS(self, request: server.Request) -> int:
+    def render_OPTIONS(self, request: Request) -> int:
         d = Deferred.fromCoroutine(self._options(request))
         d.addErrback(self._crash, request, "OPTIONS", time.monotonic())
-        return server.NOT_DONE_YET
+        return NOT_DONE_YET
 
-    async def _options(self, request: server.Request) -> None:
+    async def _options(self, request: Request) -> None:
         t0 = time.monotonic()
         user = await self.authenticate(request, "OPTIONS", t0)
         if user is None:
@@ -304,22 +316,22 @@ class ActiveSyncResource(Resource):
         request.setHeader(b"Cache-Control", b"private")
         self._finish(request, 200, b"", user.name, "", "OPTIONS", "", t0)
 
-    def render_GET(self, request: server.Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         request.setResponseCode(http.NOT_ALLOWED)
         request.setHeader(b"Allow", b"OPTIONS,POST")
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"This is an Exchange ActiveSync endpoint: add it to a phone as an Exchange account.\n"
 
     # -- POST --------------------------------------------------------------------
-    def render_POST(self, request: server.Request) -> int:
+    def render_POST(self, request: Request) -> int:
         t0 = time.monotonic()
         d = Deferred.fromCoroutine(self._post(request, t0))
         finished = request.notifyFinish()
         finished.addErrback(lambda _f: d.cancel())
         d.addErrback(self._crash, request, "POST", t0)
-        return server.NOT_DONE_YET
+        return NOT_DONE_YET
 
-    async def _post(self, request: server.Request, t0: float) -> None:
+    async def _post(self, request: Request, t0: float) -> None:
         settings = self.server.settings
         if getattr(request, "_easync_too_large", False):
             self._finish(request, 413, b"", "-", "", "?", "body over the size limit", t0)
@@ -351,8 +363,7 @@ class ActiveSyncResource(Resource):
             self._finish(request, 400, b"", user.name, device_id, cmd,
                          f"unsupported protocol version {version!r}", t0)
             return
-        request.content.seek(0)
-        raw = request.content.read()
+        raw = request_body(request)
         body = None
         if raw:
             decoded = await self._decode_body(request, raw, user.name, device_id, cmd, t0)
@@ -419,7 +430,7 @@ class ActiveSyncResource(Resource):
             return
         await self._respond(request, req, resp, t0)
 
-    async def _decode_body(self, request: server.Request, raw: bytes, user: str,
+    async def _decode_body(self, request: Request, raw: bytes, user: str,
                            device_id: str, cmd: str, t0: float) -> bytes | None:
         """The body with its content coding undone, or None once answered 415 (a coding
         not known), 413 (over the size limit once decoded) or 400 (corrupt)."""
@@ -436,15 +447,15 @@ class ActiveSyncResource(Resource):
                          f"unsupported Content-Encoding {e}", t0)
             return None
         except DecodedTooLarge as e:
-            request._easync_in = f"{coding}:{len(raw)}B>{limit}B+"
+            _note_coding(request, f"{coding}:{len(raw)}B>{limit}B+")
             self._finish(request, e.code, b"", user, device_id, cmd,
                          "body over the size limit once decoded", t0)
             return None
         except CodingError as e:
-            request._easync_in = f"{coding}:{len(raw)}B"
+            _note_coding(request, f"{coding}:{len(raw)}B")
             self._finish(request, e.code, b"", user, device_id, cmd, f"bad body: {e}", t0)
             return None
-        request._easync_in = f"{coding}:{len(raw)}B>{len(decoded)}B"
+        _note_coding(request, f"{coding}:{len(raw)}B>{len(decoded)}B")
         return decoded
 
     def _policy_check(self, req: EasRequest) -> EasResponse | None:
@@ -453,7 +464,7 @@ class ActiveSyncResource(Resource):
             return None
         return provisioning_policy.policy_required_response(req.cmd, req.version, status)
 
-    async def _touch_device(self, user: User, q: Query, request: server.Request
+    async def _touch_device(self, user: User, q: Query, request: Request
                             ) -> dict[str, Any]:
         """Load the device record; write last-seen at most once a minute per device."""
         state = self.server.state
@@ -474,7 +485,7 @@ class ActiveSyncResource(Resource):
             self._seen[key] = now
         return device
 
-    def _too_many_devices(self, request: server.Request, user: str, device_id: str,
+    def _too_many_devices(self, request: Request, user: str, device_id: str,
                           cmd: str, version: str, e: TooManyDevices, t0: float) -> None:
         """A new DeviceId over --max-devices-per-user (issue #10 point 7): from 14.0 the
         command's top-level Status 177 MaximumDevicesReached (MS-ASCMD 2.2.2; Provision:
@@ -491,7 +502,7 @@ class ActiveSyncResource(Resource):
         self._finish(request, 200, body, user, device_id, cmd, note, t0,
                      eas_status=MAX_DEVICES_REACHED)
 
-    async def _respond(self, request: server.Request, req: EasRequest, resp: EasResponse,
+    async def _respond(self, request: Request, req: EasRequest, resp: EasResponse,
                        t0: float, note: str = "") -> None:
         for k, v in resp.headers.items():
             request.setHeader(k.encode(), v.encode())
@@ -514,7 +525,7 @@ class ActiveSyncResource(Resource):
         if resp.woken is not None and request.finished:
             self.server.metrics.push_latency.observe(time.monotonic() - resp.woken)
 
-    def _finish(self, request: server.Request, code: int, data: bytes, user: str,
+    def _finish(self, request: Request, code: int, data: bytes, user: str,
                 device: str, cmd: str, note: str, t0: float, eas_status: str = "",
                 gzipped_from: int | None = None) -> None:
         """Answer and write the request's log line.  ``gzipped_from``: ``data`` is gzip,
@@ -522,7 +533,7 @@ class ActiveSyncResource(Resource):
         # sizes only where a content coding was at work: in=gzip:WIRE>DECODED (a "+": the
         # decoding stopped at the size limit), out=gzip:PLAIN>WIRE
         sizes = ""
-        coded_in = getattr(request, "_easync_in", None)
+        coded_in = getattr(request, CODING_NOTE, None)
         if coded_in:
             sizes += f" in={coded_in}"
         if gzipped_from is not None:
@@ -547,7 +558,7 @@ class ActiveSyncResource(Resource):
             request.write(data)
         request.finish()
 
-    def _crash(self, failure: Failure, request: server.Request, cmd: str, t0: float) -> None:
+    def _crash(self, failure: Failure, request: Request, cmd: str, t0: float) -> None:
         if failure.check(CancelledError):
             log.info("request cancelled: client went away ({cmd})", cmd=cmd)
             return
@@ -567,7 +578,7 @@ class RootResource(Resource):
         self.eas = ActiveSyncResource(server_, door)
         self.autodiscover = AutodiscoverResource(server_, door)
 
-    def getChild(self, path: bytes, request: server.Request) -> Resource:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         name = path.lower()
         if name == b"microsoft-server-activesync":
             return self.eas
@@ -575,7 +586,7 @@ class RootResource(Resource):
             return _AutodiscoverDir(self.autodiscover)
         return super().getChild(path, request)
 
-    def render_GET(self, request: server.Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"easync: Exchange ActiveSync server\n"
 
@@ -587,7 +598,7 @@ class _AutodiscoverDir(Resource):
         super().__init__()
         self.leaf = leaf
 
-    def getChild(self, path: bytes, request: server.Request) -> Resource:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path.lower() == b"autodiscover.xml":
             return self.leaf
         return super().getChild(path, request)
@@ -599,7 +610,7 @@ def make_root(server_: EasServer, door: FrontDoor) -> Resource:
 
 
 def make_site(server_: EasServer, door: FrontDoor, timeout: float | None = 3600,
-              limits: ConnectionLimits | None = None) -> server.Site:
+              limits: ConnectionLimits | None = None) -> Site:
     """A Site serving ``make_root`` with the request-size limit applied.  With
     ``limits`` whose header timeout is set, that timeout replaces ``timeout`` (the
     idle timeout) and a request head must be complete within it
@@ -610,9 +621,10 @@ def make_site(server_: EasServer, door: FrontDoor, timeout: float | None = 3600,
 
     if limits is not None and limits.header_timeout:
         timeout = limits.header_timeout
-    site = server.Site(make_root(server_, door), timeout=timeout)
+    site = Site(make_root(server_, door), timeout=timeout)
     if limits is not None and limits.header_timeout:
-        site.protocol = limits.channel_class()
+        # (twisted's stubs type Site.protocol as a method; it is the channel class)
+        site.protocol = limits.channel_class()  # type: ignore[method-assign,assignment]
     site.requestFactory = _Request
     site.displayTracebacks = False
     site.noisy = False
