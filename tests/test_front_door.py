@@ -165,3 +165,32 @@ async def test_the_portal_hands_out_the_user(site: Any) -> None:
         await door.authenticate(ClientCredentials("zoe", "wrong"))
     with pytest.raises(UnauthorizedLogin):
         await door.authenticate(ClientCredentials("nobody", PASSWORD))
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_account_page_logs_in_through_the_door(tmp_path: Any) -> None:
+    """The account page's login password takes the same step (``FrontDoor``), with its
+    own checker (the login password, throttled, through the account service): the user
+    is the Portal's avatar, a wrong password the service's refusal."""
+    from account_http import PASSWORD as PAGE_PASSWORD
+    from account_http import AccountServer
+
+    from easync.account.adapter import ServiceOps
+    from easync.auth import accounts as acc
+    from easync.auth.door import AccountLogin, FrontDoor
+
+    srv = await AccountServer(reactor, tmp_path).start()
+    try:
+        await srv.add_user("mario", email="mario@example.org")
+        ops = ServiceOps(srv.service)
+        assert isinstance(ops.door, FrontDoor)
+        user = await ops.door.authenticate(AccountLogin("MARIO", PAGE_PASSWORD, "192.0.2.9"))
+        assert user.name == "mario"
+        login = await ops.check_password("mario", PAGE_PASSWORD, "192.0.2.9")
+        assert (login.user, login.method) == ("mario", None)
+        with pytest.raises(acc.AccountError) as refused:
+            await ops.check_password("mario", "wrong", "192.0.2.9")
+        assert refused.value.code == "bad-password"
+        assert refused.value.message == "Wrong user name or password."
+    finally:
+        await srv.stop()
