@@ -170,20 +170,22 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     _push_services(top, server, store, options, reactor)
     # Who may sync: the login-password checker (local or LDAP) wrapped in the
     # ActiveSync-password policy, and the account service (easync.auth).
+    from backends.crm.checker import crm_checker
+
     try:
-        auth = build_auth(dict(options), server, SqlAuthStore(store), reactor)
+        auth = build_auth(dict(options), server, SqlAuthStore(store), reactor,
+                          primaries={"crm": crm_checker})
     except ValueError as e:
         raise usage.UsageError(str(e)) from None
     for service in auth.services:
         service.setServiceParent(top)
     server.accounts = auth.accounts
-    checker = auth.checker
     # make_site: the request-size limit, no tracebacks to clients, one log line per request;
     # the header timeout and the per-address cap (easync.http.limits), per process.
     limits = ConnectionLimits(reactor, header_timeout=options["header-timeout"],
                               max_per_address=options["max-connections-per-address"],
                               drain_timeout=options["idle-timeout"])
-    site = make_site(server, checker, timeout=options["idle-timeout"], limits=limits)
+    site = make_site(server, auth.door, timeout=options["idle-timeout"], limits=limits)
     # The account page (/account/): on these listeners, or only on --account-listen.
     from easync.account.serve import install as install_account_page
 

@@ -22,7 +22,8 @@ from twisted.web.resource import Resource
 from backends.sql.authstore import SqlAuthStore
 from backends.sql.store import SqlStore
 from easync.account.adapter import ServiceOps
-from easync.account.web import COOKIE, AccountResource
+from easync.account.request import COOKIE
+from easync.account.web import AccountResource
 from easync.auth.accounts import Accounts
 from easync.auth.keys import SecretBox
 from easync.auth.local import LocalChecker, hash_secret

@@ -7,15 +7,14 @@ from typing import Any
 import pytest_twisted
 from sqlserver import sqlite_server
 
-from easync.commands import foldercreate, folderdelete, foldersync, folderupdate
+from easync.commands import COMMANDS
 from easync.handler import EasRequest
 from easync.model import StateWrite
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element
 
 H = "FolderHierarchy:"
-MODULES = {"FolderSync": foldersync, "FolderCreate": foldercreate,
-           "FolderUpdate": folderupdate, "FolderDelete": folderdelete}
+MODULES = COMMANDS
 
 
 @pytest_twisted.async_yield_fixture

@@ -3,7 +3,6 @@ MeetingResponse."""
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -11,15 +10,13 @@ import pytest_twisted
 from sqlserver import sqlite_server
 
 from easync.commands import (
+    COMMANDS,
     itemoperations,
     meetingresponse,
     moveitems,
     resolverecipients,
     search,
-    sendmail,
     settings,
-    smartforward,
-    smartreply,
 )
 from easync.handler import EasHTTPError, EasRequest
 from easync.model import Op
@@ -33,7 +30,7 @@ async def env(tmp_path: Any) -> Any:
         yield server, user
 
 
-async def call(env: Any, module: ModuleType, cmd: str, body: Element | None,
+async def call(env: Any, module: Any, cmd: str, body: Element | None,
                version: str = "16.1", raw: bytes = b"") -> Element:
     server, user = env
     device = await server.state.save_device(user, "dev1", device_type="iPhone")
@@ -324,11 +321,11 @@ async def test_move_items_without_moves(env: Any) -> None:
 
 # ------------------------------------------------------------------------------- mail
 
-@pytest.mark.parametrize(("module", "cmd"), [(sendmail, "SendMail"),
-                                             (smartreply, "SmartReply"),
-                                             (smartforward, "SmartForward")])
+@pytest.mark.parametrize(("module", "cmd"), [(COMMANDS["SendMail"], "SendMail"),
+                                             (COMMANDS["SmartReply"], "SmartReply"),
+                                             (COMMANDS["SmartForward"], "SmartForward")])
 @pytest_twisted.ensureDeferred
-async def test_mail_is_refused_with_a_status(env: Any, module: ModuleType, cmd: str) -> None:
+async def test_mail_is_refused_with_a_status(env: Any, module: Any, cmd: str) -> None:
     body = await call(env, module, cmd, E(f"ComposeMail:{cmd}",
                                           E("ComposeMail:ClientId", "c1"),
                                           E("ComposeMail:SaveInSentItems"),
@@ -343,7 +340,7 @@ async def test_mail_12_1_raw_mime_is_http_400(env: Any) -> None:
                      version="12.1", body=None, raw_body=b"Subject: hi\r\n\r\nbody\r\n",
                      params={"SaveInSent": "T"})
     with pytest.raises(EasHTTPError) as exc:
-        await sendmail.handle(server, req)
+        await COMMANDS["SendMail"].handle(server, req)
     assert exc.value.code == 400
 
 

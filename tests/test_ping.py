@@ -13,7 +13,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from easync.commands import foldercreate, foldersync, ping, sync
+from easync.commands import folders as hierarchy
+from easync.commands import ping, sync
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import Op
 from easync.settings import Settings
@@ -168,7 +169,7 @@ async def test_unknown_folder_status_7(env) -> None:
 
 async def folder_sync(server: EasServer, user: Any, device: str = "devA") -> str:
     body = E("FolderHierarchy:FolderSync", E("FolderHierarchy:SyncKey", "0"))
-    resp = await foldersync.handle(server, req(user, "FolderSync", body, device))
+    resp = await hierarchy.folder_sync(server, req(user, "FolderSync", body, device))
     return resp.body.findtext("FolderHierarchy:SyncKey")
 
 
@@ -176,7 +177,7 @@ async def create_folder(server: EasServer, user: Any, key: str, device: str) -> 
     body = E("FolderHierarchy:FolderCreate", E("FolderHierarchy:SyncKey", key),
              E("FolderHierarchy:ParentId", "0"),
              E("FolderHierarchy:DisplayName", "Clients"), E("FolderHierarchy:Type", "14"))
-    resp = await foldercreate.handle(server, req(user, "FolderCreate", body, device))
+    resp = await hierarchy.folder_create(server, req(user, "FolderCreate", body, device))
     assert resp.body.findtext("FolderHierarchy:Status") == "1"
 
 
@@ -197,7 +198,7 @@ async def test_hierarchy_changed_since_foldersync_status_7(env) -> None:
     body = E("FolderHierarchy:FolderCreate", E("FolderHierarchy:SyncKey", key_b),
              E("FolderHierarchy:ParentId", "0"),
              E("FolderHierarchy:DisplayName", "More"), E("FolderHierarchy:Type", "14"))
-    await foldercreate.handle(server, req(user, "FolderCreate", body, "devB"))
+    await hierarchy.folder_create(server, req(user, "FolderCreate", body, "devB"))
     assert status(await d) == "7"
     assert nothing_held(server)
 

@@ -23,7 +23,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 
 from backends.sql.store import SqlStore
-from easync.auth import build_checker
+from easync.auth import build_door
 from easync.handler import EasServer
 from easync.http.resource import make_site
 from easync.metrics import metrics_site, watch
@@ -154,7 +154,7 @@ async def web(tmp_path):
     server = EasServer(users=store, items=store, state=store, notifier=LocalNotifier(clock),
                        clock=clock, settings=settings)
     watch(server.metrics, server)
-    site = make_site(server, build_checker({"auth": "local"}, server, reactor))
+    site = make_site(server, build_door({"auth": "local"}, server, reactor))
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     mport = reactor.listenTCP(0, metrics_site(server.metrics), interface="127.0.0.1")
     folders = {f.name: f.server_id for f in await store.list_folders(user)}

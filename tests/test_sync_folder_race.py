@@ -20,7 +20,8 @@ import pytest_twisted
 from sqlserver import sqlite_server, until
 from twisted.internet.defer import Deferred
 
-from easync.commands import folderdelete, getitemestimate, ping, sync
+from easync.commands import folders as hierarchy
+from easync.commands import getitemestimate, ping, sync
 from easync.handler import EasRequest, EasResponse
 from easync.model import Op
 from easync.wbxml import decode, encode
@@ -206,12 +207,10 @@ async def test_waiting_sync_is_answered_12_when_the_folder_is_deleted(env) -> No
     d = hold_sync(server, user, cid, key)
     await until(lambda: server.holds.counts["Sync"] == 1)
     # FolderDelete by device A, through its handler (it announces the hierarchy)
-    from easync.commands import foldersync
-
-    fs = await foldersync.handle(server, req(user, E(
+    fs = await hierarchy.folder_sync(server, req(user, E(
         "FolderHierarchy:FolderSync", E("FolderHierarchy:SyncKey", "0")), "devA", "FolderSync"))
     fkey = fs.body.findtext("FolderHierarchy:SyncKey")
-    fd = await folderdelete.handle(server, req(user, E(
+    fd = await hierarchy.folder_delete(server, req(user, E(
         "FolderHierarchy:FolderDelete", E("FolderHierarchy:SyncKey", fkey),
         E("FolderHierarchy:ServerId", cid)), "devA", "FolderDelete"))
     assert fd.body.findtext("FolderHierarchy:Status") == "1"

@@ -7,10 +7,16 @@ authenticator app; administrators also switch ActiveSync and 2FA per user and 2F
 everyone.  See README.md "Account page".
 
 - ``web``: the twisted.web resource (routing, sessions, CSRF, security headers);
+- ``request``: one request's context and reply, and the one place a refusal (an
+  ``easync.auth.accounts.AccountError``, the package's one error type) becomes HTTP;
 - ``pages`` / ``views``: the HTML pages / their markup; ``api``: the JSON API;
 - ``core``: the logic both share (input checks, the "recently verified" rule);
-- ``sessions``: in-memory sessions; ``ops`` + ``adapter``: the seam to the account
-  service ``easync.auth.accounts``.
+- ``sessions``: in-memory sessions; ``adapter``: the page's view of the account
+  service ``easync.auth.accounts`` (the login password through the front door,
+  ``easync.auth.door``).
+
+Imports go one way: ``web`` → ``pages``/``api`` → ``core`` → ``adapter``, all of them
+→ ``request``/``views``/``sessions``.
 
 Sessions live in the memory of one process: with ``--workers`` above 1 the page is
 served only on ``--account-listen``, by the first process (``easync.tap``).

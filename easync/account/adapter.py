@@ -1,10 +1,15 @@
-"""``AccountOps`` over the account service ``easync.auth.accounts.Accounts``.
+"""The account page's view of the account service ``easync.auth.accounts.Accounts``.
 
-A thin translation: the service's values become the page's, its ``AccountError``
-refusals become ``Refused`` (the message made a sentence; the machine-readable ``code``
-and any ``retry_after`` kept).  Permissions are the service's: the page passes the
-logged-in user as ``actor``, so a user can only act on their own account and the admin
-operations need the user's ``admin`` flag.
+``ServiceOps`` is what the page (``core``, ``pages``, ``api``) asks: each operation one
+call (or two) of the service, in the page's terms — the values below (``Status``,
+``Device``, ``UserRow``, ``Login``, ``Enrolment``) instead of the service's, and the
+service's ``AccountError`` refusals with their message made a sentence (the ``code`` and
+any ``retry_after`` kept).  The login password goes through the front door
+(``easync.auth.door.FrontDoor`` with ``LoginPasswordChecker``), the one authentication
+step of every entrance.  Permissions are the service's: the page passes the logged-in
+user as ``actor``, so a user can only act on their own account and the admin operations
+need the user's ``admin`` flag.  Besides refusals, every operation may raise
+``easync.errors.Unavailable`` (the database or directory cannot answer: HTTP 503).
 """
 
 from __future__ import annotations
@@ -12,12 +17,88 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from easync.account.ops import Device, Enrolment, Login, Refused, Status, UserRow
+from twisted.cred.error import UnauthorizedLogin
+
 from easync.auth import accounts as acc
+from easync.auth.door import AccountLogin, FrontDoor, LoginPasswordChecker
 
 T = TypeVar("T")
+
+# Limits the page itself checks before asking the service (bcrypt reads 72 bytes).
+MAX_PASSWORD_BYTES = 72
+MAX_NAME_CHARS = 128
+
+
+@dataclass
+class Login:
+    """A login password that was accepted."""
+
+    user: str                       # canonical name
+    method: str | None              # the second factor still needed: "email", "totp", None
+    admin: bool = False
+
+
+@dataclass
+class Status:
+    """What the user may see about their own account."""
+
+    user: str
+    email: str | None
+    activesync: bool
+    twofa: str | None               # "email" | "totp" | None (off)
+    twofa_everyone: bool            # 2FA is on for every user by a server setting
+    as_password_set: bool
+    as_password_since: float | None = None
+    as_password_last_used: float | None = None
+    as_password_last_device: str | None = None
+    admin: bool = False
+
+    @property
+    def twofa_on(self) -> bool:
+        return self.twofa is not None
+
+    @property
+    def eas_refused(self) -> bool:
+        """2FA on without an ActiveSync password: every phone is refused."""
+        return self.activesync and self.twofa_on and not self.as_password_set
+
+
+@dataclass
+class Device:
+    device_id: str
+    device_type: str = ""
+    user_agent: str = ""
+    first_seen: float | None = None
+    last_seen: float | None = None
+    last_sync: float | None = None
+    wipe: str = "none"              # none | pending | done
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UserRow:
+    """One line of the admin's user list."""
+
+    name: str
+    email: str | None
+    activesync: bool
+    twofa: str | None
+    as_password_set: bool
+    admin: bool = False
+
+
+@dataclass
+class Enrolment:
+    """An authenticator-app enrolment in progress: shown as a QR code and as text."""
+
+    secret: str
+    uri: str
+    qr_svg: str                     # <svg ...> markup of the QR code of ``uri``
+
+
 
 
 def sentence(text: str) -> str:
@@ -48,24 +129,31 @@ def svg_data_uri(svg: str) -> str:
 
 
 class ServiceOps:
-    """The page's operations, each one call (or two) of the service."""
+    """The page's operations, each one call (or two) of the service.  ``addr`` is the
+    client's address (throttling, audit log); ``by`` is the administrator acting on
+    someone else's account (None: the user acts on their own)."""
 
     def __init__(self, service: acc.Accounts) -> None:
         self.service = service
+        self.door = FrontDoor(service.users, LoginPasswordChecker(service))
 
     async def _call(self, aw: Awaitable[T]) -> T:
         try:
             return await aw
         except acc.AccountError as e:
-            retry = getattr(e, "retry_after", None)
-            raise Refused(sentence(e.message), code=e.code,
-                          retry_after=float(retry) if retry else None) from None
+            retry = e.retry_after
+            raise acc.AccountError(sentence(e.message), e.code,
+                                   retry_after=float(retry) if retry else None) from None
 
     # -- login and codes ---------------------------------------------------------------
     async def check_password(self, name: str, password: str, addr: str) -> Login:
-        canonical = await self._call(self.service.verify_login(name, password, address=addr))
-        st = await self._call(self.service.status(canonical))
-        return Login(user=canonical, method=_method(st.two_factor_effective), admin=st.admin)
+        """The login password; with 2FA on, ``Login.method`` says which code follows."""
+        try:
+            user = await self._call(self.door.authenticate(AccountLogin(name, password, addr)))
+        except UnauthorizedLogin:       # the record vanished after the check
+            raise acc.AccountError("Wrong user name or password.", "bad-password") from None
+        st = await self._call(self.service.status(user.name))
+        return Login(user=user.name, method=_method(st.two_factor_effective), admin=st.admin)
 
     async def send_code(self, user: str, addr: str) -> str:
         return await self._call(self.service.send_code(user))

@@ -13,15 +13,13 @@ page").
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from easync.account.core import NeedsLogin, NeedsVerification, NotAdmin
-from easync.account.ops import Device, Refused, Status, UserRow
+from easync.account.adapter import Device, ServiceOps, Status, UserRow
+from easync.account.core import Account, NeedsLogin, NeedsVerification, NotAdmin
+from easync.account.request import Ctx, Reply, error_json, json_reply, refusal
 from easync.account.sessions import RECENT_SECONDS, Session
-from easync.account.web import BadRequest, Ctx, Reply, _error, json_reply, refused_status
-
-if TYPE_CHECKING:
-    from easync.account.web import AccountResource
+from easync.auth.accounts import AccountError
 
 Route = Callable[[Ctx], Awaitable[Reply]]
 
@@ -30,18 +28,25 @@ def _str(ctx: Ctx, name: str, required: bool = False) -> str | None:
     value = ctx.json.get(name)
     if value is None:
         if required:
-            raise BadRequest(f"The field {name!r} is missing.")
+            raise AccountError(f"The field {name!r} is missing.", "bad_request")
         return None
     if not isinstance(value, str):
-        raise BadRequest(f"The field {name!r} must be a string.")
+        raise AccountError(f"The field {name!r} must be a string.", "bad_request")
     return value
 
 
 def _bool(ctx: Ctx, name: str) -> bool:
     value = ctx.json.get(name)
     if not isinstance(value, bool):
-        raise BadRequest(f"The field {name!r} must be true or false.")
+        raise AccountError(f"The field {name!r} must be true or false.", "bad_request")
     return value
+
+
+def _refused(e: AccountError) -> Reply:
+    status, headers = refusal(e)
+    reply = json_reply(error_json(e.code, e.message), status)
+    reply.headers.update(headers)
+    return reply
 
 
 def status_json(st: Status) -> dict[str, Any]:
@@ -71,11 +76,10 @@ def user_json(u: UserRow) -> dict[str, Any]:
 
 
 class Api:
-    def __init__(self, res: AccountResource) -> None:
-        self.res = res
-        self.acc = res.account
-        self.ops = res.ops
-        self.clock = res.clock
+    def __init__(self, account: Account, ops: ServiceOps, clock: Any) -> None:
+        self.acc = account
+        self.ops = ops
+        self.clock = clock
         g = self._guarded
         self.routes: dict[tuple[str, str], Route] = {
             ("GET", "session"): g(self.session),
@@ -106,18 +110,15 @@ class Api:
             try:
                 return await fn(ctx)
             except NeedsLogin:
-                return json_reply(_error("login", "Log in first."), 401)
+                return _refused(AccountError("Log in first.", "login"))
             except NeedsVerification:
-                return json_reply(_error(
-                    "verify", "Confirm it's you first: POST /account/api/verify with your "
-                              "password (and code)."), 403)
+                return _refused(AccountError(
+                    "Confirm it's you first: POST /account/api/verify with your "
+                    "password (and code).", "verify"))
             except NotAdmin:
-                return json_reply(_error("forbidden", "For administrators only."), 403)
-            except Refused as e:
-                reply = json_reply(_error(e.code, e.message), refused_status(e))
-                if e.retry_after is not None:
-                    reply.headers[b"Retry-After"] = str(int(e.retry_after + 0.999)).encode()
-                return reply
+                return _refused(AccountError("For administrators only.", "forbidden"))
+            except AccountError as e:
+                return _refused(e)
         return run
 
     def _session_json(self, s: Session) -> dict[str, Any]:
@@ -139,11 +140,11 @@ class Api:
     async def login(self, ctx: Ctx) -> Reply:
         s = ctx.session
         if s.logged_in:
-            return json_reply(_error("logged_in", "Already logged in: log out first."), 400)
+            return json_reply(error_json("logged_in", "Already logged in: log out first."), 400)
+        username, password = _str(ctx, "username"), _str(ctx, "password")
         try:
-            await self.acc.login_password(s, _str(ctx, "username"), _str(ctx, "password"),
-                                          ctx.addr)
-        except Refused:
+            await self.acc.login_password(s, username, password, ctx.addr)
+        except AccountError:
             s.pending = None
             raise
         body = self._session_json(s)
@@ -213,8 +214,8 @@ class Api:
     async def twofa(self, ctx: Ctx) -> Reply:
         s = ctx.session
         if _str(ctx, "method") != "email":
-            raise BadRequest('The field "method" must be "email" (an authenticator app is '
-                             "set up with /account/api/2fa/totp).")
+            raise AccountError('The field "method" must be "email" (an authenticator app is '
+                               "set up with /account/api/2fa/totp).", "bad_request")
         await self.acc.use_email_codes(s, ctx.addr)
         return json_reply(status_json(await self.ops.status(self.acc.require_user(s))))
 

@@ -1,7 +1,7 @@
 """The account page's logic, shared by the HTML pages and the JSON API.
 
 Each method takes the visitor's ``Session``, checks the input (with the messages users
-see), asks ``AccountOps``, and updates the session.  Refusals are ``Refused`` with a
+see), asks ``ServiceOps``, and updates the session.  Refusals are ``AccountError`` with a
 message meant for the user; the session and the account are then as they were.
 
 Verification rule (decided here, documented in README "Account page"): logging in needs
@@ -20,8 +20,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from easync.account.ops import MAX_NAME_CHARS, AccountOps, Enrolment, Login, Refused
+from easync.account.adapter import MAX_NAME_CHARS, Enrolment, Login, ServiceOps
 from easync.account.sessions import PENDING_SECONDS, Pending, Session, SessionStore
+from easync.auth.accounts import AccountError
 
 log = Logger(namespace="easync.account")
 
@@ -43,12 +44,12 @@ class NotAdmin(Exception):
 
 
 def clean_code(raw: str | None) -> str:
-    """The digits of a one-time code as typed (spaces and dashes allowed), or Refused."""
+    """The digits of a one-time code as typed (spaces and dashes allowed), or AccountError."""
     code = re.sub(r"[\s-]", "", raw or "")
     if not code:
-        raise Refused("Enter the security code.", code="code_missing")
+        raise AccountError("Enter the security code.", code="code_missing")
     if not _CODE.match(code):
-        raise Refused("The security code is the 6 digits we sent you or your app shows.",
+        raise AccountError("The security code is the 6 digits we sent you or your app shows.",
                       code="code_malformed")
     return code
 
@@ -56,21 +57,21 @@ def clean_code(raw: str | None) -> str:
 def clean_username(raw: str | None) -> str:
     name = (raw or "").strip()
     if not name:
-        raise Refused("Enter your user name.", code="username_missing")
+        raise AccountError("Enter your user name.", code="username_missing")
     if len(name) > MAX_NAME_CHARS:
-        raise Refused(f"The user name is too long (at most {MAX_NAME_CHARS} characters).",
+        raise AccountError(f"The user name is too long (at most {MAX_NAME_CHARS} characters).",
                       code="username_too_long")
     if any(not c.isprintable() for c in name):
-        raise Refused("The user name contains control characters.", code="invalid-name")
+        raise AccountError("The user name contains control characters.", code="invalid-name")
     return name
 
 
 def clean_login_password(raw: str | None) -> str:
     password = raw or ""
     if not password:
-        raise Refused("Enter your password.", code="password_missing")
+        raise AccountError("Enter your password.", code="password_missing")
     if len(password) > MAX_LOGIN_PASSWORD_CHARS:
-        raise Refused(f"The password is too long (at most {MAX_LOGIN_PASSWORD_CHARS} "
+        raise AccountError(f"The password is too long (at most {MAX_LOGIN_PASSWORD_CHARS} "
                       "characters).", code="password_too_long")
     return password
 
@@ -78,7 +79,7 @@ def clean_login_password(raw: str | None) -> str:
 class Account:
     """The page's operations on sessions."""
 
-    def __init__(self, ops: AccountOps, sessions: SessionStore, clock: Any) -> None:
+    def __init__(self, ops: ServiceOps, sessions: SessionStore, clock: Any) -> None:
         self.ops = ops
         self.sessions = sessions
         self.clock = clock
@@ -120,7 +121,7 @@ class Account:
         if result.method == "email":
             try:
                 s.pending.sent_to = await self.ops.send_code(result.user, addr)
-            except Refused as e:
+            except AccountError as e:
                 # The password was right; the page shows the code step with the reason
                 # and a "send a new code" button.
                 s.say("error", e.message)
@@ -181,7 +182,7 @@ class Account:
         pw = clean_login_password(password)
         result = await self.ops.check_password(user, pw, addr)
         if result.user != user:
-            raise Refused("Wrong password.", code="login_failed")
+            raise AccountError("Wrong password.", code="login_failed")
         if result.method is not None:
             await self.ops.check_code(user, clean_code(code), addr)
         s.verified_at = self.clock.seconds()
@@ -209,7 +210,7 @@ class Account:
         for d in await self.ops.devices(user):
             if d.device_id == device_id:
                 return d
-        raise Refused("There is no such device on your account.", code="no_device")
+        raise AccountError("There is no such device on your account.", code="no_device")
 
     async def wipe(self, s: Session, device_id: str | None, addr: str) -> None:
         user = self.require_recent(s)
@@ -242,7 +243,7 @@ class Account:
                                addr: str) -> str:
         me = self.require_admin(s)
         if state not in ("on", "off"):
-            raise Refused("Choose on or off.", code="bad_state")
+            raise AccountError("Choose on or off.", code="bad_state")
         target = await self._admin_target(me, name)
         await self.ops.set_activesync(target, state == "on", addr, by=me)
         return target
@@ -254,10 +255,10 @@ class Account:
         me = self.require_admin(s)
         if method == "totp":
             # The service would make a new secret nobody but the admin ever sees.
-            raise Refused("Users set up an authenticator app themselves, on their "
+            raise AccountError("Users set up an authenticator app themselves, on their "
                           "two-factor page; choose e-mail codes or off.", code="bad_method")
         if method not in ("email", "off"):
-            raise Refused("Choose e-mail codes or off.", code="bad_method")
+            raise AccountError("Choose e-mail codes or off.", code="bad_method")
         target = await self._admin_target(me, name)
         given = method != "off" and bool(new or confirm)
         return await self.ops.set_twofa(
@@ -269,7 +270,7 @@ class Account:
                                    ) -> list[str]:
         me = self.require_admin(s)
         if state not in ("on", "off"):
-            raise Refused("Choose on or off.", code="bad_state")
+            raise AccountError("Choose on or off.", code="bad_state")
         return await self.ops.set_twofa_everyone(state == "on", addr, by=me)
 
     async def admin_user(self, s: Session, name: str | None) -> Any:
@@ -277,14 +278,14 @@ class Account:
         me = self.require_admin(s, recent=False)
         target = (name or "").strip().lower()
         if not target or len(target) > MAX_NAME_CHARS:
-            raise Refused("Choose a user.", code="no_user")
+            raise AccountError("Choose a user.", code="no_user")
         for u in await self.ops.list_users(me):
             if u.name == target:
                 return u
-        raise Refused(f"There is no user named {name!r}.", code="no_user")
+        raise AccountError(f"There is no user named {name!r}.", code="no_user")
 
     async def _admin_target(self, me: str, name: str | None) -> str:
         target = (name or "").strip()
         if not target or len(target) > MAX_NAME_CHARS:
-            raise Refused("Choose a user.", code="no_user")
+            raise AccountError("Choose a user.", code="no_user")
         return target

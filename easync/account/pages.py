@@ -5,34 +5,30 @@ the page to show next; a refused POST shows its form again with the reason (HTTP
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from easync.account import views
-from easync.account.adapter import svg_data_uri
-from easync.account.core import NeedsLogin, NeedsVerification, NotAdmin
-from easync.account.ops import Refused
-from easync.account.web import (
+from easync.account.adapter import ServiceOps, svg_data_uri
+from easync.account.core import Account, NeedsLogin, NeedsVerification, NotAdmin
+from easync.account.request import (
     ROOT,
     Ctx,
     Reply,
     redirect,
-    refused_status,
+    refusal,
     safe_next,
     verify_url,
 )
-
-if TYPE_CHECKING:
-    from easync.account.web import AccountResource
+from easync.auth.accounts import AccountError
 
 Route = Callable[[Ctx], Awaitable[Reply]]
 
 
 class Pages:
-    def __init__(self, res: AccountResource) -> None:
-        self.res = res
-        self.acc = res.account
-        self.ops = res.ops
-        self.clock = res.clock
+    def __init__(self, account: Account, ops: ServiceOps, clock: Any) -> None:
+        self.acc = account
+        self.ops = ops
+        self.clock = clock
         g = self._guarded
         self.routes: dict[tuple[str, str], Route] = {
             ("GET", ""): g(self.overview),
@@ -82,7 +78,7 @@ class Pages:
             except NotAdmin:
                 return self.show(ctx, "Not allowed", views.message(
                     "This page is for administrators."), status=403)
-            except Refused as e:        # e.g. the account is gone, or no longer an admin
+            except AccountError as e:        # e.g. the account is gone, or no longer an admin
                 return self.refused(ctx, self.show(ctx, "Sorry", views.message(e.message)), e)
         return run
 
@@ -95,10 +91,9 @@ class Pages:
         return Reply(status, views.page(title, body, user=s.user, csrf=s.csrf if s.user
                                         else None, admin=s.admin, messages=messages))
 
-    def refused(self, ctx: Ctx, reply: Reply, e: Refused) -> Reply:
-        reply.status = refused_status(e)
-        if e.retry_after is not None:
-            reply.headers[b"Retry-After"] = str(int(e.retry_after + 0.999)).encode()
+    def refused(self, ctx: Ctx, reply: Reply, e: AccountError) -> Reply:
+        reply.status, headers = refusal(e)
+        reply.headers.update(headers)
         return reply
 
     def message_page(self, ctx: Ctx, text: str) -> bytes:
@@ -132,7 +127,7 @@ class Pages:
         try:
             result = await self.acc.login_password(s, username, ctx.arg("password"),
                                                    ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             s.pending = None
             return self.refused(ctx, await self.login_form(
                 ctx, e.message, username=username[:256]), e)
@@ -155,7 +150,7 @@ class Pages:
             return redirect(f"{ROOT}/login")
         try:
             await self.acc.login_code(s, ctx.arg("code"), ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.code_form(ctx, e.message), e)
         return redirect(f"{ROOT}/")
 
@@ -165,7 +160,7 @@ class Pages:
             sent_to = await self.acc.login_send_code(s, ctx.addr)
         except NeedsLogin:
             return redirect(f"{ROOT}/login")
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.code_form(ctx, e.message), e)
         s.say("ok", f"A new code was sent to {sent_to}.")
         return redirect(f"{ROOT}/login/code")
@@ -190,7 +185,7 @@ class Pages:
         nxt = safe_next(ctx.arg("next"))
         try:
             await self.acc.verify(s, ctx.arg("password"), ctx.arg("code"), ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.verify_form(ctx, e.message, next_url=nxt), e)
         return redirect(nxt)
 
@@ -199,7 +194,7 @@ class Pages:
         nxt = safe_next(ctx.arg("next"))
         try:
             sent_to = await self.acc.verify_send_code(s, ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.verify_form(ctx, e.message, next_url=nxt), e)
         s.say("ok", f"A code was sent to {sent_to}.")
         return redirect(verify_url(nxt))
@@ -238,21 +233,22 @@ class Pages:
                 await self.acc.clear_as_password(s, ctx.addr)
                 s.say("ok", "Your ActiveSync password was removed.")
             else:
-                raise Refused("Choose what to do with the ActiveSync password.",
+                raise AccountError("Choose what to do with the ActiveSync password.",
                               code="bad_action")
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.as_password_form(ctx, e.message), e)
         return redirect(f"{ROOT}/as-password")
 
     # ---------------------------------------------------------------- devices
-    def device_form(self, action: str) -> Route:
+    def device_form(self, action: str) -> Callable[..., Awaitable[Reply]]:
+        """The confirmation page of ``action`` (also shown again, with ``error``)."""
         async def run(ctx: Ctx, error: str | None = None, status: int = 200) -> Reply:
             s = ctx.session
             self.acc.require_recent(s)
             device_id = ctx.query("device") or ctx.arg("device")
             try:
                 d = await self.acc.device(s, device_id)
-            except Refused as e:
+            except AccountError as e:
                 return self.show(ctx, "Devices", views.message(e.message), 404)
             title = "Wipe a device" if action == "wipe" else "Remove a device"
             return self.show(ctx, title, views.device_confirm(d, action, s.csrf), status,
@@ -273,7 +269,7 @@ class Pages:
                 else:
                     await self.acc.remove(s, device_id, ctx.addr)
                     s.say("ok", f"Device {device_id} removed.")
-            except Refused as e:
+            except AccountError as e:
                 return self.refused(ctx, await form(ctx, e.message), e)
             return redirect(f"{ROOT}/#devices")
         return run
@@ -291,10 +287,10 @@ class Pages:
         s = ctx.session
         if ctx.arg("method") != "email":
             return self.refused(ctx, await self.twofa_form(
-                ctx, "Choose e-mail codes or an authenticator app."), Refused(""))
+                ctx, "Choose e-mail codes or an authenticator app."), AccountError(""))
         try:
             await self.acc.use_email_codes(s, ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.twofa_form(ctx, e.message), e)
         s.say("ok", "Two-factor authentication now uses codes sent by e-mail.")
         return redirect(f"{ROOT}/2fa")
@@ -303,7 +299,7 @@ class Pages:
         s = ctx.session
         try:
             await self.acc.start_totp(s)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.twofa_form(ctx, e.message), e)
         return redirect(f"{ROOT}/2fa/totp")
 
@@ -321,7 +317,7 @@ class Pages:
         s = ctx.session
         try:
             await self.acc.confirm_totp(s, ctx.arg("code"), ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.totp_form(ctx, e.message), e)
         s.say("ok", "Two-factor authentication now uses your authenticator app.")
         return redirect(f"{ROOT}/2fa")
@@ -348,7 +344,7 @@ class Pages:
             return redirect(f"{ROOT}/admin")
         try:
             u = await self.acc.admin_user(s, ctx.query("user") or ctx.arg("user"))
-        except Refused as e:
+        except AccountError as e:
             return self.show(ctx, "Users", views.message(e.message, f"{ROOT}/admin"), 404)
         return self.show(ctx, "Two-factor authentication",
                          views.admin_twofa_confirm(u, method, s.csrf), status, error)
@@ -359,7 +355,7 @@ class Pages:
         try:
             said = await self.acc.admin_twofa(s, ctx.arg("user"), method, ctx.arg("new"),
                                               ctx.arg("confirm"), ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.admin_twofa_form(ctx, e.message), e)
         s.say("ok", said)
         return redirect(f"{ROOT}/admin")
@@ -369,7 +365,7 @@ class Pages:
         try:
             target = await self.acc.admin_activesync(s, ctx.arg("user"), ctx.arg("state"),
                                                      ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.admin_form(ctx, e.message), e)
         s.say("ok", f"ActiveSync is {ctx.arg('state')} for {target}.")
         return redirect(f"{ROOT}/admin")
@@ -378,7 +374,7 @@ class Pages:
         s = ctx.session
         try:
             refused = await self.acc.admin_twofa_everyone(s, ctx.arg("state"), ctx.addr)
-        except Refused as e:
+        except AccountError as e:
             return self.refused(ctx, await self.admin_form(ctx, e.message), e)
         s.say("ok", f"Two-factor authentication for everyone is {ctx.arg('state')}.")
         if refused:

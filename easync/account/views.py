@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from urllib.parse import quote
 
 from easync.account import static
-from easync.account.ops import Device, Status, UserRow
+from easync.account.adapter import Device, Status, UserRow
 
 ROOT = "/account"
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -28,16 +26,30 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from easync.account import static, views
-from easync.account.core import Account, NeedsLogin, NeedsVerification, NotAdmin
-from easync.account.ops import AccountOps, Refused
-from easync.account.sessions import Session, SessionStore
+from easync.account.adapter import ServiceOps
+from easync.account.api import Api
+from easync.account.core import Account
+from easync.account.pages import Pages
+from easync.account.request import (
+    COOKIE,
+    MAX_FIELD,
+    ROOT,
+    Ctx,
+    Reply,
+    error_json,
+    header,
+    json_reply,
+    redirect,
+    refusal,
+)
+from easync.account.sessions import SessionStore
+from easync.auth.accounts import AccountError
 from easync.errors import Unavailable
-from easync.http.forwarded import Network, client_address
+from easync.http.basic import request_body
+from easync.http.forwarded import Network
 
 log = Logger(namespace="easync.account")
 
-COOKIE = b"easync_account"
-ROOT = views.ROOT
 CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
@@ -49,97 +61,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"Cross-Origin-Resource-Policy", b"same-origin"),
     (b"Permissions-Policy", b"camera=(), microphone=(), geolocation=()"),
 )
-MAX_FIELD = 4096            # longest form or JSON value accepted (longer: refused)
 MAX_BODY = 64 * 1024        # largest request body of the account page
-
-
-@dataclass
-class Reply:
-    """What a handler answers: a page, JSON, or a redirect."""
-
-    status: int = 200
-    body: bytes = b""
-    ctype: bytes = b"text/html; charset=utf-8"
-    location: str | None = None
-    headers: dict[bytes, bytes] = field(default_factory=dict)
-
-
-def redirect(location: str) -> Reply:
-    return Reply(status=303, location=location)
-
-
-def json_reply(data: Any, status: int = 200) -> Reply:
-    return Reply(status=status, body=json.dumps(data, indent=1).encode("utf-8") + b"\n",
-                 ctype=b"application/json")
-
-
-def safe_next(raw: str | None) -> str:
-    """Where to go after "confirm it's you": a path of this page, nothing else."""
-    if not raw or not raw.startswith(ROOT + "/") or "//" in raw or "\\" in raw or any(
-            ord(c) < 33 for c in raw):
-        return ROOT + "/"
-    return raw
-
-
-class Ctx:
-    """One request: its session (made on demand), form fields and client address."""
-
-    def __init__(self, request: server.Request, sessions: SessionStore,
-                 trusted: Sequence[Network]) -> None:
-        self.request = request
-        self.sessions = sessions
-        raw = request.getCookie(COOKIE)
-        self.cookie_in = raw.decode("ascii", "replace") if raw else None
-        self.expired = sessions.expired_reason(self.cookie_in)
-        self._session = sessions.get(self.cookie_in)
-        peer = getattr(request.getClientAddress(), "host", None) or "-"
-        self.addr = peer
-        if trusted:
-            self.addr, _proxy = client_address(
-                peer, request.requestHeaders.getRawHeaders(b"x-forwarded-for"), trusted)
-        self.fields: dict[str, str] = {}
-        self.json: dict[str, Any] = {}
-        self.ended = False
-
-    @property
-    def has_session(self) -> bool:
-        return self._session is not None
-
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            self._session = self.sessions.new()
-            if self.expired == "absolute":
-                self._session.say("error", "Your session has ended (it lasts 8 hours at "
-                                           "most). Log in again.")
-            elif self.expired == "idle":
-                self._session.say("error", "Your session has ended after 15 minutes "
-                                           "without activity. Log in again.")
-            self.expired = None
-        return self._session
-
-    def arg(self, name: str) -> str | None:
-        return self.fields.get(name)
-
-    def query(self, name: str) -> str | None:
-        values = self.request.args.get(name.encode()) if self.request.method == b"GET" \
-            else None
-        if not values:
-            return None
-        return values[0].decode("utf-8", "replace")[:MAX_FIELD]
-
-    def end(self) -> None:
-        if self._session is not None:
-            self.sessions.end(self._session)
-        self._session = None
-        self.ended = True
-
-    def user(self) -> str:
-        return self._session.user if self._session and self._session.user else "-"
-
-
-class BadRequest(Exception):
-    """Malformed input (a field too long, not UTF-8, bad JSON): 400, nothing done."""
 
 
 Handler = Callable[[Ctx], Awaitable[Reply]]
@@ -150,7 +72,7 @@ class AccountResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, ops: AccountOps, clock: Any, *, trusted: Sequence[Network] = (),
+    def __init__(self, ops: ServiceOps, clock: Any, *, trusted: Sequence[Network] = (),
                  sessions: SessionStore | None = None) -> None:
         super().__init__()
         self.clock = clock
@@ -158,10 +80,8 @@ class AccountResource(Resource):
         self.account = Account(ops, self.sessions, clock)
         self.ops = ops
         self.trusted = tuple(trusted)
-        from easync.account import api, pages
-
-        self.pages = pages.Pages(self)
-        self.api = api.Api(self)
+        self.pages = Pages(self.account, ops, clock)
+        self.api = Api(self.account, ops, clock)
 
     # ---------------------------------------------------------------- entry
     def render(self, request: server.Request) -> int | bytes:
@@ -170,7 +90,7 @@ class AccountResource(Resource):
             request.setHeader(name, value)
         if request.isSecure():
             request.setHeader(b"Strict-Transport-Security", b"max-age=31536000")
-        segments = [s.decode("utf-8", "replace") for s in request.postpath]
+        segments = [s.decode("utf-8", "replace") for s in request.postpath or ()]
         if not segments:                       # "/account" → "/account/"
             return self._send(request, redirect(ROOT + "/"), None, t0, sync=True)
         if segments[0] == "static" and len(segments) == 2:
@@ -206,18 +126,20 @@ class AccountResource(Resource):
             else:
                 if method == "POST":
                     self._read_body(ctx, is_api)
-                    refusal = self._check_post(ctx, is_api)
-                    if refusal is not None:
-                        self._send(request, refusal, ctx, t0)
+                    refused = self._check_post(ctx, is_api)
+                    if refused is not None:
+                        self._send(request, refused, ctx, t0)
                         return
                 reply = await handler(ctx)
-        except BadRequest as e:
-            reply = (json_reply(_error("bad_request", str(e)), 400) if is_api else
-                     Reply(400, self.pages.message_page(ctx, str(e))))
+        except AccountError as e:     # a malformed request ("bad_request")
+            status, headers = refusal(e)
+            reply = (json_reply(error_json(e.code, e.message), status) if is_api else
+                     Reply(status, self.pages.message_page(ctx, e.message)))
+            reply.headers.update(headers)
         except Unavailable:
             msg = ("The account database or directory cannot answer right now. Nothing was "
                    "changed. Try again in a minute.")
-            reply = (json_reply(_error("unavailable", msg), 503) if is_api else
+            reply = (json_reply(error_json("unavailable", msg), 503) if is_api else
                      Reply(503, self.pages.message_page(ctx, msg)))
             reply.headers[b"Retry-After"] = b"30"
         self._send(request, reply, ctx, t0)
@@ -226,47 +148,47 @@ class AccountResource(Resource):
         status = 405 if known_path else 404
         text = "Method not allowed." if known_path else "There is no such page."
         if is_api:
-            return json_reply(_error("not_found" if status == 404 else "method", text),
+            return json_reply(error_json("not_found" if status == 404 else "method", text),
                               status)
         return Reply(status, views.page("Not found", views.message(text)))
 
     def _read_body(self, ctx: Ctx, is_api: bool) -> None:
         request = ctx.request
-        request.content.seek(0)
-        raw = request.content.read(MAX_BODY + 1)
+        raw = request_body(request, MAX_BODY + 1)
         if len(raw) > MAX_BODY or getattr(request, "_easync_too_large", False):
-            raise BadRequest("The request is too large.")
+            raise _bad("The request is too large.")
         if is_api:
-            ctype = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+            ctype = (header(request, b"content-type") or "").split(";")[0].strip().lower()
             if not raw:
                 ctx.json = {}
                 return
             if ctype != "application/json":
-                raise BadRequest("Send JSON (Content-Type: application/json).")
+                raise _bad("Send JSON (Content-Type: application/json).")
             try:
                 data = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                raise BadRequest("The body is not valid JSON.") from None
+                raise _bad("The body is not valid JSON.") from None
             if not isinstance(data, dict):
-                raise BadRequest("The body must be a JSON object.")
+                raise _bad("The body must be a JSON object.")
             for k, v in data.items():
                 if isinstance(v, str) and len(v) > MAX_FIELD:
-                    raise BadRequest(f"The field {k!r} is too long.")
+                    raise _bad(f"The field {k!r} is too long.")
             ctx.json = data
             return
-        for key, values in request.args.items():
+        args: dict[bytes, list[bytes]] = request.args or {}
+        for key, values in args.items():
             try:
                 name = key.decode("utf-8")
                 value = values[-1].decode("utf-8") if values else ""
             except UnicodeDecodeError:
-                raise BadRequest("The form was not sent as UTF-8 text.") from None
+                raise _bad("The form was not sent as UTF-8 text.") from None
             if len(value) > MAX_FIELD:
-                raise BadRequest("A field of the form is too long.")
+                raise _bad("A field of the form is too long.")
             ctx.fields[name] = value
 
     def _check_post(self, ctx: Ctx, is_api: bool) -> Reply | None:
         """CSRF: the session's token must come with the POST, from this site."""
-        site = (_header(ctx.request, b"sec-fetch-site") or "").lower()
+        site = (header(ctx.request, b"sec-fetch-site") or "").lower()
         if site in ("cross-site", "same-site"):
             return self._csrf_refused(ctx, is_api, "The request came from another site.")
         if not ctx.has_session:
@@ -275,7 +197,7 @@ class AccountResource(Resource):
                    "Nothing was changed.")
             return self._csrf_refused(ctx, is_api, why)
         s = ctx.session
-        token = _header(ctx.request, b"x-csrf-token") if is_api else ctx.arg("csrf")
+        token = header(ctx.request, b"x-csrf-token") if is_api else ctx.arg("csrf")
         if not s.check_csrf(token):
             return self._csrf_refused(ctx, is_api, "The form is out of date or did not come "
                                                    "from this page (CSRF token missing or "
@@ -285,7 +207,7 @@ class AccountResource(Resource):
     def _csrf_refused(self, ctx: Ctx, is_api: bool, why: str) -> Reply:
         log.info("account page: POST refused ({why}) from {addr}", why=why, addr=ctx.addr)
         if is_api:
-            return json_reply(_error("csrf", why), 403)
+            return json_reply(error_json("csrf", why), 403)
         return Reply(403, self.pages.csrf_page(ctx, why))
 
     # ---------------------------------------------------------------- output
@@ -339,44 +261,9 @@ class AccountResource(Resource):
             pass
 
 
-def _header(request: server.Request, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return value.strip()
+def _bad(message: str) -> AccountError:
+    """Malformed input (a field too long, not UTF-8, bad JSON): 400, nothing done."""
+    return AccountError(message, "bad_request")
 
 
-def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
-
-
-# Refusals answered 403 (wrong credentials, not allowed) and 404; the rest are 400, or
-# 429 when they come with a Retry-After (throttled, locked out, a code asked too soon).
-_FORBIDDEN = frozenset({"login_failed", "bad-password", "wrong-code",
-                        "expired-code", "replayed-code", "no-code", "forbidden"})
-_NOT_FOUND = frozenset({"not-found", "no_device", "no_user"})
-
-
-def refused_status(e: Refused) -> int:
-    if e.retry_after is not None:
-        return 429
-    if e.code in _FORBIDDEN:
-        return 403
-    if e.code in _NOT_FOUND:
-        return 404
-    return 400
-
-
-def verify_url(next_url: str) -> str:
-    return f"{ROOT}/verify?" + urlencode({"next": next_url})
-
-
-def device_query(device_id: str) -> str:
-    return quote(device_id, safe="")
-
-
-__all__ = ["AccountResource", "BadRequest", "Ctx", "NeedsLogin", "NeedsVerification",
-           "NotAdmin", "Reply", "json_reply", "redirect", "refused_status", "safe_next",
-           "verify_url"]
+__all__ = ["MAX_BODY", "AccountResource"]

@@ -1,34 +1,45 @@
 """Who may sync: twisted.cred checkers for EAS Basic credentials, and the account service.
 
 ``build_auth`` wires everything from the server options: the primary checker for the
-login password (``LocalChecker``, or ``LdapChecker`` with its thread-pool service), the
-account service ``accounts.Accounts`` (ActiveSync password, 2FA, throttling, audit log,
-e-mail codes through ``mail.SmtpMailer``), and the one ``ICredentialsChecker`` the HTTP
-layer uses, ``policy.PolicyChecker``.  Its avatar id is the user's canonical name (a
-``str``).  Wrong credentials raise ``UnauthorizedLogin`` (HTTP 401; a lockout is
-``policy.LoginLockedOut``, HTTP 429); a directory or database that cannot answer raises
-``Unavailable`` (HTTP 503 with Retry-After, never a 401, which makes a phone ask its user
-for the password again).
+login password (``LocalChecker``, ``LdapChecker`` with its thread-pool service, or a
+checker the composition root hands in, such as the CRM's), the account service
+``accounts.Accounts`` (ActiveSync password, 2FA, throttling, audit log, e-mail codes
+through ``mail.SmtpMailer``), the one ``ICredentialsChecker`` for phones,
+``aspassword.PolicyChecker``, and the ``door.FrontDoor`` around it (a ``Portal`` whose
+avatar is the user) that the HTTP layer asks.  Wrong credentials raise
+``UnauthorizedLogin`` (HTTP 401; a lockout is ``aspassword.LoginLockedOut``, HTTP 429);
+a directory or database that cannot answer raises ``Unavailable`` (HTTP 503 with
+Retry-After, never a 401, which makes a phone ask its user for the password again).
+
+No backend is imported here: ``easync.tap`` passes the CRM checker's factory in
+``primaries``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import IService
 from twisted.cred.checkers import ICredentialsChecker
 
+from easync.auth.door import FrontDoor
 from easync.auth.local import LocalChecker, Unavailable, split_username
 
-__all__ = ["AuthSetup", "LocalChecker", "Unavailable", "build_auth", "build_checker",
-           "read_secret_file", "split_username"]
+__all__ = ["AuthSetup", "FrontDoor", "LocalChecker", "PrimaryFactory", "Unavailable",
+           "build_auth", "build_checker", "build_door", "read_secret_file",
+           "split_username"]
+
+# A login-password checker for ``--auth NAME`` made from (options, server, reactor).
+PrimaryFactory = Callable[[dict[str, Any], Any, Any], ICredentialsChecker]
 
 
 @dataclass
 class AuthSetup:
-    checker: ICredentialsChecker          # for the HTTP layer (the policy checker)
+    checker: ICredentialsChecker          # the policy checker (phones' credentials)
     accounts: Any                         # easync.auth.accounts.Accounts
+    door: FrontDoor                       # for the HTTP layer: the Portal around checker
     services: list[IService] = field(default_factory=list)   # start with the server
 
 
@@ -72,11 +83,12 @@ def ldap_config(config: dict[str, Any], read_files: bool = True) -> Any:
     return ldap
 
 
-def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: Any
-               ) -> AuthSetup:
+def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: Any,
+               primaries: Mapping[str, PrimaryFactory] | None = None) -> AuthSetup:
     """Everything ``config`` (resolved server options) asks for.  ``auth_store`` is the
-    ``IAuthStore`` (``backends.sql.authstore.SqlAuthStore``).  ValueError for options
-    that cannot work (the caller reports it as a usage error)."""
+    ``IAuthStore`` (``backends.sql.authstore.SqlAuthStore``); ``primaries`` adds
+    ``--auth`` kinds beyond local and ldap (``{"crm": backends.crm.checker.crm_checker}``).
+    ValueError for options that cannot work (the caller reports it as a usage error)."""
     from easync.auth.accounts import Accounts
     from easync.auth.aspassword import PolicyChecker
     from easync.auth.keys import DEFAULT_KEY_FILE, SecretBox, SecretKeyError
@@ -125,14 +137,14 @@ def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: An
         services.append(service)
         primary = LdapChecker(ldap_config(config), server.users, reactor, service=service,
                               audit=accounts._audit_raw)
-    elif kind == "crm":
-        from backends.crm.checker import crm_checker
-
-        primary = crm_checker(config, server, reactor)
+    elif kind in (primaries or {}):
+        primary = (primaries or {})[kind](config, server, reactor)
     else:
-        raise ValueError(f"--auth {kind} is not available (local, ldap or crm)")
+        known = ", ".join(["local", "ldap", *(primaries or {})])
+        raise ValueError(f"--auth {kind} is not available ({known})")
     accounts.primary = primary
-    return AuthSetup(PolicyChecker(primary, accounts, reactor), accounts, services)
+    checker = PolicyChecker(primary, accounts, reactor)
+    return AuthSetup(checker, accounts, FrontDoor(server.users, checker), services)
 
 
 def build_checker(config: dict[str, Any], server: Any, reactor: Any) -> ICredentialsChecker:
@@ -148,3 +160,8 @@ def build_checker(config: dict[str, Any], server: Any, reactor: Any) -> ICredent
     if kind != "local":
         raise ValueError(f"--auth {kind} needs build_auth")
     return LocalChecker(server.users, reactor)
+
+
+def build_door(config: dict[str, Any], server: Any, reactor: Any) -> FrontDoor:
+    """The front door over ``build_checker``'s checker (tests)."""
+    return FrontDoor(server.users, build_checker(config, server, reactor))

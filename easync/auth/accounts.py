@@ -101,14 +101,24 @@ _GEN_ALPHABET = "".join(c for c in string.ascii_lowercase + string.digits if c n
 # ---------------------------------------------------------------------------- errors
 
 class AccountError(Exception):
-    """A refusal; ``str(e)`` is a message fit for the user (no secrets).  ``code`` is a
-    stable machine-readable name (the JSON API's ``error`` field)."""
+    """A refusal, the one error type of the account service and the account page;
+    nothing was changed.  ``str(e)`` is a message fit for the user (no secrets).
+    ``code`` is a stable machine-readable name (the JSON API's ``error`` field): the
+    class's own, or one given (``AccountError("Choose on or off.", "bad_state")``);
+    ``retry_after`` (seconds, or None) comes with a refusal that passes with time.  The
+    account page maps it to HTTP in one place (``easync.account.request.refusal``)."""
 
     code = "error"
+    retry_after: float | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, code: str | None = None, *,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code = code
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class NotFound(AccountError):
@@ -162,7 +172,7 @@ class TooManyAttempts(AccountError):
 
     def __init__(self, message: str, retry_after: float = 0.0) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = retry_after or None     # 0: no time given
 
 
 class TooSoon(AccountError):
@@ -172,7 +182,7 @@ class TooSoon(AccountError):
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = retry_after or None     # 0: no time given
 
 
 class NoEmail(AccountError):
@@ -213,7 +223,7 @@ class AccountLockedOut(AccountError):
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = retry_after or None     # 0: no time given
 
 
 __all__ += ["AccountLockedOut"]
@@ -450,7 +460,7 @@ class Accounts:
         for listener in self._listeners:
             listener(name)
 
-    async def _audit_raw(self, actor: str, user: str | None, action: str, detail: str,
+    async def _audit_raw(self, actor: str | None, user: str | None, action: str, detail: str,
                          address: str) -> None:
         now = self.clock.seconds()
         log.info("audit: {actor} {action} {user}: {detail}{addr}", actor=actor,

@@ -69,9 +69,13 @@ class ClientCredentials(UsernamePassword):
 
     def __init__(self, username: bytes | str, password: bytes | str, address: str = "",
                  device_id: str = "") -> None:
-        super().__init__(username, password)
+        super().__init__(_bytes(username), _bytes(password))
         self.address = address
         self.device_id = device_id
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
 
 
 class LoginLockedOut(UnauthorizedLogin):
@@ -126,7 +130,7 @@ class PolicyChecker(HandsOverUser):
         self._cache: dict[bytes, tuple[str, tuple[Any, ...], float]] = {}
         self._noted: dict[tuple[str, str], float] = {}
         self._inflight: dict[bytes, list[Deferred[None]]] = {}
-        self._lock_checked: dict[tuple[str, str], float] = {}
+        self._lock_checked: dict[tuple[str, str, str], float] = {}
         accounts.on_change(self.forget)
 
     # -- for the HTTP layer (and recent_user) ------------------------------------------
@@ -273,7 +277,8 @@ class PolicyChecker(HandsOverUser):
         if isinstance(self.primary, LocalChecker) and (user is None or not user.password_hash):
             await self._no_hash_checked(password)
             raise UnauthorizedLogin("unknown user")
-        name = await self.primary.requestAvatarId(UsernamePassword(raw, password))
+        name = await self.primary.requestAvatarId(UsernamePassword(_bytes(raw),
+                                                                   _bytes(password)))
         recent = getattr(self.primary, "recent_user", None)
         found = recent(name) if recent is not None else None
         if found is None:

@@ -85,6 +85,18 @@ def text_credentials(credentials: IUsernamePassword) -> tuple[str, str]:
     return raw, password
 
 
+class IUserChecker(ICredentialsChecker):
+    """A checker that hands over the record of the user it accepted, and hears which
+    device a request it let in came from (``easync.auth.door.FrontDoor``)."""
+
+    def recent_user(name: str) -> Any:
+        """The User record just read while accepting ``name`` (once), or None."""
+
+    def note_device(user: Any, device_id: str) -> None:
+        """A request of ``user``, just let in, comes from ``device_id``."""
+
+
+@implementer(IUserChecker)
 class HandsOverUser:
     """What easync's password checkers share: ``requestAvatarId`` runs the async
     ``_check``, which ends with ``_accept(user)``; that keeps the User record for one
@@ -100,7 +112,12 @@ class HandsOverUser:
         the caller need not read it again; None if there is none."""
         return self._loaded.pop(name, None)
 
-    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
+    def note_device(self, user: Any, device_id: str) -> None:
+        """Nothing to note by default (the ActiveSync-password checker notes its use)."""
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[Any]:
+        # Deferred[Any], not [str]: twisted types avatar ids as bytes; easync's are user
+        # names (str), which the Portal hands to the realm untouched.
         return Deferred.fromCoroutine(self._check(credentials))
 
     async def _check(self, credentials: IUsernamePassword) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from easync.auth.accounts import DeliveryFailed
 
@@ -96,7 +97,7 @@ class SmtpMailer:
             endpoint = HostnameEndpoint(self.reactor, self.host, self.port,
                                         timeout=self.timeout)
             connecting = endpoint.connect(factory)
-            connecting.addErrback(lambda f: done.called or done.errback(f))
+            connecting.addErrback(_fail_unless_called, done)
             done.addTimeout(self.timeout + 5, self.reactor)
             await done
         except TimeoutError:
@@ -116,3 +117,9 @@ class SmtpMailer:
 def _reason(e: Exception) -> str:
     text = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {text}"[:200] if text else type(e).__name__
+
+
+def _fail_unless_called(failure: Failure, done: Deferred[Any]) -> None:
+    """The connection failed: ``done`` fails with it, unless it has an outcome already."""
+    if not done.called:
+        done.errback(failure)

@@ -16,7 +16,7 @@ the message went out.
 
 from __future__ import annotations
 
-from easync.handler import EasHTTPError, EasRequest, EasResponse
+from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.wbxml.element import Element
 
 NOT_SUPPORTED = "137"
@@ -29,3 +29,8 @@ def refuse(req: EasRequest) -> EasResponse:
     root = Element(f"ComposeMail:{req.cmd}")
     root.add("ComposeMail:Status", NOT_SUPPORTED)
     return EasResponse(body=root, status=NOT_SUPPORTED)
+
+
+async def handle(server: EasServer, req: EasRequest) -> EasResponse:
+    """The handler of SendMail, SmartReply and SmartForward: see ``refuse``."""
+    return refuse(req)

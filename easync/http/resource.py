@@ -1,7 +1,9 @@
 """The twisted.web side: ``/Microsoft-Server-ActiveSync`` (OPTIONS and POST).
 
 One request goes: size limit → query (plain or base64 form) → Basic auth
-against the configured checker → ActiveSync allowed? → version → content coding
+through the front door (``easync.http.basic``: the twisted.cred ``Portal`` of
+``easync.auth.door``) → ActiveSync allowed? → the command (``easync.commands``'
+static table) → version → content coding
 (gzip/deflate body decoded, the size limit applied again to what it decodes to)
 → WBXML decode → root element check → device record → provisioning → the
 command's handler → WBXML encode (→ gzip when the client accepts it).  Every
@@ -11,60 +13,46 @@ ever reaches the client.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import importlib
 import time
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import http
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from easync.auth.aspassword import ClientCredentials, LoginLockedOut
+from easync.auth.door import FrontDoor
+from easync.commands import COMMANDS
+from easync.commands import provisioning as provisioning_policy
 from easync.errors import TooManyDevices, Unavailable
 from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
-from easync.http.forwarded import Network, client_address, parse_networks
+from easync.http.autodiscover import AutodiscoverResource
+from easync.http.basic import (
+    Refusal,
+    basic_login,
+    client_addr,
+    header,
+    log,
+    log_request,
+    log_safe,
+    request_body,
+)
+from easync.http.forwarded import parse_networks
 from easync.http.limits import ConnectionLimits
-from easync.http.query import QueryError, parse_query
+from easync.http.query import Query, QueryError, parse_query
+from easync.model import User
 from easync.versions import VERSIONS, version_tuple
+from easync.wbxml import E, WBXMLError, decode, encode
 
-log = Logger(namespace="easync.request")
+__all__ = ["ActiveSyncResource", "EasRequestFactory", "RootResource", "log_safe",
+           "make_root", "make_site"]
 
 WBXML_TYPE = b"application/vnd.ms-sync.wbxml"
-REALM = b'Basic realm="easync"'
 
-# Command → (module, root element of its WBXML body).
-COMMANDS: dict[str, tuple[str, str]] = {
-    "Sync": ("sync", "AirSync:Sync"),
-    "FolderSync": ("foldersync", "FolderHierarchy:FolderSync"),
-    "FolderCreate": ("foldercreate", "FolderHierarchy:FolderCreate"),
-    "FolderUpdate": ("folderupdate", "FolderHierarchy:FolderUpdate"),
-    "FolderDelete": ("folderdelete", "FolderHierarchy:FolderDelete"),
-    "GetItemEstimate": ("getitemestimate", "ItemEstimate:GetItemEstimate"),
-    "ItemOperations": ("itemoperations", "ItemOperations:ItemOperations"),
-    "MoveItems": ("moveitems", "Move:MoveItems"),
-    "Settings": ("settings", "Settings:Settings"),
-    "Provision": ("provision", "Provision:Provision"),
-    "Ping": ("ping", "Ping:Ping"),
-    "SendMail": ("sendmail", "ComposeMail:SendMail"),
-    "SmartReply": ("smartreply", "ComposeMail:SmartReply"),
-    "SmartForward": ("smartforward", "ComposeMail:SmartForward"),
-    "MeetingResponse": ("meetingresponse", "MeetingResponse:MeetingResponse"),
-    "Search": ("search", "Search:Search"),
-    "ResolveRecipients": ("resolverecipients", "ResolveRecipients:ResolveRecipients"),
-}
-# Commands whose body may be empty (cached request reused) or raw MIME (12.x mail).
-EMPTY_OK = {"Sync", "Ping", "SendMail", "SmartReply", "SmartForward"}
-MIME_BODY = {"SendMail", "SmartReply", "SmartForward"}
-# Commands that hold the request open; they are exempt from the request time limit.
-LONG_POLL = {"Ping", "Sync"}
 # MS-ASCMD 2.2.2 common status: the user has as many devices as allowed.
 MAX_DEVICES_REACHED = "177"
 # Command names counted as themselves in /metrics (anything else a client sends: "other").
@@ -249,19 +237,15 @@ async def gzip_body(data: bytes) -> bytes:
     return b"".join(parts)
 
 
-def available_commands() -> list[str]:
-    """The commands that have a handler module (advertised in OPTIONS)."""
-    out = []
-    for name, (module, _root) in COMMANDS.items():
-        try:
-            importlib.import_module(f"easync.commands.{module}")
-        except ImportError:
-            continue
-        out.append(name)
-    return out
+# The request attribute that carries the content coding's sizes to the log line.
+CODING_NOTE = "_easync_in"
 
 
-class EasRequestFactory(server.Request):
+def _note_coding(request: Request, sizes: str) -> None:
+    setattr(request, CODING_NOTE, sizes)
+
+
+class EasRequestFactory(Request):
     """A Request that stops buffering a body past the configured limit."""
 
     max_bytes = 16 * 1024 * 1024
@@ -283,112 +267,76 @@ class EasRequestFactory(server.Request):
 
 
 class ActiveSyncResource(Resource):
-    isLeaf = True
+    """``/Microsoft-Server-ActiveSync``: every request is let in by ``door`` (see
+    ``authenticate``) and dispatched through ``easync.commands.COMMANDS``."""
 
-    def __init__(self, server_: EasServer, checker: Any) -> None:
+    isLeaf = True
+    # (twisted.web's Resource declares an unused ``server = None``)
+    server: EasServer  # type: ignore[assignment]
+
+    def __init__(self, server_: EasServer, door: FrontDoor) -> None:
         super().__init__()
         self.server = server_
-        self.checker = checker
+        self.door = door
         top = version_tuple(server_.settings.server_version)
         self.offered = [v for v in VERSIONS if version_tuple(v) <= top]
         self.versions = ",".join(self.offered)
-        self._commands: str | None = None
+        self.commands = ",".join(COMMANDS)
         self._seen: dict[tuple[int, str], float] = {}
         self.trusted = parse_networks(server_.settings.trusted_proxies)
 
+    async def authenticate(self, request: Request, cmd: str, t0: float
+                           ) -> User | None:
+        """The user of ``request`` (``easync.http.basic.basic_login``), or None once it
+        has been answered (401, 403, 429 or 503) and logged as ``cmd``."""
+        outcome = await basic_login(self.door, request, self.trusted)
+        if isinstance(outcome, Refusal):
+            for name, value in outcome.headers.items():
+                request.setHeader(name, value)
+            self._finish(request, outcome.code, b"", outcome.user, "", cmd, outcome.note, t0)
+            return None
+        return outcome
+
     # -- OPTIONS -----------------------------------------------------------------
-    def render_OPTIONS(self, request: server.Request) -> int:
+    def render_OPTIONS(self, request: Request) -> int:
         d = Deferred.fromCoroutine(self._options(request))
         d.addErrback(self._crash, request, "OPTIONS", time.monotonic())
-        return server.NOT_DONE_YET
+        return NOT_DONE_YET
 
-    async def _options(self, request: server.Request) -> None:
+    async def _options(self, request: Request) -> None:
         t0 = time.monotonic()
-        user = await self._authenticate(request, "OPTIONS", t0)
+        user = await self.authenticate(request, "OPTIONS", t0)
         if user is None:
             return
-        if self._commands is None:
-            self._commands = ",".join(available_commands())
         request.setHeader(b"MS-Server-ActiveSync", self.server.settings.server_version.encode())
         request.setHeader(b"MS-ASProtocolVersions", self.versions.encode())
-        request.setHeader(b"MS-ASProtocolCommands", self._commands.encode())
+        request.setHeader(b"MS-ASProtocolCommands", self.commands.encode())
         request.setHeader(b"Allow", b"OPTIONS,POST")
         request.setHeader(b"Public", b"OPTIONS,POST")
         request.setHeader(b"Cache-Control", b"private")
         self._finish(request, 200, b"", user.name, "", "OPTIONS", "", t0)
 
-    def render_GET(self, request: server.Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         request.setResponseCode(http.NOT_ALLOWED)
         request.setHeader(b"Allow", b"OPTIONS,POST")
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"This is an Exchange ActiveSync endpoint: add it to a phone as an Exchange account.\n"
 
     # -- POST --------------------------------------------------------------------
-    def render_POST(self, request: server.Request) -> int:
+    def render_POST(self, request: Request) -> int:
         t0 = time.monotonic()
         d = Deferred.fromCoroutine(self._post(request, t0))
         finished = request.notifyFinish()
         finished.addErrback(lambda _f: d.cancel())
         d.addErrback(self._crash, request, "POST", t0)
-        return server.NOT_DONE_YET
+        return NOT_DONE_YET
 
-    async def _authenticate(self, request: server.Request, cmd: str, t0: float) -> Any:
-        header = _header(request, b"authorization")
-        if not header or not header.lower().startswith("basic "):
-            request.setHeader(b"WWW-Authenticate", REALM)
-            self._finish(request, 401, b"", "-", "", cmd, "no credentials", t0)
-            return None
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-            username, sep, password = decoded.partition(":")
-            if not sep:
-                raise ValueError("no colon")
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            request.setHeader(b"WWW-Authenticate", REALM)
-            self._finish(request, 401, b"", "-", "", cmd, "malformed Authorization", t0)
-            return None
-        try:   # the DeviceId too: a familiar device is not refused by others' lockouts
-            device = parse_query(request.uri.partition(b"?")[2].decode("latin-1")).device_id
-        except QueryError:
-            device = ""
-        try:
-            name = await self.checker.requestAvatarId(ClientCredentials(
-                username, password, _client_addr(request, self.trusted), device))
-            recent = getattr(self.checker, "recent_user", None)
-            user = recent(name) if recent is not None else None
-            if user is None:
-                user = await self.server.users.get_user(name)
-        except LoginLockedOut as e:
-            # Not a 401: the phone must not ask its user for the password again
-            request.setHeader(b"Retry-After", str(e.retry_after).encode())
-            self._finish(request, 429, b"", _safe(username), "", cmd,
-                         f"login refused: {e}", t0)
-            return None
-        except (UnauthorizedLogin, LoginFailed) as e:
-            request.setHeader(b"WWW-Authenticate", REALM)
-            self._finish(request, 401, b"", _safe(username), "", cmd,
-                         f"login refused: {e}", t0)
-            return None
-        except Unavailable as e:
-            request.setHeader(b"Retry-After", b"30")
-            self._finish(request, 503, b"", _safe(username), "", cmd,
-                         f"directory unavailable: {e}", t0)
-            return None
-        if user is None:
-            request.setHeader(b"WWW-Authenticate", REALM)
-            self._finish(request, 401, b"", _safe(username), "", cmd, "user vanished", t0)
-            return None
-        if not user.activesync:
-            self._finish(request, 403, b"", user.name, "", cmd, "ActiveSync not enabled", t0)
-            return None
-        return user
-
-    async def _post(self, request: server.Request, t0: float) -> None:
+    async def _post(self, request: Request, t0: float) -> None:
         settings = self.server.settings
         if getattr(request, "_easync_too_large", False):
             self._finish(request, 413, b"", "-", "", "?", "body over the size limit", t0)
             return
-        user = await self._authenticate(request, "?", t0)
+        user = await self.authenticate(request, "?", t0)
         if user is None:
             return
         raw_qs = request.uri.split(b"?", 1)[1].decode("latin-1") if b"?" in request.uri else ""
@@ -399,7 +347,8 @@ class ActiveSyncResource(Resource):
             return
         cmd = q.cmd
         device_id = q.device_id
-        if cmd not in COMMANDS:
+        command = COMMANDS.get(cmd)
+        if command is None:
             self._finish(request, 400, b"", user.name, device_id, cmd or "?",
                          "unknown or missing command", t0)
             return
@@ -409,20 +358,12 @@ class ActiveSyncResource(Resource):
         if not q.device_type:
             self._finish(request, 400, b"", user.name, device_id, cmd, "missing DeviceType", t0)
             return
-        version = q.version or _header(request, b"ms-asprotocolversion") or "14.1"
+        version = q.version or header(request, b"ms-asprotocolversion") or "14.1"
         if version not in self.offered:
             self._finish(request, 400, b"", user.name, device_id, cmd,
                          f"unsupported protocol version {version!r}", t0)
             return
-        module_name, root_tag = COMMANDS[cmd]
-        try:
-            module = importlib.import_module(f"easync.commands.{module_name}")
-        except ImportError:
-            self._finish(request, 400, b"", user.name, device_id, cmd,
-                         "command not supported", t0)
-            return
-        request.content.seek(0)
-        raw = request.content.read()
+        raw = request_body(request)
         body = None
         if raw:
             decoded = await self._decode_body(request, raw, user.name, device_id, cmd, t0)
@@ -430,23 +371,21 @@ class ActiveSyncResource(Resource):
                 return
             raw = decoded       # (a gzip of nothing is an empty body, as for Sync and Ping)
         if raw:
-            ctype = (_header(request, b"content-type") or "").lower()
-            if cmd in MIME_BODY and version_tuple(version) < (14, 0) and "wbxml" not in ctype:
+            ctype = (header(request, b"content-type") or "").lower()
+            if command.mime_body and version_tuple(version) < (14, 0) and "wbxml" not in ctype:
                 pass  # 12.x mail: raw MIME, handled by the command
             else:
-                from easync.wbxml import WBXMLError, decode
-
                 try:
                     body = decode(raw)
                 except WBXMLError as e:
                     self._finish(request, 400, b"", user.name, device_id, cmd,
                                  f"bad WBXML: {e}", t0)
                     return
-                if body.tag != root_tag:
+                if body.tag != command.root:
                     self._finish(request, 400, b"", user.name, device_id, cmd,
                                  f"root {body.tag} does not match Cmd", t0)
                     return
-        elif cmd not in EMPTY_OK:
+        elif not command.empty_ok:
             self._finish(request, 400, b"", user.name, device_id, cmd, "empty body", t0)
             return
         try:
@@ -454,16 +393,14 @@ class ActiveSyncResource(Resource):
         except TooManyDevices as e:
             self._too_many_devices(request, user.name, device_id, cmd, version, e, t0)
             return
-        note_device = getattr(self.checker, "note_device", None)
-        if note_device is not None:
-            note_device(user, device_id)   # when the ActiveSync password was last used
+        self.door.note_device(user, device_id)   # when the ActiveSync password was last used
         req = EasRequest(
             cmd=cmd, user=user, device_id=device_id, device_type=q.device_type,
             version=version,
-            policy_key=q.policy_key or _header(request, b"x-ms-policykey"),
-            params=dict(q.params), user_agent=_header(request, b"user-agent") or "",
+            policy_key=q.policy_key or header(request, b"x-ms-policykey"),
+            params=dict(q.params), user_agent=header(request, b"user-agent") or "",
             body=body, raw_body=raw if body is None else b"",
-            client_addr=_client_addr(request, self.trusted), device=device,
+            client_addr=client_addr(request, self.trusted), device=device,
         )
         if settings.provisioning and cmd != "Provision":
             blocked = self._policy_check(req)
@@ -471,9 +408,9 @@ class ActiveSyncResource(Resource):
                 await self._respond(request, req, blocked, t0, note="policy key")
                 return
         del raw, body, device     # (a held request should keep no more than it needs)
-        handler = module.handle(self.server, req)
+        handler = command.handle(self.server, req)
         try:
-            if cmd in LONG_POLL:     # no time limit, and no Deferred of its own to keep
+            if command.long_poll:     # no time limit, and no Deferred of its own to keep
                 resp = await handler
             else:
                 resp = await Deferred.fromCoroutine(handler).addTimeout(
@@ -493,7 +430,7 @@ class ActiveSyncResource(Resource):
             return
         await self._respond(request, req, resp, t0)
 
-    async def _decode_body(self, request: server.Request, raw: bytes, user: str,
+    async def _decode_body(self, request: Request, raw: bytes, user: str,
                            device_id: str, cmd: str, t0: float) -> bytes | None:
         """The body with its content coding undone, or None once answered 415 (a coding
         not known), 413 (over the size limit once decoded) or 400 (corrupt)."""
@@ -510,34 +447,31 @@ class ActiveSyncResource(Resource):
                          f"unsupported Content-Encoding {e}", t0)
             return None
         except DecodedTooLarge as e:
-            request._easync_in = f"{coding}:{len(raw)}B>{limit}B+"
+            _note_coding(request, f"{coding}:{len(raw)}B>{limit}B+")
             self._finish(request, e.code, b"", user, device_id, cmd,
                          "body over the size limit once decoded", t0)
             return None
         except CodingError as e:
-            request._easync_in = f"{coding}:{len(raw)}B"
+            _note_coding(request, f"{coding}:{len(raw)}B")
             self._finish(request, e.code, b"", user, device_id, cmd, f"bad body: {e}", t0)
             return None
-        request._easync_in = f"{coding}:{len(raw)}B>{len(decoded)}B"
+        _note_coding(request, f"{coding}:{len(raw)}B>{len(decoded)}B")
         return decoded
 
     def _policy_check(self, req: EasRequest) -> EasResponse | None:
-        try:
-            from easync.commands import provisioning
-        except ImportError:
-            return None
-        status = provisioning.policy_status(req.device, req.policy_key)
+        status = provisioning_policy.policy_status(req.device, req.policy_key)
         if status is None:
             return None
-        return provisioning.policy_required_response(req.cmd, req.version, status)
+        return provisioning_policy.policy_required_response(req.cmd, req.version, status)
 
-    async def _touch_device(self, user: Any, q: Any, request: server.Request) -> Any:
+    async def _touch_device(self, user: User, q: Query, request: Request
+                            ) -> dict[str, Any]:
         """Load the device record; write last-seen at most once a minute per device."""
         state = self.server.state
         device = await state.get_device(user, q.device_id)
         now = self.server.clock.seconds()
         key = (user.id, q.device_id)
-        ua = _header(request, b"user-agent") or ""
+        ua = header(request, b"user-agent") or ""
         if device is None or now - self._seen.get(key, 0) > 60 or (
             device.get("user_agent") != ua
         ):
@@ -551,18 +485,15 @@ class ActiveSyncResource(Resource):
             self._seen[key] = now
         return device
 
-    def _too_many_devices(self, request: server.Request, user: str, device_id: str,
+    def _too_many_devices(self, request: Request, user: str, device_id: str,
                           cmd: str, version: str, e: TooManyDevices, t0: float) -> None:
         """A new DeviceId over --max-devices-per-user (issue #10 point 7): from 14.0 the
         command's top-level Status 177 MaximumDevicesReached (MS-ASCMD 2.2.2; Provision:
         MS-ASPROV 2.2.2.54.2 refers to it), below 14.0 or for a command without one HTTP
         403 (MS-ASHTTP 2.2.2.1.1: the user may not sync; not 503, as the cap does not
         pass by itself).  Nothing is stored for the device."""
-        from easync.commands.provisioning import STATUS_ROOTS
-        from easync.wbxml import E, encode
-
         note = f"device cap: {e.count} devices, at most {e.limit}"
-        roots = ({**STATUS_ROOTS, "Provision": ("Provision:Provision", "Provision:Status")}
+        roots = ({**provisioning_policy.STATUS_ROOTS, "Provision": ("Provision:Provision", "Provision:Status")}
                  .get(cmd))
         if version_tuple(version) < (14, 0) or roots is None:
             self._finish(request, 403, b"", user, device_id, cmd, note, t0)
@@ -571,14 +502,12 @@ class ActiveSyncResource(Resource):
         self._finish(request, 200, body, user, device_id, cmd, note, t0,
                      eas_status=MAX_DEVICES_REACHED)
 
-    async def _respond(self, request: server.Request, req: EasRequest, resp: EasResponse,
+    async def _respond(self, request: Request, req: EasRequest, resp: EasResponse,
                        t0: float, note: str = "") -> None:
         for k, v in resp.headers.items():
             request.setHeader(k.encode(), v.encode())
         data = b""
         if resp.body is not None:
-            from easync.wbxml import encode
-
             data = encode(resp.body)
         plain = len(data)
         # gzip as Exchange does when the client accepts it (MS-ASHTTP §2.2.2.1.2); an empty
@@ -596,28 +525,21 @@ class ActiveSyncResource(Resource):
         if resp.woken is not None and request.finished:
             self.server.metrics.push_latency.observe(time.monotonic() - resp.woken)
 
-    def _finish(self, request: server.Request, code: int, data: bytes, user: str,
+    def _finish(self, request: Request, code: int, data: bytes, user: str,
                 device: str, cmd: str, note: str, t0: float, eas_status: str = "",
                 gzipped_from: int | None = None) -> None:
         """Answer and write the request's log line.  ``gzipped_from``: ``data`` is gzip,
         compressed from a body of that many bytes."""
-        ms = (time.monotonic() - t0) * 1000
         # sizes only where a content coding was at work: in=gzip:WIRE>DECODED (a "+": the
         # decoding stopped at the size limit), out=gzip:PLAIN>WIRE
         sizes = ""
-        coded_in = getattr(request, "_easync_in", None)
+        coded_in = getattr(request, CODING_NOTE, None)
         if coded_in:
             sizes += f" in={coded_in}"
         if gzipped_from is not None:
             sizes += f" out=gzip:{gzipped_from}B>{len(data)}B"
-        log.info(
-            "{user} {device} {cmd} http={code} status={status} {ms:.1f}ms{sizes} {addr}{note}",
-            user=log_safe(user), device=log_safe(device or "-"), cmd=log_safe(cmd),
-            code=code, status=log_safe(eas_status or "-"), ms=ms, sizes=log_safe(sizes),
-            addr=log_safe(_client_addr(request, self.trusted)),
-            note=f" ({log_safe(note)})" if note else "",
-        )
-        self.server.metrics.request(cmd if cmd in COUNTED else "other", code, eas_status)
+        log_request(request, self.server.metrics, cmd in COUNTED, code, user, device, cmd,
+                    note, t0, self.trusted, eas_status, sizes)
         if request.finished or getattr(request, "_disconnected", False) or (
             request.channel is None
         ):
@@ -636,23 +558,7 @@ class ActiveSyncResource(Resource):
             request.write(data)
         request.finish()
 
-    def _finish_raw(self, request: server.Request, code: int, data: bytes, user: str,
-                    cmd: str, note: str, t0: float) -> None:
-        """Answer with a body of the caller's own Content-Type (Autodiscover XML)."""
-        ms = (time.monotonic() - t0) * 1000
-        log.info("{user} - {cmd} http={code} status=- {ms:.1f}ms {addr}{note}",
-                 user=log_safe(user), cmd=log_safe(cmd), code=code, ms=ms,
-                 addr=log_safe(_client_addr(request, self.trusted)),
-                 note=f" ({log_safe(note)})" if note else "")
-        self.server.metrics.request(cmd if cmd in COUNTED else "other", code, "")
-        if request.finished or request.channel is None:
-            return
-        request.setResponseCode(code)
-        request.setHeader(b"Content-Length", str(len(data)).encode())
-        request.write(data)
-        request.finish()
-
-    def _crash(self, failure: Failure, request: server.Request, cmd: str, t0: float) -> None:
+    def _crash(self, failure: Failure, request: Request, cmd: str, t0: float) -> None:
         if failure.check(CancelledError):
             log.info("request cancelled: client went away ({cmd})", cmd=cmd)
             return
@@ -664,16 +570,15 @@ class ActiveSyncResource(Resource):
 
 
 class RootResource(Resource):
-    """Routes ``/Microsoft-Server-ActiveSync`` case-insensitively."""
+    """Routes ``/Microsoft-Server-ActiveSync`` and ``/autodiscover/autodiscover.xml``
+    case-insensitively; both are let in by the same front door."""
 
-    def __init__(self, eas: ActiveSyncResource) -> None:
+    def __init__(self, server_: EasServer, door: FrontDoor) -> None:
         super().__init__()
-        self.eas = eas
-        from easync.http.autodiscover import AutodiscoverResource
+        self.eas = ActiveSyncResource(server_, door)
+        self.autodiscover = AutodiscoverResource(server_, door)
 
-        self.autodiscover = AutodiscoverResource(eas)
-
-    def getChild(self, path: bytes, request: server.Request) -> Resource:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         name = path.lower()
         if name == b"microsoft-server-activesync":
             return self.eas
@@ -681,7 +586,7 @@ class RootResource(Resource):
             return _AutodiscoverDir(self.autodiscover)
         return super().getChild(path, request)
 
-    def render_GET(self, request: server.Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"easync: Exchange ActiveSync server\n"
 
@@ -693,19 +598,19 @@ class _AutodiscoverDir(Resource):
         super().__init__()
         self.leaf = leaf
 
-    def getChild(self, path: bytes, request: server.Request) -> Resource:
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path.lower() == b"autodiscover.xml":
             return self.leaf
         return super().getChild(path, request)
 
 
-def make_root(server_: EasServer, checker: Any) -> Resource:
+def make_root(server_: EasServer, door: FrontDoor) -> Resource:
     """The root resource of the EAS web site."""
-    return RootResource(ActiveSyncResource(server_, checker))
+    return RootResource(server_, door)
 
 
-def make_site(server_: EasServer, checker: Any, timeout: float | None = 3600,
-              limits: ConnectionLimits | None = None) -> server.Site:
+def make_site(server_: EasServer, door: FrontDoor, timeout: float | None = 3600,
+              limits: ConnectionLimits | None = None) -> Site:
     """A Site serving ``make_root`` with the request-size limit applied.  With
     ``limits`` whose header timeout is set, that timeout replaces ``timeout`` (the
     idle timeout) and a request head must be complete within it
@@ -716,50 +621,13 @@ def make_site(server_: EasServer, checker: Any, timeout: float | None = 3600,
 
     if limits is not None and limits.header_timeout:
         timeout = limits.header_timeout
-    site = server.Site(make_root(server_, checker), timeout=timeout)
+    site = Site(make_root(server_, door), timeout=timeout)
     if limits is not None and limits.header_timeout:
-        site.protocol = limits.channel_class()
+        # (twisted's stubs type Site.protocol as a method; it is the channel class)
+        site.protocol = limits.channel_class()  # type: ignore[method-assign,assignment]
     site.requestFactory = _Request
     site.displayTracebacks = False
     site.noisy = False
     # One log event per request is written by ActiveSyncResource; no access log twice.
     site.log = lambda request: None  # type: ignore[method-assign]
     return site
-
-
-def _header(request: server.Request, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    if not value:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return value.strip()
-
-
-def log_safe(value: object) -> str:
-    """``value`` for a log line, characters that are not printable (newline, ESC, ...)
-    escaped as ``\\n``, ``\\r``, ``\\t``, ``\\xNN``, ``\\uNNNN``, so client text
-    (DeviceId, User, ...) cannot split or forge a log line or send terminal escapes
-    (issue #10). Linear in the length; printable text is returned as it is."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in text)
-
-
-def _client_addr(request: server.Request, trusted: Sequence[Network] = ()) -> str:
-    """The client's address for logs: the TCP peer, or behind a trusted proxy the
-    address it forwarded (``easync.http.forwarded``), shown as "CLIENT via PROXY"."""
-    addr = request.getClientAddress()
-    peer = getattr(addr, "host", None) or "-"
-    if not trusted:
-        return peer
-    client, proxy = client_address(
-        peer, request.requestHeaders.getRawHeaders(b"x-forwarded-for"), trusted)
-    return client if proxy is None else f"{client} via {proxy}"
-
-
-def _safe(username: str) -> str:
-    """A user name fit for a log line (never the password)."""
-    return "".join(c for c in username if c.isprintable())[:128] or "-"
