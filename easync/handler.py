@@ -1,8 +1,8 @@
 """What a command handler receives and returns.
 
-Every module in ``easync.commands`` exposes::
+Every command in the table ``easync.commands.COMMANDS`` has a handler::
 
-    async def handle(server: EasServer, req: EasRequest) -> EasResponse
+    async def handler(server: EasServer, req: EasRequest) -> EasResponse
 
 The HTTP layer (``easync.http``) has already authenticated the user, parsed the
 query (plain or base64 form), decoded the WBXML body (``req.body`` is None for an
