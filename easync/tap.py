@@ -14,10 +14,9 @@ the checkers, then the listeners (``easync.http.listen``).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 from twisted.python import usage
 
 from easync import config as cfg
@@ -25,7 +24,8 @@ from easync import workers
 from easync.handler import EasServer
 from easync.settings import Settings
 
-log = Logger()
+if TYPE_CHECKING:
+    from easync.http.listen import Listeners
 
 
 class Options(usage.Options):
@@ -181,7 +181,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     return top
 
 
-def _push_services(listeners: Any, server: EasServer, store: Any,
+def _push_services(listeners: Listeners, server: EasServer, store: Any,
                    listen: cfg.ListenConfig, reactor: Any) -> None:
     """Held requests recorded for easync-admin (which node holds which device), and
     the /metrics listener when --metrics-listen is given."""

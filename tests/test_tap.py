@@ -344,6 +344,40 @@ def test_make_service_bad_key_file(tmp_path: os.PathLike[str]) -> None:
         _service_tree(tmp_path, "--listen", f"ssl:8443:privateKey={bad}")
 
 
+@pytest.mark.parametrize("option", ["--account-listen", "--metrics-listen"])
+def test_every_listener_reports_a_bad_key_file_under_its_option(
+        tmp_path: os.PathLike[str], option: str) -> None:
+    """All listeners are set up by easync.http.listen: a bad endpoint is a usage
+    error naming the option it came from."""
+    bad = write(os.path.join(tmp_path, "bad.pem"), "not a key\n")
+    with pytest.raises(UsageError, match=f"^{option} ssl:0:privateKey="):
+        _service_tree(tmp_path, "--listen", "tcp:0", option, f"ssl:0:privateKey={bad}")
+
+
+def test_account_listener_shares_the_certificate(tmp_path: os.PathLike[str]) -> None:
+    """--account-listen ssl: without privateKey= uses the --tls-cert file as --listen
+    does: one certificate, created and announced once, then both TLS listeners."""
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        top, cert = _service_tree(tmp_path, "--listen", "ssl:8443",
+                                  "--account-listen", "ssl:8444")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [s.name for s in top][-2:] == ["account-listen", "listen-0"]
+    for name, port in (("account-listen", 8444), ("listen-0", 8443)):
+        endpoint = top.getServiceNamed(name).endpoint
+        assert isinstance(endpoint, SSL4ServerEndpoint) and endpoint._port == port
+    notes = [e for e in events if "fingerprint" in e]
+    assert len(notes) == 1 and notes[0]["path"] == cert
+    account_site = top.getServiceNamed("account-listen").factory
+    assert account_site.displayTracebacks is False
+    assert account_site.resource.children[b"account"] is not None
+
+
 # ------------------------------------------------------------------ certificate
 
 def test_certificate_created_once_and_reused(tmp_path: os.PathLike[str]) -> None:
