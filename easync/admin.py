@@ -21,10 +21,12 @@ from typing import Any, TextIO
 
 import bcrypt
 
-from easync.config import OPTIONS as SERVER_OPTIONS
+from easync import config as server_config
 from easync.config import db_url
 
-DEFAULT_DB = next(o.default for o in SERVER_OPTIONS if o.name == "db")
+# the server's defaults (easync.config's option table): the same database and key file
+DEFAULT_DB: str = server_config.default("db")
+DEFAULT_SECRET_KEY: str = server_config.default("secret-key")
 DEFAULT_ROUNDS = 12
 _NAME = re.compile(r"^[^\s\\/:]{1,128}$")
 _EMAIL = re.compile(r"^[^\s@<>]+@[^\s@<>]+$")
@@ -338,12 +340,15 @@ async def cmd_device_remove(store: Any, args: argparse.Namespace, out: TextIO) -
 
 
 async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from backends.sql.pgnotify import announce
     from easync.importer import ImportFailed, import_file
 
     user = await _user(store, args.name)
     try:
-        report = await import_file(store, user, args.file, folder_id=args.folder,
-                                   default_tz=args.timezone)
+        report = await import_file(
+            store, user, args.file, folder_id=args.folder, default_tz=args.timezone,
+            announce=lambda folders: announce(store, user.id, folders,
+                                              source="easync-import"))
     except ImportFailed as e:
         raise AdminError(str(e)) from None
     out.write(report.summary() + "\n")
@@ -370,15 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"database URL, as twistd easync --db (default: $EASYNC_DB or "
                         f"{DEFAULT_DB})")
     p.add_argument("--secret-key", default=os.environ.get("EASYNC_SECRET_KEY",
-                                                          "easync-secret.key"),
+                                                          DEFAULT_SECRET_KEY),
                    metavar="FILE",
-                   help="the server's secret key file, as twistd easync --secret-key "
-                        "(default: $EASYNC_SECRET_KEY or easync-secret.key)")
+                   help=f"the server's secret key file, as twistd easync --secret-key "
+                        f"(default: $EASYNC_SECRET_KEY or {DEFAULT_SECRET_KEY})")
     top = p.add_subparsers(dest="group", metavar="{user,device,audit,import}",
                            required=True)
 
-    user = top.add_parser("user", allow_abbrev=False, help="add, list and change users")
-    user = user.add_subparsers(dest="action", metavar="ACTION", required=True)
+    user = top.add_parser("user", allow_abbrev=False, help="add, list and change users"
+                          ).add_subparsers(dest="action", metavar="ACTION", required=True)
     a = user.add_parser("add", allow_abbrev=False, help="add a user")
     a.add_argument("name", metavar="NAME")
     a.add_argument("--email", metavar="ADDR", help="the user's e-mail address")
@@ -438,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_user_unlock)
 
-    device = top.add_parser("device", allow_abbrev=False, help="list, wipe and remove devices")
-    device = device.add_subparsers(dest="action", metavar="ACTION", required=True)
+    device = top.add_parser("device", allow_abbrev=False, help="list, wipe and remove devices"
+                            ).add_subparsers(dest="action", metavar="ACTION", required=True)
     a = device.add_parser("list", allow_abbrev=False,
                           help="devices of one user, or of all users")
     a.add_argument("name", metavar="NAME", nargs="?")

@@ -1,14 +1,21 @@
-"""The server's options: one table shared by the command line and the config file.
+"""The server's configuration: one option table, resolved once into typed sections.
 
-The config file is TOML, with the command-line option names as keys::
+``OPTIONS`` is the one table of options shared by the command line (``twistd easync``,
+``easync.tap.Options``) and the config file.  The config file is TOML, with the
+command-line option names as keys::
 
     listen = ["ssl:8443:interface=0.0.0.0"]
     db = "postgresql://easync@localhost/easync"
     max-window = 256
     provisioning = "on"            # or true
 
-Precedence: command line, then config file, then the defaults below (which are the
-``easync.settings.Settings`` defaults for the tunables).
+Precedence: command line, then config file, then the option's default in ``OPTIONS``
+(for the protocol tunables the table takes them from ``easync.settings.Settings``).
+``resolve`` checks the values together and returns a ``ServerConfig``: one frozen
+section per part of the server (``listen``, ``store``, ``auth``, ``ldap``, ``smtp``,
+``crm``, and the protocol ``settings``), each field filled from exactly one option
+(``Option.field``).  The sections have no defaults of their own: the table is the one
+place where a default is written.
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ AUTHS = ("local", "ldap", "crm")
 AUTHS_IMPLEMENTED = ("local", "ldap", "crm")
 
 
+def _doc(coerce: Callable[..., Any], text: str) -> None:
+    """Give a coerce function the ``coerceDoc`` that ``usage.Options`` shows in --help."""
+    coerce.__dict__["coerceDoc"] = text
+
+
 def _int(minimum: int) -> Callable[[Any], int]:
     def coerce(value: Any) -> int:
         if isinstance(value, bool):
@@ -46,7 +58,7 @@ def _int(minimum: int) -> Callable[[Any], int]:
         if n < minimum:
             raise ValueError(f"must be at least {minimum}, got {n}")
         return n
-    coerce.coerceDoc = f"A whole number >= {minimum}."  # type: ignore[attr-defined]
+    _doc(coerce, f"A whole number >= {minimum}.")
     return coerce
 
 
@@ -85,7 +97,7 @@ def size(value: Any) -> int:
     return n
 
 
-size.coerceDoc = "Bytes, or with a K/M/G suffix (16M)."  # type: ignore[attr-defined]
+_doc(size, "Bytes, or with a K/M/G suffix (16M).")
 
 
 def _show_size(n: int) -> str:
@@ -109,7 +121,7 @@ def on_off(value: Any) -> bool:
     raise ValueError(f"expected on or off, got {value!r}")
 
 
-on_off.coerceDoc = "on or off."  # type: ignore[attr-defined]
+_doc(on_off, "on or off.")
 
 
 def choice(*names: str) -> Callable[[Any], str]:
@@ -118,7 +130,7 @@ def choice(*names: str) -> Callable[[Any], str]:
         if v not in names:
             raise ValueError(f"expected one of {', '.join(names)}, got {value!r}")
         return v
-    coerce.coerceDoc = f"One of: {', '.join(names)}."  # type: ignore[attr-defined]
+    _doc(coerce, f"One of: {', '.join(names)}.")
     return coerce
 
 
@@ -173,7 +185,7 @@ class Option:
     default: Any
     coerce: Callable[[Any], Any]
     help: str
-    setting: str | None = None      # the Settings field it fills
+    field: str                      # "section.attribute" of ServerConfig it fills
 
     def help_text(self) -> str:
         default = self.default
@@ -188,38 +200,47 @@ _S = Settings()
 
 
 def _tunable(name: str, field: str, coerce: Callable[[Any], Any], help: str) -> Option:
-    return Option(name, getattr(_S, field), coerce, help, field)
+    """An option filling the ``Settings`` field ``field``, whose default it is."""
+    return Option(name, getattr(_S, field), coerce, help, f"settings.{field}")
 
 
 OPTIONS: tuple[Option, ...] = (
     Option("db", "sqlite:///easync.sqlite", db_url,
            "Database URL: sqlite:///FILE (relative to the working directory) or "
-           "postgresql://USER:PASSWORD@HOST/DB."),
+           "postgresql://USER:PASSWORD@HOST/DB.",
+           field="store.db"),
     Option("node-name", "auto", node_name,
            "This process's name among several on one PostgreSQL database, in logs and "
-           "easync-admin device list; auto: host name:process id."),
+           "easync-admin device list; auto: host name:process id.",
+           field="store.node_name"),
     Option("backend", "sql", choice(*BACKENDS),
            "Item store: sql (easync's database) or crm (a vtenext/vtiger CRM at "
-           "--crm-url; users, devices and sync state stay in --db)."),
+           "--crm-url; users, devices and sync state stay in --db).",
+           field="store.backend"),
     Option("auth", "local", choice(*AUTHS),
            "Login password check: local (bcrypt in easync's database), ldap (a bind to "
-           "--ldap-url) or crm (vtenext login_pwd at --crm-url)."),
+           "--ldap-url) or crm (vtenext login_pwd at --crm-url).",
+           field="auth.method"),
     Option("tls-cert", "easync.pem", path,
            "PEM file with key and certificate for ssl: endpoints without privateKey=; "
-           "a self-signed one is created there if missing."),
+           "a self-signed one is created there if missing.",
+           field="listen.tls_cert"),
     Option("idle-timeout", 600.0, positive_float,
            "Seconds an HTTP connection may stay idle (or send nothing) before it is closed;"
            " a held Ping or Sync is not idle. With --header-timeout: only how long a "
-           "response may take to reach a slow reader."),
+           "response may take to reach a slow reader.",
+           field="listen.idle_timeout"),
     Option("header-timeout", 10.0, seconds0,
            "Seconds a connection has to send a whole request head (from its opening or "
            "its previous response; idle keep-alive connections are closed then), and "
            "longest pause inside a request body; a held Ping or Sync is not cut. "
-           "0: off (--idle-timeout applies)."),
+           "0: off (--idle-timeout applies).",
+           field="listen.header_timeout"),
     Option("max-connections-per-address", 256, _int(0),
            "Connections one client address may hold open on the --listen ports (per "
            "process); more are closed at once. 0: no cap (set it behind a reverse "
-           "proxy, whose address all connections have)."),
+           "proxy, whose address all connections have).",
+           field="listen.max_connections_per_address"),
     _tunable("max-window", "max_window", _int(1),
              "Most items in one Sync response, whatever WindowSize the device asks."),
     _tunable("default-window", "default_window", _int(1),
@@ -255,70 +276,101 @@ OPTIONS: tuple[Option, ...] = (
              "Autodiscover (default: the Host the phone asked)."),
     Option("account-listen", "same", lambda v: account_listen(v),
            "Where the account page (/account/) is served: same (on the --listen ports), "
-           "off, or an endpoint of its own such as ssl:8444 (then only there)."),
+           "off, or an endpoint of its own such as ssl:8444 (then only there).",
+           field="listen.account_listen"),
     Option("metrics-listen", "off", lambda v: metrics_listen(v),
            "Endpoint serving GET /metrics (Prometheus text format), e.g. "
-           "tcp:9108:interface=127.0.0.1; off: none."),
+           "tcp:9108:interface=127.0.0.1; off: none.",
+           field="listen.metrics_listen"),
     Option("workers", 1, _int(1),
            "Processes serving the --listen ports together (Linux SO_REUSEPORT); more "
-           "than 1 needs a postgresql:// --db."),
+           "than 1 needs a postgresql:// --db.",
+           field="listen.workers"),
     # -- who may sync (easync.auth): README "ActiveSync password and two-factor
     # authentication" and "LDAP"
     Option("secret-key", "easync-secret.key", path,
            "File with the server's secret key (created if missing, mode 0600): encrypts "
-           "TOTP secrets; easync-admin must use the same file."),
+           "TOTP secrets; easync-admin must use the same file.",
+           field="auth.secret_key"),
     Option("login-delay", 1.0, seconds0,
            "Seconds a refused login waits after the first failure, doubling with each "
-           "further one (at most 16 s); 0: no delay."),
+           "further one (at most 16 s); 0: no delay.",
+           field="auth.login_delay"),
     Option("lockout-after", 10, _int(1),
            "Failed logins of one user name within 15 minutes before a lockout (an "
-           "address: five times as many)."),
+           "address: five times as many).",
+           field="auth.lockout_after"),
     Option("lockout-time", 900.0, positive_float,
            "The longest lockout in seconds (the first lasts 60 s, doubling with each "
-           "further one of the same counter within a day)."),
-    Option("ldap-url", "", text, "ldap://HOST[:PORT] or ldaps://HOST[:PORT] for --auth ldap."),
+           "further one of the same counter within a day).",
+           field="auth.lockout_time"),
+    Option("ldap-url", "", text, "ldap://HOST[:PORT] or ldaps://HOST[:PORT] for --auth ldap.",
+           field="ldap.url"),
     Option("ldap-bind-dn-template", "", text,
            "Bind directly as this DN, {user} replaced by the escaped user name, e.g. "
-           "uid={user},ou=people,dc=example,dc=org."),
+           "uid={user},ou=people,dc=example,dc=org.",
+           field="ldap.bind_dn_template"),
     Option("ldap-base", "", text,
-           "Search base for users (instead of a DN template; needs --ldap-service-dn)."),
+           "Search base for users (instead of a DN template; needs --ldap-service-dn).",
+           field="ldap.base"),
     Option("ldap-search-filter", "(uid={user})", text,
-           "Filter finding a user under --ldap-base; {user} is replaced escaped."),
-    Option("ldap-service-dn", "", text, "DN the user search binds as."),
+           "Filter finding a user under --ldap-base; {user} is replaced escaped.",
+           field="ldap.search_filter"),
+    Option("ldap-service-dn", "", text, "DN the user search binds as.",
+           field="ldap.service_dn"),
     Option("ldap-service-password-file", "", text,
-           "File whose first line is the --ldap-service-dn password."),
-    Option("ldap-starttls", False, on_off, "Upgrade ldap:// connections with StartTLS."),
+           "File whose first line is the --ldap-service-dn password.",
+           field="ldap.service_password_file"),
+    Option("ldap-starttls", False, on_off, "Upgrade ldap:// connections with StartTLS.",
+           field="ldap.starttls"),
     Option("ldap-ca-file", "", text,
            "PEM CA bundle that verifies the directory's certificate (default: the "
-           "system's)."),
+           "system's).",
+           field="ldap.ca_file"),
     Option("ldap-group", "", text,
            "DN of a group whose members get ActiveSync (member, uniqueMember or "
-           "memberUid); without it an administrator switches ActiveSync per user."),
+           "memberUid); without it an administrator switches ActiveSync per user.",
+           field="ldap.group"),
     Option("ldap-timeout", 5.0, positive_float,
-           "Seconds to connect to and to wait for the directory (then 503)."),
+           "Seconds to connect to and to wait for the directory (then 503).",
+           field="ldap.timeout"),
     Option("smtp-host", "", text,
-           "Mail relay for one-time codes by e-mail; none: e-mail codes cannot be sent."),
-    Option("smtp-port", 25, _int(1), "Port of the mail relay."),
-    Option("smtp-from", "", text, "Sender address of code e-mails (default: easync@HOST)."),
-    Option("smtp-starttls", False, on_off, "Require STARTTLS with the relay."),
+           "Mail relay for one-time codes by e-mail; none: e-mail codes cannot be sent.",
+           field="smtp.host"),
+    Option("smtp-port", 25, _int(1), "Port of the mail relay.",
+           field="smtp.port"),
+    Option("smtp-from", "", text, "Sender address of code e-mails (default: easync@HOST).",
+           field="smtp.sender"),
+    Option("smtp-starttls", False, on_off, "Require STARTTLS with the relay.",
+           field="smtp.starttls"),
     Option("smtp-ca-file", "", text,
-           "PEM CA bundle that verifies the relay's certificate (default: the system's)."),
-    Option("smtp-user", "", text, "User name at the relay (needs --smtp-starttls)."),
-    Option("smtp-password-file", "", text, "File whose first line is the relay password."),
-    Option("smtp-timeout", 20.0, positive_float, "Seconds to wait for the relay."),
+           "PEM CA bundle that verifies the relay's certificate (default: the system's).",
+           field="smtp.ca_file"),
+    Option("smtp-user", "", text, "User name at the relay (needs --smtp-starttls).",
+           field="smtp.user"),
+    Option("smtp-password-file", "", text, "File whose first line is the relay password.",
+           field="smtp.password_file"),
+    Option("smtp-timeout", 20.0, positive_float, "Seconds to wait for the relay.",
+           field="smtp.timeout"),
     # -- --backend crm (backends/crm): README "A vtenext or vtiger CRM as the store"
     Option("crm-url", "", text,
-           "The CRM's web-service endpoint, https://HOST/PATH/webservice.php."),
-    Option("crm-user", "", text, "The CRM service user easync logs in as (an admin)."),
+           "The CRM's web-service endpoint, https://HOST/PATH/webservice.php.",
+           field="crm.url"),
+    Option("crm-user", "", text, "The CRM service user easync logs in as (an admin).",
+           field="crm.user"),
     Option("crm-access-key-file", "", text,
-           "File whose first line is the service user's access key (CRM: My Preferences)."),
+           "File whose first line is the service user's access key (CRM: My Preferences).",
+           field="crm.access_key_file"),
     Option("crm-poll-interval", 15.0, positive_float,
-           "Seconds between polls for changes made in the CRM (one poll for all users)."),
+           "Seconds between polls for changes made in the CRM (one poll for all users).",
+           field="crm.poll_interval"),
     Option("crm-timeout", 30.0, positive_float,
-           "Seconds to wait for the CRM before giving up (devices then get 503)."),
+           "Seconds to wait for the CRM before giving up (devices then get 503).",
+           field="crm.timeout"),
     Option("crm-timezone", "auto", text,
            "Zone the CRM server stores times in (IANA name); auto: UTC for vtiger, the "
-           "service user's zone for vtenext."),
+           "service user's zone for vtenext.",
+           field="crm.timezone"),
 )
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
@@ -374,30 +426,203 @@ def account_listen(value: Any) -> str:
         raise ValueError(f"expected same, off or an endpoint such as ssl:8444 ({e})") from None
 
 
-def check_crm(out: Mapping[str, Any]) -> None:
+# -- the repeatable options: lists ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Repeatable:
+    """An option given any number of times on the command line (``--listen A --listen
+    B``); in the config file a string or a list of strings."""
+
+    name: str
+    default: tuple[str, ...]
+    check: Callable[[Any], str]
+    help: str
+    field: str
+
+    def help_text(self) -> str:
+        return f"{self.help} Repeatable. [default: {', '.join(self.default) or 'none'}]"
+
+
+REPEATABLE: tuple[Repeatable, ...] = (
+    Repeatable("listen", ("ssl:8443:interface=127.0.0.1",), check_listen,
+               "Twisted endpoint string to serve on, e.g. ssl:443 or "
+               "tcp:8080:interface=127.0.0.1 (behind a TLS proxy). An ssl: endpoint "
+               "without privateKey= uses the --tls-cert file (by default the self-signed "
+               "certificate).",
+               field="listen.endpoints"),
+    Repeatable("trusted-proxy", (), trusted_proxy,
+               "Address or network (10.0.0.0/8) of a reverse proxy whose X-Forwarded-For "
+               "header names the client in the request log; without: the header is "
+               "ignored.",
+               field="settings.trusted_proxies"),
+)
+REPEATABLE_BY_NAME: dict[str, Repeatable] = {r.name: r for r in REPEATABLE}
+#: every option, single and repeatable
+ENTRIES: tuple[Option | Repeatable, ...] = (*OPTIONS, *REPEATABLE)
+
+
+def _entry(name: str) -> Option | Repeatable:
+    entry: Option | Repeatable | None = BY_NAME.get(name) or REPEATABLE_BY_NAME.get(name)
+    if entry is None:
+        raise KeyError(name)
+    return entry
+
+
+# -- the typed sections ------------------------------------------------------------------------
+# Each field is filled by exactly one entry of OPTIONS or REPEATABLE (its ``field``);
+# no field has a default here (tests/test_tap.py checks both).
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """Where and how HTTP(S) is served (``easync.http.listen``, ``easync.workers``)."""
+
+    endpoints: tuple[str, ...]          # --listen
+    tls_cert: str                       # the self-signed certificate's file
+    idle_timeout: float
+    header_timeout: float               # 0: off
+    max_connections_per_address: int    # 0: no cap
+    account_listen: str                 # same | off | an endpoint
+    metrics_listen: str                 # off | an endpoint
+    workers: int
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """easync's database and the item store (``backends``)."""
+
+    db: str                             # sqlite:///… or postgresql://…
+    node_name: str                      # auto: host:pid
+    backend: str                        # sql | crm
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may sync: the login-password check and its throttling (``easync.auth``)."""
+
+    method: str                         # --auth: local | ldap | crm
+    secret_key: str                     # the key file
+    login_delay: float
+    lockout_after: int
+    lockout_time: float
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """The ``ldap-*`` options (``--auth ldap``); ``easync.auth.ldap_config`` makes the
+    checker's ``easync.auth.ldap.LdapConfig`` of them.  Empty strings: not given."""
+
+    url: str
+    bind_dn_template: str
+    base: str
+    search_filter: str
+    service_dn: str
+    service_password_file: str
+    starttls: bool
+    ca_file: str
+    group: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """The mail relay for one-time codes (``easync.auth.mail``); host "": none."""
+
+    host: str
+    port: int
+    sender: str                         # --smtp-from; "": easync@HOST
+    starttls: bool
+    ca_file: str
+    user: str
+    password_file: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class CrmConfig:
+    """The CRM (``--backend crm`` in ``backends.crm``, ``--auth crm``)."""
+
+    url: str
+    user: str
+    access_key_file: str
+    poll_interval: float
+    timeout: float
+    timezone: str                       # an IANA name, or auto
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every option, resolved once (``resolve``), one section per part of the server."""
+
+    listen: ListenConfig
+    store: StoreConfig
+    auth: AuthConfig
+    ldap: DirectoryConfig
+    smtp: SmtpConfig
+    crm: CrmConfig
+    settings: Settings                  # the protocol tunables (easync.settings)
+
+    def value(self, name: str) -> Any:
+        """The value of the option ``name`` (a list for a repeatable one)."""
+        entry = _entry(name)
+        section, attribute = entry.field.split(".")
+        value = getattr(getattr(self, section), attribute)
+        return list(value) if isinstance(entry, Repeatable) else value
+
+    def values(self) -> dict[str, Any]:
+        """``{option name: value}`` for every option: the command line's view."""
+        return {e.name: self.value(e.name) for e in ENTRIES}
+
+
+SECTIONS: dict[str, type] = {
+    "listen": ListenConfig, "store": StoreConfig, "auth": AuthConfig,
+    "ldap": DirectoryConfig, "smtp": SmtpConfig, "crm": CrmConfig, "settings": Settings,
+}
+
+
+def build(values: Mapping[str, Any]) -> ServerConfig:
+    """The sections for complete, coerced ``{option name: value}`` (no checks)."""
+    parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for entry in ENTRIES:
+        section, attribute = entry.field.split(".")
+        value = values[entry.name]
+        parts[section][attribute] = tuple(value) if isinstance(entry, Repeatable) else value
+    made = {name: SECTIONS[name](**kwargs) for name, kwargs in parts.items()}
+    return ServerConfig(**made)
+
+
+def defaults() -> ServerConfig:
+    """The configuration when nothing is given (unchecked: ``resolve({}, {})`` is)."""
+    return build({e.name: e.default for e in ENTRIES})
+
+
+def default(name: str) -> Any:
+    """The default of the option ``name``, from the table."""
+    return _entry(name).default
+
+
+# -- reading and resolving -------------------------------------------------------------------
+
+def check_crm(crm: CrmConfig, backend: str) -> None:
     """The --crm-* options --backend crm and --auth crm need."""
-    url = out["crm-url"]
+    url = crm.url
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?/webservice\.php", url or ""):
         raise ConfigError(f"crm-url: expected http(s)://HOST/…/webservice.php, got {url!r}")
-    # (workers > 1 needs a postgresql:// db, checked below; with --backend crm one of
-    # the processes polls the CRM: the one holding the poller's advisory lock)
-    if out["backend"] == "crm" and (not out["crm-user"] or not out["crm-access-key-file"]):
+    # (workers > 1 needs a postgresql:// db, checked in resolve; with --backend crm one
+    # of the processes polls the CRM: the one holding the poller's advisory lock)
+    if backend == "crm" and (not crm.user or not crm.access_key_file):
         raise ConfigError("backend crm needs crm-user and crm-access-key-file")
-    if out["crm-timezone"] != "auto":
+    if crm.timezone != "auto":
         from zoneinfo import ZoneInfo
 
         try:
-            ZoneInfo(out["crm-timezone"])
+            ZoneInfo(crm.timezone)
         except (KeyError, ValueError):
-            raise ConfigError(f"crm-timezone: unknown zone {out['crm-timezone']!r}") from None
-
-
-# Config-file keys that are lists (repeatable on the command line), not OPTIONS.
-_LIST_KEYS = ("listen", "trusted-proxy")
+            raise ConfigError(f"crm-timezone: unknown zone {crm.timezone!r}") from None
 
 
 def load_file(filename: str) -> dict[str, Any]:
-    """Read a TOML config file: ``{option name: value}``, ``listen`` as a list."""
+    """Read a TOML config file: ``{option name: value}``, the repeatable ones as
+    lists of checked strings, the others as written (``resolve`` coerces them)."""
     try:
         with open(filename, "rb") as f:
             data = tomllib.load(f)
@@ -407,27 +632,27 @@ def load_file(filename: str) -> dict[str, Any]:
         raise ConfigError(f"config file {filename} is not valid TOML: {e}") from None
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _LIST_KEYS:
+        if key in REPEATABLE_BY_NAME:
             values = [value] if isinstance(value, str) else value
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise ConfigError(f"{filename}: {key} must be a string or a list of strings")
-            check = check_listen if key == "listen" else trusted_proxy
-            out[key] = [check(v) for v in values]
+            out[key] = [REPEATABLE_BY_NAME[key].check(v) for v in values]
         elif key in BY_NAME:
             if isinstance(value, (dict, list)):
                 raise ConfigError(f"{filename}: {key} must be a single value")
             out[key] = value
         else:
             hint = key.replace("_", "-")
-            extra = (f" (did you mean {hint}?)" if hint in BY_NAME or hint in _LIST_KEYS
-                     else "")
+            extra = (f" (did you mean {hint}?)"
+                     if hint in BY_NAME or hint in REPEATABLE_BY_NAME else "")
             raise ConfigError(f"{filename}: unknown option {key!r}{extra}")
     return out
 
 
-def resolve(given: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str, Any]:
-    """Every option's value: ``given`` (already coerced; None when not given), else the
-    file's (coerced here), else the default.  Checks the values together."""
+def resolve(given: Mapping[str, Any], from_file: Mapping[str, Any]) -> ServerConfig:
+    """The configuration: each option from ``given`` (the command line, already coerced;
+    None or an empty list when not given), else from the file (coerced here), else its
+    default in the table.  Checks the values together (ConfigError)."""
     out: dict[str, Any] = {}
     for opt in OPTIONS:
         value = given.get(opt.name)
@@ -437,38 +662,42 @@ def resolve(given: Mapping[str, Any], from_file: Mapping[str, Any]) -> dict[str,
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"config file: {opt.name}: {e}") from None
         out[opt.name] = opt.default if value is None else value
-    if out["backend"] not in BACKENDS_IMPLEMENTED:
-        raise ConfigError(f"backend {out['backend']!r} is not implemented yet; "
+    for rep in REPEATABLE:
+        out[rep.name] = list(given.get(rep.name) or from_file.get(rep.name) or rep.default)
+    if given.get("default-window") is None and "default-window" not in from_file:
+        out["default-window"] = min(out["default-window"], out["max-window"])
+    config = build(out)
+    check(config)
+    return config
+
+
+def check(config: ServerConfig) -> None:
+    """ConfigError for values that cannot work together."""
+    store, settings = config.store, config.settings
+    if store.backend not in BACKENDS_IMPLEMENTED:
+        raise ConfigError(f"backend {store.backend!r} is not implemented yet; "
                           f"use {' or '.join(BACKENDS_IMPLEMENTED)}")
-    if out["backend"] == "crm" or out["auth"] == "crm":
-        check_crm(out)
-    if out["auth"] not in AUTHS_IMPLEMENTED:
-        raise ConfigError(f"auth {out['auth']!r} is not implemented yet; "
+    if store.backend == "crm" or config.auth.method == "crm":
+        check_crm(config.crm, store.backend)
+    if config.auth.method not in AUTHS_IMPLEMENTED:
+        raise ConfigError(f"auth {config.auth.method!r} is not implemented yet; "
                           f"use {' or '.join(AUTHS_IMPLEMENTED)}")
-    if out["auth"] == "ldap":
+    if config.auth.method == "ldap":
         from easync.auth import ldap_config
 
         try:
-            ldap_config(out, read_files=False)
+            ldap_config(config.ldap, read_files=False)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    if out["smtp-user"] and not out["smtp-starttls"]:
+    if config.smtp.user and not config.smtp.starttls:
         raise ConfigError("smtp-user needs smtp-starttls on: the relay password is never "
                           "sent unencrypted")
-    if out["workers"] > 1 and out["db"].split(":", 1)[0].lower() == "sqlite":
+    if config.listen.workers > 1 and store.db.split(":", 1)[0].lower() == "sqlite":
         raise ConfigError("workers > 1 needs a postgresql:// database: the processes "
                           "wake each other's Pings through it")
-    if out["heartbeat-min"] > out["heartbeat-max"]:
-        raise ConfigError(f"heartbeat-min ({out['heartbeat-min']}) is more than "
-                          f"heartbeat-max ({out['heartbeat-max']})")
-    if given.get("default-window") is None and "default-window" not in from_file:
-        out["default-window"] = min(out["default-window"], out["max-window"])
-    if out["default-window"] > out["max-window"]:
-        raise ConfigError(f"default-window ({out['default-window']}) is more than "
-                          f"max-window ({out['max-window']})")
-    return out
-
-
-def settings_from(values: Mapping[str, Any]) -> Settings:
-    """The ``Settings`` for resolved option values."""
-    return Settings(**{o.setting: values[o.name] for o in OPTIONS if o.setting})
+    if settings.heartbeat_min > settings.heartbeat_max:
+        raise ConfigError(f"heartbeat-min ({settings.heartbeat_min}) is more than "
+                          f"heartbeat-max ({settings.heartbeat_max})")
+    if settings.default_window > settings.max_window:
+        raise ConfigError(f"default-window ({settings.default_window}) is more than "
+                          f"max-window ({settings.max_window})")

@@ -13,7 +13,8 @@ delay that grows while they keep failing), and they are stopped with it.  A work
 also stops by itself when the first process dies (its stdin, a pipe from the first
 process, closes).  Worker ``i`` (1…N-1) logs to ``LOGFILE.i`` when twistd logs to a
 file, else to the same standard output; it serves ``--metrics-listen`` on the port
-plus ``i``.
+plus ``i``.  The ports are bound by ``easync.http.listen`` (``ListeningReactor`` with
+``reuse_port``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import protocol, tcp
+from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,43 +46,6 @@ def worker_number() -> int:
         return int(os.environ.get(WORKER_ENV, "0"))
     except ValueError:
         return 0
-
-
-# -- SO_REUSEPORT listeners ---------------------------------------------------------------
-
-class ReusePort(tcp.Port):
-    """A TCP port bound with SO_REUSEPORT: several processes may listen on it."""
-
-    def createInternetSocket(self) -> socket.socket:
-        s = super().createInternetSocket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        return s
-
-
-class ReusePortReactor:
-    """The reactor, except that ``listenTCP``/``listenSSL`` bind with SO_REUSEPORT.
-    Give it to ``serverFromString`` so any tcp:/tcp6:/ssl: endpoint string works."""
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
-
-    def listenTCP(self, port: int, factory: Any, backlog: int = 50,
-                  interface: str = "") -> ReusePort:
-        p = ReusePort(port, factory, backlog, interface, self._reactor)
-        p.startListening()
-        return p
-
-    def listenSSL(self, port: int, factory: Any, contextFactory: Any, backlog: int = 50,
-                  interface: str = "") -> ReusePort:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        p = self.listenTCP(port, TLSMemoryBIOFactory(contextFactory, False, factory),
-                           backlog, interface)
-        p._type = "TLS"
-        return p
 
 
 def check_supported() -> None:
@@ -118,7 +82,8 @@ class _Worker(protocol.ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
-        log.info("worker {n} started (pid {pid})", n=self.number, pid=self.transport.pid)
+        pid = self.transport.pid if self.transport is not None else None
+        log.info("worker {n} started (pid {pid})", n=self.number, pid=pid)
 
     def processEnded(self, reason: Failure) -> None:
         self.ended.callback(None)
@@ -128,10 +93,9 @@ class _Worker(protocol.ProcessProtocol):
 class WorkerPool(Service):
     """Runs workers 1…count-1 as ``twistd -n easync ARGS`` and keeps them running."""
 
-    name = "workers"
-
     def __init__(self, reactor: Any, count: int, easync_args: list[str],
                  twistd_options: Any = None) -> None:
+        self.setName("workers")
         self._reactor = reactor
         self.count = count
         self.easync_args = easync_args
@@ -196,6 +160,7 @@ class WorkerPool(Service):
         for number in range(1, self.count):
             self._spawn(number)
 
+    # IService.stopService may return a Deferred (twistd waits for it); Service types None
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         super().stopService()
         for call in self._restarts.values():
@@ -207,11 +172,20 @@ class WorkerPool(Service):
             waits.append(worker.ended)
             _signal(worker, "TERM")
             kill = self._reactor.callLater(20, _signal, worker, "KILL")
-            worker.ended.addBoth(lambda r, k=kill: (k.active() and k.cancel(), r)[1])
+            worker.ended.addBoth(_cancel_then, kill)
         return DeferredList(waits).addCallback(lambda _: None)
 
 
+def _cancel_then(result: object, call: IDelayedCall) -> object:
+    """Pass ``result`` on, cancelling ``call`` if it is still to come."""
+    if call.active():
+        call.cancel()
+    return result
+
+
 def _signal(worker: _Worker, name: str) -> None:
+    if worker.transport is None:
+        return
     try:
         worker.transport.signalProcess(name)
     except Exception:  # noqa: BLE001 - ProcessExitedAlready
@@ -252,9 +226,8 @@ class _StdinWatch:
 class ParentWatch(Service):
     """In a worker: stop the reactor when stdin (a pipe from the first process) closes."""
 
-    name = "parent-watch"
-
     def __init__(self, reactor: Any) -> None:
+        self.setName("parent-watch")
         self._reactor = reactor
         self._watch = _StdinWatch(reactor)
 

@@ -237,13 +237,13 @@ secret-key = "{tmp_path / 'key'}"
     assert o["lockout-after"] == 4 and o["login-delay"] == 0.0     # command line wins
     from easync.auth import build_auth, ldap_config
 
-    cfg = ldap_config(dict(o))
+    cfg = ldap_config(o.config.ldap)
     assert cfg.service_password == "service-secret" and cfg.search_filter == "(mail={user})"
 
     class Server:
         users = state = None
 
-    setup = build_auth(dict(o), Server(), None, None)
+    setup = build_auth(o.config, Server(), None, None)
     assert setup.accounts.mailer.port == 2525
     assert setup.accounts.throttle.rules.user_limit == 4
     assert [s.name for s in setup.services] == ["ldap"]

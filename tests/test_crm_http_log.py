@@ -5,6 +5,7 @@ whose web server closes every connection made treq's pool log "Starting factory"
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest_twisted
@@ -114,7 +115,8 @@ def test_the_crm_login_check_uses_the_quiet_pool() -> None:
     from twisted.internet import reactor
 
     from backends.crm.checker import crm_checker
+    from easync.config import defaults
 
-    checker = crm_checker({"crm-url": "http://127.0.0.1:9/webservice.php"},
-                          SimpleNamespace(users=None), reactor)
+    crm = replace(defaults().crm, url="http://127.0.0.1:9/webservice.php")
+    checker = crm_checker(crm, SimpleNamespace(users=None), reactor)
     assert checker.http._agent._pool._factory.noisy is False

@@ -12,7 +12,10 @@ import pytest
 import pytest_twisted
 
 from easync import importer
-from easync.importer import ImportFailed, card_to_contact, parse_icalendar, split_cards
+from easync.importer import ImportFailed
+from easync.items import vcard
+from easync.items.icalendar_reader import ICalendarError, parse_icalendar
+from easync.items.vcard import VCardError, card_to_contact, split_cards
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 VCF = os.path.join(DATA, "contacts.vcf")
@@ -180,7 +183,7 @@ def test_vcard_line_ends_and_unreadable_lines() -> None:
     card = ["BEGIN:VCARD", "VERSION:3.0", "FN:Mac", "NOTE:una riga ", " piegata",
             "not a property", "END:VCARD "]
     for eol in ("\r", "\r\r\n", "\n"):
-        cards, warnings = importer.read_cards(eol.join(card) + eol)
+        cards, warnings = vcard.read_cards(eol.join(card) + eol)
         assert len(cards) == 1
         c, _ = card_to_contact(cards[0])
         assert (c["FileAs"], c["Body"]["Data"]) == ("Mac", "una riga piegata")
@@ -204,7 +207,7 @@ def test_vcard_damaged_photo_is_a_warning() -> None:
      "quoted-printable value cannot be decoded with its CHARSET"),
 ])
 def test_vcard_unreadable_files(text: str, error: str) -> None:
-    with pytest.raises(ImportFailed, match=error):
+    with pytest.raises(VCardError, match=error):
         split_cards(text)
 
 
@@ -410,7 +413,7 @@ def test_override_without_master_and_missing_dtstart() -> None:
 
 
 def test_unknown_default_zone_is_an_error() -> None:
-    with pytest.raises(ImportFailed, match="unknown time zone"):
+    with pytest.raises(ICalendarError, match="unknown time zone"):
         parse_icalendar(ics(""), default_tz="Nowhere/City")
 
 
@@ -545,3 +548,17 @@ async def test_bad_files(store: Any, tmp_path: Any) -> None:
     shutil.copy(ICS, renamed)
     report = await importer.import_file(store, user, renamed)
     assert report.events.added == 10
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreadable_contents_fail_the_import(store: Any, tmp_path: Any) -> None:
+    """The readers' errors (easync.items.vcard, .icalendar_reader) end an import as
+    ImportFailed, with their message, and nothing is written."""
+    user = await _user(store)
+    card = write(os.path.join(tmp_path, "bad.vcf"), "BEGIN:VCARD\nVERSION:3.0\nFN:A\n")
+    with pytest.raises(ImportFailed, match="VCARD component wasn't closed"):
+        await importer.import_file(store, user, card)
+    with pytest.raises(ImportFailed, match="unknown time zone"):
+        await importer.import_file(store, user, ICS, default_tz="Nowhere/City")
+    assert await _items(store, user, "Contacts") == []
+    assert await _items(store, user, "Calendar") == []

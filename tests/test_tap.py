@@ -14,6 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.python.usage import UsageError
 
 from easync import tap, tls
+from easync.http import listen
 from easync.settings import Settings
 
 
@@ -187,15 +188,92 @@ def test_help_lists_defaults() -> None:
     assert "sqlite:///easync.sqlite" in text
 
 
+# ------------------------------------------------------------------ typed configuration
+
+def test_every_default_is_written_once_and_reaches_its_typed_field() -> None:
+    """The option table is the one place where a default is written: each option
+    fills one field of one section, its default reaches that field, and the sections
+    (the protocol Settings aside, whose defaults the table takes) have none of their
+    own."""
+    import dataclasses
+
+    from easync import config as cfg
+
+    conf = parse().config
+    filled: list[str] = []
+    for entry in cfg.ENTRIES:
+        section, attribute = entry.field.split(".")
+        value = getattr(getattr(conf, section), attribute)
+        expected = (tuple(entry.default) if isinstance(entry, cfg.Repeatable)
+                    else entry.default)
+        assert value == expected and type(value) is type(expected), entry.name
+        filled.append(entry.field)
+    assert len(filled) == len(set(filled)), "two options fill one field"
+    assert [f.name for f in dataclasses.fields(cfg.ServerConfig)] == list(cfg.SECTIONS)
+    for name, section_type in cfg.SECTIONS.items():
+        assert isinstance(getattr(conf, name), section_type)
+        for f in dataclasses.fields(section_type):
+            assert f"{name}.{f.name}" in filled, f"no option fills {name}.{f.name}"
+            if section_type is not Settings:
+                assert f.default is dataclasses.MISSING, f"{name}.{f.name} has a default"
+                assert f.default_factory is dataclasses.MISSING
+    # the protocol tunables' defaults are Settings' own, taken by the table
+    assert conf.settings == Settings()
+    # and the dict view twistd keeps is the same values
+    o = parse()
+    assert {k: o[k] for k in conf.values()} == conf.values()
+    assert o["listen"] == ["ssl:8443:interface=127.0.0.1"]
+
+
+# (option, in the file, on the command line, the command line's value, its field)
+SAMPLES = [
+    ("listen", '"tcp:8080"', "tcp:9090", ("tcp:9090",), "listen.endpoints"),
+    ("idle-timeout", "90", "45", 45.0, "listen.idle_timeout"),
+    ("max-connections-per-address", "10", "0", 0, "listen.max_connections_per_address"),
+    ("account-listen", '"off"', "tcp:8081", "tcp:8081", "listen.account_listen"),
+    ("db", '"sqlite:///file.sqlite"', "sqlite:///cli.sqlite", "sqlite:///cli.sqlite",
+     "store.db"),
+    ("node-name", '"from-file"', "from-cli", "from-cli", "store.node_name"),
+    ("login-delay", "3", "0", 0.0, "auth.login_delay"),
+    ("lockout-after", "4", "7", 7, "auth.lockout_after"),
+    ("ldap-timeout", "2.5", "9", 9.0, "ldap.timeout"),
+    ("ldap-starttls", "true", "off", False, "ldap.starttls"),
+    ("smtp-port", "2525", "587", 587, "smtp.port"),
+    ("smtp-from", '"file@example.org"', "cli@example.org", "cli@example.org", "smtp.sender"),
+    ("crm-timeout", "12", "3", 3.0, "crm.timeout"),
+    ("crm-timezone", '"Europe/Rome"', "Europe/Berlin", "Europe/Berlin", "crm.timezone"),
+    ("max-window", "64", "32", 32, "settings.max_window"),
+    ("provisioning", "false", "on", True, "settings.provisioning"),
+    ("trusted-proxy", '["10.0.0.0/8"]', "127.0.0.1", ("127.0.0.1",),
+     "settings.trusted_proxies"),
+]
+
+
+@pytest.mark.parametrize("name, in_file, given, expected, field", SAMPLES,
+                         ids=[s[0] for s in SAMPLES])
+def test_command_line_wins_in_every_section(tmp_path: os.PathLike[str], name: str,
+                                            in_file: str, given: str, expected: object,
+                                            field: str) -> None:
+    """For a sample of each section: the command line's value reaches the typed field
+    over the file's; without it the file's does."""
+    conf_file = write(os.path.join(tmp_path, "easync.toml"), f"{name} = {in_file}\n")
+    section, attribute = field.split(".")
+    conf = parse("--config", conf_file, f"--{name}", given).config
+    assert getattr(getattr(conf, section), attribute) == expected
+    from_file = getattr(getattr(parse("--config", conf_file).config, section), attribute)
+    assert from_file != expected
+    assert from_file != getattr(getattr(parse().config, section), attribute)
+
+
 # ------------------------------------------------------------------ endpoints
 
 def test_ssl_endpoint_gets_the_default_certificate() -> None:
-    desc, own = tap.endpoint_description("ssl:8443:interface=127.0.0.1", "/srv/e:sync/c=1.pem")
+    desc, own = listen.endpoint_description("ssl:8443:interface=127.0.0.1", "/srv/e:sync/c=1.pem")
     assert own is True
     assert desc == "ssl:8443:interface=127.0.0.1:privateKey=/srv/e\\:sync/c\\=1.pem"
-    desc, own = tap.endpoint_description("ssl:443:privateKey=/etc/k.pem", "/x.pem")
+    desc, own = listen.endpoint_description("ssl:443:privateKey=/etc/k.pem", "/x.pem")
     assert (desc, own) == ("ssl:443:privateKey=/etc/k.pem", False)
-    assert tap.endpoint_description("tcp:8080", "/x.pem") == ("tcp:8080", False)
+    assert listen.endpoint_description("tcp:8080", "/x.pem") == ("tcp:8080", False)
 
 
 # ------------------------------------------------------------------ service tree
@@ -253,6 +331,40 @@ def test_make_service_bad_key_file(tmp_path: os.PathLike[str]) -> None:
     write(bad, "not a key\n")
     with pytest.raises(UsageError, match="--listen"):
         _service_tree(tmp_path, "--listen", f"ssl:8443:privateKey={bad}")
+
+
+@pytest.mark.parametrize("option", ["--account-listen", "--metrics-listen"])
+def test_every_listener_reports_a_bad_key_file_under_its_option(
+        tmp_path: os.PathLike[str], option: str) -> None:
+    """All listeners are set up by easync.http.listen: a bad endpoint is a usage
+    error naming the option it came from."""
+    bad = write(os.path.join(tmp_path, "bad.pem"), "not a key\n")
+    with pytest.raises(UsageError, match=f"^{option} ssl:0:privateKey="):
+        _service_tree(tmp_path, "--listen", "tcp:0", option, f"ssl:0:privateKey={bad}")
+
+
+def test_account_listener_shares_the_certificate(tmp_path: os.PathLike[str]) -> None:
+    """--account-listen ssl: without privateKey= uses the --tls-cert file as --listen
+    does: one certificate, created and announced once, then both TLS listeners."""
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        top, cert = _service_tree(tmp_path, "--listen", "ssl:8443",
+                                  "--account-listen", "ssl:8444")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [s.name for s in top][-2:] == ["account-listen", "listen-0"]
+    for name, port in (("account-listen", 8444), ("listen-0", 8443)):
+        endpoint = top.getServiceNamed(name).endpoint
+        assert isinstance(endpoint, SSL4ServerEndpoint) and endpoint._port == port
+    notes = [e for e in events if "fingerprint" in e]
+    assert len(notes) == 1 and notes[0]["path"] == cert
+    account_site = top.getServiceNamed("account-listen").factory
+    assert account_site.displayTracebacks is False
+    assert account_site.resource.children[b"account"] is not None
 
 
 # ------------------------------------------------------------------ certificate
@@ -328,7 +440,7 @@ def test_expired_certificate_is_reported(tmp_path: os.PathLike[str]) -> None:
     events: list[dict[str, object]] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        tap._announce(info, now=expired.timestamp() + 86400)
+        listen.announce(info, now=expired.timestamp() + 86400)
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert any("has expired" in str(e.get("log_format")) for e in events)

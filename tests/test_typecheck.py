@@ -39,12 +39,6 @@ ALLOWANCE: dict[str, int] = {
     # point 2, sync (h-sync)
     "easync/items/fastpath.py": 1,
     "easync/syncengine.py": 2,
-    # points 4 and 6, placement and configuration (h-config)
-    "easync/admin.py": 15,
-    "easync/http/limits.py": 2,
-    "easync/importer.py": 1,
-    "easync/tap.py": 1,
-    "easync/workers.py": 5,
 }
 
 _ERROR = re.compile(r"^(?P<path>[^:\n]+?):(?P<line>\d+)(?::\d+)?: error: (?P<message>.*)$",

@@ -45,8 +45,10 @@ def test_two_listeners_share_a_port() -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
+    from easync.http.listen import ListeningReactor
+
     port = free_port()
-    binder = workers.ReusePortReactor(reactor)
+    binder = ListeningReactor(reactor, reuse_port=True)
     factory = Factory.forProtocol(Protocol)
     ports = []
     for _ in range(2):

@@ -5,12 +5,15 @@
 ``mirror``   the CRM mirror's tables in easync's SQL database
 ``store``    ``CrmStore`` (``IItemStore``): device writes, first loads, the poller
 
-``make_store`` builds it from the server options (``--backend crm``).
+``make_store`` builds it from the ``crm-*`` options (``--backend crm``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from easync.config import CrmConfig
 
 __all__ = ["make_client", "make_store", "read_key_file"]
 
@@ -40,22 +43,22 @@ def make_http(reactor: Any) -> Any:
     return HTTPClient(Agent(reactor, pool=pool))
 
 
-def make_client(reactor: Any, options: dict[str, Any], access_key: str = "",
+def make_client(reactor: Any, crm: CrmConfig, access_key: str = "",
                 http: Any = None) -> Any:
+    """The ``CrmClient`` for the ``crm-*`` options."""
     from backends.crm.client import CrmClient
 
     return CrmClient(reactor, http if http is not None else make_http(reactor),
-                     options["crm-url"], options.get("crm-user") or "", access_key,
-                     timeout=float(options.get("crm-timeout") or 30.0))
+                     crm.url, crm.user, access_key, timeout=crm.timeout)
 
 
-def make_store(reactor: Any, sql: Any, options: dict[str, Any], notifier: Any = None,
+def make_store(reactor: Any, sql: Any, crm: CrmConfig, notifier: Any = None,
                http: Any = None) -> Any:
-    """The ``CrmStore`` for these options, mirroring into ``sql`` (a ``SqlStore``)."""
+    """The ``CrmStore`` for the ``crm-*`` options, mirroring into ``sql`` (a
+    ``SqlStore``)."""
     from backends.crm.store import CrmStore
 
-    key = read_key_file(options["crm-access-key-file"])
-    client = make_client(reactor, options, key, http)
+    key = read_key_file(crm.access_key_file)
+    client = make_client(reactor, crm, key, http)
     return CrmStore(reactor, sql, client, notifier=notifier,
-                    poll_interval=float(options.get("crm-poll-interval") or 15.0),
-                    zone=options.get("crm-timezone") or "auto")
+                    poll_interval=crm.poll_interval, zone=crm.timezone)

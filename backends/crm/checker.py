@@ -21,7 +21,7 @@ this module does not import ``backends``.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
@@ -33,6 +33,9 @@ from backends.crm.call import envelope
 from easync.auth.local import BadUserName, HandsOverUser, split_username, text_credentials
 from easync.errors import Unavailable
 from easync.model import User
+
+if TYPE_CHECKING:
+    from easync.config import CrmConfig
 
 log = Logger()
 
@@ -133,16 +136,16 @@ def _login_check_failed(kind: str, detail: Any) -> Unavailable:
     return Unavailable("CRM answered a login check without an envelope")
 
 
-def crm_checker(config: dict[str, Any], server: Any, reactor: Any) -> CrmChecker:
-    """The ``--auth crm`` primary checker for the resolved server options."""
+def crm_checker(crm: CrmConfig, server: Any, reactor: Any) -> CrmChecker:
+    """The ``--auth crm`` primary checker for the ``crm-*`` options."""
     from treq.client import HTTPClient
     from twisted.web.client import Agent
 
     from backends.crm.call import quiet_pool
 
-    url = str(config.get("crm-url") or "")
+    url = crm.url
     if not url:
         raise ValueError("--auth crm needs --crm-url")
     http = HTTPClient(Agent(reactor, pool=quiet_pool(reactor)))
     return CrmChecker(reactor, http, url, server.users,
-                      timeout=float(config.get("crm-timeout") or 10.0))
+                      timeout=crm.timeout)

@@ -14,15 +14,9 @@ is served only on an ``--account-listen`` endpoint, by the first process; with
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.python import usage
 from twisted.web import server
 from twisted.web.resource import Resource
 from twisted.web.util import Redirect
@@ -30,16 +24,20 @@ from twisted.web.util import Redirect
 from easync.account import make_account_resource
 from easync.account.web import MAX_BODY, AccountResource
 
+if TYPE_CHECKING:
+    from easync.config import ListenConfig
+    from easync.http.listen import Listeners
+
 log = Logger()
 
 
-def install(top: MultiService, site: server.Site, easserver: Any,
-            options: Mapping[str, Any], reactor: Any) -> AccountResource | None:
-    """Mount the page as ``options['account-listen']`` says; returns it (None: off)."""
-    where = options.get("account-listen") or "same"
+def install(listeners: Listeners, site: server.Site, easserver: Any,
+            listen: ListenConfig, reactor: Any) -> AccountResource | None:
+    """Mount the page as ``listen.account_listen`` says; returns it (None: off)."""
+    where = listen.account_listen
     if where == "off":
         return None
-    multi = int(options.get("workers") or 1) > 1
+    multi = listen.workers > 1
     if where == "same" and multi:
         log.info("account page off: with --workers above 1 it needs --account-listen "
                  "(its sessions live in one process)")
@@ -57,19 +55,9 @@ def install(top: MultiService, site: server.Site, easserver: Any,
     if where == "same":
         site.resource.putChild(b"account", page)
         return page
+    from easync.http.listen import site as make_site
     from easync.http.resource import EasRequestFactory
-    from easync.tap import endpoint_description
 
-    cert_path = os.path.abspath(options.get("tls-cert") or "easync.pem")
-    description, self_signed = endpoint_description(where, cert_path)
-    try:
-        if self_signed:
-            from easync import tls
-
-            tls.ensure_certificate(cert_path)
-        endpoint = serverFromString(reactor, description)
-    except Exception as e:  # noqa: BLE001 - a bad key file, a bad endpoint, …
-        raise usage.UsageError(f"--account-listen {where}: {e}") from None
     root = Resource()
     root.putChild(b"", Redirect(b"/account/"))
     root.putChild(b"account", page)
@@ -77,13 +65,6 @@ def install(top: MultiService, site: server.Site, easserver: Any,
     class _Request(EasRequestFactory):
         max_bytes = MAX_BODY
 
-    own = server.Site(root, timeout=float(options.get("idle-timeout") or 600.0))
-    own.requestFactory = _Request
-    own.displayTracebacks = False
-    own.noisy = False
-    own.log = lambda request: None  # type: ignore[method-assign]  # the page logs its own
-    service = StreamServerEndpointService(endpoint, own)
-    service._raiseSynchronously = True
-    service.setName("account-listen")
-    service.setServiceParent(top)
+    own = make_site(root, request_factory=_Request, timeout=listen.idle_timeout)
+    listeners.add("account-listen", where, own, option="--account-listen")
     return page

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.cred.checkers import ICredentialsChecker
@@ -27,12 +27,15 @@ from twisted.cred.checkers import ICredentialsChecker
 from easync.auth.door import FrontDoor
 from easync.auth.local import LocalChecker, Unavailable, split_username
 
+if TYPE_CHECKING:
+    from easync.config import DirectoryConfig, ServerConfig
+
 __all__ = ["AuthSetup", "FrontDoor", "LocalChecker", "PrimaryFactory", "Unavailable",
            "build_auth", "build_checker", "build_door", "read_secret_file",
            "split_username"]
 
-# A login-password checker for ``--auth NAME`` made from (options, server, reactor).
-PrimaryFactory = Callable[[dict[str, Any], Any, Any], ICredentialsChecker]
+# A login-password checker for ``--auth NAME`` made from (config, server, reactor).
+PrimaryFactory = Callable[["ServerConfig", Any, Any], ICredentialsChecker]
 
 
 @dataclass
@@ -55,75 +58,72 @@ def read_secret_file(path: str, what: str) -> str:
     return value
 
 
-def _opt(config: dict[str, Any], name: str, default: Any = None) -> Any:
-    value = config.get(name)
-    return default if value in (None, "") else value
-
-
-def ldap_config(config: dict[str, Any], read_files: bool = True) -> Any:
-    """The ``LdapConfig`` for the ``ldap-*`` options (ValueError if incomplete)."""
+def ldap_config(ldap: DirectoryConfig, read_files: bool = True) -> Any:
+    """The checker's ``LdapConfig`` for the ``ldap-*`` options (ValueError if
+    incomplete)."""
     from easync.auth.ldap import LdapConfig
+    from easync.config import default
 
-    if not _opt(config, "ldap-url"):
+    if not ldap.url:
         raise ValueError("--auth ldap needs --ldap-url (ldap://HOST or ldaps://HOST)")
     password = None
-    pw_file = _opt(config, "ldap-service-password-file")
-    if pw_file:
-        password = read_secret_file(pw_file, "ldap-service-password-file") if read_files \
+    if ldap.service_password_file:
+        password = read_secret_file(ldap.service_password_file,
+                                    "ldap-service-password-file") if read_files \
             else "(not read)"
-    ldap = LdapConfig(
-        url=config["ldap-url"], bind_dn_template=_opt(config, "ldap-bind-dn-template"),
-        base=_opt(config, "ldap-base"),
-        search_filter=_opt(config, "ldap-search-filter", "(uid={user})"),
-        service_dn=_opt(config, "ldap-service-dn"), service_password=password,
-        starttls=bool(_opt(config, "ldap-starttls", False)),
-        group=_opt(config, "ldap-group"), timeout=float(_opt(config, "ldap-timeout", 5.0)),
-        ca_file=_opt(config, "ldap-ca-file"))
-    ldap.check()
-    return ldap
+    config = LdapConfig(
+        url=ldap.url, bind_dn_template=ldap.bind_dn_template or None,
+        base=ldap.base or None,
+        search_filter=ldap.search_filter or default("ldap-search-filter"),
+        service_dn=ldap.service_dn or None, service_password=password,
+        starttls=ldap.starttls, group=ldap.group or None, timeout=ldap.timeout,
+        ca_file=ldap.ca_file or None)
+    config.check()
+    return config
 
 
-def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: Any,
+def build_auth(config: ServerConfig, server: Any, auth_store: Any, reactor: Any,
                primaries: Mapping[str, PrimaryFactory] | None = None) -> AuthSetup:
-    """Everything ``config`` (resolved server options) asks for.  ``auth_store`` is the
-    ``IAuthStore`` (``backends.sql.authstore.SqlAuthStore``); ``primaries`` adds
-    ``--auth`` kinds beyond local and ldap (``{"crm": backends.crm.checker.crm_checker}``).
-    ValueError for options that cannot work (the caller reports it as a usage error)."""
+    """Everything ``config`` (the resolved server options) asks for.  ``auth_store`` is
+    the ``IAuthStore`` (``backends.sql.authstore.SqlAuthStore``); ``primaries`` adds
+    ``--auth`` kinds beyond local and ldap (the composition root, ``easync.tap``, gives
+    ``crm``).  ValueError for options that cannot work (the caller reports it as a
+    usage error)."""
     from easync.auth.accounts import Accounts
     from easync.auth.aspassword import PolicyChecker
-    from easync.auth.keys import DEFAULT_KEY_FILE, SecretBox, SecretKeyError
+    from easync.auth.keys import SecretBox, SecretKeyError
     from easync.auth.throttle import ThrottleRules
 
-    kind = (config.get("auth") or "local").lower()
+    auth, smtp = config.auth, config.smtp
+    kind = auth.method.lower()
     try:
-        box = SecretBox.from_file(_opt(config, "secret-key", DEFAULT_KEY_FILE))
+        box = SecretBox.from_file(auth.secret_key)
     except SecretKeyError as e:
         raise ValueError(str(e)) from None
     rules = ThrottleRules(
-        delay=float(_opt(config, "login-delay", 1.0)),
-        max_delay=max(16.0, float(_opt(config, "login-delay", 1.0))),
-        user_limit=int(_opt(config, "lockout-after", 10)),
-        addr_limit=5 * int(_opt(config, "lockout-after", 10)),
+        delay=auth.login_delay,
+        max_delay=max(16.0, auth.login_delay),
+        user_limit=auth.lockout_after,
+        addr_limit=5 * auth.lockout_after,
         code_limit=5,
-        lockout=float(_opt(config, "lockout-time", 900.0)),
-        window=max(900.0, float(_opt(config, "lockout-time", 900.0))))
+        lockout=auth.lockout_time,
+        window=max(900.0, auth.lockout_time))
     mailer = None
-    if _opt(config, "smtp-host"):
+    if smtp.host:
         from easync.auth.mail import SmtpMailer
 
         password = None
-        if _opt(config, "smtp-password-file"):
-            password = read_secret_file(config["smtp-password-file"], "smtp-password-file")
-        sender = _opt(config, "smtp-from")
+        if smtp.password_file:
+            password = read_secret_file(smtp.password_file, "smtp-password-file")
+        sender = smtp.sender
         if not sender:
             import socket
 
             sender = f"easync@{socket.getfqdn()}"
-        mailer = SmtpMailer(reactor, config["smtp-host"], int(_opt(config, "smtp-port", 25)),
-                            sender=sender, starttls=bool(_opt(config, "smtp-starttls", False)),
-                            username=_opt(config, "smtp-user"), password=password,
-                            timeout=float(_opt(config, "smtp-timeout", 20.0)),
-                            ca_file=_opt(config, "smtp-ca-file"))
+        mailer = SmtpMailer(reactor, smtp.host, smtp.port,
+                            sender=sender, starttls=smtp.starttls,
+                            username=smtp.user or None, password=password,
+                            timeout=smtp.timeout, ca_file=smtp.ca_file or None)
     accounts = Accounts(server.users, server.state, auth_store, reactor, mailer=mailer,
                         box=box, rules=rules)
     services: list[IService] = []
@@ -135,8 +135,8 @@ def build_auth(config: dict[str, Any], server: Any, auth_store: Any, reactor: An
         service = LdapService()
         service.setName("ldap")
         services.append(service)
-        primary = LdapChecker(ldap_config(config), server.users, reactor, service=service,
-                              audit=accounts._audit_raw)
+        primary = LdapChecker(ldap_config(config.ldap), server.users, reactor,
+                              service=service, audit=accounts._audit_raw)
     elif kind in (primaries or {}):
         primary = (primaries or {})[kind](config, server, reactor)
     else:

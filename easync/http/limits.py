@@ -19,7 +19,9 @@ Two guards against clients that hold connections without using them:
   so, with the number refused since the previous line.
 
 Both hold per process: with ``--workers N`` every process accepts its own
-connections (SO_REUSEPORT), so one address may hold up to N times the cap.
+connections (SO_REUSEPORT), so one address may hold up to N times the cap.  The
+listeners get them from ``easync.http.listen`` (``ListeningReactor`` puts the cap in
+front of each port's factory; ``site`` gives the site the timeout channel).
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ class _Counted(ProtocolWrapper):
     address = ""
 
 
-class PerAddressFactory(WrappingFactory):
+class PerAddressFactory(WrappingFactory[_Counted]):
     """Builds a protocol only while the peer's address is under the cap; otherwise
     returns None, which makes the listening port close the socket at once.
     (twisted.protocols.policies.LimitConnectionsByPeer does the same counting but
@@ -224,7 +226,8 @@ class HeadTimeoutChannel(http.HTTPChannel):
         else:
             what = ""                   # an idle keep-alive connection: routine
         if what and self.notes is not None:
-            address = getattr(self.transport.getPeer(), "host", None) or "-"
+            peer = self.transport.getPeer() if self.transport is not None else None
+            address = getattr(peer, "host", None) or "-"
             self.notes.event((what, address),
                              "closed a connection from {address}: {what} {seconds:g} s "
                              "(--header-timeout)", address=address, what=what,
@@ -234,29 +237,3 @@ class HeadTimeoutChannel(http.HTTPChannel):
         if self.abortTimeout is not None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
         self.loseConnection()
-
-
-class LimitingReactor:
-    """The reactor (or ``workers.ReusePortReactor``), except that ``listenTCP`` and
-    ``listenSSL`` put the per-address cap in front of the factory, outside TLS.  Give
-    it to ``serverFromString``: tcp:, tcp6: and ssl: endpoints are limited."""
-
-    def __init__(self, reactor: Any, limits: ConnectionLimits) -> None:
-        self._reactor = reactor
-        self._limits = limits
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
-
-    def listenTCP(self, port: int, factory: Any, backlog: int = 50,
-                  interface: str = "") -> Any:
-        return self._reactor.listenTCP(port, self._limits.wrap(factory), backlog, interface)
-
-    def listenSSL(self, port: int, factory: Any, contextFactory: Any, backlog: int = 50,
-                  interface: str = "") -> Any:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        p = self.listenTCP(port, TLSMemoryBIOFactory(contextFactory, False, factory),
-                           backlog, interface)
-        p._type = "TLS"
-        return p

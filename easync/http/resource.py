@@ -611,23 +611,14 @@ def make_root(server_: EasServer, door: FrontDoor) -> Resource:
 
 def make_site(server_: EasServer, door: FrontDoor, timeout: float | None = 3600,
               limits: ConnectionLimits | None = None) -> Site:
-    """A Site serving ``make_root`` with the request-size limit applied.  With
-    ``limits`` whose header timeout is set, that timeout replaces ``timeout`` (the
-    idle timeout) and a request head must be complete within it
-    (``easync.http.limits.HeadTimeoutChannel``)."""
+    """A Site serving ``make_root`` with the request-size limit applied
+    (``easync.http.listen.site``: with ``limits`` whose header timeout is set, that
+    timeout replaces ``timeout``).  One log event per request is written by
+    ``ActiveSyncResource``; no access log twice."""
+    from easync.http.listen import site
 
     class _Request(EasRequestFactory):
         max_bytes = server_.settings.max_request_bytes
 
-    if limits is not None and limits.header_timeout:
-        timeout = limits.header_timeout
-    site = Site(make_root(server_, door), timeout=timeout)
-    if limits is not None and limits.header_timeout:
-        # (twisted's stubs type Site.protocol as a method; it is the channel class)
-        site.protocol = limits.channel_class()  # type: ignore[method-assign,assignment]
-    site.requestFactory = _Request
-    site.displayTracebacks = False
-    site.noisy = False
-    # One log event per request is written by ActiveSyncResource; no access log twice.
-    site.log = lambda request: None  # type: ignore[method-assign]
-    return site
+    return site(make_root(server_, door), request_factory=_Request, timeout=timeout,
+                limits=limits)
