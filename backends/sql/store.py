@@ -31,7 +31,7 @@ from zope.interface import implementer
 from backends.sql.engines import Engine, create_engine
 from backends.sql.migrations import migrate
 from easync.errors import TooManyDevices, Unavailable
-from easync.interfaces import IItemStore, IStateStore, IUserStore
+from easync.interfaces import IHoldStore, IItemStore, IStateStore, IUserStore
 from easync.items import index_fields
 from easync.lookup import (
     contact_tokens,
@@ -176,7 +176,7 @@ def _window_sql(window: tuple[int | None, int | None] | None) -> tuple[str, list
     return "(" + " AND ".join(parts) + ")", params
 
 
-@implementer(IUserStore, IItemStore, IStateStore)
+@implementer(IUserStore, IItemStore, IStateStore, IHoldStore)
 class SqlStore(Service):
     """Users, items and device state in one SQL database.
 
