@@ -1397,6 +1397,101 @@ async def test_migration_upgrades_old_database(db_url: str, tmp_path: Path) -> N
         await refused.open()
 
 
+# The CRM mirror's tables as the CRM backend created them itself before they joined the
+# numbered migrations (schema version 6): a database it made must open and keep its rows.
+OLD_CRM_SCHEMA = (
+    ("CREATE TABLE IF NOT EXISTS crm_items ("
+     " item_id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, module TEXT NOT NULL,"
+     " crm_id TEXT NOT NULL, mtime TEXT NOT NULL DEFAULT '', snapshot TEXT NOT NULL,"
+     " deleted INTEGER NOT NULL DEFAULT 0)"),
+    "CREATE INDEX IF NOT EXISTS crm_items_crm ON crm_items (crm_id)",
+    "CREATE INDEX IF NOT EXISTS crm_items_user ON crm_items (user_id, module, deleted)",
+    ("CREATE TABLE IF NOT EXISTS crm_users ("
+     " user_id BIGINT PRIMARY KEY, crm_user_id TEXT, loaded INTEGER NOT NULL DEFAULT 0)"),
+    "CREATE TABLE IF NOT EXISTS crm_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS crm_client_adds ("
+     " user_id BIGINT NOT NULL, device_id TEXT NOT NULL, folder_id TEXT NOT NULL,"
+     " client_id TEXT NOT NULL, item_id BIGINT NOT NULL, created REAL NOT NULL,"
+     " PRIMARY KEY (user_id, device_id, folder_id, client_id))"),
+    ("CREATE TABLE IF NOT EXISTS crm_event_links ("
+     " item_id BIGINT NOT NULL, contact_id TEXT NOT NULL, email TEXT NOT NULL DEFAULT '',"
+     " PRIMARY KEY (item_id, contact_id))"),
+    ("CREATE TABLE IF NOT EXISTS crm_journal ("
+     " jid TEXT PRIMARY KEY, user_id BIGINT NOT NULL, device_id TEXT NOT NULL,"
+     " folder_id TEXT NOT NULL, client_id TEXT NOT NULL, module TEXT NOT NULL,"
+     " owner TEXT NOT NULL, element TEXT NOT NULL, data TEXT NOT NULL,"
+     " since TEXT NOT NULL, node TEXT NOT NULL, created REAL NOT NULL)"),
+    "CREATE INDEX IF NOT EXISTS crm_journal_device ON crm_journal (user_id, device_id)",
+)
+CRM_TABLES = ("crm_client_adds", "crm_event_links", "crm_items", "crm_journal",
+              "crm_state", "crm_users")
+
+
+async def _tables(s: SqlStore, prefix: str) -> list[str]:
+    if s.engine.name == "sqlite":
+        rows = await s.raw_query("SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        rows = await s.raw_query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return sorted(str(r[0]) for r in rows if str(r[0]).startswith(prefix))
+
+
+@pytest_twisted.ensureDeferred
+async def test_crm_tables_are_a_migration(db_url: str, tmp_path: Path) -> None:
+    """The CRM mirror's tables come with schema version 6, in a fresh database and in
+    one the CRM backend had already given them (created the old way, with rows):
+    those tables and rows are kept, and the CRM store opens on it."""
+    from backends.crm import mirror
+
+    schema = tmp_path / "schema"
+    schema.mkdir()
+    for p in SCHEMA_DIR.iterdir():
+        if p.name[:1].isdigit() and int(p.name[:3]) < 6:
+            shutil.copy(p, schema / p.name)
+    old = SqlStore(_reactor(), db_url, schema_dir=schema)
+    await old.open()                    # an easync of schema 5 ...
+    try:
+        assert old.schema_version == 5 and await _tables(old, "crm_") == []
+        for stmt in OLD_CRM_SCHEMA:     # ... whose CRM backend made its tables
+            await old.raw_query(stmt)
+        await old.raw_query("INSERT INTO crm_state (name, value) VALUES (?, ?)",
+                            ("schema_version", "1"))
+        await old.raw_query("INSERT INTO crm_state (name, value) VALUES (?, ?)",
+                            ("cursor:Contacts", '"2024-01-01 00:00:00"'))
+        await old.raw_query("INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime,"
+                            " snapshot) VALUES (?, ?, ?, ?, ?, ?)",
+                            (7, 1, "Contacts", "12x34", "2024-01-01", '{"a":1}'))
+        await old.raw_query("INSERT INTO crm_journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                            " ?, ?)", ("j1", 1, "dev", "3", "c1", "Contacts", "19x1", "{}",
+                                       "{}", "2024", "node", 1.5))
+    finally:
+        await old.close()
+    new = SqlStore(_reactor(), db_url)
+    await new.open()
+    try:
+        assert new.schema_version >= 6
+        assert await _tables(new, "crm_") == list(CRM_TABLES)
+        assert sorted(await new.raw_query("SELECT name, value FROM crm_state")) == [
+            ("cursor:Contacts", '"2024-01-01 00:00:00"'), ("schema_version", "1")]
+        assert await new.raw_query("SELECT item_id, crm_id, snapshot FROM crm_items") == [
+            (7, "12x34", '{"a":1}')]
+        assert await new.raw_query("SELECT jid, created FROM crm_journal") == [("j1", 1.5)]
+        await new.db.run_interaction("check", lambda cur: mirror.check_schema(new, cur))
+    finally:
+        await new.close()
+    fresh_url = db_url
+    if db_url.startswith("sqlite"):
+        fresh_url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    else:
+        _reset_pg(db_url)
+    fresh = SqlStore(_reactor(), fresh_url)
+    await fresh.open()
+    try:
+        assert await _tables(fresh, "crm_") == list(CRM_TABLES)
+        await fresh.db.run_interaction("check", lambda cur: mirror.check_schema(fresh, cur))
+    finally:
+        await fresh.close()
+
+
 # -- held long polls (easync.push.HoldRecorder, easync-admin device list) ---------------------
 
 @pytest_twisted.ensureDeferred
