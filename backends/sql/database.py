@@ -59,7 +59,13 @@ class Database:
 
     @property
     def is_open(self) -> bool:
+        """Migrated and ready (``open`` done, ``close`` not called)."""
         return self._pool is not None
+
+    @property
+    def is_opening(self) -> bool:
+        """``open`` is under way (calls made now wait for it)."""
+        return self._opening is not None
 
     async def open(self, target_version: int | None = None) -> None:
         """Open the pool and bring the schema up to date (``target_version``: stop

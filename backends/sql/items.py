@@ -382,7 +382,9 @@ class SqlItems(StorePart):
         return fid, int(row[0])
 
     def apply_txn(self, cur: Any, user_id: int, folder_id: str, ops: list[Op],
-               state: StateWrite | None) -> list[OpResult]:
+                  state: StateWrite | None) -> list[OpResult]:
+        """``apply`` inside the caller's write transaction (``Database.run_interaction``
+        with ``write=True``): the user's modseq counter is locked first."""
         e = self.engine
         n = len(ops)
         # Lock the user's counter first: it orders this transaction against every

@@ -127,6 +127,7 @@ class SqlState(StorePart):
         return self._run(self.save_state_txn, user.id, write, write=True)  # (2nd: the flag)
 
     def save_state_txn(self, cur: Any, user_id: int, write: StateWrite) -> None:
+        """``save_state`` inside the caller's write transaction."""
         cur.execute(self.engine.upsert("sync_states", ("user_id", "device_id", "name"),
                                        ("state",)),
                     (user_id, write.device_id, write.name, _dumps(write.state)))

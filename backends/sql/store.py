@@ -93,7 +93,7 @@ class SqlStore(Service):
         """Open the database and bring the schema up to date (``target_version``:
         stop at that version — for tests of upgrades).  Calls made while this runs
         wait for it; if it fails they fail with its error."""
-        if self.db.is_open:
+        if self.db.is_open or self.db.is_opening:
             return
         await self.db.open(target_version)
         pending = await self.raw_query(

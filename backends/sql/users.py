@@ -24,8 +24,10 @@ class SqlUsers(StorePart):
         return self._run(self.add_user_txn, name.lower(), password_hash, email,
                          bool(activesync), write=True)
 
-    def add_user_txn(self, cur: Any, name: str, password_hash: str | None, email: str | None,
-                  activesync: bool) -> User:
+    def add_user_txn(self, cur: Any, name: str, password_hash: str | None,
+                     email: str | None, activesync: bool) -> User:
+        """``add_user`` (``name`` already lower-case) inside the caller's write
+        transaction."""
         cur.execute(self._sql("SELECT 1 FROM users WHERE name = ?"), (name,))
         if cur.fetchone():
             raise KeyError(name)
@@ -49,6 +51,7 @@ class SqlUsers(StorePart):
         return self._run(self.get_user_txn, name.lower())
 
     def get_user_txn(self, cur: Any, name: str) -> User | None:
+        """The user of this lower-case name, inside the caller's transaction."""
         cur.execute(self._sql(f"SELECT {_USER_COLS} FROM users WHERE name = ?"), (name,))
         row = cur.fetchone()
         return _user_from_row(row) if row else None
@@ -101,8 +104,8 @@ class SqlUsers(StorePart):
 
 
     def write_user_tokens_txn(self, cur: Any,
-                           users: Sequence[tuple[int, str, str | None, dict[str, Any]]]
-                           ) -> None:
+                              users: Sequence[tuple[int, str, str | None, dict[str, Any]]]
+                              ) -> None:
         """Replace the directory tokens of these (id, name, email, extra) users."""
         ids = [(u[0],) for u in users]
         if not ids:
