@@ -83,9 +83,9 @@ async def _populate(reactor: Any, db: str, contacts: int, users: int) -> None:
 
     def gal(cur: Any) -> None:
         for n in range(users):
-            store._add_user(cur, f"u{n:05d}", None, f"user{n}@corp.example", True)
+            store.users.add_user_txn(cur, f"u{n:05d}", None, f"user{n}@corp.example", True)
 
-    await store._run(gal, write=True)
+    await store.db.run_interaction("gal", gal, write=True)
     await store.close()
 
 

@@ -23,6 +23,7 @@ import bcrypt
 
 from easync import config as server_config
 from easync.config import db_url
+from easync.interfaces import IHoldStore
 
 # the server's defaults (easync.config's option table): the same database and key file
 DEFAULT_DB: str = server_config.default("db")
@@ -311,7 +312,7 @@ async def _held_now(store: Any, name: str | None) -> dict[tuple[str, str], str]:
     """(user, device) → "Ping on NODE for 3m05s" for the long polls held now, as the
     nodes record them (``held_requests``).  A row past its heartbeat deadline was left
     by a node that stopped without clearing it: not shown."""
-    if not hasattr(store, "list_holds"):
+    if not IHoldStore.providedBy(store):
         return {}
     user = await _user(store, name) if name else None
     now = datetime.datetime.now(datetime.UTC).timestamp()

@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
+
+from easync.interfaces import IChangeNotifier, IItemStore, IStateStore, IUserStore
 from easync.model import User
 from easync.settings import Settings
 from easync.versions import version_tuple
@@ -66,11 +69,11 @@ class EasHTTPError(Exception):
 class EasServer:
     """Everything a handler may use.  Built by ``easync.tap.makeService``."""
 
-    users: Any                     # IUserStore
-    items: Any                     # IItemStore
-    state: Any                     # IStateStore
-    notifier: Any                  # IChangeNotifier
-    clock: Any                     # IReactorTime
+    users: IUserStore
+    items: IItemStore
+    state: IStateStore
+    notifier: IChangeNotifier
+    clock: IReactorTime
     settings: Settings = field(default_factory=Settings)
     accounts: Any = None           # easync.auth.accounts.Accounts (who may sync)
     holds: Any = None              # easync.push.Holds: the long polls held (made if None)

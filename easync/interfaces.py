@@ -154,6 +154,24 @@ class IStateStore(Interface):
         """Save a state blob."""
 
 
+class IHoldStore(Interface):
+    """Where the long polls held by each process are written down, so that
+    ``easync-admin`` can list them (``easync.push.HoldRecorder`` writes them)."""
+
+    def record_holds(node: str, starts: Sequence[tuple[int, str, str, float, float]],
+                     ends: Sequence[tuple[int, str, float]]) -> Deferred[None]:
+        """One transaction: remove the rows of ``ends`` (user id, device id, started)
+        that ``node`` wrote, then write ``starts`` (user id, device id, command,
+        started, deadline) as held on ``node`` (replacing the device's row)."""
+
+    def clear_holds(node: str) -> Deferred[None]:
+        """Forget every row of ``node``, and rows of any node whose deadline passed."""
+
+    def list_holds(user: User | None) -> Deferred[list[dict[str, Any]]]:
+        """The held-request rows (keys user, device_id, node, command, started,
+        deadline) of one user or of all, by user name then device id."""
+
+
 class IChangeNotifier(Interface):
     """'Folder F of user U changed' — the push hub."""
 

@@ -75,14 +75,6 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("engine-imports-wbxml", "easync.syncengine", "easync.wbxml.element"):
         "point 2 (sync, h-sync): the engine works on typed plain data, the command "
         "renders WBXML",
-    ("crm-uses-sql-private", "backends.crm.mirror", "sql._sql"):
-        "point 1 (store seam, h-store): the public transaction-level API",
-    ("crm-uses-sql-private", "backends.crm.mirror", "sql._apply"):
-        "point 1 (store seam, h-store): the public transaction-level API",
-    ("crm-uses-sql-private", "backends.crm.mirror", "sql._save_state"):
-        "point 1 (store seam, h-store): the public transaction-level API",
-    ("crm-uses-sql-private", "backends.crm.store", "self.sql._run"):
-        "point 1 (store seam, h-store): Database.run_interaction",
 }
 
 

@@ -432,17 +432,12 @@ def test_summary() -> None:
 # ====================================================================== into the store
 
 @pytest.fixture
-def store(tmp_path: Any) -> Any:
-    pytest.importorskip("backends.sql.store")
-    from twisted.internet import reactor
-    from twisted.internet.defer import ensureDeferred
+def store() -> Any:
+    # the importer writes through IItemStore.apply: the in-memory store keeps the
+    # same contract (tests/test_store_contract.py), no SQL needed
+    from easync.testing import MemoryStore
 
-    from backends.sql.store import SqlStore
-
-    s = SqlStore(reactor, f"sqlite:///{tmp_path}/import.sqlite")
-    pytest_twisted.blockon(ensureDeferred(s.open()))
-    yield s
-    pytest_twisted.blockon(ensureDeferred(s.close()))
+    return MemoryStore()
 
 
 async def _user(store: Any) -> Any:

@@ -59,9 +59,9 @@ async def big(tmp_path_factory: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
 
         def users(cur: Any) -> None:
             for n in range(USERS):
-                store._add_user(cur, f"u{n:04d}", None, f"user{n}@corp.example", True)
+                store.users.add_user_txn(cur, f"u{n:04d}", None, f"user{n}@corp.example", True)
 
-        await store._run(users, write=True)
+        await store.db.run_interaction("users", users, write=True)
         print(f"fixture: {time.monotonic() - t0:.1f} s")
         yield server, user, store
 

@@ -1,4 +1,5 @@
-"""Contract tests for the SQL store, run on SQLite and on PostgreSQL.
+"""Contract tests for the stores: the SQL store on SQLite and on PostgreSQL, the CRM
+store (its mirror in SQLite) and the in-memory store of ``easync.testing``.
 
 PostgreSQL: a database ``easync_test_<pid>`` is created on 127.0.0.1:5432 for the
 session (its schema reset before each test) and dropped at the end; when the
@@ -26,8 +27,9 @@ from backends.sql.engines import PostgresEngine, SqliteEngine, create_engine
 from backends.sql.migrations import load_migrations, split_statements
 from backends.sql.store import SqlStore
 from easync.auth.local import Unavailable
-from easync.interfaces import IItemStore, IStateStore, IUserStore
+from easync.interfaces import IHoldStore, IItemStore, IStateStore, IUserStore
 from easync.model import DEFAULT_FOLDERS, ChangeBatch, Op, StateWrite, User
+from easync.testing import MemoryStore
 
 PG_ADMIN_URL = os.environ.get("EASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "backends" / "sql" / "schema"
@@ -101,7 +103,13 @@ SQL_ONLY = {
 }
 
 
-@pytest.fixture(params=["sql", "crm"])
+# ... and against the in-memory store (easync.testing), except what is about SQL:
+NOT_MEMORY = {
+    "test_name_lookups_walk_their_index": "a query plan of the SQL store",
+}
+
+
+@pytest.fixture(params=["sql", "crm", "memory"])
 def backend(request: Any, db_url: str) -> str:
     if request.param == "crm":
         reason = SQL_ONLY.get(request.function.__name__)
@@ -109,11 +117,20 @@ def backend(request: Any, db_url: str) -> str:
             pytest.skip(f"not for the CRM store: {reason}")
         if not db_url.startswith("sqlite"):
             pytest.skip("the CRM store's mirror is tested on SQLite (the SQL is the same)")
+    if request.param == "memory":
+        reason = NOT_MEMORY.get(request.function.__name__)
+        if reason:
+            pytest.skip(f"not for the memory store: {reason}")
+        if not db_url.startswith("sqlite"):
+            pytest.skip("the memory store has no database (run once, with sqlite)")
     return str(request.param)
 
 
 @pytest_twisted.async_yield_fixture()
 async def store(db_url: str, backend: str) -> AsyncIterator[Any]:
+    if backend == "memory":
+        yield MemoryStore()
+        return
     s = SqlStore(_reactor(), db_url)
     await s.open()
     crm = None
@@ -175,6 +192,24 @@ async def drain(store: SqlStore, user: User, folder: str, cursor: int = 0,
             return out, cursor, calls
 
 
+async def user_modseq(store: Any, user: User) -> int:
+    """The user's modseq counter (the newest modseq given out)."""
+    if isinstance(store, MemoryStore):
+        return store.user_modseq(user)
+    return int((await store.raw_query("SELECT modseq FROM users WHERE id = ?",
+                                      (user.id,)))[0][0])
+
+
+async def index_rows(store: Any, table: str) -> list[tuple[Any, ...]]:
+    """The rows of an index table (contact_names: item, user, token; event_contacts:
+    event, contact, e-mail)."""
+    if isinstance(store, MemoryStore):
+        return store.index_rows(table)
+    cols = {"contact_names": "item_id, user_id, token",
+            "event_contacts": "event_item_id, contact_item_id, email"}[table]
+    return await store.raw_query(f"SELECT {cols} FROM {table}")
+
+
 # -- interfaces, engines ----------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
@@ -183,6 +218,7 @@ async def test_provides_interfaces(store: SqlStore) -> None:
     assert verifyObject(IUserStore, sql)
     assert verifyObject(IItemStore, getattr(store, "crm", store))
     assert verifyObject(IStateStore, sql)
+    assert verifyObject(IHoldStore, sql)
 
 
 def test_create_engine_urls() -> None:
@@ -727,6 +763,8 @@ async def assert_feed_uses_index(store: SqlStore, user: User, folder: str,
     """The feed query walks index items_feed in order from the cursor and stops after
     limit+1 rows: no table scan, no sort of the folder's rows."""
     # (no ANALYZE first: the plan must not depend on fresh statistics)
+    if isinstance(store, MemoryStore):
+        return                          # (no query plan: the rest of the test holds)
     details = " | ".join(await store.explain_feed(user, folder, cursor, 100))
     assert "items_feed" in details, details
     for bad in ("SCAN items", "TEMP B-TREE", "Seq Scan", "Bitmap", "Sort"):
@@ -757,8 +795,7 @@ async def _feed_against_model(store: SqlStore, ops: list[tuple[str, int, int]],
     points: list[int] = []                # the user's modseq after op i
 
     async def modseq() -> int:
-        return int((await store.raw_query("SELECT modseq FROM users WHERE id = ?",
-                                          (u.id,)))[0][0])
+        return await user_modseq(store, u)
 
     points.append(await modseq())
     for i, (kind, pick, where) in enumerate(ops, 1):
@@ -887,8 +924,7 @@ async def test_links(store: SqlStore, user: User) -> None:
     # a contact deleted: its links go
     await store.apply(user, f["Contacts"], [Op("delete", server_id=cat)])
     assert await store.linked_contacts(user, ev) == []
-    count = await store.raw_query("SELECT COUNT(*) FROM event_contacts")
-    assert count[0][0] == 0
+    assert await index_rows(store, "event_contacts") == []
     # deleted contacts are not matched any more; live ones by their new address
     await store.apply(user, f["Calendar"], [Op("change", server_id=ev, data=event(
         "meet4", ["cat@example.org", "ann@new.org", "ann@example.org"]))])
@@ -896,7 +932,7 @@ async def test_links(store: SqlStore, user: User) -> None:
     # an event deleted: its links go
     await store.apply(user, f["Calendar"], [Op("delete", server_id=ev)])
     assert await store.linked_events(user, ann) == []
-    assert (await store.raw_query("SELECT COUNT(*) FROM event_contacts"))[0][0] == 0
+    assert await index_rows(store, "event_contacts") == []
 
 
 @pytest_twisted.ensureDeferred
@@ -1044,8 +1080,8 @@ async def test_find_contacts_by_name_hostile_text(store: SqlStore, user: User) -
     assert await by_name(store, user, "bad") == [c]
     assert await by_name(store, user, "half") == [c]
     assert await by_name(store, user, "\ud800") == []
-    rows = await store.raw_query("SELECT COUNT(*), MAX(LENGTH(token)) FROM contact_names")
-    assert rows[0][0] < 200 and rows[0][1] <= 254
+    tokens = [row[2] for row in await index_rows(store, "contact_names")]
+    assert len(tokens) < 200 and max(map(len, tokens)) <= 254
 
 
 @pytest_twisted.ensureDeferred
@@ -1359,6 +1395,101 @@ async def test_migration_upgrades_old_database(db_url: str, tmp_path: Path) -> N
     refused = SqlStore(_reactor(), db_url, schema_dir=older_code)
     with pytest.raises(RuntimeError, match="newer"):
         await refused.open()
+
+
+# The CRM mirror's tables as the CRM backend created them itself before they joined the
+# numbered migrations (schema version 6): a database it made must open and keep its rows.
+OLD_CRM_SCHEMA = (
+    ("CREATE TABLE IF NOT EXISTS crm_items ("
+     " item_id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, module TEXT NOT NULL,"
+     " crm_id TEXT NOT NULL, mtime TEXT NOT NULL DEFAULT '', snapshot TEXT NOT NULL,"
+     " deleted INTEGER NOT NULL DEFAULT 0)"),
+    "CREATE INDEX IF NOT EXISTS crm_items_crm ON crm_items (crm_id)",
+    "CREATE INDEX IF NOT EXISTS crm_items_user ON crm_items (user_id, module, deleted)",
+    ("CREATE TABLE IF NOT EXISTS crm_users ("
+     " user_id BIGINT PRIMARY KEY, crm_user_id TEXT, loaded INTEGER NOT NULL DEFAULT 0)"),
+    "CREATE TABLE IF NOT EXISTS crm_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS crm_client_adds ("
+     " user_id BIGINT NOT NULL, device_id TEXT NOT NULL, folder_id TEXT NOT NULL,"
+     " client_id TEXT NOT NULL, item_id BIGINT NOT NULL, created REAL NOT NULL,"
+     " PRIMARY KEY (user_id, device_id, folder_id, client_id))"),
+    ("CREATE TABLE IF NOT EXISTS crm_event_links ("
+     " item_id BIGINT NOT NULL, contact_id TEXT NOT NULL, email TEXT NOT NULL DEFAULT '',"
+     " PRIMARY KEY (item_id, contact_id))"),
+    ("CREATE TABLE IF NOT EXISTS crm_journal ("
+     " jid TEXT PRIMARY KEY, user_id BIGINT NOT NULL, device_id TEXT NOT NULL,"
+     " folder_id TEXT NOT NULL, client_id TEXT NOT NULL, module TEXT NOT NULL,"
+     " owner TEXT NOT NULL, element TEXT NOT NULL, data TEXT NOT NULL,"
+     " since TEXT NOT NULL, node TEXT NOT NULL, created REAL NOT NULL)"),
+    "CREATE INDEX IF NOT EXISTS crm_journal_device ON crm_journal (user_id, device_id)",
+)
+CRM_TABLES = ("crm_client_adds", "crm_event_links", "crm_items", "crm_journal",
+              "crm_state", "crm_users")
+
+
+async def _tables(s: SqlStore, prefix: str) -> list[str]:
+    if s.engine.name == "sqlite":
+        rows = await s.raw_query("SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        rows = await s.raw_query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return sorted(str(r[0]) for r in rows if str(r[0]).startswith(prefix))
+
+
+@pytest_twisted.ensureDeferred
+async def test_crm_tables_are_a_migration(db_url: str, tmp_path: Path) -> None:
+    """The CRM mirror's tables come with schema version 6, in a fresh database and in
+    one the CRM backend had already given them (created the old way, with rows):
+    those tables and rows are kept, and the CRM store opens on it."""
+    from backends.crm import mirror
+
+    schema = tmp_path / "schema"
+    schema.mkdir()
+    for p in SCHEMA_DIR.iterdir():
+        if p.name[:1].isdigit() and int(p.name[:3]) < 6:
+            shutil.copy(p, schema / p.name)
+    old = SqlStore(_reactor(), db_url, schema_dir=schema)
+    await old.open()                    # an easync of schema 5 ...
+    try:
+        assert old.schema_version == 5 and await _tables(old, "crm_") == []
+        for stmt in OLD_CRM_SCHEMA:     # ... whose CRM backend made its tables
+            await old.raw_query(stmt)
+        await old.raw_query("INSERT INTO crm_state (name, value) VALUES (?, ?)",
+                            ("schema_version", "1"))
+        await old.raw_query("INSERT INTO crm_state (name, value) VALUES (?, ?)",
+                            ("cursor:Contacts", '"2024-01-01 00:00:00"'))
+        await old.raw_query("INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime,"
+                            " snapshot) VALUES (?, ?, ?, ?, ?, ?)",
+                            (7, 1, "Contacts", "12x34", "2024-01-01", '{"a":1}'))
+        await old.raw_query("INSERT INTO crm_journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                            " ?, ?)", ("j1", 1, "dev", "3", "c1", "Contacts", "19x1", "{}",
+                                       "{}", "2024", "node", 1.5))
+    finally:
+        await old.close()
+    new = SqlStore(_reactor(), db_url)
+    await new.open()
+    try:
+        assert new.schema_version >= 6
+        assert await _tables(new, "crm_") == list(CRM_TABLES)
+        assert sorted(await new.raw_query("SELECT name, value FROM crm_state")) == [
+            ("cursor:Contacts", '"2024-01-01 00:00:00"'), ("schema_version", "1")]
+        assert await new.raw_query("SELECT item_id, crm_id, snapshot FROM crm_items") == [
+            (7, "12x34", '{"a":1}')]
+        assert await new.raw_query("SELECT jid, created FROM crm_journal") == [("j1", 1.5)]
+        await new.db.run_interaction("check", lambda cur: mirror.check_schema(new, cur))
+    finally:
+        await new.close()
+    fresh_url = db_url
+    if db_url.startswith("sqlite"):
+        fresh_url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    else:
+        _reset_pg(db_url)
+    fresh = SqlStore(_reactor(), fresh_url)
+    await fresh.open()
+    try:
+        assert await _tables(fresh, "crm_") == list(CRM_TABLES)
+        await fresh.db.run_interaction("check", lambda cur: mirror.check_schema(fresh, cur))
+    finally:
+        await fresh.close()
 
 
 # -- held long polls (easync.push.HoldRecorder, easync-admin device list) ---------------------

@@ -2,7 +2,8 @@
 
 The items themselves live in the SQL store's ``items`` table (so the change feed,
 tombstones, links and sync states work exactly as with ``--backend sql``); these
-tables add, per mirrored CRM record, what ties it to the CRM:
+tables (made by the SQL store's migrations, ``backends/sql/schema/006_crm_mirror.sql``)
+add, per mirrored CRM record, what ties it to the CRM:
 
 ``crm_items``        item row id ↔ CRM id, the CRM modifiedtime and the *snapshot*
                      (``mapping.view`` of the version last seen), deleted flag
@@ -27,8 +28,10 @@ On PostgreSQL several easync processes share these tables (``--workers``, severa
 nodes): every transaction that writes the mirror first takes one transaction-scoped
 advisory lock (``serialize``), so two of them never add the same CRM record twice.
 
-Every function here runs inside one SQL transaction (``SqlStore._run``), in a pool
-thread, so a batch of CRM records and its feed entries commit together.
+Every function here runs inside one SQL transaction (``Database.run_interaction``), in a
+pool thread, so a batch of CRM records and its feed entries commit together; they reach
+the SQL store through its public parts (``sql.db``, ``sql.items.apply_txn``,
+``sql.state.save_state_txn``).
 """
 
 from __future__ import annotations
@@ -42,31 +45,9 @@ from backends.crm import mapping
 from easync.items import email_address
 from easync.model import Op, OpResult, StateWrite
 
+#: the mirror's layout version, kept in crm_state by its tables' migration
+#: (backends/sql/schema/006_crm_mirror.sql)
 SCHEMA_VERSION = 1
-SCHEMA = (
-    ("CREATE TABLE IF NOT EXISTS crm_items ("
-     " item_id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, module TEXT NOT NULL,"
-     " crm_id TEXT NOT NULL, mtime TEXT NOT NULL DEFAULT '', snapshot TEXT NOT NULL,"
-     " deleted INTEGER NOT NULL DEFAULT 0)"),
-    "CREATE INDEX IF NOT EXISTS crm_items_crm ON crm_items (crm_id)",
-    "CREATE INDEX IF NOT EXISTS crm_items_user ON crm_items (user_id, module, deleted)",
-    ("CREATE TABLE IF NOT EXISTS crm_users ("
-     " user_id BIGINT PRIMARY KEY, crm_user_id TEXT, loaded INTEGER NOT NULL DEFAULT 0)"),
-    "CREATE TABLE IF NOT EXISTS crm_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ("CREATE TABLE IF NOT EXISTS crm_client_adds ("
-     " user_id BIGINT NOT NULL, device_id TEXT NOT NULL, folder_id TEXT NOT NULL,"
-     " client_id TEXT NOT NULL, item_id BIGINT NOT NULL, created REAL NOT NULL,"
-     " PRIMARY KEY (user_id, device_id, folder_id, client_id))"),
-    ("CREATE TABLE IF NOT EXISTS crm_event_links ("
-     " item_id BIGINT NOT NULL, contact_id TEXT NOT NULL, email TEXT NOT NULL DEFAULT '',"
-     " PRIMARY KEY (item_id, contact_id))"),
-    ("CREATE TABLE IF NOT EXISTS crm_journal ("
-     " jid TEXT PRIMARY KEY, user_id BIGINT NOT NULL, device_id TEXT NOT NULL,"
-     " folder_id TEXT NOT NULL, client_id TEXT NOT NULL, module TEXT NOT NULL,"
-     " owner TEXT NOT NULL, element TEXT NOT NULL, data TEXT NOT NULL,"
-     " since TEXT NOT NULL, node TEXT NOT NULL, created REAL NOT NULL)"),
-    "CREATE INDEX IF NOT EXISTS crm_journal_device ON crm_journal (user_id, device_id)",
-)
 #: (classid, objid) of the advisory lock every mirror-writing transaction takes on
 #: PostgreSQL ("easy", "crmm")
 MIRROR_LOCK = (0x65617379, 0x63726D6D)
@@ -77,11 +58,13 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def create_schema(sql: Any, cur: Any) -> None:
-    for stmt in SCHEMA:
-        cur.execute(stmt)
-    cur.execute(sql.engine.upsert("crm_state", ("name",), ("value",)),
-                ("schema_version", _dumps(SCHEMA_VERSION)))
+def check_schema(sql: Any, cur: Any) -> None:
+    """Fail unless the mirror's tables are there (the SQL store's schema version 6
+    creates them) in the layout this code writes."""
+    version = get_state(sql, cur, "schema_version")
+    if version != SCHEMA_VERSION:
+        raise RuntimeError(f"CRM mirror layout {version!r} in the database, this easync "
+                           f"writes {SCHEMA_VERSION}")
 
 
 def serialize(sql: Any, cur: Any) -> None:
@@ -94,7 +77,7 @@ def serialize(sql: Any, cur: Any) -> None:
 # -- small state -------------------------------------------------------------------------
 
 def get_state(sql: Any, cur: Any, name: str) -> Any:
-    cur.execute(sql._sql("SELECT value FROM crm_state WHERE name = ?"), (name,))
+    cur.execute(sql.db.sql("SELECT value FROM crm_state WHERE name = ?"), (name,))
     row = cur.fetchone()
     return json.loads(row[0]) if row else None
 
@@ -104,7 +87,7 @@ def put_state(sql: Any, cur: Any, name: str, value: Any) -> None:
 
 
 def get_crm_user(sql: Any, cur: Any, user_id: int) -> tuple[str | None, bool] | None:
-    cur.execute(sql._sql("SELECT crm_user_id, loaded FROM crm_users WHERE user_id = ?"),
+    cur.execute(sql.db.sql("SELECT crm_user_id, loaded FROM crm_users WHERE user_id = ?"),
                 (user_id,))
     row = cur.fetchone()
     return (row[0], bool(row[1])) if row else None
@@ -144,7 +127,7 @@ class Row:
 
 
 def _rows(sql: Any, cur: Any, where: str, params: list[Any]) -> list[Row]:
-    cur.execute(sql._sql(
+    cur.execute(sql.db.sql(
         "SELECT item_id, user_id, module, crm_id, mtime, snapshot, deleted FROM crm_items"
         f" WHERE {where}"), params)
     return [Row(int(i), int(u), m, c, t or "", json.loads(s), bool(d))
@@ -177,7 +160,7 @@ def item_data(sql: Any, cur: Any, item_ids: list[int]) -> dict[int, tuple[dict[s
     ids = sorted(set(item_ids))
     for i in range(0, len(ids), _CHUNK):
         part = ids[i:i + _CHUNK]
-        cur.execute(sql._sql(
+        cur.execute(sql.db.sql(
             f"SELECT id, data, modseq FROM items WHERE id IN {sql.engine.placeholders(len(part))}"
             " AND deleted = 0"), part)
         for iid, data, modseq in cur.fetchall():
@@ -190,7 +173,7 @@ def live_crm_ids(sql: Any, cur: Any, module: str,
     """CRM id -> (item id, user id) of every live mirrored record of a module (of
     these easync users only, when given)."""
     where, params = _users_clause(sql, user_ids)
-    cur.execute(sql._sql("SELECT crm_id, item_id, user_id FROM crm_items WHERE module = ?"
+    cur.execute(sql.db.sql("SELECT crm_id, item_id, user_id FROM crm_items WHERE module = ?"
                          f" AND deleted = 0{where}"), (module, *params))
     return {c: (int(i), int(u)) for c, i, u in cur.fetchall()}
 
@@ -199,7 +182,7 @@ def live_count(sql: Any, cur: Any, module: str, user_ids: Iterable[int]) -> int:
     """How many CRM records of a module the mirror holds live for these users: what
     the CRM's ``count(*)`` of their records must equal when nothing was missed."""
     where, params = _users_clause(sql, user_ids)
-    cur.execute(sql._sql("SELECT count(DISTINCT crm_id) FROM crm_items WHERE module = ?"
+    cur.execute(sql.db.sql("SELECT count(DISTINCT crm_id) FROM crm_items WHERE module = ?"
                          f" AND deleted = 0{where}"), (module, *params))
     return int(cur.fetchone()[0])
 
@@ -223,7 +206,7 @@ def links(sql: Any, cur: Any, user_id: int, emails: Iterable[str] = (),
     wanted = sorted({a for a in (email_address(x) for x in emails) if a})
     for i in range(0, len(wanted), _CHUNK):
         part = wanted[i:i + _CHUNK]
-        cur.execute(sql._sql(
+        cur.execute(sql.db.sql(
             "SELECT c.item_id, c.crm_id, i.data FROM contact_emails m"
             " JOIN crm_items c ON c.item_id = m.item_id JOIN items i ON i.id = c.item_id"
             f" WHERE m.user_id = ? AND m.email IN {e.placeholders(len(part))}"
@@ -232,7 +215,7 @@ def links(sql: Any, cur: Any, user_id: int, emails: Iterable[str] = (),
     ids = sorted({c for c in crm_ids if c})
     for i in range(0, len(ids), _CHUNK):
         part = ids[i:i + _CHUNK]
-        cur.execute(sql._sql(
+        cur.execute(sql.db.sql(
             "SELECT c.item_id, c.crm_id, i.data FROM crm_items c JOIN items i"
             f" ON i.id = c.item_id WHERE c.crm_id IN {e.placeholders(len(part))}"
             " AND c.user_id = ? AND c.module = 'Contacts' AND c.deleted = 0"
@@ -240,9 +223,8 @@ def links(sql: Any, cur: Any, user_id: int, emails: Iterable[str] = (),
         found.update((int(r[0]), (r[1], r[2])) for r in cur.fetchall())
     for _item, (crm_id, data_text) in sorted(found.items()):
         data = json.loads(data_text)
-        addrs = [email_address(data.get(k)) for k in
-                 ("Email1Address", "Email2Address", "Email3Address")]
-        addrs = [a for a in addrs if a]
+        addrs = [a for a in (email_address(data.get(k)) for k in
+                             ("Email1Address", "Email2Address", "Email3Address")) if a]
         for a in addrs:
             out.by_email.setdefault(a, crm_id)
         out.by_id[crm_id] = (addrs[0] if addrs else "", mapping.contact_name(data))
@@ -255,7 +237,7 @@ def event_links(sql: Any, cur: Any, item_ids: list[int]) -> dict[int, dict[str, 
     ids = sorted(set(item_ids))
     for i in range(0, len(ids), _CHUNK):
         part = ids[i:i + _CHUNK]
-        cur.execute(sql._sql(
+        cur.execute(sql.db.sql(
             "SELECT item_id, contact_id, email FROM crm_event_links WHERE item_id IN"
             f" {sql.engine.placeholders(len(part))} ORDER BY item_id, contact_id"), part)
         for item_id, contact_id, email in cur.fetchall():
@@ -269,13 +251,13 @@ def put_event_links(sql: Any, cur: Any, item_id: int, found: dict[str, str],
     version of the record, or what a device write just set), otherwise ``found`` is
     added to it (the other read path of the same version names another contact)."""
     if reset:
-        cur.execute(sql._sql("DELETE FROM crm_event_links WHERE item_id = ?"), (item_id,))
+        cur.execute(sql.db.sql("DELETE FROM crm_event_links WHERE item_id = ?"), (item_id,))
     elif found:
         have = event_links(sql, cur, [item_id]).get(item_id, {})
         found = {c: e for c, e in found.items() if c not in have}
     rows = [(item_id, c, e) for c, e in found.items() if c]
     if rows:
-        cur.executemany(sql._sql("INSERT INTO crm_event_links (item_id, contact_id, email)"
+        cur.executemany(sql.db.sql("INSERT INTO crm_event_links (item_id, contact_id, email)"
                                  " VALUES (?, ?, ?)"), rows)
 
 
@@ -356,7 +338,7 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
                                 reset=bool(mtime) and mtime > live.mtime)
             if new_view == live.snapshot:
                 if mtime > live.mtime:
-                    cur.execute(sql._sql("UPDATE crm_items SET mtime = ? WHERE item_id = ?"),
+                    cur.execute(sql.db.sql("UPDATE crm_items SET mtime = ? WHERE item_id = ?"),
                                 (mtime, live.item_id))
                 continue
             data = mapping.merge(module, live_items[live.item_id][0], live.snapshot, new_view,
@@ -390,7 +372,7 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
 
     changed: set[tuple[int, str]] = set()
     for (user_id, folder_id), steps in plans.items():
-        results = sql._apply(cur, user_id, folder_id, [s[0] for s in steps], None)
+        results = sql.items.apply_txn(cur, user_id, folder_id, [s[0] for s in steps], None)
         for (op, what, extra), res in zip(steps, results, strict=True):
             _record(sql, cur, user_id, module, what, extra, res)
         changed.add((user_id, folder_id))
@@ -398,7 +380,7 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
 
 
 def _tombstone(sql: Any, cur: Any, item_id: int) -> None:
-    cur.execute(sql._sql("UPDATE crm_items SET deleted = 1 WHERE item_id = ?"), (item_id,))
+    cur.execute(sql.db.sql("UPDATE crm_items SET deleted = 1 WHERE item_id = ?"), (item_id,))
 
 
 def _record(sql: Any, cur: Any, user_id: int, module: str, what: str, extra: Any,
@@ -407,7 +389,7 @@ def _record(sql: Any, cur: Any, user_id: int, module: str, what: str, extra: Any
         crm_id, snap, mtime, seen = extra
         if res.ok and res.server_id:
             item_id = int(res.server_id.split(":")[1])
-            cur.execute(sql._sql(
+            cur.execute(sql.db.sql(
                 "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
                 " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
                 (item_id, user_id, module, crm_id, mtime, _dumps(snap)))
@@ -416,7 +398,7 @@ def _record(sql: Any, cur: Any, user_id: int, module: str, what: str, extra: Any
     elif what == "change":
         item_id, snap, mtime = extra
         if res.ok:
-            cur.execute(sql._sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
+            cur.execute(sql.db.sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
                                  " item_id = ?"), (_dumps(snap), mtime, item_id))
         else:
             _tombstone(sql, cur, item_id)
@@ -482,7 +464,7 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
         else:
             continue
         index.append(n)
-    applied = sql._apply(cur, user_id, folder_id, sql_ops, None) if sql_ops else []
+    applied = sql.items.apply_txn(cur, user_id, folder_id, sql_ops, None) if sql_ops else []
     results: list[OpResult | None] = [None] * len(steps)
     for n, res in zip(index, applied, strict=True):
         st = steps[n]
@@ -490,10 +472,10 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
         if st.kind == "add" and res.ok and res.server_id:
             item_id = int(res.server_id.split(":")[1])
             if n in adopted:
-                cur.execute(sql._sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
+                cur.execute(sql.db.sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
                                      " item_id = ?"), (_dumps(st.snapshot), st.mtime, item_id))
             else:
-                cur.execute(sql._sql(
+                cur.execute(sql.db.sql(
                     "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
                     " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
                     (item_id, user_id, module, st.crm_id, st.mtime, _dumps(st.snapshot)))
@@ -505,7 +487,7 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
                     ("item_id", "created")),
                     (user_id, state.device_id, folder_id, st.op.ref, item_id, now))
         elif st.kind == "change" and res.ok and st.snapshot is not None:
-            cur.execute(sql._sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
+            cur.execute(sql.db.sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
                                  " item_id = ?"), (_dumps(st.snapshot), st.mtime, st.item_id))
             if st.links is not None:
                 put_event_links(sql, cur, st.item_id, st.links, reset=True)
@@ -533,8 +515,8 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
     if complete and state is not None:
         if state.build is not None:
             state.state = state.build(final)
-        sql._save_state(cur, user_id, state)
-        cur.execute(sql._sql("DELETE FROM crm_client_adds WHERE user_id = ? AND device_id = ?"
+        sql.state.save_state_txn(cur, user_id, state)
+        cur.execute(sql.db.sql("DELETE FROM crm_client_adds WHERE user_id = ? AND device_id = ?"
                              " AND folder_id = ?"), (user_id, state.device_id, folder_id))
     return final
 
@@ -560,7 +542,7 @@ class JournalEntry:
 
 
 def put_journal(sql: Any, cur: Any, e: JournalEntry) -> None:
-    cur.execute(sql._sql(
+    cur.execute(sql.db.sql(
         "INSERT INTO crm_journal (jid, user_id, device_id, folder_id, client_id, module,"
         " owner, element, data, since, node, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
         " ?)"), (e.jid, e.user_id, e.device_id, e.folder_id, e.client_id, e.module, e.owner,
@@ -570,7 +552,7 @@ def put_journal(sql: Any, cur: Any, e: JournalEntry) -> None:
 def drop_journal(sql: Any, cur: Any, jids: list[str]) -> None:
     for i in range(0, len(jids), _CHUNK):
         part = jids[i:i + _CHUNK]
-        cur.execute(sql._sql(f"DELETE FROM crm_journal WHERE jid IN"
+        cur.execute(sql.db.sql(f"DELETE FROM crm_journal WHERE jid IN"
                              f" {sql.engine.placeholders(len(part))}"), part)
 
 
@@ -580,7 +562,7 @@ def journal(sql: Any, cur: Any, user_id: int | None = None, device_id: str | Non
     where, params = "", []  # type: str, list[Any]
     if user_id is not None:
         where, params = " WHERE user_id = ? AND device_id = ?", [user_id, device_id or ""]
-    cur.execute(sql._sql("SELECT jid, user_id, device_id, folder_id, client_id, module, owner,"
+    cur.execute(sql.db.sql("SELECT jid, user_id, device_id, folder_id, client_id, module, owner,"
                          f" element, data, since, node, created FROM crm_journal{where}"
                          " ORDER BY created, jid"), params)
     return [JournalEntry(j, int(u), d, f, c, m, o, json.loads(el), json.loads(da), s, n,
@@ -596,7 +578,7 @@ def resolve_journal(sql: Any, cur: Any, e: JournalEntry, rec: dict[str, Any] | N
     under the device's ClientId, so the device's retry of the Add maps to it; the row
     is dropped.  Returns the item id (None when nothing was made)."""
     serialize(sql, cur)
-    cur.execute(sql._sql("SELECT 1 FROM crm_journal WHERE jid = ?"), (e.jid,))
+    cur.execute(sql.db.sql("SELECT 1 FROM crm_journal WHERE jid = ?"), (e.jid,))
     if cur.fetchone() is None:
         return None                         # resolved meanwhile (by another process)
     drop_journal(sql, cur, [e.jid])
@@ -619,7 +601,7 @@ def resolve_journal(sql: Any, cur: Any, e: JournalEntry, rec: dict[str, Any] | N
 def client_adds(sql: Any, cur: Any, user_id: int, device_id: str, folder_id: str
                 ) -> dict[str, int]:
     """ClientId -> item id of a device's Adds made by a request not yet answered."""
-    cur.execute(sql._sql("SELECT client_id, item_id FROM crm_client_adds WHERE user_id = ?"
+    cur.execute(sql.db.sql("SELECT client_id, item_id FROM crm_client_adds WHERE user_id = ?"
                          " AND device_id = ? AND folder_id = ?"),
                 (user_id, device_id, folder_id))
     return {c: int(i) for c, i in cur.fetchall()}

@@ -172,7 +172,9 @@ class CrmStore(Service):
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
         if not self._opened:
-            await self.sql._run(lambda cur: mirror.create_schema(self.sql, cur), write=True)
+            # (the tables come with the SQL store's migrations: schema version 6)
+            await self.sql.db.run_interaction(
+                "crm check_schema", lambda cur: mirror.check_schema(self.sql, cur))
             self._opened = True
 
     def startService(self) -> Deferred[None]:  # type: ignore[override]
@@ -206,7 +208,8 @@ class CrmStore(Service):
         return None
 
     def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
-        return self.sql._run(lambda cur: fn(self.sql, cur, *args), write=write)
+        return self.sql.db.run_interaction(fn.__qualname__,
+                                           lambda cur: fn(self.sql, cur, *args), write=write)
 
     # -- what this CRM is like ----------------------------------------------------------
     async def context(self) -> mapping.Context:
@@ -477,9 +480,9 @@ class CrmStore(Service):
                     f.server_id for f in await self.sql.list_folders(user)
                     if f.cls in mapping.MODULE_OF}:
                 # a user without a CRM account: nothing can be stored
-                steps = [mirror.Step(op, "fail", "invalid") for op in ops]
+                refused = [mirror.Step(op, "fail", "invalid") for op in ops]
                 return await self._run(mirror.commit_device_write, user.id, folder_id,
-                                       "Contacts", steps, state, True,
+                                       "Contacts", refused, state, True,
                                        self.reactor.seconds(), write=True)
             result: list[OpResult] = await self.sql.apply(user, folder_id, ops, state)
             return result          # not a CRM folder (mail folders): plain SQL
@@ -615,10 +618,12 @@ class CrmStore(Service):
         prev = data[item_id][0]
         known = self._known_links(module, row, links)
 
+        new_data = op.data
+
         def plan() -> tuple[dict[str, str], set[str], Any, dict[str, str]]:
-            want = mapping.desired_view(module, op.data, row.snapshot, ctx, links, prev,
+            want = mapping.desired_view(module, new_data, row.snapshot, ctx, links, prev,
                                         known)
-            linked, params = self._contact_links(module, ctx, op.data, prev, known,
+            linked, params = self._contact_links(module, ctx, new_data, prev, known,
                                                  row.snapshot.get("contact_id", ""), links)
             return want, {k for k in want if want[k] != row.snapshot.get(k)}, linked, params
 

@@ -28,7 +28,7 @@ class SqlAuthStore:
 
     def _run(self, fn: Any, *args: Any, write: bool = False) -> Deferred[Any]:
         # The same package's transaction runner: one pool, one set of retry rules.
-        return self.store._run(fn, *args, write=write)
+        return self.store.db.run_interaction(fn.__qualname__, fn, *args, write=write)
 
     def _sql(self, text: str) -> str:
         return self.store.engine.sql(text)

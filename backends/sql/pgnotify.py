@@ -157,7 +157,7 @@ class PgConnection:
         """Connect; fires when the connection is ready, fails on error or timeout."""
         from psycopg import pq
 
-        self._connected = d = Deferred()
+        self._connected = d = Deferred[None]()
         self.state = "connecting"
         try:
             self._pg = pq.PGconn.connect_start(self._conninfo.encode())
@@ -498,7 +498,11 @@ class PgNotifier(Service):
         d: Deferred[None] = Deferred()
         if self.connected and (self._outbox or self._overflow) and not self._sending:
             self._flush()
-        done = self._reactor.callLater(2.0, lambda: d.called or d.callback(None))
+        def give_up() -> None:
+            if not d.called:
+                d.callback(None)
+
+        done = self._reactor.callLater(2.0, give_up)
 
         def check() -> None:
             if d.called:

@@ -206,7 +206,7 @@ async def folder_create(server: EasServer, req: EasRequest) -> EasResponse:
     parent = body.findtext(NS + "ParentId")
     name = body.findtext(NS + "DisplayName")
     ftype = _int_or_none(body.findtext(NS + "Type"))
-    if key is None or parent is None or not (name or "").strip() or ftype is None:
+    if key is None or parent is None or name is None or not name.strip() or ftype is None:
         return _status_only("FolderCreate", "10")
     parent = parent.strip() or "0"
     if ftype not in CREATABLE_TYPES:
@@ -249,7 +249,7 @@ async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
     parent = body.findtext(NS + "ParentId")
     name = body.findtext(NS + "DisplayName")
     if key is None or not (server_id or "").strip() or parent is None \
-            or not (name or "").strip():
+            or name is None or not name.strip():
         return _status_only("FolderUpdate", "10")
     server_id = (server_id or "").strip()
     parent = parent.strip() or "0"

@@ -1,0 +1,162 @@
+"""One SQL database: its engine, its connection pool and its transactions.
+
+``Database(reactor, url)`` is what every part of the SQL store (and the CRM mirror,
+and ``SqlAuthStore``) runs its SQL through, as synapse's ``DatabasePool``:
+
+* ``await db.open()`` starts the pool and brings the schema up to date
+  (``migrations.py``); calls made meanwhile wait for it;
+* ``db.run_interaction(desc, fn, *args, write=False)`` runs ``fn(cur, *args)`` in one
+  transaction in a pool thread and returns a Deferred of its result; ``write=True``
+  takes the write lock first (``Engine.begin_write``); a deadlock or serialization
+  failure re-runs it; a database that cannot answer fails with ``Unavailable``;
+* ``db.sql(text)`` spells a statement written with ``?`` placeholders in the
+  engine's dialect (``db.engine`` for the rest: upserts, ids, counters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+
+from backends.sql.engines import Engine, create_engine
+from backends.sql.migrations import migrate
+from easync.errors import Unavailable
+
+__all__ = ["Database", "safe_url"]
+
+T = TypeVar("T")
+_MAX_RETRIES = 3
+
+
+def safe_url(url: str) -> str:
+    """The URL without a password, for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+class Database:
+    """A pool of connections to one database and the transactions run on it."""
+
+    def __init__(self, reactor: Any, url: str, *, schema_dir: str | Path | None = None,
+                 cp_min: int | None = None, cp_max: int | None = None) -> None:
+        self.reactor = reactor
+        self.url = url
+        self.engine: Engine = create_engine(url, cp_min=cp_min, cp_max=cp_max)
+        self.schema_dir = schema_dir
+        self._pool: adbapi.ConnectionPool | None = None     # set once migrated
+        self._opening: list[Deferred[None]] | None = None   # waiters while migrating
+        #: the schema version reached by ``open``
+        self.schema_version = 0
+
+    @property
+    def is_open(self) -> bool:
+        """Migrated and ready (``open`` done, ``close`` not called)."""
+        return self._pool is not None
+
+    @property
+    def is_opening(self) -> bool:
+        """``open`` is under way (calls made now wait for it)."""
+        return self._opening is not None
+
+    async def open(self, target_version: int | None = None) -> None:
+        """Open the pool and bring the schema up to date (``target_version``: stop
+        at that version — for tests of upgrades).  Calls made while this runs wait
+        for it; if it fails they fail with its error."""
+        if self._pool is not None or self._opening is not None:
+            return
+        args, kwargs = self.engine.pool_args()
+        engine = self.engine
+
+        def openfun(conn: Any) -> None:
+            engine.on_connect(conn)
+            if engine.in_memory:
+                # every connection to :memory: is a new database (there is only one)
+                migrate(engine, conn, self.reactor.seconds(), self.schema_dir,
+                        target_version)
+                conn.commit()
+
+        pool = adbapi.ConnectionPool(engine.dbapi_name, *args, cp_openfun=openfun,
+                                     cp_reactor=self.reactor, cp_noisy=False, **kwargs)
+        pool.start()
+        waiters: list[Deferred[None]] = []
+        self._opening = waiters
+        try:
+            self.schema_version = await pool.runWithConnection(
+                lambda conn: migrate(engine, conn, self.reactor.seconds(),
+                                     self.schema_dir, target_version))
+        except BaseException as e:
+            self._opening = None
+            pool.close()
+            for d in waiters:
+                d.errback(e)
+            raise
+        self._pool, self._opening = pool, None
+        for d in waiters:
+            d.callback(None)
+
+    async def close(self) -> None:
+        """Close every pooled connection and stop the pool's threads."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def run_interaction(self, desc: str, fn: Callable[..., T], *args: Any,
+                        write: bool = False) -> Deferred[T]:
+        """Run ``fn(cur, *args)`` in one transaction in a pool thread (``desc`` names
+        it in errors); retried on a deadlock or serialization failure."""
+        engine = self.engine
+
+        def txn(conn: Any) -> T:
+            attempt = 0
+            while True:
+                cur = conn.cursor()
+                try:
+                    if write:
+                        engine.begin_write(conn, cur)
+                    return fn(cur, *args)
+                except Exception as e:
+                    if not engine.is_retryable(e) or attempt >= _MAX_RETRIES:
+                        raise
+                    conn.rollback()
+                    attempt += 1
+                finally:
+                    cur.close()
+
+        if self._pool is not None:
+            return self._pool.runWithConnection(txn).addErrback(self._unavailable)
+        if self._opening is None:
+            return fail(RuntimeError(f"SqlStore is not open ({desc})"))
+        ready: Deferred[None] = Deferred()
+        self._opening.append(ready)
+        return ready.addCallback(
+            lambda _: self.run_interaction(desc, fn, *args, write=write))
+
+    def _unavailable(self, f: Failure) -> Failure:
+        """A database that cannot answer becomes ``Unavailable`` (HTTP 503 with
+        Retry-After for the protocol side); other errors pass unchanged."""
+        if self.engine.is_unavailable(f.value):
+            raise Unavailable(f"database unavailable: {f.value}") from f.value
+        return f
+
+    def sql(self, text: str) -> str:
+        """``text``, written with ``?`` placeholders, in the engine's dialect."""
+        return self.engine.sql(text)
+
+    async def raw_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement written with ``?`` placeholders and return its rows
+        (tests, EXPLAIN, the admin CLI)."""
+
+        def q(cur: Any) -> list[tuple[Any, ...]]:
+            cur.execute(self.sql(sql), tuple(params))
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+        return await self.run_interaction("raw_query", q)

@@ -1,0 +1,143 @@
+"""The SQL store's devices and their sync state (``IStateStore``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+
+from backends.sql.base import _DEVICE_COLS, StorePart, _device_from_row, _dumps
+from easync.errors import TooManyDevices
+from easync.model import StateWrite, User
+
+__all__ = ["SqlState"]
+
+_DEVICE_FIELDS = frozenset(_DEVICE_COLS) - {"device_id"}
+_WIPE_VALUES = ("none", "pending", "done")
+
+
+class SqlState(StorePart):
+    """Devices and per-device state blobs."""
+
+    def get_device(self, user: User, device_id: str) -> Deferred[dict[str, Any] | None]:
+        return self._run(self._get_device, user.id, device_id)
+
+    def _get_device(self, cur: Any, user_id: int, device_id: str) -> dict[str, Any] | None:
+        cur.execute(self._sql(f"SELECT {', '.join(_DEVICE_COLS)} FROM devices"
+                              " WHERE user_id = ? AND device_id = ?"), (user_id, device_id))
+        row = cur.fetchone()
+        return _device_from_row(row) if row else None
+
+    def save_device(self, user: User, device_id: str, *, max_devices: int = 0,
+                    **fields: Any) -> Deferred[dict[str, Any]]:
+        """Create or update; ``first_seen``/``last_seen`` default to now on creation.
+        Unknown field names raise ValueError; ``wipe`` must be none|pending|done.
+        ``max_devices`` (0: none): a new device when the user has that many already
+        raises ``TooManyDevices`` and stores nothing (issue #10 point 7)."""
+        unknown = set(fields) - _DEVICE_FIELDS
+        if unknown:
+            return fail(ValueError(f"unknown device fields: {sorted(unknown)}"))
+        if "wipe" in fields and fields["wipe"] not in _WIPE_VALUES:
+            return fail(ValueError(f"wipe must be one of {_WIPE_VALUES}"))
+        values: dict[str, Any] = {}
+        for k, v in fields.items():
+            if k == "info":
+                v = _dumps(v or {})
+            elif k == "blocked":
+                v = int(bool(v))
+            elif k == "policy_key" and v is not None:
+                v = int(v)
+            values[k] = v
+        return self._run(self._save_device, user.id, device_id, values,
+                         self.db.reactor.seconds(), max_devices, write=True)
+
+    def _save_device(self, cur: Any, user_id: int, device_id: str, values: dict[str, Any],
+                     now: float, max_devices: int = 0) -> dict[str, Any]:
+        exists = self._sql("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?")
+        cur.execute(exists, (user_id, device_id))
+        new = cur.fetchone() is None
+        if new:
+            # A new device: lock the user's row (as item writes do) so that the count
+            # below and the insert are not raced by another new device of this user
+            # (PostgreSQL's READ COMMITTED; SQLite's write lock is already held), then
+            # look again: the same device may have been inserted while we waited.
+            self.engine.bump(cur, "users", "modseq", user_id, 0)
+            cur.execute(exists, (user_id, device_id))
+            new = cur.fetchone() is None
+        if new and max_devices:
+            cur.execute(self._sql("SELECT COUNT(*) FROM devices WHERE user_id = ?"),
+                        (user_id,))
+            (count,) = cur.fetchone()
+            if count >= max_devices:
+                raise TooManyDevices(int(count), max_devices)
+        if new:
+            row = {"first_seen": now, "last_seen": now, **values}
+            cols = ("user_id", "device_id", *row)
+            cur.execute(self._sql(f"INSERT INTO devices ({', '.join(cols)}) VALUES "
+                                  f"{self.engine.placeholders(len(cols))}"),
+                        (user_id, device_id, *row.values()))
+        elif values:
+            sets = ", ".join(f"{k} = ?" for k in values)
+            cur.execute(self._sql(f"UPDATE devices SET {sets} WHERE user_id = ?"
+                                  " AND device_id = ?"), (*values.values(), user_id, device_id))
+        dev = self._get_device(cur, user_id, device_id)
+        assert dev is not None
+        return dev
+
+    def list_devices(self, user: User | None) -> Deferred[list[dict[str, Any]]]:
+        """Devices (each with a 'user' key: the user's name), by user then device."""
+
+        def q(cur: Any) -> list[dict[str, Any]]:
+            cols = ", ".join(f"d.{c}" for c in _DEVICE_COLS)
+            sql = f"SELECT u.name, {cols} FROM devices d JOIN users u ON u.id = d.user_id"
+            if user is None:
+                cur.execute(sql + " ORDER BY u.name, d.device_id")
+            else:
+                cur.execute(self._sql(sql + " WHERE d.user_id = ? ORDER BY d.device_id"),
+                            (user.id,))
+            out = []
+            for row in cur.fetchall():
+                dev = _device_from_row(row[1:])
+                dev["user"] = row[0]
+                out.append(dev)
+            return out
+
+        return self._run(q)
+
+    def delete_device(self, user: User, device_id: str) -> Deferred[None]:
+        def q(cur: Any) -> None:
+            for table in ("sync_states", "held_requests", "devices"):
+                cur.execute(self._sql(f"DELETE FROM {table} WHERE user_id = ?"
+                                      " AND device_id = ?"), (user.id, device_id))
+
+        return self._run(q, write=True)
+
+    def get_state(self, user: User, device_id: str, name: str
+                  ) -> Deferred[dict[str, Any] | None]:
+        def q(cur: Any) -> dict[str, Any] | None:
+            cur.execute(self._sql("SELECT state FROM sync_states WHERE user_id = ?"
+                                  " AND device_id = ? AND name = ?"), (user.id, device_id, name))
+            row = cur.fetchone()
+            return json.loads(row[0]) if row else None
+
+        return self._run(q)
+
+    def save_state(self, user: User, write: StateWrite) -> Deferred[None]:
+        return self._run(self.save_state_txn, user.id, write, write=True)  # (2nd: the flag)
+
+    def save_state_txn(self, cur: Any, user_id: int, write: StateWrite) -> None:
+        """``save_state`` inside the caller's write transaction."""
+        cur.execute(self.engine.upsert("sync_states", ("user_id", "device_id", "name"),
+                                       ("state",)),
+                    (user_id, write.device_id, write.name, _dumps(write.state)))
+
+    def delete_state(self, user: User, device_id: str, name: str) -> Deferred[None]:
+        """Forget one state blob (no error if absent)."""
+
+        def q(cur: Any) -> None:
+            cur.execute(self._sql("DELETE FROM sync_states WHERE user_id = ? AND device_id = ?"
+                                  " AND name = ?"), (user.id, device_id, name))
+
+        return self._run(q, write=True)
+
