@@ -17,15 +17,11 @@ from easync.commands import foldercreate, foldersync, ping, sync
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import Op
 from easync.settings import Settings
-from easync.syncengine import FRAGMENTS
 from easync.wbxml.element import E, Element
 
 
 @pytest_twisted.async_yield_fixture()
 async def env(tmp_path):
-    # syncengine.FRAGMENTS is keyed by (server id, modseq): the same keys recur in every
-    # test's fresh database, so what an earlier test encoded must not be reused here
-    FRAGMENTS._d.clear()
     settings = Settings(heartbeat_min=30, heartbeat_max=600, max_ping_folders=3)
     async with sqlite_server(tmp_path, "ping.sqlite", ("zoe", "zoe@example.org"),
                              clocked=True, settings=settings) as (server, user, store):
