@@ -693,6 +693,20 @@ class SyncEngine:
                                   responses + built["rec"] + fetches, delivered_ids, None,
                                   more)
 
+    # -- Ping ----------------------------------------------------------------------
+    async def unsynced(self, user: User, device_id: str, folder: Folder) -> bool | None:
+        """Does ``folder`` hold a change due to the device that it has not synced (its
+        own writes and what its filter leaves out do not count)?  None when the device
+        never synced it."""
+        st = await self.state.get_state(user, device_id, state_name(folder.server_id))
+        if st is None:
+            return None
+        if folder.modseq <= st["cursor"]:
+            return False
+        changes, _more, _c = await self.collect(user, folder, st, 1,
+                                                self.server.clock.seconds())
+        return bool(changes)
+
     # -- GetItemEstimate -----------------------------------------------------------
     async def estimate(self, user: User, device_id: str, folder: Folder, sync_key: str,
                        filter_type: int | None) -> tuple[str, int]:
