@@ -1,5 +1,10 @@
 """The sync engine: per (device, collection) SyncKey state over a store's change feed.
 
+It takes and gives plain data (``easync.synctypes``): a ``CollectionRequest`` whose
+client commands carry canonical item dicts, a ``CollectionResult`` whose entries
+carry the items; the WBXML on either side is ``easync.commands.sync``'s.  It keeps
+no cache of its own (what Sync caches is ``EasServer.caches``).
+
 State of one collection for one device (a JSON blob saved by the state store)::
 
     epoch    random prefix of the keys of this state's life (a reset starts a new one)
