@@ -212,8 +212,9 @@ class SyncEngine:
         return out, False, max(c, cursor)
 
     # -- one collection ------------------------------------------------------------
-    async def sync_collection(self, user: User, device_id: str, version: str, quirks: convert.DeviceQuirks,
-                              folder: Folder | None, creq: CollectionRequest,
+    async def sync_collection(self, user: User, device_id: str, version: str,
+                              quirks: convert.DeviceQuirks, folder: Folder | None,
+                              creq: CollectionRequest,
                               remaining: int) -> CollectionResult:
         cid = creq.collection_id
         if folder is None:

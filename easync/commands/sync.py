@@ -19,7 +19,6 @@ from typing import Any
 from easync.commands.ping import HIERARCHY
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.items import convert
-from easync.items._common import body_preference
 from easync.items.fastpath import FragmentCache
 from easync.model import Folder, StateWrite
 from easync.settings import Settings
@@ -118,7 +117,7 @@ class SyncCollection:
         out: list[convert.BodyPreference] = []
         try:
             for p in self.body_preferences or ():
-                pref = body_preference(p.type, p.truncation_size, p.all_or_none, p.preview)
+                pref = convert.body_preference(p.type, p.truncation_size, p.all_or_none, p.preview)
                 if pref is not None:
                     out.append(pref)
         except ValueError:
