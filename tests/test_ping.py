@@ -92,7 +92,10 @@ async def add_contact(server: EasServer, user: Any, cid: str, name: str = "New")
 
 
 async def held(server: EasServer, n: int = 1) -> None:
-    await until(lambda: server.holds.counts["Ping"] == n)
+    """``n`` Pings held, each one waiting (past its reads: the store's threads may
+    take a while when the machine is busy)."""
+    await until(lambda: server.holds.counts["Ping"] == n and all(
+        h._waiter is not None for h in server.holds.by_device.values()))
 
 
 def nothing_held(server: EasServer) -> bool:
