@@ -360,3 +360,47 @@ def test_client_response_keeps_the_state_form() -> None:
     assert ClientResponse.from_json(["Fetch", "s2", None, "1", None]) == \
         ClientResponse("Fetch", "s2")
     assert ServerChange("Delete", "x").item is None
+
+
+def test_parse_gives_the_typed_request() -> None:
+    """MS-ASCMD 2.2.3.30.2 (Collection), 2.2.3.115 (Options: the ones of another
+    Class are skipped), 2.2.3.199 (WindowSize), 2.2.3.79 (GetChanges): the request as
+    ``SyncRequest``; ApplicationData is read once the folder's class is known."""
+    from easync.settings import Settings
+
+    body = E("AirSync:Sync", E("AirSync:Collections", E(
+        "AirSync:Collection", E("AirSync:SyncKey", "{ab}3"), E("AirSync:CollectionId", "7"),
+        E("AirSync:Class", "Contacts"), E("AirSync:GetChanges", ""),
+        E("AirSync:WindowSize", "25"),
+        E("AirSync:Options", E("AirSync:Class", "Email"), E("AirSync:FilterType", "3")),
+        E("AirSync:Options", E("AirSync:Conflict", "0"), E(
+            "AirSyncBase:BodyPreference", E("AirSyncBase:Type", "1"),
+            E("AirSyncBase:TruncationSize", "512"))),
+        E("AirSync:Commands",
+          E("AirSync:Add", E("AirSync:ClientId", "c1"),
+            E("AirSync:ApplicationData", E("Contacts:FirstName", "Ann"))),
+          E("AirSync:Change", E("AirSync:ServerId", "s1"),
+            E("AirSync:ApplicationData", E("Contacts:FirstName", "Bob"))),
+          E("AirSync:Delete", E("AirSync:ServerId", "s2")),
+          E("AirSync:Fetch", E("AirSync:ServerId", "s3"))))),
+        E("AirSync:WindowSize", "60"))
+    spec = sync.parse(body, Settings())
+    assert (spec.hold, spec.window, spec.partial) == (None, 60, False)
+    [c] = spec.collections
+    assert (c.collection_id, c.sync_key, c.get_changes, c.window) == ("7", "{ab}3", True, 25)
+    assert (c.filter_type, c.conflict) == (None, 0)
+    [pref] = c.preferences()
+    assert (pref.type, pref.truncation_size, pref.all_or_none) == (1, 512, False)
+    quirks = quirks_for("iPhone", "", None, "14.1")
+    add, change, delete, fetch = (sync.to_engine(cmd, "Contacts", "14.1", quirks)
+                                  for cmd in c.commands)
+    assert add == AddCommand("c1", {"FirstName": "Ann"})
+    assert isinstance(change, ChangeCommand) and change.data == {"FirstName": "Bob"}
+    assert change.server_id == "s1" and len(change.digest) == 24
+    assert (delete, fetch) == (DeleteCommand("s2"), FetchCommand("s3"))
+    other = sync.to_engine(c.commands[1], "Contacts", "14.1", quirks)
+    assert isinstance(other, ChangeCommand) and other.digest == change.digest
+    # data that cannot be read (here: no item class) is kept as its error (Status 6)
+    bad = sync.to_engine(c.commands[1], "Email", "14.1", quirks)
+    assert isinstance(bad, ChangeCommand) and bad.data is None and bad.error
+    assert sync.to_engine(c.commands[0], "Email", "14.1", quirks) == AddCommand("c1")
