@@ -15,7 +15,7 @@ gives a bare HTTP status (e.g. 400); any other exception is a 500 and is logged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -24,6 +24,9 @@ from easync.model import User
 from easync.settings import Settings
 from easync.versions import version_tuple
 from easync.wbxml.element import Element
+
+if TYPE_CHECKING:
+    from easync.commands.sync import SyncCaches
 
 
 @dataclass(slots=True)
@@ -78,6 +81,9 @@ class EasServer:
     accounts: Any = None           # easync.auth.accounts.Accounts (who may sync)
     holds: Any = None              # easync.push.Holds: the long polls held (made if None)
     metrics: Any = None            # easync.metrics.Metrics (made if None)
+    # what Sync keeps in memory (encoded items, the last request cache seen per device):
+    # one per server, never a process global
+    caches: SyncCaches = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.holds is None:
@@ -88,3 +94,6 @@ class EasServer:
             from easync.metrics import Metrics
 
             self.metrics = Metrics()
+        from easync.commands.sync import SyncCaches
+
+        self.caches = SyncCaches()

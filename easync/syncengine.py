@@ -1,5 +1,10 @@
 """The sync engine: per (device, collection) SyncKey state over a store's change feed.
 
+It takes and gives plain data (``easync.synctypes``): a ``CollectionRequest`` whose
+client commands carry canonical item dicts, a ``CollectionResult`` whose entries
+carry the items; the WBXML on either side is ``easync.commands.sync``'s.  It keeps
+no cache of its own (what Sync caches is ``EasServer.caches``).
+
 State of one collection for one device (a JSON blob saved by the state store)::
 
     epoch    random prefix of the keys of this state's life (a reset starts a new one)
@@ -30,25 +35,34 @@ are committed in one transaction, so a crash mid-request leaves key n valid.
 from __future__ import annotations
 
 import copy
-import hashlib
+import dataclasses
 import os
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from twisted.logger import Logger
 
 from easync.items import convert, index_fields
-from easync.items.fastpath import FragmentCache
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
-from easync.wbxml.element import E, Element
+from easync.synctypes import (
+    AddCommand,
+    ChangeCommand,
+    ClientCommand,
+    ClientResponse,
+    CollectionRequest,
+    CollectionResult,
+    DeleteCommand,
+    FetchCommand,
+    ServerChange,
+)
+
+if TYPE_CHECKING:
+    from easync.handler import EasServer
 
 log = Logger()
 
 ITEM_CLASSES = ("Contacts", "Calendar", "Tasks")
-# Encoded ApplicationData of recently sent item versions, shared by every device of
-# every user of this process (keyed by server id, modseq and rendering options).
-FRAGMENTS = FragmentCache()
 
 
 def state_name(collection_id: str) -> str:
@@ -63,32 +77,8 @@ def new_epoch() -> str:
     return os.urandom(4).hex()
 
 
-@dataclass
-class CollectionRequest:
-    """One collection of a Sync request, parsed."""
-
-    collection_id: str
-    sync_key: str
-    window: int
-    get_changes: bool
-    filter_type: int | None = None
-    conflict: int = 1               # 1 server wins (default), 0 client wins
-    prefs: list[Any] = field(default_factory=list)
-    supported: list[str] | None = None
-    commands: list[Element] = field(default_factory=list)
-    deletes_as_moves: bool = True
-
-
-@dataclass
-class CollectionResult:
-    element: Element
-    changed: bool                   # anything to tell the device (key moved, responses, commands)
-    status: str = "1"
-    delivered: int = 0
-
-
 def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
-               version: str = "", settings: Any = None) -> Any:
+               version: str = "", settings: Any = None) -> convert.DeviceQuirks:
     info = (device or {}).get("info") or {}
     extra: dict[str, Any] = {}
     if settings is not None:
@@ -100,7 +90,10 @@ def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
 
 
 class SyncEngine:
-    def __init__(self, server: Any) -> None:
+    """Sync, GetItemEstimate and Ping over one server's stores: typed requests in
+    (``easync.synctypes``), typed results out."""
+
+    def __init__(self, server: EasServer) -> None:
         self.server = server
         self.items = server.items
         self.state = server.state
@@ -122,7 +115,7 @@ class SyncEngine:
         if filter_type is not None and filter_type != st.get("filter"):
             st["filter"] = filter_type
         if "win" not in st:            # a state from before windows were kept
-            st["win"] = _jw(convert.filter_window(st.get("filter"), cls, now)
+            st["win"] = _jw(convert.filter_window(int(st["filter"]), cls, now)
                             if st.get("filter") is not None else None)
         if st.get("rw"):
             return
@@ -219,8 +212,9 @@ class SyncEngine:
         return out, False, max(c, cursor)
 
     # -- one collection ------------------------------------------------------------
-    async def sync_collection(self, user: User, device_id: str, version: str, quirks: Any,
-                              folder: Folder | None, creq: CollectionRequest,
+    async def sync_collection(self, user: User, device_id: str, version: str,
+                              quirks: convert.DeviceQuirks, folder: Folder | None,
+                              creq: CollectionRequest,
                               remaining: int) -> CollectionResult:
         cid = creq.collection_id
         if folder is None:
@@ -228,15 +222,14 @@ class SyncEngine:
         name = state_name(cid)
         now = self.server.clock.seconds()
         if creq.sync_key == "0":
+            epoch = new_epoch()
             st = {
-                "epoch": new_epoch(), "key": 1, "cursor": 0, "own": {},
+                "epoch": epoch, "key": 1, "cursor": 0, "own": {},
                 "cls": folder.cls, "filter": creq.filter_type, "supported": creq.supported,
             }
             self.rewindow(st, folder.cls, creq.filter_type, now)
             await self.state.save_state(user, StateWrite(device_id, name, st))
-            el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(st["epoch"], 1)),
-                   E("AirSync:CollectionId", cid), E("AirSync:Status", "1"))
-            return CollectionResult(el, True)
+            return CollectionResult(cid, make_key(epoch, 1))
         st = await self.state.get_state(user, device_id, name)
         if st is None:
             return self._status(creq, "3", key="0")
@@ -255,11 +248,9 @@ class SyncEngine:
 
     def _status(self, creq: CollectionRequest, status: str, key: str | None = None
                 ) -> CollectionResult:
-        el = E("AirSync:Collection", E("AirSync:SyncKey", key or creq.sync_key),
-               E("AirSync:CollectionId", creq.collection_id), E("AirSync:Status", status))
-        return CollectionResult(el, True, status)
+        return CollectionResult(creq.collection_id, key or creq.sync_key, status)
 
-    async def _sync(self, user: User, device_id: str, version: str, quirks: Any,
+    async def _sync(self, user: User, device_id: str, version: str, quirks: convert.DeviceQuirks,
                     folder: Folder, st: dict[str, Any], creq: CollectionRequest,
                     remaining: int, saved: dict[str, Any]) -> CollectionResult:
         cid = folder.server_id
@@ -280,7 +271,7 @@ class SyncEngine:
                 delivered, more, new_cursor = await self.gather(user, folder, st, window,
                                                                 now)
 
-        responses: list[list[Any]] = []     # replayable form of the Responses element
+        responses: list[ClientResponse] = []
         ops: list[Op] = []
         fills: list[tuple[int, int]] = []   # (response, op) whose ServerId the op makes
         adopted: list[Item] = []            # existing events the device re-added
@@ -292,8 +283,6 @@ class SyncEngine:
 
         if not ops and not responses and not delivered and not more:
             # Nothing new, nothing asked: the same key again.
-            el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(st["epoch"], st["key"])),
-                   E("AirSync:CollectionId", cid), E("AirSync:Status", "1"))
             if creq.get_changes and (folder.modseq > cursor or saved.get("rw")) and \
                     await self._gone(user, folder):
                 # the folder said it had changes and none were found: it was deleted
@@ -307,12 +296,13 @@ class SyncEngine:
                 # window moved with nothing to send: save that without a new key so the
                 # next empty check stays O(1).
                 await self.state.save_state(user, StateWrite(device_id, state_name(cid), st2))
-            return CollectionResult(el, bool(creq.commands))
+            return CollectionResult(cid, make_key(st["epoch"], st["key"]),
+                                    changed=bool(creq.commands))
 
         new_n = st["key"] + 1
         delivered_ids = [[_kind(ch, cursor, own), ch.server_id] for ch in delivered]
 
-        built: dict[str, Any] = {}
+        built: dict[str, list[ClientResponse]] = {}
         # what a resend of this key will be compared with (computed before the write
         # transaction, not inside it)
         fps = fingerprints(creq.commands)
@@ -323,29 +313,29 @@ class SyncEngine:
                 if r.ok and r.server_id:
                     own2[r.server_id] = r.modseq
             rec = _settle(responses, fills, ops, results)
+            built["rec"] = rec
             state = {
                 "epoch": st["epoch"], "key": new_n, "cursor": new_cursor, "own": own2,
                 "cls": cls, "filter": st.get("filter"), "win": st.get("win"),
                 "supported": st.get("supported"),
-                "prev": {"key": st["key"], "responses": rec, "delivered": delivered_ids,
-                         "more": more, "fp": fps},
+                "prev": {"key": st["key"], "responses": [r.to_json() for r in rec],
+                         "delivered": delivered_ids, "more": more, "fp": fps},
             }
             if st.get("rw"):
                 state["rw"] = st["rw"]
             outside = self._outside(st, cls, ops, results, [])
             if outside:
                 state["outside"] = outside
-            built["state"] = state
             return state
 
         if not await self._commit(user, device_id, folder, ops, build, responses):
             return self._status(creq, "12")
-        rec = built["state"]["prev"]["responses"]
-        return await self._render(user, folder, st["epoch"], new_n, rec, delivered_ids,
-                                  delivered, more, version, quirks, creq)
+        return await self._result(user, folder, st["epoch"], new_n, built["rec"],
+                                  delivered_ids, delivered, more)
 
     async def _commit(self, user: User, device_id: str, folder: Folder, ops: list[Op],
-                      build: Any, responses: list[list[Any]]) -> bool:
+                      build: Callable[[list[OpResult]], dict[str, Any]],
+                      responses: list[ClientResponse]) -> bool:
         """Write the device's ``ops`` and the state ``build`` makes in one transaction
         (without ops: the state alone).  False when the folder was deleted since the
         request looked it up (issue #10 point 11): the store's write transaction
@@ -355,7 +345,7 @@ class SyncEngine:
         if not ops:
             # Nothing for the store to check.  Commands that failed (an item not
             # found, as in a deleted folder) or Fetches: is the folder still there?
-            if any(r[3] != "1" or r[0] == "Fetch" for r in responses) and \
+            if any(r.status != "1" or r.kind == "Fetch" for r in responses) and \
                     await self._gone(user, folder):
                 return False
             await self.state.save_state(user, StateWrite(device_id, state_name(cid),
@@ -385,10 +375,10 @@ class SyncEngine:
         return ch.created_modseq <= cursor or ch.server_id in own
 
     async def _parse_adds(self, user: User, folder: Folder, creq: CollectionRequest,
-                          version: str, quirks: Any
+                          version: str, quirks: convert.DeviceQuirks
                           ) -> tuple[dict[int, dict[str, Any] | convert.ItemError],
                                      dict[str, Item]]:
-        """The Adds' items parsed ahead (by command index), and the folder's live
+        """The Adds' items read ahead (by command index), and the folder's live
         events that carry one of their UIDs (one query for the whole request)."""
         parsed: dict[int, dict[str, Any] | convert.ItemError] = {}
         if folder.cls != "Calendar":
@@ -396,13 +386,11 @@ class SyncEngine:
         v16 = _vt(version) >= (16, 0)
         uids: list[str] = []
         for n, cmd in enumerate(creq.commands):
-            appdata = cmd.find("AirSync:ApplicationData")
-            if cmd.tag != "AirSync:Add" or not cmd.findtext("AirSync:ClientId") or \
-                    appdata is None:
+            if not isinstance(cmd, AddCommand) or not cmd.client_id or \
+                    (cmd.data is None and cmd.error is None):
                 continue
             try:
-                data = convert.merge_change("Calendar", {}, convert.from_eas(
-                    "Calendar", appdata, version, quirks), None, quirks)
+                data = _add_data("Calendar", cmd, quirks)
             except convert.ItemError as e:
                 parsed[n] = e
                 continue
@@ -414,18 +402,17 @@ class SyncEngine:
         return parsed, found
 
     async def _commands(self, user: User, folder: Folder, st: dict[str, Any],
-                        creq: CollectionRequest, version: str, quirks: Any,
+                        creq: CollectionRequest, version: str, quirks: convert.DeviceQuirks,
                         own: dict[str, int], delivered: list[Change],
-                        responses: list[list[Any]], ops: list[Op],
+                        responses: list[ClientResponse], ops: list[Op],
                         fills: list[tuple[int, int]], adopted: list[Item]) -> None:
         cls = folder.cls
         cursor = st["cursor"]
         v16 = _vt(version) >= (16, 0)
         wanted = []
         for cmd in creq.commands:
-            sid = cmd.findtext("AirSync:ServerId")
-            if sid and cmd.tag != "AirSync:Add":
-                wanted.append(sid)
+            if isinstance(cmd, ChangeCommand | DeleteCommand | FetchCommand) and cmd.server_id:
+                wanted.append(cmd.server_id)
         existing: dict[str, Item] = {}
         if wanted:
             for it in await self.items.get_items(user, wanted):
@@ -437,26 +424,22 @@ class SyncEngine:
         current: dict[str, dict[str, Any]] = {}    # data after this request's commands
         deleted_now: set[str] = set()
         for n, cmd in enumerate(creq.commands):
-            tag = cmd.tag
-            if tag == "AirSync:Add":
-                client_id = cmd.findtext("AirSync:ClientId")
-                appdata = cmd.find("AirSync:ApplicationData")
+            if isinstance(cmd, AddCommand):
+                client_id = cmd.client_id
                 if not client_id:
-                    responses.append(["Add", "", None, "4", None])
+                    responses.append(ClientResponse("Add", "", status="4"))
                     continue
-                if cls not in ITEM_CLASSES or appdata is None:
-                    responses.append(["Add", client_id, None, "6", None])
+                if cls not in ITEM_CLASSES or (cmd.data is None and cmd.error is None):
+                    responses.append(ClientResponse("Add", client_id, status="6"))
                     continue
                 try:
                     pre = parsed.get(n)
                     if isinstance(pre, convert.ItemError):
                         raise pre
-                    # merge onto nothing: drops the "sent empty" markers of from_eas
-                    data = pre if pre is not None else convert.merge_change(
-                        cls, {}, convert.from_eas(cls, appdata, version, quirks), None, quirks)
+                    data = pre if pre is not None else _add_data(cls, cmd, quirks)
                 except convert.ItemError as e:
                     log.info("Add {cid} refused: {err}", cid=client_id, err=str(e))
-                    responses.append(["Add", client_id, None, "6", None])
+                    responses.append(ClientResponse("Add", client_id, status="6"))
                     continue
                 uid = None
                 if cls == "Calendar":
@@ -468,8 +451,9 @@ class SyncEngine:
                     if hit is not None and hit.server_id not in deleted_now:
                         self._adopt(hit, cursor, own, pending, delivered)
                         adopted.append(hit)
-                        responses.append(["Add", client_id, hit.server_id, "1",
-                                          (hit.data.get("UID") or key) if v16 else None])
+                        responses.append(ClientResponse(
+                            "Add", client_id, hit.server_id, "1",
+                            (hit.data.get("UID") or key) if v16 else None))
                         continue
                     client_uid = data.pop("ClientUid", None)
                     if v16 or not data.get("UID"):
@@ -479,20 +463,21 @@ class SyncEngine:
                     if key and key in added_uids:
                         # the same event twice in one request: one item
                         fills.append((len(responses), added_uids[key]))
-                        responses.append(["Add", client_id, None, "1", uid])
+                        responses.append(ClientResponse("Add", client_id, None, "1", uid))
                         continue
                     if key:
                         added_uids[key] = len(ops)
                 fills.append((len(responses), len(ops)))
                 ops.append(Op(kind="add", data=data, ref=client_id, cls=cls))
-                responses.append(["Add", client_id, None, "1", uid])
-            elif tag in ("AirSync:Change", "AirSync:Delete"):
-                sid = cmd.findtext("AirSync:ServerId") or ""
-                kind = "Change" if tag == "AirSync:Change" else "Delete"
-                instance = cmd.findtext("AirSyncBase:InstanceId")
+                responses.append(ClientResponse("Add", client_id, None, "1", uid))
+            elif isinstance(cmd, ChangeCommand | DeleteCommand):
+                sid = cmd.server_id
+                kind: Literal["Change", "Delete"] = (
+                    "Change" if isinstance(cmd, ChangeCommand) else "Delete")
+                instance = cmd.instance_id
                 old = existing.get(sid)
                 if old is None or sid in deleted_now:
-                    responses.append([kind, sid, None, "8", None])
+                    responses.append(ClientResponse(kind, sid, status="8"))
                     continue
                 server_changed = old.modseq > cursor and own.get(sid) != old.modseq
                 if sid in current:
@@ -500,19 +485,18 @@ class SyncEngine:
                     old = Item(old.server_id, old.folder_id, old.cls, current[sid], old.modseq)
                     server_changed = False
                 if server_changed and creq.conflict != 0:
-                    responses.append([kind, sid, None, "7", None])
+                    responses.append(ClientResponse(kind, sid, status="7"))
                     continue            # server wins: its version goes out below
                 try:
-                    if kind == "Change":
-                        appdata = cmd.find("AirSync:ApplicationData")
-                        new = convert.from_eas(cls, appdata if appdata is not None
-                                             else Element("AirSync:ApplicationData"),
-                                             version, quirks)
+                    if isinstance(cmd, ChangeCommand):
+                        if cmd.error is not None:
+                            raise convert.ItemError(cmd.error)
+                        new = dict(cmd.data or {})
                         if instance and cls == "Calendar":
                             data = convert.apply_instance_change(old.data, instance, new)
                         else:
                             data = convert.merge_change(cls, old.data, new, st.get("supported"),
-                                                      quirks)
+                                                        quirks)
                         if cls == "Calendar":
                             data.pop("ClientUid", None)
                             if old.data.get("UID"):
@@ -528,14 +512,13 @@ class SyncEngine:
                         deleted_now.add(sid)
                 except convert.ItemError as e:
                     log.info("{kind} {sid} refused: {err}", kind=kind, sid=sid, err=str(e))
-                    responses.append([kind, sid, None, "6", None])
+                    responses.append(ClientResponse(kind, sid, status="6"))
                     continue
                 if sid in pending:
                     # client wins: its version replaces what we were about to send
                     delivered.remove(pending.pop(sid))
-            elif tag == "AirSync:Fetch":
-                sid = cmd.findtext("AirSync:ServerId") or ""
-                responses.append(["Fetch", sid, None, "1", None])
+            elif isinstance(cmd, FetchCommand):
+                responses.append(ClientResponse("Fetch", cmd.server_id))
 
     @staticmethod
     def _adopt(hit: Item, cursor: int, own: dict[str, int], pending: dict[str, Change],
@@ -571,75 +554,51 @@ class SyncEngine:
                 ids[it.server_id] = None
         return list(ids)[-OUTSIDE_MAX:]
 
-    async def _render(self, user: User, folder: Folder, epoch: str, n: int,
-                      responses: list[list[Any]],
+    async def _result(self, user: User, folder: Folder, epoch: str, n: int,
+                      responses: list[ClientResponse],
                       delivered_ids: list[list[str]], delivered: list[Change] | None,
-                      more: bool, version: str, quirks: Any,
-                      creq: CollectionRequest) -> CollectionResult:
-        cls = folder.cls
-        el = E("AirSync:Collection", E("AirSync:SyncKey", make_key(epoch, n)),
-               E("AirSync:CollectionId", folder.server_id), E("AirSync:Status", "1"))
+                      more: bool) -> CollectionResult:
+        """The answer under key ``n``: the responses (a Fetch with its item), and the
+        entries delivered with the current version of each item (one read for those
+        the feed did not bring: a Fetch, a resend)."""
         need = [sid for kind, sid in delivered_ids if kind not in ("D", "S")]
         if delivered is not None:
             by_id = {ch.server_id: ch.item for ch in delivered if ch.item is not None}
         else:
             by_id = {}
-        fetch_ids = [e[1] for e in responses if e[0] == "Fetch"]
+        fetch_ids = [r.ref for r in responses if r.kind == "Fetch"]
         missing = [sid for sid in need + fetch_ids if sid not in by_id]
         if missing:
             for it in await self.items.get_items(user, missing):
                 by_id[it.server_id] = it
-        if responses:
-            resp_el = el.add("AirSync:Responses")
-            for kind, ref, sid, status, uid in responses:
-                if kind == "Add":
-                    r = resp_el.add("AirSync:Add")
-                    r.add("AirSync:ClientId", ref)
-                    if sid:
-                        r.add("AirSync:ServerId", sid)
-                    r.add("AirSync:Status", status)
-                    if uid and status == "1":
-                        r.append(E("AirSync:ApplicationData", E("Calendar:UID", uid)))
-                elif kind == "Fetch":
-                    item = by_id.get(ref)
-                    r = resp_el.add("AirSync:Fetch")
-                    r.add("AirSync:ServerId", ref)
-                    if item is None or item.folder_id != folder.server_id:
-                        r.add("AirSync:Status", "8")
-                    else:
-                        r.add("AirSync:Status", "1")
-                        r.append(E("AirSync:ApplicationData",
-                                   *convert.to_eas(cls, item.data, version, creq.prefs, quirks)))
-                elif status != "1":
-                    r = resp_el.add(f"AirSync:{kind}")
-                    r.add("AirSync:ServerId", ref)
-                    r.add("AirSync:Status", status)
-        if more:
-            el.add("AirSync:MoreAvailable")
-        if delivered_ids:
-            options = FRAGMENTS.options_key(version, creq.prefs, quirks)
-            cmds = el.add("AirSync:Commands")
-            for kind, sid in delivered_ids:
-                if kind == "D":
-                    cmds.append(E("AirSync:Delete", E("AirSync:ServerId", sid)))
-                    continue
-                if kind == "S":
-                    # out of the filter window: the device drops it, the store keeps it
-                    cmds.append(E("AirSync:SoftDelete", E("AirSync:ServerId", sid)))
-                    continue
-                item = by_id.get(sid)
-                if item is None:        # gone since: tell the device so
-                    cmds.append(E("AirSync:Delete", E("AirSync:ServerId", sid)))
-                    continue
-                tag = "AirSync:Add" if kind == "A" else "AirSync:Change"
-                cmds.append(E(tag, E("AirSync:ServerId", sid),
-                              FRAGMENTS.get(item.cls or cls, sid, item.modseq, item.data,
-                                            version, creq.prefs, quirks, options)))
-        return CollectionResult(el, True, "1", len(delivered_ids))
+        answers: list[ClientResponse] = []
+        for r in responses:
+            if r.kind == "Fetch":
+                item = by_id.get(r.ref)
+                if item is None or item.folder_id != folder.server_id:
+                    r = dataclasses.replace(r, status="8", item=None)
+                else:
+                    r = dataclasses.replace(r, status="1", item=item)
+            answers.append(r)
+        changes: list[ServerChange] = []
+        for kind, sid in delivered_ids:
+            if kind == "D":
+                changes.append(ServerChange("Delete", sid))
+            elif kind == "S":
+                # out of the filter window: the device drops it, the store keeps it
+                changes.append(ServerChange("SoftDelete", sid))
+            else:
+                got = by_id.get(sid)
+                if got is None:         # gone since: tell the device so
+                    changes.append(ServerChange("Delete", sid))
+                else:
+                    changes.append(ServerChange("Add" if kind == "A" else "Change", sid, got))
+        return CollectionResult(folder.server_id, make_key(epoch, n), "1", True, more,
+                                answers, changes, len(delivered_ids))
 
-    async def _resend(self, user: User, device_id: str, version: str, quirks: Any,
-                      folder: Folder, st: dict[str, Any], creq: CollectionRequest
-                      ) -> CollectionResult:
+    async def _resend(self, user: User, device_id: str, version: str,
+                      quirks: convert.DeviceQuirks, folder: Folder, st: dict[str, Any],
+                      creq: CollectionRequest) -> CollectionResult:
         """The device resent key n-1: it did not get our answer (MS-ASCMD 2.2.3.166.4,
         3.1.5.3).  That answer is given again, applying nothing twice: the same
         Responses (the same ServerId for a ClientId) and the same Commands.  Phones
@@ -657,20 +616,19 @@ class SyncEngine:
         server wins (Status 7, that version is in the Commands) unless the device
         asks for client wins (its version is applied and left out of the Commands)."""
         prev = st["prev"]
-        responses = [list(r) for r in prev["responses"]]
+        responses = [ClientResponse.from_json(r) for r in prev["responses"]]
         delivered_ids = [list(d) for d in prev["delivered"]]
         more = bool(prev.get("more", False))
         known = prev.get("fp")
         seen = {tuple(f) for f in known or ()}
-        fetched = {r[1] for r in responses if r[0] == "Fetch"}
-        fetches: list[list[Any]] = []
-        new_cmds: list[Element] = []
+        fetched = {r.ref for r in responses if r.kind == "Fetch"}
+        fetches: list[ClientResponse] = []
+        new_cmds: list[ClientCommand] = []
         for cmd in creq.commands:
-            if cmd.tag == "AirSync:Fetch":
-                sid = cmd.findtext("AirSync:ServerId") or ""
-                if sid not in fetched:
-                    fetched.add(sid)
-                    fetches.append(["Fetch", sid, None, "1", None])
+            if isinstance(cmd, FetchCommand):
+                if cmd.server_id not in fetched:
+                    fetched.add(cmd.server_id)
+                    fetches.append(ClientResponse("Fetch", cmd.server_id))
                 continue
             fp = fingerprint(cmd)
             # a state saved before fingerprints were kept (known is None): replay only
@@ -679,17 +637,19 @@ class SyncEngine:
                 new_cmds.append(cmd)
         epoch, n = st["epoch"], st["key"]
         if not new_cmds:
-            return await self._render(user, folder, epoch, n, responses + fetches,
-                                      delivered_ids, None, more, version, quirks, creq)
+            return await self._result(user, folder, epoch, n, responses + fetches,
+                                      delivered_ids, None, more)
 
         cls = folder.cls
         resent = {sid for kind, sid in delivered_ids if kind in ("A", "C")}
-        fresh: list[list[Any]] = []         # Responses to the new commands
-        todo: list[Element] = []
+        fresh: list[ClientResponse] = []    # Responses to the new commands
+        todo: list[ClientCommand] = []
         for cmd in new_cmds:
-            sid = cmd.findtext("AirSync:ServerId") or ""
-            if cmd.tag != "AirSync:Add" and sid in resent and creq.conflict != 0:
-                fresh.append([cmd.tag.split(":")[1], sid, None, "7", None])
+            if isinstance(cmd, ChangeCommand | DeleteCommand) and cmd.server_id in resent \
+                    and creq.conflict != 0:
+                kind: Literal["Change", "Delete"] = (
+                    "Change" if isinstance(cmd, ChangeCommand) else "Delete")
+                fresh.append(ClientResponse(kind, cmd.server_id, status="7"))
                 continue
             todo.append(cmd)
         own: dict[str, int] = dict(st.get("own") or {})
@@ -697,8 +657,7 @@ class SyncEngine:
         fills: list[tuple[int, int]] = []
         adopted: list[Item] = []
         if todo:
-            sub = copy.copy(creq)
-            sub.commands = todo
+            sub = dataclasses.replace(creq, commands=todo)
             await self._commands(user, folder, st, sub, version, quirks, own, [], fresh,
                                  ops, fills, adopted)
         written = {op.server_id for op in ops if op.kind != "add"}
@@ -710,11 +669,11 @@ class SyncEngine:
             # answered the same way again)
             if fresh and await self._gone(user, folder):
                 return self._status(creq, "12")
-            return await self._render(user, folder, epoch, n, responses + fresh + fetches,
-                                      delivered_ids, None, more, version, quirks, creq)
+            return await self._result(user, folder, epoch, n, responses + fresh + fetches,
+                                      delivered_ids, None, more)
 
         new_n = n + 1
-        built: dict[str, Any] = {}
+        built: dict[str, list[ClientResponse]] = {}
         fps = [*known, *fingerprints(new_cmds)]
 
         def build(results: list[OpResult]) -> dict[str, Any]:
@@ -725,7 +684,7 @@ class SyncEngine:
             rec = _settle(fresh, fills, ops, results)
             state = {k: v for k, v in st.items() if k not in ("outside", "prev")}
             state.update(key=new_n, own=own2, prev={
-                "key": prev["key"], "responses": responses + rec,
+                "key": prev["key"], "responses": [r.to_json() for r in responses + rec],
                 "delivered": delivered_ids, "more": more,
                 "fp": fps})
             outside = self._outside(st, cls, ops, results, adopted)
@@ -736,9 +695,23 @@ class SyncEngine:
 
         if not await self._commit(user, device_id, folder, ops, build, fresh):
             return self._status(creq, "12")
-        return await self._render(user, folder, epoch, new_n,
+        return await self._result(user, folder, epoch, new_n,
                                   responses + built["rec"] + fetches, delivered_ids, None,
-                                  more, version, quirks, creq)
+                                  more)
+
+    # -- Ping ----------------------------------------------------------------------
+    async def unsynced(self, user: User, device_id: str, folder: Folder) -> bool | None:
+        """Does ``folder`` hold a change due to the device that it has not synced (its
+        own writes and what its filter leaves out do not count)?  None when the device
+        never synced it."""
+        st = await self.state.get_state(user, device_id, state_name(folder.server_id))
+        if st is None:
+            return None
+        if folder.modseq <= st["cursor"]:
+            return False
+        changes, _more, _c = await self.collect(user, folder, st, 1,
+                                                self.server.clock.seconds())
+        return bool(changes)
 
     # -- GetItemEstimate -----------------------------------------------------------
     async def estimate(self, user: User, device_id: str, folder: Folder, sync_key: str,
@@ -779,25 +752,23 @@ async def record_own_move(server: Any, user: User, device_id: str, src_folder: s
         await server.state.save_state(user, StateWrite(device_id, name, st))
 
 
-def fingerprint(cmd: Element) -> list[str] | None:
+def fingerprint(cmd: ClientCommand) -> list[str] | None:
     """What tells a client command of a resend from those the original request
     carried (issue #10 point 3): an Add by its ClientId, a Delete by its ServerId
-    (and InstanceId), a Change by its ServerId (and InstanceId) and a digest of its
-    ApplicationData, so that an item edited again before the resend is new.  None
-    for a command that changes nothing (Fetch) or is unknown."""
-    tag = cmd.tag
-    if tag == "AirSync:Add":
-        return ["A", cmd.findtext("AirSync:ClientId") or ""]
-    if tag not in ("AirSync:Change", "AirSync:Delete"):
-        return None
-    sid = cmd.findtext("AirSync:ServerId") or ""
-    instance = cmd.findtext("AirSyncBase:InstanceId") or ""
-    if tag == "AirSync:Delete":
-        return ["D", sid, instance]
-    return ["C", sid, instance, _digest(cmd.find("AirSync:ApplicationData"))]
+    (and InstanceId), a Change by its ServerId (and InstanceId) and the digest of its
+    ApplicationData (``ChangeCommand.digest``), so that an item edited again before
+    the resend is new.  None for a command that changes nothing (Fetch) or is
+    unknown."""
+    if isinstance(cmd, AddCommand):
+        return ["A", cmd.client_id]
+    if isinstance(cmd, DeleteCommand):
+        return ["D", cmd.server_id, cmd.instance_id or ""]
+    if isinstance(cmd, ChangeCommand):
+        return ["C", cmd.server_id, cmd.instance_id or "", cmd.digest]
+    return None
 
 
-def fingerprints(cmds: list[Element]) -> list[list[str]]:
+def fingerprints(cmds: list[ClientCommand]) -> list[list[str]]:
     """The fingerprints of a request's commands, each once, in order."""
     out: list[list[str]] = []
     seen: set[tuple[str, ...]] = set()
@@ -809,38 +780,31 @@ def fingerprints(cmds: list[Element]) -> list[list[str]]:
     return out
 
 
-def _digest(el: Element | None) -> str:
-    """A short digest of an element tree: every node's tag, number of children and
-    value, in document order (so that two different trees never feed the same
-    bytes)."""
-    h = hashlib.sha256()
-    for node in el.iter() if el is not None else ():
-        h.update(f"{node.tag}\x00{len(node.children)}\x00".encode())
-        if node.text is not None:
-            data = node.text.encode("utf-8", "surrogatepass")
-            h.update(b"t%d:" % len(data) + data)
-        if node.opaque is not None:
-            h.update(b"o%d:" % len(node.opaque) + node.opaque)
-        h.update(b"\x01")
-    return h.hexdigest()[:24]
+def _add_data(cls: str, cmd: AddCommand, quirks: convert.DeviceQuirks) -> dict[str, Any]:
+    """The item a client Add makes (ItemError when its data could not be read)."""
+    if cmd.error is not None:
+        raise convert.ItemError(cmd.error)
+    # merge onto nothing: drops the "sent empty" markers of from_eas
+    return convert.merge_change(cls, {}, dict(cmd.data or {}), None, quirks)
 
 
-def _settle(responses: list[list[Any]], fills: list[tuple[int, int]], ops: list[Op],
-            results: list[OpResult]) -> list[list[Any]]:
-    """The Responses (replayable form) once the store has applied ``ops``: the
-    ServerIds it assigned filled into the Adds, and a Change or Delete it could not
-    make answered per item (MS-ASCMD 2.2.3.177.17: 8 object not found, 6 conversion
-    error, 5 server error)."""
-    rec = [list(r) for r in responses]
+def _settle(responses: list[ClientResponse], fills: list[tuple[int, int]], ops: list[Op],
+            results: list[OpResult]) -> list[ClientResponse]:
+    """The Responses once the store has applied ``ops``: the ServerIds it assigned
+    filled into the Adds, and a Change or Delete it could not make answered per item
+    (MS-ASCMD 2.2.3.177.17: 8 object not found, 6 conversion error, 5 server
+    error)."""
+    rec = [dataclasses.replace(r) for r in responses]
     for ri, oi in fills:
         r = results[oi]
-        rec[ri][2] = r.server_id if r.ok else None
+        rec[ri].server_id = r.server_id if r.ok else None
         if not r.ok:
-            rec[ri][3] = "5"
+            rec[ri].status = "5"
     for op, r in zip(ops, results, strict=True):
         if op.kind in ("change", "delete") and not r.ok:
             status = {"notfound": "8", "invalid": "6"}.get(r.error or "", "5")
-            rec.append([op.kind.capitalize(), op.server_id, None, status, None])
+            kind: Literal["Change", "Delete"] = "Change" if op.kind == "change" else "Delete"
+            rec.append(ClientResponse(kind, op.server_id or "", None, status, None))
     return rec
 
 

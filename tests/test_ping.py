@@ -18,15 +18,11 @@ from easync.commands import ping, sync
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import Op
 from easync.settings import Settings
-from easync.syncengine import FRAGMENTS
 from easync.wbxml.element import E, Element
 
 
 @pytest_twisted.async_yield_fixture()
 async def env(tmp_path):
-    # syncengine.FRAGMENTS is keyed by (server id, modseq): the same keys recur in every
-    # test's fresh database, so what an earlier test encoded must not be reused here
-    FRAGMENTS._d.clear()
     settings = Settings(heartbeat_min=30, heartbeat_max=600, max_ping_folders=3)
     async with sqlite_server(tmp_path, "ping.sqlite", ("zoe", "zoe@example.org"),
                              clocked=True, settings=settings) as (server, user, store):
@@ -97,7 +93,10 @@ async def add_contact(server: EasServer, user: Any, cid: str, name: str = "New")
 
 
 async def held(server: EasServer, n: int = 1) -> None:
-    await until(lambda: server.holds.counts["Ping"] == n)
+    """``n`` Pings held, each one waiting (past its reads: the store's threads may
+    take a while when the machine is busy)."""
+    await until(lambda: server.holds.counts["Ping"] == n and all(
+        h._waiter is not None for h in server.holds.by_device.values()))
 
 
 def nothing_held(server: EasServer) -> bool:

@@ -30,7 +30,6 @@ from easync.metrics import metrics_site, watch
 from easync.model import Op
 from easync.notify import LocalNotifier
 from easync.settings import Settings
-from easync.syncengine import FRAGMENTS
 from easync.wbxml import E, Element, decode, encode
 
 PASSWORD = "push-test-password"
@@ -140,9 +139,6 @@ def log_events() -> Any:
 
 @pytest_twisted.async_yield_fixture()
 async def web(tmp_path):
-    # syncengine.FRAGMENTS is keyed by (server id, modseq): the same keys recur in every
-    # test's fresh database, so what an earlier test encoded must not be reused here
-    FRAGMENTS._d.clear()
     store = SqlStore(reactor, f"sqlite:///{tmp_path / 'push.sqlite'}")
     await store.open()
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()

@@ -1145,3 +1145,42 @@ async def test_resend_change_of_an_item_the_lost_answer_changed_client_wins(env)
     [same] = await server.items.get_items(user, [y])
     assert same.modseq == item.modseq
     assert await run(server, user, sync_body(coll(cid, key_of(body)))) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_cache_form_is_kept(env) -> None:
+    """MS-ASCMD 2.2.3.124 (Partial) and the empty Sync: the request cache is saved
+    in this JSON form (a state saved by an earlier version must read the same): per
+    collection its id, GetChanges, WindowSize, DeletesAsMoves, and FilterType,
+    Conflict and the BodyPreferences as sent when given; no SyncKey, Commands or
+    Supported."""
+    server, user, folders = env
+    cid, tid = folders["Contacts"], folders["Tasks"]
+    opts = E("AirSync:Options", E("AirSync:FilterType", "0"), E("AirSync:Conflict", "0"),
+             E("AirSyncBase:BodyPreference", E("AirSyncBase:Type", "2"),
+               E("AirSyncBase:TruncationSize", "200"), E("AirSyncBase:AllOrNone", "")))
+    await run(server, user, sync_body(
+        coll(cid, "0", E("AirSync:GetChanges", "0"), E("AirSync:WindowSize", "7"), opts,
+             E("AirSync:Supported", E("Contacts:FirstName"))),
+        coll(tid, "0", E("AirSync:DeletesAsMoves", "0")),
+        top=[E("AirSync:WindowSize", "30")]))
+    assert await server.state.get_state(user, "devA", "synccache") == {
+        "hold": None, "window": 30, "collections": [
+            {"id": cid, "getchanges": False, "window": 7, "deletes_as_moves": True,
+             "filter": 0, "conflict": 0, "prefs": [["2", "200", "", None]]},
+            {"id": tid, "getchanges": None, "window": None, "deletes_as_moves": False}]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_client_command_still_gets_an_answer(env) -> None:
+    """A Commands child the server does not act on (here a SoftDelete, which only the
+    server sends: MS-ASCMD 2.2.3.172) applies nothing, but the request carried
+    commands: it is answered (the same key), not with an empty body."""
+    server, user, folders = env
+    cid = folders["Contacts"]
+    key = await prime(server, user, cid)
+    body = await run(server, user, sync_body(coll(cid, key, E("AirSync:Commands", E(
+        "AirSync:SoftDelete", E("AirSync:ServerId", "nope"))))))
+    assert body is not None and key_of(body) == key
+    assert the_coll(body).findtext("AirSync:Status") == "1"
+    assert the_coll(body).find("AirSync:Responses") is None

@@ -34,7 +34,7 @@ from easync.commands import folders as hierarchy
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import Folder, StateWrite
 from easync.push import ALL
-from easync.syncengine import SyncEngine, state_name
+from easync.syncengine import SyncEngine
 from easync.wbxml.element import E
 
 log = Logger()
@@ -63,19 +63,14 @@ async def pending_changes(server: EasServer, user: Any, device_id: str,
     device never synced counts as changed only if it is among them."""
     engine = SyncEngine(server)
     out = []
-    now = server.clock.seconds()
     for folder in folders:
         if folder.modseq == 0:
             continue
-        st = await server.state.get_state(user, device_id, state_name(folder.server_id))
-        if st is None:
+        unsynced = await engine.unsynced(user, device_id, folder)
+        if unsynced is None:
             if woken and folder.server_id in woken:
                 out.append(folder.server_id)
-            continue
-        if folder.modseq <= st["cursor"]:
-            continue
-        changes, _more, _c = await engine.collect(user, folder, st, 1, now)
-        if changes:
+        elif unsynced:
             out.append(folder.server_id)
     return out
 

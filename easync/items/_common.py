@@ -272,21 +272,29 @@ def body_preferences(options: Element | None) -> list[BodyPreference]:
     if options is None:
         return out
     for bp in options.findall("AirSyncBase:BodyPreference"):
-        try:
-            btype = int((bp.findtext("AirSyncBase:Type") or "").strip())
-        except ValueError:
-            continue
-        pref = BodyPreference(type=btype)
-        ts = bp.findtext("AirSyncBase:TruncationSize")
-        if ts and ts.strip().isdigit():
-            pref.truncation_size = int(ts.strip())
-        aon = bp.findtext("AirSyncBase:AllOrNone")
-        pref.all_or_none = aon is not None and aon.strip() == "1"
-        pv = bp.findtext("AirSyncBase:Preview")
-        if pv and pv.strip().isdigit():
-            pref.preview = int(pv.strip())
-        out.append(pref)
+        pref = body_preference(bp.findtext("AirSyncBase:Type"),
+                               bp.findtext("AirSyncBase:TruncationSize"),
+                               bp.findtext("AirSyncBase:AllOrNone"),
+                               bp.findtext("AirSyncBase:Preview"))
+        if pref is not None:
+            out.append(pref)
     return out
+
+
+def body_preference(btype: str | None, truncation_size: str | None, all_or_none: str | None,
+                    preview: str | None) -> BodyPreference | None:
+    """One BodyPreference from the values of its children (None for each one absent);
+    None without a numeric Type."""
+    try:
+        pref = BodyPreference(type=int((btype or "").strip()))
+    except ValueError:
+        return None
+    if truncation_size and truncation_size.strip().isdigit():
+        pref.truncation_size = int(truncation_size.strip())
+    pref.all_or_none = all_or_none is not None and all_or_none.strip() == "1"
+    if preview and preview.strip().isdigit():
+        pref.preview = int(preview.strip())
+    return pref
 
 
 def parse_body(el: Element) -> dict[str, Any]:

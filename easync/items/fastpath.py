@@ -189,7 +189,7 @@ class FragmentCache:
             options: tuple[Any, ...] | None = None) -> Fragment:
         if options is None:
             options = self.options_key(version, prefs, quirks)
-        key = (server_id, modseq, options)
+        key: tuple[Any, ...] = (server_id, modseq, options)
         if WRITTEN in data:         # dates go back to their writer as written
             key += (getattr(quirks, "device_id", ""),)
         frag = self._d.get(key)
