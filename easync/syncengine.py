@@ -223,12 +223,12 @@ class SyncEngine:
         now = self.server.clock.seconds()
         if creq.sync_key == "0":
             epoch = new_epoch()
-            st = {
+            fresh: dict[str, Any] = {
                 "epoch": epoch, "key": 1, "cursor": 0, "own": {},
                 "cls": folder.cls, "filter": creq.filter_type, "supported": creq.supported,
             }
-            self.rewindow(st, folder.cls, creq.filter_type, now)
-            await self.state.save_state(user, StateWrite(device_id, name, st))
+            self.rewindow(fresh, folder.cls, creq.filter_type, now)
+            await self.state.save_state(user, StateWrite(device_id, name, fresh))
             return CollectionResult(cid, make_key(epoch, 1))
         st = await self.state.get_state(user, device_id, name)
         if st is None:

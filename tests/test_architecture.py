@@ -72,9 +72,6 @@ RULES: dict[str, str] = {
 #: Violations in the tree today -> the point of issue 11 that removes them (and who).
 #: (rule, module, what it imports or the attribute it uses)
 KNOWN: dict[tuple[str, str, str], str] = {
-    ("engine-imports-wbxml", "easync.syncengine", "easync.wbxml.element"):
-        "point 2 (sync, h-sync): the engine works on typed plain data, the command "
-        "renders WBXML",
 }
 
 

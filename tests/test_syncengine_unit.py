@@ -39,13 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def open_store(tmp_path: Path) -> Any:
-    """The store the engine runs on: SQLite in ``tmp_path`` (swap this line for an
-    in-memory store that passes the same contract suite)."""
-    from twisted.internet import reactor
+    """The store the engine runs on: ``easync.testing.MemoryStore``, which passes the same
+    contract suite as the SQL and CRM stores (tests/test_store_contract.py)."""
+    from easync.testing import MemoryStore
 
-    from backends.sql.store import SqlStore
-
-    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'unit.sqlite'}")
+    store = MemoryStore()
     await store.open()
     return store
 
