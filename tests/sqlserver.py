@@ -1,5 +1,7 @@
-"""Shared set-up for the in-process command tests: an ``EasServer`` on a fresh SQLite
-store with one user (ActiveSync on), and waiting for the store's threads."""
+"""Shared set-up for the in-process command tests: an ``EasServer`` with one user
+(ActiveSync on) on a fresh store — ``memory_server`` on ``easync.testing.MemoryStore``
+for tests of the protocol that need no SQL, ``sqlite_server`` on SQLite for those that
+depend on the SQL store (its threads, its costs) — and waiting for the store's threads."""
 
 from __future__ import annotations
 
@@ -23,11 +25,33 @@ async def sqlite_server(tmp_path: Path, filename: str = "easync.sqlite",
     reactor, or with ``clocked`` a ``Clock`` set to the reactor's time, made once the
     user exists.  The store is closed on leaving."""
     from twisted.internet import reactor
-    from twisted.internet.task import Clock
 
     from backends.sql.store import SqlStore
 
     store = SqlStore(reactor, f"sqlite:///{tmp_path / filename}")
+    async with _served(store, user, clocked, settings) as made:
+        yield made
+
+
+@asynccontextmanager
+async def memory_server(tmp_path: Path | None = None, filename: str = "",
+                        user: tuple[str, str] = ("alice", "alice@example.com"), *,
+                        clocked: bool = False, settings: Settings | None = None
+                        ) -> AsyncIterator[tuple[EasServer, User, Any]]:
+    """As ``sqlite_server``, on an in-memory store that passes the same store contract
+    suite (``tmp_path`` and ``filename`` are ignored)."""
+    from easync.testing import MemoryStore
+
+    async with _served(MemoryStore(), user, clocked, settings) as made:
+        yield made
+
+
+@asynccontextmanager
+async def _served(store: Any, user: tuple[str, str], clocked: bool,
+                  settings: Settings | None) -> AsyncIterator[tuple[EasServer, User, Any]]:
+    from twisted.internet import reactor
+    from twisted.internet.task import Clock
+
     await store.open()
     name, email = user
     account = await store.add_user(name, None, email, True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted
-from sqlserver import sqlite_server
+from sqlserver import memory_server
 
 from easync.commands import COMMANDS
 from easync.handler import EasRequest
@@ -19,7 +19,7 @@ MODULES = COMMANDS
 
 @pytest_twisted.async_yield_fixture
 async def env(tmp_path: Any) -> Any:
-    async with sqlite_server(tmp_path) as (server, user, _store):
+    async with memory_server(tmp_path) as (server, user, _store):
         yield server, user
 
 

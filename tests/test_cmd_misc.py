@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from sqlserver import sqlite_server
+from sqlserver import memory_server
 
 from easync.commands import (
     COMMANDS,
@@ -26,7 +26,7 @@ from easync.wbxml.element import E, Element
 
 @pytest_twisted.async_yield_fixture
 async def env(tmp_path: Any) -> Any:
-    async with sqlite_server(tmp_path) as (server, user, _store):
+    async with memory_server(tmp_path) as (server, user, _store):
         yield server, user
 
 

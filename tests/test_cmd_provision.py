@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from sqlserver import sqlite_server
+from sqlserver import memory_server
 
 from easync.commands import provision
 from easync.commands import provisioning as policy
@@ -19,7 +19,7 @@ PT = "MS-EAS-Provisioning-WBXML"
 
 @pytest_twisted.async_yield_fixture
 async def env(tmp_path: Any) -> Any:
-    async with sqlite_server(tmp_path) as (server, user, _store):
+    async with memory_server(tmp_path) as (server, user, _store):
         yield server, user
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from sqlserver import sqlite_server, until
+from sqlserver import memory_server, until
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -24,7 +24,7 @@ from easync.wbxml.element import E, Element
 @pytest_twisted.async_yield_fixture()
 async def env(tmp_path):
     settings = Settings(heartbeat_min=30, heartbeat_max=600, max_ping_folders=3)
-    async with sqlite_server(tmp_path, "ping.sqlite", ("zoe", "zoe@example.org"),
+    async with memory_server(tmp_path, "ping.sqlite", ("zoe", "zoe@example.org"),
                              clocked=True, settings=settings) as (server, user, store):
         folders = {f.name: f.server_id for f in await store.list_folders(user)}
         yield server, user, folders

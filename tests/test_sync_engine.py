@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from sqlserver import sqlite_server, until
+from sqlserver import memory_server, until
 
 from easync.commands import getitemestimate, sync
 from easync.handler import EasRequest
@@ -18,7 +18,7 @@ from easync.wbxml.element import E, Element
 
 @pytest_twisted.async_yield_fixture()
 async def env(tmp_path):
-    async with sqlite_server(tmp_path, "engine.sqlite", ("zoe", "zoe@example.org"),
+    async with memory_server(tmp_path, "engine.sqlite", ("zoe", "zoe@example.org"),
                              clocked=True) as (server, user, store):
         folders = {f.name: f.server_id for f in await store.list_folders(user)}
         yield server, user, folders
