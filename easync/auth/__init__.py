@@ -136,7 +136,7 @@ def build_auth(config: ServerConfig, server: Any, auth_store: Any, reactor: Any,
         service.setName("ldap")
         services.append(service)
         primary = LdapChecker(ldap_config(config.ldap), server.users, reactor,
-                              service=service, audit=accounts._audit_raw)
+                              service=service, audit=accounts.audit_raw)
     elif kind in (primaries or {}):
         primary = (primaries or {})[kind](config, server, reactor)
     else:

@@ -442,11 +442,12 @@ class Accounts:
         self.mailer = mailer
         self.box = box or SecretBox.ephemeral()
         self.issuer = issuer
-        self.throttle = Throttle(auth, reactor, rules, audit=self._audit_raw)
+        self.throttle = Throttle(auth, reactor, rules, audit=self.audit_raw)
         if run_in_thread is None:
             def run_in_thread(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
                 return deferToThreadPool(reactor, crypto_pool(reactor), fn, *args)
-        self._in_thread = run_in_thread
+        # where bcrypt runs: the checkers use it too, so one pool bounds all of it
+        self.in_thread = run_in_thread
         self._global: tuple[bool, float] | None = None      # (value, read at)
         self._listeners: list[Callable[[str | None], None]] = []
 
@@ -460,8 +461,10 @@ class Accounts:
         for listener in self._listeners:
             listener(name)
 
-    async def _audit_raw(self, actor: str | None, user: str | None, action: str, detail: str,
-                         address: str) -> None:
+    async def audit_raw(self, actor: str | None, user: str | None, action: str, detail: str,
+                        address: str) -> None:
+        """One audit record (log line and ``IAuthStore`` row), for the checkers and the
+        throttle as for this service; ``detail`` never holds a secret."""
         now = self.clock.seconds()
         log.info("audit: {actor} {action} {user}: {detail}{addr}", actor=actor,
                  action=action, user=user or "-", detail=detail,
@@ -470,7 +473,7 @@ class Accounts:
 
     async def _audit(self, actor: str | None, user: str | None, action: str, detail: str,
                      address: str = "") -> None:
-        await self._audit_raw(actor or "easync-admin", user, action, detail, address)
+        await self.audit_raw(actor or "easync-admin", user, action, detail, address)
 
     async def _user(self, name: str) -> User:
         user = None
@@ -494,7 +497,7 @@ class Accounts:
                             else "you can only change your own account")
 
     async def _hash(self, password: str) -> str:
-        return str(await self._in_thread(hash_secret, password))
+        return str(await self.in_thread(hash_secret, password))
 
     # -- the server-wide setting ---------------------------------------------------------
     async def two_factor_all(self, fresh: bool = False) -> bool:
@@ -565,7 +568,9 @@ class Accounts:
         return [AuditEntry(**row) for row in rows]
 
     # -- the login password and one-time codes ------------------------------------------
-    def _throttle_name(self, name: str) -> str:
+    def throttle_name(self, name: str) -> str:
+        """The name a login attempt is counted under when no user has it (the first
+        form ``split_username`` gives, at most 128 characters)."""
         candidates = split_username(name or "")
         return (candidates[0] if candidates else "-")[:128]
 
@@ -575,7 +580,7 @@ class Accounts:
         ``BadPassword``, ``InvalidName``, ``AccountLockedOut``, ``Unavailable``."""
         if self.primary is None:
             raise RuntimeError("no login-password checker configured")
-        key = self._throttle_name(name)
+        key = self.throttle_name(name)
         if not password:
             raise BadPassword("wrong user name or password")
         try:
@@ -901,7 +906,7 @@ class Accounts:
     async def unlock(self, name: str, *, actor: str | None = None,
                      address: str = "") -> None:
         """Lift a login or code lockout of a user (admin)."""
-        key = self._throttle_name(name)
+        key = self.throttle_name(name)
         await self._permit(actor, key, admin_only=True)
         await self.throttle.unlock(key)
         await self.throttle.unlock(key, scope="code")

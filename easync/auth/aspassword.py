@@ -42,6 +42,7 @@ from zope.interface import implementer
 from easync.auth.accounts import Accounts, eas_mode
 from easync.auth.local import (
     HandsOverUser,
+    IUserChecker,
     LocalChecker,
     bcrypt_rounds,
     check_password,
@@ -179,8 +180,9 @@ class PolicyChecker(HandsOverUser):
     async def _check(self, credentials: IUsernamePassword) -> str:
         raw, password = text_credentials(credentials)
         # behind a trusted proxy the HTTP layer gives "CLIENT via PROXY": the client counts
-        address = str(getattr(credentials, "address", "") or "").split(" via ", 1)[0]
-        device = str(getattr(credentials, "device_id", "") or "")[:64]
+        client = credentials if isinstance(credentials, ClientCredentials) else None
+        address = client.address.split(" via ", 1)[0] if client is not None else ""
+        device = client.device_id[:64] if client is not None else ""
         user = await self._find(raw)
         try:
             everyone = await self.accounts.two_factor_all()
@@ -188,7 +190,7 @@ class PolicyChecker(HandsOverUser):
             raise
         except Exception as e:
             raise Unavailable(str(e)) from e
-        name_key = user.name if user is not None else self.accounts._throttle_name(raw)
+        name_key = user.name if user is not None else self.accounts.throttle_name(raw)
         key = self._cache_key(name_key, password)
         now = self.reactor.seconds()
         hit = self._cache.get(key)
@@ -257,7 +259,7 @@ class PolicyChecker(HandsOverUser):
     async def _no_hash_checked(self, password: str) -> None:
         """The bcrypt work of a refusal where no real hash is checked (an unknown user,
         2FA without an ActiveSync password): as long as a wrong password's."""
-        await self.accounts._in_thread(_check_dummy, password)
+        await self.accounts.in_thread(_check_dummy, password)
 
     async def _decide(self, user: User | None, raw: str, password: str,
                       everyone: bool) -> User:
@@ -265,7 +267,7 @@ class PolicyChecker(HandsOverUser):
         if user is not None:
             mode = eas_mode(user, everyone)
             if mode.kind == "activesync-password":
-                ok = await self.accounts._in_thread(check_password, password,
+                ok = await self.accounts.in_thread(check_password, password,
                                                     str(user.extra["as_hash"]))
                 if not ok:
                     raise UnauthorizedLogin("wrong password (an ActiveSync password is set: "
@@ -279,8 +281,8 @@ class PolicyChecker(HandsOverUser):
             raise UnauthorizedLogin("unknown user")
         name = await self.primary.requestAvatarId(UsernamePassword(_bytes(raw),
                                                                    _bytes(password)))
-        recent = getattr(self.primary, "recent_user", None)
-        found = recent(name) if recent is not None else None
+        found = (self.primary.recent_user(name) if IUserChecker.providedBy(self.primary)
+                 else None)
         if found is None:
             found = await self._find(name)
         if found is None:

@@ -15,8 +15,6 @@ import os
 
 from cryptography.fernet import Fernet, InvalidToken
 
-DEFAULT_KEY_FILE = "easync-secret.key"
-
 
 class SecretKeyError(Exception):
     """The key file cannot be read or created, or a value cannot be decrypted."""
