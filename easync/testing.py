@@ -53,38 +53,18 @@ from easync.model import (
     StateWrite,
     User,
 )
+from easync.storerules import DEVICE_COLUMNS as _DEVICE_COLS
+from easync.storerules import device_values, user_changes
+from easync.storerules import dumps as _dumps
+from easync.storerules import parse_folder_id as _parse_folder_id
+from easync.storerules import parse_item_id as _parse_item_id
 
 __all__ = ["MemoryStore"]
 
 T = TypeVar("T")
 Window = tuple[int | None, int | None] | None
 
-_USER_FIELDS = ("password_hash", "email", "activesync")
-_DEVICE_COLS = ("device_id", "device_type", "user_agent", "policy_key", "wipe", "info",
-                "blocked", "first_seen", "last_seen", "last_sync")
-_DEVICE_FIELDS = frozenset(_DEVICE_COLS) - {"device_id"}
-_WIPE_VALUES = ("none", "pending", "done")
 _EMAIL_KEYS = ("Email1Address", "Email2Address", "Email3Address")
-
-
-def _dumps(value: Any) -> str:
-    # as the SQL store: ASCII-escaped JSON (a lone surrogate survives)
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _parse_item_id(server_id: str | None) -> tuple[int, int] | None:
-    if not server_id or not isinstance(server_id, str):
-        return None
-    folder, sep, row = server_id.partition(":")
-    if not sep or not folder.isdigit() or not row.isdigit():
-        return None
-    return int(folder), int(row)
-
-
-def _parse_folder_id(server_id: str | None) -> int | None:
-    if not server_id or not isinstance(server_id, str) or not server_id.isdigit():
-        return None
-    return int(server_id)
 
 
 def _in_window(window: Window, cls: str, start: int | None, end: int | None,
@@ -248,24 +228,7 @@ class MemoryStore(Service):
         if row is None:
             raise KeyError(name)
         before = row.user()
-        extra = dict(before.extra)
-        changes: dict[str, Any] = {}
-        for key, value in fields.items():
-            if key in _USER_FIELDS:
-                changes[key] = int(bool(value)) if key == "activesync" else value
-            elif key == "extra":
-                for k, v in (value or {}).items():
-                    if v is None:
-                        extra.pop(k, None)
-                    else:
-                        extra[k] = v
-            elif key in ("id", "name"):
-                raise ValueError(f"cannot change {key}")
-            elif value is None:
-                extra.pop(key, None)
-            else:
-                extra[key] = value
-        changes["extra"] = _dumps(extra)
+        changes = user_changes(before.extra, fields)
         new = replace(row, **changes)
         self._users[row.id] = new
         result = new.user()
@@ -777,20 +740,10 @@ class MemoryStore(Service):
                     **fields: Any) -> Deferred[dict[str, Any]]:
         """As ``SqlStore.save_device``: ValueError for unknown fields or a bad ``wipe``,
         ``TooManyDevices`` for a new device past ``max_devices``."""
-        unknown = set(fields) - _DEVICE_FIELDS
-        if unknown:
-            return fail(ValueError(f"unknown device fields: {sorted(unknown)}"))
-        if "wipe" in fields and fields["wipe"] not in _WIPE_VALUES:
-            return fail(ValueError(f"wipe must be one of {_WIPE_VALUES}"))
-        values: dict[str, Any] = {}
-        for k, v in fields.items():
-            if k == "info":
-                v = _dumps(v or {})
-            elif k == "blocked":
-                v = int(bool(v))
-            elif k == "policy_key" and v is not None:
-                v = int(v)
-            values[k] = v
+        try:
+            values = device_values(fields)
+        except ValueError as e:
+            return fail(e)
         return self._call(self._save_device, user.id, device_id, values, self._now(),
                           max_devices)
 

@@ -20,40 +20,17 @@ from backends.sql.database import Database
 from backends.sql.engines import Engine
 from easync.lookup import prefix_end, prefix_key
 from easync.model import Folder, User
+from easync.storerules import DEVICE_COLUMNS as _DEVICE_COLS
 
 T = TypeVar("T")
 
 _USER_COLS = "id, name, email, activesync, password_hash, extra"
-_DEVICE_COLS = ("device_id", "device_type", "user_agent", "policy_key", "wipe", "info",
-                "blocked", "first_seen", "last_seen", "last_sync")
 _CHUNK = 500          # ids per IN (…) list
-
-
-def _dumps(value: Any) -> str:
-    # ASCII-escaped: a lone surrogate that slipped into a string is stored as
-    # "\\udXXX" instead of failing the UTF-8 encoding of the whole transaction.
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _chunks(seq: Sequence[T], n: int = _CHUNK) -> Iterable[Sequence[T]]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
-
-
-def _parse_item_id(server_id: str | None) -> tuple[int, int] | None:
-    """(folder id, row id) of an item server id, or None if malformed."""
-    if not server_id or not isinstance(server_id, str):
-        return None
-    folder, sep, row = server_id.partition(":")
-    if not sep or not folder.isdigit() or not row.isdigit():
-        return None
-    return int(folder), int(row)
-
-
-def _parse_folder_id(server_id: str | None) -> int | None:
-    if not server_id or not isinstance(server_id, str) or not server_id.isdigit():
-        return None
-    return int(server_id)
 
 
 def _user_from_row(row: Sequence[Any]) -> User:

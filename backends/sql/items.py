@@ -17,14 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from backends.sql.base import (
-    StorePart,
-    _chunks,
-    _dumps,
-    _folder_from_row,
-    _parse_folder_id,
-    _parse_item_id,
-)
+from backends.sql.base import StorePart, _chunks, _folder_from_row
 from backends.sql.database import Database
 from backends.sql.state import SqlState
 from easync.items import index_fields
@@ -40,6 +33,9 @@ from easync.model import (
     StateWrite,
     User,
 )
+from easync.storerules import dumps as _dumps
+from easync.storerules import parse_folder_id as _parse_folder_id
+from easync.storerules import parse_item_id as _parse_item_id
 
 __all__ = ["FEED_SQL", "SqlItems"]
 

@@ -7,14 +7,14 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 
-from backends.sql.base import _DEVICE_COLS, StorePart, _device_from_row, _dumps
+from backends.sql.base import _DEVICE_COLS, StorePart, _device_from_row
 from easync.errors import TooManyDevices
 from easync.model import StateWrite, User
+from easync.storerules import device_values
+from easync.storerules import dumps as _dumps
 
 __all__ = ["SqlState"]
 
-_DEVICE_FIELDS = frozenset(_DEVICE_COLS) - {"device_id"}
-_WIPE_VALUES = ("none", "pending", "done")
 
 
 class SqlState(StorePart):
@@ -35,20 +35,10 @@ class SqlState(StorePart):
         Unknown field names raise ValueError; ``wipe`` must be none|pending|done.
         ``max_devices`` (0: none): a new device when the user has that many already
         raises ``TooManyDevices`` and stores nothing (issue #10 point 7)."""
-        unknown = set(fields) - _DEVICE_FIELDS
-        if unknown:
-            return fail(ValueError(f"unknown device fields: {sorted(unknown)}"))
-        if "wipe" in fields and fields["wipe"] not in _WIPE_VALUES:
-            return fail(ValueError(f"wipe must be one of {_WIPE_VALUES}"))
-        values: dict[str, Any] = {}
-        for k, v in fields.items():
-            if k == "info":
-                v = _dumps(v or {})
-            elif k == "blocked":
-                v = int(bool(v))
-            elif k == "policy_key" and v is not None:
-                v = int(v)
-            values[k] = v
+        try:
+            values = device_values(fields)
+        except ValueError as e:
+            return fail(e)
         return self._run(self._save_device, user.id, device_id, values,
                          self.db.reactor.seconds(), max_devices, write=True)
 

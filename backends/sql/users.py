@@ -7,13 +7,13 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from backends.sql.base import _USER_COLS, StorePart, _chunks, _dumps, _user_from_row
+from backends.sql.base import _USER_COLS, StorePart, _chunks, _user_from_row
 from easync.lookup import indexable_email, user_tokens
 from easync.model import DEFAULT_FOLDERS, User
+from easync.storerules import user_changes
 
 __all__ = ["SqlUsers"]
 
-_USER_FIELDS = ("password_hash", "email", "activesync")
 
 
 class SqlUsers(StorePart):
@@ -72,24 +72,7 @@ class SqlUsers(StorePart):
         user = self.get_user_txn(cur, name)
         if user is None:
             raise KeyError(name)
-        extra = dict(user.extra)
-        changes: dict[str, Any] = {}
-        for key, value in fields.items():
-            if key in _USER_FIELDS:
-                changes[key] = int(bool(value)) if key == "activesync" else value
-            elif key == "extra":
-                for k, v in (value or {}).items():
-                    if v is None:
-                        extra.pop(k, None)
-                    else:
-                        extra[k] = v
-            elif key in ("id", "name"):
-                raise ValueError(f"cannot change {key}")
-            elif value is None:
-                extra.pop(key, None)
-            else:
-                extra[key] = value
-        changes["extra"] = _dumps(extra)
+        changes = user_changes(user.extra, fields)
         sets = ", ".join(f"{k} = ?" for k in changes)
         cur.execute(self._sql(f"UPDATE users SET {sets} WHERE id = ?"),
                     (*changes.values(), user.id))

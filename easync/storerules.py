@@ -1,0 +1,94 @@
+"""What every store agrees on, whatever keeps the data (``easync.interfaces``).
+
+The server id forms of folders (``"7"``) and items (``"7:42"``), which device fields a
+store writes and how they are kept, and how ``update_user``'s keywords change a user.
+The SQL store (``backends.sql``) and the in-memory store (``easync.testing``) both use
+these rules, so the one contract suite (tests/test_store_contract.py) checks one set of
+them rather than two copies that could drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["DEVICE_COLUMNS", "DEVICE_FIELDS", "USER_FIELDS", "WIPE_VALUES", "device_values",
+           "dumps", "parse_folder_id", "parse_item_id", "user_changes"]
+
+# What a device record holds (IStateStore.get_device), in the SQL store's column order.
+DEVICE_COLUMNS = ("device_id", "device_type", "user_agent", "policy_key", "wipe", "info",
+                  "blocked", "first_seen", "last_seen", "last_sync")
+# What save_device may write (the id names the record, it is not a field).
+DEVICE_FIELDS = frozenset(DEVICE_COLUMNS) - {"device_id"}
+WIPE_VALUES = ("none", "pending", "done")
+# update_user keywords kept as the user's own fields; any other keyword is a key of extra.
+USER_FIELDS = ("password_hash", "email", "activesync")
+
+
+def dumps(value: Any) -> str:
+    """JSON as the stores keep it: compact, ASCII-escaped (a lone surrogate survives)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def parse_item_id(server_id: str | None) -> tuple[int, int] | None:
+    """(folder id, row id) of an item server id ``"F:R"``, or None if malformed."""
+    if not server_id or not isinstance(server_id, str):
+        return None
+    folder, sep, row = server_id.partition(":")
+    if not sep or not folder.isdigit() or not row.isdigit():
+        return None
+    return int(folder), int(row)
+
+
+def parse_folder_id(server_id: str | None) -> int | None:
+    """The folder id of a folder server id ``"F"``, or None if malformed."""
+    if not server_id or not isinstance(server_id, str) or not server_id.isdigit():
+        return None
+    return int(server_id)
+
+
+def device_values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``save_device``'s keywords as stored (info as JSON, blocked as 0/1, the policy key
+    as an int); ValueError for an unknown field or a ``wipe`` not in WIPE_VALUES."""
+    unknown = set(fields) - DEVICE_FIELDS
+    if unknown:
+        raise ValueError(f"unknown device fields: {sorted(unknown)}")
+    if "wipe" in fields and fields["wipe"] not in WIPE_VALUES:
+        raise ValueError(f"wipe must be one of {WIPE_VALUES}")
+    values: dict[str, Any] = {}
+    for k, v in fields.items():
+        if k == "info":
+            v = dumps(v or {})
+        elif k == "blocked":
+            v = int(bool(v))
+        elif k == "policy_key" and v is not None:
+            v = int(v)
+        values[k] = v
+    return values
+
+
+def user_changes(extra: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored values ``update_user(**fields)`` writes for a user whose ``extra`` is
+    ``extra``: USER_FIELDS as given (activesync as 0/1), ``extra=`` merged key by key and
+    any other keyword set in extra (None removes the key); ``"extra"`` is the new extra
+    as JSON.  ValueError for ``id`` or ``name``, which never change."""
+    merged = dict(extra)
+    changes: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in USER_FIELDS:
+            changes[key] = int(bool(value)) if key == "activesync" else value
+        elif key == "extra":
+            for k, v in (value or {}).items():
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+        elif key in ("id", "name"):
+            raise ValueError(f"cannot change {key}")
+        elif value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    changes["extra"] = dumps(merged)
+    return changes
