@@ -268,12 +268,32 @@ def test_command_line_wins_in_every_section(tmp_path: os.PathLike[str], name: st
 # ------------------------------------------------------------------ endpoints
 
 def test_ssl_endpoint_gets_the_default_certificate() -> None:
-    desc, own = listen.endpoint_description("ssl:8443:interface=127.0.0.1", "/srv/e:sync/c=1.pem")
+    desc, own = listen.endpoint_description("ssl:8443:interface=127.0.0.1:backlog=9",
+                                            "/srv/e:sync/c=1.pem")
     assert own is True
-    assert desc == "ssl:8443:interface=127.0.0.1:privateKey=/srv/e\\:sync/c\\=1.pem"
-    desc, own = listen.endpoint_description("ssl:443:privateKey=/etc/k.pem", "/x.pem")
-    assert (desc, own) == ("ssl:443:privateKey=/etc/k.pem", False)
-    assert listen.endpoint_description("tcp:8080", "/x.pem") == ("tcp:8080", False)
+    assert desc == "ssl:8443:interface=127.0.0.1:backlog=9:privateKey=/srv/e\\:sync/c\\=1.pem"
+    desc, own = listen.endpoint_description("ssl:443:privateKey=/etc/k.pem:backlog=9", "/x.pem")
+    assert (desc, own) == ("ssl:443:privateKey=/etc/k.pem:backlog=9", False)
+    assert listen.endpoint_description("tcp:8080:backlog=9", "/x.pem") == (
+        "tcp:8080:backlog=9", False)
+
+
+def test_ports_listen_with_a_backlog_that_fits_a_burst() -> None:
+    """Issue #12 point 3: Twisted's default listen() backlog (50) drops connects beyond
+    it; a port whose endpoint string does not say backlog= gets DEFAULT_BACKLOG
+    (tests/test_e2e_burst.py shows a burst of 1,000 served)."""
+    big = listen.DEFAULT_BACKLOG
+    assert big >= 1024
+    for given in ("tcp:8080", "tcp6:8080:interface=\\:\\:1", "ssl:443:privateKey=/k.pem",
+                  "unix:/run/easync.sock"):
+        desc, _own = listen.endpoint_description(given, "/x.pem")
+        assert desc.startswith(given) and f":backlog={big}" in desc, desc
+    # a backlog given is kept
+    assert listen.endpoint_description("tcp:8080:backlog=10", "/x.pem")[0] == \
+        "tcp:8080:backlog=10"
+    # other endpoint kinds are left alone
+    assert listen.endpoint_description("systemd:domain=INET:index=0", "/x.pem")[0] == \
+        "systemd:domain=INET:index=0"
 
 
 # ------------------------------------------------------------------ service tree

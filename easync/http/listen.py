@@ -64,10 +64,22 @@ def site(root: IResource, *, request_factory: type[server.Request],
     return made
 
 
+# The listen() backlog of tcp:, ssl: and unix: ports that do not say ``backlog=``: the
+# accept queue a burst of connects lands in (phones reconnecting at once after a restart).
+# Twisted's default, 50, drops the rest (issue #12 point 3); Linux caps it at
+# net.core.somaxconn (4096 by default since 5.4).
+DEFAULT_BACKLOG = 4096
+_BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "unix")
+
+
 def endpoint_description(description: str, cert_path: str) -> tuple[str, bool]:
     """The endpoint string to use, and whether it uses the self-signed certificate:
-    an ``ssl:`` endpoint without ``privateKey=`` gets ``cert_path``."""
-    if description.split(":", 1)[0].lower() != "ssl" or "privatekey=" in description.lower():
+    an ``ssl:`` endpoint without ``privateKey=`` gets ``cert_path``; a tcp:, tcp6:,
+    ssl: or unix: endpoint without ``backlog=`` gets ``DEFAULT_BACKLOG``."""
+    kind = description.split(":", 1)[0].lower()
+    if kind in _BACKLOG_KINDS and "backlog=" not in description.lower():
+        description = f"{description}:backlog={DEFAULT_BACKLOG}"
+    if kind != "ssl" or "privatekey=" in description.lower():
         return description, False
     escaped = cert_path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
     return f"{description}:privateKey={escaped}", True
