@@ -30,7 +30,7 @@ from easync.auth.aspassword import ClientCredentials, LoginLockedOut
 from easync.auth.door import FrontDoor, UserVanished
 from easync.errors import Unavailable
 from easync.http.forwarded import Network, client_address
-from easync.http.query import QueryError, parse_query
+from easync.http.query import Query, QueryError, parse_query
 from easync.metrics import Metrics
 from easync.model import User
 
@@ -53,8 +53,10 @@ class Refusal:
 
 
 async def basic_login(door: FrontDoor, request: server.Request,
-                      trusted: Sequence[Network] = ()) -> User | Refusal:
-    """The user of ``request``'s Basic credentials, or how to refuse it."""
+                      trusted: Sequence[Network] = (), query: Query | None = None
+                      ) -> User | Refusal:
+    """The user of ``request``'s Basic credentials, or how to refuse it.  ``query``: the
+    request line's query when the caller has parsed it already (its DeviceId counts)."""
     value = header(request, b"authorization")
     challenge = {b"WWW-Authenticate": REALM}
     if not value or not value.lower().startswith("basic "):
@@ -66,10 +68,14 @@ async def basic_login(door: FrontDoor, request: server.Request,
             raise ValueError("no colon")
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return Refusal(401, "-", "malformed Authorization", challenge)
-    try:   # the DeviceId too: a familiar device is not refused by others' lockouts
-        device = parse_query(request.uri.partition(b"?")[2].decode("latin-1")).device_id
-    except QueryError:
-        device = ""
+    # the DeviceId too: a familiar device is not refused by others' lockouts
+    if query is not None:
+        device = query.device_id
+    else:
+        try:
+            device = parse_query(request.uri.partition(b"?")[2].decode("latin-1")).device_id
+        except QueryError:
+            device = ""
     who = safe_name(username)
     try:
         user = await door.authenticate(ClientCredentials(

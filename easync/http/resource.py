@@ -285,11 +285,12 @@ class ActiveSyncResource(Resource):
         self._seen: dict[tuple[int, str], float] = {}
         self.trusted = parse_networks(server_.settings.trusted_proxies)
 
-    async def authenticate(self, request: Request, cmd: str, t0: float
-                           ) -> User | None:
+    async def authenticate(self, request: Request, cmd: str, t0: float,
+                           query: Query | None = None) -> User | None:
         """The user of ``request`` (``easync.http.basic.basic_login``), or None once it
-        has been answered (401, 403, 429 or 503) and logged as ``cmd``."""
-        outcome = await basic_login(self.door, request, self.trusted)
+        has been answered (401, 403, 429 or 503) and logged as ``cmd``.  ``query``: the
+        request line's query, when already parsed."""
+        outcome = await basic_login(self.door, request, self.trusted, query)
         if isinstance(outcome, Refusal):
             for name, value in outcome.headers.items():
                 request.setHeader(name, value)
@@ -336,15 +337,22 @@ class ActiveSyncResource(Resource):
         if getattr(request, "_easync_too_large", False):
             self._finish(request, 413, b"", "-", "", "?", "body over the size limit", t0)
             return
-        user = await self.authenticate(request, "?", t0)
+        # parsed once, before the login (which counts its DeviceId); a bad query is
+        # answered 400 only to a user let in
+        raw_qs = request.uri.split(b"?", 1)[1].decode("latin-1") if b"?" in request.uri else ""
+        parsed: Query | QueryError
+        try:
+            parsed = parse_query(raw_qs)
+        except QueryError as e:
+            parsed = e
+        user = await self.authenticate(
+            request, "?", t0, parsed if isinstance(parsed, Query) else None)
         if user is None:
             return
-        raw_qs = request.uri.split(b"?", 1)[1].decode("latin-1") if b"?" in request.uri else ""
-        try:
-            q = parse_query(raw_qs)
-        except QueryError as e:
-            self._finish(request, 400, b"", user.name, "", "?", f"bad query: {e}", t0)
+        if isinstance(parsed, QueryError):
+            self._finish(request, 400, b"", user.name, "", "?", f"bad query: {parsed}", t0)
             return
+        q = parsed
         cmd = q.cmd
         device_id = q.device_id
         command = COMMANDS.get(cmd)
