@@ -1,7 +1,8 @@
 """What every store agrees on, whatever keeps the data (``easync.interfaces``).
 
 The server id forms of folders (``"7"``) and items (``"7:42"``), which device fields a
-store writes and how they are kept, and how ``update_user``'s keywords change a user.
+store writes and how they are kept, how ``update_user``'s keywords change a user, and
+what a batch of ``apply`` ops does to a folder's rows (``plan_ops``).
 The SQL store (``backends.sql``) and the in-memory store (``easync.testing``) both use
 these rules, so the one contract suite (tests/test_store_contract.py) checks one set of
 them rather than two copies that could drift apart.
@@ -10,11 +11,14 @@ them rather than two copies that could drift apart.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from easync.model import Op, OpResult
+
 __all__ = ["DEVICE_COLUMNS", "DEVICE_FIELDS", "USER_FIELDS", "WIPE_VALUES", "device_values",
-           "dumps", "parse_folder_id", "parse_item_id", "user_changes"]
+           "dumps", "named_rows", "new_rows", "parse_folder_id", "parse_item_id",
+           "plan_ops", "user_changes"]
 
 # What a device record holds (IStateStore.get_device), in the SQL store's column order.
 DEVICE_COLUMNS = ("device_id", "device_type", "user_agent", "policy_key", "wipe", "info",
@@ -92,3 +96,67 @@ def user_changes(extra: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[st
             merged[key] = value
     changes["extra"] = dumps(merged)
     return changes
+
+
+# -- IItemStore.apply: what a batch of ops does, whatever keeps the rows --------------------
+
+def named_rows(ops: Sequence[Op], folder_id: int) -> list[int]:
+    """The row ids of folder ``folder_id`` that the batch's changes and deletes name (the
+    rows a store reads before ``plan_ops``)."""
+    named: list[int] = []
+    for op in ops:
+        if op.kind in ("change", "delete"):
+            parsed = parse_item_id(op.server_id)
+            if parsed and parsed[0] == folder_id:
+                named.append(parsed[1])
+    return named
+
+
+def new_rows(ops: Sequence[Op]) -> int:
+    """How many rows the batch's adds make (the ids a store allocates for ``plan_ops``)."""
+    return sum(1 for op in ops if op.kind == "add" and isinstance(op.data, dict))
+
+
+def plan_ops(ops: Sequence[Op], folder_id: int, folder_cls: str, live: dict[int, str],
+             base: int, new_ids: Iterator[int]
+             ) -> tuple[dict[int, list[Any]], list[OpResult]]:
+    """What ``apply(ops)`` does to folder ``folder_id`` (class ``folder_cls``):
+    ``live`` maps the named rows that exist now to their class (updated as the ops go),
+    op i gets modseq ``base + i + 1``, adds take their ids from ``new_ids``.  Gives the
+    final state of each touched row, ``{id: [cls, data | None (deleted), modseq,
+    created modseq | None (an existing row)]}``, and one OpResult per op (a change or
+    delete of a row not live: "notfound"; an add or change without a dict, or another
+    kind: "invalid")."""
+    final: dict[int, list[Any]] = {}
+    results: list[OpResult] = []
+    for i, op in enumerate(ops):
+        m = base + i + 1
+        if op.kind == "add":
+            if not isinstance(op.data, dict):
+                results.append(OpResult(op.ref, None, False, 0, "invalid"))
+                continue
+            iid = next(new_ids)
+            cls = op.cls or folder_cls
+            final[iid] = [cls, op.data, m, m]
+            live[iid] = cls
+            results.append(OpResult(op.ref, f"{folder_id}:{iid}", True, m))
+        elif op.kind in ("change", "delete"):
+            parsed = parse_item_id(op.server_id)
+            named = parsed[1] if parsed and parsed[0] == folder_id else None
+            if named is None or named not in live:
+                results.append(OpResult(op.ref, op.server_id, False, 0, "notfound"))
+                continue
+            if op.kind == "change" and not isinstance(op.data, dict):
+                results.append(OpResult(op.ref, op.server_id, False, 0, "invalid"))
+                continue
+            prev = final.get(named)
+            created = prev[3] if prev else None
+            if op.kind == "change":
+                final[named] = [live[named], op.data, m, created]
+            else:
+                final[named] = [live[named], None, m, created]
+                del live[named]
+            results.append(OpResult(op.ref, op.server_id, True, m))
+        else:
+            results.append(OpResult(op.ref, op.server_id, False, 0, "invalid"))
+    return final, results

@@ -54,7 +54,7 @@ from easync.model import (
     User,
 )
 from easync.storerules import DEVICE_COLUMNS as _DEVICE_COLS
-from easync.storerules import device_values, user_changes
+from easync.storerules import device_values, named_rows, new_rows, plan_ops, user_changes
 from easync.storerules import dumps as _dumps
 from easync.storerules import parse_folder_id as _parse_folder_id
 from easync.storerules import parse_item_id as _parse_item_id
@@ -500,47 +500,15 @@ class MemoryStore(Service):
         n = len(ops)
         base = urow.modseq
         live: dict[int, str] = {}
-        for op in ops:
-            if op.kind in ("change", "delete"):
-                parsed = _parse_item_id(op.server_id)
-                if parsed and parsed[0] == fid:
-                    row = self._items.get(parsed[1])
-                    if row is not None and row.folder_id == fid and not row.deleted:
-                        live[row.id] = row.cls
+        for iid in named_rows(ops, fid):
+            row = self._items.get(iid)
+            if row is not None and row.folder_id == fid and not row.deleted:
+                live[row.id] = row.cls
         existing = set(live)
-        next_item = self._next["items"]
-        # final state per touched row: [cls, data | None, modseq, created_modseq]
-        final: dict[int, list[Any]] = {}
-        results: list[OpResult] = []
-        for i, op in enumerate(ops):
-            m = base + i + 1
-            if op.kind == "add":
-                if not isinstance(op.data, dict):
-                    results.append(OpResult(op.ref, None, False, 0, "invalid"))
-                    continue
-                next_item += 1
-                cls = op.cls or folder_cls
-                final[next_item] = [cls, op.data, m, m]
-                live[next_item] = cls
-                results.append(OpResult(op.ref, f"{fid}:{next_item}", True, m))
-            elif op.kind in ("change", "delete"):
-                parsed = _parse_item_id(op.server_id)
-                iid = parsed[1] if parsed and parsed[0] == fid else None
-                if iid is None or iid not in live:
-                    results.append(OpResult(op.ref, op.server_id, False, 0, "notfound"))
-                    continue
-                prev = final.get(iid)
-                if op.kind == "change":
-                    if not isinstance(op.data, dict):
-                        results.append(OpResult(op.ref, op.server_id, False, 0, "invalid"))
-                        continue
-                    final[iid] = [live[iid], op.data, m, prev[3] if prev else None]
-                else:
-                    final[iid] = [live[iid], None, m, prev[3] if prev else None]
-                    del live[iid]
-                results.append(OpResult(op.ref, op.server_id, True, m))
-            else:
-                results.append(OpResult(op.ref, op.server_id, False, 0, "invalid"))
+        first = self._next["items"] + 1
+        next_item = first - 1 + new_rows(ops)
+        final, results = plan_ops(ops, fid, folder_cls, live, base,
+                                  iter(range(first, next_item + 1)))
         # everything that may fail (JSON, the state's builder) before any change
         rows = self._rows_of(user_id, fid, final, existing)
         state_text = None

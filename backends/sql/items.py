@@ -34,6 +34,7 @@ from easync.model import (
     User,
 )
 from easync.storerules import dumps as _dumps
+from easync.storerules import named_rows, new_rows, plan_ops
 from easync.storerules import parse_folder_id as _parse_folder_id
 from easync.storerules import parse_item_id as _parse_item_id
 
@@ -391,57 +392,17 @@ class SqlItems(StorePart):
         folder_cls = FOLDER_CLASS.get(folder_type, "Email")
 
         # the existing rows the ops name
-        named: list[int] = []
-        for op in ops:
-            if op.kind in ("change", "delete"):
-                parsed = _parse_item_id(op.server_id)
-                if parsed and parsed[0] == fid:
-                    named.append(parsed[1])
         live: dict[int, str] = {}            # row id -> cls, live after the ops so far
-        for part in _chunks(sorted(set(named))):
+        for part in _chunks(sorted(set(named_rows(ops, fid)))):
             cur.execute(self._sql(
                 f"SELECT id, cls FROM items WHERE id IN {e.placeholders(len(part))}"
                 " AND folder_id = ? AND deleted = 0"), (*part, fid))
             live.update((int(i), c) for i, c in cur.fetchall())
         existing = set(live)
 
-        n_adds = sum(1 for op in ops if op.kind == "add" and isinstance(op.data, dict))
+        n_adds = new_rows(ops)
         new_ids = iter(e.allocate_ids(cur, "items", n_adds) if n_adds else [])
-
-        # final state per touched row: [cls, data | None, modseq, created_modseq]
-        final: dict[int, list[Any]] = {}
-        results: list[OpResult] = []
-        for i, op in enumerate(ops):
-            m = base + i + 1
-            if op.kind == "add":
-                if not isinstance(op.data, dict):
-                    results.append(OpResult(op.ref, None, False, 0, "invalid"))
-                    continue
-                iid = next(new_ids)
-                cls = op.cls or folder_cls
-                final[iid] = [cls, op.data, m, m]
-                live[iid] = cls
-                results.append(OpResult(op.ref, f"{fid}:{iid}", True, m))
-            elif op.kind in ("change", "delete"):
-                parsed = _parse_item_id(op.server_id)
-                named_id = parsed[1] if parsed and parsed[0] == fid else None
-                if named_id is None or named_id not in live:
-                    results.append(OpResult(op.ref, op.server_id, False, 0, "notfound"))
-                    continue
-                iid = named_id
-                if op.kind == "change":
-                    if not isinstance(op.data, dict):
-                        results.append(OpResult(op.ref, op.server_id, False, 0, "invalid"))
-                        continue
-                    prev = final.get(iid)
-                    final[iid] = [live[iid], op.data, m, prev[3] if prev else None]
-                else:
-                    prev = final.get(iid)
-                    final[iid] = [live[iid], None, m, prev[3] if prev else None]
-                    del live[iid]
-                results.append(OpResult(op.ref, op.server_id, True, m))
-            else:
-                results.append(OpResult(op.ref, op.server_id, False, 0, "invalid"))
+        final, results = plan_ops(ops, fid, folder_cls, live, base, new_ids)
 
         if final:
             self._write_items(cur, user_id, fid, final, existing)
