@@ -9,6 +9,14 @@ static table) → version → content coding
 command's handler → WBXML encode (→ gzip when the client accepts it).  Every
 failure gets the protocol's HTTP code or Status and one log line; no traceback
 ever reaches the client.
+
+Database round trips (issue #12 point 4): credentials the checker accepted lately are
+let in from memory, provisionally (``remembered_login``); the device record is then
+read in one transaction (``IStateStore.read_request``) with the user's record, the
+lockout rows when their recheck is due, and what Sync reads first (its states, the
+folders), and the login is confirmed on those rows (``confirm_login``: a password,
+2FA or lockout change made in any process counts at once) before anything else runs.
+An empty Sync costs that one transaction.
 """
 
 from __future__ import annotations
