@@ -197,6 +197,13 @@ async def test_changes_behind_the_process_still_count_at_once(web: Web) -> None:
     assert (await web.call("Sync", sync_body(cid, key)))[0] == 401
     web.password = "another-password-2"
     assert (await web.call("Sync", sync_body(cid, key)))[0] == 200
+    # 2FA turned on for everyone elsewhere: without an ActiveSync password, refused
+    await auth.set_setting(accounts_module.TWO_FACTOR_ALL, "on")
+    await deferLater(reactor, accounts_module.SETTING_TTL + 0.05, lambda: None)
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 401
+    await auth.set_setting(accounts_module.TWO_FACTOR_ALL, None)
+    await deferLater(reactor, accounts_module.SETTING_TTL + 0.05, lambda: None)
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 200
     # ActiveSync turned off for the user elsewhere
     await web.store.update_user("rita", activesync=False)
     assert (await web.call("Sync", sync_body(cid, key)))[0] == 403
