@@ -207,3 +207,33 @@ async def test_changes_behind_the_process_still_count_at_once(web: Web) -> None:
     # ActiveSync turned off for the user elsewhere
     await web.store.update_user("rita", activesync=False)
     assert (await web.call("Sync", sync_body(cid, key)))[0] == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_between_the_read_and_a_held_sync_still_answers(
+        web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Sync with Wait (MS-ASCMD 2.2.3.194) subscribes before its first look, so that a
+    change committed meanwhile answers it.  The folders read with the request are from
+    before the subscription: a change committed just after that read must still answer
+    the Sync at once, not at the heartbeat."""
+    from easync.model import Op
+
+    cid, key = await synced(web)
+    store = web.store
+    real = store.read_request
+
+    async def then_a_change(read: Any) -> Any:
+        snap = await real(read)
+        if read.folders:
+            await store.apply(web.user, cid, [Op(kind="add", data={"FirstName": "Late"},
+                                                 cls="Contacts")])
+            web.server.notifier.publish(web.user.id, cid)
+        return snap
+
+    monkeypatch.setattr(store, "read_request", then_a_change)
+    body = sync_body(cid, key)
+    body.add("AirSync:Wait", "1")
+    code, answer = await web.call("Sync", body)
+    assert code == 200 and answer is not None
+    coll = answer.find("AirSync:Collections").find("AirSync:Collection")
+    assert len(coll.find("AirSync:Commands").children) == 1

@@ -398,6 +398,11 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         hold = server.holds.start(user.id, req.device_id, "Sync",
                                   [*(c.collection_id for c in spec.collections), HIERARCHY],
                                   spec.hold)
+        if req.preloaded is not None:
+            # the folders read with the request are from before the subscription: a
+            # change committed in between would wake nothing, so look at them again
+            # (the device's states change only by its own requests)
+            req.preloaded.folders = None
     try:
         resp = await _run(server, engine, req, spec, quirks)
         # what was read with the request is for this first look only
