@@ -121,6 +121,12 @@ class Client:
         return self.post("Sync", root)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(count: int, window: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/bench.sqlite"
@@ -155,6 +161,7 @@ def run(count: int, window: int) -> dict:
             got = 0
             times: list[tuple[int, float]] = []
             nbytes = 0
+            cpu_start = cpu_seconds(proc.pid)
             t_start = time.perf_counter()
             while True:
                 r, dt, n = c.sync(cid, key, window)
@@ -167,12 +174,15 @@ def run(count: int, window: int) -> dict:
                 if coll.find("AirSync:MoreAvailable") is None:
                     break
             total = time.perf_counter() - t_start
+            cpu_sync = cpu_seconds(proc.pid) - cpu_start
             assert got == count, (got, count)
             empty = []
+            cpu_start = cpu_seconds(proc.pid)
             for _ in range(200):
                 r, dt, _ = c.sync(cid, key, window)
                 assert r is None
                 empty.append(dt)
+            cpu_empty = (cpu_seconds(proc.pid) - cpu_start) / 200
         finally:
             proc.terminate()
             proc.wait(10)
@@ -194,6 +204,8 @@ def run(count: int, window: int) -> dict:
                                                                   strict=False)
                                      if mark - 5 * window < pos <= mark + 5 * window])
             for mark in (1000, 10000, 100000) if mark <= count},
+        "cpu_rate": count / cpu_sync if cpu_sync else None,
+        "empty_cpu_ms": cpu_empty * 1000,
         "empty_rtt_ms": statistics.median(empty) * 1000,
         "empty_server_ms": statistics.median(server_ms[-200:]) if server_ms else None,
     }
@@ -289,7 +301,10 @@ def main() -> None:
               f"(client decode included; {res['bytes'] / 1e6:.1f} MB); per window at {pw}; "
               f"server time only: {res['server_rate']:,.0f} contacts/s, per window at {spw}; "
               f"empty Sync: {res['empty_rtt_ms']:.2f} ms round trip, server "
-              f"{res['empty_server_ms']:.2f} ms (median of 200)")
+              f"{res['empty_server_ms']:.2f} ms (median of 200); server CPU (all its "
+              f"threads, what other load on the machine moves least): "
+              f"{res['cpu_rate']:,.0f} contacts per CPU second, "
+              f"{res['empty_cpu_ms']:.2f} ms per empty Sync")
 
 
 if __name__ == "__main__":
