@@ -8,7 +8,8 @@ client (keep-alive HTTP/1.1, WBXML through easync's codec): provision, SyncKey 0
 then Sync windows of ``--window`` until MoreAvailable stops.  Reports contacts/s,
 the time per window around the 1k, 10k and 100k positions, and the median time of
 a Sync with nothing new (client round trip, and the server's own figure from its
-log line).
+log line).  First, the database transactions a request costs (empty Sync, empty-body
+Sync, a command with no reads of its own, FolderSync, a Ping answered at once).
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ class Client:
         return self.post("Sync", root)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(count: int, window: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/bench.sqlite"
@@ -154,6 +161,7 @@ def run(count: int, window: int) -> dict:
             got = 0
             times: list[tuple[int, float]] = []
             nbytes = 0
+            cpu_start = cpu_seconds(proc.pid)
             t_start = time.perf_counter()
             while True:
                 r, dt, n = c.sync(cid, key, window)
@@ -166,12 +174,15 @@ def run(count: int, window: int) -> dict:
                 if coll.find("AirSync:MoreAvailable") is None:
                     break
             total = time.perf_counter() - t_start
+            cpu_sync = cpu_seconds(proc.pid) - cpu_start
             assert got == count, (got, count)
             empty = []
+            cpu_start = cpu_seconds(proc.pid)
             for _ in range(200):
                 r, dt, _ = c.sync(cid, key, window)
                 assert r is None
                 empty.append(dt)
+            cpu_empty = (cpu_seconds(proc.pid) - cpu_start) / 200
         finally:
             proc.terminate()
             proc.wait(10)
@@ -193,9 +204,86 @@ def run(count: int, window: int) -> dict:
                                                                   strict=False)
                                      if mark - 5 * window < pos <= mark + 5 * window])
             for mark in (1000, 10000, 100000) if mark <= count},
+        "cpu_rate": count / cpu_sync if cpu_sync else None,
+        "empty_cpu_ms": cpu_empty * 1000,
         "empty_rtt_ms": statistics.median(empty) * 1000,
         "empty_server_ms": statistics.median(server_ms[-200:]) if server_ms else None,
     }
+
+
+ROUNDTRIPS = """
+import sys
+sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
+import tempfile
+from pathlib import Path
+import bcrypt
+from twisted.internet import reactor, task
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
+from backends.sql.authstore import SqlAuthStore
+from backends.sql.store import SqlStore
+from easync import tap
+from easync.auth import accounts, aspassword, build_auth
+from easync.handler import EasServer
+from easync.http.resource import make_site
+from easync.model import Op
+from easync.notify import LocalNotifier
+from easync.settings import Settings
+from easync.wbxml import E
+import test_request_roundtrips as T
+
+async def main(_reactor):
+    tmp = Path(tempfile.mkdtemp())
+    store = SqlStore(reactor, f"sqlite:///{{tmp / 'rt.sqlite'}}")
+    await store.open()
+    hashed = bcrypt.hashpw(T.PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    user = await store.add_user("rita", hashed, None, True)
+    server = EasServer(users=store, items=store, state=store, notifier=LocalNotifier(reactor),
+                       clock=reactor, settings=Settings(provisioning=True))
+    options = tap.Options()
+    options.parseOptions(["--secret-key", str(tmp / "key"), "--login-delay", "0"])
+    auth = build_auth(options.config, server, SqlAuthStore(store), reactor)
+    server.accounts = auth.accounts
+    port = reactor.listenTCP(0, make_site(server, auth.door), interface="127.0.0.1")
+    web = T.Web(store, server, port.getHost().port, user)
+    await T.provision(web)
+    cid, key = await T.synced(web)
+    _c, r = await web.call("FolderSync", E("FolderHierarchy:FolderSync",
+                                           E("FolderHierarchy:SyncKey", "0")))
+    fkey = r.findtext("FolderHierarchy:SyncKey")
+    for label, due in (("warm", False), ("lockout recheck and 2FA setting due", True)):
+        aspassword.LOCK_RECHECK = 0.0 if due else 1.0
+        accounts.SETTING_TTL = 0.0 if due else 1.0
+        await web.call("Sync", T.sync_body(cid, key))
+        out = {{}}
+        out["empty Sync"] = (await web.cost("Sync", T.sync_body(cid, key)))[0]
+        out["empty-body Sync (request cache)"] = (await web.cost("Sync", None))[0]
+        out["Settings (HTTP-level only)"] = (await web.cost("Settings", E(
+            "Settings:Settings", E("Settings:UserInformation", E("Settings:Get")))))[0]
+        out["FolderSync, nothing new"] = (await web.cost("FolderSync", E(
+            "FolderHierarchy:FolderSync", E("FolderHierarchy:SyncKey", fkey))))[0]
+        await store.apply(user, cid, [Op(kind="add", data={{"FirstName": "x"}},
+                                         cls="Contacts")])
+        ping = E("Ping:Ping", E("Ping:HeartbeatInterval", "300"), E("Ping:Folders", E(
+            "Ping:Folder", E("Ping:Id", cid), E("Ping:Class", "Contacts"))))
+        out["Ping answered at once"] = (await web.cost("Ping", ping))[0]
+        _c, r = await web.call("Sync", T.sync_body(cid, key))
+        key = T.key_of(r)
+        print(f"transactions per request ({{label}}): "
+              + ", ".join(f"{{k}} {{v}}" for k, v in out.items()))
+    await port.stopListening()
+    await store.close()
+
+task.react(lambda r: ensureDeferred(main(r)))
+"""
+
+
+def roundtrips() -> None:
+    """Database transactions per request (``Database.interactions``) over real HTTP
+    with the real front door, in a process of its own (see
+    tests/test_request_roundtrips.py)."""
+    subprocess.run([sys.executable, "-c", ROUNDTRIPS.format(
+        repo=str(REPO), tests=str(REPO / "tests"))], check=True)
 
 
 def main() -> None:
@@ -203,6 +291,7 @@ def main() -> None:
     ap.add_argument("--counts", default="5000,100000")
     ap.add_argument("--window", type=int, default=100)
     args = ap.parse_args()
+    roundtrips()
     for count in (int(c) for c in args.counts.split(",")):
         res = run(count, args.window)
         pw = ", ".join(f"{k:,}: {v:.1f} ms" for k, v in res["per_window_ms"].items())
@@ -212,7 +301,10 @@ def main() -> None:
               f"(client decode included; {res['bytes'] / 1e6:.1f} MB); per window at {pw}; "
               f"server time only: {res['server_rate']:,.0f} contacts/s, per window at {spw}; "
               f"empty Sync: {res['empty_rtt_ms']:.2f} ms round trip, server "
-              f"{res['empty_server_ms']:.2f} ms (median of 200)")
+              f"{res['empty_server_ms']:.2f} ms (median of 200); server CPU (all its "
+              f"threads, what other load on the machine moves least): "
+              f"{res['cpu_rate']:,.0f} contacts per CPU second, "
+              f"{res['empty_cpu_ms']:.2f} ms per empty Sync")
 
 
 if __name__ == "__main__":

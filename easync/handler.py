@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from easync.interfaces import IChangeNotifier, IItemStore, IStateStore, IUserStore
 from easync.model import User
+from easync.requestread import RequestSnapshot
 from easync.settings import Settings
 from easync.versions import version_tuple
 from easync.wbxml.element import Element
@@ -43,6 +44,9 @@ class EasRequest:
     raw_body: bytes = b""
     client_addr: str = ""
     device: dict[str, Any] | None = None  # the IStateStore device record, if known
+    # what the HTTP layer read with the device (easync.requestread): the command's first
+    # look may use it instead of reading again; later looks (a held Sync woken) read
+    preloaded: RequestSnapshot | None = None
 
     @property
     def v(self) -> tuple[int, int]:

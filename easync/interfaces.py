@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from easync.model import ChangeBatch, Folder, Item, Op, OpResult, StateWrite, User
+from easync.requestread import RequestRead, RequestSnapshot
 
 
 class IUserStore(Interface):
@@ -152,6 +153,11 @@ class IStateStore(Interface):
 
     def save_state(user: User, write: StateWrite) -> Deferred[None]:
         """Save a state blob."""
+
+    def read_request(read: RequestRead) -> Deferred[RequestSnapshot]:
+        """What a request reads before its command runs (``easync.requestread``), in
+        one transaction: each part as the single-purpose call gives it.  A store
+        without the auth tables leaves ``familiar`` None and ``counters`` empty."""
 
 
 class IHoldStore(Interface):

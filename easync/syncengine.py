@@ -93,10 +93,22 @@ class SyncEngine:
     """Sync, GetItemEstimate and Ping over one server's stores: typed requests in
     (``easync.synctypes``), typed results out."""
 
-    def __init__(self, server: EasServer) -> None:
+    def __init__(self, server: EasServer,
+                 preloaded: dict[str, dict[str, Any] | None] | None = None) -> None:
         self.server = server
         self.items = server.items
         self.state = server.state
+        #: states already read (by name, for this request's device): ``get_state``
+        #: answers from here; emptied by the caller when they may be stale
+        self.preloaded: dict[str, dict[str, Any] | None] = preloaded or {}
+
+    async def get_state(self, user: User, device_id: str, name: str, keep: bool = False
+                        ) -> dict[str, Any] | None:
+        """A state of the device: from ``preloaded`` when it is there (taken out of it,
+        as the caller may change it, unless ``keep``), else read."""
+        if name in self.preloaded:
+            return self.preloaded[name] if keep else self.preloaded.pop(name)
+        return await self.state.get_state(user, device_id, name)
 
     # -- the filter window ---------------------------------------------------------
     @staticmethod
@@ -230,7 +242,7 @@ class SyncEngine:
             self.rewindow(fresh, folder.cls, creq.filter_type, now)
             await self.state.save_state(user, StateWrite(device_id, name, fresh))
             return CollectionResult(cid, make_key(epoch, 1))
-        st = await self.state.get_state(user, device_id, name)
+        st = await self.get_state(user, device_id, name)
         if st is None:
             return self._status(creq, "3", key="0")
         current = make_key(st["epoch"], st["key"])

@@ -53,6 +53,7 @@ from easync.model import (
     StateWrite,
     User,
 )
+from easync.requestread import RequestRead, RequestSnapshot
 from easync.storerules import DEVICE_COLUMNS as _DEVICE_COLS
 from easync.storerules import device_values, named_rows, new_rows, plan_ops, user_changes
 from easync.storerules import dumps as _dumps
@@ -762,6 +763,22 @@ class MemoryStore(Service):
 
     def save_state(self, user: User, write: StateWrite) -> Deferred[None]:
         return self._call(self._save_state, user.id, write)
+
+    def read_request(self, read: RequestRead) -> Deferred[RequestSnapshot]:
+        """As ``SqlStore.read_request``; no auth tables here (``familiar`` None)."""
+        row = self._user_row(read.user_name.lower())
+        snap = RequestSnapshot(row.user() if row else None)
+        if row is not None:
+            uid = row.user().id
+            snap.device = self._device(uid, read.device_id)
+            for name in read.states:
+                text = self._states.get((uid, read.device_id, name))
+                snap.states[name] = json.loads(text) if text is not None else None
+            if read.folders:
+                rows = [f for f in self._folders.values() if f.user_id == uid and not f.deleted]
+                rows.sort(key=lambda f: (0 if f.type < 12 else 1, f.id))
+                snap.folders = [f.folder() for f in rows]
+        return succeed(snap)
 
     def _save_state(self, user_id: int, write: StateWrite) -> None:
         self._states[(user_id, write.device_id, write.name)] = _dumps(write.state)

@@ -1285,6 +1285,32 @@ async def test_states(store: SqlStore, user: User) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_read_request(store: Any, user: User) -> None:
+    """``read_request`` (issue #12 point 4) gives in one transaction what get_user,
+    get_device, get_state and list_folders give one by one."""
+    from easync.requestread import RequestRead
+
+    state = getattr(store, "sql", store)            # the CRM store: state in SQL
+    read = RequestRead("ALICE", "DEV1", ("sync:1", "sync:2", "synccache"), folders=True)
+    snap = await state.read_request(read)
+    assert snap.user == await state.get_user("alice")
+    assert snap.device is None
+    assert snap.states == {"sync:1": None, "sync:2": None, "synccache": None}
+    assert snap.folders == await state.list_folders(user)
+    assert snap.familiar is None and snap.counters == {}
+    await state.save_device(user, "DEV1", device_type="iPhone", policy_key=7, wipe="pending")
+    await state.save_state(user, StateWrite("DEV1", "sync:1", {"key": 3, "own": {"a": 1}}))
+    await state.save_state(user, StateWrite("DEV2", "sync:2", {"key": 4}))
+    snap = await state.read_request(RequestRead("alice", "DEV1", ("sync:1", "sync:2")))
+    assert snap.device == await state.get_device(user, "DEV1")
+    assert snap.device["wipe"] == "pending" and snap.device["policy_key"] == 7
+    assert snap.states == {"sync:1": {"key": 3, "own": {"a": 1}}, "sync:2": None}
+    assert snap.folders is None
+    gone = await state.read_request(RequestRead("nobody", "DEV1", ("sync:1",), folders=True))
+    assert gone.user is None and gone.device is None and gone.folders is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_find_by_uid(store: SqlStore, user: User) -> None:
     f = (await folder_ids(store, user))["Calendar"]
     (sid,) = await add(store, user, f, event("e", UID="abc-123"))

@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from backends.sql.request import familiar_txn, setting_txn, throttle_row_txn
 from backends.sql.store import SqlStore
 from easync.interfaces import IAuthStore
 
@@ -36,9 +37,7 @@ class SqlAuthStore:
     # -- settings ---------------------------------------------------------------------
     def get_setting(self, name: str) -> Deferred[str | None]:
         def q(cur: Any) -> str | None:
-            cur.execute(self._sql("SELECT value FROM server_settings WHERE name = ?"), (name,))
-            row = cur.fetchone()
-            return None if row is None else str(row[0])
+            return setting_txn(self.store.engine, cur, name)
 
         return self._run(q)
 
@@ -81,10 +80,7 @@ class SqlAuthStore:
     def throttle_get(self, scope: str, name: str
                      ) -> Deferred[tuple[int, float, float] | None]:
         def q(cur: Any) -> tuple[int, float, float] | None:
-            cur.execute(self._sql("SELECT failures, window_start, locked_until FROM"
-                                  " auth_throttle WHERE scope = ? AND name = ?"), (scope, name))
-            row = cur.fetchone()
-            return None if row is None else (int(row[0]), float(row[1]), float(row[2]))
+            return throttle_row_txn(self.store.engine, cur, scope, name)
 
         return self._run(q)
 
@@ -220,16 +216,8 @@ class SqlAuthStore:
 
     def familiar_get(self, user: str, device: str, address: str, since: float
                      ) -> Deferred[bool]:
-        wanted = [(k, v) for k, v in (("device", device), ("addr", address)) if v]
-
         def q(cur: Any) -> bool:
-            for kind, value in wanted:      # primary-key look-ups
-                cur.execute(self._sql(
-                    "SELECT 1 FROM auth_familiar WHERE user_name = ? AND kind = ?"
-                    " AND value = ? AND last_ok >= ?"), (user, kind, value, since))
-                if cur.fetchone() is not None:
-                    return True
-            return False
+            return familiar_txn(self.store.engine, cur, user, device, address, since)
 
         return self._run(q)
 

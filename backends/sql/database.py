@@ -56,6 +56,9 @@ class Database:
         self._opening: list[Deferred[None]] | None = None   # waiters while migrating
         #: the schema version reached by ``open``
         self.schema_version = 0
+        #: transactions run so far (``run_interaction`` calls): what a request costs in
+        #: database round trips is the difference across it (tests, benchmarks)
+        self.interactions = 0
 
     @property
     def is_open(self) -> bool:
@@ -114,6 +117,7 @@ class Database:
         """Run ``fn(cur, *args)`` in one transaction in a pool thread (``desc`` names
         it in errors); retried on a deadlock or serialization failure."""
         engine = self.engine
+        self.interactions += 1
 
         def txn(conn: Any) -> T:
             attempt = 0

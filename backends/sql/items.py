@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 
 from backends.sql.base import StorePart, _chunks, _folder_from_row
 from backends.sql.database import Database
+from backends.sql.request import FOLDERS_SQL
 from backends.sql.state import SqlState
 from easync.items import index_fields
 from easync.lookup import contact_tokens, indexable_email, storable_email
@@ -105,10 +106,7 @@ class SqlItems(StorePart):
     # ==============================================================================
     def list_folders(self, user: User) -> Deferred[list[Folder]]:
         def q(cur: Any) -> list[Folder]:
-            cur.execute(self._sql(
-                "SELECT id, parent_id, name, type, modseq FROM folders"
-                " WHERE user_id = ? AND deleted = 0"
-                " ORDER BY CASE WHEN type < 12 THEN 0 ELSE 1 END, id"), (user.id,))
+            cur.execute(self._sql(FOLDERS_SQL), (user.id,))
             return [_folder_from_row(r) for r in cur.fetchall()]
 
         return self._run(q)

@@ -38,6 +38,7 @@ from backends.sql.database import Database, safe_url
 from backends.sql.engines import Engine
 from backends.sql.holds import SqlHolds
 from backends.sql.items import FEED_SQL, SqlItems
+from backends.sql.request import SqlRequestReads
 from backends.sql.state import SqlState
 from backends.sql.users import SqlUsers
 from easync.interfaces import IHoldStore, IItemStore, IStateStore, IUserStore
@@ -51,6 +52,7 @@ from easync.model import (
     StateWrite,
     User,
 )
+from easync.requestread import RequestRead, RequestSnapshot
 
 __all__ = ["FEED_SQL", "SqlStore"]
 
@@ -79,6 +81,7 @@ class SqlStore(Service):
         self.state = SqlState(self.db)
         self.items = SqlItems(self.db, self.state)
         self.holds = SqlHolds(self.db)
+        self.requests = SqlRequestReads(self.db, self.users, self.state)
         #: fires when the lookup tokens of rows older than schema 5 are written (None:
         #: nothing to do); see _backfill
         self.backfilling: Deferred[None] | None = None
@@ -243,6 +246,10 @@ class SqlStore(Service):
 
     def save_state(self, user: User, write: StateWrite) -> Deferred[None]:
         return self.state.save_state(user, write)
+
+    def read_request(self, read: RequestRead) -> Deferred[RequestSnapshot]:
+        """See ``SqlRequestReads`` (the auth rows: ``SqlAuthStore``'s tables)."""
+        return self.requests.read_request(read)
 
     def delete_state(self, user: User, device_id: str, name: str) -> Deferred[None]:
         """Forget one state blob (no error if absent)."""

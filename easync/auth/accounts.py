@@ -509,6 +509,21 @@ class Accounts:
         self._global = (value, now)
         return value
 
+    def two_factor_all_cached(self) -> bool | None:
+        """``two_factor_all`` when it needs no read now (None: due for one)."""
+        g = self._global
+        if g is not None and self.clock.seconds() - g[1] < SETTING_TTL:
+            return g[0]
+        return None
+
+    def two_factor_all_read(self, value: str | None) -> bool:
+        """The 2FA-for-everyone setting's stored value, read by the caller with other
+        rows in one transaction (``TWO_FACTOR_ALL``): remembered as ``two_factor_all``
+        remembers its own read."""
+        on = value == "on"
+        self._global = (on, self.clock.seconds())
+        return on
+
     async def set_two_factor_all(self, on: bool, *, actor: str | None = None,
                                  address: str = "") -> list[str]:
         """Turn 2FA on or off for everyone (admin).  Returns the names of users with

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
@@ -39,7 +40,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from easync.auth.accounts import Accounts, eas_mode
+from easync.auth.accounts import TWO_FACTOR_ALL, Accounts, eas_mode
 from easync.auth.local import (
     HandsOverUser,
     IUserChecker,
@@ -53,8 +54,9 @@ from easync.auth.local import (
 from easync.auth.throttle import LockedOut
 from easync.errors import Unavailable
 from easync.model import User
+from easync.requestread import AuthRead, RequestSnapshot
 
-__all__ = ["ClientCredentials", "LoginLockedOut", "PolicyChecker"]
+__all__ = ["ClientCredentials", "LoginLockedOut", "PolicyChecker", "Remembered"]
 
 log = Logger()
 
@@ -85,6 +87,21 @@ class LoginLockedOut(UnauthorizedLogin):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """Credentials the checker accepted lately (``PolicyChecker.remembered``): the user
+    as accepted, the fingerprint of its credential fields then, the request's source,
+    whether the lockout recheck is due, and what the request's read must include
+    (None: nothing of the auth tables)."""
+
+    user: User
+    fingerprint: tuple[Any, ...]
+    address: str
+    device: str
+    lock_due: bool
+    auth: AuthRead | None
 
 
 class PolicyRefused(UnauthorizedLogin):
@@ -132,6 +149,8 @@ class PolicyChecker(HandsOverUser):
         self._noted: dict[tuple[str, str], float] = {}
         self._inflight: dict[bytes, list[Deferred[None]]] = {}
         self._lock_checked: dict[tuple[str, str, str], float] = {}
+        # HMAC of (user name as typed, password) -> (the user, its _cache entry)
+        self._known: dict[bytes, tuple[User, tuple[str, tuple[Any, ...], float]]] = {}
         accounts.on_change(self.forget)
 
     # -- for the HTTP layer (and recent_user) ------------------------------------------
@@ -140,8 +159,10 @@ class PolicyChecker(HandsOverUser):
         (the fingerprint check does it across processes); frees memory at once."""
         if name is None:
             self._cache.clear()
+            self._known.clear()
         else:
             self._cache = {k: v for k, v in self._cache.items() if v[0] != name}
+            self._known = {k: v for k, v in self._known.items() if v[0].name != name}
 
     def note_device(self, user: User, device_id: str) -> None:
         """The request of ``user`` (just accepted) comes from ``device_id``: remember
@@ -159,6 +180,90 @@ class PolicyChecker(HandsOverUser):
             self.accounts.note_as_password_used(user.name, device_id, now))
         d.addErrback(lambda f: log.failure("cannot record the use of {user}'s ActiveSync "
                                            "password", f, user=user.name))
+
+    # -- remembered logins, confirmed by the request's one read (issue #12 point 4) ------
+    def _remember(self, raw: str, password: str, user: User,
+                  entry: tuple[str, tuple[Any, ...], float]) -> None:
+        """Credentials just accepted as typed (``raw`` user name): ``remembered`` finds
+        the user without a read, while ``entry`` is the positive cache's."""
+        if len(self._known) >= CACHE_MAX:
+            self._known.clear()
+        self._known[self._cache_key("\x00" + raw, password)] = (user, entry)
+
+    def remembered(self, credentials: IUsernamePassword, state: Any = None
+                   ) -> Remembered | None:
+        """Known-good credentials, from memory alone: the ``User`` they were accepted
+        as (as it was then) and the reads that confirm them (``auth_read``), or None
+        (then ``requestAvatarId`` does the whole check).  ``state``: the
+        ``IStateStore`` that will read the request; when the auth tables are in its
+        database, the lockout and setting rows are read with the rest."""
+        try:
+            raw, password = text_credentials(credentials)
+        except UnauthorizedLogin:
+            return None
+        hit = self._known.get(self._cache_key("\x00" + raw, password))
+        if hit is None:
+            return None
+        user, entry = hit
+        now = self.reactor.seconds()
+        if self._cache.get(self._cache_key(user.name, password)) is not entry or \
+                entry[2] <= now:
+            return None          # forgotten (a change through this process) or expired
+        client = credentials if isinstance(credentials, ClientCredentials) else None
+        address = client.address.split(" via ", 1)[0] if client is not None else ""
+        device = client.device_id[:64] if client is not None else ""
+        lock_due = now - self._lock_checked.get((user.name, address, device),
+                                                float("-inf")) >= LOCK_RECHECK
+        everyone = self.accounts.two_factor_all_cached()
+        auth: AuthRead | None = None
+        if getattr(self.accounts.auth, "store", None) is state and state is not None and (
+                lock_due or everyone is None):
+            throttle = self.accounts.throttle
+            auth = AuthRead(
+                user.name, device if lock_due else "", address if lock_due else "",
+                now - throttle.rules.familiar_for,
+                setting=TWO_FACTOR_ALL if everyone is None else None,
+                counters=throttle.lock_counters(user.name, address) if lock_due else ())
+        return Remembered(user, entry[1], address, device, lock_due, auth)
+
+    async def confirm(self, rem: Remembered, snap: RequestSnapshot) -> User | None:
+        """The user's current record when ``rem`` still holds, read by the request
+        (``snap``, from ``rem.auth`` and the user's row): its credential fields and
+        the 2FA setting as they were (a change in any process: None, check again), and
+        no lockout for this source (``LoginLockedOut``)."""
+        user = snap.user
+        if user is None or user.id != rem.user.id:
+            return None
+        auth = rem.auth
+        if auth is not None and auth.setting is not None:
+            everyone = self.accounts.two_factor_all_read(snap.setting)
+        else:
+            try:
+                everyone = await self.accounts.two_factor_all()
+            except Unavailable:
+                raise
+            except Exception as e:
+                raise Unavailable(str(e)) from e
+        if _fingerprint(user, everyone) != rem.fingerprint:
+            self.forget(user.name)
+            return None
+        if rem.lock_due:
+            throttle = self.accounts.throttle
+            source = (user.name, rem.address, rem.device)
+            try:
+                if auth is not None and auth.counters:
+                    throttle.check_rows(user.name, rem.address, bool(snap.familiar),
+                                        snap.counters)
+                else:
+                    await throttle.check_login(user.name, rem.address, rem.device)
+            except LockedOut as e:
+                self._lock_checked.pop(source, None)
+                raise LoginLockedOut(str(e), e.retry_after) from None
+            if len(self._lock_checked) > 200_000:
+                self._lock_checked.clear()
+            self._lock_checked[source] = self.reactor.seconds()
+            await throttle.note_familiar(user.name, rem.address, rem.device)
+        return user
 
     # -- ICredentialsChecker (requestAvatarId runs _check) --------------------------------
     def _cache_key(self, name: str, password: str) -> bytes:
@@ -211,6 +316,7 @@ class PolicyChecker(HandsOverUser):
                     self._lock_checked.clear()
                 self._lock_checked[source] = now
                 await throttle.note_familiar(name_key, address, device)
+            self._remember(raw, password, user, hit)
             return self._accept(user)
         waiters = self._inflight.get(key)
         if waiters is not None:
@@ -252,8 +358,9 @@ class PolicyChecker(HandsOverUser):
         await attempt.succeeded(user.name)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        self._cache[self._cache_key(user.name, password)] = (
-            user.name, _fingerprint(user, everyone), now + self.cache_seconds)
+        entry = (user.name, _fingerprint(user, everyone), now + self.cache_seconds)
+        self._cache[self._cache_key(user.name, password)] = entry
+        self._remember(raw, password, user, entry)
         return self._accept(user)
 
     async def _no_hash_checked(self, password: str) -> None:

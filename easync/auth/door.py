@@ -31,6 +31,7 @@ from zope.interface import Interface, implementer
 from easync.auth.local import IUserChecker
 from easync.interfaces import IUserStore
 from easync.model import User
+from easync.requestread import RequestSnapshot
 
 __all__ = ["AccountLogin", "FrontDoor", "IAccountLogin", "IUserAvatar",
            "LoginPasswordChecker", "UserRealm", "UserVanished"]
@@ -91,6 +92,22 @@ class FrontDoor:
         _iface, user, logout = await self.portal.login(credentials, None, IUserAvatar)
         logout()
         assert isinstance(user, User)
+        return user
+
+    def remembered(self, credentials: ICredentials, state: Any = None) -> Any:
+        """Credentials the first checker accepted lately, from memory alone (its
+        ``remembered``: ``easync.auth.aspassword.Remembered``), or None.  Not a login:
+        the request lets them in only once ``confirm`` says so."""
+        checker = self.checkers[0] if self.checkers else None
+        remembered = getattr(checker, "remembered", None)
+        return remembered(credentials, state) if remembered is not None else None
+
+    async def confirm(self, remembered: Any, snapshot: RequestSnapshot) -> User | None:
+        """The user of ``remembered`` credentials, confirmed by what the request read
+        (``snapshot``), or None when they must be checked again (``authenticate``).
+        Raises as ``authenticate`` does (a lockout)."""
+        user = await self.checkers[0].confirm(remembered, snapshot)  # type: ignore[attr-defined]
+        assert user is None or isinstance(user, User)
         return user
 
     def note_device(self, user: User, device_id: str) -> None:

@@ -120,12 +120,27 @@ class Throttle:
         ``LockedOut`` if a counter that applies to this source is locked out; else
         return whether the source is familiar."""
         familiar = await self.familiar(user, address, device)
+        rows = {(scope, name): await self.store.throttle_get(scope, name)
+                for scope, name, _limit in self._counters(user, address, familiar)}
+        self.check_rows(user, address, familiar, rows)
+        return familiar
+
+    def lock_counters(self, user: str, address: str = "") -> list[tuple[str, str]]:
+        """Every counter ``check_login`` may look at, familiar source or not: read them
+        with the rest of a request (``check_rows``)."""
+        return [(scope, name) for familiar in (True, False)
+                for scope, name, _limit in self._counters(user, address, familiar)]
+
+    def check_rows(self, user: str, address: str, familiar: bool,
+                   rows: dict[tuple[str, str], tuple[int, float, float] | None]) -> None:
+        """``check_login`` on rows already read (``IAuthStore.throttle_get`` of the
+        counters ``lock_counters`` names, by (scope, name)): ``LockedOut`` when a
+        counter that applies to this source is locked out."""
         now = self.clock.seconds()
         for scope, name, _limit in self._counters(user, address, familiar):
-            row = await self.store.throttle_get(scope, name)
+            row = rows.get((scope, name))
             if row is not None and row[2] > now:
                 raise self._locked(scope, name, row[2] - now)
-        return familiar
 
     def _locked(self, scope: str, name: str, seconds: float) -> LockedOut:
         who = f"from {name}" if scope == "addr" else f"for {name}"

@@ -20,9 +20,9 @@ from easync.commands.ping import HIERARCHY
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.items import convert
 from easync.items.fastpath import FragmentCache
-from easync.model import Folder, StateWrite
+from easync.model import Folder, StateWrite, User
 from easync.settings import Settings
-from easync.syncengine import ITEM_CLASSES, SyncEngine, make_key, quirks_for
+from easync.syncengine import ITEM_CLASSES, SyncEngine, make_key, quirks_for, state_name
 from easync.synctypes import (
     AddCommand,
     ChangeCommand,
@@ -317,19 +317,50 @@ def window_size(asked: int | None, default: int | None, cap: int) -> int:
 
 # -- the command -----------------------------------------------------------------------
 
+def request_reads(server: EasServer, user: User, device_id: str, body: Element | None
+                  ) -> tuple[list[str], bool]:
+    """What a Sync reads first, for the HTTP layer to read with the device in one
+    transaction (``easync.requestread``): the states of the collections the request
+    names (an empty or Partial request: the request cache and the collections this
+    process last saw cached), and the folders when the item store is the state
+    store."""
+    names: list[str] = []
+    colls = body.find("AirSync:Collections") if body is not None else None
+    if colls is not None:
+        for coll in colls.findall("AirSync:Collection"):
+            cid = coll.findtext("AirSync:CollectionId")
+            if cid:
+                names.append(state_name(cid))
+    if body is None or colls is None or body.find("AirSync:Partial") is not None:
+        names.append(CACHE)
+        cached = server.caches.requests.get((user.id, device_id))
+        for c in (cached or {}).get("collections", ()):
+            names.append(state_name(str(c.get("id"))))
+    return list(dict.fromkeys(names))[:1 + server.settings.max_sync_collections], \
+        server.items is server.state
+
+
+async def _state(server: EasServer, req: EasRequest, name: str) -> dict[str, Any] | None:
+    """A state of the device: as read with the request when it was, else read now."""
+    pre = req.preloaded
+    if pre is not None and name in pre.states:
+        return pre.states[name]
+    return await server.state.get_state(req.user, req.device_id, name)
+
+
 async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     settings = server.settings
     user = req.user
     try:
         if req.body is None:
-            cached = await server.state.get_state(user, req.device_id, CACHE)
+            cached = await _state(server, req, CACHE)
             if not cached:
                 return _top_status("13")
             spec = SyncRequest.from_cache(cached)
         else:
             spec = parse(req.body, settings)
             if spec.partial or not spec.collections:
-                cached = await server.state.get_state(user, req.device_id, CACHE)
+                cached = await _state(server, req, CACHE)
                 if not cached:
                     return _top_status("13")
                 # Partial: the collections not named are the cached ones; without
@@ -346,7 +377,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
             mem = (user.id, req.device_id)
             saved = server.caches.requests
             if saved.get(mem) != new_cache:
-                old = await server.state.get_state(user, req.device_id, CACHE)
+                old = await _state(server, req, CACHE)
                 if old != new_cache:
                     await server.state.save_state(user, StateWrite(req.device_id, CACHE,
                                                                    new_cache))
@@ -356,7 +387,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     except BadRequest as e:
         return _top_status(e.status, e.limit)
 
-    engine = SyncEngine(server)
+    engine = SyncEngine(server, req.preloaded.states if req.preloaded is not None else None)
     quirks = quirks_for(req.device_type, req.user_agent, req.device, req.version,
                         settings)
     hold = None
@@ -367,8 +398,16 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         hold = server.holds.start(user.id, req.device_id, "Sync",
                                   [*(c.collection_id for c in spec.collections), HIERARCHY],
                                   spec.hold)
+        if req.preloaded is not None:
+            # the folders read with the request are from before the subscription: a
+            # change committed in between would wake nothing, so look at them again
+            # (the device's states change only by its own requests)
+            req.preloaded.folders = None
     try:
         resp = await _run(server, engine, req, spec, quirks)
+        # what was read with the request is for this first look only
+        req.preloaded = None
+        engine.preloaded = {}
         await _note_sync(server, req)
         if resp is not None or hold is None:
             return resp if resp is not None else EasResponse(None, status="1")
@@ -419,7 +458,10 @@ async def _run(server: EasServer, engine: SyncEngine, req: EasRequest, spec: Syn
     """Run every collection once; None when there is nothing at all to send."""
     settings = server.settings
     user = req.user
-    folders = {f.server_id: f for f in await server.items.list_folders(user)}
+    pre = req.preloaded
+    listed = pre.folders if pre is not None and pre.folders is not None else \
+        await server.items.list_folders(user)
+    folders = {f.server_id: f for f in listed}
     remaining = window_size(spec.window, None, settings.max_window)
     colls_el = Element("AirSync:Collections")
     anything = False
@@ -427,7 +469,8 @@ async def _run(server: EasServer, engine: SyncEngine, req: EasRequest, spec: Syn
         folder = folders.get(c.collection_id)
         key = c.sync_key
         if key is None:  # from the cache: the device's current key
-            st = await server.state.get_state(user, req.device_id, f"sync:{c.collection_id}")
+            st = await engine.get_state(user, req.device_id, state_name(c.collection_id),
+                                        keep=True)
             if st is None:
                 colls_el.append(render_collection(
                     CollectionResult(c.collection_id, "0", "3"), folder, req.version, [],

@@ -21,6 +21,7 @@ import binascii
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.logger import Logger
@@ -28,14 +29,17 @@ from twisted.web import server
 
 from easync.auth.aspassword import ClientCredentials, LoginLockedOut
 from easync.auth.door import FrontDoor, UserVanished
+from easync.auth.local import as_text
 from easync.errors import Unavailable
 from easync.http.forwarded import Network, client_address
 from easync.http.query import Query, QueryError, parse_query
 from easync.metrics import Metrics
 from easync.model import User
+from easync.requestread import RequestSnapshot
 
-__all__ = ["REALM", "Refusal", "basic_login", "client_addr", "header", "log_request",
-           "log_safe", "request_body", "safe_name"]
+__all__ = ["REALM", "Refusal", "basic_credentials", "basic_login", "client_addr",
+           "confirm_login", "header", "log_request", "log_safe", "remembered_login",
+           "request_body", "safe_name"]
 
 log = Logger(namespace="easync.request")
 
@@ -57,6 +61,67 @@ async def basic_login(door: FrontDoor, request: server.Request,
                       ) -> User | Refusal:
     """The user of ``request``'s Basic credentials, or how to refuse it.  ``query``: the
     request line's query when the caller has parsed it already (its DeviceId counts)."""
+    credentials = basic_credentials(request, trusted, query)
+    if isinstance(credentials, Refusal):
+        return credentials
+    who = safe_name(as_text(credentials.username))
+    try:
+        user = await door.authenticate(credentials)
+    except (UnauthorizedLogin, LoginFailed, Unavailable) as e:
+        return _refusal(e, who)
+    return _let_in(user)
+
+
+def remembered_login(door: FrontDoor, request: server.Request,
+                     trusted: Sequence[Network] = (), query: Query | None = None,
+                     state: Any = None) -> Any:
+    """Credentials of ``request`` the front door accepted lately, from memory alone
+    (``FrontDoor.remembered``), or None: a login only once ``confirm_login`` says so.
+    ``state``: the ``IStateStore`` the request's read goes to."""
+    credentials = basic_credentials(request, trusted, query)
+    if isinstance(credentials, Refusal):
+        return None
+    return door.remembered(credentials, state)
+
+
+async def confirm_login(door: FrontDoor, request: server.Request, remembered: Any,
+                        snapshot: RequestSnapshot, trusted: Sequence[Network] = (),
+                        query: Query | None = None) -> User | Refusal:
+    """The user of ``remembered`` credentials as ``basic_login`` gives it, confirmed by
+    the request's read (``snapshot``); when they no longer hold, the whole login."""
+    try:
+        user = await door.confirm(remembered, snapshot)
+    except (UnauthorizedLogin, LoginFailed, Unavailable) as e:
+        return _refusal(e, remembered.user.name)
+    if user is None:
+        return await basic_login(door, request, trusted, query)
+    return _let_in(user)
+
+
+def _refusal(e: Exception, who: str) -> Refusal:
+    """How to refuse a login that raised ``e``."""
+    challenge = {b"WWW-Authenticate": REALM}
+    if isinstance(e, LoginLockedOut):
+        # Not a 401: the phone must not ask its user for the password again
+        return Refusal(429, who, f"login refused: {e}",
+                       {b"Retry-After": str(e.retry_after).encode()})
+    if isinstance(e, UserVanished):
+        return Refusal(401, who, "user vanished", challenge)
+    if isinstance(e, Unavailable):
+        return Refusal(503, who, f"directory unavailable: {e}", {b"Retry-After": b"30"})
+    return Refusal(401, who, f"login refused: {e}", challenge)
+
+
+def _let_in(user: User) -> User | Refusal:
+    if not user.activesync:
+        return Refusal(403, user.name, "ActiveSync not enabled")
+    return user
+
+
+def basic_credentials(request: server.Request, trusted: Sequence[Network] = (),
+                      query: Query | None = None) -> ClientCredentials | Refusal:
+    """The Basic credentials of ``request`` with its client address and DeviceId, or
+    the 401 for missing or malformed ones."""
     value = header(request, b"authorization")
     challenge = {b"WWW-Authenticate": REALM}
     if not value or not value.lower().startswith("basic "):
@@ -76,23 +141,7 @@ async def basic_login(door: FrontDoor, request: server.Request,
             device = parse_query(request.uri.partition(b"?")[2].decode("latin-1")).device_id
         except QueryError:
             device = ""
-    who = safe_name(username)
-    try:
-        user = await door.authenticate(ClientCredentials(
-            username, password, client_addr(request, trusted), device))
-    except LoginLockedOut as e:
-        # Not a 401: the phone must not ask its user for the password again
-        return Refusal(429, who, f"login refused: {e}",
-                       {b"Retry-After": str(e.retry_after).encode()})
-    except UserVanished:
-        return Refusal(401, who, "user vanished", challenge)
-    except (UnauthorizedLogin, LoginFailed) as e:
-        return Refusal(401, who, f"login refused: {e}", challenge)
-    except Unavailable as e:
-        return Refusal(503, who, f"directory unavailable: {e}", {b"Retry-After": b"30"})
-    if not user.activesync:
-        return Refusal(403, user.name, "ActiveSync not enabled")
-    return user
+    return ClientCredentials(username, password, client_addr(request, trusted), device)
 
 
 def log_request(request: server.Request, metrics: Metrics, counted: bool, code: int,

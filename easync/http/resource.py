@@ -9,6 +9,14 @@ static table) → version → content coding
 command's handler → WBXML encode (→ gzip when the client accepts it).  Every
 failure gets the protocol's HTTP code or Status and one log line; no traceback
 ever reaches the client.
+
+Database round trips (issue #12 point 4): credentials the checker accepted lately are
+let in from memory, provisionally (``remembered_login``); the device record is then
+read in one transaction (``IStateStore.read_request``) with the user's record, the
+lockout rows when their recheck is due, and what Sync reads first (its states, the
+folders), and the login is confirmed on those rows (``confirm_login``: a password,
+2FA or lockout change made in any process counts at once) before anything else runs.
+An empty Sync costs that one transaction.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from easync.auth.door import FrontDoor
 from easync.commands import COMMANDS
 from easync.commands import provisioning as provisioning_policy
+from easync.commands import sync as sync_command
 from easync.errors import TooManyDevices, Unavailable
 from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.http.autodiscover import AutodiscoverResource
@@ -35,16 +44,19 @@ from easync.http.basic import (
     Refusal,
     basic_login,
     client_addr,
+    confirm_login,
     header,
     log,
     log_request,
     log_safe,
+    remembered_login,
     request_body,
 )
 from easync.http.forwarded import parse_networks
 from easync.http.limits import ConnectionLimits
 from easync.http.query import Query, QueryError, parse_query
 from easync.model import User
+from easync.requestread import RequestRead, RequestSnapshot
 from easync.versions import VERSIONS, version_tuple
 from easync.wbxml import E, WBXMLError, decode, encode
 
@@ -292,11 +304,15 @@ class ActiveSyncResource(Resource):
         request line's query, when already parsed."""
         outcome = await basic_login(self.door, request, self.trusted, query)
         if isinstance(outcome, Refusal):
-            for name, value in outcome.headers.items():
-                request.setHeader(name, value)
-            self._finish(request, outcome.code, b"", outcome.user, "", cmd, outcome.note, t0)
+            self._refuse(request, outcome, cmd, t0)
             return None
         return outcome
+
+    def _refuse(self, request: Request, refusal: Refusal, cmd: str, t0: float) -> None:
+        """Answer a login refused (401, 403, 429 or 503), logged as ``cmd``."""
+        for name, value in refusal.headers.items():
+            request.setHeader(name, value)
+        self._finish(request, refusal.code, b"", refusal.user, "", cmd, refusal.note, t0)
 
     # -- OPTIONS -----------------------------------------------------------------
     def render_OPTIONS(self, request: Request) -> int:
@@ -345,8 +361,15 @@ class ActiveSyncResource(Resource):
             parsed = parse_query(raw_qs)
         except QueryError as e:
             parsed = e
-        user = await self.authenticate(
-            request, "?", t0, parsed if isinstance(parsed, Query) else None)
+        known = parsed if isinstance(parsed, Query) else None
+        state = self.server.state
+        # credentials accepted lately are let in from memory, provisionally: the
+        # request's one read (below) confirms them before any command runs
+        remembered = remembered_login(self.door, request, self.trusted, known, state)
+        if remembered is not None:
+            user: User | None = remembered.user
+        else:
+            user = await self.authenticate(request, "?", t0, known)
         if user is None:
             return
         if isinstance(parsed, QueryError):
@@ -396,8 +419,32 @@ class ActiveSyncResource(Resource):
         elif not command.empty_ok:
             self._finish(request, 400, b"", user.name, device_id, cmd, "empty body", t0)
             return
+        # one transaction: the user (confirming remembered credentials), the device,
+        # and what the command will read first (Sync: its states and the folders)
+        states: list[str] = []
+        folders = False
+        if cmd == "Sync":
+            states, folders = sync_command.request_reads(self.server, user, device_id, body)
+        auth = remembered.auth if remembered is not None else None
         try:
-            device = await self._touch_device(user, q, request)
+            read: RequestSnapshot = await state.read_request(
+                RequestRead(user.name, device_id, states, folders, auth))
+        except Unavailable as e:
+            request.setHeader(b"Retry-After", b"30")
+            self._finish(request, 503, b"", user.name, device_id, cmd, f"unavailable: {e}", t0)
+            return
+        if remembered is not None:
+            outcome = await confirm_login(self.door, request, remembered, read,
+                                          self.trusted, q)
+            if isinstance(outcome, Refusal):
+                self._refuse(request, outcome, cmd, t0)
+                return
+            user = outcome
+        snapshot: RequestSnapshot | None = read
+        if read.user is None or read.user.id != user.id:
+            snapshot = None          # (the user was made again meanwhile)
+        try:
+            device = await self._touch_device(user, q, request, snapshot)
         except TooManyDevices as e:
             self._too_many_devices(request, user.name, device_id, cmd, version, e, t0)
             return
@@ -409,13 +456,14 @@ class ActiveSyncResource(Resource):
             params=dict(q.params), user_agent=header(request, b"user-agent") or "",
             body=body, raw_body=raw if body is None else b"",
             client_addr=client_addr(request, self.trusted), device=device,
+            preloaded=snapshot,
         )
         if settings.provisioning and cmd != "Provision":
             blocked = self._policy_check(req)
             if blocked is not None:
                 await self._respond(request, req, blocked, t0, note="policy key")
                 return
-        del raw, body, device     # (a held request should keep no more than it needs)
+        del raw, body, device, snapshot, read   # (a held request keeps only what it needs)
         handler = command.handle(self.server, req)
         try:
             if command.long_poll:     # no time limit, and no Deferred of its own to keep
@@ -472,11 +520,15 @@ class ActiveSyncResource(Resource):
             return None
         return provisioning_policy.policy_required_response(req.cmd, req.version, status)
 
-    async def _touch_device(self, user: User, q: Query, request: Request
-                            ) -> dict[str, Any]:
-        """Load the device record; write last-seen at most once a minute per device."""
+    async def _touch_device(self, user: User, q: Query, request: Request,
+                            snapshot: RequestSnapshot | None = None) -> dict[str, Any]:
+        """The device record (read with the request, ``snapshot``, or now); last-seen
+        written at most once a minute per device."""
         state = self.server.state
-        device = await state.get_device(user, q.device_id)
+        if snapshot is not None:
+            device = snapshot.device
+        else:
+            device = await state.get_device(user, q.device_id)
         now = self.server.clock.seconds()
         key = (user.id, q.device_id)
         ua = header(request, b"user-agent") or ""

@@ -1,0 +1,239 @@
+"""What one request costs in database round trips (issue #12 point 4): the server's own
+Site, its real front door (``build_auth``: the ActiveSync-password policy, the
+throttle, the SQL auth store) and a SQLite store, in this process, so the test can read
+``Database.interactions`` around each request; real HTTP/1.1 on a TCP socket, with
+provisioning on (the policy key is checked on every request, MS-ASPROV 3.2.5.1.1).
+
+A Sync with nothing to send costs one transaction: the user's record (its credential
+fields, so a password changed in another process is seen at once), the lockout rows of
+the source, the device (wiped or re-provisioned elsewhere: refused at once), the folders
+and the collection's state are read together.  An empty-body Sync (the request cache,
+MS-ASCMD 2.2.2.20) likewise.  A changed password, a remote wipe and a lockout written
+behind the process's back (as another process would) still take effect at once."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import bcrypt
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
+
+from backends.sql.authstore import SqlAuthStore
+from backends.sql.store import SqlStore
+from easync import tap
+from easync.auth import accounts as accounts_module
+from easync.auth import aspassword, build_auth
+from easync.handler import EasServer
+from easync.http.resource import make_site
+from easync.notify import LocalNotifier
+from easync.settings import Settings
+from easync.wbxml import E, Element, decode, encode
+
+PASSWORD = "roundtrip-password-1"
+
+
+class Web:
+    def __init__(self, store: SqlStore, server: EasServer, port: int, user: Any) -> None:
+        self.store = store
+        self.server = server
+        self.port = port
+        self.user = user
+        self.policy = ""
+        self.password = PASSWORD
+
+    async def call(self, cmd: str, body: Element | None, device: str = "devA"
+                   ) -> tuple[int, Element | None]:
+        from test_push_http import Raw, until
+
+        data = encode(body) if body is not None else b""
+        auth = base64.b64encode(f"rita:{self.password}".encode()).decode()
+        head = [(f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User=rita&DeviceId={device}"
+                "&DeviceType=iPhone HTTP/1.1"), "Host: localhost",
+                f"Authorization: Basic {auth}", "MS-ASProtocolVersion: 14.1",
+                "Content-Type: application/vnd.ms-sync.wbxml", f"Content-Length: {len(data)}"]
+        if self.policy:
+            head.append(f"X-MS-PolicyKey: {self.policy}")
+        proto = Raw()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), proto)
+        proto.transport.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        await until(lambda: proto.response() is not None)
+        code, _headers, raw = proto.response()
+        proto.transport.loseConnection()
+        return code, decode(raw) if raw else None
+
+    async def cost(self, cmd: str, body: Element | None) -> tuple[int, int, Element | None]:
+        """(transactions, HTTP code, body) of one request, once the store's threads
+        are quiet (a write the request started but did not wait for counts too)."""
+        before = self.store.db.interactions
+        code, answer = await self.call(cmd, body)
+        await deferLater(reactor, 0.05, lambda: None)
+        return self.store.db.interactions - before, code, answer
+
+
+@pytest_twisted.async_yield_fixture()
+async def web(tmp_path, monkeypatch):
+    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'rt.sqlite'}")
+    await store.open()
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    user = await store.add_user("rita", hashed, "rita@example.org", True)
+    server = EasServer(users=store, items=store, state=store,
+                       notifier=LocalNotifier(reactor), clock=reactor,
+                       settings=Settings(provisioning=True))
+    options = tap.Options()
+    options.parseOptions(["--secret-key", str(tmp_path / "key"), "--login-delay", "0"])
+    auth = build_auth(options.config, server, SqlAuthStore(store), reactor)
+    server.accounts = auth.accounts
+    site = make_site(server, auth.door)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    w = Web(store, server, port.getHost().port, user)
+    await provision(w)
+    yield w
+    await port.stopListening()
+    await store.close()
+
+
+async def provision(w: Web) -> None:
+    pol = E("Provision:Policies", E("Provision:Policy",
+                                    E("Provision:PolicyType", "MS-EAS-Provisioning-WBXML")))
+    _c, r = await w.call("Provision", E("Provision:Provision", pol))
+    temp = r.find("Provision:Policies").find("Provision:Policy").findtext("Provision:PolicyKey")
+    ack = E("Provision:Policies", E("Provision:Policy",
+                                    E("Provision:PolicyType", "MS-EAS-Provisioning-WBXML"),
+                                    E("Provision:PolicyKey", temp), E("Provision:Status", "1")))
+    w.policy = temp
+    _c, r = await w.call("Provision", E("Provision:Provision", ack))
+    w.policy = r.find("Provision:Policies").find("Provision:Policy").findtext(
+        "Provision:PolicyKey")
+
+
+def sync_body(cid: str, key: str) -> Element:
+    return E("AirSync:Sync", E("AirSync:Collections", E(
+        "AirSync:Collection", E("AirSync:SyncKey", key), E("AirSync:CollectionId", cid))))
+
+
+def key_of(body: Element) -> str:
+    return body.find("AirSync:Collections").find("AirSync:Collection").findtext(
+        "AirSync:SyncKey")
+
+
+async def synced(w: Web) -> tuple[str, str]:
+    """(Contacts folder id, current SyncKey) of a device that has synced everything."""
+    cid = {f.name: f.server_id for f in await w.store.list_folders(w.user)}["Contacts"]
+    _c, r = await w.call("Sync", sync_body(cid, "0"))
+    key = key_of(r)
+    while True:
+        code, r = await w.call("Sync", sync_body(cid, key))
+        assert code == 200
+        if r is None:
+            return cid, key
+        key = key_of(r)
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request as if the phone came back some seconds later: the lockout
+    recheck of cached credentials and the 2FA-for-everyone setting are due again."""
+    monkeypatch.setattr(aspassword, "LOCK_RECHECK", 0.0)
+    monkeypatch.setattr(accounts_module, "SETTING_TTL", 0.0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_sync_is_one_transaction(web: Web) -> None:
+    cid, key = await synced(web)
+    for _ in range(3):
+        n, code, body = await web.cost("Sync", sync_body(cid, key))
+        assert (code, body) == (200, None)
+        assert n == 1, f"an empty Sync cost {n} transactions"
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_sync_after_a_while_is_one_transaction(web: Web, later: None) -> None:
+    cid, key = await synced(web)
+    for _ in range(3):
+        n, code, body = await web.cost("Sync", sync_body(cid, key))
+        assert (code, body) == (200, None)
+        assert n == 1, f"an empty Sync (lockout recheck due) cost {n} transactions"
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_body_sync_from_the_request_cache_is_one_transaction(web: Web) -> None:
+    # MS-ASCMD 2.2.2.20: an empty Sync request repeats the cached one
+    _cid, _key = await synced(web)
+    for _ in range(3):
+        n, code, body = await web.cost("Sync", None)
+        assert (code, body) == (200, None)
+        assert n == 1, f"an empty-body Sync cost {n} transactions"
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_behind_the_process_still_count_at_once(web: Web) -> None:
+    """What another process writes is seen by the next request, though the one-read
+    path trusts what it remembers: a new password (401), a lockout (429), a remote
+    wipe (Status 140: go to Provision, MS-ASCMD 2.2.2, MS-ASPROV 3.2.5.1.2)."""
+    cid, key = await synced(web)
+    assert (await web.cost("Sync", sync_body(cid, key)))[1] == 200
+    # the lockout of the counter of familiar sources, as another process writes it
+    auth = SqlAuthStore(web.store)
+    await auth.throttle_lock("user-known", "rita", reactor.seconds() + 600)
+    await deferLater(reactor, aspassword.LOCK_RECHECK + 0.05, lambda: None)
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 429
+    await auth.throttle_clear("user-known", "rita")
+    await deferLater(reactor, aspassword.LOCK_RECHECK + 0.05, lambda: None)
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 200
+    # a remote wipe ordered elsewhere (the admin CLI, the account page of another node)
+    await web.store.save_device(web.user, "devA", wipe="pending")
+    code, body = await web.call("Sync", sync_body(cid, key))
+    assert (code, body.findtext("AirSync:Status")) == (200, "140")   # MS-ASCMD 2.2.2
+    await web.store.save_device(web.user, "devA", wipe="none")
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 200
+    # a new password set elsewhere: the remembered one is refused at once
+    hashed = bcrypt.hashpw(b"another-password-2", bcrypt.gensalt(4)).decode()
+    await web.store.update_user("rita", password_hash=hashed)
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 401
+    web.password = "another-password-2"
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 200
+    # 2FA turned on for everyone elsewhere: without an ActiveSync password, refused
+    await auth.set_setting(accounts_module.TWO_FACTOR_ALL, "on")
+    await deferLater(reactor, accounts_module.SETTING_TTL + 0.05, lambda: None)
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 401
+    await auth.set_setting(accounts_module.TWO_FACTOR_ALL, None)
+    await deferLater(reactor, accounts_module.SETTING_TTL + 0.05, lambda: None)
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 200
+    # ActiveSync turned off for the user elsewhere
+    await web.store.update_user("rita", activesync=False)
+    assert (await web.call("Sync", sync_body(cid, key)))[0] == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_between_the_read_and_a_held_sync_still_answers(
+        web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Sync with Wait (MS-ASCMD 2.2.3.194) subscribes before its first look, so that a
+    change committed meanwhile answers it.  The folders read with the request are from
+    before the subscription: a change committed just after that read must still answer
+    the Sync at once, not at the heartbeat."""
+    from easync.model import Op
+
+    cid, key = await synced(web)
+    store = web.store
+    real = store.read_request
+
+    async def then_a_change(read: Any) -> Any:
+        snap = await real(read)
+        if read.folders:
+            await store.apply(web.user, cid, [Op(kind="add", data={"FirstName": "Late"},
+                                                 cls="Contacts")])
+            web.server.notifier.publish(web.user.id, cid)
+        return snap
+
+    monkeypatch.setattr(store, "read_request", then_a_change)
+    body = sync_body(cid, key)
+    body.add("AirSync:Wait", "1")
+    code, answer = await web.call("Sync", body)
+    assert code == 200 and answer is not None
+    coll = answer.find("AirSync:Collections").find("AirSync:Collection")
+    assert len(coll.find("AirSync:Commands").children) == 1
