@@ -78,9 +78,13 @@ Mark = tuple[int, bool] | None
 def _mark(st: dict[str, Any] | None, folder: Folder, now: float) -> Mark:
     if st is None:
         return None
-    plain = "win" not in st and not st.get("outside") and (
-        st.get("filter") is None
-        or convert.filter_window(int(st["filter"]), folder.cls, now) is None)
+    # (as SyncEngine.collect decides the window the changes are read with)
+    if "win" in st:
+        windowless = not st["win"]
+    else:
+        windowless = st.get("filter") is None or convert.filter_window(
+            int(st["filter"]), folder.cls, now) is None
+    plain = windowless and not st.get("outside") and not st.get("rw")
     return int(st["cursor"]), plain
 
 
