@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import queue
 import shutil
 import signal
@@ -341,7 +342,7 @@ def writer_sync(port: int, user: str, folder: str, device: str
 
 
 def run(args: argparse.Namespace) -> None:
-    from bench_pings import Server, machine_info, settle
+    from bench_pings import Server, cpu_ticks, machine_info, settle
 
     work = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     db = args.db or f"sqlite:///{work / 'bench.sqlite'}"
@@ -394,6 +395,7 @@ def run(args: argparse.Namespace) -> None:
                       "--lifetime", "120"], lines)
         assert lines.get(timeout=30) == "ready"
         time.sleep(1)
+        cpu0 = cpu_ticks(server.proc.pid)
         if args.write == "sync":
             t_change = time.monotonic()
             post(prepared)
@@ -428,6 +430,7 @@ def run(args: argparse.Namespace) -> None:
                 stalls.append((float(a), float(b)))
             elif ln.startswith("E "):
                 errors.append(ln)
+        cpu = (cpu_ticks(server.proc.pid) - cpu0) / os.sysconf("SC_CLK_TCK")
         time.sleep(0.5)
         while not lines.empty():
             ln = lines.get()
@@ -448,6 +451,8 @@ def run(args: argparse.Namespace) -> None:
             print(f"change → response at the client: first {lat[0]:.1f} ms, "
                   f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, "
                   f"max {lat[-1]:.1f} ms")
+        print(f"server CPU from the change to the last answer: {cpu:.2f} s "
+              f"({cpu / max(1, len(answers)) * 1e6:.0f} µs per answer)")
         print(f"longest reactor stall seen by the probe during the fan-out: "
               f"{max(during, default=0.0):.1f} ms ({len(during)} probes over 2 ms)")
         print(f"machine: {machine_info()}; db {db.split(':')[0]}; write {args.write}")

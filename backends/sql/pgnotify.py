@@ -681,10 +681,10 @@ class PgNotifier(Service):
         payloads = encode_payloads(self.node_id, changes, wake_all=overflow,
                                    hints=outbox)[:_PER_STATEMENT]
         # what does not fit in this statement stays for the next one
-        sent = sum(1 for p in payloads for line in p.split("\n")[1:]
-                   if line[:1] not in ("+", WAKE_ALL))
-        batch = {k: outbox[k] for k in changes[:sent]}
-        self._outbox = {k: outbox[k] for k in changes[sent:]}
+        lines = sum(1 for p in payloads for line in p.split("\n")[1:]
+                    if line[:1] not in ("+", WAKE_ALL))
+        batch = {k: outbox[k] for k in changes[:lines]}
+        self._outbox = {k: outbox[k] for k in changes[lines:]}
         self._overflow = False
         self._sending = True
         params = [self.channel.encode()] + [p.encode() for p in payloads]

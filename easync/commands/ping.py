@@ -249,6 +249,8 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
                 news = hold.take()
                 woken.update(news)
                 tree = HIERARCHY in news or ALL in news
+                found: set[str]
+                look: set[str]
                 if ALL in news:
                     found, look = set(), set(folder_ids)
                 else:
