@@ -16,7 +16,8 @@ hold a Ping on it.  When the server holds them all, one contact is added:
   change's modseq when ``announce`` takes it); the time is the store call's return.
 
 Reported, per woken Ping, the time from the change to its response's bytes arriving at
-its load generator (one clock, ``time.monotonic()``, for every process): first, p50,
+its load generator (which keeps the connection open, as a phone that would send its
+Sync on it next) (one clock, ``time.monotonic()``, for every process): first, p50,
 p99, max; and the longest reactor stall of the server during the fan-out, seen from
 outside: a probe process sends a small HTTP request to the server's metrics listener
 (same reactor) every 2 ms and records how late each answer is.
@@ -140,6 +141,9 @@ async def _device(i: int, args: argparse.Namespace, gate: asyncio.Semaphore,
         elif code != "200":
             status = f"http{code}"
         out.append(f"R {i} {status} {now:.6f}")
+        # the connection stays open, as a phone's (which would send its Sync on it):
+        # 10,000 closes are no part of the fan-out
+        await asyncio.sleep(args.lifetime)
     except (asyncio.IncompleteReadError, ConnectionError) as e:
         out.append(f"E {i} closed {type(e).__name__}")
     finally:
