@@ -420,7 +420,7 @@ def run(args: argparse.Namespace) -> None:
         answers: dict[int, tuple[str, float]] = {}
         stalls: list[tuple[float, float]] = []
         errors: list[str] = []
-        end = time.monotonic() + 60
+        end = time.monotonic() + 240
         while len(answers) < n and time.monotonic() < end:
             try:
                 ln = lines.get(timeout=1)
