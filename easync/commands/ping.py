@@ -29,10 +29,11 @@ an import's ``announce``) is judged against what the Ping learnt of the device a
 its start (its cursor in each folder, whether a FilterType window applies), so
 10,000 Pings woken by one change answer with no store read at all.  The device's own
 writes never wake it.  Changes without a hint (hierarchy, CRM, MoveItems, the SQLite
-poller, a hub reconnect) are looked up as before.  (The cursor learnt at the start
-is only ever lower than the device's real one: a change past it is a change for the
-device, unless the device synced it meanwhile through another connection — then it
-gets a Status 2 and an empty Sync, as when a change comes just after its Sync.)
+poller, a hub reconnect) are looked up as before.  (What was learnt at the start is
+not trusted beyond the hold: a change committed after it has a modseq past any cursor
+the device had; only a device that synced that very change through another connection
+while its Ping is held gets a Status 2 and an empty Sync, as when a change comes just
+after its Sync.)
 """
 
 from __future__ import annotations
