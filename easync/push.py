@@ -11,7 +11,7 @@ process.  It ends when
 * its heartbeat expires,
 * a newer long poll of the same device arrives (``Holds.supersede``), or
 * the client disconnects: the HTTP layer cancels the handler, which cancels the
-  awaited Deferred; ``Hold.end`` then drops the subscription and the timer.
+  awaited Deferred; ``Hold.end`` then leaves the hub and drops the timer.
 
 The handler listens *before* it looks for pending changes, so a change committed
 between the look and the wait is never missed; changes arriving while the handler is

@@ -224,7 +224,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     del got
     req.body = req.device = None        # what a held Ping does not need, it does not keep
     # Listen first, then look: a change committed in between still wakes us.  The
-    # folders too are looked at only once subscribed: a folder deleted (and
+    # folders too are looked at only once listening: a folder deleted (and
     # announced) just after the look wakes the Ping, which then answers 7 (issue #10
     # point 11), instead of missing the news and answering 1 at its heartbeat.
     hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
