@@ -8,6 +8,7 @@ methods returning ``Deferred`` must never block the reactor.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -178,15 +179,54 @@ class IHoldStore(Interface):
         deadline) of one user or of all, by user name then device id."""
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeHint:
+    """What a published change is, when the publisher knows: the folder's modseq once
+    it committed and, for a device's own write (its Sync), that device.  A held Ping
+    that knows the device's cursor in the folder answers from it without reading the
+    store; a change published without a hint is looked up as before."""
+
+    modseq: int
+    device_id: str | None = None    # None: not one device's write (an import, merged)
+
+    @staticmethod
+    def of(results: Sequence[OpResult], device_id: str | None) -> ChangeHint | None:
+        """The hint for a committed ``apply``: None when nothing was written."""
+        top = max((r.modseq for r in results if r.ok), default=0)
+        return ChangeHint(top, device_id) if top > 0 else None
+
+    def merge(self, other: ChangeHint | None) -> ChangeHint | None:
+        """Two changes of one folder as one hint: None if either is unknown; the
+        device only if both are that device's."""
+        if other is None:
+            return None
+        device = self.device_id if self.device_id == other.device_id else None
+        return ChangeHint(max(self.modseq, other.modseq), device)
+
+
+class IChangeListener(Interface):
+    """What ``IChangeNotifier.listen`` registers (``easync.push.Hold``)."""
+
+    def on_change(folder_id: str, hint: ChangeHint | None) -> None:
+        """A watched folder changed.  Called in the publisher's call: keep it cheap."""
+
+
 class IChangeNotifier(Interface):
     """'Folder F of user U changed' — the push hub."""
 
-    def publish(user_id: int, folder_id: str) -> None:
-        """Announce a committed change."""
+    def publish(user_id: int, folder_id: str, hint: ChangeHint | None = None) -> None:
+        """Announce a committed change (with ``hint``: what it is)."""
 
     def subscribe(user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
         """A Deferred firing with the changed folder ids at the next change to any of
         them; cancel it to unsubscribe."""
+
+    def listen(user_id: int, folder_ids: list[str], listener: IChangeListener) -> None:
+        """Call ``listener.on_change(folder, hint)`` at every change to these folders
+        (each change once, hint included) until ``unlisten``."""
+
+    def unlisten(user_id: int, listener: IChangeListener) -> None:
+        """Stop calling ``listener`` (idempotent)."""
 
     waiting = Attribute("Number of subscriptions currently held.")
 

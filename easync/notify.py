@@ -1,4 +1,11 @@
-"""The change hub for one process: "folder F of user U changed" wakes its waiters."""
+"""The change hub for one process: "folder F of user U changed" wakes its waiters.
+
+Two kinds of waiter: a ``subscribe`` Deferred (fired once, with the folder ids) and a
+``listen`` listener (``easync.push.Hold``: told of every change, with the change's
+``ChangeHint`` when the publisher gave one, until it leaves).  A publish only *tells*
+the listeners, which is cheap; the held requests answer later, a slice per reactor
+turn (``easync.push.Holds``), so one change that concerns 10,000 Pings never holds the
+reactor for long."""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from easync.interfaces import IChangeNotifier
+from easync.interfaces import ChangeHint, IChangeListener, IChangeNotifier
 
 
 @implementer(IChangeNotifier)
@@ -17,12 +24,10 @@ class LocalNotifier:
 
     def __init__(self, clock: Any = None) -> None:
         self.clock = clock
-        # user id -> folder id -> set of waiting Deferreds
-        self._waiters: dict[int, dict[str, set[Deferred[list[str]]]]] = defaultdict(
-            lambda: defaultdict(set)
-        )
-        # each waiting Deferred -> the folders it watches (until it is removed)
-        self._folders: dict[Deferred[list[str]], list[str]] = {}
+        # user id -> folder id -> set of waiters (Deferreds and listeners)
+        self._waiters: dict[int, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
+        # each waiter -> the folders it watches (until it is removed)
+        self._folders: dict[Any, list[str]] = {}
         self._count = 0
         self.published = 0
 
@@ -30,7 +35,7 @@ class LocalNotifier:
     def waiting(self) -> int:
         return self._count
 
-    def publish(self, user_id: int, folder_id: str) -> None:
+    def publish(self, user_id: int, folder_id: str, hint: ChangeHint | None = None) -> None:
         self.published += 1
         folders = self._waiters.get(user_id)
         if not folders:
@@ -38,9 +43,12 @@ class LocalNotifier:
         waiters = folders.get(folder_id)
         if not waiters:
             return
-        for d in list(waiters):
-            self._remove(user_id, d)
-            d.callback([folder_id])
+        for w in list(waiters):
+            if type(w) is Deferred:
+                self._remove(user_id, w)
+                w.callback([folder_id])
+            else:
+                w.on_change(folder_id, hint)
 
     def subscribe(self, user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
         d: Deferred[list[str]] = Deferred(lambda d: self._remove(user_id, d))
@@ -50,6 +58,18 @@ class LocalNotifier:
             folders[fid].add(d)
         self._count += 1
         return d
+
+    def listen(self, user_id: int, folder_ids: list[str], listener: IChangeListener) -> None:
+        if listener in self._folders:
+            return
+        self._folders[listener] = list(folder_ids)
+        folders = self._waiters[user_id]
+        for fid in folder_ids:
+            folders[fid].add(listener)
+        self._count += 1
+
+    def unlisten(self, user_id: int, listener: IChangeListener) -> None:
+        self._remove(user_id, listener)
 
     def users(self) -> list[int]:
         """The users that have at least one waiter now."""
@@ -63,20 +83,24 @@ class LocalNotifier:
         """Answer every waiter with all the folders it watches ("anything may have
         changed": used when this process may have missed changes, e.g. after losing
         the connection that brings other nodes' changes).  Returns how many."""
-        everyone: dict[int, tuple[int, Deferred[list[str]]]] = {}
+        everyone: dict[int, tuple[int, Any]] = {}
         for user_id, folders in self._waiters.items():
             for waiters in folders.values():
-                for d in waiters:
-                    everyone[id(d)] = (user_id, d)
-        for user_id, d in everyone.values():
-            if d.called:            # ended by an earlier waiter's callback
-                continue
-            watched = list(self._folders.get(d, ()))
-            self._remove(user_id, d)
-            d.callback(watched)
+                for w in waiters:
+                    everyone[id(w)] = (user_id, w)
+        for user_id, w in everyone.values():
+            watched = list(self._folders.get(w, ()))
+            if type(w) is Deferred:
+                if w.called:            # ended by an earlier waiter's callback
+                    continue
+                self._remove(user_id, w)
+                w.callback(watched)
+            else:
+                for fid in watched:     # unhinted: the listener looks at them all
+                    w.on_change(fid, None)
         return len(everyone)
 
-    def _remove(self, user_id: int, d: Deferred[list[str]]) -> None:
+    def _remove(self, user_id: int, d: Any) -> None:
         watched = self._folders.pop(d, ())
         folders = self._waiters.get(user_id)
         if folders is None:

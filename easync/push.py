@@ -1,18 +1,21 @@
 """Held long polls (Ping, Sync with Wait/HeartbeatInterval) of one process.
 
-A held request is a ``Hold``: a subscription to the change hub
-(``IChangeNotifier``), one heartbeat timer and a Deferred the command's handler
-awaits — no thread, no process.  It ends when
+A held request is a ``Hold``: a listener on the change hub (``IChangeNotifier.listen``),
+one heartbeat timer and a Deferred the command's handler awaits — no thread, no
+process.  It ends when
 
-* a watched folder changes (the hub fires the subscription),
+* a watched folder changes (the hub tells the hold, which notes what changed; the
+  handlers of woken holds are resumed a slice at a time, ``Holds.SLICE`` seconds of
+  answering per reactor turn at most, so that one change concerning 10,000 Pings
+  never blocks the reactor for long),
 * its heartbeat expires,
 * a newer long poll of the same device arrives (``Holds.supersede``), or
 * the client disconnects: the HTTP layer cancels the handler, which cancels the
-  awaited Deferred; ``Hold.end`` then drops the subscription and the timer.
+  awaited Deferred; ``Hold.end`` then leaves the hub and drops the timer.
 
-The handler subscribes *before* it looks for pending changes, so a change committed
+The handler listens *before* it looks for pending changes, so a change committed
 between the look and the wait is never missed; changes arriving while the handler is
-busy are kept on the hold and seen at its next ``wait()``.
+busy are kept on the hold (with their ``ChangeHint``) and seen at its next ``wait()``.
 
 ``HoldRecorder`` writes which device holds a request on which node to the database
 (``easync-admin device list``), batched: one transaction per second at most, and a
@@ -26,6 +29,7 @@ import math
 import os
 import socket
 import time
+from collections import deque
 from typing import Any
 
 from twisted.application.service import Service
@@ -34,6 +38,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from easync.interfaces import ChangeHint
+
 log = Logger()
 
 def default_node_name() -> str:
@@ -41,16 +47,17 @@ def default_node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-#: ``Hold.changed`` value when the hub could not say which folders changed
-#: (it failed or reconnected): the handler re-checks them all.
+#: a ``Hold.changed`` key when the hub could not say which folders changed: the
+#: handler re-checks them all.  (The hubs now name every watched folder instead.)
 ALL = "*"
 
 
 class Hold:
-    """One held request.  Cheap: slots, one timer, one hub subscription."""
+    """One held request.  Cheap: slots, one timer slot, one place in the hub."""
 
-    __slots__ = ("_slot", "_sub", "_waiter", "changed", "command", "deadline", "device_id",
-                 "folders", "holds", "reason", "since", "user_id", "woken_at")
+    __slots__ = ("_listening", "_queued", "_slot", "_waiter", "changed", "command",
+                 "deadline", "device_id", "folders", "holds", "own_ignored", "reason",
+                 "since", "user_id", "woken_at")
 
     def __init__(self, holds: Holds, user_id: int, device_id: str, command: str,
                  folders: list[str], seconds: float) -> None:
@@ -62,55 +69,68 @@ class Hold:
         clock = holds.clock
         self.since: float = clock.seconds()
         self.deadline: float = self.since + seconds
-        self.changed: set[str] | None = None     # folders woken for, not yet taken
+        # folders woken for, not yet taken -> what changed (None: unknown, look)
+        self.changed: dict[str, ChangeHint | None] | None = None
         self.reason: str | None = None           # "heartbeat" | "superseded" | "ended"
         self.woken_at: float | None = None       # time.monotonic() of the first wake
+        #: folders in which the device's own writes (a hint naming this device) are
+        #: no change for it: set by the handler once it knows the device syncs them
+        self.own_ignored: frozenset[str] = frozenset()
         self._waiter: Deferred[None] | None = None
-        self._sub: Deferred[list[str]] | None = None
+        self._listening = False
+        self._queued = False                     # in Holds' answer queue
         self._slot: int | None = holds._timers.add(self)
         self.listen()
 
     # -- the hub ---------------------------------------------------------------------
     def listen(self) -> None:
-        """Subscribe to the watched folders (again, after a wake): changes committed
-        from now on wake this hold."""
-        if self._sub is None and self.reason is None:
-            sub = self.holds.notifier.subscribe(self.user_id, self.folders)
-            self._sub = sub
-            sub.addCallbacks(self._on_change, self._on_hub_error)
+        """Listen to the watched folders: changes committed from now on wake this
+        hold (it stays listening until it ends)."""
+        if not self._listening and self.reason is None:
+            self.holds.notifier.listen(self.user_id, self.folders, self)
+            self._listening = True
 
-    def _on_change(self, folders: list[str]) -> None:
-        self._sub = None
-        self._wake(folders)
-
-    def _on_hub_error(self, failure: Failure) -> None:
-        if self._sub is None:   # we cancelled it
-            return
-        self._sub = None
-        log.info("change hub failed a subscription ({f}): re-checking", f=failure.value)
-        self._wake([ALL])
-
-    def _wake(self, folders: list[str]) -> None:
-        if self.changed is None:
-            self.changed = set(folders)
+    def on_change(self, folder_id: str, hint: ChangeHint | None) -> None:
+        """The hub: a watched folder changed.  Noted here; the handler is woken in
+        a later reactor turn (``Holds`` answers in slices)."""
+        if hint is not None and hint.device_id == self.device_id and \
+                folder_id in self.own_ignored:
+            return                  # the device's own write: never a change for it
+        changed = self.changed
+        if changed is None:
+            self.changed = {folder_id: hint}
+            if self.woken_at is None:
+                self.woken_at = time.monotonic()
+        elif folder_id in changed:
+            old = changed[folder_id]
+            changed[folder_id] = None if old is None else old.merge(hint)
         else:
-            self.changed.update(folders)
-        if self.woken_at is None:
-            self.woken_at = time.monotonic()
-        self._release()
+            changed[folder_id] = hint
+        self._wake_soon()
+
+    def _wake_soon(self) -> None:
+        if self._waiter is not None and not self._queued:
+            self._queued = True
+            self.holds._answer_soon(self)
 
     def _expire(self) -> None:
+        # (many heartbeats may end in one second: answered in slices, as changes)
         self._slot = None
-        self.stop("heartbeat")
+        self.stop("heartbeat", now=False)
 
-    def stop(self, reason: str) -> None:
-        """End the wait: the handler answers at once (heartbeat, superseded)."""
+    def stop(self, reason: str, now: bool = True) -> None:
+        """End the wait: the handler answers at once (superseded), or in one of
+        the next slices (``now=False``)."""
         if self.reason is None:
             self.reason = reason
-        self._unsubscribe()
-        self._release()
+        self._unlisten()
+        if now:
+            self._release()
+        else:
+            self._wake_soon()
 
     def _release(self) -> None:
+        self._queued = False
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.called:
             waiter.callback(None)
@@ -128,40 +148,81 @@ class Hold:
     def _cancelled(self, _waiter: Deferred[None]) -> None:
         self.end()
 
-    def take(self) -> set[str]:
-        """The folders woken for since the last call, subscribed again first."""
-        changed, self.changed = self.changed or set(), None
+    def take(self) -> dict[str, ChangeHint | None]:
+        """The folders woken for since the last call (with what changed in each, when
+        the publisher said); the hold keeps listening."""
+        changed, self.changed = self.changed or {}, None
         self.woken_at = None
-        self.listen()
         return changed
 
     def end(self) -> None:
-        """Drop the subscription, the timer and the registration (idempotent)."""
+        """Drop the hub registration, the timer and the registration (idempotent)."""
         if self.reason != "ended":
             self.reason = "ended"
-        self._unsubscribe()
+        self._unlisten()
+        self._waiter = None
         slot, self._slot = self._slot, None
         if slot is not None:
             self.holds._timers.remove(self, slot)
         self.holds._ended(self)
 
-    def _unsubscribe(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None and not sub.called:
-            sub.cancel()
+    def _unlisten(self) -> None:
+        if self._listening:
+            self._listening = False
+            self.holds.notifier.unlisten(self.user_id, self)
 
 
 class Holds:
     """The long polls this process holds, one per device at most."""
 
+    #: seconds of answering woken holds per reactor turn at most: a change that
+    #: concerns many held requests is answered a slice at a time, other work between
+    SLICE = 0.02
+
     def __init__(self, notifier: Any = None, clock: Any = None,
-                 recorder: HoldRecorder | None = None) -> None:
+                 recorder: HoldRecorder | None = None, reactor: Any = None) -> None:
         self.notifier = notifier
         self.clock = clock
         self.recorder = recorder
         self.by_device: dict[tuple[int, str], Hold] = {}
         self.counts: dict[str, int] = {"Ping": 0, "Sync": 0}
         self._timers = Deadlines(self)
+        # the event loop the answers are sliced on (the real reactor even when
+        # ``clock`` is a test's Clock: slices are about reactor turns, not time)
+        self._reactor = reactor
+        self._ready: deque[Hold] = deque()
+        self._answering: Any = None
+        self.slices = 0                     # answer slices run
+        self.longest_slice = 0.0            # seconds, the longest of them
+
+    def _answer_soon(self, hold: Hold) -> None:
+        self._ready.append(hold)
+        if self._answering is None:
+            reactor = self._reactor
+            if reactor is None:
+                from twisted.internet import reactor as global_reactor
+                reactor = self._reactor = global_reactor
+            self._answering = reactor.callLater(0, self._answer_slice)
+
+    def _answer_slice(self) -> None:
+        """Wake the queued holds' handlers, oldest first, for ``SLICE`` seconds at
+        most (each handler answers in its own call); the rest in the next turn."""
+        self._answering = None
+        ready = self._ready
+        clock = time.perf_counter
+        start = clock()
+        end = start + self.SLICE
+        try:
+            while ready:
+                ready.popleft()._release()
+                if clock() >= end:
+                    break
+        finally:
+            took = clock() - start
+            self.slices += 1
+            self.longest_slice = max(self.longest_slice, took)
+            if ready and self._answering is None:
+                self._answering = self._reactor.callLater(0, self._answer_slice)
 
     def __len__(self) -> int:
         return len(self.by_device)

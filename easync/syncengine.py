@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from twisted.logger import Logger
 
+from easync.interfaces import ChangeHint
 from easync.items import convert, index_fields
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
 from easync.synctypes import (
@@ -364,14 +365,15 @@ class SyncEngine:
                                                          build([])))
             return True
         try:
-            await self.items.apply(user, cid, ops,
-                                   StateWrite(device_id, state_name(cid), {}, build=build))
+            done = await self.items.apply(user, cid, ops,
+                                          StateWrite(device_id, state_name(cid), {},
+                                                     build=build))
         except KeyError as e:
             if e.args != ("folder",):
                 raise
             log.info("Sync of folder {cid}: deleted meanwhile", cid=cid)
             return False
-        self.server.notifier.publish(user.id, cid)
+        self.server.notifier.publish(user.id, cid, ChangeHint.of(done, device_id))
         return True
 
     async def _gone(self, user: User, folder: Folder) -> bool:

@@ -26,10 +26,11 @@ from backends.sql.pgnotify import (
     PgNotifier,
     announce,
     change_hub,
+    decode_hinted,
     decode_payload,
     encode_payloads,
 )
-from easync.interfaces import IChangeNotifier
+from easync.interfaces import ChangeHint, IChangeNotifier
 from easync.notify import LocalNotifier
 
 _channels = itertools.count()
@@ -97,6 +98,38 @@ def test_payload_round_trip() -> None:
     assert decode_payload("n\nbad\n:1\nx:2\n4:\n5:ok") == ("n", [(5, "ok")], False)
 
 
+def test_hints_travel_in_lines_an_older_node_skips() -> None:
+    """A change's ChangeHint follows it as ``+<modseq> [device]``; a node that only
+    knows ``decode_payload`` (the format before hints) skips those lines and still
+    gets every change (it looks them up, as before)."""
+    hints = {(1, "10"): ChangeHint(57, "dev A"), (2, "11"): ChangeHint(9),
+             (3, "12"): ChangeHint(4, "bad\nid")}
+    changes = [(1, "10"), (2, "11"), (3, "12"), (4, "hierarchy")]
+    [p] = encode_payloads("n", changes, hints=hints)
+    assert p == "n\n1:10\n+57 dev A\n2:11\n+9\n3:12\n4:hierarchy"
+    assert decode_payload(p) == ("n", changes, False)
+    assert decode_hinted(p) == ("n", [(1, "10", ChangeHint(57, "dev A")),
+                                      (2, "11", ChangeHint(9)), (3, "12", None),
+                                      (4, "hierarchy", None)], False)
+    # a stray or malformed hint line changes nothing
+    assert decode_hinted("n\n+5 x\n1:10\n+x\n+0\n2:11\n+3\n+4 y") == (
+        "n", [(1, "10", None), (2, "11", ChangeHint(3))], False)
+    # split payloads never separate a change from its hint
+    many = [(i, str(10_000 + i)) for i in range(3000)]
+    payloads = encode_payloads("node", many, hints={c: ChangeHint(7, "d") for c in many})
+    assert len(payloads) > 1 and all(len(x.encode()) <= MAX_PAYLOAD for x in payloads)
+    back = [c for x in payloads for c in decode_hinted(x)[1]]
+    assert back == [(u, f, ChangeHint(7, "d")) for u, f in many]
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, ChangeHint | None]] = []
+
+    def on_change(self, folder_id: str, hint: ChangeHint | None) -> None:
+        self.seen.append((folder_id, hint))
+
+
 def test_payloads_are_split_under_the_postgresql_limit() -> None:
     changes = [(i, str(10_000 + i)) for i in range(3000)]
     payloads = encode_payloads("node", changes)
@@ -150,6 +183,27 @@ async def test_a_change_wakes_that_folder_of_that_user_on_the_other_node(nodes) 
     assert other_user_same_folder.called          # n2's own waiter, woken at once
     same_user_other_folder.cancel()
     assert n2.waiting == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_changes_hint_reaches_the_listeners_of_the_other_node(nodes) -> None:
+    n1, n2 = nodes
+    remote, local = Listener(), Listener()
+    n2.listen(1, ["10", "11"], remote)
+    n1.listen(1, ["10"], local)
+    n1.publish(1, "10", ChangeHint(41, "devB"))     # a device's Sync on node 1
+    assert local.seen == [("10", ChangeHint(41, "devB"))]          # at once
+    n1.publish(1, "11")                              # no hint: looked up as before
+    await sentinel(n1, n2)
+    assert remote.seen == [("10", ChangeHint(41, "devB")), ("11", None)]
+    # two changes of one folder in one reactor turn: one line, their hints merged
+    n1.publish(1, "10", ChangeHint(42, "devB"))
+    n1.publish(1, "10", ChangeHint(43, "devC"))
+    await sentinel(n1, n2)
+    assert remote.seen[2:] == [("10", ChangeHint(43, None))]   # foreign to both
+    n2.unlisten(1, remote)
+    n1.unlisten(1, local)
+    assert n1.waiting == n2.waiting == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -335,6 +389,13 @@ async def test_announce_from_another_process_wakes_the_nodes(pg: str, tmp_path: 
             assert await within(d) == ["34"]
             assert not untouched.called
             untouched.cancel()
+            # with the folder's modseq: a hint, the write being no device's own
+            heard = Listener()
+            node.listen(12, ["34"], heard)
+            assert await announce(store, 12, ["34"], modseqs={"34": 77}) is True
+            await until(lambda: bool(heard.seen))
+            assert heard.seen == [("34", ChangeHint(77))]
+            node.unlisten(12, heard)
         finally:
             await store.close()
             await node.stopService()

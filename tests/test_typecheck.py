@@ -130,6 +130,6 @@ def test_mypy_zope_holds_implementations_to_their_interface(tmp_path: Path) -> N
     run = run_mypy("--cache-dir", str(tmp_path / "cache"), str(bad), cwd=tmp_path, env=env)
     text = "\n".join(line for _path, line in run.errors())
     assert run.returncode == 1, run.output
-    assert "missing following 'IChangeNotifier' interface members: publish, waiting" in text
+    assert "missing following 'IChangeNotifier' interface members: listen, publish, unlisten, waiting" in text
     assert 'Argument 1 to "publish" of "IChangeNotifier" has incompatible type "str"' in text
     assert {path for path, _line in run.errors()} == {bad.name}, run.output

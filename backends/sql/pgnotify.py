@@ -25,14 +25,18 @@ no LISTEN/NOTIFY: ``backends.sql.poller.SqlitePoller`` notices other processes' 
 
 Payload format (text, at most 8000 bytes): the first line is the sender's node id,
 then one ``<user id>:<folder id>`` per line; a line ``*`` means "anything may have
-changed: answer every waiter" (sent when the outbox overflowed).
+changed: answer every waiter" (sent when the outbox overflowed).  A change line may be
+followed by its hint, ``+<modseq>`` or ``+<modseq> <device id>`` (``ChangeHint``: the
+folder's modseq after the change, the device whose own write it is), which lets a
+held Ping answer without reading the database; a node that does not know hint lines
+skips them as malformed and looks the change up as before.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -43,11 +47,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from easync.interfaces import IChangeNotifier
+from easync.interfaces import ChangeHint, IChangeListener, IChangeNotifier
 from easync.notify import LocalNotifier
 
 __all__ = ["CHANNEL", "PgConnection", "PgNotifier", "announce", "change_hub",
-           "decode_payload", "encode_payloads"]
+           "decode_hinted", "decode_payload", "encode_payloads"]
 
 log = Logger()
 
@@ -61,15 +65,29 @@ WAKE_ALL = "*"
 
 # ---------------------------------------------------------------------- payloads
 
+def _hint_line(hint: ChangeHint | None) -> str:
+    if hint is None:
+        return ""
+    if hint.device_id is None:
+        return f"\n+{hint.modseq}"
+    if "\n" in hint.device_id:
+        return ""                   # cannot be sent: the change goes without its hint
+    return f"\n+{hint.modseq} {hint.device_id}"
+
+
 def encode_payloads(node_id: str, changes: Iterable[tuple[int, str]],
-                    wake_all: bool = False) -> list[str]:
-    """NOTIFY payloads for ``changes`` ((user id, folder id) pairs), each under
-    ``MAX_PAYLOAD`` bytes.  Folder ids holding a line break cannot be sent (no store
-    makes such ids) and are left out."""
+                    wake_all: bool = False,
+                    hints: Mapping[tuple[int, str], ChangeHint | None] | None = None
+                    ) -> list[str]:
+    """NOTIFY payloads for ``changes`` ((user id, folder id) pairs, with their
+    ``hints`` when known), each under ``MAX_PAYLOAD`` bytes.  Folder ids holding a
+    line break cannot be sent (no store makes such ids) and are left out.  A change
+    and its hint line always go in the same payload."""
     head = node_id.replace("\n", " ")
+    hints = hints or {}
     lines = [WAKE_ALL] if wake_all else []
-    lines += [f"{user_id}:{folder_id}" for user_id, folder_id in changes
-              if "\n" not in folder_id]
+    lines += [f"{user_id}:{folder_id}" + _hint_line(hints.get((user_id, folder_id)))
+              for user_id, folder_id in changes if "\n" not in folder_id]
     payloads: list[str] = []
     current: list[str] = [head]
     size = len(head.encode())
@@ -87,17 +105,32 @@ def encode_payloads(node_id: str, changes: Iterable[tuple[int, str]],
 
 def decode_payload(payload: str) -> tuple[str, list[tuple[int, str]], bool]:
     """(sender node id, [(user id, folder id)], wake all?) of a payload; malformed
-    lines are skipped."""
+    lines (and hint lines) are skipped."""
+    node_id, changes, wake_all = decode_hinted(payload)
+    return node_id, [(u, f) for u, f, _h in changes], wake_all
+
+
+def decode_hinted(payload: str
+                  ) -> tuple[str, list[tuple[int, str, ChangeHint | None]], bool]:
+    """(sender node id, [(user id, folder id, hint or None)], wake all?) of a
+    payload; malformed lines are skipped (a malformed hint: the change goes
+    unhinted)."""
     node_id, _, rest = payload.partition("\n")
-    changes: list[tuple[int, str]] = []
+    changes: list[tuple[int, str, ChangeHint | None]] = []
     wake_all = False
     for line in rest.split("\n"):
         if line == WAKE_ALL:
             wake_all = True
             continue
+        if line[:1] == "+":
+            seq, _, device = line[1:].partition(" ")
+            if changes and changes[-1][2] is None and seq.isdigit() and int(seq) > 0:
+                user_id, folder_id, _none = changes[-1]
+                changes[-1] = (user_id, folder_id, ChangeHint(int(seq), device or None))
+            continue
         user, sep, folder = line.partition(":")
         if sep and folder and user.isdigit():
-            changes.append((int(user), folder))
+            changes.append((int(user), folder, None))
     return node_id, changes, wake_all
 
 
@@ -426,7 +459,7 @@ class PgNotifier(Service):
         self._retry: Any = None          # the reconnect call
         self._pinger: Any = None         # the next liveness check
         self._failures = 0
-        self._outbox: dict[tuple[int, str], None] = {}
+        self._outbox: dict[tuple[int, str], ChangeHint | None] = {}
         self._overflow = False
         self._flush_call: Any = None
         self._sending = False
@@ -460,10 +493,16 @@ class PgNotifier(Service):
     def subscribe(self, user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
         return self.local.subscribe(user_id, folder_ids)
 
-    def publish(self, user_id: int, folder_id: str) -> None:
+    def listen(self, user_id: int, folder_ids: list[str], listener: IChangeListener) -> None:
+        self.local.listen(user_id, folder_ids, listener)
+
+    def unlisten(self, user_id: int, listener: IChangeListener) -> None:
+        self.local.unlisten(user_id, listener)
+
+    def publish(self, user_id: int, folder_id: str, hint: ChangeHint | None = None) -> None:
         """Wake this node's waiters now; tell the other nodes in this reactor turn
         (or, while the database is unreachable, once it is back)."""
-        self.local.publish(user_id, folder_id)
+        self.local.publish(user_id, folder_id, hint)
         if "\n" in folder_id:
             return                       # cannot be sent (no store makes such ids)
         if self._overflow:
@@ -475,7 +514,11 @@ class PgNotifier(Service):
             self._outbox.clear()
             self._overflow = True
         else:
-            self._outbox[(user_id, folder_id)] = None
+            key = (user_id, folder_id)
+            if key in self._outbox:         # two changes, one line: their hints merged
+                old = self._outbox[key]
+                hint = None if old is None else old.merge(hint)
+            self._outbox[key] = hint
         self._schedule_flush()
 
     # -- service -----------------------------------------------------------------
@@ -632,13 +675,16 @@ class PgNotifier(Service):
             return
         if not self._outbox and not self._overflow:
             return
-        changes = list(self._outbox)
+        outbox = self._outbox
+        changes = [k for k in outbox if "\n" not in k[1]]
         overflow = self._overflow
-        payloads = encode_payloads(self.node_id, changes, wake_all=overflow)[:_PER_STATEMENT]
+        payloads = encode_payloads(self.node_id, changes, wake_all=overflow,
+                                   hints=outbox)[:_PER_STATEMENT]
         # what does not fit in this statement stays for the next one
-        sent_lines = sum(p.count("\n") for p in payloads) - int(overflow)
-        batch, rest = changes[:sent_lines], changes[sent_lines:]
-        self._outbox = dict.fromkeys(rest)
+        lines = sum(1 for p in payloads for line in p.split("\n")[1:]
+                    if line[:1] not in ("+", WAKE_ALL))
+        batch = {k: outbox[k] for k in changes[:lines]}
+        self._outbox = {k: outbox[k] for k in changes[lines:]}
         self._overflow = False
         self._sending = True
         params = [self.channel.encode()] + [p.encode() for p in payloads]
@@ -655,7 +701,12 @@ class PgNotifier(Service):
                 log.error("change hub: NOTIFY refused: {e}", e=f.getErrorMessage())
                 return
             # connection lost: put them back (before newer ones) for the reconnection
-            self._outbox = {**dict.fromkeys(batch), **self._outbox}
+            merged = dict(batch)
+            for key, hint in self._outbox.items():
+                old = merged.get(key, hint)
+                merged[key] = hint if key not in merged else (
+                    None if old is None else old.merge(hint))
+            self._outbox = merged
             self._overflow = self._overflow or overflow
 
         d.addCallbacks(sent, failed)
@@ -664,20 +715,21 @@ class PgNotifier(Service):
     def _on_notify(self, channel: str, payload: str, pid: int) -> None:
         if channel != self.channel:
             return
-        node, changes, wake_all = decode_payload(payload)
+        node, changes, wake_all = decode_hinted(payload)
         if node == self.node_id:
             return                        # our own: the local waiters were woken already
         self.received += len(changes)
         if wake_all:
             self.local.wake_all()
-        for user_id, folder_id in changes:
-            self.local.publish(user_id, folder_id)
+        for user_id, folder_id, hint in changes:
+            self.local.publish(user_id, folder_id, hint)
 
 
 # --------------------------------------------------------------- other writers
 
 async def announce(store: Any, user_id: int, folder_ids: Iterable[str],
-                   source: str = "easync-admin") -> bool:
+                   source: str = "easync-admin",
+                   modseqs: Mapping[str, int] | None = None) -> bool:
     """Tell the running easync nodes that these folders of this user changed: for
     writers that are not a node (``easync-admin``, the importer).  Call it after the
     write committed.
@@ -686,12 +738,16 @@ async def announce(store: Any, user_id: int, folder_ids: Iterable[str],
     to send, the server's ``SqlitePoller`` notices the write within its interval.
     Returns whether a notification was sent; a failure is logged, never raised (the
     write itself is done; the devices will see it at their next Sync at the latest).
+    ``modseqs``: a folder's modseq after the write, sent as its hint (the write is no
+    device's own) so that held Pings answer without reading the database.
     """
     engine = getattr(store, "engine", None)
     if getattr(engine, "name", "") != "postgres":
         return False
     node_id = f"{source}@{default_node_name()}"
-    payloads = encode_payloads(node_id, [(user_id, f) for f in dict.fromkeys(folder_ids)])
+    hints = {(user_id, f): ChangeHint(m) for f, m in (modseqs or {}).items() if m > 0}
+    payloads = encode_payloads(node_id, [(user_id, f) for f in dict.fromkeys(folder_ids)],
+                               hints=hints)
     try:
         for i in range(0, len(payloads), _PER_STATEMENT):
             part = payloads[i:i + _PER_STATEMENT]

@@ -19,22 +19,37 @@ cached per device (state blob ``"ping"``) and reused when a later Ping omits the
 "Changes" are counted against the last SyncKey the device holds for each folder (CMD
 3.1.5.8), leaving out the device's own writes; a folder the device never synced
 counts as changed only when a change to it arrives while the Ping is held.  A held
-Ping is a ``easync.push.Hold`` (a hub subscription and a timer, no thread): it is
+Ping is a ``easync.push.Hold`` (a hub listener and a timer, no thread): it is
 released by a change, by its heartbeat, by a newer Ping or Sync-Wait of the same
 device, or dropped when the client disconnects (the HTTP layer cancels the handler).
+
+A woken Ping reads the store only when the change does not say enough (issue #12):
+a change published with a ``ChangeHint`` (a device's Sync, another node's NOTIFY,
+an import's ``announce``) is judged against what the Ping learnt of the device at
+its start (its cursor in each folder, whether a FilterType window applies), so
+10,000 Pings woken by one change answer with no store read at all.  The device's own
+writes never wake it.  Changes without a hint (hierarchy, CRM, MoveItems, the SQLite
+poller, a hub reconnect) are looked up as before.  (What was learnt at the start is
+not trusted beyond the hold: a change committed after it has a modseq past any cursor
+the device had; only a device that synced that very change through another connection
+while its Ping is held gets a Status 2 and an empty Sync, as when a change comes just
+after its Sync.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 from twisted.logger import Logger
 
 from easync.commands import folders as hierarchy
 from easync.handler import EasRequest, EasResponse, EasServer
+from easync.interfaces import ChangeHint
+from easync.items import convert
 from easync.model import Folder, StateWrite
 from easync.push import ALL
-from easync.syncengine import SyncEngine
+from easync.syncengine import SyncEngine, state_name
 from easync.wbxml.element import E
 
 log = Logger()
@@ -55,24 +70,77 @@ def _status(status: str, **extra: Any) -> EasResponse:
     return EasResponse(root, status=status)
 
 
+#: what a held Ping knows of a folder from its look at the start: None, the device
+#: never synced it; else (its cursor, whether every change after the cursor is due to
+#: the device: no FilterType window, nothing held outside one)
+Mark = tuple[int, bool] | None
+
+
+def _mark(st: dict[str, Any] | None, folder: Folder, now: float) -> Mark:
+    if st is None:
+        return None
+    # (as SyncEngine.collect decides the window the changes are read with)
+    if "win" in st:
+        windowless = not st["win"]
+    else:
+        windowless = st.get("filter") is None or convert.filter_window(
+            int(st["filter"]), folder.cls, now) is None
+    plain = windowless and not st.get("outside") and not st.get("rw")
+    return int(st["cursor"]), plain
+
+
 async def pending_changes(server: EasServer, user: Any, device_id: str,
-                          folders: list[Folder], woken: set[str] | None = None) -> list[str]:
+                          folders: list[Folder], woken: Container[str] | None = None,
+                          marks: dict[str, Mark] | None = None) -> list[str]:
     """The watched folders holding changes this device has not synced yet.
 
     ``woken``: folders the hub reported changed since the Ping started; one the
-    device never synced counts as changed only if it is among them."""
+    device never synced counts as changed only if it is among them.  ``marks``:
+    filled with what the device has synced of each folder."""
     engine = SyncEngine(server)
+    now = server.clock.seconds()
     out = []
     for folder in folders:
+        st = await server.state.get_state(user, device_id, state_name(folder.server_id))
+        if marks is not None:
+            marks[folder.server_id] = _mark(st, folder, now)
         if folder.modseq == 0:
             continue
-        unsynced = await engine.unsynced(user, device_id, folder)
-        if unsynced is None:
+        if st is None:
             if woken and folder.server_id in woken:
                 out.append(folder.server_id)
-        elif unsynced:
+        elif folder.modseq > st["cursor"] and (
+                await engine.collect(user, folder, st, 1, now))[0]:
             out.append(folder.server_id)
     return out
+
+
+def _from_hints(news: dict[str, ChangeHint | None], marks: dict[str, Mark],
+                device_id: str) -> tuple[set[str], set[str]]:
+    """What the hub's hints tell of the woken folders without reading the store:
+    (folders changed for this device, folders to look up).  A hinted change counts
+    when the device never synced the folder (CMD 2.2.1.13: woken), or when it is not
+    the device's own write, is past the device's cursor, and no window stands
+    between (every change is then due to the device).  The device's own writes are
+    never a change for it (they were left out as they came, ``Hold.own_ignored``)."""
+    changed: set[str] = set()
+    look: set[str] = set()
+    for fid, hint in news.items():
+        if fid not in marks:            # not learnt at the start: look it up
+            look.add(fid)
+            continue
+        mark = marks[fid]
+        if hint is None:
+            look.add(fid)
+        elif mark is None:
+            changed.add(fid)
+        elif hint.device_id == device_id:
+            continue
+        elif not mark[1]:
+            look.add(fid)
+        elif hint.modseq > mark[0]:
+            changed.add(fid)
+    return changed, look
 
 
 def _parse(body: Any, cached: dict[str, Any], settings: Any
@@ -155,8 +223,8 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     heartbeat, folder_ids = got
     del got
     req.body = req.device = None        # what a held Ping does not need, it does not keep
-    # Subscribe first, then look: a change committed in between still wakes us.  The
-    # folders too are looked at only once subscribed: a folder deleted (and
+    # Listen first, then look: a change committed in between still wakes us.  The
+    # folders too are looked at only once listening: a folder deleted (and
     # announced) just after the look wakes the Ping, which then answers 7 (issue #10
     # point 11), instead of missing the news and answering 1 at its heartbeat.
     hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
@@ -166,33 +234,47 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         if await _hierarchy_changed(server, req, folder_ids, current):
             return _status("7")
         by_id = {f.server_id: f for f in current}
+        marks: dict[str, Mark] = {}
         changed = await pending_changes(server, user, req.device_id,
-                                        [by_id[fid] for fid in folder_ids])
+                                        [by_id[fid] for fid in folder_ids], marks=marks)
         if changed:
             return _status("2", folders=changed)
+        # from now on the device's own writes in the folders it syncs are no news
+        hold.own_ignored = frozenset(f for f, m in marks.items() if m is not None)
         del by_id, current, changed
-        woken: set[str] | None = None   # every folder woken for since the Ping began
+        woken: set[str] = set()         # every folder woken for since the Ping began
         while True:
             await hold.wait()
             if hold.changed:
                 woken_at = hold.woken_at
-                news = hold.take()              # (subscribed again before re-checking)
-                current = await server.items.list_folders(user)
-                if (HIERARCHY in news or ALL in news) and await _hierarchy_changed(
-                        server, req, folder_ids, current):
-                    return _status("7")
-                woken = news if woken is None else woken | news
-                by_id = {f.server_id: f for f in current}
-                if any(fid not in by_id for fid in folder_ids):
-                    return _status("7")         # a watched folder is gone
-                look = folder_ids if ALL in news else [f for f in folder_ids if f in news]
-                changed = await pending_changes(server, user, req.device_id,
-                                                [by_id[fid] for fid in look], woken)
-                if changed:
-                    resp = _status("2", folders=changed)
+                news = hold.take()
+                woken.update(news)
+                tree = HIERARCHY in news or ALL in news
+                found: set[str]
+                look: set[str]
+                if ALL in news:
+                    found, look = set(), set(folder_ids)
+                else:
+                    # what the changes themselves say: no store read (issue #12)
+                    found, look = _from_hints(
+                        {f: h for f, h in news.items() if f != HIERARCHY}, marks,
+                        req.device_id)
+                if look or tree:
+                    current = await server.items.list_folders(user)
+                    if tree and await _hierarchy_changed(server, req, folder_ids, current):
+                        return _status("7")
+                    by_id = {f.server_id: f for f in current}
+                    if any(fid not in by_id for fid in folder_ids):
+                        return _status("7")     # a watched folder is gone
+                    found.update(await pending_changes(
+                        server, user, req.device_id,
+                        [by_id[fid] for fid in folder_ids if fid in look], woken))
+                    del by_id, current
+                if found:
+                    resp = _status("2", folders=[f for f in folder_ids if f in found])
                     resp.woken = woken_at
                     return resp
-                del by_id, current, changed, news
+                del news, found, look
                 # only the device's own writes: keep waiting until the heartbeat
             elif hold.reason is not None:
                 return _status("1")             # heartbeat, or a newer Ping took over
