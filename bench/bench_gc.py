@@ -60,7 +60,9 @@ class _Probe:
     def __init__(self) -> None:
         self.reset()
         self._t0 = 0.0
+        self._walk = 0
         self.tick = 0.01
+        self.census_gen2 = bool(os.environ.get("BENCH_GC_GEN2_LOG"))
 
     def reset(self) -> None:
         self.count = [0, 0, 0]
@@ -69,6 +71,7 @@ class _Probe:
         self.cpu_max = [0.0, 0.0, 0.0]
         self.collected = [0, 0, 0]
         self.over_50ms = [0, 0, 0]
+        self.gen2_log: list[tuple[float, float, int, int]] = []
         self.stall_max = 0.0
         self.stalls_over_50ms = 0
         self.turn_cpu_max = 0.0
@@ -77,6 +80,11 @@ class _Probe:
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if self.census_gen2:
+                import gc
+
+                g = int(info.get("generation", 0))
+                self._walk = sum(len(gc.get_objects(i)) for i in range(g + 1))
             self._t0 = time.perf_counter()
             self._c0 = time.thread_time()
             return
@@ -87,6 +95,9 @@ class _Probe:
         self.total[g] += took
         self.max[g] = max(self.max[g], took)
         self.cpu_max[g] = max(self.cpu_max[g], cpu)
+        if self.census_gen2 and (g == 2 or cpu > 0.02):
+            self.gen2_log.append((g, round(took * 1000, 1), round(cpu * 1000, 1), self._walk,
+                                  int(info.get("collected", 0))))
         self.collected[g] += int(info.get("collected", 0))
         self.over_50ms[g] += took > 0.05
 
@@ -105,7 +116,7 @@ class _Probe:
         import gc
 
         return {"gc_count": self.count, "gc_total": self.total, "gc_max": self.max,
-                "gc_cpu_max": self.cpu_max, "turn_cpu_max": self.turn_cpu_max,
+                "gc_cpu_max": self.cpu_max, "gen2_log": self.gen2_log, "turn_cpu_max": self.turn_cpu_max,
                 "gc_collected": self.collected, "gc_over_50ms": self.over_50ms,
                 "stall_max": self.stall_max, "stalls_over_50ms": self.stalls_over_50ms,
                 "gc_counts_now": list(gc.get_count()), "threshold": list(gc.get_threshold()),

@@ -6,24 +6,28 @@ the coroutines and Deferreds of the request), so 0.6 s with 5,000 held and 2 s w
 19,900 on the 2-core test machine — and every user waits that long (issue #12).
 
 ``GcTuning`` (``--gc-freeze on``, the default) moves long-lived objects out of the
-collector's way with ``gc.freeze()``:
+collector's way with ``gc.freeze()`` (the permanent generation, never walked):
 
-1. once the services run, a full collection and ``gc.freeze()``: what start-up made
-   (modules, classes, the service tree) is never walked again;
-2. after every full collection Python starts by itself, on the next reactor turn: a
-   young collection (generations 0 and 1: what became garbage since), then
-   ``gc.freeze()``: the survivors — held requests, caches — go to the permanent
-   generation, so the next full collection walks only what was allocated since the
-   last one, whatever the number of held requests.
+1. once the services run, a full collection and a freeze: what start-up made (modules,
+   classes, the service tree);
+2. every ``FREEZE_INTERVAL`` seconds, between two reactor events, a collection of what
+   is not frozen yet — what that interval allocated and still holds — then a freeze of
+   its survivors.  A held request is frozen half a second after it starts, so no
+   collection's cost grows with the number of held requests; it is bounded by what
+   half a second allocates (a burst of logins);
+3. after a full collection Python starts by itself, its survivors are frozen at once.
 
-A frozen object is still freed by reference counting, but not as part of a reference
-cycle.  So what ends must not leave a cycle through a frozen object: a held Ping or
-Sync that is answered, times out, is superseded or whose client goes away is freed by
-reference counting (``tests/test_gc_holds.py`` checks each way, with everything of the
-request frozen).  The cycles Twisted makes for an exception or a thread call are
-young — made when the request ends — and the young collections free them.
-``python_gc_frozen_objects`` in ``/metrics`` shows the permanent generation: it
-follows the number of held requests up and down (``bench/bench_gc.py``).
+Nothing frozen is garbage at the moment of the freeze (the collection just before
+found it all reachable).  A frozen object is still freed by reference counting, but
+not as part of a reference cycle: so what ends must not leave a cycle through frozen
+objects.  A held Ping or Sync that is answered, times out, is superseded or whose
+client goes away leaves none (``tests/test_gc_holds.py`` checks each way with
+everything of the request frozen); the cycles Twisted makes for an exception are
+young, made when the request ends, and the next collection frees them; Twisted's
+thread-pool closure, a cycle per database call, is replaced while this runs
+(``_ThreadCall``).  ``bench/bench_gc.py`` measures the rest: after 19,900 held Pings
+end at once, the permanent generation is back to its size before them, and unfreezing
+it lets a collection find no garbage in it.
 
 Memory: after many holds end at once (a mass wake, a network outage), glibc keeps the
 freed memory of the larger blocks in its heaps; ``malloc_trim(0)`` hands the free
@@ -50,6 +54,8 @@ from twisted.python.threadpool import ThreadPool
 
 log = Logger()
 
+#: Seconds between two collect-and-freeze steps.
+FREEZE_INTERVAL = 0.5
 #: How often the number of held requests is looked at (for malloc_trim), seconds.
 CHECK_INTERVAL = 5.0
 #: A mass end: the held requests fell to half their high-water mark, by at least this.
@@ -126,6 +132,7 @@ class GcTuning(Service):
         self.trim_seconds = 0.0
         self._high = 0                  # held requests: high-water mark since the last trim
         self._loop: LoopingCall | None = None
+        self._ticks: LoopingCall | None = None
         self._start_call: Any = None
         self._patched: Any = None       # Twisted's callInThreadWithCallback, replaced
         self._trim = _malloc_trim() if trim else None
@@ -136,6 +143,19 @@ class GcTuning(Service):
         are all reachable (the collection just looked), so nothing frozen here is
         garbage yet; freezing is two list splices."""
         if phase == "stop" and info.get("generation") == 2:
+            gc.freeze()
+            self.freezes += 1
+
+    def tick(self) -> None:
+        """Every ``FREEZE_INTERVAL`` seconds, between two reactor events: a collection of
+        what is not frozen — at most what one interval allocated — then a freeze of its
+        survivors.  (CPython counts a young generation's size as allocations minus
+        deallocations of *any* object: while old objects die — a mass end — or new
+        long-lived ones come — a ramp of logins — its own young collections walked up to
+        120,000 objects.)  Everything the collection did not find is reachable, so the
+        freeze takes no garbage along."""
+        if self._on_gc in gc.callbacks:
+            gc.collect()
             gc.freeze()
             self.freezes += 1
 
@@ -194,6 +214,10 @@ class GcTuning(Service):
             self._loop = LoopingCall(self.check)
             self._loop.clock = self.reactor
             self._loop.start(CHECK_INTERVAL, now=False)
+        if self.freeze_enabled:
+            self._ticks = LoopingCall(self.tick)
+            self._ticks.clock = self.reactor
+            self._ticks.start(FREEZE_INTERVAL, now=False)
 
     def stopService(self) -> None:
         super().stopService()
@@ -203,11 +227,7 @@ class GcTuning(Service):
         if self._start_call is not None and self._start_call.active():
             self._start_call.cancel()
         self._start_call = None
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-
-
-def frozen_objects() -> int:
-    """Objects in the permanent generation (walks them: about 5 ms a million)."""
-    return gc.get_freeze_count()
+        for loop in (self._loop, self._ticks):
+            if loop is not None and loop.running:
+                loop.stop()
+        self._loop = self._ticks = None
