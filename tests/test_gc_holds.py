@@ -230,3 +230,25 @@ async def test_an_activesync_post_makes_no_classes(push_site: Web) -> None:
         gc.garbage.clear()
         gc.collect()
     assert classes == []
+
+
+def test_gc_pause_metrics_time_every_generation() -> None:
+    """/metrics times every collection by its generation: counts, total, max and the
+    histogram python_gc_pause_seconds agree."""
+    from easync.metrics import GcPauses
+
+    pauses = GcPauses().install()
+    try:
+        for generation in (0, 1, 2, 2):
+            gc.collect(generation)
+    finally:
+        gc.callbacks.remove(pauses)
+    assert pauses.count[0] >= 1 and pauses.count[1] >= 1 and pauses.count[2] >= 2
+    assert all(pauses.max[g] > 0 for g in range(3))
+    lines = pauses.lines()
+    for g in range(3):
+        hist = pauses.pauses[g]
+        assert hist.count == pauses.count[g] and abs(hist.total - pauses.total[g]) < 1e-9
+        assert f'python_gc_pause_seconds_count{{generation="{g}"}} {pauses.count[g]}' in lines
+        assert (f'python_gc_pause_seconds_bucket{{generation="{g}",le="+Inf"}} '
+                f'{pauses.count[g]}') in lines
