@@ -86,13 +86,17 @@ class _ThreadCall:
     def __init__(self, ctx: Any, func: Callable[..., Any], args: tuple[Any, ...],
                  kw: dict[str, Any], on_result: Callable[[bool, Any], object] | None
                  ) -> None:
-        self.ctx, self.func, self.args, self.kw = ctx, func, args, kw
+        self.ctx = ctx
+        self.func: Callable[..., Any] | None = func
+        self.args: tuple[Any, ...] | None = args
+        self.kw: dict[str, Any] | None = kw
         self.on_result = on_result
 
     def __call__(self) -> None:
         ctx, func, args, kw, on_result = (self.ctx, self.func, self.args, self.kw,
                                           self.on_result)
         self.ctx = self.func = self.args = self.kw = self.on_result = None
+        assert func is not None and args is not None and kw is not None, "called twice"
         try:
             result = context.call(ctx, func, *args, **kw)
             ok = True
@@ -119,10 +123,9 @@ class GcTuning(Service):
     """Freezes what survives full collections (see the module docstring); ``held()``
     gives the number of requests held now (for the memory hand-back)."""
 
-    name = "gc-tuning"
-
     def __init__(self, reactor: Any, held: Callable[[], int] | None = None,
                  freeze: bool = True, trim: bool = True) -> None:
+        self.setName("gc-tuning")
         self.reactor = reactor
         self.held = held
         self.freeze_enabled = freeze
