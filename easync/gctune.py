@@ -14,8 +14,7 @@ collector's way with ``gc.freeze()`` (the permanent generation, never walked):
    is not frozen yet — what that interval allocated and still holds — then a freeze of
    its survivors.  A held request is frozen half a second after it starts, so no
    collection's cost grows with the number of held requests; it is bounded by what
-   half a second allocates (a burst of logins);
-3. after a full collection Python starts by itself, its survivors are frozen at once.
+   half a second allocates (a burst of logins).
 
 Nothing frozen is garbage at the moment of the freeze (the collection just before
 found it all reachable).  A frozen object is still freed by reference counting, but
@@ -25,9 +24,10 @@ client goes away leaves none (``tests/test_gc_holds.py`` checks each way with
 everything of the request frozen); the cycles Twisted makes for an exception are
 young, made when the request ends, and the next collection frees them; Twisted's
 thread-pool closure, a cycle per database call, is replaced while this runs
-(``_ThreadCall``).  ``bench/bench_gc.py`` measures the rest: after 19,900 held Pings
-end at once, the permanent generation is back to its size before them, and unfreezing
-it lets a collection find no garbage in it.
+(``_ThreadCall``).  ``bench/bench_gc.py`` measures what is left: after the held Pings
+end at once it counts the permanent generation and the garbage a collection finds in
+it once unfrozen (none after 5,000; a few requests' worth after 19,900 — a freeze that
+came while a dropped request's exception was in flight: bench/RESULTS.md).
 
 Memory: after many holds end at once (a mass wake, a network outage), glibc keeps the
 freed memory of the larger blocks in its heaps; ``malloc_trim(0)`` hands the free
@@ -137,18 +137,11 @@ class GcTuning(Service):
         self._loop: LoopingCall | None = None
         self._ticks: LoopingCall | None = None
         self._start_call: Any = None
+        self._ready = False             # the start-up freeze is done
         self._patched: Any = None       # Twisted's callInThreadWithCallback, replaced
         self._trim = _malloc_trim() if trim else None
 
     # -- the collector ---------------------------------------------------------------
-    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        """``gc.callbacks``: right after a full collection, freeze its survivors.  They
-        are all reachable (the collection just looked), so nothing frozen here is
-        garbage yet; freezing is two list splices."""
-        if phase == "stop" and info.get("generation") == 2:
-            gc.freeze()
-            self.freezes += 1
-
     def tick(self) -> None:
         """Every ``FREEZE_INTERVAL`` seconds, between two reactor events: a collection of
         what is not frozen — at most what one interval allocated — then a freeze of its
@@ -157,7 +150,7 @@ class GcTuning(Service):
         long-lived ones come — a ramp of logins — its own young collections walked up to
         120,000 objects.)  Everything the collection did not find is reachable, so the
         freeze takes no garbage along."""
-        if self._on_gc in gc.callbacks:
+        if self._ready:
             gc.collect()
             gc.freeze()
             self.freezes += 1
@@ -169,8 +162,7 @@ class GcTuning(Service):
         gc.collect()
         gc.freeze()
         self.freezes += 1
-        if self._on_gc not in gc.callbacks:
-            gc.callbacks.append(self._on_gc)
+        self._ready = True
 
     def _patch_thread_pools(self) -> None:
         if ThreadPool.callInThreadWithCallback is not _call_in_thread_with_callback:
@@ -224,8 +216,7 @@ class GcTuning(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self._on_gc in gc.callbacks:
-            gc.callbacks.remove(self._on_gc)
+        self._ready = False
         self._unpatch_thread_pools()
         if self._start_call is not None and self._start_call.active():
             self._start_call.cancel()
