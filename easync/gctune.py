@@ -120,8 +120,9 @@ def _call_in_thread_with_callback(self: ThreadPool, onResult: Any, func: Any,
 
 
 class GcTuning(Service):
-    """Freezes what survives full collections (see the module docstring); ``held()``
-    gives the number of requests held now (for the memory hand-back)."""
+    """Collects and freezes every ``FREEZE_INTERVAL`` seconds once started (see the
+    module docstring); ``held()`` gives the number of requests held now (for the
+    memory hand-back).  ``freeze=False`` (``--gc-freeze off``): only the hand-back."""
 
     def __init__(self, reactor: Any, held: Callable[[], int] | None = None,
                  freeze: bool = True, trim: bool = True) -> None:
