@@ -26,8 +26,15 @@ the high-water mark (N held) and after the mass end.
 
 The probe is started inside the server process: ``python -c`` imports this module and
 runs twistd with ``probe_main``; it answers on a TCP port of its own (one line per
-command: ``stats``, ``reset``, ``census``, ``garbage``, ``collect``, ``trim``), served
-by the reactor, so an answer also waits for the reactor.
+command: ``stats``, ``reset``, ``census`` (tracked objects by type and generation),
+``saveall`` then ``garbage`` (what collections found, by type), ``collect``, ``trim``,
+``meminfo`` (glibc's mallinfo2, pymalloc's arenas), ``frozen``, ``leak`` (unfreeze and
+count the garbage the permanent generation held)), served by the reactor, so an answer
+also waits for the reactor.  ``BENCH_GC_GEN2_LOG=1`` in the environment logs every
+collection over 20 ms of CPU and every full one with the number of objects it walked.
+
+At the end of a run the probe's ``leak`` unfreezes the server's permanent generation:
+run nothing after it.
 
 Users ``b000000``… come from ``bench_pings.populate`` (created once per database).
 """

@@ -284,9 +284,8 @@ OPTIONS: tuple[Option, ...] = (
            field="listen.metrics_listen"),
     Option("gc-freeze", True, on_off,
            "Keep long-lived objects (held requests) out of Python's garbage collector "
-           "(gc.freeze after start-up and after each full collection), so that a "
-           "collection pauses the process milliseconds, not seconds; off: Python's "
-           "defaults.",
+           "(a collection and gc.freeze every half second), so that a collection "
+           "pauses the process milliseconds, not seconds; off: Python's defaults.",
            field="listen.gc_freeze"),
     Option("workers", 1, _int(1),
            "Processes serving the --listen ports together (Linux SO_REUSEPORT); more "
