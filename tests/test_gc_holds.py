@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -252,3 +253,19 @@ def test_gc_pause_metrics_time_every_generation() -> None:
         assert f'python_gc_pause_seconds_count{{generation="{g}"}} {pauses.count[g]}' in lines
         assert (f'python_gc_pause_seconds_bucket{{generation="{g}",le="+Inf"}} '
                 f'{pauses.count[g]}') in lines
+
+
+@pytest.mark.parametrize(("argv", "freezes"), [([], True), (["--gc-freeze", "off"], False)])
+def test_the_service_tree_has_the_tuning(tmp_path: Any, argv: list[str], freezes: bool
+                                         ) -> None:
+    """``twistd easync`` runs GcTuning in every process (each --workers process builds
+    the same tree); ``--gc-freeze off`` keeps only the memory hand-back."""
+    from easync import tap
+
+    options = tap.Options()
+    options.parseOptions(["--db", f"sqlite:///{tmp_path}/t.sqlite", "--tls-cert",
+                          f"{tmp_path}/easync.pem", *argv])
+    top = tap.makeService(options, reactor)
+    tuning = top.getServiceNamed("gc-tuning")
+    assert isinstance(tuning, GcTuning) and tuning.freeze_enabled is freezes
+    assert not top.running
