@@ -1,7 +1,7 @@
 """Keeping Python's cyclic garbage collector out of the way of held requests.
 
 A full (generation 2) collection stops the process while it walks every object the
-collector tracks: about 120 per held Ping (Twisted's channel, request and headers,
+collector tracks: about 90 per held Ping (Twisted's channel, request and headers,
 the coroutines and Deferreds of the request), so 0.6 s with 5,000 held and 2 s with
 19,900 on the 2-core test machine — and every user waits that long (issue #12).
 

@@ -15,7 +15,7 @@ Off by default: ``--metrics-listen ENDPOINT`` serves them on a listener of its o
   generation 0, 1, 2; ``gc.callbacks`` times every collection, explicit ones too):
   Python's cyclic garbage collector stops the process while it runs, for a time in
   proportion to the objects it walks.  Without ``--gc-freeze`` a full collection
-  walks every object alive, about 120 per held Ping (2 s at 19,900 held on the 2-core
+  walks every object alive, about 90 per held Ping (2 s at 19,900 held on the 2-core
   test machine); with it, only what the last half second allocated
   (``easync.gctune``).
 
