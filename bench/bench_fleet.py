@@ -303,6 +303,7 @@ class Day:
     rows: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     passed: bool = False
+    figures: dict[str, float] = field(default_factory=dict)     # for --json
 
 
 def pct(values: list[float]) -> str:
@@ -385,7 +386,7 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
         t_setup = time.monotonic()
         held = 0
         while time.monotonic() - t_setup < args.setup_timeout:
-            time.sleep(2)
+            time.sleep(0.5 if n_devices < 1000 else 2)
             try:
                 held = server.held()
             except OSError:
@@ -404,7 +405,7 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
               f"({n_devices / setup_s:.0f} devices/s)", flush=True)
         assert writer.lines[:1] == ["ready"] or (
             time.sleep(5) or writer.lines[:1] == ["ready"]), writer.lines[:3]
-        time.sleep(3)          # the last setup requests' trail (hold records, autovacuum)
+        time.sleep(min(3.0, 0.5 + n_devices / 4000))  # the last setup requests' trail (hold records, autovacuum)
         pg = backend_pids(args.db)
         server_pids = server.pids()
         rss_setup = sum(rss_kb(p) for p in server_pids)
@@ -474,6 +475,7 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
             f"{cmd.split(' ', 1)[1]} ×{len(v)}" for cmd, v in sorted(times.items())
             if cmd.startswith("Ping")))
         errs = server.log_errors()
+        day.figures["server_log_errors"] = len(errs)
         if errs:
             day.notes.append(f"server logs: {len(errs)} error lines, e.g. {errs[:2]}")
             day.passed = False
@@ -562,6 +564,9 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
                      f"{percentile(commits, 0.5) if commits else 0:.0f} ms")
     if errors:
         day.notes.append(f"errors, e.g. {errors[:3]}")
+    day.figures.update(pushes=len(latencies), push_p99_ms=push_p99, syncs=len(sync_ms),
+                       adds=len(change_ms), sync_p99_ms=sync_p99, errors=len(errors),
+                       missed=missed, imports=len(commits))
     day.passed = (push_p99 <= args.push_p99 and sync_p99 <= args.sync_p99 and not errors
                   and missed == 0 and bool(latencies))
     day.rows["targets: push p99 ≤ 1 s, Sync p99 ≤ 200 ms, no error"] = (
@@ -608,6 +613,7 @@ def main() -> None:
     p.add_argument("--sync-p99", type=float, default=200, help="target, ms")
     p.add_argument("--seed", type=int, default=12)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--json", help="also write each day's figures to this file")
     args = p.parse_args()
     if args.quick:
         args.duration = min(args.duration, 120)
@@ -622,6 +628,9 @@ def main() -> None:
         if not day.passed:
             break
     passing = [d.devices for d in days if d.passed]
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            [dict(d.figures, devices=d.devices, passed=d.passed) for d in days]))
     cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split("\n", 1)[0]
     cpu = cpu.split(":", 1)[-1].strip()
     print(f"\n### {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs ({cpu}), "
