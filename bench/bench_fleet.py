@@ -118,9 +118,9 @@ from backends.sql.store import SqlStore
 from backends.sql.pgnotify import announce
 from easync.importer import import_file
 
-URL, FLEET, SCHEDULE, DIR, PARALLEL, HARD = (sys.argv[1], sys.argv[2], sys.argv[3],
-                                             Path(sys.argv[4]), int(sys.argv[5]),
-                                             float(sys.argv[6]))
+URL, FLEET, SCHEDULE, DIR, PARALLEL, HARD, RUN = (
+    sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]),
+    float(sys.argv[6]), sys.argv[7])
 
 async def main(reactor):
     users = json.load(open(FLEET))["users"]
@@ -139,8 +139,9 @@ async def main(reactor):
             cache[name] = await store.get_user(name)
         user = cache[name]
         path = DIR / f"c{n}.vcf"
-        path.write_text(f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Grace Hopper {n}\r\n"
-                        f"N:Hopper;Grace {n};;;\r\nEMAIL:grace{n}@example.org\r\n"
+        # a new contact each time (the importer leaves one it already has unchanged)
+        path.write_text(f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Grace Hopper {RUN}-{n}\r\n"
+                        f"N:Hopper;Grace {RUN}-{n};;;\r\nEMAIL:grace{RUN}-{n}@example.org\r\n"
                         f"TEL;TYPE=CELL:+1 555 0100 {n}\r\nEND:VCARD\r\n")
         committed = []
         async def tell(folders):
@@ -148,13 +149,15 @@ async def main(reactor):
             await announce(store, user.id, folders, source="easync-import")
         start = time.monotonic()
         await import_file(store, user, str(path), announce=tell)
+        if not committed:
+            raise RuntimeError("nothing written")
         print(f"W {u} {start:.6f} {committed[0]:.6f} {time.monotonic():.6f}", flush=True)
 
     async def guarded(n, u):
         try:
             await gate.run(lambda: defer.Deferred.fromCoroutine(write(n, u)))
         except Exception as e:
-            print(f"X {u} {type(e).__name__}", flush=True)
+            print(f"X {u} {type(e).__name__}:{str(e)[:60].replace(' ', '_')}", flush=True)
 
     pending = []
     for n, (at, u) in enumerate(schedule):
@@ -381,7 +384,7 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
                                 f"loader{first}"))
         writer = Proc([sys.executable, "-c", WRITER, args.db, str(work / "fleet.json"),
                        str(work / "imports.json"), str(work), "8",
-                       str(args.duration + args.grace)], "writer")
+                       str(args.duration + args.grace), str(int(time.time()))], "writer")
         # setup: every device synced and holding its Ping
         t_setup = time.monotonic()
         held = 0
@@ -592,6 +595,8 @@ def main() -> None:
     p.add_argument("--devices", type=int, default=10000)
     p.add_argument("--step", help="comma-separated D values: a day each, stop at the first "
                    "that fails (e.g. 1000,5000,10000,20000,30000,50000)")
+    p.add_argument("--all", action="store_true",
+                   help="with --step: go on after a D that fails (for the figures)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--db", default=DEFAULT_DB, help="PostgreSQL URL (created if missing)")
     p.add_argument("--duration", type=float, default=600, help="the day, seconds")
@@ -625,9 +630,13 @@ def main() -> None:
         day = run_day(n, args)
         days.append(day)
         print(table([day], args), flush=True)
-        if not day.passed:
+        if not day.passed and not args.all:
             break
-    passing = [d.devices for d in days if d.passed]
+    passing = []
+    for d in days:                  # the largest D with every smaller one passing too
+        if not d.passed:
+            break
+        passing.append(d.devices)
     if args.json:
         Path(args.json).write_text(json.dumps(
             [dict(d.figures, devices=d.devices, passed=d.passed) for d in days]))
