@@ -498,7 +498,7 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
 def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float,
             args: argparse.Namespace) -> None:
     pushes: dict[int, list[float]] = {}
-    syncs: dict[int, list[tuple[float, float, int]]] = {}
+    syncs: dict[int, list[tuple[float, float, int, str]]] = {}
     sync_ms: list[float] = []
     change_ms: list[float] = []
     errors: list[str] = []
@@ -511,7 +511,7 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
                 pushes.setdefault(int(f[1]), []).append(float(f[2]))
             elif f[0] == "Y" and float(f[3]) >= t0:
                 a, b, n = float(f[3]), float(f[4]), int(f[5]) if f[5] != "-" else 0
-                syncs.setdefault(int(f[1]), []).append((a, b, n))
+                syncs.setdefault(int(f[1]), []).append((a, b, n, f[2]))
                 (change_ms if f[2] == "c" else sync_ms).append((b - a) * 1000)
             elif f[0] == "C":
                 d = int(f[1])
@@ -537,7 +537,7 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
                 continue
             p = next((t for t in sorted(pushes.get(d, [])) if t >= ref), None)
             by_sync = any(ref <= a and n > 0 and (p is None or a < p)
-                          for a, _b, n in syncs.get(d, []))
+                          for a, _b, n, _k in syncs.get(d, []))
             if by_sync:
                 collected += 1
             elif p is None:
@@ -546,7 +546,7 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
                 latencies.append((p - ref) * 1000)
                 used.add((d, p))
     all_pushes = sum(len(v) for v in pushes.values())
-    empty_wakes = sum(1 for v in syncs.values() for _a, _b, n in v if n == 0)
+    empty_wakes = sum(1 for v in syncs.values() for _a, _b, n, k in v if n == 0 and k == "w")
     push_p99 = percentile(latencies, 0.99) if latencies else float("inf")
     sync_all = sync_ms + change_ms
     sync_p99 = percentile(sync_all, 0.99) if sync_all else float("inf")
@@ -563,7 +563,7 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
     day.notes.append(f"Ping answers: {all_pushes} Status 2 ({len(used)} matched to another "
                      f"device's change; the rest: a device woken by its own Add, or a "
                      f"second change already collected), {heartbeats} Status 1; Syncs "
-                     f"that brought nothing: {empty_wakes}; import commit time p50 "
+                     f"after a wake that brought nothing: {empty_wakes}; import commit time p50 "
                      f"{percentile(commits, 0.5) if commits else 0:.0f} ms")
     if errors:
         day.notes.append(f"errors, e.g. {errors[:3]}")
