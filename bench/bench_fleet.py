@@ -455,6 +455,16 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
         day.rows["server CPU, % of one core (per 1,000 devices)"] = (
             f"{server_cpu:.0f} % ({server_cpu * per_k:.1f} %)")
         day.rows["PostgreSQL backends CPU"] = f"{pg_cpu:.0f} %"
+        n_changes = day.figures.get("changes", 0)
+        if n_changes:
+            day.rows["CPU ms per change: server + PostgreSQL"] = (
+                f"{server_cpu * span * 10 / n_changes:.1f} + "
+                f"{pg_cpu * span * 10 / n_changes:.1f}")
+        if server_cpu + pg_cpu > 0:
+            # what the day's CPU cost says, not a measurement: D for which the server and
+            # its PostgreSQL would fill every CPU of the machine, growing linearly with D
+            day.rows["D filling all CPUs at this cost (linear projection)"] = (
+                f"{n_devices * 100 * (os.cpu_count() or 1) / (server_cpu + pg_cpu):,.0f}")
         day.rows["load generators CPU (writer)"] = f"{loader_cpu:.0f} % ({writer_cpu:.0f} %)"
         day.rows["server RSS MiB: idle / all held / peak / end of day (peak − idle per "
                  "1,000 devices)"] = (
@@ -542,6 +552,11 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
                 collected += 1
             elif p is None:
                 missed += 1
+                if missed <= 3:
+                    day.notes.append(f"missed: user {user} change at t0+{ref - t0:.3f} s "
+                                     f"(by device {changer}) not pushed to device {d}; "
+                                     f"its pushes {[round(t - t0, 3) for t in pushes.get(d, [])]}"
+                                     f", Syncs {[(round(a - t0, 3), n, k) for a, _b, n, k in syncs.get(d, [])]}")
             else:
                 latencies.append((p - ref) * 1000)
                 used.add((d, p))
@@ -569,7 +584,7 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
         day.notes.append(f"errors, e.g. {errors[:3]}")
     day.figures.update(pushes=len(latencies), push_p99_ms=push_p99, syncs=len(sync_ms),
                        adds=len(change_ms), sync_p99_ms=sync_p99, errors=len(errors),
-                       missed=missed, imports=len(commits))
+                       missed=missed, imports=len(commits), changes=len(changes))
     day.passed = (push_p99 <= args.push_p99 and sync_p99 <= args.sync_p99 and not errors
                   and missed == 0 and bool(latencies))
     day.rows["targets: push p99 ≤ 1 s, Sync p99 ≤ 200 ms, no error"] = (

@@ -28,7 +28,7 @@ def test_quickest_day_measures_pushes_and_syncs(tmp_path: Path) -> None:
         out = tmp_path / "day.json"
         run = subprocess.run(
             [sys.executable, str(REPO / "bench" / "bench_fleet.py"), "--devices", "20",
-             "--duration", "6", "--grace", "3", "--change-interval", "4", "--second", "1",
+             "--duration", "5", "--grace", "5", "--change-interval", "4", "--second", "1",
              "--db", url, "--json", str(out), "--source-net", "230"],
             check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
