@@ -329,9 +329,8 @@ def request_log(server: Server, start: float, end: float) -> dict[str, list[floa
     """Server time (ms, its request log) per command of the requests answered between
     ``start`` and ``end`` (wall clock); Pings by their answer's status."""
     out: dict[str, list[float]] = {}
-    for path in [server.log] + [Path(f"{server.log}.{i}") for i in range(1, server.workers)]:
-        if not path.exists():
-            continue
+    # every worker's log and their rotations (twistd starts a new file at 1 MB)
+    for path in sorted(server.log.parent.glob(server.log.name + "*")):
         for line in path.read_text(errors="replace").splitlines():
             m = LOG_LINE.match(line)
             if not m:
@@ -487,7 +486,9 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
         day.notes.append("Pings answered: " + ", ".join(
             f"{cmd.split(' ', 1)[1]} ×{len(v)}" for cmd, v in sorted(times.items())
             if cmd.startswith("Ping")))
-        errs = server.log_errors()
+        errs = [ln for path in sorted(server.log.parent.glob(server.log.name + "*"))
+                for ln in path.read_text(errors="replace").splitlines()
+                if "Traceback" in ln or "Unhandled" in ln]
         day.figures["server_log_errors"] = len(errs)
         if errs:
             day.notes.append(f"server logs: {len(errs)} error lines, e.g. {errs[:2]}")
