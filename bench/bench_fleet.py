@@ -547,8 +547,10 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
             if d == changer:
                 continue
             p = next((t for t in sorted(pushes.get(d, [])) if t >= ref), None)
-            by_sync = any(ref <= a and n > 0 and (p is None or a < p)
-                          for a, _b, n, _k in syncs.get(d, []))
+            # a Sync of d answered after the change's commit, bringing items, before
+            # any later push: it may have read the change (it did, when no push follows)
+            by_sync = any(ref <= b and n > 0 and (p is None or a < p)
+                          for a, b, n, _k in syncs.get(d, []))
             if by_sync:
                 collected += 1
             elif p is None:
