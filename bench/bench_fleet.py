@@ -3,6 +3,9 @@
     python bench/bench_fleet.py --devices 10000                 # one day of 10 minutes
     python bench/bench_fleet.py --quick --devices 5000          # a 2-minute day
     python bench/bench_fleet.py --step 1000,5000,10000,20000,30000,50000 --quick
+    (``--all``: go on after a failing D, for the figures; ``--json FILE``: the figures
+    of each day, as tests/test_bench_fleet.py reads them; 50,000 devices need
+    ``--workers 3``: one process holds fewer than 20,000 connections here)
 
 PostgreSQL (``--db``, default ``postgresql://postgres@127.0.0.1/bench_fleet``, created
 when missing; its users ``f000000``… are kept and reused, their devices and sync states
