@@ -282,6 +282,11 @@ OPTIONS: tuple[Option, ...] = (
            "Endpoint serving GET /metrics (Prometheus text format), e.g. "
            "tcp:9108:interface=127.0.0.1; off: none.",
            field="listen.metrics_listen"),
+    Option("gc-freeze", True, on_off,
+           "Keep long-lived objects (held requests) out of Python's garbage collector "
+           "(a collection and gc.freeze every half second), so that a collection "
+           "pauses the process milliseconds, not seconds; off: Python's defaults.",
+           field="listen.gc_freeze"),
     Option("workers", 1, _int(1),
            "Processes serving the --listen ports together (Linux SO_REUSEPORT); more "
            "than 1 needs a postgresql:// --db.",
@@ -484,6 +489,7 @@ class ListenConfig:
     account_listen: str                 # same | off | an endpoint
     metrics_listen: str                 # off | an endpoint
     workers: int
+    gc_freeze: bool                     # easync.gctune
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,12 @@ def _push_services(listeners: Listeners, server: EasServer, store: Any,
     recorder.setName("held-requests")
     recorder.setServiceParent(top)
     server.holds = Holds(server.notifier, reactor, recorder)
+    # the collector's pauses: held requests frozen out of its way (easync.gctune)
+    from easync.gctune import GcTuning
+
+    holds = server.holds
+    GcTuning(reactor, held=lambda: len(holds), freeze=listen.gc_freeze
+             ).setServiceParent(top)
     if listen.metrics_listen == "off":
         return
     watch(server.metrics, server)
