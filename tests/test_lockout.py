@@ -162,6 +162,64 @@ async def test_store_lockouts_grow_within_a_day(auth_store: SqlAuthStore) -> Non
     assert result[0][1] == 60.0
 
 
+@pytest_twisted.ensureDeferred
+async def test_noting_a_familiar_source_does_not_walk_the_users_other_sources(
+        tmp_path: Path) -> None:
+    """issue #12 (the --no-prime ramp): every login notes its source as familiar and
+    purges the user's expired sources in the same transaction.  That purge must reach
+    only expired rows: with one user's 10,000 devices logging in at once, a purge that
+    walks all of the user's sources made each login O(devices) on the store's one
+    SQLite thread (quadratic in all) and the ramp stopped.  Measured in SQLite virtual
+    machine steps: a note costs about the same next to 4,000 fresh sources of the user
+    as next to 2."""
+    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'familiar.sqlite'}")
+    await store.open()
+    auth = SqlAuthStore(store)
+    now = 5_000_000.0
+    forget = now - RULES.familiar_for
+
+    def fill(cur: Any, user: str, n: int) -> None:
+        cur.executemany("INSERT INTO auth_familiar (user_name, kind, value, last_ok)"
+                        " VALUES (?, ?, ?, ?)",
+                        [(user, kind, f"{kind}{i}", now - 10) for i in range(n)
+                         for kind in ("device", "addr")])
+
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    def watch(cur: Any, on: bool) -> None:
+        cur.connection.set_progress_handler(count if on else None, 1)
+
+    async def cost(user: str, value: str) -> int:
+        await store.db.run_interaction("watch", watch, True)
+        steps[0] = 0
+        await auth.familiar_note(user, "device", value, now, forget)
+        n = steps[0]
+        await store.db.run_interaction("watch", watch, False)
+        return n
+
+    try:
+        await store.db.run_interaction("fill", fill, "solo", 1, write=True)
+        await store.db.run_interaction("fill", fill, "fleet", 2000, write=True)
+        small = await cost("solo", "new-device")
+        large = await cost("fleet", "new-device")
+        assert large < 2 * small + 200, (small, large)
+        # the purge still removes what is expired, and only that
+        await store.db.run_interaction(
+            "age", lambda cur: cur.execute("UPDATE auth_familiar SET last_ok = ? WHERE"
+                                           " user_name = 'fleet' AND value LIKE '%7'",
+                                           (forget - 1,)), write=True)
+        await auth.familiar_note("fleet", "addr", "192.0.2.9", now, forget)
+        rows = await store.db.raw_query("SELECT COUNT(*) FROM auth_familiar"
+                                        " WHERE user_name = 'fleet'")
+        assert rows == [(4000 - 400 + 1 + 1,)]
+    finally:
+        await store.close()
+
+
 # ----------------------------------------------------------------- bursts (point 4)
 
 @pytest_twisted.ensureDeferred
