@@ -345,6 +345,12 @@ def writer_sync(port: int, user: str, folder: str, device: str
     return post, prepared
 
 
+def user_system_ticks(pid: int) -> tuple[int, int]:
+    """The process's user and system CPU time so far, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 PROFILE_HOOK = r"""
 import os, signal, sys
 if os.environ.get("BENCH_PROFILE_OUT") and b"twistd" in open("/proc/self/cmdline", "rb").read():
@@ -424,6 +430,7 @@ def run(args: argparse.Namespace) -> None:
             os.kill(server.proc.pid, signal.SIGUSR1)
             time.sleep(0.2)
         cpu0 = cpu_ticks(server.proc.pid)
+        split0 = user_system_ticks(server.proc.pid)
         if args.write == "sync":
             t_change = time.monotonic()
             post(prepared)
@@ -459,6 +466,8 @@ def run(args: argparse.Namespace) -> None:
             elif ln.startswith("E "):
                 errors.append(ln)
         cpu = (cpu_ticks(server.proc.pid) - cpu0) / os.sysconf("SC_CLK_TCK")
+        split = [(b - a) / os.sysconf("SC_CLK_TCK")
+                 for a, b in zip(split0, user_system_ticks(server.proc.pid))]
         if args.profile:
             os.kill(server.proc.pid, signal.SIGUSR2)
             time.sleep(1)
@@ -483,7 +492,8 @@ def run(args: argparse.Namespace) -> None:
                   f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, "
                   f"max {lat[-1]:.1f} ms")
         print(f"server CPU from the change to the last answer: {cpu:.2f} s "
-              f"({cpu / max(1, len(answers)) * 1e6:.0f} µs per answer)")
+              f"({cpu / max(1, len(answers)) * 1e6:.0f} µs per answer; user {split[0]:.2f} s, "
+              f"system {split[1]:.2f} s)")
         print(f"longest reactor stall seen by the probe during the fan-out: "
               f"{max(during, default=0.0):.1f} ms ({len(during)} probes over 2 ms)")
         print(f"machine: {machine_info()}; db {db.split(':')[0]}; write {args.write}")
