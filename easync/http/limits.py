@@ -219,7 +219,8 @@ class HeadTimeoutChannel(http.HTTPChannel):
             for value in values:
                 head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
-        self.transport.write(b"".join(head))
+        if self.transport is not None:
+            self.transport.write(b"".join(head))
 
     def resumeProducing(self) -> None:
         # the transport sent all it had: the peer reads; idle (if so) from now on
