@@ -345,6 +345,26 @@ def writer_sync(port: int, user: str, folder: str, device: str
     return post, prepared
 
 
+def user_system_ticks(pid: int) -> tuple[int, int]:
+    """The process's user and system CPU time so far, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+PROFILE_HOOK = r"""
+import os, signal, sys
+if os.environ.get("BENCH_PROFILE_OUT") and b"twistd" in open("/proc/self/cmdline", "rb").read():
+    import cProfile
+    import time
+    _prof = cProfile.Profile(time.process_time)
+    signal.signal(signal.SIGUSR1, lambda *_: _prof.enable())
+    def _dump(*_):
+        _prof.disable()
+        _prof.dump_stats(os.environ["BENCH_PROFILE_OUT"])
+    signal.signal(signal.SIGUSR2, _dump)
+"""
+
+
 def run(args: argparse.Namespace) -> None:
     from bench_pings import Server, cpu_ticks, machine_info, settle
 
@@ -352,6 +372,13 @@ def run(args: argparse.Namespace) -> None:
     db = args.db or f"sqlite:///{work / 'bench.sqlite'}"
     out = work / "user.json"
     from bench_pings import env
+    if args.profile:
+        # the server profiles (cProfile) from SIGUSR1 to SIGUSR2: the fan-out alone
+        hook = work / "profhook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(PROFILE_HOOK)
+        os.environ["PYTHONPATH"] = f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+        os.environ["BENCH_PROFILE_OUT"] = str(Path(args.profile).resolve())
     subprocess.run([sys.executable, "-c", POPULATE, db, str(out), PASSWORD], check=True,
                    env=env(), cwd=REPO)
     info = json.loads(out.read_text())
@@ -399,7 +426,11 @@ def run(args: argparse.Namespace) -> None:
                       "--lifetime", "120"], lines)
         assert lines.get(timeout=30) == "ready"
         time.sleep(1)
+        if args.profile:
+            os.kill(server.proc.pid, signal.SIGUSR1)
+            time.sleep(0.2)
         cpu0 = cpu_ticks(server.proc.pid)
+        split0 = user_system_ticks(server.proc.pid)
         if args.write == "sync":
             t_change = time.monotonic()
             post(prepared)
@@ -435,6 +466,11 @@ def run(args: argparse.Namespace) -> None:
             elif ln.startswith("E "):
                 errors.append(ln)
         cpu = (cpu_ticks(server.proc.pid) - cpu0) / os.sysconf("SC_CLK_TCK")
+        split = [(b - a) / os.sysconf("SC_CLK_TCK")
+                 for a, b in zip(split0, user_system_ticks(server.proc.pid))]
+        if args.profile:
+            os.kill(server.proc.pid, signal.SIGUSR2)
+            time.sleep(1)
         time.sleep(0.5)
         while not lines.empty():
             ln = lines.get()
@@ -456,7 +492,8 @@ def run(args: argparse.Namespace) -> None:
                   f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, "
                   f"max {lat[-1]:.1f} ms")
         print(f"server CPU from the change to the last answer: {cpu:.2f} s "
-              f"({cpu / max(1, len(answers)) * 1e6:.0f} µs per answer)")
+              f"({cpu / max(1, len(answers)) * 1e6:.0f} µs per answer; user {split[0]:.2f} s, "
+              f"system {split[1]:.2f} s)")
         print(f"longest reactor stall seen by the probe during the fan-out: "
               f"{max(during, default=0.0):.1f} ms ({len(during)} probes over 2 ms)")
         print(f"machine: {machine_info()}; db {db.split(':')[0]}; write {args.write}")
@@ -501,6 +538,10 @@ def main() -> None:
     p.add_argument("--lifetime", type=float, default=600,
                    help="seconds after which every load generator stops by itself")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--profile", metavar="FILE",
+                   help="cProfile the server from just before the change to the last "
+                        "answer, stats written to FILE (the CPU figure then includes "
+                        "the profiler's own cost)")
     args = p.parse_args()
     if args.mode == "load":
         asyncio.run(load_main(args))

@@ -44,3 +44,20 @@ def test_log_safe_unit() -> None:
     from easync.http.resource import log_safe
     assert log_safe("dev-1 Ünïcode") == "dev-1 Ünïcode"
     assert log_safe("a\nb\rc\td\x1be\x00\x7f\u2028") == "a\\nb\\rc\\td\\x1be\\x00\\x7f\\u2028"
+
+
+def test_braces_in_client_text_are_logged_as_sent(server: RunningServer) -> None:
+    # The request line is formatted once and handed to the log as a format without
+    # fields (issue #12 point 1): a "{...}" in client text must come out as it is, not be
+    # taken for a field (Twisted would then write "Unable to format event" instead).
+    params = {"Cmd": "FolderSync", "User": "lena", "DeviceId": "dev{user}{0}}{BRACE",
+              "DeviceType": "Ph{x"}
+    requests.post(server.url, params=params, auth=("lena", PASSWORD), verify=False,
+                  headers={"MS-ASProtocolVersion": "14.1",
+                           "Content-Type": "application/vnd.ms-sync.wbxml"},
+                  data=b"", timeout=30)
+    text = server.log_text()
+    lines = [ln for ln in text.splitlines() if "BRACE" in ln]
+    assert len(lines) == 1, text[-2000:]
+    assert " lena dev{user}{0}}{BRACE FolderSync http=" in lines[0], lines[0]
+    assert "Unable to format" not in text

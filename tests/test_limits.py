@@ -200,3 +200,36 @@ def test_a_response_still_going_out_is_not_idleness() -> None:
             assert not transport.disconnecting
             clock.advance(0.5)
             assert transport.disconnecting
+
+
+def test_response_head_is_written_as_twisted_writes_it() -> None:
+    """HeadTimeoutChannel writes a response head in one piece (issue #12 point 1: the
+    cost of answering many held Pings at once); the bytes are those of twisted.web's
+    own HTTPChannel, repeated headers and all (Date aside, which is the time)."""
+    from twisted.web.http import HTTPChannel
+
+    class _Many(Resource):
+        isLeaf = True
+
+        def render_POST(self, request: Any) -> bytes:
+            request.setHeader(b"MS-Server-ActiveSync", b"14.1")
+            request.responseHeaders.addRawHeader(b"X-Twice", b"a")
+            request.responseHeaders.addRawHeader(b"X-Twice", b"b")
+            request.setHeader(b"Content-Type", b"application/vnd.ms-sync.wbxml")
+            return b"\x03\x01j\x00"
+
+    def answer(channel_class: Any) -> bytes:
+        site = Site(_Many(), timeout=5)
+        site.protocol = channel_class
+        channel = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
+        channel.callLater = Clock().callLater
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 40000))
+        channel.makeConnection(transport)
+        channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        return b"\r\n".join(ln for ln in transport.value().split(b"\r\n")
+                            if not ln.startswith(b"Date: "))
+
+    ours = answer(ConnectionLimits(Clock(), header_timeout=2).channel_class())
+    assert ours == answer(HTTPChannel)
+    assert ours.startswith(b"HTTP/1.1 200 OK\r\n") and b"X-Twice: a\r\nX-Twice: b\r\n" in ours
+    assert ours.endswith(b"\r\n\r\n\x03\x01j\x00")

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web import http
+from twisted.web.http_headers import Headers
 
 log = Logger(namespace="easync.limits")
 
@@ -203,6 +204,23 @@ class HeadTimeoutChannel(http.HTTPChannel):
     def allContentReceived(self) -> None:
         self._served = True
         super().allContentReceived()
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes,
+                     headers: Any) -> None:
+        """The response head as one piece of bytes: twisted.web hands the transport a
+        list of some 35 small pieces, each checked and buffered on its own, which was a
+        noticeable part of answering 10,000 held Pings at once (issue #12 point 1).
+        The same bytes go out."""
+        if not isinstance(headers, Headers):      # (Twisted's own fallback, unused)
+            super().writeHeaders(version, code, reason, headers)
+            return
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        if self.transport is not None:
+            self.transport.write(b"".join(head))
 
     def resumeProducing(self) -> None:
         # the transport sent all it had: the peer reads; idle (if so) from now on
