@@ -238,12 +238,7 @@ class PolicyChecker(HandsOverUser):
         if auth is not None and auth.setting is not None:
             everyone = self.accounts.two_factor_all_read(snap.setting)
         else:
-            try:
-                everyone = await self.accounts.two_factor_all()
-            except Unavailable:
-                raise
-            except Exception as e:
-                raise Unavailable(str(e)) from e
+            everyone = await self._two_factor_all()
         if _fingerprint(user, everyone) != rem.fingerprint:
             self.forget(user.name)
             return None
@@ -264,6 +259,16 @@ class PolicyChecker(HandsOverUser):
             self._lock_checked[source] = self.reactor.seconds()
             await throttle.note_familiar(user.name, rem.address, rem.device)
         return user
+
+    async def _two_factor_all(self) -> bool:
+        """The 2FA-for-everyone setting; a store that cannot say is ``Unavailable``
+        (the request is answered 503, not refused as a wrong password)."""
+        try:
+            return await self.accounts.two_factor_all()
+        except Unavailable:
+            raise
+        except Exception as e:
+            raise Unavailable(str(e)) from e
 
     # -- ICredentialsChecker (requestAvatarId runs _check) --------------------------------
     def _cache_key(self, name: str, password: str) -> bytes:
@@ -289,12 +294,7 @@ class PolicyChecker(HandsOverUser):
         address = client.address.split(" via ", 1)[0] if client is not None else ""
         device = client.device_id[:64] if client is not None else ""
         user = await self._find(raw)
-        try:
-            everyone = await self.accounts.two_factor_all()
-        except Unavailable:
-            raise
-        except Exception as e:
-            raise Unavailable(str(e)) from e
+        everyone = await self._two_factor_all()
         name_key = user.name if user is not None else self.accounts.throttle_name(raw)
         key = self._cache_key(name_key, password)
         now = self.reactor.seconds()
