@@ -311,13 +311,9 @@ class Proc:
         threading.Thread(target=pump, daemon=True).start()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from bench_pings import stop_process
+
+        stop_process(self.proc, 30)
 
 
 def writer_sync(port: int, user: str, folder: str, device: str

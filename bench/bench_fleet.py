@@ -65,7 +65,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_pings import Server, cpu_ticks, env, percentile, rss_kb
+from bench_pings import Server, cpu_ticks, env, percentile, rss_kb, stop_process
 from fleetload import PROFILES, shape
 
 PASSWORD = "fleet-password-1"
@@ -233,13 +233,7 @@ class Proc:
             return 0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)
 
 
 def ticks_of(pids: list[int]) -> dict[int, int]:

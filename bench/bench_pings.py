@@ -43,6 +43,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -106,6 +107,17 @@ def populate(db: str, n: int, out: Path) -> None:
 
 
 # -- processes ------------------------------------------------------------------------------
+
+def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM ``proc`` if it still runs, SIGKILL it after ``grace`` seconds, reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -177,13 +189,7 @@ class Server:
         return out
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 120)
 
     def log_errors(self) -> list[str]:
         out = []
@@ -249,12 +255,7 @@ class Loader:
         threading.Thread(target=pump, daemon=True).start()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, 30)
 
 
 def wait_held(servers: list[Server], target: int, loaders: list[Loader],
