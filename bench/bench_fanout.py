@@ -151,43 +151,21 @@ async def _device(i: int, args: argparse.Namespace, gate: asyncio.Semaphore,
 
 
 async def load_main(args: argparse.Namespace) -> None:
+    from pingload import report, stop_when_told, wind_up
+
     gate = asyncio.Semaphore(args.concurrency)
     out: list[str] = []
     counts = [0]
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.buffer.read1(65536) or stop.set())
-    except (PermissionError, ValueError, OSError):
-        pass
+    stop_when_told(stop, sigint=False)
     tasks = [asyncio.ensure_future(_device(i, args, gate, out, counts))
              for i in range(args.first, args.first + args.count)]
-
-    async def report() -> None:
-        last = -1
-        while True:
-            if out:
-                lines, out[:] = list(out), []
-                sys.stdout.write("\n".join(lines) + "\n")
-            if counts[0] != last:
-                last = counts[0]
-                sys.stdout.write(f"S {last}\n")
-            sys.stdout.flush()
-            await asyncio.sleep(0.05)
-
-    reporter = asyncio.ensure_future(report())
+    reporter = asyncio.ensure_future(report(out, counts))
     try:
         await asyncio.wait_for(stop.wait(), args.lifetime)
     except TimeoutError:
         pass
-    for t in tasks:
-        t.cancel()
-    await asyncio.sleep(0.1)
-    reporter.cancel()
-    if out:
-        sys.stdout.write("\n".join(out) + "\n")
-    sys.stdout.flush()
+    await wind_up(tasks, reporter, out, 0.1)
 
 
 # -- the stall probe (a separate process) ------------------------------------------------
