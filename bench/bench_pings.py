@@ -61,7 +61,9 @@ def env() -> dict[str, str]:
 
 # -- the database -----------------------------------------------------------------------
 
-POPULATE = r"""
+# the opening both populate scripts share (this one's and bench_fleet's): arguments
+# URL N OUT PASSWORD, the store opened, ``h`` the password's hash
+POPULATE_HEAD = r"""
 import json, sys
 import bcrypt
 from twisted.internet import defer, task
@@ -73,7 +75,9 @@ async def main(reactor):
     store = SqlStore(reactor, URL)
     await store.open()
     h = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
-    rows = await store.raw_query(
+"""
+
+POPULATE = POPULATE_HEAD + r"""    rows = await store.raw_query(
         "SELECT u.name, f.id FROM users u JOIN folders f ON f.user_id = u.id"
         " WHERE f.name = 'Contacts' ORDER BY u.name")
     have = {name: str(fid) for name, fid in rows}
