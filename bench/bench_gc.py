@@ -433,8 +433,7 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
         for ld in loaders:
             ld.stop()
         server.stop()
-        errs = [ln for ln in server.log.read_text().splitlines()
-                if "Traceback" in ln or "Unhandled" in ln]
+        errs = bench_pings.log_errors(server.log)
         if errs:
             print(f"server log has {len(errs)} error lines, e.g. {errs[:3]}")
         if args.keep:

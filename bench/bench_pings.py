@@ -112,6 +112,16 @@ def populate(db: str, n: int, out: Path) -> None:
 
 # -- processes ------------------------------------------------------------------------------
 
+def log_errors(*logs: Path) -> list[str]:
+    """The lines of the server logs ``logs`` (those that exist) that tell of an error."""
+    out = []
+    for path in logs:
+        if path.exists():
+            out += [ln for ln in path.read_text().splitlines()
+                    if "Traceback" in ln or "Unhandled" in ln]
+    return out
+
+
 def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
     """SIGTERM ``proc`` if it still runs, SIGKILL it after ``grace`` seconds, reap it."""
     if proc.poll() is None:
@@ -196,12 +206,7 @@ class Server:
         stop_process(self.proc, 120)
 
     def log_errors(self) -> list[str]:
-        out = []
-        for path in [self.log] + [Path(f"{self.log}.{i}") for i in range(1, self.workers)]:
-            if path.exists():
-                out += [ln for ln in path.read_text().splitlines()
-                        if "Traceback" in ln or "Unhandled" in ln or "[-] Unhandled" in ln]
-        return out
+        return log_errors(self.log, *(Path(f"{self.log}.{i}") for i in range(1, self.workers)))
 
 
 def free_ports(n: int) -> int:
@@ -356,8 +361,7 @@ def run_process(args: argparse.Namespace) -> None:
         for ld in loaders:
             ld.stop()
         server.stop()
-        errs = [ln for ln in server.log.read_text().splitlines()
-                if "Traceback" in ln or "Unhandled" in ln]
+        errs = server.log_errors()
         if errs:
             print(f"server log has {len(errs)} error lines, e.g. {errs[:3]}")
         if not args.keep:
