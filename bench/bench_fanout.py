@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,13 +52,9 @@ PASSWORD = "fanout-password-1"
 # -- the load generator (a separate process) ---------------------------------------------
 
 def _request(cmd: str, user: str, device: str, body: bytes) -> bytes:
-    auth = b64encode(f"{user}:{PASSWORD}".encode()).decode()
-    head = (f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User={user}&DeviceId={device}"
-            f"&DeviceType=iPhone HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {auth}\r\n"
-            "MS-ASProtocolVersion: 14.1\r\nUser-Agent: Apple-iPhone13C2/2003.68\r\n"
-            "Content-Type: application/vnd.ms-sync.wbxml\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
+    from pingload import eas_request
+
+    return eas_request("bench", cmd, user, PASSWORD, device, body)
 
 
 async def _answer(reader: asyncio.StreamReader) -> tuple[str, bytes, float]:

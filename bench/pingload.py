@@ -38,8 +38,14 @@ def ping_request(host: str, user: str, password: str, folder_id: str, heartbeat:
     body = encode(E("Ping:Ping", E("Ping:HeartbeatInterval", str(heartbeat)),
                     E("Ping:Folders", E("Ping:Folder", E("Ping:Id", folder_id),
                                         E("Ping:Class", "Contacts")))))
+    return eas_request(host, "Ping", user, password, f"bench{user}", body)
+
+
+def eas_request(host: str, cmd: str, user: str, password: str, device: str,
+                body: bytes) -> bytes:
+    """The bytes of one EAS 14.1 POST of ``cmd`` from an iPhone, Basic auth."""
     auth = b64encode(f"{user}:{password}".encode()).decode()
-    head = (f"POST /Microsoft-Server-ActiveSync?Cmd=Ping&User={user}&DeviceId=bench{user}"
+    head = (f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User={user}&DeviceId={device}"
             f"&DeviceType=iPhone HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
             "MS-ASProtocolVersion: 14.1\r\nUser-Agent: Apple-iPhone13C2/2003.68\r\n"
             "Content-Type: application/vnd.ms-sync.wbxml\r\n"
