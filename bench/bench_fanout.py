@@ -90,25 +90,18 @@ def sync_key(body: bytes) -> str:
 
 async def _device(i: int, args: argparse.Namespace, gate: asyncio.Semaphore,
                   out: list[str], counts: list[int]) -> None:
-    from easync.wbxml import E, decode, encode
+    from pingload import connect, ping_body
+
+    from easync.wbxml import decode
 
     device = f"fan{i}"
     source = f"{args.source_net}.{i // 250 % 250}.{1 + i % 250}"
-    ping = _request("Ping", args.user, device, encode(E(
-        "Ping:Ping", E("Ping:HeartbeatInterval", str(args.heartbeat)),
-        E("Ping:Folders", E("Ping:Folder", E("Ping:Id", args.folder),
-                            E("Ping:Class", "Contacts"))))))
+    ping = _request("Ping", args.user, device, ping_body(args.folder, args.heartbeat))
     async with gate:
-        for attempt in range(20):
-            try:
-                reader, writer = await asyncio.open_connection(
-                    args.host, args.port, local_addr=(source, 0))
-                break
-            except OSError as e:
-                if attempt == 19:
-                    out.append(f"E {i} connect {e}")
-                    return
-                await asyncio.sleep(0.2 * (attempt + 1))
+        conn = await connect(i, args.host, args.port, (source, 0), out)
+        if conn is None:
+            return
+        reader, writer = conn
         try:
             if args.prime:
                 key = "0"

@@ -35,10 +35,15 @@ from easync.wbxml import E, decode, encode
 
 
 def ping_request(host: str, user: str, password: str, folder_id: str, heartbeat: int) -> bytes:
-    body = encode(E("Ping:Ping", E("Ping:HeartbeatInterval", str(heartbeat)),
+    return eas_request(host, "Ping", user, password, f"bench{user}",
+                       ping_body(folder_id, heartbeat))
+
+
+def ping_body(folder_id: str, heartbeat: int) -> bytes:
+    """A Ping on the Contacts folder ``folder_id``."""
+    return encode(E("Ping:Ping", E("Ping:HeartbeatInterval", str(heartbeat)),
                     E("Ping:Folders", E("Ping:Folder", E("Ping:Id", folder_id),
                                         E("Ping:Class", "Contacts")))))
-    return eas_request(host, "Ping", user, password, f"bench{user}", body)
 
 
 def eas_request(host: str, cmd: str, user: str, password: str, device: str,
@@ -62,19 +67,29 @@ def parse_status(body: bytes) -> tuple[str, list[str]]:
             [f.text or "" for f in folders.children] if folders is not None else [])
 
 
+async def connect(i: int, host: str, port: int, local: tuple[str, int] | None,
+                  out: list[str]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection for device ``i``, tried 20 times with a growing pause; None (and an
+    ``E <i> connect`` line in ``out``) when every try failed."""
+    for attempt in range(20):
+        try:
+            return await asyncio.open_connection(host, port, local_addr=local)
+        except OSError as e:
+            if attempt == 19:
+                out.append(f"E {i} connect {e}")
+                return None
+            await asyncio.sleep(0.2 * (attempt + 1))
+    return None
+
+
 async def hold(i: int, request: bytes, host: str, port: int, gate: asyncio.Semaphore,
                out: list[str], sent: list[int], again: bool, source: str | None) -> None:
     local = (source, 0) if source else None
     async with gate:
-        for attempt in range(20):
-            try:
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
-                break
-            except OSError as e:
-                if attempt == 19:
-                    out.append(f"E {i} connect {e}")
-                    return
-                await asyncio.sleep(0.2 * (attempt + 1))
+        conn = await connect(i, host, port, local, out)
+        if conn is None:
+            return
+        reader, writer = conn
         writer.write(request)
         sent[0] += 1
     try:
