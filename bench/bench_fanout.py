@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,13 +52,9 @@ PASSWORD = "fanout-password-1"
 # -- the load generator (a separate process) ---------------------------------------------
 
 def _request(cmd: str, user: str, device: str, body: bytes) -> bytes:
-    auth = b64encode(f"{user}:{PASSWORD}".encode()).decode()
-    head = (f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User={user}&DeviceId={device}"
-            f"&DeviceType=iPhone HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {auth}\r\n"
-            "MS-ASProtocolVersion: 14.1\r\nUser-Agent: Apple-iPhone13C2/2003.68\r\n"
-            "Content-Type: application/vnd.ms-sync.wbxml\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
+    from pingload import eas_request
+
+    return eas_request("bench", cmd, user, PASSWORD, device, body)
 
 
 async def _answer(reader: asyncio.StreamReader) -> tuple[str, bytes, float]:
@@ -95,25 +90,18 @@ def sync_key(body: bytes) -> str:
 
 async def _device(i: int, args: argparse.Namespace, gate: asyncio.Semaphore,
                   out: list[str], counts: list[int]) -> None:
-    from easync.wbxml import E, decode, encode
+    from pingload import connect, ping_body
+
+    from easync.wbxml import decode
 
     device = f"fan{i}"
     source = f"{args.source_net}.{i // 250 % 250}.{1 + i % 250}"
-    ping = _request("Ping", args.user, device, encode(E(
-        "Ping:Ping", E("Ping:HeartbeatInterval", str(args.heartbeat)),
-        E("Ping:Folders", E("Ping:Folder", E("Ping:Id", args.folder),
-                            E("Ping:Class", "Contacts"))))))
+    ping = _request("Ping", args.user, device, ping_body(args.folder, args.heartbeat))
     async with gate:
-        for attempt in range(20):
-            try:
-                reader, writer = await asyncio.open_connection(
-                    args.host, args.port, local_addr=(source, 0))
-                break
-            except OSError as e:
-                if attempt == 19:
-                    out.append(f"E {i} connect {e}")
-                    return
-                await asyncio.sleep(0.2 * (attempt + 1))
+        conn = await connect(i, args.host, args.port, (source, 0), out)
+        if conn is None:
+            return
+        reader, writer = conn
         try:
             if args.prime:
                 key = "0"
@@ -151,43 +139,21 @@ async def _device(i: int, args: argparse.Namespace, gate: asyncio.Semaphore,
 
 
 async def load_main(args: argparse.Namespace) -> None:
+    from pingload import report, stop_when_told, wind_up
+
     gate = asyncio.Semaphore(args.concurrency)
     out: list[str] = []
     counts = [0]
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.buffer.read1(65536) or stop.set())
-    except (PermissionError, ValueError, OSError):
-        pass
+    stop_when_told(stop, sigint=False)
     tasks = [asyncio.ensure_future(_device(i, args, gate, out, counts))
              for i in range(args.first, args.first + args.count)]
-
-    async def report() -> None:
-        last = -1
-        while True:
-            if out:
-                lines, out[:] = list(out), []
-                sys.stdout.write("\n".join(lines) + "\n")
-            if counts[0] != last:
-                last = counts[0]
-                sys.stdout.write(f"S {last}\n")
-            sys.stdout.flush()
-            await asyncio.sleep(0.05)
-
-    reporter = asyncio.ensure_future(report())
+    reporter = asyncio.ensure_future(report(out, counts))
     try:
         await asyncio.wait_for(stop.wait(), args.lifetime)
     except TimeoutError:
         pass
-    for t in tasks:
-        t.cancel()
-    await asyncio.sleep(0.1)
-    reporter.cancel()
-    if out:
-        sys.stdout.write("\n".join(out) + "\n")
-    sys.stdout.flush()
+    await wind_up(tasks, reporter, out, 0.1)
 
 
 # -- the stall probe (a separate process) ------------------------------------------------
@@ -311,13 +277,9 @@ class Proc:
         threading.Thread(target=pump, daemon=True).start()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from bench_pings import stop_process
+
+        stop_process(self.proc, 30)
 
 
 def writer_sync(port: int, user: str, folder: str, device: str

@@ -65,7 +65,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_pings import Server, cpu_ticks, env, percentile, rss_kb
+from bench_pings import POPULATE_HEAD, Server, cpu_ticks, env, percentile, rss_kb, stop_process
 from fleetload import PROFILES, shape
 
 PASSWORD = "fleet-password-1"
@@ -74,19 +74,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 # -- the database -------------------------------------------------------------------------
 
-POPULATE = r"""
-import json, sys
-import bcrypt
-from twisted.internet import defer, task
-from backends.sql.store import SqlStore
-
-URL, N, OUT, PASSWORD = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-
-async def main(reactor):
-    store = SqlStore(reactor, URL)
-    await store.open()
-    h = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
-    async def folders():
+POPULATE = POPULATE_HEAD + r"""    async def folders():
         rows = await store.raw_query(
             "SELECT u.name, f.name, f.id FROM users u JOIN folders f ON f.user_id = u.id"
             " WHERE f.name IN ('Contacts', 'Calendar')")
@@ -233,13 +221,7 @@ class Proc:
             return 0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)
 
 
 def ticks_of(pids: list[int]) -> dict[int, int]:

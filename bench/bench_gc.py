@@ -46,7 +46,6 @@ import json
 import os
 import queue
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -344,13 +343,9 @@ class ProbedServer:
         return _rss_kb(self.proc.pid) / 1024
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from bench_pings import stop_process
+
+        stop_process(self.proc, 120)
 
 
 def _phase_line(name: str, s: dict[str, Any]) -> str:
@@ -438,8 +433,7 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
         for ld in loaders:
             ld.stop()
         server.stop()
-        errs = [ln for ln in server.log.read_text().splitlines()
-                if "Traceback" in ln or "Unhandled" in ln]
+        errs = bench_pings.log_errors(server.log)
         if errs:
             print(f"server log has {len(errs)} error lines, e.g. {errs[:3]}")
         if args.keep:

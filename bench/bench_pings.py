@@ -43,6 +43,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -60,7 +61,9 @@ def env() -> dict[str, str]:
 
 # -- the database -----------------------------------------------------------------------
 
-POPULATE = r"""
+# the opening both populate scripts share (this one's and bench_fleet's): arguments
+# URL N OUT PASSWORD, the store opened, ``h`` the password's hash
+POPULATE_HEAD = r"""
 import json, sys
 import bcrypt
 from twisted.internet import defer, task
@@ -72,7 +75,9 @@ async def main(reactor):
     store = SqlStore(reactor, URL)
     await store.open()
     h = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
-    rows = await store.raw_query(
+"""
+
+POPULATE = POPULATE_HEAD + r"""    rows = await store.raw_query(
         "SELECT u.name, f.id FROM users u JOIN folders f ON f.user_id = u.id"
         " WHERE f.name = 'Contacts' ORDER BY u.name")
     have = {name: str(fid) for name, fid in rows}
@@ -106,6 +111,27 @@ def populate(db: str, n: int, out: Path) -> None:
 
 
 # -- processes ------------------------------------------------------------------------------
+
+def log_errors(*logs: Path) -> list[str]:
+    """The lines of the server logs ``logs`` (those that exist) that tell of an error."""
+    out = []
+    for path in logs:
+        if path.exists():
+            out += [ln for ln in path.read_text().splitlines()
+                    if "Traceback" in ln or "Unhandled" in ln]
+    return out
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM ``proc`` if it still runs, SIGKILL it after ``grace`` seconds, reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -177,21 +203,10 @@ class Server:
         return out
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 120)
 
     def log_errors(self) -> list[str]:
-        out = []
-        for path in [self.log] + [Path(f"{self.log}.{i}") for i in range(1, self.workers)]:
-            if path.exists():
-                out += [ln for ln in path.read_text().splitlines()
-                        if "Traceback" in ln or "Unhandled" in ln or "[-] Unhandled" in ln]
-        return out
+        return log_errors(self.log, *(Path(f"{self.log}.{i}") for i in range(1, self.workers)))
 
 
 def free_ports(n: int) -> int:
@@ -249,12 +264,7 @@ class Loader:
         threading.Thread(target=pump, daemon=True).start()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, 30)
 
 
 def wait_held(servers: list[Server], target: int, loaders: list[Loader],
@@ -351,8 +361,7 @@ def run_process(args: argparse.Namespace) -> None:
         for ld in loaders:
             ld.stop()
         server.stop()
-        errs = [ln for ln in server.log.read_text().splitlines()
-                if "Traceback" in ln or "Unhandled" in ln]
+        errs = server.log_errors()
         if errs:
             print(f"server log has {len(errs)} error lines, e.g. {errs[:3]}")
         if not args.keep:

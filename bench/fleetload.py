@@ -345,6 +345,8 @@ async def guarded(dev: int, coro: object, out: list[str]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    from pingload import wind_up
+
     fleet = json.loads(Path(args.fleet).read_text())
     recs = fleet["devices"]
     devices = {i: Device(i, recs[i], fleet, args.host, args.port)
@@ -421,12 +423,7 @@ async def main(args: argparse.Namespace) -> None:
     except TimeoutError:
         out.append("E -1 hard-stop")
     day_task.cancel()
-    for t in tasks:
-        t.cancel()
-    await asyncio.sleep(0.2)
-    reporter.cancel()
-    if out:
-        sys.stdout.write("\n".join(out) + "\n")
+    await wind_up(tasks, reporter, out, 0.2)
     sys.stdout.write("END\n")
     sys.stdout.flush()
 

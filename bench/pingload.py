@@ -24,7 +24,9 @@ import signal
 import sys
 import time
 from base64 import b64encode
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -33,11 +35,22 @@ from easync.wbxml import E, decode, encode
 
 
 def ping_request(host: str, user: str, password: str, folder_id: str, heartbeat: int) -> bytes:
-    body = encode(E("Ping:Ping", E("Ping:HeartbeatInterval", str(heartbeat)),
+    return eas_request(host, "Ping", user, password, f"bench{user}",
+                       ping_body(folder_id, heartbeat))
+
+
+def ping_body(folder_id: str, heartbeat: int) -> bytes:
+    """A Ping on the Contacts folder ``folder_id``."""
+    return encode(E("Ping:Ping", E("Ping:HeartbeatInterval", str(heartbeat)),
                     E("Ping:Folders", E("Ping:Folder", E("Ping:Id", folder_id),
                                         E("Ping:Class", "Contacts")))))
+
+
+def eas_request(host: str, cmd: str, user: str, password: str, device: str,
+                body: bytes) -> bytes:
+    """The bytes of one EAS 14.1 POST of ``cmd`` from an iPhone, Basic auth."""
     auth = b64encode(f"{user}:{password}".encode()).decode()
-    head = (f"POST /Microsoft-Server-ActiveSync?Cmd=Ping&User={user}&DeviceId=bench{user}"
+    head = (f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User={user}&DeviceId={device}"
             f"&DeviceType=iPhone HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
             "MS-ASProtocolVersion: 14.1\r\nUser-Agent: Apple-iPhone13C2/2003.68\r\n"
             "Content-Type: application/vnd.ms-sync.wbxml\r\n"
@@ -54,19 +67,29 @@ def parse_status(body: bytes) -> tuple[str, list[str]]:
             [f.text or "" for f in folders.children] if folders is not None else [])
 
 
+async def connect(i: int, host: str, port: int, local: tuple[str, int] | None,
+                  out: list[str]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection for device ``i``, tried 20 times with a growing pause; None (and an
+    ``E <i> connect`` line in ``out``) when every try failed."""
+    for attempt in range(20):
+        try:
+            return await asyncio.open_connection(host, port, local_addr=local)
+        except OSError as e:
+            if attempt == 19:
+                out.append(f"E {i} connect {e}")
+                return None
+            await asyncio.sleep(0.2 * (attempt + 1))
+    return None
+
+
 async def hold(i: int, request: bytes, host: str, port: int, gate: asyncio.Semaphore,
                out: list[str], sent: list[int], again: bool, source: str | None) -> None:
     local = (source, 0) if source else None
     async with gate:
-        for attempt in range(20):
-            try:
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local)
-                break
-            except OSError as e:
-                if attempt == 19:
-                    out.append(f"E {i} connect {e}")
-                    return
-                await asyncio.sleep(0.2 * (attempt + 1))
+        conn = await connect(i, host, port, local, out)
+        if conn is None:
+            return
+        reader, writer = conn
         writer.write(request)
         sent[0] += 1
     try:
@@ -109,6 +132,53 @@ def source_of(i: int, args: argparse.Namespace) -> str | None:
     return args.source
 
 
+# -- the plumbing of a load-generator process (bench_fanout's and fleetload's too) ------
+
+def stop_when_told(stop: asyncio.Event, sigint: bool = True) -> None:
+    """Set ``stop`` on SIGTERM (and SIGINT) and when stdin, a pipe from the benchmark,
+    closes: its end stops this process too."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if sigint:
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.buffer.read1(65536) or stop.set())
+    except (PermissionError, ValueError, OSError):
+        pass    # not a pipe (/dev/null, a file)
+
+
+async def report(out: list[str], sent: list[int], done_at: int | None = None) -> None:
+    """Every 50 ms: the lines in ``out``, ``S <sent>`` when it changed, and ``D`` once
+    ``sent`` reaches ``done_at``."""
+    last = -1
+    done_said = False
+    while True:
+        if out:
+            lines, out[:] = list(out), []
+            sys.stdout.write("\n".join(lines) + "\n")
+        if sent[0] != last:
+            last = sent[0]
+            sys.stdout.write(f"S {last}\n")
+        if done_at is not None and not done_said and sent[0] >= done_at:
+            sys.stdout.write("D\n")
+            done_said = True
+        sys.stdout.flush()
+        await asyncio.sleep(0.05)
+
+
+async def wind_up(tasks: Sequence[asyncio.Future[Any]], reporter: asyncio.Future[Any],
+                  out: list[str], pause: float) -> None:
+    """Cancel ``tasks``, give them ``pause`` seconds, stop ``reporter`` and write what
+    is left in ``out``."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.sleep(pause)
+    reporter.cancel()
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.flush()
+
+
 async def main(args: argparse.Namespace) -> None:
     users = json.loads(Path(args.users).read_text())
     names: list[str] = users["names"]
@@ -117,14 +187,8 @@ async def main(args: argparse.Namespace) -> None:
     gate = asyncio.Semaphore(args.concurrency)
     out: list[str] = []
     sent = [0]
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    try:        # a pipe from the benchmark: its end stops this process too
-        loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.buffer.read1(65536) or stop.set())
-    except (PermissionError, ValueError, OSError):
-        pass    # not a pipe (/dev/null, a file)
+    stop_when_told(stop)
     tasks = []
     for i in range(args.first, args.first + args.count):
         req = ping_request(f"{args.host}:{args.port}", names[i], password, folders[i],
@@ -133,31 +197,9 @@ async def main(args: argparse.Namespace) -> None:
             hold(i, req, args.host, args.port, gate, out, sent, not args.once,
                  source_of(i, args))))
 
-    async def report() -> None:
-        last = -1
-        done_said = False
-        while True:
-            if out:
-                lines, out[:] = list(out), []
-                sys.stdout.write("\n".join(lines) + "\n")
-            if sent[0] != last:
-                last = sent[0]
-                sys.stdout.write(f"S {last}\n")
-            if not done_said and sent[0] >= args.count:
-                sys.stdout.write("D\n")
-                done_said = True
-            sys.stdout.flush()
-            await asyncio.sleep(0.05)
-
-    reporter = asyncio.ensure_future(report())
+    reporter = asyncio.ensure_future(report(out, sent, done_at=args.count))
     await stop.wait()
-    for t in tasks:
-        t.cancel()
-    await asyncio.sleep(0.1)
-    reporter.cancel()
-    if out:
-        sys.stdout.write("\n".join(out) + "\n")
-        sys.stdout.flush()
+    await wind_up(tasks, reporter, out, 0.1)
 
 
 if __name__ == "__main__":
