@@ -313,8 +313,20 @@ def log_time(stamp: str) -> float:
 def request_log(server: Server, start: float, end: float) -> dict[str, list[float]]:
     """Server time (ms, its request log) per command of the requests answered between
     ``start`` and ``end`` (wall clock); Pings by their answer's status."""
+    # every worker's log and their rotations (twistd starts a new file at 1 MB); the
+    # server still runs: a rotation while the files are read renames them all (.N
+    # becomes .N+1), so the whole scan starts again
+    for _attempt in range(5):
+        try:
+            return _scan_request_logs(server, start, end)
+        except FileNotFoundError:
+            continue
+    return _scan_request_logs(server, start, end)
+
+
+def _scan_request_logs(server: Server, start: float, end: float
+                       ) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    # every worker's log and their rotations (twistd starts a new file at 1 MB)
     for path in sorted(server.log.parent.glob(server.log.name + "*")):
         for line in path.read_text(errors="replace").splitlines():
             m = LOG_LINE.match(line)
