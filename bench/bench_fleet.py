@@ -310,25 +310,24 @@ def log_time(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
+def server_logs(server: Server) -> list[str]:
+    """The text of every worker's log and of their rotations (twistd starts a new file
+    at 1 MB); a file gone between the listing and the read is left out."""
+    out = []
+    for path in sorted(server.log.parent.glob(server.log.name + "*")):
+        try:
+            out.append(path.read_text(errors="replace"))
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def request_log(server: Server, start: float, end: float) -> dict[str, list[float]]:
     """Server time (ms, its request log) per command of the requests answered between
     ``start`` and ``end`` (wall clock); Pings by their answer's status."""
-    # every worker's log and their rotations (twistd starts a new file at 1 MB); the
-    # server still runs: a rotation while the files are read renames them all (.N
-    # becomes .N+1), so the whole scan starts again
-    for _attempt in range(5):
-        try:
-            return _scan_request_logs(server, start, end)
-        except FileNotFoundError:
-            continue
-    return _scan_request_logs(server, start, end)
-
-
-def _scan_request_logs(server: Server, start: float, end: float
-                       ) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    for path in sorted(server.log.parent.glob(server.log.name + "*")):
-        for line in path.read_text(errors="replace").splitlines():
+    for text in server_logs(server):
+        for line in text.splitlines():
             m = LOG_LINE.match(line)
             if not m:
                 continue
@@ -483,8 +482,7 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
         day.notes.append("Pings answered: " + ", ".join(
             f"{cmd.split(' ', 1)[1]} ×{len(v)}" for cmd, v in sorted(times.items())
             if cmd.startswith("Ping")))
-        errs = [ln for path in sorted(server.log.parent.glob(server.log.name + "*"))
-                for ln in path.read_text(errors="replace").splitlines()
+        errs = [ln for text in server_logs(server) for ln in text.splitlines()
                 if "Traceback" in ln or "Unhandled" in ln]
         day.figures["server_log_errors"] = len(errs)
         if errs:
