@@ -65,7 +65,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_pings import POPULATE_HEAD, Server, cpu_ticks, env, percentile, rss_kb, stop_process
+from bench_pings import (
+    POPULATE_HEAD,
+    Server,
+    cpu_ticks,
+    die_with_parent,
+    env,
+    percentile,
+    rss_kb,
+    stop_process,
+)
 from fleetload import PROFILES, shape
 
 PASSWORD = "fleet-password-1"
@@ -124,7 +133,7 @@ async def main(reactor):
     t0 = float(sys.stdin.readline().split()[1])
     stop = time.monotonic() + HARD
 
-    async def write(n, u):
+    async def write(n, u, at):
         name = users[u][0]
         if name not in cache:
             cache[name] = await store.get_user(name)
@@ -142,11 +151,13 @@ async def main(reactor):
         await import_file(store, user, str(path), announce=tell)
         if not committed:
             raise RuntimeError("nothing written")
-        print(f"W {u} {start:.6f} {committed[0]:.6f} {time.monotonic():.6f}", flush=True)
+        # the last field: how late the import began after its time in the schedule
+        print(f"W {u} {start:.6f} {committed[0]:.6f} {time.monotonic():.6f} "
+              f"{start - t0 - at:.6f}", flush=True)
 
-    async def guarded(n, u):
+    async def guarded(n, u, at):
         try:
-            await gate.run(lambda: defer.Deferred.fromCoroutine(write(n, u)))
+            await gate.run(lambda: defer.Deferred.fromCoroutine(write(n, u, at)))
         except Exception as e:
             print(f"X {u} {type(e).__name__}:{str(e)[:60].replace(' ', '_')}", flush=True)
 
@@ -157,7 +168,7 @@ async def main(reactor):
             break
         if wait > 0:
             await task.deferLater(reactor, wait, lambda: None)
-        pending.append(defer.Deferred.fromCoroutine(guarded(n, u)))
+        pending.append(defer.Deferred.fromCoroutine(guarded(n, u, at)))
     await defer.DeferredList(pending)
     await store.close()
 
@@ -196,8 +207,8 @@ class Proc:
 
     def __init__(self, args: list[str], name: str) -> None:
         self.name = name
-        self.proc = subprocess.Popen(args, env=env(), cwd=REPO, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(die_with_parent(args), env=env(), cwd=REPO,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.done = threading.Event()
 
@@ -213,6 +224,13 @@ class Proc:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
+
+    def since(self, mark: int) -> list[str]:
+        """The lines printed after the first ``mark`` (``len(self.lines)`` then)."""
+        return self.lines[mark:]
+
+    def said(self, word: str, mark: int = 0) -> bool:
+        return any(ln == word or ln.startswith(word + " ") for ln in self.lines[mark:])
 
     def ticks(self) -> int:
         try:
@@ -248,18 +266,31 @@ class Fleet:
     of_user: dict[int, list[int]] = field(default_factory=dict)
 
 
-def build_fleet(users: list[list[str]], n_devices: int, second: float, mix: dict[str, int],
-                rng: random.Random) -> Fleet:
-    n_users = max(1, min(len(users), round(n_devices / (1 + second))))
-    doubles = rng.sample(range(n_users), min(n_users, n_devices - n_users))
-    owners = list(range(n_users)) + doubles
+def plan_fleet(n_devices: int, second: float, mix: dict[str, int],
+               seed: int) -> list[tuple[int, str]]:
+    """(user index, profile) of devices 0…n-1: user u has a second device with
+    probability ``second`` and each device a profile drawn by ``mix``, from a random
+    stream of u's own, so that the plan of D devices is the first D of any larger plan
+    (``--reuse-setup`` adds devices to a running fleet; U ≈ D / (1 + second))."""
     kinds = [k for k, w in mix.items() for _ in range(w)]
-    devices, of_user = [], {}
-    for i, u in enumerate(owners):
-        profile = rng.choice(kinds)
+    out: list[tuple[int, str]] = []
+    for u in range(n_devices):
+        r = random.Random(f"{seed}:{u}")
+        for _ in range(2 if r.random() < second else 1):
+            if len(out) >= n_devices:
+                return out
+            out.append((u, r.choice(kinds)))
+    return out
+
+
+def build_fleet(users: list[list[str]], plan: list[tuple[int, str]]) -> Fleet:
+    devices, owners, of_user = [], [], {}
+    for i, (u, profile) in enumerate(plan):
         name, contacts, calendar = users[u]
         devices.append([name, shape(profile).device_id(i), profile, contacts, calendar])
+        owners.append(u)
         of_user.setdefault(u, []).append(i)
+    n_users = owners[-1] + 1 if owners else 0
     return Fleet(users[:n_users], devices, owners, of_user)
 
 
@@ -341,83 +372,228 @@ def request_log(server: Server, start: float, end: float) -> dict[str, list[floa
     return out
 
 
-def run_day(n_devices: int, args: argparse.Namespace) -> Day:
-    rng = random.Random(args.seed)
-    work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    n_users = round(n_devices / (1 + args.second))
-    t_pop = time.monotonic()
-    subprocess.run([sys.executable, "-c", POPULATE, args.db, str(n_users),
-                    str(work / "users.json"), PASSWORD], check=True, env=env(), cwd=REPO)
-    users = json.loads((work / "users.json").read_text())
-    print(f"database ready: {n_users} users ({time.monotonic() - t_pop:.0f} s)", flush=True)
-    mix = {k: int(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
-    assert set(mix) <= set(PROFILES), f"--mix: profiles are {sorted(PROFILES)}"
-    fleet = build_fleet(users, n_devices, args.second, mix, rng)
-    on_device, imports = build_schedule(fleet, args.duration, args.change_interval,
-                                        args.by_device, rng)
-    (work / "fleet.json").write_text(json.dumps({
-        "devices": fleet.devices, "users": fleet.users, "password": PASSWORD,
-        "source_net": str(args.source_net)}))
-    (work / "imports.json").write_text(json.dumps(imports))
-    day = Day(n_devices, len(fleet.users), args.workers, args.duration, "")
-    server = Server(work, args.db, name="fleet", workers=args.workers)
-    loaders: list[Proc] = []
-    writer: Proc | None = None
-    try:
+class SetupFailed(Exception):
+    """The fleet could not be brought up: the reason, for the FAIL line."""
+
+
+def fds_and_limit(pid: int) -> tuple[int, int]:
+    """(open file descriptors, soft limit) of process ``pid``."""
+    n = len(os.listdir(f"/proc/{pid}/fd"))
+    limit = 0
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            limit = int(line.split()[3])
+    return n, limit
+
+
+class Rig:
+    """The server, its database and the load generators of one or more days.  ``grow``
+    brings the fleet up to D devices (only the devices not yet up are set up: with
+    ``--reuse-setup`` the devices of the previous step keep holding their Pings), ``day``
+    runs one day with every device up.  ``close`` stops every process it started."""
+
+    def __init__(self, args: argparse.Namespace, max_devices: int,
+                 populate_only: bool = False) -> None:
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+        self.loaders: list[Proc] = []
+        self.server: Server | None = None
+        self.n = 0
+        self.days = 0
+        self.log_errors_before = 0
+        mix = {k: int(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
+        assert set(mix) <= set(PROFILES), f"--mix: profiles are {sorted(PROFILES)}"
+        plan = plan_fleet(max_devices, args.second, mix, args.seed)
+        n_users = plan[-1][0] + 1
+        t_pop = time.monotonic()
+        subprocess.run(die_with_parent([sys.executable, "-c", POPULATE, args.db, str(n_users),
+                        str(self.work / "users.json"), PASSWORD]), check=True, env=env(),
+                       cwd=REPO)
+        users = json.loads((self.work / "users.json").read_text())
+        print(f"database ready: {n_users} users ({time.monotonic() - t_pop:.0f} s)", flush=True)
+        self.fleet = build_fleet(users, plan)
+        if populate_only:
+            return
+        (self.work / "fleet.json").write_text(json.dumps({
+            "devices": self.fleet.devices, "users": self.fleet.users, "password": PASSWORD,
+            "source_net": str(args.source_net)}))
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if args.server_files:       # the server inherits this soft limit; ours is restored
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(args.server_files, hard), hard))
+        try:
+            self.server = Server(self.work, args.db, name="fleet", workers=args.workers)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         time.sleep(1)
-        rss_base = sum(rss_kb(p) for p in server.pids())
-        for first in range(0, n_devices, args.per_loader):
-            mine = [(t, d) for t, d in on_device if first <= d < first + args.per_loader]
-            sched = work / f"changes-{first}.json"
-            sched.write_text(json.dumps(mine))
-            loaders.append(Proc([sys.executable, str(REPO / "bench" / "fleetload.py"),
-                                 "--port", str(server.port), "--fleet",
-                                 str(work / "fleet.json"), "--first", str(first),
-                                 "--count", str(args.per_loader), "--schedule", str(sched),
-                                 "--duration", str(args.duration), "--grace", str(args.grace),
-                                 "--setup-timeout", str(args.setup_timeout)],
-                                f"loader{first}"))
-        writer = Proc([sys.executable, "-c", WRITER, args.db, str(work / "fleet.json"),
-                       str(work / "imports.json"), str(work), "8",
-                       str(args.duration + args.grace), str(int(time.time()))], "writer")
-        # setup: every device synced and holding its Ping
+        self.rss_base = sum(rss_kb(p) for p in self.server.pids())
+
+    def prefix(self, n: int) -> Fleet:
+        """The fleet of the first ``n`` devices."""
+        owners = self.fleet.owner[:n]
+        of_user: dict[int, list[int]] = {}
+        for i, u in enumerate(owners):
+            of_user.setdefault(u, []).append(i)
+        n_users = owners[-1] + 1 if owners else 0
+        return Fleet(self.fleet.users[:n_users], self.fleet.devices[:n], owners, of_user)
+
+    def balance(self) -> str:
+        """Held Pings and open files of each server worker, open files of the busiest
+        load generator: a process may open at most ``ulimit -n`` files."""
+        assert self.server is not None
+        held = self.server.held_each()
+        fds = []
+        for pid in self.server.pids():
+            try:
+                fds.append(fds_and_limit(pid))
+            except OSError:
+                continue
+        lds = []
+        for ld in self.loaders:
+            try:
+                lds.append(fds_and_limit(ld.proc.pid))
+            except OSError:
+                continue
+        worst = max((n / lim for n, lim in fds + lds if lim), default=0)
+        out = (f"held per worker {'/'.join(str(h) for h in held)}; open files per server "
+               f"process {'/'.join(str(n) for n, _ in fds)} of {fds[0][1] if fds else '?'}"
+               f"; busiest load generator {max((n for n, _ in lds), default=0)}")
+        if worst > 0.9:
+            out += f" — WARNING: a process uses {worst:.0%} of its open-files limit"
+        return out
+
+    def grow(self, n: int) -> float:
+        """Set up devices ``self.n`` … ``n - 1`` (Sync 0, Sync, Ping each) and wait until
+        the server holds a Ping of every device; the seconds it took.  SetupFailed when a
+        load generator reports an error or ends, when the count of held Pings stops
+        growing for ``--stall`` s, or after ``--setup-timeout`` s."""
+        args, server = self.args, self.server
+        assert server is not None
+        if n <= self.n:
+            return 0.0
+        marks = {id(ld): len(ld.lines) for ld in self.loaders}
+        new: list[Proc] = []
+        firsts = list(range(self.n, n, args.per_loader))
+        per = max(1, args.setup_concurrency // max(1, len(firsts)))
+        hard = (args.setup_timeout + args.duration + args.grace + 240) * len(args.steps) + 600
+        for first in firsts:
+            count = min(args.per_loader, n - first)
+            ld = Proc([sys.executable, str(REPO / "bench" / "fleetload.py"),
+                       "--port", str(server.port), "--fleet", str(self.work / "fleet.json"),
+                       "--first", str(first), "--count", str(count),
+                       "--grace", str(args.grace), "--setup-timeout", str(args.setup_timeout),
+                       "--concurrency", str(per), "--stay", "--hard", str(hard)],
+                      f"loader{first}")
+            marks[id(ld)] = 0
+            new.append(ld)
+            self.loaders.append(ld)
         t_setup = time.monotonic()
-        held = 0
-        while time.monotonic() - t_setup < args.setup_timeout:
-            time.sleep(0.5 if n_devices < 1000 else 2)
+        held, best, best_at, next_note = 0, -1, t_setup, t_setup + 30
+        slack = n // 2000      # Pings between a heartbeat's answer and the next (older devices)
+        cpu0 = {ld.proc.pid: ld.ticks() for ld in new}
+        for _ in range(int(args.setup_timeout) + 10):
+            time.sleep(0.5 if n < 1000 else 2)
+            now = time.monotonic()
+            if server.proc.poll() is not None:
+                raise SetupFailed(f"the server exited during the setup (code "
+                                  f"{server.proc.returncode})")
+            errors = [ln for ld in self.loaders for ln in ld.since(marks[id(ld)])
+                      if ln.startswith("E ")]
+            if errors:
+                raise SetupFailed(f"{len(errors)} errors from the load generators, e.g. "
+                                  f"{errors[:3]}")
+            ended = [ld.name for ld in self.loaders if ld.proc.poll() is not None]
+            if ended:
+                raise SetupFailed(f"load generator(s) {ended} ended during the setup")
             try:
                 held = server.held()
             except OSError:
-                continue
-            errors = [ln for ld in loaders for ln in ld.lines if ln.startswith("E ")]
-            if errors:
-                raise RuntimeError(f"setup: {len(errors)} errors, e.g. {errors[:3]}")
-            if held >= n_devices and all("D" in ld.lines for ld in loaders):
+                held = -1
+            if held > best:
+                best, best_at = held, now
+            elif now - best_at > args.stall:
+                raise SetupFailed(f"setup stalled: {max(best, 0)} of {n} Pings held, none more "
+                                  f"in {args.stall:.0f} s (after {now - t_setup:.0f} s)")
+            if now - t_setup > args.setup_timeout:
+                raise SetupFailed(f"setup: only {held} of {n} Pings held after "
+                                  f"{args.setup_timeout:.0f} s (--setup-timeout)")
+            if held >= n - slack and all(ld.said("D") for ld in new):
                 break
-            if any(ld.proc.poll() is not None for ld in loaders):
-                raise RuntimeError("a load generator ended during setup")
-        else:
-            raise RuntimeError(f"setup: only {held} of {n_devices} Pings held")
+            if now >= next_note:
+                next_note += 30
+                rate = (held - self.n) / (now - t_setup)
+                cpu = sum(ld.ticks() - cpu0.get(ld.proc.pid, 0) for ld in new) / TICK
+                print(f"  setup +{now - t_setup:.0f} s: {held} of {n} held ({rate:.0f}/s), "
+                      f"load generators {cpu / (now - t_setup) * 100:.0f} % of a core, "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
         setup_s = time.monotonic() - t_setup
-        print(f"{held} Pings held after {setup_s:.0f} s of setup "
-              f"({n_devices / setup_s:.0f} devices/s)", flush=True)
-        assert writer.lines[:1] == ["ready"] or (
-            time.sleep(5) or writer.lines[:1] == ["ready"]), writer.lines[:3]
-        time.sleep(min(3.0, 0.5 + n_devices / 4000))  # the last setup requests' trail (hold records, autovacuum)
+        cpu = sum(ld.ticks() - cpu0.get(ld.proc.pid, 0) for ld in new) / TICK
+        self.setup_note = (f"setup of devices {self.n}…{n - 1}: {setup_s:.0f} s, "
+                           f"{(n - self.n) / setup_s:.0f} devices/s, load generators "
+                           f"{cpu / setup_s * 100:.0f} % of one core, {per} at once each of "
+                           f"{len(new)}")
+        print(f"{held} Pings held; {self.setup_note}; {self.balance()}", flush=True)
+        self.setup_rate = (n - self.n) / setup_s
+        self.setup_s = setup_s
+        self.n = n
+        return setup_s
+
+    def day(self, n_devices: int) -> Day:
+        """One day of the first ``n_devices`` devices, all up (``grow(n_devices)``)."""
+        args, server = self.args, self.server
+        assert server is not None and self.n == n_devices
+        self.days += 1
+        rng = random.Random(args.seed * 1000003 + n_devices)
+        fleet = self.prefix(n_devices)
+        on_device, imports = build_schedule(fleet, args.duration, args.change_interval,
+                                            args.by_device, rng)
+        tag = f"{n_devices}-{self.days}"
+        (self.work / f"imports-{tag}.json").write_text(json.dumps(imports))
+        day = Day(n_devices, len(fleet.users), args.workers, args.duration, "")
+        writer = Proc([sys.executable, "-c", WRITER, args.db, str(self.work / "fleet.json"),
+                       str(self.work / f"imports-{tag}.json"), str(self.work),
+                       str(args.writer_parallel), str(args.duration + args.grace),
+                       f"{int(time.time())}{self.days}"], f"writer{tag}")
+        try:
+            return self._day(day, fleet, on_device, imports, writer, tag)
+        finally:
+            writer.stop()
+
+    def _day(self, day: Day, fleet: Fleet, on_device: list[tuple[float, int]],
+             imports: list[tuple[float, int]], writer: Proc, tag: str) -> Day:
+        args, server, loaders = self.args, self.server, self.loaders
+        assert server is not None
+        n_devices = day.devices
+        scheds = []
+        for ld in loaders:
+            first, count = self._slice(ld)
+            mine = [(t, d) for t, d in on_device if first <= d < first + count]
+            sched = self.work / f"changes-{tag}-{first}.json"
+            sched.write_text(json.dumps(mine))
+            scheds.append(sched)
+        for _ in range(120):
+            if writer.lines[:1] == ["ready"] or writer.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        if writer.lines[:1] != ["ready"]:
+            raise SetupFailed(f"the import writer is not ready: {writer.lines[:3]}")
+        # the last setup requests' trail (hold records, autovacuum)
+        time.sleep(min(3.0, 0.5 + n_devices / 4000))
         pg = backend_pids(args.db)
         server_pids = server.pids()
         rss_setup = sum(rss_kb(p) for p in server_pids)
         m0 = [server.metrics(i) for i in range(args.workers)]
         c0 = (ticks_of(server_pids), {ld.proc.pid: ld.ticks() for ld in loaders},
               writer.ticks(), ticks_of(pg))
-        for ld in loaders:
-            for prefix in ("Y ",):
-                ld.lines[:] = [ln for ln in ld.lines if not ln.startswith(prefix)]
+        marks = [len(ld.lines) for ld in loaders]
+        errors_before = len(self.log_error_lines())
         day.load = f"{os.getloadavg()[0]:.2f}"
         wall0 = time.time()
         t0 = time.monotonic() + 0.5
-        for p in [*loaders, writer]:
-            p.tell(f"go {t0:.6f}")
+        for ld, sched in zip(loaders, scheds, strict=True):
+            ld.tell(f"go {t0:.6f} {args.duration} {sched}")
+        writer.tell(f"go {t0:.6f}")
         print(f"day of {args.duration:.0f} s: {len(on_device)} changes on a device, "
               f"{len(imports)} imports, {len(fleet.users)} users", flush=True)
         next_note = t0 + 30
@@ -429,8 +605,9 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
             rss_peak = max(rss_peak, sum(rss_kb(p) for p in server_pids))
             if time.monotonic() >= next_note:
                 next_note += 30
-                pushes = sum(ln.startswith("P ") for ld in loaders for ln in ld.lines)
-                errs = sum(ln.startswith("E ") for ld in loaders for ln in ld.lines)
+                lines = [ln for ld, m in zip(loaders, marks, strict=True) for ln in ld.since(m)]
+                pushes = sum(ln.startswith("P ") for ln in lines)
+                errs = sum(ln.startswith("E ") for ln in lines)
                 print(f"  t+{time.monotonic() - t0:.0f} s: {pushes} pushes, {errs} errors, "
                       f"load {os.getloadavg()[0]:.2f}", flush=True)
         c1 = (ticks_of(server_pids), {ld.proc.pid: ld.ticks() for ld in loaders},
@@ -438,9 +615,13 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
         rss_end = sum(rss_kb(p) for p in server_pids)
         m1 = [server.metrics(i) for i in range(args.workers)]
         wall1 = time.time()
-        for p in [*loaders, writer]:
-            p.done.wait(args.grace + 90)
-        measure(day, fleet, loaders, writer, t0, args)
+        deadline = time.monotonic() + args.grace + 90
+        for ld, m in zip(loaders, marks, strict=True):
+            while not ld.said("F", m) and ld.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+        writer.done.wait(max(1.0, deadline - time.monotonic()))
+        measure(day, fleet, [ld.since(m) for ld, m in zip(loaders, marks, strict=True)],
+                writer.lines, t0, args)
         span = args.duration
         server_cpu = cpu_seconds(c0[0], c1[0]) / span * 100
         loader_cpu = sum(c1[1][p] - c0[1][p] for p in c1[1]) / TICK / span * 100
@@ -463,11 +644,14 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
         day.rows["load generators CPU (writer)"] = f"{loader_cpu:.0f} % ({writer_cpu:.0f} %)"
         day.rows["server RSS MiB: idle / all held / peak / end of day (peak − idle per "
                  "1,000 devices)"] = (
-            f"{rss_base / 1024:.0f} / {rss_setup / 1024:.0f} / {rss_peak / 1024:.0f} / "
+            f"{self.rss_base / 1024:.0f} / {rss_setup / 1024:.0f} / {rss_peak / 1024:.0f} / "
             f"{rss_end / 1024:.0f} "
-            f"({(rss_peak - rss_base) / 1024 * per_k:.1f})")
+            f"({(rss_peak - self.rss_base) / 1024 * per_k:.1f})")
         day.rows["setup (Sync, Sync, Ping per device)"] = (
-            f"{setup_s:.0f} s, {n_devices / setup_s:.0f} devices/s")
+            f"{self.setup_s:.0f} s, {self.setup_rate:.0f} devices/s"
+            + (" (the devices this step added)" if args.reuse_setup and self.days > 1 else ""))
+        day.notes.append(self.setup_note)
+        day.notes.append(self.balance())
         gc_full = sum(m1[i].get('python_gc_collections_total{generation="2"}', 0)
                       - m0[i].get('python_gc_collections_total{generation="2"}', 0)
                       for i in range(args.workers))
@@ -482,27 +666,39 @@ def run_day(n_devices: int, args: argparse.Namespace) -> Day:
         day.notes.append("Pings answered: " + ", ".join(
             f"{cmd.split(' ', 1)[1]} ×{len(v)}" for cmd, v in sorted(times.items())
             if cmd.startswith("Ping")))
-        errs = [ln for text in server_logs(server) for ln in text.splitlines()
-                if "Traceback" in ln or "Unhandled" in ln]
+        errs = self.log_error_lines()[errors_before:]
         day.figures["server_log_errors"] = len(errs)
         if errs:
             day.notes.append(f"server logs: {len(errs)} error lines, e.g. {errs[:2]}")
             day.passed = False
+            day.rows["targets: push p99 ≤ 1 s, Sync p99 ≤ 200 ms, no error"] = "FAIL"
         day.rows["errors"] = day.rows.get("errors", "0") + (f" + {len(errs)} in server logs"
                                                             if errs else "")
         return day
-    finally:
-        for p in loaders + ([writer] if writer else []):
-            p.stop()
-        server.stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+
+    def _slice(self, ld: Proc) -> tuple[int, int]:
+        args = ld.proc.args
+        assert isinstance(args, list)
+        return int(args[args.index("--first") + 1]), int(args[args.index("--count") + 1])
+
+    def log_error_lines(self) -> list[str]:
+        assert self.server is not None
+        return [ln for text in server_logs(self.server) for ln in text.splitlines()
+                if "Traceback" in ln or "Unhandled" in ln or "EMFILE" in ln]
+
+    def close(self) -> None:
+        for ld in self.loaders:
+            ld.stop()
+        if self.server is not None:
+            self.server.stop()
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
         else:
-            print(f"kept {work}")
+            print(f"kept {self.work}")
 
 
-def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float,
-            args: argparse.Namespace) -> None:
+def measure(day: Day, fleet: Fleet, loader_lines: list[list[str]], writer_lines: list[str],
+            t0: float, args: argparse.Namespace) -> None:
     pushes: dict[int, list[float]] = {}
     syncs: dict[int, list[tuple[float, float, int, str]]] = {}
     sync_ms: list[float] = []
@@ -510,8 +706,8 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
     errors: list[str] = []
     changes: list[tuple[int, float, int]] = []        # (user, reference time, changer)
     heartbeats = 0
-    for ld in loaders:
-        for line in ld.lines:
+    for lines in loader_lines:
+        for line in lines:
             f = line.split()
             if f[0] == "P":
                 pushes.setdefault(int(f[1]), []).append(float(f[2]))
@@ -526,12 +722,14 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
                 errors.append(line)
             elif f[0] == "H":
                 heartbeats += 1
-    commits = []
-    for line in writer.lines:
+    commits, lags = [], []
+    for line in writer_lines:
         f = line.split()
         if f[0] == "W":
             changes.append((int(f[1]), float(f[3]), -1))
             commits.append((float(f[3]) - float(f[2])) * 1000)
+            if len(f) > 5:
+                lags.append(float(f[5]) * 1000)
         elif f[0] == "X":
             errors.append(line)
     latencies: list[float] = []
@@ -577,7 +775,9 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
                      f"device's change; the rest: a device woken by its own Add, or a "
                      f"second change already collected), {heartbeats} Status 1; Syncs "
                      f"after a wake that brought nothing: {empty_wakes}; import commit time p50 "
-                     f"{percentile(commits, 0.5) if commits else 0:.0f} ms")
+                     f"{percentile(commits, 0.5) if commits else 0:.0f} ms; imports begun "
+                     f"after their time, ms p50 / p99 / max {pct(lags)} (the writer "
+                     f"keeps up when these stay small)")
     if errors:
         day.notes.append(f"errors, e.g. {errors[:3]}")
     day.figures.update(pushes=len(latencies), push_p99_ms=push_p99, syncs=len(sync_ms),
@@ -590,7 +790,7 @@ def measure(day: Day, fleet: Fleet, loaders: list[Proc], writer: Proc, t0: float
 
 
 def table(days: list[Day], args: argparse.Namespace) -> str:
-    keys = list(days[0].rows)
+    keys = list(dict.fromkeys(k for d in days for k in d.rows))
     out = ["| devices | " + " | ".join(f"{d.devices:,}" for d in days) + " |",
            "|---|" + "---:|" * len(days),
            "| users | " + " | ".join(f"{d.users:,}" for d in days) + " |",
@@ -621,7 +821,25 @@ def main() -> None:
     p.add_argument("--by-device", type=float, default=0.5,
                    help="share of a two-device user's changes made on a device")
     p.add_argument("--mix", default="ios=5,android=4,outlook=1")
-    p.add_argument("--per-loader", type=int, default=5000)
+    p.add_argument("--per-loader", type=int, default=5000,
+                   help="devices per load-generator process (each holds one connection "
+                        "per device, and a process may open at most `ulimit -n` files)")
+    p.add_argument("--setup-concurrency", type=int, default=200,
+                   help="devices being set up at once, over all load generators")
+    p.add_argument("--reuse-setup", action="store_true",
+                   help="with --step: one server and fleet for every step; a step adds "
+                        "the devices it has more than the previous one (the others keep "
+                        "holding their Pings) instead of setting the whole fleet up again")
+    p.add_argument("--stall", type=float, default=180,
+                   help="FAIL the setup when no more Pings are held for this many seconds")
+    p.add_argument("--server-files", type=int, default=0,
+                   help="the server processes' open-files limit (default: this shell's "
+                        "`ulimit -n`), to see what a worker does when it reaches it")
+    p.add_argument("--writer-parallel", type=int, default=16,
+                   help="imports the writer runs at once")
+    p.add_argument("--populate-only", action="store_true",
+                   help="create the users of the largest D in --db and stop (they are "
+                        "kept: later runs start faster)")
     p.add_argument("--source-net", type=int, default=100,
                    help="devices connect from 127.<this + i/62500>.x.y")
     p.add_argument("--grace", type=float, default=15,
@@ -637,14 +855,43 @@ def main() -> None:
         args.duration = min(args.duration, 120)
     ensure_db(args.db)
     steps = [int(s) for s in args.step.split(",")] if args.step else [args.devices]
+    args.steps = steps
+    if args.populate_only:
+        rig = Rig(args, max(steps), populate_only=True)
+        rig.close()
+        return
     days: list[Day] = []
-    for n in steps:
-        print(f"== {n} devices, {args.workers} workers", flush=True)
-        day = run_day(n, args)
-        days.append(day)
-        print(table([day], args), flush=True)
-        if not day.passed and not args.all:
-            break
+    rig: Rig | None = None
+    try:
+        for n in steps:
+            print(f"== {n} devices, {args.workers} workers"
+                  + (" (adding to the fleet of the previous step)"
+                     if rig is not None and args.reuse_setup else ""), flush=True)
+            if rig is None or not args.reuse_setup:
+                rig = Rig(args, max(steps) if args.reuse_setup else n)
+            try:
+                rig.grow(n)
+                day = rig.day(n)
+            except SetupFailed as e:
+                day = Day(n, len(rig.prefix(n).users), args.workers, args.duration,
+                          f"{os.getloadavg()[0]:.2f}")
+                day.rows["targets: push p99 ≤ 1 s, Sync p99 ≤ 200 ms, no error"] = (
+                    f"FAIL: {e}")
+                day.figures["setup_failed"] = 1
+                print(f"FAIL {n} devices: {e}", flush=True)
+                days.append(day)
+                break
+            finally:
+                if not args.reuse_setup:
+                    rig.close()
+                    rig = None
+            days.append(day)
+            print(table([day], args), flush=True)
+            if not day.passed and not args.all:
+                break
+    finally:
+        if rig is not None:
+            rig.close()
     passing = []
     for d in days:                  # the largest D with every smaller one passing too
         if not d.passed:

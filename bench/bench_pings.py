@@ -133,6 +133,16 @@ def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
             proc.wait()
 
 
+def die_with_parent(args: list[str]) -> list[str]:
+    """``args`` run so that the process gets SIGTERM when the benchmark that started it
+    dies, even by SIGKILL (Linux PR_SET_PDEATHSIG, set by util-linux ``setpriv``, kept
+    across its exec): no server or load generator outlives its benchmark."""
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *args] if setpriv else args
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -162,7 +172,7 @@ class Server:
                 "--max-connections-per-address", "0",
                 "--metrics-listen", f"tcp:{self.metrics_port}:interface=127.0.0.1",
                 *(["--workers", str(workers)] if workers > 1 else []), *(extra or [])]
-        self.proc = subprocess.Popen(args, cwd=workdir, env=env(),
+        self.proc = subprocess.Popen(die_with_parent(args), cwd=workdir, env=env(),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -20,7 +20,11 @@ of its own (``fleet["source_net"]``), on one keep-alive connection:
 Prints ``D`` when every device's first Ping is out, then waits for ``go T0`` on stdin
 (``T0`` a ``time.monotonic()``, one clock for every process of the machine); from then
 on the schedule runs, and the process stops by itself ``--duration`` + ``--grace`` s
-after ``T0`` (or on SIGTERM / stdin closing).  Lines (times are ``time.monotonic()``):
+after ``T0`` (or on SIGTERM / stdin closing).  With ``--stay`` the devices go on
+pinging after the day (``F`` said) and the process waits for the next day,
+``go T0 DURATION SCHEDULE`` (bench_fleet's ``--reuse-setup``: a next step only adds
+devices), until ``stop``, stdin closing or ``--hard`` seconds after its start.
+Lines (times are ``time.monotonic()``):
 
     P <dev> <t>                                 Ping Status 2 arrived at t
     H <dev>                                     Ping Status 1 (heartbeat)
@@ -29,7 +33,9 @@ after ``T0`` (or on SIGTERM / stdin closing).  Lines (times are ``time.monotonic
                                                 answer read at t1, items it brought
     C <dev> <t0> <t1>                           this device's Add: written t0, answered t1
     E <dev> <what>                              an error
-    N <sent> <held>                             progress of the setup
+    N <sent>                                    progress of the setup
+    D                                           every device's first Ping is out
+    F <t>                                       the day (+ grace) is over
 """
 
 from __future__ import annotations
@@ -351,13 +357,16 @@ async def main(args: argparse.Namespace) -> None:
     recs = fleet["devices"]
     devices = {i: Device(i, recs[i], fleet, args.host, args.port)
                for i in range(args.first, min(len(recs), args.first + args.count))}
-    schedule = json.loads(Path(args.schedule).read_text()) if args.schedule else []
     out: list[str] = []
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    go: asyncio.Future[float] = loop.create_future()
+    days: asyncio.Queue[tuple[float, float, str | None]] = asyncio.Queue()
+    if args.schedule:
+        first_schedule: str | None = args.schedule
+    else:
+        first_schedule = None
 
     def on_stdin() -> None:
         data = sys.stdin.buffer.read1(65536)
@@ -365,8 +374,14 @@ async def main(args: argparse.Namespace) -> None:
             stop.set()
             return
         for line in data.decode().splitlines():
-            if line.startswith("go ") and not go.done():
-                go.set_result(float(line.split()[1]))
+            f = line.split()
+            if f[:1] == ["go"] and len(f) >= 2:
+                # go T0 [DURATION SCHEDULE]: a day from T0 (time.monotonic())
+                days.put_nowait((float(f[1]),
+                                 float(f[2]) if len(f) > 2 else args.duration,
+                                 f[3] if len(f) > 3 else first_schedule))
+            elif f[:1] == ["stop"]:
+                stop.set()
 
     try:
         loop.add_reader(sys.stdin.fileno(), on_stdin)
@@ -382,7 +397,11 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.1)
 
     reporter = asyncio.ensure_future(report())
-    stop_at = [time.monotonic() + args.setup_timeout + args.duration + args.grace]
+    # the whole process is bounded by --hard (after it, it stops whatever it was told);
+    # without --stay it stops after its one day
+    hard = args.hard or (args.setup_timeout + args.duration + args.grace + 60)
+    end = time.monotonic() + hard
+    stop_at = [end]
     gate = asyncio.Semaphore(args.concurrency)
     tasks: list[asyncio.Future] = []
 
@@ -404,22 +423,29 @@ async def main(args: argparse.Namespace) -> None:
 
     tasks.append(asyncio.ensure_future(announce_setup()))
 
-    async def day() -> None:
-        t0 = await go
-        stop_at[0] = t0 + args.duration + args.grace
-        for at, dev in sorted(schedule):
-            wait = t0 + at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if dev in devices:
-                tasks.append(asyncio.ensure_future(guarded(dev, devices[dev].change(out), out)))
-        await asyncio.sleep(max(0.0, stop_at[0] - time.monotonic()))
-        stop.set()
+    async def run_days() -> None:
+        for _day in range(1000):
+            t0, duration, sched = await days.get()
+            schedule = json.loads(Path(sched).read_text()) if sched else []
+            day_end = t0 + duration + args.grace
+            if not args.stay:
+                stop_at[0] = min(end, day_end)
+            for at, dev in sorted(schedule):
+                wait = t0 + at - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if dev in devices:
+                    tasks.append(asyncio.ensure_future(
+                        guarded(dev, devices[dev].change(out), out)))
+            await asyncio.sleep(max(0.0, day_end - time.monotonic()))
+            out.append(f"F {time.monotonic():.6f}")      # this day is over
+            if not args.stay:
+                stop.set()
+                return
 
-    day_task = asyncio.ensure_future(day())
-    hard = args.setup_timeout + args.duration + args.grace + 60
+    day_task = asyncio.ensure_future(run_days())
     try:
-        await asyncio.wait_for(stop.wait(), hard)
+        await asyncio.wait_for(stop.wait(), max(0.0, end - time.monotonic()))
     except TimeoutError:
         out.append("E -1 hard-stop")
     day_task.cancel()
@@ -441,4 +467,10 @@ if __name__ == "__main__":
     p.add_argument("--setup-timeout", type=float, default=1800)
     p.add_argument("--concurrency", type=int, default=50,
                    help="devices being set up at once")
+    p.add_argument("--stay", action="store_true",
+                   help="after a day, keep the devices pinging and wait for the next "
+                        "'go T0 DURATION SCHEDULE' (or 'stop', stdin closing, --hard)")
+    p.add_argument("--hard", type=float, default=0,
+                   help="stop after this many seconds whatever happens (default: "
+                        "setup timeout + duration + grace + 60)")
     asyncio.run(main(p.parse_args()))
