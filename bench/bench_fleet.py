@@ -345,7 +345,9 @@ def server_logs(server: Server) -> list[str]:
     """The text of every worker's log and of their rotations (twistd starts a new file
     at 1 MB); a file gone between the listing and the read is left out."""
     out = []
-    for path in sorted(server.log.parent.glob(server.log.name + "*")):
+    log = server.log
+    paths = {*log.parent.glob(log.name + "*"), *log.parent.glob(f"{log.stem}-w*{log.suffix}*")}
+    for path in sorted(paths):
         try:
             out.append(path.read_text(errors="replace"))
         except FileNotFoundError:

@@ -216,7 +216,10 @@ class Server:
         stop_process(self.proc, 120)
 
     def log_errors(self) -> list[str]:
-        return log_errors(self.log, *(Path(f"{self.log}.{i}") for i in range(1, self.workers)))
+        from easync.workers import worker_logfile
+
+        return log_errors(self.log, *(Path(worker_logfile(str(self.log), i))
+                                      for i in range(1, self.workers)))
 
 
 def free_ports(n: int) -> int:

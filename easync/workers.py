@@ -53,6 +53,17 @@ def check_supported() -> None:
         raise RuntimeError("--workers needs Linux (SO_REUSEPORT spreading connections)")
 
 
+def worker_logfile(logfile: str, number: int) -> str:
+    """The log file of worker ``number``: ``-wN`` before the suffix (``/var/log/easync.log``
+    → ``/var/log/easync-w2.log``).  Not ``LOGFILE.N``: twistd rotates a log at 1 MB by
+    renaming ``LOGFILE.N`` to ``LOGFILE.N+1`` for every ``N`` it finds (and counts
+    ``LOGFILE.anything.N`` as ``N`` too); the first process renamed the workers' live
+    files, then failed on a rename and Twisted dropped its log observer: the process
+    logged nothing more."""
+    path = Path(logfile)
+    return str(path.with_name(f"{path.stem}-w{number}{path.suffix}"))
+
+
 def nth_endpoint(description: str, n: int) -> str:
     """``description`` with its port number plus ``n`` (``tcp:9108:…`` → ``tcp:9110:…``
     for n = 2); a ``unix:`` path gets ``.n`` appended."""
@@ -113,7 +124,7 @@ class WorkerPool(Service):
         if opts.get("syslog") if hasattr(opts, "get") else False:
             args += ["--syslog", "--prefix", f"{opts.get('prefix') or 'twisted'}-w{number}"]
         elif logfile and logfile != "-":
-            args += ["--logfile", f"{logfile}.{number}"]
+            args += ["--logfile", worker_logfile(logfile, number)]
         else:
             args += ["--logfile", "-"]
         if hasattr(opts, "get") and opts.get("reactor"):

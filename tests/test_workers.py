@@ -78,10 +78,33 @@ def test_worker_command_line() -> None:
                               {"logfile": "/var/log/easync.log", "syslog": False})
     cmd = pool.command(2)
     assert cmd[-4:] == ["--listen", "tcp:8080", "--workers", "3"]
-    assert cmd[cmd.index("--logfile") + 1] == "/var/log/easync.log.2"
+    assert cmd[cmd.index("--logfile") + 1] == "/var/log/easync-w2.log"
     assert "--nodaemon" in cmd and cmd[cmd.index("--pidfile") + 1] == ""
     assert pool._env(2)[workers.WORKER_ENV] == "2"
     assert workers.WORKER_ENV not in pool._env(0) or pool._env(0)[workers.WORKER_ENV] == "0"
+
+
+def test_worker_logs_survive_the_rotations_of_the_first_process(tmp_path: Path) -> None:
+    """twistd rotates a log file at 1 MB, renaming LOGFILE.N to LOGFILE.N+1 for every N
+    it finds: the workers' files must not be among them.  Three processes' log files
+    (twistd's LogFile, as twistd opens them), rotating often: no write fails, every line
+    is kept (with worker logs named LOGFILE.1, LOGFILE.2 the first process renamed them
+    and then failed on a rename, and Twisted dropped its observer: no log any more)."""
+    from twisted.python.logfile import LogFile
+
+    first = tmp_path / "easync.log"
+    files = [LogFile.fromFullPath(str(first), rotateLength=2000)]
+    files += [LogFile.fromFullPath(workers.worker_logfile(str(first), n), rotateLength=2000)
+              for n in (1, 2)]
+    for i in range(300):
+        for n, f in enumerate(files):
+            f.write(f"{n} line {i} {'x' * 80}\n")
+    for f in files:
+        f.close()
+    kept = [line[0] for path in tmp_path.iterdir() for line in path.read_text().splitlines()]
+    assert sorted(kept) == sorted("012" * 300)
+    assert len(list(tmp_path.iterdir())) > 3 * 10        # they did rotate, many times
+    assert workers.worker_logfile("twistd", 1) == "twistd-w1"
 
 
 # -- the real thing ---------------------------------------------------------------------------
