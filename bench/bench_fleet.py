@@ -658,8 +658,9 @@ class Rig:
                       - m0[i].get('python_gc_collections_total{generation="2"}', 0)
                       for i in range(args.workers))
         gc_max = max(m.get('python_gc_pause_seconds_max{generation="2"}', 0) for m in m1)
-        day.notes.append(f"full GCs during the day: {gc_full:.0f} (longest full-GC pause "
-                         f"since start {gc_max * 1000:.0f} ms)")
+        day.notes.append(f"full collections during the day: {gc_full:.0f} (--gc-freeze, the "
+                         f"default, runs one per process every 0.5 s, of what is not frozen; "
+                         f"longest pause since start {gc_max * 1000:.0f} ms)")
         times = request_log(server, wall0, wall1)
         day.notes.append("server time per request (its log, ms, p50 / p99 / max; count; total s): "
                          + "; ".join(f"{cmd} {pct(v)} ×{len(v)} = {sum(v) / 1000:.1f} s"
