@@ -6,6 +6,14 @@
     (``--all``: go on after a failing D, for the figures; ``--json FILE``: the figures
     of each day, as tests/test_bench_fleet.py reads them; 50,000 devices need
     ``--workers 3``: one process holds fewer than 20,000 connections here)
+    python bench/bench_fleet.py --populate-only --step 50000      # users, ahead of time
+    python bench/bench_fleet.py --step 20000,30000,50000 --reuse-setup --quick --all \
+        --workers 3                 # one fleet: each step only sets up the devices it adds
+
+A setup that cannot bring its devices up (an error from a device, a load generator or
+the server gone, no more Pings held for ``--stall`` s, ``--setup-timeout``) ends with
+``FAIL <D> devices: <why>``; every process started here is stopped then, at the end,
+on Ctrl-C, and (``setpriv --pdeathsig``) when this script is killed.
 
 PostgreSQL (``--db``, default ``postgresql://postgres@127.0.0.1/bench_fleet``, created
 when missing; its users ``f000000``… are kept and reused, their devices and sync states
