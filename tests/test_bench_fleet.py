@@ -37,7 +37,7 @@ def test_days_of_a_growing_fleet_measure_pushes_and_syncs(tmp_path: Path) -> Non
         pytest.skip(why)
     with fresh_database("fleet") as url:
         out = tmp_path / "days.json"
-        run = bench(url, "--step", "10,20", "--reuse-setup", "--duration", "5",
+        run = bench(url, "--step", "10,20", "--reuse-setup", "--all", "--duration", "5",
                     "--grace", "5", "--change-interval", "4", "--second", "1",
                     "--per-loader", "10", "--json", str(out), "--source-net", "230")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
