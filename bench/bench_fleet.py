@@ -924,4 +924,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:       # every process was stopped on the way out (Rig.close)
+        print("FAIL: interrupted", flush=True)
+        sys.exit(130)
