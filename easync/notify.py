@@ -17,6 +17,12 @@ from zope.interface import implementer
 
 from easync.interfaces import ChangeHint, IChangeListener, IChangeNotifier
 
+__all__ = ["ANY", "LocalNotifier", "Lookout"]
+
+#: listen to every folder of the user; published (by the SQLite poller, for a user
+#: whose changes it may have missed) it means "any folder may have changed"
+ANY = "*"
+
 
 @implementer(IChangeNotifier)
 class LocalNotifier:
@@ -41,14 +47,18 @@ class LocalNotifier:
         if not folders:
             return
         waiters = folders.get(folder_id)
-        if not waiters:
-            return
-        for w in list(waiters):
-            if type(w) is Deferred:
-                self._remove(user_id, w)
-                w.callback([folder_id])
-            else:
-                w.on_change(folder_id, hint)
+        if waiters:
+            for w in list(waiters):
+                if type(w) is Deferred:
+                    self._remove(user_id, w)
+                    w.callback([folder_id])
+                else:
+                    w.on_change(folder_id, hint)
+        if folder_id != ANY:
+            lookouts = folders.get(ANY)
+            if lookouts:
+                for w in list(lookouts):
+                    w.on_change(folder_id, hint)
 
     def subscribe(self, user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
         d: Deferred[list[str]] = Deferred(lambda d: self._remove(user_id, d))
@@ -117,3 +127,52 @@ class LocalNotifier:
             self._waiters.pop(user_id, None)
         if removed:
             self._count -= 1
+
+
+@implementer(IChangeListener)
+class Lookout:
+    """Notes every change of one user's folders from its making until it hands them
+    to the request's hold (``hand_over``) or is closed: made before a long poll's
+    store read (``easync.http.resource``), it closes the window between that read
+    and the hold's listening.  Cheap: a dict of the folders changed meanwhile."""
+
+    __slots__ = ("news", "notifier", "user_id")
+
+    def __init__(self, notifier: IChangeNotifier, user_id: int) -> None:
+        self.notifier: IChangeNotifier | None = notifier
+        self.user_id = user_id
+        self.news: dict[str, ChangeHint | None] = {}
+        notifier.listen(user_id, [ANY], self)
+
+    def on_change(self, folder_id: str, hint: ChangeHint | None) -> None:
+        news = self.news
+        if folder_id in news:
+            old = news[folder_id]
+            news[folder_id] = None if old is None else old.merge(hint)
+        else:
+            news[folder_id] = hint
+
+    def hand_over(self, listener: IChangeListener, folders: list[str]) -> None:
+        """Tell ``listener``, which now listens to ``folders``, what changed in them
+        since the lookout was made (``ANY``: each of them, unhinted), and close."""
+        news = self.news
+        self.close()
+        if ANY in news:
+            for fid in folders:
+                listener.on_change(fid, None)
+            return
+        for fid, hint in news.items():
+            if fid in folders:
+                listener.on_change(fid, hint)
+
+    def close(self) -> None:
+        """Stop noting (idempotent)."""
+        notifier, self.notifier = self.notifier, None
+        if notifier is not None:
+            notifier.unlisten(self.user_id, self)
+            self.news = {}
+
+    def finished(self, result: object = None) -> None:
+        """For ``Request.notifyFinish``: the request ended (answered or gone)
+        without handing over: close."""
+        self.close()
