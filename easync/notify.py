@@ -1,9 +1,8 @@
 """The change hub for one process: "folder F of user U changed" wakes its waiters.
 
-Two kinds of waiter: a ``subscribe`` Deferred (fired once, with the folder ids) and a
-``listen`` listener (``easync.push.Hold``: told of every change, with the change's
-``ChangeHint`` when the publisher gave one, until it leaves).  A publish only *tells*
-the listeners, which is cheap; the held requests answer later, a slice per reactor
+A waiter is a ``listen`` listener (``easync.push.Hold``: told of every change, with the
+change's ``ChangeHint`` when the publisher gave one, until it leaves).  A publish only
+*tells* the listeners, which is cheap; the held requests answer later, a slice per reactor
 turn (``easync.push.Holds``), so one change that concerns 10,000 Pings never holds the
 reactor for long."""
 
@@ -12,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from easync.interfaces import ChangeHint, IChangeListener, IChangeNotifier
@@ -30,7 +28,7 @@ class LocalNotifier:
 
     def __init__(self, clock: Any = None) -> None:
         self.clock = clock
-        # user id -> folder id -> set of waiters (Deferreds and listeners)
+        # user id -> folder id -> set of listeners
         self._waiters: dict[int, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
         # each waiter -> the folders it watches (until it is removed)
         self._folders: dict[Any, list[str]] = {}
@@ -49,25 +47,12 @@ class LocalNotifier:
         waiters = folders.get(folder_id)
         if waiters:
             for w in list(waiters):
-                if type(w) is Deferred:
-                    self._remove(user_id, w)
-                    w.callback([folder_id])
-                else:
-                    w.on_change(folder_id, hint)
+                w.on_change(folder_id, hint)
         if folder_id != ANY:
             lookouts = folders.get(ANY)
             if lookouts:
                 for w in list(lookouts):
                     w.on_change(folder_id, hint)
-
-    def subscribe(self, user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
-        d: Deferred[list[str]] = Deferred(lambda d: self._remove(user_id, d))
-        self._folders[d] = list(folder_ids)
-        folders = self._waiters[user_id]
-        for fid in folder_ids:
-            folders[fid].add(d)
-        self._count += 1
-        return d
 
     def listen(self, user_id: int, folder_ids: list[str], listener: IChangeListener) -> None:
         if listener in self._folders:
@@ -98,16 +83,9 @@ class LocalNotifier:
             for waiters in folders.values():
                 for w in waiters:
                     everyone[id(w)] = (user_id, w)
-        for user_id, w in everyone.values():
-            watched = list(self._folders.get(w, ()))
-            if type(w) is Deferred:
-                if w.called:            # ended by an earlier waiter's callback
-                    continue
-                self._remove(user_id, w)
-                w.callback(watched)
-            else:
-                for fid in watched:     # unhinted: the listener looks at them all
-                    w.on_change(fid, None)
+        for _user_id, w in everyone.values():
+            for fid in list(self._folders.get(w, ())):
+                w.on_change(fid, None)  # unhinted: the listener looks at them all
         return len(everyone)
 
     def _remove(self, user_id: int, d: Any) -> None:

@@ -493,3 +493,39 @@ async def test_another_node_writing_between_the_read_and_the_hold_postgresql(
                 assert ran and (code, ping_status(answer)) == (200, "2")
         finally:
             await hub.stopService()
+
+
+def test_the_lookout_hands_over_what_the_hold_watches() -> None:
+    """``Lookout``: every change of the user is noted (a listener on ``ANY``), only
+    those of the hold's folders are handed over (hints merged as a hold merges them),
+    ``ANY`` published (the SQLite poller: anything may have changed) becomes each of
+    the hold's folders, unhinted; once handed over or closed it leaves the hub."""
+    from hubtest import Heard
+
+    from easync.interfaces import ChangeHint
+    from easync.notify import ANY, Lookout
+
+    hub = LocalNotifier(reactor)
+    look = Lookout(hub, 7)
+    hub.publish(7, "10", ChangeHint(5, "devB"))
+    hub.publish(7, "10", ChangeHint(6, "devC"))
+    hub.publish(7, "11", ChangeHint(7))
+    hub.publish(8, "10")                            # another user's
+    assert hub.waiting == 1
+    hold = Heard(hub, 7, ["10", "hierarchy"], once=False)
+    look.hand_over(hold, ["10", "hierarchy"])
+    assert list(zip(hold.folders, hold.hints, strict=True)) == [("10", ChangeHint(6, None))]
+    assert hub.waiting == 1                         # the hold only
+    hub.publish(7, "11")
+    assert look.news == {}
+    look.close()                                    # (idempotent)
+    hold.stop()
+    look = Lookout(hub, 7)
+    hub.publish(7, ANY)
+    hold = Heard(hub, 7, ["10", "hierarchy"], once=False)
+    look.hand_over(hold, ["10", "hierarchy"])
+    assert hold.folders == ["10", "hierarchy"] and hold.hints == [None, None]
+    hold.stop()
+    look = Lookout(hub, 7)
+    look.finished(None)                             # the request ended without a hold
+    assert hub.waiting == 0 and hub.users() == []
