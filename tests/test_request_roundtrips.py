@@ -68,16 +68,16 @@ class Web:
         proto.transport.loseConnection()
         return code, decode(raw) if raw else None
 
-    async def held_cost(self, body: Element | None) -> int:
-        """The transactions a Ping makes before it holds (once held, the client goes
-        away, which ends it)."""
+    async def held_cost(self, body: Element | None, cmd: str = "Ping") -> int:
+        """The transactions a Ping (or ``cmd``) makes before it holds (once held, the
+        client goes away, which ends it)."""
         from test_push_http import Raw, until
 
         holds = self.server.holds
         before = self.store.db.interactions
         data = encode(body) if body is not None else b""
         auth = base64.b64encode(f"rita:{self.password}".encode()).decode()
-        head = [("POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=rita&DeviceId=devA"
+        head = [(f"POST /Microsoft-Server-ActiveSync?Cmd={cmd}&User=rita&DeviceId=devA"
                  "&DeviceType=iPhone HTTP/1.1"), "Host: localhost",
                 f"Authorization: Basic {auth}", "MS-ASProtocolVersion: 14.1",
                 "Content-Type: application/vnd.ms-sync.wbxml",
@@ -493,6 +493,21 @@ async def test_another_node_writing_between_the_read_and_the_hold_postgresql(
                 assert ran and (code, ping_status(answer)) == (200, "2")
         finally:
             await hub.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sync_with_wait_and_nothing_new_is_one_transaction_before_it_holds(
+        web: Web) -> None:
+    """A Sync with Wait (MS-ASCMD 2.2.3.194) that has nothing to send holds after the
+    request's one read: the lookout made before it replaces a second look at the
+    folders (the race it closes: the test above)."""
+    cid, key = await synced(web)
+    body = sync_body(cid, key)
+    body.add("AirSync:Wait", "1")
+    await web.held_cost(body, "Sync")           # (the request cache written: Wait is new)
+    for _ in range(2):
+        n = await web.held_cost(body, "Sync")
+        assert n == 1, f"a Sync with Wait cost {n} transactions before its hold"
 
 
 def test_the_lookout_hands_over_what_the_hold_watches() -> None:

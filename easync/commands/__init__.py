@@ -39,8 +39,12 @@ Reads = Callable[[EasServer, User, str, Element | None], CommandRead]
 
 def _sync_reads(server: EasServer, user: User, device_id: str, body: Element | None
                 ) -> CommandRead:
+    """Sync's first reads; a Sync that asks to be held (Wait or HeartbeatInterval,
+    MS-ASCMD 2.2.3.194/2.2.3.84) gets a lookout, as a Ping does."""
     states, folders_too = sync.request_reads(server, user, device_id, body)
-    return CommandRead(states, folders_too)
+    held = body is not None and (body.find("AirSync:Wait") is not None
+                                 or body.find("AirSync:HeartbeatInterval") is not None)
+    return CommandRead(states, folders_too, listen=held and folders_too)
 
 
 @dataclass(frozen=True)
