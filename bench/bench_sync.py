@@ -312,6 +312,11 @@ async def main(_reactor):
             await web.held_cost(ping)
             out["Ping with nothing new, before its hold"] = await web.held_cost(ping)
             out["empty Ping (cached), before its hold"] = await web.held_cost(None)
+            wait = T.sync_body(cid, key)
+            wait.add("AirSync:Wait", "1")
+            await web.held_cost(wait, "Sync")
+            out["Sync with Wait, nothing new, before its hold"] = await web.held_cost(
+                wait, "Sync")
             await store.apply(user, cid, [Op(kind="add", data={{"FirstName": "y"}},
                                              cls="Contacts")])
         _c, r = await web.call("Sync", T.sync_body(cid, key))
