@@ -23,6 +23,12 @@ Ping is a ``easync.push.Hold`` (a hub listener and a timer, no thread): it is
 released by a change, by its heartbeat, by a newer Ping or Sync-Wait of the same
 device, or dropped when the client disconnects (the HTTP layer cancels the handler).
 
+A Ping's first look costs no transaction of its own (issue #12): its parameter
+cache, the hierarchy the device holds, the watched folders' states and the folders
+are read with the user and the device (``request_reads``, one transaction), and the
+``easync.notify.Lookout`` made before that read hands the hold what changed between
+the read and the hold's listening.
+
 A woken Ping reads the store only when the change does not say enough (issue #12):
 a change published with a ``ChangeHint`` (a device's Sync, another node's NOTIFY,
 an import's ``announce``) is judged against what the Ping learnt of the device at
