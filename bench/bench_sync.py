@@ -9,7 +9,9 @@ then Sync windows of ``--window`` until MoreAvailable stops.  Reports contacts/s
 the time per window around the 1k, 10k and 100k positions, and the median time of
 a Sync with nothing new (client round trip, and the server's own figure from its
 log line).  First, the database transactions a request costs (empty Sync, empty-body
-Sync, a command with no reads of its own, FolderSync, a Ping answered at once).
+Sync, a command with no reads of its own, FolderSync, a Ping answered at once, a Ping
+that holds); last, the server's time and CPU for a FolderSync with nothing new and for a
+Ping answered at once (Status 2), 200 of each.
 """
 
 from __future__ import annotations
@@ -80,10 +82,11 @@ task.react(lambda r: __import__("twisted.internet.defer", fromlist=["x"]).ensure
 
 
 class Client:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, device: str = "bench1") -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.auth = "Basic " + b64encode(f"bench:{PASSWORD}".encode()).decode()
         self.policy = ""
+        self.device = device
 
     def post(self, cmd: str, root) -> tuple[object, float, int]:
         body = encode(root) if root is not None else b""
@@ -94,7 +97,7 @@ class Client:
             headers["X-MS-PolicyKey"] = self.policy
         t0 = time.perf_counter()
         self.conn.request("POST", f"/Microsoft-Server-ActiveSync?Cmd={cmd}&User=bench"
-                          "&DeviceId=bench1&DeviceType=iPhone", body, headers)
+                          f"&DeviceId={self.device}&DeviceType=iPhone", body, headers)
         resp = self.conn.getresponse()
         data = resp.read()
         dt = time.perf_counter() - t0
@@ -183,6 +186,34 @@ def run(count: int, window: int) -> dict:
                 assert r is None
                 empty.append(dt)
             cpu_empty = (cpu_seconds(proc.pid) - cpu_start) / 200
+            # FolderSync with nothing new, and a Ping answered at once (Status 2: another
+            # device added a contact this one has not synced), 200 of each
+            fkey = c.post("FolderSync", E("FolderHierarchy:FolderSync", E(
+                "FolderHierarchy:SyncKey", "0")))[0].findtext("FolderHierarchy:SyncKey")
+            cpu_start = cpu_seconds(proc.pid)
+            for _ in range(200):
+                c.post("FolderSync", E("FolderHierarchy:FolderSync",
+                                       E("FolderHierarchy:SyncKey", fkey)))
+            cpu_folders = (cpu_seconds(proc.pid) - cpu_start) / 200
+            other = Client(port, "bench2")
+            other.provision()
+            r, _, _ = other.sync(cid, "0", window)
+            okey = r.find("AirSync:Collections").find("AirSync:Collection").findtext(
+                "AirSync:SyncKey")
+            add = E("AirSync:Sync", E("AirSync:Collections", E(
+                "AirSync:Collection", E("AirSync:SyncKey", okey),
+                E("AirSync:CollectionId", cid), E("AirSync:GetChanges", "0"),
+                E("AirSync:Commands", E("AirSync:Add", E("AirSync:ClientId", "b2-1"),
+                                        E("AirSync:ApplicationData",
+                                          E("Contacts:FirstName", "Pinged")))))))
+            other.post("Sync", add)
+            ping = E("Ping:Ping", E("Ping:HeartbeatInterval", "300"), E("Ping:Folders", E(
+                "Ping:Folder", E("Ping:Id", cid), E("Ping:Class", "Contacts"))))
+            cpu_start = cpu_seconds(proc.pid)
+            for _ in range(200):
+                r, _, _ = c.post("Ping", ping)
+                assert r.findtext("Ping:Status") == "2"
+            cpu_ping = (cpu_seconds(proc.pid) - cpu_start) / 200
         finally:
             proc.terminate()
             proc.wait(10)
@@ -190,6 +221,10 @@ def run(count: int, window: int) -> dict:
             r"bench1 Sync http=200 status=1 ([0-9.]+)ms", log.read_text())]
         # the server's own time for the windows (its log line per request), in order
         window_ms = server_ms[1:1 + len(times)]
+        folders_ms = [float(m) for m in re.findall(
+            r"bench1 FolderSync http=200 status=1 ([0-9.]+)ms", log.read_text())][-200:]
+        ping_ms = [float(m) for m in re.findall(
+            r"bench1 Ping http=200 status=2 ([0-9.]+)ms", log.read_text())][-200:]
     per_window = {}
     for mark in (1000, 10000, 100000):
         near = [dt for pos, dt in times if mark - 5 * window < pos <= mark + 5 * window]
@@ -208,6 +243,10 @@ def run(count: int, window: int) -> dict:
         "empty_cpu_ms": cpu_empty * 1000,
         "empty_rtt_ms": statistics.median(empty) * 1000,
         "empty_server_ms": statistics.median(server_ms[-200:]) if server_ms else None,
+        "foldersync_server_ms": statistics.median(folders_ms) if folders_ms else None,
+        "foldersync_cpu_ms": cpu_folders * 1000,
+        "ping2_server_ms": statistics.median(ping_ms) if ping_ms else None,
+        "ping2_cpu_ms": cpu_ping * 1000,
     }
 
 
@@ -267,6 +306,19 @@ async def main(_reactor):
         ping = E("Ping:Ping", E("Ping:HeartbeatInterval", "300"), E("Ping:Folders", E(
             "Ping:Folder", E("Ping:Id", cid), E("Ping:Class", "Contacts"))))
         out["Ping answered at once"] = (await web.cost("Ping", ping))[0]
+        if hasattr(web, "held_cost"):
+            _c, r = await web.call("Sync", T.sync_body(cid, key))
+            key = T.key_of(r)
+            await web.held_cost(ping)
+            out["Ping with nothing new, before its hold"] = await web.held_cost(ping)
+            out["empty Ping (cached), before its hold"] = await web.held_cost(None)
+            wait = T.sync_body(cid, key)
+            wait.add("AirSync:Wait", "1")
+            await web.held_cost(wait, "Sync")
+            out["Sync with Wait, nothing new, before its hold"] = await web.held_cost(
+                wait, "Sync")
+            await store.apply(user, cid, [Op(kind="add", data={{"FirstName": "y"}},
+                                             cls="Contacts")])
         _c, r = await web.call("Sync", T.sync_body(cid, key))
         key = T.key_of(r)
         print(f"transactions per request ({{label}}): "
@@ -304,7 +356,11 @@ def main() -> None:
               f"{res['empty_server_ms']:.2f} ms (median of 200); server CPU (all its "
               f"threads, what other load on the machine moves least): "
               f"{res['cpu_rate']:,.0f} contacts per CPU second, "
-              f"{res['empty_cpu_ms']:.2f} ms per empty Sync")
+              f"{res['empty_cpu_ms']:.2f} ms per empty Sync; FolderSync with nothing new: "
+              f"server {res['foldersync_server_ms']:.2f} ms, CPU "
+              f"{res['foldersync_cpu_ms']:.2f} ms; Ping answered at once (Status 2): "
+              f"server {res['ping2_server_ms']:.2f} ms, CPU {res['ping2_cpu_ms']:.2f} ms "
+              f"(medians / means of 200)")
 
 
 if __name__ == "__main__":

@@ -157,8 +157,10 @@ class IStateStore(Interface):
 
     def read_request(read: RequestRead) -> Deferred[RequestSnapshot]:
         """What a request reads before its command runs (``easync.requestread``), in
-        one transaction: each part as the single-purpose call gives it.  A store
-        without the auth tables leaves ``familiar`` None and ``counters`` empty."""
+        one transaction: each part as the single-purpose call gives it, the states
+        ``read.follow`` names included (``followed_states``: Ping's cached folders).
+        A store without the auth tables leaves ``familiar`` None and ``counters``
+        empty."""
 
 
 class IHoldStore(Interface):
@@ -217,18 +219,15 @@ class IChangeNotifier(Interface):
     def publish(user_id: int, folder_id: str, hint: ChangeHint | None = None) -> None:
         """Announce a committed change (with ``hint``: what it is)."""
 
-    def subscribe(user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
-        """A Deferred firing with the changed folder ids at the next change to any of
-        them; cancel it to unsubscribe."""
-
     def listen(user_id: int, folder_ids: list[str], listener: IChangeListener) -> None:
         """Call ``listener.on_change(folder, hint)`` at every change to these folders
-        (each change once, hint included) until ``unlisten``."""
+        (each change once, hint included) until ``unlisten``.  The folder ``"*"``
+        (``easync.notify.ANY``): every change of the user."""
 
     def unlisten(user_id: int, listener: IChangeListener) -> None:
         """Stop calling ``listener`` (idempotent)."""
 
-    waiting = Attribute("Number of subscriptions currently held.")
+    waiting = Attribute("Number of listeners currently listening.")
 
 
 class IAuthStore(Interface):

@@ -1,9 +1,8 @@
 """The change hub for one process: "folder F of user U changed" wakes its waiters.
 
-Two kinds of waiter: a ``subscribe`` Deferred (fired once, with the folder ids) and a
-``listen`` listener (``easync.push.Hold``: told of every change, with the change's
-``ChangeHint`` when the publisher gave one, until it leaves).  A publish only *tells*
-the listeners, which is cheap; the held requests answer later, a slice per reactor
+A waiter is a ``listen`` listener (``easync.push.Hold``: told of every change, with the
+change's ``ChangeHint`` when the publisher gave one, until it leaves).  A publish only
+*tells* the listeners, which is cheap; the held requests answer later, a slice per reactor
 turn (``easync.push.Holds``), so one change that concerns 10,000 Pings never holds the
 reactor for long."""
 
@@ -12,10 +11,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from easync.interfaces import ChangeHint, IChangeListener, IChangeNotifier
+
+__all__ = ["ANY", "LocalNotifier", "Lookout"]
+
+#: listen to every folder of the user; published (by the SQLite poller, for a user
+#: whose changes it may have missed) it means "any folder may have changed"
+ANY = "*"
 
 
 @implementer(IChangeNotifier)
@@ -24,7 +28,7 @@ class LocalNotifier:
 
     def __init__(self, clock: Any = None) -> None:
         self.clock = clock
-        # user id -> folder id -> set of waiters (Deferreds and listeners)
+        # user id -> folder id -> set of listeners
         self._waiters: dict[int, dict[str, set[Any]]] = defaultdict(lambda: defaultdict(set))
         # each waiter -> the folders it watches (until it is removed)
         self._folders: dict[Any, list[str]] = {}
@@ -41,23 +45,14 @@ class LocalNotifier:
         if not folders:
             return
         waiters = folders.get(folder_id)
-        if not waiters:
-            return
-        for w in list(waiters):
-            if type(w) is Deferred:
-                self._remove(user_id, w)
-                w.callback([folder_id])
-            else:
+        if waiters:
+            for w in list(waiters):
                 w.on_change(folder_id, hint)
-
-    def subscribe(self, user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
-        d: Deferred[list[str]] = Deferred(lambda d: self._remove(user_id, d))
-        self._folders[d] = list(folder_ids)
-        folders = self._waiters[user_id]
-        for fid in folder_ids:
-            folders[fid].add(d)
-        self._count += 1
-        return d
+        if folder_id != ANY:
+            lookouts = folders.get(ANY)
+            if lookouts:
+                for w in list(lookouts):
+                    w.on_change(folder_id, hint)
 
     def listen(self, user_id: int, folder_ids: list[str], listener: IChangeListener) -> None:
         if listener in self._folders:
@@ -88,16 +83,9 @@ class LocalNotifier:
             for waiters in folders.values():
                 for w in waiters:
                     everyone[id(w)] = (user_id, w)
-        for user_id, w in everyone.values():
-            watched = list(self._folders.get(w, ()))
-            if type(w) is Deferred:
-                if w.called:            # ended by an earlier waiter's callback
-                    continue
-                self._remove(user_id, w)
-                w.callback(watched)
-            else:
-                for fid in watched:     # unhinted: the listener looks at them all
-                    w.on_change(fid, None)
+        for _user_id, w in everyone.values():
+            for fid in list(self._folders.get(w, ())):
+                w.on_change(fid, None)  # unhinted: the listener looks at them all
         return len(everyone)
 
     def _remove(self, user_id: int, d: Any) -> None:
@@ -117,3 +105,52 @@ class LocalNotifier:
             self._waiters.pop(user_id, None)
         if removed:
             self._count -= 1
+
+
+@implementer(IChangeListener)
+class Lookout:
+    """Notes every change of one user's folders from its making until it hands them
+    to the request's hold (``hand_over``) or is closed: made before a long poll's
+    store read (``easync.http.resource``), it closes the window between that read
+    and the hold's listening.  Cheap: a dict of the folders changed meanwhile."""
+
+    __slots__ = ("news", "notifier", "user_id")
+
+    def __init__(self, notifier: IChangeNotifier, user_id: int) -> None:
+        self.notifier: IChangeNotifier | None = notifier
+        self.user_id = user_id
+        self.news: dict[str, ChangeHint | None] = {}
+        notifier.listen(user_id, [ANY], self)
+
+    def on_change(self, folder_id: str, hint: ChangeHint | None) -> None:
+        news = self.news
+        if folder_id in news:
+            old = news[folder_id]
+            news[folder_id] = None if old is None else old.merge(hint)
+        else:
+            news[folder_id] = hint
+
+    def hand_over(self, listener: IChangeListener, folders: list[str]) -> None:
+        """Tell ``listener``, which now listens to ``folders``, what changed in them
+        since the lookout was made (``ANY``: each of them, unhinted), and close."""
+        news = self.news
+        self.close()
+        if ANY in news:
+            for fid in folders:
+                listener.on_change(fid, None)
+            return
+        for fid, hint in news.items():
+            if fid in folders:
+                listener.on_change(fid, hint)
+
+    def close(self) -> None:
+        """Stop noting (idempotent)."""
+        notifier, self.notifier = self.notifier, None
+        if notifier is not None:
+            notifier.unlisten(self.user_id, self)
+            self.news = {}
+
+    def finished(self, result: object = None) -> None:
+        """For ``Request.notifyFinish``: the request ended (answered or gone)
+        without handing over: close."""
+        self.close()

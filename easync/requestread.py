@@ -19,7 +19,12 @@ from typing import Any
 
 from easync.model import Folder, User
 
-__all__ = ["AuthRead", "RequestRead", "RequestSnapshot"]
+__all__ = ["SYNC_STATE", "AuthRead", "CommandRead", "RequestRead", "RequestSnapshot",
+           "followed_states"]
+
+#: the name of a folder's sync state is this followed by the folder id
+#: (``easync.syncengine.state_name``)
+SYNC_STATE = "sync:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +44,56 @@ class AuthRead:
 @dataclass(frozen=True, slots=True)
 class RequestRead:
     """Read the user named ``user_name``, its device ``device_id``, the sync states
-    ``states`` of that device, its folders (``folders``) and ``auth``."""
+    ``states`` of that device, its folders (``folders``) and ``auth``.
+
+    ``follow``: the name of a state (Ping's parameter cache) whose ``"folders"`` list
+    names folders whose sync states (``SYNC_STATE`` + id) are read too, the first
+    ``follow_max`` of them: what a Ping with no Folders of its own watches."""
 
     user_name: str
     device_id: str
     states: Sequence[str] = ()
     folders: bool = False
     auth: AuthRead | None = None
+    follow: str | None = None
+    follow_max: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRead:
+    """What a command reads first, for the HTTP layer to read with the request (the
+    ``RequestRead`` fields of the same names).  ``listen``: the command holds the
+    request (Ping): the user's changes published from before the read on are noted
+    (``easync.notify.Lookout``) and handed to its hold, so a change committed between
+    the read and the hold still wakes it."""
+
+    states: Sequence[str] = ()
+    folders: bool = False
+    follow: str | None = None
+    follow_max: int = 0
+    listen: bool = False
+
+
+def followed_states(read: RequestRead, found: dict[str, Any]) -> list[str]:
+    """The states ``read.follow`` names (given what was read of ``read.states``,
+    ``found``), but those already read.  The same for every store."""
+    if read.follow is None:
+        return []
+    cached = found.get(read.follow)
+    ids = cached.get("folders") if isinstance(cached, dict) else None
+    if not isinstance(ids, list):
+        return []
+    names = [SYNC_STATE + str(fid) for fid in ids[:read.follow_max]]
+    return [n for n in dict.fromkeys(names) if n not in found]
 
 
 @dataclass(slots=True)
 class RequestSnapshot:
     """What a ``RequestRead`` found.  ``states``: every name asked for (None: no such
-    state); ``folders`` None when not asked; ``setting`` the setting's value (None:
-    unset); ``familiar`` None and ``counters`` empty when ``auth`` was not asked."""
+    state), and the followed ones; ``folders`` None when not asked; ``setting`` the
+    setting's value (None: unset); ``familiar`` None and ``counters`` empty when
+    ``auth`` was not asked.  ``lookout``: set by the HTTP layer for a command that
+    holds the request (``CommandRead.listen``), not by the store."""
 
     user: User | None
     device: dict[str, Any] | None = None
@@ -62,3 +103,4 @@ class RequestSnapshot:
     familiar: bool | None = None
     counters: dict[tuple[str, str], tuple[int, float, float] | None] = field(
         default_factory=dict)
+    lookout: Any = None

@@ -53,7 +53,7 @@ from easync.model import (
     StateWrite,
     User,
 )
-from easync.requestread import RequestRead, RequestSnapshot
+from easync.requestread import RequestRead, RequestSnapshot, followed_states
 from easync.storerules import DEVICE_COLUMNS as _DEVICE_COLS
 from easync.storerules import device_values, named_rows, new_rows, plan_ops, user_changes
 from easync.storerules import dumps as _dumps
@@ -772,6 +772,9 @@ class MemoryStore(Service):
             uid = row.user().id
             snap.device = self._device(uid, read.device_id)
             for name in read.states:
+                text = self._states.get((uid, read.device_id, name))
+                snap.states[name] = json.loads(text) if text is not None else None
+            for name in followed_states(read, snap.states):
                 text = self._states.get((uid, read.device_id, name))
                 snap.states[name] = json.loads(text) if text is not None else None
             if read.folders:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest_twisted
+from hubtest import Heard
 from sqlserver import memory_server
 
 from easync.commands import COMMANDS
@@ -251,7 +252,7 @@ async def test_create_folder_and_snapshot_update(env: Any) -> None:
     server, user = env
     key_other = await initial(env, "other")
     key = await initial(env)
-    waiter = server.notifier.subscribe(user.id, ["hierarchy"])
+    waiter = Heard(server.notifier, user.id, ["hierarchy"])
     body = await call(env, "FolderCreate", *create(key, "Team calendar", 13))
     assert [c.tag for c in body.children] == [H + "Status", H + "SyncKey", H + "ServerId"]
     assert status(body) == "1"
@@ -403,7 +404,7 @@ async def test_delete_folder(env: Any) -> None:
     folder = await server.items.create_folder(user, "0", "Doomed", 15)
     key_other = await initial(env, "other")
     key = await initial(env)
-    waiter = server.notifier.subscribe(user.id, ["hierarchy"])
+    waiter = Heard(server.notifier, user.id, ["hierarchy"])
     body = await call(env, "FolderDelete", E(H + "SyncKey", key),
                       E(H + "ServerId", folder.server_id))
     assert [c.tag for c in body.children] == [H + "Status", H + "SyncKey"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from hubtest import Heard
 from sqlserver import memory_server
 
 from easync.commands import (
@@ -281,7 +282,7 @@ async def test_move_items_all_statuses(env: Any) -> None:
     other = await server.items.create_folder(user, "0", "Other contacts", 14)
     ada = await add_item(env, folders["Contacts"], "Contacts", {"FirstName": "Ada"})
     bob = await add_item(env, folders["Contacts"], "Contacts", {"FirstName": "Bob"})
-    waiter = server.notifier.subscribe(user.id, [other.server_id])
+    waiter = Heard(server.notifier, user.id, [other.server_id])
     body = await call(env, moveitems, "MoveItems", E(
         "Move:MoveItems",
         move(ada, folders["Contacts"], other.server_id),            # 3

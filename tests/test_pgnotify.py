@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from hubtest import Heard
 from pgtest import PG_ADMIN_URL, fresh_database, terminate, unreachable
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -80,9 +81,9 @@ async def nodes(pg: str) -> AsyncIterator[tuple[PgNotifier, PgNotifier]]:
 async def sentinel(sender: PgNotifier, receiver: PgNotifier) -> None:
     """Wait until a change sent now by ``sender`` reached ``receiver``: notifications
     arrive in order, so everything sent before has been dispatched by then."""
-    d = receiver.subscribe(999_999, ["sentinel"])
+    d = Heard(receiver, 999_999, ["sentinel"])
     sender.publish(999_999, "sentinel")
-    assert await within(d) == ["sentinel"]
+    assert await d.first() == ["sentinel"]
 
 
 # ------------------------------------------------------------------ payloads
@@ -166,22 +167,22 @@ def test_change_hub_for_each_database(tmp_path: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_change_wakes_that_folder_of_that_user_on_the_other_node(nodes) -> None:
     n1, n2 = nodes
-    target = n2.subscribe(1, ["10", "11"])
-    same_user_other_folder = n2.subscribe(1, ["12"])
-    other_user_same_folder = n2.subscribe(2, ["10"])
+    target = Heard(n2, 1, ["10", "11"])
+    same_user_other_folder = Heard(n2, 1, ["12"])
+    other_user_same_folder = Heard(n2, 2, ["10"])
     assert n2.waiting == 3 and n1.waiting == 0
     n1.publish(1, "10")
-    assert await within(target) == ["10"]
+    assert await target.first() == ["10"]
     await sentinel(n1, n2)
     assert not same_user_other_folder.called
     assert not other_user_same_folder.called
     assert n2.waiting == 2
     # and the other way round
-    back = n1.subscribe(2, ["10"])
+    back = Heard(n1, 2, ["10"])
     n2.publish(2, "10")
-    assert await within(back) == ["10"]
+    assert await back.first() == ["10"]
     assert other_user_same_folder.called          # n2's own waiter, woken at once
-    same_user_other_folder.cancel()
+    same_user_other_folder.stop()
     assert n2.waiting == 0
 
 
@@ -209,23 +210,23 @@ async def test_a_changes_hint_reaches_the_listeners_of_the_other_node(nodes) -> 
 @pytest_twisted.ensureDeferred
 async def test_local_waiters_are_woken_at_once_and_own_notifications_ignored(nodes) -> None:
     n1, n2 = nodes
-    d = n1.subscribe(5, ["50"])
+    d = Heard(n1, 5, ["50"])
     n1.publish(5, "50")
     assert d.called                    # synchronously, not after a round trip
-    assert d.result == ["50"]
-    again = n1.subscribe(5, ["50"])    # e.g. the device's next Ping
+    assert d.folders == ["50"]
+    again = Heard(n1, 5, ["50"])    # e.g. the device's next Ping
     await sentinel(n2, n1)             # n1's own NOTIFY came back meanwhile…
     assert not again.called            # … and was not taken for another change
     assert n1.received == 1            # only the sentinel
-    again.cancel()
+    again.stop()
 
 
 @pytest_twisted.ensureDeferred
-async def test_cancel_unsubscribes(nodes) -> None:
+async def test_stop_unlistens(nodes) -> None:
     n1, n2 = nodes
-    d = n2.subscribe(3, ["30", "31"])
+    d = Heard(n2, 3, ["30", "31"])
     assert n2.waiting == 1
-    d.cancel()
+    d.stop()
     assert n2.waiting == 0
     n1.publish(3, "30")
     await sentinel(n1, n2)
@@ -245,11 +246,11 @@ async def test_changes_of_one_reactor_turn_go_out_together(nodes) -> None:
         return real_execute(sql, *args, **kw)
 
     conn.execute = counting  # type: ignore[method-assign]
-    waiters = [n2.subscribe(uid, [str(uid)]) for uid in range(1, 501)]
+    waiters = [Heard(n2, uid, [str(uid)]) for uid in range(1, 501)]
     for uid in range(1, 501):
         n1.publish(uid, str(uid))
     for uid, d in enumerate(waiters, 1):
-        assert await within(d) == [str(uid)]
+        assert await d.first() == [str(uid)]
     notifies = [s for s in statements if b"pg_notify" in s]
     assert len(notifies) == 1          # 500 changes, one statement (one payload here)
     await until(lambda: n1.sent == 500)
@@ -259,30 +260,30 @@ async def test_changes_of_one_reactor_turn_go_out_together(nodes) -> None:
 @pytest_twisted.ensureDeferred
 async def test_lost_connection_answers_held_waiters_then_reconnects(nodes) -> None:
     n1, n2 = nodes
-    held = n2.subscribe(7, ["70", "71", "hierarchy"])
-    other = n2.subscribe(8, ["80"])
+    held = Heard(n2, 7, ["70", "71", "hierarchy"])
+    other = Heard(n2, 8, ["80"])
     conn = n2._conn
     assert conn is not None
     assert terminate(PG_ADMIN_URL, conn.backend_pid)
     # answered with every folder it watches, once listening again
-    assert sorted(await within(held)) == ["70", "71", "hierarchy"]
-    assert await within(other) == ["80"]
+    assert sorted(await held.first()) == ["70", "71", "hierarchy"]
+    assert await other.first() == ["80"]
     assert n2.connected and n2.connects == 2 and n2.woken_on_reconnect == 2
     assert n2.waiting == 0
     # the new connection works both ways
-    d = n2.subscribe(7, ["70"])
+    d = Heard(n2, 7, ["70"])
     n1.publish(7, "70")
-    assert await within(d) == ["70"]
-    d = n1.subscribe(7, ["71"])
+    assert await d.first() == ["70"]
+    d = Heard(n1, 7, ["71"])
     n2.publish(7, "71")
-    assert await within(d) == ["71"]
+    assert await d.first() == ["71"]
 
 
 @pytest_twisted.ensureDeferred
 async def test_changes_published_while_disconnected_are_sent_on_reconnection(nodes) -> None:
     n1, n2 = nodes
-    remote = n1.subscribe(9, ["90"])
-    local = n2.subscribe(9, ["90"])
+    remote = Heard(n1, 9, ["90"])
+    local = Heard(n2, 9, ["90"])
     conn = n2._conn
     assert conn is not None
     seen: list[bool] = []
@@ -294,7 +295,7 @@ async def test_changes_published_while_disconnected_are_sent_on_reconnection(nod
 
     conn._on_lost = lost
     terminate(PG_ADMIN_URL, conn.backend_pid)
-    assert await within(remote) == ["90"]
+    assert await remote.first() == ["90"]
     assert seen == [False]
     assert local.called                # this node's waiters did not wait for it
 
@@ -309,9 +310,9 @@ async def test_unreachable_database_is_retried_with_backoff() -> None:
     try:
         await until(lambda: n._failures >= 3, timeout=5)
         assert not n.connected
-        d = n.subscribe(1, ["1"])
+        d = Heard(n, 1, ["1"])
         n.publish(1, "1")              # local waiters still work
-        assert d.result == ["1"]
+        assert d.folders == ["1"]
         assert n._next_delay() <= 0.2 * 1.2
     finally:
         await n.stopService()
@@ -343,12 +344,12 @@ async def test_silent_dead_connection_is_found_by_the_liveness_check(pg: str) ->
     n.startService()
     try:
         await until(lambda: n.connected)
-        held = n.subscribe(1, ["1"])
+        held = Heard(n, 1, ["1"])
         for p in frozen:               # nothing passes any more, nothing is closed
             p.transport.pauseProducing()
             if p.peer is not None:
                 p.peer.transport.pauseProducing()
-        assert await within(held, 5) == ["1"]   # answered once reconnected
+        assert await held.first(5) == ["1"]   # answered once reconnected
         assert n.connected and n.connects == 2
     finally:
         await n.stopService()
@@ -360,10 +361,10 @@ async def test_silent_dead_connection_is_found_by_the_liveness_check(pg: str) ->
 @pytest_twisted.ensureDeferred
 async def test_stop_sends_what_is_left_then_closes(nodes) -> None:
     n1, n2 = nodes
-    d = n2.subscribe(4, ["40"])
+    d = Heard(n2, 4, ["40"])
     n1.publish(4, "40")
     await n1.stopService()             # before the reactor turn that would flush
-    assert await within(d) == ["40"]
+    assert await d.first() == ["40"]
     assert n1._conn is None
     n1.startService()                  # (the fixture stops it again)
     await until(lambda: n1.connected)
@@ -383,12 +384,12 @@ async def test_announce_from_another_process_wakes_the_nodes(pg: str, tmp_path: 
         await store.open()
         try:
             await until(lambda: node.connected)
-            d = node.subscribe(12, ["34"])
-            untouched = node.subscribe(12, ["35"])
+            d = Heard(node, 12, ["34"])
+            untouched = Heard(node, 12, ["35"])
             assert await announce(store, 12, ["34", "34"]) is True
-            assert await within(d) == ["34"]
+            assert await d.first() == ["34"]
             assert not untouched.called
-            untouched.cancel()
+            untouched.stop()
             # with the folder's modseq: a hint, the write being no device's own
             heard = Listener()
             node.listen(12, ["34"], heard)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from hubtest import Heard
 from twisted.internet.task import deferLater
 
 from backends.sql.poller import SqlitePoller
@@ -74,17 +75,17 @@ async def test_outside_write_wakes_only_that_folder_of_that_user(env: Env) -> No
     alice, bob = env.users["alice"], env.users["bob"]
     a_contacts, a_calendar = env.folders["alice"]["Contacts"], env.folders["alice"]["Calendar"]
     assert await env.poller.poll_once() == 0           # nobody waits
-    target = env.hub.subscribe(alice.id, [a_contacts, "hierarchy"])
-    other_folder = env.hub.subscribe(alice.id, [a_calendar])
-    other_user = env.hub.subscribe(bob.id, [env.folders["bob"]["Contacts"]])
+    target = Heard(env.hub, alice.id, [a_contacts, "hierarchy"])
+    other_folder = Heard(env.hub, alice.id, [a_calendar])
+    other_user = Heard(env.hub, bob.id, [env.folders["bob"]["Contacts"]])
     assert await env.poller.poll_once() == 0           # new waiters, nothing written
     await add_contact(env.cli, alice, a_contacts)      # "easync-admin import"
     assert await env.poller.poll_once() == 1
-    assert target.result == [a_contacts]
+    assert target.folders == [a_contacts]
     assert not other_folder.called and not other_user.called
     assert await env.poller.poll_once() == 0           # reported once
-    other_folder.cancel()
-    other_user.cancel()
+    other_folder.stop()
+    other_user.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -92,7 +93,7 @@ async def test_own_writes_cost_one_pragma(env: Env) -> None:
     alice = env.users["alice"]
     contacts = env.folders["alice"]["Contacts"]
     await env.poller.poll_once()
-    d = env.hub.subscribe(alice.id, [contacts])
+    d = Heard(env.hub, alice.id, [contacts])
     await env.poller.poll_once()
     queries: list[str] = []
     real = env.server.raw_query
@@ -106,7 +107,7 @@ async def test_own_writes_cost_one_pragma(env: Env) -> None:
     assert await env.poller.poll_once() == 0           # protocol side published it
     assert queries == ["PRAGMA data_version"]
     assert not d.called
-    d.cancel()
+    d.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -116,10 +117,10 @@ async def test_new_waiter_after_an_outside_write_is_woken_to_look(env: Env) -> N
     await env.poller.poll_once()
     # The waiter comes, then another process writes, then the poll: the poller has no
     # earlier values for alice, so it cannot tell whether the write was hers.
-    d = env.hub.subscribe(alice.id, [contacts, "hierarchy"])
+    d = Heard(env.hub, alice.id, [contacts, "hierarchy"])
     await add_contact(env.cli, env.users["bob"], env.folders["bob"]["Contacts"])
     assert await env.poller.poll_once() == 1
-    assert d.result == [contacts]                     # not "hierarchy": no Status 7
+    assert d.folders == [contacts]                     # not "hierarchy": no Status 7
 
 
 @pytest_twisted.ensureDeferred
@@ -127,21 +128,21 @@ async def test_hierarchy_and_moves_seen(env: Env) -> None:
     alice = env.users["alice"]
     contacts = env.folders["alice"]["Contacts"]
     await env.poller.poll_once()
-    hier = env.hub.subscribe(alice.id, ["hierarchy"])
+    hier = Heard(env.hub, alice.id, ["hierarchy"])
     await env.poller.poll_once()
     await env.cli.create_folder(alice, "0", "Friends", 14)
     assert await env.poller.poll_once() == 1
-    assert hier.result == ["hierarchy"]
+    assert hier.folders == ["hierarchy"]
     folders = {f.name: f.server_id for f in await env.server.list_folders(alice)}
     await add_contact(env.cli, alice, contacts)
     [item] = (await env.server.changes_since(alice, contacts, 0, 10)).changes
-    src = env.hub.subscribe(alice.id, [contacts])
-    dst = env.hub.subscribe(alice.id, [folders["Friends"]])
+    src = Heard(env.hub, alice.id, [contacts])
+    dst = Heard(env.hub, alice.id, [folders["Friends"]])
     await env.poller.poll_once()                      # (alice known: the add is seen)
     assert src.called
-    dst.cancel()
-    src = env.hub.subscribe(alice.id, [contacts])
-    dst = env.hub.subscribe(alice.id, [folders["Friends"]])
+    dst.stop()
+    src = Heard(env.hub, alice.id, [contacts])
+    dst = Heard(env.hub, alice.id, [folders["Friends"]])
     await env.cli.move_item(alice, item.server_id, folders["Friends"])
     assert await env.poller.poll_once() == 2
     assert src.called and dst.called
@@ -155,7 +156,7 @@ async def test_the_service_polls_every_interval(env: Env) -> None:
     env.poller.startService()
     try:
         await until(lambda: env.poller.polls >= 1)
-        d = env.hub.subscribe(alice.id, [contacts])
+        d = Heard(env.hub, alice.id, [contacts])
         await until(lambda: env.poller.polls >= 3)
         assert not d.called
         start = time.monotonic()

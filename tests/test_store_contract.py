@@ -1311,6 +1311,35 @@ async def test_read_request(store: Any, user: User) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_read_request_follows_the_ping_cache(store: Any, user: User) -> None:
+    """``RequestRead.follow`` (issue #12, an empty Ping: MS-ASCMD 2.2.1.13 reuses the
+    cached Folders): the sync states of the folders the named state lists are read
+    too, the first ``follow_max`` of them; a missing or odd cache reads nothing more."""
+    from easync.requestread import RequestRead
+
+    state = getattr(store, "sql", store)            # the CRM store: state in SQL
+    ping = RequestRead("alice", "DEV1", ("ping", "folders"), follow="ping", follow_max=2)
+    snap = await state.read_request(ping)
+    assert snap.states == {"ping": None, "folders": None}
+    await state.save_state(user, StateWrite("DEV1", "ping",
+                                            {"heartbeat": 480, "folders": ["1", "2", "3"]}))
+    await state.save_state(user, StateWrite("DEV1", "sync:1", {"cursor": 4}))
+    await state.save_state(user, StateWrite("DEV2", "sync:2", {"cursor": 5}))
+    await state.save_state(user, StateWrite("DEV1", "sync:3", {"cursor": 6}))
+    snap = await state.read_request(ping)
+    assert snap.states == {"ping": {"heartbeat": 480, "folders": ["1", "2", "3"]},
+                           "folders": None, "sync:1": {"cursor": 4}, "sync:2": None}
+    # a state read by name is not read again; one the cache does not name is not read
+    snap = await state.read_request(RequestRead("alice", "DEV1", ("ping", "sync:1"),
+                                                follow="ping", follow_max=5))
+    assert snap.states == {"ping": {"heartbeat": 480, "folders": ["1", "2", "3"]},
+                           "sync:1": {"cursor": 4}, "sync:2": None, "sync:3": {"cursor": 6}}
+    await state.save_state(user, StateWrite("DEV1", "ping", {"heartbeat": 480}))
+    snap = await state.read_request(ping)
+    assert snap.states == {"ping": {"heartbeat": 480}, "folders": None}
+
+
+@pytest_twisted.ensureDeferred
 async def test_find_by_uid(store: SqlStore, user: User) -> None:
     f = (await folder_ids(store, user))["Calendar"]
     (sid,) = await add(store, user, f, event("e", UID="abc-123"))

@@ -490,9 +490,6 @@ class PgNotifier(Service):
     def waiting(self) -> int:
         return self.local.waiting
 
-    def subscribe(self, user_id: int, folder_ids: list[str]) -> Deferred[list[str]]:
-        return self.local.subscribe(user_id, folder_ids)
-
     def listen(self, user_id: int, folder_ids: list[str], listener: IChangeListener) -> None:
         self.local.listen(user_id, folder_ids, listener)
 

@@ -20,7 +20,7 @@ from backends.sql.base import StorePart, _chunks, _folder_from_row
 from backends.sql.engines import Engine
 from backends.sql.state import SqlState
 from backends.sql.users import SqlUsers
-from easync.requestread import AuthRead, RequestRead, RequestSnapshot
+from easync.requestread import AuthRead, RequestRead, RequestSnapshot, followed_states
 
 __all__ = ["SqlRequestReads", "familiar_txn", "setting_txn", "throttle_row_txn"]
 
@@ -76,6 +76,9 @@ class SqlRequestReads(StorePart):
         if user is not None:
             snap.device = self.state._get_device(cur, user.id, read.device_id)
             snap.states = self._states(cur, user.id, read.device_id, read.states)
+            more = followed_states(read, snap.states)
+            if more:
+                snap.states.update(self._states(cur, user.id, read.device_id, more))
             if read.folders:
                 cur.execute(self._sql(FOLDERS_SQL), (user.id,))
                 snap.folders = [_folder_from_row(r) for r in cur.fetchall()]

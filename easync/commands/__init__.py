@@ -28,8 +28,23 @@ from easync.commands import (
     sync,
 )
 from easync.handler import EasRequest, EasResponse, EasServer
+from easync.model import User
+from easync.requestread import CommandRead
+from easync.wbxml.element import Element
 
 Handler = Callable[[EasServer, EasRequest], Coroutine[Any, Any, EasResponse]]
+#: what a command reads first, read with the request in one transaction
+Reads = Callable[[EasServer, User, str, Element | None], CommandRead]
+
+
+def _sync_reads(server: EasServer, user: User, device_id: str, body: Element | None
+                ) -> CommandRead:
+    """Sync's first reads; a Sync that asks to be held (Wait or HeartbeatInterval,
+    MS-ASCMD 2.2.3.194/2.2.3.84) gets a lookout, as a Ping does."""
+    states, folders_too = sync.request_reads(server, user, device_id, body)
+    held = body is not None and (body.find("AirSync:Wait") is not None
+                                 or body.find("AirSync:HeartbeatInterval") is not None)
+    return CommandRead(states, folders_too, listen=held and folders_too)
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class Command:
     empty_ok: bool = False     # the body may be empty (a cached request reused)
     mime_body: bool = False    # below 14.0 the body is raw MIME, not WBXML
     long_poll: bool = False    # holds the request open: no request time limit
+    reads: Reads | None = None  # read with the request (``req.preloaded``)
 
 
 def _table(*commands: Command) -> dict[str, Command]:
@@ -49,8 +65,10 @@ def _table(*commands: Command) -> dict[str, Command]:
 
 
 COMMANDS: dict[str, Command] = _table(
-    Command("Sync", "AirSync:Sync", sync.handle, empty_ok=True, long_poll=True),
-    Command("FolderSync", "FolderHierarchy:FolderSync", folders.folder_sync),
+    Command("Sync", "AirSync:Sync", sync.handle, empty_ok=True, long_poll=True,
+            reads=_sync_reads),
+    Command("FolderSync", "FolderHierarchy:FolderSync", folders.folder_sync,
+            reads=folders.request_reads),
     Command("FolderCreate", "FolderHierarchy:FolderCreate", folders.folder_create),
     Command("FolderUpdate", "FolderHierarchy:FolderUpdate", folders.folder_update),
     Command("FolderDelete", "FolderHierarchy:FolderDelete", folders.folder_delete),
@@ -59,7 +77,8 @@ COMMANDS: dict[str, Command] = _table(
     Command("MoveItems", "Move:MoveItems", moveitems.handle),
     Command("Settings", "Settings:Settings", settings.handle),
     Command("Provision", "Provision:Provision", provision.handle),
-    Command("Ping", "Ping:Ping", ping.handle, empty_ok=True, long_poll=True),
+    Command("Ping", "Ping:Ping", ping.handle, empty_ok=True, long_poll=True,
+            reads=ping.request_reads),
     Command("SendMail", "ComposeMail:SendMail", mail.handle, empty_ok=True, mime_body=True),
     Command("SmartReply", "ComposeMail:SmartReply", mail.handle, empty_ok=True,
             mime_body=True),
@@ -71,4 +90,4 @@ COMMANDS: dict[str, Command] = _table(
             resolverecipients.handle),
 )
 
-__all__ = ["COMMANDS", "Command", "Handler"]
+__all__ = ["COMMANDS", "Command", "Handler", "Reads"]

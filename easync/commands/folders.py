@@ -29,7 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 from easync.handler import EasRequest, EasResponse, EasServer
-from easync.model import USER_FOLDER_TYPE, Folder, StateWrite
+from easync.model import USER_FOLDER_TYPE, Folder, StateWrite, User
+from easync.requestread import CommandRead
 from easync.wbxml.element import Element
 
 STATE_NAME = "folders"
@@ -111,6 +112,14 @@ def _status_only(tag: str, status: str) -> EasResponse:
 
 # --------------------------------------------------------------------------- FolderSync
 
+def request_reads(server: EasServer, user: User, device_id: str, body: Element | None
+                  ) -> CommandRead:
+    """What a FolderSync reads, for the HTTP layer to read with the request in one
+    transaction: the hierarchy the device holds and, when the item store is the
+    state store, the folders."""
+    return CommandRead((STATE_NAME,), server.items is server.state)
+
+
 async def folder_sync(server: EasServer, req: EasRequest) -> EasResponse:
     body = req.body
     if body is None or body.tag != NS + "FolderSync":
@@ -120,8 +129,16 @@ async def folder_sync(server: EasServer, req: EasRequest) -> EasResponse:
         return _status_only("FolderSync", "10")
     key = key.strip()
 
-    state = await load_state(server, req)
-    live = snapshot_of(await server.items.list_folders(req.user))
+    # as read with the request (MS-ASCMD 2.2.1.5: one look at the hierarchy), else now
+    pre, req.preloaded = req.preloaded, None
+    if pre is not None and STATE_NAME in pre.states:
+        state = pre.states[STATE_NAME]
+    else:
+        state = await load_state(server, req)
+    listed = pre.folders if pre is not None and pre.folders is not None else \
+        await server.items.list_folders(req.user)
+    del pre
+    live = snapshot_of(listed)
 
     if key == "0":
         base: Snapshot = {}

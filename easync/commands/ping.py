@@ -23,6 +23,12 @@ Ping is a ``easync.push.Hold`` (a hub listener and a timer, no thread): it is
 released by a change, by its heartbeat, by a newer Ping or Sync-Wait of the same
 device, or dropped when the client disconnects (the HTTP layer cancels the handler).
 
+A Ping's first look costs no transaction of its own (issue #12): its parameter
+cache, the hierarchy the device holds, the watched folders' states and the folders
+are read with the user and the device (``request_reads``, one transaction), and the
+``easync.notify.Lookout`` made before that read hands the hold what changed between
+the read and the hold's listening.
+
 A woken Ping reads the store only when the change does not say enough (issue #12):
 a change published with a ``ChangeHint`` (a device's Sync, another node's NOTIFY,
 an import's ``announce``) is judged against what the Ping learnt of the device at
@@ -49,6 +55,7 @@ from easync.interfaces import ChangeHint
 from easync.items import convert
 from easync.model import Folder, StateWrite
 from easync.push import ALL
+from easync.requestread import CommandRead
 from easync.syncengine import SyncEngine, state_name
 from easync.wbxml.element import E
 
@@ -91,17 +98,20 @@ def _mark(st: dict[str, Any] | None, folder: Folder, now: float) -> Mark:
 
 async def pending_changes(server: EasServer, user: Any, device_id: str,
                           folders: list[Folder], woken: Container[str] | None = None,
-                          marks: dict[str, Mark] | None = None) -> list[str]:
+                          marks: dict[str, Mark] | None = None,
+                          states: dict[str, dict[str, Any] | None] | None = None
+                          ) -> list[str]:
     """The watched folders holding changes this device has not synced yet.
 
     ``woken``: folders the hub reported changed since the Ping started; one the
     device never synced counts as changed only if it is among them.  ``marks``:
-    filled with what the device has synced of each folder."""
-    engine = SyncEngine(server)
+    filled with what the device has synced of each folder.  ``states``: the
+    device's sync states as read with the request (those not there are read)."""
+    engine = SyncEngine(server, states)
     now = server.clock.seconds()
     out = []
     for folder in folders:
-        st = await server.state.get_state(user, device_id, state_name(folder.server_id))
+        st = await engine.get_state(user, device_id, state_name(folder.server_id))
         if marks is not None:
             marks[folder.server_id] = _mark(st, folder, now)
         if folder.modseq == 0:
@@ -183,23 +193,60 @@ def _parse(body: Any, cached: dict[str, Any], settings: Any
 
 
 async def _hierarchy_changed(server: EasServer, req: EasRequest, folder_ids: list[str],
-                             current: list[Folder]) -> bool:
+                             current: list[Folder],
+                             states: dict[str, dict[str, Any] | None] | None = None) -> bool:
     """Must the device FolderSync before this Ping?  Yes when a watched folder is
     unknown or gone, or when the folders differ from what its last FolderSync gave it
-    (a device that never ran FolderSync is judged by the folder ids alone)."""
+    (a device that never ran FolderSync is judged by the folder ids alone).
+    ``states``: as read with the request."""
     ids = {f.server_id for f in current}
     if any(fid not in ids for fid in folder_ids):
         return True
-    known = await server.state.get_state(req.user, req.device_id, hierarchy.STATE_NAME)
+    if states is not None and hierarchy.STATE_NAME in states:
+        known = states[hierarchy.STATE_NAME]
+    else:
+        known = await server.state.get_state(req.user, req.device_id, hierarchy.STATE_NAME)
     return known is not None and known.get("snapshot") != hierarchy.snapshot_of(current)
 
 
-async def _parameters(server: EasServer, req: EasRequest
+def _body_folders(body: Any, most: int) -> list[str] | None:
+    """The folder ids the body names (None: no Folders), at most ``most`` of them
+    (leniently: ``_parse`` judges the request)."""
+    folders_el = body.find("Ping:Folders") if body is not None else None
+    if folders_el is None:
+        return None
+    ids = [(f.findtext("Ping:Id") or "").strip() for f in folders_el.children
+           if f.tag == "Ping:Folder"]
+    return [fid for fid in dict.fromkeys(ids) if fid][:most]
+
+
+def request_reads(server: EasServer, user: Any, device_id: str, body: Any) -> CommandRead:
+    """What a Ping looks at first, for the HTTP layer to read with the request in one
+    transaction (issue #12): its parameter cache, the hierarchy the device holds
+    (Status 7), the sync state of each watched folder (the body's Folders, else the
+    cached ones: ``follow``) and, when the item store is the state store, the
+    folders.  ``listen``: a lookout notes the user's changes from before that read
+    until the hold listens (``easync.notify.Lookout``)."""
+    most = server.settings.max_ping_folders
+    ids = _body_folders(body, most)
+    states = [CACHE, hierarchy.STATE_NAME]
+    if ids is not None:
+        states += [state_name(fid) for fid in ids]
+    return CommandRead(states, server.items is server.state,
+                       CACHE if ids is None else None, most, listen=True)
+
+
+async def _parameters(server: EasServer, req: EasRequest,
+                      states: dict[str, dict[str, Any] | None] | None = None
                       ) -> EasResponse | tuple[int, list[str]]:
     """The Ping's heartbeat and folder ids — or the answer when it cannot be held.
-    Everything looked at here is dropped before the hold."""
+    Everything looked at here is dropped before the hold.  ``states``: as read with
+    the request."""
     user = req.user
-    cached = await server.state.get_state(user, req.device_id, CACHE) or {}
+    if states is not None and CACHE in states:
+        cached = states[CACHE] or {}
+    else:
+        cached = await server.state.get_state(user, req.device_id, CACHE) or {}
     parsed = _parse(req.body, cached, server.settings)
     if isinstance(parsed, EasResponse):
         return parsed
@@ -217,8 +264,15 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     user = req.user
     # A new Ping from this device: the device has given up its previous long poll.
     server.holds.supersede(user.id, req.device_id)
-    got = await _parameters(server, req)
+    # what the HTTP layer read with the request (one transaction, issue #12): the
+    # first look uses it; a woken Ping reads anew
+    pre, req.preloaded = req.preloaded, None
+    lookout = pre.lookout if pre is not None else None
+    states = pre.states if pre is not None else None
+    got = await _parameters(server, req, states)
     if isinstance(got, EasResponse):
+        if lookout is not None:
+            lookout.close()
         return got
     heartbeat, folder_ids = got
     del got
@@ -226,22 +280,34 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     # Listen first, then look: a change committed in between still wakes us.  The
     # folders too are looked at only once listening: a folder deleted (and
     # announced) just after the look wakes the Ping, which then answers 7 (issue #10
-    # point 11), instead of missing the news and answering 1 at its heartbeat.
+    # point 11), instead of missing the news and answering 1 at its heartbeat.  What
+    # was read with the request is from before the hold listened: the lookout made
+    # before that read tells the hold what changed since (in this process or, through
+    # the poller or NOTIFY, in another).
     hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
                               heartbeat)
+    if lookout is not None:
+        lookout.hand_over(hold, hold.folders)
+        lookout = None
     try:
-        current = await server.items.list_folders(user)
-        if await _hierarchy_changed(server, req, folder_ids, current):
+        if pre is not None and pre.folders is not None:
+            current = pre.folders
+        else:
+            current = await server.items.list_folders(user)
+        pre = None
+        if await _hierarchy_changed(server, req, folder_ids, current, states):
             return _status("7")
         by_id = {f.server_id: f for f in current}
         marks: dict[str, Mark] = {}
         changed = await pending_changes(server, user, req.device_id,
-                                        [by_id[fid] for fid in folder_ids], marks=marks)
+                                        [by_id[fid] for fid in folder_ids], marks=marks,
+                                        states=states)
         if changed:
             return _status("2", folders=changed)
         # from now on the device's own writes in the folders it syncs are no news
         hold.own_ignored = frozenset(f for f, m in marks.items() if m is not None)
         del by_id, current, changed
+        states = None
         woken: set[str] = set()         # every folder woken for since the Ping began
         while True:
             await hold.wait()

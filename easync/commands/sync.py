@@ -399,10 +399,18 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
                                   [*(c.collection_id for c in spec.collections), HIERARCHY],
                                   spec.hold)
         if req.preloaded is not None:
-            # the folders read with the request are from before the subscription: a
-            # change committed in between would wake nothing, so look at them again
-            # (the device's states change only by its own requests)
-            req.preloaded.folders = None
+            # the folders read with the request are from before the subscription: the
+            # lookout made before that read tells the hold what changed since; without
+            # one, look at them again (the device's states change only by its own
+            # requests)
+            lookout, req.preloaded.lookout = req.preloaded.lookout, None
+            if lookout is not None:
+                lookout.hand_over(hold, hold.folders)
+            else:
+                req.preloaded.folders = None
+    elif req.preloaded is not None and req.preloaded.lookout is not None:
+        req.preloaded.lookout.close()
+        req.preloaded.lookout = None
     try:
         resp = await _run(server, engine, req, spec, quirks)
         # what was read with the request is for this first look only

@@ -36,7 +36,6 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from easync.auth.door import FrontDoor
 from easync.commands import COMMANDS
 from easync.commands import provisioning as provisioning_policy
-from easync.commands import sync as sync_command
 from easync.errors import TooManyDevices, Unavailable
 from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.http.autodiscover import AutodiscoverResource
@@ -56,6 +55,7 @@ from easync.http.forwarded import parse_networks
 from easync.http.limits import ConnectionLimits
 from easync.http.query import Query, QueryError, parse_query
 from easync.model import User
+from easync.notify import Lookout
 from easync.requestread import RequestRead, RequestSnapshot
 from easync.versions import VERSIONS, version_tuple
 from easync.wbxml import E, WBXMLError, decode, encode
@@ -429,14 +429,19 @@ class ActiveSyncResource(Resource):
             return
         # one transaction: the user (confirming remembered credentials), the device,
         # and what the command will read first (Sync: its states and the folders)
-        states: list[str] = []
-        folders = False
-        if cmd == "Sync":
-            states, folders = sync_command.request_reads(self.server, user, device_id, body)
+        plan = command.reads(self.server, user, device_id, body) if command.reads else None
+        lookout = None
+        if plan is not None and plan.listen:
+            # a long poll hears the user's changes from before its read on (closed by
+            # its hold, or here when the request ends before one)
+            lookout = Lookout(self.server.notifier, user.id)
+            request.notifyFinish().addBoth(lookout.finished)
         auth = remembered.auth if remembered is not None else None
         try:
             read: RequestSnapshot = await state.read_request(
-                RequestRead(user.name, device_id, states, folders, auth))
+                RequestRead(user.name, device_id, plan.states, plan.folders, auth,
+                            plan.follow, plan.follow_max) if plan is not None else
+                RequestRead(user.name, device_id, auth=auth))
         except Unavailable as e:
             request.setHeader(b"Retry-After", b"30")
             self._finish(request, 503, b"", user.name, device_id, cmd, f"unavailable: {e}", t0)
@@ -451,6 +456,8 @@ class ActiveSyncResource(Resource):
         snapshot: RequestSnapshot | None = read
         if read.user is None or read.user.id != user.id:
             snapshot = None          # (the user was made again meanwhile)
+        else:
+            read.lookout = lookout
         try:
             device = await self._touch_device(user, q, request, snapshot)
         except TooManyDevices as e:
