@@ -228,7 +228,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     # announced) just after the look wakes the Ping, which then answers 7 (issue #10
     # point 11), instead of missing the news and answering 1 at its heartbeat.
     hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
-                              heartbeat)
+                              heartbeat, owner=req)
     try:
         current = await server.items.list_folders(user)
         if await _hierarchy_changed(server, req, folder_ids, current):
