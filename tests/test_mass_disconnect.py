@@ -37,7 +37,6 @@ from twisted.internet.task import deferLater
 from twisted.web.server import Request
 
 from easync.pollbound import bound_poll, unbound_poll
-from easync.push import Hold
 
 #: the fixtures of test_push_http
 push_site = test_push_http.web
@@ -80,16 +79,15 @@ async def test_held_pings_closed_at_once_are_ended_in_slices(push_site: Web,
     bounded = bound_poll(reactor, 64)
     if bounded is None:
         pytest.skip("not the epoll reactor")
-    gone = [h for h in holds.by_device.values() if h.command == "Ping"]
     try:
-        await _burst(web, protos, cid, events, slices_before, gone)
+        await _burst(web, protos, cid, events, slices_before)
     finally:
         unbound_poll(reactor)
     assert bounded.full >= 2            # the closes came 64 at a time
 
 
 async def _burst(web: Web, protos: list[Raw], cid: str, events: list,
-                 slices_before: int, gone: list[Hold]) -> None:
+                 slices_before: int) -> None:
     holds = web.server.holds
 
     # another device asks something (a Ping with a heartbeat below the minimum: answered
@@ -110,10 +108,12 @@ async def _burst(web: Web, protos: list[Raw], cid: str, events: list,
     probe_answered_with: list[int] = []
 
     gone_per_turn: list[int] = []
+    hub = web.server.notifier
+    listening = hub.waiting
 
     def watch() -> None:
         held_per_turn.append(holds.counts["Ping"])
-        gone_per_turn.append(sum(not h._listening for h in gone))   # (gone, or ended)
+        gone_per_turn.append(listening - hub.waiting)    # (Hold.gone stops listening)
         if probe.response() is not None and not probe_answered_with:
             probe_answered_with.append(holds.counts["Ping"])
         if holds.counts["Ping"] or probe.response() is None:
