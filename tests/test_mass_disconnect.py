@@ -153,3 +153,25 @@ async def _burst(web: Web, protos: list[Raw], cid: str, events: list,
     assert all(e["note"] == " (client gone)" for e in gone)
     assert [e["device"] for e in lines if e["code"] != 499] == ["probe"]
 
+
+
+def test_twistd_easync_bounds_the_events_per_turn(tmp_path) -> None:
+    """``twistd easync`` caps the reactor's epoll at ``MAX_EVENTS`` events a turn (each
+    --workers process builds the same tree); bounding again only changes the bound."""
+    from easync import tap
+    from easync.pollbound import MAX_EVENTS, BoundedPoller
+
+    if bound_poll(reactor, 64) is None:
+        pytest.skip("not the epoll reactor")
+    unbound_poll(reactor)
+    options = tap.Options()
+    options.parseOptions(["--db", f"sqlite:///{tmp_path}/t.sqlite", "--tls-cert",
+                          f"{tmp_path}/easync.pem"])
+    try:
+        tap.makeService(options, reactor)
+        poller = reactor._poller
+        assert isinstance(poller, BoundedPoller) and poller.max_events == MAX_EVENTS
+        assert bound_poll(reactor, 64) is poller and poller.max_events == 64
+    finally:
+        unbound_poll(reactor)
+    assert not isinstance(reactor._poller, BoundedPoller)
