@@ -1,7 +1,8 @@
 """Garbage-collector pauses and memory with many held Pings (issue #12 point 2).
 
     python bench/bench_gc.py [--held 5000,20000] [--db postgresql://…] [--repo DIR]
-                             [--steady 60] [--heartbeat 3000] [-- EXTRA SERVER OPTIONS]
+                             [--steady 60] [--heartbeat 3000] [--disconnect]
+                             [-- EXTRA SERVER OPTIONS]
 
 For each number N of ``--held``: one ``twistd -n easync`` process (the code of
 ``--repo``, default this checkout: run it once on the base commit's tree for the
@@ -18,6 +19,12 @@ hold a Ping on each.  Phases:
    Ping again as phones do);
 4. mass end: the load generators are stopped, so every connection closes and the
    server drops every held Ping at once; then ``--after`` seconds of nothing.
+   With ``--disconnect`` the load generators are killed (SIGKILL) all at once instead:
+   the kernel closes every client socket in the same instant, as when a NAT gateway or
+   load balancer drops its connections or the network blips (issue #12).  Reported:
+   the reactor's longest stall and longest turn (the probe), the server's CPU for the
+   burst (``/proc``, until it is idle again) and per closed hold, the time until the
+   held count is 0, and RSS before and after.
 
 Per phase the probe reports the longest pause of Python's garbage collector per
 generation (``gc.callbacks``), the number of collections, and the reactor's longest
@@ -378,7 +385,7 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
     server = ProbedServer(work, Path(args.repo).resolve(), args.db, extra)
     lines: queue.Queue[tuple[int, str]] = queue.Queue()
     loaders: list[Any] = []
-    out: dict[str, Any] = {"held": held}
+    out: dict[str, Any] = {"held": held, "disconnect": args.disconnect}
     try:
         warm = bench_pings.Loader(server.port, users, held, 200, 2, lines, 249, once=True)
         answered = 0
@@ -411,12 +418,22 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
         out["frozen_high"] = server.ask("frozen")["frozen"]
         out["held_high"] = server.held()
         server.ask("reset")
+        cpu0 = bench_pings.cpu_ticks(server.proc.pid)
         t0 = time.monotonic()
+        if args.disconnect:
+            for ld in loaders:          # every client socket closed by the kernel at once
+                ld.proc.kill()
+            for ld in loaders:
+                ld.proc.wait()
         for ld in loaders:
             ld.stop()
         loaders = []
         _wait(lambda: server.held() == 0, 300, "every hold to end")
         out["end_seconds"] = time.monotonic() - t0
+        bench_pings.settle([server.proc.pid], 1.0)
+        tick = os.sysconf("SC_CLK_TCK")
+        # (includes the settle's idle second and the /metrics reads: a few ms)
+        out["end_cpu"] = (bench_pings.cpu_ticks(server.proc.pid) - cpu0) / tick
         time.sleep(args.after)
         bench_pings.settle([server.proc.pid])
         out["end"] = server.ask("stats")
@@ -452,6 +469,12 @@ def report(r: dict[str, Any]) -> None:
           f"{r['held_high']} held, {r['rss_after']:.0f} MiB after the mass end"
           + (f" ({r['trim']['rss_after_kb'] / 1024:.0f} MiB after a malloc_trim taking "
              f"{r['trim']['seconds'] * 1000:.0f} ms)" if "trim" in r else ""), flush=True)
+    cpu = r["end_cpu"]
+    print(f"  mass {'disconnect' if r.get('disconnect') else 'end'}: held count 0 after "
+          f"{r['end_seconds']:.1f} s; server CPU {cpu:.2f} s for the burst, "
+          f"{cpu / max(1, r['held_high']) * 1e6:.0f} us per closed hold; reactor's longest "
+          f"stall {r['end']['stall_max'] * 1000:.0f} ms, longest turn CPU "
+          f"{r['end']['turn_cpu_max'] * 1000:.0f} ms", flush=True)
     leak = r["leak"]
     print(f"  frozen objects: {r['frozen_start']} after warm-up, {r['frozen_high']} held, "
           f"{r['frozen_after']} after the mass end, of which garbage (found once "
@@ -477,6 +500,8 @@ def main() -> None:
     p.add_argument("--after", type=float, default=5, help="seconds after the mass end")
     p.add_argument("--heartbeat", type=int, default=3000, help="the devices' heartbeat")
     p.add_argument("--trim", action="store_true", help="ask for a malloc_trim at the end")
+    p.add_argument("--disconnect", action="store_true",
+                   help="mass end by killing the load generators: all sockets close at once")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("extra", nargs="*", help="more server options (after --)")

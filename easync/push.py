@@ -10,8 +10,13 @@ process.  It ends when
   never blocks the reactor for long),
 * its heartbeat expires,
 * a newer long poll of the same device arrives (``Holds.supersede``), or
-* the client disconnects: the HTTP layer cancels the handler, which cancels the
-  awaited Deferred; ``Hold.end`` then leaves the hub and drops the timer.
+* the client disconnects: the HTTP layer calls ``Hold.gone``, which leaves the hub and
+  queues the hold like a wake: its handler returns in one of the next slices (no
+  cancellation, no ``CancelledError`` thrown through it, no ``Failure``), so that
+  20,000 connections dropped at once (a NAT gateway, a network blip) are ended a slice
+  per reactor turn too, not all in the turn that saw them go (issue #12).  A request
+  not held (still running its command) is cancelled as before; cancelling the awaited
+  Deferred ends the hold too.
 
 The handler listens *before* it looks for pending changes, so a change committed
 between the look and the wait is never missed; changes arriving while the handler is
@@ -51,17 +56,23 @@ def default_node_name() -> str:
 #: handler re-checks them all.  (The hubs now name every watched folder instead.)
 ALL = "*"
 
+#: ``Hold.reason`` when the client went away (``Hold.gone``)
+GONE = "gone"
+
 
 class Hold:
     """One held request.  Cheap: slots, one timer slot, one place in the hub."""
 
     __slots__ = ("_listening", "_queued", "_slot", "_waiter", "changed", "command",
-                 "deadline", "device_id", "folders", "holds", "own_ignored", "reason",
-                 "since", "user_id", "woken_at")
+                 "deadline", "device_id", "folders", "holds", "own_ignored", "owner",
+                 "reason", "since", "user_id", "woken_at")
 
     def __init__(self, holds: Holds, user_id: int, device_id: str, command: str,
-                 folders: list[str], seconds: float) -> None:
+                 folders: list[str], seconds: float, owner: object = None) -> None:
         self.holds = holds
+        #: the request holding (the handler's ``EasRequest``): how the HTTP layer finds
+        #: the hold of a connection that went away
+        self.owner = owner
         self.user_id = user_id
         self.device_id = device_id
         self.command = command
@@ -71,7 +82,7 @@ class Hold:
         self.deadline: float = self.since + seconds
         # folders woken for, not yet taken -> what changed (None: unknown, look)
         self.changed: dict[str, ChangeHint | None] | None = None
-        self.reason: str | None = None           # "heartbeat" | "superseded" | "ended"
+        self.reason: str | None = None  # "heartbeat" | "superseded" | "gone" | "ended"
         self.woken_at: float | None = None       # time.monotonic() of the first wake
         #: folders in which the device's own writes (a hint naming this device) are
         #: no change for it: set by the handler once it knows the device syncs them
@@ -128,6 +139,14 @@ class Hold:
             self._release()
         else:
             self._wake_soon()
+
+    def gone(self) -> None:
+        """The client went away: stop listening now, and let the handler return in one
+        of the next answer slices (it finds ``reason`` "gone"; its answer is not
+        sent).  Cheap, so that a whole burst of closed connections costs the turn that
+        saw them little; the ends themselves are sliced like wakes."""
+        self.reason = GONE
+        self.stop(GONE, now=False)
 
     def _release(self) -> None:
         self._queued = False
@@ -234,14 +253,20 @@ class Holds:
             old.stop("superseded")
 
     def start(self, user_id: int, device_id: str, command: str, folders: list[str],
-              seconds: float) -> Hold:
+              seconds: float, owner: object = None) -> Hold:
+        """A new hold of ``owner`` (the handler's request: see ``held_by``)."""
         self.supersede(user_id, device_id)
-        hold = Hold(self, user_id, device_id, command, folders, seconds)
+        hold = Hold(self, user_id, device_id, command, folders, seconds, owner)
         self.by_device[(user_id, device_id)] = hold
         self.counts[command] = self.counts.get(command, 0) + 1
         if self.recorder is not None:
             self.recorder.started(hold)
         return hold
+
+    def held_by(self, owner: Any, user_id: int, device_id: str) -> Hold | None:
+        """The hold ``owner`` started and that has not ended, if any."""
+        hold = self.by_device.get((user_id, device_id))
+        return hold if hold is not None and hold.owner is owner else None
 
     def _ended(self, hold: Hold) -> None:
         key = (hold.user_id, hold.device_id)

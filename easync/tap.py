@@ -204,6 +204,10 @@ def _push_services(listeners: Listeners, server: EasServer, store: Any,
     holds = server.holds
     GcTuning(reactor, held=lambda: len(holds), freeze=listen.gc_freeze
              ).setServiceParent(top)
+    # a burst of socket events (20,000 connections closed at once) spread over turns
+    from easync.pollbound import bound_poll
+
+    bound_poll(reactor)
     if listen.metrics_listen == "off":
         return
     watch(server.metrics, server)

@@ -276,7 +276,9 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         return got
     heartbeat, folder_ids = got
     del got
-    req.body = req.device = None        # what a held Ping does not need, it does not keep
+    # what a held Ping does not need, it does not keep (the request's snapshot too: it
+    # reads nothing from it, and it held a copy of the user and device, ~10 objects)
+    req.body = req.device = req.preloaded = None
     # Listen first, then look: a change committed in between still wakes us.  The
     # folders too are looked at only once listening: a folder deleted (and
     # announced) just after the look wakes the Ping, which then answers 7 (issue #10
@@ -285,7 +287,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     # before that read tells the hold what changed since (in this process or, through
     # the poller or NOTIFY, in another).
     hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
-                              heartbeat)
+                              heartbeat, owner=req)
     if lookout is not None:
         lookout.hand_over(hold, hold.folders)
         lookout = None

@@ -397,7 +397,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         # The hierarchy too: a folder deleted meanwhile ends it with Status 12.
         hold = server.holds.start(user.id, req.device_id, "Sync",
                                   [*(c.collection_id for c in spec.collections), HIERARCHY],
-                                  spec.hold)
+                                  spec.hold, owner=req)
         if req.preloaded is not None:
             # the folders read with the request are from before the subscription: the
             # lookout made before that read tells the hold what changed since; without
