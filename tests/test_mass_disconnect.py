@@ -124,9 +124,11 @@ async def _burst(web: Web, protos: list[Raw], cid: str, events: list,
     for proto in protos:
         await proto.closed
 
-    # the connections' ends seen over several turns, 64 events a turn at most
+    # the connections' ends seen over several turns, 64 events a turn at most (plus
+    # one: the probe's own hold stops listening in the turn it is answered; its
+    # lookout, made before the request's read, hands over to the hold in one turn)
     seen = [b - a for a, b in itertools.pairwise(gone_per_turn)]
-    assert max(seen) <= 64 and len([n for n in seen if n]) >= 3, gone_per_turn[:30]
+    assert max(seen) <= 64 + 1 and len([n for n in seen if n]) >= 3, gone_per_turn[:30]
     # ended over many reactor turns and answer slices, not in one
     assert holds.slices - slices_before >= 3, holds.slices - slices_before
     draining = [n for n in held_per_turn if 0 < n < HELD]
