@@ -57,7 +57,9 @@ class TurnLogObserver:
         self._lines: list[str] = []
         self._size = 0
         self._pending: Any = None          # the DelayedCall of the next write
-        self._lock = threading.Lock()
+        # re-entrant: a line emitted while writing (a warning from the file) must not
+        # deadlock; it goes to the next block
+        self._lock = threading.RLock()
         self._second = -1
         self._stamp = ""
         self._shutdown_hooked = False
@@ -127,8 +129,8 @@ class TurnLogObserver:
 
     def _write_locked(self) -> None:
         pending, self._pending = self._pending, None
-        if pending is not None and pending.active():
-            pending.cancel()
+        if pending is not None and pending.active() and threadable.isInIOThread():
+            pending.cancel()            # (from another thread it runs, and finds nothing)
         if not self._lines:
             return
         block = "".join(self._lines)

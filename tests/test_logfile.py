@@ -232,3 +232,22 @@ def test_twistd_logfile_end_to_end(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert "Server Shut Down." in logpath.read_text()
+
+
+def test_a_line_from_another_thread_is_written_at_once_after_the_buffered_ones() -> None:
+    """A store thread's line cannot wait for the reactor's turn (it may never come if
+    the reactor is stuck): it goes out at once, behind what the reactor had buffered."""
+    import threading
+
+    clock = TurnClock()
+    out = CountingFile()
+    observer = TurnLogObserver(out, reactor=clock)
+    first, second = events([EVENT_TIME, EVENT_TIME + 1])
+    observer(first)                                      # the reactor thread: buffered
+    worker = threading.Thread(target=observer, args=(second,))
+    worker.start()
+    worker.join(10)
+    assert out.getvalue() == (formatEventAsClassicLogText(first) or "") + (
+        formatEventAsClassicLogText(second) or "")
+    clock.advance(0)                                     # the pending turn finds nothing
+    assert out.writes == 1
