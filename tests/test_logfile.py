@@ -251,3 +251,27 @@ def test_a_line_from_another_thread_is_written_at_once_after_the_buffered_ones()
         formatEventAsClassicLogText(second) or "")
     clock.advance(0)                                     # the pending turn finds nothing
     assert out.writes == 1
+
+
+def test_twistds_observer_writes_each_line_before_the_turn_ends(tmp_path: Path) -> None:
+    """The observer ``twistd easync`` gets writes a line at once, even mid-turn with the
+    reactor running: a request's line (or a "closed a connection" note) is in the file
+    before the client can see the answer or the close, which go out at the reactor's
+    next poll (tests and log readers rely on that order)."""
+    from easync import logfile
+
+    options: dict[str, Any] = {"logger": None, "logfile": str(tmp_path / "t.log"),
+                               "nodaemon": True, "syslog": False}
+    assert install_default(options)
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        observer = logfile.twistd_observer()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert isinstance(observer, TurnLogObserver) and observer.per_turn is False
+    clock = TurnClock()
+    observer._reactor = clock                            # running, mid-turn
+    (event,) = events([EVENT_TIME])
+    observer(event)
+    assert (tmp_path / "t.log").read_text() == formatEventAsClassicLogText(event)
+    assert not clock.getDelayedCalls()
