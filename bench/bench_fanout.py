@@ -391,6 +391,15 @@ def run(args: argparse.Namespace) -> None:
         if args.profile:
             os.kill(server.proc.pid, signal.SIGUSR1)
             time.sleep(0.2)
+        spy = None
+        if args.py_spy:
+            # sampled from outside (no cost inside the server): stacks of the fan-out alone
+            beside = Path(sys.executable).parent / "py-spy"
+            spy = subprocess.Popen([str(beside) if beside.exists() else "py-spy", "record", "--pid", str(server.proc.pid),
+                                    "--rate", "1000", "--format", "raw", "--nonblocking",
+                                    "-o", str(Path(args.py_spy).resolve())],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.5)
         cpu0 = cpu_ticks(server.proc.pid)
         split0 = user_system_ticks(server.proc.pid)
         if args.write == "sync":
@@ -433,6 +442,9 @@ def run(args: argparse.Namespace) -> None:
         if args.profile:
             os.kill(server.proc.pid, signal.SIGUSR2)
             time.sleep(1)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         time.sleep(0.5)
         while not lines.empty():
             ln = lines.get()
@@ -500,6 +512,9 @@ def main() -> None:
     p.add_argument("--lifetime", type=float, default=600,
                    help="seconds after which every load generator stops by itself")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--py-spy", metavar="FILE",
+                   help="py-spy record the server (raw collapsed stacks, 1,000 samples/s, "
+                        "idle left out) from just before the change to the last answer")
     p.add_argument("--profile", metavar="FILE",
                    help="cProfile the server from just before the change to the last "
                         "answer, stats written to FILE (the CPU figure then includes "

@@ -60,6 +60,7 @@ class EasResponse:
     headers: dict[str, str] = field(default_factory=dict)
     status: str = ""               # the EAS Status for the request log line
     woken: float | None = None     # time.monotonic() a change woke this long poll (metrics)
+    wbxml: bytes | None = None     # ``body`` already encoded (a ready-made answer)
 
 
 class EasHTTPError(Exception):

@@ -91,6 +91,11 @@ class Options(usage.Options):
         except cfg.ConfigError as e:
             raise usage.UsageError(str(e)) from None
         self.update(self.config.values())
+        # twistd's log lines through easync's observer (easync.logfile) unless the
+        # command line chose --logger or --syslog
+        from easync.logfile import install_default
+
+        install_default(getattr(self, "parent", None))
 
     def settings(self) -> Settings:
         """The ``Settings`` these options describe (a copy of ``config.settings``)."""

@@ -610,7 +610,9 @@ class ActiveSyncResource(Resource):
         for k, v in resp.headers.items():
             request.setHeader(k.encode(), v.encode())
         data = b""
-        if resp.body is not None:
+        if resp.wbxml is not None:
+            data = resp.wbxml
+        elif resp.body is not None:
             data = encode(resp.body)
         plain = len(data)
         # gzip as Exchange does when the client accepts it (MS-ASHTTP §2.2.2.1.2); an empty
