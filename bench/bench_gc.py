@@ -46,6 +46,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +60,68 @@ REPO = BENCH.parent
 
 
 # -- the probe, inside the server ---------------------------------------------------------
+
+class _TurnStats:
+    """What a reactor turn did (the ramp's question: which part of a turn is long):
+    the longest poll phase (I/O events handled, in CPU ms, and how many events), the
+    longest run of thread-call results (``callFromThread``: completed database and
+    bcrypt calls) and of timed calls."""
+
+    def __init__(self) -> None:
+        self.poll_cpu_max = 0.0
+        self.poll_events_at_max = 0
+        self.poll_events_max = 0
+        self.calls_cpu_max = 0.0
+        self.thread_calls_at_max = 0
+        self.thread_calls_max = 0
+        self.turns = 0
+        self.turns_over_50ms = 0
+
+    def stats(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _install_turn_probe(reactor: Any, probe: _Probe) -> None:
+    """Time the reactor's two phases per turn (``doIteration``: the poll and its I/O
+    callbacks; ``runUntilCurrent``: thread-call results and timed calls)."""
+    poll = reactor.doIteration
+    run = reactor.runUntilCurrent
+    events = [0]
+    rw = reactor._doReadOrWrite
+
+    def counted_rw(*a: Any) -> Any:
+        events[0] += 1
+        return rw(*a)
+
+    reactor._doReadOrWrite = counted_rw
+
+    def timed_poll(timeout: Any) -> None:
+        events[0] = 0
+        t = probe.turns
+        c0 = time.thread_time()
+        poll(timeout)
+        cpu = time.thread_time() - c0
+        t.turns += 1
+        t.turns_over_50ms += cpu > 0.05
+        t.poll_events_max = max(t.poll_events_max, events[0])
+        if cpu > t.poll_cpu_max:
+            t.poll_cpu_max = cpu
+            t.poll_events_at_max = events[0]
+
+    def timed_run() -> None:
+        t = probe.turns
+        queued = len(reactor.threadCallQueue)
+        c0 = time.thread_time()
+        run()
+        cpu = time.thread_time() - c0
+        t.thread_calls_max = max(t.thread_calls_max, queued)
+        if cpu > t.calls_cpu_max:
+            t.calls_cpu_max = cpu
+            t.thread_calls_at_max = queued
+
+    reactor.doIteration = timed_poll
+    reactor.runUntilCurrent = timed_run
+
 
 class _Probe:
     """GC pauses per generation and the reactor's lateness, since the last reset."""
@@ -81,6 +144,7 @@ class _Probe:
         self.stall_max = 0.0
         self.stalls_over_50ms = 0
         self.turn_cpu_max = 0.0
+        self.turns = _TurnStats()
         self._last = time.monotonic()
         self._last_cpu = time.thread_time()
 
@@ -124,6 +188,7 @@ class _Probe:
         return {"gc_count": self.count, "gc_total": self.total, "gc_max": self.max,
                 "gc_cpu_max": self.cpu_max, "gen2_log": self.gen2_log, "turn_cpu_max": self.turn_cpu_max,
                 "gc_collected": self.collected, "gc_over_50ms": self.over_50ms,
+                "turns": self.turns.stats(),
                 "stall_max": self.stall_max, "stalls_over_50ms": self.stalls_over_50ms,
                 "gc_counts_now": list(gc.get_count()), "threshold": list(gc.get_threshold()),
                 "rss_kb": _rss_kb(os.getpid())}
@@ -264,6 +329,7 @@ def probe_main(port: int, argv: list[str]) -> None:
             self.sendLine(json.dumps(answer).encode())
 
     def start() -> None:
+        _install_turn_probe(reactor, probe)
         LoopingCall(probe.on_tick).start(probe.tick, now=False)
         reactor.listenTCP(port, protocol.Factory.forProtocol(Control),  # type: ignore[attr-defined]
                           interface="127.0.0.1")
@@ -355,7 +421,13 @@ def _phase_line(name: str, s: dict[str, Any]) -> str:
     return (f"  {name:<6} longest GC pause gen0/1/2 {pauses} ms (CPU {cpu} ms; {counts} "
             f"collections, {sum(s['gc_over_50ms'])} over 50 ms); reactor's longest stall "
             f"{s['stall_max'] * 1000:.0f} ms ({s['stalls_over_50ms']} over 50 ms; "
-            f"longest turn CPU {s['turn_cpu_max'] * 1000:.0f} ms)")
+            f"longest turn CPU {s['turn_cpu_max'] * 1000:.0f} ms)"
+            + (f"\n         turn parts: poll+I/O {t['poll_cpu_max'] * 1000:.0f} ms CPU "
+               f"({t['poll_events_at_max']} events; most events in one poll "
+               f"{t['poll_events_max']}), thread results+timers "
+               f"{t['calls_cpu_max'] * 1000:.0f} ms CPU ({t['thread_calls_at_max']} "
+               f"results; most queued {t['thread_calls_max']})"
+               if (t := s.get("turns")) else ""))
 
 
 def _wait(cond: Any, timeout: float, what: str) -> None:
@@ -396,13 +468,22 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
         out["frozen_start"] = server.ask("frozen")["frozen"]
         server.ask("reset")
         t0 = time.monotonic()
+        cpu0 = bench_pings.cpu_ticks(server.proc.pid)
+        spy = _py_spy(args.py_spy, server.proc.pid)
         for start in range(0, held, bench_pings.PER_LOADER):
             n = min(bench_pings.PER_LOADER, held - start)
             loaders.append(bench_pings.Loader(server.port, users, start, n, args.heartbeat,
                                               lines, start))
         bench_pings.wait_held([server], held, loaders, timeout=900)  # type: ignore[list-item]
         out["ramp_seconds"] = time.monotonic() - t0
+        out.update(_ramp_cpu(server.proc.pid, cpu0, loaders))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         out["ramp"] = server.ask("stats")
+        if args.ramp_only:
+            out["load"] = os.getloadavg()[0]
+            return out
         server.ask("reset")
         time.sleep(args.steady)
         out["steady"] = server.ask("stats")
@@ -443,10 +524,43 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
     return out
 
 
+def _py_spy(path: str | None, pid: int) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of the server during the ramp (``--py-spy FILE``)."""
+    if not path:
+        return None
+    exe = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid",
+                             str(pid), "-o", path, "--rate", "200"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _ramp_cpu(server_pid: int, server_ticks0: int, loaders: list[Any]) -> dict[str, Any]:
+    """CPU seconds of the server and of the load generators during the ramp (which one
+    limits the ramp rate: the loaders start with the ramp, so their whole CPU counts)."""
+    import bench_pings
+
+    hz = os.sysconf("SC_CLK_TCK")
+    return {"ramp_server_cpu": (bench_pings.cpu_ticks(server_pid) - server_ticks0) / hz,
+            "ramp_loader_cpu": sum(bench_pings.cpu_ticks(ld.proc.pid) for ld in loaders
+                                   if ld.proc.poll() is None) / hz}
+
+
+def report_ramp(r: dict[str, Any]) -> None:
+    """The ramp's line: devices set up per second, and the CPU that took."""
+    secs = r["ramp_seconds"]
+    print(f"{r['held']} held: ramp {secs:.1f} s = {r['held'] / secs:.0f} devices/s "
+          f"(load {r['load']:.1f}); server CPU {r['ramp_server_cpu']:.1f} s "
+          f"({r['ramp_server_cpu'] * 1e3 / r['held']:.2f} ms per device, "
+          f"{r['ramp_server_cpu'] / secs * 100:.0f} % of one CPU), load generators "
+          f"{r['ramp_loader_cpu']:.1f} s", flush=True)
+    print(_phase_line("ramp", r["ramp"]), flush=True)
+
+
 def report(r: dict[str, Any]) -> None:
+    report_ramp(r)
     print(f"{r['held']} held (ramp {r['ramp_seconds']:.0f} s, mass end {r['end_seconds']:.1f} s"
           f", load {r['load']:.1f}):")
-    for phase in ("ramp", "steady", "end"):
+    for phase in ("steady", "end"):
         print(_phase_line(phase, r[phase]))
     print(f"  RSS: {r['rss_start']:.0f} MiB after warm-up, {r['rss_high']:.0f} MiB with "
           f"{r['held_high']} held, {r['rss_after']:.0f} MiB after the mass end"
@@ -476,6 +590,10 @@ def main() -> None:
     p.add_argument("--steady", type=float, default=60, help="seconds held after the ramp")
     p.add_argument("--after", type=float, default=5, help="seconds after the mass end")
     p.add_argument("--heartbeat", type=int, default=3000, help="the devices' heartbeat")
+    p.add_argument("--ramp-only", action="store_true",
+                   help="stop after the ramp (its rate, collections and turns)")
+    p.add_argument("--py-spy", metavar="FILE",
+                   help="py-spy record the server during the ramp into FILE (.svg)")
     p.add_argument("--trim", action="store_true", help="ask for a malloc_trim at the end")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -491,7 +609,7 @@ def main() -> None:
         results = []
         for held in marks:
             r = run_one(args, held, users, args.extra)
-            report(r)
+            (report_ramp if args.ramp_only else report)(r)
             results.append(r)
         print(f"machine: {bench_pings.machine_info()}; server code {args.repo}; "
               f"options {' '.join(args.extra) or '(defaults)'}")

@@ -204,6 +204,10 @@ def _push_services(listeners: Listeners, server: EasServer, store: Any,
     holds = server.holds
     GcTuning(reactor, held=lambda: len(holds), freeze=listen.gc_freeze
              ).setServiceParent(top)
+    # a bounded amount of I/O and thread results per reactor turn (easync.turns)
+    from easync.turns import TurnBudget
+
+    TurnBudget(reactor).setServiceParent(top)
     if listen.metrics_listen == "off":
         return
     watch(server.metrics, server)
