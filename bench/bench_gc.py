@@ -138,6 +138,7 @@ class _Probe:
         self.total = [0.0, 0.0, 0.0]
         self.max = [0.0, 0.0, 0.0]
         self.cpu_max = [0.0, 0.0, 0.0]
+        self.cpu_total = [0.0, 0.0, 0.0]
         self.collected = [0, 0, 0]
         self.over_50ms = [0, 0, 0]
         self.gen2_log: list[tuple[float, float, int, int]] = []
@@ -165,6 +166,7 @@ class _Probe:
         self.total[g] += took
         self.max[g] = max(self.max[g], took)
         self.cpu_max[g] = max(self.cpu_max[g], cpu)
+        self.cpu_total[g] += cpu
         if self.census_gen2 and (g == 2 or cpu > 0.02):
             self.gen2_log.append((g, round(took * 1000, 1), round(cpu * 1000, 1), self._walk,
                                   int(info.get("collected", 0))))
@@ -186,7 +188,7 @@ class _Probe:
         import gc
 
         return {"gc_count": self.count, "gc_total": self.total, "gc_max": self.max,
-                "gc_cpu_max": self.cpu_max, "gen2_log": self.gen2_log, "turn_cpu_max": self.turn_cpu_max,
+                "gc_cpu_max": self.cpu_max, "gc_cpu_total": self.cpu_total, "gen2_log": self.gen2_log, "turn_cpu_max": self.turn_cpu_max,
                 "gc_collected": self.collected, "gc_over_50ms": self.over_50ms,
                 "turns": self.turns.stats(),
                 "stall_max": self.stall_max, "stalls_over_50ms": self.stalls_over_50ms,
@@ -419,7 +421,8 @@ def _phase_line(name: str, s: dict[str, Any]) -> str:
     cpu = " / ".join(f"{m * 1000:.0f}" for m in s["gc_cpu_max"])
     counts = "/".join(str(c) for c in s["gc_count"])
     return (f"  {name:<6} longest GC pause gen0/1/2 {pauses} ms (CPU {cpu} ms; {counts} "
-            f"collections, {sum(s['gc_over_50ms'])} over 50 ms); reactor's longest stall "
+            f"collections, {sum(s['gc_over_50ms'])} over 50 ms; CPU in all collections "
+            f"{sum(s.get('gc_cpu_total', [0])):.2f} s); reactor's longest stall "
             f"{s['stall_max'] * 1000:.0f} ms ({s['stalls_over_50ms']} over 50 ms; "
             f"longest turn CPU {s['turn_cpu_max'] * 1000:.0f} ms)"
             + (f"\n         turn parts: poll+I/O {t['poll_cpu_max'] * 1000:.0f} ms CPU "
