@@ -472,6 +472,7 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
         server.ask("reset")
         t0 = time.monotonic()
         cpu0 = bench_pings.cpu_ticks(server.proc.pid)
+        pg0 = _pg_ticks(args.db)
         spy = _py_spy(args.py_spy, server.proc.pid)
         for start in range(0, held, bench_pings.PER_LOADER):
             n = min(bench_pings.PER_LOADER, held - start)
@@ -480,6 +481,9 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
         bench_pings.wait_held([server], held, loaders, timeout=900)  # type: ignore[list-item]
         out["ramp_seconds"] = time.monotonic() - t0
         out.update(_ramp_cpu(server.proc.pid, cpu0, loaders))
+        pg1 = _pg_ticks(args.db)
+        out["ramp_pg_cpu"] = sum(t - pg0.get(pid, 0) for pid, t in pg1.items()
+                                 ) / os.sysconf("SC_CLK_TCK")
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
@@ -537,6 +541,30 @@ def _py_spy(path: str | None, pid: int) -> subprocess.Popen[bytes] | None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _pg_ticks(db: str) -> dict[int, int]:
+    """CPU ticks of the PostgreSQL backends serving ``db`` (the server's pool) now."""
+    if not db.startswith("postgresql"):
+        return {}
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        pids = [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")]
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = _ticks(pid)
+        except OSError:
+            pass
+    return out
+
+
+def _ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def _ramp_cpu(server_pid: int, server_ticks0: int, loaders: list[Any]) -> dict[str, Any]:
     """CPU seconds of the server and of the load generators during the ramp (which one
     limits the ramp rate: the loaders start with the ramp, so their whole CPU counts)."""
@@ -554,7 +582,8 @@ def report_ramp(r: dict[str, Any]) -> None:
     print(f"{r['held']} held: ramp {secs:.1f} s = {r['held'] / secs:.0f} devices/s "
           f"(load {r['load']:.1f}); server CPU {r['ramp_server_cpu']:.1f} s "
           f"({r['ramp_server_cpu'] * 1e3 / r['held']:.2f} ms per device, "
-          f"{r['ramp_server_cpu'] / secs * 100:.0f} % of one CPU), load generators "
+          f"{r['ramp_server_cpu'] / secs * 100:.0f} % of one CPU), PostgreSQL backends "
+          f"{r.get('ramp_pg_cpu', 0):.1f} s, load generators "
           f"{r['ramp_loader_cpu']:.1f} s", flush=True)
     print(_phase_line("ramp", r["ramp"]), flush=True)
 
