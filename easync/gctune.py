@@ -18,7 +18,7 @@ collector's way with ``gc.freeze()`` (the permanent generation, never walked):
 3. in a burst (a ramp of logins), sooner: after ``BURST_YOUNG`` young collections
    since the last freeze (counted in ``gc.callbacks``, acted on between reactor
    events every ``BURST_CHECK`` seconds), so that a collection walks at most about
-   14,000 allocations, whatever the rate.  ``easync.turns`` bounds the work of one
+   7,000 allocations, whatever the rate.  ``easync.turns`` bounds the work of one
    reactor turn, which bounds what can pile up between two checks.
 
 Nothing frozen is garbage at the moment of the freeze (the collection just before
@@ -66,7 +66,7 @@ FREEZE_INTERVAL = 0.5
 #: generation 0 every 700 net allocations of tracked objects, so this bounds what the
 #: collect walks (and keeps CPython's own full collection, due every 100 young ones
 #: while little is old, from walking a whole burst).
-BURST_YOUNG = 20
+BURST_YOUNG = 10
 #: How often, in seconds, the young collections are counted against ``BURST_YOUNG``.
 BURST_CHECK = 0.1
 #: How often the number of held requests is looked at (for malloc_trim), seconds.
