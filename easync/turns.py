@@ -95,7 +95,7 @@ class CappedPoller:
 class TurnBudget(Service):
     """Bounds the I/O events and thread results one reactor turn handles (module
     docstring).  Works on reactors with Twisted's ``_doReadOrWrite`` and
-    ``doIteration`` (poll, epoll; the thread part on any ``ReactorBase``); elsewhere
+    ``doIteration`` (select, poll, epoll; the thread part on any ``ReactorBase``); elsewhere
     that part is left as it is."""
 
     def __init__(self, reactor: Any, io_budget: float = IO_BUDGET,
@@ -121,7 +121,8 @@ class TurnBudget(Service):
         self._cut = False
         self._saved["doIteration"](timeout)
 
-    def _read_or_write(self, selectable: Any, fd: int, event: int) -> None:
+    def _read_or_write(self, *args: Any) -> None:
+        # (selectable, fd, event) on poll and epoll, (selectable, method) on select
         now = self.clock()
         if self._end is None:
             self._end = now + self.io_budget
@@ -132,7 +133,7 @@ class TurnBudget(Service):
                 self._cut = True
                 self.turns_cut += 1
             return
-        self._saved["_doReadOrWrite"](selectable, fd, event)
+        self._saved["_doReadOrWrite"](*args)
 
     # -- the thread-result part -------------------------------------------------------
     @property
@@ -147,8 +148,9 @@ class TurnBudget(Service):
         """Calls a pool thread appended to the old queue while it was being replaced."""
         old = self._old_queue
         if old and self._calls is not None:
-            self._calls.extend(old)
-            del old[:]
+            n = len(old)                # (a thread may append meanwhile: only these n)
+            self._calls.extend(old[:n])
+            del old[:n]
             self.reactor.wakeUp()
 
     # -- the service ------------------------------------------------------------------
@@ -189,6 +191,8 @@ class TurnBudget(Service):
         if self._calls is not None and r.threadCallQueue is self._calls:
             plain = list(self._calls)
             r.threadCallQueue = plain
+            # (only the reactor removes calls: the first len(plain) are the copied ones)
+            del self._calls[:len(plain)]
             # anything appended to the sliced list after the copy
             r.callLater(0, self._give_back, plain)
         self._old_queue = None

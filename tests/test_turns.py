@@ -240,3 +240,17 @@ async def test_a_burst_of_allocations_brings_the_freeze_forward() -> None:
         gc.unfreeze()
         gc.collect()
     assert tuning._count_young not in gc.callbacks
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_gives_pending_calls_back_once() -> None:
+    """Calls still queued when the service stops run once, on the reactor's own queue."""
+    budget = TurnBudget(reactor)
+    budget.startService()
+    ran: list[int] = []
+    for i in range(3):
+        reactor.threadCallQueue.append((ran.append, (i,), {}))  # type: ignore[attr-defined]
+    budget.stopService()
+    await deferLater(reactor, 0.05, lambda: None)
+    assert ran == [0, 1, 2]
+    assert type(reactor.threadCallQueue) is list  # type: ignore[attr-defined]
