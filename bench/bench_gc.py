@@ -1,7 +1,8 @@
 """Garbage-collector pauses and memory with many held Pings (issue #12 point 2).
 
     python bench/bench_gc.py [--held 5000,20000] [--db postgresql://…] [--repo DIR]
-                             [--steady 60] [--heartbeat 3000] [-- EXTRA SERVER OPTIONS]
+                             [--steady 60] [--heartbeat 3000] [--ramp-only]
+                             [--py-spy FILE.svg] [-- EXTRA SERVER OPTIONS]
 
 For each number N of ``--held``: one ``twistd -n easync`` process (the code of
 ``--repo``, default this checkout: run it once on the base commit's tree for the
@@ -18,6 +19,13 @@ hold a Ping on each.  Phases:
    Ping again as phones do);
 4. mass end: the load generators are stopped, so every connection closes and the
    server drops every held Ping at once; then ``--after`` seconds of nothing.
+
+``--ramp-only`` stops after phase 2 and reports the ramp (a burst of logins): devices
+set up per second, the CPU seconds of the server, its PostgreSQL backends and the load
+generators (which one limits the rate), and per reactor turn the longest poll phase
+(I/O events: accepts, TLS, request heads) and the longest ``runUntilCurrent`` (finished
+thread-pool calls and timed calls).  ``--py-spy FILE`` records the server with py-spy
+during the ramp (it pauses the process to sample: the rate drops).
 
 Per phase the probe reports the longest pause of Python's garbage collector per
 generation (``gc.callbacks``), the number of collections, and the reactor's longest
