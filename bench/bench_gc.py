@@ -2,6 +2,7 @@
 
     python bench/bench_gc.py [--held 5000,20000] [--db postgresql://…] [--repo DIR]
                              [--steady 60] [--heartbeat 3000] [--disconnect]
+                             [--ramp-only] [--py-spy FILE.svg]
                              [-- EXTRA SERVER OPTIONS]
 
 For each number N of ``--held``: one ``twistd -n easync`` process (the code of
@@ -25,6 +26,13 @@ hold a Ping on each.  Phases:
    the reactor's longest stall and longest turn (the probe), the server's CPU for the
    burst (``/proc``, until it is idle again) and per closed hold, the time until the
    held count is 0, and RSS before and after.
+
+``--ramp-only`` stops after phase 2 and reports the ramp (a burst of logins): devices
+set up per second, the CPU seconds of the server, its PostgreSQL backends and the load
+generators (which one limits the rate), and per reactor turn the longest poll phase
+(I/O events: accepts, TLS, request heads) and the longest ``runUntilCurrent`` (finished
+thread-pool calls and timed calls).  ``--py-spy FILE`` records the server with py-spy
+during the ramp (it pauses the process to sample: the rate drops).
 
 Per phase the probe reports the longest pause of Python's garbage collector per
 generation (``gc.callbacks``), the number of collections, and the reactor's longest
@@ -53,6 +61,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -66,6 +75,68 @@ REPO = BENCH.parent
 
 
 # -- the probe, inside the server ---------------------------------------------------------
+
+class _TurnStats:
+    """What a reactor turn did (the ramp's question: which part of a turn is long):
+    the longest poll phase (I/O events handled, in CPU ms, and how many events), the
+    longest run of thread-call results (``callFromThread``: completed database and
+    bcrypt calls) and of timed calls."""
+
+    def __init__(self) -> None:
+        self.poll_cpu_max = 0.0
+        self.poll_events_at_max = 0
+        self.poll_events_max = 0
+        self.calls_cpu_max = 0.0
+        self.thread_calls_at_max = 0
+        self.thread_calls_max = 0
+        self.turns = 0
+        self.turns_over_50ms = 0
+
+    def stats(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _install_turn_probe(reactor: Any, probe: _Probe) -> None:
+    """Time the reactor's two phases per turn (``doIteration``: the poll and its I/O
+    callbacks; ``runUntilCurrent``: thread-call results and timed calls)."""
+    poll = reactor.doIteration
+    run = reactor.runUntilCurrent
+    events = [0]
+    rw = reactor._doReadOrWrite
+
+    def counted_rw(*a: Any) -> Any:
+        events[0] += 1
+        return rw(*a)
+
+    reactor._doReadOrWrite = counted_rw
+
+    def timed_poll(timeout: Any) -> None:
+        events[0] = 0
+        t = probe.turns
+        c0 = time.thread_time()
+        poll(timeout)
+        cpu = time.thread_time() - c0
+        t.turns += 1
+        t.turns_over_50ms += cpu > 0.05
+        t.poll_events_max = max(t.poll_events_max, events[0])
+        if cpu > t.poll_cpu_max:
+            t.poll_cpu_max = cpu
+            t.poll_events_at_max = events[0]
+
+    def timed_run() -> None:
+        t = probe.turns
+        queued = len(reactor.threadCallQueue)
+        c0 = time.thread_time()
+        run()
+        cpu = time.thread_time() - c0
+        t.thread_calls_max = max(t.thread_calls_max, queued)
+        if cpu > t.calls_cpu_max:
+            t.calls_cpu_max = cpu
+            t.thread_calls_at_max = queued
+
+    reactor.doIteration = timed_poll
+    reactor.runUntilCurrent = timed_run
+
 
 class _Probe:
     """GC pauses per generation and the reactor's lateness, since the last reset."""
@@ -82,12 +153,14 @@ class _Probe:
         self.total = [0.0, 0.0, 0.0]
         self.max = [0.0, 0.0, 0.0]
         self.cpu_max = [0.0, 0.0, 0.0]
+        self.cpu_total = [0.0, 0.0, 0.0]
         self.collected = [0, 0, 0]
         self.over_50ms = [0, 0, 0]
         self.gen2_log: list[tuple[float, float, int, int]] = []
         self.stall_max = 0.0
         self.stalls_over_50ms = 0
         self.turn_cpu_max = 0.0
+        self.turns = _TurnStats()
         self._last = time.monotonic()
         self._last_cpu = time.thread_time()
 
@@ -108,6 +181,7 @@ class _Probe:
         self.total[g] += took
         self.max[g] = max(self.max[g], took)
         self.cpu_max[g] = max(self.cpu_max[g], cpu)
+        self.cpu_total[g] += cpu
         if self.census_gen2 and (g == 2 or cpu > 0.02):
             self.gen2_log.append((g, round(took * 1000, 1), round(cpu * 1000, 1), self._walk,
                                   int(info.get("collected", 0))))
@@ -129,8 +203,9 @@ class _Probe:
         import gc
 
         return {"gc_count": self.count, "gc_total": self.total, "gc_max": self.max,
-                "gc_cpu_max": self.cpu_max, "gen2_log": self.gen2_log, "turn_cpu_max": self.turn_cpu_max,
+                "gc_cpu_max": self.cpu_max, "gc_cpu_total": self.cpu_total, "gen2_log": self.gen2_log, "turn_cpu_max": self.turn_cpu_max,
                 "gc_collected": self.collected, "gc_over_50ms": self.over_50ms,
+                "turns": self.turns.stats(),
                 "stall_max": self.stall_max, "stalls_over_50ms": self.stalls_over_50ms,
                 "gc_counts_now": list(gc.get_count()), "threshold": list(gc.get_threshold()),
                 "rss_kb": _rss_kb(os.getpid())}
@@ -271,6 +346,7 @@ def probe_main(port: int, argv: list[str]) -> None:
             self.sendLine(json.dumps(answer).encode())
 
     def start() -> None:
+        _install_turn_probe(reactor, probe)
         LoopingCall(probe.on_tick).start(probe.tick, now=False)
         reactor.listenTCP(port, protocol.Factory.forProtocol(Control),  # type: ignore[attr-defined]
                           interface="127.0.0.1")
@@ -360,9 +436,16 @@ def _phase_line(name: str, s: dict[str, Any]) -> str:
     cpu = " / ".join(f"{m * 1000:.0f}" for m in s["gc_cpu_max"])
     counts = "/".join(str(c) for c in s["gc_count"])
     return (f"  {name:<6} longest GC pause gen0/1/2 {pauses} ms (CPU {cpu} ms; {counts} "
-            f"collections, {sum(s['gc_over_50ms'])} over 50 ms); reactor's longest stall "
+            f"collections, {sum(s['gc_over_50ms'])} over 50 ms; CPU in all collections "
+            f"{sum(s.get('gc_cpu_total', [0])):.2f} s); reactor's longest stall "
             f"{s['stall_max'] * 1000:.0f} ms ({s['stalls_over_50ms']} over 50 ms; "
-            f"longest turn CPU {s['turn_cpu_max'] * 1000:.0f} ms)")
+            f"longest turn CPU {s['turn_cpu_max'] * 1000:.0f} ms)"
+            + (f"\n         turn parts: poll+I/O {t['poll_cpu_max'] * 1000:.0f} ms CPU "
+               f"({t['poll_events_at_max']} events; most events in one poll "
+               f"{t['poll_events_max']}), thread results+timers "
+               f"{t['calls_cpu_max'] * 1000:.0f} ms CPU ({t['thread_calls_at_max']} "
+               f"results; most queued {t['thread_calls_max']})"
+               if (t := s.get("turns")) else ""))
 
 
 def _wait(cond: Any, timeout: float, what: str) -> None:
@@ -403,13 +486,26 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
         out["frozen_start"] = server.ask("frozen")["frozen"]
         server.ask("reset")
         t0 = time.monotonic()
+        cpu0 = bench_pings.cpu_ticks(server.proc.pid)
+        pg0 = _pg_ticks(args.db)
+        spy = _py_spy(args.py_spy, server.proc.pid)
         for start in range(0, held, bench_pings.PER_LOADER):
             n = min(bench_pings.PER_LOADER, held - start)
             loaders.append(bench_pings.Loader(server.port, users, start, n, args.heartbeat,
                                               lines, start))
         bench_pings.wait_held([server], held, loaders, timeout=900)  # type: ignore[list-item]
         out["ramp_seconds"] = time.monotonic() - t0
+        out.update(_ramp_cpu(server.proc.pid, cpu0, loaders))
+        pg1 = _pg_ticks(args.db)
+        out["ramp_pg_cpu"] = sum(t - pg0.get(pid, 0) for pid, t in pg1.items()
+                                 ) / os.sysconf("SC_CLK_TCK")
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         out["ramp"] = server.ask("stats")
+        if args.ramp_only:
+            out["load"] = os.getloadavg()[0]
+            return out
         server.ask("reset")
         time.sleep(args.steady)
         out["steady"] = server.ask("stats")
@@ -460,10 +556,68 @@ def run_one(args: argparse.Namespace, held: int, users: Path, extra: list[str]
     return out
 
 
+def _py_spy(path: str | None, pid: int) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of the server during the ramp (``--py-spy FILE``)."""
+    if not path:
+        return None
+    exe = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid",
+                             str(pid), "-o", path, "--rate", "200"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _pg_ticks(db: str) -> dict[int, int]:
+    """CPU ticks of the PostgreSQL backends serving ``db`` (the server's pool) now."""
+    if not db.startswith("postgresql"):
+        return {}
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        pids = [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")]
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = _ticks(pid)
+        except OSError:
+            pass
+    return out
+
+
+def _ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _ramp_cpu(server_pid: int, server_ticks0: int, loaders: list[Any]) -> dict[str, Any]:
+    """CPU seconds of the server and of the load generators during the ramp (which one
+    limits the ramp rate: the loaders start with the ramp, so their whole CPU counts)."""
+    import bench_pings
+
+    hz = os.sysconf("SC_CLK_TCK")
+    return {"ramp_server_cpu": (bench_pings.cpu_ticks(server_pid) - server_ticks0) / hz,
+            "ramp_loader_cpu": sum(bench_pings.cpu_ticks(ld.proc.pid) for ld in loaders
+                                   if ld.proc.poll() is None) / hz}
+
+
+def report_ramp(r: dict[str, Any]) -> None:
+    """The ramp's line: devices set up per second, and the CPU that took."""
+    secs = r["ramp_seconds"]
+    print(f"{r['held']} held: ramp {secs:.1f} s = {r['held'] / secs:.0f} devices/s "
+          f"(load {r['load']:.1f}); server CPU {r['ramp_server_cpu']:.1f} s "
+          f"({r['ramp_server_cpu'] * 1e3 / r['held']:.2f} ms per device, "
+          f"{r['ramp_server_cpu'] / secs * 100:.0f} % of one CPU), PostgreSQL backends "
+          f"{r.get('ramp_pg_cpu', 0):.1f} s, load generators "
+          f"{r['ramp_loader_cpu']:.1f} s", flush=True)
+    print(_phase_line("ramp", r["ramp"]), flush=True)
+
+
 def report(r: dict[str, Any]) -> None:
+    report_ramp(r)
     print(f"{r['held']} held (ramp {r['ramp_seconds']:.0f} s, mass end {r['end_seconds']:.1f} s"
           f", load {r['load']:.1f}):")
-    for phase in ("ramp", "steady", "end"):
+    for phase in ("steady", "end"):
         print(_phase_line(phase, r[phase]))
     print(f"  RSS: {r['rss_start']:.0f} MiB after warm-up, {r['rss_high']:.0f} MiB with "
           f"{r['held_high']} held, {r['rss_after']:.0f} MiB after the mass end"
@@ -499,6 +653,10 @@ def main() -> None:
     p.add_argument("--steady", type=float, default=60, help="seconds held after the ramp")
     p.add_argument("--after", type=float, default=5, help="seconds after the mass end")
     p.add_argument("--heartbeat", type=int, default=3000, help="the devices' heartbeat")
+    p.add_argument("--ramp-only", action="store_true",
+                   help="stop after the ramp (its rate, collections and turns)")
+    p.add_argument("--py-spy", metavar="FILE",
+                   help="py-spy record the server during the ramp into FILE (.svg)")
     p.add_argument("--trim", action="store_true", help="ask for a malloc_trim at the end")
     p.add_argument("--disconnect", action="store_true",
                    help="mass end by killing the load generators: all sockets close at once")
@@ -516,7 +674,7 @@ def main() -> None:
         results = []
         for held in marks:
             r = run_one(args, held, users, args.extra)
-            report(r)
+            (report_ramp if args.ramp_only else report)(r)
             results.append(r)
         print(f"machine: {bench_pings.machine_info()}; server code {args.repo}; "
               f"options {' '.join(args.extra) or '(defaults)'}")

@@ -14,7 +14,12 @@ collector's way with ``gc.freeze()`` (the permanent generation, never walked):
    is not frozen yet — what that interval allocated and still holds — then a freeze of
    its survivors.  A held request is frozen half a second after it starts, so no
    collection's cost grows with the number of held requests; it is bounded by what
-   half a second allocates (a burst of logins).
+   half a second allocates;
+3. in a burst (a ramp of logins), sooner: after ``BURST_YOUNG`` young collections
+   since the last freeze (counted in ``gc.callbacks``, acted on between reactor
+   events every ``BURST_CHECK`` seconds), so that a collection walks at most about
+   7,000 allocations, whatever the rate.  ``easync.turns`` bounds the work of one
+   reactor turn, which bounds what can pile up between two checks.
 
 Nothing frozen is garbage at the moment of the freeze (the collection just before
 found it all reachable).  A frozen object is still freed by reference counting, but
@@ -56,6 +61,14 @@ log = Logger()
 
 #: Seconds between two collect-and-freeze steps.
 FREEZE_INTERVAL = 0.5
+#: A burst (issue #12, a ramp of logins): this many young (generation 0) collections
+#: since the last freeze bring the next collect-and-freeze forward.  CPython collects
+#: generation 0 every 700 net allocations of tracked objects, so this bounds what the
+#: collect walks (and keeps CPython's own full collection, due every 100 young ones
+#: while little is old, from walking a whole burst).
+BURST_YOUNG = 10
+#: How often, in seconds, the young collections are counted against ``BURST_YOUNG``.
+BURST_CHECK = 0.1
 #: How often the number of held requests is looked at (for malloc_trim), seconds.
 CHECK_INTERVAL = 5.0
 #: A mass end: the held requests fell to half their high-water mark, by at least this.
@@ -141,6 +154,9 @@ class GcTuning(Service):
         self._ready = False             # the start-up freeze is done
         self._patched: Any = None       # Twisted's callInThreadWithCallback, replaced
         self._trim = _malloc_trim() if trim else None
+        self._young = 0                 # generation-0 collections since the last freeze
+        self.burst_ticks = 0            # collect-and-freezes brought forward by a burst
+        self._burst: LoopingCall | None = None
 
     # -- the collector ---------------------------------------------------------------
     def tick(self) -> None:
@@ -155,6 +171,36 @@ class GcTuning(Service):
             gc.collect()
             gc.freeze()
             self.freezes += 1
+            self._young = 0
+
+    # -- the burst part: collect and freeze sooner when much was allocated ------------
+    def _count_young(self, phase: str, info: dict[str, int]) -> None:
+        """``gc.callbacks``: count generation-0 collections (nothing else: the collect
+        itself runs between reactor events, in ``burst_check``)."""
+        if phase == "stop" and info.get("generation") == 0:
+            self._young += 1
+
+    def burst_check(self) -> None:
+        """Every ``BURST_CHECK`` seconds: after ``BURST_YOUNG`` young collections since
+        the last freeze (a burst allocates fast), collect and freeze now instead of at
+        the next ``tick``: the collection walks at most about that many allocations."""
+        if self._ready and self._young >= BURST_YOUNG:
+            self.burst_ticks += 1
+            self.tick()
+
+    def _start_burst(self) -> None:
+        if self._count_young not in gc.callbacks:
+            gc.callbacks.append(self._count_young)
+        self._burst = LoopingCall(self.burst_check)
+        self._burst.clock = self.reactor
+        self._burst.start(BURST_CHECK, now=False)
+
+    def _stop_burst(self) -> None:
+        if self._count_young in gc.callbacks:
+            gc.callbacks.remove(self._count_young)
+        if self._burst is not None and self._burst.running:
+            self._burst.stop()
+        self._burst = None
 
     def _started(self) -> None:
         self._start_call = None
@@ -214,11 +260,13 @@ class GcTuning(Service):
             self._ticks = LoopingCall(self.tick)
             self._ticks.clock = self.reactor
             self._ticks.start(FREEZE_INTERVAL, now=False)
+            self._start_burst()
 
     def stopService(self) -> None:
         super().stopService()
         self._ready = False
         self._unpatch_thread_pools()
+        self._stop_burst()
         if self._start_call is not None and self._start_call.active():
             self._start_call.cancel()
         self._start_call = None

@@ -209,10 +209,14 @@ def _push_services(listeners: Listeners, server: EasServer, store: Any,
     holds = server.holds
     GcTuning(reactor, held=lambda: len(holds), freeze=listen.gc_freeze
              ).setServiceParent(top)
-    # a burst of socket events (20,000 connections closed at once) spread over turns
+    # a bounded amount of I/O and thread results per reactor turn (easync.turns): a
+    # burst of logins or of closes (20,000 connections dropped at once) spread over
+    # turns; epoll asked for easync.pollbound.MAX_EVENTS events a poll at most
     from easync.pollbound import bound_poll
+    from easync.turns import TurnBudget
 
     bound_poll(reactor)
+    TurnBudget(reactor).setServiceParent(top)
     if listen.metrics_listen == "off":
         return
     watch(server.metrics, server)

@@ -15,8 +15,10 @@ own site, ``--metrics-listen`` with ``/metrics``.
   be bound stops twistd instead of leaving a server that listens nowhere.
 * ``ListeningReactor``: what ``serverFromString`` binds with: the reactor, except that
   TCP and TLS ports put the per-address connection cap (``ConnectionLimits``) in
-  front of the factory, outside TLS, and with ``--workers`` bind with ``SO_REUSEPORT``
-  so that several processes accept on one port (``easync.workers``).
+  front of the factory, outside TLS, accept at most ``MAX_ACCEPTS`` connections per
+  reactor turn (``BoundedAcceptPort``: a burst of connects is taken in slices), and
+  with ``--workers`` bind with ``SO_REUSEPORT`` so that several processes accept on
+  one port (``easync.workers``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from easync.http.limits import ConnectionLimits
 # the certificate lines keep the namespace they have always been logged under
 log = Logger(namespace="easync.tap")
 
-__all__ = ["Listeners", "ListeningReactor", "ReusePort", "announce", "endpoint_description",
+__all__ = ["MAX_ACCEPTS", "BoundedAcceptPort", "Listeners", "ListeningReactor", "ReusePort", "announce", "endpoint_description",
            "site"]
 
 
@@ -101,7 +103,31 @@ def announce(info: tls.CertificateInfo, now: float) -> None:
 
 # -- binding ---------------------------------------------------------------------------------
 
-class ReusePort(tcp.Port):
+# At most this many connections accepted per readiness event of a listening port (one
+# reactor turn).  Twisted's port starts at 100 and adds 20 whenever it accepted as many
+# as it tried, without bound: in a burst (thousands of phones reconnecting) one turn
+# then builds hundreds of connections (and, on ssl:, their TLS objects) while everyone
+# waits.  The rest stay in the listen queue (DEFAULT_BACKLOG) for the next turn.
+MAX_ACCEPTS = 32
+
+
+class BoundedAcceptPort(tcp.Port):
+    """A TCP port that accepts at most ``max_accepts`` connections per event (Twisted's
+    own scaling of ``numberAccepts``, capped)."""
+
+    max_accepts = MAX_ACCEPTS
+    _number_accepts = 1
+
+    @property  # type: ignore[override]
+    def numberAccepts(self) -> int:
+        return self._number_accepts
+
+    @numberAccepts.setter
+    def numberAccepts(self, n: int) -> None:
+        self._number_accepts = max(1, min(int(n), self.max_accepts))
+
+
+class ReusePort(BoundedAcceptPort):
     """A TCP port bound with SO_REUSEPORT: several processes may listen on it."""
 
     def createInternetSocket(self) -> socket.socket:
@@ -113,8 +139,9 @@ class ReusePort(tcp.Port):
 class ListeningReactor:
     """The reactor, except that ``listenTCP``/``listenSSL`` put ``limits``' per-address
     cap in front of the factory (before TLS: a refused connection costs no handshake)
-    and, with ``reuse_port``, bind with SO_REUSEPORT.  Give it to ``serverFromString``
-    so that any tcp:/tcp6:/ssl: endpoint string gets both."""
+    and, with ``reuse_port``, bind with SO_REUSEPORT; every TCP port accepts at most
+    ``MAX_ACCEPTS`` connections per turn.  Give it to ``serverFromString`` so that any
+    tcp:/tcp6:/ssl: endpoint string gets all of it."""
 
     def __init__(self, reactor: Any, limits: ConnectionLimits | None = None,
                  reuse_port: bool = False) -> None:
@@ -129,9 +156,8 @@ class ListeningReactor:
                   interface: str = "") -> Any:
         if self._limits is not None:
             factory = self._limits.wrap(factory)
-        if not self._reuse_port:
-            return self._reactor.listenTCP(port, factory, backlog, interface)
-        p = ReusePort(port, factory, backlog, interface, self._reactor)
+        kind = ReusePort if self._reuse_port else BoundedAcceptPort
+        p = kind(port, factory, backlog, interface, self._reactor)
         p.startListening()
         return p
 
@@ -162,9 +188,8 @@ class Listeners:
         """Serve ``factory`` on the endpoint ``description`` (given as ``option``, for
         the error message: a UsageError for a bad endpoint or key file)."""
         full, self_signed = endpoint_description(description, self.cert_path)
-        binder: Any = self.reactor
-        if limits is not None or reuse_port:
-            binder = ListeningReactor(self.reactor, limits, reuse_port)
+        # (every port: the accept cap per turn, BoundedAcceptPort)
+        binder: Any = ListeningReactor(self.reactor, limits, reuse_port)
         try:
             if self_signed and not self._cert_ready:
                 announce(tls.ensure_certificate(self.cert_path), self.reactor.seconds())

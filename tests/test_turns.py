@@ -1,0 +1,256 @@
+"""A burst of connects and logins is served a bounded slice per reactor turn (issue #12
+point 2, the ramp).
+
+When every phone of a company reconnects at once (a server restart, a network outage
+ending), the work arrives faster than one process does it.  One reactor turn used to do
+all that was ready: accept every pending connect (Twisted's listening port scales its
+accepts per turn without bound), handle every ready connection's data (TLS handshakes,
+request heads), then resume every finished thread-pool call (database transactions,
+bcrypt).  In a ramp of 5,000 devices one turn took 200 ms of CPU, and the garbage
+collector then walked all it had allocated.  Here, on a real TLS listener in this
+process (``easync.http.listen``: the ``ListeningReactor`` and ``BoundedAcceptPort``
+every ``--listen`` port uses) and the real reactor:
+
+* a listening port accepts at most ``MAX_ACCEPTS`` connections per event;
+* with ``easync.turns.TurnBudget`` a turn handles I/O events only within its budget
+  and every connect of the burst is still served (the rest stay ready: the reactor's
+  poll is level-triggered);
+* finished thread calls are resumed a budget at a time, all of them, in order;
+* ``easync.gctune`` collects and freezes sooner when a burst allocates fast.
+
+Budgets are given a counting clock (each reading one unit later), so the assertions
+count slices instead of measuring time.  The HTTP exchange is plain HTTP/1.1 over TLS
+(RFC 9112, RFC 8446): what an EAS client does before its first command (MS-ASHTTP
+2.2.1: the command is an HTTP POST over TLS).
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import socket
+import ssl
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+import pytest_twisted
+from twisted.application.service import MultiService
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from easync import gctune
+from easync.gctune import GcTuning
+from easync.http.listen import MAX_ACCEPTS, BoundedAcceptPort, Listeners, site
+from easync.turns import SlicedCalls, TurnBudget
+
+BURST = 150             # > MAX_ACCEPTS * 4: Twisted's port took 100 in its first turn
+
+
+class Ok(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return b"ok"
+
+
+def counting_clock() -> Any:
+    """A clock that is one unit later at every reading."""
+    return itertools.count().__next__
+
+
+@pytest.fixture
+def tls_listener(tmp_path: Path) -> Iterator[tuple[MultiService, int]]:
+    """A real ``ssl:`` listener as ``--listen`` makes it, serving ``Ok``."""
+    top = MultiService()
+    listeners = Listeners(top, reactor, str(tmp_path / "easync.pem"))
+    service = listeners.add("listen-0", "ssl:0:interface=127.0.0.1",
+                            site(Ok(), request_factory=Request, timeout=60), option="--listen")
+    top.startService()
+    yield top, service._waitingForPort.result.getHost().port
+    top.stopService()
+
+
+class TurnCounter:
+    """Counts, per reactor turn (``doIteration``), the I/O events actually handled; put
+    in front of the reactor before ``TurnBudget`` (which keeps and restores it)."""
+
+    def __init__(self) -> None:
+        self.per_turn: list[int] = []
+        self._rw = reactor._doReadOrWrite  # type: ignore[attr-defined]
+        self._it = reactor.doIteration  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Self:
+        reactor._doReadOrWrite = self.rw  # type: ignore[attr-defined]
+        reactor.doIteration = self.iteration  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del reactor._doReadOrWrite  # type: ignore[attr-defined]
+        del reactor.doIteration  # type: ignore[attr-defined]
+
+    def iteration(self, timeout: float | None) -> None:
+        self.per_turn.append(0)
+        self._it(timeout)
+
+    def rw(self, *a: Any) -> None:
+        if self.per_turn:
+            self.per_turn[-1] += 1
+        self._rw(*a)
+
+
+def connect_all(port: int, n: int) -> list[socket.socket]:
+    """``n`` TCP connects from distinct loopback addresses, completed by the kernel into
+    the listen queue while the reactor is not running (we are in its thread)."""
+    out = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30,
+                                     source_address=(f"127.0.{40 + i // 250}.{1 + i % 250}", 0))
+        out.append(s)
+    return out
+
+
+def https_get(sock: socket.socket) -> bytes:
+    """TLS handshake and one GET on a connected socket; the answer's bytes."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with ctx.wrap_socket(sock, server_hostname="localhost") as t:
+        t.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := t.recv(65536):
+            data += chunk
+    return data
+
+
+def serve_all(socks: list[socket.socket]) -> list[bytes]:
+    with ThreadPoolExecutor(48) as pool:
+        return list(pool.map(https_get, socks))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_connects_is_accepted_in_slices(tls_listener: Any) -> None:
+    _top, port = tls_listener
+    (listening,) = [p for p in gc.get_objects() if isinstance(p, BoundedAcceptPort)
+                    and p.connected and p.getHost().port == port]
+    per_read: list[int] = []
+    read = listening.doRead
+
+    def counted_read() -> None:
+        before = listening.sessionno
+        read()
+        per_read.append(listening.sessionno - before)
+
+    listening.doRead = counted_read  # type: ignore[method-assign]
+    socks = connect_all(port, BURST)
+    answers = await deferToThread(serve_all, socks)
+    assert sum(per_read) == BURST
+    assert max(per_read) == MAX_ACCEPTS, per_read          # Twisted's first turn: 100
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * BURST
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_burst_is_served_a_budget_of_events_per_turn(tls_listener: Any) -> None:
+    """With an I/O budget the clock exceeds after one event, each turn handles one
+    event: every handshake and request of the burst is still served (the events left
+    over are reported again by the next poll)."""
+    _top, port = tls_listener
+    with TurnCounter() as turns:
+        budget = TurnBudget(reactor, io_budget=0.5, calls_budget=1e9, clock=counting_clock())
+        budget.startService()
+        try:
+            socks = connect_all(port, 60)
+            answers = await deferToThread(serve_all, socks)
+        finally:
+            budget.stopService()
+        assert reactor.doIteration == turns.iteration  # type: ignore[attr-defined]
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 60
+    assert max(turns.per_turn) == 1
+    assert budget.turns_cut > 0 and budget.events_left > 0
+    # (60 connects, 60 handshakes of 2+ messages, 60 requests: hundreds of turns)
+    assert sum(1 for n in turns.per_turn if n) >= 60 * 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_finished_thread_calls_are_resumed_in_slices() -> None:
+    """Results a pool thread hands to the reactor (``callFromThread``: how a database
+    transaction or a bcrypt check comes back) are run a budget at a time: all of them,
+    in order, over several turns."""
+    budget = TurnBudget(reactor, io_budget=1e9, calls_budget=2.5, clock=counting_clock())
+    budget.startService()
+    ran: list[int] = []
+    turn_marks: list[int] = []
+    try:
+        queue = reactor.threadCallQueue  # type: ignore[attr-defined]
+        assert isinstance(queue, SlicedCalls)
+
+        def hand_over() -> None:
+            for i in range(20):
+                reactor.callFromThread(ran.append, i)
+
+        def mark() -> None:
+            turn_marks.append(len(ran))
+
+        await deferToThread(hand_over)
+        for _ in range(100):
+            if len(ran) == 20:
+                break
+            mark()
+            await deferLater(reactor, 0, lambda: None)
+    finally:
+        budget.stopService()
+    assert ran == list(range(20))
+    assert budget.calls_cut >= 5                # 3 calls a turn: 20 calls, 7 turns
+    assert not isinstance(reactor.threadCallQueue, SlicedCalls)  # type: ignore[attr-defined]
+
+
+def test_a_sliced_queue_yields_a_budget_of_items() -> None:
+    q = SlicedCalls(list(range(10)), budget=2.5, clock=counting_clock())
+    assert list(q) == [0, 1, 2]
+    assert (q.cut, q.left) == (1, 7)
+    assert list(SlicedCalls([7], budget=0, clock=counting_clock())) == [7]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_allocations_brings_the_freeze_forward() -> None:
+    """``GcTuning``: after ``BURST_YOUNG`` young collections since the last freeze, the
+    next check (every ``BURST_CHECK`` s) collects and freezes without waiting for the
+    half-second tick; a quiet process does not."""
+    tuning = GcTuning(reactor, freeze=True, trim=False)
+    tuning.startService()
+    kept: list[Any] = []
+    try:
+        await deferLater(reactor, 1.2, lambda: None)       # the start-up freeze
+        assert tuning._ready
+        await deferLater(reactor, 0.5, lambda: None)
+        assert tuning.burst_ticks == 0                       # quiet
+        for _ in range(6):
+            kept.extend({"n": i} for i in range(gctune.BURST_YOUNG * 800))
+            await deferLater(reactor, gctune.BURST_CHECK * 1.5, lambda: None)
+            if tuning.burst_ticks:
+                break
+        assert tuning.burst_ticks >= 1
+    finally:
+        tuning.stopService()
+        gc.unfreeze()
+        gc.collect()
+    assert tuning._count_young not in gc.callbacks
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_gives_pending_calls_back_once() -> None:
+    """Calls still queued when the service stops run once, on the reactor's own queue."""
+    budget = TurnBudget(reactor)
+    budget.startService()
+    ran: list[int] = []
+    for i in range(3):
+        reactor.threadCallQueue.append((ran.append, (i,), {}))  # type: ignore[attr-defined]
+    budget.stopService()
+    await deferLater(reactor, 0.05, lambda: None)
+    assert ran == [0, 1, 2]
+    assert type(reactor.threadCallQueue) is list  # type: ignore[attr-defined]
