@@ -213,6 +213,10 @@ def _push_services(listeners: Listeners, server: EasServer, store: Any,
     from easync.pollbound import bound_poll
 
     bound_poll(reactor)
+    # answers sent in the turn they are written, not after a poll (easync.sendnow)
+    from easync.sendnow import send_now
+
+    send_now(reactor)
     if listen.metrics_listen == "off":
         return
     watch(server.metrics, server)
