@@ -24,7 +24,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from twisted.logger import Logger
+
 __all__ = ["SendNow", "send_now", "unsend_now"]
+
+_log = Logger()
 
 
 class SendNow:
@@ -52,21 +56,27 @@ class SendNow:
         reactor = self.reactor
         out = reactor._POLL_OUT
         for t in pending:
-            if not t.connected:
-                continue
-            fd = t.fileno()
-            if fd == -1 or fd in reactor._writes:
-                continue
-            reactor._doReadOrWrite(t, fd, out)
-            if not t.connected:
-                continue        # closed (loseConnection done, or lost)
-            # bytes left: the reactor's doWrite would have stayed armed, so arm it;
-            # none left: doWrite disarmed (stopWriting), as after a poll
-            if t._tempDataBuffer or t.offset < len(t.dataBuffer):
-                self.fallback += 1
-                self.start_writing(t)
-            else:
-                self.immediate += 1
+            try:
+                if not t.connected:
+                    continue
+                fd = t.fileno()
+                if fd == -1 or fd in reactor._writes:
+                    continue
+                # (catches what doWrite raises and closes the connection, as a poll)
+                reactor._doReadOrWrite(t, fd, out)
+                if not t.connected:
+                    continue        # closed (loseConnection done, or lost)
+                # bytes left: the reactor's doWrite would have stayed armed, so arm it;
+                # none left: doWrite disarmed (stopWriting), as after a poll
+                if t._tempDataBuffer or t.offset < len(t.dataBuffer):
+                    self.fallback += 1
+                    self.start_writing(t)
+                else:
+                    self.immediate += 1
+            except Exception:  # noqa: BLE001 - never leave a transport unarmed
+                _log.failure("send_now: {transport!r}", transport=t)
+                if t.connected:
+                    self.start_writing(t)
 
 
 _installed: dict[int, SendNow] = {}
