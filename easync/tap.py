@@ -217,6 +217,10 @@ def _push_services(listeners: Listeners, server: EasServer, store: Any,
 
     bound_poll(reactor)
     TurnBudget(reactor).setServiceParent(top)
+    # answers sent in the turn they are written, not after a poll (easync.sendnow)
+    from easync.sendnow import send_now
+
+    send_now(reactor)
     if listen.metrics_listen == "off":
         return
     watch(server.metrics, server)

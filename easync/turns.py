@@ -91,6 +91,7 @@ class TurnBudget(Service):
         self.events_left = 0    # events left for a later turn, summed
         self._end: float | None = None   # this poll's I/O deadline, set at its first event
         self._cut = False
+        self._polling = False   # inside the reactor's poll (doIteration)
         self._saved: dict[str, Any] = {}
         self._own: dict[str, bool] = {}
         self._calls: SlicedCalls | None = None
@@ -101,10 +102,19 @@ class TurnBudget(Service):
     def _iteration(self, timeout: float | None) -> None:
         self._end = None
         self._cut = False
-        self._saved["doIteration"](timeout)
+        self._polling = True
+        try:
+            self._saved["doIteration"](timeout)
+        finally:
+            self._polling = False
 
     def _read_or_write(self, *args: Any) -> None:
         # (selectable, fd, event) on poll and epoll, (selectable, method) on select
+        if not self._polling:
+            # called outside a poll (easync.sendnow flushing a turn's answers): not a
+            # ready event the next poll would report again, so never left for later
+            self._saved["_doReadOrWrite"](*args)
+            return
         now = self.clock()
         if self._end is None:
             self._end = now + self.io_budget
