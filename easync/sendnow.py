@@ -100,7 +100,10 @@ def send_now(reactor: Any) -> SendNow | None:
     _installed[id(reactor)] = sender
 
     def startWriting(self: Any) -> None:
-        if self.reactor is reactor:
+        # only a connection this reactor accepted, once connected: a client connection
+        # still connecting asks for writability to learn that its connect is done (its
+        # doWrite is doConnect), which only a poll can tell
+        if self.reactor is reactor and self.connected and isinstance(self, tcp.Server):
             sender.want(self)
         else:
             original(self)

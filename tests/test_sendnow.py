@@ -234,3 +234,36 @@ async def test_the_turn_budget_does_not_leave_a_flush_for_a_poll(
         budget.stopService()
     assert sender.immediate - immediate >= 5
     assert sender.fallback == fallback
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_outgoing_connection_still_connects(sender: SendNow,
+                                                     listener: dict[str, Any]) -> None:
+    """The server's own client connections (the CRM store's web-service calls, LDAP)
+    ask for writability while connecting, to learn that the connect is done: that is
+    left to the poll, and the exchange completes."""
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    if listener["tls"]:
+        pytest.skip("the plain TCP connect is the point")
+
+    class Client(Protocol):
+        def __init__(self) -> None:
+            self.got = b""
+            self.done: Deferred[bytes] = Deferred()
+
+        def connectionMade(self) -> None:
+            self.transport.write(b"small\n")
+
+        def dataReceived(self, data: bytes) -> None:
+            self.got += data
+            if len(self.got) >= 42 and not self.done.called:
+                self.done.callback(self.got)
+
+    client = Client()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", listener["port"],
+                                             timeout=10), client)
+    got = await client.done.addTimeout(10, reactor)
+    client.transport.loseConnection()
+    assert got == b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody"
