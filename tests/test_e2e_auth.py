@@ -80,15 +80,20 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         passwords = {uid: pw for uid, (pw, _mail, _m) in ldapserver.PEOPLE.items()}
     else:
         passwords = {name: f"{name}-login-pw" for name in NAMES}
-    server = RunningServer(workdir, args).start()
-    s = Setup(kind, server, passwords, secrets=set(passwords.values()) | {AS_PASSWORD},
-              slapd=slapd)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REQUESTS_CA_BUNDLE", str(workdir / "easync.pem"))
-        yield s
-    server.stop()
-    if slapd is not None:
-        slapd.stop()
+    # slapd is stopped whatever happens to the server (a failed start or stop)
+    try:
+        server = RunningServer(workdir, args).start()
+        try:
+            s = Setup(kind, server, passwords,
+                      secrets=set(passwords.values()) | {AS_PASSWORD}, slapd=slapd)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("REQUESTS_CA_BUNDLE", str(workdir / "easync.pem"))
+                yield s
+        finally:
+            server.stop()
+    finally:
+        if slapd is not None:
+            slapd.stop()
 
 
 def client(s: Setup, name: str, device: str, password: str | None = None) -> Client:
