@@ -296,9 +296,9 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         return got
     heartbeat, folder_ids = got
     del got
-    # what a held Ping does not need, it does not keep (the request's snapshot too: it
-    # reads nothing from it, and it held a copy of the user and device, ~10 objects)
-    req.body = req.device = req.preloaded = None
+    # what a held Ping does not need, it does not keep (the request's snapshot was
+    # taken out of ``req`` above: only ``pre`` refers to it, dropped after the look)
+    req.body = req.device = None
     # Listen first, then look: a change committed in between still wakes us.  The
     # folders too are looked at only once listening: a folder deleted (and
     # announced) just after the look wakes the Ping, which then answers 7 (issue #10
