@@ -20,7 +20,7 @@ from typing import Any
 from easync.model import Folder, User
 
 __all__ = ["SYNC_STATE", "AuthRead", "CommandRead", "RequestRead", "RequestSnapshot",
-           "followed_states"]
+           "followed_states", "state_read"]
 
 #: the name of a folder's sync state is this followed by the folder id
 #: (``easync.syncengine.state_name``)
@@ -104,3 +104,13 @@ class RequestSnapshot:
     counters: dict[tuple[str, str], tuple[int, float, float] | None] = field(
         default_factory=dict)
     lookout: Any = None
+
+
+async def state_read(store: Any, user: User, device_id: str, name: str,
+                     read: dict[str, dict[str, Any] | None] | None) -> dict[str, Any] | None:
+    """The device's state ``name`` as the request's read found it (``read``: the
+    snapshot's ``states``; None, nothing read) when it was read, else read now from
+    ``store`` (an ``IStateStore``)."""
+    if read is not None and name in read:
+        return read[name]
+    return await store.get_state(user, device_id, name)  # type: ignore[no-any-return]

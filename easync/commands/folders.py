@@ -30,7 +30,7 @@ from typing import Any
 
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.model import USER_FOLDER_TYPE, Folder, StateWrite, User
-from easync.requestread import CommandRead
+from easync.requestread import CommandRead, state_read
 from easync.wbxml.element import Element
 
 STATE_NAME = "folders"
@@ -131,10 +131,8 @@ async def folder_sync(server: EasServer, req: EasRequest) -> EasResponse:
 
     # as read with the request (MS-ASCMD 2.2.1.5: one look at the hierarchy), else now
     pre, req.preloaded = req.preloaded, None
-    if pre is not None and STATE_NAME in pre.states:
-        state = pre.states[STATE_NAME]
-    else:
-        state = await load_state(server, req)
+    state = await state_read(server.state, req.user, req.device_id, STATE_NAME,
+                             pre.states if pre is not None else None)
     listed = pre.folders if pre is not None and pre.folders is not None else \
         await server.items.list_folders(req.user)
     del pre

@@ -56,7 +56,7 @@ from easync.interfaces import ChangeHint
 from easync.items import convert
 from easync.model import Folder, StateWrite
 from easync.push import ALL
-from easync.requestread import CommandRead
+from easync.requestread import CommandRead, state_read
 from easync.syncengine import SyncEngine, state_name
 from easync.wbxml.codec import encode
 from easync.wbxml.element import E, Element
@@ -222,10 +222,8 @@ async def _hierarchy_changed(server: EasServer, req: EasRequest, folder_ids: lis
     ids = {f.server_id for f in current}
     if any(fid not in ids for fid in folder_ids):
         return True
-    if states is not None and hierarchy.STATE_NAME in states:
-        known = states[hierarchy.STATE_NAME]
-    else:
-        known = await server.state.get_state(req.user, req.device_id, hierarchy.STATE_NAME)
+    known = await state_read(server.state, req.user, req.device_id, hierarchy.STATE_NAME,
+                             states)
     return known is not None and known.get("snapshot") != hierarchy.snapshot_of(current)
 
 
@@ -263,10 +261,7 @@ async def _parameters(server: EasServer, req: EasRequest,
     Everything looked at here is dropped before the hold.  ``states``: as read with
     the request."""
     user = req.user
-    if states is not None and CACHE in states:
-        cached = states[CACHE] or {}
-    else:
-        cached = await server.state.get_state(user, req.device_id, CACHE) or {}
+    cached = await state_read(server.state, user, req.device_id, CACHE, states) or {}
     parsed = _parse(req.body, cached, server.settings)
     if isinstance(parsed, EasResponse):
         return parsed
