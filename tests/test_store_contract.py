@@ -510,6 +510,48 @@ async def test_unreachable_database_is_unavailable(db_url: str) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_out_of_file_descriptors_is_unavailable_and_says_so(db_url: str) -> None:
+    """A process at its open-files limit cannot open a pool connection: the calls that
+    need one fail as Unavailable (HTTP 503 with Retry-After, MS-ASHTTP 3.2.5.2), whose
+    text names the cause (libpq itself says only "connection is bad: no error details
+    available"), never as another error (an HTTP 500 with a traceback in the log);
+    with descriptors free again the store answers."""
+    import resource
+
+    s = SqlStore(_reactor(), db_url)
+    if s.engine.name == "sqlite":
+        pytest.skip("SQLite's pool has one connection, opened with the store")
+    await s.open()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    try:
+        await s.add_user("u", None, None, False)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8,
+                                                     hard))
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        calls = [ensureDeferred(s.get_user("u")) for _ in range(8)]
+        outcomes = await DeferredList(calls, consumeErrors=True)
+        errors = [r for ok, r in outcomes if not ok]
+        assert errors, "every call found a connection already open"
+        for f in errors:
+            assert f.check(Unavailable), f.getTraceback()
+            assert "out of file descriptors" in str(f.value), f.value
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        for _ in range(8):
+            assert (await s.get_user("u")).name == "u"
+    finally:
+        await s.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_modseqs_unique_and_increasing_per_user(store: SqlStore, user: User) -> None:
     f = await folder_ids(store, user)
     seen: list[int] = []

@@ -24,7 +24,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from backends.sql.engines import Engine, create_engine
+from backends.sql.engines import Engine, create_engine, descriptors_exhausted, out_of_descriptors
 from backends.sql.migrations import migrate
 from easync.errors import Unavailable
 
@@ -53,6 +53,8 @@ class Database:
         self.engine: Engine = create_engine(url, cp_min=cp_min, cp_max=cp_max)
         self.schema_dir = schema_dir
         self._pool: adbapi.ConnectionPool | None = None     # set once migrated
+        # when this process was last found near its open-files limit, and how near
+        self._fd_checked: tuple[float, str] = (float("-inf"), "")
         self._opening: list[Deferred[None]] | None = None   # waiters while migrating
         #: the schema version reached by ``open``
         self.schema_version = 0
@@ -148,7 +150,15 @@ class Database:
         """A database that cannot answer becomes ``Unavailable`` (HTTP 503 with
         Retry-After for the protocol side); other errors pass unchanged."""
         if self.engine.is_unavailable(f.value):
-            raise Unavailable(f"database unavailable: {f.value}") from f.value
+            why = str(f.value)
+            now = self.reactor.seconds()
+            if now - self._fd_checked[0] >= 1:      # a listing of /proc/self/fd a second
+                self._fd_checked = (now, descriptors_exhausted())
+            if self._fd_checked[1]:
+                why = f"this process is {self._fd_checked[1]} (ulimit -n): {why}"
+            elif out_of_descriptors(f.value):
+                why = f"this process is out of file descriptors (ulimit -n): {why}"
+            raise Unavailable(f"database unavailable: {why}") from f.value
         return f
 
     def sql(self, text: str) -> str:

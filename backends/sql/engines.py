@@ -14,7 +14,9 @@ its engine for the few things that differ:
 
 from __future__ import annotations
 
+import errno
 import os
+import resource  # at import: loading a module may need the descriptor that is missing
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -112,11 +114,34 @@ class Engine:
         return False
 
     def is_unavailable(self, exc: BaseException) -> bool:
-        """The database cannot answer now (down, connection lost, locked too long):
-        the request may be retried later, it is not a bug."""
+        """The database cannot answer now (down, connection lost, locked too long, or
+        this process out of file descriptors for a new connection): the request may be
+        retried later, it is not a bug."""
         from twisted.enterprise.adbapi import ConnectionLost
 
-        return isinstance(exc, ConnectionLost)
+        return isinstance(exc, ConnectionLost) or out_of_descriptors(exc)
+
+
+def out_of_descriptors(exc: BaseException) -> bool:
+    """``exc`` is the process (EMFILE) or the system (ENFILE) out of file descriptors."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
+
+
+def descriptors_exhausted(margin: int = 16) -> str:
+    """Why a new connection may have failed for want of a file descriptor: libpq says
+    only "connection is bad: no error details available" (and the failed connect has
+    freed its own socket by then, so one more open would succeed).  ``""`` unless this
+    process has within ``margin`` of its soft open-files limit open."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return ""
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError as e:
+        return "out of file descriptors" if out_of_descriptors(e) else ""
+    if used + margin < soft:
+        return ""
+    return f"out of file descriptors ({used} open, limit {soft})"
 
 
 class SqliteEngine(Engine):
