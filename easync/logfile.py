@@ -20,27 +20,99 @@ point 1).  ``TurnLogObserver`` writes the same lines, but
 
 ``twistd easync`` uses it unless ``--logger`` or ``--syslog`` is given
 (``install_default``, called from ``easync.tap.Options``): ``--logfile FILE`` (rotated
-by size and by SIGUSR1 as twistd's), ``--logfile -`` or ``-n`` without ``--logfile``
-(standard output).  Lines of every emitter (Twisted's own included) go through it.
+by size as twistd's; SIGUSR1: see below), ``--logfile -`` or ``-n`` without
+``--logfile`` (standard output).  Lines of every emitter (Twisted's own included) go
+through it.
+
+SIGUSR1 (``ServiceLogFile.rotate_or_reopen``): when the file at the ``--logfile`` path is
+no longer the one being written (logrotate renamed it, and may have created a new one),
+the file is closed and reopened by its path: the next line goes to the new file.
+twistd's own handler calls ``LogFile.rotate``, which returns without doing anything when
+the path has gone, so that the server wrote on into the renamed file until restarted.
+When nothing moved the file, SIGUSR1 rotates it as twistd does (``FILE`` to ``FILE.1``).
+Lines are written under the observer's lock, so none is split or lost across the swap.
+The first process of ``--workers`` passes the signal on to its workers (``on_rotate``),
+each of which does the same with its own file.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 from collections.abc import Callable, MutableMapping
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, LogEvent, formatEventAsClassicLogText, formatTime
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    Logger,
+    formatEventAsClassicLogText,
+    formatTime,
+)
 from twisted.python import threadable
+from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-__all__ = ["TurnLogObserver", "install_default", "twistd_observer"]
+__all__ = ["ServiceLogFile", "TurnLogObserver", "install_default", "on_rotate",
+           "twistd_observer"]
+
+log = Logger()
 
 # what the twistd options (``ServerOptions``) said, for ``twistd_observer``: twistd calls a
 # ``--logger`` factory with no arguments
 _TWISTD_OPTIONS: dict[str, Any] = {}
+
+# called (in the reactor thread) after this process's SIGUSR1 was handled: the first
+# process of --workers passes the signal on to its workers
+_ON_ROTATE: list[Callable[[], None]] = []
+
+
+def on_rotate(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (in the reactor thread) whenever SIGUSR1 has rotated or
+    reopened this process's log file."""
+    _ON_ROTATE.append(callback)
+
+
+class ServiceLogFile(LogFile):
+    """twistd's ``LogFile`` (rotated by size, ``FILE.1``, ``FILE.2``…) that can also
+    follow an outside rotation tool: ``rotate_or_reopen``."""
+
+    def moved(self) -> bool:
+        """The path no longer names the file being written (renamed or deleted by
+        another program, maybe replaced by a new file)."""
+        try:
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False           # cannot tell (a directory made unreadable): keep it
+        held = os.fstat(self._file.fileno())
+        return (at_path.st_dev, at_path.st_ino) != (held.st_dev, held.st_ino)
+
+    def reopen(self) -> None:
+        """Open the file at the path (appending to it if it exists), then close the old
+        one; if the new one cannot be opened, writing goes on to the old one and the
+        ``OSError`` is raised."""
+        old = self._file
+        try:
+            self._openFile()
+        except OSError:
+            self._file, self.closed = old, False
+            raise
+        old.close()
+
+    def rotate_or_reopen(self) -> str:
+        """What SIGUSR1 does: ``"reopened"`` the file at the path if it was moved,
+        else ``"rotated"`` it as twistd does (``"kept"``: twistd's rotation found the
+        directory or file not writable and did nothing)."""
+        if self.moved():
+            self.reopen()
+            return "reopened"
+        before = os.fstat(self._file.fileno()).st_ino
+        self.rotate()
+        return "rotated" if os.fstat(self._file.fileno()).st_ino != before else "kept"
 
 
 @implementer(ILogObserver)
@@ -152,12 +224,21 @@ class TurnLogObserver:
             self._shutdown_hooked = True
             self._reactor.addSystemEventTrigger("after", "shutdown", self.flush)
 
-    def rotate(self) -> None:
-        """Write what is buffered to the current file, then rotate it (SIGUSR1)."""
-        self.flush()
-        rotate = getattr(self.out, "rotate", None)
-        if rotate is not None:
+    def rotate(self) -> str:
+        """SIGUSR1: write what is buffered to the current file, then reopen it by its
+        path if it was moved (logrotate), else rotate it (``ServiceLogFile``; a plain
+        ``LogFile`` is rotated).  No line is written meanwhile (the lock).  Returns what
+        was done ("" for an output that is not a log file)."""
+        out = self.out
+        with self._lock:
+            self._write_locked()
+            if isinstance(out, ServiceLogFile):
+                return out.rotate_or_reopen()
+            rotate = getattr(out, "rotate", None)
+            if rotate is None:
+                return ""
             rotate()
+            return "rotated"
 
 
 def twistd_observer() -> TurnLogObserver | Callable[[LogEvent], None]:
@@ -181,25 +262,43 @@ def twistd_observer() -> TurnLogObserver | Callable[[LogEvent], None]:
         return TurnLogObserver(sys.stdout, per_turn=False)
     if nodaemon and not logfile:
         return TurnLogObserver(sys.stdout, per_turn=False)
-    from twisted.python.logfile import LogFile
-
-    observer = TurnLogObserver(LogFile.fromFullPath(logfile or "twistd.log"), per_turn=False)
+    observer = TurnLogObserver(ServiceLogFile.fromFullPath(logfile or "twistd.log"),
+                               per_turn=False)
     _rotate_on_sigusr1(observer)
     return observer
 
 
 def _rotate_on_sigusr1(observer: TurnLogObserver) -> None:
-    """SIGUSR1 rotates the log file, as with twistd's observer (unless something else
-    has taken the signal)."""
+    """SIGUSR1 reopens or rotates the log file (``TurnLogObserver.rotate``), unless
+    something else has taken the signal (twistd's rule)."""
     import signal
 
     if signal.getsignal(signal.SIGUSR1):
         return
 
-    def rotate(signum: int, frame: Any) -> None:
-        observer._reactor.callFromThread(observer.rotate)
+    def handle(signum: int, frame: Any) -> None:
+        observer._reactor.callFromThread(_rotate_now, observer)
 
-    signal.signal(signal.SIGUSR1, rotate)
+    signal.signal(signal.SIGUSR1, handle)
+
+
+def _rotate_now(observer: TurnLogObserver) -> None:
+    """In the reactor thread, after a SIGUSR1: one line in the new file (or in the old
+    one, with the reason, when the new one cannot be opened), then the workers."""
+    path = getattr(observer.out, "path", "")
+    try:
+        done = observer.rotate()
+    except OSError as e:
+        log.error("SIGUSR1: cannot reopen the log file {path}: {error}; writing on to "
+                  "the old one", path=path, error=e.strerror or e)
+    else:
+        if done:
+            log.info("SIGUSR1: log file {path} {done}", path=path, done=done)
+    for callback in _ON_ROTATE:
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - a worker gone meanwhile must not stop the rest
+            log.failure("SIGUSR1: passing the signal on failed")
 
 
 def install_default(twistd_options: MutableMapping[str, Any] | None) -> bool:

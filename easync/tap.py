@@ -182,8 +182,15 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     if listen.workers > 1:
         if workers.worker_number() == 0:
             twistd_options = getattr(options, "parent", None) or {}
-            workers.WorkerPool(reactor, listen.workers, options.argv,
-                               twistd_options).setServiceParent(top)
+            pool = workers.WorkerPool(reactor, listen.workers, options.argv,
+                                      twistd_options)
+            pool.setServiceParent(top)
+            # SIGUSR1 to this process (logrotate): each worker reopens its own file too
+            import signal
+
+            from easync.logfile import on_rotate
+
+            on_rotate(lambda: pool.signal_all(signal.SIGUSR1))
         else:
             workers.ParentWatch(reactor).setServiceParent(top)
     return top

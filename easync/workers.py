@@ -171,6 +171,12 @@ class WorkerPool(Service):
         for number in range(1, self.count):
             self._spawn(number)
 
+    def signal_all(self, signum: int) -> None:
+        """Send the signal ``signum`` (``signal.SIGUSR1``: reopen the log file) to every
+        worker running now."""
+        for worker in list(self.workers.values()):
+            _signal(worker, signum)
+
     # IService.stopService may return a Deferred (twistd waits for it); Service types None
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         super().stopService()
@@ -194,7 +200,8 @@ def _cancel_then(result: object, call: IDelayedCall) -> object:
     return result
 
 
-def _signal(worker: _Worker, name: str) -> None:
+def _signal(worker: _Worker, name: str | int) -> None:
+    # (Twisted's signalProcess takes a few names, "TERM", "KILL"…, or a number)
     if worker.transport is None:
         return
     try:
