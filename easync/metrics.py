@@ -1,7 +1,8 @@
 """Counters for ``/metrics`` in the Prometheus text format (version 0.0.4).
 
 Off by default: ``--metrics-listen ENDPOINT`` serves them on a listener of its own
-(never on the ActiveSync port, which faces phones).  What is counted:
+(never on the ActiveSync port, which faces phones), with ``GET /healthz`` beside them
+(``easync.health``).  What is counted:
 
 * ``easync_requests_total{command, http, status}`` — requests answered, by command,
   HTTP code and EAS Status (``-`` when the answer carries none);
@@ -29,11 +30,14 @@ import gc
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+if TYPE_CHECKING:
+    from easync.health import HealthCheck
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -200,15 +204,18 @@ def _process_lines() -> list[str]:
 
 
 class MetricsResource(Resource):
-    """``GET /metrics``."""
+    """``GET /metrics``, and ``GET /healthz`` when given a ``HealthCheck``."""
 
     isLeaf = True
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, health: HealthCheck | None = None) -> None:
         super().__init__()
         self.metrics = metrics
+        self.health = health
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> Any:
+        if self.health is not None and request.path == b"/healthz":
+            return self.health.render(request)
         if request.path.rstrip(b"/") not in (b"/metrics", b""):
             request.setResponseCode(404)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
@@ -224,8 +231,9 @@ class _QuietSite(Site):
         pass
 
 
-def metrics_site(metrics: Metrics) -> Site:
-    site = _QuietSite(MetricsResource(metrics))
+def metrics_site(metrics: Metrics, health: HealthCheck | None = None) -> Site:
+    """The metrics listener's site: ``/metrics``, and ``/healthz`` with ``health``."""
+    site = _QuietSite(MetricsResource(metrics, health))
     site.noisy = False
     site.displayTracebacks = False
     return site

@@ -25,6 +25,7 @@ from easync.handler import EasServer
 from easync.settings import Settings
 
 if TYPE_CHECKING:
+    from easync.health import HealthCheck
     from easync.http.listen import Listeners
 
 
@@ -144,7 +145,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     server = EasServer(users=store, items=items, state=store,
                        notifier=notifier, clock=reactor, settings=options.settings())
     listeners = Listeners(top, reactor, listen.tls_cert)
-    _push_services(listeners, server, store, listen, reactor)
+    _push_services(listeners, server, store, listen, reactor,
+                   health=_health_check(reactor, store, notifier, hub_services))
     # Who may sync: the login-password checker (local or LDAP) wrapped in the
     # ActiveSync-password policy, and the account service (easync.auth).
     from backends.crm.checker import crm_checker
@@ -196,10 +198,34 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     return top
 
 
+def _health_check(reactor: Any, store: Any, notifier: Any,
+                  hub_services: list[Any]) -> HealthCheck:
+    """``/healthz`` (easync.health): a one-row read of the store's database, and the
+    change hub: its services running, and on PostgreSQL its LISTEN connection up."""
+    from twisted.internet.defer import Deferred
+
+    from easync.health import HealthCheck
+
+    def database() -> Deferred[list[tuple[Any, ...]]]:
+        # reads a table (SQLite: the file), not only the connection
+        return Deferred.fromCoroutine(store.raw_query("SELECT 1 FROM users LIMIT 1"))
+
+    def hub() -> str | None:
+        for service in hub_services:
+            if not service.running:
+                return f"{service.name} is not running"
+        if getattr(notifier, "connected", True) is False:
+            return "not listening for other nodes' changes (reconnecting to the database)"
+        return None
+
+    return HealthCheck(reactor, database, hub)
+
+
 def _push_services(listeners: Listeners, server: EasServer, store: Any,
-                   listen: cfg.ListenConfig, reactor: Any) -> None:
+                   listen: cfg.ListenConfig, reactor: Any,
+                   health: HealthCheck | None = None) -> None:
     """Held requests recorded for easync-admin (which node holds which device), and
-    the /metrics listener when --metrics-listen is given."""
+    the /metrics listener (with /healthz) when --metrics-listen is given."""
     from easync.metrics import metrics_site, watch
     from easync.push import HoldRecorder, Holds
 
@@ -237,5 +263,5 @@ def _push_services(listeners: Listeners, server: EasServer, store: Any,
             description = workers.nth_endpoint(description, workers.worker_number())
         except ValueError as e:
             raise usage.UsageError(f"--metrics-listen: {e}") from None
-    listeners.add("metrics", description, metrics_site(server.metrics),
+    listeners.add("metrics", description, metrics_site(server.metrics, health),
                   option="--metrics-listen")
