@@ -100,6 +100,16 @@ def size(value: Any) -> int:
 _doc(size, "Bytes, or with a K/M/G suffix (16M).")
 
 
+def size_or_off(value: Any) -> int:
+    """A ``size``, or ``off`` (0)."""
+    if isinstance(value, str) and value.strip().lower() in _FALSE:
+        return 0
+    return size(value)
+
+
+_doc(size_or_off, "Bytes, or with a K/M/G suffix (16M); off: never.")
+
+
 def _show_size(n: int) -> str:
     for suffix, unit in (("G", 1024 ** 3), ("M", 1024 ** 2), ("K", 1024)):
         if n % unit == 0:
@@ -287,6 +297,11 @@ OPTIONS: tuple[Option, ...] = (
            "(a collection and gc.freeze every half second), so that a collection "
            "pauses the process milliseconds, not seconds; off: Python's defaults.",
            field="listen.gc_freeze"),
+    Option("log-rotate-size", 1_000_000, size_or_off,
+           "Rotate twistd's --logfile FILE when it reaches this size (to FILE.1, "
+           "FILE.2, ..., none ever deleted: twistd's rotation); off: only on SIGUSR1, "
+           "for logrotate (contrib/easync.logrotate).",
+           field="listen.log_rotate_size"),
     Option("workers", 1, _int(1),
            "Processes serving the --listen ports together (Linux SO_REUSEPORT); more "
            "than 1 needs a postgresql:// --db.",
@@ -490,6 +505,7 @@ class ListenConfig:
     metrics_listen: str                 # off | an endpoint
     workers: int
     gc_freeze: bool                     # easync.gctune
+    log_rotate_size: int                # easync.logfile; 0: off
 
 
 @dataclass(frozen=True)

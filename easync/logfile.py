@@ -20,9 +20,9 @@ point 1).  ``TurnLogObserver`` writes the same lines, but
 
 ``twistd easync`` uses it unless ``--logger`` or ``--syslog`` is given
 (``install_default``, called from ``easync.tap.Options``): ``--logfile FILE`` (rotated
-by size as twistd's; SIGUSR1: see below), ``--logfile -`` or ``-n`` without
-``--logfile`` (standard output).  Lines of every emitter (Twisted's own included) go
-through it.
+by size as twistd's, at ``--log-rotate-size`` unless ``off``; SIGUSR1: see below),
+``--logfile -`` or ``-n`` without ``--logfile`` (standard output).  Lines of every
+emitter (Twisted's own included) go through it.
 
 SIGUSR1 (``ServiceLogFile.rotate_or_reopen``): when the file at the ``--logfile`` path is
 no longer the one being written (logrotate renamed it, and may have created a new one),
@@ -262,7 +262,9 @@ def twistd_observer() -> TurnLogObserver | Callable[[LogEvent], None]:
         return TurnLogObserver(sys.stdout, per_turn=False)
     if nodaemon and not logfile:
         return TurnLogObserver(sys.stdout, per_turn=False)
-    observer = TurnLogObserver(ServiceLogFile.fromFullPath(logfile or "twistd.log"),
+    size = options.get("rotate_size", 1_000_000)
+    observer = TurnLogObserver(ServiceLogFile.fromFullPath(logfile or "twistd.log",
+                                                           rotateLength=size or None),
                                per_turn=False)
     _rotate_on_sigusr1(observer)
     return observer
@@ -301,11 +303,13 @@ def _rotate_now(observer: TurnLogObserver) -> None:
             log.failure("SIGUSR1: passing the signal on failed")
 
 
-def install_default(twistd_options: MutableMapping[str, Any] | None) -> bool:
+def install_default(twistd_options: MutableMapping[str, Any] | None,
+                    rotate_size: int = 1_000_000) -> bool:
     """Make twistd log through ``twistd_observer`` when its command line chose neither
     ``--logger`` nor ``--syslog``.  Called while twistd parses its options (the
     ``easync`` sub-command's ``postOptions`` runs before twistd's, which resolves the
-    ``--logger`` name).  True when installed."""
+    ``--logger`` name).  ``rotate_size``: ``--log-rotate-size`` (0: no rotation by
+    size).  True when installed."""
     if twistd_options is None or not hasattr(twistd_options, "get"):
         return False
     if twistd_options.get("logger") is not None or twistd_options.get("syslog"):
@@ -313,5 +317,6 @@ def install_default(twistd_options: MutableMapping[str, Any] | None) -> bool:
     _TWISTD_OPTIONS.clear()
     for key in ("logfile", "nodaemon", "syslog", "prefix"):
         _TWISTD_OPTIONS[key] = twistd_options.get(key)
+    _TWISTD_OPTIONS["rotate_size"] = rotate_size
     twistd_options["logger"] = f"{__name__}.twistd_observer"
     return True

@@ -96,7 +96,8 @@ class Options(usage.Options):
         # command line chose --logger or --syslog
         from easync.logfile import install_default
 
-        install_default(getattr(self, "parent", None))
+        install_default(getattr(self, "parent", None),
+                        rotate_size=self.config.listen.log_rotate_size)
 
     def settings(self) -> Settings:
         """The ``Settings`` these options describe (a copy of ``config.settings``)."""

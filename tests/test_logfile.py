@@ -275,3 +275,51 @@ def test_twistds_observer_writes_each_line_before_the_turn_ends(tmp_path: Path) 
     observer(event)
     assert (tmp_path / "t.log").read_text() == formatEventAsClassicLogText(event)
     assert not clock.getDelayedCalls()
+
+
+@pytest.mark.parametrize("size", [1024, 0], ids=["1K", "off"])
+def test_log_rotate_size_sets_twistds_size_rotation(tmp_path: Path, size: int) -> None:
+    """``--log-rotate-size``: twistd's rotation at that size (FILE.1), or none with
+    ``off`` (0), for a log that logrotate rotates (contrib/easync.logrotate)."""
+    from easync import logfile
+
+    options: dict[str, Any] = {"logger": None, "logfile": str(tmp_path / "s.log"),
+                               "nodaemon": True, "syslog": False}
+    assert install_default(options, rotate_size=size)
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        observer = logfile.twistd_observer()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert isinstance(observer, TurnLogObserver)
+    evs = events([EVENT_TIME + i for i in range(40)])      # about 3 KB of lines
+    for e in evs:
+        observer(e)
+    rotated = sorted(p.name for p in tmp_path.iterdir() if p.name != "s.log")
+    if size:
+        assert len(rotated) >= 2
+        assert rotated == [f"s.log.{i}" for i in range(1, len(rotated) + 1)]
+        # each rotated once it had reached the size (twistd checks before a write)
+        assert all(1024 <= (tmp_path / n).stat().st_size < 1024 + 200 for n in rotated)
+    else:
+        assert rotated == []
+    text = "".join((tmp_path / name).read_text() for name in [*reversed(rotated), "s.log"])
+    assert text == "".join(formatEventAsClassicLogText(e) or "" for e in evs)
+
+
+@pytest.mark.parametrize(("value", "want"), [("off", 0), ("4M", 4 << 20), ("1000000", 10**6)])
+def test_log_rotate_size_option(value: str, want: int) -> None:
+    from easync.tap import Options
+
+    options = Options()
+    options.parseOptions(["--log-rotate-size", value])
+    assert options.config.listen.log_rotate_size == want
+
+
+def test_log_rotate_size_option_refuses_a_tiny_size() -> None:
+    from twisted.python import usage
+
+    from easync.tap import Options
+
+    with pytest.raises(usage.UsageError, match="at least 1K"):
+        Options().parseOptions(["--log-rotate-size", "10"])
