@@ -272,10 +272,11 @@ def twistd_observer() -> TurnLogObserver | Callable[[LogEvent], None]:
 
 def _rotate_on_sigusr1(observer: TurnLogObserver) -> None:
     """SIGUSR1 reopens or rotates the log file (``TurnLogObserver.rotate``), unless
-    something else has taken the signal (twistd's rule)."""
+    another handler has taken the signal (twistd's rule; an ignored signal is taken
+    over: a ``--workers`` worker ignores it until now, ``easync.workers.WORKER_MAIN``)."""
     import signal
 
-    if signal.getsignal(signal.SIGUSR1):
+    if signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL, signal.SIG_IGN):
         return
 
     def handle(signum: int, frame: Any) -> None:

@@ -40,6 +40,13 @@ log = Logger()
 WORKER_ENV = "EASYNC_WORKER"
 
 
+#: what a worker runs: twistd, with SIGUSR1 ignored until its log observer takes it
+#: (``easync.logfile``): the first process passes logrotate's SIGUSR1 on to its workers,
+#: and the signal's default action would end one that is still starting
+WORKER_MAIN = ("import signal; signal.signal(signal.SIGUSR1, signal.SIG_IGN); "
+               "from twisted.scripts.twistd import run; run()")
+
+
 def worker_number() -> int:
     """0 in the first process, 1…N-1 in the others."""
     try:
@@ -118,8 +125,7 @@ class WorkerPool(Service):
     def command(self, number: int) -> list[str]:
         """The command line of worker ``number``."""
         opts = self.twistd_options
-        args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "--nodaemon", "--pidfile", ""]
+        args = [sys.executable, "-c", WORKER_MAIN, "--nodaemon", "--pidfile", ""]
         logfile = opts.get("logfile") if hasattr(opts, "get") else None
         if opts.get("syslog") if hasattr(opts, "get") else False:
             args += ["--syslog", "--prefix", f"{opts.get('prefix') or 'twisted'}-w{number}"]

@@ -323,3 +323,59 @@ def test_log_rotate_size_option_refuses_a_tiny_size() -> None:
 
     with pytest.raises(usage.UsageError, match="at least 1K"):
         Options().parseOptions(["--log-rotate-size", "10"])
+
+
+def test_a_reopen_that_fails_keeps_writing_to_the_old_file(tmp_path: Path) -> None:
+    """The log's directory itself moved away: the path cannot be opened; the lines go
+    on to the file already open, and the failure is one error line, no traceback."""
+    from twisted.logger import globalLogPublisher
+
+    from easync import logfile
+
+    (tmp_path / "d").mkdir()
+    clock = TurnClock()
+    observer = TurnLogObserver(logfile.ServiceLogFile.fromFullPath(
+        str(tmp_path / "d" / "x.log")), reactor=clock, per_turn=False)
+    first, second = events([EVENT_TIME, EVENT_TIME + 1])
+    observer(first)
+    os.rename(tmp_path / "d", tmp_path / "moved")
+    seen: list[Any] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        logfile._rotate_now(observer)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    observer(second)
+    assert (tmp_path / "moved" / "x.log").read_text() == "".join(
+        formatEventAsClassicLogText(e) or "" for e in (first, second))
+    (error,) = [e for e in seen if e.get("log_namespace") == "easync.logfile"]
+    assert error["log_level"] == LogLevel.error and "log_failure" not in error
+    assert "No such file or directory" in (formatEventAsClassicLogText(error) or "")
+
+
+def test_sigusr1_ignored_by_a_starting_worker_is_taken_over(tmp_path: Path) -> None:
+    """A worker runs ``WORKER_MAIN`` (SIGUSR1 ignored: the default action would end a
+    worker still starting when the first process passes the signal on); its log
+    observer then takes the signal, but leaves another program's handler alone."""
+    from easync import logfile, workers
+
+    assert "signal.SIGUSR1, signal.SIG_IGN" in workers.WORKER_MAIN
+    pool = workers.WorkerPool(None, 2, ["--workers", "2"], {"logfile": "/tmp/e.log"})
+    assert pool.command(1)[1:3] == ["-c", workers.WORKER_MAIN]
+    options: dict[str, Any] = {"logger": None, "logfile": str(tmp_path / "w.log"),
+                               "nodaemon": True, "syslog": False}
+    install_default(options)
+    old = signal.getsignal(signal.SIGUSR1)
+
+    def theirs(signum: int, frame: Any) -> None:
+        pass
+
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        logfile.twistd_observer()
+        assert callable(signal.getsignal(signal.SIGUSR1))
+        signal.signal(signal.SIGUSR1, theirs)
+        logfile.twistd_observer()
+        assert signal.getsignal(signal.SIGUSR1) is theirs
+    finally:
+        signal.signal(signal.SIGUSR1, old)
