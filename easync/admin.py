@@ -356,6 +356,24 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     out.writelines(f"warning: {warning}\n" for warning in report.warnings)
 
 
+async def cmd_backup(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from twisted.internet import threads
+
+    from backends.sql.backup import BackupError, backup_sqlite, pg_dump_command
+
+    if store.engine.name != "sqlite":
+        raise AdminError("easync-admin backup copies SQLite databases; back up "
+                         "PostgreSQL with pg_dump (safe while the servers run): "
+                         + pg_dump_command(args.db, args.file))
+    if store.engine.in_memory:
+        raise AdminError("an in-memory database cannot be backed up")
+    try:
+        size = await threads.deferToThread(backup_sqlite, store.engine.path, args.file)
+    except BackupError as e:
+        raise AdminError(str(e)) from None
+    out.write(f"backed up {store.engine.path} to {args.file} ({size} bytes)\n")
+
+
 # ---------------------------------------------------------------- parser
 
 def _db_url(value: str) -> str:
@@ -380,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="FILE",
                    help=f"the server's secret key file, as twistd easync --secret-key "
                         f"(default: $EASYNC_SECRET_KEY or {DEFAULT_SECRET_KEY})")
-    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import}",
+    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import,backup}",
                            required=True)
 
     user = top.add_parser("user", allow_abbrev=False, help="add, list and change users"
@@ -481,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IANA zone for all-day and floating times (default: the file's "
                         "X-WR-TIMEZONE, else UTC)")
     a.set_defaults(func=cmd_import)
+
+    a = top.add_parser("backup", allow_abbrev=False,
+                       help="copy the SQLite database to FILE while the server runs "
+                            "(PostgreSQL: use pg_dump)")
+    a.add_argument("file", metavar="FILE", help="the copy (replaced if it exists)")
+    a.set_defaults(func=cmd_backup)
     return p
 
 
