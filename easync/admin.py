@@ -16,7 +16,7 @@ import getpass
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import bcrypt
@@ -340,18 +340,39 @@ async def cmd_device_remove(store: Any, args: argparse.Namespace, out: TextIO) -
     out.write(f"removed device {args.device_id} of {args.name.lower()} and its sync state\n")
 
 
+def _progress(stream: TextIO) -> Callable[[str, int, int], None] | None:
+    """A progress line rewritten in place on ``stream``, when it is a terminal."""
+    if not stream.isatty():
+        return None
+
+    def show(stage: str, done: int, total: int) -> None:
+        percent = done * 100 // total if total else 100
+        what = "reading the file" if stage == "reading" else \
+            f"writing {done:,} of {total:,} items"
+        stream.write(f"\r{what}: {percent}%\x1b[K")
+        stream.flush()
+
+    return show
+
+
 async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from backends.sql.pgnotify import announce
     from easync.importer import ImportFailed, import_file
 
     user = await _user(store, args.name)
+    progress = _progress(sys.stderr)
     try:
         report = await import_file(
             store, user, args.file, folder_id=args.folder, default_tz=args.timezone,
             announce=lambda folders: announce(store, user.id, folders,
-                                              source="easync-import"))
+                                              source="easync-import"),
+            progress=progress)
     except ImportFailed as e:
         raise AdminError(str(e)) from None
+    finally:
+        if progress is not None:
+            sys.stderr.write("\r\x1b[K")          # the progress line, erased
+            sys.stderr.flush()
     out.write(report.summary() + "\n")
     out.writelines(f"warning: {warning}\n" for warning in report.warnings)
 
