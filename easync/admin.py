@@ -377,6 +377,22 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     out.writelines(f"warning: {warning}\n" for warning in report.warnings)
 
 
+async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from easync.export import ExportFailed, export_user
+
+    user = await _user(store, args.name)
+    try:
+        done = await export_user(store, user, args.out, out, folder_id=args.folder)
+    except ExportFailed as e:
+        raise AdminError(str(e)) from None
+    # the report goes to stderr when the export itself is on standard output
+    report = sys.stderr if args.out is None else out
+    for d in done:
+        report.write(f"exported {d.count} {d.cls} item(s) to {d.path}\n")
+        report.writelines(f"warning: {n} item(s) lost {what}: not in vCard/iCalendar\n"
+                          for what, n in sorted(d.skipped.items()))
+
+
 async def cmd_backup(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from twisted.internet import threads
 
@@ -419,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="FILE",
                    help=f"the server's secret key file, as twistd easync --secret-key "
                         f"(default: $EASYNC_SECRET_KEY or {DEFAULT_SECRET_KEY})")
-    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import,backup}",
+    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import,export,backup}",
                            required=True)
 
     user = top.add_parser("user", allow_abbrev=False, help="add, list and change users"
@@ -520,6 +536,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IANA zone for all-day and floating times (default: the file's "
                         "X-WR-TIMEZONE, else UTC)")
     a.set_defaults(func=cmd_import)
+
+    a = top.add_parser("export", allow_abbrev=False,
+                       help="write a user's contacts (vCard) and calendar and tasks "
+                            "(iCalendar), as import reads them back")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--folder", metavar="ID",
+                   help="only this folder (server id); to standard output without --out")
+    a.add_argument("--out", metavar="DIR",
+                   help="directory for contacts.vcf, calendar.ics, tasks.ics (and "
+                        "<class>-<id> files for other folders)")
+    a.set_defaults(func=cmd_export)
 
     a = top.add_parser("backup", allow_abbrev=False,
                        help="copy the SQLite database to FILE while the server runs "
