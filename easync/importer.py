@@ -22,8 +22,9 @@ contact spooled to a temporary file as JSON; only when the whole file has been r
 without error are the contacts matched and written, ``BATCH`` at a time.  The folder's
 items are indexed by UID, identity and a digest of their data (not kept whole).  So
 memory stays bounded whatever the size of the file and of the folder, and a file that
-turns out unreadable at its end writes nothing.  (An iCalendar file is read whole:
-its overrides may come anywhere after their series.)
+turns out unreadable at its end writes nothing.  An iCalendar file likewise, after a
+first look through it for the series whose overrides must be read with them
+(``icalendar_reader.icalendar_parts``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from easync.items.icalendar_reader import ICalendarError, parse_icalendar
+from easync.items.icalendar_reader import ICalendarError, icalendar_parts
 from easync.items.vcard import VCardError, card_chunks, card_to_contact, contact_identity
 from easync.model import Op
 
@@ -318,6 +319,27 @@ def _spool_contacts(path: str, report: ImportReport, spool: IO[str],
     return count
 
 
+def _spool_calendar(path: str, default_tz: str | None, user_email: str | None,
+                    report: ImportReport, events: IO[str], tasks: IO[str],
+                    progress: Progress | None) -> tuple[int, int]:
+    """Read the iCalendar file, a part at a time, into the two spools; returns the
+    numbers of events and tasks."""
+    counts = [0, 0]
+    warnings: dict[str, None] = {}               # each warning once
+    try:
+        for part in icalendar_parts(lambda: read_lines(path, progress), default_tz,
+                                    user_email):
+            for i, (items, spool) in enumerate(((part[0], events), (part[1], tasks))):
+                spool.writelines(json.dumps(data, ensure_ascii=False) + "\n"
+                                 for data in items)
+                counts[i] += len(items)
+            warnings.update(dict.fromkeys(part[2]))
+    except ICalendarError as e:
+        raise ImportFailed(str(e)) from None
+    report.warnings.extend(warnings)
+    return counts[0], counts[1]
+
+
 async def import_file(store: Any, user: Any, path: str, folder_id: str | None = None,
                       default_tz: str | None = None, announce: Announce | None = None,
                       progress: Progress | None = None) -> ImportReport:
@@ -340,19 +362,15 @@ async def import_file(store: Any, user: Any, path: str, folder_id: str | None = 
             await _write(store, user, target, "Contacts", map(json.loads, spool),
                          report.contacts, announce, progress, count)
         return report
-    text = read_text(path)
-    try:
-        events, tasks, warnings = parse_icalendar(text, default_tz, user.email)
-    except ICalendarError as e:
-        raise ImportFailed(str(e)) from None
-    del text
-    report.warnings.extend(warnings)
-    if events:
-        target = await _folder(store, user, "Calendar", folder_id, folders)
-        await _write(store, user, target, "Calendar", events, report.events,
-                     announce, progress, len(events))
-    if tasks:
-        target = await _folder(store, user, "Tasks", folder_id, folders)
-        await _write(store, user, target, "Tasks", tasks, report.tasks,
-                     announce, progress, len(tasks))
+    with tempfile.TemporaryFile("w+", encoding="utf-8", prefix="easync-import-") as events, \
+            tempfile.TemporaryFile("w+", encoding="utf-8", prefix="easync-import-") as tasks:
+        counts = _spool_calendar(path, default_tz, user.email, report, events, tasks,
+                                 progress)
+        for spool, cls, n, into in ((events, "Calendar", counts[0], report.events),
+                                    (tasks, "Tasks", counts[1], report.tasks)):
+            if n:
+                target = await _folder(store, user, cls, folder_id, folders)
+                spool.seek(0)
+                await _write(store, user, target, cls, map(json.loads, spool), into,
+                             announce, progress, n)
     return report

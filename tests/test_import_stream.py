@@ -27,7 +27,8 @@ from easync.importer import ImportFailed
 from easync.items.vcard import VCardError, card_chunks, card_to_contact, read_cards
 
 ROOT = Path(__file__).resolve().parent.parent
-VCF = ROOT / "tests" / "data" / "contacts.vcf"
+DATA = ROOT / "tests" / "data"
+VCF = DATA / "contacts.vcf"
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 500])
@@ -165,3 +166,44 @@ def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
     assert "\rwriting 200 of 450 items: 44%" in text
     assert "\rwriting 450 of 450 items: 100%" in text
     assert text.endswith("\r\x1b[K")                    # erased at the end
+
+
+@pytest.mark.parametrize("size", [1, 2, 500])
+def test_calendar_parts_read_as_the_whole_file(size: int, tmp_path: Path) -> None:
+    """The series with overrides (and repeated UIDs) are read together, whatever the
+    parts; everything else a part at a time: the same events, tasks and warnings."""
+    from easync.items.icalendar_reader import icalendar_parts, parse_icalendar
+
+    text = importer.read_text(str(DATA / "calendar.ics"))
+    # a series repeated (the last one kept, with a warning), an override far from its
+    # series, and an event without UID
+    extra = ("BEGIN:VEVENT\r\nUID:dup@easync.test\r\nDTSTART:20260301T090000Z\r\n"
+             "SUMMARY:Primo\r\nEND:VEVENT\r\n"
+             "BEGIN:VEVENT\r\nUID:late@easync.test\r\nDTSTART:20260302T090000Z\r\n"
+             "RRULE:FREQ=DAILY;COUNT=5\r\nSUMMARY:Serie\r\nEND:VEVENT\r\n"
+             "BEGIN:VEVENT\r\nDTSTART:20260303T090000Z\r\nSUMMARY:Senza UID\r\n"
+             "END:VEVENT\r\n"
+             "BEGIN:VEVENT\r\nUID:dup@easync.test\r\nDTSTART:20260301T100000Z\r\n"
+             "SUMMARY:Secondo\r\nEND:VEVENT\r\n"
+             "BEGIN:VEVENT\r\nUID:late@easync.test\r\nRECURRENCE-ID:20260304T090000Z\r\n"
+             "DTSTART:20260304T110000Z\r\nSUMMARY:Spostata\r\nEND:VEVENT\r\n")
+    text = text.replace("END:VCALENDAR", extra + "END:VCALENDAR")
+    path = tmp_path / "c.ics"
+    path.write_bytes(text.encode("utf-8"))
+    events, tasks, warnings = parse_icalendar(text, None, "mario@example.it")
+    parts = list(icalendar_parts(lambda: importer.read_lines(str(path)), None,
+                                 "mario@example.it", size))
+    assert len(parts) > (12 // size if size < 12 else 0)
+
+    def key(e: dict[str, Any]) -> str:
+        return str(e.get("UID") or e.get("Subject"))
+
+    got_events = sorted((e for p in parts for e in p[0]), key=key)
+    assert got_events == sorted(events, key=key)
+    assert len(got_events) == 13
+    assert [t for p in parts for t in p[1]] == tasks
+    assert sorted({w for p in parts for w in p[2]}) == sorted(warnings)
+    late = next(e for e in got_events if e.get("UID") == "late@easync.test")
+    assert late["Exceptions"][0]["Subject"] == "Spostata"
+    assert next(e for e in got_events if e.get("UID") == "dup@easync.test")[
+        "Subject"] == "Secondo"
