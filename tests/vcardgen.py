@@ -1,4 +1,5 @@
-"""Generated vCard files of real-shaped contacts, for tests and bench/bench_import.py."""
+"""Generated vCard and iCalendar files of real-shaped items, for tests and
+bench/bench_import.py."""
 
 from __future__ import annotations
 
@@ -27,4 +28,37 @@ def write_vcards(path: Path | str, count: int, start: int = 0) -> Path:
     """A vCard file of contacts ``start`` … ``start + count - 1``."""
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.writelines(card(i) for i in range(start, start + count))
+    return Path(path)
+
+
+def event(i: int) -> str:
+    """Event number ``i`` as a VEVENT in Europe/Rome: a meeting with two attendees and
+    a reminder; every tenth one a weekly series with an EXDATE."""
+    day = 1 + i % 28
+    month = 1 + (i // 28) % 12
+    start = f"2026{month:02d}{day:02d}T{9 + i % 8:02d}0000"
+    end = f"2026{month:02d}{day:02d}T{10 + i % 8:02d}0000"
+    text = (f"BEGIN:VEVENT\r\nUID:event-{i:07d}@easync.test\r\nDTSTAMP:20260101T080000Z\r\n"
+            f"DTSTART;TZID=Europe/Rome:{start}\r\nDTEND;TZID=Europe/Rome:{end}\r\n"
+            f"SUMMARY:Incontro {i}\r\nLOCATION:Sala {i % 12}\r\n"
+            f"DESCRIPTION:Ordine del giorno {i}:\\n1. vendite\\n2. varie\r\n"
+            "ORGANIZER;CN=Mario Rossi:mailto:mario@example.it\r\n"
+            f"ATTENDEE;CN=Cliente {i};PARTSTAT=ACCEPTED:mailto:cliente{i}@example.com\r\n"
+            "ATTENDEE;CN=Lucia Bianchi;PARTSTAT=TENTATIVE:mailto:lucia@example.com\r\n"
+            "BEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT15M\r\nEND:VALARM\r\n")
+    if i % 10:
+        return text + "END:VEVENT\r\n"
+    text += (f"RRULE:FREQ=WEEKLY;COUNT=10\r\n"
+             f"EXDATE;TZID=Europe/Rome:2026{month:02d}{day:02d}T{9 + i % 8:02d}0000\r\n"
+             "END:VEVENT\r\n")
+    return text
+
+
+def write_events(path: Path | str, count: int) -> Path:
+    """An iCalendar file of ``count`` events."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//easync//tests//EN\r\n"
+                "X-WR-TIMEZONE:Europe/Rome\r\n")
+        f.writelines(event(i) for i in range(count))
+        f.write("END:VCALENDAR\r\n")
     return Path(path)
