@@ -381,6 +381,22 @@ def task_to_vtodo(data: dict[str, Any]) -> tuple[Any, list[str]]:
 
 # ---------------------------------------------------------------- folders
 
+def _zones_named(cls: str, data: dict[str, Any]) -> set[str]:
+    """The zones the item's VEVENT or VTODO names in a TZID."""
+    if cls == "Calendar":
+        zone = load_zone(data.get("TimezoneId"))
+        timed = _int(data.get("AllDayEvent")) != 1
+        return {zone.key} if timed and zone is not None and zone.key != "UTC" else set()
+    out = set()
+    for local, utc in ((data.get("StartDate"), data.get("UtcStartDate")),
+                       (data.get("DueDate"), data.get("UtcDueDate"))):
+        at = _task_time(local, utc)
+        if isinstance(at, datetime) and isinstance(at.tzinfo, ZoneInfo) and \
+                at.tzinfo.key != "UTC":
+            out.add(at.tzinfo.key)
+    return out
+
+
 def _note_lost(skipped: Counter[str], lost: Iterable[str]) -> None:
     for name in lost:
         skipped[name] += 1
@@ -389,6 +405,8 @@ def _note_lost(skipped: Counter[str], lost: Iterable[str]) -> None:
 async def export_folder(store: Any, user: Any, folder: Any, out: TextIO,
                         path: str = "-") -> FolderExport:
     """Write one Contacts, Calendar or Tasks folder to ``out``."""
+    from icalendar import Timezone
+
     result = FolderExport(path, folder.cls)
     if folder.cls == "Contacts":
         async for items in live_items(store, user, folder.server_id):
@@ -399,16 +417,21 @@ async def export_folder(store: Any, user: Any, folder: Any, out: TextIO,
                 result.count += 1
         return result
     # All-day events are read in the file's X-WR-TIMEZONE: the zone most of them have.
-    zones: Counter[str] = Counter()
-    if folder.cls == "Calendar":
-        async for items in live_items(store, user, folder.server_id):
-            zones.update(str(it.data.get("TimezoneId")) for it in items
-                         if _int(it.data.get("AllDayEvent")) == 1 and
-                         load_zone(it.data.get("TimezoneId")) is not None)
-    zone_name = zones.most_common(1)[0][0] if zones else "UTC"
+    # The zones TZIDs name get their VTIMEZONE (RFC 5545 3.6.5), for other readers.
+    all_day: Counter[str] = Counter()
+    named: set[str] = set()
+    async for items in live_items(store, user, folder.server_id):
+        for it in items:
+            named.update(_zones_named(folder.cls, it.data))
+            if folder.cls == "Calendar" and _int(it.data.get("AllDayEvent")) == 1 and \
+                    load_zone(it.data.get("TimezoneId")) is not None:
+                all_day[str(it.data["TimezoneId"])] += 1
+    zone_name = all_day.most_common(1)[0][0] if all_day else "UTC"
     all_day_zone = load_zone(zone_name) or ZoneInfo("UTC")
     out.write("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//easync//export//EN\r\n"
               f"X-WR-TIMEZONE:{zone_name}\r\n")
+    out.writelines(Timezone.from_tzid(name).to_ical().decode("utf-8")
+                   for name in sorted(named))
     async for items in live_items(store, user, folder.server_id):
         for it in items:
             if folder.cls == "Calendar":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,12 @@ async def test_export_import_round_trip(tmp_path: Path) -> None:
     assert sorted((d.cls, d.count) for d in done) == [
         ("Calendar", 10), ("Contacts", 5), ("Tasks", 2)]
     assert all(not d.skipped for d in done), [d.skipped for d in done]
+    # RFC 5545 3.2.19: every TZID a property names has its VTIMEZONE in the file
+    for name in ("calendar.ics", "tasks.ics"):
+        text = (one / name).read_bytes().decode("utf-8").replace("\r\n ", "")
+        named = set(re.findall(r";TZID=([^:;]+)[:;]", text))
+        defined = set(re.findall(r"BEGIN:VTIMEZONE\r\nTZID:([^\r]+)\r\n", text))
+        assert named and named == defined, (name, named, defined)
 
     # the same person moved to a fresh account (the same address: meetings they
     # organize stay theirs, MeetingStatus 1)
