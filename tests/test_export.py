@@ -107,3 +107,18 @@ def test_export_on_the_command_line(tmp_path: Path) -> None:
                               "output, or --out DIR\n")
     bad = admin("export", "anna", "--folder", "nope")
     assert bad.returncode == 1 and "no Contacts, Calendar or Tasks folder 'nope'" in bad.stderr
+
+
+def test_what_a_file_cannot_carry_is_reported() -> None:
+    text, lost = export.contact_to_vcard({
+        "FirstName": "Rita", "Alias": "rita", "Body": {"Type": 2, "Data": "<b>ciao</b>"},
+        "Email1Address": "rita@example.it"})
+    assert lost == ["Alias", "Body (not plain text)"]
+    assert "NOTE:<b>ciao</b>\r\n" in text and "rita@example.it" in text
+    _todo, lost = export.task_to_vtodo({"Subject": "x", "ReminderSet": 1,
+                                        "ReminderTime": "2026-01-05T07:30:00.000Z"})
+    assert lost == ["ReminderTime (a task without start or due date)"]
+    _events, lost = export.event_to_vevents(
+        {"StartTime": "20260105T083000Z", "EndTime": "20260105T090000Z",
+         "Recurrence": {"Type": 4, "Interval": 1}}, export.ZoneInfo("UTC"))
+    assert lost == ["Recurrence"]
