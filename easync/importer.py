@@ -204,11 +204,19 @@ class _Known:
     digest: bytes
 
 
+def _identity_key(data: dict[str, Any]) -> bytes | None:
+    """A contact's ``contact_identity`` as a short digest (None: nothing to go by)."""
+    identity = contact_identity(data)
+    if identity is None:
+        return None
+    return hashlib.blake2b("\x00".join(identity).encode("utf-8"), digest_size=16).digest()
+
+
 async def _index(store: Any, user: Any, folder_id: str, cls: str
-                 ) -> tuple[dict[str, _Known], dict[tuple[str, ...], list[_Known]]]:
+                 ) -> tuple[dict[str, _Known], dict[bytes, list[_Known]]]:
     """The folder's items by UID and (contacts) by identity."""
     by_uid: dict[str, _Known] = {}
-    by_identity: dict[tuple[str, ...], list[_Known]] = {}
+    by_identity: dict[bytes, list[_Known]] = {}
     async for items in live_items(store, user, folder_id):
         for it in items:
             uid = it.data.get("UID")
@@ -216,7 +224,7 @@ async def _index(store: Any, user: Any, folder_id: str, cls: str
             if uid:
                 by_uid.setdefault(uid, known)
             if cls == "Contacts":
-                identity = contact_identity(it.data)
+                identity = _identity_key(it.data)
                 if identity is not None:
                     by_identity.setdefault(identity, []).append(known)
     return by_uid, by_identity
@@ -256,7 +264,7 @@ async def _write(store: Any, user: Any, folder_id: str, cls: str,
             old = by_uid.get(uid) if uid else None
             if old is None and cls == "Contacts":
                 # No UID match: the same name and first e-mail, unless both carry a UID.
-                identity = contact_identity(data)
+                identity = _identity_key(data)
                 same = by_identity.get(identity, []) if identity is not None else []
                 old = next((k for k in same if k.server_id not in taken
                             and not (uid and k.has_uid)), None)
