@@ -99,8 +99,10 @@ def test_backup_while_a_phone_syncs(server: RunningServer, tmp_path: Path) -> No
     assert not errors, errors
     assert len(acknowledged) >= 3, "the phone did not sync while the backups ran"
     for copy, before, after in copies:
-        # one self-contained file (no -wal beside it), whole and consistent
+        # one self-contained file (no -wal beside it), whole and consistent, and
+        # readable by its owner only (password hashes, every device's sync state)
         assert not Path(f"{copy}-wal").exists()
+        assert copy.stat().st_mode & 0o777 == 0o600
         with sqlite3.connect(copy) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
