@@ -100,7 +100,16 @@ def test_export_on_the_command_line(tmp_path: Path) -> None:
     assert f"exported 5 Contacts item(s) to {out}/contacts.vcf" in res.stdout
     assert sorted(p.name for p in out.iterdir()) == ["calendar.ics", "contacts.vcf",
                                                      "tasks.ics"]
-    # one folder to standard output (the report on stderr)
+    # one folder to standard output (the report on stderr): the same text as the file
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "e.sqlite") as conn:
+        [(contacts_id,)] = conn.execute("SELECT id FROM folders WHERE type = 9").fetchall()
+    one = admin("export", "anna", "--folder", str(contacts_id))
+    assert one.returncode == 0, one.stderr
+    # (text=True reads CRLF as LF)
+    assert one.stdout == (out / "contacts.vcf").read_text("utf-8")
+    assert one.stderr == "exported 5 Contacts item(s) to -\n"
     folders = admin("export", "anna")
     assert folders.returncode == 1
     assert folders.stderr == ("easync-admin: error: give --folder to export to standard "
