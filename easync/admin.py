@@ -16,7 +16,7 @@ import getpass
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import bcrypt
@@ -340,20 +340,75 @@ async def cmd_device_remove(store: Any, args: argparse.Namespace, out: TextIO) -
     out.write(f"removed device {args.device_id} of {args.name.lower()} and its sync state\n")
 
 
+def _progress(stream: TextIO) -> Callable[[str, int, int], None] | None:
+    """A progress line rewritten in place on ``stream``, when it is a terminal."""
+    if not stream.isatty():
+        return None
+
+    def show(stage: str, done: int, total: int) -> None:
+        percent = done * 100 // total if total else 100
+        what = "reading the file" if stage == "reading" else \
+            f"writing {done:,} of {total:,} items"
+        stream.write(f"\r{what}: {percent}%\x1b[K")
+        stream.flush()
+
+    return show
+
+
 async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from backends.sql.pgnotify import announce
     from easync.importer import ImportFailed, import_file
 
     user = await _user(store, args.name)
+    progress = _progress(sys.stderr)
     try:
         report = await import_file(
             store, user, args.file, folder_id=args.folder, default_tz=args.timezone,
             announce=lambda folders: announce(store, user.id, folders,
-                                              source="easync-import"))
+                                              source="easync-import"),
+            progress=progress)
     except ImportFailed as e:
         raise AdminError(str(e)) from None
+    finally:
+        if progress is not None:
+            sys.stderr.write("\r\x1b[K")          # the progress line, erased
+            sys.stderr.flush()
     out.write(report.summary() + "\n")
     out.writelines(f"warning: {warning}\n" for warning in report.warnings)
+
+
+async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from easync.export import ExportFailed, export_user
+
+    user = await _user(store, args.name)
+    try:
+        done = await export_user(store, user, args.out, out, folder_id=args.folder)
+    except ExportFailed as e:
+        raise AdminError(str(e)) from None
+    # the report goes to stderr when the export itself is on standard output
+    report = sys.stderr if args.out is None else out
+    for d in done:
+        report.write(f"exported {d.count} {d.cls} item(s) to {d.path}\n")
+        report.writelines(f"warning: {n} item(s) lost {what}: not in vCard/iCalendar\n"
+                          for what, n in sorted(d.skipped.items()))
+
+
+async def cmd_backup(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from twisted.internet import threads
+
+    from backends.sql.backup import BackupError, backup_sqlite, pg_dump_command
+
+    if store.engine.name != "sqlite":
+        raise AdminError("easync-admin backup copies SQLite databases; back up "
+                         "PostgreSQL with pg_dump (safe while the servers run): "
+                         + pg_dump_command(args.db, args.file))
+    if store.engine.in_memory:
+        raise AdminError("an in-memory database cannot be backed up")
+    try:
+        size = await threads.deferToThread(backup_sqlite, store.engine.path, args.file)
+    except BackupError as e:
+        raise AdminError(str(e)) from None
+    out.write(f"backed up {store.engine.path} to {args.file} ({size} bytes)\n")
 
 
 # ---------------------------------------------------------------- parser
@@ -380,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="FILE",
                    help=f"the server's secret key file, as twistd easync --secret-key "
                         f"(default: $EASYNC_SECRET_KEY or {DEFAULT_SECRET_KEY})")
-    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import}",
+    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import,export,backup}",
                            required=True)
 
     user = top.add_parser("user", allow_abbrev=False, help="add, list and change users"
@@ -481,6 +536,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IANA zone for all-day and floating times (default: the file's "
                         "X-WR-TIMEZONE, else UTC)")
     a.set_defaults(func=cmd_import)
+
+    a = top.add_parser("export", allow_abbrev=False,
+                       help="write a user's contacts (vCard) and calendar and tasks "
+                            "(iCalendar), as import reads them back")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--folder", metavar="ID",
+                   help="only this folder (server id); to standard output without --out")
+    a.add_argument("--out", metavar="DIR",
+                   help="directory for contacts.vcf, calendar.ics, tasks.ics (and "
+                        "<class>-<id> files for other folders)")
+    a.set_defaults(func=cmd_export)
+
+    a = top.add_parser("backup", allow_abbrev=False,
+                       help="copy the SQLite database to FILE while the server runs "
+                            "(PostgreSQL: use pg_dump)")
+    a.add_argument("file", metavar="FILE", help="the copy (replaced if it exists)")
+    a.set_defaults(func=cmd_backup)
     return p
 
 

@@ -11,6 +11,7 @@ with warnings about what could not be kept.  Times without a zone are read in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -538,3 +539,124 @@ def parse_icalendar(text: str, default_tz: str | None = None, user_email: str | 
                 warnings.append(f"event {uid}: skipped ({e})")
     tasks = [conv.task(todo) for todo in cal.walk("VTODO")]
     return events, tasks, list(dict.fromkeys(warnings))     # each warning once
+
+
+# ---------------------------------------------------------------- reading in parts
+
+_BEGIN_END = re.compile(r"^(BEGIN|END):([A-Za-z0-9-]+)[ \t]*$", re.IGNORECASE)
+
+
+class _Layout:
+    """What a first look at an iCalendar file found (no parsing of values)."""
+
+    def __init__(self) -> None:
+        self.header: list[str] = []          # VCALENDAR's own lines and its VTIMEZONEs
+        self.grouped: set[str] = set()       # UIDs of series with overrides or repeats
+        self.simple = True                   # one VCALENDAR, components one level down
+
+
+def _unfolded(lines: Iterable[str]) -> Iterator[tuple[list[str], str]]:
+    """(physical lines, the logical line they make) of a content-line stream."""
+    raw: list[str] = []
+    for line in lines:
+        if raw and line[:1] in (" ", "\t"):
+            raw.append(line)
+            continue
+        if raw:
+            yield raw, raw[0] + "".join(r[1:] for r in raw[1:])
+        raw = [line]
+    if raw:
+        yield raw, raw[0] + "".join(r[1:] for r in raw[1:])
+
+
+def _components(lines: Iterable[str], layout: _Layout | None
+                ) -> Iterator[tuple[str, str | None, bool, list[str]]]:
+    """The top-level components of the file's VCALENDAR: (name, raw UID, has a
+    RECURRENCE-ID, their lines).  With ``layout``, its header is filled (and
+    ``simple`` cleared if the file is not one plain VCALENDAR)."""
+    depth = calendars = 0
+    current: list[str] = []
+    name = ""
+    uid: str | None = None
+    override = False
+    for raw, line in _unfolded(lines):
+        edge = _BEGIN_END.match(line)
+        if edge is not None and edge.group(1).upper() == "BEGIN":
+            depth += 1
+            if depth == 1:
+                calendars += 1
+                if layout is not None and (calendars > 1 or
+                                           edge.group(2).upper() != "VCALENDAR"):
+                    layout.simple = False
+            elif depth == 2:
+                name, uid, override, current = edge.group(2).upper(), None, False, []
+        if depth >= 2:
+            current.extend(raw)
+            if depth == 2 and edge is None:
+                prop = line.split(":", 1)[0].split(";", 1)[0].upper()
+                if prop == "UID":
+                    uid = line.split(":", 1)[1].strip() if ":" in line else None
+                elif prop == "RECURRENCE-ID":
+                    override = True
+        elif depth == 1 and edge is None and layout is not None and line.strip():
+            layout.header.extend(raw)
+        if edge is not None and edge.group(1).upper() == "END":
+            if depth == 2:
+                if name == "VTIMEZONE" and layout is not None:
+                    layout.header.extend(current)
+                yield name, uid, override, current
+            depth -= 1
+            if depth < 0 and layout is not None:
+                layout.simple = False
+                depth = 0
+    if depth != 0 and layout is not None:
+        layout.simple = False
+
+
+def icalendar_parts(lines: Callable[[], Iterable[str]], default_tz: str | None = None,
+                    user_email: str | None = None, size: int = 500
+                    ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                        list[str]]]:
+    """An iCalendar file read as ``parse_icalendar`` reads it, ``size`` components at a
+    time: (events, tasks, warnings) per part.  ``lines()`` gives the file's lines
+    (line ends removed) afresh: the file is looked through once to find the series
+    that have overrides (or repeated UIDs) and its VTIMEZONEs, then read.  Events and
+    tasks that stand alone are read a part at a time; the series with overrides are
+    read together at the end (their VEVENTs are the only ones kept until then).  A
+    file that is not one plain VCALENDAR is read whole, as ``parse_icalendar`` does."""
+    layout = _Layout()
+    masters: dict[str, int] = {}
+    for name, uid, override, _lines in _components(lines(), layout):
+        if name == "VEVENT" and uid:
+            if override:
+                layout.grouped.add(uid)
+            else:
+                masters[uid] = masters.get(uid, 0) + 1
+                if masters[uid] > 1:
+                    layout.grouped.add(uid)
+    del masters
+    if not layout.simple:
+        yield parse_icalendar("\n".join(lines()), default_tz, user_email)
+        return
+    head = "BEGIN:VCALENDAR\n" + "\n".join(layout.header) + "\n"
+    part: list[str] = []
+    count = 0
+    kept: list[str] = []
+    for name, uid, _override, comp in _components(lines(), None):
+        if name not in ("VEVENT", "VTODO"):
+            continue
+        if name == "VEVENT" and uid in layout.grouped:
+            kept.extend(comp)
+            continue
+        part.extend(comp)
+        count += 1
+        if count >= size:
+            yield parse_icalendar(head + "\n".join(part) + "\nEND:VCALENDAR\n",
+                                  default_tz, user_email)
+            part, count = [], 0
+    if part or not kept:
+        yield parse_icalendar(head + "\n".join(part) + "\nEND:VCALENDAR\n",
+                              default_tz, user_email)
+    if kept:
+        yield parse_icalendar(head + "\n".join(kept) + "\nEND:VCALENDAR\n",
+                              default_tz, user_email)
