@@ -556,8 +556,8 @@ class Accounts:
                 is_set=bool(x.get("as_hash")), set_at=x.get("as_set_at"),
                 last_used_at=x.get("as_last_used"), last_used_device=x.get("as_last_device")),
             eas=eas_mode(user, everyone) if user.activesync else EasMode(
-                "disabled", "ActiveSync is not enabled for this user (an administrator "
-                "turns it on)"))
+                "disabled", msg("ActiveSync is not enabled for this user (an administrator "
+                                "turns it on)")))
 
     async def status(self, name: str, *, actor: str | None = None) -> AccountStatus:
         """The account's status (never a secret)."""
