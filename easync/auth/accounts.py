@@ -610,7 +610,7 @@ class Accounts:
                 UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))))
         except BadUserName as e:
             await attempt.abandon()
-            raise InvalidName(str(e)) from None
+            raise InvalidName(e.args[0] if e.args else str(e)) from None   # a msg()
         except UnauthorizedLogin:
             await attempt.failed()
             raise BadPassword(msg("wrong user name or password")) from None
