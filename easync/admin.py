@@ -22,7 +22,9 @@ from typing import Any, TextIO
 import bcrypt
 
 from easync import config as server_config
+from easync import i18n
 from easync.config import db_url
+from easync.i18n import _, tr
 from easync.interfaces import IHoldStore
 
 # the server's defaults (easync.config's option table): the same database and key file
@@ -52,9 +54,11 @@ def bcrypt_rounds() -> int:
     try:
         rounds = int(raw)
     except ValueError:
-        raise AdminError(f"EASYNC_BCRYPT_ROUNDS must be a number, not {raw!r}") from None
+        raise AdminError(_("EASYNC_BCRYPT_ROUNDS must be a number, not {raw!r}").format(
+            raw=raw)) from None
     if not 4 <= rounds <= 31:
-        raise AdminError(f"EASYNC_BCRYPT_ROUNDS must be between 4 and 31, not {rounds}")
+        raise AdminError(_("EASYNC_BCRYPT_ROUNDS must be between 4 and 31, not {rounds}").format(
+            rounds=rounds))
     return rounds
 
 
@@ -71,20 +75,20 @@ def read_password(from_stdin: bool, stdin: TextIO | None = None) -> str:
         line = stdin.readline()
         password = line.rstrip("\r\n")
         if not password:
-            raise AdminError("no password on standard input")
+            raise AdminError(_("no password on standard input"))
     else:
         if not stdin.isatty():
-            raise AdminError("standard input is not a terminal: give the password with "
-                             "--password-stdin (one line on standard input)")
-        password = getpass.getpass("New password: ")
+            raise AdminError(_("standard input is not a terminal: give the password with "
+                               "--password-stdin (one line on standard input)"))
+        password = getpass.getpass(_("New password: "))
         if not password:
-            raise AdminError("empty password")
-        if getpass.getpass("Repeat the password: ") != password:
-            raise AdminError("the two passwords differ")
+            raise AdminError(_("empty password"))
+        if getpass.getpass(_("Repeat the password: ")) != password:
+            raise AdminError(_("the two passwords differ"))
     if len(password.encode("utf-8")) > 72:
         # bcrypt only looks at the first 72 bytes; a longer password would silently
         # accept any text sharing its first 72 bytes.
-        raise AdminError("passwords longer than 72 bytes are not supported")
+        raise AdminError(_("passwords longer than 72 bytes are not supported"))
     return password
 
 
@@ -92,7 +96,7 @@ def read_line(stdin: TextIO, what: str) -> str:
     """One secret line from standard input (a pipe); refused when empty."""
     value = stdin.readline().rstrip("\r\n")
     if not value:
-        raise AdminError(f"no {what} on standard input")
+        raise AdminError(_("no {what} on standard input").format(what=what))
     return value
 
 
@@ -122,7 +126,7 @@ async def _call(aw: Any) -> Any:
     try:
         return await aw
     except AccountError as e:
-        raise AdminError(e.message) from None
+        raise AdminError(tr(e.message)) from None
 
 
 # ---------------------------------------------------------------- output helpers
@@ -152,24 +156,26 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 async def _user(store: Any, name: str) -> Any:
     user = await store.get_user(name)
     if user is None:
-        raise AdminError(f"no user named {name!r}")
+        raise AdminError(_("no user named {name!r}").format(name=name))
     return user
 
 
 async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     if not _NAME.match(args.name):
-        raise AdminError(f"invalid user name {args.name!r}: 1-128 characters, no spaces, "
-                         "no \\ / or :")
+        raise AdminError(_("invalid user name {name!r}: 1-128 characters, no spaces, "
+                           "no \\ / or :").format(name=args.name))
     if args.email is not None and not _EMAIL.match(args.email):
-        raise AdminError(f"invalid e-mail address {args.email!r}")
+        raise AdminError(_("invalid e-mail address {email!r}").format(email=args.email))
     if await store.get_user(args.name) is not None:
-        raise AdminError(f"a user named {args.name!r} already exists")
+        raise AdminError(_("a user named {name!r} already exists").format(name=args.name))
     password_hash = hash_password(read_password(args.password_stdin))
     try:
         user = await store.add_user(args.name, password_hash, args.email, args.activesync)
     except KeyError:
-        raise AdminError(f"a user named {args.name!r} already exists") from None
-    out.write(f"added user {user.name} (ActiveSync {_on_off(user.activesync)})\n")
+        raise AdminError(_("a user named {name!r} already exists").format(
+            name=args.name)) from None
+    out.write(_("added user {name} (ActiveSync {state})").format(
+        name=user.name, state=_on_off(user.activesync)) + "\n")
 
 
 async def cmd_user_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -183,23 +189,25 @@ async def cmd_user_list(store: Any, args: argparse.Namespace, out: TextIO) -> No
                      "set" if st.as_password.is_set else "-", "yes" if st.admin else "-"])
     _table(rows, out)
     if await accounts.two_factor_all():
-        out.write("two-factor authentication is on for everyone\n")
+        out.write(_("two-factor authentication is on for everyone") + "\n")
 
 
 async def cmd_user_show(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     st = await _call(_accounts(store, args).status(args.name))
     asp = st.as_password
     lines = [
-        ("user", st.name + (" (LDAP)" if st.origin == "ldap" else "")),
-        ("e-mail", st.email or "-"),
+        (_("user"), st.name + (" (LDAP)" if st.origin == "ldap" else "")),
+        (_("e-mail"), st.email or "-"),
         ("ActiveSync", _on_off(st.activesync)),
-        ("administrator", "yes" if st.admin else "no"),
-        ("two-factor", st.two_factor_effective + (
-            " (on for everyone)" if st.two_factor_all else "")),
-        ("ActiveSync password", ("set " + _when(asp.set_at)) if asp.is_set else "not set"),
-        ("  last used", _when(asp.last_used_at) + (
-            f" by {asp.last_used_device}" if asp.last_used_device else "")),
-        ("EAS logins", st.eas.reason),
+        (_("administrator"), _("yes") if st.admin else _("no")),
+        (_("two-factor"), st.two_factor_effective + (
+            " " + _("(on for everyone)") if st.two_factor_all else "")),
+        (_("ActiveSync password"), (_("set {when}").format(when=_when(asp.set_at)))
+         if asp.is_set else _("not set")),
+        ("  " + _("last used"), _when(asp.last_used_at) + (
+            " " + _("by {device}").format(device=asp.last_used_device)
+            if asp.last_used_device else "")),
+        (_("EAS logins"), tr(st.eas.reason)),
     ]
     out.writelines(f"{key + ':':<22}{value}\n" for key, value in lines)
 
@@ -209,21 +217,23 @@ async def cmd_user_passwd(store: Any, args: argparse.Namespace, out: TextIO) -> 
     password_hash = hash_password(read_password(args.password_stdin))
     await store.update_user(user.name, password_hash=password_hash)
     await _accounts(store, args).login_password_changed(user.name)
-    out.write(f"password of {user.name} changed\n")
+    out.write(_("password of {name} changed").format(name=user.name) + "\n")
 
 
 async def cmd_user_activesync(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     st = await _call(_accounts(store, args).set_activesync(args.name, args.state == "on"))
-    out.write(f"ActiveSync {args.state} for {st.name}\n")
+    out.write((_("ActiveSync on for {name}") if args.state == "on" else
+               _("ActiveSync off for {name}")).format(name=st.name) + "\n")
     if st.activesync and st.eas.kind == "refused":
-        out.write(f"note: EAS refuses {st.name} until an ActiveSync password is set "
-                  "(two-factor authentication is on)\n")
+        out.write(_("note: EAS refuses {name} until an ActiveSync password is set "
+                    "(two-factor authentication is on)").format(name=st.name) + "\n")
 
 
 async def cmd_user_admin(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     st = await _call(_accounts(store, args).set_admin(args.name, args.state == "on"))
-    out.write(f"{st.name} is {'now' if st.admin else 'no longer'} an administrator of "
-              "the account page\n")
+    out.write((_("{name} is now an administrator of the account page") if st.admin else
+               _("{name} is no longer an administrator of the account page")).format(
+                   name=st.name) + "\n")
 
 
 async def cmd_user_2fa(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -233,58 +243,60 @@ async def cmd_user_2fa(store: Any, args: argparse.Namespace, out: TextIO) -> Non
     confirm = None
     wants = (args.method != "off" and st.activesync and not st.as_password.is_set)
     if wants and args.as_password_stdin:
-        as_password = read_line(sys.stdin, "ActiveSync password")
+        as_password = read_line(sys.stdin, _("ActiveSync password"))
     elif wants and sys.stdin.isatty():
-        out.write(f"Two-factor authentication makes an ActiveSync password mandatory "
-                  f"for {st.name}.\nEnter one now, or nothing to set it later (EAS "
-                  f"refuses {st.name} until then).\n")
+        out.write(_("Two-factor authentication makes an ActiveSync password mandatory "
+                    "for {name}.\nEnter one now, or nothing to set it later (EAS "
+                    "refuses {name} until then).\n").format(name=st.name))
         out.flush()
-        as_password = getpass.getpass("ActiveSync password: ") or None
+        as_password = getpass.getpass(_("ActiveSync password: ")) or None
         if as_password is not None:
-            confirm = getpass.getpass("Repeat the ActiveSync password: ")
+            confirm = getpass.getpass(_("Repeat the ActiveSync password: "))
     elif args.as_password_stdin:
         raise AdminError("--as-password-stdin: " + (
-            f"{st.name} already has an ActiveSync password" if st.as_password.is_set else
-            "two-factor authentication is being turned off" if args.method == "off" else
-            f"ActiveSync is off for {st.name}"))
+            _("{name} already has an ActiveSync password").format(name=st.name)
+            if st.as_password.is_set else
+            _("two-factor authentication is being turned off") if args.method == "off" else
+            _("ActiveSync is off for {name}").format(name=st.name)))
     result = await _call(accounts.set_two_factor(
         args.name, args.method, as_password=as_password,
         as_confirm=confirm if confirm is not None else as_password))
-    out.write(result.message + "\n")
+    out.write(tr(result.message) + "\n")
     if result.enrolment is not None:
         e = result.enrolment
-        out.write("Scan this QR code with an authenticator app, or enter the key "
-                  f"{e.secret}:\n{e.qr_text}{e.uri}\n")
+        out.write(_("Scan this QR code with an authenticator app, or enter the key "
+                    "{secret}:").format(secret=e.secret) + f"\n{e.qr_text}{e.uri}\n")
 
 
 async def cmd_user_2fa_all(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     refused = await _call(_accounts(store, args).set_two_factor_all(args.state == "on"))
-    out.write(f"two-factor authentication {args.state} for everyone\n")
+    out.write((_("two-factor authentication on for everyone") if args.state == "on" else
+               _("two-factor authentication off for everyone")) + "\n")
     if refused:
-        out.write("EAS refuses these users until they set an ActiveSync password: "
-                  + ", ".join(refused) + "\n")
+        out.write(_("EAS refuses these users until they set an ActiveSync password: "
+                    "{users}").format(users=", ".join(refused)) + "\n")
 
 
 async def cmd_user_as_password(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     accounts = _accounts(store, args)
     if args.clear:
         mode = await _call(accounts.clear_as_password(args.name))
-        out.write(f"ActiveSync password of {args.name.lower()} cleared; EAS logins: "
-                  f"{mode.reason}\n")
+        out.write(_("ActiveSync password of {name} cleared; EAS logins: {reason}").format(
+            name=args.name.lower(), reason=tr(mode.reason)) + "\n")
     elif args.generate:
         password = await _call(accounts.generate_as_password(args.name))
-        out.write(f"ActiveSync password of {args.name.lower()} (shown once, enter it on "
-                  f"the phone):\n{password}\n")
+        out.write(_("ActiveSync password of {name} (shown once, enter it on the "
+                    "phone):").format(name=args.name.lower()) + f"\n{password}\n")
     else:
-        password = read_line(sys.stdin, "ActiveSync password")
+        password = read_line(sys.stdin, _("ActiveSync password"))
         await _call(accounts.set_as_password(args.name, password, None))
-        out.write(f"ActiveSync password of {args.name.lower()} set; EAS accepts only it "
-                  "from now on\n")
+        out.write(_("ActiveSync password of {name} set; EAS accepts only it from now "
+                    "on").format(name=args.name.lower()) + "\n")
 
 
 async def cmd_user_unlock(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     await _call(_accounts(store, args).unlock(args.name))
-    out.write(f"lockouts of {args.name.lower()} lifted\n")
+    out.write(_("lockouts of {name} lifted").format(name=args.name.lower()) + "\n")
 
 
 async def cmd_audit(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -330,14 +342,17 @@ async def _held_now(store: Any, name: str | None) -> dict[tuple[str, str], str]:
 async def cmd_device_wipe(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     await _call(_accounts(store, args).wipe_device(args.name, args.device_id,
                                                    account_only=args.account_only))
-    what = "the account's data" if args.account_only else "the whole device"
-    out.write(f"wipe of {what} requested for {args.device_id} of {args.name.lower()}; "
-              "it happens at the device's next connection\n")
+    out.write((_("wipe of the account's data requested for {device} of {name}; it "
+                 "happens at the device's next connection") if args.account_only else
+               _("wipe of the whole device requested for {device} of {name}; it happens "
+                 "at the device's next connection")).format(
+                   device=args.device_id, name=args.name.lower()) + "\n")
 
 
 async def cmd_device_remove(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     await _call(_accounts(store, args).remove_device(args.name, args.device_id))
-    out.write(f"removed device {args.device_id} of {args.name.lower()} and its sync state\n")
+    out.write(_("removed device {device} of {name} and its sync state").format(
+        device=args.device_id, name=args.name.lower()) + "\n")
 
 
 def _progress(stream: TextIO) -> Callable[[str, int, int], None] | None:
@@ -374,7 +389,8 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
             sys.stderr.write("\r\x1b[K")          # the progress line, erased
             sys.stderr.flush()
     out.write(report.summary() + "\n")
-    out.writelines(f"warning: {warning}\n" for warning in report.warnings)
+    out.writelines(_("warning: {warning}").format(warning=warning) + "\n"
+                   for warning in report.warnings)
 
 
 async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -423,118 +439,119 @@ def _db_url(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="easync-admin", allow_abbrev=False,
-        description="Manage easync users, devices and imports.",
-        epilog="Exit codes: 0 done, 1 failed, 2 bad command line, "
-               "3 database cannot be opened.")
+        description=_("Manage easync users, devices and imports."),
+        epilog=_("Exit codes: 0 done, 1 failed, 2 bad command line, "
+               "3 database cannot be opened."))
     p.add_argument("--db", default=os.environ.get("EASYNC_DB", DEFAULT_DB), metavar="URL",
                    type=_db_url,
-                   help=f"database URL, as twistd easync --db (default: $EASYNC_DB or "
-                        f"{DEFAULT_DB})")
+                   help=_("database URL, as twistd easync --db (default: $EASYNC_DB or "
+                          "{default})").format(default=DEFAULT_DB))
     p.add_argument("--secret-key", default=os.environ.get("EASYNC_SECRET_KEY",
                                                           DEFAULT_SECRET_KEY),
                    metavar="FILE",
-                   help=f"the server's secret key file, as twistd easync --secret-key "
-                        f"(default: $EASYNC_SECRET_KEY or {DEFAULT_SECRET_KEY})")
+                   help=_("the server's secret key file, as twistd easync --secret-key "
+                          "(default: $EASYNC_SECRET_KEY or {default})").format(
+                              default=DEFAULT_SECRET_KEY))
     top = p.add_subparsers(dest="group", metavar="{user,device,audit,import,export,backup}",
                            required=True)
 
-    user = top.add_parser("user", allow_abbrev=False, help="add, list and change users"
-                          ).add_subparsers(dest="action", metavar="ACTION", required=True)
-    a = user.add_parser("add", allow_abbrev=False, help="add a user")
+    user = top.add_parser("user", allow_abbrev=False, help=_("add, list and change users"
+                          )).add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = user.add_parser("add", allow_abbrev=False, help=_("add a user"))
     a.add_argument("name", metavar="NAME")
-    a.add_argument("--email", metavar="ADDR", help="the user's e-mail address")
+    a.add_argument("--email", metavar="ADDR", help=_("the user's e-mail address"))
     a.add_argument("--password-stdin", action="store_true",
-                   help="read the password as one line from standard input")
+                   help=_("read the password as one line from standard input"))
     a.add_argument("--activesync", action="store_true",
-                   help="allow ActiveSync at once (off by default)")
+                   help=_("allow ActiveSync at once (off by default)"))
     a.set_defaults(func=cmd_user_add)
     a = user.add_parser("list", allow_abbrev=False,
-                        help="list users: name, e-mail, ActiveSync, 2FA, ActiveSync password")
+                        help=_("list users: name, e-mail, ActiveSync, 2FA, ActiveSync password"))
     a.set_defaults(func=cmd_user_list)
-    a = user.add_parser("passwd", allow_abbrev=False, help="set a user's password")
+    a = user.add_parser("passwd", allow_abbrev=False, help=_("set a user's password"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("--password-stdin", action="store_true",
-                   help="read the password as one line from standard input")
+                   help=_("read the password as one line from standard input"))
     a.set_defaults(func=cmd_user_passwd)
     a = user.add_parser("activesync", allow_abbrev=False,
-                        help="allow or refuse ActiveSync for a user")
+                        help=_("allow or refuse ActiveSync for a user"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("state", choices=("on", "off"))
     a.set_defaults(func=cmd_user_activesync)
     a = user.add_parser("show", allow_abbrev=False,
-                        help="a user's ActiveSync, 2FA and ActiveSync-password status")
+                        help=_("a user's ActiveSync, 2FA and ActiveSync-password status"))
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_user_show)
     a = user.add_parser("2fa", allow_abbrev=False,
-                        help="two-factor authentication for a user: e-mail codes, an "
-                             "authenticator app (totp) or off")
+                        help=_("two-factor authentication for a user: e-mail codes, an "
+                             "authenticator app (totp) or off"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("method", choices=("email", "totp", "off"))
     a.add_argument("--as-password-stdin", action="store_true",
-                   help="read the ActiveSync password this makes mandatory as one line "
-                        "from standard input (else asked on a terminal, or set later)")
+                   help=_("read the ActiveSync password this makes mandatory as one line "
+                        "from standard input (else asked on a terminal, or set later)"))
     a.set_defaults(func=cmd_user_2fa)
     a = user.add_parser("2fa-all", allow_abbrev=False,
-                        help="two-factor authentication for everyone, on or off")
+                        help=_("two-factor authentication for everyone, on or off"))
     a.add_argument("state", choices=("on", "off"))
     a.set_defaults(func=cmd_user_2fa_all)
     a = user.add_parser("as-password", allow_abbrev=False,
-                        help="set, generate or clear a user's ActiveSync password")
+                        help=_("set, generate or clear a user's ActiveSync password"))
     a.add_argument("name", metavar="NAME")
     g = a.add_mutually_exclusive_group(required=True)
     g.add_argument("--password-stdin", action="store_true",
-                   help="read it as one line from standard input")
+                   help=_("read it as one line from standard input"))
     g.add_argument("--generate", action="store_true",
-                   help="generate one and print it once")
+                   help=_("generate one and print it once"))
     g.add_argument("--clear", action="store_true",
-                   help="remove it (EAS takes the login password again, unless 2FA is on)")
+                   help=_("remove it (EAS takes the login password again, unless 2FA is on)"))
     a.set_defaults(func=cmd_user_as_password)
     a = user.add_parser("admin", allow_abbrev=False,
-                        help="make a user an administrator of the account page, or not")
+                        help=_("make a user an administrator of the account page, or not"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("state", choices=("on", "off"))
     a.set_defaults(func=cmd_user_admin)
     a = user.add_parser("unlock", allow_abbrev=False,
-                        help="lift a user's lockout after failed logins or codes")
+                        help=_("lift a user's lockout after failed logins or codes"))
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_user_unlock)
 
-    device = top.add_parser("device", allow_abbrev=False, help="list, wipe and remove devices"
-                            ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    device = top.add_parser("device", allow_abbrev=False, help=_("list, wipe and remove devices"
+                            )).add_subparsers(dest="action", metavar="ACTION", required=True)
     a = device.add_parser("list", allow_abbrev=False,
-                          help="devices of one user, or of all users")
+                          help=_("devices of one user, or of all users"))
     a.add_argument("name", metavar="NAME", nargs="?")
     a.set_defaults(func=cmd_device_list)
     a = device.add_parser("wipe", allow_abbrev=False,
-                          help="order a remote wipe at the device's next connection")
+                          help=_("order a remote wipe at the device's next connection"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("device_id", metavar="DEVICEID")
     a.add_argument("--account-only", action="store_true",
-                   help="wipe only this account's data (EAS 16.1 devices), not the device")
+                   help=_("wipe only this account's data (EAS 16.1 devices), not the device"))
     a.set_defaults(func=cmd_device_wipe)
     a = device.add_parser("remove", allow_abbrev=False,
-                          help="forget a device and its sync state")
+                          help=_("forget a device and its sync state"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("device_id", metavar="DEVICEID")
     a.set_defaults(func=cmd_device_remove)
 
     a = top.add_parser("audit", allow_abbrev=False,
-                       help="the audit log: credential changes and lockouts")
+                       help=_("the audit log: credential changes and lockouts"))
     a.add_argument("name", metavar="NAME", nargs="?")
     a.add_argument("--limit", type=int, default=50, metavar="N",
-                   help="newest N entries (default 50)")
+                   help=_("newest N entries (default 50)"))
     a.set_defaults(func=cmd_audit)
 
     a = top.add_parser("import", allow_abbrev=False,
-                       help="import a vCard (.vcf) or iCalendar (.ics) file")
+                       help=_("import a vCard (.vcf) or iCalendar (.ics) file"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("file", metavar="FILE")
     a.add_argument("--folder", metavar="ID",
-                   help="folder server id (default: the user's default Contacts, Calendar "
-                        "or Tasks folder)")
+                   help=_("folder server id (default: the user's default Contacts, Calendar "
+                        "or Tasks folder)"))
     a.add_argument("--timezone", metavar="ZONE", default=None,
-                   help="IANA zone for all-day and floating times (default: the file's "
-                        "X-WR-TIMEZONE, else UTC)")
+                   help=_("IANA zone for all-day and floating times (default: the file's "
+                        "X-WR-TIMEZONE, else UTC)"))
     a.set_defaults(func=cmd_import)
 
     a = top.add_parser("export", allow_abbrev=False,
@@ -566,7 +583,8 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
         store = SqlStore(reactor, args.db)
         await store.open()
     except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
-        raise AdminError(f"cannot open database {args.db}: {e}", code=3) from None
+        raise AdminError(_("cannot open database {db}: {reason}").format(db=args.db, reason=e),
+                         code=3) from None
     try:
         await args.func(store, args, out)
     finally:
@@ -577,16 +595,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The ``easync-admin`` entry point; exits with the exit code."""
     from twisted.internet import task
 
+    i18n.use(i18n.locale_language())        # messages in the locale's language
     args = build_parser().parse_args(argv)
 
     async def _main(reactor: Any) -> None:
         try:
             await run(reactor, args)
         except AdminError as e:
-            sys.stderr.write(f"easync-admin: error: {e.message}\n")
+            sys.stderr.write("easync-admin: " + _("error: {message}").format(
+                message=e.message) + "\n")
             raise SystemExit(e.code) from None
         except Exception as e:  # noqa: BLE001 - one line, never a traceback
-            sys.stderr.write(f"easync-admin: error: {type(e).__name__}: {e}\n")
+            sys.stderr.write("easync-admin: " + _("error: {message}").format(
+                message=f"{type(e).__name__}: {e}") + "\n")
             raise SystemExit(1) from None
 
     task.react(_main)

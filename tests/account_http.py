@@ -80,10 +80,12 @@ class Client:
     """Keeps the ``easync_account`` cookie (whatever its Secure flag: the tests talk
     plain HTTP on loopback) and follows 303 redirects."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, accept_language: str | None = None) -> None:
         self.base = base
         self.cookie: str | None = None
         self.set_cookies: list[str] = []
+        # sent with every request, redirects included, as a browser's language setting
+        self.accept_language = accept_language
 
     async def request(self, method: str, path: str, *, form: dict[str, str] | None = None,
                       body: Any = None, headers: dict[str, str] | None = None,
@@ -92,6 +94,8 @@ class Client:
         history: list[int] = []
         while True:
             h = {"User-Agent": "account-test"}
+            if self.accept_language is not None:
+                h["Accept-Language"] = self.accept_language
             if self.cookie:
                 h["Cookie"] = f"{COOKIE.decode()}={self.cookie}"
             data: bytes | None = raw
@@ -187,8 +191,8 @@ class AccountServer:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port.getHost().port}"
 
-    def client(self) -> Client:
-        return Client(self.base)
+    def client(self, accept_language: str | None = None) -> Client:
+        return Client(self.base, accept_language)
 
     async def add_user(self, name: str, *, email: str | None = None, activesync: bool = True,
                        admin: bool = False, twofa: str | None = None) -> None:

@@ -6,6 +6,10 @@ user logs in there with the password and the code read from a real SMTP listener
 separate process started by the test), sets an ActiveSync password; a phone
 (pyactivesync) then syncs with it and is refused with the login password.
 
+The flow runs twice: in English, and in Italian with the browser's language set to
+Italian (``--lang=it`` and its Accept-Language), the page's words then being vtenext's
+("Password ActiveSync", "Verifica", …), the e-mailed code Italian too (issue 13 point 9).
+
 Screenshots of the key pages, at a phone's viewport (390×844), are written to
 ``$EASYNC_SCREENSHOTS`` when set (else to the test's temporary directory).
 """
@@ -49,6 +53,41 @@ ADMIN_PASSWORD = "admin login pw 1"
 USER_PASSWORD = "mario login pw 1"
 AS_PASSWORD = "Telefono-Mario-42"
 
+# What the flow clicks and reads, in each language (the Italian is the catalogue's,
+# written out here so that a changed translation is seen).
+WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "log in": "Log in", "users": "Users", "ok": "OK", "log out": "Log out",
+        "verify": "Verify", "save": "Save",
+        "see": "See and change the ActiveSync password",
+        "needs as": "requires a dedicated ActiveSync password",
+        "eas refuses": "EAS refuses this user until an ActiveSync password is set",
+        "wrong code": "Wrong code (4 tries left).",
+        "phones refused": "phones are refused until you set one",
+        "mismatch": "The new password and its confirmation differ.",
+        "is set": "Your ActiveSync password is set",
+        "last used": r"Last used\s+\d{4}-\d\d-\d\d [^\n]* by MARIOPHONE",
+        "last sync": r"MARIOPHONE\s+Last sync\s+\d{4}-\d\d-\d\d",
+        "subject": "Your easync security code",
+    },
+    "it": {
+        "log in": "Accedi", "users": "Utenti", "ok": "OK", "log out": "Esci",
+        "verify": "Verifica", "save": "Salva",
+        "see": "Vedi e modifica la Password ActiveSync",
+        "needs as": "Attivando l'autenticazione a 2 fattori è necessario impostare una "
+                    "password dedicata per ActiveSync.",
+        "eas refuses": "EAS rifiuta questo utente finché non viene impostata una Password "
+                       "ActiveSync",
+        "wrong code": "Codice errato (4 tentativi rimasti).",
+        "phones refused": "i dispositivi mobili vengono rifiutati finché non ne imposti una",
+        "mismatch": "La nuova password e la conferma non coincidono.",
+        "is set": "La tua Password ActiveSync è impostata",
+        "last used": r"Ultimo utilizzo\s+\d{4}-\d\d-\d\d [^\n]* da MARIOPHONE",
+        "last sync": r"MARIOPHONE\s+Ultima sincronizzazione\s+\d{4}-\d\d-\d\d",
+        "subject": "Il tuo codice di sicurezza easync",
+    },
+}
+
 
 class Mailbox:
     """The SMTP listener: ``tests/smtp_sink.py`` in its own process, one file a mail."""
@@ -74,6 +113,7 @@ class Mailbox:
             for path in sorted(self.dir.glob("*.eml"))[after:]:
                 msg = message_from_bytes(path.read_bytes(), policy=policy.default)
                 if to in str(msg["To"]):
+                    self.subject = str(msg["Subject"])
                     body = msg.get_body(preferencelist=("plain",)).get_content()
                     for word in body.replace(".", " ").split():
                         if len(word) == 6 and word.isdigit():
@@ -89,11 +129,12 @@ class Mailbox:
 class Browser:
     """Headless Chromium with a phone-sized window."""
 
-    def __init__(self, base: str, shots: Path) -> None:
+    def __init__(self, base: str, shots: Path, lang: str = "en") -> None:
         from selenium.webdriver.chrome.service import Service
 
         self.base = base
         self.shots = shots
+        self.lang = lang
         self.profile = tempfile.mkdtemp(prefix="easync-chromium-")
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
@@ -103,8 +144,10 @@ class Browser:
                     "--disable-dev-shm-usage", f"--user-data-dir={self.profile}",
                     "--window-size=390,844",
                     # easync's own self-signed certificate (a phone's user accepts it once)
-                    "--ignore-certificate-errors"):
+                    "--ignore-certificate-errors", f"--lang={lang}"):
             opts.add_argument(arg)
+        # The Accept-Language the browser sends (--lang alone does not set it headless).
+        opts.add_experimental_option("prefs", {"intl.accept_languages": lang})
         # A phone's viewport (headless windows are at least 500 pixels wide).
         opts.add_experimental_option("mobileEmulation", {
             "deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2.0}})
@@ -157,8 +200,9 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-@pytest.fixture()
-def world(tmp_path: Path) -> Iterator[tuple[RunningServer, Mailbox, Browser]]:
+@pytest.fixture(params=["en", "it"])
+def world(request: pytest.FixtureRequest, tmp_path: Path
+          ) -> Iterator[tuple[RunningServer, Mailbox, Browser]]:
     mail = Mailbox(tmp_path)
     srv = RunningServer(tmp_path, args=[
         "--smtp-host", "127.0.0.1", "--smtp-port", str(mail.port),
@@ -170,7 +214,7 @@ def world(tmp_path: Path) -> Iterator[tuple[RunningServer, Mailbox, Browser]]:
         srv.admin("user", "admin", "root", "on")
         srv.add_user("mario", USER_PASSWORD, email="mario@example.test")
         shots = Path(os.environ.get("EASYNC_SCREENSHOTS") or tmp_path / "screenshots")
-        browser = Browser(f"https://{srv.host}", shots)
+        browser = Browser(f"https://{srv.host}", shots / request.param, request.param)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("REQUESTS_CA_BUNDLE", str(srv.workdir / "easync.pem"))
             yield srv, mail, browser
@@ -187,6 +231,7 @@ def eas_client(srv: RunningServer, password: str, device: str) -> Client:
 
 def test_vtenext_flow_in_a_browser(world: tuple[RunningServer, Mailbox, Browser]) -> None:
     srv, mail, b = world
+    w = WORDS[b.lang]
     t0 = time.monotonic()
 
     # Before: 2FA off, no ActiveSync password: the login password syncs.
@@ -196,25 +241,27 @@ def test_vtenext_flow_in_a_browser(world: tuple[RunningServer, Mailbox, Browser]
     # 1. The administrator logs in and turns 2FA (e-mail codes) on for mario.
     b.open("/account/")
     b.wait_path("/account/login")
+    # the page speaks the browser's language
+    assert b.driver.execute_script("return document.documentElement.lang") == b.lang
     b.shot("01-login")
     b.fill("username", "root")
     b.fill("password", ADMIN_PASSWORD)
-    b.click("Log in")
+    b.click(w["log in"])
     b.wait_path("/account/")
     session = next(c for c in b.cookies() if c["name"] == "easync_account")
     assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Strict"
-    b.click("Users")
+    b.click(w["users"])
     b.wait_path("/account/admin")
     b.shot("02-admin-users")
     Select(b.driver.find_element(By.ID, "m-mario")).select_by_value("email")
     b.press(b.driver.find_element(By.XPATH, "//form[.//select[@id='m-mario']]//button"))
     b.wait_path("/account/admin/2fa")
-    assert "requires a dedicated ActiveSync password" in b.text()
+    assert w["needs as"] in b.text()
     b.shot("03-admin-2fa-confirm")
-    b.click("OK")                         # leave the ActiveSync password to mario
+    b.click(w["ok"])                      # leave the ActiveSync password to mario
     b.wait_path("/account/admin")
-    assert "EAS refuses this user until an ActiveSync password is set" in b.text()
-    b.click("Log out")
+    assert w["eas refuses"] in b.text()
+    b.click(w["log out"])
     b.wait_path("/account/login")
 
     # 2FA on and no ActiveSync password: EAS refuses mario, login password or not.
@@ -227,32 +274,33 @@ def test_vtenext_flow_in_a_browser(world: tuple[RunningServer, Mailbox, Browser]
     before = mail.count()
     b.fill("username", "mario")
     b.fill("password", USER_PASSWORD)
-    b.click("Log in")
+    b.click(w["log in"])
     b.wait_path("/account/login/code")
     assert "m***@example.test" in b.text()
     b.shot("04-code")
     code = mail.code_for("mario@example.test", before)
+    assert mail.subject == w["subject"]          # the e-mail speaks the page's language
     b.fill("code", "000000" if code != "000000" else "111111")
-    b.click("Verify")
-    assert "Wrong code" in b.text()
+    b.click(w["verify"])
+    assert w["wrong code"] in b.text()
     b.fill("code", code)
-    b.click("Verify")
+    b.click(w["verify"])
     b.wait_path("/account/")
-    assert "phones are refused until you set one" in b.text()
+    assert w["phones refused"] in b.text()
     b.shot("05-overview-refused")
 
     # 3. He sets an ActiveSync password (new + confirm; a mismatch is refused first).
-    b.click("See and change the ActiveSync password")
+    b.click(w["see"])
     b.wait_path("/account/as-password")
     b.fill("new", AS_PASSWORD)
     b.fill("confirm", AS_PASSWORD + "x")
-    b.click("Save")
-    assert "do not match" in b.text() or "differ" in b.text()
+    b.click(w["save"])
+    assert w["mismatch"] in b.text()
     b.fill("new", AS_PASSWORD)
     b.fill("confirm", AS_PASSWORD)
-    b.click("Save")
+    b.click(w["save"])
     b.wait_path("/account/as-password")
-    assert "Your ActiveSync password is set" in b.text()
+    assert w["is set"] in b.text()
     assert AS_PASSWORD not in b.driver.page_source
     b.shot("06-as-password-set")
 
@@ -269,8 +317,8 @@ def test_vtenext_flow_in_a_browser(world: tuple[RunningServer, Mailbox, Browser]
     # The page now shows the password's last use and the device.
     b.open("/account/")
     text = b.text()
-    assert re.search(r"Last used\s+\d{4}-\d\d-\d\d [^\n]* by MARIOPHONE", text), text
-    assert re.search(r"MARIOPHONE\s+Last sync\s+\d{4}-\d\d-\d\d", text), text
+    assert re.search(w["last used"], text), text
+    assert re.search(w["last sync"], text), text
     b.shot("07-overview-synced")
 
     log = srv.log_text()

@@ -134,6 +134,9 @@ def test_wheel_contents(installed: Installed) -> None:
     assert not any(n.startswith("tests/") for n in names)
     assert "easync/tap.py" in names and "easync/admin.py" in names
     assert any(n.startswith("backends/sql/schema/") and ".sql" in n for n in names)
+    # the compiled gettext catalogues (committed, not built: easync.locale)
+    for lang in ("en", "it"):
+        assert f"easync/locale/{lang}/LC_MESSAGES/easync.mo" in names, lang
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(installed.wheel).read(entry_points).decode()
     assert "easync-admin = easync.admin:main" in text
@@ -162,6 +165,17 @@ def test_installed_layout(installed: Installed) -> None:
     assert glob.glob(str(site / "backends" / "sql" / "schema" / "*.sql*")) or \
         glob.glob(str(site / "backends" / "sql" / "schema" / "*" / "*.sql*"))
     assert os.access(installed.admin, os.X_OK)
+
+
+def test_installed_catalogue_speaks_italian(installed: Installed, tmp_path: Path) -> None:
+    """The installed package finds its own Italian catalogue (not the checkout's)."""
+    code = ("from easync import i18n\n"
+            "print(i18n.LOCALE_DIR)\n"
+            "i18n.use('it')\n"
+            "print(i18n._('Verify'))\n")
+    out = _run([installed.python, "-c", code], tmp_path).stdout.splitlines()
+    assert out[0].startswith(str(installed.venv)), out
+    assert out[1] == "Verifica"
 
 
 def test_plugin_found_from_the_venv(installed: Installed, tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 ``ServiceOps`` is what the page (``core``, ``pages``, ``api``) asks: each operation one
 call (or two) of the service, in the page's terms — the values below (``Status``,
 ``Device``, ``UserRow``, ``Login``, ``Enrolment``) instead of the service's, and the
-service's ``AccountError`` refusals with their message made a sentence (the ``code`` and
-any ``retry_after`` kept).  The login password goes through the front door
+service's ``AccountError`` refusals with their message made a sentence in the visitor's
+language (the ``code`` and any ``retry_after`` kept).  The login password goes through the front door
 (``easync.auth.door.FrontDoor`` with ``LoginPasswordChecker``), the one authentication
 step of every entrance.  Permissions are the service's: the page passes the logged-in
 user as ``actor``, so a user can only act on their own account and the admin operations
@@ -24,6 +24,7 @@ from twisted.cred.error import UnauthorizedLogin
 
 from easync.auth import accounts as acc
 from easync.auth.door import AccountLogin, FrontDoor, LoginPasswordChecker
+from easync.i18n import _, tr
 
 T = TypeVar("T")
 
@@ -102,10 +103,11 @@ class Enrolment:
 
 
 def sentence(text: str) -> str:
-    """``wrong code (4 tries left)`` → ``Wrong code (4 tries left).``"""
-    text = text.strip()
+    """``wrong code (4 tries left)`` → ``Wrong code (4 tries left).``, in the language in
+    force (``easync.i18n.tr``: the service's messages are ``msg``)."""
+    text = tr(text).strip()
     if not text:
-        return "Refused."
+        return _("Refused.")
     text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
 
@@ -151,7 +153,8 @@ class ServiceOps:
         try:
             user = await self._call(self.door.authenticate(AccountLogin(name, password, addr)))
         except UnauthorizedLogin:       # the record vanished after the check
-            raise acc.AccountError("Wrong user name or password.", "bad-password") from None
+            raise acc.AccountError(_("Wrong user name or password."), "bad-password"
+                                   ) from None
         st = await self._call(self.service.status(user.name))
         return Login(user=user.name, method=_method(st.two_factor_effective), admin=st.admin)
 

@@ -20,6 +20,7 @@ from easync.account.core import Account, NeedsLogin, NeedsVerification, NotAdmin
 from easync.account.request import Ctx, Reply, error_json, json_reply, refusal
 from easync.account.sessions import RECENT_SECONDS, Session
 from easync.auth.accounts import AccountError
+from easync.i18n import _
 
 Route = Callable[[Ctx], Awaitable[Reply]]
 
@@ -28,17 +29,20 @@ def _str(ctx: Ctx, name: str, required: bool = False) -> str | None:
     value = ctx.json.get(name)
     if value is None:
         if required:
-            raise AccountError(f"The field {name!r} is missing.", "bad_request")
+            raise AccountError(_("The field {name} is missing.").format(name=repr(name)),
+                               "bad_request")
         return None
     if not isinstance(value, str):
-        raise AccountError(f"The field {name!r} must be a string.", "bad_request")
+        raise AccountError(_("The field {name} must be a string.").format(name=repr(name)),
+                           "bad_request")
     return value
 
 
 def _bool(ctx: Ctx, name: str) -> bool:
     value = ctx.json.get(name)
     if not isinstance(value, bool):
-        raise AccountError(f"The field {name!r} must be true or false.", "bad_request")
+        raise AccountError(_("The field {name} must be true or false.").format(
+            name=repr(name)), "bad_request")
     return value
 
 
@@ -110,13 +114,13 @@ class Api:
             try:
                 return await fn(ctx)
             except NeedsLogin:
-                return _refused(AccountError("Log in first.", "login"))
+                return _refused(AccountError(_("Log in first."), "login"))
             except NeedsVerification:
                 return _refused(AccountError(
-                    "Confirm it's you first: POST /account/api/verify with your "
-                    "password (and code).", "verify"))
+                    _("Confirm it's you first: POST /account/api/verify with your "
+                      "password (and code)."), "verify"))
             except NotAdmin:
-                return _refused(AccountError("For administrators only.", "forbidden"))
+                return _refused(AccountError(_("For administrators only."), "forbidden"))
             except AccountError as e:
                 return _refused(e)
         return run
@@ -140,7 +144,7 @@ class Api:
     async def login(self, ctx: Ctx) -> Reply:
         s = ctx.session
         if s.logged_in:
-            return json_reply(error_json("logged_in", "Already logged in: log out first."), 400)
+            return json_reply(error_json("logged_in", _("Already logged in: log out first.")), 400)
         username, password = _str(ctx, "username"), _str(ctx, "password")
         try:
             await self.acc.login_password(s, username, password, ctx.addr)
@@ -190,7 +194,7 @@ class Api:
         s = ctx.session
         password = await self.acc.generate_as_password(s, ctx.addr)
         return json_reply({"password": password,
-                           "note": "Shown this once: only a hash of it is kept."})
+                           "note": _("Shown this once: only a hash of it is kept.")})
 
     async def as_clear(self, ctx: Ctx) -> Reply:
         s = ctx.session
@@ -214,8 +218,8 @@ class Api:
     async def twofa(self, ctx: Ctx) -> Reply:
         s = ctx.session
         if _str(ctx, "method") != "email":
-            raise AccountError('The field "method" must be "email" (an authenticator app is '
-                               "set up with /account/api/2fa/totp).", "bad_request")
+            raise AccountError(_('The field "method" must be "email" (an authenticator app '
+                                 "is set up with /account/api/2fa/totp)."), "bad_request")
         await self.acc.use_email_codes(s, ctx.addr)
         return json_reply(status_json(await self.ops.status(self.acc.require_user(s))))
 

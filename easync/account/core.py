@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from easync.account.adapter import MAX_NAME_CHARS, Enrolment, Login, ServiceOps
 from easync.account.sessions import PENDING_SECONDS, Pending, Session, SessionStore
 from easync.auth.accounts import AccountError
+from easync.i18n import _
 
 log = Logger(namespace="easync.account")
 
@@ -47,9 +48,10 @@ def clean_code(raw: str | None) -> str:
     """The digits of a one-time code as typed (spaces and dashes allowed), or AccountError."""
     code = re.sub(r"[\s-]", "", raw or "")
     if not code:
-        raise AccountError("Enter the security code.", code="code_missing")
+        raise AccountError(_("Enter the security code."), code="code_missing")
     if not _CODE.match(code):
-        raise AccountError("The security code is the 6 digits we sent you or your app shows.",
+        raise AccountError(_("The security code is the 6 digits we sent you or your app "
+                             "shows."),
                       code="code_malformed")
     return code
 
@@ -57,22 +59,24 @@ def clean_code(raw: str | None) -> str:
 def clean_username(raw: str | None) -> str:
     name = (raw or "").strip()
     if not name:
-        raise AccountError("Enter your user name.", code="username_missing")
+        raise AccountError(_("Enter your user name."), code="username_missing")
     if len(name) > MAX_NAME_CHARS:
-        raise AccountError(f"The user name is too long (at most {MAX_NAME_CHARS} characters).",
+        raise AccountError(_("The user name is too long (at most {n} characters).").format(
+            n=MAX_NAME_CHARS),
                       code="username_too_long")
     if any(not c.isprintable() for c in name):
-        raise AccountError("The user name contains control characters.", code="invalid-name")
+        raise AccountError(_("The user name contains control characters."),
+                           code="invalid-name")
     return name
 
 
 def clean_login_password(raw: str | None) -> str:
     password = raw or ""
     if not password:
-        raise AccountError("Enter your password.", code="password_missing")
+        raise AccountError(_("Enter your password."), code="password_missing")
     if len(password) > MAX_LOGIN_PASSWORD_CHARS:
-        raise AccountError(f"The password is too long (at most {MAX_LOGIN_PASSWORD_CHARS} "
-                      "characters).", code="password_too_long")
+        raise AccountError(_("The password is too long (at most {n} characters).").format(
+            n=MAX_LOGIN_PASSWORD_CHARS), code="password_too_long")
     return password
 
 
@@ -182,7 +186,7 @@ class Account:
         pw = clean_login_password(password)
         result = await self.ops.check_password(user, pw, addr)
         if result.user != user:
-            raise AccountError("Wrong password.", code="login_failed")
+            raise AccountError(_("Wrong password."), code="login_failed")
         if result.method is not None:
             await self.ops.check_code(user, clean_code(code), addr)
         s.verified_at = self.clock.seconds()
@@ -210,7 +214,7 @@ class Account:
         for d in await self.ops.devices(user):
             if d.device_id == device_id:
                 return d
-        raise AccountError("There is no such device on your account.", code="no_device")
+        raise AccountError(_("There is no such device on your account."), code="no_device")
 
     async def wipe(self, s: Session, device_id: str | None, addr: str) -> None:
         user = self.require_recent(s)
@@ -243,7 +247,7 @@ class Account:
                                addr: str) -> str:
         me = self.require_admin(s)
         if state not in ("on", "off"):
-            raise AccountError("Choose on or off.", code="bad_state")
+            raise AccountError(_("Choose on or off."), code="bad_state")
         target = await self._admin_target(me, name)
         await self.ops.set_activesync(target, state == "on", addr, by=me)
         return target
@@ -255,10 +259,11 @@ class Account:
         me = self.require_admin(s)
         if method == "totp":
             # The service would make a new secret nobody but the admin ever sees.
-            raise AccountError("Users set up an authenticator app themselves, on their "
-                          "two-factor page; choose e-mail codes or off.", code="bad_method")
+            raise AccountError(_("Users set up an authenticator app themselves, on their "
+                                 "two-factor page; choose e-mail codes or off."),
+                               code="bad_method")
         if method not in ("email", "off"):
-            raise AccountError("Choose e-mail codes or off.", code="bad_method")
+            raise AccountError(_("Choose e-mail codes or off."), code="bad_method")
         target = await self._admin_target(me, name)
         given = method != "off" and bool(new or confirm)
         return await self.ops.set_twofa(
@@ -270,7 +275,7 @@ class Account:
                                    ) -> list[str]:
         me = self.require_admin(s)
         if state not in ("on", "off"):
-            raise AccountError("Choose on or off.", code="bad_state")
+            raise AccountError(_("Choose on or off."), code="bad_state")
         return await self.ops.set_twofa_everyone(state == "on", addr, by=me)
 
     async def admin_user(self, s: Session, name: str | None) -> Any:
@@ -278,14 +283,15 @@ class Account:
         me = self.require_admin(s, recent=False)
         target = (name or "").strip().lower()
         if not target or len(target) > MAX_NAME_CHARS:
-            raise AccountError("Choose a user.", code="no_user")
+            raise AccountError(_("Choose a user."), code="no_user")
         for u in await self.ops.list_users(me):
             if u.name == target:
                 return u
-        raise AccountError(f"There is no user named {name!r}.", code="no_user")
+        raise AccountError(_("There is no user named {name}.").format(name=repr(name)),
+                           code="no_user")
 
     async def _admin_target(self, me: str, name: str | None) -> str:
         target = (name or "").strip()
         if not target or len(target) > MAX_NAME_CHARS:
-            raise AccountError("Choose a user.", code="no_user")
+            raise AccountError(_("Choose a user."), code="no_user")
         return target

@@ -20,6 +20,7 @@ from easync.account.request import (
     verify_url,
 )
 from easync.auth.accounts import AccountError
+from easync.i18n import _
 
 Route = Callable[[Ctx], Awaitable[Reply]]
 
@@ -73,13 +74,13 @@ class Pages:
             except NeedsVerification:
                 target = back or ctx.request.uri.decode("utf-8", "replace")
                 if back is not None:
-                    ctx.session.say("error", "Confirm it's you first, then try again.")
+                    ctx.session.say("error", _("Confirm it's you first, then try again."))
                 return redirect(verify_url(safe_next(target)))
             except NotAdmin:
-                return self.show(ctx, "Not allowed", views.message(
-                    "This page is for administrators."), status=403)
+                return self.show(ctx, _("Not allowed"), views.message(
+                    _("This page is for administrators.")), status=403)
             except AccountError as e:        # e.g. the account is gone, or no longer an admin
-                return self.refused(ctx, self.show(ctx, "Sorry", views.message(e.message)), e)
+                return self.refused(ctx, self.show(ctx, _("Sorry"), views.message(e.message)), e)
         return run
 
     def show(self, ctx: Ctx, title: str, body: str, status: int = 200,
@@ -98,15 +99,15 @@ class Pages:
 
     def message_page(self, ctx: Ctx, text: str) -> bytes:
         s = ctx.session
-        return views.page("Sorry", views.message(text), user=s.user,
+        return views.page(_("Sorry"), views.message(text), user=s.user,
                           csrf=s.csrf if s.user else None, admin=s.admin)
 
     def csrf_page(self, ctx: Ctx, why: str) -> bytes:
         """A refused POST: the reason, and the login form (or a way back) again."""
         s = ctx.session
         if s.user is None:
-            return views.page("Log in", views.login(s.csrf), messages=[("error", why)])
-        return views.page("Not done", views.message(why + " Please try again."),
+            return views.page(_("Log in"), views.login(s.csrf), messages=[("error", why)])
+        return views.page(_("Not done"), views.message(why + " " + _("Please try again.")),
                           user=s.user, csrf=s.csrf, admin=s.admin)
 
     # ---------------------------------------------------------------- login
@@ -117,7 +118,7 @@ class Pages:
             return redirect(f"{ROOT}/")
         if error is None and self.acc.pending(s) is not None:
             return redirect(f"{ROOT}/login/code")
-        return self.show(ctx, "Log in", views.login(s.csrf, username), status, error)
+        return self.show(ctx, _("Log in"), views.login(s.csrf, username), status, error)
 
     async def login(self, ctx: Ctx) -> Reply:
         s = ctx.session
@@ -140,13 +141,13 @@ class Pages:
         p = self.acc.pending(s)
         if p is None:
             return redirect(f"{ROOT}/" if s.user is not None else f"{ROOT}/login")
-        return self.show(ctx, "Log in", views.code_step(s.csrf, p.user, p.method, p.sent_to),
+        return self.show(ctx, _("Log in"), views.code_step(s.csrf, p.user, p.method, p.sent_to),
                          status, error)
 
     async def code(self, ctx: Ctx) -> Reply:
         s = ctx.session
         if self.acc.pending(s) is None:
-            s.say("error", "The login waited too long for its code. Log in again.")
+            s.say("error", _("The login waited too long for its code. Log in again."))
             return redirect(f"{ROOT}/login")
         try:
             await self.acc.login_code(s, ctx.arg("code"), ctx.addr)
@@ -162,7 +163,7 @@ class Pages:
             return redirect(f"{ROOT}/login")
         except AccountError as e:
             return self.refused(ctx, await self.code_form(ctx, e.message), e)
-        s.say("ok", f"A new code was sent to {sent_to}.")
+        s.say("ok", _("A new code was sent to {email}.").format(email=sent_to))
         return redirect(f"{ROOT}/login/code")
 
     async def logout(self, ctx: Ctx) -> Reply:
@@ -177,7 +178,7 @@ class Pages:
         user = self.acc.require_user(s)
         st = await self.ops.status(user)
         nxt = safe_next(next_url or ctx.query("next"))
-        return self.show(ctx, "Confirm it's you", views.verify(
+        return self.show(ctx, _("Confirm it's you"), views.verify(
             s.csrf, user, st.twofa, s.data.get("verify_sent_to", ""), nxt), status, error)
 
     async def verify(self, ctx: Ctx) -> Reply:
@@ -196,7 +197,7 @@ class Pages:
             sent_to = await self.acc.verify_send_code(s, ctx.addr)
         except AccountError as e:
             return self.refused(ctx, await self.verify_form(ctx, e.message, next_url=nxt), e)
-        s.say("ok", f"A code was sent to {sent_to}.")
+        s.say("ok", _("A code was sent to {email}.").format(email=sent_to))
         return redirect(verify_url(nxt))
 
     # ---------------------------------------------------------------- overview
@@ -205,7 +206,7 @@ class Pages:
         user = self.acc.require_user(s)
         st = await self.ops.status(user)
         devices = await self.ops.devices(user)
-        return self.show(ctx, "Your account", views.overview(
+        return self.show(ctx, _("Your account"), views.overview(
             st, devices, s.csrf, self.clock.seconds()))
 
     # ---------------------------------------------------------------- ActiveSync password
@@ -214,7 +215,7 @@ class Pages:
         s = ctx.session
         user = self.acc.require_recent(s)
         st = await self.ops.status(user)
-        return self.show(ctx, "ActiveSync password", views.as_password(
+        return self.show(ctx, _("ActiveSync password"), views.as_password(
             st, s.csrf, self.clock.seconds(), s.take_reveal()), status, error)
 
     async def as_password(self, ctx: Ctx) -> Reply:
@@ -224,16 +225,16 @@ class Pages:
             if action == "set":
                 await self.acc.set_as_password(s, ctx.arg("new"), ctx.arg("confirm"),
                                                ctx.addr)
-                s.say("ok", "Your ActiveSync password is set. Enter it on your phone: from "
-                            "now on ActiveSync accepts only this password.")
+                s.say("ok", _("Your ActiveSync password is set. Enter it on your phone: "
+                              "from now on ActiveSync accepts only this password."))
             elif action == "generate":
                 s.reveal = await self.acc.generate_as_password(s, ctx.addr)
-                s.say("ok", "A new ActiveSync password was generated.")
+                s.say("ok", _("A new ActiveSync password was generated."))
             elif action == "clear":
                 await self.acc.clear_as_password(s, ctx.addr)
-                s.say("ok", "Your ActiveSync password was removed.")
+                s.say("ok", _("Your ActiveSync password was removed."))
             else:
-                raise AccountError("Choose what to do with the ActiveSync password.",
+                raise AccountError(_("Choose what to do with the ActiveSync password."),
                               code="bad_action")
         except AccountError as e:
             return self.refused(ctx, await self.as_password_form(ctx, e.message), e)
@@ -249,8 +250,8 @@ class Pages:
             try:
                 d = await self.acc.device(s, device_id)
             except AccountError as e:
-                return self.show(ctx, "Devices", views.message(e.message), 404)
-            title = "Wipe a device" if action == "wipe" else "Remove a device"
+                return self.show(ctx, _("Devices"), views.message(e.message), 404)
+            title = _("Wipe a device") if action == "wipe" else _("Remove a device")
             return self.show(ctx, title, views.device_confirm(d, action, s.csrf), status,
                              error)
         return run
@@ -264,11 +265,11 @@ class Pages:
             try:
                 if action == "wipe":
                     await self.acc.wipe(s, device_id, ctx.addr)
-                    s.say("ok", f"Wipe requested for {device_id}: it happens at the device's "
-                                "next connection.")
+                    s.say("ok", _("Wipe requested for {device}: it happens at the device's "
+                                  "next connection.").format(device=device_id))
                 else:
                     await self.acc.remove(s, device_id, ctx.addr)
-                    s.say("ok", f"Device {device_id} removed.")
+                    s.say("ok", _("Device {device} removed.").format(device=device_id))
             except AccountError as e:
                 return self.refused(ctx, await form(ctx, e.message), e)
             return redirect(f"{ROOT}/#devices")
@@ -280,19 +281,19 @@ class Pages:
         s = ctx.session
         user = self.acc.require_user(s)
         st = await self.ops.status(user)
-        return self.show(ctx, "Two-factor authentication", views.twofa(
+        return self.show(ctx, _("Two-factor authentication"), views.twofa(
             st, s.csrf, _mask(st.email)), status, error)
 
     async def twofa(self, ctx: Ctx) -> Reply:
         s = ctx.session
         if ctx.arg("method") != "email":
             return self.refused(ctx, await self.twofa_form(
-                ctx, "Choose e-mail codes or an authenticator app."), AccountError(""))
+                ctx, _("Choose e-mail codes or an authenticator app.")), AccountError(""))
         try:
             await self.acc.use_email_codes(s, ctx.addr)
         except AccountError as e:
             return self.refused(ctx, await self.twofa_form(ctx, e.message), e)
-        s.say("ok", "Two-factor authentication now uses codes sent by e-mail.")
+        s.say("ok", _("Two-factor authentication now uses codes sent by e-mail."))
         return redirect(f"{ROOT}/2fa")
 
     async def totp_start(self, ctx: Ctx) -> Reply:
@@ -310,7 +311,7 @@ class Pages:
         enrolment = s.data.get("totp")
         if enrolment is None or user is None:
             return redirect(f"{ROOT}/2fa")
-        return self.show(ctx, "Authenticator app", views.totp_enrol(
+        return self.show(ctx, _("Authenticator app"), views.totp_enrol(
             s.csrf, enrolment.secret, svg_data_uri(enrolment.qr_svg)), status, error)
 
     async def totp_confirm(self, ctx: Ctx) -> Reply:
@@ -319,7 +320,7 @@ class Pages:
             await self.acc.confirm_totp(s, ctx.arg("code"), ctx.addr)
         except AccountError as e:
             return self.refused(ctx, await self.totp_form(ctx, e.message), e)
-        s.say("ok", "Two-factor authentication now uses your authenticator app.")
+        s.say("ok", _("Two-factor authentication now uses your authenticator app."))
         return redirect(f"{ROOT}/2fa")
 
     # ---------------------------------------------------------------- admin
@@ -329,7 +330,7 @@ class Pages:
         me = self.acc.require_admin(s)
         users = await self.ops.list_users(me)
         everyone = await self.ops.twofa_everyone()
-        return self.show(ctx, "Users", views.admin(users, everyone, s.csrf, me), status,
+        return self.show(ctx, _("Users"), views.admin(users, everyone, s.csrf, me), status,
                          error)
 
     async def admin_twofa_form(self, ctx: Ctx, error: str | None = None, status: int = 200
@@ -339,14 +340,14 @@ class Pages:
         method = ctx.query("method") or ctx.arg("method") or ""
         if method not in ("email", "off"):
             if method == "totp":
-                s.say("error", "Users set up an authenticator app themselves, on their "
-                               "two-factor page.")
+                s.say("error", _("Users set up an authenticator app themselves, on their "
+                                 "two-factor page."))
             return redirect(f"{ROOT}/admin")
         try:
             u = await self.acc.admin_user(s, ctx.query("user") or ctx.arg("user"))
         except AccountError as e:
-            return self.show(ctx, "Users", views.message(e.message, f"{ROOT}/admin"), 404)
-        return self.show(ctx, "Two-factor authentication",
+            return self.show(ctx, _("Users"), views.message(e.message, f"{ROOT}/admin"), 404)
+        return self.show(ctx, _("Two-factor authentication"),
                          views.admin_twofa_confirm(u, method, s.csrf), status, error)
 
     async def admin_twofa(self, ctx: Ctx) -> Reply:
@@ -367,7 +368,8 @@ class Pages:
                                                      ctx.addr)
         except AccountError as e:
             return self.refused(ctx, await self.admin_form(ctx, e.message), e)
-        s.say("ok", f"ActiveSync is {ctx.arg('state')} for {target}.")
+        s.say("ok", (_("ActiveSync is on for {user}.") if ctx.arg("state") == "on" else
+                     _("ActiveSync is off for {user}.")).format(user=target))
         return redirect(f"{ROOT}/admin")
 
     async def admin_everyone(self, ctx: Ctx) -> Reply:
@@ -376,10 +378,11 @@ class Pages:
             refused = await self.acc.admin_twofa_everyone(s, ctx.arg("state"), ctx.addr)
         except AccountError as e:
             return self.refused(ctx, await self.admin_form(ctx, e.message), e)
-        s.say("ok", f"Two-factor authentication for everyone is {ctx.arg('state')}.")
+        s.say("ok", _("Two-factor authentication for everyone is on.") if ctx.arg("state") ==
+              "on" else _("Two-factor authentication for everyone is off."))
         if refused:
-            s.say("error", "ActiveSync now refuses these users until they set an ActiveSync "
-                           "password: " + ", ".join(refused) + ".")
+            s.say("error", _("ActiveSync now refuses these users until they set an "
+                             "ActiveSync password: {users}.").format(users=", ".join(refused)))
         return redirect(f"{ROOT}/admin")
 
 

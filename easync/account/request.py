@@ -31,6 +31,7 @@ from easync.account import views
 from easync.account.sessions import Session, SessionStore
 from easync.auth.accounts import AccountError
 from easync.http.forwarded import Network, client_address
+from easync.i18n import _
 
 __all__ = ["COOKIE", "MAX_FIELD", "ROOT", "Ctx", "Reply", "device_query", "error_json",
            "header", "json_reply", "redirect", "refusal", "safe_next", "verify_url"]
@@ -138,11 +139,11 @@ class Ctx:
         if self._session is None:
             self._session = self.sessions.new()
             if self.expired == "absolute":
-                self._session.say("error", "Your session has ended (it lasts 8 hours at "
-                                           "most). Log in again.")
+                self._session.say("error", _("Your session has ended (it lasts 8 hours "
+                                             "at most). Log in again."))
             elif self.expired == "idle":
-                self._session.say("error", "Your session has ended after 15 minutes "
-                                           "without activity. Log in again.")
+                self._session.say("error", _("Your session has ended after 15 minutes "
+                                             "without activity. Log in again."))
             self.expired = None
         return self._session
 

@@ -92,7 +92,7 @@ JS = """\
       var target = document.getElementById(button.getAttribute("data-copy"));
       if (!target || !navigator.clipboard) { return; }
       navigator.clipboard.writeText(target.textContent.trim()).then(function () {
-        button.textContent = "Copied";
+        button.textContent = button.getAttribute("data-copied") || "Copied";
       });
     });
   });

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from easync.account import static
 from easync.account.adapter import Device, Status, UserRow
+from easync.i18n import _, current, ngettext
 
 ROOT = "/account"
 
@@ -27,23 +28,28 @@ def e(value: object) -> str:
 def when(ts: float | None, now: float | None = None) -> str:
     """A time for people: ``2025-03-14 09:26 UTC`` (+ "(3 minutes ago)" given ``now``)."""
     if not ts:
-        return "never"
+        return _("never")
     stamp = datetime.datetime.fromtimestamp(ts, datetime.UTC)
     text = stamp.strftime("%Y-%m-%d %H:%M UTC")
     if now is not None:
         ago = now - ts
         if 0 <= ago < 90:
-            text += " (just now)"
+            text += " " + _("(just now)")
         elif 0 <= ago < 3600:
-            text += f" ({int(ago // 60)} minutes ago)"
+            n = int(ago // 60)
+            text += " " + ngettext("({n} minute ago)", "({n} minutes ago)", n).format(n=n)
         elif 0 <= ago < 48 * 3600:
-            text += f" ({int(ago // 3600)} hours ago)"
+            n = int(ago // 3600)
+            text += " " + ngettext("({n} hour ago)", "({n} hours ago)", n).format(n=n)
     return f'<time datetime="{stamp.isoformat()}">{e(text)}</time>'
 
 
 def method_name(method: str | None) -> str:
-    return {"email": "by e-mail", "totp": "with an authenticator app"}.get(
-        method or "", "off")
+    if method == "email":
+        return _("by e-mail")
+    if method == "totp":
+        return _("with an authenticator app")
+    return _("off")
 
 
 def csrf_field(token: str) -> str:
@@ -69,15 +75,17 @@ def page(title: str, body: str, *, user: str | None = None, csrf: str | None = N
     """A whole HTML document."""
     nav = ""
     if user is not None and csrf is not None:
-        admin_link = (f'<a class="button secondary small" href="{ROOT}/admin">Users</a>'
-                      if admin else "")
+        admin_link = (f'<a class="button secondary small" href="{ROOT}/admin">'
+                      f'{_("Users")}</a>' if admin else "")
         nav = (f'<nav>{admin_link}'
                + form(f"{ROOT}/logout", csrf,
-                      '<button class="secondary small" type="submit">Log out</button>',
-                      cls="inline")
-               + f'</nav><div class="who">Signed in as <strong>{e(user)}</strong></div>')
+                      '<button class="secondary small" type="submit">'
+                      f'{_("Log out")}</button>', cls="inline")
+               + '</nav><div class="who">'
+               + _("Signed in as <strong>{user}</strong>").format(user=e(user))
+               + "</div>")
     doc = f"""<!doctype html>
-<html lang="en">
+<html lang="{current()}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -87,7 +95,7 @@ def page(title: str, body: str, *, user: str | None = None, csrf: str | None = N
 <script src="{ROOT}/static/account.js?v={static.VERSION}" defer></script>
 </head>
 <body>
-<header><div class="bar"><a class="brand" href="{ROOT}/">easync account</a>{nav}</div></header>
+<header><div class="bar"><a class="brand" href="{ROOT}/">{_("easync account")}</a>{nav}</div></header>
 <main>
 <h1>{e(title)}</h1>
 {flashes(messages)}{body}
@@ -103,22 +111,22 @@ def page(title: str, body: str, *, user: str | None = None, csrf: str | None = N
 def login(csrf: str, username: str = "") -> str:
     return form(f"{ROOT}/login", csrf, f"""
 <section class="card">
-<p class="muted">Manage the password your phone uses for ActiveSync, your two-factor
-authentication and your devices.</p>
-<label for="username">User name</label>
+<p class="muted">{_("Manage the password your phone uses for ActiveSync, your two-factor "
+                    "authentication and your devices.")}</p>
+<label for="username">{_("User name")}</label>
 <input id="username" name="username" type="text" autocomplete="username"
  autocapitalize="none" spellcheck="false" required maxlength="256" value="{e(username)}"
  autofocus>
-<label for="password">Password</label>
+<label for="password">{_("Password")}</label>
 <input id="password" name="password" type="password" autocomplete="current-password"
  required maxlength="1024">
-<button type="submit">Log in</button>
+<button type="submit">{_("Log in")}</button>
 </section>""")
 
 
 def code_input(autofocus: bool = True) -> str:
     focus = " autofocus" if autofocus else ""
-    return ('<label for="code">Security code</label>'
+    return (f'<label for="code">{_("Security code")}</label>'
             '<input id="code" name="code" class="code" type="text" inputmode="numeric" '
             'autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="12" required'
             f"{focus}>")
@@ -127,139 +135,149 @@ def code_input(autofocus: bool = True) -> str:
 def code_step(csrf: str, user: str, method: str, sent_to: str) -> str:
     """The second login step: the one-time code."""
     if method == "email":
-        where = (f"We sent a 6-digit code to <strong>{e(sent_to)}</strong>. It is valid "
-                 "for 10 minutes." if sent_to else
-                 "Ask for a code: we send it to your e-mail address.")
+        where = (_("We sent a 6-digit code to <strong>{email}</strong>. It is valid for 10 "
+                   "minutes.").format(email=e(sent_to)) if sent_to else
+                 _("Ask for a code: we send it to your e-mail address."))
         resend = form(f"{ROOT}/login/send", csrf,
-                      '<button class="secondary" type="submit">Send a new code</button>')
+                      f'<button class="secondary" type="submit">{_("Send a new code")}'
+                      "</button>")
     else:
-        where = "Enter the 6-digit code your authenticator app shows for easync."
+        where = _("Enter the 6-digit code your authenticator app shows for easync.")
         resend = ""
+    signing_in = _("Signing in as <strong>{user}</strong>.").format(user=e(user))
     return f"""<section class="card">
-<h2>Two-factor authentication</h2>
-<p>Signing in as <strong>{e(user)}</strong>. {where}</p>
-{form(f"{ROOT}/login/code", csrf, code_input() + '<button type="submit">Verify</button>')}
+<h2>{_("Two-factor authentication")}</h2>
+<p>{signing_in} {where}</p>
+{form(f"{ROOT}/login/code", csrf,
+      code_input() + f'<button type="submit">{_("Verify")}</button>')}
 <div class="actions">{resend}
-{form(f"{ROOT}/logout", csrf, '<button class="link" type="submit">Cancel</button>')}</div>
+{form(f"{ROOT}/logout", csrf,
+      f'<button class="link" type="submit">{_("Cancel")}</button>')}</div>
 </section>"""
 
 
 def verify(csrf: str, user: str, method: str | None, sent_to: str, next_url: str) -> str:
     """"Confirm it's you": the password, and with 2FA on a code, before a change."""
     if method == "email":
-        hint = (f"We sent a code to <strong>{e(sent_to)}</strong>." if sent_to else
-                "First ask for a code by e-mail, then enter it below with your password.")
+        hint = (_("We sent a code to <strong>{email}</strong>.").format(email=e(sent_to))
+                if sent_to else
+                _("First ask for a code by e-mail, then enter it below with your password."))
         send = form(f"{ROOT}/verify/send", csrf,
                     f'<input type="hidden" name="next" value="{e(next_url)}">'
                     '<button class="secondary" type="submit">'
-                    f'{"Send a new code" if sent_to else "Send me a code"}</button>')
+                    f'{_("Send a new code") if sent_to else _("Send me a code")}</button>')
         code = code_input(autofocus=False)
     elif method == "totp":
-        hint = "Enter your password and the code your authenticator app shows."
+        hint = _("Enter your password and the code your authenticator app shows.")
         send = ""
         code = code_input(autofocus=False)
     else:
-        hint = "Enter your password."
+        hint = _("Enter your password.")
         send = ""
         code = ""
     return f"""<section class="card">
-<p>You need to authenticate to proceed. {hint}</p>
+<p>{_("You need to authenticate to proceed.")} {hint}</p>
 {send}
 {form(f"{ROOT}/verify", csrf, f'''
 <input type="hidden" name="next" value="{e(next_url)}">
 <input type="text" name="username" value="{e(user)}" autocomplete="username" hidden>
-<label for="password">Your password</label>
+<label for="password">{_("Your password")}</label>
 <input id="password" name="password" type="password" autocomplete="current-password"
  required maxlength="1024" autofocus>
 {code}
-<button type="submit">Verify</button>''')}
-<p><a href="{ROOT}/">Back</a></p>
+<button type="submit">{_("Verify")}</button>''')}
+<p><a href="{ROOT}/">{_("Back")}</a></p>
 </section>"""
 
 
 # ------------------------------------------------------------------ overview
 
-def _badge(on: bool, yes: str = "on", no: str = "off") -> str:
+def _badge(on: bool, yes: str, no: str) -> str:
     return f'<span class="badge {"on" if on else "off"}">{yes if on else no}</span>'
 
 
 def as_status_text(st: Status) -> str:
     """What the ActiveSync password means for phones now, in one sentence."""
     if not st.activesync:
-        return "ActiveSync is off for your account: ask an administrator to turn it on."
+        return _("ActiveSync is off for your account: ask an administrator to turn it on.")
     if st.eas_refused:
-        return ("Two-factor authentication is on and you have no ActiveSync password: "
-                "phones are refused until you set one.")
+        return _("Two-factor authentication is on and you have no ActiveSync password: "
+                 "phones are refused until you set one.")
     if st.as_password_set:
-        return ("Phones must use your ActiveSync password; your login password does not "
-                "work for ActiveSync.")
-    return ("Phones use your login password. Set an ActiveSync password to give them "
-            "their own.")
+        return _("Phones must use your ActiveSync password; your login password does not "
+                 "work for ActiveSync.")
+    return _("Phones use your login password. Set an ActiveSync password to give them "
+             "their own.")
 
 
 def as_facts(st: Status, now: float) -> str:
     if st.as_password_set:
         used = when(st.as_password_last_used, now)
         if st.as_password_last_used and st.as_password_last_device:
-            used += f" by <strong>{e(st.as_password_last_device)}</strong>"
-        rows = (f"<dt>ActiveSync password</dt><dd>{_badge(True, 'set', '')} since "
-                f"{when(st.as_password_since, now)}</dd>"
-                f"<dt>Last used</dt><dd>{used}</dd>")
+            used += " " + _("by <strong>{device}</strong>").format(
+                device=e(st.as_password_last_device))
+        since = _("since {when}").format(when=when(st.as_password_since, now))
+        rows = (f"<dt>{_('ActiveSync password')}</dt><dd>{_badge(True, _('set'), '')} "
+                f"{since}</dd>"
+                f"<dt>{_('Last used')}</dt><dd>{used}</dd>")
     else:
-        mandatory = " (required)" if st.twofa_on else ""
-        rows = ('<dt>ActiveSync password</dt><dd><span class="badge '
-                f'{"bad" if st.eas_refused else "off"}">not set</span>{mandatory}</dd>')
+        mandatory = " " + _("(required)") if st.twofa_on else ""
+        rows = (f'<dt>{_("ActiveSync password")}</dt><dd><span class="badge '
+                f'{"bad" if st.eas_refused else "off"}">{_("not set")}</span>{mandatory}</dd>')
     return rows
 
 
 def overview(st: Status, devices: list[Device], csrf: str, now: float) -> str:
     warn = (f'<p class="warn">{e(as_status_text(st))}</p>' if st.eas_refused
             else f'<p class="muted">{e(as_status_text(st))}</p>')
-    everyone = " (required for every user)" if st.twofa_everyone else ""
+    everyone = " " + _("(required for every user)") if st.twofa_everyone else ""
+    now_on = (_("On, {method}").format(method=e(method_name(st.twofa))) if st.twofa_on
+              else _("Off"))
     return f"""<section class="card" id="activesync">
 <h2>ActiveSync</h2>
 <dl class="facts">
-<dt>ActiveSync</dt><dd>{_badge(st.activesync, 'enabled', 'not enabled')}</dd>
-<dt>Two-factor authentication</dt><dd>{e(method_name(st.twofa))}{everyone}</dd>
+<dt>ActiveSync</dt><dd>{_badge(st.activesync, _('enabled'), _('not enabled'))}</dd>
+<dt>{_("Two-factor authentication")}</dt><dd>{e(method_name(st.twofa))}{everyone}</dd>
 {as_facts(st, now)}
 </dl>
 {warn}
-<a class="button" href="{ROOT}/as-password">See and change the ActiveSync password</a>
+<a class="button" href="{ROOT}/as-password">{_("See and change the ActiveSync password")}</a>
 </section>
 <section class="card" id="devices">
-<h2>Devices</h2>
+<h2>{_("Devices")}</h2>
 {device_list(devices, now)}
 </section>
 <section class="card" id="twofa">
-<h2>Two-factor authentication</h2>
-<p>{"On, " + e(method_name(st.twofa)) if st.twofa_on else "Off"}{everyone}.</p>
-<a class="button secondary" href="{ROOT}/2fa">Two-factor settings</a>
+<h2>{_("Two-factor authentication")}</h2>
+<p>{now_on}{everyone}.</p>
+<a class="button secondary" href="{ROOT}/2fa">{_("Two-factor settings")}</a>
 </section>"""
 
 
 def device_list(devices: list[Device], now: float) -> str:
     if not devices:
-        return '<p class="muted">No phone or tablet has connected with your account yet.</p>'
+        return ('<p class="muted">'
+                + _("No phone or tablet has connected with your account yet.") + "</p>")
     items = []
     for d in devices:
         wipe = ""
         if d.wipe == "pending":
-            wipe = ('<dt>Wipe</dt><dd><span class="badge bad">requested</span> '
-                    "(at its next connection)</dd>")
+            wipe = (f'<dt>{_("Wipe")}</dt><dd><span class="badge bad">{_("requested")}'
+                    f'</span> {_("(at its next connection)")}</dd>')
         elif d.wipe == "done":
-            wipe = '<dt>Wipe</dt><dd><span class="badge bad">done</span></dd>'
+            wipe = f'<dt>{_("Wipe")}</dt><dd><span class="badge bad">{_("done")}</span></dd>'
         qid = quote(d.device_id, safe="")
         items.append(f"""<li>
-<div class="row-title">{e(d.device_type or "Device")} · {e(d.device_id)}</div>
+<div class="row-title">{e(d.device_type or _("Device"))} · {e(d.device_id)}</div>
 <dl class="facts">
-<dt>Last sync</dt><dd>{when(d.last_sync, now)}</dd>
-<dt>Last seen</dt><dd>{when(d.last_seen, now)}</dd>
-{f"<dt>Client</dt><dd>{e(d.user_agent)}</dd>" if d.user_agent else ""}
+<dt>{_("Last sync")}</dt><dd>{when(d.last_sync, now)}</dd>
+<dt>{_("Last seen")}</dt><dd>{when(d.last_seen, now)}</dd>
+{f"<dt>{_('Client')}</dt><dd>{e(d.user_agent)}</dd>" if d.user_agent else ""}
 {wipe}
 </dl>
 <div class="actions">
-<a class="button secondary" href="{ROOT}/devices/wipe?device={e(qid)}">Wipe…</a>
-<a class="button secondary" href="{ROOT}/devices/remove?device={e(qid)}">Remove…</a>
+<a class="button secondary" href="{ROOT}/devices/wipe?device={e(qid)}">{_("Wipe…")}</a>
+<a class="button secondary" href="{ROOT}/devices/remove?device={e(qid)}">{_("Remove…")}</a>
 </div>
 </li>""")
     return f'<ul class="list">{"".join(items)}</ul>'
@@ -267,21 +285,21 @@ def device_list(devices: list[Device], now: float) -> str:
 
 def device_confirm(d: Device, action: str, csrf: str) -> str:
     if action == "wipe":
-        text = ("The device erases its data the next time it connects: the whole device, "
-                "as for a lost or stolen phone. Use this only for a device you no longer "
-                "hold.")
-        button = '<button class="danger" type="submit">Wipe this device</button>'
+        text = _("The device erases its data the next time it connects: the whole device, "
+                 "as for a lost or stolen phone. Use this only for a device you no longer "
+                 "hold.")
+        button = f'<button class="danger" type="submit">{_("Wipe this device")}</button>'
     else:
-        text = ("easync forgets the device and its sync state. If it connects again it "
-                "starts over with a full sync; to stop it for good, change your "
-                "ActiveSync password as well.")
-        button = '<button class="danger" type="submit">Remove this device</button>'
+        text = _("easync forgets the device and its sync state. If it connects again it "
+                 "starts over with a full sync; to stop it for good, change your "
+                 "ActiveSync password as well.")
+        button = f'<button class="danger" type="submit">{_("Remove this device")}</button>'
     return f"""<section class="card">
-<h2>{e(d.device_type or "Device")} · {e(d.device_id)}</h2>
+<h2>{e(d.device_type or _("Device"))} · {e(d.device_id)}</h2>
 <p>{text}</p>
 {form(f"{ROOT}/devices/{action}", csrf,
       f'<input type="hidden" name="device" value="{e(d.device_id)}">{button}'
-      f'<a class="button secondary" href="{ROOT}/#devices">Cancel</a>')}
+      f'<a class="button secondary" href="{ROOT}/#devices">{_("Cancel")}</a>')}
 </section>"""
 
 
@@ -291,45 +309,46 @@ def as_password(st: Status, csrf: str, now: float, reveal: str | None) -> str:
     shown = ""
     if reveal:
         shown = f"""<section class="card" id="generated">
-<h2>Your new ActiveSync password</h2>
+<h2>{_("Your new ActiveSync password")}</h2>
 <p class="secret" id="generated-password">{e(reveal)}</p>
-<button class="secondary" type="button" data-copy="generated-password" hidden>Copy</button>
-<p class="warn">Enter it on your phone now, in the account's password field.
-It is shown only this once: easync keeps only a hash of it.</p>
+{copy_button("generated-password")}
+<p class="warn">{_("Enter it on your phone now, in the account's password field. It is "
+                   "shown only this once: easync keeps only a hash of it.")}</p>
 </section>"""
     clear = ""
     if st.as_password_set:
-        note = (" With two-factor authentication on, phones are then refused until you set "
-                "a new one." if st.twofa_on else " Phones then use your login password.")
+        note = (_("With two-factor authentication on, phones are then refused until you "
+                  "set a new one.") if st.twofa_on else
+                _("Phones then use your login password."))
         clear = f"""<section class="card">
-<h2>Remove the ActiveSync password</h2>
-<p class="muted">{e(note.strip())}</p>
+<h2>{_("Remove the ActiveSync password")}</h2>
+<p class="muted">{e(note)}</p>
 {form(f"{ROOT}/as-password", csrf,
       '<input type="hidden" name="action" value="clear">'
-      '<button class="secondary" type="submit">Remove it</button>')}
+      f'<button class="secondary" type="submit">{_("Remove it")}</button>')}
 </section>"""
-    title = "Change the ActiveSync password" if st.as_password_set else \
-        "Set an ActiveSync password"
+    title = _("Change the ActiveSync password") if st.as_password_set else \
+        _("Set an ActiveSync password")
     return f"""{shown}<section class="card">
 <dl class="facts">{as_facts(st, now)}</dl>
 <p class="muted">{e(as_status_text(st))}</p>
 </section>
 <section class="card">
 <h2>{title}</h2>
-{form(f"{ROOT}/as-password", csrf, '''
+{form(f"{ROOT}/as-password", csrf, f'''
 <input type="hidden" name="action" value="set">
-<label for="new">New password</label>
+<label for="new">{_("New password")}</label>
 <input id="new" name="new" type="password" autocomplete="new-password" required
  maxlength="1024">
-<label for="confirm">Confirm password</label>
+<label for="confirm">{_("Confirm password")}</label>
 <input id="confirm" name="confirm" type="password" autocomplete="new-password" required
  maxlength="1024">
-<p class="muted">Up to 72 bytes. Every phone of yours then needs this password.</p>
-<button type="submit">Save</button>''')}
-<p>or</p>
+<p class="muted">{_("Up to 72 bytes. Every phone of yours then needs this password.")}</p>
+<button type="submit">{_("Save")}</button>''')}
+<p>{_("or")}</p>
 {form(f"{ROOT}/as-password", csrf,
       '<input type="hidden" name="action" value="generate">'
-      '<button class="secondary" type="submit">Generate one for me</button>')}
+      f'<button class="secondary" type="submit">{_("Generate one for me")}</button>')}
 </section>
 {clear}"""
 
@@ -337,31 +356,34 @@ It is shown only this once: easync keeps only a hash of it.</p>
 # ------------------------------------------------------------------ 2FA
 
 def twofa(st: Status, csrf: str, masked_email: str | None) -> str:
-    cur = f"On, {e(method_name(st.twofa))}" if st.twofa_on else "Off"
+    cur = (_("On, {method}").format(method=e(method_name(st.twofa))) if st.twofa_on
+           else _("Off"))
     if st.twofa_everyone:
-        cur += " (required for every user)"
+        cur += " " + _("(required for every user)")
     email_btn = ""
     if st.twofa != "email":
         if st.email:
             email_btn = form(f"{ROOT}/2fa", csrf,
                              '<input type="hidden" name="method" value="email">'
-                             '<button type="submit">Use codes by e-mail</button>')
+                             f'<button type="submit">{_("Use codes by e-mail")}</button>')
         else:
-            email_btn = ('<p class="muted">Codes by e-mail need an e-mail address on your '
-                         "account; ask an administrator.</p>")
+            email_btn = ('<p class="muted">'
+                         + _("Codes by e-mail need an e-mail address on your account; ask "
+                             "an administrator.") + "</p>")
     totp_btn = ""
     if st.twofa != "totp":
         totp_btn = form(f"{ROOT}/2fa/totp", csrf,
-                        '<button type="submit">Use an authenticator app</button>')
+                        f'<button type="submit">{_("Use an authenticator app")}</button>')
     off = ""
     if st.twofa_on:
-        off = ('<p class="muted">Only an administrator can turn two-factor authentication '
-               "off.</p>")
-    to = f" (to {e(masked_email)})" if masked_email and st.twofa == "email" else ""
+        off = ('<p class="muted">'
+               + _("Only an administrator can turn two-factor authentication off.") + "</p>")
+    to = (" " + _("(to {email})").format(email=e(masked_email))
+          if masked_email and st.twofa == "email" else "")
     return f"""<section class="card">
-<dl class="facts"><dt>Now</dt><dd>{cur}{to}</dd></dl>
-<p class="muted">With two-factor authentication on, logging in here needs a one-time code
-too, and phones need an ActiveSync password.</p>
+<dl class="facts"><dt>{_("Now")}</dt><dd>{cur}{to}</dd></dl>
+<p class="muted">{_("With two-factor authentication on, logging in here needs a one-time "
+                    "code too, and phones need an ActiveSync password.")}</p>
 <div class="actions">{email_btn}{totp_btn}</div>
 {off}
 </section>"""
@@ -370,18 +392,18 @@ too, and phones need an ActiveSync password.</p>
 def totp_enrol(csrf: str, secret: str, qr_svg_data_uri: str) -> str:
     grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
     return f"""<section class="card">
-<h2>Add easync to your authenticator app</h2>
-<p>Scan this code with the app (Google Authenticator, Aegis, FreeOTP, 1Password, …):</p>
-<img class="qr" src="{e(qr_svg_data_uri)}" alt="QR code of the authenticator secret"
+<h2>{_("Add easync to your authenticator app")}</h2>
+<p>{_("Scan this code with the app (Google Authenticator, Aegis, FreeOTP, 1Password, …):")}</p>
+<img class="qr" src="{e(qr_svg_data_uri)}" alt="{e(_("QR code of the authenticator secret"))}"
  width="220" height="220">
-<p class="muted">Or enter this key by hand (time-based, 6 digits, 30 seconds):</p>
+<p class="muted">{_("Or enter this key by hand (time-based, 6 digits, 30 seconds):")}</p>
 <p class="secret" id="totp-secret">{e(grouped)}</p>
-<button class="secondary" type="button" data-copy="totp-secret" hidden>Copy</button>
+{copy_button("totp-secret")}
 {form(f"{ROOT}/2fa/totp/confirm", csrf, code_input(autofocus=False) +
-      '<button type="submit">Confirm and turn on</button>')}
-<p class="muted">Two-factor authentication switches to the app only once a code from it
-is accepted.</p>
-<p><a href="{ROOT}/2fa">Cancel</a></p>
+      f'<button type="submit">{_("Confirm and turn on")}</button>')}
+<p class="muted">{_("Two-factor authentication switches to the app only once a code from "
+                    "it is accepted.")}</p>
+<p><a href="{ROOT}/2fa">{_("Cancel")}</a></p>
 </section>"""
 
 
@@ -395,46 +417,50 @@ def admin(users: list[UserRow], everyone: bool, csrf: str, me: str) -> str:
                        f'<input type="hidden" name="user" value="{e(u.name)}">'
                        f'<input type="hidden" name="state" value="{"off" if u.activesync else "on"}">'
                        f'<button class="secondary" type="submit">'
-                       f'{"Turn ActiveSync off" if u.activesync else "Turn ActiveSync on"}'
+                       f'{_("Turn ActiveSync off") if u.activesync else _("Turn ActiveSync on")}'
                        "</button>")
-        choices = [("off", "2FA off"), ("email", "2FA by e-mail")]
+        choices = [("off", _("2FA off")), ("email", _("2FA by e-mail"))]
         if u.twofa == "totp":       # users set up an authenticator app themselves
-            choices.append(("totp", "2FA by authenticator app"))
+            choices.append(("totp", _("2FA by authenticator app")))
         options = "".join(
             f'<option value="{v}"{" selected" if (u.twofa or "off") == v else ""}>{t}</option>'
             for v, t in choices)
         tf_form = (f'<form method="get" action="{ROOT}/admin/2fa">'
                    f'<input type="hidden" name="user" value="{e(u.name)}">'
-                   f'<label for="m-{e(qn)}">Two-factor authentication</label>'
+                   f'<label for="m-{e(qn)}">{_("Two-factor authentication")}</label>'
                    f'<select id="m-{e(qn)}" name="method">{options}</select>'
-                   '<button class="secondary" type="submit">Change…</button></form>')
+                   f'<button class="secondary" type="submit">{_("Change…")}</button></form>')
         refused = u.activesync and u.twofa and not u.as_password_set
         rows.append(f"""<li>
-<div class="row-title">{e(u.name)}{" (you)" if u.name == me else ""}{
-    ' <span class="badge">admin</span>' if u.admin else ""}</div>
+<div class="row-title">{e(u.name)}{" " + _("(you)") if u.name == me else ""}{
+    f' <span class="badge">{_("admin")}</span>' if u.admin else ""}</div>
 <dl class="facts">
-<dt>E-mail</dt><dd>{e(u.email or "—")}</dd>
-<dt>ActiveSync</dt><dd>{_badge(u.activesync, "enabled", "not enabled")}</dd>
-<dt>2FA</dt><dd>{e(method_name(u.twofa))}</dd>
-<dt>ActiveSync password</dt><dd>{
-    '<span class="badge bad">not set: phones refused</span>' if refused
-    else _badge(u.as_password_set, "set", "not set")}</dd>
+<dt>{_("E-mail")}</dt><dd>{e(u.email or "—")}</dd>
+<dt>ActiveSync</dt><dd>{_badge(u.activesync, _("enabled"), _("not enabled"))}</dd>
+<dt>{_("2FA")}</dt><dd>{e(method_name(u.twofa))}</dd>
+<dt>{_("ActiveSync password")}</dt><dd>{
+    f'<span class="badge bad">{_("not set: phones refused")}</span>' if refused
+    else _badge(u.as_password_set, _("set"), _("not set"))}</dd>
 </dl>
 <div class="actions">{as_form}</div>
 {tf_form}
 </li>""")
-    state = "on" if everyone else "off"
     flip = "off" if everyone else "on"
+    now_state = (_("Now <strong>on</strong>.") if everyone else
+                 _("Now <strong>off</strong>."))
+    flip_button = (_("Turn it off for everyone") if everyone else
+                   _("Turn it on for everyone"))
     return f"""<section class="card">
-<h2>Two-factor authentication for everyone</h2>
-<p>Now <strong>{state}</strong>. When on, every user needs a one-time code to log in here
-and an ActiveSync password for their phones (users without 2FA get codes by e-mail).</p>
+<h2>{_("Two-factor authentication for everyone")}</h2>
+<p>{now_state} {_("When on, every user needs a one-time code to log in here and an "
+                  "ActiveSync password for their phones (users without 2FA get codes by "
+                  "e-mail).")}</p>
 {form(f"{ROOT}/admin/2fa-everyone", csrf,
       f'<input type="hidden" name="state" value="{flip}">'
-      f'<button class="secondary" type="submit">Turn it {flip} for everyone</button>')}
+      f'<button class="secondary" type="submit">{flip_button}</button>')}
 </section>
 <section class="card">
-<h2>Users</h2>
+<h2>{_("Users")}</h2>
 <ul class="list">{"".join(rows)}</ul>
 </section>"""
 
@@ -444,26 +470,39 @@ def admin_twofa_confirm(u: UserRow, method: str, csrf: str) -> str:
     page asks for one in the same step (optional), as vtenext does."""
     ask = ""
     if method != "off" and u.activesync and not u.as_password_set:
-        ask = f"""<p class="warn">Turning on two-factor authentication requires a dedicated
-ActiveSync password. {e(u.name)} has none: their phones are refused until one is set.
-Set it now, or leave both fields empty to let {e(u.name)} set it on this page.</p>
-<label for="new">New ActiveSync password</label>
+        warn = _("Turning on two-factor authentication requires a dedicated ActiveSync "
+                 "password. {user} has none: their phones are refused until one is set. "
+                 "Set it now, or leave both fields empty to let {user} set it on this "
+                 "page.").format(user=e(u.name))
+        ask = f"""<p class="warn">{warn}</p>
+<label for="new">{_("New ActiveSync password")}</label>
 <input id="new" name="new" type="password" autocomplete="new-password" maxlength="1024">
-<label for="confirm">Confirm password</label>
+<label for="confirm">{_("Confirm password")}</label>
 <input id="confirm" name="confirm" type="password" autocomplete="new-password"
  maxlength="1024">"""
-    what = ("turn two-factor authentication off" if method == "off" else
-            f"turn on two-factor authentication {method_name(method)}")
+    about = (_("You are about to turn two-factor authentication off for "
+               "<strong>{user}</strong>.") if method == "off" else
+             _("You are about to turn on two-factor authentication {method} for "
+               "<strong>{user}</strong>.")).format(user=e(u.name),
+                                                  method=e(method_name(method)))
     return f"""<section class="card">
 <h2>{e(u.name)}</h2>
-<p>You are about to {e(what)} for <strong>{e(u.name)}</strong>.</p>
+<p>{about}</p>
 {form(f"{ROOT}/admin/2fa", csrf,
       f'<input type="hidden" name="user" value="{e(u.name)}">'
       f'<input type="hidden" name="method" value="{e(method)}">{ask}'
       '<button type="submit">OK</button>'
-      f'<a class="button secondary" href="{ROOT}/admin">Cancel</a>')}
+      f'<a class="button secondary" href="{ROOT}/admin">{_("Cancel")}</a>')}
 </section>"""
 
 
-def message(text: str, link: str = f"{ROOT}/", link_text: str = "Back") -> str:
-    return f'<section class="card"><p>{e(text)}</p><p><a href="{e(link)}">{e(link_text)}</a></p></section>'
+def message(text: str, link: str = f"{ROOT}/", link_text: str | None = None) -> str:
+    back = _("Back") if link_text is None else link_text
+    return f'<section class="card"><p>{e(text)}</p><p><a href="{e(link)}">{e(back)}</a></p></section>'
+
+
+def copy_button(target: str) -> str:
+    """The "Copy" button of the element ``target`` (shown by account.js, which says
+    the ``data-copied`` text once done)."""
+    return (f'<button class="secondary" type="button" data-copy="{e(target)}" '
+            f'data-copied="{e(_("Copied"))}" hidden>{_("Copy")}</button>')

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from easync import i18n
 from easync.account import static, views
 from easync.account.adapter import ServiceOps
 from easync.account.api import Api
@@ -47,6 +48,7 @@ from easync.auth.accounts import AccountError
 from easync.errors import Unavailable
 from easync.http.basic import request_body
 from easync.http.forwarded import Network
+from easync.i18n import N_, _
 
 log = Logger(namespace="easync.account")
 
@@ -113,6 +115,10 @@ class AccountResource(Resource):
         return body
 
     async def _handle(self, request: server.Request, segments: list[str], t0: float) -> None:
+        # This coroutine runs in a context of its own: the language is this request's.
+        i18n.use(i18n.negotiate(header(request, b"accept-language")))
+        request.setHeader(b"Content-Language", i18n.current().encode("ascii"))
+        request.setHeader(b"Vary", b"Accept-Language")
         ctx = Ctx(request, self.sessions, self.trusted)
         is_api = segments[0] == "api"
         path = "/".join(segments[1:] if is_api else segments)
@@ -137,8 +143,8 @@ class AccountResource(Resource):
                      Reply(status, self.pages.message_page(ctx, e.message)))
             reply.headers.update(headers)
         except Unavailable:
-            msg = ("The account database or directory cannot answer right now. Nothing was "
-                   "changed. Try again in a minute.")
+            msg = _("The account database or directory cannot answer right now. Nothing "
+                    "was changed. Try again in a minute.")
             reply = (json_reply(error_json("unavailable", msg), 503) if is_api else
                      Reply(503, self.pages.message_page(ctx, msg)))
             reply.headers[b"Retry-After"] = b"30"
@@ -146,33 +152,33 @@ class AccountResource(Resource):
 
     def _not_found(self, is_api: bool, known_path: bool) -> Reply:
         status = 405 if known_path else 404
-        text = "Method not allowed." if known_path else "There is no such page."
+        text = _("Method not allowed.") if known_path else _("There is no such page.")
         if is_api:
             return json_reply(error_json("not_found" if status == 404 else "method", text),
                               status)
-        return Reply(status, views.page("Not found", views.message(text)))
+        return Reply(status, views.page(_("Not found"), views.message(text)))
 
     def _read_body(self, ctx: Ctx, is_api: bool) -> None:
         request = ctx.request
         raw = request_body(request, MAX_BODY + 1)
         if len(raw) > MAX_BODY or getattr(request, "_easync_too_large", False):
-            raise _bad("The request is too large.")
+            raise _bad(_("The request is too large."))
         if is_api:
             ctype = (header(request, b"content-type") or "").split(";")[0].strip().lower()
             if not raw:
                 ctx.json = {}
                 return
             if ctype != "application/json":
-                raise _bad("Send JSON (Content-Type: application/json).")
+                raise _bad(_("Send JSON (Content-Type: application/json)."))
             try:
                 data = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                raise _bad("The body is not valid JSON.") from None
+                raise _bad(_("The body is not valid JSON.")) from None
             if not isinstance(data, dict):
-                raise _bad("The body must be a JSON object.")
+                raise _bad(_("The body must be a JSON object."))
             for k, v in data.items():
                 if isinstance(v, str) and len(v) > MAX_FIELD:
-                    raise _bad(f"The field {k!r} is too long.")
+                    raise _bad(_("The field {name} is too long.").format(name=repr(k)))
             ctx.json = data
             return
         args: dict[bytes, list[bytes]] = request.args or {}
@@ -181,31 +187,36 @@ class AccountResource(Resource):
                 name = key.decode("utf-8")
                 value = values[-1].decode("utf-8") if values else ""
             except UnicodeDecodeError:
-                raise _bad("The form was not sent as UTF-8 text.") from None
+                raise _bad(_("The form was not sent as UTF-8 text.")) from None
             if len(value) > MAX_FIELD:
-                raise _bad("A field of the form is too long.")
+                raise _bad(_("A field of the form is too long."))
             ctx.fields[name] = value
 
     def _check_post(self, ctx: Ctx, is_api: bool) -> Reply | None:
         """CSRF: the session's token must come with the POST, from this site."""
         site = (header(ctx.request, b"sec-fetch-site") or "").lower()
         if site in ("cross-site", "same-site"):
-            return self._csrf_refused(ctx, is_api, "The request came from another site.")
+            return self._csrf_refused(ctx, is_api, N_("The request came from another site."))
         if not ctx.has_session:
-            why = ("Your session has ended. Nothing was changed. Log in again."
-                   if ctx.expired else "The form was not sent from this page (no session). "
-                   "Nothing was changed.")
+            why = (N_("Your session has ended. Nothing was changed. Log in again.")
+                   if ctx.expired else N_("The form was not sent from this page (no "
+                                          "session). Nothing was changed."))
             return self._csrf_refused(ctx, is_api, why)
         s = ctx.session
         token = header(ctx.request, b"x-csrf-token") if is_api else ctx.arg("csrf")
         if not s.check_csrf(token):
-            return self._csrf_refused(ctx, is_api, "The form is out of date or did not come "
-                                                   "from this page (CSRF token missing or "
-                                                   "wrong). Nothing was changed.")
+            return self._csrf_refused(ctx, is_api, N_("The form is out of date or did not "
+                                                      "come from this page (CSRF token "
+                                                      "missing or wrong). Nothing was "
+                                                      "changed."))
         return None
 
-    def _csrf_refused(self, ctx: Ctx, is_api: bool, why: str) -> Reply:
-        log.info("account page: POST refused ({why}) from {addr}", why=why, addr=ctx.addr)
+    def _csrf_refused(self, ctx: Ctx, is_api: bool, reason: str) -> Reply:
+        """A refused POST: ``reason`` (English, for the log) said in the visitor's
+        language."""
+        log.info("account page: POST refused ({why}) from {addr}", why=reason,
+                 addr=ctx.addr)
+        why = _(reason)
         if is_api:
             return json_reply(error_json("csrf", why), 403)
         return Reply(403, self.pages.csrf_page(ctx, why))
@@ -254,8 +265,9 @@ class AccountResource(Resource):
         log.failure("account page: unexpected error", failure)
         try:
             self._send(request, Reply(500, views.page(
-                "Error", views.message("Something went wrong on the server. Nothing was "
-                                       "changed, or only part of it: reload the page to see."))),
+                _("Error"), views.message(_("Something went wrong on the server. Nothing "
+                                            "was changed, or only part of it: reload the "
+                                            "page to see.")))),
                 None, t0)
         except RuntimeError:
             pass

@@ -63,6 +63,7 @@ from twisted.logger import Logger
 from easync.auth.keys import SecretBox, SecretKeyError
 from easync.auth.local import BadUserName, crypto_pool, hash_secret, split_username
 from easync.auth.throttle import LockedOut, Throttle, ThrottleRules
+from easync.i18n import msg, msg_n
 from easync.model import User
 
 __all__ = [
@@ -347,32 +348,34 @@ def two_factor_method(user: User, two_factor_all: bool) -> str:
 def eas_mode(user: User, two_factor_all: bool) -> EasMode:
     """The rule that decides EAS logins for this user now (see ``EasMode``)."""
     if user.extra.get("as_hash"):
-        return EasMode("activesync-password", "only the ActiveSync password is accepted")
+        return EasMode("activesync-password",
+                       msg("only the ActiveSync password is accepted"))
     if two_factor_method(user, two_factor_all) != "none":
-        why = "for everyone" if two_factor_all and not user.extra.get("two_factor") else \
-            "for this user"
-        return EasMode("refused", f"two-factor authentication is on ({why}) and no "
-                                  "ActiveSync password is set")
-    return EasMode("login-password", "the login password is accepted")
+        if two_factor_all and not user.extra.get("two_factor"):
+            return EasMode("refused", msg("two-factor authentication is on (for everyone) "
+                                          "and no ActiveSync password is set"))
+        return EasMode("refused", msg("two-factor authentication is on (for this user) "
+                                      "and no ActiveSync password is set"))
+    return EasMode("login-password", msg("the login password is accepted"))
 
 
 def check_new_password(new: str | None, confirm: str | None) -> str:
     """The new ActiveSync password if acceptable, else a clear ``AccountError``.
     ``confirm`` None skips the confirmation (one copy read from a pipe)."""
     if new is None or new == "":
-        raise PasswordEmpty("the ActiveSync password is empty")
+        raise PasswordEmpty(msg("the ActiveSync password is empty"))
     if confirm is not None and not hmac.compare_digest(new.encode("utf-8"),
                                                        confirm.encode("utf-8")):
-        raise Mismatch("the new password and its confirmation differ")
+        raise Mismatch(msg("the new password and its confirmation differ"))
     if any(ord(c) < 32 or ord(c) == 127 for c in new):
-        raise InvalidValue("the ActiveSync password contains control characters")
+        raise InvalidValue(msg("the ActiveSync password contains control characters"))
     if len(new) < AS_MIN_LENGTH:
         raise PasswordTooShort(
-            f"the ActiveSync password must have at least {AS_MIN_LENGTH} characters")
+            msg("the ActiveSync password must have at least {n} characters", n=AS_MIN_LENGTH))
     if len(new.encode("utf-8")) > AS_MAX_BYTES:
         raise PasswordTooLong(
-            f"the ActiveSync password is too long: at most {AS_MAX_BYTES} bytes "
-            f"({AS_MAX_BYTES} letters without accents, fewer with)")
+            msg("the ActiveSync password is too long: at most {n} bytes ({n} letters without "
+                "accents, fewer with)", n=AS_MAX_BYTES))
     return new
 
 
@@ -482,7 +485,7 @@ class Accounts:
             if user is not None:
                 break
         if user is None:
-            raise NotFound(f"no user named {name!r}")
+            raise NotFound(msg("no user named {name!r}", name=name))
         return user
 
     async def _permit(self, actor: str | None, target: str, *, admin_only: bool = False
@@ -493,8 +496,8 @@ class Accounts:
             return
         who = await self.users.get_user(actor)
         if who is None or not who.extra.get("admin"):
-            raise Forbidden("only an administrator can do this" if admin_only
-                            else "you can only change your own account")
+            raise Forbidden(msg("only an administrator can do this") if admin_only
+                            else msg("you can only change your own account"))
 
     async def _hash(self, password: str) -> str:
         return str(await self.in_thread(hash_secret, password))
@@ -553,8 +556,8 @@ class Accounts:
                 is_set=bool(x.get("as_hash")), set_at=x.get("as_set_at"),
                 last_used_at=x.get("as_last_used"), last_used_device=x.get("as_last_device")),
             eas=eas_mode(user, everyone) if user.activesync else EasMode(
-                "disabled", "ActiveSync is not enabled for this user (an administrator "
-                "turns it on)"))
+                "disabled", msg("ActiveSync is not enabled for this user (an administrator "
+                                "turns it on)")))
 
     async def status(self, name: str, *, actor: str | None = None) -> AccountStatus:
         """The account's status (never a secret)."""
@@ -597,20 +600,20 @@ class Accounts:
             raise RuntimeError("no login-password checker configured")
         key = self.throttle_name(name)
         if not password:
-            raise BadPassword("wrong user name or password")
+            raise BadPassword(msg("wrong user name or password"))
         try:
             attempt = await self.throttle.begin(key, address.split(" via ", 1)[0])
         except LockedOut as e:
-            raise AccountLockedOut(str(e), e.retry_after) from None
+            raise AccountLockedOut(e.message, e.retry_after) from None
         try:
             canonical = str(await self.primary.requestAvatarId(
                 UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))))
         except BadUserName as e:
             await attempt.abandon()
-            raise InvalidName(str(e)) from None
+            raise InvalidName(e.args[0] if e.args else str(e)) from None   # a msg()
         except UnauthorizedLogin:
             await attempt.failed()
-            raise BadPassword("wrong user name or password") from None
+            raise BadPassword(msg("wrong user name or password")) from None
         except BaseException:
             await attempt.abandon()
             raise
@@ -650,8 +653,8 @@ class Accounts:
         if not code:
             if method == "email":
                 where = await self.send_code(canonical)
-                raise CodeNeeded(f"enter the code sent to {where}")
-            raise CodeNeeded("enter the code from your authenticator app")
+                raise CodeNeeded(msg("enter the code sent to {where}", where=where))
+            raise CodeNeeded(msg("enter the code from your authenticator app"))
         await self.verify_code(canonical, code, address=address)
         return canonical
 
@@ -661,16 +664,18 @@ class Accounts:
         30 seconds of the last one; ``NoEmail``; ``DeliveryFailed``."""
         user = await self._user(name)
         if not user.email:
-            raise NoEmail(f"{user.name} has no e-mail address for codes: ask an "
-                          "administrator to set one")
+            raise NoEmail(msg("{user} has no e-mail address for codes: ask an "
+                              "administrator to set one", user=user.name))
         if self.mailer is None:
-            raise DeliveryFailed("this server has no mail relay configured (--smtp-host)")
+            raise DeliveryFailed(msg("this server has no mail relay configured "
+                                     "(--smtp-host)"))
         now = self.clock.seconds()
         pending = await self.auth.get_email_code(user.id)
         if pending and not pending["used_at"] and now - pending["sent_at"] < CODE_RESEND:
             wait = CODE_RESEND - (now - pending["sent_at"])
-            raise TooSoon(f"a code was sent less than {int(CODE_RESEND)} seconds ago: "
-                          f"wait {int(wait) + 1} seconds for another", wait)
+            raise TooSoon(msg("a code was sent less than {n} seconds ago: wait {wait} "
+                              "seconds for another", n=int(CODE_RESEND), wait=int(wait) + 1),
+                          wait)
         code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
         await self.auth.save_email_code(user.id, self.box.mac(str(user.id), code), now,
                                         now + CODE_TTL, CODE_TRIES)
@@ -690,51 +695,51 @@ class Accounts:
         user = await self._user(name)
         method = two_factor_method(user, await self.two_factor_all())
         if method == "none":
-            raise InvalidValue("two-factor authentication is off for this user")
+            raise InvalidValue(msg("two-factor authentication is off for this user"))
         await self._check_code(user, method, code, address)
 
     async def _check_code(self, user: User, method: str, code: str, address: str,
                           secret: str | None = None) -> None:
         code = (code or "").replace(" ", "").strip()
         if not _CODE_RE.match(code):
-            raise WrongCode("a code is 6 digits")
+            raise WrongCode(msg("a code is 6 digits"))
         try:
             await self.throttle.check(user.name, scope="code")
         except LockedOut as e:
-            raise TooManyAttempts(str(e), e.retry_after) from None
+            raise TooManyAttempts(e.message, e.retry_after) from None
         if method == "email":
             await self._check_email_code(user, code, address)
         else:
             if secret is None:
                 token = user.extra.get("totp_secret")
                 if not token:
-                    raise NotEnrolled("no authenticator app is set up for this user")
+                    raise NotEnrolled(msg("no authenticator app is set up for this user"))
                 secret = self._decrypt(token)
             step = totp_step(secret, code, self.clock.seconds())
             if step is None:
                 await self._code_failed(user, address)
-                raise WrongCode("wrong code: use the current code of your authenticator "
-                                "app (check the phone's clock)")
+                raise WrongCode(msg("wrong code: use the current code of your authenticator "
+                                    "app (check the phone's clock)"))
             if not await self.auth.use_totp_step(user.id, step):
-                raise ReplayedCode("this code was already used: wait for the next one")
+                raise ReplayedCode(msg("this code was already used: wait for the next one"))
         await self.throttle.succeeded(user.name, scope="code")
 
     async def _check_email_code(self, user: User, code: str, address: str) -> None:
         now = self.clock.seconds()
         pending = await self.auth.get_email_code(user.id)
         if pending is None:
-            raise NoCodePending("no code was sent: ask for a new one")
+            raise NoCodePending(msg("no code was sent: ask for a new one"))
         mac = self.box.mac(str(user.id), code)
         same = hmac.compare_digest(mac, pending["code_mac"])
         if pending["used_at"]:
             if same:
-                raise ReplayedCode("this code was already used: ask for a new one")
-            raise NoCodePending("the last code was already used: ask for a new one")
+                raise ReplayedCode(msg("this code was already used: ask for a new one"))
+            raise NoCodePending(msg("the last code was already used: ask for a new one"))
         if pending["tries_left"] <= 0:
-            raise TooManyAttempts("too many wrong tries for this code: ask for a new one")
+            raise TooManyAttempts(msg("too many wrong tries for this code: ask for a new one"))
         if now >= pending["expires_at"]:
-            raise ExpiredCode(f"the code has expired (codes are valid "
-                              f"{int(CODE_TTL // 60)} minutes): ask for a new one")
+            raise ExpiredCode(msg("the code has expired (codes are valid {n} minutes): ask "
+                                  "for a new one", n=int(CODE_TTL // 60)))
         if not same:
             left = await self.auth.spend_email_code_try(user.id)
             await self._code_failed(user, address)
@@ -742,10 +747,11 @@ class Accounts:
                 await self._audit(None, user.name, "code-lockout",
                                   f"{CODE_TRIES} wrong tries: the e-mail code is spent",
                                   address)
-                raise TooManyAttempts("wrong code, and no tries left: ask for a new one")
-            raise WrongCode(f"wrong code ({left} {'try' if left == 1 else 'tries'} left)")
+                raise TooManyAttempts(msg("wrong code, and no tries left: ask for a new one"))
+            raise WrongCode(msg_n("wrong code ({n} try left)", "wrong code ({n} tries left)",
+                                  left))
         if not await self.auth.use_email_code(user.id, mac, now):
-            raise ReplayedCode("this code was already used: ask for a new one")
+            raise ReplayedCode(msg("this code was already used: ask for a new one"))
 
     async def _code_failed(self, user: User, address: str) -> None:
         await self.throttle.failed(user.name, address, scope="code", sleep=False)
@@ -754,7 +760,8 @@ class Accounts:
         try:
             return self.box.decrypt(token)
         except SecretKeyError as e:
-            raise NotEnrolled(f"the authenticator app must be set up again: {e}") from None
+            raise NotEnrolled(msg("the authenticator app must be set up again: {reason}",
+                                  reason=str(e))) from None
 
     # -- the ActiveSync password ----------------------------------------------------------
     async def as_password_status(self, name: str, *, actor: str | None = None
@@ -826,11 +833,13 @@ class Accounts:
         """
         method = "none" if method == "off" else method
         if method not in METHODS:
-            raise InvalidValue(f"unknown two-factor method {method!r}: email, totp or off")
+            raise InvalidValue(msg("unknown two-factor method {method!r}: email, totp or off",
+                                   method=method))
         user = await self._user(name)
         await self._permit(actor, user.name, admin_only=(method == "none"))
         if method == "email" and not user.email:
-            raise NoEmail(f"{user.name} has no e-mail address for codes: set one first")
+            raise NoEmail(msg("{user} has no e-mail address for codes: set one first",
+                              user=user.name))
         need_as = (method != "none" and user.activesync and not user.extra.get("as_hash"))
         if need_as and as_password is not None:
             check_new_password(as_password, as_confirm)
@@ -857,16 +866,21 @@ class Accounts:
         after = await self._user(user.name)
         mode = eas_mode(after, await self.two_factor_all())
         refused = after.activesync and mode.kind == "refused"
-        if method == "none":
-            message = f"two-factor authentication is off for {user.name}"
-            if refused:
-                message += " (but on for everyone: EAS still needs an ActiveSync password)"
+        if method == "none" and refused:
+            message = msg("two-factor authentication is off for {user} (but on for everyone: "
+                          "EAS still needs an ActiveSync password)", user=user.name)
+        elif method == "none":
+            message = msg("two-factor authentication is off for {user}", user=user.name)
+        elif as_set:
+            message = msg("two-factor authentication is on for {user} ({method}); the "
+                          "ActiveSync password is set", user=user.name, method=method)
+        elif refused:
+            message = msg("two-factor authentication is on for {user} ({method}); EAS "
+                          "refuses this user until an ActiveSync password is set",
+                          user=user.name, method=method)
         else:
-            message = f"two-factor authentication is on for {user.name} ({method})"
-            if as_set:
-                message += "; the ActiveSync password is set"
-            elif refused:
-                message += ("; EAS refuses this user until an ActiveSync password is set")
+            message = msg("two-factor authentication is on for {user} ({method})",
+                          user=user.name, method=method)
         return TwoFactorResult(method, enrolment, as_set, refused, message)
 
     async def start_totp_enrolment(self, name: str, *, actor: str | None = None
@@ -887,7 +901,7 @@ class Accounts:
         await self._permit(actor, user.name)
         token = user.extra.get("totp_pending")
         if not token:
-            raise NotEnrolled("start the authenticator set-up first")
+            raise NotEnrolled(msg("start the authenticator set-up first"))
         secret = self._decrypt(token)
         await self._check_code(user, "totp", code, address, secret=secret)
         await self.users.update_user(user.name, totp_secret=token, totp_pending=None,
@@ -955,7 +969,8 @@ class Accounts:
         await self._permit(actor, user.name)
         device = await self.state.get_device(user, device_id)
         if device is None:
-            raise NotFound(f"{user.name} has no device {device_id!r}")
+            raise NotFound(msg("{user} has no device {device!r}", user=user.name,
+                               device=device_id))
         return user, device
 
     async def wipe_device(self, name: str, device_id: str, *, account_only: bool = False,

@@ -54,6 +54,7 @@ from zope.interface import implementer
 
 from easync.auth.local import BadUserName, HandsOverUser, split_username, text_credentials
 from easync.errors import Unavailable
+from easync.i18n import msg
 from easync.model import User
 
 __all__ = ["BadUserName", "LdapChecker", "LdapConfig", "LdapService", "check_name"]
@@ -73,11 +74,11 @@ def check_name(name: str) -> str:
                   or not (c.isalnum() or c in "._@-")})
     shown = " ".join(repr(c)[1:-1] or "?" for c in bad[:8])
     if not name:
-        raise BadUserName("empty user name")
+        raise BadUserName(msg("empty user name"))
     if len(name) > 128:
-        raise BadUserName("user name too long (at most 128 characters)")
-    raise BadUserName(f"user name refused: characters not allowed in directory user "
-                      f"names: {shown} (letters, digits and . _ - @ only)")
+        raise BadUserName(msg("user name too long (at most 128 characters)"))
+    raise BadUserName(msg("user name refused: characters not allowed in directory user "
+                          "names: {shown} (letters, digits and . _ - @ only)", shown=shown))
 
 
 @dataclass(frozen=True)

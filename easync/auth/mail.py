@@ -20,7 +20,9 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from easync import i18n
 from easync.auth.accounts import DeliveryFailed
+from easync.i18n import msg
 
 __all__ = ["SmtpMailer", "code_message"]
 
@@ -28,21 +30,29 @@ log = Logger()
 
 
 def code_message(sender: str, to: str, user: str, code: str, minutes: int,
-                 issuer: str = "easync") -> bytes:
-    """The e-mail carrying a code (plain text)."""
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = f"Your {issuer} security code"
-    msg["Date"] = email.utils.formatdate(localtime=False)
-    msg["Message-ID"] = email.utils.make_msgid(domain=sender.partition("@")[2] or None)
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(
-        f"Hello {user},\n\n"
-        f"your security code is: {code}\n\n"
-        f"It is valid for {minutes} minutes and can be used once.  If you did not try to "
-        f"sign in to the {issuer} account page, someone knows your password: change it.\n")
-    return msg.as_bytes()
+                 issuer: str = "easync", lang: str | None = None) -> bytes:
+    """The e-mail carrying a code (plain text), in ``lang`` (default: the language in
+    force, ``easync.i18n``: the account page's visitor's)."""
+    t = i18n.translations(lang or i18n.current())
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = to
+    mail["Subject"] = t.gettext("Your {issuer} security code").format(issuer=issuer)
+    mail["Date"] = email.utils.formatdate(localtime=False)
+    mail["Message-ID"] = email.utils.make_msgid(domain=sender.partition("@")[2] or None)
+    mail["Auto-Submitted"] = "auto-generated"
+    mail.set_content(t.ngettext(
+        "Hello {user},\n\n"
+        "your security code is: {code}\n\n"
+        "It is valid for {minutes} minute and can be used once.  If you did not try to "
+        "sign in to the {issuer} account page, someone knows your password: change it.\n",
+        "Hello {user},\n\n"
+        "your security code is: {code}\n\n"
+        "It is valid for {minutes} minutes and can be used once.  If you did not try to "
+        "sign in to the {issuer} account page, someone knows your password: change it.\n",
+        minutes).format(user=user, code=code, minutes=minutes, issuer=issuer))
+    mail["Content-Language"] = lang or i18n.current()     # after set_content, which drops it
+    return mail.as_bytes()
 
 
 class SmtpMailer:
@@ -76,13 +86,14 @@ class SmtpMailer:
         return optionsForClientTLS(self.host, trustRoot=trust)
 
     def send_code(self, to: str, user: str, code: str, minutes: int) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._send(to, user, code, minutes))
+        """Send in the language in force now (the account page's visitor's)."""
+        return Deferred.fromCoroutine(self._send(to, user, code, minutes, i18n.current()))
 
-    async def _send(self, to: str, user: str, code: str, minutes: int) -> None:
+    async def _send(self, to: str, user: str, code: str, minutes: int, lang: str) -> None:
         from twisted.mail.smtp import ESMTPSenderFactory
 
         where = f"{self.host}:{self.port}"
-        data = code_message(self.sender, to, user, code, minutes, self.issuer)
+        data = code_message(self.sender, to, user, code, minutes, self.issuer, lang)
         done: Deferred[Any] = Deferred()
         try:
             factory = ESMTPSenderFactory(
@@ -101,17 +112,18 @@ class SmtpMailer:
             done.addTimeout(self.timeout + 5, self.reactor)
             await done
         except TimeoutError:
-            raise DeliveryFailed(f"the mail relay {where} did not answer in time: the code "
-                                 "was not sent; try again later") from None
+            raise DeliveryFailed(msg("the mail relay {where} did not answer in time: the "
+                                     "code was not sent; try again later", where=where)
+                                 ) from None
         except DeliveryFailed:
             raise
         except Exception as e:  # noqa: BLE001 - connection refused, SMTP errors, TLS
             reason = _reason(e)
             log.warn("cannot send a code through {where}: {reason}",  # noqa: G010
                      where=where, reason=reason)
-            raise DeliveryFailed(f"the mail relay {where} cannot take the message "
-                                 f"({reason}): the code was not sent; try again later"
-                                 ) from None
+            raise DeliveryFailed(msg("the mail relay {where} cannot take the message "
+                                     "({reason}): the code was not sent; try again later",
+                                     where=where, reason=reason)) from None
 
 
 def _reason(e: Exception) -> str:

@@ -43,6 +43,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from easync.i18n import msg
+
 __all__ = ["Attempt", "LockedOut", "Throttle", "ThrottleRules"]
 
 log = Logger()
@@ -56,6 +58,7 @@ class LockedOut(Exception):
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
+        self.message = message          # an ``easync.i18n.msg``: said in the reader's language
         self.retry_after = max(1, int(retry_after + 0.999))
 
 
@@ -143,9 +146,11 @@ class Throttle:
                 raise self._locked(scope, name, row[2] - now)
 
     def _locked(self, scope: str, name: str, seconds: float) -> LockedOut:
-        who = f"from {name}" if scope == "addr" else f"for {name}"
-        return LockedOut(f"too many failed logins {who}: locked out, try again in "
-                         f"{int(seconds) + 1} seconds", seconds)
+        if scope == "addr":
+            return LockedOut(msg("too many failed logins from {name}: locked out, try again "
+                                 "in {n} seconds", name=name, n=int(seconds) + 1), seconds)
+        return LockedOut(msg("too many failed logins for {name}: locked out, try again in "
+                             "{n} seconds", name=name, n=int(seconds) + 1), seconds)
 
     async def begin(self, user: str, address: str = "", device: str = "") -> Attempt:
         """Reserve a check of a password of ``user`` from this source (see the module
@@ -159,9 +164,12 @@ class Throttle:
             keys.append((("addr", address), self.rules.addr_in_flight))
         for key, cap in keys:
             if self._busy.get(key, 0) >= cap:
-                who = f"from {address}" if key[0] == "addr" else f"for {user}"
-                raise LockedOut(f"too many logins {who} being checked: try again in "
-                                f"{BUSY_RETRY} seconds", BUSY_RETRY)
+                if key[0] == "addr":
+                    raise LockedOut(msg("too many logins from {name} being checked: try "
+                                        "again in {n} seconds", name=address, n=BUSY_RETRY),
+                                    BUSY_RETRY)
+                raise LockedOut(msg("too many logins for {name} being checked: try again in "
+                                    "{n} seconds", name=user, n=BUSY_RETRY), BUSY_RETRY)
         taken = [key for key, _cap in keys]
         for key in taken:
             self._busy[key] = self._busy.get(key, 0) + 1
@@ -181,8 +189,8 @@ class Throttle:
                     if row is not None and row[2] >= locked_until:
                         scope, name = s, n
                 raise self._locked(scope, name, locked_until - now)
-            raise LockedOut(f"too many failed logins for {user}: try again in "
-                            f"{BUSY_RETRY} seconds", BUSY_RETRY)
+            raise LockedOut(msg("too many failed logins for {name}: try again in {n} seconds",
+                                name=user, n=BUSY_RETRY), BUSY_RETRY)
         return attempt
 
     def _reserve(self, counters: list[tuple[str, str, int]], now: float
@@ -233,14 +241,18 @@ class Throttle:
         now = self.clock.seconds()
         row = user_row = await self.store.throttle_get(scope, user)
         if row is not None and row[2] > now:
-            what = "one-time codes" if scope == "code" else "logins"
-            raise LockedOut(f"too many failed {what} for {user}: locked out, try again "
-                            f"in {int(row[2] - now) + 1} seconds", row[2] - now)
+            n = int(row[2] - now) + 1
+            if scope == "code":
+                raise LockedOut(msg("too many failed one-time codes for {name}: locked out, "
+                                    "try again in {n} seconds", name=user, n=n), row[2] - now)
+            raise LockedOut(msg("too many failed logins for {name}: locked out, try again "
+                                "in {n} seconds", name=user, n=n), row[2] - now)
         if address and scope == "user":
             row = await self.store.throttle_get("addr", address)
             if row is not None and row[2] > now:
-                raise LockedOut(f"too many failed logins from {address}: locked out, try "
-                                f"again in {int(row[2] - now) + 1} seconds", row[2] - now)
+                raise LockedOut(msg("too many failed logins from {name}: locked out, try "
+                                    "again in {n} seconds", name=address,
+                                    n=int(row[2] - now) + 1), row[2] - now)
         return 0 if user_row is None else user_row[0]
 
     async def failed(self, user: str, address: str = "", *, scope: str = "user",
