@@ -16,3 +16,8 @@ class TooManyDevices(Exception):
         super().__init__(f"{count} devices, at most {limit}")
         self.count = count
         self.limit = limit
+
+
+class StartupError(Exception):
+    """What stops ``twistd easync`` while its services start (a port in use, a database
+    that cannot be opened): one line for the admin, no traceback (``easync.tap``)."""
