@@ -4,8 +4,11 @@ Passwords are never taken from the command line (it is visible to every user of 
 machine in the process list): they are asked twice on the terminal, or read as one line
 from standard input with ``--password-stdin``.
 
+Only ``easync-admin init`` creates a database: the other commands refuse a SQLite file
+that does not exist (run in the wrong directory, they would otherwise make an empty one).
+
 Exit codes: 0 done, 1 the operation failed (unknown user, name taken, bad file, …),
-2 bad command line, 3 the database cannot be opened.
+2 bad command line, 3 the database cannot be opened (or does not exist).
 """
 
 from __future__ import annotations
@@ -154,6 +157,14 @@ async def _user(store: Any, name: str) -> Any:
     if user is None:
         raise AdminError(f"no user named {name!r}")
     return user
+
+
+async def cmd_init(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    if args.new_file:
+        out.write(f"created database {args.new_file} (schema version "
+                  f"{store.schema_version})\n")
+    else:
+        out.write(f"database {args.db} is ready (schema version {store.schema_version})\n")
 
 
 async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -380,8 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="FILE",
                    help=f"the server's secret key file, as twistd easync --secret-key "
                         f"(default: $EASYNC_SECRET_KEY or {DEFAULT_SECRET_KEY})")
-    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import}",
+    top = p.add_subparsers(dest="group", metavar="{init,user,device,audit,import}",
                            required=True)
+
+    a = top.add_parser("init", allow_abbrev=False,
+                       help="create the database (a new SQLite file) or bring its schema "
+                            "up to date; the other commands never create one")
+    a.set_defaults(func=cmd_init)
 
     user = top.add_parser("user", allow_abbrev=False, help="add, list and change users"
                           ).add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -492,13 +508,31 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
     args.reactor = reactor
     try:
         store = SqlStore(reactor, args.db)
+        # never an empty database made by a run in the wrong directory: only init
+        # creates a SQLite file
+        args.new_file = _missing_sqlite_file(store)
+        if args.new_file and args.func is not cmd_init:
+            raise AdminError(
+                f"no database at {args.new_file} (--db {args.db}): run easync-admin "
+                "where the server runs or give the server's --db; to create a new "
+                f"database there: easync-admin --db {args.db} init", code=3)
         await store.open()
+    except AdminError:
+        raise
     except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
         raise AdminError(f"cannot open database {args.db}: {e}", code=3) from None
     try:
         await args.func(store, args, out)
     finally:
         await store.close()
+
+
+def _missing_sqlite_file(store: Any) -> str | None:
+    """The absolute path of the store's SQLite file if it does not exist yet."""
+    path = getattr(store.engine, "path", None)
+    if not path or store.engine.in_memory or os.path.exists(path):
+        return None
+    return os.path.abspath(path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

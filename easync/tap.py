@@ -19,7 +19,6 @@ in use, a database that cannot be opened, ``DatabaseCheck``) each print one line
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -290,9 +289,6 @@ class DatabaseCheck(Service):
             from backends.sql.database import safe_url
 
             reason = one_line(str(e)) or type(e).__name__
-            path = getattr(self.store.engine, "path", None)
-            if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-                reason = f"directory {os.path.dirname(os.path.abspath(path))} does not exist"
             message = f"cannot open the database {safe_url(self.store.url)}: {reason}"
             log.error("{message}", message=message)
             raise StartupError(message) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,6 +81,7 @@ class Database:
         for it; if it fails they fail with its error."""
         if self._pool is not None or self._opening is not None:
             return
+        self._check_directory()
         args, kwargs = self.engine.pool_args()
         engine = self.engine
 
@@ -119,6 +121,7 @@ class Database:
         engine = self.engine
         if engine.in_memory:
             return
+        self._check_directory()
         args, kwargs = engine.pool_args()
         dbapi = importlib.import_module(engine.dbapi_name)
         # the DB-API arguments the pool would connect with, without its own cp_ ones
@@ -134,6 +137,15 @@ class Database:
             raise
         finally:
             conn.close()
+
+    def _check_directory(self) -> None:
+        """A SQLite file's directory must exist (SQLite itself only says "unable to
+        open database file")."""
+        path = getattr(self.engine, "path", None)
+        if path and not self.engine.in_memory:
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                raise FileNotFoundError(f"directory {directory} does not exist")
 
     async def close(self) -> None:
         """Close every pooled connection and stop the pool's threads."""
