@@ -110,11 +110,11 @@ def test_no_database_is_created_implicitly(tmp_path: Any, db: str | None) -> Non
                             f"{os.path.dirname(path)} does not exist\n")
         os.mkdir(os.path.dirname(path))
     r = run(*argv, "init", db=False)
-    assert (r.returncode, r.stdout) == (0, f"created database {path} (schema version "
-                                           f"{schema_version()})\n")
+    assert r.returncode == 0
+    assert r.stdout == f"created database {path} (schema version {schema_version()})\n"
     r = run(*argv, "init", db=False)
-    assert (r.returncode, r.stdout) == (0, f"database {url} is ready (schema version "
-                                           f"{schema_version()})\n")
+    assert r.returncode == 0
+    assert r.stdout == f"database {url} is ready (schema version {schema_version()})\n"
     r = run(*argv, "user", "add", "anna", "--password-stdin", stdin="x\n", db=False)
     assert r.returncode == 0, r.stderr
 
