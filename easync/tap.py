@@ -19,6 +19,7 @@ in use, a database that cannot be opened, ``DatabaseCheck``) each print one line
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -64,7 +65,9 @@ def report(message: str) -> None:
 def _excepthook(previous: Callable[..., Any]) -> Callable[..., Any]:
     def hook(kind: type[BaseException], value: BaseException,
              tb: TracebackType | None) -> None:
-        if isinstance(value, (usage.UsageError, StartupError)):
+        # (OSError: a file twistd opens for its own options, --logfile or --pidfile,
+        # in a missing directory or not writable)
+        if isinstance(value, (usage.UsageError, StartupError, OSError)):
             report(str(value))       # and Python exits with status 1
         else:
             previous(kind, value, tb)
@@ -73,9 +76,10 @@ def _excepthook(previous: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install_excepthook() -> None:
-    """Under twistd: a ``UsageError`` from ``makeService`` or a ``StartupError`` from
-    a starting service (which twistd re-raises after removing its pid file and telling
-    a daemon's parent) ends the process with one line, not a traceback."""
+    """Under twistd: a ``UsageError`` from ``makeService``, a ``StartupError`` from a
+    starting service (which twistd re-raises after removing its pid file and telling a
+    daemon's parent) or an ``OSError`` (twistd's log or pid file cannot be written)
+    ends the process with one line, not a traceback."""
     if not getattr(sys.excepthook, "easync", False):
         sys.excepthook = _excepthook(sys.excepthook)
 
@@ -123,13 +127,21 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         # kept for --workers: the other processes get the same command line
         self.argv = list(options) if options is not None else []
-        if getattr(self, "parent", None) is None:   # not under twistd: raise as usual
+        twistd_options: Any = getattr(self, "parent", None)
+        if twistd_options is None:   # not under twistd: raise as usual
             super().parseOptions(options)
             return
         # Under twistd, which would print its whole --help before the error: one line.
         install_excepthook()
         try:
             super().parseOptions(options)
+            # twistd's --pidfile is written after the listeners are bound; a missing
+            # directory would make twistd log a traceback while cleaning up
+            pidfile = twistd_options.get("pidfile")
+            directory = os.path.dirname(os.path.abspath(pidfile)) if pidfile else ""
+            if directory and not os.path.isdir(directory):
+                raise usage.UsageError(f"--pidfile {pidfile}: directory {directory} "
+                                       "does not exist")
         except usage.UsageError as e:
             report(str(e))
             raise SystemExit(1) from None

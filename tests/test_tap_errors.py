@@ -112,6 +112,23 @@ def test_bad_command_line(tmp_path: Path, args: list[str], expected: str) -> Non
     assert expected in line, line
 
 
+@pytest.mark.parametrize("option", ["--logfile", "--pidfile"])
+def test_twistd_file_in_a_missing_directory(tmp_path: Path, option: str) -> None:
+    """twistd's own options, given before ``easync``: a log or pid file that cannot be
+    written is one line too."""
+    cmd = [twistd(), "-n", "--pidfile", "", option, str(tmp_path / "nodir" / "f"), "easync",
+           "--listen", f"tcp:{free_port()}:interface=127.0.0.1",
+           "--db", f"sqlite:///{tmp_path}/e.sqlite"]
+    res = subprocess.run(cmd, cwd=tmp_path, env=_env(), text=True, capture_output=True,
+                         timeout=60, check=False)
+    line = one_error_line(res)
+    if option == "--logfile":
+        assert line == f"[Errno 2] No such file or directory: '{tmp_path / 'nodir' / 'f'}'"
+    else:
+        assert line == (f"--pidfile {tmp_path / 'nodir' / 'f'}: directory "
+                        f"{tmp_path / 'nodir'} does not exist")
+
+
 def test_config_file_that_is_not_text(tmp_path: Path) -> None:
     conf = tmp_path / "easync.toml"
     conf.write_bytes(b'max-window = "\xff"\n')
