@@ -134,6 +134,12 @@ def _on_off(value: Any) -> str:
     return "on" if value else "off"
 
 
+def _two_fa(method: str) -> str:
+    """A 2FA method as the CLI and the JSON API spell it: ``email``, ``totp`` or ``off``
+    (the service's "none")."""
+    return "off" if method == "none" else method
+
+
 def _when(value: Any) -> str:
     if value in (None, "", 0):
         return "-"
@@ -180,6 +186,7 @@ async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> Non
         user = await store.add_user(args.name, password_hash, args.email, args.activesync)
     except KeyError:
         raise AdminError(f"a user named {args.name!r} already exists") from None
+    await _accounts(store, args).user_added(user.name, user.activesync)
     out.write(f"added user {user.name} (ActiveSync {_on_off(user.activesync)})\n")
 
 
@@ -187,8 +194,8 @@ async def cmd_user_list(store: Any, args: argparse.Namespace, out: TextIO) -> No
     accounts = _accounts(store, args)
     rows = [["NAME", "EMAIL", "ACTIVESYNC", "2FA", "AS-PASSWORD", "ADMIN"]]
     for st in await accounts.list_users():
-        two_fa = st.two_factor_effective
-        if st.two_factor == "none" and two_fa != "none":
+        two_fa = _two_fa(st.two_factor_effective)
+        if st.two_factor == "none" and two_fa != "off":
             two_fa += "(all)"
         rows.append([st.name, st.email or "-", _on_off(st.activesync), two_fa,
                      "set" if st.as_password.is_set else "-", "yes" if st.admin else "-"])
@@ -205,7 +212,7 @@ async def cmd_user_show(store: Any, args: argparse.Namespace, out: TextIO) -> No
         ("e-mail", st.email or "-"),
         ("ActiveSync", _on_off(st.activesync)),
         ("administrator", "yes" if st.admin else "no"),
-        ("two-factor", st.two_factor_effective + (
+        ("two-factor", _two_fa(st.two_factor_effective) + (
             " (on for everyone)" if st.two_factor_all else "")),
         ("ActiveSync password", ("set " + _when(asp.set_at)) if asp.is_set else "not set"),
         ("  last used", _when(asp.last_used_at) + (
@@ -240,6 +247,7 @@ async def cmd_user_admin(store: Any, args: argparse.Namespace, out: TextIO) -> N
 async def cmd_user_2fa(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     accounts = _accounts(store, args)
     st = await _call(accounts.status(args.name))
+    args.method = _two_fa(args.method)      # "none": an alias of "off"
     as_password = None
     confirm = None
     wants = (args.method != "off" and st.activesync and not st.as_password.is_set)
@@ -294,8 +302,10 @@ async def cmd_user_as_password(store: Any, args: argparse.Namespace, out: TextIO
 
 
 async def cmd_user_unlock(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    await _call(_accounts(store, args).unlock(args.name))
-    out.write(f"lockouts of {args.name.lower()} lifted\n")
+    if await _call(_accounts(store, args).unlock(args.name)):
+        out.write(f"lockouts of {args.name.lower()} lifted\n")
+    else:   # exit status 0 all the same: the user is not locked out, as asked
+        out.write(f"{args.name.lower()} is not locked out: nothing to lift\n")
 
 
 async def cmd_audit(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -351,6 +361,20 @@ async def cmd_device_remove(store: Any, args: argparse.Namespace, out: TextIO) -
     out.write(f"removed device {args.device_id} of {args.name.lower()} and its sync state\n")
 
 
+async def cmd_folder_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    user = await _user(store, args.name)
+    folders = await store.list_folders(user)
+    # live items per folder (tombstones left for devices not counted)
+    counts = {str(folder_id): n for folder_id, n in await store.raw_query(
+        "SELECT folder_id, COUNT(*) FROM items WHERE user_id = ? AND deleted = 0 "
+        "GROUP BY folder_id", (user.id,))}
+    rows = [["ID", "NAME", "KIND", "ITEMS"]]
+    for f in sorted(folders, key=lambda f: (f.cls, not f.is_default, f.name.lower())):
+        rows.append([f.server_id, f.name, f.cls + (" (default)" if f.is_default else ""),
+                     str(counts.get(f.server_id, 0))])
+    _table(rows, out)
+
+
 async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from backends.sql.pgnotify import announce
     from easync.importer import ImportFailed, import_file
@@ -391,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="FILE",
                    help=f"the server's secret key file, as twistd easync --secret-key "
                         f"(default: $EASYNC_SECRET_KEY or {DEFAULT_SECRET_KEY})")
-    top = p.add_subparsers(dest="group", metavar="{init,user,device,audit,import}",
+    top = p.add_subparsers(dest="group", metavar="{init,user,device,folder,audit,import}",
                            required=True)
 
     a = top.add_parser("init", allow_abbrev=False,
@@ -430,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="two-factor authentication for a user: e-mail codes, an "
                              "authenticator app (totp) or off")
     a.add_argument("name", metavar="NAME")
-    a.add_argument("method", choices=("email", "totp", "off"))
+    a.add_argument("method", choices=("email", "totp", "off", "none"),
+                   metavar="email|totp|off", help="none is taken for off")
     a.add_argument("--as-password-stdin", action="store_true",
                    help="read the ActiveSync password this makes mandatory as one line "
                         "from standard input (else asked on a terminal, or set later)")
@@ -479,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("device_id", metavar="DEVICEID")
     a.set_defaults(func=cmd_device_remove)
 
+    folder = top.add_parser("folder", allow_abbrev=False, help="list a user's folders"
+                            ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = folder.add_parser("list", allow_abbrev=False,
+                          help="a user's folders: id (for import --folder), name, kind, "
+                               "items")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(func=cmd_folder_list)
+
     a = top.add_parser("audit", allow_abbrev=False,
                        help="the audit log: credential changes and lockouts")
     a.add_argument("name", metavar="NAME", nargs="?")
@@ -491,8 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name", metavar="NAME")
     a.add_argument("file", metavar="FILE")
     a.add_argument("--folder", metavar="ID",
-                   help="folder server id (default: the user's default Contacts, Calendar "
-                        "or Tasks folder)")
+                   help="folder id, as 'folder list' shows it, of a kind the file holds "
+                        "(default: the user's default Contacts, Calendar or Tasks folder)")
     a.add_argument("--timezone", metavar="ZONE", default=None,
                    help="IANA zone for all-day and floating times (default: the file's "
                         "X-WR-TIMEZONE, else UTC)")

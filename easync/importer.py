@@ -177,11 +177,32 @@ async def _folder(store: Any, user: Any, cls: str, folder_id: str | None,
     return str(default.server_id)
 
 
+_KINDS = {"Contacts": "contacts", "Calendar": "events", "Tasks": "tasks"}
+
+
+def _check_folder(user: Any, path: str, folder_id: str | None, folders: list[Any],
+                  classes: list[str], report: ImportReport) -> None:
+    """``--folder`` must be a folder of a kind the file holds (else nothing is
+    imported); items of the file's other kinds go to their default folders, said in a
+    warning."""
+    if folder_id is None:
+        return
+    folder = next(f for f in folders if f.server_id == folder_id)
+    holds = " and ".join(_KINDS[c] for c in classes) or "no item"
+    if folder.cls not in classes:
+        raise ImportFailed(f"folder {folder_id} ({folder.name}) is a {folder.cls} folder "
+                           f"and {path} holds {holds}: nothing imported")
+    report.warnings.extend(
+        f"{path} also holds {_KINDS[c]}: imported into the default {c} folder"
+        for c in classes if c != folder.cls)
+
+
 async def import_file(store: Any, user: Any, path: str, folder_id: str | None = None,
                       default_tz: str | None = None,
                       announce: Announce | None = None) -> ImportReport:
     """Import a .vcf or .ics file for ``user``; ``folder_id`` replaces the default folder
-    of the class it holds.  ``announce`` is called with the folders written, to wake
+    of the class it holds (a folder of a class the file does not hold: ``ImportFailed``,
+    nothing imported).  ``announce`` is called with the folders written, to wake
     the devices waiting on them on every running node."""
     text = read_text(path)
     kind = _kind(text, path)
@@ -203,6 +224,7 @@ async def import_file(store: Any, user: Any, path: str, folder_id: str | None = 
             contacts.append(data)
         if not contacts:
             raise ImportFailed(f"{path}: no vCard found")
+        _check_folder(user, path, folder_id, folders, ["Contacts"], report)
         target = await _folder(store, user, "Contacts", folder_id, folders)
         await _write(store, user, target, "Contacts", contacts, report.contacts,
                      announce)
@@ -212,6 +234,8 @@ async def import_file(store: Any, user: Any, path: str, folder_id: str | None = 
     except ICalendarError as e:
         raise ImportFailed(str(e)) from None
     report.warnings.extend(warnings)
+    _check_folder(user, path, folder_id, folders,
+                  ["Calendar"] * bool(events) + ["Tasks"] * bool(tasks), report)
     if events:
         target = await _folder(store, user, "Calendar", folder_id, folders)
         await _write(store, user, target, "Calendar", events, report.events,

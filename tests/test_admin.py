@@ -224,6 +224,41 @@ def test_import(run: Admin) -> None:
     assert "no folder '424242'" in r.stderr
 
 
+def folders(run: Admin, name: str) -> dict[str, list[str]]:
+    """``folder list NAME``: {folder name: [id, kind, items]} (names without spaces)."""
+    r = run("folder", "list", name)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "KIND", "ITEMS"]
+    rows = [ln.split() for ln in lines[1:]]
+    return {row[1]: [row[0], " ".join(row[2:-1]), row[-1]] for row in rows}
+
+
+def test_folder_list_and_import_into_a_folder(run: Admin) -> None:
+    """Issue #13 point 5: ``folder list`` shows the ids ``import --folder`` takes; a
+    folder of a kind the file does not hold is refused in one line, nothing imported."""
+    run("user", "add", "mario", "--password-stdin", stdin="x\n")
+    before = folders(run, "mario")
+    assert before["Contacts"][1:] == ["Contacts (default)", "0"]
+    assert before["Calendar"][1:] == ["Calendar (default)", "0"]
+    assert before["Tasks"][1:] == ["Tasks (default)", "0"]
+    contacts_id = before["Contacts"][0]
+    r = run("import", "mario", os.path.join(DATA, "calendar.ics"), "--folder", contacts_id)
+    assert r.returncode == 1
+    assert r.stderr == (f"easync-admin: error: folder {contacts_id} (Contacts) is a "
+                        f"Contacts folder and {os.path.join(DATA, 'calendar.ics')} holds "
+                        "events and tasks: nothing imported\n")
+    assert folders(run, "mario") == before
+    r = run("import", "mario", os.path.join(DATA, "contacts.vcf"), "--folder", contacts_id)
+    assert r.returncode == 0, r.stderr
+    r = run("import", "mario", os.path.join(DATA, "calendar.ics"))
+    assert r.returncode == 0, r.stderr
+    after = folders(run, "mario")
+    assert [after[k][2] for k in ("Contacts", "Calendar", "Tasks")] == ["5", "10", "2"]
+    assert run("folder", "list", "nobody").stderr == \
+        "easync-admin: error: no user named 'nobody'\n"
+
+
 def test_devices(run: Admin, tmp_path: Any) -> None:
     run("user", "add", "mario", "--password-stdin", stdin="x\n")
     r = run("device", "list")
