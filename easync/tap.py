@@ -32,7 +32,7 @@ from twisted.python import usage
 
 from easync import config as cfg
 from easync import workers
-from easync.errors import StartupError
+from easync.errors import StartupError, one_line
 from easync.handler import EasServer
 from easync.settings import Settings
 
@@ -45,11 +45,6 @@ log = Logger()
 PROG = "twistd easync"
 # usage.Options' words before a coerce function's message
 _COERCE_PREFIX = "Parameter type enforcement failed: "
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line (a driver's message may span several)."""
-    return " ".join(str(text).split())
 
 
 def report(message: str) -> None:
@@ -208,7 +203,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     try:
         store = SqlStore(reactor, config.store.db)
     except Exception as e:  # noqa: BLE001 - a URL the engine refuses, a missing driver
-        raise usage.UsageError(f"--db {safe_url(config.store.db)}: {one_line(str(e))}"
+        raise usage.UsageError(f"--db {safe_url(config.store.db)}: {one_line(e)}"
                                ) from None
     # first: the database opened before any other service starts (DatabaseCheck)
     DatabaseCheck(store).setServiceParent(top)
@@ -300,7 +295,7 @@ class DatabaseCheck(Service):
         except Exception as e:  # noqa: BLE001 - any driver's error means the same here
             from backends.sql.database import safe_url
 
-            reason = one_line(str(e)) or type(e).__name__
+            reason = one_line(e) or type(e).__name__
             message = f"cannot open the database {safe_url(self.store.url)}: {reason}"
             log.error("{message}", message=message)
             raise StartupError(message) from None

@@ -39,7 +39,7 @@ from twisted.web import server
 from twisted.web.resource import IResource
 
 from easync import tls
-from easync.errors import StartupError
+from easync.errors import StartupError, one_line
 from easync.http.limits import ConnectionLimits
 
 # the certificate lines keep the namespace they have always been logged under
@@ -188,7 +188,7 @@ class ListenerService(StreamServerEndpointService):
         try:
             super().privilegedStartService()
         except Exception as e:  # noqa: BLE001 - CannotListenError, a bad key file, …
-            message = f"{self.what}: {' '.join(str(e).split())}"
+            message = f"{self.what}: {one_line(e)}"
             log.error("{message}", message=message)
             raise StartupError(message) from None
 
