@@ -136,6 +136,33 @@ def test_config_file_that_is_not_text(tmp_path: Path) -> None:
     assert line.startswith(f"config file {conf} is not valid TOML"), line
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_config_file_not_readable(tmp_path: Path) -> None:
+    conf = tmp_path / "easync.toml"
+    conf.write_text("max-window = 256\n", "utf-8")
+    conf.chmod(0)
+    line = one_error_line(run_twistd(tmp_path, "--config", str(conf)))
+    assert line == f"cannot read config file {conf}: Permission denied", line
+
+
+def test_database_driver_that_cannot_be_imported(tmp_path: Path) -> None:
+    """A postgresql:// URL without a working driver (here a psycopg package that fails
+    to import, put first on the path) is one line too, whatever part of opening the
+    store finds it."""
+    fake = tmp_path / "shadow" / "psycopg"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('psycopg is broken here')\n")
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path / "shadow") + os.pathsep + env["PYTHONPATH"]
+    cmd = [twistd(), "-n", "--logfile", "-", "--pidfile", "", "easync",
+           "--listen", f"tcp:{free_port()}:interface=127.0.0.1",
+           "--db", "postgresql://easync@127.0.0.1/easync"]
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, text=True, capture_output=True,
+                         timeout=60, check=False)
+    line = one_error_line(res)
+    assert "postgresql://easync@127.0.0.1/easync" in line and "psycopg" in line, line
+
+
 def test_sqlite_file_in_a_missing_directory(tmp_path: Path) -> None:
     line = one_error_line(run_twistd(
         tmp_path, "--listen", f"tcp:{free_port()}:interface=127.0.0.1",
