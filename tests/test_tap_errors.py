@@ -99,6 +99,9 @@ def test_metrics_port_in_use_names_its_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "expected"), [
     (["--listen", "carrier-pigeon:1"], "Unknown endpoint type: 'carrier-pigeon'"),
     (["--listen", "tcp:notaport"], "listen 'tcp:notaport'"),
+    # ssl: endpoints are read when the service tree is built (their key file)
+    (["--listen", "ssl:notaport", "--db", "sqlite:///e.sqlite"],
+     "--listen ssl:notaport: invalid literal for int()"),
     (["--max-window", "lots"], "--max-window: expected a whole number, got 'lots'"),
     (["--heartbeat-min", "600", "--heartbeat-max", "300"], "heartbeat-min"),
     (["--provisioning", "maybe"], "on or off"),
