@@ -106,6 +106,9 @@ def test_metrics_port_in_use_names_its_option(tmp_path: Path) -> None:
     (["--heartbeat-min", "600", "--heartbeat-max", "300"], "heartbeat-min"),
     (["--provisioning", "maybe"], "on or off"),
     (["--db", "mysql://x/y"], "sqlite:///"),
+    # refused by the SQL engine when the store is made
+    (["--listen", "tcp:0", "--db", "postgresql://127.0.0.1"],
+     "--db postgresql://127.0.0.1: no database name in 'postgresql://127.0.0.1'"),
     (["--no-such-option"], "no-such-option"),
     (["--config", "missing.toml"], "cannot read config file missing.toml"),
     (["--config", "."], "cannot read config file .: Is a directory"),
