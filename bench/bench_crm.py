@@ -82,6 +82,8 @@ def initial_sync(count: int) -> dict[str, Any]:
                     crm_contact(i) for i in range(start, min(start + 1000, count))])
             db = f"sqlite:///{tmp}/bench.sqlite"
             env = dict(os.environ, PYTHONPATH=str(REPO), EASYNC_BCRYPT_ROUNDS="4")
+            subprocess.run([sys.executable, "-m", "easync.admin", "--db", db, "init"],
+                           text=True, env=env, check=True, cwd=tmp, capture_output=True)
             subprocess.run([sys.executable, "-m", "easync.admin", "--db", db, "user", "add",
                             "bench", "--password-stdin", "--activesync"], input=PASSWORD,
                            text=True, env=env, check=True, cwd=tmp, capture_output=True)

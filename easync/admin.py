@@ -4,8 +4,11 @@ Passwords are never taken from the command line (it is visible to every user of 
 machine in the process list): they are asked twice on the terminal, or read as one line
 from standard input with ``--password-stdin``.
 
+Only ``easync-admin init`` creates a database: the other commands refuse a SQLite file
+that does not exist (run in the wrong directory, they would otherwise make an empty one).
+
 Exit codes: 0 done, 1 the operation failed (unknown user, name taken, bad file, …),
-2 bad command line, 3 the database cannot be opened.
+2 bad command line, 3 the database cannot be opened (or does not exist).
 """
 
 from __future__ import annotations
@@ -135,6 +138,12 @@ def _on_off(value: Any) -> str:
     return "on" if value else "off"
 
 
+def _two_fa(method: str) -> str:
+    """A 2FA method as the CLI and the JSON API spell it: ``email``, ``totp`` or ``off``
+    (the service's "none")."""
+    return "off" if method == "none" else method
+
+
 def _when(value: Any) -> str:
     if value in (None, "", 0):
         return "-"
@@ -160,6 +169,14 @@ async def _user(store: Any, name: str) -> Any:
     return user
 
 
+async def cmd_init(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    if args.new_file:
+        out.write(f"created database {args.new_file} (schema version "
+                  f"{store.schema_version})\n")
+    else:
+        out.write(f"database {args.db} is ready (schema version {store.schema_version})\n")
+
+
 async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     if not _NAME.match(args.name):
         raise AdminError(_("invalid user name {name!r}: 1-128 characters, no spaces, "
@@ -174,6 +191,7 @@ async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> Non
     except KeyError:
         raise AdminError(_("a user named {name!r} already exists").format(
             name=args.name)) from None
+    await _accounts(store, args).user_added(user.name, user.activesync)
     out.write(_("added user {name} (ActiveSync {state})").format(
         name=user.name, state=_on_off(user.activesync)) + "\n")
 
@@ -182,8 +200,8 @@ async def cmd_user_list(store: Any, args: argparse.Namespace, out: TextIO) -> No
     accounts = _accounts(store, args)
     rows = [["NAME", "EMAIL", "ACTIVESYNC", "2FA", "AS-PASSWORD", "ADMIN"]]
     for st in await accounts.list_users():
-        two_fa = st.two_factor_effective
-        if st.two_factor == "none" and two_fa != "none":
+        two_fa = _two_fa(st.two_factor_effective)
+        if st.two_factor == "none" and two_fa != "off":
             two_fa += "(all)"
         rows.append([st.name, st.email or "-", _on_off(st.activesync), two_fa,
                      "set" if st.as_password.is_set else "-", "yes" if st.admin else "-"])
@@ -200,7 +218,7 @@ async def cmd_user_show(store: Any, args: argparse.Namespace, out: TextIO) -> No
         (_("e-mail"), st.email or "-"),
         ("ActiveSync", _on_off(st.activesync)),
         (_("administrator"), _("yes") if st.admin else _("no")),
-        (_("two-factor"), st.two_factor_effective + (
+        (_("two-factor"), _two_fa(st.two_factor_effective) + (
             " " + _("(on for everyone)") if st.two_factor_all else "")),
         (_("ActiveSync password"), (_("set {when}").format(when=_when(asp.set_at)))
          if asp.is_set else _("not set")),
@@ -239,6 +257,7 @@ async def cmd_user_admin(store: Any, args: argparse.Namespace, out: TextIO) -> N
 async def cmd_user_2fa(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     accounts = _accounts(store, args)
     st = await _call(accounts.status(args.name))
+    args.method = _two_fa(args.method)      # "none": an alias of "off"
     as_password = None
     confirm = None
     wants = (args.method != "off" and st.activesync and not st.as_password.is_set)
@@ -295,8 +314,11 @@ async def cmd_user_as_password(store: Any, args: argparse.Namespace, out: TextIO
 
 
 async def cmd_user_unlock(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    await _call(_accounts(store, args).unlock(args.name))
-    out.write(_("lockouts of {name} lifted").format(name=args.name.lower()) + "\n")
+    if await _call(_accounts(store, args).unlock(args.name)):
+        out.write(_("lockouts of {name} lifted").format(name=args.name.lower()) + "\n")
+    else:   # exit status 0 all the same: the user is not locked out, as asked
+        out.write(_("{name} is not locked out: nothing to lift").format(
+            name=args.name.lower()) + "\n")
 
 
 async def cmd_audit(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -368,6 +390,20 @@ def _progress(stream: TextIO) -> Callable[[str, int, int], None] | None:
         stream.flush()
 
     return show
+
+
+async def cmd_folder_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    user = await _user(store, args.name)
+    folders = await store.list_folders(user)
+    # live items per folder (tombstones left for devices not counted)
+    counts = {str(folder_id): n for folder_id, n in await store.raw_query(
+        "SELECT folder_id, COUNT(*) FROM items WHERE user_id = ? AND deleted = 0 "
+        "GROUP BY folder_id", (user.id,))}
+    rows = [["ID", "NAME", "KIND", "ITEMS"]]
+    for f in sorted(folders, key=lambda f: (f.cls, not f.is_default, f.name.lower())):
+        rows.append([f.server_id, f.name, f.cls + (" (default)" if f.is_default else ""),
+                     str(counts.get(f.server_id, 0))])
+    _table(rows, out)
 
 
 async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -452,8 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_("the server's secret key file, as twistd easync --secret-key "
                           "(default: $EASYNC_SECRET_KEY or {default})").format(
                               default=DEFAULT_SECRET_KEY))
-    top = p.add_subparsers(dest="group", metavar="{user,device,audit,import,export,backup}",
-                           required=True)
+    top = p.add_subparsers(
+        dest="group", metavar="{init,user,device,folder,audit,import,export,backup}",
+        required=True)
+
+    a = top.add_parser("init", allow_abbrev=False,
+                       help=_("create the database (a new SQLite file) or bring its schema "
+                              "up to date; the other commands never create one"))
+    a.set_defaults(func=cmd_init)
 
     user = top.add_parser("user", allow_abbrev=False, help=_("add, list and change users"
                           )).add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -486,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=_("two-factor authentication for a user: e-mail codes, an "
                              "authenticator app (totp) or off"))
     a.add_argument("name", metavar="NAME")
-    a.add_argument("method", choices=("email", "totp", "off"))
+    a.add_argument("method", choices=("email", "totp", "off", "none"),
+                   metavar="email|totp|off", help="none is taken for off")
     a.add_argument("--as-password-stdin", action="store_true",
                    help=_("read the ActiveSync password this makes mandatory as one line "
                         "from standard input (else asked on a terminal, or set later)"))
@@ -535,6 +578,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("device_id", metavar="DEVICEID")
     a.set_defaults(func=cmd_device_remove)
 
+    folder = top.add_parser("folder", allow_abbrev=False, help="list a user's folders"
+                            ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = folder.add_parser("list", allow_abbrev=False,
+                          help="a user's folders: id (for import --folder), name, kind, "
+                               "items")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(func=cmd_folder_list)
+
     a = top.add_parser("audit", allow_abbrev=False,
                        help=_("the audit log: credential changes and lockouts"))
     a.add_argument("name", metavar="NAME", nargs="?")
@@ -547,8 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name", metavar="NAME")
     a.add_argument("file", metavar="FILE")
     a.add_argument("--folder", metavar="ID",
-                   help=_("folder server id (default: the user's default Contacts, Calendar "
-                        "or Tasks folder)"))
+                   help=_("folder id, as 'folder list' shows it, of a kind the file holds "
+                          "(default: the user's default Contacts, Calendar or Tasks folder)"))
     a.add_argument("--timezone", metavar="ZONE", default=None,
                    help=_("IANA zone for all-day and floating times (default: the file's "
                         "X-WR-TIMEZONE, else UTC)"))
@@ -581,7 +632,17 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
     args.reactor = reactor
     try:
         store = SqlStore(reactor, args.db)
+        # never an empty database made by a run in the wrong directory: only init
+        # creates a SQLite file
+        args.new_file = _missing_sqlite_file(store)
+        if args.new_file and args.func is not cmd_init:
+            raise AdminError(
+                f"no database at {args.new_file} (--db {args.db}): run easync-admin "
+                "where the server runs or give the server's --db; to create a new "
+                f"database there: easync-admin --db {args.db} init", code=3)
         await store.open()
+    except AdminError:
+        raise
     except Exception as e:  # noqa: BLE001 - any driver error means the same to the user
         raise AdminError(_("cannot open database {db}: {reason}").format(db=args.db, reason=e),
                          code=3) from None
@@ -589,6 +650,14 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
         await args.func(store, args, out)
     finally:
         await store.close()
+
+
+def _missing_sqlite_file(store: Any) -> str | None:
+    """The absolute path of the store's SQLite file if it does not exist yet."""
+    path = getattr(store.engine, "path", None)
+    if not path or store.engine.in_memory or os.path.exists(path):
+        return None
+    return os.path.abspath(path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

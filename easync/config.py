@@ -650,7 +650,7 @@ def load_file(filename: str) -> dict[str, Any]:
             data = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config file {filename}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {filename} is not valid TOML: {e}") from None
     out: dict[str, Any] = {}
     for key, value in data.items():

@@ -16,3 +16,13 @@ class TooManyDevices(Exception):
         super().__init__(f"{count} devices, at most {limit}")
         self.count = count
         self.limit = limit
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: a driver's or the system's message may span several."""
+    return " ".join(str(text).split())
+
+
+class StartupError(Exception):
+    """What stops ``twistd easync`` while its services start (a port in use, a database
+    that cannot be opened): one line for the admin, no traceback (``easync.tap``)."""

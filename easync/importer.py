@@ -348,13 +348,34 @@ def _spool_calendar(path: str, default_tz: str | None, user_email: str | None,
     return counts[0], counts[1]
 
 
+_KINDS = {"Contacts": "contacts", "Calendar": "events", "Tasks": "tasks"}
+
+
+def _check_folder(user: Any, path: str, folder_id: str | None, folders: list[Any],
+                  classes: list[str], report: ImportReport) -> None:
+    """``--folder`` must be a folder of a kind the file holds (else nothing is
+    imported); items of the file's other kinds go to their default folders, said in a
+    warning."""
+    if folder_id is None:
+        return
+    folder = next(f for f in folders if f.server_id == folder_id)
+    holds = " and ".join(_KINDS[c] for c in classes) or "no item"
+    if folder.cls not in classes:
+        raise ImportFailed(f"folder {folder_id} ({folder.name}) is a {folder.cls} folder "
+                           f"and {path} holds {holds}: nothing imported")
+    report.warnings.extend(
+        f"{path} also holds {_KINDS[c]}: imported into the default {c} folder"
+        for c in classes if c != folder.cls)
+
+
 async def import_file(store: Any, user: Any, path: str, folder_id: str | None = None,
                       default_tz: str | None = None, announce: Announce | None = None,
                       progress: Progress | None = None) -> ImportReport:
     """Import a .vcf or .ics file for ``user``; ``folder_id`` replaces the default folder
-    of the class it holds.  ``announce`` is called with the folders written, to wake
-    the devices waiting on them on every running node; ``progress`` now and then with
-    how far the import is."""
+    of the class it holds (a folder of a class the file does not hold: ``ImportFailed``,
+    nothing imported).  ``announce`` is called with the folders written, to wake the
+    devices waiting on them on every running node; ``progress`` now and then with how
+    far the import is."""
     kind = _kind(_head(path), path)
     report = ImportReport()
     folders = await store.list_folders(user)
@@ -365,6 +386,7 @@ async def import_file(store: Any, user: Any, path: str, folder_id: str | None = 
             count = _spool_contacts(path, report, spool, progress)
             if not count:
                 raise ImportFailed(f"{path}: no vCard found")
+            _check_folder(user, path, folder_id, folders, ["Contacts"], report)
             target = await _folder(store, user, "Contacts", folder_id, folders)
             spool.seek(0)
             await _write(store, user, target, "Contacts", map(json.loads, spool),
@@ -374,6 +396,8 @@ async def import_file(store: Any, user: Any, path: str, folder_id: str | None = 
             tempfile.TemporaryFile("w+", encoding="utf-8", prefix="easync-import-") as tasks:
         counts = _spool_calendar(path, default_tz, user.email, report, events, tasks,
                                  progress)
+        _check_folder(user, path, folder_id, folders,
+                      ["Calendar"] * bool(counts[0]) + ["Tasks"] * bool(counts[1]), report)
         for spool, cls, n, into in ((events, "Calendar", counts[0], report.events),
                                     (tasks, "Tasks", counts[1], report.tasks)):
             if n:

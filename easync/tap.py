@@ -9,24 +9,86 @@ the command line wins over the file, the file over the built-in defaults (all in
 
 ``makeService`` is the composition root: the store, the change hub, the ``EasServer``,
 the checkers, then the listeners (``easync.http.listen``).
+
+An admin's mistake never ends in a traceback: under twistd a bad option or config file
+(``Options.parseOptions``), a service tree that cannot be built (``makeService``: a
+missing certificate file, …) and a service that cannot start (``StartupError``: a port
+in use, a database that cannot be opened, ``DatabaseCheck``) each print one line,
+``twistd easync: error: …``, on stderr, and twistd exits with status 1.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import replace
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from easync import config as cfg
 from easync import workers
+from easync.errors import StartupError, one_line
 from easync.handler import EasServer
 from easync.settings import Settings
 
 if TYPE_CHECKING:
     from easync.health import HealthCheck
     from easync.http.listen import Listeners
+
+log = Logger()
+
+#: how the one-line errors of ``twistd easync`` start
+PROG = "twistd easync"
+# usage.Options' words before a coerce function's message
+_COERCE_PREFIX = "Parameter type enforcement failed: "
+
+
+def report(message: str) -> None:
+    """Write ``twistd easync: error: MESSAGE`` on the process's real stderr (twistd
+    replaces ``sys.stderr`` with its log once logging begins)."""
+    message = one_line(message)
+    message = message.removeprefix(_COERCE_PREFIX)
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(f"{PROG}: error: {message}\n")
+    stream.flush()
+
+
+def _excepthook(previous: Callable[..., Any]) -> Callable[..., Any]:
+    def hook(kind: type[BaseException], value: BaseException,
+             tb: TracebackType | None) -> None:
+        # (OSError: a file twistd opens for its own options, --logfile or --pidfile,
+        # in a missing directory or not writable)
+        if isinstance(value, (usage.UsageError, StartupError, OSError)):
+            report(str(value))       # and Python exits with status 1
+        else:
+            previous(kind, value, tb)
+    hook.easync = True  # type: ignore[attr-defined]
+    return hook
+
+
+def install_excepthook() -> None:
+    """Under twistd: a ``UsageError`` from ``makeService``, a ``StartupError`` from a
+    starting service (which twistd re-raises after removing its pid file and telling a
+    daemon's parent) or an ``OSError`` (twistd's log or pid file cannot be written)
+    ends the process with one line, not a traceback."""
+    if not getattr(sys.excepthook, "easync", False):
+        sys.excepthook = _excepthook(sys.excepthook)
+
+
+def _named(name: str, coerce: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``coerce``, its errors naming the option (usage.Options' do not)."""
+    def named(value: Any) -> Any:
+        try:
+            return coerce(value)
+        except ValueError as e:
+            raise ValueError(f"--{name}: {e}") from None
+    named.__dict__.update(coerce.__dict__)        # coerceDoc, shown by --help
+    return named
 
 
 class Options(usage.Options):
@@ -46,7 +108,8 @@ class Options(usage.Options):
     ] + [
         # Defaults are applied in postOptions, after the config file, so that a value
         # given on the command line can be told apart from a default.
-        [o.name, None, None, o.help_text(), o.coerce] for o in cfg.OPTIONS
+        [o.name, None, None, o.help_text(), _named(o.name, o.coerce)]
+        for o in cfg.OPTIONS
     ]
 
     config: cfg.ServerConfig
@@ -60,7 +123,24 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         # kept for --workers: the other processes get the same command line
         self.argv = list(options) if options is not None else []
-        super().parseOptions(options)
+        twistd_options: Any = getattr(self, "parent", None)
+        if twistd_options is None:   # not under twistd: raise as usual
+            super().parseOptions(options)
+            return
+        # Under twistd, which would print its whole --help before the error: one line.
+        install_excepthook()
+        try:
+            super().parseOptions(options)
+            # twistd's --pidfile is written after the listeners are bound; a missing
+            # directory would make twistd log a traceback while cleaning up
+            pidfile = twistd_options.get("pidfile")
+            directory = os.path.dirname(os.path.abspath(pidfile)) if pidfile else ""
+            if directory and not os.path.isdir(directory):
+                raise usage.UsageError(f"--pidfile {pidfile}: directory {directory} "
+                                       "does not exist")
+        except usage.UsageError as e:
+            report(str(e))
+            raise SystemExit(1) from None
 
     def _repeat(self, name: str, value: str) -> None:
         try:
@@ -110,6 +190,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from twisted.internet import reactor as default_reactor
         reactor = default_reactor
     from backends.sql.authstore import SqlAuthStore
+    from backends.sql.database import safe_url
     from backends.sql.pgnotify import change_hub
     from backends.sql.store import SqlStore
     from easync.auth import build_auth
@@ -121,7 +202,13 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     listen = config.listen
     top = MultiService()
 
-    store = SqlStore(reactor, config.store.db)
+    try:
+        store = SqlStore(reactor, config.store.db)
+    except Exception as e:  # noqa: BLE001 - a URL the engine refuses, a missing driver
+        raise usage.UsageError(f"--db {safe_url(config.store.db)}: {one_line(e)}"
+                               ) from None
+    # first: the database opened before any other service starts (DatabaseCheck)
+    DatabaseCheck(store).setServiceParent(top)
     store.setName("store")
     store.setServiceParent(top)
 
@@ -220,6 +307,31 @@ def _health_check(reactor: Any, store: Any, notifier: Any,
         return None
 
     return HealthCheck(reactor, database, hub)
+
+
+class DatabaseCheck(Service):
+    """Opens the store's database when twistd starts the service tree, in this thread,
+    before the reactor runs and the other services start (``SqlStore.open_blocking``):
+    a database that cannot be opened (PostgreSQL unreachable, a SQLite file in a
+    missing directory, a schema newer than this easync) stops ``twistd easync`` with
+    one line (``StartupError``) instead of leaving a server that answers 503.  One lost
+    later is the store's business: 503 until it is back."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.setName("database-check")
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            self.store.open_blocking()
+        except Exception as e:  # noqa: BLE001 - any driver's error means the same here
+            from backends.sql.database import safe_url
+
+            reason = one_line(e) or type(e).__name__
+            message = f"cannot open the database {safe_url(self.store.url)}: {reason}"
+            log.error("{message}", message=message)
+            raise StartupError(message) from None
 
 
 def _push_services(listeners: Listeners, server: EasServer, store: Any,

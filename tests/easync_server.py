@@ -105,8 +105,8 @@ class RunningServer:
         return f"{scheme}://{self.host}/Microsoft-Server-ActiveSync"
 
     def start(self) -> RunningServer:
-        # Create the schema before the server starts, as a user would with easync-admin.
-        self.admin("user", "list")
+        # Create the database before the server starts, as a user would with easync-admin.
+        self.admin("init")
         with open(self.logfile, "wb") as log:
             self.proc = subprocess.Popen(self.args, cwd=self.workdir, env=_env(), stdout=log,
                                          stderr=subprocess.STDOUT)

@@ -514,6 +514,14 @@ async def test_json_api_admin(srv: AccountServer) -> None:
     assert r.status == 400
     r = await c.api("POST", "admin/2fa", {"user": "alice", "method": "email"})
     assert r.status == 200 and "on for alice" in r.json()["message"]
+    # "off" turns it off; "none" is an alias (issue #13 point 5)
+    r = await c.api("POST", "admin/2fa", {"user": "alice", "method": "none"})
+    assert r.status == 200, r.json()
+    assert (await as_status(srv, "alice")).two_factor == "none"
+    users = (await c.api("GET", "admin/users")).json()["users"]
+    assert [u["two_factor"] for u in users if u["name"] == "alice"] == ["off"]
+    r = await c.api("POST", "admin/2fa", {"user": "alice", "method": "email"})
+    assert r.status == 200
     r = await c.api("POST", "admin/2fa-everyone", {"on": True})
     assert r.json()["two_factor_everyone"] is True
     r = await c.api("POST", "admin/2fa-everyone", {"on": False})

@@ -310,7 +310,11 @@ async def test_email_code_tries_run_out_and_are_audited(env: Env) -> None:
     actions = [(e.action, e.detail) for e in await env.accounts.audit_log("nora")]
     assert any(a == "code-lockout" for a, _ in actions)
     assert any(a == "lockout" and "one-time codes" in d for a, d in actions)
-    await env.accounts.unlock("nora")
+    assert await env.accounts.unlock("nora") is True
+    assert [e.action for e in await env.accounts.audit_log("nora")].count("unlock") == 1
+    # issue #13 point 5: unlocking again lifts nothing and says so, without an audit row
+    assert await env.accounts.unlock("nora") is False
+    assert [e.action for e in await env.accounts.audit_log("nora")].count("unlock") == 1
     env.clock.offset += 31
     await env.accounts.send_code("nora")
     code = (await env.sink.wait_for("nora@example.org", after=1)).code()

@@ -21,9 +21,12 @@ DATA = os.path.join(ROOT, "tests", "data")
 class Admin:
     """Runs ``python -m easync.admin --db … ARGS`` in a temp directory."""
 
-    def __init__(self, tmp_path: Any) -> None:
+    def __init__(self, tmp_path: Any, init: bool = True) -> None:
         self.cwd = str(tmp_path)
         self.db = f"sqlite:///{tmp_path}/admin.sqlite"
+        if init:    # easync-admin creates a database only when told (init)
+            res = self("init")
+            assert res.returncode == 0, res.stderr
 
     def __call__(self, *args: str, stdin: str | None = None, db: bool = True
                  ) -> subprocess.CompletedProcess[str]:
@@ -75,10 +78,51 @@ def test_add_and_list(run: Admin) -> None:
     assert bcrypt.checkpw(b"segreto-1", hashed.encode())
 
 
-def test_default_db_is_in_the_working_directory(run: Admin) -> None:
+def test_default_db_is_in_the_working_directory(tmp_path: Any) -> None:
+    run = Admin(tmp_path, init=False)
+    assert run("init", db=False).returncode == 0
+    assert os.path.exists(os.path.join(run.cwd, "easync.sqlite"))
     r = run("user", "add", "anna", "--password-stdin", stdin="x\n", db=False)
     assert r.returncode == 0, r.stderr
-    assert os.path.exists(os.path.join(run.cwd, "easync.sqlite"))
+    assert "anna" in run("user", "list", db=False).stdout
+
+
+@pytest.mark.parametrize("db", [None, "sqlite:///elsewhere/easync.sqlite",
+                                "sqlite:///typo.sqlite"])
+def test_no_database_is_created_implicitly(tmp_path: Any, db: str | None) -> None:
+    """Issue #13 point 4: run in the wrong directory (or with a mistyped --db),
+    easync-admin says where it looked and how to create a database; it creates none."""
+    run = Admin(tmp_path, init=False)
+    url = db or "sqlite:///easync.sqlite"
+    path = os.path.join(run.cwd, url[len("sqlite:///"):])
+    argv = ["--db", db] if db else []
+    r = run(*argv, "user", "add", "anna", "--password-stdin", stdin="x\n", db=False)
+    assert r.returncode == 3
+    assert r.stderr == (f"easync-admin: error: no database at {path} (--db {url}): run "
+                        "easync-admin where the server runs or give the server's --db; "
+                        f"to create a new database there: easync-admin --db {url} init\n")
+    assert os.listdir(run.cwd) == []
+    # init creates it (in a directory that exists), then the command works
+    if db == "sqlite:///elsewhere/easync.sqlite":
+        r = run(*argv, "init", db=False)
+        assert r.returncode == 3
+        assert r.stderr == (f"easync-admin: error: cannot open database {url}: directory "
+                            f"{os.path.dirname(path)} does not exist\n")
+        os.mkdir(os.path.dirname(path))
+    r = run(*argv, "init", db=False)
+    assert r.returncode == 0
+    assert r.stdout == f"created database {path} (schema version {schema_version()})\n"
+    r = run(*argv, "init", db=False)
+    assert r.returncode == 0
+    assert r.stdout == f"database {url} is ready (schema version {schema_version()})\n"
+    r = run(*argv, "user", "add", "anna", "--password-stdin", stdin="x\n", db=False)
+    assert r.returncode == 0, r.stderr
+
+
+def schema_version() -> int:
+    """The newest schema version: the highest numbered file in backends/sql/schema."""
+    names = os.listdir(os.path.join(ROOT, "backends", "sql", "schema"))
+    return max(int(n.split("_", 1)[0]) for n in names if n[:1].isdigit())
 
 
 def test_passwd(run: Admin) -> None:
@@ -141,6 +185,10 @@ def test_duplicate_user(run: Admin) -> None:
 def test_bad_database(run: Admin, tmp_path: Any) -> None:
     r = run("--db", f"sqlite:///{tmp_path}/no/such/dir/x.sqlite", "user", "list", db=False)
     assert r.returncode == 3
+    assert "no database at" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run("--db", f"sqlite:///{tmp_path}", "user", "list", db=False)   # a directory
+    assert r.returncode == 3
     assert "cannot open database" in r.stderr
     assert "Traceback" not in r.stderr
     r = run("--db", "mysql://x", "user", "list", db=False)
@@ -174,6 +222,41 @@ def test_import(run: Admin) -> None:
     r = run("import", "mario", os.path.join(DATA, "calendar.ics"), "--folder", "424242")
     assert r.returncode == 1
     assert "no folder '424242'" in r.stderr
+
+
+def folders(run: Admin, name: str) -> dict[str, list[str]]:
+    """``folder list NAME``: {folder name: [id, kind, items]} (names without spaces)."""
+    r = run("folder", "list", name)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "KIND", "ITEMS"]
+    rows = [ln.split() for ln in lines[1:]]
+    return {row[1]: [row[0], " ".join(row[2:-1]), row[-1]] for row in rows}
+
+
+def test_folder_list_and_import_into_a_folder(run: Admin) -> None:
+    """Issue #13 point 5: ``folder list`` shows the ids ``import --folder`` takes; a
+    folder of a kind the file does not hold is refused in one line, nothing imported."""
+    run("user", "add", "mario", "--password-stdin", stdin="x\n")
+    before = folders(run, "mario")
+    assert before["Contacts"][1:] == ["Contacts (default)", "0"]
+    assert before["Calendar"][1:] == ["Calendar (default)", "0"]
+    assert before["Tasks"][1:] == ["Tasks (default)", "0"]
+    contacts_id = before["Contacts"][0]
+    r = run("import", "mario", os.path.join(DATA, "calendar.ics"), "--folder", contacts_id)
+    assert r.returncode == 1
+    assert r.stderr == (f"easync-admin: error: folder {contacts_id} (Contacts) is a "
+                        f"Contacts folder and {os.path.join(DATA, 'calendar.ics')} holds "
+                        "events and tasks: nothing imported\n")
+    assert folders(run, "mario") == before
+    r = run("import", "mario", os.path.join(DATA, "contacts.vcf"), "--folder", contacts_id)
+    assert r.returncode == 0, r.stderr
+    r = run("import", "mario", os.path.join(DATA, "calendar.ics"))
+    assert r.returncode == 0, r.stderr
+    after = folders(run, "mario")
+    assert [after[k][2] for k in ("Contacts", "Calendar", "Tasks")] == ["5", "10", "2"]
+    assert run("folder", "list", "nobody").stderr == \
+        "easync-admin: error: no user named 'nobody'\n"
 
 
 def test_devices(run: Admin, tmp_path: Any) -> None:

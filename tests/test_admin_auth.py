@@ -49,6 +49,34 @@ def test_2fa_without_activesync_password_says_eas_is_refused(run: Admin) -> None
                                                 "-", "-"]
 
 
+def test_user_add_is_audited(run: Admin) -> None:
+    """Issue #13 point 5: the fixture's ``user add mario --activesync`` wrote the rows
+    a password change and ``user activesync on`` write; a user added without
+    ActiveSync gets only the first."""
+    run("user", "add", "anna", "--password-stdin", stdin="x\n")
+    rows = [ln.split(None, 5)[3:] for ln in run("audit").stdout.splitlines()[1:]]
+    assert rows == [["mario", "password", "login password set (user added)"],
+                    ["mario", "activesync", "ActiveSync on"],
+                    ["anna", "password", "login password set (user added)"]]
+    r = run("user", "activesync", "anna", "on")
+    assert r.returncode == 0
+    assert run("audit").stdout.splitlines()[-1].split(None, 5)[3:] == [
+        "anna", "activesync", "ActiveSync on"]
+
+
+@pytest.mark.parametrize("off", ["off", "none"])
+def test_2fa_off_is_spelled_off_and_none_is_an_alias(run: Admin, off: str) -> None:
+    """Issue #13 point 5: "off", as the JSON API and the account page say it, in what
+    easync-admin prints too; "none" (what it printed before) is accepted."""
+    assert show(run)["two-factor"] == "off"
+    assert run("user", "list").stdout.splitlines()[1].split()[3] == "off"
+    assert run("user", "2fa", "mario", "email").returncode == 0
+    r = run("user", "2fa", "mario", off)
+    assert r.returncode == 0, r.stderr
+    assert show(run)["two-factor"] == "off"
+    assert "email|totp|off" in run("user", "2fa", "--help").stdout
+
+
 def test_2fa_takes_the_activesync_password_from_stdin(run: Admin) -> None:
     r = run("user", "2fa", "mario", "email", "--as-password-stdin", stdin=AS_PW + "\n")
     assert r.returncode == 0, r.stderr
@@ -66,7 +94,7 @@ def test_2fa_with_a_bad_activesync_password_changes_nothing(run: Admin, stdin: s
                                                              message: str) -> None:
     r = run("user", "2fa", "mario", "email", "--as-password-stdin", stdin=stdin)
     assert r.returncode == 1 and message in r.stderr
-    assert show(run)["two-factor"] == "none"
+    assert show(run)["two-factor"] == "off"
     assert show(run)["ActiveSync password"] == "not set"
 
 
@@ -111,7 +139,8 @@ def test_as_password_set_generate_clear(run: Admin) -> None:
     assert "the login password is accepted" in r.stdout
     assert show(run)["ActiveSync password"] == "not set"
     audit = run("audit", "mario").stdout
-    assert [ln.split()[5:] for ln in audit.splitlines()[1:]] == [
+    # (after the fixture's user add: test_user_add_is_audited)
+    assert [ln.split()[5:] for ln in audit.splitlines()[3:]] == [
         ["ActiveSync", "password", "set"], ["ActiveSync", "password", "generated"],
         ["ActiveSync", "password", "generated"], ["ActiveSync", "password", "cleared"]]
     for secret in (AS_PW, first, second):
@@ -144,9 +173,25 @@ def test_2fa_for_everyone(run: Admin) -> None:
 def test_admin_flag_and_unlock(run: Admin) -> None:
     assert "now an administrator" in run("user", "admin", "mario", "on").stdout
     assert run("user", "list").stdout.splitlines()[1].split()[-1] == "yes"
-    assert "lifted" in run("user", "unlock", "mario").stdout
-    actions = [ln.split()[4] for ln in run("audit").stdout.splitlines()[1:]]
+    # not locked out: said so (exit 0: the user is not locked out, as asked), no audit
+    r = run("user", "unlock", "mario")
+    assert (r.returncode, r.stdout) == (0, "mario is not locked out: nothing to lift\n")
+    # (after the two rows of the fixture's user add: test_user_add_is_audited)
+    actions = [ln.split()[4] for ln in run("audit").stdout.splitlines()[3:]]
+    assert actions == ["admin"]
+    # locked out (as Throttle.failed leaves a user at the limit): lifted and audited
+    import sqlite3
+    import time
+
+    with sqlite3.connect(run.db[len("sqlite:///"):]) as conn:
+        conn.execute("INSERT INTO auth_throttle (scope, name, failures, window_start, "
+                     "locked_until) VALUES ('user', 'mario', 10, ?, ?)",
+                     (time.time(), time.time() + 600))
+    r = run("user", "unlock", "mario")
+    assert (r.returncode, r.stdout) == (0, "lockouts of mario lifted\n")
+    actions = [ln.split()[4] for ln in run("audit").stdout.splitlines()[3:]]
     assert actions == ["admin", "unlock"]
+    assert "not locked out" in run("user", "unlock", "mario").stdout
 
 
 def test_2fa_prompts_for_the_activesync_password_on_a_terminal(run: Admin) -> None:
@@ -165,7 +210,7 @@ def test_2fa_prompt_left_empty_sets_it_later(run: Admin) -> None:
 def test_2fa_prompt_mismatch_changes_nothing(run: Admin) -> None:
     out = _on_terminal(run, ["user", "2fa", "mario", "email"], [AS_PW, AS_PW + "x"])
     assert "differ" in out
-    assert show(run)["two-factor"] == "none"
+    assert show(run)["two-factor"] == "off"
 
 
 def _on_terminal(run: Admin, args: list[str], answers: list[str]) -> str:

@@ -78,6 +78,7 @@ def test_a_familiar_phone_syncs_through_an_attackers_lockout(srv: RunningServer)
     evil.auth = ("phil", PASSWORD)
     r = evil.post("FolderSync", rawclient.xml_to_wbxml(FOLDER_SYNC))
     assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 60
+    assert r.reason == "Too Many Requests"      # RFC 6585 section 4, not "Unknown Status"
     assert status(phone) == 200
     srv.stop()
     srv.start()

@@ -523,11 +523,34 @@ async def test_import_into_a_chosen_folder(store: Any) -> None:
     assert report.contacts.added == 5
     assert len(await importer._existing(store, user, folder.server_id)) == 5
     assert await _items(store, user, "Contacts") == []
-    # The .ics holds events and tasks: a Contacts folder is nobody's default for them.
-    report = await importer.import_file(store, user, ICS, folder_id=folder.server_id)
-    assert (report.events.added, report.tasks.added) == (10, 2)
     with pytest.raises(ImportFailed, match="no folder"):
         await importer.import_file(store, user, VCF, folder_id="999999")
+
+
+@pytest_twisted.ensureDeferred
+async def test_import_into_a_folder_of_another_kind_is_refused(store: Any) -> None:
+    """Issue #13 point 5: --folder naming a folder of a kind the file does not hold is
+    refused and nothing is imported (it used to be ignored silently)."""
+    user = await _user(store)
+    contacts = await store.create_folder(user, "0", "Clienti", 14)
+    with pytest.raises(ImportFailed) as e:
+        await importer.import_file(store, user, ICS, folder_id=contacts.server_id)
+    assert str(e.value) == (f"folder {contacts.server_id} (Clienti) is a Contacts folder "
+                            f"and {ICS} holds events and tasks: nothing imported")
+    assert await _items(store, user, "Calendar") == []
+    assert await _items(store, user, "Tasks") == []
+    calendar = await store.create_folder(user, "0", "Ferie", 13)
+    with pytest.raises(ImportFailed, match="is a Calendar folder and .* holds contacts"):
+        await importer.import_file(store, user, VCF, folder_id=calendar.server_id)
+    assert await _items(store, user, "Contacts") == []
+    assert await importer._existing(store, user, calendar.server_id) == []
+    # a folder of one of the file's kinds: that kind there, the other in its default
+    # folder, said in a warning
+    report = await importer.import_file(store, user, ICS, folder_id=calendar.server_id)
+    assert (report.events.added, report.tasks.added) == (10, 2)
+    assert len(await importer._existing(store, user, calendar.server_id)) == 10
+    assert len(await _items(store, user, "Tasks")) == 2
+    assert f"{ICS} also holds tasks: imported into the default Tasks folder" in report.warnings
 
 
 @pytest_twisted.ensureDeferred

@@ -201,6 +201,9 @@ def test_twistd_easync_serves_and_syncs(installed: Installed, tmp_path: Path,
     from pyactivesync.models import Contact
 
     db = f"sqlite:///{tmp_path / 'easync.sqlite'}"
+    res = subprocess.run([installed.admin, "--db", db, "init"], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
     res = subprocess.run([installed.admin, "--db", db, "user", "add", "tester", "--email",
                           "tester@example.org", "--password-stdin", "--activesync"],
                          input=PASSWORD + "\n", cwd=tmp_path,

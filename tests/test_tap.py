@@ -314,8 +314,10 @@ def test_make_service_default(tmp_path: os.PathLike[str]) -> None:
 
     top, cert = _service_tree(tmp_path)
     names = [s.name for s in top]
-    # the store first, the listener last; between them the push services
-    assert names[0] == "store" and names[-1] == "listen-0" and "held-requests" in names
+    # the store first (opened at once by the database check: test_tap_errors), the
+    # listener last; between them the push services
+    assert names[:2] == ["database-check", "store"]
+    assert names[-1] == "listen-0" and "held-requests" in names
     endpoint = top.getServiceNamed("listen-0").endpoint
     assert isinstance(endpoint, SSL4ServerEndpoint)
     assert endpoint._port == 8443

@@ -15,6 +15,9 @@ and ``SqlAuthStore``) runs its SQL through, as synapse's ``DatabasePool``:
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,6 +81,7 @@ class Database:
         for it; if it fails they fail with its error."""
         if self._pool is not None or self._opening is not None:
             return
+        self._check_directory()
         args, kwargs = self.engine.pool_args()
         engine = self.engine
 
@@ -107,6 +111,41 @@ class Database:
         self._pool, self._opening = pool, None
         for d in waiters:
             d.callback(None)
+
+    def open_blocking(self) -> None:
+        """Connect and bring the schema up to date in the calling thread, then
+        disconnect: for a process whose reactor does not run yet (``twistd easync``
+        starting), so that a database that cannot be opened is an error at once
+        rather than a server answering 503.  ``open`` then finds the schema current.
+        An in-memory database is left to ``open`` (each connection is a new one)."""
+        engine = self.engine
+        if engine.in_memory:
+            return
+        self._check_directory()
+        args, kwargs = engine.pool_args()
+        dbapi = importlib.import_module(engine.dbapi_name)
+        # the DB-API arguments the pool would connect with, without its own cp_ ones
+        conn = dbapi.connect(*args, **{k: v for k, v in kwargs.items()
+                                       if not k.startswith("cp_")})
+        try:
+            engine.on_connect(conn)
+            migrate(engine, conn, self.reactor.seconds(), self.schema_dir)
+            conn.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):   # a lost connection cannot roll back
+                conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+    def _check_directory(self) -> None:
+        """A SQLite file's directory must exist (SQLite itself only says "unable to
+        open database file")."""
+        path = getattr(self.engine, "path", None)
+        if path and not self.engine.in_memory:
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                raise FileNotFoundError(f"directory {directory} does not exist")
 
     async def close(self) -> None:
         """Close every pooled connection and stop the pool's threads."""

@@ -105,6 +105,11 @@ class SqlStore(Service):
         if pending[0][0]:
             self.backfilling = Deferred.fromCoroutine(self._backfill())
 
+    def open_blocking(self) -> None:
+        """Open the database and bring its schema up to date in this thread, before
+        the reactor runs (``Database.open_blocking``); ``open`` still follows."""
+        self.db.open_blocking()
+
     async def close(self) -> None:
         """Close every pooled connection and stop the pool's threads."""
         await self.db.close()

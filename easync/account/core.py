@@ -257,6 +257,8 @@ class Account:
         """2FA on (email|totp) or off for a user; with ActiveSync on and no ActiveSync
         password, an optional new one (typed twice) is set in the same step, first."""
         me = self.require_admin(s)
+        if method == "none":        # an alias: easync-admin's output once said "none"
+            method = "off"
         if method == "totp":
             # The service would make a new secret nobody but the admin ever sees.
             raise AccountError(_("Users set up an authenticator app themselves, on their "

@@ -933,13 +933,17 @@ class Accounts:
         return self._status(changed, await self.two_factor_all())
 
     async def unlock(self, name: str, *, actor: str | None = None,
-                     address: str = "") -> None:
-        """Lift a login or code lockout of a user (admin)."""
+                     address: str = "") -> bool:
+        """Lift a login or code lockout of a user (admin), audited; False (and no
+        audit row) when the user was not locked out (failures counted are forgotten
+        all the same)."""
         key = self.throttle_name(name)
         await self._permit(actor, key, admin_only=True)
-        await self.throttle.unlock(key)
-        await self.throttle.unlock(key, scope="code")
-        await self._audit(actor, key, "unlock", "lockout lifted", address)
+        logins = await self.throttle.unlock(key)
+        codes = await self.throttle.unlock(key, scope="code")
+        if logins or codes:
+            await self._audit(actor, key, "unlock", "lockout lifted", address)
+        return logins or codes
 
     # -- devices --------------------------------------------------------------------------
     async def list_devices(self, name: str | None = None, *, actor: str | None = None
@@ -998,6 +1002,15 @@ class Accounts:
         """Audit a login-password change made outside this service."""
         await self._audit(actor, name, "password", "login password changed")
         self._changed(name)
+
+    async def user_added(self, name: str, activesync: bool, *,
+                         actor: str | None = None) -> None:
+        """Audit a user added outside this service (``easync-admin user add``): its
+        login password as a password change is, and ActiveSync on as
+        ``set_activesync`` writes it."""
+        await self._audit(actor, name, "password", "login password set (user added)")
+        if activesync:
+            await self._audit(actor, name, "activesync", "ActiveSync on")
 
 
 

@@ -289,12 +289,18 @@ class Throttle:
         reset an address that guesses at others)."""
         await self.store.throttle_clear(scope, user)
 
-    async def unlock(self, user: str, *, scope: str = "user") -> None:
+    async def unlock(self, user: str, *, scope: str = "user") -> bool:
         """An administrator lifts a lockout (for ``user`` logins: from familiar and
-        unfamiliar sources)."""
-        await self.store.throttle_clear(scope, user)
-        if scope == "user":
-            await self.store.throttle_clear("user-known", user)
+        unfamiliar sources), forgetting the failures counted; True if one was in
+        force."""
+        now = self.clock.seconds()
+        scopes = [scope, "user-known"] if scope == "user" else [scope]
+        locked = False
+        for one in scopes:
+            row = await self.store.throttle_get(one, user)
+            locked = locked or (row is not None and row[2] > now)
+            await self.store.throttle_clear(one, user)
+        return locked
 
     async def _audit(self, user: str | None, action: str, detail: str, address: str) -> None:
         if self.audit is not None:

@@ -8,11 +8,12 @@ own site, ``--metrics-listen`` with ``/metrics``.
   clients, no factory lines, no access log (the resources log their own line), a
   request class that bounds the body, and with ``ConnectionLimits`` the header timeout
   (``easync.http.limits.HeadTimeoutChannel``).
-* ``Listeners``: adds one ``StreamServerEndpointService`` per endpoint string to the
+* ``Listeners``: adds one ``ListenerService`` per endpoint string to the
   service tree.  An ``ssl:`` endpoint without ``privateKey=`` gets the ``--tls-cert``
   file, the self-signed certificate (``easync.tls``) being created (and its
   fingerprint logged) once per process when it is first needed.  A port that cannot
-  be bound stops twistd instead of leaving a server that listens nowhere.
+  be bound stops twistd (``StartupError``, one line) instead of leaving a server that
+  listens nowhere.
 * ``ListeningReactor``: what ``serverFromString`` binds with: the reactor, except that
   TCP and TLS ports put the per-address connection cap (``ConnectionLimits``) in
   front of the factory, outside TLS, accept at most ``MAX_ACCEPTS`` connections per
@@ -38,12 +39,13 @@ from twisted.web import server
 from twisted.web.resource import IResource
 
 from easync import tls
+from easync.errors import StartupError, one_line
 from easync.http.limits import ConnectionLimits
 
 # the certificate lines keep the namespace they have always been logged under
 log = Logger(namespace="easync.tap")
 
-__all__ = ["MAX_ACCEPTS", "BoundedAcceptPort", "Listeners", "ListeningReactor", "ReusePort", "announce", "endpoint_description",
+__all__ = ["MAX_ACCEPTS", "BoundedAcceptPort", "ListenerService", "Listeners", "ListeningReactor", "ReusePort", "announce", "endpoint_description",
            "site"]
 
 
@@ -171,6 +173,26 @@ class ListeningReactor:
         return p
 
 
+class ListenerService(StreamServerEndpointService):
+    """One listener.  A port that cannot be bound (in use, not allowed, an address
+    this machine does not have) stops twistd with ``StartupError``, one line naming
+    the option and endpoint, instead of leaving a server running that listens nowhere
+    (twistd's own strports services stop it too, with a traceback)."""
+
+    def __init__(self, endpoint: Any, factory: IProtocolFactory, what: str) -> None:
+        super().__init__(endpoint, factory)
+        self.what = what
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:  # noqa: BLE001 - CannotListenError, a bad key file, …
+            message = f"{self.what}: {one_line(e)}"
+            log.error("{message}", message=message)
+            raise StartupError(message) from None
+
+
 class Listeners:
     """The listeners of one process, added to ``top`` as services (nothing is bound
     before the service tree starts).  ``tls_cert``: the file ``ssl:`` endpoints without
@@ -197,10 +219,7 @@ class Listeners:
             endpoint = serverFromString(binder, full)
         except Exception as e:  # noqa: BLE001 - a bad key file, a missing certificate, …
             raise usage.UsageError(f"{option} {description}: {e}") from None
-        service = StreamServerEndpointService(endpoint, factory)
-        # A port that cannot be bound stops twistd with the error instead of leaving a
-        # server running that listens nowhere (twistd's own strports services do this).
-        service._raiseSynchronously = True
+        service = ListenerService(endpoint, factory, f"{option} {description}")
         service.setName(name)
         service.setServiceParent(self.top)
         return service

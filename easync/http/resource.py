@@ -262,10 +262,20 @@ def _note_coding(request: Request, sizes: str) -> None:
     setattr(request, CODING_NOTE, sizes)
 
 
+# Reason phrases of the codes easync sends that twisted.web does not know (it would send
+# "Unknown Status"): RFC 6585 section 4.
+REASONS = {429: b"Too Many Requests"}
+
+
 class EasRequestFactory(Request):
-    """A Request that stops buffering a body past the configured limit."""
+    """A Request that stops buffering a body past the configured limit, and gives the
+    codes of ``REASONS`` their reason phrase (the request class of every easync site:
+    ActiveSync, Autodiscover and the account page)."""
 
     max_bytes = 16 * 1024 * 1024
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        super().setResponseCode(code, message if message is not None else REASONS.get(code))
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # An ActiveSync body is WBXML, never a form: no twisted.web form parsing, whose
