@@ -142,13 +142,33 @@ def test_config_file_that_is_not_text(tmp_path: Path) -> None:
     assert line.startswith(f"config file {conf} is not valid TOML"), line
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_config_file_not_readable(tmp_path: Path) -> None:
-    conf = tmp_path / "easync.toml"
-    conf.write_text("max-window = 256\n", "utf-8")
-    conf.chmod(0)
-    line = one_error_line(run_twistd(tmp_path, "--config", str(conf)))
-    assert line == f"cannot read config file {conf}: Permission denied", line
+    """A config file the server's user may not read.  Root reads any file, so as root
+    (CI) twistd runs as ``nobody`` (setpriv), from a directory nobody may enter."""
+    import shutil
+    import tempfile
+
+    as_nobody: list[str] = []
+    where = tmp_path
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "util-linux's setpriv is needed to run as nobody"
+        as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        where = Path(tempfile.mkdtemp(prefix="easync-unreadable-"))
+        where.chmod(0o755)
+    try:
+        conf = where / "easync.toml"
+        conf.write_text("max-window = 256\n", "utf-8")
+        conf.chmod(0)
+        cmd = [*as_nobody, twistd(), "-n", "--logfile", "-", "--pidfile", "", "easync",
+               "--config", str(conf)]
+        res = subprocess.run(cmd, cwd=where, env=_env(), text=True, capture_output=True,
+                             timeout=60, check=False)
+        line = one_error_line(res)
+        assert line == f"cannot read config file {conf}: Permission denied", line
+    finally:
+        if where != tmp_path:
+            shutil.rmtree(where, ignore_errors=True)
 
 
 def test_database_driver_that_cannot_be_imported(tmp_path: Path) -> None:
