@@ -50,6 +50,9 @@ class Folder:
     name: str
     type: int               # MS-ASCMD folder Type
     modseq: int = 0         # modseq of the newest change to an item in this folder
+    # the highest modseq of a tombstone purged from it (easync.storerules.feed_cursor):
+    # a sync state needing the feed below it gets Status 3
+    purged: int = 0
 
     @property
     def cls(self) -> str:

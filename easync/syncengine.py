@@ -11,6 +11,8 @@ State of one collection for one device (a JSON blob saved by the state store)::
     key      n: the device holds SyncKey "{epoch}n"
     cursor   every change with modseq <= cursor has been delivered (or was the device's own)
     own      {server id: modseq} of the device's own writes after the cursor: not echoed
+    base     the folder's purged mark when this state began (absent: 0): the purges
+             before it removed nothing the device held (``expired``)
     filter   FilterType, supported (Supported property names or None), cls
     win      the filter window the device's holdings reflect ([start, end] for
              ``changes_since``, or None): besides its own writes, the device holds
@@ -46,6 +48,7 @@ from twisted.logger import Logger
 from easync.interfaces import ChangeHint
 from easync.items import convert, index_fields
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
+from easync.storerules import feed_cursor
 from easync.synctypes import (
     AddCommand,
     ChangeCommand,
@@ -68,6 +71,15 @@ ITEM_CLASSES = ("Contacts", "Calendar", "Tasks")
 
 def state_name(collection_id: str) -> str:
     return f"sync:{collection_id}"
+
+
+def expired(st: dict[str, Any], folder: Folder) -> bool:
+    """Was a tombstone this state still needed purged (``IRetentionStore.purge_older``:
+    older than --tombstone-max-age)?  Then the device may hold an item deleted
+    elsewhere that the feed can no longer tell it about: its SyncKey is invalid
+    (MS-ASCMD 2.2.3.166.4 SyncKey, 2.2.3.177.17 Status 3) and it resyncs from 0."""
+    floor = feed_cursor(state_name(folder.server_id), st)
+    return floor is not None and floor < folder.purged
 
 
 def make_key(epoch: str, n: int) -> str:
@@ -240,11 +252,19 @@ class SyncEngine:
                 "epoch": epoch, "key": 1, "cursor": 0, "own": {},
                 "cls": folder.cls, "filter": creq.filter_type, "supported": creq.supported,
             }
+            if folder.purged:
+                # what was purged before this start the device never held (feed_cursor)
+                fresh["base"] = folder.purged
             self.rewindow(fresh, folder.cls, creq.filter_type, now)
             await self.state.save_state(user, StateWrite(device_id, name, fresh))
             return CollectionResult(cid, make_key(epoch, 1))
         st = await self.get_state(user, device_id, name)
         if st is None:
+            return self._status(creq, "3", key="0")
+        if expired(st, folder):
+            log.info("Sync {cid}: the state's tombstones were purged (cursor {c} below"
+                     " {p}): Status 3, a full resync", cid=cid, c=st.get("cursor"),
+                     p=folder.purged)
             return self._status(creq, "3", key="0")
         current = make_key(st["epoch"], st["key"])
         prev = st.get("prev")
@@ -336,6 +356,8 @@ class SyncEngine:
             }
             if st.get("rw"):
                 state["rw"] = st["rw"]
+            if st.get("base"):
+                state["base"] = st["base"]
             outside = self._outside(st, cls, ops, results, [])
             if outside:
                 state["outside"] = outside
@@ -721,6 +743,8 @@ class SyncEngine:
         st = await self.state.get_state(user, device_id, state_name(folder.server_id))
         if st is None:
             return None
+        if expired(st, folder):
+            return True             # its next Sync gets Status 3: let it come
         if folder.modseq <= st["cursor"]:
             return False
         changes, _more, _c = await self.collect(user, folder, st, 1,
@@ -735,6 +759,8 @@ class SyncEngine:
         st = await self.state.get_state(user, device_id, state_name(folder.server_id))
         if sync_key == "0" or st is None:
             return "3", 0
+        if expired(st, folder):
+            return "4", 0           # MS-ASCMD 2.2.3.177.6: invalid SyncKey, as Sync says
         current = make_key(st["epoch"], st["key"])
         prev = st.get("prev")
         if sync_key != current and not (prev and sync_key == make_key(st["epoch"], prev["key"])):

@@ -402,3 +402,28 @@ def test_parse_gives_the_typed_request() -> None:
     bad = sync.to_engine(c.commands[1], "Email", "14.1", quirks)
     assert isinstance(bad, ChangeCommand) and bad.data is None and bad.error
     assert sync.to_engine(c.commands[0], "Email", "14.1", quirks) == AddCommand("c1")
+
+
+def test_expired_states_after_a_purge() -> None:
+    """Issue #13 point 6: which sync states a purged tombstone invalidates (Sync
+    Status 3, MS-ASCMD 2.2.3.177.17).  A state needs the tombstones above its cursor;
+    at cursor 0 only those of its own writes; after a start from SyncKey 0 none at or
+    below the folder's purged mark of that moment (``base``)."""
+    from easync.model import Folder
+    from easync.storerules import feed_cursor
+    from easync.syncengine import expired
+
+    folder = Folder("7", "0", "Contacts", 9, modseq=50, purged=20)
+    cases = [
+        ({"cursor": 19, "own": {}}, 19, True),          # missed the tombstone at 20
+        ({"cursor": 20, "own": {"7:1": 25}}, 20, False),
+        ({"cursor": 0, "own": {}}, None, False),         # holds nothing yet
+        ({"cursor": 0, "own": {"7:1": 12, "7:2": -30}}, 12, True),
+        ({"cursor": 0, "own": {"7:1": 22}}, 22, False),
+        ({"cursor": 5, "own": {}, "base": 20}, 20, False),   # began after the purge
+        ({"cursor": 5, "own": {}, "base": 18}, 18, True),
+    ]
+    for st, floor, gone in cases:
+        assert feed_cursor("sync:7", st) == floor, st
+        assert expired(st, folder) is gone, st
+    assert feed_cursor("folders", {"cursor": 3}) is None
