@@ -10,7 +10,8 @@ Off by default: ``--metrics-listen ENDPOINT`` serves them on a listener of its o
 * ``easync_push_latency_seconds`` — histogram: from the change hub waking a held
   request to its response being written;
 * ``easync_tombstones_purged_total{reason}``, ``easync_devices_forgotten_total``,
-  ``easync_retention_last_pass_seconds`` — the retention passes (``easync.retention``);
+  ``easync_retention_last_pass_seconds``, ``easync_retention_longest_batch_seconds`` —
+  the retention passes (``easync.retention``);
 * ``process_resident_memory_bytes``, ``process_open_fds``;
 * ``python_gc_collections_total{generation}``, ``python_gc_pause_seconds_total``,
   ``python_gc_pause_seconds_max`` and the histogram ``python_gc_pause_seconds`` (by

@@ -58,6 +58,10 @@ class Retention(Service):
         self.passes = 0
         #: seconds the last pass took from its start to its end (batches and waits)
         self.last_pass_seconds = 0.0
+        #: the longest batch of the last pass, seconds from asking to the answer (the
+        #: transaction, and its wait for a free database connection)
+        self.longest_batch_seconds = 0.0
+        self._longest = 0.0
         self._loop: LoopingCall | None = None
         self._running: Deferred[None] | None = None
 
@@ -74,6 +78,9 @@ class Retention(Service):
         metrics.gauge("easync_retention_last_pass_seconds",
                       "How long this process's last retention pass took.",
                       lambda: {"": self.last_pass_seconds})
+        metrics.gauge("easync_retention_longest_batch_seconds",
+                      "The longest batch (one transaction) of the last retention pass.",
+                      lambda: {"": self.longest_batch_seconds})
 
     def startService(self) -> None:
         super().startService()
@@ -107,6 +114,7 @@ class Retention(Service):
     async def run_pass(self) -> dict[str, int]:
         """One pass; what it did (``synced``, ``age``, ``devices``)."""
         t0 = time.monotonic()
+        self._longest = 0.0
         now = self.reactor.seconds()
         did = {"synced": 0, "age": 0, "devices": 0}
         after = 0
@@ -131,6 +139,7 @@ class Retention(Service):
                 "devices")
         self.passes += 1
         self.last_pass_seconds = time.monotonic() - t0
+        self.longest_batch_seconds = self._longest
         if any(did.values()):
             log.info("retention: {synced} tombstones purged (synced past), {age} older than"
                      " the max age, {devices} idle devices forgotten", **did)
@@ -139,7 +148,10 @@ class Retention(Service):
     async def _step(self, call: Callable[[], Awaitable[PurgeStep]]) -> PurgeStep:
         # from a fresh reactor turn, so other work queued meanwhile goes first
         await deferLater(self.reactor, 0, lambda: None)
-        return await call()
+        t0 = time.monotonic()
+        step = await call()
+        self._longest = max(self._longest, time.monotonic() - t0)
+        return step
 
     async def _drain(self, call: Callable[[], Awaitable[PurgeStep]], what: str) -> int:
         total = 0

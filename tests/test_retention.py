@@ -68,6 +68,7 @@ def test_a_pass_walks_every_step_in_batches_and_counts() -> None:
     assert 'easync_tombstones_purged_total{reason="synced"} 507' in text
     assert "# TYPE easync_devices_forgotten_total counter" in text
     assert "easync_devices_forgotten_total 2" in text
+    assert "# TYPE easync_retention_longest_batch_seconds gauge" in text
 
 
 def test_busy_ends_a_step_and_zero_ages_switch_steps_off() -> None:
