@@ -12,14 +12,16 @@ the server's own service, with the default ages): the tombstones both devices ha
 passed go, at most 500 a transaction (the longest such batch so far is printed).  Every ``--report`` pairs a line: pairs done, database size (SQLite: pages
 in use and the file with its WAL; PostgreSQL: ``pg_database_size``), tombstones and
 rows in ``items``, pairs per second.  Without the purge the database grows by one
-tombstone per pair; with it, it stays at what the live items and one purge interval's
-tombstones need.  Default database: a fresh SQLite file in a temporary directory.
+tombstone per pair (``--purge-every 0``: no purge, to see it); with it, it stays at
+what the live items and one purge interval's tombstones need.  Default database: a
+fresh SQLite file in a temporary directory, removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -115,7 +117,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         await sync("DEV1")
         await sync("DEV2")
         done += n
-        if done >= next_purge or done >= args.pairs:
+        if args.purge_every and (done >= next_purge or done >= args.pairs):
             did = await retention.run_pass()
             purged += did["synced"] + did["age"]
             longest = max(longest, retention.longest_batch_seconds)
@@ -130,6 +132,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
                   flush=True)
             next_report += args.report
     await store.close()
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
