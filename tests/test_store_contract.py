@@ -27,7 +27,13 @@ from backends.sql.engines import PostgresEngine, SqliteEngine, create_engine
 from backends.sql.migrations import load_migrations, split_statements
 from backends.sql.store import SqlStore
 from easync.auth.local import Unavailable
-from easync.interfaces import IHoldStore, IItemStore, IStateStore, IUserStore
+from easync.interfaces import (
+    IHoldStore,
+    IItemStore,
+    IRetentionStore,
+    IStateStore,
+    IUserStore,
+)
 from easync.model import DEFAULT_FOLDERS, ChangeBatch, Op, StateWrite, User
 from easync.testing import MemoryStore
 
@@ -106,10 +112,6 @@ SQL_ONLY = {
 # ... and against the in-memory store (easync.testing), except what is about SQL:
 NOT_MEMORY = {
     "test_name_lookups_walk_their_index": "a query plan of the SQL store",
-    "test_purge_synced_keeps_what_a_state_needs": "retention keeps a database small",
-    "test_purge_older_raises_the_purged_mark": "retention keeps a database small",
-    "test_purge_batches_are_bounded": "retention keeps a database small",
-    "test_forget_devices": "retention keeps a database small",
 }
 
 
@@ -223,6 +225,7 @@ async def test_provides_interfaces(store: SqlStore) -> None:
     assert verifyObject(IItemStore, getattr(store, "crm", store))
     assert verifyObject(IStateStore, sql)
     assert verifyObject(IHoldStore, sql)
+    assert verifyObject(IRetentionStore, sql)
 
 
 def test_create_engine_urls() -> None:
