@@ -13,7 +13,10 @@ passed go, at most 500 a transaction (the longest such batch so far is printed).
 in use and the file with its WAL; PostgreSQL: ``pg_database_size``), tombstones and
 rows in ``items``, pairs per second.  Without the purge the database grows by one
 tombstone per pair (``--purge-every 0``: no purge, to see it); with it, it stays at
-what the live items and one purge interval's tombstones need.  Default database: a
+what the live items and one purge interval's tombstones need.  On PostgreSQL the
+space of deleted rows is reused only after a VACUUM: autovacuum does it on a default
+server; where it is off, ``--vacuum`` runs ``VACUUM`` on the tables written after each
+retention pass, as autovacuum would (SQLite reuses freed pages by itself).  Default database: a
 fresh SQLite file in a temporary directory, removed at the end.
 """
 
@@ -33,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
+from twisted.internet.threads import deferToThread
 
 from backends.sql.store import SqlStore
 from easync.handler import EasServer
@@ -60,6 +64,13 @@ async def _size(store: SqlStore, path: str | None) -> str:
     files = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
     return (f"in use {(int(pages) - int(free)) * int(page) / 2**20:7.1f} MiB,"
             f" file+wal {files / 2**20:7.1f} MiB")
+
+
+def _vacuum(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM items, sync_states, folders, users")
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
@@ -102,7 +113,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         keys[dev] = res.sync_key
 
     print(f"bench_churn: {args.pairs} add/delete pairs, {args.batch} a Sync, purge every "
-          f"{args.purge_every}, {url.split('@')[-1]}", flush=True)
+          f"{args.purge_every}{' then VACUUM' if args.vacuum else ''},"
+          f" {url.split('@')[-1]}", flush=True)
     t0 = time.monotonic()
     done = 0
     purged = 0
@@ -121,6 +133,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             did = await retention.run_pass()
             purged += did["synced"] + did["age"]
             longest = max(longest, retention.longest_batch_seconds)
+            if args.vacuum and path is None:
+                await deferToThread(_vacuum, url)
             next_purge += args.purge_every
         if done >= next_report or done >= args.pairs:
             ((tombs,),) = await store.raw_query("SELECT COUNT(*) FROM items WHERE deleted = 1")
@@ -143,5 +157,7 @@ if __name__ == "__main__":
     p.add_argument("--report", type=int, default=50_000)
     p.add_argument("--purge-every", type=int, default=10_000)
     p.add_argument("--db", default="", help="database URL (default: a fresh SQLite file)")
+    p.add_argument("--vacuum", action="store_true",
+                   help="PostgreSQL: VACUUM the written tables after each retention pass")
     a = p.parse_args()
     react(lambda reactor: ensureDeferred(main(reactor, a)))
