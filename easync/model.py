@@ -134,3 +134,8 @@ class StateWrite:
     # with their OpResults, and saves what it returns instead of ``state`` (the
     # engine needs the modseqs the store just assigned to the device's own writes).
     build: Callable[[list[OpResult]], dict[str, Any]] | None = None
+    # The ``easync.storerules.feed_cursor`` of the state this write replaces (None: no
+    # check): a store refuses the write, and what goes with it, with
+    # ``easync.errors.StateExpired`` when the folder's purged mark has passed it since
+    # (a tombstone the request's feed read may have missed was purged meanwhile).
+    feed_from: int | None = None

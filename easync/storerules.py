@@ -66,6 +66,24 @@ def feed_cursor(name: str, state: Mapping[str, Any]) -> int | None:
         return 0
 
 
+def refuse_expired(write: Any, purged: int) -> None:
+    """``StateExpired`` when the folder's purged mark ``purged`` has passed the
+    ``feed_from`` of a sync-state write (``easync.model.StateWrite``)."""
+    if write.feed_from is not None and purged > write.feed_from:
+        from easync.errors import StateExpired
+
+        raise StateExpired(f"{write.name}: purged up to {purged}, state needs the feed "
+                           f"from {write.feed_from}")
+
+
+def purged_folder(write: Any) -> int | None:
+    """The folder id whose purged mark a sync-state write must be checked against
+    (None: no check)."""
+    if write.feed_from is None or not write.name.startswith("sync:"):
+        return None
+    return parse_folder_id(write.name[5:])
+
+
 def parse_item_id(server_id: str | None) -> tuple[int, int] | None:
     """(folder id, row id) of an item server id ``"F:R"``, or None if malformed."""
     if not server_id or not isinstance(server_id, str):

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from twisted.logger import Logger
 
+from easync.errors import StateExpired
 from easync.interfaces import ChangeHint
 from easync.items import convert, index_fields
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
@@ -270,14 +271,25 @@ class SyncEngine:
         prev = st.get("prev")
         if creq.sync_key != current:
             if prev and creq.sync_key == make_key(st["epoch"], prev["key"]):
-                return await self._resend(user, device_id, version, quirks, folder, st, creq)
+                try:
+                    return await self._resend(user, device_id, version, quirks, folder, st,
+                                              creq)
+                except StateExpired as e:
+                    log.info("Sync {cid}: {why}: Status 3, a full resync", cid=cid,
+                             why=str(e))
+                    return self._status(creq, "3", key="0")
             return self._status(creq, "3", key="0")
         saved = copy.deepcopy(st)
         # Options may change between requests (FilterType, BodyPreference); the clock
         # moves a filter window too.
         self.rewindow(st, folder.cls, creq.filter_type, now)
-        return await self._sync(user, device_id, version, quirks, folder, st, creq, remaining,
-                                saved)
+        try:
+            return await self._sync(user, device_id, version, quirks, folder, st, creq,
+                                    remaining, saved)
+        except StateExpired as e:
+            # a tombstone it needed was purged while this request read the feed
+            log.info("Sync {cid}: {why}: Status 3, a full resync", cid=cid, why=str(e))
+            return self._status(creq, "3", key="0")
 
     def _status(self, creq: CollectionRequest, status: str, key: str | None = None
                 ) -> CollectionResult:
@@ -328,7 +340,9 @@ class SyncEngine:
                 # Only skipped entries (own echoes, filtered items) were passed, or the
                 # window moved with nothing to send: save that without a new key so the
                 # next empty check stays O(1).
-                await self.state.save_state(user, StateWrite(device_id, state_name(cid), st2))
+                await self.state.save_state(user, StateWrite(
+                    device_id, state_name(cid), st2,
+                    feed_from=feed_cursor(state_name(cid), saved)))
             return CollectionResult(cid, make_key(st["epoch"], st["key"]),
                                     changed=bool(creq.commands))
 
@@ -363,19 +377,21 @@ class SyncEngine:
                 state["outside"] = outside
             return state
 
-        if not await self._commit(user, device_id, folder, ops, build, responses):
+        if not await self._commit(user, device_id, folder, ops, build, responses,
+                                  feed_cursor(state_name(cid), saved)):
             return self._status(creq, "12")
         return await self._result(user, folder, st["epoch"], new_n, built["rec"],
                                   delivered_ids, delivered, more)
 
     async def _commit(self, user: User, device_id: str, folder: Folder, ops: list[Op],
                       build: Callable[[list[OpResult]], dict[str, Any]],
-                      responses: list[ClientResponse]) -> bool:
+                      responses: list[ClientResponse], feed_from: int | None) -> bool:
         """Write the device's ``ops`` and the state ``build`` makes in one transaction
         (without ops: the state alone).  False when the folder was deleted since the
         request looked it up (issue #10 point 11): the store's write transaction
         refuses it (KeyError "folder"), nothing is written and the device's key stays
-        as it was."""
+        as it was.  ``feed_from``: the replaced state's feed cursor; ``StateExpired``
+        (nothing written) when a tombstone it needed was purged meanwhile."""
         cid = folder.server_id
         if not ops:
             # Nothing for the store to check.  Commands that failed (an item not
@@ -384,12 +400,12 @@ class SyncEngine:
                     await self._gone(user, folder):
                 return False
             await self.state.save_state(user, StateWrite(device_id, state_name(cid),
-                                                         build([])))
+                                                         build([]), feed_from=feed_from))
             return True
         try:
             done = await self.items.apply(user, cid, ops,
                                           StateWrite(device_id, state_name(cid), {},
-                                                     build=build))
+                                                     build=build, feed_from=feed_from))
         except KeyError as e:
             if e.args != ("folder",):
                 raise
@@ -729,7 +745,8 @@ class SyncEngine:
             built["rec"] = rec
             return state
 
-        if not await self._commit(user, device_id, folder, ops, build, fresh):
+        if not await self._commit(user, device_id, folder, ops, build, fresh,
+                                  feed_cursor(state_name(folder.server_id), st)):
             return self._status(creq, "12")
         return await self._result(user, folder, epoch, new_n,
                                   responses + built["rec"] + fetches, delivered_ids, None,

@@ -68,6 +68,8 @@ from easync.storerules import (
     named_rows,
     new_rows,
     plan_ops,
+    purged_folder,
+    refuse_expired,
     user_changes,
 )
 from easync.storerules import dumps as _dumps
@@ -532,6 +534,7 @@ class MemoryStore(Service):
         if state is not None:
             if state.build is not None:
                 state.state = state.build(results)
+            self._refuse_expired(state)
             state_text = _dumps(state.state)
         # commit
         urow.modseq = base + max(n, 0)
@@ -805,7 +808,14 @@ class MemoryStore(Service):
         return succeed(snap)
 
     def _save_state(self, user_id: int, write: StateWrite) -> None:
+        self._refuse_expired(write)
         self._states[(user_id, write.device_id, write.name)] = _dumps(write.state)
+
+    def _refuse_expired(self, write: StateWrite) -> None:
+        fid = purged_folder(write)
+        if fid is not None:
+            row = self._folders.get(fid)
+            refuse_expired(write, row.purged if row is not None else 0)
 
     def delete_state(self, user: User, device_id: str, name: str) -> Deferred[None]:
         """Forget one state blob (no error if absent)."""

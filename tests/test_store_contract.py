@@ -1842,3 +1842,35 @@ async def test_migration_8_dates_tombstones_and_reads_cursors(db_url: str) -> No
             ("D3", "sync:", 0)]
     finally:
         await new.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_state_write_behind_the_purged_mark_is_refused(store: Any, user: User) -> None:
+    """A Sync that read the feed while a tombstone it needed was purged must not save
+    a state past it (the device would keep an item deleted elsewhere): the write, and
+    the device's item writes with it, are refused with StateExpired (→ Status 3)."""
+    import time
+
+    from easync.errors import StateExpired
+
+    sql = getattr(store, "sql", store)
+    fid = (await folder_ids(store, user))["Contacts"]
+    name = f"sync:{fid}"
+    (a,) = await add(store, user, fid, contact("a"))
+    await delete(store, user, fid, a)
+    ((_ta, ma),) = await tombstones(store, user, fid)
+    assert (await sql.purge_older(time.time() + 1, 10)).done == 1      # mark: ma
+    with pytest.raises(StateExpired):
+        await sql.save_state(user, StateWrite("D", name, sync_state(ma + 5),
+                                              feed_from=ma - 1))
+    assert await sql.get_state(user, "D", name) is None
+    with pytest.raises(StateExpired):
+        await store.apply(user, fid, [Op("add", data=contact("b"), ref="1")],
+                          StateWrite("D", name, sync_state(ma + 5), feed_from=ma - 1))
+    assert await tombstones(store, user, fid) == []
+    changes, _high, _calls = await drain(store, user, fid)
+    assert changes == []                        # the Add went with the refused state
+    # at or past the mark (or no check asked for): saved
+    await sql.save_state(user, StateWrite("D", name, sync_state(ma + 5), feed_from=ma))
+    await sql.save_state(user, StateWrite("E", name, sync_state(1)))
+    assert (await sql.get_state(user, "D", name))["cursor"] == ma + 5

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, fail
 from backends.sql.base import _DEVICE_COLS, StorePart, _device_from_row
 from easync.errors import TooManyDevices
 from easync.model import StateWrite, User
-from easync.storerules import device_values, feed_cursor
+from easync.storerules import device_values, feed_cursor, purged_folder, refuse_expired
 from easync.storerules import dumps as _dumps
 
 __all__ = ["SqlState"]
@@ -118,7 +118,13 @@ class SqlState(StorePart):
         return self._run(self.save_state_txn, user.id, write, write=True)  # (2nd: the flag)
 
     def save_state_txn(self, cur: Any, user_id: int, write: StateWrite) -> None:
-        """``save_state`` inside the caller's write transaction."""
+        """``save_state`` inside the caller's write transaction (``StateExpired``, and
+        nothing written, when the folder's purged mark passed ``write.feed_from``)."""
+        fid = purged_folder(write)
+        if fid is not None:
+            cur.execute(self._sql("SELECT purged FROM folders WHERE id = ?"), (fid,))
+            row = cur.fetchone()
+            refuse_expired(write, int(row[0]) if row else 0)
         cur.execute(self.engine.upsert("sync_states", ("user_id", "device_id", "name"),
                                        ("state", "feed_cursor")),
                     (user_id, write.device_id, write.name, _dumps(write.state),
