@@ -116,6 +116,30 @@ def _show_size(n: int) -> str:
             return f"{n // unit}{suffix}"
     return str(n)
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value: Any) -> float:
+    """Seconds, or with an s/m/h/d suffix (90d); 0 or more."""
+    if isinstance(value, bool):
+        raise TypeError(f"expected a duration such as 90d, got {value!r}")
+    m = _DURATION.match(str(value).lower())
+    if not m:
+        raise ValueError(f"expected a duration such as 90d, 12h or 3600, got {value!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+_doc(duration, "Seconds, or with a s/m/h/d suffix (90d).")
+
+
+def _show_duration(n: float) -> str:
+    for suffix, unit in (("d", 86400), ("h", 3600), ("m", 60)):
+        if n and n % unit == 0:
+            return f"{int(n // unit)}{suffix}"
+    return f"{n:g}"
+
+
 _TRUE = {"on", "yes", "true", "1"}
 _FALSE = {"off", "no", "false", "0"}
 
@@ -203,6 +227,8 @@ class Option:
             default = "on" if default else "off"
         elif self.coerce is size:
             default = _show_size(default)
+        elif self.coerce is duration:
+            default = _show_duration(default)
         return f"{self.help} [default: {default}]"
 
 
@@ -223,6 +249,19 @@ OPTIONS: tuple[Option, ...] = (
            "This process's name among several on one PostgreSQL database, in logs and "
            "easync-admin device list; auto: host name:process id.",
            field="store.node_name"),
+    # -- retention (easync.retention): README "Retention: tombstones and idle devices"
+    Option("tombstone-max-age", 90 * 86400.0, duration,
+           "Deleted items are remembered (as tombstones) until every device has synced "
+           "past them, or at most this long: a device that has not synced a folder since "
+           "then gets a full resync of it (Sync Status 3). 0: kept until synced past.",
+           field="store.tombstone_max_age"),
+    Option("device-max-idle", 180 * 86400.0, duration,
+           "A device unseen this long is forgotten with its sync state (not a blocked "
+           "one or one with a wipe pending); it starts over as a new device. 0: never.",
+           field="store.device_max_idle"),
+    Option("purge-interval", 600.0, positive_float,
+           "Seconds between two retention passes (tombstones, idle devices).",
+           field="store.purge_interval"),
     Option("backend", "sql", choice(*BACKENDS),
            "Item store: sql (easync's database) or crm (a vtenext/vtiger CRM at "
            "--crm-url; users, devices and sync state stay in --db).",
@@ -515,6 +554,9 @@ class StoreConfig:
     db: str                             # sqlite:///… or postgresql://…
     node_name: str                      # auto: host:pid
     backend: str                        # sql | crm
+    tombstone_max_age: float            # seconds; 0: by age never
+    device_max_idle: float              # seconds; 0: never
+    purge_interval: float               # seconds between retention passes
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,12 @@ class Unavailable(Exception):
     """
 
 
+class StateExpired(Exception):
+    """A sync state write refused: a tombstone the state needed was purged since the
+    request read it (its ``StateWrite.feed_from`` is below the folder's purged mark);
+    nothing was written (→ Sync Status 3, MS-ASCMD 2.2.3.177.17)."""
+
+
 class TooManyDevices(Exception):
     """A new device would exceed the user's device cap (``--max-devices-per-user``);
     nothing was stored (→ Status 177 MaximumDevicesReached, MS-ASCMD 2.2.2)."""

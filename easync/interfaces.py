@@ -182,6 +182,41 @@ class IHoldStore(Interface):
 
 
 @dataclass(frozen=True, slots=True)
+class PurgeStep:
+    """What one retention batch did (``IRetentionStore``)."""
+
+    done: int                   # rows purged (tombstones) or devices forgotten
+    more: bool                  # more to do now: call again (with ``after``)
+    after: int = 0              # where the next batch of a walk resumes
+    busy: bool = False          # another process holds the retention lock: nothing done
+
+
+class IRetentionStore(Interface):
+    """What keeps a long-running store small (``easync.retention``): tombstones and
+    devices nobody needs any more, each call one short transaction of at most
+    ``limit`` rows.  Several processes on one database may call these at once: each
+    batch takes the store's retention lock and answers ``busy`` without waiting when
+    another holds it."""
+
+    def purge_synced(after: int, limit: int) -> Deferred[PurgeStep]:
+        """Tombstones every sync state of their folder has passed (modseq at most the
+        lowest ``easync.storerules.feed_cursor`` of the folder's states not already
+        behind its ``purged`` mark; all of them when no state needs any), walking the
+        folders by id from after ``after``; ``PurgeStep.after`` is where to resume.
+        The folder's ``purged`` mark rises to the highest modseq purged."""
+
+    def purge_older(before: float, limit: int) -> Deferred[PurgeStep]:
+        """Tombstones made before ``before`` (Unix time), whoever still needs them:
+        each folder's ``purged`` mark rises to the highest modseq purged, so a sync
+        state that needed one is answered Status 3 (``easync.syncengine``)."""
+
+    def forget_devices(unseen_before: float, limit: int) -> Deferred[PurgeStep]:
+        """Devices last seen before ``unseen_before``, with their sync states and held
+        request rows (as ``IStateStore.delete_device``); never a blocked device or
+        one with a wipe pending (an administrator's decision does not expire)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeHint:
     """What a published change is, when the publisher knows: the folder's modseq once
     it committed and, for a device's own write (its Sync), that device.  A held Ping

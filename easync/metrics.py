@@ -10,6 +10,9 @@ Off by default: ``--metrics-listen ENDPOINT`` serves them on a listener of its o
 * ``easync_hub_subscriptions`` — subscriptions the change hub holds;
 * ``easync_push_latency_seconds`` — histogram: from the change hub waking a held
   request to its response being written;
+* ``easync_tombstones_purged_total{reason}``, ``easync_devices_forgotten_total``,
+  ``easync_retention_last_pass_seconds``, ``easync_retention_longest_batch_seconds`` —
+  the retention passes (``easync.retention``);
 * ``process_resident_memory_bytes``, ``process_open_fds``;
 * ``python_gc_collections_total{generation}``, ``python_gc_pause_seconds_total``,
   ``python_gc_pause_seconds_max`` and the histogram ``python_gc_pause_seconds`` (by
@@ -98,8 +101,8 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.push_latency = Histogram()
-        # name -> (help, callable returning {label value: number}, label name)
-        self._gauges: dict[str, tuple[str, Callable[[], dict[str, float]], str]] = {}
+        # name -> (help, callable returning {label value: number}, label name, type)
+        self._gauges: dict[str, tuple[str, Callable[[], dict[str, float]], str, str]] = {}
         self.gc: GcPauses | None = None
 
     def request(self, command: str, http_status: int, eas_status: str) -> None:
@@ -110,7 +113,13 @@ class Metrics:
               label: str = "") -> None:
         """Register a gauge read at scrape time: ``read()`` maps a value of ``label``
         (or ``""`` when there is no label) to a number."""
-        self._gauges[name] = (help_text, read, label)
+        self._gauges[name] = (help_text, read, label, "gauge")
+
+    def counter(self, name: str, help_text: str, read: Callable[[], dict[str, float]],
+                label: str = "") -> None:
+        """Register a counter kept elsewhere, read at scrape time as ``gauge`` reads
+        (``read()`` must only grow)."""
+        self._gauges[name] = (help_text, read, label, "counter")
 
     def render(self) -> str:
         out = [("# HELP easync_requests_total Requests answered, by command, HTTP code "
@@ -118,9 +127,9 @@ class Metrics:
         for (cmd, code, status), n in sorted(self.requests.items()):
             labels = _labels(("command", "http", "status"), (cmd, code, status))
             out.append(f"easync_requests_total{labels} {n}")
-        for name, (help_text, read, label) in sorted(self._gauges.items()):
+        for name, (help_text, read, label, kind) in sorted(self._gauges.items()):
             out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} gauge")
+            out.append(f"# TYPE {name} {kind}")
             try:
                 values = read()
             except Exception:  # noqa: BLE001 - a gauge that cannot be read is left out

@@ -50,6 +50,9 @@ class Folder:
     name: str
     type: int               # MS-ASCMD folder Type
     modseq: int = 0         # modseq of the newest change to an item in this folder
+    # the highest modseq of a tombstone purged from it (easync.storerules.feed_cursor):
+    # a sync state needing the feed below it gets Status 3
+    purged: int = 0
 
     @property
     def cls(self) -> str:
@@ -131,3 +134,8 @@ class StateWrite:
     # with their OpResults, and saves what it returns instead of ``state`` (the
     # engine needs the modseqs the store just assigned to the device's own writes).
     build: Callable[[list[OpResult]], dict[str, Any]] | None = None
+    # The ``easync.storerules.feed_cursor`` of the state this write replaces (None: no
+    # check): a store refuses the write, and what goes with it, with
+    # ``easync.errors.StateExpired`` when the folder's purged mark has passed it since
+    # (a tombstone the request's feed read may have missed was purged meanwhile).
+    feed_from: int | None = None

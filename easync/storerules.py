@@ -17,7 +17,7 @@ from typing import Any
 from easync.model import Op, OpResult
 
 __all__ = ["DEVICE_COLUMNS", "DEVICE_FIELDS", "USER_FIELDS", "WIPE_VALUES", "device_values",
-           "dumps", "named_rows", "new_rows", "parse_folder_id", "parse_item_id",
+           "dumps", "feed_cursor", "named_rows", "new_rows", "parse_folder_id", "parse_item_id",
            "plan_ops", "user_changes"]
 
 # What a device record holds (IStateStore.get_device), in the SQL store's column order.
@@ -33,6 +33,55 @@ USER_FIELDS = ("password_hash", "email", "activesync")
 def dumps(value: Any) -> str:
     """JSON as the stores keep it: compact, ASCII-escaped (a lone surrogate survives)."""
     return json.dumps(value, separators=(",", ":"))
+
+
+def feed_cursor(name: str, state: Mapping[str, Any]) -> int | None:
+    """What a sync state blob still needs of its folder's change feed: the tombstones
+    with a modseq above the returned number (its ``cursor``: below it the feed is never
+    read again for this state, and the device's own writes are above it).  At cursor
+    0 the feed's tombstones of items the device never got are skipped: only those of
+    its own writes count (those above the oldest of them).  Never below the state's
+    ``base``: the folder's ``purged`` mark when the state began, as everything the
+    state got came after it.  None when it needs none: not a
+    collection's state (``name`` not ``sync:…``), or one holding nothing yet (cursor
+    0, no writes of its own).  A store keeps every tombstone above the lowest
+    ``feed_cursor`` of a folder's states; one whose ``feed_cursor`` is below the
+    folder's ``purged`` mark may have missed a delete (``easync.syncengine``:
+    Status 3)."""
+    if not name.startswith("sync:"):
+        return None
+    try:
+        cursor = int(state.get("cursor") or 0)
+        own = state.get("own") or {}
+        if cursor > 0:
+            floor = cursor
+        elif own:
+            floor = min(abs(int(v)) for v in own.values())
+        else:
+            return None
+        # ``base``: the folder's purged mark when the state began (SyncKey 0): what was
+        # deleted up to there it never held
+        return max(floor, int(state.get("base") or 0))
+    except (TypeError, ValueError, AttributeError):
+        return 0
+
+
+def refuse_expired(write: Any, purged: int) -> None:
+    """``StateExpired`` when the folder's purged mark ``purged`` has passed the
+    ``feed_from`` of a sync-state write (``easync.model.StateWrite``)."""
+    if write.feed_from is not None and purged > write.feed_from:
+        from easync.errors import StateExpired
+
+        raise StateExpired(f"{write.name}: purged up to {purged}, state needs the feed "
+                           f"from {write.feed_from}")
+
+
+def purged_folder(write: Any) -> int | None:
+    """The folder id whose purged mark a sync-state write must be checked against
+    (None: no check)."""
+    if write.feed_from is None or not write.name.startswith("sync:"):
+        return None
+    return parse_folder_id(write.name[5:])
 
 
 def parse_item_id(server_id: str | None) -> tuple[int, int] | None:

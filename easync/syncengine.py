@@ -11,6 +11,8 @@ State of one collection for one device (a JSON blob saved by the state store)::
     key      n: the device holds SyncKey "{epoch}n"
     cursor   every change with modseq <= cursor has been delivered (or was the device's own)
     own      {server id: modseq} of the device's own writes after the cursor: not echoed
+    base     the folder's purged mark when this state began (absent: 0): the purges
+             before it removed nothing the device held (``expired``)
     filter   FilterType, supported (Supported property names or None), cls
     win      the filter window the device's holdings reflect ([start, end] for
              ``changes_since``, or None): besides its own writes, the device holds
@@ -43,9 +45,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from twisted.logger import Logger
 
+from easync.errors import StateExpired
 from easync.interfaces import ChangeHint
 from easync.items import convert, index_fields
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
+from easync.storerules import feed_cursor
 from easync.synctypes import (
     AddCommand,
     ChangeCommand,
@@ -68,6 +72,15 @@ ITEM_CLASSES = ("Contacts", "Calendar", "Tasks")
 
 def state_name(collection_id: str) -> str:
     return f"sync:{collection_id}"
+
+
+def expired(st: dict[str, Any], folder: Folder) -> bool:
+    """Was a tombstone this state still needed purged (``IRetentionStore.purge_older``:
+    older than --tombstone-max-age)?  Then the device may hold an item deleted
+    elsewhere that the feed can no longer tell it about: its SyncKey is invalid
+    (MS-ASCMD 2.2.3.166.4 SyncKey, 2.2.3.177.17 Status 3) and it resyncs from 0."""
+    floor = feed_cursor(state_name(folder.server_id), st)
+    return floor is not None and floor < folder.purged
 
 
 def make_key(epoch: str, n: int) -> str:
@@ -240,24 +253,43 @@ class SyncEngine:
                 "epoch": epoch, "key": 1, "cursor": 0, "own": {},
                 "cls": folder.cls, "filter": creq.filter_type, "supported": creq.supported,
             }
+            if folder.purged:
+                # what was purged before this start the device never held (feed_cursor)
+                fresh["base"] = folder.purged
             self.rewindow(fresh, folder.cls, creq.filter_type, now)
             await self.state.save_state(user, StateWrite(device_id, name, fresh))
             return CollectionResult(cid, make_key(epoch, 1))
         st = await self.get_state(user, device_id, name)
         if st is None:
             return self._status(creq, "3", key="0")
+        if expired(st, folder):
+            log.info("Sync {cid}: the state's tombstones were purged (cursor {c} below"
+                     " {p}): Status 3, a full resync", cid=cid, c=st.get("cursor"),
+                     p=folder.purged)
+            return self._status(creq, "3", key="0")
         current = make_key(st["epoch"], st["key"])
         prev = st.get("prev")
         if creq.sync_key != current:
             if prev and creq.sync_key == make_key(st["epoch"], prev["key"]):
-                return await self._resend(user, device_id, version, quirks, folder, st, creq)
+                try:
+                    return await self._resend(user, device_id, version, quirks, folder, st,
+                                              creq)
+                except StateExpired as e:
+                    log.info("Sync {cid}: {why}: Status 3, a full resync", cid=cid,
+                             why=str(e))
+                    return self._status(creq, "3", key="0")
             return self._status(creq, "3", key="0")
         saved = copy.deepcopy(st)
         # Options may change between requests (FilterType, BodyPreference); the clock
         # moves a filter window too.
         self.rewindow(st, folder.cls, creq.filter_type, now)
-        return await self._sync(user, device_id, version, quirks, folder, st, creq, remaining,
-                                saved)
+        try:
+            return await self._sync(user, device_id, version, quirks, folder, st, creq,
+                                    remaining, saved)
+        except StateExpired as e:
+            # a tombstone it needed was purged while this request read the feed
+            log.info("Sync {cid}: {why}: Status 3, a full resync", cid=cid, why=str(e))
+            return self._status(creq, "3", key="0")
 
     def _status(self, creq: CollectionRequest, status: str, key: str | None = None
                 ) -> CollectionResult:
@@ -308,7 +340,9 @@ class SyncEngine:
                 # Only skipped entries (own echoes, filtered items) were passed, or the
                 # window moved with nothing to send: save that without a new key so the
                 # next empty check stays O(1).
-                await self.state.save_state(user, StateWrite(device_id, state_name(cid), st2))
+                await self.state.save_state(user, StateWrite(
+                    device_id, state_name(cid), st2,
+                    feed_from=feed_cursor(state_name(cid), saved)))
             return CollectionResult(cid, make_key(st["epoch"], st["key"]),
                                     changed=bool(creq.commands))
 
@@ -336,24 +370,28 @@ class SyncEngine:
             }
             if st.get("rw"):
                 state["rw"] = st["rw"]
+            if st.get("base"):
+                state["base"] = st["base"]
             outside = self._outside(st, cls, ops, results, [])
             if outside:
                 state["outside"] = outside
             return state
 
-        if not await self._commit(user, device_id, folder, ops, build, responses):
+        if not await self._commit(user, device_id, folder, ops, build, responses,
+                                  feed_cursor(state_name(cid), saved)):
             return self._status(creq, "12")
         return await self._result(user, folder, st["epoch"], new_n, built["rec"],
                                   delivered_ids, delivered, more)
 
     async def _commit(self, user: User, device_id: str, folder: Folder, ops: list[Op],
                       build: Callable[[list[OpResult]], dict[str, Any]],
-                      responses: list[ClientResponse]) -> bool:
+                      responses: list[ClientResponse], feed_from: int | None) -> bool:
         """Write the device's ``ops`` and the state ``build`` makes in one transaction
         (without ops: the state alone).  False when the folder was deleted since the
         request looked it up (issue #10 point 11): the store's write transaction
         refuses it (KeyError "folder"), nothing is written and the device's key stays
-        as it was."""
+        as it was.  ``feed_from``: the replaced state's feed cursor; ``StateExpired``
+        (nothing written) when a tombstone it needed was purged meanwhile."""
         cid = folder.server_id
         if not ops:
             # Nothing for the store to check.  Commands that failed (an item not
@@ -362,12 +400,12 @@ class SyncEngine:
                     await self._gone(user, folder):
                 return False
             await self.state.save_state(user, StateWrite(device_id, state_name(cid),
-                                                         build([])))
+                                                         build([]), feed_from=feed_from))
             return True
         try:
             done = await self.items.apply(user, cid, ops,
                                           StateWrite(device_id, state_name(cid), {},
-                                                     build=build))
+                                                     build=build, feed_from=feed_from))
         except KeyError as e:
             if e.args != ("folder",):
                 raise
@@ -707,7 +745,8 @@ class SyncEngine:
             built["rec"] = rec
             return state
 
-        if not await self._commit(user, device_id, folder, ops, build, fresh):
+        if not await self._commit(user, device_id, folder, ops, build, fresh,
+                                  feed_cursor(state_name(folder.server_id), st)):
             return self._status(creq, "12")
         return await self._result(user, folder, epoch, new_n,
                                   responses + built["rec"] + fetches, delivered_ids, None,
@@ -721,6 +760,8 @@ class SyncEngine:
         st = await self.state.get_state(user, device_id, state_name(folder.server_id))
         if st is None:
             return None
+        if expired(st, folder):
+            return True             # its next Sync gets Status 3: let it come
         if folder.modseq <= st["cursor"]:
             return False
         changes, _more, _c = await self.collect(user, folder, st, 1,
@@ -735,6 +776,8 @@ class SyncEngine:
         st = await self.state.get_state(user, device_id, state_name(folder.server_id))
         if sync_key == "0" or st is None:
             return "3", 0
+        if expired(st, folder):
+            return "4", 0           # MS-ASCMD 2.2.3.177.6: invalid SyncKey, as Sync says
         current = make_key(st["epoch"], st["key"])
         prev = st.get("prev")
         if sync_key != current and not (prev and sync_key == make_key(st["epoch"], prev["key"])):

@@ -232,6 +232,17 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         items.setServiceParent(top)
     server = EasServer(users=store, items=items, state=store,
                        notifier=notifier, clock=reactor, settings=options.settings())
+    # tombstones purged and idle devices forgotten, a short batch at a time
+    # (easync.retention); with several processes one batch runs at a time (the store's
+    # retention lock)
+    from easync.retention import Retention
+
+    retention = Retention(reactor, store, tombstone_max_age=config.store.tombstone_max_age,
+                          device_max_idle=config.store.device_max_idle,
+                          interval=config.store.purge_interval)
+    retention.setName("retention")
+    retention.setServiceParent(top)
+    retention.register(server.metrics)
     listeners = Listeners(top, reactor, listen.tls_cert)
     _push_services(listeners, server, store, listen, reactor,
                    health=_health_check(reactor, store, notifier, hub_services))

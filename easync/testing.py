@@ -31,7 +31,14 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from easync.errors import TooManyDevices
-from easync.interfaces import IHoldStore, IItemStore, IStateStore, IUserStore
+from easync.interfaces import (
+    IHoldStore,
+    IItemStore,
+    IRetentionStore,
+    IStateStore,
+    IUserStore,
+    PurgeStep,
+)
 from easync.items import index_fields
 from easync.lookup import (
     contact_tokens,
@@ -55,7 +62,16 @@ from easync.model import (
 )
 from easync.requestread import RequestRead, RequestSnapshot, followed_states
 from easync.storerules import DEVICE_COLUMNS as _DEVICE_COLS
-from easync.storerules import device_values, named_rows, new_rows, plan_ops, user_changes
+from easync.storerules import (
+    device_values,
+    feed_cursor,
+    named_rows,
+    new_rows,
+    plan_ops,
+    purged_folder,
+    refuse_expired,
+    user_changes,
+)
 from easync.storerules import dumps as _dumps
 from easync.storerules import parse_folder_id as _parse_folder_id
 from easync.storerules import parse_item_id as _parse_item_id
@@ -110,10 +126,11 @@ class _FolderRow:
     type: int
     modseq: int = 0
     deleted: int = 0
+    purged: int = 0
 
     def folder(self) -> Folder:
         return Folder(server_id=str(self.id), parent_id=self.parent_id, name=self.name,
-                      type=self.type, modseq=self.modseq)
+                      type=self.type, modseq=self.modseq, purged=self.purged)
 
 
 @dataclass
@@ -130,6 +147,7 @@ class _ItemRow:
     modseq: int
     created_modseq: int
     deleted: int = 0
+    deleted_at: float | None = None
 
     @property
     def server_id(self) -> str:
@@ -141,7 +159,7 @@ class _ItemRow:
                     self.modseq)
 
 
-@implementer(IUserStore, IItemStore, IStateStore, IHoldStore)
+@implementer(IUserStore, IItemStore, IStateStore, IHoldStore, IRetentionStore)
 class MemoryStore(Service):
     """Users, folders, items (with their change feed), devices, sync state and held
     requests in memory; see the module docstring."""
@@ -511,11 +529,12 @@ class MemoryStore(Service):
         final, results = plan_ops(ops, fid, folder_cls, live, base,
                                   iter(range(first, next_item + 1)))
         # everything that may fail (JSON, the state's builder) before any change
-        rows = self._rows_of(user_id, fid, final, existing)
+        rows = self._rows_of(user_id, fid, final, existing, self._now())
         state_text = None
         if state is not None:
             if state.build is not None:
                 state.state = state.build(results)
+            self._refuse_expired(state)
             state_text = _dumps(state.state)
         # commit
         urow.modseq = base + max(n, 0)
@@ -529,7 +548,7 @@ class MemoryStore(Service):
 
     @staticmethod
     def _rows_of(user_id: int, fid: int, final: dict[int, list[Any]],
-                 existing: set[int]) -> list[tuple[_ItemRow, list[str]]]:
+                 existing: set[int], now: float) -> list[tuple[_ItemRow, list[str]]]:
         """The rows to write, each with its storable e-mail addresses."""
         out: list[tuple[_ItemRow, list[str]]] = []
         for iid, (cls, data, modseq, created) in final.items():
@@ -543,7 +562,8 @@ class MemoryStore(Service):
             emails = [em for em in fields["emails"] if storable_email(em)]
             row = _ItemRow(iid, user_id, fid, cls, text, fields["uid"], fields["start"],
                            fields["end"], fields["complete"], modseq,
-                           created if created is not None else 0, int(data is None))
+                           created if created is not None else 0, int(data is None),
+                           now if data is None else None)
             out.append((row, emails))
         return out
 
@@ -623,7 +643,8 @@ class MemoryStore(Service):
         self._items[new] = replace(row, id=new, folder_id=dst, modseq=born,
                                    created_modseq=born, deleted=0)
         self._items[old] = replace(row, data=None, uid=None, start=None, end=None,
-                                   complete=None, deleted=1, modseq=gone)
+                                   complete=None, deleted=1, modseq=gone,
+                                   deleted_at=self._now())
 
         def follow(i: int) -> int:
             return new if i == old else i
@@ -750,11 +771,14 @@ class MemoryStore(Service):
         return succeed(out)
 
     def delete_device(self, user: User, device_id: str) -> Deferred[None]:
-        self._states = {k: v for k, v in self._states.items()
-                        if (k[0], k[1]) != (user.id, device_id)}
-        self._holds.pop((user.id, device_id), None)
-        self._devices.pop((user.id, device_id), None)
+        self._delete_device(user.id, device_id)
         return succeed(None)
+
+    def _delete_device(self, user_id: int, device_id: str) -> None:
+        self._states = {k: v for k, v in self._states.items()
+                        if (k[0], k[1]) != (user_id, device_id)}
+        self._holds.pop((user_id, device_id), None)
+        self._devices.pop((user_id, device_id), None)
 
     def get_state(self, user: User, device_id: str, name: str
                   ) -> Deferred[dict[str, Any] | None]:
@@ -784,12 +808,66 @@ class MemoryStore(Service):
         return succeed(snap)
 
     def _save_state(self, user_id: int, write: StateWrite) -> None:
+        self._refuse_expired(write)
         self._states[(user_id, write.device_id, write.name)] = _dumps(write.state)
+
+    def _refuse_expired(self, write: StateWrite) -> None:
+        fid = purged_folder(write)
+        if fid is not None:
+            row = self._folders.get(fid)
+            refuse_expired(write, row.purged if row is not None else 0)
 
     def delete_state(self, user: User, device_id: str, name: str) -> Deferred[None]:
         """Forget one state blob (no error if absent)."""
         self._states.pop((user.id, device_id, name), None)
         return succeed(None)
+
+    # ==============================================================================
+    # IRetentionStore (as backends/sql/retention.py; never busy: one process)
+    # ==============================================================================
+    def purge_synced(self, after: int, limit: int) -> Deferred[PurgeStep]:
+        done = 0
+        for f in sorted(self._folders.values(), key=lambda f: f.id):
+            if f.id <= after or f.deleted:
+                continue
+            floors = [c for (uid, _d, name), text in self._states.items()
+                      if uid == f.user_id and name == f"sync:{f.id}"
+                      for c in [feed_cursor(name, json.loads(text))]
+                      if c is not None and c >= f.purged]
+            upto = min(floors) if floors else f.modseq
+            room = limit - done
+
+            def passed(r: _ItemRow, fid: int = f.id, upto: int = upto) -> bool:
+                return r.folder_id == fid and r.modseq <= upto
+
+            n = self._drop_tombstones(passed, lambda r: r.modseq, room)
+            done += n
+            if n >= room:
+                return succeed(PurgeStep(done, True, f.id - 1))
+        return succeed(PurgeStep(done, False, max(self._folders, default=after)))
+
+    def purge_older(self, before: float, limit: int) -> Deferred[PurgeStep]:
+        n = self._drop_tombstones(lambda r: (r.deleted_at or 0) < before,
+                                  lambda r: r.deleted_at or 0, limit)
+        return succeed(PurgeStep(n, n >= limit))
+
+    def _drop_tombstones(self, keep: Callable[[_ItemRow], bool],
+                         order: Callable[[_ItemRow], Any], limit: int) -> int:
+        rows = sorted((r for r in self._items.values() if r.deleted and keep(r)),
+                      key=order)[:limit]
+        for r in rows:
+            del self._items[r.id]
+            folder = self._folders[r.folder_id]
+            folder.purged = max(folder.purged, r.modseq)
+        return len(rows)
+
+    def forget_devices(self, unseen_before: float, limit: int) -> Deferred[PurgeStep]:
+        idle = sorted((row["last_seen"], uid, did) for (uid, did), row in self._devices.items()
+                      if row["last_seen"] is not None and row["last_seen"] < unseen_before
+                      and not row["blocked"] and row["wipe"] != "pending")[:limit]
+        for _seen, uid, did in idle:
+            self._delete_device(uid, did)
+        return succeed(PurgeStep(len(idle), len(idle) >= limit))
 
     # -- for tests: what the SQL store's tables would hold -----------------------------
     def user_modseq(self, user: User) -> int:

@@ -27,7 +27,13 @@ from backends.sql.engines import PostgresEngine, SqliteEngine, create_engine
 from backends.sql.migrations import load_migrations, split_statements
 from backends.sql.store import SqlStore
 from easync.auth.local import Unavailable
-from easync.interfaces import IHoldStore, IItemStore, IStateStore, IUserStore
+from easync.interfaces import (
+    IHoldStore,
+    IItemStore,
+    IRetentionStore,
+    IStateStore,
+    IUserStore,
+)
 from easync.model import DEFAULT_FOLDERS, ChangeBatch, Op, StateWrite, User
 from easync.testing import MemoryStore
 
@@ -219,6 +225,7 @@ async def test_provides_interfaces(store: SqlStore) -> None:
     assert verifyObject(IItemStore, getattr(store, "crm", store))
     assert verifyObject(IStateStore, sql)
     assert verifyObject(IHoldStore, sql)
+    assert verifyObject(IRetentionStore, sql)
 
 
 def test_create_engine_urls() -> None:
@@ -1624,3 +1631,246 @@ async def test_held_requests(store: SqlStore, user: User) -> None:
     await store.delete_device(user, "A1")
     assert await store.list_holds(None) == []
 
+
+
+# -- retention: tombstones purged, idle devices forgotten (issue #13 point 6) -----------
+
+def sync_state(cursor: int, own: dict[str, int] | None = None) -> dict[str, Any]:
+    """A collection's sync state as the engine saves it (easync.syncengine)."""
+    return {"epoch": "e", "key": 2, "cursor": cursor, "own": own or {}, "cls": "Contacts"}
+
+
+async def tombstones(store: Any, user: User, folder: str) -> list[tuple[str, int]]:
+    """(server id, modseq) of the folder's tombstones still in the feed."""
+    changes, _high, _calls = await drain(store, user, folder)
+    return [(c.server_id, c.modseq) for c in changes if c.deleted]
+
+
+async def purged_mark(store: Any, user: User, folder: str) -> int:
+    return next(f.purged for f in await store.list_folders(user) if f.server_id == folder)
+
+
+async def delete(store: Any, user: User, folder: str, *sids: str) -> None:
+    results = await store.apply(user, folder, [Op("delete", server_id=s) for s in sids])
+    assert all(r.ok for r in results), results
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_synced_keeps_what_a_state_needs(store: Any, user: User,
+                                                     backend: str) -> None:
+    """A tombstone goes once every sync state of its folder has a cursor at or past
+    it; the lowest cursor decides.  A state holding nothing yet (cursor 0, no writes
+    of its own) needs none; one already behind the purged mark does not hold them."""
+    sql = getattr(store, "sql", store)              # the CRM store: state in SQL
+    fid = (await folder_ids(store, user))["Contacts"]
+    a, b, c = await add(store, user, fid, contact("a"), contact("b"), contact("c"))
+    await delete(store, user, fid, a)
+    await delete(store, user, fid, b)
+    (ta, ma), (tb, mb) = await tombstones(store, user, fid)
+    assert (ta, tb) == (a, b)
+    name = f"sync:{fid}"
+    await sql.save_state(user, StateWrite("PHONE", name, sync_state(ma)))   # saw a's delete
+    await sql.save_state(user, StateWrite("TABLET", name, sync_state(mb)))
+    await sql.save_state(user, StateWrite("NEW", name, sync_state(0)))      # holds nothing
+    await sql.save_state(user, StateWrite("PHONE", "sync:other", sync_state(0, {"x": 1})))
+
+    step = await sql.purge_synced(0, 100)
+    assert step.done == 1 and not step.busy
+    assert await tombstones(store, user, fid) == [(b, mb)]
+    assert await purged_mark(store, user, fid) == ma
+    # its own writes count: a state at cursor 0 that made an item at modseq m needs
+    # the tombstones above m (of its own items) only
+    await sql.save_state(user, StateWrite("NEW", name, sync_state(0, {c: mb + 1})))
+    assert (await sql.purge_synced(0, 100)).done == 0     # PHONE (at ma) needs b's
+    await sql.save_state(user, StateWrite("NEW", name, sync_state(0, {c: ma})))
+    await sql.save_state(user, StateWrite("PHONE", name, sync_state(mb)))
+    assert (await sql.purge_synced(0, 100)).done == 0     # NEW needs those above ma
+    await sql.save_state(user, StateWrite("NEW", name, sync_state(mb)))
+    assert (await sql.purge_synced(0, 100)).done == 1
+    assert await tombstones(store, user, fid) == []
+    assert await purged_mark(store, user, fid) == mb
+    # live items are never purged
+    assert [i.server_id for i in await store.get_items(user, [c])] == [c]
+    if backend == "crm":
+        rows = await sql.raw_query("SELECT item_id FROM crm_items ORDER BY item_id")
+        assert [f"{fid}:{r[0]}" for r in rows] == [c]    # the CRM ties of a, b went too
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_older_raises_the_purged_mark(store: Any, user: User) -> None:
+    """Tombstones older than the age go whoever needs them; the folder's purged mark
+    tells the engine which states missed one (they get Status 3,
+    ``easync.syncengine.expired``); such a state no longer holds back the purge of
+    later tombstones."""
+    import time
+
+    sql = getattr(store, "sql", store)
+    fid = (await folder_ids(store, user))["Contacts"]
+    a, b = await add(store, user, fid, contact("a"), contact("b"))
+    await delete(store, user, fid, a)
+    ((_ta, ma),) = await tombstones(store, user, fid)
+    await sql.save_state(user, StateWrite("IDLE", f"sync:{fid}", sync_state(1)))
+    assert (await sql.purge_synced(0, 100)).done == 0      # IDLE still needs it
+    assert (await sql.purge_older(time.time() - 3600, 100)).done == 0   # younger
+    step = await sql.purge_older(time.time() + 1, 100)
+    assert step.done == 1 and not step.more
+    assert await tombstones(store, user, fid) == []
+    assert await purged_mark(store, user, fid) == ma
+    # IDLE (cursor 1 < the mark) is expired: it does not keep b's tombstone
+    await delete(store, user, fid, b)
+    assert (await sql.purge_synced(0, 100)).done == 1
+    assert await tombstones(store, user, fid) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_batches_are_bounded(store: Any, user: User) -> None:
+    """A batch removes at most ``limit`` rows and says whether more are left."""
+    import time
+
+    sql = getattr(store, "sql", store)
+    fid = (await folder_ids(store, user))["Contacts"]
+    sids = await add(store, user, fid, *(contact(f"n{i}") for i in range(5)))
+    await delete(store, user, fid, *sids)
+    assert len(await tombstones(store, user, fid)) == 5
+    step = await sql.purge_synced(0, 2)
+    assert (step.done, step.more) == (2, True)
+    step = await sql.purge_synced(step.after, 2)
+    assert (step.done, step.more) == (2, True)
+    step = await sql.purge_older(time.time() + 1, 2)
+    assert (step.done, step.more) == (1, False)
+    assert await tombstones(store, user, fid) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_forget_devices(store: Any, user: User, backend: str) -> None:
+    """Devices unseen since the cutoff go with their states and held-request rows; a
+    blocked one, one with a wipe pending and a recent one stay."""
+    sql = getattr(store, "sql", store)
+    for dev, seen, extra in (("OLD", 100.0, {}), ("OLD2", 150.0, {}),
+                             ("BLOCKED", 100.0, {"blocked": True}),
+                             ("WIPING", 100.0, {"wipe": "pending"}), ("NEW", 900.0, {})):
+        await sql.save_device(user, dev, device_type="iPhone", last_seen=seen, **extra)
+        await sql.save_state(user, StateWrite(dev, "sync:1", sync_state(1)))
+    await sql.record_holds("node", [(user.id, "OLD", "Ping", 1.0, 9e9)], [])
+    step = await sql.forget_devices(500.0, 1)
+    assert (step.done, step.more) == (1, True)
+    assert (await sql.forget_devices(500.0, 10)).done == 1
+    assert sorted(d["device_id"] for d in await sql.list_devices(user)) == [
+        "BLOCKED", "NEW", "WIPING"]
+    for dev in ("OLD", "OLD2"):
+        assert await sql.get_state(user, dev, "sync:1") is None
+    assert await sql.get_state(user, "NEW", "sync:1") is not None
+    assert await sql.list_holds(user) == []
+    # a forgotten device is a new one when it comes back
+    dev = await sql.save_device(user, "OLD", device_type="iPhone")
+    assert dev["policy_key"] is None and dev["first_seen"] > 500
+
+
+@pytest_twisted.ensureDeferred
+async def test_retention_lock(db_url: str) -> None:
+    """PostgreSQL: a batch finding another process's batch under way answers busy and
+    does nothing; two stores purging at once remove each tombstone once."""
+    import time
+
+    if not db_url.startswith("postgres"):
+        pytest.skip("SQLite's write lock orders writers already")
+    import psycopg
+
+    from backends.sql.retention import RETENTION_LOCK
+
+    s1, s2 = SqlStore(_reactor(), db_url), SqlStore(_reactor(), db_url)
+    await s1.open()
+    await s2.open()
+    try:
+        u = await s1.add_user("alice", None, None, True)
+        fid = (await folder_ids(s1, u))["Contacts"]
+        sids = await add(s1, u, fid, *(contact(f"n{i}") for i in range(40)))
+        await delete(s1, u, fid, *sids)
+        with psycopg.connect(db_url, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s, %s)", RETENTION_LOCK)
+            step = await s1.purge_older(time.time() + 1, 100)
+            assert step.busy and step.done == 0
+            assert (await s2.purge_synced(0, 100)).busy
+        total = 0
+        for _ in range(100):
+            results = await DeferredList([s.purge_older(time.time() + 1, 3)
+                                          for s in (s1, s2, s1, s2)], consumeErrors=True)
+            assert all(ok for ok, _ in results), results
+            total += sum(r.done for _, r in results)
+            if not any(r.busy or r.more for _, r in results):
+                break
+        assert total == 40          # each tombstone counted once, by one of them
+        assert await tombstones(s1, u, fid) == []
+    finally:
+        await s1.close()
+        await s2.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_migration_8_dates_tombstones_and_reads_cursors(db_url: str) -> None:
+    """Upgrading to schema 8: existing tombstones are dated (kept a full max age from
+    the upgrade) and collection states get their feed cursor from their JSON."""
+    import time
+
+    old = SqlStore(_reactor(), db_url)
+    await old.open(target_version=7)
+    u = await old.add_user("alice", None, None, True)
+    ((fid,),) = await old.raw_query("SELECT id FROM folders WHERE user_id = ? AND type = 9",
+                                    (u.id,))
+    await old.raw_query("INSERT INTO items (user_id, folder_id, cls, data, modseq,"
+                        " created_modseq, deleted) VALUES (?, ?, 'Contacts', NULL, 1, 1, 1)",
+                        (u.id, fid))
+    a = f"{fid}:1"
+    for dev, st in (("D1", sync_state(5)), ("D2", sync_state(0)),
+                    ("D3", sync_state(0, {a: 9}))):
+        await old.raw_query("INSERT INTO sync_states (user_id, device_id, name, state)"
+                            " VALUES (?, ?, ?, ?)", (u.id, dev, f"sync:{fid}", json.dumps(st)))
+    await old.raw_query("INSERT INTO sync_states (user_id, device_id, name, state)"
+                        " VALUES (?, 'D1', 'folders', '{\"cursor\": 3}')", (u.id,))
+    await old.close()
+    new = SqlStore(_reactor(), db_url)
+    before = time.time()
+    await new.open()
+    try:
+        assert new.schema_version >= 8
+        ((at,),) = await new.raw_query("SELECT deleted_at FROM items WHERE deleted = 1")
+        assert before - 2 <= float(at) <= time.time() + 2
+        rows = await new.raw_query("SELECT device_id, name, feed_cursor FROM sync_states"
+                                   " ORDER BY device_id, name")
+        assert [(d, n[:5], c) for d, n, c in rows] == [
+            ("D1", "folde", None), ("D1", "sync:", 5), ("D2", "sync:", None),
+            ("D3", "sync:", 0)]
+    finally:
+        await new.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_state_write_behind_the_purged_mark_is_refused(store: Any, user: User) -> None:
+    """A Sync that read the feed while a tombstone it needed was purged must not save
+    a state past it (the device would keep an item deleted elsewhere): the write, and
+    the device's item writes with it, are refused with StateExpired (→ Status 3)."""
+    import time
+
+    from easync.errors import StateExpired
+
+    sql = getattr(store, "sql", store)
+    fid = (await folder_ids(store, user))["Contacts"]
+    name = f"sync:{fid}"
+    (a,) = await add(store, user, fid, contact("a"))
+    await delete(store, user, fid, a)
+    ((_ta, ma),) = await tombstones(store, user, fid)
+    assert (await sql.purge_older(time.time() + 1, 10)).done == 1      # mark: ma
+    with pytest.raises(StateExpired):
+        await sql.save_state(user, StateWrite("D", name, sync_state(ma + 5),
+                                              feed_from=ma - 1))
+    assert await sql.get_state(user, "D", name) is None
+    with pytest.raises(StateExpired):
+        await store.apply(user, fid, [Op("add", data=contact("b"), ref="1")],
+                          StateWrite("D", name, sync_state(ma + 5), feed_from=ma - 1))
+    assert await tombstones(store, user, fid) == []
+    changes, _high, _calls = await drain(store, user, fid)
+    assert changes == []                        # the Add went with the refused state
+    # at or past the mark (or no check asked for): saved
+    await sql.save_state(user, StateWrite("D", name, sync_state(ma + 5), feed_from=ma))
+    await sql.save_state(user, StateWrite("E", name, sync_state(1)))
+    assert (await sql.get_state(user, "D", name))["cursor"] == ma + 5

@@ -402,3 +402,60 @@ def test_parse_gives_the_typed_request() -> None:
     bad = sync.to_engine(c.commands[1], "Email", "14.1", quirks)
     assert isinstance(bad, ChangeCommand) and bad.data is None and bad.error
     assert sync.to_engine(c.commands[0], "Email", "14.1", quirks) == AddCommand("c1")
+
+
+def test_expired_states_after_a_purge() -> None:
+    """Issue #13 point 6: which sync states a purged tombstone invalidates (Sync
+    Status 3, MS-ASCMD 2.2.3.177.17).  A state needs the tombstones above its cursor;
+    at cursor 0 only those of its own writes; after a start from SyncKey 0 none at or
+    below the folder's purged mark of that moment (``base``)."""
+    from easync.model import Folder
+    from easync.storerules import feed_cursor
+    from easync.syncengine import expired
+
+    folder = Folder("7", "0", "Contacts", 9, modseq=50, purged=20)
+    cases = [
+        ({"cursor": 19, "own": {}}, 19, True),          # missed the tombstone at 20
+        ({"cursor": 20, "own": {"7:1": 25}}, 20, False),
+        ({"cursor": 0, "own": {}}, None, False),         # holds nothing yet
+        ({"cursor": 0, "own": {"7:1": 12, "7:2": -30}}, 12, True),
+        ({"cursor": 0, "own": {"7:1": 22}}, 22, False),
+        ({"cursor": 5, "own": {}, "base": 20}, 20, False),   # began after the purge
+        ({"cursor": 5, "own": {}, "base": 18}, 18, True),
+    ]
+    for st, floor, gone in cases:
+        assert feed_cursor("sync:7", st) == floor, st
+        assert expired(st, folder) is gone, st
+    assert feed_cursor("folders", {"cursor": 3}) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tombstone_purged_while_the_sync_reads_gives_status_3(env: Env) -> None:
+    """Issue #13 point 6: a device behind a tombstone whose purge (by age) lands after
+    the request looked at the folder but before it read the feed must not be moved
+    past the delete it never got: its Sync answers Status 3 (MS-ASCMD 2.2.3.177.17)
+    and its state stays as it was; the resync from SyncKey 0 lacks the item."""
+    sids = await env.add_on_server("Contacts", 2)
+    key = await env.primed()
+    folder = await env.folder("Contacts")
+    await env.store.apply(env.user, folder.server_id, [Op(kind="delete", server_id=sids[0])])
+    await env.change_on_server(sids[1], {"FirstName": "later"})   # the feed goes on past it
+    folder = await env.folder("Contacts")          # as the request read it: not purged
+    reads = env.store.changes_since
+
+    def purge_then_read(*args: Any, **kwargs: Any) -> Any:
+        env.store.purge_older(env.server.clock.seconds() + 3600, 100)
+        return reads(*args, **kwargs)
+
+    env.store.changes_since = purge_then_read
+    creq = CollectionRequest(collection_id=folder.server_id, sync_key=key, window=100,
+                             get_changes=True)
+    quirks = quirks_for("iPhone", "", None, "14.1")
+    res = await env.engine.sync_collection(env.user, "devA", "14.1", quirks, folder, creq,
+                                           512)
+    del env.store.changes_since
+    assert (res.status, res.sync_key, res.commands) == ("3", "0", [])
+    assert (await env.sync("Contacts", key)).status == "3"     # and it stays invalid
+    fresh = (await env.sync("Contacts", "0")).sync_key
+    res = await env.sync("Contacts", fresh)
+    assert kinds(res) == [("Add", sids[1])]

@@ -107,6 +107,9 @@ def test_listen_is_repeatable() -> None:
     (["--listen", "tcp:notaport"], "listen"),
     (["--listen", "carrier-pigeon:1"], "Unknown endpoint"),
     (["--no-such-option"], "no-such-option"),
+    (["--tombstone-max-age", "3 weeks"], "such as 90d"),
+    (["--device-max-idle", "-1d"], "such as 90d"),
+    (["--purge-interval", "0"], "more than 0"),
 ])
 def test_invalid_values(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError) as e:
@@ -466,3 +469,21 @@ def test_expired_certificate_is_reported(tmp_path: os.PathLike[str]) -> None:
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert any("has expired" in str(e.get("log_format")) for e in events)
+
+
+def test_retention_options_take_durations_and_build_the_service(
+        tmp_path: os.PathLike[str]) -> None:
+    """Issue #13 point 6: --tombstone-max-age and --device-max-idle take s/m/h/d (a bare
+    number: seconds), default 90 and 180 days; the service tree runs the passes."""
+    o = parse()
+    assert (o.config.store.tombstone_max_age, o.config.store.device_max_idle,
+            o.config.store.purge_interval) == (90 * 86400, 180 * 86400, 600)
+    o = parse("--tombstone-max-age", "30d", "--device-max-idle", "0",
+              "--purge-interval", "60")
+    assert (o.config.store.tombstone_max_age, o.config.store.device_max_idle,
+            o.config.store.purge_interval) == (30 * 86400, 0, 60)
+    assert parse("--tombstone-max-age", "36h").config.store.tombstone_max_age == 129600
+    assert parse("--tombstone-max-age", "45").config.store.tombstone_max_age == 45
+    top, _cert = _service_tree(tmp_path)
+    retention = top.getServiceNamed("retention")
+    assert retention.tombstone_max_age == 90 * 86400 and retention.interval == 600

@@ -521,6 +521,25 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
     return final
 
 
+# -- retention (the SQL store's purges, backends/sql/retention.py) ----------------------------
+
+def forget_items(sql: Any, cur: Any, item_ids: list[int]) -> None:
+    """The item rows ``item_ids`` were purged (tombstones nobody needs): their CRM ties
+    go too (a record the CRM shows again later is mirrored as a new item)."""
+    for i in range(0, len(item_ids), _CHUNK):
+        part = item_ids[i:i + _CHUNK]
+        marks = sql.engine.placeholders(len(part))
+        for table in ("crm_items", "crm_event_links", "crm_client_adds"):
+            cur.execute(sql.db.sql(f"DELETE FROM {table} WHERE item_id IN {marks}"), part)
+
+
+def forget_device(sql: Any, cur: Any, user_id: int, device_id: str) -> None:
+    """A device was forgotten: the Adds remembered for its retry go (its journal rows
+    stay: ``CrmStore.reconcile`` still resolves them against the CRM)."""
+    cur.execute(sql.db.sql("DELETE FROM crm_client_adds WHERE user_id = ? AND device_id = ?"),
+                (user_id, device_id))
+
+
 # -- the write journal -------------------------------------------------------------------------
 
 @dataclass

@@ -168,6 +168,13 @@ class CrmStore(Service):
         # CRM ids created by device writes whose mirror rows are not committed yet: the
         # poller, which may see them first, leaves them to those writes
         self._creating: dict[str, int] = {}
+        # the SQL store's purges take the mirror's rows of what they remove with them
+        retention = getattr(sql, "retention", None)
+        if retention is not None:
+            retention.item_hooks.append(lambda cur, ids: mirror.forget_items(sql, cur, ids))
+            retention.device_hooks.append(
+                lambda cur, user_id, device_id: mirror.forget_device(sql, cur, user_id,
+                                                                     device_id))
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:

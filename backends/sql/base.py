@@ -39,9 +39,9 @@ def _user_from_row(row: Sequence[Any]) -> User:
 
 
 def _folder_from_row(row: Sequence[Any]) -> Folder:
-    # row: id, parent_id, name, type, modseq
+    # row: id, parent_id, name, type, modseq[, purged]
     return Folder(server_id=str(row[0]), parent_id=row[1], name=row[2], type=int(row[3]),
-                  modseq=int(row[4]))
+                  modseq=int(row[4]), purged=int(row[5]) if len(row) > 5 else 0)
 
 
 def _device_from_row(row: Sequence[Any]) -> dict[str, Any]:

@@ -196,7 +196,7 @@ class SqlItems(StorePart):
         self._check_name(folders, parent_id, name, exclude=fid)
         cur.execute(self._sql("UPDATE folders SET parent_id = ?, name = ? WHERE id = ?"),
                     (parent_id, name, fid))
-        cur.execute(self._sql("SELECT id, parent_id, name, type, modseq FROM folders"
+        cur.execute(self._sql("SELECT id, parent_id, name, type, modseq, purged FROM folders"
                               " WHERE id = ?"), (fid,))
         return _folder_from_row(cur.fetchone())
 
@@ -403,7 +403,7 @@ class SqlItems(StorePart):
         final, results = plan_ops(ops, fid, folder_cls, live, base, new_ids)
 
         if final:
-            self._write_items(cur, user_id, fid, final, existing)
+            self._write_items(cur, user_id, fid, final, existing, self.db.reactor.seconds())
             cur.execute(self._sql("UPDATE folders SET modseq = ? WHERE id = ?"),
                         (max(v[2] for v in final.values()), fid))
         if state is not None:
@@ -414,9 +414,9 @@ class SqlItems(StorePart):
         return results
 
     def _write_items(self, cur: Any, user_id: int, fid: int, final: dict[int, list[Any]],
-                     existing: set[int]) -> None:
-        """Write the rows' final states and keep contact_emails, contact_names and
-        event_contacts true.  Addresses that cannot be recipients (longer than RFC
+                     existing: set[int], now: float) -> None:
+        """Write the rows' final states (a tombstone dated ``now``) and keep
+        contact_emails, contact_names and event_contacts true.  Addresses that cannot be recipients (longer than RFC
         5321's 254 characters, or with characters a database refuses) are not
         indexed (easync.lookup.storable_email)."""
         inserts: list[tuple[Any, ...]] = []
@@ -437,7 +437,8 @@ class SqlItems(StorePart):
                 fields["emails"] = [em for em in fields["emails"] if storable_email(em)]
                 text = _dumps(data)
             values = (text, fields["uid"], fields["start"], fields["end"],
-                      fields["complete"], modseq, int(data is None))
+                      fields["complete"], modseq, int(data is None),
+                      now if data is None else None)
             if iid in existing:
                 updates.append((*values, iid))
             else:
@@ -462,12 +463,12 @@ class SqlItems(StorePart):
         if inserts:
             cur.executemany(self._sql(
                 "INSERT INTO items (id, user_id, folder_id, cls, created_modseq, data, uid,"
-                " start_ts, end_ts, complete, modseq, deleted)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), inserts)
+                " start_ts, end_ts, complete, modseq, deleted, deleted_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), inserts)
         if updates:
             cur.executemany(self._sql(
                 "UPDATE items SET data = ?, uid = ?, start_ts = ?, end_ts = ?, complete = ?,"
-                " modseq = ?, deleted = ? WHERE id = ?"), updates)
+                " modseq = ?, deleted = ?, deleted_at = ? WHERE id = ?"), updates)
         if touched_contacts:
             for table in ("contact_emails", "contact_names"):
                 cur.executemany(self._sql(f"DELETE FROM {table} WHERE item_id = ?"),
@@ -554,7 +555,8 @@ class SqlItems(StorePart):
             (new, user_id, dst, *row, born, born))
         cur.execute(self._sql(
             "UPDATE items SET data = NULL, uid = NULL, start_ts = NULL, end_ts = NULL,"
-            " complete = NULL, deleted = 1, modseq = ? WHERE id = ?"), (gone, old))
+            " complete = NULL, deleted = 1, modseq = ?, deleted_at = ? WHERE id = ?"),
+            (gone, self.db.reactor.seconds(), old))
         for stmt in ("UPDATE contact_emails SET item_id = ? WHERE item_id = ?",
                      "UPDATE contact_names SET item_id = ? WHERE item_id = ?",
                      "UPDATE event_contacts SET event_item_id = ? WHERE event_item_id = ?",

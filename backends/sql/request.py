@@ -24,7 +24,7 @@ from easync.requestread import AuthRead, RequestRead, RequestSnapshot, followed_
 
 __all__ = ["SqlRequestReads", "familiar_txn", "setting_txn", "throttle_row_txn"]
 
-FOLDERS_SQL = ("SELECT id, parent_id, name, type, modseq FROM folders"
+FOLDERS_SQL = ("SELECT id, parent_id, name, type, modseq, purged FROM folders"
                " WHERE user_id = ? AND deleted = 0"
                " ORDER BY CASE WHEN type < 12 THEN 0 ELSE 1 END, id")
 

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, fail
 from backends.sql.base import _DEVICE_COLS, StorePart, _device_from_row
 from easync.errors import TooManyDevices
 from easync.model import StateWrite, User
-from easync.storerules import device_values
+from easync.storerules import device_values, feed_cursor, purged_folder, refuse_expired
 from easync.storerules import dumps as _dumps
 
 __all__ = ["SqlState"]
@@ -96,12 +96,13 @@ class SqlState(StorePart):
         return self._run(q)
 
     def delete_device(self, user: User, device_id: str) -> Deferred[None]:
-        def q(cur: Any) -> None:
-            for table in ("sync_states", "held_requests", "devices"):
-                cur.execute(self._sql(f"DELETE FROM {table} WHERE user_id = ?"
-                                      " AND device_id = ?"), (user.id, device_id))
+        return self._run(self.delete_device_txn, user.id, device_id, write=True)
 
-        return self._run(q, write=True)
+    def delete_device_txn(self, cur: Any, user_id: int, device_id: str) -> None:
+        """``delete_device`` inside the caller's write transaction."""
+        for table in ("sync_states", "held_requests", "devices"):
+            cur.execute(self._sql(f"DELETE FROM {table} WHERE user_id = ?"
+                                  " AND device_id = ?"), (user_id, device_id))
 
     def get_state(self, user: User, device_id: str, name: str
                   ) -> Deferred[dict[str, Any] | None]:
@@ -117,10 +118,17 @@ class SqlState(StorePart):
         return self._run(self.save_state_txn, user.id, write, write=True)  # (2nd: the flag)
 
     def save_state_txn(self, cur: Any, user_id: int, write: StateWrite) -> None:
-        """``save_state`` inside the caller's write transaction."""
+        """``save_state`` inside the caller's write transaction (``StateExpired``, and
+        nothing written, when the folder's purged mark passed ``write.feed_from``)."""
+        fid = purged_folder(write)
+        if fid is not None:
+            cur.execute(self._sql("SELECT purged FROM folders WHERE id = ?"), (fid,))
+            row = cur.fetchone()
+            refuse_expired(write, int(row[0]) if row else 0)
         cur.execute(self.engine.upsert("sync_states", ("user_id", "device_id", "name"),
-                                       ("state",)),
-                    (user_id, write.device_id, write.name, _dumps(write.state)))
+                                       ("state", "feed_cursor")),
+                    (user_id, write.device_id, write.name, _dumps(write.state),
+                     feed_cursor(write.name, write.state)))
 
     def delete_state(self, user: User, device_id: str, name: str) -> Deferred[None]:
         """Forget one state blob (no error if absent)."""

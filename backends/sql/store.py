@@ -10,8 +10,10 @@ work is done by one part per concern, each in its own module, all sharing that
                                           contact lookups — ``IItemStore``
 ``state``  (``state.py``, ``SqlState``)   devices and sync state — ``IStateStore``
 ``holds``  (``holds.py``, ``SqlHolds``)   held long polls — ``IHoldStore``
+``retention`` (``retention.py``, ``SqlRetention``)  tombstone purges, device expiry
+                                          — ``IRetentionStore``
 
-``SqlStore`` provides all four interfaces by handing each call to its part, opens
+``SqlStore`` provides all five interfaces by handing each call to its part, opens
 and closes the database (and runs the lookup-token backfill of schema 5), and is the
 twistd service.  Every public method runs one transaction in a pool thread and
 converts rows to model objects there, so the reactor thread only sees finished
@@ -39,9 +41,17 @@ from backends.sql.engines import Engine
 from backends.sql.holds import SqlHolds
 from backends.sql.items import FEED_SQL, SqlItems
 from backends.sql.request import SqlRequestReads
+from backends.sql.retention import SqlRetention
 from backends.sql.state import SqlState
 from backends.sql.users import SqlUsers
-from easync.interfaces import IHoldStore, IItemStore, IStateStore, IUserStore
+from easync.interfaces import (
+    IHoldStore,
+    IItemStore,
+    IRetentionStore,
+    IStateStore,
+    IUserStore,
+    PurgeStep,
+)
 from easync.lookup import contact_tokens, indexable_email
 from easync.model import (
     ChangeBatch,
@@ -62,7 +72,7 @@ Window = tuple[int | None, int | None] | None
 BACKFILL_SPAN = 100   # row ids per batch of the lookup-token backfill (schema 5)
 
 
-@implementer(IUserStore, IItemStore, IStateStore, IHoldStore)
+@implementer(IUserStore, IItemStore, IStateStore, IHoldStore, IRetentionStore)
 class SqlStore(Service):
     """Users, items, device state and held requests in one SQL database.
 
@@ -81,6 +91,7 @@ class SqlStore(Service):
         self.state = SqlState(self.db)
         self.items = SqlItems(self.db, self.state)
         self.holds = SqlHolds(self.db)
+        self.retention = SqlRetention(self.db, self.state)
         self.requests = SqlRequestReads(self.db, self.users, self.state)
         #: fires when the lookup tokens of rows older than schema 5 are written (None:
         #: nothing to do); see _backfill
@@ -270,6 +281,16 @@ class SqlStore(Service):
 
     def list_holds(self, user: User | None) -> Deferred[list[dict[str, Any]]]:
         return self.holds.list_holds(user)
+
+    # -- IRetentionStore (SqlRetention) ------------------------------------------------
+    def purge_synced(self, after: int, limit: int) -> Deferred[PurgeStep]:
+        return self.retention.purge_synced(after, limit)
+
+    def purge_older(self, before: float, limit: int) -> Deferred[PurgeStep]:
+        return self.retention.purge_older(before, limit)
+
+    def forget_devices(self, unseen_before: float, limit: int) -> Deferred[PurgeStep]:
+        return self.retention.forget_devices(unseen_before, limit)
 
     # -- the tokens of rows older than schema version 5 ------------------------------
     async def _backfill(self) -> None:

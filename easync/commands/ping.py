@@ -57,7 +57,7 @@ from easync.items import convert
 from easync.model import Folder, StateWrite
 from easync.push import ALL
 from easync.requestread import CommandRead, state_read
-from easync.syncengine import SyncEngine, state_name
+from easync.syncengine import SyncEngine, expired, state_name
 from easync.wbxml.codec import encode
 from easync.wbxml.element import E, Element
 
@@ -139,6 +139,8 @@ async def pending_changes(server: EasServer, user: Any, device_id: str,
         if st is None:
             if woken and folder.server_id in woken:
                 out.append(folder.server_id)
+        elif expired(st, folder):
+            out.append(folder.server_id)    # its Sync answers Status 3: let it come
         elif folder.modseq > st["cursor"] and (
                 await engine.collect(user, folder, st, 1, now))[0]:
             out.append(folder.server_id)
