@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from easync_server import _env as server_env
 from vcardgen import write_vcards
 
 from easync import importer
@@ -112,8 +113,7 @@ PEAK_LIMIT_MIB = 90
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, EASYNC_BCRYPT_ROUNDS="4",
-                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return dict(server_env(), EASYNC_BCRYPT_ROUNDS="4")     # in English
 
 
 def _admin(db: str, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -124,6 +124,7 @@ def _admin(db: str, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
 
 def test_large_import_memory_is_bounded(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/big.sqlite"
+    assert _admin(db, "init").returncode == 0
     assert _admin(db, "user", "add", "big", "--password-stdin", input="x\n").returncode == 0
     vcf = write_vcards(tmp_path / "big.vcf", COUNT)
     res = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, "--db", db, "import", "big",
@@ -137,6 +138,7 @@ def test_large_import_memory_is_bounded(tmp_path: Path) -> None:
 
 def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/p.sqlite"
+    assert _admin(db, "init").returncode == 0
     assert _admin(db, "user", "add", "p", "--password-stdin", input="x\n").returncode == 0
     vcf = write_vcards(tmp_path / "p.vcf", 450)
     leader, follower = pty.openpty()
