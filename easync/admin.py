@@ -27,7 +27,7 @@ import bcrypt
 from easync import config as server_config
 from easync import i18n
 from easync.config import db_url
-from easync.i18n import _, tr
+from easync.i18n import _, ngettext, tr
 from easync.interfaces import IHoldStore
 
 # the server's defaults (easync.config's option table): the same database and key file
@@ -171,10 +171,11 @@ async def _user(store: Any, name: str) -> Any:
 
 async def cmd_init(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     if args.new_file:
-        out.write(f"created database {args.new_file} (schema version "
-                  f"{store.schema_version})\n")
+        out.write(_("created database {path} (schema version {version})").format(
+            path=args.new_file, version=store.schema_version) + "\n")
     else:
-        out.write(f"database {args.db} is ready (schema version {store.schema_version})\n")
+        out.write(_("database {db} is ready (schema version {version})").format(
+            db=args.db, version=store.schema_version) + "\n")
 
 
 async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -384,8 +385,8 @@ def _progress(stream: TextIO) -> Callable[[str, int, int], None] | None:
 
     def show(stage: str, done: int, total: int) -> None:
         percent = done * 100 // total if total else 100
-        what = "reading the file" if stage == "reading" else \
-            f"writing {done:,} of {total:,} items"
+        what = _("reading the file") if stage == "reading" else \
+            _("writing {done:,} of {total:,} items").format(done=done, total=total)
         stream.write(f"\r{what}: {percent}%\x1b[K")
         stream.flush()
 
@@ -431,6 +432,7 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
 
 async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from easync.export import ExportFailed, export_user
+    from easync.importer import FOLDER_CLASSES
 
     user = await _user(store, args.name)
     try:
@@ -439,9 +441,15 @@ async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
         raise AdminError(str(e)) from None
     # the report goes to stderr when the export itself is on standard output
     report = sys.stderr if args.out is None else out
+    # English keeps "item(s)" for both numbers; ngettext gives other languages their
+    # plural.  The kind is the folder's class, in the reader's language.
     for d in done:
-        report.write(f"exported {d.count} {d.cls} item(s) to {d.path}\n")
-        report.writelines(f"warning: {n} item(s) lost {what}: not in vCard/iCalendar\n"
+        report.write(ngettext("exported {count} {kind} item(s) to {path}",
+                              "exported {count} {kind} item(s) to {path}", d.count).format(
+            count=d.count, kind=_(FOLDER_CLASSES.get(d.cls, d.cls)), path=d.path) + "\n")
+        report.writelines(ngettext("warning: {n} item(s) lost {what}: not in "
+                                   "vCard/iCalendar", "warning: {n} item(s) lost {what}: "
+                                   "not in vCard/iCalendar", n).format(n=n, what=what) + "\n"
                           for what, n in sorted(d.skipped.items()))
 
 
@@ -451,16 +459,19 @@ async def cmd_backup(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from backends.sql.backup import BackupError, backup_sqlite, pg_dump_command
 
     if store.engine.name != "sqlite":
-        raise AdminError("easync-admin backup copies SQLite databases; back up "
-                         "PostgreSQL with pg_dump (safe while the servers run): "
-                         + pg_dump_command(args.db, args.file))
+        raise AdminError(_("easync-admin backup copies SQLite databases; back up "
+                           "PostgreSQL with pg_dump (safe while the servers run): "
+                           "{command}").format(command=pg_dump_command(args.db, args.file)))
     if store.engine.in_memory:
-        raise AdminError("an in-memory database cannot be backed up")
+        raise AdminError(_("an in-memory database cannot be backed up"))
     try:
         size = await threads.deferToThread(backup_sqlite, store.engine.path, args.file)
     except BackupError as e:
-        raise AdminError(str(e)) from None
-    out.write(f"backed up {store.engine.path} to {args.file} ({size} bytes)\n")
+        # made in another thread, so in English: a msg(), said again here (e.args[0]:
+        # str(e) would lose its template)
+        raise AdminError(tr(e.args[0])) from None
+    out.write(_("backed up {db} to {file} ({size} bytes)").format(
+        db=store.engine.path, file=args.file, size=size) + "\n")
 
 
 # ---------------------------------------------------------------- parser
@@ -529,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "authenticator app (totp) or off"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("method", choices=("email", "totp", "off", "none"),
-                   metavar="email|totp|off", help="none is taken for off")
+                   metavar="email|totp|off", help=_("none is taken for off"))
     a.add_argument("--as-password-stdin", action="store_true",
                    help=_("read the ActiveSync password this makes mandatory as one line "
                         "from standard input (else asked on a terminal, or set later)"))
@@ -578,11 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("device_id", metavar="DEVICEID")
     a.set_defaults(func=cmd_device_remove)
 
-    folder = top.add_parser("folder", allow_abbrev=False, help="list a user's folders"
+    folder = top.add_parser("folder", allow_abbrev=False, help=_("list a user's folders")
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
     a = folder.add_parser("list", allow_abbrev=False,
-                          help="a user's folders: id (for import --folder), name, kind, "
-                               "items")
+                          help=_("a user's folders: id (for import --folder), name, kind, "
+                                 "items"))
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_folder_list)
 
@@ -606,20 +617,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_import)
 
     a = top.add_parser("export", allow_abbrev=False,
-                       help="write a user's contacts (vCard) and calendar and tasks "
-                            "(iCalendar), as import reads them back")
+                       help=_("write a user's contacts (vCard) and calendar and tasks "
+                              "(iCalendar), as import reads them back"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("--folder", metavar="ID",
-                   help="only this folder (server id); to standard output without --out")
+                   help=_("only this folder (server id); to standard output without --out"))
     a.add_argument("--out", metavar="DIR",
-                   help="directory for contacts.vcf, calendar.ics, tasks.ics (and "
-                        "<class>-<id> files for other folders)")
+                   help=_("directory for contacts.vcf, calendar.ics, tasks.ics (and "
+                          "<class>-<id> files for other folders)"))
     a.set_defaults(func=cmd_export)
 
     a = top.add_parser("backup", allow_abbrev=False,
-                       help="copy the SQLite database to FILE while the server runs "
-                            "(PostgreSQL: use pg_dump)")
-    a.add_argument("file", metavar="FILE", help="the copy (replaced if it exists)")
+                       help=_("copy the SQLite database to FILE while the server runs "
+                              "(PostgreSQL: use pg_dump)"))
+    a.add_argument("file", metavar="FILE", help=_("the copy (replaced if it exists)"))
     a.set_defaults(func=cmd_backup)
     return p
 
@@ -636,10 +647,11 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
         # creates a SQLite file
         args.new_file = _missing_sqlite_file(store)
         if args.new_file and args.func is not cmd_init:
-            raise AdminError(
-                f"no database at {args.new_file} (--db {args.db}): run easync-admin "
-                "where the server runs or give the server's --db; to create a new "
-                f"database there: easync-admin --db {args.db} init", code=3)
+            raise AdminError(_(
+                "no database at {path} (--db {db}): run easync-admin where the server "
+                "runs or give the server's --db; to create a new database there: "
+                "easync-admin --db {db} init").format(path=args.new_file, db=args.db),
+                code=3)
         await store.open()
     except AdminError:
         raise

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from easync.i18n import _
 from easync.importer import live_items
 from easync.items import parse_compact
 from easync.items.icalendar_reader import load_zone
@@ -455,14 +456,15 @@ async def export_user(store: Any, user: Any, out_dir: str | None, out: TextIO,
     if folder_id is not None:
         folders = [f for f in folders if f.server_id == folder_id]
         if not folders:
-            raise ExportFailed(f"user {user.name} has no Contacts, Calendar or Tasks "
-                               f"folder {folder_id!r}")
+            raise ExportFailed(_("user {name} has no Contacts, Calendar or Tasks "
+                                 "folder {folder!r}").format(name=user.name,
+                                                             folder=folder_id))
     elif out_dir is None:
-        raise ExportFailed("give --folder to export to standard output, or --out DIR")
+        raise ExportFailed(_("give --folder to export to standard output, or --out DIR"))
     if out_dir is None:
         return [await export_folder(store, user, folders[0], out)]
     if not os.path.isdir(out_dir):
-        raise ExportFailed(f"no directory {out_dir}")
+        raise ExportFailed(_("no directory {path}").format(path=out_dir))
     done = []
     for folder in folders:
         name = DEFAULT_NAMES[folder.cls] if folder.is_default else \
@@ -472,7 +474,8 @@ async def export_user(store: Any, user: Any, out_dir: str | None, out: TextIO,
         try:
             done.append(await export_folder(store, user, folder, f, path))
         except OSError as e:
-            raise ExportFailed(f"cannot write {path}: {e.strerror}") from None
+            raise ExportFailed(_("cannot write {path}: {reason}").format(
+                path=path, reason=e.strerror)) from None
         finally:
             f.close()
     return done
@@ -482,4 +485,5 @@ def _create(path: str) -> TextIO:
     try:
         return open(path, "w", encoding="utf-8", newline="")
     except OSError as e:
-        raise ExportFailed(f"cannot write {path}: {e.strerror}") from None
+        raise ExportFailed(_("cannot write {path}: {reason}").format(
+            path=path, reason=e.strerror)) from None

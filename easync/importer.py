@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from easync.i18n import N_, _, ngettext
 from easync.items.icalendar_reader import ICalendarError, icalendar_parts
 from easync.items.vcard import VCardError, card_chunks, card_to_contact, contact_identity
 from easync.model import Op
@@ -52,6 +53,11 @@ Progress = Callable[[str, int, int], None]
 
 class ImportFailed(Exception):
     """The file cannot be imported at all (unreadable, unknown format, bad folder)."""
+
+
+#: the folder classes an import writes, by name (``_(...)`` in the reader's language)
+FOLDER_CLASSES = {"Contacts": N_("Contacts"), "Calendar": N_("Calendar"),
+                  "Tasks": N_("Tasks")}
 
 
 @dataclass
@@ -73,24 +79,28 @@ class ImportReport:
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """``imported 12 contacts, 3 events, 1 task (2 updated); 1 warning``."""
-
-        def n(count: int, word: str) -> str:
-            return f"{count} {word}{'' if count == 1 else 's'}"
-
-        parts = [n(c.total, w) for c, w in ((self.contacts, "contact"),
-                                            (self.events, "event"), (self.tasks, "task"))
-                 if c.total]
-        text = "imported " + (", ".join(parts) if parts else "nothing")
+        """``imported 12 contacts, 3 events, 1 task (2 updated); 1 warning``, in the
+        language in force."""
+        totals = (
+            (self.contacts.total, ngettext("{n} contact", "{n} contacts",
+                                           self.contacts.total)),
+            (self.events.total, ngettext("{n} event", "{n} events", self.events.total)),
+            (self.tasks.total, ngettext("{n} task", "{n} tasks", self.tasks.total)))
+        parts = [form.format(n=n) for n, form in totals if n]
+        text = _("imported {items}").format(items=", ".join(parts)) if parts else \
+            _("imported nothing")
         updated = sum(c.updated for c in (self.contacts, self.events, self.tasks))
         unchanged = sum(c.unchanged for c in (self.contacts, self.events, self.tasks))
-        detail = [f"{updated} updated"] if updated else []
+        detail = [ngettext("{n} updated", "{n} updated", updated).format(n=updated)
+                  ] if updated else []
         if unchanged:
-            detail.append(f"{unchanged} unchanged")
+            detail.append(ngettext("{n} unchanged", "{n} unchanged", unchanged).format(
+                n=unchanged))
         if detail:
             text += f" ({', '.join(detail)})"
         if self.warnings:
-            text += f"; {n(len(self.warnings), 'warning')}"
+            text += "; " + ngettext("{n} warning", "{n} warnings", len(self.warnings)
+                                    ).format(n=len(self.warnings))
         return text
 
 
@@ -100,7 +110,8 @@ def read_text(path: str) -> str:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise ImportFailed(f"cannot read {path}: {e.strerror}") from None
+        raise ImportFailed(_("cannot read {path}: {reason}").format(
+            path=path, reason=e.strerror)) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -118,7 +129,8 @@ def _encoding(path: str) -> str:
     except UnicodeDecodeError:
         return "cp1252"
     except OSError as e:
-        raise ImportFailed(f"cannot read {path}: {e.strerror}") from None
+        raise ImportFailed(_("cannot read {path}: {reason}").format(
+            path=path, reason=e.strerror)) from None
     return "utf-8-sig"
 
 
@@ -143,7 +155,8 @@ def read_lines(path: str, progress: Progress | None = None) -> Iterator[str]:
                     shown = f.tell()
                     progress("reading", shown, size)
     except OSError as e:
-        raise ImportFailed(f"cannot read {path}: {e.strerror}") from None
+        raise ImportFailed(_("cannot read {path}: {reason}").format(
+            path=path, reason=e.strerror)) from None
 
 
 def _head(path: str) -> str:
@@ -152,7 +165,8 @@ def _head(path: str) -> str:
         with open(path, "rb") as f:
             raw = f.read(8192)
     except OSError as e:
-        raise ImportFailed(f"cannot read {path}: {e.strerror}") from None
+        raise ImportFailed(_("cannot read {path}: {reason}").format(
+            path=path, reason=e.strerror)) from None
     return raw.decode("utf-8-sig", errors="replace")
 
 
@@ -167,7 +181,7 @@ def _kind(text: str, path: str) -> str:
         return "vcard"
     if lower.endswith((".ics", ".ical", ".ifb")):
         return "icalendar"
-    raise ImportFailed(f"{path}: neither a vCard nor an iCalendar file")
+    raise ImportFailed(_("{path}: neither a vCard nor an iCalendar file").format(path=path))
 
 
 async def live_items(store: Any, user: Any, folder_id: str, batch: int = 1000
@@ -253,8 +267,10 @@ async def _write(store: Any, user: Any, folder_id: str, cls: str,
         results = await store.apply(user, folder_id, ops)
         failed = [r for r in results if not r.ok]
         if failed:
-            raise ImportFailed(f"the store refused {len(failed)} {cls} item(s): "
-                               f"{failed[0].error}")
+            raise ImportFailed(ngettext(
+                "the store refused {n} {kind} item(s): {error}",
+                "the store refused {n} {kind} item(s): {error}", len(failed)).format(
+                    n=len(failed), kind=_(FOLDER_CLASSES[cls]), error=failed[0].error))
         ops.clear()
 
     try:
@@ -297,12 +313,14 @@ async def _folder(store: Any, user: Any, cls: str, folder_id: str | None,
     if folder_id is not None:
         folder = next((f for f in folders if f.server_id == folder_id), None)
         if folder is None:
-            raise ImportFailed(f"user {user.name} has no folder {folder_id!r}")
+            raise ImportFailed(_("user {name} has no folder {folder!r}").format(
+                name=user.name, folder=folder_id))
         if folder.cls == cls:
             return folder_id
     default = next((f for f in folders if f.cls == cls and f.is_default), None)
     if default is None:
-        raise ImportFailed(f"user {user.name} has no default {cls} folder")
+        raise ImportFailed(_("user {name} has no default {kind} folder").format(
+            name=user.name, kind=_(FOLDER_CLASSES[cls])))
     return str(default.server_id)
 
 
@@ -317,8 +335,9 @@ def _spool_contacts(path: str, report: ImportReport, spool: IO[str],
             skipped.update(dict.fromkeys(lines))
             for props in cards:
                 data, warnings = card_to_contact(props)
-                name = data.get("FileAs") or data.get("Email1Address") or "(no name)"
-                report.warnings.extend(f"contact {name}: {w}" for w in warnings)
+                name = data.get("FileAs") or data.get("Email1Address") or _("(no name)")
+                report.warnings.extend(_("contact {name}: {warning}").format(
+                    name=name, warning=w) for w in warnings)
                 spool.write(json.dumps(data, ensure_ascii=False) + "\n")
                 count += 1
     except VCardError as e:
@@ -348,7 +367,7 @@ def _spool_calendar(path: str, default_tz: str | None, user_email: str | None,
     return counts[0], counts[1]
 
 
-_KINDS = {"Contacts": "contacts", "Calendar": "events", "Tasks": "tasks"}
+_KINDS = {"Contacts": N_("contacts"), "Calendar": N_("events"), "Tasks": N_("tasks")}
 
 
 def _check_folder(user: Any, path: str, folder_id: str | None, folders: list[Any],
@@ -359,12 +378,15 @@ def _check_folder(user: Any, path: str, folder_id: str | None, folders: list[Any
     if folder_id is None:
         return
     folder = next(f for f in folders if f.server_id == folder_id)
-    holds = " and ".join(_KINDS[c] for c in classes) or "no item"
+    holds = _(" and ").join(_(_KINDS[c]) for c in classes) or _("no item")
     if folder.cls not in classes:
-        raise ImportFailed(f"folder {folder_id} ({folder.name}) is a {folder.cls} folder "
-                           f"and {path} holds {holds}: nothing imported")
+        raise ImportFailed(_("folder {folder} ({name}) is a {kind} folder and {path} holds "
+                             "{holds}: nothing imported").format(
+            folder=folder_id, name=folder.name, kind=_(FOLDER_CLASSES.get(
+                folder.cls, folder.cls)), path=path, holds=holds))
     report.warnings.extend(
-        f"{path} also holds {_KINDS[c]}: imported into the default {c} folder"
+        _("{path} also holds {items}: imported into the default {kind} folder").format(
+            path=path, items=_(_KINDS[c]), kind=_(FOLDER_CLASSES[c]))
         for c in classes if c != folder.cls)
 
 
@@ -380,12 +402,13 @@ async def import_file(store: Any, user: Any, path: str, folder_id: str | None = 
     report = ImportReport()
     folders = await store.list_folders(user)
     if folder_id is not None and not any(f.server_id == folder_id for f in folders):
-        raise ImportFailed(f"user {user.name} has no folder {folder_id!r}")
+        raise ImportFailed(_("user {name} has no folder {folder!r}").format(
+            name=user.name, folder=folder_id))
     if kind == "vcard":
         with tempfile.TemporaryFile("w+", encoding="utf-8", prefix="easync-import-") as spool:
             count = _spool_contacts(path, report, spool, progress)
             if not count:
-                raise ImportFailed(f"{path}: no vCard found")
+                raise ImportFailed(_("{path}: no vCard found").format(path=path))
             _check_folder(user, path, folder_id, folders, ["Contacts"], report)
             target = await _folder(store, user, "Contacts", folder_id, folders)
             spool.seek(0)

@@ -76,9 +76,14 @@ def twistd() -> str:
 
 
 def _env() -> dict[str, str]:
+    """The environment of the easync-admin and twistd processes the tests run: this
+    checkout's code, cheap bcrypt, and English whatever the machine's locale (the tests
+    assert English text; easync-admin speaks its locale's language, and LANGUAGE comes
+    first of the variables it reads)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("EASYNC_BCRYPT_ROUNDS", "4")
+    env["LANGUAGE"] = "en"
     return env
 
 

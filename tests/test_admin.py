@@ -9,6 +9,7 @@ from typing import Any
 
 import bcrypt
 import pytest
+from easync_server import RunningServer, _env
 
 from easync import admin
 
@@ -30,8 +31,7 @@ class Admin:
 
     def __call__(self, *args: str, stdin: str | None = None, db: bool = True
                  ) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, EASYNC_BCRYPT_ROUNDS="4",
-                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(_env(), EASYNC_BCRYPT_ROUNDS="4")        # in English
         env.pop("EASYNC_DB", None)
         argv = [sys.executable, "-m", "easync.admin"]
         if db:
@@ -334,3 +334,23 @@ def test_bcrypt_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EASYNC_BCRYPT_ROUNDS", "2")
     with pytest.raises(admin.AdminError):
         admin.bcrypt_rounds()
+
+
+def test_helpers_speak_english_on_an_italian_machine(tmp_path: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subprocess helpers of the English tests (``Admin`` here, easync_server's for
+    ``RunningServer``, twistd and the other files) run easync-admin in English whatever
+    the locale of the machine running the suite: easync-admin speaks its locale's
+    language (issue 13 point 9, README "Languages"), these tests assert English text."""
+    monkeypatch.setenv("LANG", "it_IT.UTF-8")
+    monkeypatch.setenv("LC_MESSAGES", "it_IT.UTF-8")
+    monkeypatch.setenv("LANGUAGE", "it")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    run = Admin(tmp_path)
+    r = run("user", "show", "nessuno")
+    assert r.stderr == "easync-admin: error: no user named 'nessuno'\n"
+    (tmp_path / "srv").mkdir()
+    server = RunningServer(tmp_path / "srv")        # not started: its admin helper only
+    r = server.admin("init")
+    assert r.stdout == (f"created database {tmp_path / 'srv' / 'easync.sqlite'} "
+                        f"(schema version {schema_version()})\n")

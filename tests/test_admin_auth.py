@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_admin import ROOT, Admin
+from easync_server import _env
+from test_admin import Admin
 
 from easync import tap
 
@@ -216,8 +217,7 @@ def test_2fa_prompt_mismatch_changes_nothing(run: Admin) -> None:
 def _on_terminal(run: Admin, args: list[str], answers: list[str]) -> str:
     """Run easync-admin with a pseudo-terminal as standard input and output."""
     master, slave = pty.openpty()
-    env = dict(os.environ, EASYNC_BCRYPT_ROUNDS="4",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(_env(), EASYNC_BCRYPT_ROUNDS="4")            # in English
     proc = subprocess.Popen([sys.executable, "-m", "easync.admin", "--db", run.db, *args],
                             stdin=slave, stdout=slave, stderr=slave, cwd=run.cwd, env=env,
                             start_new_session=True)

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_admin import schema_version
+
 ROOT = str(Path(__file__).resolve().parent.parent)
+DATA = Path(ROOT) / "tests" / "data"
 LOCALE_VARS = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
 
 
@@ -26,6 +29,7 @@ def admin(tmp_path: Path, locale: dict[str, str], *args: str, stdin: str = ""
 
 def test_admin_in_italian_and_english(tmp_path: Path) -> None:
     it = {"LANG": "it_IT.UTF-8"}
+    assert admin(tmp_path, it, "init").returncode == 0
     r = admin(tmp_path, it, "user", "add", "mario", "--password-stdin",
               stdin="password di mario\n")
     assert r.returncode == 0, r.stderr
@@ -54,3 +58,64 @@ def test_admin_in_italian_and_english(tmp_path: Path) -> None:
                             "set one first\n"), locale
     r = admin(tmp_path, {}, "user", "show", "mario")
     assert "ActiveSync password:  not set\n" in r.stdout
+
+
+def test_the_later_subcommands_speak_italian(tmp_path: Path) -> None:
+    """init, folder list, import's refusal of a folder of another kind, export and
+    backup (added after the catalogue was first made) speak Italian too; folder list's
+    table stays English, for scripts (README "Languages")."""
+    it = {"LANG": "it_IT.UTF-8"}
+    db = tmp_path / "a.sqlite"
+    # the refusal to make a database implicitly, then init
+    r = admin(tmp_path, it, "user", "list")
+    assert r.returncode == 3
+    assert r.stderr.startswith(f"easync-admin: errore: nessun database in {db} (--db ")
+    assert r.stderr.endswith(f"per creare lì un nuovo database: easync-admin --db "
+                             f"sqlite:///{db} init\n")
+    r = admin(tmp_path, it, "init")
+    assert r.stdout == f"creato il database {db} (versione dello schema {schema_version()})\n"
+    assert admin(tmp_path, it, "user", "add", "mario", "--password-stdin",
+                 stdin="x\n").returncode == 0
+
+    # folder list: its help in Italian, its table in English
+    r = admin(tmp_path, it, "folder", "--help")
+    assert "le cartelle di un utente: id (per import --folder), nome, tipo" in r.stdout
+    r = admin(tmp_path, it, "folder", "list", "mario")
+    assert r.stdout.splitlines()[0].split() == ["ID", "NAME", "KIND", "ITEMS"]
+    ids = {line.split()[2]: line.split()[0] for line in r.stdout.splitlines()[1:]}
+    r = admin(tmp_path, it, "folder", "list", "nessuno")
+    assert r.stderr == "easync-admin: errore: non esiste un utente di nome 'nessuno'\n"
+
+    # import: contacts into the Calendar folder are refused, nothing imported
+    vcf = DATA / "contacts.vcf"
+    r = admin(tmp_path, it, "import", "mario", str(vcf), "--folder", ids["Calendar"])
+    assert r.returncode == 1
+    assert r.stderr == (f"easync-admin: errore: la cartella {ids['Calendar']} (Calendar) è "
+                        f"una cartella Calendario e {vcf} contiene contatti: nessun "
+                        "elemento importato\n")
+    r = admin(tmp_path, it, "import", "mario", str(vcf))
+    assert r.stdout.splitlines()[:2] == [
+        "importazione eseguita: 5 contatti; 2 avvisi",
+        ("avviso: contatto Mario Rossi: 1 e-mail address(es) beyond the third dropped: "
+         "quarto@example.org")], r.stderr     # (the vCard reader's own words: English)
+
+    # export: the report (singular and plural), and its refusal
+    out = tmp_path / "out"
+    out.mkdir()
+    r = admin(tmp_path, it, "export", "mario", "--out", str(out))
+    assert f"esportati 5 elementi di Contatti in {out}/contacts.vcf\n" in r.stdout
+    assert f"esportati 0 elementi di Calendario in {out}/calendar.ics\n" in r.stdout
+    r = admin(tmp_path, it, "export", "mario")
+    assert r.stderr == ("easync-admin: errore: indica --folder per esportare sullo "
+                        "standard output, oppure --out DIR\n")
+
+    # backup: done, and refused (a message made in the backup's worker thread)
+    copy = tmp_path / "copia.sqlite"
+    r = admin(tmp_path, it, "backup", str(copy))
+    assert r.stdout == (f"backup di {db} eseguito in {copy} "
+                        f"({copy.stat().st_size} byte)\n"), r.stderr
+    r = admin(tmp_path, it, "backup", str(db))
+    assert r.stderr == f"easync-admin: errore: {db} è il database stesso\n"
+    # English all the same without an Italian locale
+    r = admin(tmp_path, {"LANG": "C.UTF-8"}, "backup", str(db))
+    assert r.stderr == f"easync-admin: error: {db} is the database itself\n"

@@ -11,7 +11,6 @@ are the same text.
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
+from easync_server import _env
 
 from easync import export, importer
 
@@ -82,8 +82,7 @@ async def test_export_import_round_trip(tmp_path: Path) -> None:
 
 
 def test_export_on_the_command_line(tmp_path: Path) -> None:
-    env = dict(os.environ, EASYNC_BCRYPT_ROUNDS="4",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(_env(), EASYNC_BCRYPT_ROUNDS="4")            # in English
 
     def admin(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "easync.admin", "--db",
@@ -91,6 +90,7 @@ def test_export_on_the_command_line(tmp_path: Path) -> None:
                               text=True, capture_output=True, env=env, timeout=60,
                               check=False)
 
+    assert admin("init").returncode == 0
     assert admin("user", "add", "anna", "--password-stdin", stdin="x\n").returncode == 0
     assert admin("import", "anna", str(DATA / "contacts.vcf")).returncode == 0
     out = tmp_path / "out"

@@ -22,27 +22,31 @@ import sqlite3
 import tempfile
 from urllib.parse import urlsplit
 
+from easync.i18n import msg
+
 __all__ = ["BackupError", "backup_sqlite", "pg_dump_command", "pg_restore_command"]
 
 
 class BackupError(Exception):
-    """The backup cannot be made (one line for the admin)."""
+    """The backup cannot be made (one line for the admin): an ``easync.i18n.msg``, made
+    in a worker thread (English), said in the admin's language with ``tr(e.args[0])``."""
 
 
 def backup_sqlite(source: str, target: str, busy_timeout: float = 30.0) -> int:
     """Copy the SQLite database at ``source`` to ``target`` (replaced if it exists);
     returns the size of the copy in bytes.  Safe while servers use ``source``."""
     if not os.path.exists(source):
-        raise BackupError(f"no database at {source}")
+        raise BackupError(msg("no database at {path}", path=source))
     if os.path.exists(target) and os.path.samefile(source, target):
-        raise BackupError(f"{target} is the database itself")
+        raise BackupError(msg("{path} is the database itself", path=target))
     directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
-        raise BackupError(f"no directory {directory}")
+        raise BackupError(msg("no directory {path}", path=directory))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".easync-backup-", suffix=".tmp", dir=directory)
     except OSError as e:
-        raise BackupError(f"cannot write in {directory}: {e.strerror}") from None
+        raise BackupError(msg("cannot write in {path}: {reason}", path=directory,
+                                 reason=e.strerror)) from None
     os.close(fd)
     try:
         src = sqlite3.connect(source, timeout=busy_timeout)
@@ -55,7 +59,8 @@ def backup_sqlite(source: str, target: str, busy_timeout: float = 30.0) -> int:
                 dst.execute("PRAGMA journal_mode=DELETE")
                 check = dst.execute("PRAGMA quick_check").fetchone()
                 if check is None or check[0] != "ok":
-                    raise BackupError(f"the copy of {source} fails its check: {check}")
+                    raise BackupError(msg("the copy of {path} fails its check: {check}",
+                                             path=source, check=check))
                 dst.commit()
             finally:
                 dst.close()
@@ -65,9 +70,11 @@ def backup_sqlite(source: str, target: str, busy_timeout: float = 30.0) -> int:
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except sqlite3.Error as e:
-        raise BackupError(f"cannot back up {source}: {e}") from None
+        raise BackupError(msg("cannot back up {path}: {reason}", path=source,
+                                 reason=e)) from None
     except OSError as e:
-        raise BackupError(f"cannot write {target}: {e.strerror}") from None
+        raise BackupError(msg("cannot write {path}: {reason}", path=target,
+                                 reason=e.strerror)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
