@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+import needs
 import pytest
 
 PG_ADMIN_URL = os.environ.get("EASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -72,9 +73,7 @@ def pg_server(workdir: Any, db_url: str, args: list[str] | None = None,
 def started_pg_server(tmp_path_factory: pytest.TempPathFactory, what: str) -> Iterator[Any]:
     """A started ``pg_server`` on a ``fresh_database(what)``, in a new temporary folder
     ``<what>-pg``, stopped at the end; a skip when PostgreSQL is not reachable."""
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    needs.require(unreachable())
     with fresh_database(what) as url:
         srv = pg_server(tmp_path_factory.mktemp(f"{what}-pg"), url).start()
         try:

@@ -12,8 +12,6 @@ import pytest
 
 from easync import admin
 
-pytest.importorskip("backends.sql.store")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import easync_server
+import needs
 import pytest
 
-pytest.importorskip("pyactivesync")
+needs.importable("pyactivesync")
 
 from easync_server import RunningServer
 from pgtest import fresh_database, listener_pids, pg_server, terminate, unreachable
@@ -37,9 +38,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    needs.require(unreachable())
     base = tmp_path_factory.mktemp("multinode")
     cert = base / "shared.pem"
     with fresh_database("multinode") as url:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import needs
 import pytest
 
-pytest.importorskip("pyactivesync")
+needs.importable("pyactivesync")
 
 import test_e2e_pyactivesync as suite
 from easync_server import RunningServer

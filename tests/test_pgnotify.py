@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import needs
 import pytest
 import pytest_twisted
 from hubtest import Heard
@@ -45,9 +46,7 @@ def _reactor() -> Any:
 
 @pytest.fixture(scope="module")
 def pg() -> str:
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    needs.require(unreachable())
     return PG_ADMIN_URL
 
 

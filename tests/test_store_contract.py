@@ -3,7 +3,7 @@ store (its mirror in SQLite) and the in-memory store of ``easync.testing``.
 
 PostgreSQL: a database ``easync_test_<pid>`` is created on 127.0.0.1:5432 for the
 session (its schema reset before each test) and dropped at the end; when the
-server is unreachable those cases are skipped.
+server is unreachable those cases are skipped, or with CI=true fail (tests/needs.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 import pytest_twisted
 from crmtest import crm_under_test
@@ -72,13 +73,15 @@ def _reset_pg(url: str) -> None:
         conn.execute("CREATE SCHEMA public")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture
 def db_url(request: Any, tmp_path: Path, pg_database: tuple[str | None, str]) -> str:
+    """A fresh database of the kind ``request.param`` ("sqlite" or "postgres", from
+    ``pytest_generate_tests``)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.sqlite'}"
     url, reason = pg_database
-    if url is None:
-        pytest.skip(reason)
+    needs.require(reason if url is None else None)
+    assert url is not None
     _reset_pg(url)
     return url
 
@@ -109,20 +112,35 @@ NOT_MEMORY = {
 }
 
 
-@pytest.fixture(params=["sql", "crm", "memory"])
+DATABASES = ["sqlite", "postgres"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The databases and stores a test runs on, only those that apply.
+
+    A test of the stores (fixture ``backend``) runs on the SQL store on every database,
+    on the CRM store once (its mirror on SQLite: the SQL is the same) unless it is in
+    ``SQL_ONLY``, and on the memory store once (it has no database) unless it is in
+    ``NOT_MEMORY``.  A test of the SQL store alone (``db_url``) runs on every database,
+    or on those its own ``parametrize("db_url", …, indirect=True)`` names."""
+    fixtures = metafunc.fixturenames
+    name = metafunc.function.__name__
+    if "backend" in fixtures:
+        stores = [(db, "sql") for db in DATABASES]
+        if name not in SQL_ONLY:
+            stores.append(("sqlite", "crm"))
+        if name not in NOT_MEMORY:
+            stores.append(("sqlite", "memory"))
+        metafunc.parametrize(("db_url", "backend"), stores, indirect=True,
+                             ids=[f"{db}-{b}" for db, b in stores])
+    elif "db_url" in fixtures and not any(
+            "db_url" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")):
+        metafunc.parametrize("db_url", DATABASES, indirect=True)
+
+
+@pytest.fixture
 def backend(request: Any, db_url: str) -> str:
-    if request.param == "crm":
-        reason = SQL_ONLY.get(request.function.__name__)
-        if reason:
-            pytest.skip(f"not for the CRM store: {reason}")
-        if not db_url.startswith("sqlite"):
-            pytest.skip("the CRM store's mirror is tested on SQLite (the SQL is the same)")
-    if request.param == "memory":
-        reason = NOT_MEMORY.get(request.function.__name__)
-        if reason:
-            pytest.skip(f"not for the memory store: {reason}")
-        if not db_url.startswith("sqlite"):
-            pytest.skip("the memory store has no database (run once, with sqlite)")
+    """The store under test: "sql", "crm" or "memory" (from ``pytest_generate_tests``)."""
     return str(request.param)
 
 
@@ -509,6 +527,7 @@ async def test_unreachable_database_is_unavailable(db_url: str) -> None:
         await s.close()
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite: one connection
 @pytest_twisted.ensureDeferred
 async def test_out_of_file_descriptors_is_unavailable_and_says_so(db_url: str) -> None:
     """A process at its open-files limit cannot open a pool connection: the calls that
@@ -519,8 +538,6 @@ async def test_out_of_file_descriptors_is_unavailable_and_says_so(db_url: str) -
     import resource
 
     s = SqlStore(_reactor(), db_url)
-    if s.engine.name == "sqlite":
-        pytest.skip("SQLite's pool has one connection, opened with the store")
     await s.open()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     held: list[int] = []
