@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from crmtest import crm_under_test
 from twisted.internet.defer import DeferredList, ensureDeferred
 from zope.interface.verify import verifyObject
 
-from backends.sql.engines import PostgresEngine, SqliteEngine, create_engine
+from backends.sql.engines import DriverMissing, PostgresEngine, SqliteEngine, create_engine
 from backends.sql.migrations import load_migrations, split_statements
 from backends.sql.store import SqlStore
 from easync.auth.local import Unavailable
@@ -251,6 +252,23 @@ def test_create_engine_urls() -> None:
     for bad in ("mysql://x/y", "sqlite://relative", "postgresql://host:5432/"):
         with pytest.raises(ValueError):
             create_engine(bad)
+
+
+def test_a_postgresql_url_without_its_driver_names_the_package(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 point 2: ``postgresql://`` where psycopg cannot be imported is refused
+    when the engine is made (not a server answering 503 for ever), with one line that
+    names the package to install and no password of the URL; SQLite needs no driver."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)     # what `import psycopg` finds
+    with pytest.raises(DriverMissing) as e:
+        create_engine("postgresql://easync:s3cret-pw@db.example.org/easync")
+    message = str(e.value)
+    assert "psycopg[binary]" in message and "\n" not in message
+    assert "s3cret-pw" not in message
+    assert e.value.package == "psycopg[binary]"
+    with pytest.raises(DriverMissing):           # the store makes its engine at once
+        SqlStore(_reactor(), "postgres://easync@localhost/easync")
+    assert isinstance(create_engine("sqlite:///:memory:"), SqliteEngine)
 
 
 @pytest_twisted.ensureDeferred
