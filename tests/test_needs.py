@@ -8,14 +8,17 @@ reason (issue 13 point 1: CI must not look green with parts of the suite not run
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import ldapserver
 import needs
 import pytest
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 
 
 def test_nothing_missing_is_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,3 +117,20 @@ def test_the_mark_fails_in_ci(tmp_path: Path) -> None:
     assert "1 error" in run.stdout and "frobnicator not installed" in run.stdout
     assert "fixture of a test that cannot run" not in run.stdout
 
+
+def test_the_readme_line_installs_every_tool_and_ci_runs_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one Debian line of the README's Quick start names every package a reason
+    here asks for, and ``.ci/run`` installs exactly that line."""
+    readme = (REPO / "README.md").read_text()
+    found = re.findall(r"^apt-get install -y (.+)$", readme, re.MULTILINE)
+    assert len(found) == 1
+    line = found[0]
+    assert f"apt-get install -y {line}\n" in (REPO / ".ci" / "run").read_text()
+    monkeypatch.setattr(needs.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ldapserver, "SLAPD", "/nonexistent/slapd")
+    reasons = [needs.libwbxml(), needs.chromium(), ldapserver.missing()]
+    for reason in reasons:
+        assert reason is not None
+        wanted = reason.split("apt-get install ", 1)[1].split()
+        assert set(wanted) <= set(line.split()), (reason, line)
