@@ -10,7 +10,7 @@ CRM (vtiger 8.2 behaviour) in its own process (issue #9, point 13).
 * When the poller's connection is cut (``pg_terminate_backend``), a process takes the
   lock again and CRM deletions still reach the phones.
 
-Skipped, with the reason, when PostgreSQL is not reachable.
+Skipped, with the reason, when PostgreSQL is not reachable (with CI=true: failed).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ and its next Sync delivers B's contact.  Also: the other direction, a write by
 (``pg_terminate_backend``) that reconnects and goes on waking its Pings.
 
 Both nodes serve TLS with one shared self-signed certificate (``--tls-cert``), which
-the clients trust.  Skipped, with the reason, when PostgreSQL is not reachable.
+the clients trust.  Skipped, with the reason, when PostgreSQL is not
+reachable (with CI=true: failed).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Two ``PgNotifier`` in this process stand for two nodes; each test has its own channel
 so that other test sessions on the same server cannot interfere.  Skipped, with the
-reason, when PostgreSQL is not reachable.
+reason, when PostgreSQL is not reachable (with CI=true: failed).
 """
 
 from __future__ import annotations
