@@ -1,9 +1,10 @@
 """Contract tests for the stores: the SQL store on SQLite and on PostgreSQL, the CRM
 store (its mirror in SQLite) and the in-memory store of ``easync.testing``.
 
-PostgreSQL: a database ``easync_test_<pid>`` is created on 127.0.0.1:5432 for the
-session (its schema reset before each test) and dropped at the end; when the
-server is unreachable those cases are skipped, or with CI=true fail (tests/needs.py).
+PostgreSQL: a database ``easync_contract_<pid>_<n>`` is created at ``$EASYNC_TEST_PG``
+(tests/pgtest.py) for the session (its schema reset before each test) and dropped at the
+end; when the server is unreachable those cases are skipped, or with CI=true fail
+(tests/needs.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import needs
 import pytest
 import pytest_twisted
 from crmtest import crm_under_test
+from pgtest import fresh_database, unreachable
 from twisted.internet.defer import DeferredList, ensureDeferred
 from zope.interface.verify import verifyObject
 
@@ -33,7 +35,6 @@ from easync.interfaces import IHoldStore, IItemStore, IStateStore, IUserStore
 from easync.model import DEFAULT_FOLDERS, ChangeBatch, Op, StateWrite, User
 from easync.testing import MemoryStore
 
-PG_ADMIN_URL = os.environ.get("EASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "backends" / "sql" / "schema"
 
 
@@ -47,23 +48,13 @@ def _reactor() -> Any:
 
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[tuple[str | None, str]]:
-    """(url of a fresh session database, or None; skip reason)."""
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except Exception as e:  # noqa: BLE001 - any failure means "not available"
-        yield None, f"PostgreSQL not reachable at 127.0.0.1:5432: {e}"
+    """(url of a fresh session database, or None; why not)."""
+    reason = unreachable()
+    if reason:
+        yield None, reason
         return
-    name = f"easync_test_{os.getpid()}"
-    admin.execute(f"DROP DATABASE IF EXISTS {name}")
-    admin.execute(f"CREATE DATABASE {name}")
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}", ""
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with fresh_database("contract") as url:
+        yield url, ""
 
 
 def _reset_pg(url: str) -> None:
