@@ -4,8 +4,9 @@
 loads the people and the group below with ``slapadd``, and serves ``ldap://`` (with
 StartTLS, on a self-signed certificate) and ``ldaps://`` on free loopback ports;
 ``stop()`` ends it.  ``pause()``/``resume()`` (SIGSTOP/SIGCONT) make it a server that
-accepts connections but never answers.  Needs the Debian packages ``slapd`` and
-``ldap-utils`` (``.ci/run`` installs them); ``missing()`` says what is absent.
+accepts connections but never answers.  Needs the Debian package ``slapd`` (``.ci/run``
+installs it); ``missing()`` says what is absent (tests/needs.py: a skip, with CI=true a
+failure).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def missing() -> str | None:
     """Why slapd cannot run here (None: it can)."""
     for tool in (SLAPD, SLAPADD):
         if not os.access(tool, os.X_OK):
-            return f"{tool} not installed (Debian packages slapd and ldap-utils)"
+            return f"no slapd: {tool} not installed: apt-get install slapd"
     if not (SCHEMA / "inetorgperson.schema").exists():
-        return f"{SCHEMA}/inetorgperson.schema missing (package slapd)"
+        return f"no slapd: {SCHEMA}/inetorgperson.schema missing: apt-get install slapd"
     return None
 
 

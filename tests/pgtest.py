@@ -1,4 +1,5 @@
-"""PostgreSQL for the tests: a fresh database per test module, or a clear skip.
+"""PostgreSQL for the tests: a fresh database per test module (when no server answers, a
+skip with the reason, or with CI=true a failure: tests/needs.py).
 
 The server is the one at ``$EASYNC_TEST_PG`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``, as in test_store_contract.py); each
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+import needs
 import pytest
 
 PG_ADMIN_URL = os.environ.get("EASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -71,10 +73,8 @@ def pg_server(workdir: Any, db_url: str, args: list[str] | None = None,
 @contextmanager
 def started_pg_server(tmp_path_factory: pytest.TempPathFactory, what: str) -> Iterator[Any]:
     """A started ``pg_server`` on a ``fresh_database(what)``, in a new temporary folder
-    ``<what>-pg``, stopped at the end; a skip when PostgreSQL is not reachable."""
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    ``<what>-pg``, stopped at the end; ``needs.require`` when PostgreSQL is not reachable."""
+    needs.require(unreachable())
     with fresh_database(what) as url:
         srv = pg_server(tmp_path_factory.mktemp(f"{what}-pg"), url).start()
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import subprocess
 import tempfile
 import warnings
@@ -20,10 +19,6 @@ import requests
 
 HEADER = ('<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE ActiveSync PUBLIC '
           '"-//MICROSOFT//DTD ActiveSync//EN" "http://www.microsoft.com/">\n')
-
-
-def have_libwbxml() -> bool:
-    return shutil.which("xml2wbxml") is not None and shutil.which("wbxml2xml") is not None
 
 
 # libwbxml 0.11 spells some tags its own way (checked against `wbxml2xml -l ACTIVESYNC`).

@@ -28,10 +28,11 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 
-pytest.importorskip("pyactivesync")
-webdriver = pytest.importorskip("selenium.webdriver")
+needs.importable("pyactivesync")
+webdriver = needs.importable("selenium.webdriver")
 
 import requests
 from easync_server import REPO, RunningServer, free_port
@@ -42,12 +43,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-if not CHROMIUM or not CHROMEDRIVER:
-    pytest.skip("Debian's chromium and chromium-driver are not installed "
-                "(apt-get install -y chromium chromium-driver; .ci/run does it)",
-                allow_module_level=True)
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [needs.mark(needs.chromium()), pytest.mark.timeout(120)]
 
 ADMIN_PASSWORD = "admin login pw 1"
 USER_PASSWORD = "mario login pw 1"

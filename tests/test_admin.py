@@ -13,8 +13,6 @@ from easync_server import RunningServer, _env
 
 from easync import admin
 
-pytest.importorskip("backends.sql.store")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import needs
 from pgtest import fresh_database, unreachable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,9 +32,7 @@ def bench(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_days_of_a_growing_fleet_measure_pushes_and_syncs(tmp_path: Path) -> None:
-    why = unreachable()
-    if why:
-        pytest.skip(why)
+    needs.require(unreachable())
     with fresh_database("fleet") as url:
         out = tmp_path / "days.json"
         run = bench(url, "--step", "10,20", "--reuse-setup", "--all", "--duration", "5",
@@ -64,9 +62,7 @@ def test_a_fleet_the_server_cannot_hold_fails_with_its_reason(tmp_path: Path) ->
     traceback) — and logs it; the devices see their connection closed or refused; the
     benchmark says FAIL and why, stops every process it started and does not wait for
     its setup timeout."""
-    why = unreachable()
-    if why:
-        pytest.skip(why)
+    needs.require(unreachable())
     with fresh_database("fleetfail") as url:
         out = tmp_path / "days.json"
         run = bench(url, "--devices", "100", "--workers", "1", "--server-files", "60",

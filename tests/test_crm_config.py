@@ -8,7 +8,6 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from easync import config as cfg
 from easync.tap import Options, makeService
 
 URL = "https://crm.example.org/vte/webservice.php"
@@ -56,8 +55,6 @@ def test_workers_with_the_crm_backend_need_postgresql_only() -> None:
     """--workers N with --backend crm: one process polls the CRM (the one holding the
     poller's advisory lock, tests/test_e2e_crm_workers.py); like any --workers N it
     needs a PostgreSQL database."""
-    if "workers" not in cfg.BY_NAME:
-        pytest.skip("no --workers option here")
     crm = ["--backend", "crm", "--crm-url", URL, "--crm-user", "u",
            "--crm-access-key-file", "k", "--workers", "2"]
     o = parse(*crm, "--db", "postgresql://x@127.0.0.1/db")

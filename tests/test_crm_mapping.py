@@ -16,14 +16,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
+import needs
 
 from backends.crm import mapping
 from backends.crm.mapping import Context
 
 RECORDING = Path(__file__).resolve().parents[2] / "shared" / "crm-transcripts" / \
     "vtiger-8.2.0.jsonl"
-pytestmark = pytest.mark.skipif(not RECORDING.exists(), reason="../shared not present")
+pytestmark = needs.mark(None if RECORDING.exists() else
+                        f"the recorded CRM transcript {RECORDING} is missing (../shared beside"
+                        " the repository)")
 
 
 @cache

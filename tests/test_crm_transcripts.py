@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import needs
 import pytest
 from fakecrm import FakeCrm, FakeCrmResource
 from twisted.web.test.requesthelper import DummyRequest
@@ -42,9 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 TRANSCRIPTS = REPO.parent / "shared" / "crm-transcripts"
 FILES = sorted(TRANSCRIPTS.glob("*.jsonl")) if TRANSCRIPTS.is_dir() else []
 
-pytestmark = pytest.mark.skipif(
-    not FILES, reason=f"no recorded CRM transcripts in {TRANSCRIPTS} (../shared beside the"
-                      " repository)")
+pytestmark = needs.mark(None if FILES else
+                        f"no recorded CRM transcripts in {TRANSCRIPTS} (../shared beside the"
+                        " repository)")
 
 ADMIN_KEY = "recordedAdminKey"      # the real key is a placeholder in the recording
 PREFIXES = {"Contacts": "12", "Events": "18", "Calendar": "9", "Users": "19"}

@@ -16,13 +16,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 from backendsites import BACKENDS, add_user, started
 from devicecorpus import Capture, fill, load, names, send, to_141, tz_rules
 from easync_server import RunningServer
-from rawclient import Node, RawDevice, have_libwbxml
+from rawclient import Node, RawDevice
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "corpus-Pa55word"
 _users = itertools.count(1)

@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import needs
 import pytest
 
-pyactivesync = pytest.importorskip("pyactivesync")
+pyactivesync = needs.importable("pyactivesync")
 import ldapserver
 import requests
 from easync_server import RunningServer
@@ -70,9 +71,7 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     slapd = None
     args = list(THROTTLE)
     if kind == "ldap":
-        why = ldapserver.missing()
-        if why:
-            pytest.skip(f"no slapd: {why}")
+        needs.require(ldapserver.missing())
         slapd = ldapserver.Slapd(workdir / "slapd").start()
         args += ["--auth", "ldap", "--ldap-url", slapd.url, "--ldap-timeout", "1",
                  "--ldap-bind-dn-template", f"uid={{user}},ou=people,{ldapserver.BASE}",
@@ -217,9 +216,12 @@ def test_failed_logins_lock_the_user_out(setup: Setup) -> None:
 
 # ------------------------------------------------------------------ LDAP only
 
+#: the module's ``setup`` with LDAP accounts only (the same instance as the other tests')
+ldap_only = pytest.mark.parametrize("setup", ["ldap"], indirect=True)
+
+
+@ldap_only
 def test_ldap_wrong_password_unknown_user_and_injection(setup: Setup) -> None:
-    if setup.kind != "ldap":
-        pytest.skip("LDAP accounts only")
     assert status_of(setup, "pia", "w", password="not-pias").status_code == 401
     assert status_of(setup, "nobody", "u", password="whatever-1").status_code == 401
     mark = len(setup.server.log_text())
@@ -230,9 +232,8 @@ def test_ldap_wrong_password_unknown_user_and_injection(setup: Setup) -> None:
     assert "*" not in users and "nobody" not in users
 
 
+@ldap_only
 def test_ldap_directory_hanging_gives_503_not_401(setup: Setup) -> None:
-    if setup.kind != "ldap":
-        pytest.skip("LDAP accounts only")
     assert setup.slapd is not None
     setup.slapd.pause()
     try:
@@ -246,9 +247,8 @@ def test_ldap_directory_hanging_gives_503_not_401(setup: Setup) -> None:
         setup.slapd.resume()
 
 
+@ldap_only
 def test_ldap_directory_down_gives_503_not_401(setup: Setup, tmp_path: Path) -> None:
-    if setup.kind != "ldap":
-        pytest.skip("LDAP accounts only")
     dead = ldapserver.free_port()
     server = RunningServer(tmp_path, [
         "--auth", "ldap", "--ldap-url", f"ldap://127.0.0.1:{dead}",

@@ -18,18 +18,16 @@ from __future__ import annotations
 import errno
 import select
 import socket
-import sys
 import time
 from pathlib import Path
 
-import pytest
+import needs
 from easync_server import RunningServer
 
 BURST = 1000
 REQUEST = b"GET /Microsoft-Server-ActiveSync HTTP/1.0\r\nHost: burst\r\n\r\n"
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="loopback source addresses and /proc/net are Linux's")
+pytestmark = needs.mark(needs.linux())     # loopback source addresses, /proc/net
 
 
 def listen_overflows() -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import struct
 
+import needs
 import pytest
 from easync_server import RunningServer
-from rawclient import RawDevice, b64, have_libwbxml
+from rawclient import RawDevice, b64
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "s3cret-Pa55"
 

@@ -6,11 +6,12 @@ second device's Sync response.
 
 from __future__ import annotations
 
+import needs
 import pytest
 from easync_server import RunningServer
-from rawclient import RawDevice, have_libwbxml, parse_xml, wbxml_to_xml, xml_to_wbxml
+from rawclient import RawDevice, parse_xml, wbxml_to_xml, xml_to_wbxml
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "ctrl-Pa55-word"
 MARK = "QQCTRLQQ"

@@ -22,13 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 import requests
 from easync_server import REPO, RunningServer
-from rawclient import RawDevice, have_libwbxml
+from rawclient import RawDevice
 from test_e2e_calendar_raw import EXCEPTIONS_141, MEETING_COMMON, add_xml, check_meeting
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "crm-phone-Pa55"
 POLL = 0.3
@@ -157,7 +158,7 @@ def test_phone_writes_reach_the_crm_and_a_second_phone(server: RunningServer,
 
 
 def test_pyactivesync_contact_round_trip(server: RunningServer, crm: FakeCrmProcess) -> None:
-    pyactivesync = pytest.importorskip("pyactivesync")
+    pyactivesync = needs.importable("pyactivesync")
     from test_e2e_pyactivesync import RICH, expected_fields, full_sync, leaf
 
     a = pyactivesync.Client(server.host, "erin", PASSWORD, device_id="crmPyA", timeout=30)
@@ -206,7 +207,7 @@ class HeldPing:
 
 
 def test_crm_changes_wake_a_held_ping(server: RunningServer, crm: FakeCrmProcess) -> None:
-    pyactivesync = pytest.importorskip("pyactivesync")
+    pyactivesync = needs.importable("pyactivesync")
     targets = {
         "Contacts": crm("add_record", module="Contacts", owner="dana",
                         fields={"firstname": "Pinged", "lastname": "Contact"}),

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import needs
 import pytest
 from easync_server import RunningServer
-from rawclient import RawDevice, have_libwbxml, xml_to_wbxml
+from rawclient import RawDevice, xml_to_wbxml
 from test_e2e_crm import FakeCrmProcess
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 FOLDERSYNC = '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0</SyncKey></FolderSync>'
 CRM_PW = {"dana": "dana-crm-pw", "erin": "erin-crm-pw", "finn": "finn-crm-pw"}

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import needs
 import pytest
 from backendsites import started
 from easync_server import RunningServer
-from rawclient import RawDevice, have_libwbxml
+from rawclient import RawDevice
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "deleted-Pa55word"
 

@@ -28,14 +28,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import needs
 import pytest
 import requests
 from easync_server import RunningServer
-from rawclient import Node, RawDevice, have_libwbxml
+from rawclient import Node, RawDevice
 from test_e2e_calendar_raw import ROME, add_xml
 from test_e2e_crm import FakeCrmProcess
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "crm-fields-Pa55"
 SVC_KEY = "svcKEY456"

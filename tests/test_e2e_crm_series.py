@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import needs
 import pytest
 from easync_server import RunningServer
-from rawclient import Node, RawDevice, have_libwbxml
+from rawclient import Node, RawDevice
 from test_e2e_calendar_raw import add_xml, responses
 from test_e2e_crm import FakeCrmProcess
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "series-Pa55"
 POLL = 0.3

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
+import needs
 import pytest
 import requests
 from easync_server import RunningServer
@@ -31,9 +32,7 @@ def server(request: pytest.FixtureRequest,
         if request.param == "sqlite":
             srv = RunningServer(tmp_path_factory.mktemp("devcap"), args)
         else:
-            reason = unreachable()
-            if reason:
-                pytest.skip(reason)
+            needs.require(unreachable())
             url = stack.enter_context(fresh_database("devcap"))
             srv = pg_server(tmp_path_factory.mktemp("devcap-pg"), url, args)
         srv.start()

@@ -12,14 +12,15 @@ import base64
 import itertools
 from collections.abc import Iterator
 
+import needs
 import pytest
 from backendsites import BACKENDS, add_user, started
 from easync_server import RunningServer
-from rawclient import Node, RawDevice, have_libwbxml
+from rawclient import Node, RawDevice
 from test_e2e_calendar_raw import ROME
 from test_e2e_crm import FakeCrmProcess
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "shapes-Pa55word"
 UTC_BLOB = base64.b64encode(bytes(172)).decode()    # MS-ASDTYPE 2.7.6: UTC

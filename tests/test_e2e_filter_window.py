@@ -14,13 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import needs
 import pytest
 from backendsites import started
 from easync_server import RunningServer
-from rawclient import Node, RawDevice, have_libwbxml
+from rawclient import Node, RawDevice
 from test_e2e_calendar_raw import responses
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "window-Pa55"
 VERSIONS = ("12.1", "14.1", "16.1")
@@ -218,13 +219,12 @@ def test_tasks_filter_type_8_and_back(server: tuple[RunningServer, str], version
     assert set(phone.held) == set(ids.values())
 
 
+# WindowSize is the sync engine's alone: 520 contacts through the SQL store are enough.
+@pytest.mark.parametrize("server", ["sql"], indirect=True)
 def test_window_size_zero_means_512(server: tuple[RunningServer, str]) -> None:
     """MS-ASCMD 2.2.3.199: "The server interprets the value 0 (zero) and values above
     512 as 512"; absent is 100.  For the collection, and for the request (14.0+)."""
-    srv, backend = server
-    if backend == "crm":
-        pytest.skip("WindowSize is the sync engine's alone: 520 contacts through the SQL "
-                    "store are enough")
+    srv, _backend = server
     writer = device(srv, "ws", "wswriter", "14.1")
     contacts = writer.folders()["Contacts"]
     add_all(writer, contacts, {f"c{i}": f"<K:FirstName>C{i}</K:FirstName>" for i in range(520)})

@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 
+import needs
 import pytest
 from easync_server import RunningServer
 from pgtest import fresh_database, pg_server, unreachable
-from rawclient import Node, RawDevice, have_libwbxml, parse_xml, wbxml_to_xml, xml_to_wbxml
+from rawclient import Node, RawDevice, parse_xml, wbxml_to_xml, xml_to_wbxml
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "race-Pa55-word"
 ARGS = ["--heartbeat-min", "5"]
@@ -40,9 +41,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         finally:
             srv.stop()
         return
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    needs.require(unreachable())
     with fresh_database("folderrace") as url:
         srv = pg_server(work, url, ARGS).start()
         try:

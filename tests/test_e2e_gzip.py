@@ -37,11 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 import pytest_twisted
 import requests
 from easync_server import RunningServer
-from rawclient import Node, RawDevice, have_libwbxml, parse_xml, wbxml_to_xml, xml_to_wbxml
+from rawclient import Node, RawDevice, parse_xml, wbxml_to_xml, xml_to_wbxml
 
 from easync.http.resource import (
     CODING_STEP,
@@ -56,7 +57,7 @@ from easync.http.resource import (
     request_coding,
 )
 
-needs_libwbxml = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+needs_libwbxml = needs.mark(needs.libwbxml())
 
 PASSWORD = "gzip-Test-pw1"
 MIB = 1024 * 1024
@@ -125,8 +126,7 @@ class GzipDevice(RawDevice):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    if not have_libwbxml():
-        pytest.skip("libwbxml2-utils not installed")
+    needs.require(needs.libwbxml())
     srv = RunningServer(tmp_path_factory.mktemp("gzip"), args=["--heartbeat-min", "2"]).start()
     srv.add_user("gina", PASSWORD, email="gina@example.org")
     srv.add_user("frank", PASSWORD, email="frank@example.org")

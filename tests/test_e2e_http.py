@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import struct
 
+import needs
 import pytest
 from easync_server import RunningServer
-from rawclient import RawDevice, have_libwbxml, xml_to_wbxml
+from rawclient import RawDevice, xml_to_wbxml
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "http-Test-pw1"
 

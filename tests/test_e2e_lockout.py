@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 import rawclient
 from easync_server import RunningServer
 from requests.adapters import HTTPAdapter
 
-if not rawclient.have_libwbxml():
-    pytest.skip("libwbxml (xml2wbxml, wbxml2xml) is not installed", allow_module_level=True)
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "right-password-1"
 FOLDER_SYNC = '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0</SyncKey></FolderSync>'

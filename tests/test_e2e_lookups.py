@@ -13,15 +13,16 @@ import time
 from pathlib import Path
 
 import bcrypt
+import needs
 import pytest
 from easync_server import RunningServer, wait_for
-from rawclient import Node, RawDevice, have_libwbxml
+from rawclient import Node, RawDevice
 
 from backends.sql.engines import SqliteEngine
 from backends.sql.migrations import migrate
 from easync.model import DEFAULT_FOLDERS
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "Look-up-Pa55"
 OLD_CONTACTS = 300

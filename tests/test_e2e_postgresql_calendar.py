@@ -4,7 +4,7 @@ Every test of ``test_e2e_calendar_raw`` (a recurring meeting with exceptions, an
 attendee and a timezone, an all-day event, changes and deletes across devices at 14.1
 and 16.1; a re-sent Sync) is collected here a second time against ``twistd easync
 --db postgresql://…`` on a fresh database.  Skipped, with the reason, when PostgreSQL
-or libwbxml2-utils is missing.
+or libwbxml2-utils is missing (with CI=true: failed).
 """
 
 from __future__ import annotations

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import easync_server
+import needs
 import pytest
 
-pytest.importorskip("pyactivesync")
+needs.importable("pyactivesync")
 from easync_server import RunningServer, free_port, read_metrics
 from pyactivesync import Client
 from pyactivesync.models import Contact
-from rawclient import RawDevice, have_libwbxml
+from rawclient import RawDevice
 
 from easync.wbxml import E, encode
 
@@ -212,7 +213,7 @@ def test_disconnect_frees_the_waiter(server: RunningServer) -> None:
         assert metrics(server)["easync_hub_subscriptions"] == 0
 
 
-@pytest.mark.skipif(not have_libwbxml(), reason="needs xml2wbxml (libwbxml2-utils)")
+@needs.mark(needs.libwbxml())
 def test_ping_statuses(server: RunningServer) -> None:
     d = RawDevice(server.url, "alice", PASSWORD, "pushRaw")
     d.provision()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import needs
 import pytest
 
-pyactivesync = pytest.importorskip("pyactivesync")
+pyactivesync = needs.importable("pyactivesync")
 from easync_server import RunningServer
 from pyactivesync import Client
 from pyactivesync.models import Contact, ContactChange

@@ -16,13 +16,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import needs
 import pytest
 from backendsites import started
 from easync_server import RunningServer
-from rawclient import Node, RawDevice, have_libwbxml
+from rawclient import Node, RawDevice
 from test_e2e_device_shapes import collection as coll_of
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "resend-Pa55"
 

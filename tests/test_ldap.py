@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import ldapserver
+import needs
 import pytest
 import pytest_twisted
 from twisted.cred.credentials import UsernamePassword
@@ -22,8 +23,7 @@ from easync.errors import Unavailable
 
 TEMPLATE = f"uid={{user}},ou=people,{ldapserver.BASE}"
 
-pytestmark = pytest.mark.skipif(ldapserver.missing() is not None,
-                                reason=f"no slapd: {ldapserver.missing()}")
+pytestmark = needs.mark(ldapserver.missing())
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import needs
 import pgtest
 import pytest
 import pytest_twisted
@@ -104,9 +105,7 @@ async def auth_store(request: pytest.FixtureRequest, tmp_path: Path
         yield SqlAuthStore(store)
         await store.close()
         return
-    why = pgtest.unreachable()
-    if why:
-        pytest.skip(why)
+    needs.require(pgtest.unreachable())
     with pgtest.fresh_database("throttle") as url:
         store = SqlStore(reactor, url)
         await store.open()

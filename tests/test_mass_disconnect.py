@@ -27,7 +27,7 @@ from __future__ import annotations
 import gc
 import itertools
 
-import pytest
+import needs
 import pytest_twisted
 import test_push_http
 from test_push_http import Raw, Web, log_events, ping_body, prime, until
@@ -77,8 +77,7 @@ async def test_held_pings_closed_at_once_are_ended_in_slices(push_site: Web,
     # at most 64 socket events a reactor turn (easync.pollbound, as twistd easync does
     # with MAX_EVENTS)
     bounded = bound_poll(reactor, 64)
-    if bounded is None:
-        pytest.skip("not the epoll reactor")
+    needs.require(None if bounded is not None else "not the epoll reactor (Linux)")
     try:
         await _burst(web, protos, cid, events, slices_before)
     finally:
@@ -163,8 +162,8 @@ def test_twistd_easync_bounds_the_events_per_turn(tmp_path) -> None:
     from easync import tap
     from easync.pollbound import MAX_EVENTS, BoundedPoller
 
-    if bound_poll(reactor, 64) is None:
-        pytest.skip("not the epoll reactor")
+    needs.require(None if bound_poll(reactor, 64) is not None else
+                  "not the epoll reactor (Linux)")
     unbound_poll(reactor)
     options = tap.Options()
     options.parseOptions(["--db", f"sqlite:///{tmp_path}/t.sqlite", "--tls-cert",

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +126,25 @@ def test_install_requires_are_met(installed: Installed, tmp_path: Path) -> None:
     assert out == ""
 
 
+DECLARED = """
+import importlib.metadata as md
+from packaging.requirements import Requirement
+for line in md.requires("easync") or []:
+    req = Requirement(line)
+    print(req.name, ",".join(sorted(req.extras)), req.marker or "-")
+"""
+
+
+def test_a_plain_install_brings_the_postgresql_driver(installed: Installed,
+                                                      tmp_path: Path) -> None:
+    """Issue 13 point 2: the Quick start's ``pip install .`` installs psycopg with its
+    binary wheel (libpq included), so the README's ``postgresql://`` examples need no
+    extra; ``.[postgresql]`` still names it, for the commands written before."""
+    lines = _run([installed.python, "-c", DECLARED], tmp_path).stdout.splitlines()
+    assert "psycopg binary -" in lines
+    assert 'psycopg binary extra == "postgresql"' in lines
+
+
 def test_wheel_contents(installed: Installed) -> None:
     names = zipfile.ZipFile(installed.wheel).namelist()
     assert "twisted/plugins/easync_plugin.py" in names
@@ -197,7 +217,7 @@ def _free_port() -> int:
 
 def test_twistd_easync_serves_and_syncs(installed: Installed, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    pyactivesync = pytest.importorskip("pyactivesync")
+    pyactivesync = needs.importable("pyactivesync")
     from pyactivesync.models import Contact
 
     db = f"sqlite:///{tmp_path / 'easync.sqlite'}"

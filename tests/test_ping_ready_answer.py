@@ -8,12 +8,13 @@ must be what the encoder (and libwbxml) make of the same tree.
 
 from __future__ import annotations
 
+import needs
 import pytest
 import pytest_twisted
 from sqlserver import memory_server
 from test_ping import folders_of, held, ping_body, prime, start_ping, status
 from test_push_fanout import sync_add
-from wbxmltool import SKIP_REASON, canonical, from_libwbxml_xml, have_libwbxml, libwbxml_decode
+from wbxmltool import canonical, from_libwbxml_xml, libwbxml_decode
 
 from easync.commands import ping
 from easync.settings import Settings
@@ -32,7 +33,7 @@ def test_ready_made_status_2_is_the_encoders_answer(folders: tuple[str, ...]) ->
     assert canonical(decode(resp.wbxml)) == canonical(want.body)
 
 
-@pytest.mark.skipif(not have_libwbxml(), reason=SKIP_REASON)
+@needs.mark(needs.libwbxml())
 def test_ready_made_status_2_reads_back_in_libwbxml() -> None:
     resp = ping._changed(["2", "3"])
     back = from_libwbxml_xml(libwbxml_decode(resp.wbxml))

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+import needs
 import pytest_twisted
 from hubtest import Heard
 from twisted.internet.task import deferLater
@@ -176,7 +176,7 @@ VCARD = ("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:poller-e2e-1\r\nN:Verdi;Anna;;;\r\n"
 def test_admin_import_wakes_a_held_ping(tmp_path: Path) -> None:
     """twistd easync on SQLite; a device holds a Ping on Contacts; ``easync-admin
     import`` (another process) adds a contact: the Ping answers within ~1 s."""
-    pytest.importorskip("pyactivesync")
+    needs.importable("pyactivesync")
     from easync_server import RunningServer
     from pyactivesync import Client
 

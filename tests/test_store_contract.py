@@ -1,9 +1,10 @@
 """Contract tests for the stores: the SQL store on SQLite and on PostgreSQL, the CRM
 store (its mirror in SQLite) and the in-memory store of ``easync.testing``.
 
-PostgreSQL: a database ``easync_test_<pid>`` is created on 127.0.0.1:5432 for the
-session (its schema reset before each test) and dropped at the end; when the
-server is unreachable those cases are skipped.
+PostgreSQL: a database ``easync_contract_<pid>_<n>`` is created at ``$EASYNC_TEST_PG``
+(tests/pgtest.py) for the session (its schema reset before each test) and dropped at the
+end; when the server is unreachable those cases are skipped, or with CI=true fail
+(tests/needs.py).
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import json
 import os
 import random
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 import pytest_twisted
 from crmtest import crm_under_test
+from pgtest import fresh_database, unreachable
 from twisted.internet.defer import DeferredList, ensureDeferred
 from zope.interface.verify import verifyObject
 
-from backends.sql.engines import PostgresEngine, SqliteEngine, create_engine
+from backends.sql.engines import DriverMissing, PostgresEngine, SqliteEngine, create_engine
 from backends.sql.migrations import load_migrations, split_statements
 from backends.sql.store import SqlStore
 from easync.auth.local import Unavailable
@@ -37,7 +41,6 @@ from easync.interfaces import (
 from easync.model import DEFAULT_FOLDERS, ChangeBatch, Op, StateWrite, User
 from easync.testing import MemoryStore
 
-PG_ADMIN_URL = os.environ.get("EASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "backends" / "sql" / "schema"
 
 
@@ -51,23 +54,13 @@ def _reactor() -> Any:
 
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[tuple[str | None, str]]:
-    """(url of a fresh session database, or None; skip reason)."""
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except Exception as e:  # noqa: BLE001 - any failure means "not available"
-        yield None, f"PostgreSQL not reachable at 127.0.0.1:5432: {e}"
+    """(url of a fresh session database, or None; why not)."""
+    reason = unreachable()
+    if reason:
+        yield None, reason
         return
-    name = f"easync_test_{os.getpid()}"
-    admin.execute(f"DROP DATABASE IF EXISTS {name}")
-    admin.execute(f"CREATE DATABASE {name}")
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}", ""
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with fresh_database("contract") as url:
+        yield url, ""
 
 
 def _reset_pg(url: str) -> None:
@@ -78,13 +71,15 @@ def _reset_pg(url: str) -> None:
         conn.execute("CREATE SCHEMA public")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture
 def db_url(request: Any, tmp_path: Path, pg_database: tuple[str | None, str]) -> str:
+    """A fresh database of the kind ``request.param`` ("sqlite" or "postgres", from
+    ``pytest_generate_tests``)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.sqlite'}"
     url, reason = pg_database
-    if url is None:
-        pytest.skip(reason)
+    needs.require(reason if url is None else None)
+    assert url is not None
     _reset_pg(url)
     return url
 
@@ -115,20 +110,35 @@ NOT_MEMORY = {
 }
 
 
-@pytest.fixture(params=["sql", "crm", "memory"])
+DATABASES = ["sqlite", "postgres"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The databases and stores a test runs on, only those that apply.
+
+    A test of the stores (fixture ``backend``) runs on the SQL store on every database,
+    on the CRM store once (its mirror on SQLite: the SQL is the same) unless it is in
+    ``SQL_ONLY``, and on the memory store once (it has no database) unless it is in
+    ``NOT_MEMORY``.  A test of the SQL store alone (``db_url``) runs on every database,
+    or on those its own ``parametrize("db_url", …, indirect=True)`` names."""
+    fixtures = metafunc.fixturenames
+    name = metafunc.function.__name__
+    if "backend" in fixtures:
+        stores = [(db, "sql") for db in DATABASES]
+        if name not in SQL_ONLY:
+            stores.append(("sqlite", "crm"))
+        if name not in NOT_MEMORY:
+            stores.append(("sqlite", "memory"))
+        metafunc.parametrize(("db_url", "backend"), stores, indirect=True,
+                             ids=[f"{db}-{b}" for db, b in stores])
+    elif "db_url" in fixtures and not any(
+            "db_url" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")):
+        metafunc.parametrize("db_url", DATABASES, indirect=True)
+
+
+@pytest.fixture
 def backend(request: Any, db_url: str) -> str:
-    if request.param == "crm":
-        reason = SQL_ONLY.get(request.function.__name__)
-        if reason:
-            pytest.skip(f"not for the CRM store: {reason}")
-        if not db_url.startswith("sqlite"):
-            pytest.skip("the CRM store's mirror is tested on SQLite (the SQL is the same)")
-    if request.param == "memory":
-        reason = NOT_MEMORY.get(request.function.__name__)
-        if reason:
-            pytest.skip(f"not for the memory store: {reason}")
-        if not db_url.startswith("sqlite"):
-            pytest.skip("the memory store has no database (run once, with sqlite)")
+    """The store under test: "sql", "crm" or "memory" (from ``pytest_generate_tests``)."""
     return str(request.param)
 
 
@@ -240,6 +250,23 @@ def test_create_engine_urls() -> None:
     for bad in ("mysql://x/y", "sqlite://relative", "postgresql://host:5432/"):
         with pytest.raises(ValueError):
             create_engine(bad)
+
+
+def test_a_postgresql_url_without_its_driver_names_the_package(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 point 2: ``postgresql://`` where psycopg cannot be imported is refused
+    when the engine is made (not a server answering 503 for ever), with one line that
+    names the package to install and no password of the URL; SQLite needs no driver."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)     # what `import psycopg` finds
+    with pytest.raises(DriverMissing) as e:
+        create_engine("postgresql://easync:s3cret-pw@db.example.org/easync")
+    message = str(e.value)
+    assert "psycopg[binary]" in message and "\n" not in message
+    assert "s3cret-pw" not in message
+    assert e.value.package == "psycopg[binary]"
+    with pytest.raises(DriverMissing):           # the store makes its engine at once
+        SqlStore(_reactor(), "postgres://easync@localhost/easync")
+    assert isinstance(create_engine("sqlite:///:memory:"), SqliteEngine)
 
 
 @pytest_twisted.ensureDeferred
@@ -516,6 +543,7 @@ async def test_unreachable_database_is_unavailable(db_url: str) -> None:
         await s.close()
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite: one connection
 @pytest_twisted.ensureDeferred
 async def test_out_of_file_descriptors_is_unavailable_and_says_so(db_url: str) -> None:
     """A process at its open-files limit cannot open a pool connection: the calls that
@@ -526,8 +554,6 @@ async def test_out_of_file_descriptors_is_unavailable_and_says_so(db_url: str) -
     import resource
 
     s = SqlStore(_reactor(), db_url)
-    if s.engine.name == "sqlite":
-        pytest.skip("SQLite's pool has one connection, opened with the store")
     await s.open()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     held: list[int] = []

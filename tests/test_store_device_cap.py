@@ -1,8 +1,8 @@
 """The device cap of the SQL store (issue #10 point 7), on SQLite and PostgreSQL:
 ``save_device(..., max_devices=N)`` counts and inserts in one write transaction.
 
-The fixtures (``db_url``: SQLite, and PostgreSQL on 127.0.0.1:5432 or a skip) are
-test_store_contract's.
+The fixtures (``db_url``: SQLite, and PostgreSQL on 127.0.0.1:5432, see tests/needs.py) and
+their parameters are test_store_contract's.
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from test_store_contract import _reactor, db_url, pg_database  # noqa: F401 - fixtures
+from test_store_contract import (  # noqa: F401 - fixtures and their parameters
+    _reactor,
+    db_url,
+    pg_database,
+    pytest_generate_tests,
+)
 from twisted.internet.defer import DeferredList
 
 from backends.sql.store import SqlStore

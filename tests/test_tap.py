@@ -302,8 +302,6 @@ def test_ports_listen_with_a_backlog_that_fits_a_burst() -> None:
 # ------------------------------------------------------------------ service tree
 
 def _service_tree(tmp_path: os.PathLike[str], *argv: str):  # type: ignore[no-untyped-def]
-    pytest.importorskip("backends.sql.store")
-    pytest.importorskip("easync.http.resource")
     from twisted.internet import reactor
 
     cert = os.path.join(tmp_path, "easync.pem")

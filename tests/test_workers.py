@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import easync_server
+import needs
 import pytest
 from easync_server import free_port, read_metrics
 from pgtest import fresh_database, pg_server, unreachable
@@ -134,9 +135,7 @@ def wait_for(cond: Any, timeout: float = 20.0) -> Any:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    needs.require(unreachable())
     workdir = tmp_path_factory.mktemp("workers")
     metrics_port = free_port()
     while any(_in_use(metrics_port + i) for i in range(1, 3)):

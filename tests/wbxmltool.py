@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
@@ -55,14 +54,6 @@ DOCTYPE = (
 )
 
 _TIMEOUT = 30
-
-
-def have_libwbxml() -> bool:
-    """Are ``xml2wbxml`` and ``wbxml2xml`` on PATH?"""
-    return bool(shutil.which("xml2wbxml") and shutil.which("wbxml2xml"))
-
-
-SKIP_REASON = "libwbxml tools (xml2wbxml, wbxml2xml; Debian libwbxml2-utils) not installed"
 
 
 class LibwbxmlError(RuntimeError):

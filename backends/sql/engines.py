@@ -20,7 +20,22 @@ import resource  # at import: loading a module may need the descriptor that is m
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-__all__ = ["Engine", "PostgresEngine", "SqliteEngine", "create_engine"]
+__all__ = ["DriverMissing", "Engine", "PostgresEngine", "SqliteEngine", "create_engine"]
+
+
+class DriverMissing(ValueError):
+    """The database URL needs a Python driver this installation cannot import.
+
+    A ``ValueError`` like a malformed URL: the configured ``--db`` cannot be used here,
+    and whoever turns a bad ``--db`` into one line for the admin does the same for this.
+    ``package`` is what to ``pip install``."""
+
+    def __init__(self, scheme: str, package: str, cause: ImportError) -> None:
+        why = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        super().__init__(
+            f"{scheme}:// databases need the Python package {package}, which cannot be "
+            f"imported here ({why}): pip install '{package}'")
+        self.package = package
 
 
 class Engine:
@@ -314,7 +329,8 @@ def create_engine(url: str, **options: Any) -> Engine:
     ``sqlite:///relative/path.sqlite``, ``sqlite:////absolute/path.sqlite``,
     ``sqlite:///:memory:``, ``postgresql://user[:password]@host[:port]/dbname``
     (``postgres://`` too; any libpq URI parameters are passed through).
-    ``options``: ``cp_min``/``cp_max`` for PostgreSQL.
+    ``options``: ``cp_min``/``cp_max`` for PostgreSQL.  A URL whose driver cannot be
+    imported (psycopg for PostgreSQL) raises :class:`DriverMissing`.
     """
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
@@ -328,5 +344,9 @@ def create_engine(url: str, **options: Any) -> Engine:
         parts = urlsplit(url)
         if not parts.path.strip("/"):
             raise ValueError(f"no database name in {url!r}")
+        try:
+            import psycopg  # noqa: F401 - only: can the pool import it later?
+        except ImportError as e:
+            raise DriverMissing(scheme, "psycopg[binary]", e) from None
         return PostgresEngine(url, **{k: v for k, v in options.items() if v is not None})
     raise ValueError(f"unsupported database URL {url!r} (sqlite:/// or postgresql://)")
