@@ -79,6 +79,14 @@ def chromium() -> str | None:
             "apt-get install chromium chromium-driver")
 
 
+def tool(name: str, package: str) -> str | None:
+    """Why the system tool ``name`` (Debian package ``package``) cannot run here; also
+    looked for in /usr/sbin and /sbin, which a non-root PATH may lack."""
+    if shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin"):
+        return None
+    return f"{name} not installed: apt-get install {package}"
+
+
 def linux() -> str | None:
     """Why a test of Linux's own interfaces (/proc, epoll, glibc) cannot run here."""
     if sys.platform.startswith("linux"):

@@ -16,14 +16,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import needs
 import pytest
 from easync_server import RunningServer
-from rawclient import RawDevice, have_libwbxml
+from rawclient import RawDevice
 from test_e2e_device_shapes import add, change, collection
 from test_e2e_resend import holdings
 from vcardgen import write_vcards
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "backup-Pa55"
 USER = "rosa"
@@ -134,9 +135,9 @@ def test_postgresql_backup_is_the_pg_dump_it_names(tmp_path: Path) -> None:
 
     from backends.sql.backup import pg_restore_command
 
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    needs.require(unreachable())
+    needs.require(needs.tool("pg_dump", "postgresql-client"))
+    needs.require(needs.tool("pg_restore", "postgresql-client"))
     dump = tmp_path / "easync.dump"
     with fresh_database("backup_src") as src, fresh_database("backup_dst") as dst:
         site = RunningServer(tmp_path)          # only its easync-admin, on PostgreSQL

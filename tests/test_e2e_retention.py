@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import needs
 from easync_server import RunningServer, free_port, read_metrics, wait_for
-from rawclient import Node, RawDevice, have_libwbxml
+from rawclient import Node, RawDevice
 from test_e2e_device_shapes import collection as coll_of
 
-pytestmark = pytest.mark.skipif(not have_libwbxml(), reason="libwbxml2-utils not installed")
+pytestmark = needs.mark(needs.libwbxml())
 
 PASSWORD = "retention-Pa55"
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -106,9 +107,7 @@ def pg(tmp_path: Path) -> Iterator[tuple[RunningServer, str, str]]:
     """A server on a fresh PostgreSQL database: (server, metrics URL, database name)."""
     from pgtest import fresh_database, pg_server, unreachable
 
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    needs.require(unreachable())
     with fresh_database("healthz") as db_url:
         server = pg_server(tmp_path, db_url, tls=False)
         try:

@@ -20,6 +20,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import needs
 import pytest
 
 from tests.easync_server import REPO, RunningServer, free_port, twistd, wait_for
@@ -100,11 +101,11 @@ def check_clean_switch(old: Path, new: Path) -> tuple[list[int], list[int]]:
 
 
 def tool(name: str) -> str:
-    """The path of a system tool the test runs, or a skip that names the package."""
+    """The path of a system tool the test runs (tests/needs.py when it is missing)."""
+    package = {"systemd-analyze": "systemd", "logrotate": "logrotate"}[name]
+    needs.require(needs.tool(name, package))
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
-    if not found:
-        package = {"systemd-analyze": "systemd", "logrotate": "logrotate"}[name]
-        pytest.skip(f"{name} not installed (Debian: apt-get install {package})")
+    assert found
     return found
 
 
@@ -141,7 +142,7 @@ def test_the_units_command_line_starts_the_server(tmp_path: Path) -> None:
     assert argv[0] == "/opt/easync/.venv/bin/twistd"
     argv[0] = twistd()
     server = RunningServer(tmp_path, tls=False)
-    server.admin("user", "list")                       # the database, as the README says
+    server.admin("init")                               # the database (easync-admin init)
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
@@ -221,9 +222,7 @@ def test_sigusr1_with_workers_reopens_every_workers_file(tmp_path: Path) -> None
     file, and no request's line is lost."""
     from pgtest import fresh_database, pg_server, unreachable
 
-    reason = unreachable()
-    if reason:
-        pytest.skip(reason)
+    needs.require(unreachable())
     with fresh_database("svclog") as url:
         server = pg_server(tmp_path, url, ["--workers", "2", "--login-delay", "0",
                                            "--provisioning", "off",

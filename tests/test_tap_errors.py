@@ -200,7 +200,6 @@ def test_sqlite_file_in_a_missing_directory(tmp_path: Path) -> None:
 def test_unreachable_postgresql(tmp_path: Path) -> None:
     """Nothing listens on the port: one line with the driver's reason; the password
     in the URL is not shown."""
-    pytest.importorskip("psycopg")
     url = f"postgresql://easync:s3cret@127.0.0.1:{free_port()}/easync"
     res = run_twistd(tmp_path, "--listen", f"tcp:{free_port()}:interface=127.0.0.1",
                      "--db", url)
