@@ -1792,14 +1792,13 @@ async def test_forget_devices(store: Any, user: User, backend: str) -> None:
     assert dev["policy_key"] is None and dev["first_seen"] > 500
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite: its write lock
 @pytest_twisted.ensureDeferred
 async def test_retention_lock(db_url: str) -> None:
     """PostgreSQL: a batch finding another process's batch under way answers busy and
     does nothing; two stores purging at once remove each tombstone once."""
     import time
 
-    if not db_url.startswith("postgres"):
-        pytest.skip("SQLite's write lock orders writers already")
     import psycopg
 
     from backends.sql.retention import RETENTION_LOCK
