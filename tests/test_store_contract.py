@@ -250,6 +250,11 @@ def test_create_engine_urls() -> None:
     for bad in ("mysql://x/y", "sqlite://relative", "postgresql://host:5432/"):
         with pytest.raises(ValueError):
             create_engine(bad)
+    # the refusal is shown and logged: never with the URL's password
+    for bad in ("postgresql://easync:s3cret-pw@host:5432/", "mysql://easync:s3cret-pw@h/db"):
+        with pytest.raises(ValueError) as e:
+            create_engine(bad)
+        assert "s3cret-pw" not in str(e.value) and "easync:***@" in str(e.value), e.value
 
 
 def test_a_postgresql_url_without_its_driver_names_the_package(

@@ -21,13 +21,18 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from backends.sql.engines import Engine, create_engine, descriptors_exhausted, out_of_descriptors
+from backends.sql.engines import (
+    Engine,
+    create_engine,
+    descriptors_exhausted,
+    out_of_descriptors,
+    safe_url,
+)
 from backends.sql.migrations import migrate
 from easync.errors import Unavailable
 
@@ -35,15 +40,6 @@ __all__ = ["Database", "safe_url"]
 
 T = TypeVar("T")
 _MAX_RETRIES = 3
-
-
-def safe_url(url: str) -> str:
-    """The URL without a password, for logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 class Database:

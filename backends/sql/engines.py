@@ -20,7 +20,7 @@ import resource  # at import: loading a module may need the descriptor that is m
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-__all__ = ["DriverMissing", "Engine", "PostgresEngine", "SqliteEngine", "create_engine"]
+__all__ = ["DriverMissing", "Engine", "PostgresEngine", "SqliteEngine", "create_engine", "safe_url"]
 
 
 class DriverMissing(ValueError):
@@ -135,6 +135,15 @@ class Engine:
         from twisted.enterprise.adbapi import ConnectionLost
 
         return isinstance(exc, ConnectionLost) or out_of_descriptors(exc)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
 
 
 def out_of_descriptors(exc: BaseException) -> bool:
@@ -343,10 +352,11 @@ def create_engine(url: str, **options: Any) -> Engine:
     if scheme in ("postgresql", "postgres"):
         parts = urlsplit(url)
         if not parts.path.strip("/"):
-            raise ValueError(f"no database name in {url!r}")
+            raise ValueError(f"no database name in {safe_url(url)!r}")
         try:
             import psycopg  # noqa: F401 - only: can the pool import it later?
         except ImportError as e:
             raise DriverMissing(scheme, "psycopg[binary]", e) from None
         return PostgresEngine(url, **{k: v for k, v in options.items() if v is not None})
-    raise ValueError(f"unsupported database URL {url!r} (sqlite:/// or postgresql://)")
+    raise ValueError(f"unsupported database URL {safe_url(url)!r} (sqlite:/// or "
+                     f"postgresql://)")
