@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import urllib.request
@@ -148,6 +149,11 @@ def test_the_units_command_line_starts_the_server(tmp_path: Path) -> None:
     try:
         wait_for(lambda: f"starting on {port}" in (tmp_path / "easync.log").read_text(), 30)
         assert int((tmp_path / "twistd.pid").read_text()) == proc.pid
+        # an answer: the reactor runs, so its SIGTERM handler is in place (the port
+        # listens from the "before startup" triggers, before the handlers are installed)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert c.recv(100).startswith(b"HTTP/1.1 ")
     finally:
         proc.terminate()
         assert proc.wait(30) == -signal.SIGTERM
