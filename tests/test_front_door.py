@@ -36,7 +36,9 @@ ADVERTISED_BEFORE = [
 def test_the_table_covers_every_command_advertised_before() -> None:
     from easync.commands import COMMANDS
 
-    assert list(COMMANDS) == ADVERTISED_BEFORE
+    # and Find (issue #14 point 5), advertised only where 16.1 is offered
+    assert list(COMMANDS) == [*ADVERTISED_BEFORE, "Find"]
+    assert {n for n, c in COMMANDS.items() if c.since > (0, 0)} == {"Find"}
     for name, command in COMMANDS.items():
         assert command.name == name
         assert command.root.endswith(":" + name)     # the root element of its body

@@ -3,7 +3,8 @@
 Every handler is imported here, explicitly: a command module that cannot be imported
 stops the server at start instead of silently vanishing from OPTIONS.  The HTTP layer
 (``easync.http.resource``) advertises exactly this table in ``MS-ASProtocolCommands``
-and dispatches through it; each handler is ``async def (server, req) -> EasResponse``
+(a command whose ``since`` version the server does not offer left out) and dispatches
+through it; each handler is ``async def (server, req) -> EasResponse``
 (``easync.handler``).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from easync.commands import (
+    find,
     folders,
     getitemestimate,
     itemoperations,
@@ -58,6 +60,9 @@ class Command:
     mime_body: bool = False    # below 14.0 the body is raw MIME, not WBXML
     long_poll: bool = False    # holds the request open: no request time limit
     reads: Reads | None = None  # read with the request (``req.preloaded``)
+    # the first protocol version with this command: OPTIONS lists it only when the
+    # server offers that version (Find: 16.1, MS-ASCMD 2.2.3.69)
+    since: tuple[int, int] = (0, 0)
 
 
 def _table(*commands: Command) -> dict[str, Command]:
@@ -88,6 +93,7 @@ COMMANDS: dict[str, Command] = _table(
     Command("Search", "Search:Search", search.handle),
     Command("ResolveRecipients", "ResolveRecipients:ResolveRecipients",
             resolverecipients.handle),
+    Command("Find", "Find:Find", find.handle, since=find.SINCE),
 )
 
 __all__ = ["COMMANDS", "Command", "Handler", "Reads"]

@@ -316,7 +316,10 @@ class ActiveSyncResource(Resource):
         top = version_tuple(server_.settings.server_version)
         self.offered = [v for v in VERSIONS if version_tuple(v) <= top]
         self.versions = ",".join(self.offered)
-        self.commands = ",".join(COMMANDS)
+        # a command newer than the newest version offered is not advertised (Find needs
+        # 16.1, MS-ASCMD 2.2.3.69; MS-ASHTTP 2.2.4.1.2.1: the commands the server supports)
+        newest = max(version_tuple(v) for v in self.offered)
+        self.commands = ",".join(c.name for c in COMMANDS.values() if c.since <= newest)
         self._seen: dict[tuple[int, str], float] = {}
         self.trusted = parse_networks(server_.settings.trusted_proxies)
 
