@@ -285,6 +285,7 @@ async def test_mail_find_finds_nothing(env: Any) -> None:
     ("mailbox without FreeText", mailbox_find(None)),
     ("mailbox without Class or CollectionId", mailbox_find("ada", cls=None)),
     ("mailbox Class Calendar", mailbox_find("ada", cls="Calendar")),
+    ("mailbox empty CollectionId", mailbox_find("ada", collection="")),
     ("Range backwards", gal_find("ada", "9-2")),
     ("Range past 999", gal_find("ada", "0-1000")),
     ("Range not a range", gal_find("ada", "ten")),

@@ -26,6 +26,9 @@ Total}]}`` (MS-ASCMD 6.8, 2.2.3.153.2; the Store value is always "Mailbox",
   name, company, title, office, phones and first address shown in the gal:*
   elements Find's Properties allow.  A CollectionId the user has no folder of is
   Status 3 (FolderSync required, 2.2.3.177.2); one of another class finds nothing.
+  With a CollectionId the matches are those of that folder among the first ones of
+  all the user's Contacts folders (the index is per user, not per folder): a user with
+  several Contacts folders may see fewer results in one of them than it holds.
 * Range (2.2.3.143.1): "m-n" with 0 <= m <= n <= 999, default 0-99; easync returns
   at most ``MAX_RESULTS`` (100) per answer ("the server can return fewer results than
   requested").  The answer's Range is the slice sent, absent when nothing is sent;
@@ -37,7 +40,7 @@ Total}]}`` (MS-ASCMD 6.8, 2.2.3.153.2; the Store value is always "Mailbox",
 * Invalid requests get Find/Status 2 ("the client's search failed to validate",
   2.2.3.177.2) and no Response: no SearchId or one that is not a UUID (the schema's
   pattern, MS-ASCMD 6.7), not exactly one criterion, no Query, an empty query, a
-  malformed Range, a Class other than Email/Contacts.
+  malformed Range, a Class other than Email/Contacts, an empty CollectionId.
 * Find exists only in protocol 16.1 (2.2.3.69's version table; MS-ASWBXML code page
   25 is 16.1 only), and OPTIONS lists it only when 16.1 is offered.  A device that
   speaks an older version and sends it anyway gets Find/Status 138
@@ -178,6 +181,8 @@ async def _mailbox(server: EasServer, req: EasRequest, query: Element,
     lo, hi = rng
     folder_id = None
     if collection is not None:
+        if not collection.strip():
+            raise _Invalid("CollectionId")
         folders = {f.server_id: f for f in await server.items.list_folders(req.user)}
         folder = folders.get(collection.strip())
         if folder is None:
