@@ -341,3 +341,21 @@ def test_find_is_in_the_table() -> None:
     assert COMMANDS["Find"].root == "Find:Find"
     assert COMMANDS["Find"].handle is find.handle
     assert COMMANDS["Find"].since == (16, 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_queries_are_bounded(env: Any) -> None:
+    """A 32 kB query, control characters, lone surrogates: a search like any other
+    (compared on its first 254 characters, easync.lookup), an answer of bounded size."""
+    await add_contacts(env, [{"FirstName": "Ada", "LastName": "Lovelace",
+                              "Email1Address": "ada@example.org"}])
+    for text in ("x" * 32_000, "ada\x00\x01\x1f", "\ud800ada", "ada" + " " * 10_000):
+        for request in (mailbox_find(text), gal_find(text)):
+            body = await call(env, request)
+            response = response_of(body)
+            assert len(encode(body)) < 2_000
+            assert len(response.findall("Find:Result")) <= 1
+    # the control characters are blanks: "ada\x00\x01\x1f" is the word "ada"
+    response = response_of(await call(env, mailbox_find("ada\x00\x01\x1f")))
+    assert [prop(r, "GAL:DisplayName") for r in response.findall("Find:Result")] == [
+        "Ada Lovelace"]
