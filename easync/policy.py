@@ -332,37 +332,41 @@ def wap_provisioning_doc(policy: Mapping[str, str]) -> str:
 
 
 def describe(policy: Mapping[str, str]) -> list[str]:
-    """What a phone must meet, in a few plain lines (easync-admin policy show, the
-    account page): the passcode rules, encryption, and any feature switched off."""
+    """What a phone must meet, in a few plain lines in the reader's language
+    (easync-admin policy show): the passcode rules, encryption, and any feature
+    switched off."""
+    from easync.i18n import _
+
     lines: list[str] = []
     if policy.get("DevicePasswordEnabled") == "1":
-        kind = ("alphanumeric" if policy.get("AlphanumericDevicePasswordRequired") == "1"
-                else "any")
-        lines.append(f"passcode required ({kind}), at least "
-                     f"{policy.get('MinDevicePasswordLength') or 1} characters")
+        kind = (_("alphanumeric") if policy.get("AlphanumericDevicePasswordRequired") == "1"
+                else _("any"))
+        lines.append(_("passcode required ({kind}), at least {n} characters").format(
+            kind=kind, n=policy.get("MinDevicePasswordLength") or 1))
         if policy.get("AllowSimpleDevicePassword") == "0":
-            lines.append("no simple passcodes (1111, 1234)")
+            lines.append(_("no simple passcodes (1111, 1234)"))
         lock = policy.get("MaxInactivityTimeDeviceLock") or ""
         if lock and int(lock) < 9999:
-            lines.append(f"locks after {lock} seconds without use")
+            lines.append(_("locks after {n} seconds without use").format(n=lock))
         wipe = policy.get("MaxDevicePasswordFailedAttempts") or ""
         if wipe:
-            lines.append(f"wiped after {wipe} wrong passcodes")
+            lines.append(_("wiped after {n} wrong passcodes").format(n=wipe))
         exp = policy.get("DevicePasswordExpiration") or "0"
         if exp != "0":
-            lines.append(f"passcode expires after {exp} days")
+            lines.append(_("passcode expires after {n} days").format(n=exp))
         hist = policy.get("DevicePasswordHistory") or "0"
         if hist != "0":
-            lines.append(f"the last {hist} passcodes cannot be reused")
+            lines.append(_("the last {n} passcodes cannot be reused").format(n=hist))
     else:
-        lines.append("no passcode required")
+        lines.append(_("no passcode required"))
     if policy.get("RequireDeviceEncryption") == "1":
-        lines.append("device encryption required")
+        lines.append(_("device encryption required"))
     if policy.get("RequireStorageCardEncryption") == "1":
-        lines.append("storage card encryption required")
+        lines.append(_("storage card encryption required"))
     off = [s.name for s in SETTINGS
            if s.kind == "bool" and s.name.startswith("Allow") and s.default == "1"
            and policy.get(s.name) == "0"]
     if off:
-        lines.append("not allowed: " + ", ".join(n[len("Allow"):] for n in off))
+        lines.append(_("not allowed: {features}").format(
+            features=", ".join(n[len("Allow"):] for n in off)))
     return lines
