@@ -250,3 +250,28 @@ def test_pyactivesync_provisions_and_reprovisions_after_a_change(server: Running
         assert e.value.code == "143"
         c.provision()
         assert any(f.name == "Contacts" for f in c.list_folders())
+
+
+def test_policy_round_trip_on_postgresql(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same on PostgreSQL: migration 012's columns, the user's settings in its row."""
+    import pgtest
+
+    needs.require(pgtest.unreachable())
+    with pgtest.fresh_database("policy") as url:
+        work = tmp_path_factory.mktemp("policy-pg")
+        (work / "easync.toml").write_text(CONFIG)
+        srv = pgtest.pg_server(work, url, ["--config", str(work / "easync.toml")]).start()
+        try:
+            srv.add_user("dora", PASSWORD)
+            dev = device(srv, "pgPolicy1", user="dora")
+            assert handshake(dev, status="2")["MinDevicePasswordLength"] == "6"
+            assert status_of(folder_sync(dev)) == "1"
+            srv.admin("policy", "set", "dora", "MinDevicePasswordLength=12")
+            assert status_of(folder_sync(dev)) == "143"
+            assert handshake(dev)["MinDevicePasswordLength"] == "12"
+            assert status_of(folder_sync(dev)) == "1"
+            line = next(ln for ln in srv.admin("device", "list", "dora").stdout.splitlines()
+                        if "pgPolicy1" in ln)
+            assert " applied " in f" {line} "
+        finally:
+            srv.stop()
