@@ -275,3 +275,32 @@ def test_policy_round_trip_on_postgresql(tmp_path_factory: pytest.TempPathFactor
             assert " applied " in f" {line} "
         finally:
             srv.stop()
+
+
+def test_the_account_page_shows_the_policy(server: RunningServer) -> None:
+    """The user sees, read-only, what their phone must meet: the server's policy with
+    their own settings over it."""
+    import re
+
+    import requests
+
+    server.admin("policy", "set", "alice", "MaxInactivityTimeDeviceLock=120")
+    try:
+        with requests.Session() as s:
+            base = f"https://{server.host}/account"
+            # (the self-signed certificate: not verified, as RawDevice does)
+            form = s.get(base + "/login", timeout=10, verify=False)
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert csrf, form.text
+            r = s.post(base + "/login", data={"csrf": csrf.group(1), "username": "alice",
+                                              "password": PASSWORD}, timeout=10,
+                       verify=False)
+            assert r.status_code == 200 and 'id="devices"' in r.text, r.text[:500]
+            card = r.text[r.text.index('id="policy"'):]
+            card = card[:card.index("</section>")]
+            assert "passcode required (any), at least 6 characters" in card
+            assert "no simple passcodes (1111, 1234)" in card
+            assert "locks after 120 seconds without use" in card     # alice's own
+            assert "device encryption required" in card
+    finally:
+        server.admin("policy", "reset", "alice")
