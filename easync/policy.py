@@ -80,10 +80,12 @@ SETTINGS: tuple[Setting, ...] = (
     _b("AttachmentsEnabled", _V12_0, "1", "attachments may be downloaded"),
     Setting("MinDevicePasswordLength", _V12_0, "4", "int", 1, 16, empty_ok=True,
             help="shortest passcode, 1-16 characters; empty: no minimum (2.2.2.38)"),
-    Setting("MaxInactivityTimeDeviceLock", _V12_0, "900", "int", 0, 9999, empty_ok=True,
+    # (no idle lock and no wipe unless asked for: an admin who only turns the passcode
+    # on must not get a phone that erases itself after a few wrong tries)
+    Setting("MaxInactivityTimeDeviceLock", _V12_0, "", "int", 0, 9999, empty_ok=True,
             help="seconds without use before the device locks; 9999: never "
                  "(2.2.2.36)"),
-    Setting("MaxDevicePasswordFailedAttempts", _V12_0, "8", "int", 4, 16, empty_ok=True,
+    Setting("MaxDevicePasswordFailedAttempts", _V12_0, "", "int", 4, 16, empty_ok=True,
             help="wrong passcodes (4-16) before the device wipes itself or locks "
                  "for a time; empty: no limit (2.2.2.32)"),
     Setting("MaxAttachmentSize", _V12_0, "", "int", 0, 2 ** 31 - 1, empty_ok=True,

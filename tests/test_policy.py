@@ -397,3 +397,21 @@ def test_admin_policy_set_show_reset(tmp_path: Any) -> None:
     assert again.returncode == 0 and "nothing to reset" in again.stdout
     audit = run("audit", "mario")
     assert "policy set AllowCamera=0" in audit.stdout and "policy reset" in audit.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_passcode_alone_asks_for_no_wipe_and_no_lock(tmp_path: Any) -> None:
+    """Turning only the passcode on must not make phones erase themselves: the wipe
+    threshold and the idle lock are sent empty (MS-ASPROV 2.2.2.32, 2.2.2.36: empty =
+    not set by the policy) unless configured."""
+    s = settings(policy=(("DevicePasswordEnabled", "1"),))
+    async with memory_server(tmp_path, settings=s) as (server, user, _s):
+        values = doc_values(via_libwbxml((await call(server, user, download())).body))
+        assert values["DevicePasswordEnabled"] == "1"
+        assert values["MaxDevicePasswordFailedAttempts"] is None
+        assert values["MaxInactivityTimeDeviceLock"] is None
+        data = (await call(server, user, download(WAP), version="2.5")).body.find(
+            "Provision:Policies").find("Provision:Policy").findtext("Provision:Data")
+        parms = {p.get("name"): p.get("value") for p in ET.fromstring(data).iter("parm")}
+        assert parms["4131"] == "0"
+        assert "DeviceWipeThreshold" not in parms and parms["AEFrequencyType"] == "0"
