@@ -335,12 +335,22 @@ async def cmd_device_list(store: Any, args: argparse.Namespace, out: TextIO) -> 
     devices = await _call(_accounts(store, args).list_devices(args.name))
     held = await _held_now(store, args.name)
     rows = [["USER", "DEVICE", "TYPE", "LAST SEEN", "LAST SYNC", "HOLDING NOW", "WIPE",
-             "USER AGENT"]]
+             "POLICY", "USER AGENT"]]
     for d in devices:
         rows.append([d.user, d.device_id, d.device_type or "-", _when(d.last_seen),
                      _when(d.last_sync), held.get((d.user, d.device_id), "-"), d.wipe,
-                     d.user_agent or "-"])
+                     _policy_state(d.policy_status), d.user_agent or "-"])
     _table(rows, out)
+
+
+def _policy_state(status: str | None) -> str:
+    """A device's answer to the policy, in a word (MS-ASPROV 2.2.2.54.1 values)."""
+    if not status:
+        return "-"
+    refused, _sep, code = status.rpartition(":")
+    word = {"1": _("applied"), "2": _("partial"), "3": _("not-applied"),
+            "4": _("external")}.get(code, code)
+    return _("refused({state})").format(state=word) if refused else word
 
 
 async def _held_now(store: Any, name: str | None) -> dict[tuple[str, str], str]:
@@ -376,6 +386,84 @@ async def cmd_device_remove(store: Any, args: argparse.Namespace, out: TextIO) -
     await _call(_accounts(store, args).remove_device(args.name, args.device_id))
     out.write(_("removed device {device} of {name} and its sync state").format(
         device=args.device_id, name=args.name.lower()) + "\n")
+
+
+# ---------------------------------------------------------------- the device policy
+
+def _server_policy(args: argparse.Namespace) -> dict[str, str]:
+    """The server's policy settings from ``--config FILE`` (its ``policy`` key), or
+    none when no file is given."""
+    from easync.policy import PolicyError, parse_policy
+
+    if not getattr(args, "config", None):
+        return {}
+    try:
+        given = server_config.load_file(args.config).get("policy", {})
+        return parse_policy(given)
+    except (server_config.ConfigError, PolicyError) as e:
+        raise AdminError(str(e)) from None
+
+
+def _policy_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    from easync.policy import PolicyError, parse_policy
+
+    try:
+        return parse_policy(list(pairs))
+    except PolicyError as e:
+        raise AdminError(str(e)) from None
+
+
+async def cmd_policy_set(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    user = await _user(store, args.name)
+    changes = _policy_pairs(args.settings)
+    own = dict(user.extra.get("policy") or {})
+    own.update(changes)
+    await store.update_user(user.name, extra={"policy": own})
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(changes.items()))
+    await _accounts(store, args).audit_raw("easync-admin", user.name, "policy",
+                                           "policy set " + detail, "")
+    out.write(_("policy of {name} changed: {settings}; each of its devices provisions "
+                "again at its next request").format(name=user.name, settings=detail) + "\n")
+
+
+async def cmd_policy_reset(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    user = await _user(store, args.name)
+    if not user.extra.get("policy"):
+        out.write(_("{name} has no policy settings of their own: nothing to reset").format(
+            name=user.name) + "\n")
+        return
+    await store.update_user(user.name, extra={"policy": None})
+    await _accounts(store, args).audit_raw("easync-admin", user.name, "policy",
+                                           "policy reset", "")
+    out.write(_("policy of {name} reset to the server's").format(name=user.name) + "\n")
+
+
+async def cmd_policy_show(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from easync.policy import SETTINGS, describe, effective
+
+    server = _server_policy(args)
+    own: dict[str, str] = {}
+    if args.name:
+        user = await _user(store, args.name)
+        own = dict(user.extra.get("policy") or {})
+        out.write(_("policy of {name}").format(name=user.name) + "\n")
+    else:
+        out.write(_("server policy") + "\n")
+    policy = effective(server, own)
+    out.writelines("  " + line + "\n" for line in describe(policy))
+    rows = [["SETTING", "VALUE", "FROM"]]
+    for s in SETTINGS:
+        if s.kind == "list":
+            continue
+        origin = (_("user") if s.name in own else _("server") if s.name in server
+                  else _("default"))
+        if args.all or origin != _("default"):
+            rows.append([s.name, policy[s.name] or _("(empty)"), origin])
+    if len(rows) > 1:
+        _table(rows, out)
+    if not getattr(args, "config", None):
+        out.write(_("(the server's own settings are not shown: give its config file "
+                    "with --config)") + "\n")
 
 
 def _progress(stream: TextIO) -> Callable[[str, int, int], None] | None:
@@ -500,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: $EASYNC_SECRET_KEY or {default})").format(
                               default=DEFAULT_SECRET_KEY))
     top = p.add_subparsers(
-        dest="group", metavar="{init,user,device,folder,audit,import,export,backup}",
+        dest="group",
+        metavar="{init,user,device,policy,folder,audit,import,export,backup}",
         required=True)
 
     a = top.add_parser("init", allow_abbrev=False,
@@ -588,6 +677,27 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name", metavar="NAME")
     a.add_argument("device_id", metavar="DEVICEID")
     a.set_defaults(func=cmd_device_remove)
+
+    policy = top.add_parser("policy", allow_abbrev=False,
+                            help=_("the device policy (passcode, lock) of a user")
+                            ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = policy.add_parser("set", allow_abbrev=False,
+                          help=_("set a user's own policy settings (over the server's)"))
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("settings", metavar="SETTING=VALUE", nargs="+")
+    a.set_defaults(func=cmd_policy_set)
+    a = policy.add_parser("show", allow_abbrev=False,
+                          help=_("the policy of a user, or the server's"))
+    a.add_argument("name", metavar="NAME", nargs="?")
+    a.add_argument("--config", metavar="FILE",
+                   help=_("the server's config file, for its [policy] settings"))
+    a.add_argument("--all", action="store_true",
+                   help=_("list every setting, also those left at their default"))
+    a.set_defaults(func=cmd_policy_show)
+    a = policy.add_parser("reset", allow_abbrev=False,
+                          help=_("drop a user's own policy settings (the server's apply)"))
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(func=cmd_policy_reset)
 
     folder = top.add_parser("folder", allow_abbrev=False, help=_("list a user's folders")
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)

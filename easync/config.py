@@ -158,6 +158,27 @@ def on_off(value: Any) -> bool:
 _doc(on_off, "on or off.")
 
 
+def policy_settings(value: Any) -> tuple[tuple[str, str], ...]:
+    """Device policy settings (``easync.policy``): ``Setting=value`` pairs separated
+    by commas or spaces, or in the config file a ``[policy]`` table; each checked
+    against its MS-ASPROV range."""
+    from easync.policy import PolicyError, parse_policy
+
+    if isinstance(value, tuple) and all(isinstance(p, tuple) for p in value):
+        value = dict(value)
+    try:
+        return tuple(sorted(parse_policy(value).items()))
+    except PolicyError as e:
+        raise ValueError(str(e)) from None
+
+
+_doc(policy_settings, "Setting=value pairs (EASProvisionDoc names), e.g. "
+     "DevicePasswordEnabled=1,MinDevicePasswordLength=6.")
+
+# options whose config-file value may be a TOML table
+TABLE_OPTIONS = frozenset({"policy"})
+
+
 def choice(*names: str) -> Callable[[Any], str]:
     def coerce(value: Any) -> str:
         v = str(value).strip()
@@ -229,6 +250,8 @@ class Option:
             default = _show_size(default)
         elif self.coerce is duration:
             default = _show_duration(default)
+        elif default == ():
+            default = "none"
         return f"{self.help} [default: {default}]"
 
 
@@ -311,6 +334,16 @@ OPTIONS: tuple[Option, ...] = (
              "(Status 177). 0: no cap."),
     _tunable("provisioning", "provisioning", on_off,
              "Require devices to provision (Provision command) first."),
+    # -- the device policy (easync.policy): README "Device policy (passcode and lock)"
+    _tunable("policy", "policy", policy_settings,
+             "The device policy for every user (a user's own settings from "
+             "easync-admin policy set win): Setting=value pairs such as "
+             "DevicePasswordEnabled=1,MinDevicePasswordLength=6; in the config file a "
+             "[policy] table. Unset settings ask for nothing."),
+    _tunable("allow-non-provisionable", "allow_non_provisionable", on_off,
+             "A device that answers that it did not (fully) apply the policy still "
+             "syncs (logged); off: it is refused (Provision Status 139, or 145 for an "
+             "externally managed one; HTTP 403 below EAS 14.0)."),
     _tunable("max-picture-size", "max_picture_bytes", size,
              "Largest contact picture stored."),
     _tunable("fileas-order", "fileas_order", choice(*FILEAS_ORDERS),
@@ -701,6 +734,11 @@ def load_file(filename: str) -> dict[str, Any]:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise ConfigError(f"{filename}: {key} must be a string or a list of strings")
             out[key] = [REPEATABLE_BY_NAME[key].check(v) for v in values]
+        elif key in TABLE_OPTIONS:
+            if not isinstance(value, (dict, str)):
+                raise ConfigError(f"{filename}: {key} must be a table ([{key}]) or a "
+                                  "string of Setting=value pairs")
+            out[key] = value
         elif key in BY_NAME:
             if isinstance(value, (dict, list)):
                 raise ConfigError(f"{filename}: {key} must be a single value")

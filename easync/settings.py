@@ -23,6 +23,12 @@ class Settings:
     max_sync_collections: int = 100
     max_devices_per_user: int = 100   # 0: no cap (issue #10 point 7)
     provisioning: bool = True
+    # the server's device policy: (EASProvisionDoc setting, value) pairs over the
+    # permissive defaults (easync.policy; a user's own settings win)
+    policy: tuple[tuple[str, str], ...] = ()
+    # a device that acknowledges the policy as not (fully) applied still syncs;
+    # off: it gets Provision Status 139/145 and no policy key (MS-ASPROV 3.1.5.2)
+    allow_non_provisionable: bool = True
     max_picture_bytes: int = 5 * 1024 * 1024
     fileas_order: str = "last-first"  # a contact's missing FileAs: "Last, First" (see items)
     server_version: str = "16.1"

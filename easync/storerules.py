@@ -22,7 +22,8 @@ __all__ = ["DEVICE_COLUMNS", "DEVICE_FIELDS", "USER_FIELDS", "WIPE_VALUES", "dev
 
 # What a device record holds (IStateStore.get_device), in the SQL store's column order.
 DEVICE_COLUMNS = ("device_id", "device_type", "user_agent", "policy_key", "wipe", "info",
-                  "blocked", "first_seen", "last_seen", "last_sync")
+                  "blocked", "first_seen", "last_seen", "last_sync", "policy_hash",
+                  "policy_status")
 # What save_device may write (the id names the record, it is not a field).
 DEVICE_FIELDS = frozenset(DEVICE_COLUMNS) - {"device_id"}
 WIPE_VALUES = ("none", "pending", "done")

@@ -262,7 +262,7 @@ def test_devices(run: Admin, tmp_path: Any) -> None:
     r = run("device", "list")
     assert r.returncode == 0
     assert r.stdout.split() == ["USER", "DEVICE", "TYPE", "LAST", "SEEN", "LAST", "SYNC",
-                                "HOLDING", "NOW", "WIPE", "USER", "AGENT"]
+                                "HOLDING", "NOW", "WIPE", "POLICY", "USER", "AGENT"]
     r = run("device", "wipe", "mario", "NOPE")
     assert r.returncode == 1 and "no device 'NOPE'" in r.stderr
     # A device as the server records it at its first request (in another process, so
@@ -281,11 +281,12 @@ def test_devices(run: Admin, tmp_path: Any) -> None:
                    env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
     rows = run("device", "list", "mario").stdout.splitlines()
     assert rows[1].split()[:3] == ["mario", "ApplF17XYZ", "iPhone"]
-    assert rows[1].split()[-2:] == ["none", "Apple-iPhone15C2/2104.252"]
+    # (POLICY "-": it never acknowledged a policy)
+    assert rows[1].split()[-3:] == ["none", "-", "Apple-iPhone15C2/2104.252"]
     r = run("device", "wipe", "mario", "ApplF17XYZ", "--account-only")
     assert r.returncode == 0, r.stderr
     assert "next connection" in r.stdout
-    assert run("device", "list").stdout.splitlines()[1].split()[-2] == "pending"
+    assert run("device", "list").stdout.splitlines()[1].split()[-3] == "pending"
     r = run("device", "remove", "mario", "ApplF17XYZ")
     assert r.returncode == 0, r.stderr
     assert len(run("device", "list", "mario").stdout.splitlines()) == 1

@@ -30,13 +30,14 @@ from typing import Any
 from easync.account.web import AccountResource
 
 
-def make_account_resource(service: Any, clock: Any, trusted_proxies: Sequence[str] = ()
-                          ) -> AccountResource:
-    """The ``/account`` resource over an ``easync.auth.accounts.Accounts`` service."""
+def make_account_resource(service: Any, clock: Any, trusted_proxies: Sequence[str] = (),
+                          policy: Sequence[tuple[str, str]] = ()) -> AccountResource:
+    """The ``/account`` resource over an ``easync.auth.accounts.Accounts`` service;
+    ``policy``: the server's device policy settings, shown to the user."""
     from easync.account.adapter import ServiceOps
     from easync.http.forwarded import parse_networks
 
-    return AccountResource(ServiceOps(service), clock,
+    return AccountResource(ServiceOps(service, tuple(policy)), clock,
                            trusted=parse_networks(trusted_proxies))
 
 

@@ -135,9 +135,20 @@ class ServiceOps:
     client's address (throttling, audit log); ``by`` is the administrator acting on
     someone else's account (None: the user acts on their own)."""
 
-    def __init__(self, service: acc.Accounts) -> None:
+    def __init__(self, service: acc.Accounts,
+                 policy: tuple[tuple[str, str], ...] = ()) -> None:
         self.service = service
         self.door = FrontDoor(service.users, LoginPasswordChecker(service))
+        self.policy = tuple(policy)       # the server's device policy (--policy)
+
+    async def policy_lines(self, name: str) -> list[str]:
+        """What the user's phones must meet (``easync.policy.describe`` of the server's
+        policy with the user's own settings over it), in the page's language."""
+        from easync.policy import describe, effective
+
+        user = await self.service.users.get_user(name)
+        own = user.extra.get("policy") if user is not None else None
+        return describe(effective(self.policy, own))
 
     async def _call(self, aw: Awaitable[T]) -> T:
         try:

@@ -206,8 +206,9 @@ class Pages:
         user = self.acc.require_user(s)
         st = await self.ops.status(user)
         devices = await self.ops.devices(user)
+        policy = await self.ops.policy_lines(user)
         return self.show(ctx, _("Your account"), views.overview(
-            st, devices, s.csrf, self.clock.seconds()))
+            st, devices, s.csrf, self.clock.seconds(), policy))
 
     # ---------------------------------------------------------------- ActiveSync password
     async def as_password_form(self, ctx: Ctx, error: str | None = None,

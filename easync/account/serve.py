@@ -51,7 +51,8 @@ def install(listeners: Listeners, site: server.Site, easserver: Any,
     if multi and workers.worker_number() != 0:
         return None
     page = make_account_resource(accounts, reactor,
-                                 getattr(easserver.settings, "trusted_proxies", ()))
+                                 getattr(easserver.settings, "trusted_proxies", ()),
+                                 getattr(easserver.settings, "policy", ()))
     if where == "same":
         site.resource.putChild(b"account", page)
         return page

@@ -227,7 +227,8 @@ def as_facts(st: Status, now: float) -> str:
     return rows
 
 
-def overview(st: Status, devices: list[Device], csrf: str, now: float) -> str:
+def overview(st: Status, devices: list[Device], csrf: str, now: float,
+             policy: list[str] | None = None) -> str:
     warn = (f'<p class="warn">{e(as_status_text(st))}</p>' if st.eas_refused
             else f'<p class="muted">{e(as_status_text(st))}</p>')
     everyone = " " + _("(required for every user)") if st.twofa_everyone else ""
@@ -246,11 +247,25 @@ def overview(st: Status, devices: list[Device], csrf: str, now: float) -> str:
 <section class="card" id="devices">
 <h2>{_("Devices")}</h2>
 {device_list(devices, now)}
-</section>
+</section>{policy_card(policy)}
 <section class="card" id="twofa">
 <h2>{_("Two-factor authentication")}</h2>
 <p>{now_on}{everyone}.</p>
 <a class="button secondary" href="{ROOT}/2fa">{_("Two-factor settings")}</a>
+</section>"""
+
+
+def policy_card(lines: list[str] | None) -> str:
+    """The device policy the user's phones must meet (read-only); "" when unknown."""
+    if not lines:
+        return ""
+    items = "".join(f"<li>{e(line)}</li>" for line in lines)
+    return f"""
+<section class="card" id="policy">
+<h2>{_("Device policy")}</h2>
+<p class="muted">{_("What your phone must meet to sync with this account (your phone "
+                    "asks you for it when you add the account or when it changes):")}</p>
+<ul>{items}</ul>
 </section>"""
 
 

@@ -291,6 +291,10 @@ class DeviceInfo:
     last_sync: float | None
     wipe: str                          # none, pending, done
     blocked: bool
+    # the device's answer to the policy (MS-ASPROV 2.2.2.54.1): "1" applied, "2"
+    # partially, "3" not applied, "4" managed by a third party; "refused:N" when it
+    # was refused for that (allow-non-provisionable off); None: never acknowledged
+    policy_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -964,7 +968,7 @@ class Accounts:
                 device_type=d.get("device_type"), user_agent=d.get("user_agent"),
                 first_seen=d.get("first_seen"), last_seen=d.get("last_seen"),
                 last_sync=d.get("last_sync"), wipe=str(d.get("wipe") or "none"),
-                blocked=bool(d.get("blocked"))))
+                blocked=bool(d.get("blocked")), policy_status=d.get("policy_status")))
         return out
 
     async def _device(self, name: str, device_id: str, actor: str | None

@@ -18,28 +18,43 @@ and no policy (MS-ASPROV 3.2.5.1.1, the "empty initial request" answer): the dev
 is never given a usable key again until the wipe is acknowledged.
 
 Status choices: Provision/Status 2 (protocol error) for a request that is none of
-the above or lacks a Policy or its PolicyType; Policy/Status 3 for an unknown
-PolicyType; Policy/Status 5 when the acknowledged key is not the temporary key we
-handed out (also when that key was already exchanged: a lost acknowledgement answer
-costs one more handshake).  A PolicyKey of 0 in the first phase is read as none.
-The acknowledgement is accepted whatever the client's Policy/Status (1 applied,
-2 partially, 3 not applied, 4 externally managed): the policy asks for nothing.
+the above or lacks a Policy or its PolicyType; Policy/Status 3 for a PolicyType the
+version does not use (MS-ASPROV 2.2.2.43: MS-WAP-Provisioning-XML at 2.5,
+MS-EAS-Provisioning-WBXML from 12.0); Policy/Status 5 when the acknowledged key is not
+the temporary key we handed out (also when that key was already exchanged: a lost
+acknowledgement answer costs one more handshake).  A PolicyKey of 0 in the first
+phase is read as none.
+
+The policy sent is the user's (``easync.policy.effective``); its fingerprint waits
+with the temporary key and goes into the device record with the final key
+(``policy_hash``), with the client's acknowledgement Status (``policy_status``).
+A client Status other than 1 (2 partially applied, 3 not applied, 4 externally
+managed; MS-ASPROV 2.2.2.54.1) is accepted and logged with --allow-non-provisionable
+on (the default); off, the answer is Provision/Status 139, or 145 for 4 (MS-ASPROV
+3.1.5.2), HTTP 403 below 14.0, and no key.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
+
 from easync.commands.provisioning import (
     POLICY_TYPE,
+    WAP_POLICY_TYPE,
     new_policy_key,
     provision_doc,
     wipe_element,
     wipe_pending,
 )
-from easync.handler import EasRequest, EasResponse, EasServer
+from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.model import StateWrite
+from easync.policy import effective, fingerprint, wap_provisioning_doc
+from easync.versions import version_tuple
 from easync.wbxml.element import Element
+
+log = Logger()
 
 # The temporary key between the two phases lives in this per-device state blob (the
 # device record has a column for the final key only).
@@ -149,44 +164,98 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         root.add("Provision:Status", "2")
         return EasResponse(body=root, status="2")
     sent_key = (policy_el.findtext("Provision:PolicyKey") or "").strip()
-    root.add("Provision:Status", "1")
-    out_policy = root.add("Provision:Policies").add("Provision:Policy")
-    out_policy.add("Provision:PolicyType", policy_type)
 
-    if policy_type != POLICY_TYPE:
-        out_policy.add("Provision:Status", "3")
+    # 2.5 asks for the WAP form, 12.0 and later for the WBXML one (MS-ASPROV 2.2.2.43)
+    wanted = WAP_POLICY_TYPE if version_tuple(req.version) < (12, 0) else POLICY_TYPE
+    if policy_type != wanted:
+        _policy(root, policy_type, "3")
         return EasResponse(body=root, status="1")
 
     dev = device or {}
     current = str(dev["policy_key"]) if dev.get("policy_key") else None
-    pending = await _pending_key(server, req)
+    pending, pending_hash = await _pending_key(server, req)
     if not sent_key or sent_key == "0":
-        # Phase 1 (a PolicyKey of 0 is read as none): a temporary key and the document.
+        # Phase 1 (a PolicyKey of 0 is read as none): a temporary key and the policy
+        # the user has now (the server's, with the user's own settings over it)
+        policy = effective(server.settings.policy, req.user.extra.get("policy"))
         temp = new_policy_key(avoid=(current, pending))
-        await _save_pending_key(server, req, temp)
-        out_policy.add("Provision:Status", "1")
-        out_policy.add("Provision:PolicyKey", temp)
-        out_policy.add("Provision:Data").append(provision_doc(req.version))
+        await _save_pending_key(server, req, temp, fingerprint(policy))
+        out_policy = _policy(root, policy_type, "1", temp)
+        if policy_type == WAP_POLICY_TYPE:
+            out_policy.add("Provision:Data", wap_provisioning_doc(policy))
+        else:
+            out_policy.add("Provision:Data").append(provision_doc(req.version, policy))
         return EasResponse(body=root, status="1")
 
     # Phase 2: the acknowledgement must carry the temporary key.
     if not pending or sent_key != pending:
-        out_policy.add("Provision:Status", "5")
+        _policy(root, policy_type, "5")
         return EasResponse(body=root, status="1")
+    # What the device did with the policy (MS-ASPROV 2.2.2.54.1): 1 applied, 2 partly
+    # (at least the PIN), 3 not at all, 4 managed by a third party.  A device that
+    # leaves it out is taken as 1 (as before: some clients do).
+    applied = (policy_el.findtext("Provision:Status") or "1").strip()
+    if applied not in ("1", "2", "3", "4"):
+        root.add("Provision:Status", "2")
+        return EasResponse(body=root, status="2")
+    if applied != "1" and not server.settings.allow_non_provisionable:
+        # Refused (MS-ASPROV 3.1.5.2): 139 "cannot fully comply" (also for 3, which
+        # applied nothing), 145 "externally managed"; the device gets no key, so its
+        # next command is sent back to Provision (142), which refuses it again.
+        code = "145" if applied == "4" else "139"
+        await server.state.save_device(req.user, req.device_id, policy_key=None,
+                                       policy_hash=None, policy_status=f"refused:{applied}")
+        await _save_pending_key(server, req, None, None)
+        log.info("policy refused: user {user} device {device} acknowledged the policy "
+                 "with Status {applied} (allow-non-provisionable off): Provision Status "
+                 "{code}", user=req.user.name, device=_safe(req.device_id),
+                 applied=applied, code=code)
+        if version_tuple(req.version) < (14, 0):
+            # status codes above 100 are 14.0+ (MS-ASCMD 2.2.2): the user may not sync
+            raise EasHTTPError(403, f"policy not applied (Status {applied}), "
+                                    "allow-non-provisionable off")
+        refused = Element("Provision:Provision")
+        refused.add("Provision:Status", code)
+        return EasResponse(body=refused, status=code)
+    if applied != "1":
+        log.info("policy not fully applied: user {user} device {device} acknowledged "
+                 "with Status {applied}; let in (allow-non-provisionable on)",
+                 user=req.user.name, device=_safe(req.device_id), applied=applied)
     final = new_policy_key(avoid=(pending, current))
-    await server.state.save_device(req.user, req.device_id, policy_key=int(final))
-    await _save_pending_key(server, req, None)
-    out_policy.add("Provision:Status", "1")
-    out_policy.add("Provision:PolicyKey", final)
+    await server.state.save_device(req.user, req.device_id, policy_key=int(final),
+                                   policy_hash=pending_hash, policy_status=applied)
+    await _save_pending_key(server, req, None, None)
+    _policy(root, policy_type, "1", final)
     return EasResponse(body=root, status="1")
 
 
-async def _pending_key(server: EasServer, req: EasRequest) -> str | None:
-    state = await server.state.get_state(req.user, req.device_id, PROVISION_STATE)
-    key = (state or {}).get("pending_policy_key")
-    return str(key) if key else None
+def _policy(root: Element, policy_type: str, status: str, key: str | None = None
+            ) -> Element:
+    """Add Provision Status 1 and one Policy {PolicyType, Status[, PolicyKey]} to
+    ``root``; the Policy element."""
+    root.add("Provision:Status", "1")
+    out_policy = root.add("Provision:Policies").add("Provision:Policy")
+    out_policy.add("Provision:PolicyType", policy_type)
+    out_policy.add("Provision:Status", status)
+    if key is not None:
+        out_policy.add("Provision:PolicyKey", key)
+    return out_policy
 
 
-async def _save_pending_key(server: EasServer, req: EasRequest, key: str | None) -> None:
+def _safe(text: str) -> str:
+    """Client text for a log line: control characters escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+async def _pending_key(server: EasServer, req: EasRequest) -> tuple[str | None, str | None]:
+    """The temporary key handed out, and the fingerprint of the policy sent with it."""
+    state = await server.state.get_state(req.user, req.device_id, PROVISION_STATE) or {}
+    key = state.get("pending_policy_key")
+    return (str(key) if key else None), state.get("pending_policy_hash")
+
+
+async def _save_pending_key(server: EasServer, req: EasRequest, key: str | None,
+                            policy_hash: str | None) -> None:
     await server.state.save_state(
-        req.user, StateWrite(req.device_id, PROVISION_STATE, {"pending_policy_key": key}))
+        req.user, StateWrite(req.device_id, PROVISION_STATE,
+                             {"pending_policy_key": key, "pending_policy_hash": policy_hash}))

@@ -1,9 +1,10 @@
 """The device policy we hand out, policy keys, and the "provision first" answers.
 
-easync enforces no device security policy: the EASProvisionDoc it sends is the
-permissive one (MS-ASPROV 2.2.2.28; values as notes §3.3).  The handshake still
-runs because phones expect it, and because the policy key is how a device that
-was told to wipe is brought back to ``Provision`` (notes §3.4, §3.5).
+The policy itself (its settings, the server's and the user's, the two document forms)
+is ``easync.policy``; by default it is the permissive one (nothing required).  The
+policy key is how a device is brought back to ``Provision``: when it was told to
+wipe (notes §3.4, §3.5) and when its user's policy changed since it acknowledged it
+(143).
 
 The HTTP layer calls :func:`policy_status` for every command but Provision and,
 when it is not None, answers with :func:`policy_required_response`.
@@ -12,13 +13,17 @@ when it is not None, answers with :func:`policy_required_response`.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from easync.handler import EasResponse
+from easync.policy import DEFAULT_FINGERPRINT, DEFAULTS, provision_doc_entries
 from easync.versions import version_tuple
 from easync.wbxml.element import Element
 
 POLICY_TYPE = "MS-EAS-Provisioning-WBXML"
+# The 2.5 form (MS-ASPROV 2.2.2.43): the policy as a wap-provisioningdoc string.
+WAP_POLICY_TYPE = "MS-WAP-Provisioning-XML"
 
 # Not provisioned / policy refresh / invalid key / remote wipe requested.
 NOT_PROVISIONED = "142"
@@ -26,55 +31,6 @@ POLICY_REFRESH = "143"
 INVALID_POLICY_KEY = "144"
 REMOTE_WIPE_REQUESTED = "140"
 _REASONS = (NOT_PROVISIONED, POLICY_REFRESH, INVALID_POLICY_KEY, REMOTE_WIPE_REQUESTED)
-
-# (tag, value) in the order of the EASProvisionDoc schema / token table.  The
-# first group exists since 12.0; the rest since 12.1.  None = empty element.
-_DOC_12_0: tuple[tuple[str, str | None], ...] = (
-    ("DevicePasswordEnabled", "0"),
-    ("AlphanumericDevicePasswordRequired", "0"),
-    ("RequireStorageCardEncryption", "0"),
-    ("PasswordRecoveryEnabled", "0"),
-    ("AttachmentsEnabled", "1"),
-    ("MinDevicePasswordLength", "4"),
-    ("MaxInactivityTimeDeviceLock", "900"),
-    ("MaxDevicePasswordFailedAttempts", "8"),
-    ("MaxAttachmentSize", None),
-    ("AllowSimpleDevicePassword", "1"),
-    ("DevicePasswordExpiration", "0"),
-    ("DevicePasswordHistory", "0"),
-)
-_DOC_12_1: tuple[tuple[str, str | None], ...] = (
-    ("AllowStorageCard", "1"),
-    ("AllowCamera", "1"),
-    ("RequireDeviceEncryption", "0"),
-    ("AllowUnsignedApplications", "1"),
-    ("AllowUnsignedInstallationPackages", "1"),
-    ("MinDevicePasswordComplexCharacters", "3"),
-    ("AllowWiFi", "1"),
-    ("AllowTextMessaging", "1"),
-    ("AllowPOPIMAPEmail", "1"),
-    ("AllowBluetooth", "2"),
-    ("AllowIrDA", "1"),
-    ("RequireManualSyncWhenRoaming", "0"),
-    ("AllowDesktopSync", "1"),
-    ("MaxCalendarAgeFilter", "0"),
-    ("AllowHTMLEmail", "1"),
-    ("MaxEmailAgeFilter", "0"),
-    ("MaxEmailBodyTruncationSize", "-1"),
-    ("MaxEmailHTMLBodyTruncationSize", "-1"),
-    ("RequireSignedSMIMEMessages", "0"),
-    ("RequireEncryptedSMIMEMessages", "0"),
-    ("RequireSignedSMIMEAlgorithm", "0"),
-    ("RequireEncryptionSMIMEAlgorithm", "0"),
-    ("AllowSMIMEEncryptionAlgorithmNegotiation", "2"),
-    ("AllowSMIMESoftCerts", "1"),
-    ("AllowBrowser", "1"),
-    ("AllowConsumerEmail", "1"),
-    ("AllowRemoteDesktop", "1"),
-    ("AllowInternetSharing", "1"),
-    ("UnapprovedInROMApplicationList", None),
-    ("ApprovedApplicationList", None),
-)
 
 # Where a command's top-level Status goes (root tag, Status tag), 14.0+.  Every
 # one of these roots has an optional top-level Status in its response schema.
@@ -100,11 +56,11 @@ STATUS_ROOTS: dict[str, tuple[str, str]] = {
 }
 
 
-def provision_doc(version: str) -> Element:
-    """The permissive ``Provision:EASProvisionDoc`` for a protocol version."""
+def provision_doc(version: str, policy: Mapping[str, str] | None = None) -> Element:
+    """The ``Provision:EASProvisionDoc`` of ``policy`` (default: the permissive one)
+    for a protocol version: the 12.1 elements only from 12.1 on (MS-ASPROV 2.2.2.28)."""
     doc = Element("Provision:EASProvisionDoc")
-    entries = _DOC_12_0 if version_tuple(version) < (12, 1) else _DOC_12_0 + _DOC_12_1
-    for name, value in entries:
+    for name, value in provision_doc_entries(policy or DEFAULTS, version):
         doc.add(f"Provision:{name}", value)
     return doc
 
@@ -132,10 +88,16 @@ def wipe_element(device: dict[str, Any] | None, version: str) -> Element:
     return Element("Provision:RemoteWipe")
 
 
-def policy_status(device: dict[str, Any] | None, sent_key: str | None) -> str | None:
+def policy_status(device: dict[str, Any] | None, sent_key: str | None,
+                  policy_hash: str | None = None) -> str | None:
     """None when ``sent_key`` is the device's current policy key; else the reason:
     "140" (a wipe is pending: the device must come to Provision), "142" (never
-    provisioned, or no key sent) or "144" (a key that is not the current one)."""
+    provisioned, or no key sent), "144" (a key that is not the current one) or, when
+    ``policy_hash`` (the fingerprint of the policy the device's user has now,
+    ``easync.policy``) is given and is not the one the device acknowledged, "143"
+    (PolicyRefresh, MS-ASCMD 2.2.2: the policy changed on the server, the device
+    provisions again).  A device record without a fingerprint acknowledged the
+    permissive policy (it was provisioned before policies were configurable)."""
     if wipe_pending(device):
         return REMOTE_WIPE_REQUESTED
     current = (device or {}).get("policy_key")
@@ -146,6 +108,10 @@ def policy_status(device: dict[str, Any] | None, sent_key: str | None) -> str | 
         return NOT_PROVISIONED
     if sent != str(current):
         return INVALID_POLICY_KEY
+    if policy_hash is not None:
+        acked = (device or {}).get("policy_hash") or DEFAULT_FINGERPRINT
+        if acked != policy_hash:
+            return POLICY_REFRESH
     return None
 
 

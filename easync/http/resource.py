@@ -56,6 +56,7 @@ from easync.http.limits import ConnectionLimits
 from easync.http.query import Query, QueryError, parse_query
 from easync.model import User
 from easync.notify import Lookout
+from easync.policy import user_fingerprint
 from easync.requestread import RequestRead, RequestSnapshot
 from easync.versions import VERSIONS, version_tuple
 from easync.wbxml import E, WBXMLError, decode, encode
@@ -565,7 +566,12 @@ class ActiveSyncResource(Resource):
         return decoded
 
     def _policy_check(self, req: EasRequest) -> EasResponse | None:
-        status = provisioning_policy.policy_status(req.device, req.policy_key)
+        # the fingerprint of the policy the user has now (the server's, with the
+        # user's own settings over it, read with this request): a device that
+        # acknowledged another one provisions again (143 / 449)
+        current = user_fingerprint(self.server.settings.policy,
+                                   req.user.extra.get("policy"))
+        status = provisioning_policy.policy_status(req.device, req.policy_key, current)
         if status is None:
             return None
         return provisioning_policy.policy_required_response(req.cmd, req.version, status)
