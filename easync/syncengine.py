@@ -103,6 +103,22 @@ def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
                               device_id=str((device or {}).get("device_id") or ""), **extra)
 
 
+async def publish_write(server: EasServer, user: User, folder: Folder,
+                        hint: ChangeHint | None) -> None:
+    """Tell the change hub that ``user`` wrote into ``folder``.  A shared folder
+    (someone else's, or one of the user's that others hold) wakes every user who
+    holds it — the owner included — through the hub's per-user channel; for them the
+    hint names no device (a device id is only unique within one user)."""
+    server.notifier.publish(user.id, folder.server_id, hint)
+    audience = getattr(server.items, "folder_audience", None)
+    if audience is None or not (folder.owner or folder.shared_out):
+        return
+    other = None if hint is None else ChangeHint(hint.modseq)
+    for uid in await audience(folder.server_id):
+        if uid != user.id:
+            server.notifier.publish(uid, folder.server_id, other)
+
+
 class SyncEngine:
     """Sync, GetItemEstimate and Ping over one server's stores: typed requests in
     (``easync.synctypes``), typed results out."""
@@ -411,7 +427,7 @@ class SyncEngine:
                 raise
             log.info("Sync of folder {cid}: deleted meanwhile", cid=cid)
             return False
-        self.server.notifier.publish(user.id, cid, ChangeHint.of(done, device_id))
+        await publish_write(self.server, user, folder, ChangeHint.of(done, device_id))
         return True
 
     async def _gone(self, user: User, folder: Folder) -> bool:
@@ -476,6 +492,10 @@ class SyncEngine:
         current: dict[str, dict[str, Any]] = {}    # data after this request's commands
         deleted_now: set[str] = set()
         for n, cmd in enumerate(creq.commands):
+            if folder.read_only and isinstance(cmd, AddCommand | ChangeCommand | DeleteCommand):
+                self._refuse(cmd, cursor, own, existing, deleted_now, pending, delivered,
+                             responses)
+                continue
             if isinstance(cmd, AddCommand):
                 client_id = cmd.client_id
                 if not client_id:
@@ -571,6 +591,44 @@ class SyncEngine:
                     delivered.remove(pending.pop(sid))
             elif isinstance(cmd, FetchCommand):
                 responses.append(ClientResponse("Fetch", cmd.server_id))
+
+    @staticmethod
+    def _refuse(cmd: ClientCommand, cursor: int, own: dict[str, int],
+                existing: dict[str, Item], deleted_now: set[str],
+                pending: dict[str, Change], delivered: list[Change],
+                responses: list[ClientResponse]) -> None:
+        """A device's write into a read-only folder (a folder shared with it read-only,
+        issue #14 point 1): nothing is written, and the device is brought back to the
+        server's data.  EAS has no read-only folder, so the answer is the conflict the
+        server won (MS-ASCMD 2.2.3.177.17 Status 7; 2.2.3.34: "the object that the
+        client sent to the server was discarded") and the server's version goes out in
+        this response's Commands: a Change for a changed item, an Add (same ServerId)
+        for one the device deleted.  An Add has no server version: Status 6 (the server
+        cannot store the item; not transient, so the device does not retry it)."""
+        if isinstance(cmd, AddCommand):
+            responses.append(ClientResponse("Add", cmd.client_id or "",
+                                            status="6" if cmd.client_id else "4"))
+            return
+        assert isinstance(cmd, ChangeCommand | DeleteCommand)
+        kind: Literal["Change", "Delete"] = (
+            "Change" if isinstance(cmd, ChangeCommand) else "Delete")
+        sid = cmd.server_id
+        old = existing.get(sid)
+        if old is None or sid in deleted_now:
+            responses.append(ClientResponse(kind, sid, status="8"))
+            return
+        responses.append(ClientResponse(kind, sid, status="7"))
+        if sid in pending:
+            entry = pending.pop(sid)
+            if kind == "Delete" and not entry.deleted:
+                # what we were about to send: sent as an Add, as the device dropped it
+                delivered[delivered.index(entry)] = Change(
+                    sid, entry.modseq, False, entry.created_modseq, entry.item,
+                    enters=True)
+            return
+        # the device holds it (modseq <= cursor, or its own write): resend it as it is
+        delivered.append(Change(sid, old.modseq, False, 0, old,
+                                enters=(kind == "Delete")))
 
     @staticmethod
     def _adopt(hit: Item, cursor: int, own: dict[str, int], pending: dict[str, Change],
@@ -856,10 +914,10 @@ def _settle(responses: list[ClientResponse], fills: list[tuple[int, int]], ops: 
         r = results[oi]
         rec[ri].server_id = r.server_id if r.ok else None
         if not r.ok:
-            rec[ri].status = "5"
+            rec[ri].status = "6" if r.error == "readonly" else "5"
     for op, r in zip(ops, results, strict=True):
         if op.kind in ("change", "delete") and not r.ok:
-            status = {"notfound": "8", "invalid": "6"}.get(r.error or "", "5")
+            status = {"notfound": "8", "invalid": "6", "readonly": "7"}.get(r.error or "", "5")
             kind: Literal["Change", "Delete"] = "Change" if op.kind == "change" else "Delete"
             rec.append(ClientResponse(kind, op.server_id or "", None, status, None))
     return rec
