@@ -177,6 +177,8 @@ class SyncEngine:
         position advances in ``st``), then the feed.  Returns (changes, more, new
         cursor if all of them are delivered)."""
         out: list[Change] = []
+        if st.get("owed"):
+            out = await self._owed(user, folder, st)
         while st.get("rw") and len(out) < limit:
             rw = st["rw"]
             batch = await self.items.window_changes(user, folder.server_id, rw["pos"],
@@ -199,7 +201,25 @@ class SyncEngine:
         if len(out) >= limit:
             return out, bool(st.get("rw")) or folder.modseq > st["cursor"], st["cursor"]
         feed, more, cursor = await self.collect(user, folder, st, limit - len(out), now)
+        if out and feed:
+            # an owed item the feed brings anyway goes out once, as the feed has it
+            fed = {ch.server_id for ch in feed}
+            out = [ch for ch in out if ch.server_id not in fed]
         return out + feed, more, cursor
+
+    async def _owed(self, user: User, folder: Folder, st: dict[str, Any]) -> list[Change]:
+        """The server versions owed to the device for writes a read-only folder refused
+        while it asked for no changes (``_refuse``): a Change for an item it changed,
+        an Add for one it deleted (gone since: its tombstone is in the feed).  Taken
+        out of the state (the new state keeps what is not delivered)."""
+        owed = st.pop("owed")
+        kinds = {sid: kind for kind, sid in owed}
+        out: list[Change] = []
+        for it in await self.items.get_items(user, list(kinds)):
+            if it.folder_id == folder.server_id:
+                out.append(Change(it.server_id, it.modseq, False, 0, it,
+                                  enters=kinds[it.server_id] == "A"))
+        return out
 
     # -- reading the feed ----------------------------------------------------------
     async def collect(self, user: User, folder: Folder, st: dict[str, Any], limit: int,
@@ -386,6 +406,15 @@ class SyncEngine:
             }
             if st.get("rw"):
                 state["rw"] = st["rw"]
+            owed = list(st.get("owed") or ())
+            # the store refused a write as read-only (shared read-only since the
+            # request looked the folder up): its version is owed the same way
+            owed += [["A" if op.kind == "delete" else "C", op.server_id]
+                     for op, r in zip(ops, results, strict=False)
+                     if r.error == "readonly" and op.kind != "add" and op.server_id]
+            if owed:
+                # server versions still to send (a refused write in a read-only folder)
+                state["owed"] = owed
             if st.get("base"):
                 state["base"] = st["base"]
             outside = self._outside(st, cls, ops, results, [])
@@ -493,8 +522,8 @@ class SyncEngine:
         deleted_now: set[str] = set()
         for n, cmd in enumerate(creq.commands):
             if folder.read_only and isinstance(cmd, AddCommand | ChangeCommand | DeleteCommand):
-                self._refuse(cmd, cursor, own, existing, deleted_now, pending, delivered,
-                             responses)
+                self._refuse(cmd, existing, deleted_now, pending, delivered, responses,
+                             None if creq.get_changes else st.setdefault("owed", []))
                 continue
             if isinstance(cmd, AddCommand):
                 client_id = cmd.client_id
@@ -593,18 +622,19 @@ class SyncEngine:
                 responses.append(ClientResponse("Fetch", cmd.server_id))
 
     @staticmethod
-    def _refuse(cmd: ClientCommand, cursor: int, own: dict[str, int],
-                existing: dict[str, Item], deleted_now: set[str],
+    def _refuse(cmd: ClientCommand, existing: dict[str, Item], deleted_now: set[str],
                 pending: dict[str, Change], delivered: list[Change],
-                responses: list[ClientResponse]) -> None:
+                responses: list[ClientResponse], owed: list[list[str]] | None) -> None:
         """A device's write into a read-only folder (a folder shared with it read-only,
         issue #14 point 1): nothing is written, and the device is brought back to the
         server's data.  EAS has no read-only folder, so the answer is the conflict the
         server won (MS-ASCMD 2.2.3.177.17 Status 7; 2.2.3.34: "the object that the
         client sent to the server was discarded") and the server's version goes out in
         this response's Commands: a Change for a changed item, an Add (same ServerId)
-        for one the device deleted.  An Add has no server version: Status 6 (the server
-        cannot store the item; not transient, so the device does not retry it)."""
+        for one the device deleted — or, when the request asked for no changes
+        (GetChanges 0, MS-ASCMD 2.2.3.84), in the next Sync that does (``owed``, kept in
+        the state).  An Add has no server version: Status 6 (the server cannot store
+        the item; not transient, so the device does not retry it)."""
         if isinstance(cmd, AddCommand):
             responses.append(ClientResponse("Add", cmd.client_id or "",
                                             status="6" if cmd.client_id else "4"))
@@ -627,8 +657,11 @@ class SyncEngine:
                     enters=True)
             return
         # the device holds it (modseq <= cursor, or its own write): resend it as it is
-        delivered.append(Change(sid, old.modseq, False, 0, old,
-                                enters=(kind == "Delete")))
+        if owed is not None:
+            owed.append(["A" if kind == "Delete" else "C", sid])
+        else:
+            delivered.append(Change(sid, old.modseq, False, 0, old,
+                                    enters=(kind == "Delete")))
 
     @staticmethod
     def _adopt(hit: Item, cursor: int, own: dict[str, int], pending: dict[str, Change],
