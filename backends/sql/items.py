@@ -115,7 +115,7 @@ class SqlItems(StorePart):
         """Has the database the share table (schema 9)?"""
         return self.db.schema_version >= 9
 
-    def _owner_of(self, cur: Any, user_id: int, fid: int | None) -> int | None:
+    def _owner_of(self, cur: Any, user_id: int, fid: int | None) -> int:
         """Whose rows folder ``fid`` holds, as ``user_id`` reaches it: ``user_id`` for
         its own folders (and for a folder it cannot reach: nothing then matches), the
         owner's id for a folder shared with it."""
