@@ -32,10 +32,10 @@ import pytest
 pyactivesync = needs.importable("pyactivesync")
 needs_libwbxml = needs.mark(needs.libwbxml())
 
-from easync_server import RunningServer  # noqa: E402
-from pyactivesync import Client  # noqa: E402
-from pyactivesync.models import Contact, ContactChange  # noqa: E402
-from rawclient import Node, RawDevice  # noqa: E402
+from easync_server import RunningServer
+from pyactivesync import Client
+from pyactivesync.models import Contact, ContactChange
+from rawclient import Node, RawDevice
 
 pytestmark = needs_libwbxml
 
