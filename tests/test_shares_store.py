@@ -228,3 +228,34 @@ async def test_share_refuses_owner_and_mail_folders(store: SqlStore) -> None:
         await store.share_folder(inbox, bob.id, False)
     with pytest.raises(KeyError):
         await store.share_folder("99999", bob.id, False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_poller_wakes_the_holders_of_a_shared_folder(tmp_path: Path) -> None:
+    """``easync-admin import`` (another process) fills the company book, whose owner has
+    no waiter: the colleague's Ping on it is woken all the same (backends/sql/poller)."""
+    from hubtest import Heard
+
+    from backends.sql.poller import SqlitePoller
+    from easync.notify import LocalNotifier
+
+    url = f"sqlite:///{tmp_path / 'easync.sqlite'}"
+    server, cli = SqlStore(_reactor(), url), SqlStore(_reactor(), url)
+    await server.open()
+    await cli.open()
+    try:
+        bob = await server.add_user("bob", "h", None, True)
+        company = await server.company_user()
+        book = await server.create_folder_of(company, "Company address book", 14)
+        await server.share_folder(book.server_id, EVERYONE, False)
+        hub = LocalNotifier(_reactor())
+        poller = SqlitePoller(_reactor(), server, hub)
+        await poller.poll_once()
+        heard = Heard(hub, bob.id, [book.server_id])
+        await poller.poll_once()
+        await cli.apply(company, book.server_id, [Op("add", data={"FirstName": "Desk"})])
+        await poller.poll_once()
+        assert heard.folders == [book.server_id]
+    finally:
+        await cli.close()
+        await server.close()
