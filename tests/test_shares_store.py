@@ -259,3 +259,30 @@ async def test_sqlite_poller_wakes_the_holders_of_a_shared_folder(tmp_path: Path
     finally:
         await cli.close()
         await server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_keeps_the_tombstones_a_colleagues_device_needs(store: SqlStore) -> None:
+    """The tombstone purge (--tombstone-max-age aside) keeps what any device holding
+    the folder still needs: the colleague's states count, not only the owner's."""
+    anna, bob, _carl = await _people(store)
+    cal = await _folder(store, anna, "Calendar")
+    sids = [r.server_id for r in await store.apply(anna, cal, [
+        Op("add", data=dict(EVENT, Subject=f"e{n}")) for n in range(3)])]
+    await store.share_folder(cal, bob.id, False)
+    top = max(c.modseq for c in (await store.changes_since(bob, cal, 0, 10)).changes)
+    # bob's phone holds everything up to now; anna's phone is fully synced later
+    await store.save_state(bob, StateWrite("BobPhone", f"sync:{cal}",
+                                           {"cursor": top, "own": {}}))
+    await store.apply(anna, cal, [Op("delete", server_id=sids[0], ref=sids[0])])
+    now = max(c.modseq for c in (await store.changes_since(anna, cal, 0, 10)).changes)
+    await store.save_state(anna, StateWrite("AnnaPhone", f"sync:{cal}",
+                                            {"cursor": now, "own": {}}))
+    step = await store.purge_synced(0, 100)
+    assert step.done == 0
+    batch = await store.changes_since(bob, cal, top, 10)
+    assert [(c.server_id, c.deleted) for c in batch.changes] == [(sids[0], True)]
+    # once bob's phone has it too, it goes
+    await store.save_state(bob, StateWrite("BobPhone", f"sync:{cal}",
+                                           {"cursor": now, "own": {}}))
+    assert (await store.purge_synced(0, 100)).done == 1

@@ -15,3 +15,6 @@ CREATE TABLE folder_shares (
 );
 -- A user's FolderSync: the folders shared with them or with everyone.
 CREATE INDEX folder_shares_grantee ON folder_shares (grantee_id, folder_id);
+-- A shared folder's states belong to several users: the tombstone purge
+-- (backends/sql/retention.py) finds the lowest feed cursor among all of them.
+CREATE INDEX sync_states_name ON sync_states (name, feed_cursor);
