@@ -400,10 +400,20 @@ async def cmd_folder_list(store: Any, args: argparse.Namespace, out: TextIO) -> 
     counts = {str(folder_id): n for folder_id, n in await store.raw_query(
         "SELECT folder_id, COUNT(*) FROM items WHERE user_id = ? AND deleted = 0 "
         "GROUP BY folder_id", (user.id,))}
+    for f in folders:
+        if f.owner is not None:     # shared with the user: the owner's items
+            counts[f.server_id] = (await store.raw_query(
+                "SELECT COUNT(*) FROM items WHERE folder_id = ? AND deleted = 0",
+                (int(f.server_id),)))[0][0]
     rows = [["ID", "NAME", "KIND", "ITEMS"]]
     for f in sorted(folders, key=lambda f: (f.cls, not f.is_default, f.name.lower())):
-        rows.append([f.server_id, f.name, f.cls + (" (default)" if f.is_default else ""),
-                     str(counts.get(f.server_id, 0))])
+        kind = f.cls + (" (default)" if f.is_default else "")
+        if f.owner is not None:
+            kind += " " + (_("(shared by {owner}, read-only)") if f.read_only else
+                           _("(shared by {owner}, read-write)")).format(owner=f.owner)
+        elif f.shared_out:
+            kind += " " + _("(shared)")
+        rows.append([f.server_id, f.name, kind, str(counts.get(f.server_id, 0))])
     _table(rows, out)
 
 
