@@ -330,8 +330,19 @@ def test_unshare_removes_the_folder_from_the_phone(world: World) -> None:
                        "</SyncKey></FolderSync>")
     assert r is not None
     key = r.text_of("FolderHierarchy:SyncKey")
+    # bob's phone holds a Ping (on the calendar anna still shares): the unshare, made by
+    # another process, answers it with Status 7, folder sync needed (MS-ASCMD 2.2.1.13)
+    ping_dev = RawDevice(world.server.url, "bob", PASSWORD, "BobRaw")
+    ping_dev.policy_key = world.bob.policy_key
+    answer: list[Any] = []
+    thread = _ping(ping_dev, world.cal, "Calendar", answer)
+    time.sleep(1.0)
+    assert not answer
     out = world.server.admin("share", "remove", "anna", world.contacts, "--to", "bob").stdout
     assert "no longer shared" in out
+    thread.join(10)
+    assert answer and answer[0] is not None, "bob's Ping was not told"
+    assert answer[0].text_of("Ping:Status") == "7"
     r = world.bob.call("FolderSync", '<FolderSync xmlns="FolderHierarchy:">'
                        f"<SyncKey>{key}</SyncKey></FolderSync>")
     assert r is not None and r.text_of("FolderHierarchy:Status") == "1"
