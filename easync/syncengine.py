@@ -799,19 +799,29 @@ class SyncEngine:
         ops: list[Op] = []
         fills: list[tuple[int, int]] = []
         adopted: list[Item] = []
+        owed_before = list(st.get("owed") or ())
         if todo:
             sub = dataclasses.replace(creq, commands=todo)
-            await self._commands(user, folder, st, sub, version, quirks, own, [], fresh,
+            back: list[Change] = []     # server versions a read-only folder sends back
+            await self._commands(user, folder, st, sub, version, quirks, own, back, fresh,
                                  ops, fills, adopted)
+            if back:
+                # the Commands stay those of the lost answer: they go with the next Sync
+                st["owed"] = [*(st.get("owed") or ()),
+                              *(["A" if ch.enters else "C", ch.server_id] for ch in back)]
         written = {op.server_id for op in ops if op.kind != "add"}
         if written & resent:
             # client wins: its version replaces the one the lost answer carried
             delivered_ids = [d for d in delivered_ids if d[1] not in written]
         if not ops and not adopted:
             # nothing written: the same key, nothing saved (a further resend is
-            # answered the same way again)
+            # answered the same way again) — but server versions now owed
             if fresh and await self._gone(user, folder):
                 return self._status(creq, "12")
+            if list(st.get("owed") or ()) != owed_before:
+                await self.state.save_state(user, StateWrite(
+                    device_id, state_name(folder.server_id), st,
+                    feed_from=feed_cursor(state_name(folder.server_id), st)))
             return await self._result(user, folder, epoch, n, responses + fresh + fetches,
                                       delivered_ids, None, more)
 

@@ -308,6 +308,36 @@ def test_pyactivesync_edit_of_the_company_book_converges(world: World) -> None:
     assert again.added == again.changed == [] and again.deleted == []
 
 
+def test_resent_key_with_an_edit_of_a_read_only_item(world: World) -> None:
+    """The phone never got an answer (MS-ASCMD 2.2.3.166.4: it resends the previous
+    SyncKey) and its resend carries an edit of a company-book contact: the lost answer
+    is replayed, the edit gets Status 7, and the server's version follows at the next
+    Sync."""
+    items = _start(world.bob, world, world.book)
+    [(reception, _data)] = list(items.items())
+    k1 = world.keys[(world.bob.device_id, world.book)]
+    vcf = world.server.workdir / "more.vcf"
+    vcf.write_text("BEGIN:VCARD\r\nVERSION:3.0\r\nN:;Helpdesk;;;\r\nFN:Helpdesk\r\n"
+                   "END:VCARD\r\n", "utf-8")
+    world.server.admin("import", "~company", str(vcf), "--folder", world.book)
+    lost = _sync(world.bob, world, world.book)            # this answer is "lost"
+    [(kind, helpdesk, _d)] = _commands(lost)
+    assert kind == "Add"
+    k2 = world.keys[(world.bob.device_id, world.book)]
+    world.keys[(world.bob.device_id, world.book)] = k1       # the phone resends k1
+    again = _sync(world.bob, world, world.book,
+                  f"<Commands><Change><ServerId>{reception}</ServerId><ApplicationData>"
+                  "<K:FirstName>Front desk</K:FirstName></ApplicationData></Change>"
+                  "</Commands>")
+    assert [(k, sid) for k, sid, _d in _commands(again)] == [("Add", helpdesk)]
+    assert _responses(again) == [("Change", reception, "7")]
+    assert world.keys[(world.bob.device_id, world.book)] == k2
+    nxt = _commands(_sync(world.bob, world, world.book))
+    assert [(k, sid) for k, sid, _d in nxt] == [("Change", reception)]
+    assert nxt[0][2] is not None
+    assert nxt[0][2].text_of("Contacts:FirstName") == "Reception"
+
+
 def test_shared_folder_cannot_be_renamed_or_deleted(world: World) -> None:
     r = world.bob.call("FolderSync", '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0'
                        "</SyncKey></FolderSync>")
