@@ -107,9 +107,19 @@ def _add_contact(dev: RawDevice, world: World, folder: str, cid: str, first: str
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """``twistd easync`` on SQLite (test_e2e_shares_postgresql: on PostgreSQL)."""
     srv = RunningServer(tmp_path_factory.mktemp("shares")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def world(server: RunningServer) -> Iterator[World]:
+    w = World()
+    srv = server
     w.server = srv
     srv.add_user("anna", PASSWORD, email="anna@example.org")
     srv.add_user("bob", PASSWORD, email="bob@example.org")
@@ -146,7 +156,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         mp.setenv("REQUESTS_CA_BUNDLE", str(srv.workdir / "easync.pem"))
         w.bob_pas = Client(srv.host, "bob", PASSWORD, device_id="BobPas", timeout=30)
         yield w
-    srv.stop()
 
 
 def _folder_adds(dev: RawDevice) -> dict[str, tuple[str, str, str]]:
