@@ -109,14 +109,24 @@ async def publish_write(server: EasServer, user: User, folder: Folder,
     (someone else's, or one of the user's that others hold) wakes every user who
     holds it — the owner included — through the hub's per-user channel; for them the
     hint names no device (a device id is only unique within one user)."""
-    server.notifier.publish(user.id, folder.server_id, hint)
+    if folder.owner or folder.shared_out:
+        await publish_to_holders(server, user, folder.server_id, hint)
+    else:
+        server.notifier.publish(user.id, folder.server_id, hint)
+
+
+async def publish_to_holders(server: EasServer, user: User, folder_id: str,
+                             hint: ChangeHint | None = None) -> None:
+    """``publish_write`` for a folder whose sharing the caller does not know (one look
+    at who holds it, when the store shares folders: MoveItems, MeetingResponse)."""
+    server.notifier.publish(user.id, folder_id, hint)
     audience = getattr(server.items, "folder_audience", None)
-    if audience is None or not (folder.owner or folder.shared_out):
+    if audience is None:
         return
     other = None if hint is None else ChangeHint(hint.modseq)
-    for uid in await audience(folder.server_id):
+    for uid in await audience(folder_id):
         if uid != user.id:
-            server.notifier.publish(uid, folder.server_id, other)
+            server.notifier.publish(uid, folder_id, other)
 
 
 class SyncEngine:
