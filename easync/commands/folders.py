@@ -16,7 +16,8 @@ FolderCreate/Update/Delete need the current key; each success issues a new key a
 applies the device's own change to its snapshot (and only that change), so its
 next FolderSync neither repeats it nor misses a concurrent change from elsewhere.
 
-A folder someone else shares with the user (``Folder.owner`` set) cannot be renamed,
+A folder someone else shares with the user (``Folder.owner`` set), or any read-only
+folder (``Folder.read_only``: e.g. a CRM store's company address book), cannot be renamed,
 moved or deleted from the phone: FolderUpdate Status 2, FolderDelete Status 3 (the
 "special folder" answers of MS-ASCMD 2.2.3.177.6 and 2.2.3.177.4); nothing can be
 created under it (Status 5: it is not one of the user's folders, so no parent of theirs).
@@ -277,14 +278,15 @@ async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
     if state is None:
         return _status_only("FolderUpdate", "9")
     folders = await server.items.list_folders(req.user)
-    if any(f.server_id == server_id and f.owner for f in folders):
+    if any(f.server_id == server_id and (f.owner or f.read_only) for f in folders):
         # someone else's folder shared with the user: not the user's to rename or
         # move (MS-ASCMD 2.2.3.177.6 Status 2: "the specified folder is a special
         # folder ... Special folders cannot be updated")
         return _status_only("FolderUpdate", "2")
     parents = {f.server_id: f.parent_id for f in folders}
     if parent != "0" and (_is_under(parents, parent, server_id) or
-                          any(f.server_id == parent and f.owner for f in folders)):
+                          any(f.server_id == parent and (f.owner or f.read_only)
+                              for f in folders)):
         return _status_only("FolderUpdate", "10")
     try:
         folder = await server.items.update_folder(req.user, server_id, parent, name)
@@ -307,7 +309,7 @@ async def folder_delete(server: EasServer, req: EasRequest) -> EasResponse:
     state = await _check_key(server, req, key)
     if state is None:
         return _status_only("FolderDelete", "9")
-    if any(f.server_id == server_id and f.owner
+    if any(f.server_id == server_id and (f.owner or f.read_only)
            for f in await server.items.list_folders(req.user)):
         # someone else's folder shared with the user (MS-ASCMD 2.2.3.177.4 Status 3:
         # "a special system folder [that] cannot be deleted by the client"); the
