@@ -18,6 +18,7 @@ import datetime
 import getpass
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -496,7 +497,7 @@ async def cmd_folder_create_shared(store: Any, args: argparse.Namespace, out: Te
                 "with: easync-admin import {owner} FILE --folder {folder}").format(
                     folder=folder.server_id, name=folder.name,
                     who=args.to.lower() if args.to else _("everyone"),
-                    owner=company.name) + "\n")
+                    owner=shlex.quote(company.name)) + "\n")
 
 
 async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
