@@ -646,6 +646,8 @@ class SyncEngine:
         the state).  An Add has no server version: Status 6 (the server cannot store
         the item; not transient, so the device does not retry it)."""
         if isinstance(cmd, AddCommand):
+            log.info("Add {cid} refused: the folder is read-only (Status 6)",
+                     cid=cmd.client_id)
             responses.append(ClientResponse("Add", cmd.client_id or "",
                                             status="6" if cmd.client_id else "4"))
             return
@@ -657,6 +659,8 @@ class SyncEngine:
         if old is None or sid in deleted_now:
             responses.append(ClientResponse(kind, sid, status="8"))
             return
+        log.info("{kind} {sid} refused: the folder is read-only (Status 7, the server's"
+                 " version sent back)", kind=kind, sid=sid)
         responses.append(ClientResponse(kind, sid, status="7"))
         if sid in pending:
             entry = pending.pop(sid)
