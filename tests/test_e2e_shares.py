@@ -229,6 +229,32 @@ def test_read_write_share_reaches_the_owner_and_wakes_her_ping(world: World) -> 
     assert _commands(_sync(world.bob, world, world.cal)) == []
 
 
+def test_owners_change_wakes_the_colleagues_ping(world: World) -> None:
+    """The other way round: anna changes her shared calendar; bob's held Ping on it
+    answers (MS-ASCMD 2.2.1.13 Status 2) and his phone gets the Change."""
+    if (world.bob.device_id, world.cal) not in world.keys:
+        _start(world.bob, world, world.cal)
+    lunch = world.ids["lunch"]
+    ping_dev = RawDevice(world.server.url, "bob", PASSWORD, "BobRaw")
+    ping_dev.policy_key = world.bob.policy_key
+    answer: list[Any] = []
+    thread = _ping(ping_dev, world.cal, "Calendar", answer)
+    time.sleep(1.0)
+    assert not answer
+    _sync(world.anna, world, world.cal,
+          f"<GetChanges>0</GetChanges><Commands><Change><ServerId>{lunch}</ServerId>"
+          "<ApplicationData><C:Subject>Team lunch (final)</C:Subject>"
+          "<C:StartTime>20300105T130000Z</C:StartTime>"
+          "<C:EndTime>20300105T140000Z</C:EndTime></ApplicationData></Change></Commands>")
+    thread.join(10)
+    assert answer and answer[0] is not None, "bob's Ping was not woken"
+    assert answer[0].text_of("Ping:Status") == "2"
+    got = _commands(_sync(world.bob, world, world.cal))
+    assert [(k, s) for k, s, _d in got] == [("Change", lunch)]
+    assert got[0][2] is not None
+    assert got[0][2].text_of("Calendar:Subject") == "Team lunch (final)"
+
+
 def test_offline_edit_of_read_only_items_converges(world: World) -> None:
     """bob's phone edits two of anna's contacts while offline; meanwhile anna changes
     one of them.  At its next Sync each edit gets Status 7 and the server's version,
