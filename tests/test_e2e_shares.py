@@ -390,6 +390,45 @@ def test_shared_folder_cannot_be_renamed_or_deleted(world: World) -> None:
     assert world.book in _folder_adds(world.bob)
 
 
+def _hierarchy_key(dev: RawDevice) -> str:
+    r = dev.call("FolderSync", '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0'
+                 "</SyncKey></FolderSync>")
+    assert r is not None
+    return r.text_of("FolderHierarchy:SyncKey") or ""
+
+
+def test_owner_renames_a_shared_folder(world: World) -> None:
+    """anna renames a calendar she shares: bob's held Ping is told (Status 7) and his
+    next FolderSync updates its name (MS-ASCMD 2.2.3.186.3 Update)."""
+    key = _hierarchy_key(world.anna)
+    made = world.anna.call("FolderCreate", '<FolderCreate xmlns="FolderHierarchy:">'
+                           f"<SyncKey>{key}</SyncKey><ParentId>0</ParentId>"
+                           "<DisplayName>Team</DisplayName><Type>13</Type></FolderCreate>")
+    assert made is not None and made.text_of("FolderHierarchy:Status") == "1"
+    team = made.text_of("FolderHierarchy:ServerId") or ""
+    world.server.admin("share", "add", "anna", team, "--to", "bob")
+    bkey = _hierarchy_key(world.bob)
+    ping_dev = RawDevice(world.server.url, "bob", PASSWORD, "BobRaw")
+    ping_dev.policy_key = world.bob.policy_key
+    answer: list[Any] = []
+    thread = _ping(ping_dev, world.cal, "Calendar", answer)
+    time.sleep(1.0)
+    assert not answer
+    up = world.anna.call("FolderUpdate", '<FolderUpdate xmlns="FolderHierarchy:">'
+                         f"<SyncKey>{made.text_of('FolderHierarchy:SyncKey')}</SyncKey>"
+                         f"<ServerId>{team}</ServerId><ParentId>0</ParentId>"
+                         "<DisplayName>Team events</DisplayName></FolderUpdate>")
+    assert up is not None and up.text_of("FolderHierarchy:Status") == "1"
+    thread.join(10)
+    assert answer and answer[0] is not None, "bob's Ping was not told"
+    assert answer[0].text_of("Ping:Status") == "7"
+    r = world.bob.call("FolderSync", '<FolderSync xmlns="FolderHierarchy:">'
+                       f"<SyncKey>{bkey}</SyncKey></FolderSync>")
+    assert r is not None
+    assert [(u.text_of("FolderHierarchy:ServerId"), u.text_of("FolderHierarchy:DisplayName"))
+            for u in r.iter("FolderHierarchy:Update")] == [(team, "Team events \u2014 anna")]
+
+
 def test_unshare_removes_the_folder_from_the_phone(world: World) -> None:
     r = world.bob.call("FolderSync", '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0'
                        "</SyncKey></FolderSync>")

@@ -295,6 +295,8 @@ async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
     except ValueError as exc:
         return _status_only("FolderUpdate", _value_error_status(exc))
     root = await _commit(server, req, state, _with_folder(state, folder), "FolderUpdate")
+    if any(f.server_id == server_id and f.shared_out for f in folders):
+        await _tell_holders(server, req.user, server_id)
     return EasResponse(body=root, status="1")
 
 
@@ -309,8 +311,8 @@ async def folder_delete(server: EasServer, req: EasRequest) -> EasResponse:
     state = await _check_key(server, req, key)
     if state is None:
         return _status_only("FolderDelete", "9")
-    if any(f.server_id == server_id and (f.owner or f.read_only)
-           for f in await server.items.list_folders(req.user)):
+    listed = await server.items.list_folders(req.user)
+    if any(f.server_id == server_id and (f.owner or f.read_only) for f in listed):
         # someone else's folder shared with the user (MS-ASCMD 2.2.3.177.4 Status 3:
         # "a special system folder [that] cannot be deleted by the client"); the
         # owner or an administrator unshares it
@@ -332,5 +334,18 @@ async def folder_delete(server: EasServer, req: EasRequest) -> EasResponse:
             continue
         snapshot[sid] = entry
     root = await _commit(server, req, state, snapshot, "FolderDelete")
+    if any(f.server_id == server_id and f.shared_out for f in listed):
+        await _tell_holders(server, req.user, server_id)
     return EasResponse(body=root, status="1")
+
+
+async def _tell_holders(server: EasServer, user: User, folder_id: str) -> None:
+    """The owner renamed or deleted a folder others hold (a shared folder): their
+    hierarchies changed too, their held Pings are told (Status 7)."""
+    audience = getattr(server.items, "folder_audience", None)
+    if audience is None:
+        return
+    for uid in await audience(folder_id):
+        if uid != user.id:
+            server.notifier.publish(uid, "hierarchy")
 
