@@ -286,3 +286,31 @@ async def test_purge_keeps_the_tombstones_a_colleagues_device_needs(store: SqlSt
     await store.save_state(bob, StateWrite("BobPhone", f"sync:{cal}",
                                            {"cursor": now, "own": {}}))
     assert (await store.purge_synced(0, 100)).done == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_import_and_export_leave_others_folders_alone(store: SqlStore,
+                                                            tmp_path: Path) -> None:
+    """``easync-admin import`` refuses a folder shared read-only with the user (its
+    owner imports into it); ``export`` of a user writes their own folders only."""
+    from easync.export import export_user
+    from easync.importer import ImportFailed, import_file
+
+    anna, bob, _carl = await _people(store)
+    contacts = await _folder(store, anna, "Contacts")
+    await store.share_folder(contacts, bob.id, False)
+    vcf = tmp_path / "one.vcf"
+    vcf.write_text("BEGIN:VCARD\r\nVERSION:3.0\r\nN:;Desk;;;\r\nFN:Desk\r\nEND:VCARD\r\n",
+                   "utf-8")
+    with pytest.raises(ImportFailed, match="read-only"):
+        await import_file(store, bob, str(vcf), folder_id=contacts)
+    assert (await store.changes_since(anna, contacts, 0, 10)).changes == []
+    report = await import_file(store, anna, str(vcf), folder_id=contacts)
+    assert report.contacts.added == 1
+    out = tmp_path / "bob"
+    out.mkdir()
+    import io
+    done = await export_user(store, bob, str(out), io.StringIO())
+    assert sorted(p.name for p in out.iterdir()) == ["calendar.ics", "contacts.vcf",
+                                                     "tasks.ics"]
+    assert all(d.count == 0 for d in done)
