@@ -18,6 +18,7 @@ import datetime
 import getpass
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -488,15 +489,106 @@ async def cmd_folder_list(store: Any, args: argparse.Namespace, out: TextIO) -> 
     counts = {str(folder_id): n for folder_id, n in await store.raw_query(
         "SELECT folder_id, COUNT(*) FROM items WHERE user_id = ? AND deleted = 0 "
         "GROUP BY folder_id", (user.id,))}
+    for f in folders:
+        if f.owner is not None:     # shared with the user: the owner's items
+            counts[f.server_id] = (await store.raw_query(
+                "SELECT COUNT(*) FROM items WHERE folder_id = ? AND deleted = 0",
+                (int(f.server_id),)))[0][0]
     rows = [["ID", "NAME", "KIND", "ITEMS"]]
     for f in sorted(folders, key=lambda f: (f.cls, not f.is_default, f.name.lower())):
-        rows.append([f.server_id, f.name, f.cls + (" (default)" if f.is_default else ""),
-                     str(counts.get(f.server_id, 0))])
+        kind = f.cls + (" (default)" if f.is_default else "")
+        if f.owner is not None:
+            kind += " " + (_("(shared by {owner}, read-only)") if f.read_only else
+                           _("(shared by {owner}, read-write)")).format(owner=f.owner)
+        elif f.shared_out:
+            kind += " " + _("(shared)")
+        rows.append([f.server_id, f.name, kind, str(counts.get(f.server_id, 0))])
     _table(rows, out)
 
 
-async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+def _sharing(store: Any, args: argparse.Namespace) -> Any:
+    """The share rules over the store, audited as easync-admin, announcing hierarchy
+    changes to the running nodes."""
     from backends.sql.pgnotify import announce
+    from easync.sharing import Sharing
+
+    accounts = _accounts(store, args)
+
+    async def audit(actor: str, user: str | None, action: str, detail: str) -> None:
+        await accounts.audit_raw(actor, user, action, detail, "")
+
+    return Sharing(store, audit, lambda uid, folders: announce(store, uid, folders))
+
+
+async def _share_call(aw: Any) -> Any:
+    from easync.sharing import ShareError
+
+    try:
+        return await aw
+    except ShareError as e:
+        raise AdminError(tr(e.message)) from None
+    except KeyError:
+        raise AdminError(_("no such folder")) from None
+
+
+async def cmd_share_add(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    to = None if args.everyone else args.to
+    changed = await _share_call(_sharing(store, args).share(
+        "easync-admin", args.owner, args.folder, to, args.write))
+    access = _("read-write") if args.write else _("read-only")
+    who = to.lower() if to else _("everyone")
+    if changed:
+        out.write(_("folder {folder} of {owner} shared with {who}, {access}").format(
+            folder=args.folder, owner=args.owner.lower(), who=who, access=access) + "\n")
+    else:
+        out.write(_("folder {folder} of {owner} was shared with {who}, {access}, "
+                    "already").format(folder=args.folder, owner=args.owner.lower(),
+                                      who=who, access=access) + "\n")
+
+
+async def cmd_share_remove(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    to = None if args.everyone else args.to
+    who = to.lower() if to else _("everyone")
+    if await _share_call(_sharing(store, args).unshare("easync-admin", args.owner,
+                                                       args.folder, to)):
+        out.write(_("folder {folder} of {owner} no longer shared with {who}; their "
+                    "phones drop it at their next folder sync").format(
+                        folder=args.folder, owner=args.owner.lower(), who=who) + "\n")
+    else:
+        out.write(_("folder {folder} of {owner} was not shared with {who}: nothing to "
+                    "remove").format(folder=args.folder, owner=args.owner.lower(),
+                                     who=who) + "\n")
+
+
+async def cmd_share_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    user = await _user(store, args.name) if args.name else None
+    rows = [["FOLDER", "NAME", "KIND", "OWNER", "SHARED WITH", "ACCESS"]]
+    for s in await _sharing(store, args).list(user):
+        rows.append([s["folder_id"], s["folder"], s["cls"], s["owner"],
+                     s["grantee"] or _("everyone"),
+                     _("read-write") if s["write"] else _("read-only")])
+    _table(rows, out)
+
+
+async def cmd_folder_create_shared(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from easync.model import USER_FOLDER_TYPE
+
+    if not args.display_name.strip():
+        raise AdminError(_("empty folder name"))
+    company = await store.company_user()
+    folder = await store.create_folder_of(company, args.display_name.strip(),
+                                          USER_FOLDER_TYPE[args.kind])
+    await _share_call(_sharing(store, args).share(
+        "easync-admin", company.name, folder.server_id,
+        None if not args.to else args.to, False))
+    out.write(_("folder {folder} ({name}) created, shared read-only with {who}; fill it "
+                "with: easync-admin import {owner} FILE --folder {folder}").format(
+                    folder=folder.server_id, name=folder.name,
+                    who=args.to.lower() if args.to else _("everyone"),
+                    owner=shlex.quote(company.name)) + "\n")
+
+
+async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from easync.importer import ImportFailed, import_file
 
     user = await _user(store, args.name)
@@ -504,8 +596,7 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     try:
         report = await import_file(
             store, user, args.file, folder_id=args.folder, default_tz=args.timezone,
-            announce=lambda folders: announce(store, user.id, folders,
-                                              source="easync-import"),
+            announce=lambda folders: _announce_all(store, user, folders),
             progress=progress)
     except ImportFailed as e:
         raise AdminError(str(e)) from None
@@ -516,6 +607,27 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     out.write(report.summary() + "\n")
     out.writelines(_("warning: {warning}").format(warning=warning) + "\n"
                    for warning in report.warnings)
+
+
+async def _announce_all(store: Any, user: Any, folders: Any) -> None:
+    """Tell the nodes an import changed these folders: for the user, and for everyone
+    else who holds one of them (a shared folder: the company book, a shared calendar)."""
+    from backends.sql.pgnotify import announce
+
+    folders = list(folders)
+    await announce(store, user.id, folders, source="easync-import")
+    audience = getattr(store, "folder_audience", None)
+    if audience is None:
+        return
+    others: dict[int, list[str]] = {}
+    for fid in folders:
+        if fid == "hierarchy":
+            continue
+        for uid in await audience(fid):
+            if uid != user.id:
+                others.setdefault(uid, []).append(fid)
+    for uid, fids in others.items():
+        await announce(store, uid, fids, source="easync-import")
 
 
 async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -589,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
                               default=DEFAULT_SECRET_KEY))
     top = p.add_subparsers(
         dest="group",
-        metavar="{init,user,device,policy,folder,audit,import,export,backup}",
+        metavar="{init,user,device,policy,folder,share,audit,import,export,backup}",
         required=True)
 
     a = top.add_parser("init", allow_abbrev=False,
@@ -699,13 +811,44 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_policy_reset)
 
-    folder = top.add_parser("folder", allow_abbrev=False, help=_("list a user's folders")
+    folder = top.add_parser("folder", allow_abbrev=False, help=_("list a user's folders, create company folders")
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
     a = folder.add_parser("list", allow_abbrev=False,
                           help=_("a user's folders: id (for import --folder), name, kind, "
                                  "items"))
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_folder_list)
+
+    a = folder.add_parser("create-shared", allow_abbrev=False,
+                          help=_("create a company folder (e.g. the company address book), "
+                                 "shared read-only with everyone or one user"))
+    a.add_argument("display_name", metavar="NAME")
+    a.add_argument("--kind", choices=("Contacts", "Calendar", "Tasks"), default="Contacts")
+    a.add_argument("--to", metavar="USER",
+                   help=_("share it with this user only (default: everyone)"))
+    a.set_defaults(func=cmd_folder_create_shared)
+
+    share = top.add_parser("share", allow_abbrev=False,
+                           help=_("share a user's folder with a colleague or everyone")
+                           ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    for verb, func, text in (
+            ("add", cmd_share_add, _("share OWNER's folder FOLDER (id, as 'folder list' "
+                                     "shows it), read-only unless --write")),
+            ("remove", cmd_share_remove, _("stop sharing a folder with a user or everyone"))):
+        a = share.add_parser(verb, allow_abbrev=False, help=text)
+        a.add_argument("owner", metavar="OWNER")
+        a.add_argument("folder", metavar="FOLDER")
+        g = a.add_mutually_exclusive_group(required=True)
+        g.add_argument("--to", metavar="USER", help=_("the colleague"))
+        g.add_argument("--everyone", action="store_true", help=_("every user"))
+        if verb == "add":
+            a.add_argument("--write", action="store_true",
+                           help=_("let them change it too (written to the owner's data)"))
+        a.set_defaults(func=func)
+    a = share.add_parser("list", allow_abbrev=False,
+                         help=_("shares: all, or of USER's folders and those USER holds"))
+    a.add_argument("name", metavar="USER", nargs="?")
+    a.set_defaults(func=cmd_share_list)
 
     a = top.add_parser("audit", allow_abbrev=False,
                        help=_("the audit log: credential changes and lockouts"))

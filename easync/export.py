@@ -449,10 +449,14 @@ async def export_folder(store: Any, user: Any, folder: Any, out: TextIO,
 
 async def export_user(store: Any, user: Any, out_dir: str | None, out: TextIO,
                       folder_id: str | None = None) -> list[FolderExport]:
-    """Export the user's Contacts, Calendar and Tasks folders (or only ``folder_id``)
+    """Export the user's own Contacts, Calendar and Tasks folders (or only ``folder_id``,
+    which may be one shared with them)
     into ``out_dir`` (one file each: contacts.vcf, calendar.ics, tasks.ics for the
     default ones, <class>-<id>.vcf/.ics for others), or the one folder to ``out``."""
     folders = [f for f in await store.list_folders(user) if f.cls in EXTENSIONS]
+    if folder_id is None:
+        # the user's own data: folders others share with them are theirs to export
+        folders = [f for f in folders if f.owner is None]
     if folder_id is not None:
         folders = [f for f in folders if f.server_id == folder_id]
         if not folders:

@@ -404,6 +404,11 @@ async def import_file(store: Any, user: Any, path: str, folder_id: str | None = 
     if folder_id is not None and not any(f.server_id == folder_id for f in folders):
         raise ImportFailed(_("user {name} has no folder {folder!r}").format(
             name=user.name, folder=folder_id))
+    shared = next((f for f in folders if f.server_id == folder_id and f.read_only), None)
+    if shared is not None:
+        raise ImportFailed(_("folder {folder!r} is shared with {name} read-only: import "
+                             "into it as its owner, {owner}").format(
+                                 folder=folder_id, name=user.name, owner=shared.owner))
     if kind == "vcard":
         with tempfile.TemporaryFile("w+", encoding="utf-8", prefix="easync-import-") as spool:
             count = _spool_contacts(path, report, spool, progress)

@@ -53,6 +53,14 @@ class Folder:
     # the highest modseq of a tombstone purged from it (easync.storerules.feed_cursor):
     # a sync state needing the feed below it gets Status 3
     purged: int = 0
+    # Shared folders (issue #14 point 1).  read_only: the device may not add, change
+    # or delete items in it (a store's apply answers "readonly").  owner: the user
+    # name of the owner when the folder is someone else's (None: the user's own).
+    read_only: bool = False
+    owner: str | None = None
+    # One of the user's own folders that others hold too (the SQL store's shares):
+    # a write to it wakes their devices as well.
+    shared_out: bool = False
 
     @property
     def cls(self) -> str:
@@ -120,7 +128,7 @@ class OpResult:
     server_id: str | None
     ok: bool
     modseq: int = 0
-    error: str | None = None  # "notfound" | "invalid"
+    error: str | None = None  # "notfound" | "invalid" | "readonly" (a read-only folder)
 
 
 @dataclass

@@ -103,6 +103,32 @@ def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
                               device_id=str((device or {}).get("device_id") or ""), **extra)
 
 
+async def publish_write(server: EasServer, user: User, folder: Folder,
+                        hint: ChangeHint | None) -> None:
+    """Tell the change hub that ``user`` wrote into ``folder``.  A shared folder
+    (someone else's, or one of the user's that others hold) wakes every user who
+    holds it — the owner included — through the hub's per-user channel; for them the
+    hint names no device (a device id is only unique within one user)."""
+    if folder.owner or folder.shared_out:
+        await publish_to_holders(server, user, folder.server_id, hint)
+    else:
+        server.notifier.publish(user.id, folder.server_id, hint)
+
+
+async def publish_to_holders(server: EasServer, user: User, folder_id: str,
+                             hint: ChangeHint | None = None) -> None:
+    """``publish_write`` for a folder whose sharing the caller does not know (one look
+    at who holds it, when the store shares folders: MoveItems, MeetingResponse)."""
+    server.notifier.publish(user.id, folder_id, hint)
+    audience = getattr(server.items, "folder_audience", None)
+    if audience is None:
+        return
+    other = None if hint is None else ChangeHint(hint.modseq)
+    for uid in await audience(folder_id):
+        if uid != user.id:
+            server.notifier.publish(uid, folder_id, other)
+
+
 class SyncEngine:
     """Sync, GetItemEstimate and Ping over one server's stores: typed requests in
     (``easync.synctypes``), typed results out."""
@@ -161,6 +187,8 @@ class SyncEngine:
         position advances in ``st``), then the feed.  Returns (changes, more, new
         cursor if all of them are delivered)."""
         out: list[Change] = []
+        if st.get("owed"):
+            out = await self._owed(user, folder, st)
         while st.get("rw") and len(out) < limit:
             rw = st["rw"]
             batch = await self.items.window_changes(user, folder.server_id, rw["pos"],
@@ -183,7 +211,25 @@ class SyncEngine:
         if len(out) >= limit:
             return out, bool(st.get("rw")) or folder.modseq > st["cursor"], st["cursor"]
         feed, more, cursor = await self.collect(user, folder, st, limit - len(out), now)
+        if out and feed:
+            # an owed item the feed brings anyway goes out once, as the feed has it
+            fed = {ch.server_id for ch in feed}
+            out = [ch for ch in out if ch.server_id not in fed]
         return out + feed, more, cursor
+
+    async def _owed(self, user: User, folder: Folder, st: dict[str, Any]) -> list[Change]:
+        """The server versions owed to the device for writes a read-only folder refused
+        while it asked for no changes (``_refuse``): a Change for an item it changed,
+        an Add for one it deleted (gone since: its tombstone is in the feed).  Taken
+        out of the state (the new state keeps what is not delivered)."""
+        owed = st.pop("owed")
+        kinds = {sid: kind for kind, sid in owed}
+        out: list[Change] = []
+        for it in await self.items.get_items(user, list(kinds)):
+            if it.folder_id == folder.server_id:
+                out.append(Change(it.server_id, it.modseq, False, 0, it,
+                                  enters=kinds[it.server_id] == "A"))
+        return out
 
     # -- reading the feed ----------------------------------------------------------
     async def collect(self, user: User, folder: Folder, st: dict[str, Any], limit: int,
@@ -370,6 +416,15 @@ class SyncEngine:
             }
             if st.get("rw"):
                 state["rw"] = st["rw"]
+            owed = list(st.get("owed") or ())
+            # the store refused a write as read-only (shared read-only since the
+            # request looked the folder up): its version is owed the same way
+            owed += [["A" if op.kind == "delete" else "C", op.server_id]
+                     for op, r in zip(ops, results, strict=False)
+                     if r.error == "readonly" and op.kind != "add" and op.server_id]
+            if owed:
+                # server versions still to send (a refused write in a read-only folder)
+                state["owed"] = owed
             if st.get("base"):
                 state["base"] = st["base"]
             outside = self._outside(st, cls, ops, results, [])
@@ -411,7 +466,7 @@ class SyncEngine:
                 raise
             log.info("Sync of folder {cid}: deleted meanwhile", cid=cid)
             return False
-        self.server.notifier.publish(user.id, cid, ChangeHint.of(done, device_id))
+        await publish_write(self.server, user, folder, ChangeHint.of(done, device_id))
         return True
 
     async def _gone(self, user: User, folder: Folder) -> bool:
@@ -476,6 +531,10 @@ class SyncEngine:
         current: dict[str, dict[str, Any]] = {}    # data after this request's commands
         deleted_now: set[str] = set()
         for n, cmd in enumerate(creq.commands):
+            if folder.read_only and isinstance(cmd, AddCommand | ChangeCommand | DeleteCommand):
+                self._refuse(cmd, existing, deleted_now, pending, delivered, responses,
+                             None if creq.get_changes else st.setdefault("owed", []))
+                continue
             if isinstance(cmd, AddCommand):
                 client_id = cmd.client_id
                 if not client_id:
@@ -571,6 +630,52 @@ class SyncEngine:
                     delivered.remove(pending.pop(sid))
             elif isinstance(cmd, FetchCommand):
                 responses.append(ClientResponse("Fetch", cmd.server_id))
+
+    @staticmethod
+    def _refuse(cmd: ClientCommand, existing: dict[str, Item], deleted_now: set[str],
+                pending: dict[str, Change], delivered: list[Change],
+                responses: list[ClientResponse], owed: list[list[str]] | None) -> None:
+        """A device's write into a read-only folder (a folder shared with it read-only,
+        issue #14 point 1): nothing is written, and the device is brought back to the
+        server's data.  EAS has no read-only folder, so the answer is the conflict the
+        server won (MS-ASCMD 2.2.3.177.17 Status 7; 2.2.3.34: "the object that the
+        client sent to the server was discarded") and the server's version goes out in
+        this response's Commands: a Change for a changed item, an Add (same ServerId)
+        for one the device deleted — or, when the request asked for no changes
+        (GetChanges 0, MS-ASCMD 2.2.3.84), in the next Sync that does (``owed``, kept in
+        the state).  An Add has no server version: Status 6 (the server cannot store
+        the item; not transient, so the device does not retry it)."""
+        if isinstance(cmd, AddCommand):
+            log.info("Add {cid} refused: the folder is read-only (Status 6)",
+                     cid=cmd.client_id)
+            responses.append(ClientResponse("Add", cmd.client_id or "",
+                                            status="6" if cmd.client_id else "4"))
+            return
+        assert isinstance(cmd, ChangeCommand | DeleteCommand)
+        kind: Literal["Change", "Delete"] = (
+            "Change" if isinstance(cmd, ChangeCommand) else "Delete")
+        sid = cmd.server_id
+        old = existing.get(sid)
+        if old is None or sid in deleted_now:
+            responses.append(ClientResponse(kind, sid, status="8"))
+            return
+        log.info("{kind} {sid} refused: the folder is read-only (Status 7, the server's"
+                 " version sent back)", kind=kind, sid=sid)
+        responses.append(ClientResponse(kind, sid, status="7"))
+        if sid in pending:
+            entry = pending.pop(sid)
+            if kind == "Delete" and not entry.deleted:
+                # what we were about to send: sent as an Add, as the device dropped it
+                delivered[delivered.index(entry)] = Change(
+                    sid, entry.modseq, False, entry.created_modseq, entry.item,
+                    enters=True)
+            return
+        # the device holds it (modseq <= cursor, or its own write): resend it as it is
+        if owed is not None:
+            owed.append(["A" if kind == "Delete" else "C", sid])
+        else:
+            delivered.append(Change(sid, old.modseq, False, 0, old,
+                                    enters=(kind == "Delete")))
 
     @staticmethod
     def _adopt(hit: Item, cursor: int, own: dict[str, int], pending: dict[str, Change],
@@ -708,19 +813,29 @@ class SyncEngine:
         ops: list[Op] = []
         fills: list[tuple[int, int]] = []
         adopted: list[Item] = []
+        owed_before = list(st.get("owed") or ())
         if todo:
             sub = dataclasses.replace(creq, commands=todo)
-            await self._commands(user, folder, st, sub, version, quirks, own, [], fresh,
+            back: list[Change] = []     # server versions a read-only folder sends back
+            await self._commands(user, folder, st, sub, version, quirks, own, back, fresh,
                                  ops, fills, adopted)
+            if back:
+                # the Commands stay those of the lost answer: they go with the next Sync
+                st["owed"] = [*(st.get("owed") or ()),
+                              *(["A" if ch.enters else "C", ch.server_id] for ch in back)]
         written = {op.server_id for op in ops if op.kind != "add"}
         if written & resent:
             # client wins: its version replaces the one the lost answer carried
             delivered_ids = [d for d in delivered_ids if d[1] not in written]
         if not ops and not adopted:
             # nothing written: the same key, nothing saved (a further resend is
-            # answered the same way again)
+            # answered the same way again) — but server versions now owed
             if fresh and await self._gone(user, folder):
                 return self._status(creq, "12")
+            if list(st.get("owed") or ()) != owed_before:
+                await self.state.save_state(user, StateWrite(
+                    device_id, state_name(folder.server_id), st,
+                    feed_from=feed_cursor(state_name(folder.server_id), st)))
             return await self._result(user, folder, epoch, n, responses + fresh + fetches,
                                       delivered_ids, None, more)
 
@@ -856,10 +971,10 @@ def _settle(responses: list[ClientResponse], fills: list[tuple[int, int]], ops: 
         r = results[oi]
         rec[ri].server_id = r.server_id if r.ok else None
         if not r.ok:
-            rec[ri].status = "5"
+            rec[ri].status = "6" if r.error == "readonly" else "5"
     for op, r in zip(ops, results, strict=True):
         if op.kind in ("change", "delete") and not r.ok:
-            status = {"notfound": "8", "invalid": "6"}.get(r.error or "", "5")
+            status = {"notfound": "8", "invalid": "6", "readonly": "7"}.get(r.error or "", "5")
             kind: Literal["Change", "Delete"] = "Change" if op.kind == "change" else "Delete"
             rec.append(ClientResponse(kind, op.server_id or "", None, status, None))
     return rec

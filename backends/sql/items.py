@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 
 from backends.sql.base import StorePart, _chunks, _folder_from_row
 from backends.sql.database import Database
-from backends.sql.request import FOLDERS_SQL
+from backends.sql.shares import folder_access_txn, list_folders_txn
 from backends.sql.state import SqlState
 from easync.items import index_fields
 from easync.lookup import contact_tokens, indexable_email, storable_email
@@ -106,10 +106,23 @@ class SqlItems(StorePart):
     # ==============================================================================
     def list_folders(self, user: User) -> Deferred[list[Folder]]:
         def q(cur: Any) -> list[Folder]:
-            cur.execute(self._sql(FOLDERS_SQL), (user.id,))
-            return [_folder_from_row(r) for r in cur.fetchall()]
+            return list_folders_txn(self.engine, cur, user.id, self._shares)
 
         return self._run(q)
+
+    @property
+    def _shares(self) -> bool:
+        """Has the database the share table (schema 9)?"""
+        return self.db.schema_version >= 9
+
+    def _owner_of(self, cur: Any, user_id: int, fid: int | None) -> int:
+        """Whose rows folder ``fid`` holds, as ``user_id`` reaches it: ``user_id`` for
+        its own folders (and for a folder it cannot reach: nothing then matches), the
+        owner's id for a folder shared with it."""
+        if fid is None or not self._shares:
+            return user_id
+        access = folder_access_txn(self.engine, cur, user_id, fid)
+        return user_id if access is None else access[0]
 
     def hierarchy_version(self, user: User) -> Deferred[int]:
         def q(cur: Any) -> int:
@@ -178,6 +191,9 @@ class SqlItems(StorePart):
         folders = self._live_folders(cur, user_id)
         fid = _parse_folder_id(server_id)
         if fid is None or fid not in folders:
+            if fid is not None and self._shares and \
+                    folder_access_txn(self.engine, cur, user_id, fid) is not None:
+                raise ValueError("special")     # someone else's folder, shared
             raise KeyError(server_id)
         if folders[fid][2] < 12:
             raise ValueError("special")
@@ -233,17 +249,16 @@ class SqlItems(StorePart):
             if parsed:
                 wanted[parsed[1]] = parsed[0]
         found: dict[str, Item] = {}
-        ids = list(wanted)
-        for part in _chunks(ids):
-            cur.execute(self._sql(
-                "SELECT id, folder_id, cls, data, modseq FROM items"
-                f" WHERE id IN {self.engine.placeholders(len(part))}"
-                " AND user_id = ? AND deleted = 0"), (*part, user_id))
-            for iid, fid, cls, data, modseq in cur.fetchall():
-                if wanted.get(iid) == fid:
-                    sid = f"{fid}:{iid}"
-                    found[sid] = Item(server_id=sid, folder_id=str(fid), cls=cls,
-                                      data=json.loads(data), modseq=int(modseq))
+        # whose rows each folder named holds (the folders shared with the user)
+        owners = {fid: self._owner_of(cur, user_id, fid) for fid in set(wanted.values())}
+        for owner in sorted(set(owners.values())):
+            ids = sorted(i for i, f in wanted.items() if owners[f] == owner)
+            for part in _chunks(ids):
+                cur.execute(self._sql(
+                    "SELECT id, folder_id, cls, data, modseq FROM items"
+                    f" WHERE id IN {self.engine.placeholders(len(part))}"
+                    " AND user_id = ? AND deleted = 0"), (*part, owner))
+                self._found(cur.fetchall(), wanted, found)
         out: list[Item] = []
         seen: set[str] = set()
         for sid in server_ids:
@@ -251,6 +266,14 @@ class SqlItems(StorePart):
                 seen.add(sid)
                 out.append(found[sid])
         return out
+
+    @staticmethod
+    def _found(rows: list[Any], wanted: dict[int, int], found: dict[str, Item]) -> None:
+        for iid, fid, cls, data, modseq in rows:
+            if wanted.get(iid) == fid:
+                sid = f"{fid}:{iid}"
+                found[sid] = Item(server_id=sid, folder_id=str(fid), cls=cls,
+                                  data=json.loads(data), modseq=int(modseq))
 
     def changes_since(self, user: User, folder_id: str, cursor: int, limit: int,
                       window: tuple[int | None, int | None] | None = None,
@@ -267,6 +290,7 @@ class SqlItems(StorePart):
         fid = _parse_folder_id(folder_id)
         if fid is None:
             return ChangeBatch([], False, cursor)
+        user_id = self._owner_of(cur, user_id, fid)   # a shared folder: the owner's feed
         sql = self._sql(FEED_SQL)
         keep = _window_filter(window)
         self.engine.before_feed(cur)
@@ -314,6 +338,7 @@ class SqlItems(StorePart):
         fid = _parse_folder_id(folder_id)
         if fid is None or after >= upto or limit <= 0:
             return ChangeBatch([], fid is not None and after < upto, after)
+        user_id = self._owner_of(cur, user_id, fid)
         in_old, p_old = _window_sql(old)
         in_new, p_new = _window_sql(new)
         self.engine.before_feed(cur)
@@ -350,7 +375,7 @@ class SqlItems(StorePart):
                 return 0
             cur.execute(self._sql("SELECT COUNT(*) FROM items WHERE folder_id = ?"
                                   " AND modseq > ? AND user_id = ?"),
-                        (fid, int(cursor), user.id))
+                        (fid, int(cursor), self._owner_of(cur, user.id, fid)))
             return int(cur.fetchone()[0])
 
         return self._run(q)
@@ -379,14 +404,28 @@ class SqlItems(StorePart):
     def apply_txn(self, cur: Any, user_id: int, folder_id: str, ops: list[Op],
                   state: StateWrite | None) -> list[OpResult]:
         """``apply`` inside the caller's write transaction (``Database.run_interaction``
-        with ``write=True``): the user's modseq counter is locked first."""
+        with ``write=True``): the user's modseq counter is locked first.  A folder
+        shared with the user: a read-write share writes the owner's rows under the
+        owner's counter; a read-only one refuses every op (``error="readonly"``) and
+        stores nothing but the state."""
         e = self.engine
         n = len(ops)
-        # Lock the user's counter first: it orders this transaction against every
-        # other writer of this user's data (folder changes included).
-        top = e.bump(cur, "users", "modseq", user_id, max(n, 0))
+        fid = _parse_folder_id(folder_id)
+        access = folder_access_txn(e, cur, user_id, fid) \
+            if fid is not None and self._shares else None
+        owner = user_id if access is None else access[0]
+        if access is not None and access[2]:
+            results = [OpResult(op.ref, op.server_id, False, error="readonly") for op in ops]
+            if state is not None:
+                if state.build is not None:
+                    state.state = state.build(results)
+                self.state.save_state_txn(cur, user_id, state)
+            return results
+        # Lock the owner's counter first: it orders this transaction against every
+        # other writer of the owner's data (folder changes included).
+        top = e.bump(cur, "users", "modseq", owner, max(n, 0))
         base = top - n
-        fid, folder_type = self._folder_type(cur, user_id, folder_id, "folder")
+        fid, folder_type = self._folder_type(cur, owner, folder_id, "folder")
         folder_cls = FOLDER_CLASS.get(folder_type, "Email")
 
         # the existing rows the ops name
@@ -403,7 +442,7 @@ class SqlItems(StorePart):
         final, results = plan_ops(ops, fid, folder_cls, live, base, new_ids)
 
         if final:
-            self._write_items(cur, user_id, fid, final, existing, self.db.reactor.seconds())
+            self._write_items(cur, owner, fid, final, existing, self.db.reactor.seconds())
             cur.execute(self._sql("UPDATE folders SET modseq = ? WHERE id = ?"),
                         (max(v[2] for v in final.values()), fid))
         if state is not None:
@@ -600,11 +639,12 @@ class SqlItems(StorePart):
             out: dict[str, Item] = {}
             if fid is None:
                 return out
+            owner = self._owner_of(cur, user.id, fid)
             for part in _chunks(wanted):
                 cur.execute(self._sql(
                     "SELECT id, uid, cls, data, modseq FROM items WHERE user_id = ?"
                     f" AND uid IN {self.engine.placeholders(len(part))} AND folder_id = ?"
-                    " AND deleted = 0 ORDER BY id"), (user.id, *part, fid))
+                    " AND deleted = 0 ORDER BY id"), (owner, *part, fid))
                 for iid, uid, cls, data, modseq in cur.fetchall():
                     if uid not in out:
                         out[uid] = Item(f"{fid}:{iid}", str(fid), cls, json.loads(data),

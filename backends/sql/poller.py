@@ -17,7 +17,9 @@ since then has no such values; if another process committed meanwhile (the data
 version moved since before that waiter came) the folders it watches are published,
 to be safe: the Ping looks at its folders, and waits on if nothing changed for its
 device.  Cost with no outside writes: one ``PRAGMA`` a second (plus one indexed query
-for users that got their first waiter since the previous poll).
+for users that got their first waiter since the previous poll).  Shared folders (schema
+9): after another process's commit their modseqs are read too (one query), and a grown
+one is published to the waiting users who watch it, whoever owns it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class SqlitePoller(Service):
         self._known: dict[int, tuple[int, int]] = {}   # user -> (modseq, hierarchy)
         self._checked_dv: int | None = None   # data version the _known values include
         self._prev_dv: int | None = None      # data version read at the previous poll
+        self._shared: dict[int, int] | None = None  # shared folder -> modseq last read
         self._loop: LoopingCall | None = None
         self.polls = 0               # polls done
         self.published = 0
@@ -133,5 +136,31 @@ class SqlitePoller(Service):
             if hierarchy > old[1]:
                 self.notifier.publish(uid, HIERARCHY)
                 count += 1
+        if (outside_write or self._shared is None) and \
+                getattr(self.store, "schema_version", 0) >= 9:
+            count += await self._shared_folders(users)
         self.published += count
+        return count
+
+    async def _shared_folders(self, users: set[int]) -> int:
+        """Shared folders (issue #14 point 1) written by another process: their
+        owner may have no waiter (the company book's owner never has one), so their
+        modseqs are read here — one query over the shared folders, few — and a grown
+        one is published to every waiting user who watches it."""
+        rows = await self.store.raw_query(
+            "SELECT id, modseq FROM folders WHERE deleted = 0 AND id IN"
+            " (SELECT folder_id FROM folder_shares)")
+        count = 0
+        seen: dict[int, int] = {}
+        for fid, modseq in rows:
+            fid, modseq = int(fid), int(modseq)
+            seen[fid] = modseq
+            old = None if self._shared is None else self._shared.get(fid, 0)
+            if old is None or modseq <= old:
+                continue
+            for uid in users:
+                if str(fid) in self.notifier.watched(uid):
+                    self.notifier.publish(uid, str(fid))
+                    count += 1
+        self._shared = seen
         return count

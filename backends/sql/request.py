@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from backends.sql.base import StorePart, _chunks, _folder_from_row
+from backends.sql.base import StorePart, _chunks
 from backends.sql.engines import Engine
 from backends.sql.state import SqlState
 from backends.sql.users import SqlUsers
@@ -80,8 +80,9 @@ class SqlRequestReads(StorePart):
             if more:
                 snap.states.update(self._states(cur, user.id, read.device_id, more))
             if read.folders:
-                cur.execute(self._sql(FOLDERS_SQL), (user.id,))
-                snap.folders = [_folder_from_row(r) for r in cur.fetchall()]
+                from backends.sql.shares import list_folders_txn
+                snap.folders = list_folders_txn(self.engine, cur, user.id,
+                                                self.db.schema_version >= 9)
         if read.auth is not None:
             self._auth(cur, read.auth, snap)
         return snap

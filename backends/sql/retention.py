@@ -74,9 +74,16 @@ class SqlRetention(StorePart):
         for fid, user_id, purged, modseq in folders:
             # the lowest cursor among the folder's states still valid (one below the
             # purged mark gets Status 3 at its next Sync whatever is kept)
-            cur.execute(self._sql("SELECT MIN(feed_cursor) FROM sync_states WHERE"
-                                  " user_id = ? AND name = ? AND feed_cursor >= ?"),
-                        (user_id, f"sync:{fid}", purged))
+            if self._shared(cur, fid):
+                # held by others too (a shared folder, schema 9): all of its states,
+                # whoever's (index sync_states_name)
+                cur.execute(self._sql("SELECT MIN(feed_cursor) FROM sync_states WHERE"
+                                      " name = ? AND feed_cursor >= ?"),
+                            (f"sync:{fid}", purged))
+            else:
+                cur.execute(self._sql("SELECT MIN(feed_cursor) FROM sync_states WHERE"
+                                      " user_id = ? AND name = ? AND feed_cursor >= ?"),
+                            (user_id, f"sync:{fid}", purged))
             floor = cur.fetchone()[0]
             upto = int(modseq) if floor is None else int(floor)
             room = limit - done
@@ -87,6 +94,13 @@ class SqlRetention(StorePart):
                 return PurgeStep(done, True, int(fid) - 1)   # this folder may hold more
         last = int(folders[-1][0]) if folders else after
         return PurgeStep(done, len(folders) == FOLDERS_PER_BATCH, last)
+
+    def _shared(self, cur: Any, fid: int) -> bool:
+        """Is folder ``fid`` shared with anyone (``folder_shares``, schema 9)?"""
+        if self.db.schema_version < 9:
+            return False
+        cur.execute(self._sql("SELECT 1 FROM folder_shares WHERE folder_id = ?"), (fid,))
+        return cur.fetchone() is not None
 
     def purge_older(self, before: float, limit: int) -> Deferred[PurgeStep]:
         return self._run(self._purge_older, float(before), max(1, int(limit)), write=True)

@@ -42,6 +42,7 @@ from backends.sql.holds import SqlHolds
 from backends.sql.items import FEED_SQL, SqlItems
 from backends.sql.request import SqlRequestReads
 from backends.sql.retention import SqlRetention
+from backends.sql.shares import SqlShares
 from backends.sql.state import SqlState
 from backends.sql.users import SqlUsers
 from easync.interfaces import (
@@ -93,6 +94,7 @@ class SqlStore(Service):
         self.holds = SqlHolds(self.db)
         self.retention = SqlRetention(self.db, self.state)
         self.requests = SqlRequestReads(self.db, self.users, self.state)
+        self.shares = SqlShares(self.db)
         #: fires when the lookup tokens of rows older than schema 5 are written (None:
         #: nothing to do); see _backfill
         self.backfilling: Deferred[None] | None = None
@@ -240,6 +242,32 @@ class SqlStore(Service):
     def explain_lookups(self, user: User, prefix: str, limit: int) -> Deferred[list[str]]:
         """See ``SqlItems.explain_lookups``."""
         return self.items.explain_lookups(user, prefix, limit)
+
+    # -- shared folders (SqlShares, issue #14 point 1) ------------------------------
+    def share_folder(self, folder_id: str, grantee_id: int, can_write: bool
+                     ) -> Deferred[bool]:
+        """See ``SqlShares.share`` (grantee 0: every user)."""
+        return self.shares.share(folder_id, grantee_id, can_write)
+
+    def unshare_folder(self, folder_id: str, grantee_id: int) -> Deferred[bool]:
+        """See ``SqlShares.unshare``."""
+        return self.shares.unshare(folder_id, grantee_id)
+
+    def list_shares(self, user: User | None = None) -> Deferred[list[dict[str, Any]]]:
+        """See ``SqlShares.list_shares``."""
+        return self.shares.list_shares(None if user is None else user.id)
+
+    def folder_audience(self, folder_id: str) -> Deferred[list[int]]:
+        """See ``SqlShares.folder_audience``: the users a write to the folder wakes."""
+        return self.shares.folder_audience(folder_id)
+
+    def company_user(self) -> Deferred[User]:
+        """See ``SqlShares.company_user``."""
+        return self.shares.company_user()
+
+    def create_folder_of(self, owner: User, name: str, type: int) -> Deferred[Folder]:
+        """See ``SqlShares.create_folder_of``."""
+        return self.shares.create_folder_of(owner.id, name, type)
 
     # -- IStateStore (SqlState) ---------------------------------------------------------
     def get_device(self, user: User, device_id: str) -> Deferred[dict[str, Any] | None]:

@@ -130,6 +130,16 @@ def svg_data_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
 
 
+@dataclass
+class Shares:
+    """What the user shares and what is shared with them (issue #14 point 1)."""
+
+    mine: list[dict[str, Any]] = field(default_factory=list)     # my folders, to whom
+    with_me: list[dict[str, Any]] = field(default_factory=list)  # others' folders I hold
+    folders: list[dict[str, Any]] = field(default_factory=list)  # my folders I may share
+    available: bool = True      # the store shares folders (the SQL store)
+
+
 class ServiceOps:
     """The page's operations, each one call (or two) of the service.  ``addr`` is the
     client's address (throttling, audit log); ``by`` is the administrator acting on
@@ -140,6 +150,10 @@ class ServiceOps:
         self.service = service
         self.door = FrontDoor(service.users, LoginPasswordChecker(service))
         self.policy = tuple(policy)       # the server's device policy (--policy)
+        #: the item store that shares folders, and how to tell a user's devices that
+        #: their folder list changed (``enable_sharing``); None: no sharing
+        self.items: Any = None
+        self.announce: Any = None
 
     async def policy_lines(self, name: str) -> list[str]:
         """What the user's phones must meet (``easync.policy.describe`` of the server's
@@ -149,6 +163,67 @@ class ServiceOps:
         user = await self.service.users.get_user(name)
         own = user.extra.get("policy") if user is not None else None
         return describe(effective(self.policy, own))
+
+    def enable_sharing(self, items: Any, announce: Any) -> None:
+        """Share folders through ``items`` (``easync.sharing.Sharing.supported``);
+        ``announce(user id, ["hierarchy"])`` wakes that user's devices."""
+        from easync.sharing import Sharing
+
+        if Sharing.supported(items):
+            self.items, self.announce = items, announce
+
+    def _sharing(self, addr: str) -> Any:
+        from easync.sharing import Sharing
+
+        if self.items is None:
+            raise acc.AccountError(_("Folders cannot be shared with this server's store."),
+                                   "not-found")
+
+        async def audit(actor: str, user: str | None, action: str, detail: str) -> None:
+            await self.service.audit_raw(actor, user, action, detail, addr)
+
+        return Sharing(self.items, audit, self.announce)
+
+    async def _share_call(self, aw: Awaitable[T]) -> T:
+        from easync.sharing import ShareError
+
+        try:
+            return await aw
+        except ShareError as e:
+            raise acc.AccountError(sentence(tr(e.message)), "bad_request") from None
+        except KeyError:
+            raise acc.AccountError(_("No such folder."), "not-found") from None
+
+    # -- shared folders -------------------------------------------------------------------
+    async def shares(self, user: str) -> Shares:
+        if self.items is None:
+            return Shares(available=False)
+        me = await self.service.users.get_user(user)
+        if me is None:
+            return Shares()
+        out = Shares()
+        for f in await self.items.list_folders(me):
+            if f.owner is not None:
+                out.with_me.append({"folder_id": f.server_id, "name": f.name,
+                                    "cls": f.cls, "owner": f.owner,
+                                    "write": not f.read_only})
+            elif f.cls in ("Contacts", "Calendar", "Tasks"):
+                out.folders.append({"folder_id": f.server_id, "name": f.name,
+                                    "cls": f.cls})
+        for row in await self.items.list_shares(me):
+            if row["owner"] == me.name:
+                out.mine.append({"folder_id": row["folder_id"], "name": row["folder"],
+                                 "cls": row["cls"], "to": row["grantee"],
+                                 "write": row["write"]})
+        return out
+
+    async def share(self, user: str, folder_id: str, to: str, write: bool,
+                    addr: str) -> bool:
+        return await self._share_call(self._sharing(addr).share(
+            user, user, folder_id, to, write))
+
+    async def unshare(self, user: str, folder_id: str, to: str, addr: str) -> bool:
+        return await self._share_call(self._sharing(addr).unshare(user, user, folder_id, to))
 
     async def _call(self, aw: Awaitable[T]) -> T:
         try:

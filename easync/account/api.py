@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from easync.account.adapter import Device, ServiceOps, Status, UserRow
+from easync.account.adapter import Device, ServiceOps, Shares, Status, UserRow
 from easync.account.core import Account, NeedsLogin, NeedsVerification, NotAdmin
 from easync.account.request import Ctx, Reply, error_json, json_reply, refusal
 from easync.account.sessions import RECENT_SECONDS, Session
@@ -79,6 +79,11 @@ def user_json(u: UserRow) -> dict[str, Any]:
             "admin": u.admin}
 
 
+def shares_json(sh: Shares) -> dict[str, Any]:
+    return {"available": sh.available, "mine": sh.mine, "with_me": sh.with_me,
+            "folders": sh.folders}
+
+
 class Api:
     def __init__(self, account: Account, ops: ServiceOps, clock: Any) -> None:
         self.acc = account
@@ -103,6 +108,9 @@ class Api:
             ("POST", "2fa"): g(self.twofa),
             ("POST", "2fa/totp"): g(self.totp_start),
             ("POST", "2fa/totp/confirm"): g(self.totp_confirm),
+            ("GET", "shares"): g(self.shares),
+            ("POST", "shares/add"): g(self.share_add),
+            ("POST", "shares/remove"): g(self.share_remove),
             ("GET", "admin/users"): g(self.admin_users),
             ("POST", "admin/activesync"): g(self.admin_activesync),
             ("POST", "admin/2fa"): g(self.admin_twofa),
@@ -231,6 +239,27 @@ class Api:
         s = ctx.session
         await self.acc.confirm_totp(s, _str(ctx, "code"), ctx.addr)
         return json_reply(status_json(await self.ops.status(self.acc.require_user(s))))
+
+    # -- shared folders (issue #14 point 1) -------------------------------------------------
+    async def shares(self, ctx: Ctx) -> Reply:
+        user = self.acc.require_user(ctx.session)
+        return json_reply(shares_json(await self.ops.shares(user)))
+
+    async def share_add(self, ctx: Ctx) -> Reply:
+        user = self.acc.require_user(ctx.session)
+        write = ctx.json.get("write", False)
+        if not isinstance(write, bool):
+            raise AccountError(_("The field {name} must be true or false.").format(
+                name=repr("write")), "bad_request")
+        await self.ops.share(user, _str(ctx, "folder_id", required=True) or "",
+                             _str(ctx, "to", required=True) or "", write, ctx.addr)
+        return json_reply(shares_json(await self.ops.shares(user)))
+
+    async def share_remove(self, ctx: Ctx) -> Reply:
+        user = self.acc.require_user(ctx.session)
+        await self.ops.unshare(user, _str(ctx, "folder_id", required=True) or "",
+                               _str(ctx, "to", required=True) or "", ctx.addr)
+        return json_reply(shares_json(await self.ops.shares(user)))
 
     # -- admin ------------------------------------------------------------------------------
     async def admin_users(self, ctx: Ctx) -> Reply:

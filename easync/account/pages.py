@@ -53,6 +53,8 @@ class Pages:
             ("POST", "2fa/totp"): g(self.totp_start, back=f"{ROOT}/2fa"),
             ("GET", "2fa/totp"): g(self.totp_form),
             ("POST", "2fa/totp/confirm"): g(self.totp_confirm, back=f"{ROOT}/2fa"),
+            ("POST", "shares/add"): g(self.share_add, back=f"{ROOT}/#sharing"),
+            ("POST", "shares/remove"): g(self.share_remove, back=f"{ROOT}/#sharing"),
             ("GET", "admin"): g(self.admin_form),
             ("GET", "admin/2fa"): g(self.admin_twofa_form),
             ("POST", "admin/2fa"): g(self.admin_twofa, back=f"{ROOT}/admin"),
@@ -207,8 +209,40 @@ class Pages:
         st = await self.ops.status(user)
         devices = await self.ops.devices(user)
         policy = await self.ops.policy_lines(user)
+        shares = await self.ops.shares(user)
         return self.show(ctx, _("Your account"), views.overview(
-            st, devices, s.csrf, self.clock.seconds(), policy))
+            st, devices, s.csrf, self.clock.seconds(), policy, shares))
+
+    # ---------------------------------------------------------------- shared folders
+    async def share_add(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        user = self.acc.require_user(s)
+        folder, to = ctx.arg("folder_id") or "", (ctx.arg("to") or "").strip()
+        write = ctx.arg("access") == "write"
+        try:
+            if not to:
+                raise AccountError(_("Enter the colleague's user name."), "bad_request")
+            if await self.ops.share(user, folder, to, write, ctx.addr):
+                s.say("ok", _("Shared with {user}: it appears on their phones at their "
+                              "next sync.").format(user=to.lower()))
+            else:
+                s.say("ok", _("It was shared with {user} like that already.").format(
+                    user=to.lower()))
+        except AccountError as e:
+            s.say("error", e.message)
+        return redirect(f"{ROOT}/#sharing")
+
+    async def share_remove(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        user = self.acc.require_user(s)
+        folder, to = ctx.arg("folder_id") or "", ctx.arg("to") or ""
+        try:
+            await self.ops.unshare(user, folder, to, ctx.addr)
+            s.say("ok", _("No longer shared with {user}: it leaves their phones at their "
+                          "next sync.").format(user=to.lower()))
+        except AccountError as e:
+            s.say("error", e.message)
+        return redirect(f"{ROOT}/#sharing")
 
     # ---------------------------------------------------------------- ActiveSync password
     async def as_password_form(self, ctx: Ctx, error: str | None = None,

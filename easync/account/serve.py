@@ -53,6 +53,12 @@ def install(listeners: Listeners, site: server.Site, easserver: Any,
     page = make_account_resource(accounts, reactor,
                                  getattr(easserver.settings, "trusted_proxies", ()),
                                  getattr(easserver.settings, "policy", ()))
+    notifier = getattr(easserver, "notifier", None)
+    if notifier is not None:
+        # shared folders (issue #14 point 1): a share or unshare wakes the colleague's
+        # devices through the change hub (a "hierarchy" change: FolderSync is due)
+        page.ops.enable_sharing(easserver.items, lambda uid, folders: [
+            notifier.publish(uid, f) for f in folders])
     if where == "same":
         site.resource.putChild(b"account", page)
         return page

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from urllib.parse import quote
 
 from easync.account import static
-from easync.account.adapter import Device, Status, UserRow
+from easync.account.adapter import Device, Shares, Status, UserRow
 from easync.i18n import _, current, ngettext
 
 ROOT = "/account"
@@ -228,7 +228,8 @@ def as_facts(st: Status, now: float) -> str:
 
 
 def overview(st: Status, devices: list[Device], csrf: str, now: float,
-             policy: list[str] | None = None) -> str:
+             policy: list[str] | None = None,
+             shares: Shares | None = None) -> str:
     warn = (f'<p class="warn">{e(as_status_text(st))}</p>' if st.eas_refused
             else f'<p class="muted">{e(as_status_text(st))}</p>')
     everyone = " " + _("(required for every user)") if st.twofa_everyone else ""
@@ -252,6 +253,62 @@ def overview(st: Status, devices: list[Device], csrf: str, now: float,
 <h2>{_("Two-factor authentication")}</h2>
 <p>{now_on}{everyone}.</p>
 <a class="button secondary" href="{ROOT}/2fa">{_("Two-factor settings")}</a>
+</section>{sharing(shares, csrf) if shares is not None and shares.available else ""}"""
+
+
+def _kind(cls: str) -> str:
+    return {"Contacts": _("contacts"), "Calendar": _("calendar"),
+            "Tasks": _("tasks")}.get(cls, cls)
+
+
+def _access(write: bool) -> str:
+    return _("can change it") if write else _("read only")
+
+
+def sharing(sh: Shares, csrf: str) -> str:
+    """Shared folders: what the user shares (with a button to stop), what others
+    share with them, and a form to share one of their folders with a colleague."""
+    mine = []
+    for m in sh.mine:
+        who = m["to"] or _("everyone")
+        stop = "" if m["to"] is None else form(
+            f"{ROOT}/shares/remove", csrf,
+            f'<input type="hidden" name="folder_id" value="{e(m["folder_id"])}">'
+            f'<input type="hidden" name="to" value="{e(m["to"])}">'
+            f'<button class="secondary" type="submit">{_("Stop sharing")}</button>',
+            cls="inline")
+        mine.append(f'<li><div class="row-title">{e(m["name"])} → {e(who)}</div>'
+                    f'<p class="muted">{e(_kind(m["cls"]))}, {e(_access(m["write"]))}</p>'
+                    f"{stop}</li>")
+    theirs = [f'<li><div class="row-title">{e(w["name"])}</div>'
+              f'<p class="muted">{e(_("from {owner}").format(owner=w["owner"]))}, '
+              f'{e(_access(w["write"]))}</p></li>' for w in sh.with_me]
+    options = "".join(f'<option value="{e(f["folder_id"])}">{e(f["name"])} '
+                      f'({e(_kind(f["cls"]))})</option>' for f in sh.folders)
+    add = form(f"{ROOT}/shares/add", csrf, f"""
+<label for="share-folder">{_("Folder")}</label>
+<select id="share-folder" name="folder_id">{options}</select>
+<label for="share-to">{_("Colleague (user name)")}</label>
+<input id="share-to" name="to" type="text" autocomplete="off" required>
+<label for="share-access">{_("Access")}</label>
+<select id="share-access" name="access">
+<option value="read">{_("Read only")}</option>
+<option value="write">{_("Can change it")}</option>
+</select>
+<button type="submit">{_("Share")}</button>""") if options else ""
+    none_mine = f'<p class="muted">{_("You share no folder.")}</p>'
+    none_theirs = f'<p class="muted">{_("Nobody shares a folder with you.")}</p>'
+    return f"""
+<section class="card" id="sharing">
+<h2>{_("Shared folders")}</h2>
+<p class="muted">{_("A folder you share appears on your colleague's phone as an extra "
+                    "calendar or address book. Read only: their changes to it are undone "
+                    "on their phone.")}</p>
+<h3>{_("You share")}</h3>
+{f'<ul class="list">{"".join(mine)}</ul>' if mine else none_mine}
+{add}
+<h3>{_("Shared with you")}</h3>
+{f'<ul class="list">{"".join(theirs)}</ul>' if theirs else none_theirs}
 </section>"""
 
 

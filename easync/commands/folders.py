@@ -16,6 +16,12 @@ FolderCreate/Update/Delete need the current key; each success issues a new key a
 applies the device's own change to its snapshot (and only that change), so its
 next FolderSync neither repeats it nor misses a concurrent change from elsewhere.
 
+A folder someone else shares with the user (``Folder.owner`` set), or any read-only
+folder (``Folder.read_only``: e.g. a CRM store's company address book), cannot be renamed,
+moved or deleted from the phone: FolderUpdate Status 2, FolderDelete Status 3 (the
+"special folder" answers of MS-ASCMD 2.2.3.177.6 and 2.2.3.177.4); nothing can be
+created under it (Status 5: it is not one of the user's folders, so no parent of theirs).
+
 Status choices: only user Calendar/Contacts/Tasks folders (Type 13/14/15) can be
 created — easync keeps no mail or notes, and a folder of another type would be an
 empty shell the device believes holds its mail — so other types get Status 10
@@ -272,8 +278,15 @@ async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
     if state is None:
         return _status_only("FolderUpdate", "9")
     folders = await server.items.list_folders(req.user)
+    if any(f.server_id == server_id and (f.owner or f.read_only) for f in folders):
+        # someone else's folder shared with the user: not the user's to rename or
+        # move (MS-ASCMD 2.2.3.177.6 Status 2: "the specified folder is a special
+        # folder ... Special folders cannot be updated")
+        return _status_only("FolderUpdate", "2")
     parents = {f.server_id: f.parent_id for f in folders}
-    if parent != "0" and _is_under(parents, parent, server_id):
+    if parent != "0" and (_is_under(parents, parent, server_id) or
+                          any(f.server_id == parent and (f.owner or f.read_only)
+                              for f in folders)):
         return _status_only("FolderUpdate", "10")
     try:
         folder = await server.items.update_folder(req.user, server_id, parent, name)
@@ -282,6 +295,8 @@ async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
     except ValueError as exc:
         return _status_only("FolderUpdate", _value_error_status(exc))
     root = await _commit(server, req, state, _with_folder(state, folder), "FolderUpdate")
+    if any(f.server_id == server_id and f.shared_out for f in folders):
+        await _tell_holders(server, req.user, server_id)
     return EasResponse(body=root, status="1")
 
 
@@ -296,6 +311,12 @@ async def folder_delete(server: EasServer, req: EasRequest) -> EasResponse:
     state = await _check_key(server, req, key)
     if state is None:
         return _status_only("FolderDelete", "9")
+    listed = await server.items.list_folders(req.user)
+    if any(f.server_id == server_id and (f.owner or f.read_only) for f in listed):
+        # someone else's folder shared with the user (MS-ASCMD 2.2.3.177.4 Status 3:
+        # "a special system folder [that] cannot be deleted by the client"); the
+        # owner or an administrator unshares it
+        return _status_only("FolderDelete", "3")
     try:
         await server.items.delete_folder(req.user, server_id)
     except KeyError:
@@ -313,5 +334,18 @@ async def folder_delete(server: EasServer, req: EasRequest) -> EasResponse:
             continue
         snapshot[sid] = entry
     root = await _commit(server, req, state, snapshot, "FolderDelete")
+    if any(f.server_id == server_id and f.shared_out for f in listed):
+        await _tell_holders(server, req.user, server_id)
     return EasResponse(body=root, status="1")
+
+
+async def _tell_holders(server: EasServer, user: User, folder_id: str) -> None:
+    """The owner renamed or deleted a folder others hold (a shared folder): their
+    hierarchies changed too, their held Pings are told (Status 7)."""
+    audience = getattr(server.items, "folder_audience", None)
+    if audience is None:
+        return
+    for uid in await audience(folder_id):
+        if uid != user.id:
+            server.notifier.publish(uid, "hierarchy")
 

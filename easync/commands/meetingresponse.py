@@ -25,6 +25,7 @@ from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.items import email_address
 from easync.items.convert import ItemError, apply_instance_change
 from easync.model import Op
+from easync.syncengine import publish_to_holders
 from easync.wbxml.element import Element
 
 MR = "MeetingResponse:"
@@ -85,7 +86,7 @@ async def _one(server: EasServer, req: EasRequest, el: Element, user_addr: str,
         Op(kind="change", server_id=item.server_id, data=new, cls="Calendar")])
     if not results or not results[0].ok:
         return status("3")
-    server.notifier.publish(req.user.id, item.folder_id)
+    await publish_to_holders(server, req.user, item.folder_id)   # (shared calendars)
     status("1")
     if user_response != "3":
         out.add(MR + "CalendarId", item.server_id)

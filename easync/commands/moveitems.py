@@ -13,7 +13,7 @@ before.
 from __future__ import annotations
 
 from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
-from easync.syncengine import record_own_move
+from easync.syncengine import publish_to_holders, record_own_move
 from easync.wbxml.element import Element
 
 M = "Move:"
@@ -52,8 +52,9 @@ async def _move_one(server: EasServer, req: EasRequest, el: Element,
     # the moving device already knows: neither the Delete nor the Add is echoed to it
     await record_own_move(server, req.user, req.device_id, item.folder_id, src_id,
                           dst_folder, new_id)
-    server.notifier.publish(req.user.id, item.folder_id)
-    server.notifier.publish(req.user.id, dst_folder)
+    # (a folder others hold too wakes their devices: easync.syncengine)
+    await publish_to_holders(server, req.user, item.folder_id)
+    await publish_to_holders(server, req.user, dst_folder)
     done("3")
     out.add(M + "DstMsgId", new_id)
     return out
