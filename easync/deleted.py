@@ -218,7 +218,8 @@ class DeletedItems:
             for k in part:
                 await self.kept.release_restore(k.id)
                 out.failed.append((k.id, str(e) or type(e).__name__))
-            log.warning("restore of deleted items of {user} failed: {err}", user=user.name,
+            log.warn("restore of deleted items of {user} failed: {err}",  # noqa: G010
+                     user=user.name,
                      err=str(e) or type(e).__name__)
             return
         for k, r in zip(part, results, strict=True):
@@ -263,8 +264,8 @@ class MassDeletes:
         if not self.needs_count(deleted) or total <= 0 or deleted <= self.share * total:
             return False
         self.count += 1
-        log.warning("mass delete: device {device} of {user} deleted {n} of {m} items of folder"
-                 " {folder} in one Sync (kept: easync-admin deleted list {user})",
+        log.warn("mass delete: device {device} of {user} deleted {n} of {m} items of"  # noqa: G010
+                 " folder {folder} in one Sync (kept: easync-admin deleted list {user})",
                  device=device_id, user=user.name, n=deleted, m=total, folder=folder_id)
         if self.audit is not None:
             try:
@@ -272,5 +273,6 @@ class MassDeletes:
                                  f"device {device_id} deleted {deleted} of {total} items of "
                                  f"folder {folder_id} in one Sync")
             except Exception as e:  # noqa: BLE001 - the alarm never fails the Sync
-                log.warning("mass delete: audit row not written: {err}", err=str(e))
+                log.warn("mass delete: audit row not written: {err}",  # noqa: G010
+                         err=str(e))
         return True

@@ -433,10 +433,10 @@ class SyncEngine:
             return
         try:
             left = await self.state.count_live(user, cid)
+            await alarm.check(user, device_id, cid, deleted, left)
         except Exception as e:  # noqa: BLE001 - the Sync is committed: never fail it now
-            log.warning("mass delete check of folder {cid} failed: {err}", cid=cid, err=str(e))
-            return
-        await alarm.check(user, device_id, cid, deleted, left)
+            log.warn("mass delete check of folder {cid} failed: {err}",  # noqa: G010
+                     cid=cid, err=str(e))
 
     async def _gone(self, user: User, folder: Folder) -> bool:
         """Was ``folder`` deleted since the request looked it up?  Asked only when the

@@ -320,6 +320,8 @@ def _deleted_items(server: EasServer, store: Any, items: Any, notifier: Any, rea
     server.mass_deletes.audit = audit
     server.deleted = DeletedItems(store, items, reactor, backend=backend, publish=publish,
                                   audit=audit)
+    if accounts is not None:
+        accounts.deleted = server.deleted
 
 
 def _health_check(reactor: Any, store: Any, notifier: Any,

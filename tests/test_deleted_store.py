@@ -300,3 +300,39 @@ async def test_crm_refused_delete_keeps_nothing(crm: Any) -> None:
                                              ref=sids[0])], state)
     assert not done[0].ok
     assert await crm.sql.list_deleted(user) == []
+
+
+def test_the_mass_delete_alarm() -> None:
+    """More than the share of the folder, and at least the minimum: logged, audited,
+    counted; at or under the share, or under the minimum, nothing."""
+    from twisted.logger import globalLogPublisher
+
+    from easync.deleted import MassDeletes
+    from easync.metrics import Metrics
+
+    audits: list[tuple[Any, ...]] = []
+
+    async def audit(*row: Any) -> None:
+        audits.append(row)
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        alarm = MassDeletes(0.5, 10, audit=audit)
+        metrics = Metrics()
+        alarm.register(metrics)
+        user = User(7, "rosa")
+        for deleted, left in ((9, 0), (10, 10), (3, 17)):
+            d = ensureDeferred(alarm.check(user, "A", "5", deleted, left))
+            assert d.result is False
+        d = ensureDeferred(alarm.check(user, "A", "5", 15, 2))
+        assert d.result is True
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert alarm.count == 1
+    assert "easync_mass_deletes_total 1" in metrics.render()
+    assert audits == [("device A", "rosa", "mass-delete",
+                       "device A deleted 15 of 17 items of folder 5 in one Sync")]
+    warned = [e for e in events if "mass delete" in str(e.get("log_format", ""))]
+    assert len(warned) == 1 and warned[0]["n"] == 15 and warned[0]["m"] == 17
+    assert MassDeletes(0, 10).needs_count(1000) is False     # share 0: off
