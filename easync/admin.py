@@ -541,14 +541,14 @@ async def cmd_deleted_restore(store: Any, args: argparse.Namespace, out: TextIO)
         else:
             raise AdminError(_("give item ids, or --device ID --since T, or --all-since T"))
     except RestoreError as e:
-        raise AdminError(e.message) from None
+        raise AdminError(tr(e.message)) from None
     for announced in getattr(args, "_announces", []):
         await announced
     out.writelines(_("restored {id} ({kind} {item}) as {server_id}").format(
             id=kept.id, kind=_(kept.cls), item=kept.summary or "-",
             server_id=server_id) + "\n" for kept, server_id in done.restored)
     out.writelines(_("{id} was restored already").format(id=kept_id) + "\n" for kept_id in done.already)
-    out.writelines(_("{id} not restored: {why}").format(id=kept_id, why=why) + "\n" for kept_id, why in done.failed)
+    out.writelines(_("{id} not restored: {why}").format(id=kept_id, why=tr(why)) + "\n" for kept_id, why in done.failed)
     if done.left:
         out.write(_("{n} more match: run the command again").format(n=done.left) + "\n")
     out.write(ngettext("{n} item restored; the user's devices get it at their next sync",

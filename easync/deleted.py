@@ -32,6 +32,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from easync.i18n import msg
 from easync.model import KeptItem, Op, OpResult, User
 
 __all__ = ["DeletedItems", "MassDeletes", "RestoreError", "Restored", "parse_since",
@@ -145,15 +146,15 @@ class DeletedItems:
         one of them is not the user's kept item."""
         wanted = list(dict.fromkeys(int(i) for i in ids))
         if not wanted:
-            raise RestoreError("no item to restore")
+            raise RestoreError(msg("no item to restore"))
         if len(wanted) > MAX_RESTORE:
-            raise RestoreError(f"at most {MAX_RESTORE} items per restore")
+            raise RestoreError(msg("at most {n} items per restore", n=MAX_RESTORE))
         rows = {k.id: k for k in await self.kept.get_deleted(user, wanted)}
         unknown = [i for i in wanted if i not in rows]
         if unknown:
-            raise RestoreError(
-                "no deleted item {ids} for {user}".format(
-                    ids=", ".join(str(i) for i in unknown), user=user.name), "not_found")
+            raise RestoreError(msg("no deleted item {ids} for {user}",
+                                   ids=", ".join(str(i) for i in unknown), user=user.name),
+                               "not_found")
         return await self._restore(user, [rows[i] for i in wanted], actor, 0)
 
     async def restore_since(self, user: User, since: float, *, device_id: str | None = None,
@@ -171,8 +172,8 @@ class DeletedItems:
         foreign = [k for k in rows if k.backend != self.backend]
         if foreign:
             raise RestoreError(
-                "items {ids} were deleted from the {backend} store: restore them where "
-                "the server runs with --backend {backend} (its account page)".format(
+                msg("items {ids} were deleted from the {backend} store: restore them where "
+                    "the server runs with --backend {backend} (its account page)",
                     ids=", ".join(str(k.id) for k in foreign), backend=foreign[0].backend),
                 "wrong_backend")
         folders = {f.server_id: f for f in await self.items.list_folders(user)}
@@ -194,7 +195,7 @@ class DeletedItems:
                 target = defaults.get(k.cls, "")
             if not target:
                 await self.kept.release_restore(k.id)
-                out.failed.append((k.id, f"the user has no {k.cls} folder"))
+                out.failed.append((k.id, msg("the user has no {kind} folder", kind=k.cls)))
                 continue
             claimed.setdefault(target, []).append(row)
         for target, todo in claimed.items():

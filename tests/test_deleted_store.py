@@ -9,7 +9,6 @@ tombstones it, the CRM store before it asks the CRM to delete.
 from __future__ import annotations
 
 import calendar
-
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -293,8 +292,8 @@ async def test_crm_refused_delete_keeps_nothing(crm: Any) -> None:
     user = await crm.add_user("mario", "h", "mario@example.com", True)
     folder = await contacts_folder(crm, user)
     sids = await add_contacts(crm, user, folder, 1)
-    crm.fake.fail_next = [("ACCESS_DENIED_TO_DELETE", "Permission to perform the "
-                           "operation is denied")]
+    crm.fake.fail_next = [("ACCESS_DENIED_TO_DELETE",
+                           "Permission to perform the operation is denied")]
     state = StateWrite("PHONE-A", f"sync:{folder}", {"x": 1})
     done = await crm.apply(user, folder, [Op("delete", server_id=sids[0], keep="PHONE-A",
                                              ref=sids[0])], state)

@@ -20,7 +20,7 @@ from easync.account.core import Account, NeedsLogin, NeedsVerification, NotAdmin
 from easync.account.request import Ctx, Reply, error_json, json_reply, refusal
 from easync.account.sessions import RECENT_SECONDS, Session
 from easync.auth.accounts import AccountError
-from easync.i18n import _
+from easync.i18n import _, tr
 
 Route = Callable[[Ctx], Awaitable[Reply]]
 
@@ -322,14 +322,14 @@ class Api:
                 raise AccountError(_('Give "ids", or "since" (and "device_id").'),
                                    "bad_request")
         except RestoreError as e:
-            raise AccountError(_("Nothing was restored: {why}.").format(why=e.message),
+            raise AccountError(_("Nothing was restored: {why}.").format(why=tr(e.message)),
                                "not-found" if e.code == "not_found" else "bad_request"
                                ) from None
         return json_reply({
             "restored": [{"id": k.id, "server_id": sid, "summary": k.summary}
                          for k, sid in done.restored],
             "already_restored": done.already,
-            "failed": [{"id": i, "reason": why} for i, why in done.failed],
+            "failed": [{"id": i, "reason": tr(why)} for i, why in done.failed],
             "more": done.left})
 
 

@@ -21,7 +21,7 @@ from easync.account.request import (
     verify_url,
 )
 from easync.auth.accounts import AccountError
-from easync.i18n import _, ngettext
+from easync.i18n import _, ngettext, tr
 
 Route = Callable[[Ctx], Awaitable[Reply]]
 
@@ -437,7 +437,7 @@ class Pages:
             else:
                 raise RestoreError(_("choose an item, or a device and a time"))
         except RestoreError as e:
-            s.say("error", _("Nothing was restored: {why}.").format(why=e.message))
+            s.say("error", _("Nothing was restored: {why}.").format(why=tr(e.message)))
             return redirect(back)
         n = len(done.restored)
         if n:
@@ -448,7 +448,7 @@ class Pages:
             s.say("ok", _("Already restored."))
         if done.failed:
             s.say("error", _("Not restored: {ids}.").format(
-                ids=", ".join(f"{i} ({why})" for i, why in done.failed)))
+                ids=", ".join(f"{i} ({tr(why)})" for i, why in done.failed)))
         return redirect(back)
 
 
