@@ -511,7 +511,7 @@ def _since(value: str | None) -> float | None:
 
 async def cmd_deleted_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     user = await _user(store, args.name)
-    found = await _deleted(store, args).list(
+    found = await _deleted(store, args).list_items(
         user, device_id=args.device, since=_since(args.since), folder_id=args.folder,
         restored=args.restored, limit=args.limit)
     rows = [[_("ID"), _("DELETED"), _("DEVICE"), _("FOLDER"), _("KIND"), _("ITEM"),

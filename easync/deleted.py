@@ -132,7 +132,7 @@ class DeletedItems:
         self.publish = publish
         self.audit = audit
 
-    async def list(self, user: User, *, device_id: str | None = None,
+    async def list_items(self, user: User, *, device_id: str | None = None,
                    since: float | None = None, folder_id: str | None = None,
                    restored: bool = False, limit: int = 500) -> list[KeptItem]:
         found: list[KeptItem] = await self.kept.list_deleted(

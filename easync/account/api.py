@@ -291,14 +291,14 @@ class Api:
                                  "3d).").format(value=repr(raw)), "bad_request") from None
 
     async def deleted(self, ctx: Ctx) -> Reply:
-        args = ctx.request.args or {}
+        args: dict[bytes, list[bytes]] = ctx.request.args or {}
 
         def arg(name: str) -> str | None:
             values = args.get(name.encode())
             return values[0].decode("utf-8", "replace") if values else None
 
         service, user, _me = await self._deleted_target(ctx, arg("user"))
-        found = await service.list(user, device_id=arg("device"),
+        found = await service.list_items(user, device_id=arg("device"),
                                    since=self._since(arg("since")), limit=500)
         return json_reply({"user": user.name, "deleted": [kept_json(k) for k in found]})
 

@@ -411,7 +411,7 @@ class Pages:
     async def deleted(self, ctx: Ctx) -> Reply:
         s = ctx.session
         service, user, me = await self._deleted_target(ctx, ctx.query("user"))
-        rows = await service.list(user, limit=200)
+        rows = await service.list_items(user, limit=200)
         return self.show(ctx, _("Recently deleted"), views.deleted(
             user.name, rows, s.csrf, self.clock.seconds(), user.name.lower() != me.lower()))
 
