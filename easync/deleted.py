@@ -180,28 +180,34 @@ class DeletedItems:
         defaults = {f.cls: f.server_id for f in folders.values()
                     if f.type == DEFAULT_TYPE.get(f.cls)}
         now = self.clock.seconds()
-        claimed: dict[str, list[KeptItem]] = {}
-        for k in rows:
-            if k.restored_at is not None and k.restored_id is not None:
-                out.already.append(k.id)
-                continue
-            row = await self.kept.claim_restore(user, k.id, now)
-            if row is None:
-                out.already.append(k.id)
-                continue
-            target = k.folder_id
-            folder = folders.get(target)
-            if folder is None or folder.cls != k.cls:
-                target = defaults.get(k.cls, "")
-            if not target:
-                await self.kept.release_restore(k.id)
-                out.failed.append((k.id, msg("the user has no {kind} folder", kind=k.cls)))
-                continue
-            claimed.setdefault(target, []).append(row)
-        for target, todo in claimed.items():
-            for i in range(0, len(todo), RESTORE_BATCH):
-                part = todo[i:i + RESTORE_BATCH]
-                await self._write(user, target, part, out)
+        todo = [k for k in rows if k.restored_id is None]
+        out.already.extend(k.id for k in rows if k.restored_id is not None)
+        for i in range(0, len(todo), RESTORE_BATCH):
+            part = todo[i:i + RESTORE_BATCH]
+            # one transaction claims the batch: a row another restore holds (or made)
+            # is not claimed, so restoring it twice makes one item
+            claimed = {k.id: k for k in await self.kept.claim_restore(
+                user, [k.id for k in part], now)}
+            out.already.extend(k.id for k in part if k.id not in claimed)
+            by_folder: dict[str, list[KeptItem]] = {}
+            homeless: list[KeptItem] = []
+            for k in part:
+                if k.id not in claimed:
+                    continue
+                target = k.folder_id
+                folder = folders.get(target)
+                if folder is None or folder.cls != k.cls:
+                    target = defaults.get(k.cls, "")
+                if target:
+                    by_folder.setdefault(target, []).append(claimed[k.id])
+                else:
+                    homeless.append(k)
+            if homeless:
+                await self.kept.release_restore([k.id for k in homeless])
+                out.failed.extend((k.id, msg("the user has no {kind} folder", kind=k.cls))
+                                  for k in homeless)
+            for target, items in by_folder.items():
+                await self._write(user, target, items, out)
         if out.restored and self.audit is not None:
             await self.audit(actor, user.name, "deleted-restore",
                              "restored {n} deleted item(s): {ids}".format(
@@ -212,25 +218,28 @@ class DeletedItems:
 
     async def _write(self, user: User, folder_id: str, part: list[KeptItem],
                      out: Restored) -> None:
+        """Re-create ``part`` (claimed rows) in one store write."""
         ops = [Op(kind="add", data=dict(k.data), ref=str(k.id), cls=k.cls) for k in part]
         try:
             results: list[OpResult] = await self.items.apply(user, folder_id, ops)
         except Exception as e:  # noqa: BLE001 - the store failed: give every claim back
-            for k in part:
-                await self.kept.release_restore(k.id)
-                out.failed.append((k.id, str(e) or type(e).__name__))
+            await self.kept.release_restore([k.id for k in part])
+            why = str(e) or type(e).__name__
+            out.failed.extend((k.id, why) for k in part)
             log.warn("restore of deleted items of {user} failed: {err}",  # noqa: G010
-                     user=user.name,
-                     err=str(e) or type(e).__name__)
+                     user=user.name, err=why)
             return
-        for k, r in zip(part, results, strict=True):
-            if r.ok and r.server_id:
-                await self.kept.finish_restore(k.id, r.server_id)
-                out.restored.append((k, r.server_id))
-            else:
-                await self.kept.release_restore(k.id)
-                out.failed.append((k.id, r.error or "refused"))
-        if self.publish is not None and any(r.ok for r in results):
+        made = [(k, str(r.server_id)) for k, r in zip(part, results, strict=True)
+                if r.ok and r.server_id]
+        refused = [(k, r.error or "refused") for k, r in zip(part, results, strict=True)
+                   if not (r.ok and r.server_id)]
+        if made:
+            await self.kept.finish_restore([(k.id, sid) for k, sid in made])
+            out.restored.extend(made)
+        if refused:
+            await self.kept.release_restore([k.id for k, _ in refused])
+            out.failed.extend((k.id, why) for k, why in refused)
+        if self.publish is not None and made:
             self.publish(user.id, folder_id, results)
         log.info("restored {n} deleted item(s) of {user} into folder {folder}",
                  n=sum(1 for r in results if r.ok), user=user.name, folder=folder_id)

@@ -232,16 +232,18 @@ class IDeletedStore(Interface):
     def get_deleted(user: User, ids: Sequence[int]) -> Deferred[list[KeptItem]]:
         """The user's kept items among ``ids`` (another user's are left out)."""
 
-    def claim_restore(user: User, kept_id: int, now: float) -> Deferred[KeptItem | None]:
-        """Mark the user's kept item as being restored, if it is not (or its claim is
-        old and unfinished); None when it is restored already or is not the user's.
-        One conditional update: of two concurrent claims one wins."""
+    def claim_restore(user: User, kept_ids: Sequence[int], now: float
+                      ) -> Deferred[list[KeptItem]]:
+        """Mark the user's kept items among ``kept_ids`` as being restored, those not
+        restored nor being restored (a claim older than a timeout, never finished,
+        counts as none); returns the ones claimed.  One transaction: of two concurrent
+        claims of a row one wins."""
 
-    def finish_restore(kept_id: int, server_id: str) -> Deferred[None]:
-        """The claimed item was re-created as ``server_id``."""
+    def finish_restore(done: Sequence[tuple[int, str]]) -> Deferred[None]:
+        """The claimed items ``(kept id, server id)`` were re-created as those ids."""
 
-    def release_restore(kept_id: int) -> Deferred[None]:
-        """The claimed item could not be re-created: it may be restored again."""
+    def release_restore(kept_ids: Sequence[int]) -> Deferred[None]:
+        """The claimed items could not be re-created: they may be restored again."""
 
     def count_live(user: User, folder_id: str) -> Deferred[int]:
         """How many live items the folder holds (an index count, no item read)."""

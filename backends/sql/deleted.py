@@ -125,32 +125,44 @@ class SqlDeleted(StorePart):
 
         return self._run(q)
 
-    def claim_restore(self, user: User, kept_id: int, now: float
-                      ) -> Deferred[KeptItem | None]:
-        def q(cur: Any) -> KeptItem | None:
-            cur.execute(self._sql(
-                "UPDATE deleted_items SET restored_at = ? WHERE id = ? AND user_id = ?"
-                " AND (restored_at IS NULL OR (restored_id IS NULL AND restored_at < ?))"),
-                (now, int(kept_id), user.id, now - CLAIM_TIMEOUT))
-            if cur.rowcount != 1:
-                return None
-            cur.execute(self._sql(f"SELECT {_COLS} FROM deleted_items WHERE id = ?"),
-                        (int(kept_id),))
-            return _kept(cur.fetchone())
+    def claim_restore(self, user: User, kept_ids: Sequence[int], now: float
+                      ) -> Deferred[list[KeptItem]]:
+        def q(cur: Any) -> list[KeptItem]:
+            ids = sorted({int(i) for i in kept_ids})
+            out: list[KeptItem] = []
+            lock = " FOR UPDATE" if self.engine.name == "postgres" else ""
+            for part in _chunks(ids):
+                marks = self.engine.placeholders(len(part))
+                # the rows free to claim, locked (PostgreSQL: a concurrent claim waits
+                # here, then finds them claimed; SQLite: the write lock orders claims)
+                cur.execute(self._sql(
+                    f"SELECT {_COLS} FROM deleted_items WHERE id IN {marks}"
+                    " AND user_id = ? AND restored_id IS NULL"
+                    f" AND (restored_at IS NULL OR restored_at < ?) ORDER BY id{lock}"),
+                    (*part, user.id, now - CLAIM_TIMEOUT))
+                free = [_kept(r) for r in cur.fetchall()]
+                if free:
+                    cur.executemany(self._sql(
+                        "UPDATE deleted_items SET restored_at = ? WHERE id = ?"),
+                        [(now, k.id) for k in free])
+                out.extend(free)
+            return out
 
         return self._run(q, write=True)
 
-    def finish_restore(self, kept_id: int, server_id: str) -> Deferred[None]:
+    def finish_restore(self, done: Sequence[tuple[int, str]]) -> Deferred[None]:
         def q(cur: Any) -> None:
-            cur.execute(self._sql("UPDATE deleted_items SET restored_id = ? WHERE id = ?"),
-                        (server_id, int(kept_id)))
+            cur.executemany(self._sql(
+                "UPDATE deleted_items SET restored_id = ? WHERE id = ?"),
+                [(sid, int(kid)) for kid, sid in done])
 
         return self._run(q, write=True)
 
-    def release_restore(self, kept_id: int) -> Deferred[None]:
+    def release_restore(self, kept_ids: Sequence[int]) -> Deferred[None]:
         def q(cur: Any) -> None:
-            cur.execute(self._sql("UPDATE deleted_items SET restored_at = NULL"
-                                  " WHERE id = ? AND restored_id IS NULL"), (int(kept_id),))
+            cur.executemany(self._sql("UPDATE deleted_items SET restored_at = NULL"
+                                      " WHERE id = ? AND restored_id IS NULL"),
+                            [(int(i),) for i in kept_ids])
 
         return self._run(q, write=True)
 

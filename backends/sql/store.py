@@ -309,15 +309,15 @@ class SqlStore(Service):
     def get_deleted(self, user: User, ids: Sequence[int]) -> Deferred[list[KeptItem]]:
         return self.deleted.get_deleted(user, ids)
 
-    def claim_restore(self, user: User, kept_id: int, now: float
-                      ) -> Deferred[KeptItem | None]:
-        return self.deleted.claim_restore(user, kept_id, now)
+    def claim_restore(self, user: User, kept_ids: Sequence[int], now: float
+                      ) -> Deferred[list[KeptItem]]:
+        return self.deleted.claim_restore(user, kept_ids, now)
 
-    def finish_restore(self, kept_id: int, server_id: str) -> Deferred[None]:
-        return self.deleted.finish_restore(kept_id, server_id)
+    def finish_restore(self, done: Sequence[tuple[int, str]]) -> Deferred[None]:
+        return self.deleted.finish_restore(done)
 
-    def release_restore(self, kept_id: int) -> Deferred[None]:
-        return self.deleted.release_restore(kept_id)
+    def release_restore(self, kept_ids: Sequence[int]) -> Deferred[None]:
+        return self.deleted.release_restore(kept_ids)
 
     def count_live(self, user: User, folder_id: str) -> Deferred[int]:
         return self.deleted.count_live(user, folder_id)
