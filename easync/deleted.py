@@ -160,7 +160,8 @@ class DeletedItems:
     async def restore_since(self, user: User, since: float, *, device_id: str | None = None,
                             actor: str | None = None) -> Restored:
         """Restore what the user's devices (or one device) deleted at ``since`` or
-        later and is not restored yet (at most ``MAX_RESTORE``, oldest first)."""
+        later and is not restored yet: the newest ``MAX_RESTORE`` of them, re-created
+        oldest first (``Restored.left``: how many more matched)."""
         rows = await self.kept.list_deleted(user, device_id=device_id, since=since,
                                             limit=MAX_RESTORE + 1)
         left = max(0, len(rows) - MAX_RESTORE)

@@ -335,3 +335,33 @@ def test_the_mass_delete_alarm() -> None:
     warned = [e for e in events if "mass delete" in str(e.get("log_format", ""))]
     assert len(warned) == 1 and warned[0]["n"] == 15 and warned[0]["m"] == 17
     assert MassDeletes(0, 10).needs_count(1000) is False     # share 0: off
+
+
+def test_options_and_config_file_keys(tmp_path: Path) -> None:
+    """--deleted-keep, --mass-delete-share, --mass-delete-min: defaults, the config file
+    (its keys are the option names), the command line winning, bad values refused."""
+    from twisted.python.usage import UsageError
+
+    from easync.tap import Options
+
+    def parse(*argv: str) -> Any:
+        o = Options()
+        o.parseOptions(list(argv))
+        return o
+
+    o = parse()
+    assert o.config.store.deleted_keep == 30 * 86400
+    assert (o.settings().mass_delete_share, o.settings().mass_delete_min) == (0.5, 10)
+    conf = tmp_path / "easync.toml"
+    conf.write_text('deleted-keep = "7d"\nmass-delete-share = "40%"\nmass-delete-min = 25\n')
+    o = parse("--config", str(conf), "--mass-delete-min", "5")
+    assert o.config.store.deleted_keep == 7 * 86400
+    assert o.settings().mass_delete_share == pytest.approx(0.4)
+    assert o.settings().mass_delete_min == 5
+    for argv, message in ((["--mass-delete-share", "1.5"], "between 0 and 1"),
+                          (["--mass-delete-share", "half"], "such as 0.5"),
+                          (["--mass-delete-min", "0"], "at least 1"),
+                          (["--deleted-keep", "a month"], "such as 90d")):
+        with pytest.raises(UsageError) as e:
+            parse(*argv)
+        assert message in str(e.value)
