@@ -283,3 +283,34 @@ def test_pyactivesync_delete_restored_from_the_account_page(site: RunningServer)
                 for it in got.added] == [("Carla", "Verdi")]
         assert api.call("GET", "deleted").json()["deleted"] == []
         phone.close()
+
+
+def test_kept_items_expire_after_deleted_keep(tmp_path: Path) -> None:
+    """--deleted-keep: the server's retention pass forgets kept deletes older than it
+    (counted on /metrics); a restore of a forgotten id is an unknown id."""
+    metrics_port = free_port()
+    srv = RunningServer(tmp_path, [
+        "--deleted-keep", "6", "--purge-interval", "0.3",
+        "--metrics-listen", f"tcp:{metrics_port}:interface=127.0.0.1"]).start()
+    try:
+        srv.add_user("rosa", PASSWORD)
+        a = RawDevice(srv.url, "rosa", PASSWORD, "PHONEA")
+        a.provision()
+        coll = a.folders()["Contacts"]
+        ka = a.initial(coll)
+        r = a.sync(coll, ka, commands(add("c1", "Old", "Contact")))
+        c = collection(r)
+        ka = c.text_of("AirSync:SyncKey") or ka
+        sid = c.find("AirSync:Responses").children[0].text_of("AirSync:ServerId") or ""
+        collection(a.sync(coll, ka, commands(delete(sid))))
+        rows = deleted_rows(srv, "rosa")
+        assert [row[5] for row in rows] == ["Old Contact"]
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        wait_for(lambda: read_metrics(url, 5).get("easync_deleted_items_purged_total", 0)
+                 >= 1, timeout=30)
+        assert deleted_rows(srv, "rosa") == []
+        bad = srv.admin("deleted", "restore", "rosa", rows[0][0], check=False)
+        assert bad.returncode == 1 and "no deleted item" in bad.stderr
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log_text()
