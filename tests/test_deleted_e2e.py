@@ -70,6 +70,7 @@ class PingThread(threading.Thread):
         self.dev, self.folder, self.heartbeat = dev, folder, heartbeat
         self.result: Node | None = None
         self.error: BaseException | None = None
+        self.answered_at = 0.0
 
     def run(self) -> None:
         try:
@@ -79,6 +80,7 @@ class PingThread(threading.Thread):
                         '<Class>Contacts</Class></Folder></Folders></Ping>')
         except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
+        self.answered_at = time.monotonic()
 
 
 @pytest.fixture
@@ -94,6 +96,11 @@ def site(tmp_path: Path) -> Any:
         srv.stop()
     log = srv.log_text()
     assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
+
+
+def held_pings(srv: RunningServer) -> float:
+    url = f"http://127.0.0.1:{srv.metrics_port}/metrics"  # type: ignore[attr-defined]
+    return read_metrics(url, 5).get('easync_held_requests{command="Ping"}', 0.0)
 
 
 def mass_deletes(srv: RunningServer) -> float:
@@ -158,12 +165,15 @@ def test_kept_listed_alarm_and_restore_wakes_the_other_device(site: RunningServe
     assert len(gone) == 18
     ping = PingThread(b, coll, 60)
     ping.start()
-    time.sleep(1.0)
+    wait_for(lambda: held_pings(srv) == 1, timeout=10)     # B holds its Ping now
     res = srv.admin("deleted", "restore", "rosa", "--device", "PHONEA", "--since", since)
+    done = time.monotonic()
     assert "15 items restored" in res.stdout, res.stdout
     ping.join(15)
     assert ping.error is None and ping.result is not None
     assert ping.result.text_of("Ping:Status") == "2"      # MS-ASCMD 2.2.3.135: changes
+    # SQLite: the server notices another process's write at its next poll (1 s)
+    assert ping.answered_at - done < 2.5, ping.answered_at - done
     kb, held, gone, _ = b.pull(coll, kb)
     assert gone == []
     assert names(held) == {f"Name{i} Family{i}" for i in range(3, 18)}
