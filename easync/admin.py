@@ -674,6 +674,90 @@ async def cmd_backup(store: Any, args: argparse.Namespace, out: TextIO) -> None:
         db=store.engine.path, file=args.file, size=size) + "\n")
 
 
+def _deleted(store: Any, args: argparse.Namespace) -> Any:
+    """The kept deletes of ``store`` (easync.deleted), restored through the SQL store
+    and announced to the running servers."""
+    from backends.sql.pgnotify import announce
+    from easync.deleted import DeletedItems
+
+    def publish(user_id: int, folder_id: str, results: list[Any]) -> None:
+        top = max((r.modseq for r in results if r.ok), default=0)
+        pending.append(announce(store, user_id, [folder_id], source="easync-admin",
+                                modseqs={folder_id: top}))
+
+    pending: list[Any] = []
+    args._announces = pending
+
+    async def audit(actor: str | None, user: str, action: str, detail: str) -> None:
+        await _accounts(store, args).audit_raw(actor or "easync-admin", user, action,
+                                               detail, "")
+
+    return DeletedItems(store, store, args.reactor, backend="sql", publish=publish,
+                        audit=audit)
+
+
+def _since(value: str | None) -> float | None:
+    from easync.deleted import parse_since
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value, datetime.datetime.now(datetime.UTC).timestamp())
+    except ValueError:
+        raise AdminError(_("not a time: {value!r} (give an ISO date or time such as "
+                           "2026-12-01 or 2026-12-01T14:30, or an age such as 2h or "
+                           "3d)").format(value=value)) from None
+
+
+async def cmd_deleted_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    user = await _user(store, args.name)
+    found = await _deleted(store, args).list_items(
+        user, device_id=args.device, since=_since(args.since), folder_id=args.folder,
+        restored=args.restored, limit=args.limit)
+    rows = [[_("ID"), _("DELETED"), _("DEVICE"), _("FOLDER"), _("KIND"), _("ITEM"),
+             _("RESTORED")]]
+    for k in found:
+        rows.append([str(k.id), _when(k.deleted_at), k.device_id, k.folder_id, _(k.cls),
+                     k.summary or "-", k.restored_id or "-"])
+    _table(rows, out)
+
+
+async def cmd_deleted_restore(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    from easync.deleted import RestoreError
+
+    user = await _user(store, args.name)
+    items = _deleted(store, args)
+    since = _since(args.since if args.since is not None else args.all_since)
+    try:
+        if args.ids:
+            if since is not None or args.device:
+                raise AdminError(_("give item ids, or --device ID --since T, or "
+                                   "--all-since T"))
+            done = await items.restore_ids(user, args.ids)
+        elif args.device and args.since is not None and args.all_since is None:
+            done = await items.restore_since(user, since or 0.0, device_id=args.device)
+        elif args.all_since is not None and not args.device and args.since is None:
+            done = await items.restore_since(user, since or 0.0)
+        else:
+            raise AdminError(_("give item ids, or --device ID --since T, or --all-since T"))
+    except RestoreError as e:
+        raise AdminError(tr(e.message)) from None
+    for announced in getattr(args, "_announces", []):
+        await announced
+    out.writelines(_("restored {id} ({kind} {item}) as {server_id}").format(
+            id=kept.id, kind=_(kept.cls), item=kept.summary or "-",
+            server_id=server_id) + "\n" for kept, server_id in done.restored)
+    out.writelines(_("{id} was restored already").format(id=kept_id) + "\n" for kept_id in done.already)
+    out.writelines(_("{id} not restored: {why}").format(id=kept_id, why=tr(why)) + "\n" for kept_id, why in done.failed)
+    if done.left:
+        out.write(_("{n} more match: run the command again").format(n=done.left) + "\n")
+    out.write(ngettext("{n} item restored; the user's devices get it at their next sync",
+                       "{n} items restored; the user's devices get them at their next "
+                       "sync", len(done.restored)).format(n=len(done.restored)) + "\n")
+    if done.failed:
+        raise AdminError(_("{n} not restored").format(n=len(done.failed)))
+
+
 # ---------------------------------------------------------------- parser
 
 def _db_url(value: str) -> str:
@@ -701,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
                               default=DEFAULT_SECRET_KEY))
     top = p.add_subparsers(
         dest="group",
-        metavar="{init,user,device,policy,folder,share,audit,import,export,backup}",
+        metavar="{init,user,device,policy,folder,share,audit,deleted,import,export,backup}",
         required=True)
 
     a = top.add_parser("init", allow_abbrev=False,
@@ -856,6 +940,36 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", type=int, default=50, metavar="N",
                    help=_("newest N entries (default 50)"))
     a.set_defaults(func=cmd_audit)
+
+    deleted = top.add_parser("deleted", allow_abbrev=False,
+                             help=_("list and restore what devices deleted")
+                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = deleted.add_parser("list", allow_abbrev=False,
+                           help=_("what the user's devices deleted (kept for "
+                                  "--deleted-keep), newest first"))
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--device", metavar="ID", help=_("only what this device deleted"))
+    a.add_argument("--since", metavar="T",
+                   help=_("only what was deleted since T: an ISO date or time (UTC), or "
+                          "an age such as 2h or 3d"))
+    a.add_argument("--folder", metavar="ID", help=_("only what was in this folder"))
+    a.add_argument("--restored", action="store_true",
+                   help=_("list restored items too"))
+    a.add_argument("--limit", type=int, default=200, metavar="N",
+                   help=_("newest N items (default 200)"))
+    a.set_defaults(func=cmd_deleted_list)
+    a = deleted.add_parser("restore", allow_abbrev=False,
+                           help=_("re-create deleted items: they reach every device of "
+                                  "the user"))
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("ids", metavar="ID", nargs="*", type=int,
+                   help=_("ids as 'deleted list' shows them"))
+    a.add_argument("--device", metavar="ID",
+                   help=_("everything this device deleted (with --since)"))
+    a.add_argument("--since", metavar="T", help=_("deleted since T (with --device)"))
+    a.add_argument("--all-since", metavar="T",
+                   help=_("everything any device of the user deleted since T"))
+    a.set_defaults(func=cmd_deleted_restore)
 
     a = top.add_parser("import", allow_abbrev=False,
                        help=_("import a vCard (.vcf) or iCalendar (.ics) file"))

@@ -80,6 +80,23 @@ def positive_float(value: Any) -> float:
     return _seconds(value, lambda n: n > 0, "more than 0")
 
 
+def share(value: Any) -> float:
+    """A share between 0 and 1 (0.5), or a percentage (50%)."""
+    if isinstance(value, bool):
+        raise TypeError(f"expected a share such as 0.5, got {value!r}")
+    raw = str(value).strip()
+    try:
+        n = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ValueError(f"expected a share such as 0.5 or 50%, got {value!r}") from None
+    if not 0 <= n <= 1:
+        raise ValueError(f"must be between 0 and 1, got {value!r}")
+    return n
+
+
+_doc(share, "A share from 0 to 1 (0.5), or a percentage (50%).")
+
+
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 
@@ -285,6 +302,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("purge-interval", 600.0, positive_float,
            "Seconds between two retention passes (tombstones, idle devices).",
            field="store.purge_interval"),
+    # -- deleted items kept (easync.deleted): README "Deleted items: nothing lost to a phone"
+    Option("deleted-keep", 30 * 86400.0, duration,
+           "What a device deletes (Sync Delete) is kept this long and can be listed and "
+           "restored (easync-admin deleted, the account page). 0: kept for ever.",
+           field="store.deleted_keep"),
     Option("backend", "sql", choice(*BACKENDS),
            "Item store: sql (easync's database) or crm (a vtenext/vtiger CRM at "
            "--crm-url; users, devices and sync state stay in --db).",
@@ -351,6 +373,13 @@ OPTIONS: tuple[Option, ...] = (
              "last-first (Last, First), first-last (First Last), last-first-nocomma "
              "(Last First) or company-first; without names: the company, else the "
              "e-mail address."),
+    _tunable("mass-delete-share", "mass_delete_share", share,
+             "A Sync that deletes more than this share of a folder's items (0..1) is "
+             "logged as a warning, written to the audit log and counted on /metrics "
+             "(easync_mass_deletes_total). 0: off."),
+    _tunable("mass-delete-min", "mass_delete_min", _int(1),
+             "...and deletes at least this many items (deleting 1 of 2 contacts is no "
+             "alarm)."),
     _tunable("server-version", "server_version", choice(*VERSIONS),
              "Highest EAS protocol version offered."),
     _tunable("public-url", "public_url", public_url,
@@ -588,6 +617,7 @@ class StoreConfig:
     node_name: str                      # auto: host:pid
     backend: str                        # sql | crm
     tombstone_max_age: float            # seconds; 0: by age never
+    deleted_keep: float                 # seconds a device's delete is kept; 0: forever
     device_max_idle: float              # seconds; 0: never
     purge_interval: float               # seconds between retention passes
 

@@ -86,6 +86,10 @@ class EasServer:
     accounts: Any = None           # easync.auth.accounts.Accounts (who may sync)
     holds: Any = None              # easync.push.Holds: the long polls held (made if None)
     metrics: Any = None            # easync.metrics.Metrics (made if None)
+    # easync.deleted: the mass-delete alarm (made from settings if None), and the
+    # listing and restoring of kept deletes (set by easync.tap; None: not offered)
+    mass_deletes: Any = None
+    deleted: Any = None
     # what Sync keeps in memory (encoded items, the last request cache seen per device):
     # one per server, never a process global
     caches: SyncCaches = field(init=False, repr=False)
@@ -99,6 +103,12 @@ class EasServer:
             from easync.metrics import Metrics
 
             self.metrics = Metrics()
+        if self.mass_deletes is None:
+            from easync.deleted import MassDeletes
+
+            self.mass_deletes = MassDeletes(self.settings.mass_delete_share,
+                                            self.settings.mass_delete_min)
+            self.mass_deletes.register(self.metrics)
         from easync.commands.sync import SyncCaches
 
         self.caches = SyncCaches()

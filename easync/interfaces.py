@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from easync.model import ChangeBatch, Folder, Item, Op, OpResult, StateWrite, User
+from easync.model import ChangeBatch, Folder, Item, KeptItem, Op, OpResult, StateWrite, User
 from easync.requestread import RequestRead, RequestSnapshot
 
 
@@ -214,6 +214,43 @@ class IRetentionStore(Interface):
         """Devices last seen before ``unseen_before``, with their sync states and held
         request rows (as ``IStateStore.delete_device``); never a blocked device or
         one with a wipe pending (an administrator's decision does not expire)."""
+
+
+class IDeletedStore(Interface):
+    """What devices deleted, kept for a while (issue #14 point 2; ``easync.deleted``).
+    Always SQL (the state database), whatever the item store: the item store writes
+    a row when it carries out a delete ``Op`` with ``keep`` set (a device's Sync
+    Delete), in the transaction of the delete where it can."""
+
+    def list_deleted(user: User, *, device_id: str | None = None,
+                     since: float | None = None, folder_id: str | None = None,
+                     restored: bool = False, limit: int = 500) -> Deferred[list[KeptItem]]:
+        """The user's kept items, newest first, at most ``limit``: deleted at ``since``
+        or later, by that device, from that folder; restored ones only with
+        ``restored``.  One range of an index (user, deleted_at)."""
+
+    def get_deleted(user: User, ids: Sequence[int]) -> Deferred[list[KeptItem]]:
+        """The user's kept items among ``ids`` (another user's are left out)."""
+
+    def claim_restore(user: User, kept_ids: Sequence[int], now: float
+                      ) -> Deferred[list[KeptItem]]:
+        """Mark the user's kept items among ``kept_ids`` as being restored, those not
+        restored nor being restored (a claim older than a timeout, never finished,
+        counts as none); returns the ones claimed.  One transaction: of two concurrent
+        claims of a row one wins."""
+
+    def finish_restore(done: Sequence[tuple[int, str]]) -> Deferred[None]:
+        """The claimed items ``(kept id, server id)`` were re-created as those ids."""
+
+    def release_restore(kept_ids: Sequence[int]) -> Deferred[None]:
+        """The claimed items could not be re-created: they may be restored again."""
+
+    def count_live(user: User, folder_id: str) -> Deferred[int]:
+        """How many live items the folder holds (an index count, no item read)."""
+
+    def purge_deleted(before: float, limit: int) -> Deferred[PurgeStep]:
+        """Forget up to ``limit`` kept items deleted before ``before`` (Unix time),
+        oldest first, in one short transaction."""
 
 
 @dataclass(frozen=True, slots=True)

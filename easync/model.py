@@ -120,6 +120,28 @@ class Op:
     data: dict[str, Any] | None = None
     ref: str | None = None
     cls: str | None = None
+    # A delete a device made (Sync Delete): the id of that device.  The store keeps
+    # the item's data as it deletes it (``IDeletedStore``: "nothing lost to a phone"),
+    # in the same transaction where it can.
+    keep: str | None = None
+
+
+@dataclass
+class KeptItem:
+    """An item a device deleted, kept for a while (``IDeletedStore``)."""
+
+    id: int                 # the kept row's id (what list and restore name)
+    user_id: int
+    device_id: str          # the device whose Sync deleted it
+    folder_id: str          # the folder it was in
+    cls: str                # "Contacts" | "Calendar" | "Tasks"
+    server_id: str          # its server id then
+    data: dict[str, Any]    # its canonical data then
+    summary: str            # a contact's name, an event's or task's subject
+    backend: str            # "sql" | "crm": the item store that held it
+    deleted_at: float
+    restored_at: float | None = None
+    restored_id: str | None = None     # the server id of the item it was restored as
 
 
 @dataclass

@@ -8,7 +8,9 @@ one pass over an ``IRetentionStore`` (issue #13 point 6):
    (``purge_older``): a device whose state needed one gets Sync Status 3 at its next
    Sync of that folder and resyncs it from scratch (``easync.syncengine.expired``);
 3. devices unseen for ``device_max_idle`` seconds, with their states
-   (``forget_devices``): the next request of such a device is a new device's.
+   (``forget_devices``): the next request of such a device is a new device's;
+4. items devices deleted, kept (``easync.deleted``) longer than ``deleted_keep``
+   seconds (``purge_deleted``, when the store has it).
 
 A pass is a sequence of batches, each one short transaction of at most ``batch`` rows
 in the store's thread pool; the reactor runs other work between two batches (the next
@@ -43,8 +45,8 @@ class Retention(Service):
     """Runs retention passes over ``store`` (an ``IRetentionStore``)."""
 
     def __init__(self, reactor: Any, store: Any, *, tombstone_max_age: float = 90 * DAY,
-                 device_max_idle: float = 180 * DAY, interval: float = 600.0,
-                 batch: int = 500) -> None:
+                 device_max_idle: float = 180 * DAY, deleted_keep: float = 30 * DAY,
+                 interval: float = 600.0, batch: int = 500) -> None:
         self.reactor = reactor
         self.store = store
         self.tombstone_max_age = tombstone_max_age
@@ -55,6 +57,9 @@ class Retention(Service):
         #: "age" (older than tombstone_max_age)
         self.tombstones_purged: dict[str, int] = {"synced": 0, "age": 0}
         self.devices_forgotten = 0
+        #: kept deletes (easync.deleted) forgotten after ``deleted_keep`` seconds
+        self.deleted_keep = deleted_keep
+        self.deleted_purged = 0
         self.passes = 0
         #: seconds the last pass took from its start to its end (batches and waits)
         self.last_pass_seconds = 0.0
@@ -75,6 +80,10 @@ class Retention(Service):
         metrics.counter("easync_devices_forgotten_total",
                         "Devices removed by this process after --device-max-idle unseen.",
                         lambda: {"": float(self.devices_forgotten)})
+        metrics.counter("easync_deleted_items_purged_total",
+                        "Items devices deleted, kept for --deleted-keep, then forgotten "
+                        "by this process.",
+                        lambda: {"": float(self.deleted_purged)})
         metrics.gauge("easync_retention_last_pass_seconds",
                       "How long this process's last retention pass took.",
                       lambda: {"": self.last_pass_seconds})
@@ -116,7 +125,7 @@ class Retention(Service):
         t0 = time.monotonic()
         self._longest = 0.0
         now = self.reactor.seconds()
-        did = {"synced": 0, "age": 0, "devices": 0}
+        did = {"synced": 0, "age": 0, "devices": 0, "deleted": 0}
         after = 0
 
         def synced() -> Deferred[PurgeStep]:
@@ -137,12 +146,17 @@ class Retention(Service):
             did["devices"] = await self._drain(
                 lambda: self.store.forget_devices(now - self.device_max_idle, self.batch),
                 "devices")
+        if self.deleted_keep > 0 and hasattr(self.store, "purge_deleted"):
+            did["deleted"] = await self._drain(
+                lambda: self.store.purge_deleted(now - self.deleted_keep, self.batch),
+                "deleted")
         self.passes += 1
         self.last_pass_seconds = time.monotonic() - t0
         self.longest_batch_seconds = self._longest
         if any(did.values()):
             log.info("retention: {synced} tombstones purged (synced past), {age} older than"
-                     " the max age, {devices} idle devices forgotten", **did)
+                     " the max age, {devices} idle devices forgotten, {deleted} kept"
+                     " deletes older than --deleted-keep forgotten", **did)
         return did
 
     async def _step(self, call: Callable[[], Awaitable[PurgeStep]]) -> PurgeStep:
@@ -160,6 +174,8 @@ class Retention(Service):
             total += step.done
             if what == "age":
                 self.tombstones_purged["age"] += step.done
+            elif what == "deleted":
+                self.deleted_purged += step.done
             else:
                 self.devices_forgotten += step.done
             if step.busy or not step.more:

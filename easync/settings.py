@@ -34,3 +34,5 @@ class Settings:
     server_version: str = "16.1"
     trusted_proxies: tuple[str, ...] = ()  # --trusted-proxy: X-Forwarded-For believed
     public_url: str = ""            # e.g. https://mail.example.org (Autodiscover answers)
+    mass_delete_share: float = 0.5  # a Sync deleting more of a folder: an alarm (0: off)
+    mass_delete_min: int = 10       # ...and at least this many items (easync.deleted)

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from twisted.logger import Logger
 
 from easync.errors import StateExpired
-from easync.interfaces import ChangeHint
+from easync.interfaces import ChangeHint, IDeletedStore
 from easync.items import convert, index_fields
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
 from easync.storerules import feed_cursor
@@ -457,6 +457,11 @@ class SyncEngine:
             await self.state.save_state(user, StateWrite(device_id, state_name(cid),
                                                          build([]), feed_from=feed_from))
             return True
+        for op in ops:
+            if op.kind == "delete":
+                # a device's Sync Delete (MS-ASCMD 2.2.3.42.2): the store keeps the
+                # item for --deleted-keep (easync.deleted), in the delete's transaction
+                op.keep = device_id
         try:
             done = await self.items.apply(user, cid, ops,
                                           StateWrite(device_id, state_name(cid), {},
@@ -467,7 +472,26 @@ class SyncEngine:
             log.info("Sync of folder {cid}: deleted meanwhile", cid=cid)
             return False
         await publish_write(self.server, user, folder, ChangeHint.of(done, device_id))
+        deleted = sum(1 for op, r in zip(ops, done, strict=False)
+                      if op.kind == "delete" and r.ok)
+        await self._mass_delete_check(user, device_id, cid, deleted)
         return True
+
+    async def _mass_delete_check(self, user: User, device_id: str, cid: str,
+                                 deleted: int) -> None:
+        """The mass-delete alarm (``easync.deleted.MassDeletes``): the folder's live
+        items are counted (an index count) only when the Sync deleted at least
+        --mass-delete-min of them."""
+        alarm = self.server.mass_deletes
+        if alarm is None or not alarm.needs_count(deleted) or \
+                not IDeletedStore.providedBy(self.state):
+            return
+        try:
+            left = await self.state.count_live(user, cid)
+            await alarm.check(user, device_id, cid, deleted, left)
+        except Exception as e:  # noqa: BLE001 - the Sync is committed: never fail it now
+            log.warn("mass delete check of folder {cid} failed: {err}",  # noqa: G010
+                     cid=cid, err=str(e))
 
     async def _gone(self, user: User, folder: Folder) -> bool:
         """Was ``folder`` deleted since the request looked it up?  Asked only when the

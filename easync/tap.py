@@ -239,6 +239,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
 
     retention = Retention(reactor, store, tombstone_max_age=config.store.tombstone_max_age,
                           device_max_idle=config.store.device_max_idle,
+                          deleted_keep=config.store.deleted_keep,
                           interval=config.store.purge_interval)
     retention.setName("retention")
     retention.setServiceParent(top)
@@ -258,6 +259,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     for auth_service in auth.services:
         auth_service.setServiceParent(top)
     server.accounts = auth.accounts
+    # what devices delete is kept, listed and restored (easync.deleted); the alarm of a
+    # Sync deleting most of a folder goes to the audit log too
+    _deleted_items(server, store, items, notifier, reactor, config.store.backend)
     # make_site: the request-size limit, no tracebacks to clients, one log line per request;
     # the header timeout and the per-address cap (easync.http.limits), per process.
     limits = ConnectionLimits(reactor, header_timeout=listen.header_timeout,
@@ -295,6 +299,29 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         else:
             workers.ParentWatch(reactor).setServiceParent(top)
     return top
+
+
+def _deleted_items(server: EasServer, store: Any, items: Any, notifier: Any, reactor: Any,
+                   backend: str) -> None:
+    """``server.deleted`` (the account page's list and restore) and the audit of the
+    mass-delete alarm."""
+    from easync.deleted import DeletedItems
+    from easync.interfaces import ChangeHint
+
+    accounts = server.accounts
+
+    async def audit(actor: str | None, user: str, action: str, detail: str) -> None:
+        if accounts is not None:
+            await accounts.audit_raw(actor or "easync", user, action, detail, "")
+
+    def publish(user_id: int, folder_id: str, results: list[Any]) -> None:
+        notifier.publish(user_id, folder_id, ChangeHint.of(results, None))
+
+    server.mass_deletes.audit = audit
+    server.deleted = DeletedItems(store, items, reactor, backend=backend, publish=publish,
+                                  audit=audit)
+    if accounts is not None:
+        accounts.deleted = server.deleted
 
 
 def _health_check(reactor: Any, store: Any, notifier: Any,

@@ -164,10 +164,13 @@ class TurnBudget(Service):
                 self._bounded = bound_poll(r) is not None
         queue = getattr(r, "threadCallQueue", None)
         if isinstance(queue, list) and not isinstance(queue, SlicedCalls):
-            self._calls = SlicedCalls(queue, self.calls_budget, self.clock)
+            # empty: what the old queue holds moves over once, by _rescue (copying it
+            # here too ran each queued call twice)
+            self._calls = SlicedCalls([], self.calls_budget, self.clock)
             self._old_queue = queue
             r.threadCallQueue = self._calls
-            # a pool thread may have read the attribute just before the swap
+            # the calls queued before the swap, and any a pool thread appended after
+            # reading the attribute just before it
             self._rescue()
             r.callLater(1.0, self._rescue)
 

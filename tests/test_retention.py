@@ -56,7 +56,7 @@ def test_a_pass_walks_every_step_in_batches_and_counts() -> None:
                     devices=[PurgeStep(2, False)])
     r = Retention(clock, store, tombstone_max_age=90 * DAY, device_max_idle=180 * DAY)
     did = run(clock, Deferred.fromCoroutine(r.run_pass()))
-    assert did == {"synced": 507, "age": 503, "devices": 2}
+    assert did == {"synced": 507, "age": 503, "devices": 2, "deleted": 0}
     # the walk over folders resumes where the previous batch stopped
     assert [a for k, a in store.calls if k == "synced"] == [0, 40]
     assert [a for k, a in store.calls if k == "age"] == [910 * DAY, 910 * DAY]
@@ -78,7 +78,7 @@ def test_busy_ends_a_step_and_zero_ages_switch_steps_off() -> None:
     store = Batches(synced=[PurgeStep(0, True, 0, busy=True)])
     r = Retention(clock, store, tombstone_max_age=0, device_max_idle=0)
     assert run(clock, Deferred.fromCoroutine(r.run_pass())) == {
-        "synced": 0, "age": 0, "devices": 0}
+        "synced": 0, "age": 0, "devices": 0, "deleted": 0}
     assert store.calls == [("synced", 0)]
 
 
@@ -112,3 +112,28 @@ def test_the_service_runs_a_pass_every_interval_one_at_a_time() -> None:
         assert len(held) == 2
     finally:
         r.stopService()
+
+
+def test_kept_deletes_older_than_deleted_keep_are_forgotten_in_batches() -> None:
+    """--deleted-keep (easync.deleted): a store with ``purge_deleted`` is asked for
+    batches of kept deletes older than the keep time until it says no more."""
+    clock = Clock()
+    clock.advance(1000 * DAY)
+
+    class WithKept(Batches):
+        def purge_deleted(self, before: float, limit: int) -> Deferred[PurgeStep]:
+            return self._next("deleted", before)
+
+    store = WithKept(deleted=[PurgeStep(500, True), PurgeStep(20, False)])
+    r = Retention(clock, store, tombstone_max_age=0, device_max_idle=0,
+                  deleted_keep=30 * DAY)
+    did = run(clock, Deferred.fromCoroutine(r.run_pass()))
+    assert did["deleted"] == 520 and r.deleted_purged == 520
+    assert store.calls[-2:] == [("deleted", 970 * DAY), ("deleted", 970 * DAY)]
+    metrics = Metrics()
+    r.register(metrics)
+    assert "easync_deleted_items_purged_total 520" in metrics.render()
+    off = WithKept(deleted=[PurgeStep(5, False)])
+    r2 = Retention(clock, off, tombstone_max_age=0, device_max_idle=0, deleted_keep=0)
+    run(clock, Deferred.fromCoroutine(r2.run_pass()))
+    assert not [c for c in off.calls if c[0] == "deleted"]

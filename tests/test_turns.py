@@ -265,3 +265,22 @@ async def test_stopping_gives_pending_calls_back_once() -> None:
     await deferLater(reactor, 0.05, lambda: None)
     assert ran == [0, 1, 2]
     assert type(reactor.threadCallQueue) is list  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_starting_with_calls_queued_runs_each_once() -> None:
+    """Calls already queued when the service starts (a pool thread's result waiting for
+    the reactor, as at twistd's start-up) run once each, in order, on the sliced queue
+    (each used to be moved twice: copied into it, then rescued again — a Deferred's
+    result run twice, AlreadyCalledError in the log)."""
+    ran: list[int] = []
+    for i in range(3):
+        reactor.threadCallQueue.append((ran.append, (i,), {}))  # type: ignore[attr-defined]
+    budget = TurnBudget(reactor)
+    budget.startService()
+    try:
+        await deferLater(reactor, 0.05, lambda: None)
+    finally:
+        budget.stopService()
+    await deferLater(reactor, 0.05, lambda: None)
+    assert ran == [0, 1, 2]

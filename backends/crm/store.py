@@ -87,7 +87,16 @@ from backends.crm import mapping, mirror
 from backends.crm.client import CrmClient, CrmError, CrmUnavailable
 from easync.errors import Unavailable
 from easync.interfaces import IItemStore
-from easync.model import ChangeBatch, Folder, Item, Op, OpResult, StateWrite, User
+from easync.model import (
+    FOLDER_CLASS,
+    ChangeBatch,
+    Folder,
+    Item,
+    Op,
+    OpResult,
+    StateWrite,
+    User,
+)
 
 log = Logger()
 T = TypeVar("T")
@@ -112,6 +121,19 @@ JOURNAL_KEYS = {"Contacts": ("lastname", "firstname", "email"), "Events": ("subj
                 "Calendar": ("subject",)}
 #: classid of the poller's PostgreSQL advisory lock ("easy"); objid: crc32 of the CRM url
 POLLER_LOCK_CLASS = 0x65617379
+
+
+def _keep(sql: Any, cur: Any, user_id: int, device_id: str, folder_id: str, cls: str,
+          server_id: str, data: dict[str, Any], now: float) -> None:
+    """Keep an item a device deletes (``IDeletedStore``, the SQL store's table)."""
+    sql.deleted.keep_txn(cur, user_id, device_id, folder_id, "crm",
+                         [(server_id, cls, data)], now)
+
+
+def _unkeep(sql: Any, cur: Any, user_id: int, device_id: str, server_id: str,
+            since: float) -> None:
+    """The CRM did not delete it: forget the kept copy ``_keep`` wrote."""
+    sql.deleted.drop_kept_txn(cur, user_id, device_id, server_id, since)
 
 
 def _same_text(a: Any, b: Any) -> bool:
@@ -611,14 +633,28 @@ class CrmStore(Service):
         if item_id not in data or row is None or row.deleted:
             return mirror.Step(op, "fail", "notfound")
         if op.kind == "delete":
+            kept_at: float | None = None
+            if op.keep and journal is not None:
+                # a device's delete: the item is kept (easync.deleted) before the CRM
+                # is asked, so a crash after the CRM deleted it never loses it
+                kept_at = self.reactor.seconds()
+                await self._run(_keep, journal[0], op.keep, str(folder_id),
+                                FOLDER_CLASS[FOLDER_TYPE[module]], sid, data[item_id][0],
+                                kept_at, write=True)
             try:
                 # a record the CRM has deleted already counts as deleted (client.delete)
                 await self.client.delete(row.crm_id, module)
             except CrmError as e:
+                if kept_at is not None and journal is not None and op.keep:
+                    await self._run(_unkeep, journal[0], op.keep, sid, kept_at, write=True)
                 if e.code in TRANSIENT_CODES:
                     raise
                 log.info("CRM refused to delete {id}: {err}", id=row.crm_id, err=str(e))
                 return mirror.Step(op, "fail", "invalid")
+            except CrmUnavailable:
+                if kept_at is not None and journal is not None and op.keep:
+                    await self._run(_unkeep, journal[0], op.keep, sid, kept_at, write=True)
+                raise
             return mirror.Step(op, "delete", item_id=item_id)
         if not isinstance(op.data, dict):
             return mirror.Step(op, "fail", "invalid")

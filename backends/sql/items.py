@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 
 from backends.sql.base import StorePart, _chunks, _folder_from_row
 from backends.sql.database import Database
+from backends.sql.deleted import SqlDeleted
 from backends.sql.shares import folder_access_txn, list_folders_txn
 from backends.sql.state import SqlState
 from easync.items import index_fields
@@ -97,9 +98,15 @@ class SqlItems(StorePart):
     """Folders, items, the change feed, moves, links and contact lookups.  ``state``
     saves the sync-state blob an ``apply`` carries, in the same transaction."""
 
-    def __init__(self, db: Database, state: SqlState) -> None:
+    def __init__(self, db: Database, state: SqlState, deleted: SqlDeleted | None = None
+                 ) -> None:
         super().__init__(db)
         self.state = state
+        #: where a device's deletes are kept (``Op.keep``), in the delete's transaction
+        self.deleted = deleted
+        #: the item store these rows are, in the kept rows ("crm": the CRM mirror's
+        #: writes through ``apply_txn``)
+        self.backend_name = "sql"
 
     # ==============================================================================
     # IItemStore: folders
@@ -440,6 +447,22 @@ class SqlItems(StorePart):
         n_adds = new_rows(ops)
         new_ids = iter(e.allocate_ids(cur, "items", n_adds) if n_adds else [])
         final, results = plan_ops(ops, fid, folder_cls, live, base, new_ids)
+
+        # a device's deletes (Op.keep): the items' data kept before the rows are
+        # tombstoned, in this transaction (IDeletedStore; schema 10)
+        kept: dict[str, list[int]] = {}
+        for op, r in zip(ops, results, strict=True):
+            if op.kind == "delete" and op.keep and r.ok:
+                parsed = _parse_item_id(op.server_id)
+                if parsed and parsed[1] in existing:
+                    kept.setdefault(op.keep, []).append(parsed[1])
+        if kept and self.deleted is not None:
+            now = self.db.reactor.seconds()
+            # kept for the data's owner (a read-write share: the colleague's device
+            # deleted the owner's item; the owner lists and restores it)
+            for device_id, row_ids in kept.items():
+                self.deleted.keep_rows_txn(cur, owner, device_id, str(fid),
+                                           self.backend_name, row_ids, now)
 
         if final:
             self._write_items(cur, owner, fid, final, existing, self.db.reactor.seconds())

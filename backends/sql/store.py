@@ -12,6 +12,8 @@ work is done by one part per concern, each in its own module, all sharing that
 ``holds``  (``holds.py``, ``SqlHolds``)   held long polls — ``IHoldStore``
 ``retention`` (``retention.py``, ``SqlRetention``)  tombstone purges, device expiry
                                           — ``IRetentionStore``
+``deleted`` (``deleted.py``, ``SqlDeleted``)  what devices deleted, kept for a while
+                                          — ``IDeletedStore``
 
 ``SqlStore`` provides all five interfaces by handing each call to its part, opens
 and closes the database (and runs the lookup-token backfill of schema 5), and is the
@@ -37,6 +39,7 @@ from zope.interface import implementer
 
 from backends.sql.base import _USER_COLS, _chunks, _user_from_row
 from backends.sql.database import Database, safe_url
+from backends.sql.deleted import SqlDeleted
 from backends.sql.engines import Engine
 from backends.sql.holds import SqlHolds
 from backends.sql.items import FEED_SQL, SqlItems
@@ -46,6 +49,7 @@ from backends.sql.shares import SqlShares
 from backends.sql.state import SqlState
 from backends.sql.users import SqlUsers
 from easync.interfaces import (
+    IDeletedStore,
     IHoldStore,
     IItemStore,
     IRetentionStore,
@@ -58,6 +62,7 @@ from easync.model import (
     ChangeBatch,
     Folder,
     Item,
+    KeptItem,
     Op,
     OpResult,
     StateWrite,
@@ -73,7 +78,7 @@ Window = tuple[int | None, int | None] | None
 BACKFILL_SPAN = 100   # row ids per batch of the lookup-token backfill (schema 5)
 
 
-@implementer(IUserStore, IItemStore, IStateStore, IHoldStore, IRetentionStore)
+@implementer(IUserStore, IItemStore, IStateStore, IHoldStore, IRetentionStore, IDeletedStore)
 class SqlStore(Service):
     """Users, items, device state and held requests in one SQL database.
 
@@ -90,7 +95,8 @@ class SqlStore(Service):
         self.engine: Engine = self.db.engine
         self.users = SqlUsers(self.db)
         self.state = SqlState(self.db)
-        self.items = SqlItems(self.db, self.state)
+        self.deleted = SqlDeleted(self.db)
+        self.items = SqlItems(self.db, self.state, self.deleted)
         self.holds = SqlHolds(self.db)
         self.retention = SqlRetention(self.db, self.state)
         self.requests = SqlRequestReads(self.db, self.users, self.state)
@@ -319,6 +325,33 @@ class SqlStore(Service):
 
     def forget_devices(self, unseen_before: float, limit: int) -> Deferred[PurgeStep]:
         return self.retention.forget_devices(unseen_before, limit)
+
+    # -- IDeletedStore (SqlDeleted) --------------------------------------------------
+    def list_deleted(self, user: User, *, device_id: str | None = None,
+                     since: float | None = None, folder_id: str | None = None,
+                     restored: bool = False, limit: int = 500) -> Deferred[list[KeptItem]]:
+        return self.deleted.list_deleted(user, device_id=device_id, since=since,
+                                         folder_id=folder_id, restored=restored,
+                                         limit=limit)
+
+    def get_deleted(self, user: User, ids: Sequence[int]) -> Deferred[list[KeptItem]]:
+        return self.deleted.get_deleted(user, ids)
+
+    def claim_restore(self, user: User, kept_ids: Sequence[int], now: float
+                      ) -> Deferred[list[KeptItem]]:
+        return self.deleted.claim_restore(user, kept_ids, now)
+
+    def finish_restore(self, done: Sequence[tuple[int, str]]) -> Deferred[None]:
+        return self.deleted.finish_restore(done)
+
+    def release_restore(self, kept_ids: Sequence[int]) -> Deferred[None]:
+        return self.deleted.release_restore(kept_ids)
+
+    def count_live(self, user: User, folder_id: str) -> Deferred[int]:
+        return self.deleted.count_live(user, folder_id)
+
+    def purge_deleted(self, before: float, limit: int) -> Deferred[PurgeStep]:
+        return self.deleted.purge_deleted(before, limit)
 
     # -- the tokens of rows older than schema version 5 ------------------------------
     async def _backfill(self) -> None:

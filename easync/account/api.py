@@ -20,7 +20,7 @@ from easync.account.core import Account, NeedsLogin, NeedsVerification, NotAdmin
 from easync.account.request import Ctx, Reply, error_json, json_reply, refusal
 from easync.account.sessions import RECENT_SECONDS, Session
 from easync.auth.accounts import AccountError
-from easync.i18n import _
+from easync.i18n import _, tr
 
 Route = Callable[[Ctx], Awaitable[Reply]]
 
@@ -115,6 +115,8 @@ class Api:
             ("POST", "admin/activesync"): g(self.admin_activesync),
             ("POST", "admin/2fa"): g(self.admin_twofa),
             ("POST", "admin/2fa-everyone"): g(self.admin_everyone),
+            ("GET", "deleted"): g(self.deleted),
+            ("POST", "deleted/restore"): g(self.deleted_restore),
         }
 
     def _guarded(self, fn: Route) -> Route:
@@ -286,3 +288,81 @@ class Api:
         on = _bool(ctx, "on")
         refused = await self.acc.admin_twofa_everyone(s, "on" if on else "off", ctx.addr)
         return json_reply({"two_factor_everyone": on, "eas_refused_users": refused})
+
+    # -- what devices deleted (easync.deleted) -------------------------------------------
+    async def _deleted_target(self, ctx: Ctx, name: str | None) -> tuple[Any, Any, str]:
+        """(the DeletedItems service, the user acted on, the acting user): the
+        logged-in user's own, or with ``name`` any user's for an administrator."""
+        me = self.acc.require_user(ctx.session)
+        service = getattr(self.ops.service, "deleted", None)
+        if service is None:
+            raise AccountError(_("Deleted items are not kept on this server."), "not-found")
+        target = me
+        if name is not None and name.strip().lower() != me.lower():
+            me = self.acc.require_admin(ctx.session, recent=False)
+            target = name.strip()
+        user = await self.ops.service.users.get_user(target)
+        if user is None:
+            raise AccountError(_("There is no user named {name}.").format(name=repr(target)),
+                               "no_user")
+        return service, user, me
+
+    def _since(self, raw: str | None) -> float | None:
+        from easync.deleted import parse_since
+
+        if raw is None or raw == "":
+            return None
+        try:
+            return parse_since(raw, self.clock.seconds())
+        except ValueError:
+            raise AccountError(_("Not a time: {value} (give a date such as 2026-12-01, a "
+                                 "time such as 2026-12-01T14:30, or an age such as 2h or "
+                                 "3d).").format(value=repr(raw)), "bad_request") from None
+
+    async def deleted(self, ctx: Ctx) -> Reply:
+        args: dict[bytes, list[bytes]] = ctx.request.args or {}
+
+        def arg(name: str) -> str | None:
+            values = args.get(name.encode())
+            return values[0].decode("utf-8", "replace") if values else None
+
+        service, user, _me = await self._deleted_target(ctx, arg("user"))
+        found = await service.list_items(user, device_id=arg("device"),
+                                   since=self._since(arg("since")), limit=500)
+        return json_reply({"user": user.name, "deleted": [kept_json(k) for k in found]})
+
+    async def deleted_restore(self, ctx: Ctx) -> Reply:
+        from easync.deleted import RestoreError
+
+        service, user, me = await self._deleted_target(ctx, _str(ctx, "user"))
+        ids = ctx.json.get("ids")
+        device = _str(ctx, "device_id")
+        since = self._since(_str(ctx, "since"))
+        try:
+            if ids is not None:
+                if not isinstance(ids, list) or not ids or not all(
+                        isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                    raise AccountError(_('The field "ids" must be a list of item ids.'),
+                                       "bad_request")
+                done = await service.restore_ids(user, ids, actor=me)
+            elif since is not None:
+                done = await service.restore_since(user, since, device_id=device, actor=me)
+            else:
+                raise AccountError(_('Give "ids", or "since" (and "device_id").'),
+                                   "bad_request")
+        except RestoreError as e:
+            raise AccountError(_("Nothing was restored: {why}.").format(why=tr(e.message)),
+                               "not-found" if e.code == "not_found" else "bad_request"
+                               ) from None
+        return json_reply({
+            "restored": [{"id": k.id, "server_id": sid, "summary": k.summary}
+                         for k, sid in done.restored],
+            "already_restored": done.already,
+            "failed": [{"id": i, "reason": tr(why)} for i, why in done.failed],
+            "more": done.left})
+
+
+def kept_json(k: Any) -> dict[str, Any]:
+    return {"id": k.id, "deleted_at": k.deleted_at, "device_id": k.device_id,
+            "folder_id": k.folder_id, "kind": k.cls, "summary": k.summary,
+            "restored_id": k.restored_id}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from easync.account import views
 from easync.account.adapter import ServiceOps, svg_data_uri
@@ -20,7 +21,7 @@ from easync.account.request import (
     verify_url,
 )
 from easync.auth.accounts import AccountError
-from easync.i18n import _
+from easync.i18n import _, ngettext, tr
 
 Route = Callable[[Ctx], Awaitable[Reply]]
 
@@ -60,6 +61,8 @@ class Pages:
             ("POST", "admin/2fa"): g(self.admin_twofa, back=f"{ROOT}/admin"),
             ("POST", "admin/activesync"): g(self.admin_activesync, back=f"{ROOT}/admin"),
             ("POST", "admin/2fa-everyone"): g(self.admin_everyone, back=f"{ROOT}/admin"),
+            ("GET", "deleted"): g(self.deleted),
+            ("POST", "deleted/restore"): g(self.deleted_restore, back=f"{ROOT}/deleted"),
         }
 
     # ---------------------------------------------------------------- helpers
@@ -419,6 +422,69 @@ class Pages:
             s.say("error", _("ActiveSync now refuses these users until they set an "
                              "ActiveSync password: {users}.").format(users=", ".join(refused)))
         return redirect(f"{ROOT}/admin")
+
+
+    # ---------------------------------------------------------------- deleted items
+    async def _deleted_target(self, ctx: Ctx, name: str | None) -> tuple[Any, Any, str]:
+        """(the DeletedItems service, the user shown, the acting user): the logged-in
+        user's own, or with ``name`` any user's for an administrator."""
+        s = ctx.session
+        me = self.acc.require_user(s)
+        service = getattr(self.ops.service, "deleted", None)
+        if service is None:
+            raise AccountError(_("Deleted items are not kept on this server."), "not-found")
+        target = me
+        if name and name.strip().lower() != me.lower():
+            me = self.acc.require_admin(s, recent=False)
+            target = name.strip()
+        user = await self.ops.service.users.get_user(target)
+        if user is None:
+            raise AccountError(_("There is no user named {name}.").format(name=repr(target)),
+                               "no_user")
+        return service, user, me
+
+    async def deleted(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        service, user, me = await self._deleted_target(ctx, ctx.query("user"))
+        rows = await service.list_items(user, limit=200)
+        return self.show(ctx, _("Recently deleted"), views.deleted(
+            user.name, rows, s.csrf, self.clock.seconds(), user.name.lower() != me.lower()))
+
+    async def deleted_restore(self, ctx: Ctx) -> Reply:
+        from easync.deleted import RestoreError, parse_since
+
+        s = ctx.session
+        service, user, me = await self._deleted_target(ctx, ctx.arg("user"))
+        back = f"{ROOT}/deleted" + (f"?user={quote(user.name, safe='')}"
+                                    if user.name.lower() != me.lower() else "")
+        raw_id, device, since = ctx.arg("id"), ctx.arg("device"), ctx.arg("since")
+        try:
+            if raw_id:
+                if not raw_id.isdigit():
+                    raise RestoreError(_("not an item id: {value}").format(value=raw_id))
+                done = await service.restore_ids(user, [int(raw_id)], actor=me)
+            elif device and since:
+                try:
+                    moment = parse_since(since, self.clock.seconds())
+                except ValueError:
+                    raise RestoreError(_("not a time: {value}").format(value=since)) from None
+                done = await service.restore_since(user, moment, device_id=device, actor=me)
+            else:
+                raise RestoreError(_("choose an item, or a device and a time"))
+        except RestoreError as e:
+            s.say("error", _("Nothing was restored: {why}.").format(why=tr(e.message)))
+            return redirect(back)
+        n = len(done.restored)
+        if n:
+            s.say("ok", ngettext("{n} item restored: it comes back on every device at its "
+                                 "next sync.", "{n} items restored: they come back on every "
+                                 "device at their next sync.", n).format(n=n))
+        elif done.already:
+            s.say("ok", _("Already restored."))
+        if done.failed:
+            s.say("error", _("Not restored: {ids}.").format(
+                ids=", ".join(f"{i} ({tr(why)})" for i, why in done.failed)))
+        return redirect(back)
 
 
 def _mask(email: str | None) -> str | None:

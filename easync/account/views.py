@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import html
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote
 
 from easync.account import static
@@ -248,6 +249,12 @@ def overview(st: Status, devices: list[Device], csrf: str, now: float,
 <section class="card" id="devices">
 <h2>{_("Devices")}</h2>
 {device_list(devices, now)}
+</section>
+<section class="card" id="deleted">
+<h2>{_("Recently deleted")}</h2>
+<p class="muted">{_("What your phones and tablets deleted is kept for a while: put it "
+                    "back on every device.")}</p>
+<a class="button secondary" href="{ROOT}/deleted">{_("See recently deleted items")}</a>
 </section>{policy_card(policy)}
 <section class="card" id="twofa">
 <h2>{_("Two-factor authentication")}</h2>
@@ -514,7 +521,8 @@ def admin(users: list[UserRow], everyone: bool, csrf: str, me: str) -> str:
     f'<span class="badge bad">{_("not set: phones refused")}</span>' if refused
     else _badge(u.as_password_set, _("set"), _("not set"))}</dd>
 </dl>
-<div class="actions">{as_form}</div>
+<div class="actions">{as_form}<a class="button secondary" href="{ROOT}/deleted?user={
+    e(qn)}">{_("Recently deleted")}</a></div>
 {tf_form}
 </li>""")
     flip = "off" if everyone else "on"
@@ -535,6 +543,59 @@ def admin(users: list[UserRow], everyone: bool, csrf: str, me: str) -> str:
 <h2>{_("Users")}</h2>
 <ul class="list">{"".join(rows)}</ul>
 </section>"""
+
+
+def deleted(user: str, rows: list[Any], csrf: str, now: float, other: bool) -> str:
+    """The "Recently deleted" page: ``rows`` (``easync.model.KeptItem``), newest first,
+    each with a restore button, and a form restoring all that one device deleted since
+    a time.  ``other``: an administrator looking at ``user``'s."""
+    hidden_user = f'<input type="hidden" name="user" value="{e(user)}">' if other else ""
+    back = f"{ROOT}/admin" if other else f"{ROOT}/"
+    if other:
+        intro = _("What the devices of {user} deleted, kept for a while.").format(
+            user=f"<strong>{e(user)}</strong>")
+    else:
+        intro = _("What your phones and tablets deleted is kept for a while. A restored "
+                  "item comes back on every device at its next sync.")
+    if not rows:
+        listing = f'<p class="muted">{_("Nothing deleted recently.")}</p>'
+    else:
+        items = []
+        for k in rows:
+            button = (f'{hidden_user}<input type="hidden" name="id" value="{int(k.id)}">'
+                      f'<button type="submit">{_("Restore")}</button>')
+            items.append(f"""<li>
+<div class="row-title">{e(k.summary or _("(no name)"))} · {e(_(k.cls))}</div>
+<dl class="facts">
+<dt>{_("Deleted")}</dt><dd>{when(k.deleted_at, now)}</dd>
+<dt>{_("By device")}</dt><dd>{e(k.device_id)}</dd>
+</dl>
+<div class="actions">{form(f"{ROOT}/deleted/restore", csrf, button)}</div>
+</li>""")
+        listing = f'<ul class="list">{"".join(items)}</ul>'
+    devices = sorted({k.device_id for k in rows})
+    bulk = ""
+    if devices:
+        options = "".join(f'<option value="{e(d)}">{e(d)}</option>' for d in devices)
+        hint = _("A date or time (UTC), such as 2026-12-01 or 2026-12-01T14:30, or an age "
+                 "such as 2h or 3d.")
+        fields = (f'{hidden_user}<label for="device">{_("Device")}</label>'
+                  f'<select id="device" name="device">{options}</select>'
+                  f'<label for="since">{_("Deleted since")}</label>'
+                  '<input id="since" name="since" type="text" required maxlength="40"'
+                  ' placeholder="2h, 3d, 2026-12-01">'
+                  f'<p class="muted">{hint}</p>'
+                  f'<button type="submit">{_("Restore")}</button>')
+        bulk = f"""<section class="card">
+<h2>{_("Restore everything a device deleted")}</h2>
+{form(f"{ROOT}/deleted/restore", csrf, fields)}
+</section>"""
+    return f"""<section class="card">
+<p>{intro}</p>
+{listing}
+<a class="button secondary" href="{back}">{_("Back")}</a>
+</section>
+{bulk}"""
 
 
 def admin_twofa_confirm(u: UserRow, method: str, csrf: str) -> str:

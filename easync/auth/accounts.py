@@ -457,6 +457,9 @@ class Accounts:
         self.in_thread = run_in_thread
         self._global: tuple[bool, float] | None = None      # (value, read at)
         self._listeners: list[Callable[[str | None], None]] = []
+        #: the kept deletes (easync.deleted.DeletedItems) the account page lists and
+        #: restores; set by easync.tap (None: not offered)
+        self.deleted: Any = None
 
     # -- plumbing -----------------------------------------------------------------------
     def on_change(self, listener: Callable[[str | None], None]) -> None:
