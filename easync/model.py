@@ -53,6 +53,10 @@ class Folder:
     # the highest modseq of a tombstone purged from it (easync.storerules.feed_cursor):
     # a sync state needing the feed below it gets Status 3
     purged: int = 0
+    # a folder the user may read but not change (issue #14: shared folders, the CRM's
+    # company address book): a store refuses writes to its items (OpResult "readonly")
+    read_only: bool = False
+    owner: str | None = None    # who the folder belongs to, when not the user
 
     @property
     def cls(self) -> str:
@@ -120,7 +124,7 @@ class OpResult:
     server_id: str | None
     ok: bool
     modseq: int = 0
-    error: str | None = None  # "notfound" | "invalid"
+    error: str | None = None  # "notfound" | "invalid" | "readonly"
 
 
 @dataclass

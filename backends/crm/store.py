@@ -83,7 +83,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from backends.crm import mapping, mirror
+from backends.crm import mapping, mirror, shared
 from backends.crm.client import CrmClient, CrmError, CrmUnavailable
 from easync.errors import Unavailable
 from easync.interfaces import IItemStore
@@ -98,6 +98,7 @@ SETTLE = 30.0               # seconds before the newest CRM second is not re-rea
 USERS_REFRESH = 60.0        # seconds between reads of the CRM's user list
 FULL_SCAN = 3600.0          # seconds between id scans made whatever the counts say
 COUNT_USERS = 200           # CRM users per count request (its URL stays under 4 kB)
+SHARED_NAME = "Company address book"    # --crm-shared-name
 QUERY_PAGE_STEP = 90        # offset step of the modified-records query (10 rows overlap)
 JOURNAL_GRACE = 10.0        # another process's journal row is orphaned after timeout + this
 # error codes about the CRM's state, not the record: the device retries the request
@@ -135,7 +136,8 @@ class CrmStore(Service):
     def __init__(self, reactor: Any, sql: Any, client: CrmClient, *,
                  notifier: Any = None, poll_interval: float = 15.0, zone: str = "auto",
                  full_scan: float = FULL_SCAN, settle: float = SETTLE,
-                 count_users: int = COUNT_USERS) -> None:
+                 count_users: int = COUNT_USERS, shared_contacts: str = "none",
+                 shared_name: str = SHARED_NAME) -> None:
         self.reactor = reactor
         self.sql = sql
         self.client = client
@@ -145,6 +147,12 @@ class CrmStore(Service):
         self.full_scan = full_scan
         self.settle = settle
         self.count_users = count_users
+        # the company address book (shared.py): "all" = every CRM contact is readable
+        # by every CRM user (the CRM's organisation-wide sharing of Contacts is public)
+        self.shared_contacts = shared_contacts
+        self.shared_name = shared_name
+        self._company: tuple[int, str] | None = None     # holder user id, folder id
+        self._company_users: set[int] = set()           # users who see it (publish)
         self.lock = DeferredLock()          # initial loads and polls never interleave
         self.polls = 0                      # finished polls (tests, benchmarks)
         self.poll_failures = 0
@@ -345,15 +353,72 @@ class CrmStore(Service):
         if self.notifier is None:
             return
         for user_id, folder_id in sorted(changed):
+            if self._company is not None and (user_id, folder_id) == self._company:
+                # the company address book: every user who has it in their hierarchy
+                for reader in sorted(self._company_users):
+                    self.notifier.publish(reader, folder_id)
+                continue
             self.notifier.publish(user_id, folder_id)
 
     # -- IItemStore: folders ----------------------------------------------------------------
     def list_folders(self, user: User) -> Deferred[list[Folder]]:
         async def run() -> list[Folder]:
-            await self.ensure_loaded(user)
-            return [f for f in await self.sql.list_folders(user) if f.is_default]
+            crm_user = await self.ensure_loaded(user)
+            out = [f for f in await self.sql.list_folders(user) if f.is_default]
+            if crm_user is not None:
+                book = await self.company_folder()
+                if book is not None:
+                    self._company_users.add(user.id)
+                    out.append(book)
+            return out
 
         return Deferred.fromCoroutine(run())
+
+    # -- the company address book (shared.py) -----------------------------------------------
+    async def company(self) -> tuple[int, str] | None:
+        """(holder user id, folder id) of the company address book, its records loaded
+        from the CRM the first time; None when it is off (``--crm-shared-contacts
+        none``)."""
+        if self.shared_contacts != "all":
+            return None
+        if self._company is None:
+            await self.lock.run(lambda: Deferred.fromCoroutine(self._load_company()))
+        return self._company
+
+    async def _load_company(self) -> None:
+        if self._company is not None:
+            return                          # loaded while this call waited for the lock
+        book: tuple[int, str] = await self._run(shared.holder, write=True)
+        st = await self._run(mirror.get_state, "company") or {}
+        if not st.get("loaded"):
+            started = time.monotonic()
+            ctx = await self.context()
+            count = 0
+            async for page in self.client.query_pages("Contacts"):
+                count += len(page)
+                await self._run(shared.apply, book[0], book[1], page, [], ctx, "query",
+                                write=True)
+            await self._run(mirror.put_state, "company", {"loaded": True}, write=True)
+            log.info("loaded {count} CRM contacts into the company address book in "
+                     "{secs:.1f} s", count=count, secs=time.monotonic() - started)
+        self._company = book
+
+    async def company_folder(self) -> Folder | None:
+        """The company address book as every user's hierarchy shows it: read-only,
+        a user-created contacts folder (type 14, MS-ASCMD 2.2.3.186.3)."""
+        book = await self.company()
+        if book is None:
+            return None
+        found = [f for f in await self.sql.list_folders(User(id=book[0], name=shared.HOLDER))
+                 if f.server_id == book[1]]
+        if not found:
+            return None
+        return Folder(server_id=book[1], parent_id="0", name=self.shared_name, type=14,
+                      modseq=found[0].modseq, purged=found[0].purged, read_only=True,
+                      owner=None)
+
+    def _is_company(self, folder_id: str) -> bool:
+        return self._company is not None and str(folder_id) == self._company[1]
 
     def hierarchy_version(self, user: User) -> Deferred[int]:
         result: Deferred[int] = self.sql.hierarchy_version(user)
@@ -375,6 +440,8 @@ class CrmStore(Service):
         return Deferred.fromCoroutine(self._default_only(user, server_id))
 
     async def _default_only(self, user: User, server_id: str) -> Any:
+        if self._is_company(server_id):
+            raise ValueError("special")     # the company address book is the CRM's
         folders = {f.server_id for f in await self.sql.list_folders(user) if f.is_default}
         if server_id in folders:
             raise ValueError("special")
@@ -382,14 +449,43 @@ class CrmStore(Service):
 
     # -- IItemStore: reading --------------------------------------------------------------
     def get_items(self, user: User, server_ids: list[str]) -> Deferred[list[Item]]:
-        result: Deferred[list[Item]] = self.sql.get_items(user, server_ids)
-        return result
+        book = self._company
+        if book is None or not any(s.startswith(f"{book[1]}:") for s in server_ids):
+            result: Deferred[list[Item]] = self.sql.get_items(user, server_ids)
+            return result
+
+        async def run() -> list[Item]:
+            me = await self.ensure_loaded(user)
+            prefix = f"{book[1]}:"
+            own = await self.sql.get_items(user, [s for s in server_ids
+                                                  if not s.startswith(prefix)])
+            ids = [int(s[len(prefix):]) for s in server_ids
+                   if s.startswith(prefix) and s[len(prefix):].isdigit()]
+            found = await self._run(shared.get_items, book[1], me, ids) \
+                if me is not None else {}
+            by_sid = {i.server_id: i for i in own}
+            by_sid.update((i.server_id, i) for i in found.values())
+            out: list[Item] = []
+            for sid in dict.fromkeys(server_ids):
+                if sid in by_sid:
+                    out.append(by_sid[sid])
+            return out
+
+        return Deferred.fromCoroutine(run())
 
     def changes_since(self, user: User, folder_id: str, cursor: int, limit: int,
                       window: tuple[int | None, int | None] | None = None,
                       held_upto: int | None = None) -> Deferred[ChangeBatch]:
         async def run() -> ChangeBatch:
-            await self.ensure_loaded(user)
+            me = await self.ensure_loaded(user)
+            if self._is_company(folder_id):
+                # contacts: no window (MS-ASCMD 2.2.3.69 FilterType is for calendar,
+                # tasks and mail)
+                if me is None:
+                    return ChangeBatch([], False, cursor)
+                book: ChangeBatch = await self._run(shared.changes, str(folder_id), me,
+                                                    int(cursor), int(limit))
+                return book
             result: ChangeBatch = await self.sql.changes_since(user, folder_id, cursor, limit,
                                                                window, held_upto)
             return result
@@ -404,6 +500,8 @@ class CrmStore(Service):
 
         async def run() -> ChangeBatch:
             await self.ensure_loaded(user)
+            if self._is_company(folder_id):
+                return ChangeBatch([], False, upto)     # contacts have no window
             result: ChangeBatch = await self.sql.window_changes(user, folder_id, after, upto,
                                                                 old, new, limit)
             return result
@@ -417,6 +515,8 @@ class CrmStore(Service):
 
         async def run() -> dict[str, Item]:
             await self.ensure_loaded(user)
+            if self._is_company(folder_id):
+                return {}
             result: dict[str, Item] = await self.sql.find_by_uids(user, folder_id, uids)
             return result
 
@@ -448,7 +548,13 @@ class CrmStore(Service):
 
     def count_changes_since(self, user: User, folder_id: str, cursor: int) -> Deferred[int]:
         async def run() -> int:
-            await self.ensure_loaded(user)
+            me = await self.ensure_loaded(user)
+            if self._is_company(folder_id):
+                if me is None:
+                    return 0
+                book: int = await self._run(shared.count_changes, str(folder_id), me,
+                                            int(cursor))
+                return book
             result: int = await self.sql.count_changes_since(user, folder_id, cursor)
             return result
 
@@ -480,6 +586,16 @@ class CrmStore(Service):
     async def _apply(self, user: User, folder_id: str, ops: list[Op],
                      state: StateWrite | None) -> list[OpResult]:
         crm_user = await self.ensure_loaded(user)
+        if crm_user is not None and self._is_company(folder_id):
+            # read-only (issue #14): every op refused, nothing sent to the CRM; the
+            # sync state is saved as for any request
+            refused = [mirror.Step(op, "fail", "readonly") for op in ops]
+            if ops:
+                log.info("refused {n} change(s) of {user} to the company address book",
+                         n=len(ops), user=user.name)
+            return await self._run(mirror.commit_device_write, user.id, folder_id,
+                                   "Contacts", refused, state, True,
+                                   self.reactor.seconds(), write=True)
         folders = await self.folders_of(user.id) if crm_user is not None else {}
         module = next((m for m, f in folders.items() if f == str(folder_id)), None)
         if module is None:
@@ -775,6 +891,10 @@ class CrmStore(Service):
         await self.reconcile()
         owners: dict[str, int] = await self._run(mirror.mapped_users)
         loaded: dict[str, int] = await self._run(mirror.loaded_users)
+        if self._company is not None:
+            # (who sees the company address book: every user mapped to a CRM user, in
+            # any process)
+            self._company_users.update(owners.values())
         folders = {m: {} for m in MODULES}  # type: dict[str, dict[int, str]]
         for user_id in set(owners.values()):
             for m, f in (await self.folders_of(user_id)).items():
@@ -797,6 +917,8 @@ class CrmStore(Service):
         # 1. how many records the CRM holds for the loaded users (before the query of
         # modified records: see the module docstring)
         counts = [await self._crm_count(module, [c for c, _u in chunk]) for chunk in chunks]
+        company = self._company if module == "Contacts" else None
+        company_count = await self._crm_count(module, None) if company is not None else 0
         # 2. what was modified since the cursor; the newest second is read again until
         # it has settled (a record written later in that same second would be missed)
         newest = st["mt"]
@@ -810,7 +932,7 @@ class CrmStore(Service):
                 newest = max(newest, str(r.get("modifiedtime") or ""))
             batch = mirror.Incoming(module, records=rows, path="query")
             self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
-                                          frozenset(self._creating), write=True))
+                                          frozenset(self._creating), company, write=True))
             if len(rows) < 100:
                 break
             offset += QUERY_PAGE_STEP
@@ -835,13 +957,22 @@ class CrmStore(Service):
                              "after a scan", module=module, crm=pair[0], n=len(chunk),
                              ours=pair[1])
             fresh[key] = pair
+        if company is not None:
+            # the company address book holds every contact: one count of them all
+            ours = await self._run(shared.live_count)
+            pair = [company_count, ours]
+            if full or (company_count != ours and settled.get("company") != pair):
+                pair = [await self._scan_company(company, ctx),
+                        await self._run(shared.live_count)]
+            fresh["company"] = pair
         st = {"mt": newest, "scan": now if full else st.get("scan", now),
               "seen": now if newest > st["mt"] else st.get("seen", now), "counts": fresh}
         await self._run(mirror.put_state, name, st, write=True)
 
-    async def _crm_count(self, module: str, crm_users: list[str]) -> int:
-        rows = await self.client.query(
-            f"SELECT count(*) FROM {module} WHERE {_owner_clause(crm_users)};")
+    async def _crm_count(self, module: str, crm_users: list[str] | None) -> int:
+        """The CRM's count of these users' records (None: of every record)."""
+        where = f" WHERE {_owner_clause(crm_users)}" if crm_users is not None else ""
+        rows = await self.client.query(f"SELECT count(*) FROM {module}{where};")
         try:
             return int(rows[0]["count"])
         except (IndexError, KeyError, TypeError, ValueError):
@@ -876,10 +1007,13 @@ class CrmStore(Service):
             seen.update(str(r["id"]) for r in page)
         ours = await self._run(mirror.live_crm_ids, module, [u for _c, u in chunk])
         gone = sorted(set(ours) - seen)
+        # (the company address book learns these deletions too: its own count then
+        # agrees, no scan of every contact follows)
+        company = self._company if module == "Contacts" else None
         if gone:
             batch = mirror.Incoming(module, deleted=gone)
             self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
-                                          write=True))
+                                          frozenset(), company, write=True))
         missing = sorted(seen - set(ours) - set(self._creating),
                          key=lambda i: int(i.split("x")[-1]))
         for i in range(0, len(missing), 100):
@@ -889,7 +1023,30 @@ class CrmStore(Service):
                 + ",".join(f"'{x}'" for x in part) + ");")
             batch = mirror.Incoming(module, records=rows, path="query")
             self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
-                                          frozenset(self._creating), write=True))
+                                          frozenset(self._creating), company, write=True))
+        return len(seen)
+
+    async def _scan_company(self, company: tuple[int, str], ctx: mapping.Context) -> int:
+        """Compare every CRM contact id with the company address book's: deletions
+        leave it, what it lacks is read and added.  Returns the CRM's count."""
+        self.scans += 1
+        seen: set[str] = set()
+        async for page in self.client.query_pages("Contacts", columns="id"):
+            seen.update(str(r["id"]) for r in page)
+        ours = await self._run(shared.live_ids)
+        gone = sorted(ours - seen)
+        if gone and await self._run(shared.apply, company[0], company[1], [], gone, ctx,
+                                    write=True):
+            self._publish([company])
+        missing = sorted(seen - ours, key=lambda i: int(i.split("x")[-1]))
+        for i in range(0, len(missing), 100):
+            part = missing[i:i + 100]
+            rows = await self.client.query(
+                "SELECT * FROM Contacts WHERE id IN (" + ",".join(f"'{x}'" for x in part)
+                + ");")
+            if await self._run(shared.apply, company[0], company[1], rows, [], ctx,
+                               write=True):
+                self._publish([company])
         return len(seen)
 
     # -- the write journal ------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""The CRM's company address book at the store level (issue #14 point 1, CRM side):
+with ``--crm-shared-contacts all`` every user gets a read-only contacts folder (type 14,
+a user-created contacts folder, MS-ASCMD 2.2.3.186.3) holding the CRM contacts they
+are not assigned, mirrored ONCE whoever reads them, kept current by the one poller;
+a re-assign moves a record between a user's own Contacts and the book; a device's
+write to it is refused with ``readonly`` and nothing reaches the CRM (EAS has no
+read-only folder: the engine answers the per-item Status and resends the server's
+version)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from crmtest import make_env
+from fakecrm import FakeCrm
+from test_crm_store import feed
+
+from backends.crm import shared
+from easync.model import Op, StateWrite
+
+
+async def book_of(env: Any, name: str) -> Any:
+    (book,) = [f for f in await env.store.list_folders(env.users[name]) if f.type == 14]
+    return book
+
+
+def names(items: dict[str, Any]) -> set[str]:
+    return {d["LastName"] for d in items.values() if d is not None}
+
+
+async def shared_env(tmp_path: Path, flavour: str = "vtiger", **kw: Any) -> Any:
+    crm = FakeCrm(flavour)
+    for name in ("dana", "eve"):
+        crm.add_user(name)
+    crm.add_user("bob")                      # a CRM user without an easync account
+    crm.add_record("Contacts", {"firstname": "D", "lastname": "DanaOwn"}, owner="dana")
+    crm.add_record("Contacts", {"firstname": "E", "lastname": "EveOwn"}, owner="eve")
+    crm.add_record("Contacts", {"firstname": "B", "lastname": "BobOwn"}, owner="bob")
+    env = await make_env(tmp_path, crm=crm, users=("dana", "eve"), shared_contacts="all",
+                         shared_name="Rubrica aziendale", **kw)
+    return crm, env
+
+
+@pytest_twisted.ensureDeferred
+async def test_folder_lists_what_the_user_may_read_but_is_not_assigned(tmp_path: Path
+                                                                         ) -> None:
+    _crm, env = await shared_env(tmp_path)
+    try:
+        book = await book_of(env, "dana")
+        assert (book.name, book.type, book.read_only, book.parent_id) == \
+            ("Rubrica aziendale", 14, True, "0")
+        assert book.server_id == (await book_of(env, "eve")).server_id
+        own = await env.folders("dana")
+        assert names(await feed(env, "dana", own["Contacts"])) == {"DanaOwn"}
+        assert names(await feed(env, "dana", book.server_id)) == {"EveOwn", "BobOwn"}
+        assert names(await feed(env, "eve", book.server_id)) == {"DanaOwn", "BobOwn"}
+        # an item of the book is readable by its server id (Fetch), not another user's
+        # own record through the book
+        sids = list(await feed(env, "dana", book.server_id))
+        got = await env.store.get_items(env.users["dana"], sids)
+        assert names({i.server_id: i.data for i in got}) == {"EveOwn", "BobOwn"}
+        eve_sids = list(await feed(env, "eve", book.server_id))
+        dana_in_book = [s for s in eve_sids if s not in sids]
+        assert await env.store.get_items(env.users["dana"], dana_in_book) == []
+        assert await env.store.count_changes_since(env.users["dana"], book.server_id,
+                                                   0) == 2
+    finally:
+        await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_records_are_stored_once_whoever_reads_them(tmp_path: Path) -> None:
+    """200 users, 300 contacts: the book is 300 item rows, not 200 x 300."""
+    crm = FakeCrm("vtiger")
+    users = tuple(f"u{i:03d}" for i in range(200))
+    for name in users:
+        crm.add_user(name)
+    for k in range(300):
+        crm.add_record("Contacts", {"lastname": f"C{k}"}, owner=users[k % 3])
+    env = await make_env(tmp_path, crm=crm, users=users, shared_contacts="all")
+    try:
+        for name in users:
+            await book_of(env, name)
+        holder = await env.sql.get_user(shared.HOLDER)
+        rows = await env.sql.raw_query("SELECT count(*) FROM items WHERE user_id = ?",
+                                       (holder.id,))
+        assert rows[0][0] == 300
+        assert (await env.sql.raw_query("SELECT count(*) FROM crm_shared"))[0][0] == 300
+        # each user's own contacts are in their own folder, once
+        assert (await env.sql.raw_query("SELECT count(*) FROM crm_items"))[0][0] == 300
+        assert len(await feed(env, "u000", (await book_of(env, "u000")).server_id)) == 200
+        assert len(await feed(env, "u150", (await book_of(env, "u150")).server_id)) == 300
+    finally:
+        await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_poll_brings_changes_and_wakes_every_reader(tmp_path: Path) -> None:
+    crm, env = await shared_env(tmp_path)
+    try:
+        book = (await book_of(env, "dana")).server_id
+        await book_of(env, "eve")
+        await env.store.poll_once()
+        marks = {n: (await feed(env, n, book)) for n in ("dana", "eve")}
+        (bob,) = [r["id"] for r in crm.live("Contacts", "bob")]
+        env.hub.published.clear()
+        crm.modify_record(bob, {"lastname": "BobRenamed"})
+        new = crm.add_record("Contacts", {"lastname": "BobNew"}, owner="bob")
+        await env.store.poll_once()
+        assert {(u, f) for u, f in env.hub.published if f == book} == {
+            (env.users["dana"].id, book), (env.users["eve"].id, book)}
+        got = await feed(env, "dana", book)
+        assert names(got) == {"EveOwn", "BobRenamed", "BobNew"}
+        assert set(marks["dana"]) <= set(got)            # changed in place: same ids
+        # a deletion in the CRM leaves the book
+        crm.delete_record(new)
+        await env.store.poll_once()
+        assert names(await feed(env, "eve", book)) == {"DanaOwn", "BobRenamed"}
+    finally:
+        await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reassign_moves_between_own_contacts_and_the_book(tmp_path: Path) -> None:
+    crm, env = await shared_env(tmp_path)
+    try:
+        book = (await book_of(env, "dana")).server_id
+        own = (await env.folders("dana"))["Contacts"]
+        await env.store.poll_once()
+        cur_book = (await env.store.changes_since(env.users["dana"], book, 0, 100)).high
+        cur_own = (await env.store.changes_since(env.users["dana"], own, 0, 100)).high
+        (bob,) = [r["id"] for r in crm.live("Contacts", "bob")]
+        crm.modify_record(bob, {"assigned_user_id": "dana"})
+        await env.store.poll_once()
+        b = await env.store.changes_since(env.users["dana"], book, cur_book, 100)
+        o = await env.store.changes_since(env.users["dana"], own, cur_own, 100)
+        # out of the book (a Delete of what the device holds), into her Contacts (Add)
+        assert [(c.deleted, c.created_modseq <= cur_book) for c in b.changes] == [
+            (True, True)]
+        assert [(c.deleted, c.item.data["LastName"]) for c in o.changes] == [
+            (False, "BobOwn")]
+        assert names(await feed(env, "dana", book)) == {"EveOwn"}
+        # eve: the record is still in her book (a new server id)
+        assert names(await feed(env, "eve", book)) == {"DanaOwn", "BobOwn"}
+        # and back: assigned to eve, it leaves dana's Contacts and is in her book again
+        crm.modify_record(bob, {"assigned_user_id": "eve"})
+        await env.store.poll_once()
+        assert names(await feed(env, "dana", own)) == {"DanaOwn"}
+        assert names(await feed(env, "dana", book)) == {"EveOwn", "BobOwn"}
+        assert names(await feed(env, "eve", book)) == {"DanaOwn"}
+    finally:
+        await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_to_the_book_are_refused_and_nothing_reaches_the_crm(tmp_path: Path
+                                                                         ) -> None:
+    crm, env = await shared_env(tmp_path)
+    try:
+        dana = env.users["dana"]
+        book = (await book_of(env, "dana")).server_id
+        (sid,) = [s for s, d in (await feed(env, "dana", book)).items()
+                  if d["LastName"] == "BobOwn"]
+        before = {op: n for op, n in crm.calls.items()}
+        records = {r["id"]: dict(r) for r in crm.live("Contacts")}
+        ops = [Op("add", data={"LastName": "New"}, ref="c1", cls="Contacts"),
+               Op("change", server_id=sid, data={"LastName": "Hacked"}, ref="x"),
+               Op("delete", server_id=sid, ref="y")]
+        res = await env.store.apply(dana, book, ops,
+                                    StateWrite("dev1", f"sync:{book}", {"cursor": 7}))
+        assert [(r.ok, r.error) for r in res] == [(False, "readonly")] * 3
+        for op in ("create", "revise", "update", "delete"):
+            assert crm.calls.get(op, 0) == before.get(op, 0)
+        assert {r["id"]: dict(r) for r in crm.live("Contacts")} == records
+        assert names(await feed(env, "dana", book)) == {"EveOwn", "BobOwn"}
+        # the sync state is saved, as with any request
+        st = await env.sql.get_state(dana, "dev1", f"sync:{book}")
+        assert st == {"cursor": 7}
+        # not renamed nor deleted (FolderUpdate/FolderDelete: a special folder)
+        for call in (env.store.update_folder(dana, book, "0", "x"),
+                     env.store.delete_folder(dana, book)):
+            try:
+                await call
+            except ValueError as e:
+                assert str(e) == "special"
+            else:
+                raise AssertionError("accepted")
+    finally:
+        await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_off_by_default(tmp_path: Path) -> None:
+    crm = FakeCrm("vtiger")
+    crm.add_user("dana")
+    env = await make_env(tmp_path, crm=crm, users=("dana",))
+    try:
+        assert [f.type for f in await env.store.list_folders(env.users["dana"])
+                if f.cls == "Contacts"] == [9]
+        assert await env.sql.get_user(shared.HOLDER) is None
+    finally:
+        await env.close()
