@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from crmtest import make_env
 from fakecrm import FakeCrm
@@ -202,3 +203,48 @@ async def test_off_by_default(tmp_path: Path) -> None:
         assert await env.sql.get_user(shared.HOLDER) is None
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_poll_costs_one_more_count(tmp_path: Path) -> None:
+    """With the book on, an idle poll is the six requests of the per-user poll
+    (tests/test_crm_poll.py) plus ONE count of every contact, whatever the number of
+    users and contacts: no per-user scan of the book."""
+    crm = FakeCrm("vtiger")
+    users = tuple(f"u{i:02d}" for i in range(20))
+    old = "2026-01-01 00:00:00"             # settled long ago
+    for name in users:
+        crm.add_user(name)
+    for k in range(250):
+        crm.add_record("Contacts", {"lastname": f"C{k}"}, owner=users[k % 20],
+                       modifiedtime=old)
+    env = await make_env(tmp_path, crm=crm, users=users, shared_contacts="all", settle=0.0)
+    try:
+        for name in users:
+            await book_of(env, name)
+        await env.store.poll_once()
+        before, scans, logged = sum(crm.calls.values()), env.store.scans, len(crm.log)
+        for _ in range(3):
+            await env.store.poll_once()
+        assert (sum(crm.calls.values()) - before) / 3 == 7
+        assert env.store.scans == scans
+        queries = [p["query"] for op, p in crm.log[logged:] if op == "query"]
+        assert queries.count("SELECT count(*) FROM Contacts;") == 3
+    finally:
+        await env.close()
+
+
+def test_options() -> None:
+    from easync.tap import Options
+
+    o = Options()
+    o.parseOptions([])
+    assert (o["crm-shared-contacts"], o["crm-shared-name"]) == ("none",
+                                                                "Company address book")
+    o = Options()
+    o.parseOptions(["--crm-shared-contacts", "all", "--crm-shared-name", "Rubrica"])
+    assert (o["crm-shared-contacts"], o["crm-shared-name"]) == ("all", "Rubrica")
+    from twisted.python import usage
+
+    with pytest.raises(usage.UsageError, match="none, all"):
+        Options().parseOptions(["--crm-shared-contacts", "groups"])

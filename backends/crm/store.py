@@ -1035,9 +1035,11 @@ class CrmStore(Service):
             seen.update(str(r["id"]) for r in page)
         ours = await self._run(shared.live_ids)
         gone = sorted(ours - seen)
-        if gone and await self._run(shared.apply, company[0], company[1], [], gone, ctx,
-                                    write=True):
-            self._publish([company])
+        if gone:
+            changed: bool = await self._run(shared.apply, company[0], company[1], [], gone,
+                                            ctx, write=True)
+            if changed:
+                self._publish([company])
         missing = sorted(seen - ours, key=lambda i: int(i.split("x")[-1]))
         for i in range(0, len(missing), 100):
             part = missing[i:i + 100]
