@@ -248,3 +248,34 @@ def test_options() -> None:
 
     with pytest.raises(usage.UsageError, match="none, all"):
         Options().parseOptions(["--crm-shared-contacts", "groups"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_retention_keeps_the_tombstones_readers_need(tmp_path: Path) -> None:
+    """The SQL store's retention keeps a folder's tombstones above the lowest cursor of
+    the folder owner's sync states; the book's readers keep theirs under their own
+    user: a guard state carries their lowest cursor, so a deletion a reader's phone has
+    not synced stays until it has (else: the folder's purged mark passes the phone's
+    cursor and its next Sync is a Status 3 full resync, MS-ASCMD 2.2.3.177.17)."""
+    crm, env = await shared_env(tmp_path)
+    try:
+        dana = env.users["dana"]
+        book = (await book_of(env, "dana")).server_id
+        high = (await env.store.changes_since(dana, book, 0, 100)).high
+        await env.sql.save_state(dana, StateWrite("ph", f"sync:{book}", {"cursor": high}))
+        (bob,) = [r["id"] for r in crm.live("Contacts", "bob")]
+        crm.delete_record(bob)
+        await env.store.poll_once()
+        ch = (await env.store.changes_since(dana, book, high, 100)).changes
+        assert [c.deleted for c in ch] == [True]
+        await env.sql.retention.purge_synced(0, 1000)
+        assert [c.deleted for c in (await env.store.changes_since(dana, book, high,
+                                                                   100)).changes] == [True]
+        # once her phone is past it, it may go
+        await env.sql.save_state(dana, StateWrite("ph", f"sync:{book}",
+                                                  {"cursor": ch[0].modseq}))
+        await env.store.poll_once()
+        await env.sql.retention.purge_synced(0, 1000)
+        assert (await env.store.changes_since(dana, book, high, 100)).changes == []
+    finally:
+        await env.close()

@@ -39,6 +39,8 @@ from easync.model import Change, ChangeBatch, Item, Op
 #: credentials can carry (RFC 7617: the user-id ends at the first colon), never
 #: enabled for ActiveSync, without a password
 HOLDER = "crm:company"
+#: the device id of the guard state (``guard``)
+GUARD_DEVICE = "crm:readers"
 #: rows read per query of the feed (each user's view skips their own records' rows)
 FEED_CHUNK = 200
 _CHUNK = 400
@@ -69,7 +71,39 @@ def holder(sql: Any, cur: Any) -> tuple[int, str]:
     row = cur.fetchone()
     if row is None:
         raise RuntimeError(f"the {HOLDER} user has no Contacts folder")
+    cur.execute(sql.db.sql("SELECT 1 FROM sync_states WHERE user_id = ? AND device_id = ?"),
+                (user.id, GUARD_DEVICE))
+    if cur.fetchone() is None:
+        _put_guard(sql, cur, user.id, str(row[0]), 0)     # keeps every tombstone
     return user.id, str(row[0])
+
+
+def _put_guard(sql: Any, cur: Any, user_id: int, folder_id: str, floor: int | None) -> None:
+    cur.execute(sql.engine.upsert("sync_states", ("user_id", "device_id", "name"),
+                                  ("state", "feed_cursor")),
+                (user_id, GUARD_DEVICE, f"sync:{folder_id}", _dumps({"guard": True}), floor))
+
+
+def guard(sql: Any, cur: Any, user_id: int, folder_id: str) -> int | None:
+    """Keep the tombstones the readers' devices still need.  The SQL store's retention
+    (backends/sql/retention.py ``purge_synced``) keeps a folder's tombstones above the
+    lowest ``feed_cursor`` of the *folder owner's* sync states; the book's readers keep
+    theirs under their own user ids.  A guard state under the holder carries the
+    lowest ``feed_cursor`` of the readers' states (index sync_states_name); None when
+    none needs any.  Written at the holder's creation (0: keep all) and by each poll.
+    A reader's state saved meanwhile below a purge is refused as for any folder
+    (``StateExpired``: Status 3)."""
+    name = f"sync:{folder_id}"
+    cur.execute(sql.db.sql("SELECT purged FROM folders WHERE id = ?"), (int(folder_id),))
+    row = cur.fetchone()
+    purged = int(row[0]) if row else 0
+    cur.execute(sql.db.sql("SELECT MIN(feed_cursor) FROM sync_states WHERE name = ?"
+                           " AND feed_cursor >= ? AND NOT (user_id = ? AND device_id = ?)"),
+                (name, purged, user_id, GUARD_DEVICE))
+    low = cur.fetchone()[0]
+    floor = None if low is None else int(low)
+    _put_guard(sql, cur, user_id, folder_id, floor)
+    return floor
 
 
 def rows_by_crm_id(sql: Any, cur: Any, crm_ids: list[str]) -> dict[str, list[SharedRow]]:

@@ -904,6 +904,9 @@ class CrmStore(Service):
                   for i in range(0, len(groups), max(1, self.count_users))]
         for module in MODULES:
             await self._poll_module(module, ctx, owners, folders[module], chunks)
+        if self._company is not None:
+            # the tombstones the book's readers still need (shared.guard)
+            await self._run(shared.guard, *self._company, write=True)
 
     async def _poll_module(self, module: str, ctx: mapping.Context, owners: dict[str, int],
                            folders: dict[int, str],

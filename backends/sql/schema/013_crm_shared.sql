@@ -15,5 +15,11 @@ CREATE TABLE crm_shared (
 );
 CREATE INDEX crm_shared_crm ON crm_shared (crm_id);
 
+-- The company address book's readers keep their sync states under their own user
+-- ids; the retention looks at the folder owner's: the CRM store writes, under the
+-- holder, a guard state whose feed_cursor is the lowest of its readers' (shared.py
+-- guard), read through this index.
+CREATE INDEX sync_states_name ON sync_states (name, feed_cursor);
+
 -- the mirror's own layout version (backends/crm/mirror.py SCHEMA_VERSION)
 UPDATE crm_state SET value = '2' WHERE name = 'schema_version';
