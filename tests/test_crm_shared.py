@@ -21,6 +21,8 @@ from test_crm_store import feed
 from backends.crm import shared
 from easync.model import Op, StateWrite
 
+DBS = ["sqlite", "postgres"]
+
 
 async def book_of(env: Any, name: str) -> Any:
     (book,) = [f for f in await env.store.list_folders(env.users[name]) if f.type == 14]
@@ -31,7 +33,41 @@ def names(items: dict[str, Any]) -> set[str]:
     return {d["LastName"] for d in items.values() if d is not None}
 
 
-async def shared_env(tmp_path: Path, flavour: str = "vtiger", **kw: Any) -> Any:
+async def make_db_env(tmp_path: Path, db: str, **kw: Any) -> Any:
+    """``crmtest.make_env`` on SQLite, or on a fresh PostgreSQL database (``db`` =
+    "postgres"): the mirror's tables and the book's feed queries on both."""
+    if db == "sqlite":
+        return await make_env(tmp_path, **kw)
+    import needs
+    import pgtest
+
+    needs.require(pgtest.unreachable())
+    ctx = pgtest.fresh_database("crmshared")
+    url = ctx.__enter__()
+    from backends.sql.store import SqlStore
+
+    real = SqlStore.__init__
+
+    def on_pg(self: Any, reactor: Any, _url: str, **k: Any) -> None:
+        real(self, reactor, url, **k)
+
+    SqlStore.__init__ = on_pg  # type: ignore[method-assign]
+    try:
+        env = await make_env(tmp_path, **kw)
+    finally:
+        SqlStore.__init__ = real  # type: ignore[method-assign]
+    closing = env.close
+
+    async def close() -> None:
+        await closing()
+        ctx.__exit__(None, None, None)
+
+    env.close = close
+    return env
+
+
+async def shared_env(tmp_path: Path, flavour: str = "vtiger", db: str = "sqlite",
+                     **kw: Any) -> Any:
     crm = FakeCrm(flavour)
     for name in ("dana", "eve"):
         crm.add_user(name)
@@ -39,8 +75,8 @@ async def shared_env(tmp_path: Path, flavour: str = "vtiger", **kw: Any) -> Any:
     crm.add_record("Contacts", {"firstname": "D", "lastname": "DanaOwn"}, owner="dana")
     crm.add_record("Contacts", {"firstname": "E", "lastname": "EveOwn"}, owner="eve")
     crm.add_record("Contacts", {"firstname": "B", "lastname": "BobOwn"}, owner="bob")
-    env = await make_env(tmp_path, crm=crm, users=("dana", "eve"), shared_contacts="all",
-                         shared_name="Rubrica aziendale", **kw)
+    env = await make_db_env(tmp_path, db, crm=crm, users=("dana", "eve"),
+                            shared_contacts="all", shared_name="Rubrica aziendale", **kw)
     return crm, env
 
 
@@ -123,9 +159,11 @@ async def test_poll_brings_changes_and_wakes_every_reader(tmp_path: Path) -> Non
         await env.close()
 
 
+@pytest.mark.parametrize("db", DBS)
 @pytest_twisted.ensureDeferred
-async def test_reassign_moves_between_own_contacts_and_the_book(tmp_path: Path) -> None:
-    crm, env = await shared_env(tmp_path)
+async def test_reassign_moves_between_own_contacts_and_the_book(tmp_path: Path, db: str
+                                                                ) -> None:
+    crm, env = await shared_env(tmp_path, db=db)
     try:
         book = (await book_of(env, "dana")).server_id
         own = (await env.folders("dana"))["Contacts"]
@@ -155,10 +193,11 @@ async def test_reassign_moves_between_own_contacts_and_the_book(tmp_path: Path) 
         await env.close()
 
 
+@pytest.mark.parametrize("db", DBS)
 @pytest_twisted.ensureDeferred
-async def test_writes_to_the_book_are_refused_and_nothing_reaches_the_crm(tmp_path: Path
-                                                                         ) -> None:
-    crm, env = await shared_env(tmp_path)
+async def test_writes_to_the_book_are_refused_and_nothing_reaches_the_crm(
+        tmp_path: Path, db: str) -> None:
+    crm, env = await shared_env(tmp_path, db=db)
     try:
         dana = env.users["dana"]
         book = (await book_of(env, "dana")).server_id
@@ -250,14 +289,15 @@ def test_options() -> None:
         Options().parseOptions(["--crm-shared-contacts", "groups"])
 
 
+@pytest.mark.parametrize("db", DBS)
 @pytest_twisted.ensureDeferred
-async def test_retention_keeps_the_tombstones_readers_need(tmp_path: Path) -> None:
+async def test_retention_keeps_the_tombstones_readers_need(tmp_path: Path, db: str) -> None:
     """The SQL store's retention keeps a folder's tombstones above the lowest cursor of
     the folder owner's sync states; the book's readers keep theirs under their own
     user: a guard state carries their lowest cursor, so a deletion a reader's phone has
     not synced stays until it has (else: the folder's purged mark passes the phone's
     cursor and its next Sync is a Status 3 full resync, MS-ASCMD 2.2.3.177.17)."""
-    crm, env = await shared_env(tmp_path)
+    crm, env = await shared_env(tmp_path, db=db)
     try:
         dana = env.users["dana"]
         book = (await book_of(env, "dana")).server_id
