@@ -319,3 +319,36 @@ async def test_retention_keeps_the_tombstones_readers_need(tmp_path: Path, db: s
         assert (await env.store.changes_since(dana, book, high, 100)).changes == []
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deletion_scans_one_id_page_of_the_book(tmp_path: Path) -> None:
+    """A contact of a CRM user without an easync account is deleted: no user's count
+    sees it, the book's count does; the id range is halved (a count per half) down to
+    ranges of at most one page of ids (the last halving reads both halves' pages), not
+    every contact's id: 1000 contacts, about log2(1000 / 100) pairs of counts."""
+    crm = FakeCrm("vtiger")
+    for name in ("dana", "bob"):
+        crm.add_user(name)
+    made = [crm.add_record("Contacts", {"lastname": f"C{k}"}, owner="bob")
+            for k in range(1000)]
+    env = await make_env(tmp_path, crm=crm, users=("dana",), shared_contacts="all")
+    try:
+        book = (await book_of(env, "dana")).server_id
+        await env.store.poll_once()
+        crm.delete_record(made[617])
+        logged = len(crm.log)
+        await env.store.poll_once()
+        queries = [p["query"] for op, p in crm.log[logged:] if op == "query"]
+        id_pages = [q for q in queries if q.startswith("SELECT id FROM Contacts")]
+        counts = [q for q in queries if q.startswith("SELECT count(*) FROM Contacts WHERE id")]
+        assert len(id_pages) <= 2 and len(counts) <= 2 * 4, queries
+        left = names(await feed(env, "dana", book))
+        assert len(left) == 999 and "C617" not in left
+        # the next poll agrees: nothing more
+        logged = len(crm.log)
+        await env.store.poll_once()
+        assert not [p for op, p in crm.log[logged:] if op == "query"
+                    and p["query"].startswith("SELECT id FROM")]
+    finally:
+        await env.close()
