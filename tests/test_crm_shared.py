@@ -352,3 +352,36 @@ async def test_a_deletion_scans_one_id_page_of_the_book(tmp_path: Path) -> None:
                     and p["query"].startswith("SELECT id FROM")]
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_turned_off_and_on_again_the_book_is_reloaded(tmp_path: Path) -> None:
+    """Off (``--crm-shared-contacts none``): no book in the hierarchy (FolderSync
+    deletes it on the phones); on again: its records are read afresh, what changed in
+    the CRM meanwhile is there."""
+    from crmtest import reactor
+
+    from backends.crm.store import CrmStore
+
+    crm, env = await shared_env(tmp_path)
+    try:
+        dana = env.users["dana"]
+        book = (await book_of(env, "dana")).server_id
+        (bob,) = [r["id"] for r in crm.live("Contacts", "bob")]
+
+        async def restarted(mode: str) -> CrmStore:
+            s = CrmStore(reactor(), env.sql, env.client, shared_contacts=mode)
+            await s.open()
+            return s
+
+        off = await restarted("none")
+        assert [f.type for f in await off.list_folders(dana) if f.cls == "Contacts"] == [9]
+        crm.modify_record(bob, {"lastname": "BobWhileOff"})
+        on = await restarted("all")
+        assert (await book_of(type("E", (), {"store": on, "users": env.users}), "dana")
+                ).server_id == book
+        got = {i.data["LastName"] for c in (await on.changes_since(dana, book, 0, 100)).changes
+               if (i := c.item) is not None}
+        assert got == {"EveOwn", "BobWhileOff"}
+    finally:
+        await env.close()

@@ -106,6 +106,15 @@ def guard(sql: Any, cur: Any, user_id: int, folder_id: str) -> int | None:
     return floor
 
 
+def unload(sql: Any, cur: Any) -> None:
+    """The book is off: the next time it is on, its records are loaded again."""
+    cur.execute(sql.db.sql("SELECT value FROM crm_state WHERE name = 'company'"))
+    row = cur.fetchone()
+    if row is not None and json.loads(row[0]).get("loaded"):
+        cur.execute(sql.db.sql("UPDATE crm_state SET value = ? WHERE name = 'company'"),
+                    (_dumps({"loaded": False}),))
+
+
 def rows_by_crm_id(sql: Any, cur: Any, crm_ids: list[str]) -> dict[str, list[SharedRow]]:
     out: dict[str, list[SharedRow]] = {}
     ids = sorted(set(crm_ids))

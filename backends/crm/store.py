@@ -190,6 +190,10 @@ class CrmStore(Service):
             # (the tables come with the SQL store's migrations: schema version 6)
             await self.sql.db.run_interaction(
                 "crm check_schema", lambda cur: mirror.check_schema(self.sql, cur))
+            if self.shared_contacts != "all":
+                # off now: when it is on again, the book is loaded afresh (what was
+                # deleted meanwhile is then found by the poll's count)
+                await self._run(shared.unload, write=True)
             self._opened = True
 
     def startService(self) -> Deferred[None]:  # type: ignore[override]
@@ -388,7 +392,11 @@ class CrmStore(Service):
     async def _load_company(self) -> None:
         if self._company is not None:
             return                          # loaded while this call waited for the lock
-        book: tuple[int, str] = await self._run(shared.holder, write=True)
+        try:
+            book: tuple[int, str] = await self._run(shared.holder, write=True)
+        except KeyError:
+            # another process made the holder at the same moment: it is there now
+            book = await self._run(shared.holder, write=True)
         st = await self._run(mirror.get_state, "company") or {}
         if not st.get("loaded"):
             started = time.monotonic()
