@@ -385,3 +385,34 @@ async def test_turned_off_and_on_again_the_book_is_reloaded(tmp_path: Path) -> N
         assert got == {"EveOwn", "BobWhileOff"}
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_restart_before_any_folder_sync(tmp_path: Path) -> None:
+    """easync restarted: a phone's Sync of the book may come before any FolderSync, and
+    the poller may run first; neither loses the book."""
+    from crmtest import reactor
+
+    from backends.crm.store import CrmStore
+
+    crm, env = await shared_env(tmp_path)
+    try:
+        dana = env.users["dana"]
+        book = (await book_of(env, "dana")).server_id
+        (bob,) = [r["id"] for r in crm.live("Contacts", "bob")]
+        again = CrmStore(reactor(), env.sql, env.client, shared_contacts="all")
+        await again.open()
+        crm.modify_record(bob, {"lastname": "BobAfterRestart"})
+        await again.poll_once()             # the first thing the restarted process does
+        got = {c.item.data["LastName"] for c in (await again.changes_since(
+            dana, book, 0, 100)).changes if c.item is not None}
+        assert got == {"EveOwn", "BobAfterRestart"}
+        again2 = CrmStore(reactor(), env.sql, env.client, shared_contacts="all")
+        await again2.open()
+        assert await again2.count_changes_since(dana, book, 0) == 2
+        sids = [c.server_id for c in (await again2.changes_since(dana, book, 0, 100)).changes]
+        again3 = CrmStore(reactor(), env.sql, env.client, shared_contacts="all")
+        await again3.open()
+        assert len(await again3.get_items(dana, sids)) == 2
+    finally:
+        await env.close()

@@ -425,8 +425,11 @@ class CrmStore(Service):
                       modseq=found[0].modseq, purged=found[0].purged, read_only=True,
                       owner=None)
 
-    def _is_company(self, folder_id: str) -> bool:
-        return self._company is not None and str(folder_id) == self._company[1]
+    async def _is_company(self, folder_id: str) -> bool:
+        """Is this the company address book (loaded first when it is on: a phone's
+        first request after a restart may name it before any FolderSync)?"""
+        book = await self.company()
+        return book is not None and str(folder_id) == book[1]
 
     def hierarchy_version(self, user: User) -> Deferred[int]:
         result: Deferred[int] = self.sql.hierarchy_version(user)
@@ -448,7 +451,7 @@ class CrmStore(Service):
         return Deferred.fromCoroutine(self._default_only(user, server_id))
 
     async def _default_only(self, user: User, server_id: str) -> Any:
-        if self._is_company(server_id):
+        if await self._is_company(server_id):
             raise ValueError("special")     # the company address book is the CRM's
         folders = {f.server_id for f in await self.sql.list_folders(user) if f.is_default}
         if server_id in folders:
@@ -457,12 +460,13 @@ class CrmStore(Service):
 
     # -- IItemStore: reading --------------------------------------------------------------
     def get_items(self, user: User, server_ids: list[str]) -> Deferred[list[Item]]:
-        book = self._company
-        if book is None or not any(s.startswith(f"{book[1]}:") for s in server_ids):
+        if self.shared_contacts != "all":
             result: Deferred[list[Item]] = self.sql.get_items(user, server_ids)
             return result
 
         async def run() -> list[Item]:
+            book = await self.company()
+            assert book is not None
             me = await self.ensure_loaded(user)
             prefix = f"{book[1]}:"
             own = await self.sql.get_items(user, [s for s in server_ids
@@ -486,7 +490,7 @@ class CrmStore(Service):
                       held_upto: int | None = None) -> Deferred[ChangeBatch]:
         async def run() -> ChangeBatch:
             me = await self.ensure_loaded(user)
-            if self._is_company(folder_id):
+            if await self._is_company(folder_id):
                 # contacts: no window (MS-ASCMD 2.2.3.69 FilterType is for calendar,
                 # tasks and mail)
                 if me is None:
@@ -508,7 +512,7 @@ class CrmStore(Service):
 
         async def run() -> ChangeBatch:
             await self.ensure_loaded(user)
-            if self._is_company(folder_id):
+            if await self._is_company(folder_id):
                 return ChangeBatch([], False, upto)     # contacts have no window
             result: ChangeBatch = await self.sql.window_changes(user, folder_id, after, upto,
                                                                 old, new, limit)
@@ -523,7 +527,7 @@ class CrmStore(Service):
 
         async def run() -> dict[str, Item]:
             await self.ensure_loaded(user)
-            if self._is_company(folder_id):
+            if await self._is_company(folder_id):
                 return {}
             result: dict[str, Item] = await self.sql.find_by_uids(user, folder_id, uids)
             return result
@@ -557,7 +561,7 @@ class CrmStore(Service):
     def count_changes_since(self, user: User, folder_id: str, cursor: int) -> Deferred[int]:
         async def run() -> int:
             me = await self.ensure_loaded(user)
-            if self._is_company(folder_id):
+            if await self._is_company(folder_id):
                 if me is None:
                     return 0
                 book: int = await self._run(shared.count_changes, str(folder_id), me,
@@ -594,7 +598,7 @@ class CrmStore(Service):
     async def _apply(self, user: User, folder_id: str, ops: list[Op],
                      state: StateWrite | None) -> list[OpResult]:
         crm_user = await self.ensure_loaded(user)
-        if crm_user is not None and self._is_company(folder_id):
+        if crm_user is not None and await self._is_company(folder_id):
             # read-only (issue #14): every op refused, nothing sent to the CRM; the
             # sync state is saved as for any request
             refused = [mirror.Step(op, "fail", "readonly") for op in ops]
@@ -895,6 +899,9 @@ class CrmStore(Service):
         self.polls += 1
 
     async def _poll(self) -> None:
+        if self.shared_contacts == "all" and self._company is None:
+            # (this poll holds self.lock: company() would wait for it)
+            await self._load_company()
         ctx = await self.context()
         await self.reconcile()
         owners: dict[str, int] = await self._run(mirror.mapped_users)
