@@ -128,15 +128,19 @@ def test_book_listed_synced_changed_pinged_and_reassigned(server: RunningServer,
     (bob,) = [r["id"] for r in crm("live", module="Contacts", owner="bob")]
     (bob_sid,) = [s for s, n in last_names(items).items() if n == "BobOwn"]
 
-    # a change in the CRM wakes a Ping held on the book, and reaches it
-    ping = HeldPing(d, book)
+    # a change in the CRM wakes the Pings held on the book by every user's phone
+    e = phone(server, "erin", "bookE")
+    assert hierarchy(e)[BOOK][0] == book
+    ke, _, _, _ = e.pull(book, e.initial(book))
+    pings = [HeldPing(d, book), HeldPing(e, book)]
     time.sleep(1.0)                                 # held and listening
     crm("modify_record", id=bob, fields={"lastname": "BobRenamed"})
     changed_at = time.monotonic()
-    r = ping.join()
-    assert r.text_of("Ping:Status") == "2"
-    assert [f.text for f in r.iter("Ping:Folder")] == [book]
-    assert ping.done_at - changed_at < POLL + 1.0
+    for ping in pings:
+        r = ping.join()
+        assert r.text_of("Ping:Status") == "2"
+        assert [f.text for f in r.iter("Ping:Folder")] == [book]
+        assert ping.done_at - changed_at < POLL + 1.0
     kb, items, deleted, _ = d.pull(book, kb)
     assert last_names(items) == {bob_sid: "BobRenamed"} and deleted == []
 
@@ -151,10 +155,10 @@ def test_book_listed_synced_changed_pinged_and_reassigned(server: RunningServer,
     ko, mine, _, _ = d.pull(own, ko)
     assert list(last_names(mine).values()) == ["BobRenamed"]
 
-    # erin's phone never held it under a changing id: it is in her book
-    e = phone(server, "erin", "bookE")
-    etree = hierarchy(e)
-    assert etree[BOOK][0] == book
+    # for erin it stays in the book, as a new item (a re-assign is a Delete and an Add
+    # for everyone else)
+    _, eitems, edeleted, _ = e.pull(book, ke)
+    assert list(last_names(eitems).values()) == ["BobRenamed"] and edeleted == [bob_sid]
     _, eitems, _, _ = e.pull(book, e.initial(book))
     assert sorted(last_names(eitems).values()) == ["BobRenamed", "DanaOwn"]
 
