@@ -416,3 +416,28 @@ async def test_after_a_restart_before_any_folder_sync(tmp_path: Path) -> None:
         assert len(await again3.get_items(dana, sids)) == 2
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_phone_deleting_its_own_contact_empties_the_books_at_once(tmp_path: Path
+                                                                         ) -> None:
+    """dana's phone deletes her contact (in the CRM): it leaves eve's book in the same
+    request, and the next poll finds the counts equal (no id scan)."""
+    crm, env = await shared_env(tmp_path)
+    try:
+        dana = env.users["dana"]
+        book = (await book_of(env, "dana")).server_id
+        await book_of(env, "eve")
+        own = (await env.folders("dana"))["Contacts"]
+        await env.store.poll_once()
+        (sid,) = list(await feed(env, "dana", own))
+        env.hub.published.clear()
+        (res,) = await env.store.apply(dana, own, [Op("delete", server_id=sid)])
+        assert res.ok and crm.live("Contacts", "dana") == []
+        assert names(await feed(env, "eve", book)) == {"BobOwn"}
+        assert (env.users["eve"].id, book) in env.hub.published
+        scans = env.store.scans
+        await env.store.poll_once()
+        assert env.store.scans == scans
+    finally:
+        await env.close()

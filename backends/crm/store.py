@@ -685,6 +685,17 @@ class CrmStore(Service):
                     left = self._creating.pop(step.crm_id, 1) - 1
                     if left > 0:
                         self._creating[step.crm_id] = left
+        book = self._company
+        if module == "Contacts" and book is not None:
+            # a contact the phone deleted leaves the company address book now, not
+            # after the poll's count finds it (a count mismatch costs a bisection)
+            gone = [rows[s.item_id].crm_id for s in steps
+                    if s.kind in ("delete", "gone") and s.item_id in rows]
+            if gone:
+                changed: bool = await self._run(shared.apply, book[0], book[1], [], gone,
+                                                ctx, write=True)
+                if changed:
+                    self._publish([book])
         if failure is not None:
             if any(s.kind in ("add", "change", "delete", "gone") for s in steps):
                 self._publish([(user.id, folder_id)])
