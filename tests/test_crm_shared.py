@@ -441,3 +441,18 @@ async def test_a_phone_deleting_its_own_contact_empties_the_books_at_once(tmp_pa
         assert env.store.scans == scans
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_users_view_walks_the_feed_index(tmp_path: Path) -> None:
+    """A Sync of the book costs O(changes): its query walks index items_feed from the
+    cursor and finds each row's owner by primary key (no scan, no sort)."""
+    _crm, env = await shared_env(tmp_path)
+    try:
+        book = (await book_of(env, "dana")).server_id
+        plan = [str(r[-1]) for r in await env.sql.raw_query(
+            "EXPLAIN QUERY PLAN " + shared._FEED, (int(book), 0, 10))]
+        assert any("items_feed" in p for p in plan), plan
+        assert not any(p.startswith("SCAN") or "TEMP B-TREE" in p for p in plan), plan
+    finally:
+        await env.close()
