@@ -456,3 +456,24 @@ async def test_a_users_view_walks_the_feed_index(tmp_path: Path) -> None:
         assert not any(p.startswith("SCAN") or "TEMP B-TREE" in p for p in plan), plan
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_more_only_when_the_user_has_more(tmp_path: Path) -> None:
+    """``more`` (MoreAvailable, a Ping's "changes?") is set only when a change the user
+    sees follows: rows of their own records after the last change do not count."""
+    crm, env = await shared_env(tmp_path)
+    try:
+        dana = env.users["dana"]
+        book = (await book_of(env, "dana")).server_id
+        high = (await env.store.changes_since(dana, book, 0, 100)).high
+        (own,) = [r["id"] for r in crm.live("Contacts", "dana")]
+        crm.modify_record(own, {"lastname": "DanaRenamed"})   # in the book: not hers
+        await env.store.poll_once()
+        b = await env.store.changes_since(dana, book, high, 0)
+        assert (b.changes, b.more) == ([], False)
+        b = await env.store.changes_since(env.users["eve"], book, high, 0)
+        assert (b.changes, b.more) == ([], True)
+        assert await env.store.count_changes_since(dana, book, high) == 0
+    finally:
+        await env.close()

@@ -232,11 +232,14 @@ def changes(sql: Any, cur: Any, folder_id: str, me: str, cursor: int, limit: int
     cur.execute(sql.db.sql(_FEED), (fid, cursor, chunk + 1))
     rows = cur.fetchall()
     for n, (iid, data, modseq, created, deleted, owner) in enumerate(rows):
-        if len(out) >= max(limit, 0) or n >= chunk:
+        if n >= chunk:
+            return ChangeBatch(out, True, high)
+        if owner == me:
+            high = int(modseq)              # not in this user's view: passed over
+            continue
+        if len(out) >= max(limit, 0):
             return ChangeBatch(out, True, high)
         high = int(modseq)
-        if owner == me:
-            continue
         sid = f"{folder_id}:{iid}"
         if deleted:
             out.append(Change(sid, high, True, int(created)))
