@@ -161,7 +161,7 @@ def apply(sql: Any, cur: Any, user_id: int, folder_id: str, records: list[dict[s
     for rec in records:
         crm_id = str(rec.get("id"))
         if crm_id in seen:
-            continue                        # a page overlap: the first is the newest
+            continue                        # listed twice in one batch: once is enough
         seen.add(crm_id)
         mtime = str(rec.get("modifiedtime") or "")
         owner = str(rec.get("assigned_user_id") or "")
