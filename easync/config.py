@@ -492,6 +492,14 @@ OPTIONS: tuple[Option, ...] = (
            "Zone the CRM server stores times in (IANA name); auto: UTC for vtiger, the "
            "service user's zone for vtenext.",
            field="crm.timezone"),
+    Option("crm-shared-contacts", "none", choice("none", "all"),
+           "Company address book (a read-only Contacts folder on every phone): all = every "
+           "CRM contact not assigned to the user (say so only when the CRM's sharing of "
+           "Contacts is public read); none = no such folder.",
+           field="crm.shared_contacts"),
+    Option("crm-shared-name", "Company address book", text,
+           "The company address book's folder name on the phones.",
+           field="crm.shared_name"),
 )
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
@@ -674,6 +682,8 @@ class CrmConfig:
     poll_interval: float
     timeout: float
     timezone: str                       # an IANA name, or auto
+    shared_contacts: str = "none"       # the company address book: none | all
+    shared_name: str = "Company address book"
 
 
 @dataclass(frozen=True)

@@ -1559,7 +1559,7 @@ OLD_CRM_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS crm_journal_device ON crm_journal (user_id, device_id)",
 )
 CRM_TABLES = ("crm_client_adds", "crm_event_links", "crm_items", "crm_journal",
-              "crm_state", "crm_users")
+              "crm_shared", "crm_state", "crm_users")
 
 
 async def _tables(s: SqlStore, prefix: str) -> list[str]:
@@ -1606,7 +1606,8 @@ async def test_crm_tables_are_a_migration(db_url: str, tmp_path: Path) -> None:
         assert new.schema_version >= 6
         assert await _tables(new, "crm_") == list(CRM_TABLES)
         assert sorted(await new.raw_query("SELECT name, value FROM crm_state")) == [
-            ("cursor:Contacts", '"2024-01-01 00:00:00"'), ("schema_version", "1")]
+            ("cursor:Contacts", '"2024-01-01 00:00:00"'),
+            ("schema_version", str(mirror.SCHEMA_VERSION))]
         assert await new.raw_query("SELECT item_id, crm_id, snapshot FROM crm_items") == [
             (7, "12x34", '{"a":1}')]
         assert await new.raw_query("SELECT jid, created FROM crm_journal") == [("j1", 1.5)]

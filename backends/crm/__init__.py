@@ -61,4 +61,5 @@ def make_store(reactor: Any, sql: Any, crm: CrmConfig, notifier: Any = None,
     key = read_key_file(crm.access_key_file)
     client = make_client(reactor, crm, key, http)
     return CrmStore(reactor, sql, client, notifier=notifier,
-                    poll_interval=crm.poll_interval, zone=crm.timezone)
+                    poll_interval=crm.poll_interval, zone=crm.timezone,
+                    shared_contacts=crm.shared_contacts, shared_name=crm.shared_name)

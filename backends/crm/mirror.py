@@ -16,6 +16,8 @@ add, per mirrored CRM record, what ties it to the CRM:
                      several per event; ``query`` and ``retrieve`` each name one, and
                      a ``revise`` keeps only those it is given): contact id and the
                      attendee address the link stands for
+``crm_shared``       the company address book's items (one per CRM contact, in one
+                     folder of a system user, whoever reads it: ``shared.py``)
 ``crm_journal``      a device's Add written down *before* the CRM is asked to create
                      it (user, device, folder, ClientId, module, the element, the
                      EAS data, the CRM time it was sent, the process): a row left
@@ -41,13 +43,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.crm import mapping
+from backends.crm import mapping, shared
 from easync.items import email_address
 from easync.model import Op, OpResult, StateWrite
 
 #: the mirror's layout version, kept in crm_state by its tables' migration
 #: (backends/sql/schema/006_crm_mirror.sql)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2                  # 2: crm_shared (schema/013_crm_shared.sql)
 #: (classid, objid) of the advisory lock every mirror-writing transaction takes on
 #: PostgreSQL ("easy", "crmm")
 MIRROR_LOCK = (0x65617379, 0x63726D6D)
@@ -282,15 +284,24 @@ class Incoming:
 
 def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
                    folders: dict[int, str], ctx: mapping.Context,
-                   creating: frozenset[str] = frozenset()) -> set[tuple[int, str]]:
+                   creating: frozenset[str] = frozenset(),
+                   company: tuple[int, str] | None = None) -> set[tuple[int, str]]:
     """Write a page of CRM records into the mirror: new ones are added to their
     owner's folder, changed ones merged over the item (only the units whose view
     changed), deleted or reassigned ones tombstoned.  ``owners``: CRM user id → easync
     user id; ``folders``: easync user id → the module's folder id.  ``creating``: CRM
     ids a device write made and has not recorded yet: not added here (that write adds
-    them, a second item would be a duplicate).  Returns the (user id, folder id) pairs
+    them, a second item would be a duplicate).  ``company``: (user id, folder id) of
+    the company address book (``shared.holder``), for Contacts when it is on: the same
+    records are written there too, in this transaction (a re-assign leaves one
+    folder and enters the other at once).  Returns the (user id, folder id) pairs
     that changed."""
     serialize(sql, cur)
+    changed: set[tuple[int, str]] = set()
+    if company is not None and batch.module == "Contacts" and batch.only_owner is None and \
+            shared.apply(sql, cur, company[0], company[1], batch.records, batch.deleted, ctx,
+                         batch.path):
+        changed.add(company)
     module = batch.module
     cls = mapping.CLASS_OF[module]
     ids = [str(r.get("id")) for r in batch.records] + list(batch.deleted)
@@ -370,7 +381,6 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
             else:
                 _tombstone(sql, cur, row.item_id)
 
-    changed: set[tuple[int, str]] = set()
     for (user_id, folder_id), steps in plans.items():
         results = sql.items.apply_txn(cur, user_id, folder_id, [s[0] for s in steps], None)
         for (op, what, extra), res in zip(steps, results, strict=True):
@@ -529,7 +539,7 @@ def forget_items(sql: Any, cur: Any, item_ids: list[int]) -> None:
     for i in range(0, len(item_ids), _CHUNK):
         part = item_ids[i:i + _CHUNK]
         marks = sql.engine.placeholders(len(part))
-        for table in ("crm_items", "crm_event_links", "crm_client_adds"):
+        for table in ("crm_items", "crm_event_links", "crm_client_adds", "crm_shared"):
             cur.execute(sql.db.sql(f"DELETE FROM {table} WHERE item_id IN {marks}"), part)
 
 

@@ -83,8 +83,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from backends.crm import mapping, mirror
-from backends.crm.client import CrmClient, CrmError, CrmUnavailable
+from backends.crm import mapping, mirror, shared
+from backends.crm.client import PAGE, CrmClient, CrmError, CrmUnavailable
 from easync.errors import Unavailable
 from easync.interfaces import IItemStore
 from easync.model import (
@@ -107,6 +107,7 @@ SETTLE = 30.0               # seconds before the newest CRM second is not re-rea
 USERS_REFRESH = 60.0        # seconds between reads of the CRM's user list
 FULL_SCAN = 3600.0          # seconds between id scans made whatever the counts say
 COUNT_USERS = 200           # CRM users per count request (its URL stays under 4 kB)
+SHARED_NAME = "Company address book"    # --crm-shared-name
 QUERY_PAGE_STEP = 90        # offset step of the modified-records query (10 rows overlap)
 JOURNAL_GRACE = 10.0        # another process's journal row is orphaned after timeout + this
 # error codes about the CRM's state, not the record: the device retries the request
@@ -157,7 +158,8 @@ class CrmStore(Service):
     def __init__(self, reactor: Any, sql: Any, client: CrmClient, *,
                  notifier: Any = None, poll_interval: float = 15.0, zone: str = "auto",
                  full_scan: float = FULL_SCAN, settle: float = SETTLE,
-                 count_users: int = COUNT_USERS) -> None:
+                 count_users: int = COUNT_USERS, shared_contacts: str = "none",
+                 shared_name: str = SHARED_NAME) -> None:
         self.reactor = reactor
         self.sql = sql
         self.client = client
@@ -167,6 +169,12 @@ class CrmStore(Service):
         self.full_scan = full_scan
         self.settle = settle
         self.count_users = count_users
+        # the company address book (shared.py): "all" = every CRM contact is readable
+        # by every CRM user (the CRM's organisation-wide sharing of Contacts is public)
+        self.shared_contacts = shared_contacts
+        self.shared_name = shared_name
+        self._company: tuple[int, str] | None = None     # holder user id, folder id
+        self._company_users: set[int] = set()           # users who see it (publish)
         self.lock = DeferredLock()          # initial loads and polls never interleave
         self.polls = 0                      # finished polls (tests, benchmarks)
         self.poll_failures = 0
@@ -204,6 +212,10 @@ class CrmStore(Service):
             # (the tables come with the SQL store's migrations: schema version 6)
             await self.sql.db.run_interaction(
                 "crm check_schema", lambda cur: mirror.check_schema(self.sql, cur))
+            if self.shared_contacts != "all":
+                # off now: when it is on again, the book is loaded afresh (what was
+                # deleted meanwhile is then found by the poll's count)
+                await self._run(shared.unload, write=True)
             self._opened = True
 
     def startService(self) -> Deferred[None]:  # type: ignore[override]
@@ -367,15 +379,79 @@ class CrmStore(Service):
         if self.notifier is None:
             return
         for user_id, folder_id in sorted(changed):
+            if self._company is not None and (user_id, folder_id) == self._company:
+                # the company address book: every user who has it in their hierarchy
+                for reader in sorted(self._company_users):
+                    self.notifier.publish(reader, folder_id)
+                continue
             self.notifier.publish(user_id, folder_id)
 
     # -- IItemStore: folders ----------------------------------------------------------------
     def list_folders(self, user: User) -> Deferred[list[Folder]]:
         async def run() -> list[Folder]:
-            await self.ensure_loaded(user)
-            return [f for f in await self.sql.list_folders(user) if f.is_default]
+            crm_user = await self.ensure_loaded(user)
+            out = [f for f in await self.sql.list_folders(user) if f.is_default]
+            if crm_user is not None:
+                book = await self.company_folder()
+                if book is not None:
+                    self._company_users.add(user.id)
+                    out.append(book)
+            return out
 
         return Deferred.fromCoroutine(run())
+
+    # -- the company address book (shared.py) -----------------------------------------------
+    async def company(self) -> tuple[int, str] | None:
+        """(holder user id, folder id) of the company address book, its records loaded
+        from the CRM the first time; None when it is off (``--crm-shared-contacts
+        none``)."""
+        if self.shared_contacts != "all":
+            return None
+        if self._company is None:
+            await self.lock.run(lambda: Deferred.fromCoroutine(self._load_company()))
+        return self._company
+
+    async def _load_company(self) -> None:
+        if self._company is not None:
+            return                          # loaded while this call waited for the lock
+        try:
+            book: tuple[int, str] = await self._run(shared.holder, write=True)
+        except KeyError:
+            # another process made the holder at the same moment: it is there now
+            book = await self._run(shared.holder, write=True)
+        st = await self._run(mirror.get_state, "company") or {}
+        if not st.get("loaded"):
+            started = time.monotonic()
+            ctx = await self.context()
+            count = 0
+            async for page in self.client.query_pages("Contacts"):
+                count += len(page)
+                await self._run(shared.apply, book[0], book[1], page, [], ctx, "query",
+                                write=True)
+            await self._run(mirror.put_state, "company", {"loaded": True}, write=True)
+            log.info("loaded {count} CRM contacts into the company address book in "
+                     "{secs:.1f} s", count=count, secs=time.monotonic() - started)
+        self._company = book
+
+    async def company_folder(self) -> Folder | None:
+        """The company address book as every user's hierarchy shows it: read-only,
+        a user-created contacts folder (type 14, MS-ASCMD 2.2.3.186.3)."""
+        book = await self.company()
+        if book is None:
+            return None
+        found = [f for f in await self.sql.list_folders(User(id=book[0], name=shared.HOLDER))
+                 if f.server_id == book[1]]
+        if not found:
+            return None
+        return Folder(server_id=book[1], parent_id="0", name=self.shared_name, type=14,
+                      modseq=found[0].modseq, purged=found[0].purged, read_only=True,
+                      owner=None)
+
+    async def _is_company(self, folder_id: str) -> bool:
+        """Is this the company address book (loaded first when it is on: a phone's
+        first request after a restart may name it before any FolderSync)?"""
+        book = await self.company()
+        return book is not None and str(folder_id) == book[1]
 
     def hierarchy_version(self, user: User) -> Deferred[int]:
         result: Deferred[int] = self.sql.hierarchy_version(user)
@@ -397,6 +473,8 @@ class CrmStore(Service):
         return Deferred.fromCoroutine(self._default_only(user, server_id))
 
     async def _default_only(self, user: User, server_id: str) -> Any:
+        if await self._is_company(server_id):
+            raise ValueError("special")     # the company address book is the CRM's
         folders = {f.server_id for f in await self.sql.list_folders(user) if f.is_default}
         if server_id in folders:
             raise ValueError("special")
@@ -404,14 +482,44 @@ class CrmStore(Service):
 
     # -- IItemStore: reading --------------------------------------------------------------
     def get_items(self, user: User, server_ids: list[str]) -> Deferred[list[Item]]:
-        result: Deferred[list[Item]] = self.sql.get_items(user, server_ids)
-        return result
+        if self.shared_contacts != "all":
+            result: Deferred[list[Item]] = self.sql.get_items(user, server_ids)
+            return result
+
+        async def run() -> list[Item]:
+            book = await self.company()
+            assert book is not None
+            me = await self.ensure_loaded(user)
+            prefix = f"{book[1]}:"
+            own = await self.sql.get_items(user, [s for s in server_ids
+                                                  if not s.startswith(prefix)])
+            ids = [int(s[len(prefix):]) for s in server_ids
+                   if s.startswith(prefix) and s[len(prefix):].isdigit()]
+            found = await self._run(shared.get_items, book[1], me, ids) \
+                if me is not None else {}
+            by_sid = {i.server_id: i for i in own}
+            by_sid.update((i.server_id, i) for i in found.values())
+            out: list[Item] = []
+            for sid in dict.fromkeys(server_ids):
+                if sid in by_sid:
+                    out.append(by_sid[sid])
+            return out
+
+        return Deferred.fromCoroutine(run())
 
     def changes_since(self, user: User, folder_id: str, cursor: int, limit: int,
                       window: tuple[int | None, int | None] | None = None,
                       held_upto: int | None = None) -> Deferred[ChangeBatch]:
         async def run() -> ChangeBatch:
-            await self.ensure_loaded(user)
+            me = await self.ensure_loaded(user)
+            if await self._is_company(folder_id):
+                # contacts: no window (MS-ASCMD 2.2.3.69 FilterType is for calendar,
+                # tasks and mail)
+                if me is None:
+                    return ChangeBatch([], False, cursor)
+                book: ChangeBatch = await self._run(shared.changes, str(folder_id), me,
+                                                    int(cursor), int(limit))
+                return book
             result: ChangeBatch = await self.sql.changes_since(user, folder_id, cursor, limit,
                                                                window, held_upto)
             return result
@@ -426,6 +534,8 @@ class CrmStore(Service):
 
         async def run() -> ChangeBatch:
             await self.ensure_loaded(user)
+            if await self._is_company(folder_id):
+                return ChangeBatch([], False, upto)     # contacts have no window
             result: ChangeBatch = await self.sql.window_changes(user, folder_id, after, upto,
                                                                 old, new, limit)
             return result
@@ -439,6 +549,8 @@ class CrmStore(Service):
 
         async def run() -> dict[str, Item]:
             await self.ensure_loaded(user)
+            if await self._is_company(folder_id):
+                return {}
             result: dict[str, Item] = await self.sql.find_by_uids(user, folder_id, uids)
             return result
 
@@ -470,7 +582,13 @@ class CrmStore(Service):
 
     def count_changes_since(self, user: User, folder_id: str, cursor: int) -> Deferred[int]:
         async def run() -> int:
-            await self.ensure_loaded(user)
+            me = await self.ensure_loaded(user)
+            if await self._is_company(folder_id):
+                if me is None:
+                    return 0
+                book: int = await self._run(shared.count_changes, str(folder_id), me,
+                                            int(cursor))
+                return book
             result: int = await self.sql.count_changes_since(user, folder_id, cursor)
             return result
 
@@ -502,6 +620,16 @@ class CrmStore(Service):
     async def _apply(self, user: User, folder_id: str, ops: list[Op],
                      state: StateWrite | None) -> list[OpResult]:
         crm_user = await self.ensure_loaded(user)
+        if crm_user is not None and await self._is_company(folder_id):
+            # read-only (issue #14): every op refused, nothing sent to the CRM; the
+            # sync state is saved as for any request
+            refused = [mirror.Step(op, "fail", "readonly") for op in ops]
+            if ops:
+                log.info("refused {n} change(s) of {user} to the company address book",
+                         n=len(ops), user=user.name)
+            return await self._run(mirror.commit_device_write, user.id, folder_id,
+                                   "Contacts", refused, state, True,
+                                   self.reactor.seconds(), write=True)
         folders = await self.folders_of(user.id) if crm_user is not None else {}
         module = next((m for m, f in folders.items() if f == str(folder_id)), None)
         if module is None:
@@ -579,6 +707,17 @@ class CrmStore(Service):
                     left = self._creating.pop(step.crm_id, 1) - 1
                     if left > 0:
                         self._creating[step.crm_id] = left
+        book = self._company
+        if module == "Contacts" and book is not None:
+            # a contact the phone deleted leaves the company address book now, not
+            # after the poll's count finds it (a count mismatch costs a bisection)
+            gone = [rows[s.item_id].crm_id for s in steps
+                    if s.kind in ("delete", "gone") and s.item_id in rows]
+            if gone:
+                changed: bool = await self._run(shared.apply, book[0], book[1], [], gone,
+                                                ctx, write=True)
+                if changed:
+                    self._publish([book])
         if failure is not None:
             if any(s.kind in ("add", "change", "delete", "gone") for s in steps):
                 self._publish([(user.id, folder_id)])
@@ -807,10 +946,17 @@ class CrmStore(Service):
         self.polls += 1
 
     async def _poll(self) -> None:
+        if self.shared_contacts == "all" and self._company is None:
+            # (this poll holds self.lock: company() would wait for it)
+            await self._load_company()
         ctx = await self.context()
         await self.reconcile()
         owners: dict[str, int] = await self._run(mirror.mapped_users)
         loaded: dict[str, int] = await self._run(mirror.loaded_users)
+        if self._company is not None:
+            # (who sees the company address book: every user mapped to a CRM user, in
+            # any process)
+            self._company_users.update(owners.values())
         folders = {m: {} for m in MODULES}  # type: dict[str, dict[int, str]]
         for user_id in set(owners.values()):
             for m, f in (await self.folders_of(user_id)).items():
@@ -820,6 +966,9 @@ class CrmStore(Service):
                   for i in range(0, len(groups), max(1, self.count_users))]
         for module in MODULES:
             await self._poll_module(module, ctx, owners, folders[module], chunks)
+        if self._company is not None:
+            # the tombstones the book's readers still need (shared.guard)
+            await self._run(shared.guard, *self._company, write=True)
 
     async def _poll_module(self, module: str, ctx: mapping.Context, owners: dict[str, int],
                            folders: dict[int, str],
@@ -833,6 +982,8 @@ class CrmStore(Service):
         # 1. how many records the CRM holds for the loaded users (before the query of
         # modified records: see the module docstring)
         counts = [await self._crm_count(module, [c for c, _u in chunk]) for chunk in chunks]
+        company = self._company if module == "Contacts" else None
+        company_count = await self._crm_count(module, None) if company is not None else 0
         # 2. what was modified since the cursor; the newest second is read again until
         # it has settled (a record written later in that same second would be missed)
         newest = st["mt"]
@@ -846,7 +997,7 @@ class CrmStore(Service):
                 newest = max(newest, str(r.get("modifiedtime") or ""))
             batch = mirror.Incoming(module, records=rows, path="query")
             self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
-                                          frozenset(self._creating), write=True))
+                                          frozenset(self._creating), company, write=True))
             if len(rows) < 100:
                 break
             offset += QUERY_PAGE_STEP
@@ -871,13 +1022,22 @@ class CrmStore(Service):
                              "after a scan", module=module, crm=pair[0], n=len(chunk),
                              ours=pair[1])
             fresh[key] = pair
+        if company is not None:
+            # the company address book holds every contact: one count of them all
+            ours = await self._run(shared.live_count)
+            pair = [company_count, ours]
+            if full or (company_count != ours and settled.get("company") != pair):
+                pair = [await self._scan_company(company, ctx, full, company_count),
+                        await self._run(shared.live_count)]
+            fresh["company"] = pair
         st = {"mt": newest, "scan": now if full else st.get("scan", now),
               "seen": now if newest > st["mt"] else st.get("seen", now), "counts": fresh}
         await self._run(mirror.put_state, name, st, write=True)
 
-    async def _crm_count(self, module: str, crm_users: list[str]) -> int:
-        rows = await self.client.query(
-            f"SELECT count(*) FROM {module} WHERE {_owner_clause(crm_users)};")
+    async def _crm_count(self, module: str, crm_users: list[str] | None) -> int:
+        """The CRM's count of these users' records (None: of every record)."""
+        where = f" WHERE {_owner_clause(crm_users)}" if crm_users is not None else ""
+        rows = await self.client.query(f"SELECT count(*) FROM {module}{where};")
         try:
             return int(rows[0]["count"])
         except (IndexError, KeyError, TypeError, ValueError):
@@ -912,10 +1072,13 @@ class CrmStore(Service):
             seen.update(str(r["id"]) for r in page)
         ours = await self._run(mirror.live_crm_ids, module, [u for _c, u in chunk])
         gone = sorted(set(ours) - seen)
+        # (the company address book learns these deletions too: its own count then
+        # agrees, no scan of every contact follows)
+        company = self._company if module == "Contacts" else None
         if gone:
             batch = mirror.Incoming(module, deleted=gone)
             self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
-                                          write=True))
+                                          frozenset(), company, write=True))
         missing = sorted(seen - set(ours) - set(self._creating),
                          key=lambda i: int(i.split("x")[-1]))
         for i in range(0, len(missing), 100):
@@ -925,7 +1088,73 @@ class CrmStore(Service):
                 + ",".join(f"'{x}'" for x in part) + ");")
             batch = mirror.Incoming(module, records=rows, path="query")
             self._publish(await self._run(mirror.apply_incoming, batch, owners, folders, ctx,
-                                          frozenset(self._creating), write=True))
+                                          frozenset(self._creating), company, write=True))
+        return len(seen)
+
+    async def _scan_company(self, company: tuple[int, str], ctx: mapping.Context,
+                            full: bool, crm_count: int) -> int:
+        """The company address book's count differs from the CRM's (``crm_count``):
+        find where by halving the id range (a count request per half, against the
+        book's ids in it) down to ranges of one id page, and compare their ids;
+        ``full``: compare every id.  A deletion among N contacts costs about
+        log2(N / 100) pairs of counts and one id page.  Returns the CRM's count."""
+        ours = await self._run(shared.live_ids)
+        prefix = await self.client.id_prefix("Contacts")
+        nums = sorted(int(i.rpartition("x")[2]) for i in ours)
+        return await self._company_range(company, ctx, prefix, ours, nums, 0, None,
+                                          None if full else crm_count, full)
+
+    async def _company_range(self, company: tuple[int, str], ctx: mapping.Context,
+                             prefix: str, ours: set[str], nums: list[int], lo: int,
+                             hi: int | None, known: int | None, full: bool) -> int:
+        """The CRM's count of contacts with ids in (lo, hi] (None: no bound), made
+        to agree with the book's (``nums``: its ids in the range)."""
+        cond = f"id > '{prefix}x{lo}'" + (f" AND id <= '{prefix}x{hi}'" if hi is not None
+                                           else "")
+        if not full and len(nums) > PAGE:
+            n = known if known is not None else await self._crm_count_where(cond)
+            if n == len(nums):
+                return n
+            half = len(nums) // 2
+            mid = nums[half - 1]
+            return (await self._company_range(company, ctx, prefix, ours, nums[:half], lo,
+                                              mid, None, full)
+                    + await self._company_range(company, ctx, prefix, ours, nums[half:],
+                                                mid, hi, None, full))
+        return await self._scan_company_ids(company, ctx, cond,
+                                            {f"{prefix}x{n}" for n in nums} & ours)
+
+    async def _crm_count_where(self, cond: str) -> int:
+        rows = await self.client.query(f"SELECT count(*) FROM Contacts WHERE {cond};")
+        try:
+            return int(rows[0]["count"])
+        except (IndexError, KeyError, TypeError, ValueError):
+            raise CrmUnavailable(f"CRM answered a count with {str(rows)[:80]!r}") from None
+
+    async def _scan_company_ids(self, company: tuple[int, str], ctx: mapping.Context,
+                                cond: str, ours: set[str]) -> int:
+        """Compare the CRM's contact ids matching ``cond`` with the book's (``ours``):
+        deletions leave it, what it lacks is read and added.  Returns the CRM's
+        count."""
+        self.scans += 1
+        seen: set[str] = set()
+        async for page in self.client.query_pages("Contacts", cond, columns="id"):
+            seen.update(str(r["id"]) for r in page)
+        gone = sorted(ours - seen)
+        if gone:
+            changed: bool = await self._run(shared.apply, company[0], company[1], [], gone,
+                                            ctx, write=True)
+            if changed:
+                self._publish([company])
+        missing = sorted(seen - ours, key=lambda i: int(i.split("x")[-1]))
+        for i in range(0, len(missing), 100):
+            part = missing[i:i + 100]
+            rows = await self.client.query(
+                "SELECT * FROM Contacts WHERE id IN (" + ",".join(f"'{x}'" for x in part)
+                + ");")
+            if await self._run(shared.apply, company[0], company[1], rows, [], ctx,
+                               write=True):
+                self._publish([company])
         return len(seen)
 
     # -- the write journal ------------------------------------------------------------------
