@@ -51,7 +51,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from easync.commands import folders as hierarchy
-from easync.handler import EasRequest, EasResponse, EasServer
+from easync.commands.provisioning import refused_device_response
+from easync.deviceaccess import ACCESS, device_refusal
+from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.interfaces import ChangeHint
 from easync.items import convert
 from easync.model import Folder, StateWrite
@@ -277,6 +279,22 @@ async def _parameters(server: EasServer, req: EasRequest,
     return heartbeat, folder_ids
 
 
+async def _access_refused(server: EasServer, req: EasRequest) -> EasResponse | None:
+    """The answer to a held Ping whose device may no longer sync (blocked, quarantined:
+    ``easync.deviceaccess``), or None.  From 14.0 Ping/Status 129
+    DeviceIsBlockedForThisUser (MS-ASCMD 2.2.2), below HTTP 403 (MS-ASHTTP 2.2.2.1.1)."""
+    device = await server.state.get_device(req.user, req.device_id)
+    rules = await server.state.list_device_rules(req.user)
+    why = device_refusal(device, rules, req.device_id, req.device_type, req.user_agent,
+                         req.cmd, req.version)
+    if why is None:
+        return None
+    resp = refused_device_response(req.cmd, req.version)
+    if resp.http_status != 200:
+        raise EasHTTPError(resp.http_status, why)
+    return resp
+
+
 async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     user = req.user
     # A new Ping from this device: the device has given up its previous long poll.
@@ -303,8 +321,8 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     # was read with the request is from before the hold listened: the lookout made
     # before that read tells the hold what changed since (in this process or, through
     # the poller or NOTIFY, in another).
-    hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
-                              heartbeat, owner=req)
+    hold = server.holds.start(user.id, req.device_id, "Ping",
+                              [*folder_ids, HIERARCHY, ACCESS], heartbeat, owner=req)
     if lookout is not None:
         lookout.hand_over(hold, hold.folders)
         lookout = None
@@ -333,6 +351,15 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
             if hold.changed:
                 woken_at = hold.woken_at
                 news = hold.take()
+                if ACCESS in news or ALL in news:
+                    # the user's device access changed (a block, a quarantine, a
+                    # rule): this device may no longer sync; one read of its record
+                    refused = await _access_refused(server, req)
+                    if refused is not None:
+                        return refused
+                    news.pop(ACCESS, None)
+                    if not news:
+                        continue
                 woken.update(news)
                 tree = HIERARCHY in news or ALL in news
                 found: set[str]
