@@ -77,6 +77,10 @@ class Device:
     last_sync: float | None = None
     wipe: str = "none"              # none | pending | done
     extra: dict[str, Any] = field(default_factory=dict)
+    access: str = "allow"           # allow | block | quarantine (easync.deviceaccess)
+    access_reason: str = "default"  # device | rule N | default
+    account_wipe: bool = False      # it spoke EAS 16.1+: an account-only wipe is possible
+    user: str = ""                  # its owner (the admin's list of quarantined devices)
 
 
 @dataclass
@@ -130,6 +134,14 @@ def svg_data_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
 
 
+def _device(d: Any) -> Device:
+    return Device(device_id=d.device_id, device_type=d.device_type or "",
+                  user_agent=d.user_agent or "", first_seen=d.first_seen,
+                  last_seen=d.last_seen, last_sync=d.last_sync, wipe=d.wipe,
+                  extra={"blocked": d.blocked}, access=d.access,
+                  access_reason=d.access_reason, account_wipe=d.account_wipe, user=d.user)
+
+
 class ServiceOps:
     """The page's operations, each one call (or two) of the service.  ``addr`` is the
     client's address (throttling, audit log); ``by`` is the administrator acting on
@@ -171,10 +183,17 @@ class ServiceOps:
 
     async def devices(self, user: str) -> list[Device]:
         found = await self._call(self.service.list_devices(user, actor=user))
-        return [Device(device_id=d.device_id, device_type=d.device_type or "",
-                       user_agent=d.user_agent or "", first_seen=d.first_seen,
-                       last_seen=d.last_seen, last_sync=d.last_sync, wipe=d.wipe,
-                       extra={"blocked": d.blocked}) for d in found]
+        return [_device(d) for d in found]
+
+    async def quarantined(self, by: str) -> list[Device]:
+        """Every user's devices in quarantine (admin)."""
+        found = await self._call(self.service.list_devices(None, actor=by))
+        return [_device(d) for d in found if d.access == "quarantine"]
+
+    async def set_device_access(self, user: str, device_id: str, access: str | None,
+                                addr: str, by: str | None = None) -> None:
+        await self._call(self.service.set_device_access(user, device_id, access,
+                                                        actor=by or user, address=addr))
 
     # -- the ActiveSync password ---------------------------------------------------------
     async def set_as_password(self, user: str, new: str, confirm: str, addr: str,
@@ -191,9 +210,9 @@ class ServiceOps:
 
     # -- devices ----------------------------------------------------------------------------
     async def wipe_device(self, user: str, device_id: str, addr: str,
-                          by: str | None = None) -> None:
-        await self._call(self.service.wipe_device(user, device_id, actor=by or user,
-                                                  address=addr))
+                          by: str | None = None, *, full: bool = False) -> None:
+        await self._call(self.service.wipe_device(user, device_id, account_only=not full,
+                                                  actor=by or user, address=addr))
 
     async def remove_device(self, user: str, device_id: str, addr: str,
                             by: str | None = None) -> None:
