@@ -1062,7 +1062,7 @@ class Accounts:
         try:
             check_rule(kind, pattern, action)
         except ValueError as e:
-            raise InvalidValue(msg("{error}", error=str(e))) from None
+            raise InvalidValue(msg("not a valid rule: {error}", error=str(e))) from None
         rule = await self.state.add_device_rule(user, kind, pattern, action, actor)
         await self._audit(actor, user.name if user else None, "device-rule",
                           f"rule added: {rule.describe()}", address)
