@@ -185,7 +185,9 @@ def test_held_ping_of_a_device_blocked_is_answered_at_once(server: RunningServer
     server.admin("device", "block", "wanda", did)
     th.join(30)
     assert not th.is_alive()
-    assert time.monotonic() - t0 < 10
+    took = time.monotonic() - t0
+    print(f"held Ping {version} answered {took:.2f}s after easync-admin device block")
+    assert took < 10
     if version == "12.1":
         assert out["code"] == 403
     else:
