@@ -165,6 +165,10 @@ class TurnBudget(Service):
         queue = getattr(r, "threadCallQueue", None)
         if isinstance(queue, list) and not isinstance(queue, SlicedCalls):
             self._calls = SlicedCalls(queue, self.calls_budget, self.clock)
+            # what was copied leaves the old queue (only the reactor removes calls,
+            # threads only append: the first len(copied) are exactly those), so that
+            # _rescue moves only what comes after, and nothing runs twice
+            del queue[:len(self._calls)]
             self._old_queue = queue
             r.threadCallQueue = self._calls
             # a pool thread may have read the attribute just before the swap

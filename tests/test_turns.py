@@ -265,3 +265,23 @@ async def test_stopping_gives_pending_calls_back_once() -> None:
     await deferLater(reactor, 0.05, lambda: None)
     assert ran == [0, 1, 2]
     assert type(reactor.threadCallQueue) is list  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_queued_before_starting_run_once() -> None:
+    """Thread results already queued when the service starts (``twistd easync``: a
+    service started before it handed a database result over) are moved to the sliced
+    queue once: run once each, in order (twice, a Deferred's callback raised
+    AlreadyCalledError at start-up, "while calling from thread")."""
+    ran: list[int] = []
+    for i in range(3):
+        reactor.threadCallQueue.append((ran.append, (i,), {}))  # type: ignore[attr-defined]
+    budget = TurnBudget(reactor)
+    budget.startService()
+    try:
+        await deferLater(reactor, 0.05, lambda: None)
+        await deferLater(reactor, 1.1, lambda: None)        # past the second rescue
+    finally:
+        budget.stopService()
+    await deferLater(reactor, 0.05, lambda: None)
+    assert ran == [0, 1, 2]
