@@ -258,3 +258,49 @@ def test_pyactivesync_quarantined_then_allowed(server: RunningServer,
     assert "PYAS1" in listing(server, "pyas", "--quarantined")
     server.admin("device", "allow", "pyas", "PYAS1")
     assert "Contacts" in {f.name for f in c.list_folders()}
+
+
+def test_user_blocks_own_device_on_the_account_page_while_it_pings(
+        server: RunningServer) -> None:
+    """The same through the account page of the running server (its JSON API, same
+    port): the user blocks their own 14.1 device while it holds a Ping; the server's
+    own hub wakes the Ping, answered Status 129 (MS-ASCMD 2.2.2) at once; the device
+    list says blocked, nothing wiped."""
+    import requests
+    from rawclient import xml_to_wbxml
+
+    server.add_user("ursula", PASSWORD, email="ursula@example.org")
+    dev = device(server, "ursula", "URSULA1")
+    dev.provision()
+    folders = dev.folders()
+    dev.initial(folders["Contacts"])
+    ping = (f'<Ping xmlns="Ping:"><HeartbeatInterval>600</HeartbeatInterval><Folders>'
+            f'<Folder><Id>{folders["Contacts"]}</Id><Class>Contacts</Class></Folder>'
+            f'</Folders></Ping>')
+    out: dict[str, Any] = {}
+
+    def hold() -> None:
+        r = dev.post("Ping", xml_to_wbxml(ping))
+        out.update(code=r.status_code, body=r.content)
+
+    th = threading.Thread(target=hold)
+    th.start()
+    wait_for(lambda: "Ping on" in server.admin("device", "list", "ursula").stdout,
+             timeout=15)
+    web = requests.Session()
+    base = server.url.replace("/Microsoft-Server-ActiveSync", "/account/api")
+    r = web.post(f"{base}/login", json={"username": "ursula", "password": PASSWORD},
+                 timeout=30, verify=False)
+    assert r.status_code == 200 and r.json()["logged_in"], r.text
+    csrf = web.get(f"{base}/session", timeout=30, verify=False).json()["csrf_token"]
+    t0 = time.monotonic()
+    r = web.post(f"{base}/devices/block", json={"device_id": "URSULA1"},
+                 headers={"X-CSRF-Token": csrf}, timeout=30, verify=False)
+    assert r.status_code == 200, r.text
+    assert {d["device_id"]: d["access"] for d in r.json()["devices"]} == {"URSULA1": "block"}
+    th.join(30)
+    assert not th.is_alive() and time.monotonic() - t0 < 5
+    assert out["code"] == 200
+    assert decode(out["body"]).findtext("Ping:Status") == "129"
+    row = listing(server, "ursula")["URSULA1"]
+    assert "blocked" in row and "none" in row
