@@ -289,8 +289,9 @@ def test_user_blocks_own_device_on_the_account_page_while_it_pings(
              timeout=15)
     web = requests.Session()
     base = server.url.replace("/Microsoft-Server-ActiveSync", "/account/api")
+    csrf = web.get(f"{base}/session", timeout=30, verify=False).json()["csrf_token"]
     r = web.post(f"{base}/login", json={"username": "ursula", "password": PASSWORD},
-                 timeout=30, verify=False)
+                 headers={"X-CSRF-Token": csrf}, timeout=30, verify=False)
     assert r.status_code == 200 and r.json()["logged_in"], r.text
     csrf = web.get(f"{base}/session", timeout=30, verify=False).json()["csrf_token"]
     t0 = time.monotonic()
