@@ -197,9 +197,52 @@ def test_held_ping_of_a_device_blocked_is_answered_at_once(server: RunningServer
     assert "Contacts" in dev.folders()
 
 
+@pytest.mark.parametrize("version", ["12.1", "14.1"])
+def test_held_sync_of_a_device_quarantined_is_answered_at_once(server: RunningServer,
+                                                              version: str) -> None:
+    """A Sync held with Wait (12.1, MS-ASCMD 2.2.3.188) or HeartbeatInterval (14.1,
+    2.2.3.83.2) is answered within seconds when its device is quarantined by hand:
+    Sync Status 129 (MS-ASCMD 2.2.2) at 14.1, HTTP 403 at 12.1 (MS-ASHTTP 2.2.2.1.1)."""
+    from rawclient import xml_to_wbxml
+
+    did = "WSYNC" + version.replace(".", "")
+    dev = device(server, "wanda", did, version=version)
+    dev.provision()
+    folders = dev.folders()
+    key = dev.initial(folders["Contacts"])
+    dev.sync(folders["Contacts"], key)           # (the first Sync after 0 may send items)
+    r = dev.sync(folders["Contacts"], key)
+    if r is not None:
+        key = r.text_of("AirSync:Collections/AirSync:Collection/AirSync:SyncKey") or key
+    wait = "<Wait>10</Wait>" if version == "12.1" else \
+        "<HeartbeatInterval>600</HeartbeatInterval>"
+    xml = (f'<Sync xmlns="AirSync:"><Collections><Collection><SyncKey>{key}</SyncKey>'
+           f'<CollectionId>{folders["Contacts"]}</CollectionId></Collection></Collections>'
+           f'{wait}</Sync>')
+    out: dict[str, Any] = {}
+
+    def hold() -> None:
+        r = dev.post("Sync", xml_to_wbxml(xml))
+        out.update(code=r.status_code, body=r.content)
+
+    th = threading.Thread(target=hold)
+    th.start()
+    wait_for(lambda: did in _holding(server), timeout=15)
+    t0 = time.monotonic()
+    server.admin("device", "quarantine", "wanda", did)
+    th.join(30)
+    assert not th.is_alive() and time.monotonic() - t0 < 10
+    if version == "12.1":
+        assert out["code"] == 403
+    else:
+        assert out["code"] == 200
+        assert decode(out["body"]).findtext("AirSync:Status") == "129"
+    assert "quarantined" in listing(server, "wanda", "--quarantined")[did]
+
+
 def _holding(server: RunningServer) -> str:
     return "\n".join(line for line in server.admin("device", "list", "wanda").stdout
-                     .splitlines() if "Ping on" in line)
+                     .splitlines() if " on " in line)
 
 
 def test_account_only_wipe_at_16_1(server: RunningServer) -> None:

@@ -51,9 +51,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from easync.commands import folders as hierarchy
-from easync.commands.provisioning import refused_device_response
-from easync.deviceaccess import ACCESS, device_refusal
-from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
+from easync.commands.provisioning import access_refused
+from easync.deviceaccess import ACCESS
+from easync.handler import EasRequest, EasResponse, EasServer
 from easync.interfaces import ChangeHint
 from easync.items import convert
 from easync.model import Folder, StateWrite
@@ -279,22 +279,6 @@ async def _parameters(server: EasServer, req: EasRequest,
     return heartbeat, folder_ids
 
 
-async def _access_refused(server: EasServer, req: EasRequest) -> EasResponse | None:
-    """The answer to a held Ping whose device may no longer sync (blocked, quarantined:
-    ``easync.deviceaccess``), or None.  From 14.0 Ping/Status 129
-    DeviceIsBlockedForThisUser (MS-ASCMD 2.2.2), below HTTP 403 (MS-ASHTTP 2.2.2.1.1)."""
-    device = await server.state.get_device(req.user, req.device_id)
-    rules = await server.state.list_device_rules(req.user)
-    why = device_refusal(device, rules, req.device_id, req.device_type, req.user_agent,
-                         req.cmd, req.version)
-    if why is None:
-        return None
-    resp = refused_device_response(req.cmd, req.version)
-    if resp.http_status != 200:
-        raise EasHTTPError(resp.http_status, why)
-    return resp
-
-
 async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     user = req.user
     # A new Ping from this device: the device has given up its previous long poll.
@@ -354,7 +338,7 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
                 if ACCESS in news or ALL in news:
                     # the user's device access changed (a block, a quarantine, a
                     # rule): this device may no longer sync; one read of its record
-                    refused = await _access_refused(server, req)
+                    refused = await access_refused(server, req)
                     if refused is not None:
                         return refused
                     news.pop(ACCESS, None)

@@ -204,3 +204,24 @@ def policy_required_response(cmd: str, version: str, reason: str) -> EasResponse
     root = Element(root_tag)
     root.add(status_tag, status)
     return EasResponse(body=root, status=status)
+
+
+async def access_refused(server: Any, req: Any) -> EasResponse | None:
+    """For a held long poll (Ping, Sync with Wait) woken by a device access change
+    (``easync.deviceaccess.ACCESS``): the answer when its device may no longer sync
+    (blocked, quarantined), or None.  One read of the device record and the rules.
+    From 14.0 the command's Status 129 DeviceIsBlockedForThisUser (MS-ASCMD 2.2.2);
+    below, HTTP 403 (MS-ASHTTP 2.2.2.1.1), raised as ``EasHTTPError``."""
+    from easync.deviceaccess import device_refusal
+    from easync.handler import EasHTTPError
+
+    device = await server.state.get_device(req.user, req.device_id)
+    rules = await server.state.list_device_rules(req.user)
+    why = device_refusal(device, rules, req.device_id, req.device_type, req.user_agent,
+                         req.cmd, req.version)
+    if why is None:
+        return None
+    resp = refused_device_response(req.cmd, req.version)
+    if resp.http_status != 200:
+        raise EasHTTPError(resp.http_status, why)
+    return resp
