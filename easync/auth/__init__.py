@@ -129,8 +129,9 @@ def build_auth(config: ServerConfig, server: Any, auth_store: Any, reactor: Any,
                         box=box, rules=rules)
     # a device blocked or quarantined here: the user's held Pings look at their device
     # again at once (easync.commands.ping; other nodes hear it through the hub too)
-    notifier = server.notifier
-    accounts.on_device_access(lambda uid: notifier.publish(uid, ACCESS))
+    notifier = getattr(server, "notifier", None)
+    if notifier is not None:
+        accounts.on_device_access(lambda uid: notifier.publish(uid, ACCESS))
     services: list[IService] = []
     if kind == "local":
         primary: Any = LocalChecker(server.users, reactor)
