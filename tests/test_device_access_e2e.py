@@ -115,6 +115,7 @@ def test_quarantine_by_device_type_until_allowed(server: RunningServer) -> None:
     assert pad.initial(folders["Contacts"])
     assert sorted(listing(server, "quinn", "--quarantined")) == ["QPAD121", "QPAD161"]
     assert "allowed" in listing(server, "quinn")["QPAD141"]
+    assert "device QPAD141: allow" in server.admin("audit", "quinn").stdout
 
 
 def test_block_by_user_agent_refuses_without_wiping(server: RunningServer) -> None:
@@ -348,3 +349,29 @@ def test_user_blocks_own_device_on_the_account_page_while_it_pings(
     assert decode(out["body"]).findtext("Ping:Status") == "129"
     row = listing(server, "ursula")["URSULA1"]
     assert "blocked" in row and "none" in row
+
+
+def test_cli_refuses_bad_rules_and_audits_changes(server: RunningServer) -> None:
+    """easync-admin: a rule that cannot be, an unknown rule id, user or device are each
+    one line on stderr, exit 1, nothing stored; every change is an audit row."""
+    before = server.admin("rule", "list").stdout
+    for args in (("rule", "add", "--everyone", "--device-type", "", "block"),
+                 ("rule", "add", "--everyone", "--device-type", "x" * 201, "block"),
+                 ("rule", "add", "--user", "nobody", "--any", "block"),
+                 ("rule", "remove", "999999"),
+                 ("device", "block", "nobody", "X"),
+                 ("device", "allow", "quinn", "NO-SUCH-DEVICE")):
+        r = server.admin(*args, check=False)
+        assert r.returncode == 1, (args, r.returncode, r.stderr)
+        assert r.stderr.startswith("easync-admin: error: ") and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    bad = server.admin("rule", "add", "--everyone", "--device-type", "x", "explode",
+                       check=False)
+    assert bad.returncode == 2                          # argparse: a bad command line
+    assert server.admin("rule", "list").stdout == before
+    server.admin("rule", "add", "--user", "percy", "--device-id", "AUDITME", "block")
+    rid = rule_ids(server)[-1]
+    server.admin("rule", "remove", rid)
+    audit = server.admin("audit", "percy").stdout
+    assert f"rule added: #{rid} user percy, device_id 'AUDITME': block" in audit
+    assert f"rule removed: #{rid}" in audit
