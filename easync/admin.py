@@ -440,8 +440,13 @@ async def _held_now(store: Any, name: str | None) -> dict[tuple[str, str], str]:
 
 async def cmd_device_wipe(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     account_only = not args.full
-    await _call(_accounts(store, args).wipe_device(args.name, args.device_id,
-                                                   account_only=account_only))
+    try:
+        await _call(_accounts(store, args).wipe_device(args.name, args.device_id,
+                                                       account_only=account_only))
+    except AdminError as e:
+        if not account_only or "16.1" not in str(e):
+            raise
+        raise AdminError(str(e) + " " + _("(--full wipes the whole device)")) from None
     out.write((_("wipe of the account's data requested for {device} of {name}; it "
                  "happens at the device's next connection") if account_only else
                _("wipe of the whole device requested for {device} of {name}; it happens "

@@ -258,7 +258,7 @@ def test_account_only_wipe_at_16_1(server: RunningServer) -> None:
     old = device(server, "percy", "PERCY14", version="14.1")
     old.provision()
     refused = server.admin("device", "wipe", "percy", "PERCY14", check=False)
-    assert refused.returncode == 1 and "16.1" in refused.stderr
+    assert refused.returncode == 1 and "16.1" in refused.stderr and "--full" in refused.stderr
     assert listing(server, "percy")["PERCY14"][-2] == "none"  # WIPE, then USER AGENT
 
     server.admin("device", "wipe", "percy", "PERCY16")
