@@ -368,7 +368,7 @@ async def _announce_access(store: Any, user_id: int) -> None:
 
 
 async def _device_access(store: Any, args: argparse.Namespace, out: TextIO,
-                         access: str) -> None:
+                         access: str | None) -> None:
     d = await _call(_accounts(store, args).set_device_access(args.name, args.device_id,
                                                              access))
     await _announce_access(store, (await _user(store, args.name)).id)
@@ -387,6 +387,10 @@ async def cmd_device_block(store: Any, args: argparse.Namespace, out: TextIO) ->
 
 async def cmd_device_quarantine(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     await _device_access(store, args, out, "quarantine")
+
+
+async def cmd_device_reset(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    await _device_access(store, args, out, None)
 
 
 async def cmd_rule_add(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -666,7 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("block", cmd_device_block, _("refuse a device, whatever the rules say (its "
                                           "data is not wiped)")),
             ("quarantine", cmd_device_quarantine, _("hold a device until an administrator "
-                                                    "allows it"))):
+                                                    "allows it")),
+            ("reset", cmd_device_reset, _("drop a device's own allow, block or quarantine: "
+                                          "the rules decide again"))):
         a = device.add_parser(verb, allow_abbrev=False, help=text)
         a.add_argument("name", metavar="NAME")
         a.add_argument("device_id", metavar="DEVICEID")

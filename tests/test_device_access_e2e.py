@@ -116,6 +116,12 @@ def test_quarantine_by_device_type_until_allowed(server: RunningServer) -> None:
     assert sorted(listing(server, "quinn", "--quarantined")) == ["QPAD121", "QPAD161"]
     assert "allowed" in listing(server, "quinn")["QPAD141"]
     assert "device QPAD141: allow" in server.admin("audit", "quinn").stdout
+    # reset: the device's own decision goes, the rule decides again
+    server.admin("device", "reset", "quinn", "QPAD141")
+    assert "QPAD141" in listing(server, "quinn", "--quarantined")
+    code, status, _ = raw_status(pad, "FolderSync", FOLDERSYNC)
+    assert (code, status) == (200, "129")
+    server.admin("device", "allow", "quinn", "QPAD141")
 
 
 def test_block_by_user_agent_refuses_without_wiping(server: RunningServer) -> None:
