@@ -332,15 +332,31 @@ async def cmd_audit(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     _table(rows, out)
 
 
+def _access(state: str, reason: str) -> str:
+    """A device's access state as shown: "allowed", "blocked (rule 3)", "quarantined
+    (device)" (the reason only when it is not the default)."""
+    shown = {"allow": _("allowed"), "block": _("blocked"),
+             "quarantine": _("quarantined")}.get(state, state)
+    if reason == "default":
+        return shown
+    if reason == "device":
+        return f"{shown} ({_('by hand')})"
+    return f"{shown} ({reason.replace('rule ', _('rule') + ' ')})"
+
+
 async def cmd_device_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     devices = await _call(_accounts(store, args).list_devices(args.name))
+    if args.quarantined:
+        devices = [d for d in devices if d.access == "quarantine"]
     held = await _held_now(store, args.name)
-    rows = [["USER", "DEVICE", "TYPE", "LAST SEEN", "LAST SYNC", "HOLDING NOW", "WIPE",
-             "POLICY", "USER AGENT"]]
+    rows = [["USER", "DEVICE", "TYPE", "FIRST SEEN", "LAST SEEN", "LAST SYNC", "HOLDING NOW",
+             "ACCESS", "EAS", "WIPE", "POLICY", "USER AGENT"]]
     for d in devices:
-        rows.append([d.user, d.device_id, d.device_type or "-", _when(d.last_seen),
-                     _when(d.last_sync), held.get((d.user, d.device_id), "-"), d.wipe,
-                     _policy_state(d.policy_status), d.user_agent or "-"])
+        rows.append([d.user, d.device_id, d.device_type or "-", _when(d.first_seen),
+                     _when(d.last_seen), _when(d.last_sync),
+                     held.get((d.user, d.device_id), "-"), _access(d.access, d.access_reason),
+                     d.protocol_version or "-", d.wipe, _policy_state(d.policy_status),
+                     d.user_agent or "-"])
     _table(rows, out)
 
 
@@ -352,6 +368,71 @@ def _policy_state(status: str | None) -> str:
     word = {"1": _("applied"), "2": _("partial"), "3": _("not-applied"),
             "4": _("external")}.get(code, code)
     return _("refused({state})").format(state=word) if refused else word
+
+
+async def _announce_access(store: Any, user_id: int) -> None:
+    """Tell the running nodes that a user's device access changed (PostgreSQL: a
+    NOTIFY; SQLite: the server's poller sees ``users.access_version`` grow)."""
+    from backends.sql.pgnotify import announce
+    from easync.deviceaccess import ACCESS
+
+    await announce(store, user_id, [ACCESS])
+
+
+async def _device_access(store: Any, args: argparse.Namespace, out: TextIO,
+                         access: str | None) -> None:
+    d = await _call(_accounts(store, args).set_device_access(args.name, args.device_id,
+                                                             access))
+    await _announce_access(store, (await _user(store, args.name)).id)
+    out.write(_("device {device} of {name}: {access}").format(
+        device=args.device_id, name=args.name.lower(),
+        access=_access(d.access, d.access_reason)) + "\n")
+
+
+async def cmd_device_allow(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    await _device_access(store, args, out, "allow")
+
+
+async def cmd_device_block(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    await _device_access(store, args, out, "block")
+
+
+async def cmd_device_quarantine(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    await _device_access(store, args, out, "quarantine")
+
+
+async def cmd_device_reset(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    await _device_access(store, args, out, None)
+
+
+async def cmd_rule_add(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    kind, pattern = next((k, getattr(args, k)) for k in ("device_id", "device_type",
+                                                         "user_agent", "any")
+                         if getattr(args, k))
+    if kind == "any":
+        pattern = "*"
+    rule = await _call(_accounts(store, args).add_rule(args.user, kind, pattern, args.rule_action))
+    if rule.user_id is not None:
+        await _announce_access(store, rule.user_id)
+    out.write(_("rule {id} added").format(id=rule.id) + "\n")
+
+
+async def cmd_rule_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    rules = await _call(_accounts(store, args).list_rules())
+    rows = [["ID", "FOR", "MATCH", "PATTERN", "ACTION", "ADDED", "BY"]]
+    for r in rules:
+        rows.append([str(r.id), r.user or _("everyone"), r.kind.replace("_", "-"), r.pattern,
+                     r.action, _when(r.created), r.created_by or "-"])
+    _table(rows, out)
+    out.write(_("no rule matches: allow (add a rule for everyone with --any to change "
+                "the default)") + "\n")
+
+
+async def cmd_rule_remove(store: Any, args: argparse.Namespace, out: TextIO) -> None:
+    rule = await _call(_accounts(store, args).remove_rule(args.id))
+    if rule.user_id is not None:
+        await _announce_access(store, rule.user_id)
+    out.write(_("rule {id} removed").format(id=rule.id) + "\n")
 
 
 async def _held_now(store: Any, name: str | None) -> dict[tuple[str, str], str]:
@@ -374,10 +455,27 @@ async def _held_now(store: Any, name: str | None) -> dict[tuple[str, str], str]:
 
 
 async def cmd_device_wipe(store: Any, args: argparse.Namespace, out: TextIO) -> None:
-    await _call(_accounts(store, args).wipe_device(args.name, args.device_id,
-                                                   account_only=args.account_only))
+    accounts = _accounts(store, args)
+    account_only = not args.full
+    whole_instead = False
+    try:
+        await _call(accounts.wipe_device(args.name, args.device_id,
+                                         account_only=account_only))
+    except AdminError as e:
+        if not account_only or "16.1" not in str(e):
+            raise
+        if args.account_only:
+            raise AdminError(str(e) + " " + _("(--full wipes the whole device)")) from None
+        # No choice given: `device wipe NAME DEVICEID` wipes (DESIGN.md's contract);
+        # a device that never spoke EAS 16.1 can only take the whole-device wipe.
+        await _call(accounts.wipe_device(args.name, args.device_id, account_only=False))
+        account_only, whole_instead = False, True
+    if whole_instead:
+        out.write(_("{device} never connected with EAS 16.1, so it cannot remove only "
+                    "this account's data: the whole device will be wiped (use "
+                    "--account-only to refuse that)").format(device=args.device_id) + "\n")
     out.write((_("wipe of the account's data requested for {device} of {name}; it "
-                 "happens at the device's next connection") if args.account_only else
+                 "happens at the device's next connection") if account_only else
                _("wipe of the whole device requested for {device} of {name}; it happens "
                  "at the device's next connection")).format(
                    device=args.device_id, name=args.name.lower()) + "\n")
@@ -785,7 +883,7 @@ def build_parser() -> argparse.ArgumentParser:
                               default=DEFAULT_SECRET_KEY))
     top = p.add_subparsers(
         dest="group",
-        metavar="{init,user,device,policy,folder,share,audit,deleted,import,export,backup}",
+        metavar="{init,user,device,rule,policy,folder,share,audit,deleted,import,export,backup}",
         required=True)
 
     a = top.add_parser("init", allow_abbrev=False,
@@ -855,18 +953,37 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_user_unlock)
 
-    device = top.add_parser("device", allow_abbrev=False, help=_("list, wipe and remove devices"
+    device = top.add_parser("device", allow_abbrev=False, help=_(
+        "list, allow, block, quarantine, wipe and remove devices"
                             )).add_subparsers(dest="action", metavar="ACTION", required=True)
     a = device.add_parser("list", allow_abbrev=False,
                           help=_("devices of one user, or of all users"))
     a.add_argument("name", metavar="NAME", nargs="?")
+    a.add_argument("--quarantined", action="store_true",
+                   help=_("only the devices in quarantine, waiting for an administrator"))
     a.set_defaults(func=cmd_device_list)
+    for verb, func, text in (
+            ("allow", cmd_device_allow, _("let a device sync, whatever the rules say")),
+            ("block", cmd_device_block, _("refuse a device, whatever the rules say (its "
+                                          "data is not wiped)")),
+            ("quarantine", cmd_device_quarantine, _("hold a device until an administrator "
+                                                    "allows it")),
+            ("reset", cmd_device_reset, _("drop a device's own allow, block or quarantine: "
+                                          "the rules decide again"))):
+        a = device.add_parser(verb, allow_abbrev=False, help=text)
+        a.add_argument("name", metavar="NAME")
+        a.add_argument("device_id", metavar="DEVICEID")
+        a.set_defaults(func=func)
     a = device.add_parser("wipe", allow_abbrev=False,
-                          help=_("order a remote wipe at the device's next connection"))
+                          help=_("order a remote wipe at the device's next connection: only "
+                                 "this account's data where the device can (EAS 16.1)"))
     a.add_argument("name", metavar="NAME")
     a.add_argument("device_id", metavar="DEVICEID")
     a.add_argument("--account-only", action="store_true",
-                   help=_("wipe only this account's data (EAS 16.1 devices), not the device"))
+                   help=_("wipe only this account's data, or refuse when the device "
+                          "cannot (never seen at EAS 16.1)"))
+    a.add_argument("--full", action="store_true",
+                   help=_("wipe the WHOLE device (factory reset: the owner's photos too)"))
     a.set_defaults(func=cmd_device_wipe)
     a = device.add_parser("remove", allow_abbrev=False,
                           help=_("forget a device and its sync state"))
@@ -894,6 +1011,28 @@ def build_parser() -> argparse.ArgumentParser:
                           help=_("drop a user's own policy settings (the server's apply)"))
     a.add_argument("name", metavar="NAME")
     a.set_defaults(func=cmd_policy_reset)
+
+    rule = top.add_parser("rule", allow_abbrev=False, help=_(
+        "device access rules: allow, block or quarantine devices by id, type or user agent"
+    )).add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = rule.add_parser("add", allow_abbrev=False, help=_("add a device access rule"))
+    who = a.add_mutually_exclusive_group(required=True)
+    who.add_argument("--everyone", action="store_true", help=_("the rule is for every user"))
+    who.add_argument("--user", metavar="NAME", help=_("the rule is for this user"))
+    match = a.add_mutually_exclusive_group(required=True)
+    match.add_argument("--device-id", metavar="X", help=_("match this DeviceId"))
+    match.add_argument("--device-type", metavar="X", help=_("match this DeviceType"))
+    match.add_argument("--user-agent", metavar="X", help=_("match this User-Agent"))
+    match.add_argument("--any", action="store_true", help=_("match every device"))
+    a.add_argument("rule_action", metavar="ACTION", choices=("allow", "block", "quarantine"),
+                   help=_("allow, block or quarantine (a pattern ending in * matches by "
+                          "prefix; case does not matter)"))
+    a.set_defaults(func=cmd_rule_add)
+    a = rule.add_parser("list", allow_abbrev=False, help=_("list the device access rules"))
+    a.set_defaults(func=cmd_rule_list)
+    a = rule.add_parser("remove", allow_abbrev=False, help=_("remove a device access rule"))
+    a.add_argument("id", metavar="ID", type=int)
+    a.set_defaults(func=cmd_rule_remove)
 
     folder = top.add_parser("folder", allow_abbrev=False, help=_("list a user's folders, create company folders")
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)

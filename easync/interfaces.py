@@ -134,7 +134,9 @@ class IStateStore(Interface):
     def get_device(user: User, device_id: str) -> Deferred[dict[str, Any] | None]:
         """The device record: keys device_id, device_type, user_agent, policy_key,
         wipe ('none'|'pending'|'done'), info (dict), first_seen, last_seen, last_sync,
-        blocked (bool) — or None if never seen."""
+        blocked (bool), access (None|'allow'|'block'|'quarantine': its own decision),
+        protocol_version (the highest EAS version it spoke, or None) — or None if
+        never seen."""
 
     def save_device(user: User, device_id: str, *, max_devices: int = 0,
                     **fields: Any) -> Deferred[dict[str, Any]]:
@@ -148,6 +150,25 @@ class IStateStore(Interface):
 
     def delete_device(user: User, device_id: str) -> Deferred[None]:
         """Forget a device and all its sync state."""
+
+    def set_device_access(user: User, device_id: str, access: str | None
+                          ) -> Deferred[dict[str, Any] | None]:
+        """Set the device's own access decision (``easync.deviceaccess``: "allow",
+        "block", "quarantine", or None: the rules decide; ValueError for another);
+        the device record, or None (nothing written) for a device never seen."""
+
+    def list_device_rules(user: User | None) -> Deferred[list[Any]]:
+        """The device access rules (``easync.deviceaccess.Rule``) that apply to
+        ``user``'s devices, its own and everyone's (None: every rule), by id."""
+
+    def add_device_rule(user: User | None, kind: str, pattern: str, action: str,
+                        created_by: str | None = None) -> Deferred[Any]:
+        """Add a rule for ``user`` (None: everyone); the ``Rule`` with its id.
+        ValueError (nothing stored) for a rule ``easync.deviceaccess.check_rule``
+        refuses."""
+
+    def remove_device_rule(rule_id: int) -> Deferred[Any]:
+        """Remove a rule; the ``Rule`` removed, or None when there was none."""
 
     def get_state(user: User, device_id: str, name: str) -> Deferred[dict[str, Any] | None]:
         """A state blob saved by ``save_state`` or ``IItemStore.apply``."""

@@ -104,6 +104,9 @@ class RequestSnapshot:
     counters: dict[tuple[str, str], tuple[int, float, float] | None] = field(
         default_factory=dict)
     lookout: Any = None
+    #: the device access rules of the user and of everyone (``easync.deviceaccess``;
+    #: ``IStateStore.list_device_rules``): read with every request
+    rules: list[Any] = field(default_factory=list)
 
 
 async def state_read(store: Any, user: User, device_id: str, name: str,

@@ -16,17 +16,19 @@ from typing import Any
 
 from easync.model import Op, OpResult
 
-__all__ = ["DEVICE_COLUMNS", "DEVICE_FIELDS", "USER_FIELDS", "WIPE_VALUES", "device_values",
+__all__ = ["ACCESS_VALUES", "DEVICE_COLUMNS", "DEVICE_FIELDS", "USER_FIELDS", "WIPE_VALUES", "device_values",
            "dumps", "feed_cursor", "named_rows", "new_rows", "parse_folder_id", "parse_item_id",
            "plan_ops", "user_changes"]
 
 # What a device record holds (IStateStore.get_device), in the SQL store's column order.
 DEVICE_COLUMNS = ("device_id", "device_type", "user_agent", "policy_key", "wipe", "info",
                   "blocked", "first_seen", "last_seen", "last_sync", "policy_hash",
-                  "policy_status")
+                  "policy_status", "access", "protocol_version")
 # What save_device may write (the id names the record, it is not a field).
 DEVICE_FIELDS = frozenset(DEVICE_COLUMNS) - {"device_id"}
 WIPE_VALUES = ("none", "pending", "done")
+# A device's own access decision (easync.deviceaccess); None: the rules decide.
+ACCESS_VALUES = (None, "allow", "block", "quarantine")
 # update_user keywords kept as the user's own fields; any other keyword is a key of extra.
 USER_FIELDS = ("password_hash", "email", "activesync")
 
@@ -104,12 +106,15 @@ def parse_folder_id(server_id: str | None) -> int | None:
 
 def device_values(fields: Mapping[str, Any]) -> dict[str, Any]:
     """``save_device``'s keywords as stored (info as JSON, blocked as 0/1, the policy key
-    as an int); ValueError for an unknown field or a ``wipe`` not in WIPE_VALUES."""
+    as an int; ``access`` sets ``blocked`` too); ValueError for an unknown field, a
+    ``wipe`` not in WIPE_VALUES or an ``access`` not in ACCESS_VALUES."""
     unknown = set(fields) - DEVICE_FIELDS
     if unknown:
         raise ValueError(f"unknown device fields: {sorted(unknown)}")
     if "wipe" in fields and fields["wipe"] not in WIPE_VALUES:
         raise ValueError(f"wipe must be one of {WIPE_VALUES}")
+    if "access" in fields and fields["access"] not in ACCESS_VALUES:
+        raise ValueError(f"access must be one of {ACCESS_VALUES}")
     values: dict[str, Any] = {}
     for k, v in fields.items():
         if k == "info":
@@ -119,6 +124,10 @@ def device_values(fields: Mapping[str, Any]) -> dict[str, Any]:
         elif k == "policy_key" and v is not None:
             v = int(v)
         values[k] = v
+    if "access" in fields:
+        # ``blocked`` (kept from schema 1) says "an administrator's decision keeps this
+        # device": retention never forgets it (IRetentionStore.forget_devices)
+        values["blocked"] = int(fields["access"] in ("block", "quarantine"))
     return values
 
 

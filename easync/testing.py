@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from easync.deviceaccess import Rule, check_rule
 from easync.errors import TooManyDevices
 from easync.interfaces import (
     IHoldStore,
@@ -178,6 +179,8 @@ class MemoryStore(Service):
         self._devices: dict[tuple[int, str], dict[str, Any]] = {}
         self._states: dict[tuple[int, str, str], str] = {}
         self._holds: dict[tuple[int, str], tuple[str, str, float, float]] = {}
+        self._rules: dict[int, Rule] = {}
+        self._next["rules"] = 0
 
     # -- lifecycle (nothing to open; as SqlStore for callers that await them) ---------
     async def open(self) -> None:
@@ -770,6 +773,47 @@ class MemoryStore(Service):
         out.sort(key=lambda d: (d["user"], d["device_id"]))
         return succeed(out)
 
+    def set_device_access(self, user: User, device_id: str, access: str | None
+                          ) -> Deferred[dict[str, Any] | None]:
+        """As ``SqlStore.set_device_access``."""
+        try:
+            values = device_values({"access": access})
+        except ValueError as e:
+            return fail(e)
+        row = self._devices.get((user.id, device_id))
+        if row is None:
+            return succeed(None)
+        row.update(values)
+        return succeed(self._device(user.id, device_id))
+
+    def _rules_of(self, user_id: int | None) -> list[Rule]:
+        names = {uid: r.name for uid, r in self._users.items()}
+        return [replace(r, user=names.get(r.user_id) if r.user_id is not None else None)
+                for _i, r in sorted(self._rules.items())
+                if user_id is None or r.user_id is None or r.user_id == user_id]
+
+    def list_device_rules(self, user: User | None) -> Deferred[list[Rule]]:
+        """As ``SqlStore.list_device_rules``."""
+        return succeed(self._rules_of(None if user is None else user.id))
+
+    def add_device_rule(self, user: User | None, kind: str, pattern: str, action: str,
+                        created_by: str | None = None) -> Deferred[Rule]:
+        """As ``SqlStore.add_device_rule``."""
+        try:
+            check_rule(kind, pattern, action)
+        except ValueError as e:
+            return fail(e)
+        rule = Rule(self._new_id("rules"), None if user is None else user.id, kind, pattern,
+                    action, self._now(), created_by, None if user is None else user.name)
+        self._rules[rule.id] = rule
+        return succeed(rule)
+
+    def remove_device_rule(self, rule_id: int) -> Deferred[Rule | None]:
+        """As ``SqlStore.remove_device_rule``."""
+        found = [r for r in self._rules_of(None) if r.id == rule_id]
+        self._rules.pop(rule_id, None)
+        return succeed(found[0] if found else None)
+
     def delete_device(self, user: User, device_id: str) -> Deferred[None]:
         self._delete_device(user.id, device_id)
         return succeed(None)
@@ -795,6 +839,7 @@ class MemoryStore(Service):
         if row is not None:
             uid = row.user().id
             snap.device = self._device(uid, read.device_id)
+            snap.rules = self._rules_of(uid)
             for name in read.states:
                 text = self._states.get((uid, read.device_id, name))
                 snap.states[name] = json.loads(text) if text is not None else None

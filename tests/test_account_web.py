@@ -313,16 +313,19 @@ async def test_devices_wipe_and_remove(srv: AccountServer) -> None:
     alice = await srv.store.get_user("alice")
     now = srv.clock.seconds()
     await srv.store.save_device(alice, "PHONE1", device_type="iPhone", user_agent="iOS/17",
-                                last_seen=now, last_sync=now - 120)
+                                last_seen=now, last_sync=now - 120, protocol_version="16.1")
     await srv.store.save_device(alice, "TAB<2>", device_type="Android", last_seen=now)
     c = srv.client()
     home = await c.login("alice")
     assert "PHONE1" in home.text and "iPhone" in home.text and "2 minutes ago" in home.text
     assert "TAB&lt;2&gt;" in home.text and "TAB<2>" not in home.text
     confirm = await c.get("/account/devices/wipe?device=PHONE1")
-    assert confirm.status == 200 and "Wipe this device" in confirm.text
+    assert confirm.status == 200 and "Wipe this account from the device" in confirm.text
+    # the account-only wipe is offered first (issue #14 point 3)
+    assert confirm.text.index("Wipe this account") < confirm.text.index("Wipe the whole")
     r = await c.submit(confirm, "/account/devices/wipe", {"device": "PHONE1"})
-    assert any("Wipe requested for PHONE1" in m for m in r.messages())
+    assert any("data requested for PHONE1" in m for m in r.messages())
+    assert (await srv.store.get_device(alice, "PHONE1"))["info"]["wipe_kind"] == "account"
     assert (await srv.store.get_device(alice, "PHONE1"))["wipe"] == "pending"
     assert "requested" in r.text
     r = await c.submit(confirm, "/account/devices/remove", {"device": "TAB<2>"})
@@ -576,6 +579,8 @@ async def test_json_api_devices_and_totp(srv: AccountServer) -> None:
     r = await c.api("GET", "devices")
     assert [d["device_id"] for d in r.json()["devices"]] == ["PHONE1", "PHONE2"]
     r = await c.api("POST", "devices/wipe", {"device_id": "PHONE1"})
+    assert r.status == 400 and "16.1" in r.json()["error"]["message"]   # never seen at 16.1
+    r = await c.api("POST", "devices/wipe", {"device_id": "PHONE1", "full": True})
     assert {d["device_id"]: d["wipe"] for d in r.json()["devices"]}["PHONE1"] == "pending"
     r = await c.api("POST", "devices/remove", {"device_id": "PHONE2"})
     assert [d["device_id"] for d in r.json()["devices"]] == ["PHONE1"]

@@ -261,8 +261,9 @@ def test_devices(run: Admin, tmp_path: Any) -> None:
     run("user", "add", "mario", "--password-stdin", stdin="x\n")
     r = run("device", "list")
     assert r.returncode == 0
-    assert r.stdout.split() == ["USER", "DEVICE", "TYPE", "LAST", "SEEN", "LAST", "SYNC",
-                                "HOLDING", "NOW", "WIPE", "POLICY", "USER", "AGENT"]
+    assert r.stdout.split() == ["USER", "DEVICE", "TYPE", "FIRST", "SEEN", "LAST", "SEEN",
+                                "LAST", "SYNC", "HOLDING", "NOW", "ACCESS", "EAS", "WIPE", "POLICY",
+                                "USER", "AGENT"]
     r = run("device", "wipe", "mario", "NOPE")
     assert r.returncode == 1 and "no device 'NOPE'" in r.stderr
     # A device as the server records it at its first request (in another process, so
@@ -283,6 +284,24 @@ def test_devices(run: Admin, tmp_path: Any) -> None:
     assert rows[1].split()[:3] == ["mario", "ApplF17XYZ", "iPhone"]
     # (POLICY "-": it never acknowledged a policy)
     assert rows[1].split()[-3:] == ["none", "-", "Apple-iPhone15C2/2104.252"]
+    # never seen speaking EAS 16.1: no account-only wipe (MS-ASPROV 2.2.2.1): asked for
+    # explicitly, it is refused and nothing is ordered ...
+    r = run("device", "wipe", "mario", "ApplF17XYZ", "--account-only")
+    assert r.returncode == 1 and "16.1" in r.stderr, r.stderr
+    assert run("device", "list").stdout.splitlines()[1].split()[-3] == "none"
+    # ... and the plain `device wipe NAME DEVICEID` of the command-line contract still
+    # wipes it, saying that it is the whole device
+    r = run("device", "wipe", "mario", "ApplF17XYZ")
+    assert r.returncode == 0, r.stderr
+    assert "whole device" in r.stdout and "16.1" in r.stdout, r.stdout
+    assert run("device", "list").stdout.splitlines()[1].split()[-3] == "pending"
+    r = run("device", "remove", "mario", "ApplF17XYZ")
+    assert r.returncode == 0, r.stderr
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=str(tmp_path),
+                   env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    script16 = script.replace("user_agent=", "protocol_version='16.1', user_agent=")
+    subprocess.run([sys.executable, "-c", script16], check=True, cwd=str(tmp_path),
+                   env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
     r = run("device", "wipe", "mario", "ApplF17XYZ", "--account-only")
     assert r.returncode == 0, r.stderr
     assert "next connection" in r.stdout

@@ -243,9 +243,14 @@ async def test_account_only_remote_wipe_on_16_1(env: Any) -> None:
     body = await call(env, E("Provision:Provision"))
     assert body.find("Provision:AccountOnlyRemoteWipe") is not None
     assert body.find("Provision:RemoteWipe") is None
-    # 14.1 has no AccountOnlyRemoteWipe: a full wipe directive is all there is.
+    # 14.1 has no AccountOnlyRemoteWipe (MS-ASPROV 2.2.2.1: 16.1 only), and a full
+    # wipe is not what was ordered: the device is refused as blocked (MS-ASCMD 2.2.2
+    # common status 129, which MS-ASPROV 2.2.2.54.2 lets Provision/Status carry)
     body = await call(env, E("Provision:Provision"), version="14.1")
-    assert body.find("Provision:RemoteWipe") is not None
+    assert body.findtext("Provision:Status") == "129"
+    assert body.find("Provision:RemoteWipe") is None
+    assert body.find("Provision:AccountOnlyRemoteWipe") is None
+    assert (await server.state.get_device(user, "dev1"))["wipe"] == "pending"
     body = await call(env, E("Provision:Provision", E("Provision:AccountOnlyRemoteWipe",
                                                       E("Provision:Status", "1"))))
     assert body.findtext("Provision:Status") == "1"

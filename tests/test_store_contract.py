@@ -1352,6 +1352,54 @@ async def test_devices(store: SqlStore, user: User) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_device_access(store: Any, user: User) -> None:
+    """Issue #14 point 3: a device's own access decision (which keeps ``blocked`` true
+    for block and quarantine: retention never forgets it) and the device access rules,
+    a user's and everyone's, read with each request (``read_request``'s ``rules``)."""
+    from easync.requestread import RequestRead
+
+    state = getattr(store, "sql", store)            # the CRM store: state in SQL
+    other = await state.add_user("bob", None, None, False)
+    assert await state.set_device_access(user, "NOPE", "block") is None
+    await state.save_device(user, "DEV1", device_type="iPhone", protocol_version="16.1")
+    dev = await state.get_device(user, "DEV1")
+    assert dev["access"] is None and dev["protocol_version"] == "16.1"
+    dev = await state.set_device_access(user, "DEV1", "quarantine")
+    assert dev["access"] == "quarantine" and dev["blocked"] is True
+    dev = await state.set_device_access(user, "DEV1", "allow")
+    assert dev["access"] == "allow" and dev["blocked"] is False
+    with pytest.raises(ValueError):
+        await state.set_device_access(user, "DEV1", "maybe")
+    assert (await state.get_device(user, "DEV1"))["access"] == "allow"
+    await state.set_device_access(user, "DEV1", None)
+    assert (await state.get_device(user, "DEV1"))["access"] is None
+
+    everyone = await state.add_device_rule(None, "device_type", "iPad", "quarantine", "root")
+    mine = await state.add_device_rule(user, "user_agent", "Apple-*", "block", "root")
+    theirs = await state.add_device_rule(other, "any", "*", "allow")
+    assert everyone.id < mine.id < theirs.id
+    assert (mine.user, mine.user_id, mine.created_by) == ("alice", user.id, "root")
+    with pytest.raises(ValueError):
+        await state.add_device_rule(None, "colour", "red", "block")
+    with pytest.raises(ValueError):
+        await state.add_device_rule(None, "device_type", "iPad", "explode")
+    with pytest.raises(ValueError):
+        await state.add_device_rule(None, "device_type", "", "block")
+    assert [r.id for r in await state.list_device_rules(None)] == [
+        everyone.id, mine.id, theirs.id]
+    assert [r.id for r in await state.list_device_rules(user)] == [everyone.id, mine.id]
+    assert [r.id for r in await state.list_device_rules(other)] == [everyone.id, theirs.id]
+    snap = await state.read_request(RequestRead("alice", "DEV1"))
+    assert [(r.id, r.kind, r.pattern, r.action, r.user) for r in snap.rules] == [
+        (everyone.id, "device_type", "iPad", "quarantine", None),
+        (mine.id, "user_agent", "Apple-*", "block", "alice")]
+    removed = await state.remove_device_rule(mine.id)
+    assert removed is not None and removed.id == mine.id
+    assert await state.remove_device_rule(mine.id) is None
+    assert [r.id for r in await state.list_device_rules(user)] == [everyone.id]
+
+
+@pytest_twisted.ensureDeferred
 async def test_states(store: SqlStore, user: User) -> None:
     assert await store.get_state(user, "D", "sync:1") is None
     await store.save_state(user, StateWrite("D", "sync:1", {"key": 1, "ids": ["1:2"]}))

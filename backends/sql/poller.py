@@ -7,8 +7,9 @@ the server polls, cheaply:
 * every ``interval`` seconds (1 s) it reads ``PRAGMA data_version`` on its own
   connection: that number changes only when *another* connection committed, so the
   server's own writes (already published by the protocol side) cost nothing more;
-* when it changed, one query reads ``users.modseq`` and ``users.hierarchy_version`` of
-  every user that has a waiter now; for each user whose modseq grew, one query finds
+* when it changed, one query reads ``users.modseq``, ``users.hierarchy_version`` and
+  ``users.access_version`` of every user that has a waiter now (a grown access version:
+  ``"access"`` is published, ``easync.deviceaccess.ACCESS``); for each user whose modseq grew, one query finds
   the folders whose modseq grew, and those are published (``"hierarchy"`` when the
   hierarchy version grew).  Only waiters of those folders of that user are woken.
 
@@ -31,6 +32,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from easync.deviceaccess import ACCESS
+
 __all__ = ["SqlitePoller"]
 
 log = Logger()
@@ -49,7 +52,8 @@ class SqlitePoller(Service):
         self.store = store
         self.notifier = notifier
         self.interval = interval
-        self._known: dict[int, tuple[int, int]] = {}   # user -> (modseq, hierarchy)
+        # user -> (modseq, hierarchy, device access version)
+        self._known: dict[int, tuple[int, int, int]] = {}
         self._checked_dv: int | None = None   # data version the _known values include
         self._prev_dv: int | None = None      # data version read at the previous poll
         self._shared: dict[int, int] | None = None  # shared folder -> modseq last read
@@ -106,7 +110,7 @@ class SqlitePoller(Service):
         for i in range(0, len(to_read), _CHUNK):
             part = to_read[i:i + _CHUNK]
             rows += await self.store.raw_query(
-                "SELECT id, modseq, hierarchy_version FROM users WHERE id IN "
+                "SELECT id, modseq, hierarchy_version, access_version FROM users WHERE id IN "
                 f"({','.join('?' * len(part))})", part)
         # (the rows include every commit before the data version read above)
         self._checked_dv = dv
@@ -116,14 +120,14 @@ class SqlitePoller(Service):
         # the new users' values are a safe starting point.
         new_is_safe = prev_dv is not None and after == prev_dv
         count = 0
-        for uid, modseq, hierarchy in rows:
-            uid, modseq, hierarchy = int(uid), int(modseq), int(hierarchy)
+        for uid, modseq, hierarchy, access in rows:
+            uid, modseq, hierarchy, access = int(uid), int(modseq), int(hierarchy), int(access)
             old = self._known.get(uid)
-            self._known[uid] = (modseq, hierarchy)
+            self._known[uid] = (modseq, hierarchy, access)
             if old is None:
                 if not new_is_safe:
                     for fid in self.notifier.watched(uid):
-                        if fid != HIERARCHY:
+                        if fid not in (HIERARCHY, ACCESS):
                             self.notifier.publish(uid, fid)
                             count += 1
                 continue
@@ -135,6 +139,9 @@ class SqlitePoller(Service):
                     count += 1
             if hierarchy > old[1]:
                 self.notifier.publish(uid, HIERARCHY)
+                count += 1
+            if access > old[2]:
+                self.notifier.publish(uid, ACCESS)
                 count += 1
         if (outside_write or self._shared is None) and \
                 getattr(self.store, "schema_version", 0) >= 9:

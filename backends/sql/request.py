@@ -75,6 +75,7 @@ class SqlRequestReads(StorePart):
         snap = RequestSnapshot(user)
         if user is not None:
             snap.device = self.state._get_device(cur, user.id, read.device_id)
+            snap.rules = self.state.device_rules_txn(cur, user.id)
             snap.states = self._states(cur, user.id, read.device_id, read.states)
             more = followed_states(read, snap.states)
             if more:

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 
 from backends.sql.base import _DEVICE_COLS, StorePart, _device_from_row
+from easync.deviceaccess import Rule, check_rule
 from easync.errors import TooManyDevices
 from easync.model import StateWrite, User
 from easync.storerules import device_values, feed_cursor, purged_folder, refuse_expired
@@ -94,6 +95,78 @@ class SqlState(StorePart):
             return out
 
         return self._run(q)
+
+    # -- device access (easync.deviceaccess) --------------------------------------------
+    def set_device_access(self, user: User, device_id: str, access: str | None
+                          ) -> Deferred[dict[str, Any] | None]:
+        """Set a device's own access decision (None: the rules decide), bumping the
+        user's ``access_version`` in the same transaction; the device record, or None
+        (nothing written) when the user has no such device."""
+        try:
+            values = device_values({"access": access})
+        except ValueError as e:
+            return fail(e)
+
+        def q(cur: Any) -> dict[str, Any] | None:
+            sets = ", ".join(f"{k} = ?" for k in values)
+            cur.execute(self._sql(f"UPDATE devices SET {sets} WHERE user_id = ?"
+                                  " AND device_id = ?"), (*values.values(), user.id, device_id))
+            if cur.rowcount != 1:
+                return None
+            self.engine.bump(cur, "users", "access_version", user.id, 1)
+            return self._get_device(cur, user.id, device_id)
+
+        return self._run(q, write=True)
+
+    def device_rules_txn(self, cur: Any, user_id: int | None) -> list[Rule]:
+        """The rules that apply to ``user_id``'s devices (its own and everyone's); with
+        None, every rule.  Each with its user's name."""
+        sql = ("SELECT r.id, r.user_id, r.kind, r.pattern, r.action, r.created, r.created_by,"
+               " u.name FROM device_rules r LEFT JOIN users u ON u.id = r.user_id")
+        if user_id is None:
+            cur.execute(sql + " ORDER BY r.id")
+        else:
+            # two ranges of the user_id index
+            cur.execute(self._sql(sql + " WHERE r.user_id IS NULL UNION ALL " + sql
+                                  + " WHERE r.user_id = ? ORDER BY 1"), (user_id,))
+        return [Rule(int(r[0]), None if r[1] is None else int(r[1]), str(r[2]), str(r[3]),
+                     str(r[4]), float(r[5] or 0.0), r[6], r[7]) for r in cur.fetchall()]
+
+    def list_device_rules(self, user: User | None) -> Deferred[list[Rule]]:
+        return self._run(self.device_rules_txn, None if user is None else user.id)
+
+    def add_device_rule(self, user: User | None, kind: str, pattern: str, action: str,
+                        created_by: str | None = None) -> Deferred[Rule]:
+        now = self.db.reactor.seconds()
+
+        def q(cur: Any) -> Rule:
+            uid = None if user is None else user.id
+            rid = self.engine.insert_id(
+                cur, "INSERT INTO device_rules (user_id, kind, pattern, action, created,"
+                " created_by) VALUES (?, ?, ?, ?, ?, ?)",
+                (uid, kind, pattern, action, now, created_by))
+            if uid is not None:
+                self.engine.bump(cur, "users", "access_version", uid, 1)
+            return Rule(int(rid), uid, kind, pattern, action, now, created_by,
+                        None if user is None else user.name)
+
+        try:
+            check_rule(kind, pattern, action)
+        except ValueError as e:
+            return fail(e)
+        return self._run(q, write=True)
+
+    def remove_device_rule(self, rule_id: int) -> Deferred[Rule | None]:
+        def q(cur: Any) -> Rule | None:
+            found = [r for r in self.device_rules_txn(cur, None) if r.id == rule_id]
+            if not found:
+                return None
+            cur.execute(self._sql("DELETE FROM device_rules WHERE id = ?"), (rule_id,))
+            if found[0].user_id is not None:
+                self.engine.bump(cur, "users", "access_version", found[0].user_id, 1)
+            return found[0]
+
+        return self._run(q, write=True)
 
     def delete_device(self, user: User, device_id: str) -> Deferred[None]:
         return self._run(self.delete_device_txn, user.id, device_id, write=True)

@@ -48,6 +48,7 @@ from backends.sql.retention import SqlRetention
 from backends.sql.shares import SqlShares
 from backends.sql.state import SqlState
 from backends.sql.users import SqlUsers
+from easync.deviceaccess import Rule
 from easync.interfaces import (
     IDeletedStore,
     IHoldStore,
@@ -289,6 +290,21 @@ class SqlStore(Service):
 
     def delete_device(self, user: User, device_id: str) -> Deferred[None]:
         return self.state.delete_device(user, device_id)
+
+    def set_device_access(self, user: User, device_id: str, access: str | None
+                          ) -> Deferred[dict[str, Any] | None]:
+        """See ``SqlState.set_device_access``."""
+        return self.state.set_device_access(user, device_id, access)
+
+    def list_device_rules(self, user: User | None) -> Deferred[list[Rule]]:
+        return self.state.list_device_rules(user)
+
+    def add_device_rule(self, user: User | None, kind: str, pattern: str, action: str,
+                        created_by: str | None = None) -> Deferred[Rule]:
+        return self.state.add_device_rule(user, kind, pattern, action, created_by)
+
+    def remove_device_rule(self, rule_id: int) -> Deferred[Rule | None]:
+        return self.state.remove_device_rule(rule_id)
 
     def get_state(self, user: User, device_id: str, name: str
                   ) -> Deferred[dict[str, Any] | None]:

@@ -77,6 +77,10 @@ class Device:
     last_sync: float | None = None
     wipe: str = "none"              # none | pending | done
     extra: dict[str, Any] = field(default_factory=dict)
+    access: str = "allow"           # allow | block | quarantine (easync.deviceaccess)
+    access_reason: str = "default"  # device | rule N | default
+    account_wipe: bool = False      # it spoke EAS 16.1+: an account-only wipe is possible
+    user: str = ""                  # its owner (the admin's list of quarantined devices)
 
 
 @dataclass
@@ -138,6 +142,14 @@ class Shares:
     with_me: list[dict[str, Any]] = field(default_factory=list)  # others' folders I hold
     folders: list[dict[str, Any]] = field(default_factory=list)  # my folders I may share
     available: bool = True      # the store shares folders (the SQL store)
+
+
+def _device(d: Any) -> Device:
+    return Device(device_id=d.device_id, device_type=d.device_type or "",
+                  user_agent=d.user_agent or "", first_seen=d.first_seen,
+                  last_seen=d.last_seen, last_sync=d.last_sync, wipe=d.wipe,
+                  extra={"blocked": d.blocked}, access=d.access,
+                  access_reason=d.access_reason, account_wipe=d.account_wipe, user=d.user)
 
 
 class ServiceOps:
@@ -257,10 +269,17 @@ class ServiceOps:
 
     async def devices(self, user: str) -> list[Device]:
         found = await self._call(self.service.list_devices(user, actor=user))
-        return [Device(device_id=d.device_id, device_type=d.device_type or "",
-                       user_agent=d.user_agent or "", first_seen=d.first_seen,
-                       last_seen=d.last_seen, last_sync=d.last_sync, wipe=d.wipe,
-                       extra={"blocked": d.blocked}) for d in found]
+        return [_device(d) for d in found]
+
+    async def quarantined(self, by: str) -> list[Device]:
+        """Every user's devices in quarantine (admin)."""
+        found = await self._call(self.service.list_devices(None, actor=by))
+        return [_device(d) for d in found if d.access == "quarantine"]
+
+    async def set_device_access(self, user: str, device_id: str, access: str | None,
+                                addr: str, by: str | None = None) -> None:
+        await self._call(self.service.set_device_access(user, device_id, access,
+                                                        actor=by or user, address=addr))
 
     # -- the ActiveSync password ---------------------------------------------------------
     async def set_as_password(self, user: str, new: str, confirm: str, addr: str,
@@ -277,9 +296,9 @@ class ServiceOps:
 
     # -- devices ----------------------------------------------------------------------------
     async def wipe_device(self, user: str, device_id: str, addr: str,
-                          by: str | None = None) -> None:
-        await self._call(self.service.wipe_device(user, device_id, actor=by or user,
-                                                  address=addr))
+                          by: str | None = None, *, full: bool = False) -> None:
+        await self._call(self.service.wipe_device(user, device_id, account_only=not full,
+                                                  actor=by or user, address=addr))
 
     async def remove_device(self, user: str, device_id: str, addr: str,
                             by: str | None = None) -> None:

@@ -70,7 +70,8 @@ def status_json(st: Status) -> dict[str, Any]:
 def device_json(d: Device) -> dict[str, Any]:
     return {"device_id": d.device_id, "device_type": d.device_type,
             "user_agent": d.user_agent, "first_seen": d.first_seen,
-            "last_seen": d.last_seen, "last_sync": d.last_sync, "wipe": d.wipe}
+            "last_seen": d.last_seen, "last_sync": d.last_sync, "wipe": d.wipe,
+            "access": d.access, "account_wipe": d.account_wipe}
 
 
 def user_json(u: UserRow) -> dict[str, Any]:
@@ -105,6 +106,7 @@ class Api:
             ("GET", "devices"): g(self.devices),
             ("POST", "devices/wipe"): g(self.wipe),
             ("POST", "devices/remove"): g(self.remove),
+            ("POST", "devices/block"): g(self.block),
             ("POST", "2fa"): g(self.twofa),
             ("POST", "2fa/totp"): g(self.totp_start),
             ("POST", "2fa/totp/confirm"): g(self.totp_confirm),
@@ -117,6 +119,8 @@ class Api:
             ("POST", "admin/2fa-everyone"): g(self.admin_everyone),
             ("GET", "deleted"): g(self.deleted),
             ("POST", "deleted/restore"): g(self.deleted_restore),
+            ("GET", "admin/quarantine"): g(self.admin_quarantine),
+            ("POST", "admin/device-access"): g(self.admin_device_access),
         }
 
     def _guarded(self, fn: Route) -> Route:
@@ -216,9 +220,28 @@ class Api:
         return json_reply({"devices": [device_json(d) for d in await self.ops.devices(user)]})
 
     async def wipe(self, ctx: Ctx) -> Reply:
+        """``{"device_id"}``: this account's data only (EAS 16.1); the whole device only
+        with ``"full": true``."""
         s = ctx.session
-        await self.acc.wipe(s, _str(ctx, "device_id", required=True), ctx.addr)
+        await self.acc.wipe(s, _str(ctx, "device_id", required=True), ctx.addr,
+                            full=_bool(ctx, "full") if "full" in ctx.json else False)
         return await self.devices(ctx)
+
+    async def block(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.block(s, _str(ctx, "device_id", required=True), ctx.addr)
+        return await self.devices(ctx)
+
+    async def admin_quarantine(self, ctx: Ctx) -> Reply:
+        held = await self.acc.admin_quarantined(ctx.session)
+        return json_reply({"devices": [{**device_json(d), "user": d.user} for d in held]})
+
+    async def admin_device_access(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        await self.acc.admin_device_access(s, _str(ctx, "user", required=True),
+                                           _str(ctx, "device_id", required=True),
+                                           _str(ctx, "access", required=True), ctx.addr)
+        return await self.admin_quarantine(ctx)
 
     async def remove(self, ctx: Ctx) -> Reply:
         s = ctx.session

@@ -216,10 +216,38 @@ class Account:
                 return d
         raise AccountError(_("There is no such device on your account."), code="no_device")
 
-    async def wipe(self, s: Session, device_id: str | None, addr: str) -> None:
+    async def wipe(self, s: Session, device_id: str | None, addr: str, *,
+                   full: bool = False) -> None:
+        """Order a wipe of one's own device: this account's data only (EAS 16.1,
+        the default), or with ``full`` the whole device."""
         user = self.require_recent(s)
         d = await self.device(s, device_id)
-        await self.ops.wipe_device(user, d.device_id, addr)
+        await self.ops.wipe_device(user, d.device_id, addr, full=full)
+
+    async def block(self, s: Session, device_id: str | None, addr: str) -> None:
+        """Block one's own device: it is refused from its next request on, nothing is
+        erased; only an administrator lets it in again."""
+        user = self.require_recent(s)
+        d = await self.device(s, device_id)
+        await self.ops.set_device_access(user, d.device_id, "block", addr)
+
+    async def admin_quarantined(self, s: Session) -> list[Any]:
+        me = self.require_admin(s, recent=False)
+        return list(await self.ops.quarantined(me))
+
+    async def admin_device_access(self, s: Session, name: str | None,
+                                  device_id: str | None, access: str | None,
+                                  addr: str) -> str:
+        """Allow or block a user's device (admin); the user's name."""
+        me = self.require_admin(s)
+        if access not in ("allow", "block"):
+            raise AccountError(_("Choose allow or block."), code="bad_state")
+        target = await self._admin_target(me, name)
+        if not device_id or len(device_id) > 64:
+            raise AccountError(_("There is no such device on your account."),
+                               code="no_device")
+        await self.ops.set_device_access(target, device_id, access, addr, by=me)
+        return target
 
     async def remove(self, s: Session, device_id: str | None, addr: str) -> None:
         user = self.require_recent(s)

@@ -47,6 +47,8 @@ class Pages:
             ("POST", "as-password"): g(self.as_password, back=f"{ROOT}/as-password"),
             ("GET", "devices/wipe"): g(self.device_form("wipe")),
             ("POST", "devices/wipe"): g(self.device_action("wipe"), back=f"{ROOT}/"),
+            ("GET", "devices/block"): g(self.device_form("block")),
+            ("POST", "devices/block"): g(self.device_action("block"), back=f"{ROOT}/"),
             ("GET", "devices/remove"): g(self.device_form("remove")),
             ("POST", "devices/remove"): g(self.device_action("remove"), back=f"{ROOT}/"),
             ("GET", "2fa"): g(self.twofa_form),
@@ -63,6 +65,8 @@ class Pages:
             ("POST", "admin/2fa-everyone"): g(self.admin_everyone, back=f"{ROOT}/admin"),
             ("GET", "deleted"): g(self.deleted),
             ("POST", "deleted/restore"): g(self.deleted_restore, back=f"{ROOT}/deleted"),
+            ("POST", "admin/device-access"): g(self.admin_device_access,
+                                               back=f"{ROOT}/admin"),
         }
 
     # ---------------------------------------------------------------- helpers
@@ -289,7 +293,8 @@ class Pages:
                 d = await self.acc.device(s, device_id)
             except AccountError as e:
                 return self.show(ctx, _("Devices"), views.message(e.message), 404)
-            title = _("Wipe a device") if action == "wipe" else _("Remove a device")
+            title = {"wipe": _("Wipe a device"), "block": _("Block a device")}.get(
+                action, _("Remove a device"))
             return self.show(ctx, title, views.device_confirm(d, action, s.csrf), status,
                              error)
         return run
@@ -302,9 +307,22 @@ class Pages:
             device_id = ctx.arg("device")
             try:
                 if action == "wipe":
-                    await self.acc.wipe(s, device_id, ctx.addr)
-                    s.say("ok", _("Wipe requested for {device}: it happens at the device's "
-                                  "next connection.").format(device=device_id))
+                    # the full wipe is an explicit second choice: its own button and a
+                    # box ticked to say so; anything else is the account-only wipe
+                    full = ctx.arg("kind") == "full"
+                    if full and ctx.arg("sure") != "yes":
+                        raise AccountError(_("Tick the box to confirm that the whole "
+                                             "device is to be erased."), code="not_sure")
+                    await self.acc.wipe(s, device_id, ctx.addr, full=full)
+                    s.say("ok", (_("Wipe of the whole device requested for {device}: it "
+                                   "happens at the device's next connection.") if full else
+                                 _("Wipe of this account's data requested for {device}: it "
+                                   "happens at the device's next connection.")
+                                 ).format(device=device_id))
+                elif action == "block":
+                    await self.acc.block(s, device_id, ctx.addr)
+                    s.say("ok", _("Device {device} blocked: it can no longer sync. Nothing "
+                                  "on it was erased.").format(device=device_id))
                 else:
                     await self.acc.remove(s, device_id, ctx.addr)
                     s.say("ok", _("Device {device} removed.").format(device=device_id))
@@ -368,8 +386,24 @@ class Pages:
         me = self.acc.require_admin(s)
         users = await self.ops.list_users(me)
         everyone = await self.ops.twofa_everyone()
-        return self.show(ctx, _("Users"), views.admin(users, everyone, s.csrf, me), status,
+        held = await self.acc.admin_quarantined(s)
+        return self.show(ctx, _("Users"), views.admin(users, everyone, s.csrf, me)
+                         + views.quarantined(held, s.csrf, self.clock.seconds()), status,
                          error)
+
+    async def admin_device_access(self, ctx: Ctx) -> Reply:
+        s = ctx.session
+        access, device_id = ctx.arg("access"), ctx.arg("device")
+        try:
+            target = await self.acc.admin_device_access(s, ctx.arg("user"), device_id,
+                                                        access, ctx.addr)
+        except AccountError as e:
+            return self.refused(ctx, await self.admin_form(ctx, e.message), e)
+        s.say("ok", (_("Device {device} of {user} allowed: it syncs from its next "
+                       "request.") if access == "allow" else
+                     _("Device {device} of {user} blocked.")).format(
+                         device=device_id, user=target))
+        return redirect(f"{ROOT}/admin")
 
     async def admin_twofa_form(self, ctx: Ctx, error: str | None = None, status: int = 200
                                ) -> Reply:

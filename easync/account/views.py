@@ -346,15 +346,22 @@ def device_list(devices: list[Device], now: float) -> str:
         elif d.wipe == "done":
             wipe = f'<dt>{_("Wipe")}</dt><dd><span class="badge bad">{_("done")}</span></dd>'
         qid = quote(d.device_id, safe="")
+        block = ("" if d.access == "block" else
+                 f'<a class="button secondary" href="{ROOT}/devices/block?device={e(qid)}">'
+                 f'{_("Block…")}</a>')
+        account_wipe = _badge(d.account_wipe, _("possible"), _("not possible (needs EAS 16.1)"))
         items.append(f"""<li>
 <div class="row-title">{e(d.device_type or _("Device"))} · {e(d.device_id)}</div>
 <dl class="facts">
+<dt>{_("Access")}</dt><dd>{access_badge(d.access)}</dd>
 <dt>{_("Last sync")}</dt><dd>{when(d.last_sync, now)}</dd>
 <dt>{_("Last seen")}</dt><dd>{when(d.last_seen, now)}</dd>
 {f"<dt>{_('Client')}</dt><dd>{e(d.user_agent)}</dd>" if d.user_agent else ""}
+<dt>{_("Account-only wipe")}</dt><dd>{account_wipe}</dd>
 {wipe}
 </dl>
 <div class="actions">
+{block}
 <a class="button secondary" href="{ROOT}/devices/wipe?device={e(qid)}">{_("Wipe…")}</a>
 <a class="button secondary" href="{ROOT}/devices/remove?device={e(qid)}">{_("Remove…")}</a>
 </div>
@@ -362,12 +369,56 @@ def device_list(devices: list[Device], now: float) -> str:
     return f'<ul class="list">{"".join(items)}</ul>'
 
 
+def access_badge(access: str) -> str:
+    """A device's access state (``easync.deviceaccess``) as a badge."""
+    if access == "block":
+        return f'<span class="badge bad">{_("blocked")}</span>'
+    if access == "quarantine":
+        return (f'<span class="badge bad">{_("in quarantine")}</span> '
+                + _("(waiting for an administrator)"))
+    return f'<span class="badge">{_("allowed")}</span>'
+
+
 def device_confirm(d: Device, action: str, csrf: str) -> str:
+    hidden = f'<input type="hidden" name="device" value="{e(d.device_id)}">'
+    cancel = f'<a class="button secondary" href="{ROOT}/#devices">{_("Cancel")}</a>'
     if action == "wipe":
-        text = _("The device erases its data the next time it connects: the whole device, "
-                 "as for a lost or stolen phone. Use this only for a device you no longer "
-                 "hold.")
-        button = f'<button class="danger" type="submit">{_("Wipe this device")}</button>'
+        # account-only first (issue #14 point 3): the full wipe needs its own button and
+        # a box ticked
+        if d.account_wipe:
+            about = _("The device erases the data of this account (contacts, calendar, "
+                      "tasks synced from here) the next time it connects. Its other data, "
+                      "photos included, stays.")
+            go = _("Wipe this account from the device")
+            first = (f"<p>{about}</p>"
+                     + form(f"{ROOT}/devices/wipe", csrf, hidden
+                            + '<input type="hidden" name="kind" value="account">'
+                            + f'<button type="submit">{go}</button>{cancel}'))
+        else:
+            why = _("This device has not connected with EAS 16.1 or later: it cannot erase "
+                    "just this account. Block it instead, or wipe the whole device below.")
+            first = f'<p class="warn">{why}</p>{cancel}'
+        whole = _("The whole device is erased the next time it connects, as for a lost or "
+                  "stolen phone: everything on it, the owner's photos too.")
+        sure = _("I understand: erase the WHOLE device")
+        go_full = _("Wipe the whole device")
+        full = (f"<h3>{go_full}</h3><p>{whole}</p>"
+                + form(f"{ROOT}/devices/wipe", csrf, hidden
+                       + '<input type="hidden" name="kind" value="full">'
+                       + f'<label><input type="checkbox" name="sure" value="yes"> {sure}</label>'
+                       + f'<button class="danger" type="submit">{go_full}</button>'))
+        return f"""<section class="card">
+<h2>{e(d.device_type or _("Device"))} · {e(d.device_id)}</h2>
+{first}
+{full}
+</section>"""
+    if action == "block":
+        text = _("The device is refused from its next connection on: it stops syncing, and "
+                 "nothing on it is erased. Only an administrator can let it in again.")
+        button = f'<button class="danger" type="submit">{_("Block this device")}</button>'
+    elif action == "wipe":
+        text = ""
+        button = ""
     else:
         text = _("easync forgets the device and its sync state. If it connects again it "
                  "starts over with a full sync; to stop it for good, change your "
@@ -487,6 +538,34 @@ def totp_enrol(csrf: str, secret: str, qr_svg_data_uri: str) -> str:
 
 
 # ------------------------------------------------------------------ admin
+
+def quarantined(devices: list[Device], csrf: str, now: float) -> str:
+    """The admin's list of devices in quarantine, each with Allow and Block."""
+    if not devices:
+        return (f'<section class="card" id="quarantine"><h2>{_("Devices in quarantine")}'
+                f'</h2><p class="muted">{_("No device is waiting.")}</p></section>')
+    items = []
+    for d in devices:
+        hidden = (f'<input type="hidden" name="user" value="{e(d.user)}">'
+                  f'<input type="hidden" name="device" value="{e(d.device_id)}">')
+        allow = form(f"{ROOT}/admin/device-access", csrf, hidden
+                     + '<input type="hidden" name="access" value="allow">'
+                     f'<button type="submit">{_("Allow")}</button>')
+        block = form(f"{ROOT}/admin/device-access", csrf, hidden
+                     + '<input type="hidden" name="access" value="block">'
+                     f'<button class="danger" type="submit">{_("Block")}</button>')
+        items.append(f"""<li>
+<div class="row-title">{e(d.user)} · {e(d.device_type or _("Device"))} · {e(d.device_id)}</div>
+<dl class="facts">
+<dt>{_("First seen")}</dt><dd>{when(d.first_seen, now)}</dd>
+<dt>{_("Last seen")}</dt><dd>{when(d.last_seen, now)}</dd>
+{f"<dt>{_('Client')}</dt><dd>{e(d.user_agent)}</dd>" if d.user_agent else ""}
+</dl>
+<div class="actions">{allow}{block}</div>
+</li>""")
+    return (f'<section class="card" id="quarantine"><h2>{_("Devices in quarantine")}</h2>'
+            f'<ul class="list">{"".join(items)}</ul></section>')
+
 
 def admin(users: list[UserRow], everyone: bool, csrf: str, me: str) -> str:
     rows = []

@@ -26,6 +26,7 @@ from twisted.cred.checkers import ICredentialsChecker
 
 from easync.auth.door import FrontDoor
 from easync.auth.local import LocalChecker, Unavailable, split_username
+from easync.deviceaccess import ACCESS
 
 if TYPE_CHECKING:
     from easync.config import DirectoryConfig, ServerConfig
@@ -126,6 +127,11 @@ def build_auth(config: ServerConfig, server: Any, auth_store: Any, reactor: Any,
                             timeout=smtp.timeout, ca_file=smtp.ca_file or None)
     accounts = Accounts(server.users, server.state, auth_store, reactor, mailer=mailer,
                         box=box, rules=rules)
+    # a device blocked or quarantined here: the user's held Pings look at their device
+    # again at once (easync.commands.ping; other nodes hear it through the hub too)
+    notifier = getattr(server, "notifier", None)
+    if notifier is not None:
+        accounts.on_device_access(lambda uid: notifier.publish(uid, ACCESS))
     services: list[IService] = []
     if kind == "local":
         primary: Any = LocalChecker(server.users, reactor)

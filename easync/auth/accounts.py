@@ -63,8 +63,10 @@ from twisted.logger import Logger
 from easync.auth.keys import SecretBox, SecretKeyError
 from easync.auth.local import BadUserName, crypto_pool, hash_secret, split_username
 from easync.auth.throttle import LockedOut, Throttle, ThrottleRules
+from easync.deviceaccess import Rule, account_wipe_capable, check_rule, decide_record
 from easync.i18n import msg, msg_n
 from easync.model import User
+from easync.storerules import ACCESS_VALUES
 
 __all__ = [
     "AS_MAX_BYTES", "AS_MIN_LENGTH", "CODE_TRIES", "CODE_TTL", "METHODS",
@@ -295,6 +297,17 @@ class DeviceInfo:
     # partially, "3" not applied, "4" managed by a third party; "refused:N" when it
     # was refused for that (allow-non-provisionable off); None: never acknowledged
     policy_status: str | None = None
+    #: allow, block or quarantine (``easync.deviceaccess``), and why: "device" (its own
+    #: decision), "rule N" or "default"
+    access: str = "allow"
+    access_reason: str = "default"
+    #: the highest EAS version the device spoke; an account-only wipe needs 16.1
+    protocol_version: str | None = None
+
+    @property
+    def account_wipe(self) -> bool:
+        """Whether the device can take an account-only wipe (it spoke EAS 16.1+)."""
+        return account_wipe_capable(self.protocol_version)
 
 
 @dataclass(frozen=True)
@@ -460,6 +473,7 @@ class Accounts:
         #: the kept deletes (easync.deleted.DeletedItems) the account page lists and
         #: restores; set by easync.tap (None: not offered)
         self.deleted: Any = None
+        self._access_listeners: list[Callable[[int], None]] = []
 
     # -- plumbing -----------------------------------------------------------------------
     def on_change(self, listener: Callable[[str | None], None]) -> None:
@@ -964,14 +978,26 @@ class Accounts:
             user = await self._user(name)
             await self._permit(actor, user.name)
         out = []
+        rules = await self.state.list_device_rules(user)
+        by_user: dict[int | None, list[Rule]] = {}
+        for rule in rules:
+            by_user.setdefault(rule.user_id, []).append(rule)
+        names = {r.user: r.user_id for r in rules if r.user is not None}
         for d in await self.state.list_devices(user):
             owner = d.get("user", user.name if user else None)
+            owner_name = str(getattr(owner, "name", owner))
+            uid = user.id if user is not None else names.get(owner_name)
+            applying = by_user.get(None, []) + (by_user.get(uid, []) if uid is not None
+                                                 else [])
+            decision = decide_record(d, applying)
             out.append(DeviceInfo(
-                user=str(getattr(owner, "name", owner)), device_id=str(d["device_id"]),
+                user=owner_name, device_id=str(d["device_id"]),
                 device_type=d.get("device_type"), user_agent=d.get("user_agent"),
                 first_seen=d.get("first_seen"), last_seen=d.get("last_seen"),
                 last_sync=d.get("last_sync"), wipe=str(d.get("wipe") or "none"),
-                blocked=bool(d.get("blocked")), policy_status=d.get("policy_status")))
+                blocked=bool(d.get("blocked")), policy_status=d.get("policy_status"),
+                access=decision.state, access_reason=decision.reason,
+                protocol_version=d.get("protocol_version")))
         return out
 
     async def _device(self, name: str, device_id: str, actor: str | None
@@ -989,12 +1015,81 @@ class Accounts:
         """Order a remote wipe, delivered by Provision at the device's next connection
         (``account_only``: only this account's data, EAS 16.1)."""
         user, device = await self._device(name, device_id, actor)
+        if account_only and not account_wipe_capable(device.get("protocol_version")):
+            # MS-ASPROV 2.2.2.1: AccountOnlyRemoteWipe is EAS 16.1 only; a full wipe is
+            # never sent in its place
+            raise InvalidValue(msg(
+                "{device} has not connected with EAS 16.1 or later (last: {version}): it "
+                "cannot take an account-only wipe; block it, or order a full wipe",
+                device=device_id, version=device.get("protocol_version") or "?"))
         info = dict(device.get("info") or {})
         info["wipe_kind"] = "account" if account_only else "device"
         await self.state.save_device(user, device_id, wipe="pending", info=info)
         await self._audit(actor, user.name, "device-wipe",
                           f"{'account-only ' if account_only else ''}wipe ordered for "
                           f"device {device_id}", address)
+
+    def on_device_access(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(user id)`` after a device access change of that user made
+        through this service (the server wakes the user's held Pings with it)."""
+        self._access_listeners.append(listener)
+
+    def _access_changed(self, user_id: int) -> None:
+        for listener in self._access_listeners:
+            listener(user_id)
+
+    async def set_device_access(self, name: str, device_id: str, access: str | None, *,
+                                actor: str | None = None, address: str = "") -> DeviceInfo:
+        """Allow, block or quarantine one device of a user (None: let the rules decide
+        again), audited.  A user may block their own device; anything else is an
+        administrator's."""
+        if access not in ACCESS_VALUES:
+            raise InvalidValue(msg("unknown access {access!r}", access=access))
+        user = await self._user(name)
+        await self._permit(actor, user.name, admin_only=access != "block")
+        device = await self.state.set_device_access(user, device_id, access)
+        if device is None:
+            raise NotFound(msg("{user} has no device {device!r}", user=user.name,
+                               device=device_id))
+        await self._audit(actor, user.name, "device-access",
+                          f"device {device_id}: {access or 'rules decide'}", address)
+        self._access_changed(user.id)
+        found = [d for d in await self.list_devices(user.name) if d.device_id == device_id]
+        return found[0]
+
+    async def list_rules(self, *, actor: str | None = None) -> list[Rule]:
+        """Every device access rule (admin)."""
+        await self._permit(actor, "", admin_only=True)
+        return list(await self.state.list_device_rules(None))
+
+    async def add_rule(self, user_name: str | None, kind: str, pattern: str, action: str, *,
+                       actor: str | None = None, address: str = "") -> Rule:
+        """Add a device access rule for a user or (None) everyone (admin), audited."""
+        await self._permit(actor, "", admin_only=True)
+        user = await self._user(user_name) if user_name is not None else None
+        try:
+            check_rule(kind, pattern, action)
+        except ValueError as e:
+            raise InvalidValue(msg("not a valid rule: {error}", error=str(e))) from None
+        rule = await self.state.add_device_rule(user, kind, pattern, action, actor)
+        await self._audit(actor, user.name if user else None, "device-rule",
+                          f"rule added: {rule.describe()}", address)
+        if user is not None:
+            self._access_changed(user.id)
+        return rule  # type: ignore[no-any-return]
+
+    async def remove_rule(self, rule_id: int, *, actor: str | None = None,
+                          address: str = "") -> Rule:
+        """Remove a device access rule (admin), audited."""
+        await self._permit(actor, "", admin_only=True)
+        rule = await self.state.remove_device_rule(rule_id)
+        if rule is None:
+            raise NotFound(msg("there is no rule {id}", id=rule_id))
+        await self._audit(actor, rule.user, "device-rule", f"rule removed: {rule.describe()}",
+                          address)
+        if rule.user_id is not None:
+            self._access_changed(rule.user_id)
+        return rule  # type: ignore[no-any-return]
 
     async def remove_device(self, name: str, device_id: str, *, actor: str | None = None,
                             address: str = "") -> None:

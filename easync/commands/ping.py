@@ -51,6 +51,8 @@ from typing import Any
 from twisted.logger import Logger
 
 from easync.commands import folders as hierarchy
+from easync.commands.provisioning import access_refused
+from easync.deviceaccess import ACCESS
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.interfaces import ChangeHint
 from easync.items import convert
@@ -303,8 +305,8 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     # was read with the request is from before the hold listened: the lookout made
     # before that read tells the hold what changed since (in this process or, through
     # the poller or NOTIFY, in another).
-    hold = server.holds.start(user.id, req.device_id, "Ping", [*folder_ids, HIERARCHY],
-                              heartbeat, owner=req)
+    hold = server.holds.start(user.id, req.device_id, "Ping",
+                              [*folder_ids, HIERARCHY, ACCESS], heartbeat, owner=req)
     if lookout is not None:
         lookout.hand_over(hold, hold.folders)
         lookout = None
@@ -333,6 +335,15 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
             if hold.changed:
                 woken_at = hold.woken_at
                 news = hold.take()
+                if ACCESS in news or ALL in news:
+                    # the user's device access changed (a block, a quarantine, a
+                    # rule): this device may no longer sync; one read of its record
+                    refused = await access_refused(server, req)
+                    if refused is not None:
+                        return refused
+                    news.pop(ACCESS, None)
+                    if not news:
+                        continue
                 woken.update(news)
                 tree = HIERARCHY in news or ALL in news
                 found: set[str]

@@ -15,7 +15,11 @@ Request shapes (MS-ASPROV 3.1.5.1):
 
 While a wipe is pending, any Provision gets ``Provision/{Status 1, RemoteWipe}``
 and no policy (MS-ASPROV 3.2.5.1.1, the "empty initial request" answer): the device
-is never given a usable key again until the wipe is acknowledged.
+is never given a usable key again until the wipe is acknowledged.  An account-only
+wipe is ``AccountOnlyRemoteWipe`` (MS-ASPROV 2.2.2.1, 16.1 only), acknowledged with
+its ``Status`` like RemoteWipe's; a request below 16.1 while one is pending is refused
+as a blocked device (Provision/Status 129 from 14.0, HTTP 403 below): never a full
+wipe in its place.
 
 Status choices: Provision/Status 2 (protocol error) for a request that is none of
 the above or lacks a Policy or its PolicyType; Policy/Status 3 for a PolicyType the
@@ -43,8 +47,10 @@ from twisted.logger import Logger
 from easync.commands.provisioning import (
     POLICY_TYPE,
     WAP_POLICY_TYPE,
+    account_wipe_unsupported,
     new_policy_key,
     provision_doc,
+    refused_device_response,
     wipe_element,
     wipe_pending,
 )
@@ -97,6 +103,11 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     device = req.device
     if device is None:
         device = await server.state.get_device(req.user, req.device_id)
+
+    if account_wipe_unsupported(device, req.version):
+        # an account-only wipe cannot be said below 16.1 and a full wipe is not what was
+        # ordered: refused as a blocked device (129 / 403) until it speaks 16.1
+        return refused_device_response("Provision", req.version)
 
     root = Element("Provision:Provision")
     if body is not None and body.tag != "Provision:Provision":

@@ -78,14 +78,53 @@ def wipe_pending(device: dict[str, Any] | None) -> bool:
     return bool(device and device.get("wipe") == "pending")
 
 
-def wipe_element(device: dict[str, Any] | None, version: str) -> Element:
-    """The empty wipe directive: AccountOnlyRemoteWipe (16.1+) when the device record
-    (or its ``info``) says ``wipe_kind == "account"``, else RemoteWipe."""
+def account_only_wipe(device: dict[str, Any] | None) -> bool:
+    """True when the wipe ordered for the device is the account-only one."""
     dev = device or {}
     kind = dev.get("wipe_kind") or (dev.get("info") or {}).get("wipe_kind")
-    if kind == "account" and version_tuple(version) >= (16, 1):
+    return kind == "account"
+
+
+def account_wipe_unsupported(device: dict[str, Any] | None, version: str) -> bool:
+    """True when an account-only wipe is pending and the request speaks a version
+    below 16.1, which has no AccountOnlyRemoteWipe (MS-ASPROV 2.2.2.1): the wipe cannot
+    be delivered as ordered, and a full RemoteWipe is never sent in its place (the
+    owner's photos are not this account's to erase).  The HTTP layer refuses such a
+    device, as blocked, until the wipe is cancelled or changed."""
+    return (wipe_pending(device) and account_only_wipe(device)
+            and version_tuple(version) < (16, 1))
+
+
+def wipe_element(device: dict[str, Any] | None, version: str) -> Element:
+    """The empty wipe directive: AccountOnlyRemoteWipe (MS-ASPROV 2.2.2.1; 16.1+)
+    when the device record (or its ``info``) says ``wipe_kind == "account"``, else
+    RemoteWipe (2.2.2.53).  An account-only wipe never reaches a request below 16.1
+    (``account_wipe_unsupported``); should one, it gets AccountOnlyRemoteWipe all
+    the same, never a full wipe."""
+    if account_only_wipe(device):
         return Element("Provision:AccountOnlyRemoteWipe")
     return Element("Provision:RemoteWipe")
+
+
+# MS-ASCMD 2.2.2 common status 129 DeviceIsBlockedForThisUser.
+DEVICE_BLOCKED = "129"
+
+
+def refused_device_response(cmd: str, version: str, status: str = DEVICE_BLOCKED
+                            ) -> EasResponse:
+    """The answer to a device that may not sync (blocked, quarantined, or over the
+    device cap): from 14.0 HTTP 200 with the command's top-level Status ``status``
+    (MS-ASCMD 2.2.2 common statuses: 129 DeviceIsBlockedForThisUser, 177
+    MaximumDevicesReached; Provision's Status takes them too, MS-ASPROV 2.2.2.54.2);
+    below 14.0, which has no common statuses, or for a command without a top-level
+    Status, HTTP 403 (MS-ASHTTP 2.2.2.1.1: the user or device may not sync)."""
+    roots = STATUS_ROOTS.get(cmd) or (
+        ("Provision:Provision", "Provision:Status") if cmd == "Provision" else None)
+    if version_tuple(version) < (14, 0) or roots is None:
+        return EasResponse(body=None, http_status=403, status="403")
+    root = Element(roots[0])
+    root.add(roots[1], status)
+    return EasResponse(body=root, status=status)
 
 
 def policy_status(device: dict[str, Any] | None, sent_key: str | None,
@@ -131,3 +170,24 @@ def policy_required_response(cmd: str, version: str, reason: str) -> EasResponse
     root = Element(root_tag)
     root.add(status_tag, status)
     return EasResponse(body=root, status=status)
+
+
+async def access_refused(server: Any, req: Any) -> EasResponse | None:
+    """For a held long poll (Ping, Sync with Wait) woken by a device access change
+    (``easync.deviceaccess.ACCESS``): the answer when its device may no longer sync
+    (blocked, quarantined), or None.  One read of the device record and the rules.
+    From 14.0 the command's Status 129 DeviceIsBlockedForThisUser (MS-ASCMD 2.2.2);
+    below, HTTP 403 (MS-ASHTTP 2.2.2.1.1), raised as ``EasHTTPError``."""
+    from easync.deviceaccess import device_refusal
+    from easync.handler import EasHTTPError
+
+    device = await server.state.get_device(req.user, req.device_id)
+    rules = await server.state.list_device_rules(req.user)
+    why = device_refusal(device, rules, req.device_id, req.device_type, req.user_agent,
+                         req.cmd, req.version)
+    if why is None:
+        return None
+    resp = refused_device_response(req.cmd, req.version)
+    if resp.http_status != 200:
+        raise EasHTTPError(resp.http_status, why)
+    return resp

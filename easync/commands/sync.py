@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from easync.commands.ping import HIERARCHY
+from easync.commands.provisioning import access_refused
+from easync.deviceaccess import ACCESS
 from easync.handler import EasRequest, EasResponse, EasServer
 from easync.items import convert
 from easync.items.fastpath import FragmentCache
 from easync.model import Folder, StateWrite, User
+from easync.push import ALL
 from easync.settings import Settings
 from easync.syncengine import ITEM_CLASSES, SyncEngine, make_key, quirks_for, state_name
 from easync.synctypes import (
@@ -396,8 +399,8 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         # first look so that a change committed meanwhile still wakes it.
         # The hierarchy too: a folder deleted meanwhile ends it with Status 12.
         hold = server.holds.start(user.id, req.device_id, "Sync",
-                                  [*(c.collection_id for c in spec.collections), HIERARCHY],
-                                  spec.hold, owner=req)
+                                  [*(c.collection_id for c in spec.collections), HIERARCHY,
+                                   ACCESS], spec.hold, owner=req)
         if req.preloaded is not None:
             # the folders read with the request are from before the subscription: the
             # lookout made before that read tells the hold what changed since; without
@@ -425,7 +428,14 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
             await hold.wait()
             if hold.changed:
                 woken_at = hold.woken_at
-                hold.take()                 # (subscribed again before looking)
+                news = hold.take()          # (subscribed again before looking)
+                if ACCESS in news or ALL in news:
+                    # the user's device access changed: this device may be refused now
+                    refused = await access_refused(server, req)
+                    if refused is not None:
+                        return refused
+                    if set(news) == {ACCESS}:
+                        continue
                 resp = await _run(server, engine, req, spec, quirks)
                 if resp is not None:
                     resp.woken = woken_at

@@ -36,6 +36,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from easync.auth.door import FrontDoor
 from easync.commands import COMMANDS
 from easync.commands import provisioning as provisioning_policy
+from easync.deviceaccess import device_refusal
 from easync.errors import TooManyDevices, Unavailable
 from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.http.autodiscover import AutodiscoverResource
@@ -494,9 +495,19 @@ class ActiveSyncResource(Resource):
         else:
             read.lookout = lookout
         try:
-            device = await self._touch_device(user, q, request, snapshot)
+            device = await self._touch_device(user, q, request, snapshot, version)
         except TooManyDevices as e:
             self._too_many_devices(request, user.name, device_id, cmd, version, e, t0)
+            return
+        rules = snapshot.rules if snapshot is not None else \
+            await state.list_device_rules(user)
+        refusal = device_refusal(device, rules, q.device_id, q.device_type,
+                                 header(request, b"user-agent") or "", cmd, version)
+        if refusal is not None:
+            resp = provisioning_policy.refused_device_response(cmd, version)
+            data = encode(resp.body) if resp.body is not None else b""
+            self._finish(request, resp.http_status, data, user.name, device_id, cmd,
+                         refusal, t0, eas_status=resp.status)
             return
         self.door.note_device(user, device_id)   # when the ActiveSync password was last used
         req = EasRequest(
@@ -577,9 +588,12 @@ class ActiveSyncResource(Resource):
         return provisioning_policy.policy_required_response(req.cmd, req.version, status)
 
     async def _touch_device(self, user: User, q: Query, request: Request,
-                            snapshot: RequestSnapshot | None = None) -> dict[str, Any]:
+                            snapshot: RequestSnapshot | None = None,
+                            version: str = "") -> dict[str, Any]:
         """The device record (read with the request, ``snapshot``, or now); last-seen
-        written at most once a minute per device."""
+        written at most once a minute per device, and at once when the user agent
+        changes or the device speaks a protocol version above any it spoke before
+        (``protocol_version``: what tells whether it can take an account-only wipe)."""
         state = self.server.state
         if snapshot is not None:
             device = snapshot.device
@@ -588,11 +602,16 @@ class ActiveSyncResource(Resource):
         now = self.server.clock.seconds()
         key = (user.id, q.device_id)
         ua = header(request, b"user-agent") or ""
-        if device is None or now - self._seen.get(key, 0) > 60 or (
+        newer = bool(version) and (device is None or not device.get("protocol_version")
+                                   or version_tuple(version) > version_tuple(
+                                       str(device["protocol_version"])))
+        if device is None or now - self._seen.get(key, 0) > 60 or newer or (
             device.get("user_agent") != ua
         ):
             fields: dict[str, Any] = {"device_type": q.device_type, "user_agent": ua,
                                       "last_seen": now}
+            if newer:
+                fields["protocol_version"] = version
             device = await state.save_device(
                 user, q.device_id, max_devices=self.server.settings.max_devices_per_user,
                 **fields)
