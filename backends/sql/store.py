@@ -14,8 +14,8 @@ work is done by one part per concern, each in its own module, all sharing that
                                           — ``IRetentionStore``
 
 ``SqlStore`` provides all five interfaces by handing each call to its part, opens
-and closes the database (and runs the lookup-token backfill of schemas 5 and 14), and is the
-twistd service.  Every public method runs one transaction in a pool thread and
+and closes the database (and runs the lookup-token backfill of schemas 5 and 14), and
+is the twistd service.  Every public method runs one transaction in a pool thread and
 converts rows to model objects there, so the reactor thread only sees finished
 results.  Other backends that keep their own tables in this database (the CRM
 mirror) run their transactions with ``store.db.run_interaction`` and call the parts'
@@ -302,7 +302,8 @@ class SqlStore(Service):
         """Give the contacts and users written before schema version 5 their lookup
         tokens (contacts: again from version 14 on, which indexes every contact and
         its folder, ``easync.lookup.contact_index``), a batch (``BACKFILL_SPAN`` row
-        ids) per transaction, until done or the store is closed.  Several processes may run it at once: a batch is idempotent."""
+        ids) per transaction, until done or the store is closed.  Several processes
+        may run it at once: a batch is idempotent."""
         while self.db.is_open:
             try:
                 more = await self.db.run_interaction("backfill", self._backfill_batch,
@@ -368,6 +369,7 @@ class SqlStore(Service):
         return True
 
     def _write_names_v5(self, cur: Any, rows: list[tuple[int, int, str, int, int]]) -> None:
+        """contact_names as versions 5-13 have it: the recipients' name tokens."""
         old = [(iid, uid, tok) for iid, uid, tok, flag, _ in rows if flag]
         if old:
             cur.executemany(self.db.sql(
