@@ -134,6 +134,10 @@ async def run(reactor: Any, db: str, args: argparse.Namespace) -> None:
     from easync.notify import LocalNotifier
     from easync.wbxml import encode
 
+    if args.span:
+        import backends.sql.store as store_module
+
+        store_module.CONTACTS_SPAN = args.span
     store = SqlStore(reactor, db)
     await store.open()
     t0 = time.monotonic()
@@ -258,6 +262,8 @@ def main() -> None:
     parser.add_argument("--pg", default=None, help="PostgreSQL admin URL")
     parser.add_argument("--backfill", action="store_true",
                         help="then time schema 14's re-index of every contact")
+    parser.add_argument("--span", type=int, default=None,
+                        help="contact row ids per backfill batch (default: the store's)")
     args = parser.parse_args()
     print(f"{platform.python_version()} {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")

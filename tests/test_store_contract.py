@@ -1296,7 +1296,7 @@ async def test_migration_14_indexes_every_contact(
         await old.raw_query("UPDATE lookup_backfill SET next_id = last_id")
     finally:
         await old.close()
-    monkeypatch.setattr(store_module, "BACKFILL_SPAN", 3)       # several batches
+    monkeypatch.setattr(store_module, "CONTACTS_SPAN", 3)       # several batches
     new = SqlStore(_reactor(), db_url)
     await new.open()
     try:
@@ -1382,6 +1382,7 @@ async def test_lookup_tokens_backfilled_for_an_older_database(
     finally:
         await old.close()
     monkeypatch.setattr(store_module, "BACKFILL_SPAN", 3)       # several batches
+    monkeypatch.setattr(store_module, "CONTACTS_SPAN", 3)
     new = SqlStore(_reactor(), db_url)
     await new.open()
     try:
