@@ -1324,6 +1324,37 @@ async def test_migration_14_indexes_every_contact(
 
 
 @pytest_twisted.ensureDeferred
+async def test_backfill_held_at_an_older_version_writes_its_columns(db_url: str) -> None:
+    """A database opened at a version between 5 and 13 (an upgrade test, or a
+    ``target_version``) is backfilled as that version's contact_names has it: the
+    name tokens of the contacts with an address, no recipient or folder columns."""
+    old = SqlStore(_reactor(), db_url)
+    await old.open(target_version=3)
+    try:
+        await old.raw_query("INSERT INTO users (name, email) VALUES ('vera', 'v@x.org')")
+        ((uid,),) = await old.raw_query("SELECT id FROM users WHERE name = 'vera'")
+        await old.raw_query("INSERT INTO folders (user_id, name, type) VALUES (?, ?, 9)",
+                            (uid, "Contacts"))
+        ((fid,),) = await old.raw_query("SELECT id FROM folders WHERE user_id = ?", (uid,))
+        for n, data in enumerate((named("Mail", "Person", "m@example.org"),
+                                  named("Phone", "Only")), 1):
+            await old.raw_query(
+                "INSERT INTO items (user_id, folder_id, cls, data, modseq, created_modseq)"
+                " VALUES (?, ?, 'Contacts', ?, ?, ?)", (uid, fid, json.dumps(data), n, n))
+    finally:
+        await old.close()
+    mid = SqlStore(_reactor(), db_url)
+    await mid.open(target_version=8)
+    try:
+        assert mid.backfilling is not None
+        await mid.backfilling
+        tokens = {t for (t,) in await mid.raw_query("SELECT token FROM contact_names")}
+        assert tokens == contact_tokens(named("Mail", "Person"))
+    finally:
+        await mid.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_find_users(store: SqlStore, user: User) -> None:
     """The GAL (MS-ASCMD 2.2.1.16) and ResolveRecipients' Type 1: users by a prefix of
     login, address, display name or its words; by exact address; kept true by
