@@ -121,11 +121,17 @@ class IItemStore(Interface):
         Email1/2/3Address, oldest first.  One indexed query for all the addresses,
         each bounded by ``limit``: O(addresses * (log n + limit))."""
 
-    def find_contacts_by_name(user: User, prefix: str, limit: int) -> Deferred[list[Item]]:
-        """Up to ``limit`` live contacts of the user that have an e-mail address and a
-        name token (``easync.lookup.contact_tokens``) starting with ``prefix`` once
-        normalised; none for an empty prefix.  Which ones, when more match: the first
-        in token order.  One indexed range walk: O(log n + limit)."""
+    def find_contacts_by_name(user: User, prefix: str, limit: int, *,
+                              recipients: bool = True, folder_id: str | None = None
+                              ) -> Deferred[list[Item]]:
+        """Up to ``limit`` live contacts of the user with a token starting with
+        ``prefix`` once normalised; none for an empty prefix.  With ``recipients``
+        (ResolveRecipients) only contacts that have an e-mail address, by a name token
+        (``easync.lookup.contact_tokens``); without (Find) every contact, by a name
+        token or an e-mail address (``easync.lookup.contact_index``), and with
+        ``folder_id`` (a Contacts folder of the user; ``recipients`` must then be
+        False) only that folder's.  Which ones, when more match: the first in token
+        order.  One indexed range walk: O(log n + limit)."""
 
 
 class IStateStore(Interface):

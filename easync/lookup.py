@@ -14,6 +14,8 @@ case-folded, blanks collapsed, at most ``TOKEN_MAX`` characters):
   NickName whole, each of their words (at most ``MAX_WORDS`` per field, outer
   punctuation stripped), "first last", "first middle last", "last first" and
   "last, first";
+* a contact, for Find only (``contact_index``): its e-mail addresses whole, and
+  the name tokens of a contact without an address;
 * a user: the login name, the e-mail address, the display name whole and its words.
 
 So "ada", "love", "ada lov", "lovelace, a" all find "Ada Lovelace" (FileAs
@@ -41,6 +43,7 @@ MAX_WORDS = 16
 EMAIL_MAX = 254
 CONTACT_NAME_FIELDS = ("FirstName", "MiddleName", "LastName", "FileAs", "CompanyName",
                        "NickName")
+CONTACT_EMAIL_FIELDS = ("Email1Address", "Email2Address", "Email3Address")
 
 # lone surrogates (not encodable as UTF-8), C0 controls, DEL and C1 controls: none of
 # them may reach the database (PostgreSQL refuses NUL, both refuse surrogates)
@@ -90,6 +93,23 @@ def contact_tokens(data: dict[str, Any]) -> set[str]:
             if combo:
                 out.add(combo[:TOKEN_MAX].rstrip())
     out.discard("")
+    return out
+
+
+def contact_index(data: dict[str, Any]) -> dict[str, int]:
+    """The rows of a contact in the name index (schema 14): each token and whether a
+    recipient lookup may find the contact by it (1) or only Find may (0).  The name
+    tokens (``contact_tokens``) are 1 when the contact has an e-mail address it can
+    be sent to (``indexable_email`` of Email1/2/3Address), else 0; each such address
+    is a token too, 0 unless it is also a name token (ResolveRecipients looks
+    addresses up whole, in ``contact_emails``)."""
+    emails = {a for a in (indexable_email(data.get(k)) for k in CONTACT_EMAIL_FIELDS) if a}
+    flag = 1 if emails else 0
+    out = dict.fromkeys(contact_tokens(data), flag)
+    for addr in sorted(emails):
+        key = normalise(addr)
+        if key:
+            out.setdefault(key, 0)
     return out
 
 

@@ -42,7 +42,7 @@ from easync.interfaces import (
 )
 from easync.items import index_fields
 from easync.lookup import (
-    contact_tokens,
+    contact_index,
     indexable_email,
     prefix_end,
     prefix_key,
@@ -173,7 +173,8 @@ class MemoryStore(Service):
         self._next = {"users": 0, "folders": 0, "items": 0}
         # the index tables, as sets of rows
         self._contact_emails: set[tuple[int, int, str]] = set()    # item, user, email
-        self._contact_names: set[tuple[int, int, str]] = set()     # item, user, token
+        # item, user, token, recipient (1/0), folder (see 014_find_contacts.sql)
+        self._contact_names: set[tuple[int, int, str, int, int]] = set()
         self._user_names: set[tuple[int, str]] = set()             # user, token
         self._event_contacts: set[tuple[int, int, str]] = set()    # event, contact, email
         self._devices: dict[tuple[int, str], dict[str, Any]] = {}
@@ -590,10 +591,9 @@ class MemoryStore(Service):
                                                 if r[1] != row.id}
                 else:
                     self._contact_emails.update((row.id, user_id, em) for em in emails)
-                    if emails:
-                        self._contact_names.update(
-                            (row.id, user_id, tok)
-                            for tok in contact_tokens(json.loads(row.data)))
+                    self._contact_names.update(
+                        (row.id, user_id, tok, flag, row.folder_id)
+                        for tok, flag in contact_index(json.loads(row.data)).items())
             elif row.cls == "Calendar":
                 if row.data is None:
                     if row.id in existing:
@@ -653,7 +653,8 @@ class MemoryStore(Service):
             return new if i == old else i
 
         self._contact_emails = {(follow(i), u, e) for i, u, e in self._contact_emails}
-        self._contact_names = {(follow(i), u, t) for i, u, t in self._contact_names}
+        self._contact_names = {(follow(i), u, t, r, dst if i == old else f)
+                               for i, u, t, r, f in self._contact_names}
         self._event_contacts = {(follow(ev), follow(c), e) for ev, c, e in self._event_contacts}
         self._folders[src].modseq = gone
         self._folders[dst].modseq = born
@@ -705,9 +706,17 @@ class MemoryStore(Service):
                 out[addr] = [items[i] for i in ids if i in items]
         return succeed(out)
 
-    def find_contacts_by_name(self, user: User, prefix: str, limit: int
+    def find_contacts_by_name(self, user: User, prefix: str, limit: int, *,
+                              recipients: bool = True, folder_id: str | None = None
                               ) -> Deferred[list[Item]]:
-        ids = _prefix_walk(((tok, i) for i, u, tok in self._contact_names if u == user.id),
+        if folder_id is not None and recipients:
+            raise ValueError("a folder's walk is of all its contacts")
+        fid = _parse_folder_id(folder_id) if folder_id is not None else None
+        if folder_id is not None and fid is None:
+            return succeed([])
+        ids = _prefix_walk(((tok, i) for i, u, tok, r, f in self._contact_names
+                            if (f == fid if fid is not None else u == user.id)
+                            and (r or not recipients)),
                            prefix, int(limit))
         items = self._live_contacts(user.id, ids)
         return succeed([items[i] for i in ids if i in items])
@@ -924,7 +933,7 @@ class MemoryStore(Service):
         ``contact_names`` (item id, user id, value), ``event_contacts`` (event id,
         contact id, e-mail), ``user_names`` (user id, token)."""
         rows: dict[str, Any] = {"contact_emails": self._contact_emails,
-                                "contact_names": self._contact_names,
+                                "contact_names": {r[:3] for r in self._contact_names},
                                 "event_contacts": self._event_contacts,
                                 "user_names": self._user_names}
         return sorted(rows[table])

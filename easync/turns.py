@@ -136,12 +136,20 @@ class TurnBudget(Service):
     def calls_left(self) -> int:
         return self._calls.left if self._calls is not None else 0
 
-    def _rescue(self) -> None:
-        """Calls a pool thread appended to the old queue while it was being replaced."""
+    def _rescue(self, first: bool = False) -> None:
+        """Move the calls of the old queue to the sliced one (and out of the old:
+        each call is in one queue only, or it would run twice).  ``first`` (at the
+        swap): they were made before any call a thread appended to the sliced queue
+        since, so they go in front; later (a thread that read the attribute just
+        before the swap), at the end."""
         old = self._old_queue
         if old and self._calls is not None:
             n = len(old)                # (a thread may append meanwhile: only these n)
-            self._calls.extend(old[:n])
+            moved = old[:n]
+            if first:
+                self._calls[0:0] = moved
+            else:
+                self._calls.extend(moved)
             del old[:n]
             self.reactor.wakeUp()
 
@@ -164,14 +172,18 @@ class TurnBudget(Service):
                 self._bounded = bound_poll(r) is not None
         queue = getattr(r, "threadCallQueue", None)
         if isinstance(queue, list) and not isinstance(queue, SlicedCalls):
-            # empty: what the old queue holds moves over once, by _rescue (copying it
-            # here too ran each queued call twice)
+            # an empty queue swapped in, then the old one's calls moved over, not
+            # copied: calls queued before the start (twistd starts its services
+            # before the reactor runs, while pool threads may have answered) used
+            # to be in the new queue twice, and a Deferred called back twice is an
+            # AlreadyCalledError.  Moved in front, in order, so that a start from a
+            # thread call (the reactor iterating the old queue, then deleting the
+            # calls it made from the current one) deletes exactly those.
             self._calls = SlicedCalls([], self.calls_budget, self.clock)
             self._old_queue = queue
             r.threadCallQueue = self._calls
-            # the calls queued before the swap, and any a pool thread appended after
-            # reading the attribute just before it
-            self._rescue()
+            self._rescue(first=True)
+            # a pool thread may have read the attribute just before the swap
             r.callLater(1.0, self._rescue)
 
     def stopService(self) -> None:
@@ -192,12 +204,13 @@ class TurnBudget(Service):
             # (only the reactor removes calls: the first len(plain) are the copied ones)
             del self._calls[:len(plain)]
             # anything appended to the sliced list after the copy
-            r.callLater(0, self._give_back, plain)
+            r.callLater(0, self._give_back, plain, self._calls)
         self._old_queue = None
 
-    def _give_back(self, plain: list[Any]) -> None:
-        calls = self._calls
+    def _give_back(self, plain: list[Any], calls: SlicedCalls) -> None:
+        # (the queue that was stopped: after a new start, self._calls is another)
         if calls:
-            plain.extend(calls)
-            del calls[:]
+            n = len(calls)              # (a thread may append meanwhile: only these n)
+            plain.extend(calls[:n])
+            del calls[:n]
             self.reactor.wakeUp()

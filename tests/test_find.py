@@ -359,3 +359,101 @@ async def test_hostile_queries_are_bounded(env: Any) -> None:
     response = response_of(await call(env, mailbox_find("ada\x00\x01\x1f")))
     assert [prop(r, "GAL:DisplayName") for r in response.findall("Find:Result")] == [
         "Ada Lovelace"]
+
+
+# ------------------------------------------ every contact, one folder (issue 14 point 5)
+
+async def resolve(env: Any, to: str) -> list[str]:
+    """The Recipient DisplayNames ResolveRecipients gives for ``to``."""
+    server, alice = env
+    req = EasRequest(cmd="ResolveRecipients", user=alice, device_id="dev1",
+                     device_type="iPhone", version="16.1",
+                     body=E("ResolveRecipients:ResolveRecipients",
+                            E("ResolveRecipients:To", to)))
+    resp = await COMMANDS["ResolveRecipients"].handle(server, req)
+    assert resp.body is not None
+    return [r.findtext("ResolveRecipients:DisplayName") or ""
+            for response in resp.body.findall("ResolveRecipients:Response")
+            for r in response.findall("ResolveRecipients:Recipient")]
+
+
+def names_found(response: Element) -> list[str | None]:
+    return [prop(r, "GAL:DisplayName") for r in response.findall("Find:Result")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_contacts_without_an_address_are_found(env: Any) -> None:
+    """Find searches the user's contacts (the easync Contacts-class extension of
+    MS-ASCMD 2.2.3.27.1): every contact, by a word of its first, last or company
+    name, its nickname, or FileAs — one with a phone number only too; a contact with
+    an address also by the beginning of that address.  ResolveRecipients still gives
+    only contacts it can send to (MS-ASCMD 2.2.3.140: a Recipient has an
+    EmailAddress)."""
+    [plumber, _, ada] = await add_contacts(env, [
+        {"FirstName": "Mario", "LastName": "Rossi", "CompanyName": "Idraulica Veloce",
+         "NickName": "Supermario", "MobilePhoneNumber": "+39 333 7654321"},
+        {"FileAs": "Pizzeria Da Gino", "BusinessPhoneNumber": "+39 02 123456"},
+        {"FirstName": "Ada", "LastName": "Lovelace", "Email1Address": "countess@example.org"}])
+    for query in ("mario", "ross", "rossi mario", "idraul", "veloce", "supermario"):
+        response = response_of(await call(env, mailbox_find(query)))
+        [result] = response.findall("Find:Result")
+        assert result.findtext("AirSync:ServerId") == plumber, query
+        assert prop(result, "GAL:DisplayName") == "Mario Rossi"
+        assert prop(result, "GAL:MobilePhone") == "+39 333 7654321"
+        assert prop(result, "GAL:EmailAddress") is None
+        assert response.findtext("Find:Total") == "1"
+    response = response_of(await call(env, mailbox_find("gino")))
+    assert [prop(r, "GAL:Phone") for r in response.findall("Find:Result")] == [
+        "+39 02 123456"]
+    # by the beginning of an address, whole or in part, any case
+    for query in ("countess", "COUNTESS@example", "countess@example.org"):
+        response = response_of(await call(env, mailbox_find(query)))
+        assert [r.findtext("AirSync:ServerId") for r in response.findall("Find:Result")] \
+            == [ada], query
+    # ResolveRecipients: the contact it can send to, never one without an address
+    assert await resolve(env, "mario") == []
+    assert await resolve(env, "gino") == []
+    assert await resolve(env, "ada") == ["Ada Lovelace"]
+    # and not by a part of an address (it looks addresses up whole)
+    assert await resolve(env, "countess") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_contacts_find_within_one_folder(env: Any) -> None:
+    """MS-ASCMD 2.2.3.30.5: CollectionId names the folder to search.  With 150
+    matches in the default Contacts folder sorted before the 3 of a second one, the
+    second folder's search still gives its own 3, with Total 3; the default folder's
+    Total counts its matches only."""
+    server, alice = env
+    main = await contacts_folder(env)
+    other = await server.items.create_folder(alice, "0", "Suppliers", 14)
+    await add_contacts(env, [{"FirstName": f"Aaron{n:03d}", "LastName": "Smith"}
+                             for n in range(150)])
+    results = await server.items.apply(alice, other.server_id, [
+        Op(kind="add", data={"FirstName": f"Zed{n}", "LastName": "Smith"}, ref=str(n),
+           cls="Contacts") for n in range(3)])
+    theirs = [r.server_id for r in results]
+    response = response_of(await call(env, mailbox_find("smith", cls=None,
+                                                        collection=other.server_id)))
+    assert [r.findtext("AirSync:ServerId") for r in response.findall("Find:Result")] \
+        == theirs
+    assert {r.findtext("AirSync:CollectionId") for r in response.findall("Find:Result")} \
+        == {other.server_id}
+    assert response.findtext("Find:Total") == "3"
+    response = response_of(await call(env, mailbox_find("smith", cls=None, collection=main,
+                                                        rng="140-160")))
+    assert response.findtext("Find:Total") == "150"
+    assert {r.findtext("AirSync:CollectionId") for r in response.findall("Find:Result")} \
+        == {main}
+    # all folders (Class Contacts): both folders' matches
+    response = response_of(await call(env, mailbox_find("zed")))
+    assert response.findtext("Find:Total") == "3"
+    # a contact moved to the other folder is found there, no longer in the first
+    [moved] = await add_contacts(env, [{"FirstName": "Mover", "LastName": "Jones"}])
+    new_id = await server.items.move_item(alice, moved, other.server_id)
+    response = response_of(await call(env, mailbox_find("mover", cls=None,
+                                                        collection=other.server_id)))
+    assert [r.findtext("AirSync:ServerId") for r in response.findall("Find:Result")] \
+        == [new_id]
+    response = response_of(await call(env, mailbox_find("mover", cls=None, collection=main)))
+    assert response.findtext("Find:Total") == "0"

@@ -12,6 +12,7 @@ the other raw tests.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import needs
@@ -191,17 +192,58 @@ def test_a_14_1_device_gets_version_not_supported(site: tuple[RunningServer, Any
     assert answer.find("Find:Response") is None
 
 
-def test_a_contact_written_in_the_crm_is_found(site: tuple[RunningServer, Any],
-                                               phones: dict[str, Any]) -> None:
-    """CRM store: a contact made in the CRM reaches the user's mirror and Find."""
-    _, crm = site
-    if crm is None:
-        pytest.skip("the CRM store only")
-    crm("add_record", module="Contacts", owner="fiona",
-        fields={"firstname": "Grace", "lastname": "Hopper", "email": "grace@example.org"})
+def test_a_contact_made_on_the_server_is_found(site: tuple[RunningServer, Any],
+                                              phones: dict[str, Any],
+                                              tmp_path: Path) -> None:
+    """A contact that no phone wrote is found too: on the CRM store one made in the
+    CRM (it reaches the user's mirror), on the SQL store one imported with
+    ``easync-admin import`` (a vCard)."""
+    srv, crm = site
+    if crm is not None:
+        crm("add_record", module="Contacts", owner="fiona",
+            fields={"firstname": "Grace", "lastname": "Hopper",
+                    "email": "grace@example.org"})
+    else:
+        card = tmp_path / "grace.vcf"
+        card.write_text("BEGIN:VCARD\r\nVERSION:3.0\r\nN:Hopper;Grace;;;\r\n"
+                        "FN:Grace Hopper\r\nEMAIL:grace@example.org\r\nEND:VCARD\r\n")
+        srv.admin("import", "fiona", str(card))
     fiona = phones["fiona"]
     wait_for(lambda: names(response(find(fiona, mailbox_find("hopper")))) == [
         "Grace Hopper"], timeout=20)
+
+
+def recipients(d: RawDevice, to: str) -> list[str | None]:
+    """The Recipient DisplayNames ResolveRecipients (libwbxml) gives for ``to``."""
+    r = d.call("ResolveRecipients", '<ResolveRecipients xmlns="ResolveRecipients:">'
+               f"<To>{to}</To></ResolveRecipients>")
+    assert r is not None and r.text_of("ResolveRecipients:Status") == "1"
+    return [rec.text_of("ResolveRecipients:DisplayName")
+            for rec in r.iter("ResolveRecipients:Recipient")]
+
+
+def test_a_contact_without_an_address_is_found(site: tuple[RunningServer, Any],
+                                               phones: dict[str, Any]) -> None:
+    """Issue 14 point 5: Find finds a contact that has a phone number only — written
+    by the phone (SQL store) or made in the CRM (its mirror) — and a contact by the
+    beginning of its address; ResolveRecipients (MS-ASCMD 2.2.1.15) still offers only
+    contacts it can send to."""
+    _, crm = site
+    fiona = phones["fiona"]
+    if crm is None:
+        add_contacts(fiona, phones["contacts"], [
+            {"FirstName": "Mario", "LastName": "Plumber", "MobilePhoneNumber": "+39 333 7"}])
+    else:
+        crm("add_record", module="Contacts", owner="fiona",
+            fields={"firstname": "Mario", "lastname": "Plumber", "mobile": "+39 333 7"})
+    wait_for(lambda: names(response(find(fiona, mailbox_find("plumber")))) == [
+        "Mario Plumber"], timeout=20)
+    [result] = response(find(fiona, mailbox_find("mario pl"))).findall("Find:Result")
+    assert result.text_of("Find:Properties/GAL:MobilePhone") == "+39 333 7"
+    assert result.text_of("Find:Properties/GAL:EmailAddress") is None
+    assert names(response(find(fiona, mailbox_find("ada@exam")))) == ["Ada Lovelace"]
+    assert recipients(fiona, "plumber") == []
+    assert recipients(fiona, "lovelace") == ["Ada Lovelace"]
 
 
 def test_pyactivesync_find(site: tuple[RunningServer, Any], phones: dict[str, Any],

@@ -38,6 +38,7 @@ from easync.interfaces import (
     IStateStore,
     IUserStore,
 )
+from easync.lookup import contact_tokens
 from easync.model import DEFAULT_FOLDERS, ChangeBatch, Op, StateWrite, User
 from easync.testing import MemoryStore
 
@@ -95,6 +96,7 @@ SQL_ONLY = {
     "test_feed_matches_model": "moves items between user folders",
     "test_links_survive_moves": "moves items between user folders",
     "test_move_item": "moves items between user folders",
+    "test_find_contacts_by_name_in_one_folder": "needs a user folder",
     "test_devices": "device state stays in the SQL store",
     "test_states": "sync state stays in the SQL store",
     "test_held_requests": "held requests are recorded in the SQL store",
@@ -1173,8 +1175,11 @@ async def test_name_lookups_walk_their_index(store: SqlStore, user: User) -> Non
     await add(store, user, f["Contacts"], *[named(f"Lee{n}", "Li", f"l{n}@x.org")
                                            for n in range(300)])
     # (no ANALYZE first: the plan must not depend on fresh statistics)
-    details = " | ".join(await store.explain_lookups(user, "l", 20))
-    assert "contact_names_lookup" in details and "user_names_lookup" in details, details
+    details = " | ".join(await store.explain_lookups(user, "l", 20, f["Contacts"]))
+    # recipients (ResolveRecipients), every contact and one folder's (Find): schema 14
+    for index in ("contact_names_recipients", "contact_names_lookup",
+                  "contact_names_folder", "user_names_lookup"):
+        assert index in details, details
     for bad in ("SCAN contact_names", "SCAN user_names", "TEMP B-TREE", "Seq Scan",
                 "Bitmap", "Sort"):
         assert bad not in details, details
@@ -1191,6 +1196,162 @@ async def test_lookup_tokens_follow_moves_and_folder_deletes(store: SqlStore, us
     await store.delete_folder(user, friends.server_id)
     assert await by_name(store, user, "ann") == []
     assert await store.find_contacts_by_emails(user, ["ann@x.org"], 5) == {}
+
+
+async def every(store: Any, user: User, prefix: str, limit: int = 50,
+                folder_id: str | None = None) -> list[str]:
+    """The server ids Find gets: every contact, by name or address (schema 14)."""
+    return [i.server_id for i in await store.find_contacts_by_name(
+        user, prefix, limit, recipients=False, folder_id=folder_id)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_find_contacts_by_name_every_contact(store: SqlStore, user: User) -> None:
+    """Find (issue 14 point 5) looks up every contact — one with a phone number only
+    too — by its name tokens and by the beginning of its addresses; the recipient
+    lookup (ResolveRecipients, the default) still gives only contacts with an
+    address, by name only.  Every write keeps both true."""
+    f = await folder_ids(store, user)
+    phone, ada = await add(
+        store, user, f["Contacts"],
+        named("Mario", "Rossi", CompanyName="Idraulica", NickName="Supermario",
+              MobilePhoneNumber="+39 333 1"),
+        named("Ada", "Lovelace", "countess@example.org"))
+    for query in ("mario", "rossi", "rossi mario", "idra", "superm"):
+        assert await every(store, user, query) == [phone], query
+        assert await by_name(store, user, query) == [], query
+    assert await every(store, user, "COUNTESS@ex") == [ada]
+    assert await by_name(store, user, "countess") == []       # addresses: whole, elsewhere
+    assert await every(store, user, "lovelace") == [ada] == await by_name(store, user, "love")
+    assert sorted(await every(store, user, "")) == [] and await every(store, user, "m", 0) == []
+    # the plumber gets an address: now a recipient; Ada loses hers: only Find has her
+    await store.apply(user, f["Contacts"], [
+        Op("change", server_id=phone, data=named("Mario", "Rossi", "mario@idra.example")),
+        Op("change", server_id=ada, data=named("Ada", "Lovelace"))])
+    assert await by_name(store, user, "mario") == [phone]
+    assert await every(store, user, "mario@") == [phone]
+    assert await by_name(store, user, "ada") == [] and await every(store, user, "ada") == [ada]
+    assert await every(store, user, "countess") == []
+    other = await store.add_user("zed", None, None, False)
+    assert await every(store, other, "ada") == []
+    await store.apply(user, f["Contacts"], [Op("delete", server_id=ada)])
+    assert await every(store, user, "ada") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_find_contacts_by_name_in_one_folder(store: SqlStore, user: User) -> None:
+    """Find with a CollectionId (MS-ASCMD 2.2.3.30.5) walks that folder's tokens
+    only: its matches whatever the other folders hold before them in token order;
+    moves and folder deletes follow.  A folder id that is none finds nothing."""
+    f = await folder_ids(store, user)
+    await add(store, user, f["Contacts"], *[named(f"Aa{n:02d}", "Smith") for n in range(30)])
+    friends = await store.create_folder(user, "0", "Friends", 14)
+    (zed,) = await add(store, user, friends.server_id, named("Zed", "Smith"))
+    assert await every(store, user, "smith", 5, friends.server_id) == [zed]
+    assert len(await every(store, user, "smith", 100, f["Contacts"])) == 30
+    assert zed not in await every(store, user, "smith", 100, f["Contacts"])
+    assert await every(store, user, "smith", 5, "nonsense") == []
+    assert await every(store, user, "smith", 5, "999999") == []
+    (aa,) = await every(store, user, "aa07")
+    moved = await store.move_item(user, aa, friends.server_id)
+    assert sorted(await every(store, user, "smith", 5, friends.server_id)) == sorted(
+        [zed, moved])
+    assert await every(store, user, "aa07", 5, f["Contacts"]) == []
+    other = await store.add_user("zed", None, None, False)
+    assert await every(store, other, "smith", 5, friends.server_id) == []
+    await store.delete_folder(user, friends.server_id)
+    assert await every(store, user, "zed") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_migration_14_indexes_every_contact(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upgrading to schema 14 (issue 14 point 5): the contacts of an older database —
+    name tokens only for those with an address, no folder — are indexed again in the
+    background, in batches, so that Find gets every contact, in its folder, and the
+    recipient lookup still only those with an address."""
+    import backends.sql.store as store_module
+
+    old = SqlStore(_reactor(), db_url)
+    await old.open(target_version=8)
+    try:
+        u = await old.add_user("olga", None, None, True)
+        ((fid,),) = await old.raw_query(
+            "SELECT id FROM folders WHERE user_id = ? AND type = 9", (u.id,))
+        rows = [named("Mail", f"Person{n}", f"p{n}@example.org") for n in range(4)]
+        rows += [named("Phone", f"Only{n}", MobilePhoneNumber=f"+39 {n}") for n in range(3)]
+        for n, data in enumerate(rows):
+            await old.raw_query(
+                "INSERT INTO items (user_id, folder_id, cls, data, modseq, created_modseq)"
+                " VALUES (?, ?, 'Contacts', ?, ?, ?)", (u.id, fid, json.dumps(data),
+                                                        n + 1, n + 1))
+        # as version 5-13 left them: the name tokens of contacts with an address
+        for iid, data in await old.raw_query(
+                "SELECT id, data FROM items WHERE cls = 'Contacts'"):
+            values = json.loads(data)
+            if values.get("Email1Address"):
+                for tok in contact_tokens(values):
+                    await old.raw_query("INSERT INTO contact_names (item_id, user_id,"
+                                        " token) VALUES (?, ?, ?)", (iid, u.id, tok))
+        await old.raw_query("UPDATE lookup_backfill SET next_id = last_id")
+    finally:
+        await old.close()
+    monkeypatch.setattr(store_module, "CONTACTS_SPAN", 3)       # several batches
+    new = SqlStore(_reactor(), db_url)
+    await new.open()
+    try:
+        assert new.schema_version >= 14
+        assert new.backfilling is not None
+        await new.backfilling
+        olga = await new.get_user("olga")
+        assert olga is not None
+        folder = str(fid)
+        assert len(await new.find_contacts_by_name(olga, "mail", 10)) == 4
+        assert await new.find_contacts_by_name(olga, "phone", 10) == []
+        found = await new.find_contacts_by_name(olga, "phone", 10, recipients=False,
+                                                folder_id=folder)
+        assert sorted(i.data["LastName"] for i in found) == ["Only0", "Only1", "Only2"]
+        assert len(await new.find_contacts_by_name(olga, "p", 10, recipients=False,
+                                                   folder_id=folder)) == 7
+        assert [i.data["LastName"] for i in await new.find_contacts_by_name(
+            olga, "p2@", 10, recipients=False)] == ["Person2"]
+        assert await new.raw_query("SELECT COUNT(*) FROM contact_names WHERE folder_id = 0"
+                                   ) == [(0,)]
+        assert await new.raw_query("SELECT what, next_id = last_id FROM lookup_backfill"
+                                   " ORDER BY what") == [("contacts", 1), ("users", 1)]
+    finally:
+        await new.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_backfill_held_at_an_older_version_writes_its_columns(db_url: str) -> None:
+    """A database opened at a version between 5 and 13 (an upgrade test, or a
+    ``target_version``) is backfilled as that version's contact_names has it: the
+    name tokens of the contacts with an address, no recipient or folder columns."""
+    old = SqlStore(_reactor(), db_url)
+    await old.open(target_version=3)
+    try:
+        await old.raw_query("INSERT INTO users (name, email) VALUES ('vera', 'v@x.org')")
+        ((uid,),) = await old.raw_query("SELECT id FROM users WHERE name = 'vera'")
+        await old.raw_query("INSERT INTO folders (user_id, name, type) VALUES (?, ?, 9)",
+                            (uid, "Contacts"))
+        ((fid,),) = await old.raw_query("SELECT id FROM folders WHERE user_id = ?", (uid,))
+        for n, data in enumerate((named("Mail", "Person", "m@example.org"),
+                                  named("Phone", "Only")), 1):
+            await old.raw_query(
+                "INSERT INTO items (user_id, folder_id, cls, data, modseq, created_modseq)"
+                " VALUES (?, ?, 'Contacts', ?, ?, ?)", (uid, fid, json.dumps(data), n, n))
+    finally:
+        await old.close()
+    mid = SqlStore(_reactor(), db_url)
+    await mid.open(target_version=8)
+    try:
+        assert mid.backfilling is not None
+        await mid.backfilling
+        tokens = {t for (t,) in await mid.raw_query("SELECT token FROM contact_names")}
+        assert tokens == contact_tokens(named("Mail", "Person"))
+    finally:
+        await mid.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -1252,6 +1413,7 @@ async def test_lookup_tokens_backfilled_for_an_older_database(
     finally:
         await old.close()
     monkeypatch.setattr(store_module, "BACKFILL_SPAN", 3)       # several batches
+    monkeypatch.setattr(store_module, "CONTACTS_SPAN", 3)
     new = SqlStore(_reactor(), db_url)
     await new.open()
     try:

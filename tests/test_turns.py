@@ -284,3 +284,139 @@ async def test_starting_with_calls_queued_runs_each_once() -> None:
         budget.stopService()
     await deferLater(reactor, 0.05, lambda: None)
     assert ran == [0, 1, 2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_queued_before_the_start_run_once() -> None:
+    """Results a pool thread handed over before the service starts (twistd starts its
+    services before the reactor runs, while the database pool and the CRM poller may
+    already be answering) run once each, in order.  They used to run twice: the new
+    queue was built as a copy of the reactor's and then given the same calls again,
+    and the second ``Deferred.callback`` was an ``AlreadyCalledError`` logged "while
+    calling from thread" in twistd.log at start-up."""
+    from twisted.internet.defer import Deferred
+
+    ran: list[int] = []
+    fired: list[Any] = []
+    d: Deferred[None] = Deferred()
+    d.addCallback(fired.append)
+    errors: list[Any] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None:
+            errors.append(event["log_failure"])
+
+    from twisted.logger import globalLogPublisher
+    globalLogPublisher.addObserver(observe)
+    budget = TurnBudget(reactor)
+    try:
+        for i in range(3):
+            reactor.callFromThread(ran.append, i)
+        reactor.callFromThread(d.callback, None)
+        budget.startService()
+        await deferLater(reactor, 0.05, lambda: None)
+    finally:
+        budget.stopService()
+        globalLogPublisher.removeObserver(observe)
+    assert ran == [0, 1, 2]
+    assert fired == [None] and errors == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_starting_and_stopping_while_threads_hand_over_loses_and_repeats_none(
+        ) -> None:
+    """A stress of the queue swap: pool threads hand over numbered calls without
+    pause while the service is started and stopped again and again, from timed calls
+    and from inside a thread call (the reactor iterating its queue): each call runs
+    exactly once, and each thread's calls in the order it made them (Twisted's
+    ``callFromThread`` contract)."""
+    import threading
+
+    ran: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    stop = threading.Event()
+    per_thread = 3000
+
+    def hand_over(t: int) -> None:
+        for i in range(per_thread):
+            if stop.is_set():
+                return
+            reactor.callFromThread(ran[t].append, i)
+            if i % 10 == 0:
+                stop.wait(0.0005)
+
+    budget = TurnBudget(reactor, calls_budget=0.0005)
+    toggles = scheduled = 0
+
+    def toggle() -> None:
+        nonlocal toggles
+        toggles += 1
+        if budget.running:
+            budget.stopService()
+        else:
+            budget.startService()
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(hand_over, t) for t in ran]
+        try:
+            for n in range(200):
+                if all(f.done() for f in futures):
+                    break
+                # starts and stops, each from both places
+                scheduled += 1
+                if (n // 2) % 2:
+                    reactor.callFromThread(toggle)          # inside the queue's loop
+                else:
+                    reactor.callLater(0, toggle)            # a timed call
+                await deferLater(reactor, 0.002, lambda: None)
+        finally:
+            stop.set()
+            if budget.running:
+                budget.stopService()
+    await deferLater(reactor, 1.2, lambda: None)    # (a late rescue, then the rest)
+    assert toggles == scheduled > 10
+    for t, got in ran.items():
+        assert got == list(range(len(got))), (t, got[:20])
+        assert len(got) == per_thread
+    assert type(reactor.threadCallQueue) is list  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_opening_as_the_service_starts_opens_once(tmp_path: Path) -> None:
+    """twistd's start-up order, in process: the SQL store's service starts first
+    (its pool thread runs the migration check and hands the result back with
+    ``callFromThread``) and the turn budget after it, before the reactor turns.
+    The CRM e2e run's twistd.log showed the flake this makes when the pool thread is
+    quick: "while calling from thread" AlreadyCalledError, before any request.
+    Here the pool thread is given time to answer first, every time."""
+    import time
+
+    from twisted.logger import globalLogPublisher
+
+    from backends.sql.store import SqlStore
+
+    errors: list[Any] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None:
+            errors.append(event["log_failure"])
+
+    store = SqlStore(reactor, f"sqlite:///{tmp_path / 'easync.sqlite'}")
+    store.open_blocking()
+    globalLogPublisher.addObserver(observe)
+    budget = TurnBudget(reactor)
+    try:
+        opened = store.startService()
+        for _ in range(200):            # the pool thread's answer is queued
+            if reactor.threadCallQueue:  # type: ignore[attr-defined]
+                break
+            time.sleep(0.005)   # noqa: ASYNC251 - the reactor must not turn meanwhile
+        assert reactor.threadCallQueue  # type: ignore[attr-defined]
+        budget.startService()
+        await opened
+        await deferLater(reactor, 0.05, lambda: None)
+        assert await store.raw_query("SELECT 1") == [(1,)]
+    finally:
+        budget.stopService()
+        globalLogPublisher.removeObserver(observe)
+        await store.stopService()
+    assert errors == []

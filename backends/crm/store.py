@@ -569,13 +569,16 @@ class CrmStore(Service):
 
         return Deferred.fromCoroutine(run())
 
-    def find_contacts_by_name(self, user: User, prefix: str, limit: int
+    def find_contacts_by_name(self, user: User, prefix: str, limit: int, *,
+                              recipients: bool = True, folder_id: str | None = None
                               ) -> Deferred[list[Item]]:
-        """The mirror's contacts by name prefix: the SQL store's indexed query."""
+        """The mirror's contacts by name prefix: the SQL store's indexed query (the
+        mirror's writes keep its index, every contact with its folder)."""
 
         async def run() -> list[Item]:
             await self.ensure_loaded(user)
-            result: list[Item] = await self.sql.find_contacts_by_name(user, prefix, limit)
+            result: list[Item] = await self.sql.find_contacts_by_name(
+                user, prefix, limit, recipients=recipients, folder_id=folder_id)
             return result
 
         return Deferred.fromCoroutine(run())

@@ -23,7 +23,7 @@ from backends.sql.deleted import SqlDeleted
 from backends.sql.shares import folder_access_txn, list_folders_txn
 from backends.sql.state import SqlState
 from easync.items import index_fields
-from easync.lookup import contact_tokens, indexable_email, storable_email
+from easync.lookup import contact_index, indexable_email, storable_email
 from easync.model import (
     FOLDER_CLASS,
     Change,
@@ -484,7 +484,7 @@ class SqlItems(StorePart):
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         contact_emails: list[tuple[int, int, str]] = []
-        contact_names: list[tuple[int, int, str]] = []
+        contact_names: list[tuple[int, int, str, int, int]] = []
         touched_contacts: list[int] = []
         dead_contacts: list[int] = []
         dead_events: list[int] = []
@@ -513,9 +513,8 @@ class SqlItems(StorePart):
                         dead_contacts.append(iid)
                 else:
                     contact_emails.extend((iid, user_id, em) for em in fields["emails"])
-                    if fields["emails"]:
-                        contact_names.extend((iid, user_id, tok)
-                                             for tok in sorted(contact_tokens(data)))
+                    contact_names.extend((iid, user_id, tok, flag, fid)
+                                         for tok, flag in sorted(contact_index(data).items()))
             elif cls == "Calendar":
                 if data is None:
                     if iid in existing:
@@ -541,8 +540,8 @@ class SqlItems(StorePart):
                 contact_emails)
         if contact_names:
             cur.executemany(self._sql(
-                "INSERT INTO contact_names (item_id, user_id, token) VALUES (?, ?, ?)"),
-                contact_names)
+                "INSERT INTO contact_names (item_id, user_id, token, recipient, folder_id)"
+                " VALUES (?, ?, ?, ?, ?)"), contact_names)
         if dead_contacts:
             cur.executemany(self._sql("DELETE FROM event_contacts WHERE contact_item_id = ?"),
                             [(i,) for i in dead_contacts])
@@ -619,8 +618,9 @@ class SqlItems(StorePart):
             "UPDATE items SET data = NULL, uid = NULL, start_ts = NULL, end_ts = NULL,"
             " complete = NULL, deleted = 1, modseq = ?, deleted_at = ? WHERE id = ?"),
             (gone, self.db.reactor.seconds(), old))
+        cur.execute(self._sql("UPDATE contact_names SET item_id = ?, folder_id = ?"
+                              " WHERE item_id = ?"), (new, dst, old))
         for stmt in ("UPDATE contact_emails SET item_id = ? WHERE item_id = ?",
-                     "UPDATE contact_names SET item_id = ? WHERE item_id = ?",
                      "UPDATE event_contacts SET event_item_id = ? WHERE event_item_id = ?",
                      "UPDATE event_contacts SET contact_item_id = ? WHERE contact_item_id = ?"):
             cur.execute(self._sql(stmt), (new, old))
@@ -716,30 +716,60 @@ class SqlItems(StorePart):
 
         return self._run(q)
 
-    def find_contacts_by_name(self, user: User, prefix: str, limit: int
+    def find_contacts_by_name(self, user: User, prefix: str, limit: int, *,
+                              recipients: bool = True, folder_id: str | None = None
                               ) -> Deferred[list[Item]]:
-        """See IItemStore (index contact_names_lookup)."""
+        """See IItemStore: recipients walk index contact_names_recipients, all the
+        user's contacts contact_names_lookup, one folder's contact_names_folder."""
 
         def q(cur: Any) -> list[Item]:
-            ids = self._prefix_walk(cur, "contact_names", "item_id", "user_id = ?",
-                                    (user.id,), prefix, int(limit))
+            where, params = self._name_range(user, recipients, folder_id)
+            if where is None:
+                return []
+            ids = self._prefix_walk(cur, "contact_names", "item_id", where, params, prefix,
+                                    int(limit))
             items = self._contacts_by_id(cur, user.id, ids)
             return [items[i] for i in ids if i in items]
 
         return self._run(q)
 
-    def explain_lookups(self, user: User, prefix: str, limit: int) -> Deferred[list[str]]:
-        """The database's plans for the first page of ``find_contacts_by_name`` and of
+    @staticmethod
+    def _name_range(user: User, recipients: bool, folder_id: str | None
+                    ) -> tuple[str | None, tuple[Any, ...]]:
+        """The condition of a contact_names walk (None: a folder id that is none)."""
+        if folder_id is not None:
+            if recipients:
+                raise ValueError("a folder's walk is of all its contacts")
+            fid = _parse_folder_id(folder_id)
+            if fid is None:
+                return None, ()
+            # the folder's rows only (folder ids are global; _contacts_by_id checks
+            # the user), so that the walk is one range of contact_names_folder
+            return "folder_id = ?", (fid,)
+        if recipients:
+            return "user_id = ? AND recipient = 1", (user.id,)
+        return "user_id = ?", (user.id,)
+
+    def explain_lookups(self, user: User, prefix: str, limit: int,
+                        folder_id: str | None = None) -> Deferred[list[str]]:
+        """The database's plans for the first page of ``find_contacts_by_name`` (the
+        recipients, then all contacts, then with ``folder_id`` that folder's) and of
         ``find_users``, one line per entry (to check that they walk indexes
-        contact_names_lookup and user_names_lookup in order: no scan, no sort)."""
+        contact_names_recipients, contact_names_lookup, contact_names_folder and
+        user_names_lookup in order: no scan, no sort)."""
 
         def q(cur: Any) -> list[str]:
             out: list[str] = []
-            self._prefix_walk(cur, "contact_names", "item_id", "user_id = ?", (user.id,),
-                              prefix, int(limit), explain=out)
+            walks: list[tuple[bool, str | None]] = [(True, None), (False, None)]
+            if folder_id is not None:
+                walks.append((False, folder_id))
+            for recipients, folder in walks:
+                where, params = self._name_range(user, recipients, folder)
+                if where is not None:
+                    self._prefix_walk(cur, "contact_names", "item_id", where, params,
+                                      prefix, int(limit), explain=out)
             self._prefix_walk(cur, "user_names", "user_id", "1 = 1", (), prefix,
                               int(limit), explain=out)
             return out
 
         return self._run(q)
-

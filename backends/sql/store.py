@@ -16,8 +16,8 @@ work is done by one part per concern, each in its own module, all sharing that
                                           — ``IDeletedStore``
 
 ``SqlStore`` provides all five interfaces by handing each call to its part, opens
-and closes the database (and runs the lookup-token backfill of schema 5), and is the
-twistd service.  Every public method runs one transaction in a pool thread and
+and closes the database (and runs the lookup-token backfill of schemas 5 and 14), and
+is the twistd service.  Every public method runs one transaction in a pool thread and
 converts rows to model objects there, so the reactor thread only sees finished
 results.  Other backends that keep their own tables in this database (the CRM
 mirror) run their transactions with ``store.db.run_interaction`` and call the parts'
@@ -58,7 +58,7 @@ from easync.interfaces import (
     IUserStore,
     PurgeStep,
 )
-from easync.lookup import contact_tokens, indexable_email
+from easync.lookup import contact_index
 from easync.model import (
     ChangeBatch,
     Folder,
@@ -77,6 +77,13 @@ log = Logger()
 Window = tuple[int | None, int | None] | None
 
 BACKFILL_SPAN = 100   # row ids per batch of the lookup-token backfill (schema 5)
+#: row ids per batch of contacts: each contact writes a dozen rows into contact_names
+#: and its four indexes (schema 14); on SQLite's one connection every other call
+#: waits for the batch under way (bench/bench_find.py --backfill: a Find's p99 134 ms
+#: with 100, 75 ms with 25)
+CONTACTS_SPAN = 25
+#: the schema version whose contact_names has every contact (recipient, folder_id)
+FIND_ALL_SCHEMA = 14
 
 
 @implementer(IUserStore, IItemStore, IStateStore, IHoldStore, IRetentionStore, IDeletedStore)
@@ -224,9 +231,11 @@ class SqlStore(Service):
                                 ) -> Deferred[dict[str, list[Item]]]:
         return self.items.find_contacts_by_emails(user, emails, limit)
 
-    def find_contacts_by_name(self, user: User, prefix: str, limit: int
+    def find_contacts_by_name(self, user: User, prefix: str, limit: int, *,
+                              recipients: bool = True, folder_id: str | None = None
                               ) -> Deferred[list[Item]]:
-        return self.items.find_contacts_by_name(user, prefix, limit)
+        return self.items.find_contacts_by_name(user, prefix, limit,
+                                                recipients=recipients, folder_id=folder_id)
 
     # SQL store extras
     def find_by_uid(self, user: User, uid: str) -> Deferred[list[Item]]:
@@ -246,9 +255,10 @@ class SqlStore(Service):
         """See ``SqlItems.explain_feed``."""
         return self.items.explain_feed(user, folder_id, cursor, limit)
 
-    def explain_lookups(self, user: User, prefix: str, limit: int) -> Deferred[list[str]]:
+    def explain_lookups(self, user: User, prefix: str, limit: int,
+                        folder_id: str | None = None) -> Deferred[list[str]]:
         """See ``SqlItems.explain_lookups``."""
-        return self.items.explain_lookups(user, prefix, limit)
+        return self.items.explain_lookups(user, prefix, limit, folder_id)
 
     # -- shared folders (SqlShares, issue #14 point 1) ------------------------------
     def share_folder(self, folder_id: str, grantee_id: int, can_write: bool
@@ -369,11 +379,13 @@ class SqlStore(Service):
     def purge_deleted(self, before: float, limit: int) -> Deferred[PurgeStep]:
         return self.deleted.purge_deleted(before, limit)
 
-    # -- the tokens of rows older than schema version 5 ------------------------------
+    # -- the tokens of rows older than schema version 5 (contacts: 14) ---------------
     async def _backfill(self) -> None:
         """Give the contacts and users written before schema version 5 their lookup
-        tokens, a batch (``BACKFILL_SPAN`` row ids) per transaction, until done or the
-        store is closed.  Several processes may run it at once: a batch is idempotent."""
+        tokens (contacts: again from version 14 on, which indexes every contact and
+        its folder, ``easync.lookup.contact_index``), a batch (``CONTACTS_SPAN`` or
+        ``BACKFILL_SPAN`` row ids) per transaction, until done or the store is closed.  Several processes
+        may run it at once: a batch is idempotent."""
         while self.db.is_open:
             try:
                 more = await self.db.run_interaction("backfill", self._backfill_batch,
@@ -393,7 +405,8 @@ class SqlStore(Service):
         if row is None:
             return False
         what, start = str(row[0]), int(row[1])
-        upto = min(int(row[2]), start + BACKFILL_SPAN)
+        upto = min(int(row[2]), start + (CONTACTS_SPAN if what == "contacts"
+                                         else BACKFILL_SPAN))
         if what == "contacts":
             cur.execute(self.db.sql("SELECT id FROM items WHERE id > ? AND id <= ?"
                                   " AND cls = 'Contacts' AND deleted = 0"), (start, upto))
@@ -405,21 +418,22 @@ class SqlStore(Service):
                 cur.execute(self.db.sql(
                     f"UPDATE items SET modseq = modseq WHERE id IN {marks}"), part)
                 cur.execute(self.db.sql(
-                    f"SELECT id, user_id, data FROM items WHERE id IN {marks}"
+                    f"SELECT id, user_id, folder_id, data FROM items WHERE id IN {marks}"
                     " AND deleted = 0"), part)
-                rows: list[tuple[int, int, str]] = []
-                for iid, uid, data in cur.fetchall():
-                    values = json.loads(data)
-                    if any(indexable_email(values.get(k)) for k in
-                           ("Email1Address", "Email2Address", "Email3Address")):
-                        rows.extend((int(iid), int(uid), tok)
-                                    for tok in sorted(contact_tokens(values)))
+                rows: list[tuple[int, int, str, int, int]] = []
+                for iid, uid, fid, data in cur.fetchall():
+                    rows.extend((int(iid), int(uid), tok, flag, int(fid)) for tok, flag
+                                in sorted(contact_index(json.loads(data)).items()))
                 cur.executemany(self.db.sql("DELETE FROM contact_names WHERE item_id = ?"),
                                 [(i,) for i in part])
-                if rows:
+                if self.schema_version < FIND_ALL_SCHEMA:
+                    # a database held at an older version (tests of upgrades): the
+                    # recipients' name tokens only, in the columns it has
+                    self._write_names_v5(cur, rows)
+                elif rows:
                     cur.executemany(self.db.sql(
-                        "INSERT INTO contact_names (item_id, user_id, token) VALUES (?, ?, ?)"),
-                        rows)
+                        "INSERT INTO contact_names (item_id, user_id, token, recipient,"
+                        " folder_id) VALUES (?, ?, ?, ?, ?)"), rows)
         else:
             cur.execute(self.db.sql("SELECT id FROM users WHERE id > ? AND id <= ?"),
                         (start, upto))
@@ -437,3 +451,9 @@ class SqlStore(Service):
                               " WHERE what = ? AND next_id < ?"), (upto, what, upto))
         return True
 
+    def _write_names_v5(self, cur: Any, rows: list[tuple[int, int, str, int, int]]) -> None:
+        """contact_names as versions 5-13 have it: the recipients' name tokens."""
+        old = [(iid, uid, tok) for iid, uid, tok, flag, _ in rows if flag]
+        if old:
+            cur.executemany(self.db.sql(
+                "INSERT INTO contact_names (item_id, user_id, token) VALUES (?, ?, ?)"), old)

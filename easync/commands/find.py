@@ -20,15 +20,15 @@ Total}]}`` (MS-ASCMD 6.8, 2.2.3.153.2; the Store value is always "Mailbox",
   when its Class is "Contacts" — an easync extension (the spec allows only "Email"),
   for clients that search the address book through Find.  Contacts are found as
   ResolveRecipients finds them (``IItemStore.find_contacts_by_name``: the FreeText
-  begins a word of a name field, on the store's name index — so a contact without
-  an e-mail address, which that index leaves out, is not found); each Result is
+  begins a word of a name field, on the store's name index), and also by the
+  beginning of an e-mail address, and a contact without any address (a phone number
+  only) too — ResolveRecipients returns only contacts it can send to; each Result is
   ``{Class "Contacts", ServerId, CollectionId, Properties/gal:*}``, the contact's
   name, company, title, office, phones and first address shown in the gal:*
   elements Find's Properties allow.  A CollectionId the user has no folder of is
   Status 3 (FolderSync required, 2.2.3.177.2); one of another class finds nothing.
-  With a CollectionId the matches are those of that folder among the first ones of
-  all the user's Contacts folders (the index is per user, not per folder): a user with
-  several Contacts folders may see fewer results in one of them than it holds.
+  With a CollectionId only that folder's contacts are searched (the index has a
+  range per folder), so Total and the slice count that folder's matches only.
 * Range (2.2.3.143.1): "m-n" with 0 <= m <= n <= 999, default 0-99; easync returns
   at most ``MAX_RESULTS`` (100) per answer ("the server can return fewer results than
   requested").  The answer's Range is the slice sent, absent when nothing is sent;
@@ -195,9 +195,8 @@ async def _mailbox(server: EasServer, req: EasRequest, query: Element,
             raise _Invalid("Class")
         return _Found([], 0, lo)            # Email: easync keeps no mail
     # one past the requested slice: a Total beyond its end says there is more
-    items = await server.items.find_contacts_by_name(req.user, text, hi + 2)
-    if folder_id is not None:
-        items = [i for i in items if i.folder_id == folder_id]
+    items = await server.items.find_contacts_by_name(req.user, text, hi + 2,
+                                                     recipients=False, folder_id=folder_id)
     return _Found([_contact_result(i) for i in items[lo:hi + 1]], len(items), lo)
 
 
