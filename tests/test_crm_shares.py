@@ -15,21 +15,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from crmtest import make_env
 from fakecrm import FakeCrm
+from test_crm_shared import DBS, make_db_env
 from test_crm_store import event_fields, feed
 
 from easync.model import Op, StateWrite
 
 
-async def env_with_share(tmp_path: Path, write: bool, **kw: Any) -> tuple[FakeCrm, Any, str]:
+async def env_with_share(tmp_path: Path, write: bool, db: str = "sqlite", **kw: Any
+                         ) -> tuple[FakeCrm, Any, str]:
     crm = FakeCrm("vtiger")
     for name in ("mario", "anna"):
         crm.add_user(name)
     crm.add_record("Events", event_fields("Standup"), owner="mario")
     crm.add_record("Events", event_fields("AnnaOwn"), owner="anna")
-    env = await make_env(tmp_path, crm=crm, users=("mario", "anna"), **kw)
+    env = await make_db_env(tmp_path, db, crm=crm, users=("mario", "anna"), **kw)
     # mario's default Calendar folder, shared without mario having synced yet
     (cal,) = [f.server_id for f in await env.sql.list_folders(env.users["mario"])
               if f.type == 8]
@@ -41,9 +44,10 @@ def subjects(items: dict[str, Any]) -> set[str]:
     return {d["Subject"] for d in items.values() if d is not None}
 
 
+@pytest.mark.parametrize("db", DBS)
 @pytest_twisted.ensureDeferred
-async def test_anna_lists_and_reads_marios_calendar(tmp_path: Path) -> None:
-    _crm, env, cal = await env_with_share(tmp_path, write=False)
+async def test_anna_lists_and_reads_marios_calendar(tmp_path: Path, db: str) -> None:
+    _crm, env, cal = await env_with_share(tmp_path, write=False, db=db)
     try:
         anna = env.users["anna"]
         shared = [f for f in await env.store.list_folders(anna) if f.server_id == cal]
@@ -65,10 +69,11 @@ async def test_anna_lists_and_reads_marios_calendar(tmp_path: Path) -> None:
         await env.close()
 
 
+@pytest.mark.parametrize("db", DBS)
 @pytest_twisted.ensureDeferred
-async def test_crm_change_of_owner_record_reaches_and_wakes_the_holder(tmp_path: Path
-                                                                       ) -> None:
-    crm, env, cal = await env_with_share(tmp_path, write=False)
+async def test_crm_change_of_owner_record_reaches_and_wakes_the_holder(
+        tmp_path: Path, db: str) -> None:
+    crm, env, cal = await env_with_share(tmp_path, write=False, db=db)
     try:
         anna, mario = env.users["anna"], env.users["mario"]
         await env.store.list_folders(anna)
@@ -93,10 +98,11 @@ async def test_crm_change_of_owner_record_reaches_and_wakes_the_holder(tmp_path:
         await env.close()
 
 
+@pytest.mark.parametrize("db", DBS)
 @pytest_twisted.ensureDeferred
-async def test_read_only_share_refuses_writes_and_sends_nothing_to_the_crm(tmp_path: Path
-                                                                           ) -> None:
-    crm, env, cal = await env_with_share(tmp_path, write=False)
+async def test_read_only_share_refuses_writes_and_sends_nothing_to_the_crm(
+        tmp_path: Path, db: str) -> None:
+    crm, env, cal = await env_with_share(tmp_path, write=False, db=db)
     try:
         anna = env.users["anna"]
         await env.store.list_folders(anna)
@@ -118,10 +124,11 @@ async def test_read_only_share_refuses_writes_and_sends_nothing_to_the_crm(tmp_p
         await env.close()
 
 
+@pytest.mark.parametrize("db", DBS)
 @pytest_twisted.ensureDeferred
-async def test_read_write_share_writes_the_crm_record_as_the_owners(tmp_path: Path
-                                                                    ) -> None:
-    crm, env, cal = await env_with_share(tmp_path, write=True)
+async def test_read_write_share_writes_the_crm_record_as_the_owners(
+        tmp_path: Path, db: str) -> None:
+    crm, env, cal = await env_with_share(tmp_path, write=True, db=db)
     try:
         anna, mario = env.users["anna"], env.users["mario"]
         await env.store.list_folders(anna)

@@ -100,9 +100,15 @@ def test_marios_calendar_on_annas_phone(server: RunningServer, crm: FakeCrmProce
     a = phone(server, "anna", "annaPhone")
     assert SHARED not in hierarchy(a)
 
-    # shared read-only by the administrator: anna's phone lists it, a user-created
-    # calendar at the top level (MS-ASCMD 2.2.3.186.3)
+    # shared read-only by the administrator: the Ping anna's phone holds answers
+    # "folder hierarchy changed" (MS-ASCMD 2.2.1.13, Ping Status 7) and a FolderSync
+    # lists it, a user-created calendar at the top level (MS-ASCMD 2.2.3.186.3)
+    own = hierarchy(a)["Calendar"][0]
+    a.pull(own, a.initial(own))
+    ping = HeldPing(second_connection(server, a), own, "Calendar")
+    time.sleep(1.0)
     server.admin("share", "add", "mario", cal, "--to", "anna")
+    assert ping.join().text_of("Ping:Status") == "7"
     tree = hierarchy(a)
     assert tree[SHARED] == (cal, "13")
     assert tree["Calendar"][0] != cal
