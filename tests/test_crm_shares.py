@@ -232,3 +232,56 @@ async def test_the_company_book_is_not_a_users_to_share(tmp_path: Path) -> None:
         assert await env.store.list_shares(None) == []
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_account_page_shares_a_crm_calendar(tmp_path: Path) -> None:
+    """The account page's sharing card over the CRM store (``--backend crm``): the
+    user's Calendar and Contacts are offered, the company address book is not; a
+    share made there reaches the colleague's folder list."""
+    from account_http import AccountServer
+    from fakecrm import serve
+    from treq.client import HTTPClient
+    from twisted.internet import reactor
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from backends.crm.client import CrmClient
+    from backends.crm.store import CrmStore
+
+    crm = FakeCrm("vtiger")
+    for name in ("mario", "anna"):
+        crm.add_user(name)
+    crm.add_record("Events", event_fields("Standup"), owner="mario")
+    port = serve(crm, reactor)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    srv = await AccountServer(reactor, tmp_path).start()
+    try:
+        client = CrmClient(reactor, HTTPClient(Agent(reactor, pool=pool)),
+                           f"http://127.0.0.1:{port.getHost().port}/webservice.php",
+                           "admin", "adminKEY123", timeout=5)
+        store = CrmStore(reactor, srv.store, client, shared_contacts="all")
+        await store.open()
+        for name in ("mario", "anna"):
+            await srv.add_user(name, email=f"{name}@example.org")
+        published: list[tuple[int, str]] = []
+        srv.resource.ops.enable_sharing(store, lambda uid, folders: [
+            published.append((uid, f)) for f in folders])
+        c = srv.client()
+        assert (await c.api("POST", "login", {"username": "mario",
+                                              "password": "login password 1"})).status == 200
+        body = (await c.api("GET", "shares")).json()
+        assert body["available"] is True
+        offered = {f["name"]: f["folder_id"] for f in body["folders"]}
+        assert set(offered) == {"Calendar", "Contacts", "Tasks"}   # not the company book
+        r = await c.api("POST", "shares/add", {"folder_id": offered["Calendar"],
+                                               "to": "anna", "write": False})
+        assert r.status == 200, r.text
+        anna = await srv.store.get_user("anna")
+        assert anna is not None and (anna.id, "hierarchy") in published
+        mine = [(f.name, f.read_only) for f in await store.list_folders(anna)
+                if f.server_id == offered["Calendar"]]
+        assert mine == [("Calendar \u2014 mario", True)]
+    finally:
+        await srv.stop()
+        await pool.closeCachedConnections()
+        await port.stopListening()
