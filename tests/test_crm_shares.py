@@ -285,3 +285,41 @@ async def test_account_page_shares_a_crm_calendar(tmp_path: Path) -> None:
         await srv.stop()
         await pool.closeCachedConnections()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_add_through_a_share_lost_in_a_crash_is_recorded_as_the_owners(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """anna's Add into mario's calendar, shared read-write: the CRM made the record
+    (mario's), the process died before the mirror recorded it.  The journal finds it
+    and the phone's retry maps to it: one CRM record, one item in mario's folder,
+    which the poller then keeps as his (no Delete and Add as for a re-assign)."""
+    from test_crm_journal import crash_once
+
+    crm, env, cal = await env_with_share(tmp_path, write=True)
+    try:
+        anna = env.users["anna"]
+        await env.store.list_folders(anna)
+        ((_sid, data),) = (await feed(env, "anna", cal)).items()
+        ops = [Op("add", data=dict(data, Subject="Retro", UID="UID-retro"), ref="r1",
+                  cls="Calendar")]
+        crash_once(monkeypatch)
+        try:
+            await env.store.apply(anna, cal, ops, StateWrite("phone", f"sync:{cal}", {}))
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("did not crash")
+        assert sorted(r["subject"] for r in crm.live("Events", "mario")) == \
+            ["Retro", "Standup"]
+        (res,) = await env.store.apply(anna, cal, ops,
+                                       StateWrite("phone", f"sync:{cal}", {}))
+        assert res.ok and res.server_id.startswith(f"{cal}:")
+        assert sorted(r["subject"] for r in crm.live("Events", "mario")) == \
+            ["Retro", "Standup"]
+        before = await feed(env, "mario", cal)
+        assert subjects(before) == {"Retro", "Standup"} and res.server_id in before
+        await env.store.poll_once()
+        assert await feed(env, "mario", cal) == before
+    finally:
+        await env.close()
