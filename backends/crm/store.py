@@ -1070,6 +1070,8 @@ class CrmStore(Service):
         (always on SQLite, one process); otherwise only resolve this process's own
         journal rows left behind."""
         if self.leader is not None and not await self.leader.acquire():
+            # (who holds the shared folders: what a journal row resolved here wakes)
+            await self.load_audience()
             await self.reconcile()
             return
         await self.poll_once()
