@@ -323,3 +323,41 @@ async def test_an_add_through_a_share_lost_in_a_crash_is_recorded_as_the_owners(
         assert await feed(env, "mario", cal) == before
     finally:
         await env.close()
+
+
+@pytest.mark.parametrize(("module", "type_", "key", "crm_key", "fields"), [
+    ("Contacts", 9, "LastName", "lastname", {"firstname": "Carla", "lastname": "Client"}),
+    ("Calendar", 7, "Subject", "subject", {"subject": "Call Carla",
+                                            "date_start": "2030-01-07",
+                                            "time_start": "09:00",
+                                            "due_date": "2030-01-08",
+                                            "taskstatus": "Not Started"})])
+@pytest_twisted.ensureDeferred
+async def test_contacts_and_tasks_are_shared_the_same_way(
+        tmp_path: Path, module: str, type_: int, key: str, crm_key: str,
+        fields: dict[str, str]) -> None:
+    """mario's Contacts (type 9) and Tasks (type 7, the CRM's Calendar module) shared
+    read-write: listed as user-created folders (Contacts 14, Tasks 15, MS-ASCMD
+    2.2.3.186.3) and a change from anna's phone is mario's CRM record's."""
+    crm = FakeCrm("vtiger")
+    for name in ("mario", "anna"):
+        crm.add_user(name)
+    rec = crm.add_record(module, fields, owner="mario")
+    env = await make_env(tmp_path, crm=crm, users=("mario", "anna"))
+    try:
+        anna = env.users["anna"]
+        (fid,) = [f.server_id for f in await env.sql.list_folders(env.users["mario"])
+                  if f.type == type_]
+        assert await env.store.share_folder(fid, anna.id, True)
+        listed = [(f.name, f.type) for f in await env.store.list_folders(anna)
+                  if f.server_id == fid]
+        assert listed == [(f"{'Contacts' if module == 'Contacts' else 'Tasks'} \u2014 mario",
+                           14 if module == "Contacts" else 15)]
+        ((sid, data),) = (await feed(env, "anna", fid)).items()
+        (res,) = await env.store.apply(anna, fid, [
+            Op("change", server_id=sid, data=dict(data, **{key: "Changed by anna"}))])
+        assert res.ok
+        got = crm.record(rec)
+        assert (got[crm_key], got["owner"]) == ("Changed by anna", "mario")
+    finally:
+        await env.close()
