@@ -361,3 +361,25 @@ async def test_contacts_and_tasks_are_shared_the_same_way(
         assert (got[crm_key], got["owner"]) == ("Changed by anna", "mario")
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_with_everyone_wakes_every_user(tmp_path: Path) -> None:
+    """``easync-admin share add mario N --everyone`` (grantee 0): every user lists it
+    and a CRM change of mario's event is published to each of them."""
+    crm, env, cal = await env_with_share(tmp_path, write=False)
+    try:
+        anna, mario = env.users["anna"], env.users["mario"]
+        assert await env.store.unshare_folder(cal, anna.id)
+        assert await env.store.share_folder(cal, 0, False)
+        assert [f.name for f in await env.store.list_folders(anna)
+                if f.server_id == cal] == ["Calendar \u2014 mario"]
+        await env.store.poll_once()
+        env.hub.published.clear()
+        (rec,) = crm.live("Events", "mario")
+        crm.modify_record(rec["id"], {"subject": "All hands"})
+        await env.store.poll_once()
+        assert {(u, f) for u, f in env.hub.published if f == cal} == {
+            (mario.id, cal), (anna.id, cal)}
+    finally:
+        await env.close()
