@@ -64,6 +64,14 @@ An easync user maps to the CRM user of the same user name; their Contacts, Calen
 and Tasks folders hold the CRM's Contacts, Events and Tasks (Calendar module)
 assigned to that CRM user.  Other folders cannot be created (FolderCreate Status 10):
 the CRM has no folders.
+
+A user's Contacts, Calendar or Tasks may be shared with colleagues (issue #14 point 1)
+through the SQL store's ``folder_shares`` (``easync.sharing``: the same admin commands
+and account page as with ``--backend sql``).  The shared folder is the owner's mirror
+folder: the SQL store's reads resolve it to the owner's rows; a read-only share
+refuses every op ("readonly"); a write through a read-write share goes to the CRM as
+the owner's record (assigned to the owner's CRM user) and into the owner's mirror
+rows; the poller publishes a change of the owner's record to every holder.
 """
 
 from __future__ import annotations
@@ -218,8 +226,8 @@ class CrmStore(Service):
         self.shared_name = shared_name
         self._company: tuple[int, str] | None = None     # holder user id, folder id
         self._company_users: set[int] = set()           # users who see it (publish)
-        # shared folders (folder_shares): folder id -> the users holding it besides its
-        # owner; read each poll and after a share or unshare made here
+        # shared folders (folder_shares): folder id -> the users holding it, its owner
+        # included; read each poll and after a share or unshare made here
         self._audience: dict[str, set[int]] = {}
         self.lock = DeferredLock()          # initial loads and polls never interleave
         self.polls = 0                      # finished polls (tests, benchmarks)
