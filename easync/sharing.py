@@ -55,9 +55,9 @@ class Sharing:
 
     async def own_folder(self, owner: User, folder_id: str) -> Folder:
         """One of ``owner``'s own folders that can be shared (contacts, calendar,
-        tasks)."""
+        tasks; not a read-only one such as the CRM's company address book)."""
         for f in await self.store.list_folders(owner):
-            if f.server_id == str(folder_id) and f.owner is None:
+            if f.server_id == str(folder_id) and f.owner is None and not f.read_only:
                 if f.cls not in USER_FOLDER_TYPE:
                     break
                 return f

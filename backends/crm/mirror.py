@@ -446,15 +446,24 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
     with the device's data.  A ``gone`` step (the device changed a record the CRM has
     deleted) tombstones the item, so every device gets a Delete, and answers the
     device "not found".  The journal rows of the Adds are dropped here, in the same
-    transaction as what they became."""
+    transaction as what they became.
+
+    ``user_id`` is the device's user (its sync state, its ClientIds); the records are
+    the folder owner's (a folder shared read-write: a colleague's)."""
     serialize(sql, cur)
     cls = mapping.CLASS_OF[module]
+    owner = user_id
+    if folder_id.isdigit():
+        cur.execute(sql.db.sql("SELECT user_id FROM folders WHERE id = ?"), (int(folder_id),))
+        found = cur.fetchone()
+        if found is not None:
+            owner = int(found[0])
     made = rows_by_crm_id(sql, cur, [st.crm_id for st in steps if st.kind == "add"])
     adopted: dict[int, int] = {}            # step -> item id the poller made
     for n, st in enumerate(steps):
         if st.kind != "add":
             continue
-        live = [r for r in made.get(st.crm_id, []) if not r.deleted and r.user_id == user_id]
+        live = [r for r in made.get(st.crm_id, []) if not r.deleted and r.user_id == owner]
         if live:
             alive = item_data(sql, cur, [live[0].item_id])
             if live[0].item_id in alive:
@@ -488,7 +497,7 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
                 cur.execute(sql.db.sql(
                     "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
                     " deleted) VALUES (?, ?, ?, ?, ?, ?, 0)"),
-                    (item_id, user_id, module, st.crm_id, st.mtime, _dumps(st.snapshot)))
+                    (item_id, owner, module, st.crm_id, st.mtime, _dumps(st.snapshot)))
             if st.links is not None:
                 put_event_links(sql, cur, item_id, st.links, reset=True)
             if state is not None and st.op.ref:

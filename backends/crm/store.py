@@ -64,6 +64,14 @@ An easync user maps to the CRM user of the same user name; their Contacts, Calen
 and Tasks folders hold the CRM's Contacts, Events and Tasks (Calendar module)
 assigned to that CRM user.  Other folders cannot be created (FolderCreate Status 10):
 the CRM has no folders.
+
+A user's Contacts, Calendar or Tasks may be shared with colleagues (issue #14 point 1)
+through the SQL store's ``folder_shares`` (``easync.sharing``: the same admin commands
+and account page as with ``--backend sql``).  The shared folder is the owner's mirror
+folder: the SQL store's reads resolve it to the owner's rows; a read-only share
+refuses every op ("readonly"); a write through a read-write share goes to the CRM as
+the owner's record (assigned to the owner's CRM user) and into the owner's mirror
+rows; the poller publishes a change of the owner's record to every holder.
 """
 
 from __future__ import annotations
@@ -85,6 +93,7 @@ from zope.interface import implementer
 
 from backends.crm import mapping, mirror, shared
 from backends.crm.client import PAGE, CrmClient, CrmError, CrmUnavailable
+from backends.sql.shares import folder_access_txn
 from easync.errors import Unavailable
 from easync.interfaces import IItemStore
 from easync.model import (
@@ -97,6 +106,7 @@ from easync.model import (
     StateWrite,
     User,
 )
+from easync.storerules import parse_folder_id
 
 log = Logger()
 T = TypeVar("T")
@@ -150,6 +160,47 @@ def _owner_clause(crm_users: list[str]) -> str:
     return "assigned_user_id IN (" + ",".join(f"'{u}'" for u in crm_users) + ")"
 
 
+def _shared_access(sql: Any, cur: Any, user_id: int, folder_id: str
+                   ) -> tuple[User, int, bool] | None:
+    """(owner, folder type, read only) of a folder another user shares with
+    ``user_id`` (``folder_shares``, the SQL store's); None for the user's own folders
+    and for folders it cannot reach."""
+    fid = parse_folder_id(str(folder_id))
+    if fid is None:
+        return None
+    got = folder_access_txn(sql.engine, cur, user_id, fid)
+    if got is None or got[0] == user_id:
+        return None
+    cur.execute(sql.db.sql("SELECT name FROM users WHERE id = ?"), (got[0],))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return User(id=got[0], name=str(row[0])), got[1], got[2]
+
+
+def _share_audience(sql: Any, cur: Any) -> dict[str, list[int]]:
+    """folder id -> its owner's id then its grantees' ids (0: every user), of every
+    shared folder: who a CRM change of the owner's record must wake."""
+    cur.execute("SELECT s.folder_id, f.user_id, s.grantee_id FROM folder_shares s"
+                " JOIN folders f ON f.id = s.folder_id WHERE f.deleted = 0"
+                " ORDER BY s.folder_id")
+    out: dict[str, list[int]] = {}
+    for fid, owner, grantee in cur.fetchall():
+        out.setdefault(str(fid), [int(owner)]).append(int(grantee))
+    return out
+
+
+def _crm_folder(sql: Any, cur: Any, folder_id: str) -> bool:
+    """Is ``folder_id`` a live default Contacts, Calendar or Tasks folder (a CRM
+    user's own: what can be shared)?"""
+    fid = parse_folder_id(str(folder_id))
+    if fid is None:
+        return False
+    cur.execute(sql.db.sql("SELECT type FROM folders WHERE id = ? AND deleted = 0"), (fid,))
+    row = cur.fetchone()
+    return row is not None and int(row[0]) in FOLDER_TYPE.values()
+
+
 @implementer(IItemStore)
 class CrmStore(Service):
     """The item store over a CRM; ``sql`` (a ``SqlStore``) holds the mirror, users
@@ -175,6 +226,9 @@ class CrmStore(Service):
         self.shared_name = shared_name
         self._company: tuple[int, str] | None = None     # holder user id, folder id
         self._company_users: set[int] = set()           # users who see it (publish)
+        # shared folders (folder_shares): folder id -> the users holding it, its owner
+        # included; read each poll and after a share or unshare made here
+        self._audience: dict[str, set[int]] = {}
         self.lock = DeferredLock()          # initial loads and polls never interleave
         self.polls = 0                      # finished polls (tests, benchmarks)
         self.poll_failures = 0
@@ -385,12 +439,40 @@ class CrmStore(Service):
                     self.notifier.publish(reader, folder_id)
                 continue
             self.notifier.publish(user_id, folder_id)
+            for holder in sorted(self._audience.get(str(folder_id), set()) - {user_id}):
+                # a colleague's share of the folder (and the owner, for a write
+                # through a share)
+                self.notifier.publish(holder, folder_id)
+
+    async def load_audience(self) -> None:
+        """Read who holds each shared folder (one query over ``folder_shares``)."""
+        rows: dict[str, list[int]] = await self._run(_share_audience)
+        everyone: set[int] | None = None
+        out: dict[str, set[int]] = {}
+        for fid, ids in rows.items():
+            holders = set(ids) - {0}
+            if 0 in ids:
+                if everyone is None:
+                    everyone = set((await self._run(mirror.mapped_users)).values())
+                holders |= everyone
+            out[fid] = holders
+        self._audience = out
 
     # -- IItemStore: folders ----------------------------------------------------------------
     def list_folders(self, user: User) -> Deferred[list[Folder]]:
         async def run() -> list[Folder]:
             crm_user = await self.ensure_loaded(user)
-            out = [f for f in await self.sql.list_folders(user) if f.is_default]
+            listed = await self.sql.list_folders(user)
+            out = [f for f in listed if f.is_default]
+            for f in listed:
+                if f.owner is not None and f.owner != shared.HOLDER and \
+                        f.cls in mapping.MODULE_OF:
+                    # a colleague's folder shared with the user (folder_shares): the
+                    # owner's mirror folder, their records loaded if they never synced
+                    owner = await self.sql.get_user(f.owner)
+                    if owner is not None:
+                        await self.ensure_loaded(owner)
+                        out.append(f)
             if crm_user is not None:
                 book = await self.company_folder()
                 if book is not None:
@@ -399,6 +481,44 @@ class CrmStore(Service):
             return out
 
         return Deferred.fromCoroutine(run())
+
+    # -- colleagues' shared folders (issue #14 point 1) ----------------------------------------
+    # The SQL store's ``folder_shares`` and rules (easync.sharing): a shared folder is
+    # the owner's mirror folder; the SQL store's reads resolve it to the owner's rows,
+    # ``_apply`` writes through it to the CRM as the owner's record.
+    def get_user(self, name: str) -> Deferred[User | None]:
+        result: Deferred[User | None] = self.sql.get_user(name)
+        return result
+
+    def share_folder(self, folder_id: str, grantee_id: int, can_write: bool
+                     ) -> Deferred[bool]:
+        """See ``SqlShares.share``; only a user's own Contacts, Calendar or Tasks (not
+        the company address book): KeyError otherwise."""
+        async def run() -> bool:
+            if await self._is_company(folder_id) or \
+                    not await self._run(_crm_folder, folder_id):
+                raise KeyError("folder")
+            changed = bool(await self.sql.share_folder(folder_id, grantee_id, can_write))
+            await self.load_audience()
+            return changed
+
+        return Deferred.fromCoroutine(run())
+
+    def unshare_folder(self, folder_id: str, grantee_id: int) -> Deferred[bool]:
+        async def run() -> bool:
+            changed = bool(await self.sql.unshare_folder(folder_id, grantee_id))
+            await self.load_audience()
+            return changed
+
+        return Deferred.fromCoroutine(run())
+
+    def list_shares(self, user: User | None = None) -> Deferred[list[dict[str, Any]]]:
+        result: Deferred[list[dict[str, Any]]] = self.sql.list_shares(user)
+        return result
+
+    def folder_audience(self, folder_id: str) -> Deferred[list[int]]:
+        result: Deferred[list[int]] = self.sql.folder_audience(folder_id)
+        return result
 
     # -- the company address book (shared.py) -----------------------------------------------
     async def company(self) -> tuple[int, str] | None:
@@ -633,7 +753,34 @@ class CrmStore(Service):
             return await self._run(mirror.commit_device_write, user.id, folder_id,
                                    "Contacts", refused, state, True,
                                    self.reactor.seconds(), write=True)
-        folders = await self.folders_of(user.id) if crm_user is not None else {}
+        owner_id = user.id          # whose data the folder holds
+        access = await self._run(_shared_access, user.id, str(folder_id))
+        if access is not None:
+            # a colleague's folder shared with the user (issue #14 point 1)
+            owner, ftype, read_only = access
+            kind = mapping.MODULE_OF.get(FOLDER_CLASS.get(ftype, ""), "Contacts")
+            if read_only:
+                # every op refused, nothing sent to the CRM; the engine answers each
+                # item and resends the server's version; the sync state is saved
+                if ops:
+                    log.info("refused {n} change(s) of {user} to a folder {owner} shares "
+                             "read-only", n=len(ops), user=user.name, owner=owner.name)
+                return await self._run(mirror.commit_device_write, user.id, folder_id,
+                                       kind, [mirror.Step(op, "fail", "readonly")
+                                                for op in ops], state, True,
+                                       self.reactor.seconds(), write=True)
+            # read-write: the owner's CRM record, written as the owner's
+            crm_user = await self.ensure_loaded(owner)
+            owner_id = owner.id
+            folders = await self.folders_of(owner.id) if crm_user is not None else {}
+            if str(folder_id) not in folders.values():
+                # not a CRM folder of the owner (or no CRM user): nothing is stored
+                refused = [mirror.Step(op, "fail", "invalid") for op in ops]
+                return await self._run(mirror.commit_device_write, user.id, folder_id,
+                                       kind, refused, state, True,
+                                       self.reactor.seconds(), write=True)
+        else:
+            folders = await self.folders_of(user.id) if crm_user is not None else {}
         module = next((m for m, f in folders.items() if f == str(folder_id)), None)
         if module is None:
             if crm_user is None and str(folder_id) in {
@@ -673,7 +820,7 @@ class CrmStore(Service):
                 known = mirror.event_links(sql, cur, item_ids)
                 linked = [r.snapshot.get("contact_id", "") for r in rows.values()] + [
                     c for found in known.values() for c in found]
-                links = mirror.links(sql, cur, user.id, emails, linked)
+                links = mirror.links(sql, cur, owner_id, emails, linked)
                 links.events = known
             return data, rows, adds, links
 
@@ -690,7 +837,8 @@ class CrmStore(Service):
             for op in ops:
                 try:
                     step = await self._write_one(module, op, folder_id, crm_user, ctx,
-                                                 data, rows, adds, links, journal, sent)
+                                                 data, rows, adds, links, journal, sent,
+                                                 owner_id)
                 except CrmUnavailable as e:
                     complete, failure = False, e
                     break
@@ -730,7 +878,11 @@ class CrmStore(Service):
     async def _write_one(self, module: str, op: Op, folder_id: str, crm_user: Any,
                          ctx: mapping.Context, data: dict[int, Any], rows: dict[int, Any],
                          adds: dict[str, int], links: mapping.Links,
-                         journal: tuple[int, str] | None, sent: list[str]) -> mirror.Step:
+                         journal: tuple[int, str] | None, sent: list[str],
+                         owner_id: int) -> mirror.Step:
+        """One device op sent to the CRM.  ``crm_user``: the CRM user the records
+        are assigned to; ``owner_id``: the easync user whose folder it is (not the
+        device's user for a folder shared read-write)."""
         if op.kind == "add":
             if not isinstance(op.data, dict):
                 return mirror.Step(op, "fail", "invalid")
@@ -772,7 +924,10 @@ class CrmStore(Service):
         item_id = int(sid.split(":")[1]) if sid.startswith(f"{folder_id}:") and \
             sid.split(":")[1].isdigit() else -1
         row = rows.get(item_id)
-        if item_id not in data or row is None or row.deleted:
+        if item_id not in data or row is None or row.deleted or row.user_id != owner_id \
+                or row.module != module:
+            # (item ids are one sequence for every user: one of another user's items
+            # named under this folder's id is not found here)
             return mirror.Step(op, "fail", "notfound")
         if op.kind == "delete":
             kept_at: float | None = None
@@ -780,7 +935,7 @@ class CrmStore(Service):
                 # a device's delete: the item is kept (easync.deleted) before the CRM
                 # is asked, so a crash after the CRM deleted it never loses it
                 kept_at = self.reactor.seconds()
-                await self._run(_keep, journal[0], op.keep, str(folder_id),
+                await self._run(_keep, owner_id, op.keep, str(folder_id),
                                 FOLDER_CLASS[FOLDER_TYPE[module]], sid, data[item_id][0],
                                 kept_at, write=True)
             try:
@@ -788,14 +943,14 @@ class CrmStore(Service):
                 await self.client.delete(row.crm_id, module)
             except CrmError as e:
                 if kept_at is not None and journal is not None and op.keep:
-                    await self._run(_unkeep, journal[0], op.keep, sid, kept_at, write=True)
+                    await self._run(_unkeep, owner_id, op.keep, sid, kept_at, write=True)
                 if e.code in TRANSIENT_CODES:
                     raise
                 log.info("CRM refused to delete {id}: {err}", id=row.crm_id, err=str(e))
                 return mirror.Step(op, "fail", "invalid")
             except CrmUnavailable:
                 if kept_at is not None and journal is not None and op.keep:
-                    await self._run(_unkeep, journal[0], op.keep, sid, kept_at, write=True)
+                    await self._run(_unkeep, owner_id, op.keep, sid, kept_at, write=True)
                 raise
             return mirror.Step(op, "delete", item_id=item_id)
         if not isinstance(op.data, dict):
@@ -926,6 +1081,8 @@ class CrmStore(Service):
         (always on SQLite, one process); otherwise only resolve this process's own
         journal rows left behind."""
         if self.leader is not None and not await self.leader.acquire():
+            # (who holds the shared folders: what a journal row resolved here wakes)
+            await self.load_audience()
             await self.reconcile()
             return
         await self.poll_once()
@@ -954,6 +1111,8 @@ class CrmStore(Service):
             await self._load_company()
         ctx = await self.context()
         await self.reconcile()
+        # (shares made by easync-admin or another process: known from this poll on)
+        await self.load_audience()
         owners: dict[str, int] = await self._run(mirror.mapped_users)
         loaded: dict[str, int] = await self._run(mirror.loaded_users)
         if self._company is not None:

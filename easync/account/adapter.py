@@ -219,7 +219,7 @@ class ServiceOps:
                 out.with_me.append({"folder_id": f.server_id, "name": f.name,
                                     "cls": f.cls, "owner": f.owner,
                                     "write": not f.read_only})
-            elif f.cls in ("Contacts", "Calendar", "Tasks"):
+            elif f.cls in ("Contacts", "Calendar", "Tasks") and not f.read_only:
                 out.folders.append({"folder_id": f.server_id, "name": f.name,
                                     "cls": f.cls})
         for row in await self.items.list_shares(me):
