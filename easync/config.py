@@ -682,8 +682,8 @@ class CrmConfig:
     poll_interval: float
     timeout: float
     timezone: str                       # an IANA name, or auto
-    shared_contacts: str = "none"       # the company address book: none | all
-    shared_name: str = "Company address book"
+    shared_contacts: str                # the company address book: none | all
+    shared_name: str
 
 
 @dataclass(frozen=True)
