@@ -316,6 +316,31 @@ async def test_a_restore_whose_mark_fails_makes_no_item(
     assert _live_first_names(await store.changes_since(user, folder, 0, 100)) == ["First0"]
 
 
+@pytest_twisted.ensureDeferred
+async def test_an_add_restoring_a_row_restored_already_makes_nothing(store: SqlStore) -> None:
+    """Two restores of one row that both got past the claim (the first one's claim
+    timed out while it was still running): the store, holding the kept row locked in
+    the write's transaction, makes the item once; the other add is answered
+    "restored" with the item the row became, and the batch's other adds go on."""
+    user = await store.add_user("alice", "h", None, True)
+    folder = await contacts_folder(store, user)
+    sids = await add_contacts(store, user, folder, 2)
+    await store.apply(user, folder, [Op("delete", server_id=s, keep="PHONE-A") for s in sids])
+    k0, k1 = sorted(await store.list_deleted(user), key=lambda k: k.id)
+    (first,) = await store.apply(user, folder, [Op("add", data=k0.data, restores=k0.id)])
+    assert first.ok
+    again, other = await store.apply(user, folder, [
+        Op("add", data=k0.data, ref="a", restores=k0.id),
+        Op("add", data=k1.data, ref="b", restores=k1.id)])
+    assert (again.ok, again.error, again.server_id, again.ref) == (
+        False, "restored", first.server_id, "a")
+    assert other.ok and other.ref == "b"
+    batch = await store.changes_since(user, folder, 0, 100)
+    assert _live_first_names(batch) == ["First0", "First1"]
+    rows = {k.id: k.restored_id for k in await store.list_deleted(user, restored=True)}
+    assert rows == {k0.id: first.server_id, k1.id: other.server_id}
+
+
 # -- the CRM store ---------------------------------------------------------------------
 
 @pytest_twisted.async_yield_fixture()
