@@ -422,6 +422,47 @@ async def test_crm_restore_crashed_after_the_crm_made_the_record_makes_no_duplic
                                and c.item.data["FirstName"] == "First0"}
 
 
+
+@pytest_twisted.ensureDeferred
+async def test_crm_restore_whose_record_the_poller_mirrored_first_is_marked_with_it(
+        crm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poller (of this or another process) sees the re-created record before the
+    restore records it: the restore adopts that item (one item, one CRM record) and
+    the kept row is marked restored as that item."""
+    user = await crm.add_user("mario", "h", "mario@example.com", True)
+    folder = await contacts_folder(crm, user)
+    sids = await add_contacts(crm, user, folder, 2)
+    state = StateWrite("PHONE-A", f"sync:{folder}", {"x": 1})
+    await crm.apply(user, folder, [Op("delete", server_id=sids[0], keep="PHONE-A",
+                                      ref=sids[0])], state)
+    (k,) = await crm.sql.list_deleted(user)
+    real = crm.crm.client.create
+
+    async def create_then_poll(*args: Any, **kw: Any) -> Any:
+        rec = await real(*args, **kw)
+        await crm.crm.poll_once()       # the poller mirrors it before the restore does
+        return rec
+
+    def stopped(done: Any) -> Any:
+        raise RuntimeError("the process stopped here")
+
+    monkeypatch.setattr(crm.crm.client, "create", create_then_poll)
+    # the step after the store's write fails: the mark must be the store's own
+    monkeypatch.setattr(crm.sql, "finish_restore", stopped)
+    polls = crm.crm.polls
+    with pytest.raises(RuntimeError):
+        await DeletedItems(crm.sql, crm.crm, _reactor(), backend="crm").restore_ids(
+            user, [k.id])
+    assert crm.crm.polls > polls
+    batch = await crm.changes_since(user, folder, 0, 100)
+    assert _live_first_names(batch) == ["First0", "First1"]
+    assert sorted(r["lastname"] for r in crm.fake.live("Contacts", "mario")) == [
+        "Last0", "Last1"]
+    (row,) = await crm.sql.list_deleted(user, restored=True)
+    assert row.restored_id in {c.server_id for c in batch.changes if c.item is not None
+                               and c.item.data["FirstName"] == "First0"}
+
+
 @pytest_twisted.ensureDeferred
 async def test_crm_refused_delete_keeps_nothing(crm: Any) -> None:
     user = await crm.add_user("mario", "h", "mario@example.com", True)
