@@ -741,6 +741,7 @@ async def cmd_deleted_list(store: Any, args: argparse.Namespace, out: TextIO) ->
 
 async def cmd_deleted_restore(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from easync.deleted import RestoreError
+    from easync.errors import Unavailable
 
     user = await _user(store, args.name)
     since = _since(args.since if args.since is not None else args.all_since)
@@ -757,6 +758,10 @@ async def cmd_deleted_restore(store: Any, args: argparse.Namespace, out: TextIO)
             done = await items.restore_since(user, since or 0.0)
         else:
             raise AdminError(_("give item ids, or --device ID --since T, or --all-since T"))
+    except Unavailable as e:
+        # the CRM (or the database) cannot answer: nothing was restored
+        raise AdminError(_("the store cannot answer now, nothing was restored: {reason}"
+                           ).format(reason=str(e))) from None
     except RestoreError as e:
         if e.code == "wrong_backend" and getattr(args, "server", None) is None:
             # kept by the CRM store: restored through it with the server's config
