@@ -494,10 +494,11 @@ def _server_policy(args: argparse.Namespace) -> dict[str, str]:
     none when no file is given."""
     from easync.policy import PolicyError, parse_policy
 
-    if not getattr(args, "config", None):
+    path = getattr(args, "config", None) or getattr(args, "server_config", None)
+    if not path:
         return {}
     try:
-        given = server_config.load_file(args.config).get("policy", {})
+        given = server_config.load_file(path).get("policy", {})
         return parse_policy(given)
     except (server_config.ConfigError, PolicyError) as e:
         raise AdminError(str(e)) from None
@@ -560,7 +561,7 @@ async def cmd_policy_show(store: Any, args: argparse.Namespace, out: TextIO) -> 
             rows.append([s.name, policy[s.name] or _("(empty)"), origin])
     if len(rows) > 1:
         _table(rows, out)
-    if not getattr(args, "config", None):
+    if not (getattr(args, "config", None) or getattr(args, "server_config", None)):
         out.write(_("(the server's own settings are not shown: give its config file "
                     "with --config)") + "\n")
 
@@ -772,11 +773,27 @@ async def cmd_backup(store: Any, args: argparse.Namespace, out: TextIO) -> None:
         db=store.engine.path, file=args.file, size=size) + "\n")
 
 
-def _deleted(store: Any, args: argparse.Namespace) -> Any:
-    """The kept deletes of ``store`` (easync.deleted), restored through the SQL store
-    and announced to the running servers."""
+async def _deleted(store: Any, args: argparse.Namespace, restore: bool = False) -> Any:
+    """The kept deletes of ``store`` (easync.deleted), restored through the item store
+    the server uses and announced to the running servers: the SQL store, or with a
+    ``--config`` whose backend is crm the CRM store (logged in to the CRM with the
+    server's crm-url, crm-user and crm-access-key-file; its add path, journal
+    included, writes the CRM record and its mirror in the shared database)."""
     from backends.sql.pgnotify import announce
     from easync.deleted import DeletedItems
+
+    items: Any = store
+    backend = "sql"
+    server = getattr(args, "server", None)
+    if restore and server is not None and server.store.backend == "crm":
+        from backends.crm import make_store
+
+        try:
+            items = make_store(args.reactor, store, server.crm)
+        except ValueError as e:          # the access-key file cannot be read
+            raise AdminError(str(e)) from None
+        await items.open()
+        backend = "crm"
 
     def publish(user_id: int, folder_id: str, results: list[Any]) -> None:
         top = max((r.modseq for r in results if r.ok), default=0)
@@ -790,7 +807,7 @@ def _deleted(store: Any, args: argparse.Namespace) -> Any:
         await _accounts(store, args).audit_raw(actor or "easync-admin", user, action,
                                                detail, "")
 
-    return DeletedItems(store, store, args.reactor, backend="sql", publish=publish,
+    return DeletedItems(store, items, args.reactor, backend=backend, publish=publish,
                         audit=audit)
 
 
@@ -809,7 +826,7 @@ def _since(value: str | None) -> float | None:
 
 async def cmd_deleted_list(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     user = await _user(store, args.name)
-    found = await _deleted(store, args).list_items(
+    found = await (await _deleted(store, args)).list_items(
         user, device_id=args.device, since=_since(args.since), folder_id=args.folder,
         restored=args.restored, limit=args.limit)
     rows = [[_("ID"), _("DELETED"), _("DEVICE"), _("FOLDER"), _("KIND"), _("ITEM"),
@@ -822,10 +839,11 @@ async def cmd_deleted_list(store: Any, args: argparse.Namespace, out: TextIO) ->
 
 async def cmd_deleted_restore(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     from easync.deleted import RestoreError
+    from easync.errors import Unavailable
 
     user = await _user(store, args.name)
-    items = _deleted(store, args)
     since = _since(args.since if args.since is not None else args.all_since)
+    items = await _deleted(store, args, restore=True)
     try:
         if args.ids:
             if since is not None or args.device:
@@ -838,7 +856,16 @@ async def cmd_deleted_restore(store: Any, args: argparse.Namespace, out: TextIO)
             done = await items.restore_since(user, since or 0.0)
         else:
             raise AdminError(_("give item ids, or --device ID --since T, or --all-since T"))
+    except Unavailable as e:
+        # the CRM (or the database) cannot answer: nothing was restored
+        raise AdminError(_("the store cannot answer now, nothing was restored: {reason}"
+                           ).format(reason=str(e))) from None
     except RestoreError as e:
+        if e.code == "wrong_backend" and getattr(args, "server", None) is None:
+            # kept by the CRM store: restored through it with the server's config
+            raise AdminError(tr(e.message) + "; " + _(
+                "or give easync-admin the server's config file, which names the CRM: "
+                "easync-admin --config FILE deleted restore ...")) from None
         raise AdminError(tr(e.message)) from None
     for announced in getattr(args, "_announces", []):
         await announced
@@ -871,16 +898,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=_("Manage easync users, devices and imports."),
         epilog=_("Exit codes: 0 done, 1 failed, 2 bad command line, "
                "3 database cannot be opened."))
-    p.add_argument("--db", default=os.environ.get("EASYNC_DB", DEFAULT_DB), metavar="URL",
-                   type=_db_url,
-                   help=_("database URL, as twistd easync --db (default: $EASYNC_DB or "
-                          "{default})").format(default=DEFAULT_DB))
-    p.add_argument("--secret-key", default=os.environ.get("EASYNC_SECRET_KEY",
-                                                          DEFAULT_SECRET_KEY),
-                   metavar="FILE",
+    p.add_argument("--config", dest="server_config", metavar="FILE",
+                   help=_("the server's config file (twistd easync --config): its db, "
+                          "secret-key and, with backend crm, the CRM it restores deleted "
+                          "items into"))
+    p.add_argument("--db", default=None, metavar="URL", type=_db_url,
+                   help=_("database URL, as twistd easync --db (default: the --config "
+                          "file's, $EASYNC_DB or {default})").format(default=DEFAULT_DB))
+    p.add_argument("--secret-key", default=None, metavar="FILE",
                    help=_("the server's secret key file, as twistd easync --secret-key "
-                          "(default: $EASYNC_SECRET_KEY or {default})").format(
-                              default=DEFAULT_SECRET_KEY))
+                          "(default: the --config file's, $EASYNC_SECRET_KEY or "
+                          "{default})").format(default=DEFAULT_SECRET_KEY))
     top = p.add_subparsers(
         dest="group",
         metavar="{init,user,device,rule,policy,folder,share,audit,deleted,import,export,backup}",
@@ -1147,6 +1175,7 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
 
     out = out or sys.stdout
     args.reactor = reactor
+    _server_settings(args)
     try:
         store = SqlStore(reactor, args.db)
         # never an empty database made by a run in the wrong directory: only init
@@ -1168,6 +1197,32 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None)
         await args.func(store, args, out)
     finally:
         await store.close()
+
+
+def _server_settings(args: argparse.Namespace) -> None:
+    """``args.server``: the server's configuration from ``--config FILE`` (None without
+    one); ``--db`` and ``--secret-key`` when not given: the file's, else the
+    environment's, else the server's defaults."""
+    path = getattr(args, "server_config", None)
+    given: dict[str, Any] = {}
+    args.server = None
+    if path:
+        try:
+            given = server_config.load_file(path)
+            args.server = server_config.resolve({}, given)
+        except server_config.ConfigError as e:
+            raise AdminError(str(e)) from None
+    if getattr(args, "db", None) is None:
+        raw = args.server.store.db if args.server is not None and "db" in given else \
+            os.environ.get("EASYNC_DB", DEFAULT_DB)
+        try:
+            args.db = db_url(raw)
+        except ValueError as e:
+            raise AdminError(str(e), code=2) from None
+    if getattr(args, "secret_key", None) is None:
+        args.secret_key = args.server.auth.secret_key \
+            if args.server is not None and "secret-key" in given else \
+            os.environ.get("EASYNC_SECRET_KEY", DEFAULT_SECRET_KEY)
 
 
 def _missing_sqlite_file(store: Any) -> str | None:

@@ -13,8 +13,12 @@ point 2), and a Sync that deletes most of a folder raises an alarm.
   path (``IItemStore.apply`` with an "add" op): it gets a new ServerId and reaches
   every device of the user through the change hub (``publish``), as an Add at its
   next Sync, at once for a device holding a Ping.  A kept row is claimed before the
-  add (``IDeletedStore.claim_restore``): restoring it twice makes one item.  An item
-  whose folder is gone is restored into the user's default folder of its class.
+  add (``IDeletedStore.claim_restore``): restoring it twice makes one item.  The add
+  names the row (``Op.restores``): the store marks it restored in the transaction
+  that creates the item (the CRM store journals the add before asking the CRM, and
+  marks it where it records the CRM's record), so a restore that stops half-way is
+  never made twice by a retry.  An item whose folder is gone is restored into the
+  user's default folder of its class.
 * ``MassDeletes.check``: a Sync whose Deletes took more than ``share`` of the folder's
   items (and at least ``minimum`` of them) is logged as a warning, written to the
   audit log and counted (``easync_mass_deletes_total`` on ``/metrics``).
@@ -220,7 +224,10 @@ class DeletedItems:
     async def _write(self, user: User, folder_id: str, part: list[KeptItem],
                      out: Restored) -> None:
         """Re-create ``part`` (claimed rows) in one store write."""
-        ops = [Op(kind="add", data=dict(k.data), ref=str(k.id), cls=k.cls) for k in part]
+        # Op.restores: the store marks each row restored in the transaction that makes
+        # its item, and makes none for a row restored already
+        ops = [Op(kind="add", data=dict(k.data), ref=str(k.id), cls=k.cls, restores=k.id)
+               for k in part]
         try:
             results: list[OpResult] = await self.items.apply(user, folder_id, ops)
         except Exception as e:  # noqa: BLE001 - the store failed: give every claim back
@@ -232,8 +239,11 @@ class DeletedItems:
             return
         made = [(k, str(r.server_id)) for k, r in zip(part, results, strict=True)
                 if r.ok and r.server_id]
+        # restored already (a restore that stopped after its item was made)
+        out.already.extend(k.id for k, r in zip(part, results, strict=True)
+                           if not r.ok and r.error == "restored")
         refused = [(k, r.error or "refused") for k, r in zip(part, results, strict=True)
-                   if not (r.ok and r.server_id)]
+                   if not (r.ok and r.server_id) and r.error != "restored"]
         if made:
             await self.kept.finish_restore([(k.id, sid) for k, sid in made])
             out.restored.extend(made)

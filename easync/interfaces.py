@@ -107,7 +107,10 @@ class IItemStore(Interface):
               state: StateWrite | None = None) -> Deferred[list[OpResult]]:
         """Apply writes to one folder; with ``state``, save that sync-state blob in the
         same transaction (all or nothing).  Each write gets a new modseq.  A change or
-        delete of a missing item gives ``OpResult(ok=False, error="notfound")``."""
+        delete of a missing item gives ``OpResult(ok=False, error="notfound")``.  An
+        add with ``Op.restores`` marks that kept row (``IDeletedStore``) restored with
+        the item where the item is recorded, and gives ``error="restored"`` (no item)
+        for a row restored already."""
 
     def move_item(user: User, server_id: str, dst_folder_id: str) -> Deferred[str]:
         """Move an item, returning its new server id. KeyError('src'|'dst'),

@@ -124,6 +124,12 @@ class Op:
     # the item's data as it deletes it (``IDeletedStore``: "nothing lost to a phone"),
     # in the same transaction where it can.
     keep: str | None = None
+    # An add that restores a kept item (``easync.deleted``): that kept row's id.  The
+    # store marks the row restored with the new server id in the transaction that
+    # creates the item (a CRM store: in the one that records the CRM's record, which
+    # its journal finds again after a crash), and makes no item for a row restored
+    # already (``OpResult.error`` "restored", ``server_id`` what it became).
+    restores: int | None = None
 
 
 @dataclass

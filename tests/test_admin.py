@@ -372,3 +372,48 @@ def test_helpers_speak_english_on_an_italian_machine(tmp_path: Any,
     r = server.admin("init")
     assert r.stdout == (f"created database {tmp_path / 'srv' / 'easync.sqlite'} "
                         f"(schema version {schema_version()})\n")
+
+
+def test_config_file_gives_the_database_and_a_crm_restore_refused_when_it_is_down(
+        tmp_path: Any) -> None:
+    """``easync-admin --config FILE`` takes the server's database from the file (run
+    elsewhere, without --db); ``deleted restore`` of an item kept by the CRM store,
+    with the CRM unreachable: one line, exit 1, the kept row left restorable.  A bad
+    config file: one line, exit 1."""
+    import socket
+    import sqlite3
+
+    with socket.socket() as s:          # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "crm.key").write_text("adminKEY123\n")
+    db = tmp_path / "server.sqlite"
+    config = tmp_path / "easync.toml"
+    config.write_text(f'db = "sqlite:///{db}"\nbackend = "crm"\n'
+                      f'crm-url = "http://127.0.0.1:{port}/webservice.php"\n'
+                      'crm-user = "admin"\n'
+                      f'crm-access-key-file = "{tmp_path / "crm.key"}"\n'
+                      'crm-timeout = 2\n', "utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = Admin(elsewhere, init=False)
+    assert run("--config", str(config), "init", db=False).returncode == 0
+    assert db.exists() and not (elsewhere / "easync.sqlite").exists()
+    assert run("--config", str(config), "user", "add", "zoe", "--password-stdin",
+               stdin="pw-zoe-1\n", db=False).returncode == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO deleted_items (user_id, device_id, folder_id, cls, server_id,"
+            " data, summary, backend, deleted_at) SELECT u.id, 'PHONE', f.id, 'Contacts',"
+            " 'x:1', '{\"FirstName\": \"Zed\"}', 'Zed', 'crm', 1.0 FROM users u"
+            " JOIN folders f ON f.user_id = u.id AND f.type = 9 WHERE u.name = 'zoe'")
+    r = run("--config", str(config), "deleted", "restore", "zoe", "1", db=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "cannot answer now, nothing was restored" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT restored_at, restored_id FROM deleted_items"
+                            ).fetchall() == [(None, None)]
+    (tmp_path / "bad.toml").write_text('backend = "crm"\n', "utf-8")
+    r = run("--config", str(tmp_path / "bad.toml"), "deleted", "list", "zoe", db=False)
+    assert r.returncode == 1 and "crm-url" in r.stderr

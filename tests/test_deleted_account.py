@@ -126,3 +126,48 @@ async def test_only_an_admin_sees_and_restores_another_users(srv: AccountServer)
     audit = await srv.service.audit_log("alice", 10)
     assert [(a.actor, a.action) for a in audit if a.action == "deleted-restore"] == [
         ("root", "deleted-restore")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_admin_restoring_another_users_items_confirms_it_is_them(
+        srv: AccountServer) -> None:
+    """Issue #14 point 2 follow-up: restoring another user's items is an admin action
+    like the others on the page (2FA for everyone, a user's ActiveSync password): it
+    needs a recent verification (``verified_until``), on the HTML page and in the JSON
+    API.  Seeing the list does not; restoring one's own items does not either."""
+    alice, folder = await deleted_by_phone(srv, "alice", "Elio", "Fede")
+    elio, fede = sorted(await srv.store.list_deleted(alice), key=lambda k: k.summary)
+    root = srv.client()
+    await root.login("root")
+    srv.clock.advance(6 * 60)          # the login's verification is no longer recent
+    page = await root.get("/account/deleted?user=alice")
+    assert page.status == 200 and "Elio" in page.text
+    r = await root.submit(page, "/account/deleted/restore", {"id": str(elio.id),
+                                                              "user": "alice"})
+    assert "/account/verify" in r.url
+    assert any("Confirm it" in m for m in r.messages())
+    assert await live_names(srv, alice, folder) == []
+    # the JSON API: refused with code "verify", nothing restored
+    api = await root.api("POST", "deleted/restore", {"user": "alice", "ids": [fede.id]})
+    assert api.status == 403 and api.json()["error"]["code"] == "verify"
+    assert await live_names(srv, alice, folder) == []
+    # confirmed: restored
+    ok = await root.api("POST", "verify", {"password": "login password 1"})
+    assert ok.status == 200
+    api = await root.api("POST", "deleted/restore", {"user": "alice", "ids": [fede.id]})
+    assert api.status == 200 and [r["id"] for r in api.json()["restored"]] == [fede.id]
+    page = await root.get("/account/deleted?user=alice")
+    r = await root.submit(page, "/account/deleted/restore", {"id": str(elio.id),
+                                                              "user": "alice"})
+    assert any("1 item restored" in m for m in r.messages())
+    assert await live_names(srv, alice, folder) == ["Elio", "Fede"]
+    # a user restoring their own items: no re-confirmation
+    bob, bob_folder = await deleted_by_phone(srv, "bob", "Gino")
+    (gino,) = await srv.store.list_deleted(bob)
+    me = srv.client()
+    await me.login("bob")
+    srv.clock.advance(6 * 60)
+    mine = await me.get("/account/deleted")
+    r = await me.submit(mine, "/account/deleted/restore", {"id": str(gino.id)})
+    assert any("1 item restored" in m for m in r.messages())
+    assert await live_names(srv, bob, bob_folder) == ["Gino"]

@@ -8,6 +8,8 @@ Status 2: a watched folder changed)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import needs
 import pytest
-from easync_server import RunningServer, free_port, wait_for
+from easync_server import RunningServer, _env, free_port, wait_for
 from pgtest import fresh_database, pg_server, unreachable
 from rawclient import RawDevice
 from test_deleted_e2e import (
@@ -159,3 +161,107 @@ def test_crm_phone_delete_kept_and_restored_as_a_new_crm_record(
     again: Any = api.call("POST", "deleted/restore", {"ids": [int(rows[0][0])]}).json()
     assert again["restored"] == [] and crm_names(crm) == [
         "Name0 Family0", "Name1 Family1", "Name2 Family2"]
+
+
+# -- easync-admin restoring into the CRM (issue #14 point 2, follow-up) ---------------------
+
+@pytest.fixture
+def crm_config_site(tmp_path: Path) -> Iterator[tuple[RunningServer, FakeCrmProcess, Path]]:
+    """``twistd easync --config easync.toml`` with backend crm, as an admin runs it:
+    the same file then tells easync-admin the database and the CRM."""
+    crm = FakeCrmProcess(tmp_path)
+    crm("add_user", name="lia", email="lia@example.org")
+    (tmp_path / "crm.key").write_text("adminKEY123\n")
+    metrics_port = free_port()
+    config = tmp_path / "easync.toml"
+    config.write_text(
+        f'db = "sqlite:///{tmp_path / "easync.sqlite"}"\n'
+        f'secret-key = "{tmp_path / "easync.key"}"\n'
+        'backend = "crm"\n'
+        f'crm-url = "{crm.url}"\n'
+        'crm-user = "admin"\n'
+        f'crm-access-key-file = "{tmp_path / "crm.key"}"\n'
+        'crm-poll-interval = 0.3\n'
+        'crm-timeout = 3\n'
+        'heartbeat-min = 2\n'
+        f'metrics-listen = "tcp:{metrics_port}:interface=127.0.0.1"\n', "utf-8")
+    srv = RunningServer(tmp_path, ["--config", str(config)])
+    srv.metrics_port = metrics_port  # type: ignore[attr-defined]
+    srv.start()
+    try:
+        srv.add_user("lia", PASSWORD, email="lia@example.org")
+        yield srv, crm, config
+    finally:
+        srv.stop()
+        crm.stop()
+    log = srv.log_text()
+    assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
+
+
+def admin_with_config(config: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``easync-admin --config FILE …`` run elsewhere, without --db: the database, the
+    secret key and the CRM all come from the server's config file."""
+    cwd.mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "easync.admin", "--config", str(config),
+                           *args], cwd=cwd, env=_env(), text=True, capture_output=True,
+                          timeout=60, check=False)
+
+
+def test_easync_admin_restores_crm_items_with_the_servers_config(
+        crm_config_site: tuple[RunningServer, FakeCrmProcess, Path], tmp_path: Path) -> None:
+    """``easync-admin --config FILE deleted restore`` logs in to the CRM the server's
+    file names, re-creates the record through the CRM store's add path, marks the
+    kept row restored, and the running server's held Ping (MS-ASCMD 2.2.3.135, Ping
+    Status 2) wakes; the other device gets the item as an Add at its next Sync
+    (MS-ASCMD 2.2.3.7.2).  Restoring it again makes no second CRM record."""
+    srv, crm, config = crm_config_site
+    a = RawDevice(srv.url, "lia", PASSWORD, "LIAPHONE")
+    b = RawDevice(srv.url, "lia", PASSWORD, "LIATABLET")
+    for dev in (a, b):
+        dev.provision()
+    coll = a.folders()["Contacts"]
+    b.folders()
+    ka, _h, _d, _ = a.pull(coll, a.initial(coll))
+    ka, sids = fill(a, coll, ka, 3)
+    kb, held, _gone, _ = b.pull(coll, b.initial(coll))
+    assert len(held) == 3
+    r = a.sync(coll, ka, commands(delete(sids["c1"])))
+    ka = collection(r).text_of("AirSync:SyncKey") or ka
+    owner = [f"{x['firstname']} {x['lastname']}"
+             for x in crm("live", module="Contacts", owner="lia")]
+    assert sorted(owner) == ["Name0 Family0", "Name2 Family2"]
+    kb, _held, gone, _ = b.pull(coll, kb)
+    assert gone == [sids["c1"]]
+    elsewhere = tmp_path / "elsewhere"
+    listed = admin_with_config(config, elsewhere, "deleted", "list", "lia")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    # without the config easync-admin has no CRM: it refuses and says what to give
+    bad = srv.admin("deleted", "restore", "lia", row, check=False)
+    assert bad.returncode == 1 and "--config" in bad.stderr
+    creates = crm("calls").get("create", 0)
+    ping = PingThread(b, coll, 60)
+    ping.start()
+    wait_for(lambda: held_pings(srv) == 1, timeout=10)
+    done = admin_with_config(config, elsewhere, "deleted", "restore", "lia", row)
+    assert done.returncode == 0, done.stderr
+    assert "1 item restored" in done.stdout
+    assert crm("calls").get("create", 0) == creates + 1
+    assert sorted(f"{x['firstname']} {x['lastname']}" for x in crm(
+        "live", module="Contacts", owner="lia")) == [
+        "Name0 Family0", "Name1 Family1", "Name2 Family2"]
+    ping.join(15)
+    assert ping.error is None and ping.result is not None
+    assert ping.result.text_of("Ping:Status") == "2"
+    kb, held, gone, _ = b.pull(coll, kb)
+    assert gone == [] and names(held) == {"Name1 Family1"}
+    ka, held, gone, _ = a.pull(coll, ka)
+    assert gone == [] and names(held) == {"Name1 Family1"}
+    # the kept row is marked: again, nothing more in the CRM
+    again = admin_with_config(config, elsewhere, "deleted", "restore", "lia", row)
+    assert again.returncode == 0 and f"{row} was restored already" in again.stdout
+    assert crm("calls").get("create", 0) == creates + 1
+    # a later poll of the server does not bring the record a second time
+    time.sleep(1.0)
+    kb, held, gone, _ = b.pull(coll, kb)
+    assert held == {} and gone == []

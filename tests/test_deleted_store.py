@@ -249,6 +249,98 @@ def test_parse_since_and_summary() -> None:
     assert summary("Tasks", {}) == ""
 
 
+def _live_first_names(batch: Any) -> list[str]:
+    return sorted(c.item.data["FirstName"] for c in batch.changes
+                  if not c.deleted and c.item is not None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restore_stopped_after_the_item_was_made_makes_one_item_on_retry(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore whose process stops between re-creating the item and recording it
+    (simulated: the step after the store's write fails) leaves the kept row marked
+    restored all the same (the store marks it in the write's transaction), so a
+    retry after the claim timeout makes no second item."""
+    from backends.sql.deleted import CLAIM_TIMEOUT
+
+    user = await store.add_user("alice", "h", None, True)
+    folder = await contacts_folder(store, user)
+    sids = await add_contacts(store, user, folder, 2)
+    await store.apply(user, folder, [Op("delete", server_id=sids[0], keep="PHONE-A")])
+    (k,) = await store.list_deleted(user)
+    clock = Clock()
+    clock.advance(1_000_000)
+    svc = DeletedItems(store, store, clock)
+
+    def stopped(done: Any) -> Any:
+        raise RuntimeError("the process stopped here")
+
+    monkeypatch.setattr(store, "finish_restore", stopped)
+    with pytest.raises(RuntimeError):
+        await svc.restore_ids(user, [k.id])
+    monkeypatch.undo()
+    clock.advance(CLAIM_TIMEOUT + 1)
+    again = await svc.restore_ids(user, [k.id])
+    assert again.restored == [] and again.already == [k.id]
+    batch = await store.changes_since(user, folder, 0, 100)
+    assert _live_first_names(batch) == ["First0", "First1"]
+    (row,) = await store.list_deleted(user, restored=True)
+    made = [c.server_id for c in batch.changes if c.item is not None
+            and c.item.data["FirstName"] == "First0"]
+    assert made == [row.restored_id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restore_whose_mark_fails_makes_no_item(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The item and the "restored" mark are one transaction: when the mark fails the
+    item is not there either, the row stays restorable, and the next restore makes
+    exactly one."""
+    user = await store.add_user("alice", "h", None, True)
+    folder = await contacts_folder(store, user)
+    sids = await add_contacts(store, user, folder, 1)
+    await store.apply(user, folder, [Op("delete", server_id=sids[0], keep="PHONE-A")])
+    (k,) = await store.list_deleted(user)
+    svc = DeletedItems(store, store, _reactor())
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("mark failed")
+
+    monkeypatch.setattr(store.deleted, "mark_restored_txn", broken)
+    done = await svc.restore_ids(user, [k.id])
+    assert done.restored == [] and [i for i, _ in done.failed] == [k.id]
+    assert _live_first_names(await store.changes_since(user, folder, 0, 100)) == []
+    monkeypatch.undo()
+    done = await svc.restore_ids(user, [k.id])
+    assert len(done.restored) == 1
+    assert _live_first_names(await store.changes_since(user, folder, 0, 100)) == ["First0"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_add_restoring_a_row_restored_already_makes_nothing(store: SqlStore) -> None:
+    """Two restores of one row that both got past the claim (the first one's claim
+    timed out while it was still running): the store, holding the kept row locked in
+    the write's transaction, makes the item once; the other add is answered
+    "restored" with the item the row became, and the batch's other adds go on."""
+    user = await store.add_user("alice", "h", None, True)
+    folder = await contacts_folder(store, user)
+    sids = await add_contacts(store, user, folder, 2)
+    await store.apply(user, folder, [Op("delete", server_id=s, keep="PHONE-A") for s in sids])
+    k0, k1 = sorted(await store.list_deleted(user), key=lambda k: k.id)
+    (first,) = await store.apply(user, folder, [Op("add", data=k0.data, restores=k0.id)])
+    assert first.ok
+    again, other = await store.apply(user, folder, [
+        Op("add", data=k0.data, ref="a", restores=k0.id),
+        Op("add", data=k1.data, ref="b", restores=k1.id)])
+    assert (again.ok, again.error, again.server_id, again.ref) == (
+        False, "restored", first.server_id, "a")
+    assert other.ok and other.ref == "b"
+    batch = await store.changes_since(user, folder, 0, 100)
+    assert _live_first_names(batch) == ["First0", "First1"]
+    rows = {k.id: k.restored_id for k in await store.list_deleted(user, restored=True)}
+    assert rows == {k0.id: first.server_id, k1.id: other.server_id}
+
+
 # -- the CRM store ---------------------------------------------------------------------
 
 @pytest_twisted.async_yield_fixture()
@@ -285,6 +377,90 @@ async def test_crm_delete_from_a_phone_is_kept_and_restored_through_create(crm: 
     # the SQL-only admin path refuses a CRM row
     with pytest.raises(RestoreError):
         await DeletedItems(crm.sql, crm.sql, _reactor()).restore_ids(user, [k.id])
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_crm_restore_crashed_after_the_crm_made_the_record_makes_no_duplicate(
+        crm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CRM accepted the re-created record, then the process failed before the
+    mirror recorded it: the restore was written to the CRM store's journal before
+    the create, so the retry finds that record (and marks the kept row with it)
+    instead of asking the CRM for a second one."""
+    from backends.crm import mirror
+
+    user = await crm.add_user("mario", "h", "mario@example.com", True)
+    folder = await contacts_folder(crm, user)
+    sids = await add_contacts(crm, user, folder, 2)
+    state = StateWrite("PHONE-A", f"sync:{folder}", {"x": 1})
+    await crm.apply(user, folder, [Op("delete", server_id=sids[0], keep="PHONE-A",
+                                      ref=sids[0])], state)
+    (k,) = await crm.sql.list_deleted(user)
+    real = mirror.commit_device_write
+
+    def crash(*args: Any, **kw: Any) -> Any:
+        monkeypatch.setattr(mirror, "commit_device_write", real)
+        raise RuntimeError("crashed before the mirror recorded the CRM's answer")
+
+    monkeypatch.setattr(mirror, "commit_device_write", crash)
+    svc = DeletedItems(crm.sql, crm.crm, _reactor(), backend="crm")
+    first = await svc.restore_ids(user, [k.id])
+    assert [i for i, _ in first.failed] == [k.id]
+    assert sorted(r["lastname"] for r in crm.fake.live("Contacts", "mario")) == [
+        "Last0", "Last1"]                       # the CRM made it
+    creates = crm.fake.calls["create"]
+    again = await svc.restore_ids(user, [k.id])
+    assert crm.fake.calls["create"] == creates  # no second create
+    assert sorted(r["lastname"] for r in crm.fake.live("Contacts", "mario")) == [
+        "Last0", "Last1"]
+    # the record the first attempt made is the restored item
+    assert [kk.id for kk, _ in again.restored] == [k.id]
+    batch = await crm.changes_since(user, folder, 0, 100)
+    assert _live_first_names(batch) == ["First0", "First1"]
+    (row,) = await crm.sql.list_deleted(user, restored=True)
+    assert row.restored_id in {c.server_id for c in batch.changes if c.item is not None
+                               and c.item.data["FirstName"] == "First0"}
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_crm_restore_whose_record_the_poller_mirrored_first_is_marked_with_it(
+        crm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poller (of this or another process) sees the re-created record before the
+    restore records it: the restore adopts that item (one item, one CRM record) and
+    the kept row is marked restored as that item."""
+    user = await crm.add_user("mario", "h", "mario@example.com", True)
+    folder = await contacts_folder(crm, user)
+    sids = await add_contacts(crm, user, folder, 2)
+    state = StateWrite("PHONE-A", f"sync:{folder}", {"x": 1})
+    await crm.apply(user, folder, [Op("delete", server_id=sids[0], keep="PHONE-A",
+                                      ref=sids[0])], state)
+    (k,) = await crm.sql.list_deleted(user)
+    real = crm.crm.client.create
+
+    async def create_then_poll(*args: Any, **kw: Any) -> Any:
+        rec = await real(*args, **kw)
+        await crm.crm.poll_once()       # the poller mirrors it before the restore does
+        return rec
+
+    def stopped(done: Any) -> Any:
+        raise RuntimeError("the process stopped here")
+
+    monkeypatch.setattr(crm.crm.client, "create", create_then_poll)
+    # the step after the store's write fails: the mark must be the store's own
+    monkeypatch.setattr(crm.sql, "finish_restore", stopped)
+    polls = crm.crm.polls
+    with pytest.raises(RuntimeError):
+        await DeletedItems(crm.sql, crm.crm, _reactor(), backend="crm").restore_ids(
+            user, [k.id])
+    assert crm.crm.polls > polls
+    batch = await crm.changes_since(user, folder, 0, 100)
+    assert _live_first_names(batch) == ["First0", "First1"]
+    assert sorted(r["lastname"] for r in crm.fake.live("Contacts", "mario")) == [
+        "Last0", "Last1"]
+    (row,) = await crm.sql.list_deleted(user, restored=True)
+    assert row.restored_id in {c.server_id for c in batch.changes if c.item is not None
+                               and c.item.data["FirstName"] == "First0"}
 
 
 @pytest_twisted.ensureDeferred

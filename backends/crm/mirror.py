@@ -54,6 +54,9 @@ SCHEMA_VERSION = 2                  # 2: crm_shared (schema/013_crm_shared.sql)
 #: PostgreSQL ("easy", "crmm")
 MIRROR_LOCK = (0x65617379, 0x63726D6D)
 _CHUNK = 400
+#: the device id of a restore's journal rows (``easync.deleted``; ``Op.restores``):
+#: no device has it (a DeviceId is never empty); their ClientId is the kept row's id
+RESTORE_JOURNAL = ""
 
 
 def _dumps(value: Any) -> str:
@@ -475,7 +478,8 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
             sql_ops.append(Op("change", server_id=f"{folder_id}:{adopted[n]}", data=st.data,
                               ref=st.op.ref))
         elif st.kind == "add":
-            sql_ops.append(Op("add", data=st.data, ref=st.op.ref, cls=cls))
+            sql_ops.append(Op("add", data=st.data, ref=st.op.ref, cls=cls,
+                              restores=st.op.restores))
         elif st.kind in ("change", "delete"):
             sql_ops.append(Op(st.kind, server_id=st.op.server_id, data=st.data, ref=st.op.ref))
         elif st.kind == "gone":
@@ -493,6 +497,11 @@ def commit_device_write(sql: Any, cur: Any, user_id: int, folder_id: str, module
             if n in adopted:
                 cur.execute(sql.db.sql("UPDATE crm_items SET snapshot = ?, mtime = ? WHERE"
                                      " item_id = ?"), (_dumps(st.snapshot), st.mtime, item_id))
+                if st.op.restores is not None:
+                    # a restore's record the poller mirrored first: the kept row is
+                    # restored as that item, in this transaction
+                    sql.deleted.mark_restored_txn(cur, user_id, [(st.op.restores,
+                                                                   res.server_id)], now)
             else:
                 cur.execute(sql.db.sql(
                     "INSERT INTO crm_items (item_id, user_id, module, crm_id, mtime, snapshot,"
@@ -624,11 +633,16 @@ def resolve_journal(sql: Any, cur: Any, e: JournalEntry, rec: dict[str, Any] | N
         return None
     crm_id = str(rec.get("id"))
     mtime = str(rec.get("modifiedtime") or "")
-    steps = [Step(Op("add", data=e.data, ref=e.client_id), "add", data=e.data, crm_id=crm_id,
-                  snapshot=snapshot, mtime=mtime)]
+    # a restore's row (easync.deleted): the kept row is marked restored with the
+    # item, and no device's ClientId is remembered
+    restore = e.device_id == RESTORE_JOURNAL and e.client_id.isdigit()
+    steps = [Step(Op("add", data=e.data, ref=e.client_id,
+                     restores=int(e.client_id) if restore else None), "add", data=e.data,
+                  crm_id=crm_id, snapshot=snapshot, mtime=mtime)]
     try:
         (res,) = commit_device_write(sql, cur, e.user_id, e.folder_id, e.module, steps,
-                                     StateWrite(e.device_id, "", {}), False, now)
+                                     None if restore else StateWrite(e.device_id, "", {}),
+                                     False, now)
     except KeyError:
         return None                         # the folder is gone
     if not res.ok or not res.server_id:

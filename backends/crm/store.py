@@ -794,6 +794,7 @@ class CrmStore(Service):
             result: list[OpResult] = await self.sql.apply(user, folder_id, ops, state)
             return result          # not a CRM folder (mail folders): plain SQL
         ctx = await self.context()
+        restoring = {op.restores for op in ops if op.kind == "add" and op.restores is not None}
         if state is not None:
             # an earlier request of this device may have left an Add unresolved (a
             # crash, a lost answer): find what it made before its retry is handled
@@ -802,12 +803,19 @@ class CrmStore(Service):
             if any(e.folder_id == str(folder_id) and e.client_id in refs for e in young):
                 raise Unavailable("an earlier Add of this device is still being sent to "
                                   "the CRM by another process")
+        elif restoring:
+            # an earlier restore of these kept items may have stopped after the CRM
+            # made their records: find them first (the kept rows are then marked)
+            young = await self.reconcile(user.id, mirror.RESTORE_JOURNAL)
+            if any(e.client_id in {str(i) for i in restoring} for e in young):
+                raise Unavailable("an earlier restore of these items is still being sent "
+                                  "to the CRM by another process")
         item_ids = [int(op.server_id.split(":")[1]) for op in ops
                     if op.kind in ("change", "delete") and isinstance(op.server_id, str)
                     and op.server_id.startswith(f"{folder_id}:")
                     and op.server_id.split(":")[1].isdigit()]
 
-        def read(sql: Any, cur: Any) -> tuple[Any, Any, Any, Any]:
+        def read(sql: Any, cur: Any) -> tuple[Any, Any, Any, Any, dict[int, str]]:
             data = mirror.item_data(sql, cur, item_ids)
             rows = mirror.rows_by_item(sql, cur, item_ids)
             adds = mirror.client_adds(sql, cur, user.id, state.device_id, folder_id) \
@@ -822,9 +830,12 @@ class CrmStore(Service):
                     c for found in known.values() for c in found]
                 links = mirror.links(sql, cur, owner_id, emails, linked)
                 links.events = known
-            return data, rows, adds, links
+            # kept rows restored already: their add makes no record
+            restored = sql.deleted.restored_txn(cur, user.id, restoring) if restoring \
+                else {}
+            return data, rows, adds, links, restored
 
-        data, rows, adds, links = await self._run(read)
+        data, rows, adds, links, restored = await self._run(read)
         if adds:
             live = await self._run(mirror.item_data, list(adds.values()))
             adds = {c: i for c, i in adds.items() if i in live}
@@ -835,10 +846,13 @@ class CrmStore(Service):
         sent: list[str] = []
         try:
             for op in ops:
+                # a restore's add is journalled too, under no device (RESTORE_JOURNAL)
+                key = journal if journal is not None or op.restores is None else \
+                    (user.id, mirror.RESTORE_JOURNAL)
                 try:
                     step = await self._write_one(module, op, folder_id, crm_user, ctx,
-                                                 data, rows, adds, links, journal, sent,
-                                                 owner_id)
+                                                 data, rows, adds, links, key, sent,
+                                                 owner_id, restored)
                 except CrmUnavailable as e:
                     complete, failure = False, e
                     break
@@ -879,15 +893,24 @@ class CrmStore(Service):
                          ctx: mapping.Context, data: dict[int, Any], rows: dict[int, Any],
                          adds: dict[str, int], links: mapping.Links,
                          journal: tuple[int, str] | None, sent: list[str],
-                         owner_id: int) -> mirror.Step:
+                         owner_id: int, restored: dict[int, str] | None = None
+                         ) -> mirror.Step:
         """One device op sent to the CRM.  ``crm_user``: the CRM user the records
         are assigned to; ``owner_id``: the easync user whose folder it is (not the
-        device's user for a folder shared read-write)."""
+        device's user for a folder shared read-write); ``restored``: kept rows
+        restored already (their add makes no second record)."""
         if op.kind == "add":
             if not isinstance(op.data, dict):
                 return mirror.Step(op, "fail", "invalid")
             if op.ref and op.ref in adds:
                 return mirror.Step(op, "reuse", item_id=adds[op.ref])
+            made = (restored or {}).get(op.restores) if op.restores is not None else None
+            if made is not None:
+                # restored already (found by reconcile): that item, no second record
+                head, _, tail = made.partition(":")
+                if head == str(folder_id) and tail.isdigit():
+                    return mirror.Step(op, "reuse", "restored", item_id=int(tail))
+                return mirror.Step(op, "fail", "restored")
             want = mapping.desired_view(module, op.data, None, ctx, links)
             element = mapping.element(module, want, None, ctx)
             element["assigned_user_id"] = crm_user
@@ -895,11 +918,13 @@ class CrmStore(Service):
                 element["invitees"] = mapping.invitees(op.data)
             linked, params = self._contact_links(module, ctx, op.data, None, {}, "", links)
             jid = ""
-            if journal is not None and op.ref:
+            client = str(op.restores) if journal is not None and \
+                journal[1] == mirror.RESTORE_JOURNAL else op.ref
+            if journal is not None and client:
                 # written before the CRM is asked: see reconcile()
                 jid = uuid.uuid4().hex
                 entry = mirror.JournalEntry(
-                    jid, journal[0], journal[1], str(folder_id), op.ref, module, str(crm_user),
+                    jid, journal[0], journal[1], str(folder_id), client, module, str(crm_user),
                     element, op.data, self._crm_time(ctx, self.crm_now() - 60), self.node,
                     self.reactor.seconds())
                 self._inflight.add(jid)

@@ -9,8 +9,12 @@ older than ``--deleted-keep`` (``purge_deleted``), a short batch at a time.
 
 A restore claims its row first (``claim_restore``: one conditional UPDATE, so two
 restores of one row make one item), then re-creates the item through the item store
-and writes the new server id (``finish_restore``); a failed re-creation gives the
-claim back (``release_restore``).
+with an add ``Op`` whose ``restores`` names the row: the store marks the row restored
+in the transaction that creates the item (``mark_restored_txn``; the CRM store in the
+one that records the CRM's record, journalled before the create), so a process that
+stops after the item was made never leaves the row restorable again.
+``finish_restore`` writes the same mark (for a store that does not); a failed
+re-creation gives the claim back (``release_restore``).
 """
 
 from __future__ import annotations
@@ -89,6 +93,36 @@ class SqlDeleted(StorePart):
             "DELETE FROM deleted_items WHERE user_id = ? AND device_id = ? AND server_id = ?"
             " AND deleted_at >= ? AND restored_at IS NULL"),
             (user_id, device_id, server_id, since))
+
+    # -- written with a restore's add (Op.restores) -----------------------------------
+    def restored_txn(self, cur: Any, user_id: int, kept_ids: Iterable[int],
+                     lock: bool = False) -> dict[int, str]:
+        """Inside the caller's transaction: ``{kept id: server id}`` of the user's kept
+        rows among ``kept_ids`` that are restored already.  ``lock``: the rows are
+        locked until the caller commits (PostgreSQL ``FOR UPDATE``; SQLite's write
+        transaction holds the whole database), so two writes restoring one row are
+        ordered and the second finds it restored."""
+        out: dict[int, str] = {}
+        suffix = " FOR UPDATE" if lock and self.engine.name == "postgres" else ""
+        for part in _chunks(sorted({int(i) for i in kept_ids})):
+            cur.execute(self._sql(
+                "SELECT id, restored_id FROM deleted_items"
+                f" WHERE id IN {self.engine.placeholders(len(part))} AND user_id = ?"
+                f" ORDER BY id{suffix}"), (*part, user_id))
+            out.update((int(i), str(sid)) for i, sid in cur.fetchall() if sid is not None)
+        return out
+
+    def mark_restored_txn(self, cur: Any, user_id: int, done: Sequence[tuple[int, str]],
+                          now: float) -> None:
+        """Inside the transaction that re-created them: the user's kept rows ``(kept
+        id, server id)`` are restored as those items (a row restored already keeps
+        what it became)."""
+        if done:
+            cur.executemany(self._sql(
+                "UPDATE deleted_items SET restored_id = ?,"
+                " restored_at = COALESCE(restored_at, ?)"
+                " WHERE id = ? AND user_id = ? AND restored_id IS NULL"),
+                [(sid, now, int(kid), user_id) for kid, sid in done])
 
     # -- IDeletedStore ----------------------------------------------------------------
     def list_deleted(self, user: User, *, device_id: str | None = None,

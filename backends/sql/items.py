@@ -428,6 +428,18 @@ class SqlItems(StorePart):
                     state.state = state.build(results)
                 self.state.save_state_txn(cur, user_id, state)
             return results
+        restoring = [op.restores for op in ops if op.kind == "add" and op.restores is not None]
+        if restoring and self.deleted is not None:
+            # adds restoring kept rows (easync.deleted): a row restored already (by a
+            # restore that stopped before it said so) makes no second item
+            before = self.deleted.restored_txn(cur, user_id, restoring, lock=True)
+            if before:
+                rest = iter(self.apply_txn(cur, user_id, folder_id, [
+                    op for op in ops if op.kind != "add" or op.restores not in before],
+                    state))
+                return [OpResult(op.ref, before[op.restores], False, 0, "restored")
+                        if op.kind == "add" and op.restores in before else next(rest)
+                        for op in ops]
         # Lock the owner's counter first: it orders this transaction against every
         # other writer of the owner's data (folder changes included).
         top = e.bump(cur, "users", "modseq", owner, max(n, 0))
@@ -468,6 +480,11 @@ class SqlItems(StorePart):
             self._write_items(cur, owner, fid, final, existing, self.db.reactor.seconds())
             cur.execute(self._sql("UPDATE folders SET modseq = ? WHERE id = ?"),
                         (max(v[2] for v in final.values()), fid))
+        made = [(op.restores, str(r.server_id)) for op, r in zip(ops, results, strict=True)
+                if op.kind == "add" and op.restores is not None and r.ok and r.server_id]
+        if made and self.deleted is not None:
+            # the kept rows these adds restore: marked in this transaction
+            self.deleted.mark_restored_txn(cur, user_id, made, self.db.reactor.seconds())
         if state is not None:
             if state.build is not None:
                 # the engine's state depends on the modseqs just assigned (see StateWrite)

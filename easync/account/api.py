@@ -313,16 +313,19 @@ class Api:
         return json_reply({"two_factor_everyone": on, "eas_refused_users": refused})
 
     # -- what devices deleted (easync.deleted) -------------------------------------------
-    async def _deleted_target(self, ctx: Ctx, name: str | None) -> tuple[Any, Any, str]:
+    async def _deleted_target(self, ctx: Ctx, name: str | None, *, restore: bool = False
+                              ) -> tuple[Any, Any, str]:
         """(the DeletedItems service, the user acted on, the acting user): the
-        logged-in user's own, or with ``name`` any user's for an administrator."""
+        logged-in user's own, or with ``name`` any user's for an administrator.
+        Restoring another user's items is an admin action like the others: it needs
+        a recent verification (seeing the list does not)."""
         me = self.acc.require_user(ctx.session)
         service = getattr(self.ops.service, "deleted", None)
         if service is None:
             raise AccountError(_("Deleted items are not kept on this server."), "not-found")
         target = me
         if name is not None and name.strip().lower() != me.lower():
-            me = self.acc.require_admin(ctx.session, recent=False)
+            me = self.acc.require_admin(ctx.session, recent=restore)
             target = name.strip()
         user = await self.ops.service.users.get_user(target)
         if user is None:
@@ -357,7 +360,7 @@ class Api:
     async def deleted_restore(self, ctx: Ctx) -> Reply:
         from easync.deleted import RestoreError
 
-        service, user, me = await self._deleted_target(ctx, _str(ctx, "user"))
+        service, user, me = await self._deleted_target(ctx, _str(ctx, "user"), restore=True)
         ids = ctx.json.get("ids")
         device = _str(ctx, "device_id")
         since = self._since(_str(ctx, "since"))

@@ -459,9 +459,12 @@ class Pages:
 
 
     # ---------------------------------------------------------------- deleted items
-    async def _deleted_target(self, ctx: Ctx, name: str | None) -> tuple[Any, Any, str]:
+    async def _deleted_target(self, ctx: Ctx, name: str | None, *, restore: bool = False
+                              ) -> tuple[Any, Any, str]:
         """(the DeletedItems service, the user shown, the acting user): the logged-in
-        user's own, or with ``name`` any user's for an administrator."""
+        user's own, or with ``name`` any user's for an administrator.
+        Restoring another user's items is an admin action like the others: it needs
+        a recent verification (seeing the list does not)."""
         s = ctx.session
         me = self.acc.require_user(s)
         service = getattr(self.ops.service, "deleted", None)
@@ -469,7 +472,7 @@ class Pages:
             raise AccountError(_("Deleted items are not kept on this server."), "not-found")
         target = me
         if name and name.strip().lower() != me.lower():
-            me = self.acc.require_admin(s, recent=False)
+            me = self.acc.require_admin(s, recent=restore)
             target = name.strip()
         user = await self.ops.service.users.get_user(target)
         if user is None:
@@ -488,7 +491,7 @@ class Pages:
         from easync.deleted import RestoreError, parse_since
 
         s = ctx.session
-        service, user, me = await self._deleted_target(ctx, ctx.arg("user"))
+        service, user, me = await self._deleted_target(ctx, ctx.arg("user"), restore=True)
         back = f"{ROOT}/deleted" + (f"?user={quote(user.name, safe='')}"
                                     if user.name.lower() != me.lower() else "")
         raw_id, device, since = ctx.arg("id"), ctx.arg("device"), ctx.arg("since")
