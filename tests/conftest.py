@@ -1,4 +1,66 @@
 """The suite's one conftest: the hook of tests/needs.py (a test whose tool or service
-is missing is skipped, or with CI=true fails)."""
+is missing is skipped, or with CI=true fails), and the ``solo`` mark for runs spread
+over several processes (pytest-xdist, ``-n``).
 
-from needs import pytest_configure, pytest_runtest_setup  # noqa: F401 - pytest hooks
+A test marked ``solo`` measures time on the wall clock (the reactor's longest turn,
+a push latency, a heartbeat): with ``-n 2`` the other process's tests would take the
+CPU it measures.  So every test holds a lock on one file for its whole run (set-up,
+call, tear-down): shared for the others, exclusive for a ``solo`` test, which
+therefore runs alone — the other processes wait between two of their tests.  A second
+file is the turnstile every test passes to take the first: a ``solo`` test waiting
+for its turn stands in it, so the others' next tests cannot keep it waiting.  Without
+xdist there is one process and no lock is taken.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+import pytest
+from needs import pytest_configure as _needs_configure
+from needs import pytest_runtest_setup  # noqa: F401 - pytest hook
+
+_locks: tuple[IO[bytes], IO[bytes]] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _needs_configure(config)
+    config.addinivalue_line(
+        "markers", "solo: the test measures wall-clock time; with pytest-xdist it runs "
+        "while no other test runs (tests/conftest.py)")
+
+
+def _lock_files() -> tuple[IO[bytes], IO[bytes]] | None:
+    """(the turnstile, the lock) of this run's processes, or None without xdist."""
+    global _locks
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if os.environ.get("PYTEST_XDIST_WORKER") is None or not run:
+        return None
+    if _locks is None:
+        base = os.path.join(tempfile.gettempdir(), f"easync-tests-{run}")
+        # held for the process's life
+        _locks = (open(base + ".gate", "ab"), open(base + ".lock", "ab"))  # noqa: SIM115
+    return _locks
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
+                            ) -> Iterator[None]:
+    locks = _lock_files()
+    if locks is None:
+        yield
+        return
+    gate, lock = locks
+    fcntl.flock(gate, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX if item.get_closest_marker("solo") else fcntl.LOCK_SH)
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)

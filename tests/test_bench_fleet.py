@@ -20,7 +20,11 @@ import sys
 from pathlib import Path
 
 import needs
+import pytest
 from pgtest import fresh_database, unreachable
+
+# every test here measures wall-clock time: alone under pytest-xdist (tests/conftest.py)
+pytestmark = pytest.mark.solo
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -67,6 +67,7 @@ def pg_site(tmp_path: Path) -> Iterator[RunningServer]:
         assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_postgresql_restore_by_easync_admin_wakes_a_held_ping(pg_site: RunningServer) -> None:
     srv = pg_site
     srv.add_user("nadia", PASSWORD)

@@ -206,6 +206,7 @@ class HeldPing:
         return self.result
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_crm_changes_wake_a_held_ping(server: RunningServer, crm: FakeCrmProcess) -> None:
     pyactivesync = needs.importable("pyactivesync")
     targets = {

@@ -606,6 +606,7 @@ def test_gzip_steps_round_trip() -> None:
     assert gzip.decompress(b"".join(parts)) == data
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 @pytest_twisted.ensureDeferred
 async def test_decoding_a_bomb_leaves_the_reactor_its_turns() -> None:
     """Inflating 64 MiB (about a quarter of a second of work) never holds the reactor

@@ -29,6 +29,9 @@ from pgtest import fresh_database, listener_pids, pg_server, terminate, unreacha
 from pyactivesync import Client
 from pyactivesync.models import Contact
 
+# every test here measures wall-clock time: alone under pytest-xdist (tests/conftest.py)
+pytestmark = pytest.mark.solo
+
 PASSWORD = "multi-Node-pw1"
 
 

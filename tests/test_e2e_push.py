@@ -100,6 +100,7 @@ def synced(c: Client, folder: str) -> str:
             return key
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_ping_woken_by_another_device(server: RunningServer) -> None:
     a, b = client(server, "pushA"), client(server, "pushB")
     folder = {f.name: f.id for f in a.list_folders()}["Contacts"]
@@ -134,6 +135,7 @@ def _device_row(server: RunningServer, device: str) -> str:
     return next((line for line in out if f" {device} " in line), "")
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_ping_heartbeat_status_1(server: RunningServer) -> None:
     a = client(server, "pushHB")
     folder = {f.name: f.id for f in a.list_folders()}["Contacts"]

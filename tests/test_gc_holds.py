@@ -33,6 +33,9 @@ from twisted.web.server import Request
 from easync.gctune import FREEZE_INTERVAL, GcTuning
 from easync.wbxml import E
 
+# every test here measures wall-clock time: alone under pytest-xdist (tests/conftest.py)
+pytestmark = pytest.mark.solo
+
 #: the site of test_push_http (a fixture), as "push_site"
 push_site = test_push_http.web
 

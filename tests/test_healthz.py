@@ -128,6 +128,7 @@ def admin(sql: str, name: str) -> Any:
             conn.execute(sql.format(name))
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_healthz_when_postgresql_goes_away_and_comes_back(
         pg: tuple[RunningServer, str, str]) -> None:
     server, url, name = pg
@@ -162,6 +163,7 @@ def test_healthz_when_postgresql_goes_away_and_comes_back(
     assert log.count("healthz: database and change hub up again") == 1
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_healthz_when_the_database_does_not_answer(pg: tuple[RunningServer, str, str]) -> None:
     """The table locked by another transaction: the check's query hangs; /healthz
     answers 503 after 2 s, the next one at once (no second query), /metrics at once."""

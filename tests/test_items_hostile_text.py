@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +43,7 @@ def _timed(value: str) -> float:
 MB = 1 << 20
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_megabyte_address_parses_fast() -> None:
     # Each of these took seconds to minutes with the former patterns.
     for hostile in (

@@ -256,6 +256,7 @@ async def _burst(env: Env, counter: BcryptCounter) -> None:
     assert any(a.action == "lockout" and "10 failed logins" in a.detail for a in audit)
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 @pytest_twisted.ensureDeferred
 async def test_a_burst_does_not_queue_other_users(env: Env, counter: BcryptCounter,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Self
 
+import pytest
 import pytest_twisted
 from sqlserver import sqlite_server
 from twisted.internet.task import LoopingCall
@@ -28,6 +29,9 @@ from easync.handler import EasRequest
 from easync.model import Op
 from easync.wbxml import encode
 from easync.wbxml.element import E, Element
+
+# every test here measures wall-clock time: alone under pytest-xdist (tests/conftest.py)
+pytestmark = pytest.mark.solo
 
 CONTACTS = 50_000
 USERS = 2_000

@@ -28,6 +28,7 @@ import gc
 import itertools
 
 import needs
+import pytest
 import pytest_twisted
 import test_push_http
 from test_push_http import Raw, Web, log_events, ping_body, prime, until
@@ -37,6 +38,9 @@ from twisted.internet.task import deferLater
 from twisted.web.server import Request
 
 from easync.pollbound import bound_poll, unbound_poll
+
+# every test here measures wall-clock time: alone under pytest-xdist (tests/conftest.py)
+pytestmark = pytest.mark.solo
 
 #: the fixtures of test_push_http
 push_site = test_push_http.web

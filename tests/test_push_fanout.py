@@ -18,6 +18,7 @@ import dataclasses
 import time
 from typing import Any
 
+import pytest
 import pytest_twisted
 from sqlserver import memory_server, until
 from test_ping import add_contact, folders_of, held, ping_body, prime, req, start_ping, status
@@ -32,6 +33,9 @@ from easync.notify import LocalNotifier
 from easync.push import Holds
 from easync.settings import Settings
 from easync.wbxml.element import E
+
+# every test here measures wall-clock time: alone under pytest-xdist (tests/conftest.py)
+pytestmark = pytest.mark.solo
 
 
 class Counted:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import needs
+import pytest
 import pytest_twisted
 from hubtest import Heard
 from twisted.internet.task import deferLater
@@ -148,6 +149,7 @@ async def test_hierarchy_and_moves_seen(env: Env) -> None:
     assert src.called and dst.called
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 @pytest_twisted.ensureDeferred
 async def test_the_service_polls_every_interval(env: Env) -> None:
     alice = env.users["alice"]
@@ -173,6 +175,7 @@ VCARD = ("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:poller-e2e-1\r\nN:Verdi;Anna;;;\r\n"
          "FN:Anna Verdi\r\nEMAIL:anna@example.org\r\nEND:VCARD\r\n")
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_admin_import_wakes_a_held_ping(tmp_path: Path) -> None:
     """twistd easync on SQLite; a device holds a Ping on Contacts; ``easync-admin
     import`` (another process) adds a contact: the Ping answers within ~1 s."""

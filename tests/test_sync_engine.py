@@ -884,6 +884,7 @@ async def test_tasks_filter_type_8_keeps_incomplete_tasks_only(env) -> None:
     assert set(phone.held) == set(ids)
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 @pytest_twisted.ensureDeferred
 async def test_filter_change_over_10000_events_holds_the_reactor_briefly(env) -> None:
     """The move between windows is found by the database (one indexed walk, in its

@@ -49,6 +49,9 @@ from easync.gctune import GcTuning
 from easync.http.listen import MAX_ACCEPTS, BoundedAcceptPort, Listeners, site
 from easync.turns import SlicedCalls, TurnBudget
 
+# every test here measures wall-clock time: alone under pytest-xdist (tests/conftest.py)
+pytestmark = pytest.mark.solo
+
 BURST = 150             # > MAX_ACCEPTS * 4: Twisted's port took 100 in its first turn
 
 

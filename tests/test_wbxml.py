@@ -547,6 +547,7 @@ def _timed(fn: object) -> float:
     return time.perf_counter() - t0
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 @pytest.mark.timeout(10)
 def test_hostile_inputs_fail_fast() -> None:
     mb = 1024 * 1024
@@ -586,6 +587,7 @@ def test_cost_is_linear_in_the_number_of_chunks() -> None:
     assert big < 12 * small + 0.05, (small, big)
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 @pytest.mark.timeout(30)
 def test_many_elements_cost_stays_bounded() -> None:
     # 2 MB of empty tags: each one is an element; limited by max_elements

@@ -191,6 +191,7 @@ def call(w: Workers, cmd: str, device: str, body: Any) -> Any:
         return read_response(s)
 
 
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
 def test_pings_spread_and_woken_across_workers(cluster: Workers) -> None:
     w = cluster
     folders = call(w, "FolderSync", "wkW", E("FolderHierarchy:FolderSync",
