@@ -167,6 +167,29 @@ class ServiceOps:
         self.items: Any = None
         self.announce: Any = None
 
+    async def deleted_target(self, account: Any, session: Any, name: str | None, *,
+                             restore: bool = False) -> tuple[Any, Any, str]:
+        """For the "Recently deleted" page and its JSON API: (the DeletedItems
+        service, the user acted on, the acting user).  The logged-in user's own, or
+        with ``name`` any user's for an administrator (``account``: the page's
+        ``easync.account.core.Account``).  Restoring another user's items is an admin
+        action like the others: it needs a recent verification (seeing the list does
+        not)."""
+        me = account.require_user(session)
+        service = getattr(self.service, "deleted", None)
+        if service is None:
+            raise acc.AccountError(_("Deleted items are not kept on this server."),
+                                   "not-found")
+        target = me
+        if name and name.strip().lower() != me.lower():
+            me = account.require_admin(session, recent=restore)
+            target = name.strip()
+        user = await self.service.users.get_user(target)
+        if user is None:
+            raise acc.AccountError(
+                _("There is no user named {name}.").format(name=repr(target)), "no_user")
+        return service, user, me
+
     async def policy_lines(self, name: str) -> list[str]:
         """What the user's phones must meet (``easync.policy.describe`` of the server's
         policy with the user's own settings over it), in the page's language."""

@@ -461,24 +461,7 @@ class Pages:
     # ---------------------------------------------------------------- deleted items
     async def _deleted_target(self, ctx: Ctx, name: str | None, *, restore: bool = False
                               ) -> tuple[Any, Any, str]:
-        """(the DeletedItems service, the user shown, the acting user): the logged-in
-        user's own, or with ``name`` any user's for an administrator.
-        Restoring another user's items is an admin action like the others: it needs
-        a recent verification (seeing the list does not)."""
-        s = ctx.session
-        me = self.acc.require_user(s)
-        service = getattr(self.ops.service, "deleted", None)
-        if service is None:
-            raise AccountError(_("Deleted items are not kept on this server."), "not-found")
-        target = me
-        if name and name.strip().lower() != me.lower():
-            me = self.acc.require_admin(s, recent=restore)
-            target = name.strip()
-        user = await self.ops.service.users.get_user(target)
-        if user is None:
-            raise AccountError(_("There is no user named {name}.").format(name=repr(target)),
-                               "no_user")
-        return service, user, me
+        return await self.ops.deleted_target(self.acc, ctx.session, name, restore=restore)
 
     async def deleted(self, ctx: Ctx) -> Reply:
         s = ctx.session
