@@ -64,7 +64,8 @@ WORDS: dict[str, dict[str, str]] = {
         "mismatch": "The new password and its confirmation differ.",
         "is set": "Your ActiveSync password is set",
         "last used": r"Last used\s+\d{4}-\d\d-\d\d [^\n]* by MARIOPHONE",
-        "last sync": r"MARIOPHONE\s+Last sync\s+\d{4}-\d\d-\d\d",
+        # (between the device and its last sync: its access, "Access allowed")
+        "last sync": r"MARIOPHONE\s+(?:\S+\s+){0,3}?Last sync\s+\d{4}-\d\d-\d\d",
         "subject": "Your easync security code",
     },
     "it": {
@@ -80,7 +81,7 @@ WORDS: dict[str, dict[str, str]] = {
         "mismatch": "La nuova password e la conferma non coincidono.",
         "is set": "La tua Password ActiveSync è impostata",
         "last used": r"Ultimo utilizzo\s+\d{4}-\d\d-\d\d [^\n]* da MARIOPHONE",
-        "last sync": r"MARIOPHONE\s+Ultima sincronizzazione\s+\d{4}-\d\d-\d\d",
+        "last sync": r"MARIOPHONE\s+(?:\S+\s+){0,3}?Ultima sincronizzazione\s+\d{4}-\d\d-\d\d",
         "subject": "Il tuo codice di sicurezza easync",
     },
 }
