@@ -16,8 +16,9 @@ on the phone side with raw WBXML devices (libwbxml, tests/rawclient.py):
   the device" first and the full wipe only in a second form with a box to tick; after
   the account-only wipe its commands get Status 140 (MS-ASCMD 2.2.2) and its next
   Provision carries AccountOnlyRemoteWipe (MS-ASPROV 2.2.2.1).
-- The administrator's "Devices in quarantine": an iPad quarantined by a rule is
-  answered Status 129 (MS-ASCMD 2.2.2) until "Allow" lets it list its folders.
+- The administrator's "Devices in quarantine": iPads quarantined by a rule are
+  answered Status 129 (MS-ASCMD 2.2.2); "Allow" lets one list its folders, "Block"
+  keeps the other out (still 129) and off the list.
 - "Device policy" (read-only): the policy the phone is provisioned with.
 - One Italian look at the "Shared folders" card.
 """
@@ -155,7 +156,8 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     a14 = phone(srv, "anna", "ANNA141")
     bob = phone(srv, "bob", "BOBPHONE")
     pad = phone(srv, "anna", "ANNAPAD", device_type="iPad")
-    for dev in (a16, a14, bob, pad):
+    pad2 = phone(srv, "anna", "ANNAPAD2", device_type="iPad")
+    for dev in (a16, a14, bob, pad, pad2):
         dev.provision()
     contacts = a16.folders()["Contacts"]
     a14.folders()
@@ -172,7 +174,8 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     coll = collection(a16.sync(contacts, key, commands(delete(ids["c1"] or ""),
                                                        delete(ids["c2"] or ""))))
     key = coll.text_of("AirSync:SyncKey") or key
-    assert raw_status(pad, "FolderSync", FOLDERSYNC)[:2] == (200, "129")
+    for dev in (pad, pad2):
+        assert raw_status(dev, "FolderSync", FOLDERSYNC)[:2] == (200, "129")
 
     # 1. anna logs in: her devices with their access, the policy card, the shares.
     login(b, "anna", PASSWORD)
@@ -231,12 +234,18 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     b.click("Users")
     b.wait_path("/account/admin")
     quarantine = card(b, "quarantine")
-    assert "ANNAPAD" in quarantine and "ANNA161" not in quarantine
+    assert "ANNAPAD2" in quarantine and "ANNA161" not in quarantine
     b.shot("04-admin-quarantine")
-    b.press(in_row(b, "//section[@id='quarantine']", "ANNAPAD", "Allow"))
+    b.press(in_row(b, "//section[@id='quarantine']", "ANNAPAD ", "Allow"))
     assert "ANNAPAD of anna allowed" in b.text()
-    assert "No device is waiting." in card(b, "quarantine")
     assert "Contacts" in folder_names(pad)
+    b.press(in_row(b, "//section[@id='quarantine']", "ANNAPAD2", "Block"))
+    assert "ANNAPAD2 of anna blocked" in b.text()
+    assert "No device is waiting." in card(b, "quarantine")
+    assert raw_status(pad2, "FolderSync", FOLDERSYNC)[:2] == (200, "129")
+    listed = {line.split()[1]: line.split()
+              for line in srv.admin("device", "list", "anna").stdout.splitlines()[1:]}
+    assert "blocked" in listed["ANNAPAD2"] and "allowed" in listed["ANNAPAD"]
     b.click("Users")
     b.wait_path("/account/admin")
     b.press(b.driver.find_element(By.XPATH, "//a[@href='/account/deleted?user=anna']"))
@@ -277,7 +286,12 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     box = forms[1].find_element(By.NAME, "sure")
     assert box.get_attribute("type") == "checkbox" and not box.is_selected()
     b.shot("06-wipe")
+    # the full wipe without the box ticked: refused on the page, nothing ordered
+    b.click("Wipe the whole device")
+    assert "Tick the box to confirm that the whole device is to be erased." in b.text()
+    assert raw_status(a16, "FolderSync", FOLDERSYNC)[:2] == (200, "1")
     b.click("Wipe this account from the device")
+    assert "Wipe of this account's data requested for ANNA161" in b.text()
     assert re.search(r"Wipe\s+requested", row(b, "devices", "ANNA161"))
     assert raw_status(a16, "FolderSync", FOLDERSYNC)[:2] == (200, "140")
     answer = a16.post("Provision", bytes.fromhex("03016a00000e45") + b"\x01")  # <Provision/>
