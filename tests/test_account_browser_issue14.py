@@ -122,7 +122,16 @@ def login(b: Browser, user: str, password: str) -> None:
     b.wait_path("/account/")
 
 
+def console_errors(b: Browser) -> list[str]:
+    """What the browser logged as errors since the last call (a script error, a
+    refused inline script or style, a resource that failed), but the favicon the
+    page does not have."""
+    return [e["message"] for e in b.driver.get_log("browser")
+            if e["level"] == "SEVERE" and "/favicon.ico" not in e["message"]]
+
+
 def logout(b: Browser) -> None:
+    assert console_errors(b) == []
     b.click(WORDS[b.lang]["log out"])
     b.wait_path("/account/login")
 
@@ -287,7 +296,10 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     assert box.get_attribute("type") == "checkbox" and not box.is_selected()
     b.shot("06-wipe")
     # the full wipe without the box ticked: refused on the page, nothing ordered
+    assert console_errors(b) == []
     b.click("Wipe the whole device")
+    # (the refusal is a 400, which the browser logs)
+    assert all("status of 400" in m for m in console_errors(b))
     assert "Tick the box to confirm that the whole device is to be erased." in b.text()
     assert raw_status(a16, "FolderSync", FOLDERSYNC)[:2] == (200, "1")
     b.click("Wipe this account from the device")
@@ -299,6 +311,8 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     assert body.find("Provision:AccountOnlyRemoteWipe") is not None
     assert body.find("Provision:RemoteWipe") is None
 
+    assert console_errors(b) == []
+
     # 8. The shares card in Italian (the browser's language).
     it = Browser(f"https://{srv.host}", world.shots / "issue14-it", "it")
     try:
@@ -307,6 +321,7 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
         assert sharing.startswith("Cartelle condivise"), sharing
         assert re.search("Calendar \u2014 bob\\s+da bob, sola lettura", sharing), sharing
         it.shot("07-sharing-it")
+        assert console_errors(it) == []
     finally:
         it.quit()
     took = time.monotonic() - t0
