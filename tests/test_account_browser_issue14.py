@@ -20,7 +20,7 @@ on the phone side with raw WBXML devices (libwbxml, tests/rawclient.py):
   answered Status 129 (MS-ASCMD 2.2.2); "Allow" lets one list its folders, "Block"
   keeps the other out (still 129) and off the list.
 - "Device policy" (read-only): the policy the phone is provisioned with.
-- One Italian look at the "Shared folders" card.
+- One Italian look at the "Shared folders" card and the "Recently deleted" page.
 """
 
 from __future__ import annotations
@@ -215,6 +215,26 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     b.shot("02-shared")
     assert folder_names(bob).get("Contacts \u2014 anna") == "14"
 
+    # In Italian (the browser's language): the shares card, and the "Recently deleted"
+    # form's field, whose label must not read "deleted by" (the device is chosen above it).
+    it = Browser(f"https://{srv.host}", world.shots / "issue14-it", "it")
+    try:
+        login(it, "anna", PASSWORD)
+        sharing = card(it, "sharing")
+        assert sharing.startswith("Cartelle condivise"), sharing
+        assert re.search(r"Contacts → bob\s+contatti, sola lettura", sharing), sharing
+        assert re.search("Calendar \u2014 bob\\s+da bob, sola lettura", sharing), sharing
+        it.shot("07-sharing-it")
+        it.click("Vedi gli elementi eliminati di recente")
+        it.wait_path("/account/deleted")
+        assert "Bice Rossi · Contatti" in it.text()
+        since = it.driver.find_element(By.XPATH, "//label[@for='since']").text
+        assert since == "Eliminati a partire da", since
+        it.shot("08-deleted-it")
+        assert console_errors(it) == []
+    finally:
+        it.quit()
+
     # 3. Recently deleted: the two contacts her phone deleted; one restored by its button
     #    comes back to the phone.
     b.click("See recently deleted items")
@@ -313,17 +333,6 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
 
     assert console_errors(b) == []
 
-    # 8. The shares card in Italian (the browser's language).
-    it = Browser(f"https://{srv.host}", world.shots / "issue14-it", "it")
-    try:
-        login(it, "anna", PASSWORD)
-        sharing = card(it, "sharing")
-        assert sharing.startswith("Cartelle condivise"), sharing
-        assert re.search("Calendar \u2014 bob\\s+da bob, sola lettura", sharing), sharing
-        it.shot("07-sharing-it")
-        assert console_errors(it) == []
-    finally:
-        it.quit()
     took = time.monotonic() - t0
     print(f"issue-14 browser flow: {took:.1f}s")
     assert took < 40
