@@ -130,6 +130,28 @@ def console_errors(b: Browser) -> list[str]:
             if e["level"] == "SEVERE" and "/favicon.ico" not in e["message"]]
 
 
+PAGE_FAULTS = """
+const ids = [...document.querySelectorAll('[id]')].map(e => e.id);
+return {
+  duplicate_ids: ids.filter((x, i) => ids.indexOf(x) !== i),
+  post_forms_without_csrf: [...document.querySelectorAll('form')].filter(
+      f => f.method === 'post' && !f.querySelector('input[name=csrf]')).map(f => f.action),
+  labels_of_nothing: [...document.querySelectorAll('label[for]')].filter(
+      l => !document.getElementById(l.htmlFor)).map(l => l.htmlFor),
+  fields_without_label: [...document.querySelectorAll(
+      'input:not([type=hidden]):not([hidden]), select')].filter(
+      i => !(i.labels && i.labels.length)).map(i => i.name),
+};"""
+
+
+def look(b: Browser, name: str) -> None:
+    """A screenshot of the page, which must have no fault a browser sees: every POST
+    form carries its CSRF token, ids are unique, every field has its label."""
+    b.shot(name)
+    faults = b.driver.execute_script(PAGE_FAULTS)
+    assert not any(faults.values()), (name, faults)
+
+
 def logout(b: Browser) -> None:
     assert console_errors(b) == []
     b.click(WORDS[b.lang]["log out"])
@@ -201,7 +223,7 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     sharing = card(b, "sharing")
     assert "You share no folder." in sharing
     assert re.search("Calendar \u2014 bob\\s+from bob, read only", sharing), sharing
-    b.shot("01-overview")
+    look(b, "01-overview")
 
     # 2. She shares her contacts with bob, read only: his phone lists them.
     assert "Contacts \u2014 anna" not in folder_names(bob)
@@ -212,7 +234,7 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     assert "Shared with bob" in b.text()
     sharing = card(b, "sharing")
     assert re.search(r"Contacts → bob\s+contacts, read only", sharing), sharing
-    b.shot("02-shared")
+    look(b, "02-shared")
     assert folder_names(bob).get("Contacts \u2014 anna") == "14"
 
     # In Italian (the browser's language): the shares card, and the "Recently deleted"
@@ -224,13 +246,13 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
         assert sharing.startswith("Cartelle condivise"), sharing
         assert re.search(r"Contacts → bob\s+contatti, sola lettura", sharing), sharing
         assert re.search("Calendar \u2014 bob\\s+da bob, sola lettura", sharing), sharing
-        it.shot("07-sharing-it")
+        look(it, "07-sharing-it")
         it.click("Vedi gli elementi eliminati di recente")
         it.wait_path("/account/deleted")
         assert "Bice Rossi · Contatti" in it.text()
         since = it.driver.find_element(By.XPATH, "//label[@for='since']").text
         assert since == "Eliminati a partire da", since
-        it.shot("08-deleted-it")
+        look(it, "08-deleted-it")
         assert console_errors(it) == []
     finally:
         it.quit()
@@ -242,7 +264,7 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     text = b.text()
     assert "Bice" in text and "Ciro" in text and "Dino" not in text
     assert text.count("ANNA161") >= 2
-    b.shot("03-deleted")
+    look(b, "03-deleted")
     b.press(in_row(b, "", "Bice", "Restore"))
     b.wait_path("/account/deleted")
     assert "1 item restored" in b.text()
@@ -264,7 +286,7 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     b.wait_path("/account/admin")
     quarantine = card(b, "quarantine")
     assert "ANNAPAD2" in quarantine and "ANNA161" not in quarantine
-    b.shot("04-admin-quarantine")
+    look(b, "04-admin-quarantine")
     b.press(in_row(b, "//section[@id='quarantine']", "ANNAPAD ", "Allow"))
     assert "ANNAPAD of anna allowed" in b.text()
     assert "Contacts" in folder_names(pad)
@@ -286,7 +308,7 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
         By.XPATH, "//form[.//input[@name='since']]//button[normalize-space()='Restore']"))
     assert "1 item restored" in b.text(), b.text()
     assert "Nothing deleted recently." in b.text()
-    b.shot("05-admin-restored")
+    look(b, "05-admin-restored")
     key, back = sync_adds(a16, contacts, key)
     assert back == ["Ciro"]
     logout(b)
@@ -314,7 +336,7 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
     assert not forms[0].find_elements(By.NAME, "sure")
     box = forms[1].find_element(By.NAME, "sure")
     assert box.get_attribute("type") == "checkbox" and not box.is_selected()
-    b.shot("06-wipe")
+    look(b, "06-wipe")
     # the full wipe without the box ticked: refused on the page, nothing ordered
     assert console_errors(b) == []
     b.click("Wipe the whole device")
