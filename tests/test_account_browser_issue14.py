@@ -375,4 +375,4 @@ def test_issue14_controls_in_a_browser(world: World) -> None:
 
     took = time.monotonic() - t0
     print(f"issue-14 browser flow: {took:.1f}s")
-    assert took < 40
+    assert took < 60          # (about 17 s alone; the budget of tests/test_account_browser.py)
