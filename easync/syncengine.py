@@ -901,6 +901,8 @@ class SyncEngine:
             return None
         if expired(st, folder):
             return True             # its next Sync gets Status 3: let it come
+        if st.get("owed"):
+            return True             # a server version owed (a read-only folder's refusal)
         if folder.modseq <= st["cursor"]:
             return False
         changes, _more, _c = await self.collect(user, folder, st, 1,

@@ -297,6 +297,32 @@ def test_offline_edit_of_read_only_items_converges(world: World) -> None:
     assert now[mario].text_of("Contacts:FirstName") == "Mario"
 
 
+def test_a_version_owed_answers_the_next_ping_at_once(world: World) -> None:
+    """A phone that sends its edit of a read-only item with GetChanges 0 gets Status 7
+    and no Commands (MS-ASCMD 2.2.3.84): the server's version is owed to it.  If it
+    then holds a Ping on the folder, the Ping answers at once with Status 2 naming it
+    (MS-ASCMD 2.2.1.13), so the phone comes for that version now, not at the next
+    change or heartbeat; its Sync then brings it."""
+    items = _start(world.bob, world, world.contacts)
+    peach = world.ids["peach"]
+    assert items[peach].text_of("Contacts:FirstName") == "Peach"
+    coll = _sync(world.bob, world, world.contacts,
+                 f"<GetChanges>0</GetChanges><Commands><Change><ServerId>{peach}</ServerId>"
+                 "<ApplicationData><K:FirstName>Daisy</K:FirstName></ApplicationData>"
+                 "</Change></Commands>")
+    assert _responses(coll) == [("Change", peach, "7")] and _commands(coll) == []
+    answer: list[Any] = []
+    started = time.monotonic()
+    _ping(world.bob, world.contacts, "Contacts", answer).join(timeout=30)
+    assert answer and answer[0] is not None, "the Ping was not answered"
+    assert time.monotonic() - started < 10, "answered at the heartbeat, not at once"
+    assert answer[0].text_of("Ping:Status") == "2"
+    assert [f.text for f in answer[0].iter("Ping:Folder")] == [world.contacts]
+    sent = _commands(_sync(world.bob, world, world.contacts))
+    assert [(k, s) for k, s, _d in sent] == [("Change", peach)]
+    assert sent[0][2] is not None and sent[0][2].text_of("Contacts:FirstName") == "Peach"
+
+
 def test_delete_of_a_read_only_item_comes_back(world: World) -> None:
     peach = world.ids["peach"]
     if (world.bob.device_id, world.contacts) not in world.keys:

@@ -143,6 +143,10 @@ async def pending_changes(server: EasServer, user: Any, device_id: str,
                 out.append(folder.server_id)
         elif expired(st, folder):
             out.append(folder.server_id)    # its Sync answers Status 3: let it come
+        elif st.get("owed"):
+            # the server's version of an item a read-only folder refused is owed to
+            # the device (its write came with GetChanges 0): its Sync brings it
+            out.append(folder.server_id)
         elif folder.modseq > st["cursor"] and (
                 await engine.collect(user, folder, st, 1, now))[0]:
             out.append(folder.server_id)
