@@ -30,6 +30,7 @@ from easync import i18n
 from easync.config import db_url
 from easync.i18n import _, ngettext, tr
 from easync.interfaces import IHoldStore
+from easync.model import is_system_user
 
 # the server's defaults (easync.config's option table): the same database and key file
 DEFAULT_DB: str = server_config.default("db")
@@ -183,6 +184,9 @@ async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> Non
     if not _NAME.match(args.name):
         raise AdminError(_("invalid user name {name!r}: 1-128 characters, no spaces, "
                            "no \\ / or :").format(name=args.name))
+    if is_system_user(args.name):
+        raise AdminError(_("invalid user name {name!r}: a name starting with ~ is kept "
+                           "for the server's system users").format(name=args.name))
     if args.email is not None and not _EMAIL.match(args.email):
         raise AdminError(_("invalid e-mail address {email!r}").format(email=args.email))
     if await store.get_user(args.name) is not None:
@@ -234,6 +238,9 @@ async def cmd_user_show(store: Any, args: argparse.Namespace, out: TextIO) -> No
 
 async def cmd_user_passwd(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     user = await _user(store, args.name)
+    if is_system_user(user.name):
+        raise AdminError(_("{name} is a system user (it owns shared folders): nobody "
+                           "logs in as it").format(name=user.name))
     password_hash = hash_password(read_password(args.password_stdin))
     await store.update_user(user.name, password_hash=password_hash)
     await _accounts(store, args).login_password_changed(user.name)

@@ -65,7 +65,7 @@ from easync.auth.local import BadUserName, crypto_pool, hash_secret, split_usern
 from easync.auth.throttle import LockedOut, Throttle, ThrottleRules
 from easync.deviceaccess import Rule, account_wipe_capable, check_rule, decide_record
 from easync.i18n import msg, msg_n
-from easync.model import User
+from easync.model import User, is_system_user
 from easync.storerules import ACCESS_VALUES
 
 __all__ = [
@@ -364,6 +364,9 @@ def two_factor_method(user: User, two_factor_all: bool) -> str:
 
 def eas_mode(user: User, two_factor_all: bool) -> EasMode:
     """The rule that decides EAS logins for this user now (see ``EasMode``)."""
+    if is_system_user(user.name):
+        return EasMode("refused", msg("a system user (it owns shared folders): nobody "
+                                      "logs in as it"))
     if user.extra.get("as_hash"):
         return EasMode("activesync-password",
                        msg("only the ActiveSync password is accepted"))
@@ -509,6 +512,14 @@ class Accounts:
             raise NotFound(msg("no user named {name!r}", name=name))
         return user
 
+    @staticmethod
+    def _not_system(user: User) -> None:
+        """Forbidden for a system user (``easync.model.is_system_user``): nobody logs
+        in as it, so no login switch is set on it."""
+        if is_system_user(user.name):
+            raise Forbidden(msg("{name} is a system user (it owns shared folders): "
+                                "nobody logs in as it", name=user.name))
+
     async def _permit(self, actor: str | None, target: str, *, admin_only: bool = False
                       ) -> None:
         if actor is None:
@@ -638,6 +649,11 @@ class Accounts:
         except BaseException:
             await attempt.abandon()
             raise
+        if is_system_user(canonical):
+            # the company book's owner: never a person (a password set on it by an
+            # older release or by hand in the database is not a way in)
+            await attempt.failed()
+            raise BadPassword(msg("wrong user name or password"))
         await attempt.succeeded(canonical)
         recent = getattr(self.primary, "recent_user", None)
         if recent is not None:
@@ -798,6 +814,7 @@ class Accounts:
         ``PasswordTooLong``, ``InvalidValue``; nothing changes then."""
         user = await self._user(name)
         await self._permit(actor, user.name)
+        self._not_system(user)
         check_new_password(new, confirm)
         new_hash = await self._hash(new)
         now = self.clock.seconds()
@@ -858,6 +875,8 @@ class Accounts:
                                    method=method))
         user = await self._user(name)
         await self._permit(actor, user.name, admin_only=(method == "none"))
+        if method != "none":
+            self._not_system(user)
         if method == "email" and not user.email:
             raise NoEmail(msg("{user} has no e-mail address for codes: set one first",
                               user=user.name))
@@ -937,6 +956,8 @@ class Accounts:
         """Allow or refuse ActiveSync for a user (admin)."""
         user = await self._user(name)
         await self._permit(actor, user.name, admin_only=True)
+        if on:
+            self._not_system(user)
         changed = await self.users.update_user(user.name, activesync=on)
         await self._audit(actor, user.name, "activesync", "ActiveSync " + (
             "on" if on else "off"), address)
@@ -948,6 +969,8 @@ class Accounts:
         """Make a user an administrator of the account page, or not (admin)."""
         user = await self._user(name)
         await self._permit(actor, user.name, admin_only=True)
+        if on:
+            self._not_system(user)
         changed = await self.users.update_user(user.name, admin=True if on else None)
         await self._audit(actor, user.name, "admin", "administrator " + (
             "on" if on else "off"), address)

@@ -1,0 +1,110 @@
+"""Red-team of the issue-14 features through ``twistd easync`` (shared folders, kept
+deletions, device access, policy, Find): the hostile and the careless user.
+
+The tests share one server and may run in any order.
+
+Protocol facts relied on:
+* MS-ASHTTP 3.1.5.2.1 / RFC 7617: a request whose credentials are not accepted gets
+  HTTP 401 (a Basic user name never holds a ":").
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+
+import needs
+import pytest
+
+needs_libwbxml = needs.mark(needs.libwbxml())
+
+from easync_server import RunningServer
+from rawclient import RawDevice
+
+pytestmark = needs_libwbxml
+
+PASSWORD = "red team secret 7"
+
+
+class World:
+    server: RunningServer
+    book: str
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    srv = RunningServer(tmp_path_factory.mktemp("redteam")).start()
+    try:
+        w = World()
+        w.server = srv
+        for name in ("anna", "bob", "eve"):
+            srv.add_user(name, PASSWORD, email=f"{name}@example.org")
+        out = srv.admin("folder", "create-shared", "Company address book").stdout
+        m = re.search(r"folder (\d+) ", out)
+        assert m, out
+        w.book = m.group(1)
+        yield w
+    finally:
+        srv.stop()
+
+
+def _eas_status(srv: RunningServer, user: str, password: str, device: str) -> int:
+    dev = RawDevice(srv.url, user, password, device)
+    body = dev.post("FolderSync", None, headers={"Content-Type": "application/vnd.ms-sync.wbxml"})
+    return body.status_code
+
+
+def test_system_user_gets_no_login_switch(world: World) -> None:
+    """``~company`` owns the company address book, shared read-only with everyone: a
+    password and ActiveSync on it would let whoever holds that password write the book
+    everyone reads.  easync-admin refuses both (and a new user named ``~...``); the
+    database is unchanged (it has no password, ActiveSync stays off)."""
+    srv = world.server
+    res = srv.admin("user", "passwd", "~company", "--password-stdin", stdin=PASSWORD + "\n",
+                    check=False)
+    assert res.returncode != 0 and "system user" in res.stderr, res
+    res = srv.admin("user", "activesync", "~company", "on", check=False)
+    assert res.returncode != 0 and "system user" in res.stderr, res
+    res = srv.admin("user", "as-password", "~company", "--generate", check=False)
+    assert res.returncode != 0 and "system user" in res.stderr, res
+    res = srv.admin("user", "add", "~boss", "--password-stdin", "--activesync",
+                    stdin=PASSWORD + "\n", check=False)
+    assert res.returncode != 0, res
+    db = sqlite3.connect(srv.workdir / "easync.sqlite")
+    try:
+        rows = db.execute("SELECT name, password_hash, activesync FROM users"
+                          " WHERE name LIKE '~%'").fetchall()
+    finally:
+        db.close()
+    assert rows == [("~company", None, 0)]
+    listed = srv.admin("user", "list").stdout
+    assert "~boss" not in listed
+
+
+def test_system_user_with_a_password_in_the_database_cannot_sync(world: World) -> None:
+    """A database where ``~company`` got a password and ActiveSync anyway (an older
+    release let the admin set them): EAS answers 401 (MS-ASHTTP 3.1.5.2.1), the
+    phone gets nothing of the book; a real user with the same password hash syncs."""
+    srv = world.server
+    db = sqlite3.connect(srv.workdir / "easync.sqlite")
+    try:
+        (hashed,) = db.execute("SELECT password_hash FROM users WHERE name = 'eve'").fetchone()
+        db.execute("UPDATE users SET password_hash = ?, activesync = 1"
+                   " WHERE name = '~company'", (hashed,))
+        db.commit()
+    finally:
+        db.close()
+    try:
+        assert _eas_status(srv, "eve", PASSWORD, "EveCheck") != 401
+        assert _eas_status(srv, "~company", PASSWORD, "CompanyPhone") == 401
+    finally:
+        db = sqlite3.connect(srv.workdir / "easync.sqlite")
+        try:
+            db.execute("UPDATE users SET password_hash = NULL, activesync = 0"
+                       " WHERE name = '~company'")
+            db.commit()
+        finally:
+            db.close()
+    assert "~company CompanyPhone" not in srv.log_text() or \
+        re.search(r"~company CompanyPhone \w+ http=401", srv.log_text())
