@@ -48,6 +48,8 @@ MAX_RESTORE = 1000
 #: items re-created per store write (one transaction each)
 RESTORE_BATCH = 100
 SUMMARY_CHARS = 80
+#: the largest row id (SQLite's INTEGER, PostgreSQL's BIGINT)
+MAX_ROW_ID = 2 ** 63 - 1
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -149,7 +151,10 @@ class DeletedItems:
             raise RestoreError(msg("no item to restore"))
         if len(wanted) > MAX_RESTORE:
             raise RestoreError(msg("at most {n} items per restore", n=MAX_RESTORE))
-        rows = {k.id: k for k in await self.kept.get_deleted(user, wanted)}
+        # an id no row can have (a row id is a positive 64-bit integer) is unknown
+        # like any other, not a number the database refuses (a 500)
+        rows = {k.id: k for k in await self.kept.get_deleted(
+            user, [i for i in wanted if 0 < i <= MAX_ROW_ID])}
         unknown = [i for i in wanted if i not in rows]
         if unknown:
             raise RestoreError(msg("no deleted item {ids} for {user}",

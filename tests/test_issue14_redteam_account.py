@@ -61,3 +61,27 @@ async def test_admin_cannot_turn_on_login_switches_of_a_system_user(srv: Account
     assert user is not None and not user.activesync and not user.extra.get("two_factor")
     r = await c.api("POST", "admin/activesync", {"user": "root", "on": False})
     assert r.status == 200, r.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_restore_of_ids_beyond_64_bits_is_not_found(srv: AccountServer) -> None:
+    """"Recently deleted": a restore naming an id no row can have (beyond a 64-bit
+    integer, through the JSON API or the HTML form) is "not found" (404 / the form's
+    message) like any other unknown id, never a 500; the user's kept item stays."""
+    from test_deleted_account import deleted_by_phone
+
+    from easync.deleted import DeletedItems
+
+    srv.service.deleted = DeletedItems(srv.store, srv.store, srv.clock)  # type: ignore[attr-defined]
+    await srv.add_user("alice", email="alice@example.org")
+    alice, _folder = await deleted_by_phone(srv, "alice", "Anna")
+    c = srv.client()
+    await c.login("alice")
+    for ids in ([2 ** 63], [2 ** 70], [0]):
+        r = await c.api("POST", "deleted/restore", {"ids": ids})
+        assert r.status == 404 and r.json()["error"]["code"] == "not-found", (ids, r.text)
+    page = await c.get("/account/deleted")
+    r = await c.submit(page, "/account/deleted/restore", {"id": str(2 ** 80)})
+    assert r.status == 200 and any("Nothing was restored" in m for m in r.messages()), r.text
+    kept = await srv.store.list_deleted(alice)
+    assert [k.summary for k in kept] == ["Anna"] and kept[0].restored_id is None
