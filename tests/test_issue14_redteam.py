@@ -6,6 +6,9 @@ The tests share one server and may run in any order.
 Protocol facts relied on:
 * MS-ASHTTP 3.1.5.2.1 / RFC 7617: a request whose credentials are not accepted gets
   HTTP 401 (a Basic user name never holds a ":").
+* MS-ASCMD 2.2.1.2 (Find, 16.1): a MailBoxSearchCriterion's Query names the folder
+  to search in airsync:CollectionId; a folder the user holds is searched, one it
+  does not gets Status 3 (2.2.3.177.2, FolderSync required).
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import pytest
 needs_libwbxml = needs.mark(needs.libwbxml())
 
 from easync_server import RunningServer
-from rawclient import RawDevice
+from findwire import decode as wire_decode
+from findwire import encode as wire_encode
+from findwire import mailbox_find
+from rawclient import Node, RawDevice
 
 pytestmark = needs_libwbxml
 
@@ -108,3 +114,57 @@ def test_system_user_with_a_password_in_the_database_cannot_sync(world: World) -
             db.close()
     assert "~company CompanyPhone" not in srv.log_text() or \
         re.search(r"~company CompanyPhone \w+ http=401", srv.log_text())
+
+
+def _find(d: RawDevice, request: Node) -> Node:
+    r = d.post("Find", wire_encode(request))
+    assert r.status_code == 200, r.status_code
+    assert b"Traceback" not in r.content
+    return wire_decode(r.content)
+
+
+def _found(answer: Node) -> list[tuple[str | None, str | None]]:
+    assert answer.text_of("Find:Status") == "1", answer
+    resp = answer.find("Find:Response")
+    assert resp is not None and resp.text_of("Find:Status") == "1", answer
+    return [(r.text_of("Find:Properties/GAL:DisplayName"), r.text_of("AirSync:CollectionId"))
+            for r in resp.findall("Find:Result")]
+
+
+def test_find_in_a_shared_contacts_folder(world: World) -> None:
+    """Find with the CollectionId of a Contacts folder shared with the user (a
+    colleague's, the company address book) searches that folder: its contacts are
+    the owner's rows.  A user the folder is not shared with gets Status 3."""
+    srv = world.server
+    anna = RawDevice(srv.url, "anna", PASSWORD, "AnnaFind", version="16.1")
+    anna.provision()
+    contacts = anna.folders()["Contacts"]
+    key = anna.initial(contacts)
+    r = anna.sync(contacts, key, "<GetChanges>0</GetChanges><Commands><Add><ClientId>f1"
+                  "</ClientId><ApplicationData><K:FirstName>Zelda</K:FirstName>"
+                  "<K:LastName>Quartz</K:LastName></ApplicationData></Add></Commands>")
+    assert r is not None and r.find("AirSync:Collections/AirSync:Collection/AirSync:Responses"
+                                    "/AirSync:Add/AirSync:ServerId") is not None, r
+    srv.admin("share", "add", "anna", contacts, "--to", "bob")
+    vcf = srv.workdir / "book.vcf"
+    vcf.write_text("BEGIN:VCARD\r\nVERSION:3.0\r\nN:Quasar;Reception;;;\r\n"
+                   "FN:Reception Quasar\r\nTEL;TYPE=WORK:+39 02 100\r\nEND:VCARD\r\n", "utf-8")
+    srv.admin("import", "~company", str(vcf), "--folder", world.book)
+    bob = RawDevice(srv.url, "bob", PASSWORD, "BobFind", version="16.1")
+    bob.provision()
+    held = bob.folders()
+    assert contacts in held.values() and world.book in held.values()
+    # anna finds her own; bob finds it in the folder she shares with him
+    assert _found(_find(anna, mailbox_find("quar", cls=None, collection=contacts))) == [
+        ("Zelda Quartz", contacts)]
+    assert _found(_find(bob, mailbox_find("quar", cls=None, collection=contacts))) == [
+        ("Zelda Quartz", contacts)]
+    assert _found(_find(bob, mailbox_find("quas", cls=None, collection=world.book))) == [
+        ("Reception Quasar", world.book)]
+    # eve holds the company book, not anna's contacts
+    eve = RawDevice(srv.url, "eve", PASSWORD, "EveFind", version="16.1")
+    eve.provision()
+    assert _found(_find(eve, mailbox_find("quas", cls=None, collection=world.book))) == [
+        ("Reception Quasar", world.book)]
+    answer = _find(eve, mailbox_find("quar", cls=None, collection=contacts))
+    assert answer.text_of("Find:Status") == "3" and answer.find("Find:Response") is None
