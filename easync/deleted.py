@@ -274,18 +274,26 @@ class MassDeletes:
         return self.share > 0 and deleted >= max(1, self.minimum)
 
     async def check(self, user: User, device_id: str, folder_id: str, deleted: int,
-                    left: int) -> bool:
-        """``deleted`` items went in one Sync, ``left`` live items remain: an alarm?"""
+                    left: int, owner: str | None = None) -> bool:
+        """``deleted`` items went in one Sync, ``left`` live items remain: an alarm?
+        ``owner``: the folder's owner when it is another user's, shared with ``user``
+        (the items are kept as the owner's: the alarm points there)."""
         total = deleted + left
         if not self.needs_count(deleted) or total <= 0 or deleted <= self.share * total:
             return False
         self.count += 1
+        keeper = owner or user.name
+        whose = f" (of {owner}, shared with {user.name})" if owner else ""
         log.warn("mass delete: device {device} of {user} deleted {n} of {m} items of"  # noqa: G010
-                 " folder {folder} in one Sync (kept: easync-admin deleted list {user})",
-                 device=device_id, user=user.name, n=deleted, m=total, folder=folder_id)
+                 " folder {folder}{whose} in one Sync (kept: easync-admin deleted list"
+                 " {keeper})", device=device_id, user=user.name, n=deleted, m=total,
+                 folder=folder_id, whose=whose, keeper=keeper)
         if self.audit is not None:
             try:
-                await self.audit("device " + device_id, user.name, "mass-delete",
+                await self.audit("device " + device_id, keeper, "mass-delete",
+                                 f"device {device_id} of {user.name} deleted {deleted} of "
+                                 f"{total} items of folder {folder_id}{whose} in one Sync"
+                                 if owner else
                                  f"device {device_id} deleted {deleted} of {total} items of "
                                  f"folder {folder_id} in one Sync")
             except Exception as e:  # noqa: BLE001 - the alarm never fails the Sync

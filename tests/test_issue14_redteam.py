@@ -9,6 +9,8 @@ Protocol facts relied on:
 * MS-ASCMD 2.2.1.2 (Find, 16.1): a MailBoxSearchCriterion's Query names the folder
   to search in airsync:CollectionId; a folder the user holds is searched, one it
   does not gets Status 3 (2.2.3.177.2, FolderSync required).
+* MS-ASCMD 2.2.3.42.2: a Sync Delete removes the item; a successful one has no
+  Responses entry (2.2.3.24.1: a Delete response only on failure).
 """
 
 from __future__ import annotations
@@ -168,3 +170,43 @@ def test_find_in_a_shared_contacts_folder(world: World) -> None:
         ("Reception Quasar", world.book)]
     answer = _find(eve, mailbox_find("quar", cls=None, collection=contacts))
     assert answer.text_of("Find:Status") == "3" and answer.find("Find:Response") is None
+
+
+def _coll(r: Node | None) -> Node:
+    assert r is not None
+    coll = r.find("AirSync:Collections/AirSync:Collection")
+    assert coll is not None, r
+    return coll
+
+
+def test_mass_delete_in_a_colleagues_folder_points_at_the_owner(world: World) -> None:
+    """bob's phone deletes 10 of the 12 contacts of eve's Contacts, shared with him
+    read-write: the items are kept as eve's (her "Recently deleted"), so the alarm's
+    log line tells the admin to look there (``deleted list eve``, not bob, who has
+    nothing kept) and its audit row is in eve's audit log too."""
+    srv = world.server
+    eve = RawDevice(srv.url, "eve", PASSWORD, "EveMass")
+    eve.provision()
+    contacts = eve.folders()["Contacts"]
+    adds = "".join(f"<Add><ClientId>m{i}</ClientId><ApplicationData><K:FirstName>Mass{i}"
+                   "</K:FirstName></ApplicationData></Add>" for i in range(12))
+    key = eve.initial(contacts)
+    _coll(eve.sync(contacts, key, f"<GetChanges>0</GetChanges><Commands>{adds}</Commands>"))
+    srv.admin("share", "add", "eve", contacts, "--to", "bob", "--write")
+    bob = RawDevice(srv.url, "bob", PASSWORD, "BobMass")
+    bob.provision()
+    assert contacts in bob.folders().values()
+    key, items, _deleted, _last = bob.pull(contacts, bob.initial(contacts))
+    mine = [sid for sid, data in items.items() if (data.text_of("Contacts:FirstName") or ""
+                                                   ).startswith("Mass")]
+    assert len(mine) == 12
+    dels = "".join(f"<Delete><ServerId>{sid}</ServerId></Delete>" for sid in mine[:10])
+    coll = _coll(bob.sync(contacts, key, f"<GetChanges>0</GetChanges><Commands>{dels}"
+                          "</Commands>"))
+    assert coll.text_of("AirSync:Status") == "1" and coll.find("AirSync:Responses") is None
+    kept = srv.admin("deleted", "list", "eve").stdout
+    assert kept.count("BobMass") == 10, kept
+    assert "BobMass" not in srv.admin("deleted", "list", "bob").stdout
+    line = next(ln for ln in srv.log_text().splitlines() if "mass delete: device BobMass" in ln)
+    assert "deleted list eve" in line and "deleted list bob" not in line, line
+    assert "mass-delete" in srv.admin("audit", "eve").stdout
