@@ -210,3 +210,23 @@ def test_mass_delete_in_a_colleagues_folder_points_at_the_owner(world: World) ->
     line = next(ln for ln in srv.log_text().splitlines() if "mass delete: device BobMass" in ln)
     assert "deleted list eve" in line and "deleted list bob" not in line, line
     assert "mass-delete" in srv.admin("audit", "eve").stdout
+
+
+def test_share_with_oneself_nobody_or_a_system_user_is_refused(world: World) -> None:
+    """``share add`` to the owner, to a user that does not exist, to ``~company`` or
+    ``crm:company``: refused with a message, no share row written, no audit row."""
+    srv = world.server
+    anna = RawDevice(srv.url, "anna", PASSWORD, "AnnaShare")
+    anna.provision()
+    tasks = anna.folders()["Tasks"]
+    for to in ("anna", "nobody", "~company", "crm:company", "~COMPANY"):
+        res = srv.admin("share", "add", "anna", tasks, "--to", to, check=False)
+        assert res.returncode != 0 and res.stderr.strip(), (to, res)
+    db = sqlite3.connect(srv.workdir / "easync.sqlite")
+    try:
+        rows = db.execute("SELECT grantee_id FROM folder_shares WHERE folder_id = ?",
+                          (int(tasks),)).fetchall()
+    finally:
+        db.close()
+    assert rows == []
+    assert f"folder {tasks} " not in srv.admin("audit", "anna").stdout
