@@ -155,7 +155,19 @@ def _when(value: Any) -> str:
     return str(value)
 
 
+def _shown(text: str) -> str:
+    """``text`` for the terminal: every non-printable character (ESC, BEL, a line
+    break…) as its Python escape.  Devices choose their user agent, and users their
+    contacts' and folders' names: none of it may move the cursor, retitle the window or
+    write the clipboard of the administrator reading a listing."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 def _table(rows: list[list[str]], out: TextIO) -> None:
+    rows = [[_shown(str(c)) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -850,7 +862,7 @@ async def cmd_deleted_restore(store: Any, args: argparse.Namespace, out: TextIO)
     for announced in getattr(args, "_announces", []):
         await announced
     out.writelines(_("restored {id} ({kind} {item}) as {server_id}").format(
-            id=kept.id, kind=_(kept.cls), item=kept.summary or "-",
+            id=kept.id, kind=_(kept.cls), item=_shown(kept.summary or "-"),
             server_id=server_id) + "\n" for kept, server_id in done.restored)
     out.writelines(_("{id} was restored already").format(id=kept_id) + "\n" for kept_id in done.already)
     out.writelines(_("{id} not restored: {why}").format(id=kept_id, why=tr(why)) + "\n" for kept_id, why in done.failed)

@@ -230,3 +230,20 @@ def test_share_with_oneself_nobody_or_a_system_user_is_refused(world: World) -> 
         db.close()
     assert rows == []
     assert f"folder {tasks} " not in srv.admin("audit", "anna").stdout
+
+
+def test_device_list_escapes_what_a_device_sends(world: World) -> None:
+    """A device whose User-Agent carries terminal escapes (ESC, BEL): ``device list``
+    (what the admin reads to decide on a quarantined device) shows them escaped,
+    never raw, so the device cannot drive the admin's terminal; the device still
+    provisions (MS-ASPROV 3.2.5.1)."""
+    srv = world.server
+    evil = RawDevice(srv.url, "eve", PASSWORD, "EvilUA",
+                     user_agent="Evil\x1b]0;owned\x07\x1b[2J/1.0")
+    evil.provision()
+    for args in (("device", "list", "eve"), ("device", "list"),
+                 ("device", "list", "--quarantined")):
+        out = srv.admin(*args).stdout
+        assert "\x1b" not in out and "\x07" not in out, (args, out)
+    listed = srv.admin("device", "list", "eve").stdout
+    assert "Evil\\x1b]0;owned\\x07\\x1b[2J/1.0" in listed, listed
