@@ -25,6 +25,7 @@ point 2), and a Sync that deletes most of a folder raises an alarm.
 from __future__ import annotations
 
 import datetime
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -246,7 +247,9 @@ class DeletedItems:
             await self.kept.release_restore([k.id for k, _ in refused])
             out.failed.extend((k.id, why) for k, why in refused)
         if self.publish is not None and made:
-            self.publish(user.id, folder_id, results)
+            got = self.publish(user.id, folder_id, results)
+            if inspect.isawaitable(got):
+                await got
         log.info("restored {n} deleted item(s) of {user} into folder {folder}",
                  n=sum(1 for r in results if r.ok), user=user.name, folder=folder_id)
 

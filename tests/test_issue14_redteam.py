@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import needs
 import pytest
 
 needs_libwbxml = needs.mark(needs.libwbxml())
 
-from easync_server import RunningServer
+from easync_server import RunningServer, wait_for
 from findwire import decode as wire_decode
 from findwire import encode as wire_encode
 from findwire import mailbox_find
@@ -247,3 +250,78 @@ def test_device_list_escapes_what_a_device_sends(world: World) -> None:
         assert "\x1b" not in out and "\x07" not in out, (args, out)
     listed = srv.admin("device", "list", "eve").stdout
     assert "Evil\\x1b]0;owned\\x07\\x1b[2J/1.0" in listed, listed
+
+
+def _account_api(srv: RunningServer, user: str) -> tuple[Any, str, str]:
+    """A logged-in JSON API session of the running server's account page: (session,
+    base URL, CSRF token)."""
+    import requests
+
+    web = requests.Session()
+    base = srv.url.replace("/Microsoft-Server-ActiveSync", "/account/api")
+    csrf = web.get(f"{base}/session", timeout=30, verify=False).json()["csrf_token"]
+    r = web.post(f"{base}/login", json={"username": user, "password": PASSWORD},
+                 headers={"X-CSRF-Token": csrf}, timeout=30, verify=False)
+    assert r.status_code == 200 and r.json()["logged_in"], r.text
+    csrf = web.get(f"{base}/session", timeout=30, verify=False).json()["csrf_token"]
+    return web, base, csrf
+
+
+def test_restore_on_the_account_page_wakes_the_colleague(world: World) -> None:
+    """bob's phone deletes a contact of the folder anna shares with him read-write;
+    anna restores it on her account page ("Recently deleted") while bob's phone holds
+    a Ping on that folder: the Ping answers Status 2 naming the folder (MS-ASCMD
+    2.2.1.13, 2.2.3.162.2) at once, and bob's next Sync brings the contact back as an
+    Add (MS-ASCMD 2.2.3.7.2) — as anna's own devices get it."""
+    srv = world.server
+    anna = RawDevice(srv.url, "anna", PASSWORD, "AnnaRestore")
+    anna.provision()
+    folders = anna.folders()
+    cal = folders["Calendar"]
+    key = anna.initial(cal)
+    coll = _coll(anna.sync(cal, key, "<GetChanges>0</GetChanges><Commands><Add><ClientId>r1"
+                           "</ClientId><ApplicationData><C:Subject>Restore me</C:Subject>"
+                           "<C:StartTime>20300105T120000Z</C:StartTime><C:EndTime>"
+                           "20300105T130000Z</C:EndTime></ApplicationData></Add></Commands>"))
+    sid = coll.text_of("AirSync:Responses/AirSync:Add/AirSync:ServerId")
+    assert sid
+    srv.admin("share", "add", "anna", cal, "--to", "bob", "--write")
+    bob = RawDevice(srv.url, "bob", PASSWORD, "BobRestore")
+    bob.provision()
+    assert cal in bob.folders().values()
+    key, items, _deleted, _last = bob.pull(cal, bob.initial(cal))
+    assert sid in items
+    coll = _coll(bob.sync(cal, key, f"<GetChanges>0</GetChanges><Commands><Delete><ServerId>"
+                               f"{sid}</ServerId></Delete></Commands>"))
+    key = coll.text_of("AirSync:SyncKey") or key
+    web, base, csrf = _account_api(srv, "anna")
+    listed = web.get(f"{base}/deleted", timeout=30, verify=False).json()["deleted"]
+    [kept] = [k for k in listed if k["summary"] == "Restore me"]
+    assert kept["device_id"] == "BobRestore"
+
+    out: dict[str, Any] = {}
+
+    def hold() -> None:
+        out["ping"] = bob.call("Ping", '<Ping xmlns="Ping:"><HeartbeatInterval>300'
+                               f"</HeartbeatInterval><Folders><Folder><Id>{cal}</Id>"
+                               "<Class>Calendar</Class></Folder></Folders></Ping>")
+
+    th = threading.Thread(target=hold, daemon=True)
+    th.start()
+    wait_for(lambda: "Ping on" in srv.admin("device", "list", "bob").stdout, timeout=15)
+    t0 = time.monotonic()
+    r = web.post(f"{base}/deleted/restore", json={"ids": [kept["id"]]},
+                 headers={"X-CSRF-Token": csrf}, timeout=30, verify=False)
+    assert r.status_code == 200 and len(r.json()["restored"]) == 1, r.text
+    th.join(20)
+    assert not th.is_alive(), "bob's Ping was not answered"
+    took = time.monotonic() - t0
+    ping = out["ping"]
+    assert ping is not None and ping.text_of("Ping:Status") == "2", ping
+    assert [f.text for f in ping.iter("Ping:Folder")] == [cal]
+    assert took < 3, took
+    coll = _coll(bob.sync(cal, key))
+    adds = [c for c in (coll.find("AirSync:Commands").children
+                        if coll.find("AirSync:Commands") else []) if c.tag == "AirSync:Add"]
+    assert [a.text_of("AirSync:ApplicationData/Calendar:Subject") for a in adds] == [
+        "Restore me"]
