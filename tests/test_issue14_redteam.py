@@ -325,3 +325,51 @@ def test_restore_on_the_account_page_wakes_the_colleague(world: World) -> None:
                         if coll.find("AirSync:Commands") else []) if c.tag == "AirSync:Add"]
     assert [a.text_of("AirSync:ApplicationData/Calendar:Subject") for a in adds] == [
         "Restore me"]
+
+
+def test_rule_for_everyone_keeps_data_from_a_held_sync(world: World) -> None:
+    """bob's device holds a Sync (HeartbeatInterval, MS-ASCMD 2.2.3.83.2) on eve's
+    Calendar shared with him; the admin adds a rule for EVERYONE blocking its device
+    type (such a rule wakes no held request, README "Device access"); eve then
+    writes an event: the held Sync, woken by it, answers Status 129 (MS-ASCMD 2.2.2,
+    the device is blocked) without the event — before, the blocked device got it."""
+    srv = world.server
+    eve = RawDevice(srv.url, "eve", PASSWORD, "EveRule")
+    eve.provision()
+    cal = eve.folders()["Calendar"]
+    ekey = eve.initial(cal)
+    srv.admin("share", "add", "eve", cal, "--to", "bob")
+    bob = RawDevice(srv.url, "bob", PASSWORD, "BobRulePad", device_type="RulePad")
+    bob.provision()
+    assert cal in bob.folders().values()
+    key, _items, _deleted, _last = bob.pull(cal, bob.initial(cal))
+    out: dict[str, Any] = {}
+
+    def hold() -> None:
+        out["sync"] = bob.call(
+            "Sync", f'<Sync xmlns="AirSync:"><Collections><Collection><SyncKey>{key}'
+            f"</SyncKey><CollectionId>{cal}</CollectionId></Collection></Collections>"
+            "<HeartbeatInterval>600</HeartbeatInterval></Sync>")
+
+    th = threading.Thread(target=hold, daemon=True)
+    th.start()
+    wait_for(lambda: "BobRulePad" in "\n".join(
+        ln for ln in srv.admin("device", "list", "bob").stdout.splitlines() if " on " in ln),
+        timeout=15)
+    srv.admin("rule", "add", "--everyone", "--device-type", "RulePad", "block")
+    try:
+        t0 = time.monotonic()
+        _coll(eve.sync(cal, ekey, "<GetChanges>0</GetChanges><Commands><Add><ClientId>x1"
+                       "</ClientId><ApplicationData><C:Subject>After the block</C:Subject>"
+                       "<C:StartTime>20300105T120000Z</C:StartTime><C:EndTime>"
+                       "20300105T130000Z</C:EndTime></ApplicationData></Add></Commands>"))
+        th.join(20)
+        assert not th.is_alive() and time.monotonic() - t0 < 20
+        sync = out["sync"]
+        assert sync is not None and sync.text_of("AirSync:Status") == "129", sync
+        assert "After the block" not in str(sync)
+    finally:
+        rules = srv.admin("rule", "list").stdout
+        m = re.search(r"^(\d+)\s+everyone\s+device-type\s+RulePad", rules, re.MULTILINE)
+        assert m, rules
+        srv.admin("rule", "remove", m.group(1))
