@@ -43,21 +43,46 @@ class World:
     book: str
 
 
+def _sql(srv: RunningServer, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """One statement on the server's database (SQLite or PostgreSQL), committed; its
+    rows (``?`` placeholders)."""
+    if srv.db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(srv.db, autocommit=True) as conn:
+            cur = conn.execute(query.replace("%", "%%").replace("?", "%s"), params)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+    db = sqlite3.connect(srv.workdir / "easync.sqlite")
+    try:
+        rows = db.execute(query, params).fetchall()
+        db.commit()
+        return rows
+    finally:
+        db.close()
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """``twistd easync`` on SQLite (test_issue14_redteam_postgresql: on PostgreSQL)."""
     srv = RunningServer(tmp_path_factory.mktemp("redteam")).start()
     try:
-        w = World()
-        w.server = srv
-        for name in ("anna", "bob", "eve"):
-            srv.add_user(name, PASSWORD, email=f"{name}@example.org")
-        out = srv.admin("folder", "create-shared", "Company address book").stdout
-        m = re.search(r"folder (\d+) ", out)
-        assert m, out
-        w.book = m.group(1)
-        yield w
+        yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def world(server: RunningServer) -> World:
+    w = World()
+    srv = server
+    w.server = srv
+    for name in ("anna", "bob", "eve"):
+        srv.add_user(name, PASSWORD, email=f"{name}@example.org")
+    out = srv.admin("folder", "create-shared", "Company address book").stdout
+    m = re.search(r"folder (\d+) ", out)
+    assert m, out
+    w.book = m.group(1)
+    return w
 
 
 def _eas_status(srv: RunningServer, user: str, password: str, device: str) -> int:
@@ -82,13 +107,9 @@ def test_system_user_gets_no_login_switch(world: World) -> None:
     res = srv.admin("user", "add", "~boss", "--password-stdin", "--activesync",
                     stdin=PASSWORD + "\n", check=False)
     assert res.returncode != 0, res
-    db = sqlite3.connect(srv.workdir / "easync.sqlite")
-    try:
-        rows = db.execute("SELECT name, password_hash, activesync FROM users"
-                          " WHERE name LIKE '~%'").fetchall()
-    finally:
-        db.close()
-    assert rows == [("~company", None, 0)]
+    rows = _sql(srv, "SELECT name, password_hash, activesync FROM users"
+                     " WHERE name LIKE '~%'")
+    assert [(n, h, bool(a)) for n, h, a in rows] == [("~company", None, False)]
     listed = srv.admin("user", "list").stdout
     assert "~boss" not in listed
 
@@ -98,25 +119,15 @@ def test_system_user_with_a_password_in_the_database_cannot_sync(world: World) -
     release let the admin set them): EAS answers 401 (MS-ASHTTP 3.1.5.2.1), the
     phone gets nothing of the book; a real user with the same password hash syncs."""
     srv = world.server
-    db = sqlite3.connect(srv.workdir / "easync.sqlite")
-    try:
-        (hashed,) = db.execute("SELECT password_hash FROM users WHERE name = 'eve'").fetchone()
-        db.execute("UPDATE users SET password_hash = ?, activesync = 1"
-                   " WHERE name = '~company'", (hashed,))
-        db.commit()
-    finally:
-        db.close()
+    [(hashed,)] = _sql(srv, "SELECT password_hash FROM users WHERE name = 'eve'")
+    _sql(srv, "UPDATE users SET password_hash = ?, activesync = ? WHERE name = '~company'",
+         (hashed, 1))
     try:
         assert _eas_status(srv, "eve", PASSWORD, "EveCheck") != 401
         assert _eas_status(srv, "~company", PASSWORD, "CompanyPhone") == 401
     finally:
-        db = sqlite3.connect(srv.workdir / "easync.sqlite")
-        try:
-            db.execute("UPDATE users SET password_hash = NULL, activesync = 0"
-                       " WHERE name = '~company'")
-            db.commit()
-        finally:
-            db.close()
+        _sql(srv, "UPDATE users SET password_hash = NULL, activesync = ?"
+             " WHERE name = '~company'", (0,))
     assert "~company CompanyPhone" not in srv.log_text() or \
         re.search(r"~company CompanyPhone \w+ http=401", srv.log_text())
 
@@ -225,13 +236,8 @@ def test_share_with_oneself_nobody_or_a_system_user_is_refused(world: World) -> 
     for to in ("anna", "nobody", "~company", "crm:company", "~COMPANY"):
         res = srv.admin("share", "add", "anna", tasks, "--to", to, check=False)
         assert res.returncode != 0 and res.stderr.strip(), (to, res)
-    db = sqlite3.connect(srv.workdir / "easync.sqlite")
-    try:
-        rows = db.execute("SELECT grantee_id FROM folder_shares WHERE folder_id = ?",
-                          (int(tasks),)).fetchall()
-    finally:
-        db.close()
-    assert rows == []
+    assert _sql(srv, "SELECT grantee_id FROM folder_shares WHERE folder_id = ?",
+                (int(tasks),)) == []
     assert f"folder {tasks} " not in srv.admin("audit", "anna").stdout
 
 
