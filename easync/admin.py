@@ -157,13 +157,13 @@ def _when(value: Any) -> str:
 
 def _shown(text: str) -> str:
     """``text`` for the terminal: every non-printable character (ESC, BEL, a line
-    break…) as its Python escape.  Devices choose their user agent, and users their
-    contacts' and folders' names: none of it may move the cursor, retitle the window or
-    write the clipboard of the administrator reading a listing."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
+    break…) as its Python escape (``easync.http.basic.log_safe``).  Devices choose
+    their user agent, and users their contacts' and folders' names: none of it may move
+    the cursor, retitle the window or write the clipboard of the administrator reading
+    a listing."""
+    from easync.http.basic import log_safe
+
+    return log_safe(text)
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:

@@ -379,3 +379,27 @@ def test_rule_for_everyone_keeps_data_from_a_held_sync(world: World) -> None:
         m = re.search(r"^(\d+)\s+everyone\s+device-type\s+RulePad", rules, re.MULTILINE)
         assert m, rules
         srv.admin("rule", "remove", m.group(1))
+
+
+def test_a_folder_name_cannot_split_the_audit_log_line(world: World) -> None:
+    """anna's phone creates a Contacts folder (FolderCreate, MS-ASCMD 2.2.1.3) whose
+    name holds a line break and a forged log line, and shares it on the account page:
+    the server's audit log line keeps the name on one line, the break escaped."""
+    srv = world.server
+    anna = RawDevice(srv.url, "anna", PASSWORD, "AnnaAudit")
+    anna.provision()
+    r = anna.call("FolderSync", '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0</SyncKey>'
+                  "</FolderSync>")
+    assert r is not None
+    key = r.text_of("FolderHierarchy:SyncKey")
+    r = anna.call("FolderCreate", f'<FolderCreate xmlns="FolderHierarchy:"><SyncKey>{key}'
+                  "</SyncKey><ParentId>0</ParentId><DisplayName>Evil&#10;FORGEDLINE"
+                  " [easync.request#info] x</DisplayName><Type>14</Type></FolderCreate>")
+    assert r is not None and r.text_of("FolderHierarchy:Status") == "1", r
+    fid = r.text_of("FolderHierarchy:ServerId")
+    web, base, csrf = _account_api(srv, "anna")
+    r = web.post(f"{base}/shares/add", json={"folder_id": fid, "to": "bob"},
+                 headers={"X-CSRF-Token": csrf}, timeout=30, verify=False)
+    assert r.status_code == 200, r.text
+    lines = [ln for ln in srv.log_text().splitlines() if "FORGEDLINE" in ln]
+    assert len(lines) == 1 and "audit:" in lines[0] and "Evil\\nFORGEDLINE" in lines[0], lines

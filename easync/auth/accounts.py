@@ -492,9 +492,13 @@ class Accounts:
                         address: str) -> None:
         """One audit record (log line and ``IAuthStore`` row), for the checkers and the
         throttle as for this service; ``detail`` never holds a secret."""
+        from easync.http.basic import log_safe  # (it imports this module)
+
         now = self.clock.seconds()
-        log.info("audit: {actor} {action} {user}: {detail}{addr}", actor=actor,
-                 action=action, user=user or "-", detail=detail,
+        # names in the detail are chosen by users (a folder's, a contact's): escaped,
+        # they cannot split or forge a log line
+        log.info("audit: {actor} {action} {user}: {detail}{addr}", actor=log_safe(actor),
+                 action=action, user=log_safe(user or "-"), detail=log_safe(detail),
                  addr=f" from {address}" if address else "")
         await self.auth.add_audit(now, actor, user, action, detail, address)
 
