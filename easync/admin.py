@@ -30,7 +30,7 @@ from easync import i18n
 from easync.config import db_url
 from easync.i18n import _, ngettext, tr
 from easync.interfaces import IHoldStore
-from easync.model import is_system_user
+from easync.model import User, is_system_user
 
 # the server's defaults (easync.config's option table): the same database and key file
 DEFAULT_DB: str = server_config.default("db")
@@ -726,13 +726,15 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
                    for warning in report.warnings)
 
 
-async def _announce_all(store: Any, user: Any, folders: Any) -> None:
-    """Tell the nodes an import changed these folders: for the user, and for everyone
-    else who holds one of them (a shared folder: the company book, a shared calendar)."""
+async def _announce_all(store: Any, user: Any, folders: Any, source: str = "easync-import",
+                        modseqs: dict[str, int] | None = None) -> None:
+    """Tell the nodes an import (or a restore) changed these folders: for the user, and
+    for everyone else who holds one of them (a shared folder: the company book, a
+    shared calendar).  ``modseqs``: as ``announce`` takes them (the folders' hints)."""
     from backends.sql.pgnotify import announce
 
     folders = list(folders)
-    await announce(store, user.id, folders, source="easync-import")
+    await announce(store, user.id, folders, source=source, modseqs=modseqs)
     audience = getattr(store, "folder_audience", None)
     if audience is None:
         return
@@ -744,7 +746,8 @@ async def _announce_all(store: Any, user: Any, folders: Any) -> None:
             if uid != user.id:
                 others.setdefault(uid, []).append(fid)
     for uid, fids in others.items():
-        await announce(store, uid, fids, source="easync-import")
+        await announce(store, uid, fids, source=source,
+                       modseqs={f: m for f, m in (modseqs or {}).items() if f in fids})
 
 
 async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -794,13 +797,13 @@ async def cmd_backup(store: Any, args: argparse.Namespace, out: TextIO) -> None:
 def _deleted(store: Any, args: argparse.Namespace) -> Any:
     """The kept deletes of ``store`` (easync.deleted), restored through the SQL store
     and announced to the running servers."""
-    from backends.sql.pgnotify import announce
     from easync.deleted import DeletedItems
 
     def publish(user_id: int, folder_id: str, results: list[Any]) -> None:
+        # the user's devices, and those of every colleague who holds the folder
         top = max((r.modseq for r in results if r.ok), default=0)
-        pending.append(announce(store, user_id, [folder_id], source="easync-admin",
-                                modseqs={folder_id: top}))
+        pending.append(_announce_all(store, User(id=user_id, name=""), [folder_id],
+                                     source="easync-admin", modseqs={folder_id: top}))
 
     pending: list[Any] = []
     args._announces = pending

@@ -403,3 +403,52 @@ def test_a_folder_name_cannot_split_the_audit_log_line(world: World) -> None:
     assert r.status_code == 200, r.text
     lines = [ln for ln in srv.log_text().splitlines() if "FORGEDLINE" in ln]
     assert len(lines) == 1 and "audit:" in lines[0] and "Evil\\nFORGEDLINE" in lines[0], lines
+
+
+def test_restore_with_easync_admin_wakes_the_colleague(world: World) -> None:
+    """As the account page's restore: ``easync-admin deleted restore`` (another
+    process) of what bob's phone deleted in anna's read-write Contacts wakes bob's
+    Ping held on that folder (MS-ASCMD 2.2.1.13: Status 2 naming it) within seconds —
+    on PostgreSQL through a NOTIFY to every holder of the folder, not to anna's
+    devices only."""
+    srv = world.server
+    anna = RawDevice(srv.url, "anna", PASSWORD, "AnnaCli")
+    anna.provision()
+    tasks = anna.folders()["Tasks"]
+    key = anna.initial(tasks)
+    coll = _coll(anna.sync(tasks, key, "<GetChanges>0</GetChanges><Commands><Add><ClientId>t1"
+                           "</ClientId><ApplicationData><T:Subject>Bring it back</T:Subject>"
+                           "</ApplicationData></Add></Commands>"))
+    sid = coll.text_of("AirSync:Responses/AirSync:Add/AirSync:ServerId")
+    assert sid
+    srv.admin("share", "add", "anna", tasks, "--to", "bob", "--write")
+    bob = RawDevice(srv.url, "bob", PASSWORD, "BobCli")
+    bob.provision()
+    assert tasks in bob.folders().values()
+    key, items, _deleted, _last = bob.pull(tasks, bob.initial(tasks))
+    assert sid in items
+    _coll(bob.sync(tasks, key, f"<GetChanges>0</GetChanges><Commands><Delete><ServerId>{sid}"
+                               "</ServerId></Delete></Commands>"))
+    listed = srv.admin("deleted", "list", "anna", "--device", "BobCli").stdout
+    m = re.search(r"^(\d+)\s.*Bring it back", listed, re.MULTILINE)
+    assert m, listed
+    out: dict[str, Any] = {}
+
+    def hold() -> None:
+        out["ping"] = bob.call("Ping", '<Ping xmlns="Ping:"><HeartbeatInterval>300'
+                               f"</HeartbeatInterval><Folders><Folder><Id>{tasks}</Id>"
+                               "<Class>Tasks</Class></Folder></Folders></Ping>")
+
+    th = threading.Thread(target=hold, daemon=True)
+    th.start()
+    wait_for(lambda: "BobCli" in "\n".join(
+        ln for ln in srv.admin("device", "list", "bob").stdout.splitlines() if " on " in ln),
+        timeout=15)
+    t0 = time.monotonic()
+    srv.admin("deleted", "restore", "anna", m.group(1))
+    th.join(20)
+    assert not th.is_alive(), "bob's Ping was not answered"
+    assert time.monotonic() - t0 < 10
+    ping = out["ping"]
+    assert ping is not None and ping.text_of("Ping:Status") == "2", ping
+    assert [f.text for f in ping.iter("Ping:Folder")] == [tasks]
