@@ -236,9 +236,12 @@ def test_share_with_oneself_nobody_or_a_system_user_is_refused(world: World) -> 
     for to in ("anna", "nobody", "~company", "crm:company", "~COMPANY"):
         res = srv.admin("share", "add", "anna", tasks, "--to", to, check=False)
         assert res.returncode != 0 and res.stderr.strip(), (to, res)
-    assert _sql(srv, "SELECT grantee_id FROM folder_shares WHERE folder_id = ?",
+    assert _sql(srv, "SELECT u.name FROM folder_shares s JOIN users u ON u.id = s.grantee_id"
+                     " WHERE s.folder_id = ? AND u.name IN ('anna', '~company', 'crm:company')",
                 (int(tasks),)) == []
-    assert f"folder {tasks} " not in srv.admin("audit", "anna").stdout
+    audit = srv.admin("audit", "anna").stdout
+    for to in ("anna", "nobody", "~company", "crm:company"):
+        assert f"(Tasks) to {to}," not in audit, audit
 
 
 def test_device_list_escapes_what_a_device_sends(world: World) -> None:
