@@ -489,6 +489,8 @@ async def cmd_device_wipe(store: Any, args: argparse.Namespace, out: TextIO) -> 
         # a device that never spoke EAS 16.1 can only take the whole-device wipe.
         await _call(accounts.wipe_device(args.name, args.device_id, account_only=False))
         account_only, whole_instead = False, True
+    # a request the device holds answers now (PostgreSQL: a NOTIFY; SQLite: the poller)
+    await _announce_access(store, (await _user(store, args.name)).id)
     if whole_instead:
         out.write(_("{device} never connected with EAS 16.1, so it cannot remove only "
                     "this account's data: the whole device will be wiped (use "

@@ -455,3 +455,51 @@ def test_restore_with_easync_admin_wakes_the_colleague(world: World) -> None:
     ping = out["ping"]
     assert ping is not None and ping.text_of("Ping:Status") == "2", ping
     assert [f.text for f in ping.iter("Ping:Folder")] == [tasks]
+
+
+def test_wipe_ordered_while_the_device_holds_a_ping(world: World) -> None:
+    """A lost 16.1 phone holding a Ping on a colleague's shared calendar: the admin
+    orders a wipe (account-only, MS-ASPROV 2.2.2.1) — the held Ping is answered at
+    once with Status 140 (MS-ASCMD 2.2.2 RemoteWipeRequested: go to Provision), not
+    after its heartbeat, and the Provision that follows carries the
+    AccountOnlyRemoteWipe (MS-ASPROV 3.2.5.1.2)."""
+    srv = world.server
+    eve = RawDevice(srv.url, "eve", PASSWORD, "EveLost")
+    eve.provision()
+    cal = eve.folders()["Calendar"]
+    srv.admin("share", "add", "eve", cal, "--to", "anna")
+    lost = RawDevice(srv.url, "anna", PASSWORD, "AnnaLost", version="16.1")
+    lost.provision()
+    assert cal in lost.folders().values()
+    lost.initial(cal)
+    out: dict[str, Any] = {}
+
+    def hold() -> None:
+        out["ping"] = lost.call("Ping", '<Ping xmlns="Ping:"><HeartbeatInterval>600'
+                                f"</HeartbeatInterval><Folders><Folder><Id>{cal}</Id>"
+                                "<Class>Calendar</Class></Folder></Folders></Ping>")
+
+    th = threading.Thread(target=hold, daemon=True)
+    th.start()
+    wait_for(lambda: "AnnaLost" in "\n".join(
+        ln for ln in srv.admin("device", "list", "anna").stdout.splitlines() if " on " in ln),
+        timeout=15)
+    t0 = time.monotonic()
+    srv.admin("device", "wipe", "anna", "AnnaLost", "--account-only")
+    th.join(20)
+    assert not th.is_alive(), "the held Ping was not answered"
+    assert time.monotonic() - t0 < 10
+    ping = out["ping"]
+    assert ping is not None and ping.text_of("Ping:Status") == "140", ping
+    # (libwbxml has no token for the 16.1 element: easync's codec reads the answer)
+    from rawclient import xml_to_wbxml
+
+    from easync.wbxml import decode
+
+    r = lost.post("Provision", xml_to_wbxml(
+        '<Provision xmlns="Provision:"><Policies><Policy><PolicyType>'
+        "MS-EAS-Provisioning-WBXML</PolicyType></Policy></Policies></Provision>"))
+    assert r.status_code == 200
+    body = decode(r.content)
+    assert body.find("Provision:AccountOnlyRemoteWipe") is not None
+    assert body.find("Provision:RemoteWipe") is None

@@ -1052,6 +1052,12 @@ class Accounts:
         info = dict(device.get("info") or {})
         info["wipe_kind"] = "account" if account_only else "device"
         await self.state.save_device(user, device_id, wipe="pending", info=info)
+        # a request the device holds (Ping, Sync with Wait) looks at its device again
+        # and sends it to Provision: its access decision set again as it is, which
+        # grows the user's access version (the SQLite poller's cue), and the
+        # listeners told (this process's hub)
+        await self.state.set_device_access(user, device_id, device.get("access"))
+        self._access_changed(user.id)
         await self._audit(actor, user.name, "device-wipe",
                           f"{'account-only ' if account_only else ''}wipe ordered for "
                           f"device {device_id}", address)
