@@ -30,6 +30,7 @@ from easync import i18n
 from easync.config import db_url
 from easync.i18n import _, ngettext, tr
 from easync.interfaces import IHoldStore
+from easync.model import User, is_system_user
 
 # the server's defaults (easync.config's option table): the same database and key file
 DEFAULT_DB: str = server_config.default("db")
@@ -154,7 +155,19 @@ def _when(value: Any) -> str:
     return str(value)
 
 
+def _shown(text: str) -> str:
+    """``text`` for the terminal: every non-printable character (ESC, BEL, a line
+    break…) as its Python escape (``easync.http.basic.log_safe``).  Devices choose
+    their user agent, and users their contacts' and folders' names: none of it may move
+    the cursor, retitle the window or write the clipboard of the administrator reading
+    a listing."""
+    from easync.http.basic import log_safe
+
+    return log_safe(text)
+
+
 def _table(rows: list[list[str]], out: TextIO) -> None:
+    rows = [[_shown(str(c)) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -183,6 +196,9 @@ async def cmd_user_add(store: Any, args: argparse.Namespace, out: TextIO) -> Non
     if not _NAME.match(args.name):
         raise AdminError(_("invalid user name {name!r}: 1-128 characters, no spaces, "
                            "no \\ / or :").format(name=args.name))
+    if is_system_user(args.name):
+        raise AdminError(_("invalid user name {name!r}: a name starting with ~ is kept "
+                           "for the server's system users").format(name=args.name))
     if args.email is not None and not _EMAIL.match(args.email):
         raise AdminError(_("invalid e-mail address {email!r}").format(email=args.email))
     if await store.get_user(args.name) is not None:
@@ -234,6 +250,9 @@ async def cmd_user_show(store: Any, args: argparse.Namespace, out: TextIO) -> No
 
 async def cmd_user_passwd(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     user = await _user(store, args.name)
+    if is_system_user(user.name):
+        raise AdminError(_("{name} is a system user (it owns shared folders): nobody "
+                           "logs in as it").format(name=user.name))
     password_hash = hash_password(read_password(args.password_stdin))
     await store.update_user(user.name, password_hash=password_hash)
     await _accounts(store, args).login_password_changed(user.name)
@@ -470,6 +489,8 @@ async def cmd_device_wipe(store: Any, args: argparse.Namespace, out: TextIO) -> 
         # a device that never spoke EAS 16.1 can only take the whole-device wipe.
         await _call(accounts.wipe_device(args.name, args.device_id, account_only=False))
         account_only, whole_instead = False, True
+    # a request the device holds answers now (PostgreSQL: a NOTIFY; SQLite: the poller)
+    await _announce_access(store, (await _user(store, args.name)).id)
     if whole_instead:
         out.write(_("{device} never connected with EAS 16.1, so it cannot remove only "
                     "this account's data: the whole device will be wiped (use "
@@ -708,13 +729,15 @@ async def cmd_import(store: Any, args: argparse.Namespace, out: TextIO) -> None:
                    for warning in report.warnings)
 
 
-async def _announce_all(store: Any, user: Any, folders: Any) -> None:
-    """Tell the nodes an import changed these folders: for the user, and for everyone
-    else who holds one of them (a shared folder: the company book, a shared calendar)."""
+async def _announce_all(store: Any, user: Any, folders: Any, source: str = "easync-import",
+                        modseqs: dict[str, int] | None = None) -> None:
+    """Tell the nodes an import (or a restore) changed these folders: for the user, and
+    for everyone else who holds one of them (a shared folder: the company book, a
+    shared calendar).  ``modseqs``: as ``announce`` takes them (the folders' hints)."""
     from backends.sql.pgnotify import announce
 
     folders = list(folders)
-    await announce(store, user.id, folders, source="easync-import")
+    await announce(store, user.id, folders, source=source, modseqs=modseqs)
     audience = getattr(store, "folder_audience", None)
     if audience is None:
         return
@@ -726,7 +749,8 @@ async def _announce_all(store: Any, user: Any, folders: Any) -> None:
             if uid != user.id:
                 others.setdefault(uid, []).append(fid)
     for uid, fids in others.items():
-        await announce(store, uid, fids, source="easync-import")
+        await announce(store, uid, fids, source=source,
+                       modseqs={f: m for f, m in (modseqs or {}).items() if f in fids})
 
 
 async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
@@ -779,7 +803,6 @@ async def _deleted(store: Any, args: argparse.Namespace, restore: bool = False) 
     ``--config`` whose backend is crm the CRM store (logged in to the CRM with the
     server's crm-url, crm-user and crm-access-key-file; its add path, journal
     included, writes the CRM record and its mirror in the shared database)."""
-    from backends.sql.pgnotify import announce
     from easync.deleted import DeletedItems
 
     items: Any = store
@@ -796,9 +819,10 @@ async def _deleted(store: Any, args: argparse.Namespace, restore: bool = False) 
         backend = "crm"
 
     def publish(user_id: int, folder_id: str, results: list[Any]) -> None:
+        # the user's devices, and those of every colleague who holds the folder
         top = max((r.modseq for r in results if r.ok), default=0)
-        pending.append(announce(store, user_id, [folder_id], source="easync-admin",
-                                modseqs={folder_id: top}))
+        pending.append(_announce_all(store, User(id=user_id, name=""), [folder_id],
+                                     source="easync-admin", modseqs={folder_id: top}))
 
     pending: list[Any] = []
     args._announces = pending
@@ -870,7 +894,7 @@ async def cmd_deleted_restore(store: Any, args: argparse.Namespace, out: TextIO)
     for announced in getattr(args, "_announces", []):
         await announced
     out.writelines(_("restored {id} ({kind} {item}) as {server_id}").format(
-            id=kept.id, kind=_(kept.cls), item=kept.summary or "-",
+            id=kept.id, kind=_(kept.cls), item=_shown(kept.summary or "-"),
             server_id=server_id) + "\n" for kept, server_id in done.restored)
     out.writelines(_("{id} was restored already").format(id=kept_id) + "\n" for kept_id in done.already)
     out.writelines(_("{id} not restored: {why}").format(id=kept_id, why=tr(why)) + "\n" for kept_id, why in done.failed)

@@ -29,6 +29,7 @@ point 2), and a Sync that deletes most of a folder raises an alarm.
 from __future__ import annotations
 
 import datetime
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ MAX_RESTORE = 1000
 #: items re-created per store write (one transaction each)
 RESTORE_BATCH = 100
 SUMMARY_CHARS = 80
+#: the largest row id (SQLite's INTEGER, PostgreSQL's BIGINT)
+MAX_ROW_ID = 2 ** 63 - 1
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -153,7 +156,10 @@ class DeletedItems:
             raise RestoreError(msg("no item to restore"))
         if len(wanted) > MAX_RESTORE:
             raise RestoreError(msg("at most {n} items per restore", n=MAX_RESTORE))
-        rows = {k.id: k for k in await self.kept.get_deleted(user, wanted)}
+        # an id no row can have (a row id is a positive 64-bit integer) is unknown
+        # like any other, not a number the database refuses (a 500)
+        rows = {k.id: k for k in await self.kept.get_deleted(
+            user, [i for i in wanted if 0 < i <= MAX_ROW_ID])}
         unknown = [i for i in wanted if i not in rows]
         if unknown:
             raise RestoreError(msg("no deleted item {ids} for {user}",
@@ -251,7 +257,9 @@ class DeletedItems:
             await self.kept.release_restore([k.id for k, _ in refused])
             out.failed.extend((k.id, why) for k, why in refused)
         if self.publish is not None and made:
-            self.publish(user.id, folder_id, results)
+            got = self.publish(user.id, folder_id, results)
+            if inspect.isawaitable(got):
+                await got
         log.info("restored {n} deleted item(s) of {user} into folder {folder}",
                  n=sum(1 for r in results if r.ok), user=user.name, folder=folder_id)
 
@@ -279,18 +287,26 @@ class MassDeletes:
         return self.share > 0 and deleted >= max(1, self.minimum)
 
     async def check(self, user: User, device_id: str, folder_id: str, deleted: int,
-                    left: int) -> bool:
-        """``deleted`` items went in one Sync, ``left`` live items remain: an alarm?"""
+                    left: int, owner: str | None = None) -> bool:
+        """``deleted`` items went in one Sync, ``left`` live items remain: an alarm?
+        ``owner``: the folder's owner when it is another user's, shared with ``user``
+        (the items are kept as the owner's: the alarm points there)."""
         total = deleted + left
         if not self.needs_count(deleted) or total <= 0 or deleted <= self.share * total:
             return False
         self.count += 1
+        keeper = owner or user.name
+        whose = f" (of {owner}, shared with {user.name})" if owner else ""
         log.warn("mass delete: device {device} of {user} deleted {n} of {m} items of"  # noqa: G010
-                 " folder {folder} in one Sync (kept: easync-admin deleted list {user})",
-                 device=device_id, user=user.name, n=deleted, m=total, folder=folder_id)
+                 " folder {folder}{whose} in one Sync (kept: easync-admin deleted list"
+                 " {keeper})", device=device_id, user=user.name, n=deleted, m=total,
+                 folder=folder_id, whose=whose, keeper=keeper)
         if self.audit is not None:
             try:
-                await self.audit("device " + device_id, user.name, "mass-delete",
+                await self.audit("device " + device_id, keeper, "mass-delete",
+                                 f"device {device_id} of {user.name} deleted {deleted} of "
+                                 f"{total} items of folder {folder_id}{whose} in one Sync"
+                                 if owner else
                                  f"device {device_id} deleted {deleted} of {total} items of "
                                  f"folder {folder_id} in one Sync")
             except Exception as e:  # noqa: BLE001 - the alarm never fails the Sync

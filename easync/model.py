@@ -20,6 +20,18 @@ FOLDER_CLASS: dict[int, str] = {
     10: "Notes", 17: "Notes",
 }
 USER_FOLDER_TYPE = {"Contacts": 14, "Calendar": 13, "Tasks": 15}
+
+
+def is_system_user(name: str | None) -> bool:
+    """A user the server makes to own shared data, never a person: the company
+    address book's ``~company`` (SQL store) and ``crm:company`` (CRM store).  Its name
+    starts with "~" or holds a ":" (``easync-admin user add`` refuses both, and a
+    Basic-auth user name cannot carry a ":").  Nobody logs in as it, over EAS or on the
+    account page, and no password, ActiveSync, two-factor or administrator switch is
+    set on it."""
+    return bool(name) and (str(name).startswith("~") or ":" in str(name))
+
+
 # The default hierarchy every user gets: (type, display name).
 DEFAULT_FOLDERS: tuple[tuple[int, str], ...] = (
     (9, "Contacts"),

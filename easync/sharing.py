@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from easync.i18n import msg
-from easync.model import USER_FOLDER_TYPE, Folder, User
+from easync.model import USER_FOLDER_TYPE, Folder, User, is_system_user
 
 __all__ = ["EVERYONE", "ShareError", "Sharing"]
 
@@ -70,6 +70,9 @@ class Sharing:
         or read-write.  True when that changed anything."""
         owner = await self._user(owner_name)
         folder = await self.own_folder(owner, folder_id)
+        if to is not None and is_system_user(to):
+            # the company book's owner: nobody uses it, a share with it is a mistake
+            raise ShareError(msg("no user named {name!r}", name=to))
         grantee = EVERYONE if to is None else (await self._user(to)).id
         if grantee == owner.id:
             raise ShareError(msg("{name} owns this folder already", name=owner.name))

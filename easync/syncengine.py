@@ -474,11 +474,11 @@ class SyncEngine:
         await publish_write(self.server, user, folder, ChangeHint.of(done, device_id))
         deleted = sum(1 for op, r in zip(ops, done, strict=False)
                       if op.kind == "delete" and r.ok)
-        await self._mass_delete_check(user, device_id, cid, deleted)
+        await self._mass_delete_check(user, device_id, cid, deleted, folder.owner)
         return True
 
     async def _mass_delete_check(self, user: User, device_id: str, cid: str,
-                                 deleted: int) -> None:
+                                 deleted: int, owner: str | None = None) -> None:
         """The mass-delete alarm (``easync.deleted.MassDeletes``): the folder's live
         items are counted (an index count) only when the Sync deleted at least
         --mass-delete-min of them."""
@@ -488,7 +488,7 @@ class SyncEngine:
             return
         try:
             left = await self.state.count_live(user, cid)
-            await alarm.check(user, device_id, cid, deleted, left)
+            await alarm.check(user, device_id, cid, deleted, left, owner)
         except Exception as e:  # noqa: BLE001 - the Sync is committed: never fail it now
             log.warn("mass delete check of folder {cid} failed: {err}",  # noqa: G010
                      cid=cid, err=str(e))

@@ -261,7 +261,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     server.accounts = auth.accounts
     # what devices delete is kept, listed and restored (easync.deleted); the alarm of a
     # Sync deleting most of a folder goes to the audit log too
-    _deleted_items(server, store, items, notifier, reactor, config.store.backend)
+    _deleted_items(server, store, items, reactor, config.store.backend)
     # make_site: the request-size limit, no tracebacks to clients, one log line per request;
     # the header timeout and the per-address cap (easync.http.limits), per process.
     limits = ConnectionLimits(reactor, header_timeout=listen.header_timeout,
@@ -301,12 +301,14 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     return top
 
 
-def _deleted_items(server: EasServer, store: Any, items: Any, notifier: Any, reactor: Any,
+def _deleted_items(server: EasServer, store: Any, items: Any, reactor: Any,
                    backend: str) -> None:
     """``server.deleted`` (the account page's list and restore) and the audit of the
     mass-delete alarm."""
     from easync.deleted import DeletedItems
     from easync.interfaces import ChangeHint
+    from easync.model import User
+    from easync.syncengine import publish_to_holders
 
     accounts = server.accounts
 
@@ -314,8 +316,10 @@ def _deleted_items(server: EasServer, store: Any, items: Any, notifier: Any, rea
         if accounts is not None:
             await accounts.audit_raw(actor or "easync", user, action, detail, "")
 
-    def publish(user_id: int, folder_id: str, results: list[Any]) -> None:
-        notifier.publish(user_id, folder_id, ChangeHint.of(results, None))
+    async def publish(user_id: int, folder_id: str, results: list[Any]) -> None:
+        # the user's devices, and in a folder others hold (shared) theirs too
+        await publish_to_holders(server, User(id=user_id, name=""), folder_id,
+                                 ChangeHint.of(results, None))
 
     server.mass_deletes.audit = audit
     server.deleted = DeletedItems(store, items, reactor, backend=backend, publish=publish,

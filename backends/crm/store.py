@@ -696,9 +696,17 @@ class CrmStore(Service):
         mirror's writes keep its index, every contact with its folder)."""
 
         async def run() -> list[Item]:
-            await self.ensure_loaded(user)
+            me = await self.ensure_loaded(user)
+            whose = user
+            if me is not None and folder_id is not None and \
+                    await self._is_company(folder_id):
+                # the company book: the holder's rows (every CRM user holds the book,
+                # list_folders); anyone else finds nothing there
+                book = await self.company()
+                assert book is not None
+                whose = User(id=book[0], name=shared.HOLDER)
             result: list[Item] = await self.sql.find_contacts_by_name(
-                user, prefix, limit, recipients=recipients, folder_id=folder_id)
+                whose, prefix, limit, recipients=recipients, folder_id=folder_id)
             return result
 
         return Deferred.fromCoroutine(run())

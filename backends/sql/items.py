@@ -745,7 +745,12 @@ class SqlItems(StorePart):
                 return []
             ids = self._prefix_walk(cur, "contact_names", "item_id", where, params, prefix,
                                     int(limit))
-            items = self._contacts_by_id(cur, user.id, ids)
+            # one folder's: its owner's rows (a folder shared with the user, the
+            # company book); the user's own id for a folder it cannot reach, where
+            # nothing then matches
+            owner = user.id if folder_id is None else \
+                self._owner_of(cur, user.id, _parse_folder_id(folder_id))
+            items = self._contacts_by_id(cur, owner, ids)
             return [items[i] for i in ids if i in items]
 
         return self._run(q)

@@ -65,7 +65,7 @@ from easync.auth.local import BadUserName, crypto_pool, hash_secret, split_usern
 from easync.auth.throttle import LockedOut, Throttle, ThrottleRules
 from easync.deviceaccess import Rule, account_wipe_capable, check_rule, decide_record
 from easync.i18n import msg, msg_n
-from easync.model import User
+from easync.model import User, is_system_user
 from easync.storerules import ACCESS_VALUES
 
 __all__ = [
@@ -364,6 +364,9 @@ def two_factor_method(user: User, two_factor_all: bool) -> str:
 
 def eas_mode(user: User, two_factor_all: bool) -> EasMode:
     """The rule that decides EAS logins for this user now (see ``EasMode``)."""
+    if is_system_user(user.name):
+        return EasMode("refused", msg("a system user (it owns shared folders): nobody "
+                                      "logs in as it"))
     if user.extra.get("as_hash"):
         return EasMode("activesync-password",
                        msg("only the ActiveSync password is accepted"))
@@ -489,9 +492,13 @@ class Accounts:
                         address: str) -> None:
         """One audit record (log line and ``IAuthStore`` row), for the checkers and the
         throttle as for this service; ``detail`` never holds a secret."""
+        from easync.http.basic import log_safe  # (it imports this module)
+
         now = self.clock.seconds()
-        log.info("audit: {actor} {action} {user}: {detail}{addr}", actor=actor,
-                 action=action, user=user or "-", detail=detail,
+        # names in the detail are chosen by users (a folder's, a contact's): escaped,
+        # they cannot split or forge a log line
+        log.info("audit: {actor} {action} {user}: {detail}{addr}", actor=log_safe(actor),
+                 action=action, user=log_safe(user or "-"), detail=log_safe(detail),
                  addr=f" from {address}" if address else "")
         await self.auth.add_audit(now, actor, user, action, detail, address)
 
@@ -508,6 +515,14 @@ class Accounts:
         if user is None:
             raise NotFound(msg("no user named {name!r}", name=name))
         return user
+
+    @staticmethod
+    def _not_system(user: User) -> None:
+        """Forbidden for a system user (``easync.model.is_system_user``): nobody logs
+        in as it, so no login switch is set on it."""
+        if is_system_user(user.name):
+            raise Forbidden(msg("{name} is a system user (it owns shared folders): "
+                                "nobody logs in as it", name=user.name))
 
     async def _permit(self, actor: str | None, target: str, *, admin_only: bool = False
                       ) -> None:
@@ -638,6 +653,11 @@ class Accounts:
         except BaseException:
             await attempt.abandon()
             raise
+        if is_system_user(canonical):
+            # the company book's owner: never a person (a password set on it by an
+            # older release or by hand in the database is not a way in)
+            await attempt.failed()
+            raise BadPassword(msg("wrong user name or password"))
         await attempt.succeeded(canonical)
         recent = getattr(self.primary, "recent_user", None)
         if recent is not None:
@@ -798,6 +818,7 @@ class Accounts:
         ``PasswordTooLong``, ``InvalidValue``; nothing changes then."""
         user = await self._user(name)
         await self._permit(actor, user.name)
+        self._not_system(user)
         check_new_password(new, confirm)
         new_hash = await self._hash(new)
         now = self.clock.seconds()
@@ -858,6 +879,8 @@ class Accounts:
                                    method=method))
         user = await self._user(name)
         await self._permit(actor, user.name, admin_only=(method == "none"))
+        if method != "none":
+            self._not_system(user)
         if method == "email" and not user.email:
             raise NoEmail(msg("{user} has no e-mail address for codes: set one first",
                               user=user.name))
@@ -937,6 +960,8 @@ class Accounts:
         """Allow or refuse ActiveSync for a user (admin)."""
         user = await self._user(name)
         await self._permit(actor, user.name, admin_only=True)
+        if on:
+            self._not_system(user)
         changed = await self.users.update_user(user.name, activesync=on)
         await self._audit(actor, user.name, "activesync", "ActiveSync " + (
             "on" if on else "off"), address)
@@ -948,6 +973,8 @@ class Accounts:
         """Make a user an administrator of the account page, or not (admin)."""
         user = await self._user(name)
         await self._permit(actor, user.name, admin_only=True)
+        if on:
+            self._not_system(user)
         changed = await self.users.update_user(user.name, admin=True if on else None)
         await self._audit(actor, user.name, "admin", "administrator " + (
             "on" if on else "off"), address)
@@ -1025,6 +1052,12 @@ class Accounts:
         info = dict(device.get("info") or {})
         info["wipe_kind"] = "account" if account_only else "device"
         await self.state.save_device(user, device_id, wipe="pending", info=info)
+        # a request the device holds (Ping, Sync with Wait) looks at its device again
+        # and sends it to Provision: its access decision set again as it is, which
+        # grows the user's access version (the SQLite poller's cue), and the
+        # listeners told (this process's hub)
+        await self.state.set_device_access(user, device_id, device.get("access"))
+        self._access_changed(user.id)
         await self._audit(actor, user.name, "device-wipe",
                           f"{'account-only ' if account_only else ''}wipe ordered for "
                           f"device {device_id}", address)

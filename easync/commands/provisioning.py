@@ -177,11 +177,16 @@ async def access_refused(server: Any, req: Any) -> EasResponse | None:
     (``easync.deviceaccess.ACCESS``): the answer when its device may no longer sync
     (blocked, quarantined), or None.  One read of the device record and the rules.
     From 14.0 the command's Status 129 DeviceIsBlockedForThisUser (MS-ASCMD 2.2.2);
-    below, HTTP 403 (MS-ASHTTP 2.2.2.1.1), raised as ``EasHTTPError``."""
+    below, HTTP 403 (MS-ASHTTP 2.2.2.1.1), raised as ``EasHTTPError``.  A wipe ordered
+    meanwhile (that it can take): Status 140 RemoteWipeRequested from 14.0, HTTP 449
+    below — the device goes to Provision, which carries the wipe, now rather than at
+    the poll's heartbeat."""
     from easync.deviceaccess import device_refusal
     from easync.handler import EasHTTPError
 
     device = await server.state.get_device(req.user, req.device_id)
+    if wipe_pending(device) and not account_wipe_unsupported(device, req.version):
+        return policy_required_response(req.cmd, req.version, REMOTE_WIPE_REQUESTED)
     rules = await server.state.list_device_rules(req.user)
     why = device_refusal(device, rules, req.device_id, req.device_type, req.user_agent,
                          req.cmd, req.version)

@@ -23,7 +23,6 @@ from easync.handler import EasRequest, EasResponse, EasServer
 from easync.items import convert
 from easync.items.fastpath import FragmentCache
 from easync.model import Folder, StateWrite, User
-from easync.push import ALL
 from easync.settings import Settings
 from easync.syncengine import ITEM_CLASSES, SyncEngine, make_key, quirks_for, state_name
 from easync.synctypes import (
@@ -429,13 +428,15 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
             if hold.changed:
                 woken_at = hold.woken_at
                 news = hold.take()          # (subscribed again before looking)
-                if ACCESS in news or ALL in news:
-                    # the user's device access changed: this device may be refused now
-                    refused = await access_refused(server, req)
-                    if refused is not None:
-                        return refused
-                    if set(news) == {ACCESS}:
-                        continue
+                # the device's access is looked at again before any data goes out:
+                # woken by an access change of its user, and also by a data change
+                # (a rule for everyone wakes nobody: a device it blocked while holding
+                # would otherwise get the change it was woken for)
+                refused = await access_refused(server, req)
+                if refused is not None:
+                    return refused
+                if set(news) == {ACCESS}:
+                    continue
                 resp = await _run(server, engine, req, spec, quirks)
                 if resp is not None:
                     resp.woken = woken_at
