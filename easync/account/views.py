@@ -92,6 +92,7 @@ def page(title: str, body: str, *, user: str | None = None, csrf: str | None = N
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>{e(title)} · easync</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{ROOT}/static/style.css?v={static.VERSION}">
 <script src="{ROOT}/static/account.js?v={static.VERSION}" defer></script>
 </head>
