@@ -1,0 +1,124 @@
+"""Replay the device corpus's Provision captures (tests/corpus/devices/, ``Command:
+Provision``) through a real ``twistd easync`` with a policy that asks for a passcode.
+
+Each capture is sent as the device sent it (its DeviceType, User-Agent, protocol
+version) by a device that has not provisioned yet; the answer must follow MS-ASPROV:
+3.2.5.1.1 (the initial request gets Status 1, the policy document and a temporary
+PolicyKey; a DeviceInformation/Set gets DeviceInformation/Status 1, MS-ASCMD 2.2.3.49),
+3.1.5.1.2 / 3.2.5.1.2 (the acknowledgement with the temporary key gets the final key),
+and MS-ASCMD 2.2.2 (142 DeviceNotProvisioned until then).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import needs
+import pytest
+from devicecorpus import Capture, encode, fill, load, names
+from easync_server import RunningServer
+from rawclient import Node, RawDevice, parse_xml, wbxml_to_xml, xml_to_wbxml
+
+pytestmark = needs.mark(needs.libwbxml())
+
+PASSWORD = "corpus-Pa55word"
+CONFIG = """\
+provisioning = "on"
+
+[policy]
+DevicePasswordEnabled = true
+MinDevicePasswordLength = 6
+RequireDeviceEncryption = true
+"""
+_devices = itertools.count(1)
+PROVISION = names("Provision")
+CASES = [(name, version) for name in PROVISION for version in load(name).versions]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    workdir = tmp_path_factory.mktemp("corpus-provision")
+    (workdir / "easync.toml").write_text(CONFIG)
+    srv = RunningServer(workdir, ["--config", str(workdir / "easync.toml")]).start()
+    srv.add_user("alice", PASSWORD, email="alice@example.org")
+    yield srv
+    srv.stop()
+
+
+def post(dev: RawDevice, xml: str) -> Node:
+    r = dev.post("Provision", encode(fill(xml)))
+    assert r.status_code == 200, r.status_code
+    assert r.content, "empty Provision answer"
+    return parse_xml(wbxml_to_xml(r.content))
+
+
+def folder_sync_status(dev: RawDevice) -> str | None:
+    r = dev.post("FolderSync", xml_to_wbxml(
+        '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0</SyncKey></FolderSync>'))
+    assert r.status_code == 200, r.status_code
+    return parse_xml(wbxml_to_xml(r.content)).text_of("FolderHierarchy:Status")
+
+
+def test_every_provision_capture_is_described_and_listed() -> None:
+    readme = (Path(__file__).parent / "corpus" / "devices" / "README.md").read_text("utf-8")
+    assert PROVISION, "no Provision capture"
+    for name in PROVISION:
+        cap = load(name)
+        missing = [k for k in ("Source", "Device", "DeviceType", "User-Agent", "Protocol",
+                               "Command", "Shows", "Changed") if not cap.meta.get(k)]
+        assert not missing, (name, missing)
+        assert name in readme, name
+        assert cap.body.startswith("<Provision "), name
+
+
+@pytest.mark.parametrize(("name", "version"), CASES,
+                         ids=[f"{n.removesuffix('.xml')}@{v}" for n, v in CASES])
+def test_provision_capture(server: RunningServer, name: str, version: str) -> None:
+    cap: Capture = load(name)
+    dev = RawDevice(server.url, "alice", PASSWORD, f"corpusprov{next(_devices)}",
+                    version=version, device_type=cap.device_type, user_agent=cap.user_agent)
+    # MS-ASCMD 2.2.2: 142 DeviceNotProvisioned while a policy is required (14.0 and later)
+    assert folder_sync_status(dev) == "142"
+
+    r1 = post(dev, cap.body)
+    # MS-ASPROV 3.2.5.1.1: Status 1, the policy type echoed, Policy Status 1, a
+    # temporary PolicyKey and the policy document (MS-ASPROV 2.2.2.27 EASProvisionDoc)
+    assert r1.text_of("Provision:Status") == "1", r1
+    pol = r1.find("Provision:Policies/Provision:Policy")
+    assert pol is not None, r1
+    assert pol.text_of("Provision:PolicyType") == "MS-EAS-Provisioning-WBXML"
+    assert pol.text_of("Provision:Status") == "1", r1
+    temp = pol.text_of("Provision:PolicyKey")
+    assert temp and temp.isdigit() and temp != "0", r1
+    doc = pol.find("Provision:Data/Provision:EASProvisionDoc")
+    assert doc is not None, r1
+    assert doc.text_of("Provision:DevicePasswordEnabled") == "1"
+    assert doc.text_of("Provision:MinDevicePasswordLength") == "6"
+    assert doc.text_of("Provision:RequireDeviceEncryption") == "1"
+    # MS-ASPROV 3.2.5.1.1 / MS-ASCMD 2.2.3.49: DeviceInformation is answered with its own
+    # Status 1 when the device sent it, and not at all when it did not
+    if "DeviceInformation" in cap.body:
+        assert r1.text_of("Settings:DeviceInformation/Settings:Status") == "1", r1
+    else:
+        assert r1.find("Settings:DeviceInformation") is None, r1
+
+    # MS-ASPROV 3.1.5.1.2: the temporary key only serves the acknowledgement
+    dev.policy_key = temp
+    assert folder_sync_status(dev) == "142"
+
+    # the acknowledgement (constructed, MS-ASPROV 3.1.5.1.2): Status 1 = applied
+    r2 = post(dev, '<Provision xmlns="Provision:"><Policies><Policy>'
+              '<PolicyType>MS-EAS-Provisioning-WBXML</PolicyType>'
+              f'<PolicyKey>{temp}</PolicyKey><Status>1</Status></Policy></Policies>'
+              '</Provision>')
+    # MS-ASPROV 3.2.5.1.2: Status 1, Policy Status 1 and the final key, with no Data
+    assert r2.text_of("Provision:Status") == "1", r2
+    pol2 = r2.find("Provision:Policies/Provision:Policy")
+    assert pol2 is not None and pol2.text_of("Provision:Status") == "1", r2
+    final = pol2.text_of("Provision:PolicyKey")
+    assert final and final.isdigit() and final not in ("0", temp), r2
+    assert pol2.find("Provision:Data") is None, r2
+    dev.policy_key = final
+    assert folder_sync_status(dev) == "1"
