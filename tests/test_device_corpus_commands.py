@@ -1,5 +1,6 @@
-"""Replay the device corpus's Provision captures (tests/corpus/devices/, ``Command:
-Provision``) through a real ``twistd easync`` with a policy that asks for a passcode.
+"""Replay the device corpus's Provision and Find captures (tests/corpus/devices/,
+``Command: Provision`` / ``Command: Find``) through a real ``twistd easync`` with a
+policy that asks for a passcode.
 
 Each capture is sent as the device sent it (its DeviceType, User-Agent, protocol
 version) by a device that has not provisioned yet; the answer must follow MS-ASPROV:
@@ -7,6 +8,9 @@ version) by a device that has not provisioned yet; the answer must follow MS-ASP
 PolicyKey; a DeviceInformation/Set gets DeviceInformation/Status 1, MS-ASCMD 2.2.3.49),
 3.1.5.1.2 / 3.2.5.1.2 (the acknowledgement with the temporary key gets the final key),
 and MS-ASCMD 2.2.2 (142 DeviceNotProvisioned until then).
+
+Find captures are sent by a provisioned device at 16.1 (MS-ASCMD 2.2.1.2): encoded by
+tests/findwire.py (libwbxml does not know code page 25).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import needs
 import pytest
 from devicecorpus import Capture, encode, fill, load, names
 from easync_server import RunningServer
+from findwire import decode as find_decode
+from findwire import encode as find_encode
 from rawclient import Node, RawDevice, parse_xml, wbxml_to_xml, xml_to_wbxml
 
 pytestmark = needs.mark(needs.libwbxml())
@@ -34,7 +40,9 @@ RequireDeviceEncryption = true
 """
 _devices = itertools.count(1)
 PROVISION = names("Provision")
+FIND = names("Find")
 CASES = [(name, version) for name in PROVISION for version in load(name).versions]
+FIND_CASES = [(name, version) for name in FIND for version in load(name).versions]
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +62,27 @@ def post(dev: RawDevice, xml: str) -> Node:
     return parse_xml(wbxml_to_xml(r.content))
 
 
-def folder_sync_status(dev: RawDevice) -> str | None:
+def folder_sync(dev: RawDevice, key: str = "0") -> Node:
     r = dev.post("FolderSync", xml_to_wbxml(
-        '<FolderSync xmlns="FolderHierarchy:"><SyncKey>0</SyncKey></FolderSync>'))
+        f'<FolderSync xmlns="FolderHierarchy:"><SyncKey>{key}</SyncKey></FolderSync>'))
     assert r.status_code == 200, r.status_code
-    return parse_xml(wbxml_to_xml(r.content)).text_of("FolderHierarchy:Status")
+    return parse_xml(wbxml_to_xml(r.content))
 
 
-def test_every_provision_capture_is_described_and_listed() -> None:
+def folder_sync_status(dev: RawDevice) -> str | None:
+    return folder_sync(dev).text_of("FolderHierarchy:Status")
+
+
+def test_every_provision_and_find_capture_is_described_and_listed() -> None:
     readme = (Path(__file__).parent / "corpus" / "devices" / "README.md").read_text("utf-8")
-    assert PROVISION, "no Provision capture"
-    for name in PROVISION:
+    assert PROVISION and FIND, "no Provision or no Find capture"
+    for name in PROVISION + FIND:
         cap = load(name)
         missing = [k for k in ("Source", "Device", "DeviceType", "User-Agent", "Protocol",
                                "Command", "Shows", "Changed") if not cap.meta.get(k)]
         assert not missing, (name, missing)
         assert name in readme, name
-        assert cap.body.startswith("<Provision "), name
+        assert cap.body.startswith("<Provision " if name in PROVISION else "<Find "), name
 
 
 @pytest.mark.parametrize(("name", "version"), CASES,
@@ -122,3 +134,34 @@ def test_provision_capture(server: RunningServer, name: str, version: str) -> No
     assert pol2.find("Provision:Data") is None, r2
     dev.policy_key = final
     assert folder_sync_status(dev) == "1"
+
+
+@pytest.mark.parametrize(("name", "version"), FIND_CASES,
+                         ids=[f"{n.removesuffix('.xml')}@{v}" for n, v in FIND_CASES])
+def test_find_capture(server: RunningServer, name: str, version: str) -> None:
+    cap = load(name)
+    dev = RawDevice(server.url, "alice", PASSWORD, f"corpusfind{next(_devices)}",
+                    version=version, device_type=cap.device_type, user_agent=cap.user_agent)
+    dev.provision()
+    fs = folder_sync(dev)
+    assert fs.text_of("FolderHierarchy:Status") == "1", fs
+    key = fs.text_of("FolderHierarchy:SyncKey")
+    assert key
+
+    r = dev.post("Find", find_encode(parse_xml(fill(cap.body))))
+    assert r.status_code == 200, r.status_code
+    answer = find_decode(r.content)
+    # MS-ASCMD 2.2.3.177.2: Status 1; the Response's Store is "Mailbox" (2.2.3.178.1)
+    assert answer.text_of("Find:Status") == "1", answer
+    resp = answer.find("Find:Response")
+    assert resp is not None, answer
+    assert resp.text_of("ItemOperations:Store") == "Mailbox"
+    assert resp.text_of("Find:Status") == "1", answer
+    # easync keeps no mail: a Class "Email" search finds nothing (2.2.3.184.1 Total)
+    assert resp.findall("Find:Result") == [], answer
+    assert resp.text_of("Find:Total") == "0", answer
+    # the search changes no sync state: the hierarchy key still holds, with no change
+    again = folder_sync(dev, key)
+    assert again.text_of("FolderHierarchy:Status") == "1", again
+    assert again.text_of("FolderHierarchy:SyncKey") == key, again
+    assert again.text_of("FolderHierarchy:Changes/FolderHierarchy:Count") in (None, "0"), again
