@@ -51,6 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     (workdir / "easync.toml").write_text(CONFIG)
     srv = RunningServer(workdir, ["--config", str(workdir / "easync.toml")]).start()
     srv.add_user("alice", PASSWORD, email="alice@example.org")
+    srv.add_user("quinn", PASSWORD, email="quinn@example.org")
     yield srv
     srv.stop()
 
@@ -93,6 +94,33 @@ def test_provision_capture(server: RunningServer, name: str, version: str) -> No
                     version=version, device_type=cap.device_type, user_agent=cap.user_agent)
     # MS-ASCMD 2.2.2: 142 DeviceNotProvisioned while a policy is required (14.0 and later)
     assert folder_sync_status(dev) == "142"
+    provision_as_captured(dev, cap)
+    assert folder_sync_status(dev) == "1"
+
+
+@pytest.mark.parametrize(("name", "version"), CASES,
+                         ids=[f"{n.removesuffix('.xml')}@{v}" for n, v in CASES])
+def test_provision_capture_quarantined(server: RunningServer, name: str, version: str
+                                       ) -> None:
+    """A rule quarantines the capture's DeviceType for quinn: the device's own Provision
+    goes through both phases (a quarantined device may provision, so that its
+    information reaches the administrator), then FolderSync is Status 129
+    DeviceIsBlockedForThisUser (MS-ASCMD 2.2.2; 14.0 and later)."""
+    cap = load(name)
+    server.admin("rule", "add", "--user", "quinn", "--device-type", cap.device_type,
+                 "quarantine", check=False)
+    did = f"corpusq{next(_devices)}"
+    dev = RawDevice(server.url, "quinn", PASSWORD, did, version=version,
+                    device_type=cap.device_type, user_agent=cap.user_agent)
+    provision_as_captured(dev, cap, held="129")
+    assert folder_sync_status(dev) == "129"
+    listed = server.admin("device", "list", "quinn", "--quarantined").stdout
+    assert did in listed, listed
+
+
+def provision_as_captured(dev: RawDevice, cap: Capture, held: str = "142") -> str:
+    """Send the capture, then the acknowledgement; the final PolicyKey.  ``held``: the
+    FolderSync Status while only the temporary key is held (142, or 129 quarantined)."""
 
     r1 = post(dev, cap.body)
     # MS-ASPROV 3.2.5.1.1: Status 1, the policy type echoed, Policy Status 1, a
@@ -118,7 +146,7 @@ def test_provision_capture(server: RunningServer, name: str, version: str) -> No
 
     # MS-ASPROV 3.1.5.1.2: the temporary key only serves the acknowledgement
     dev.policy_key = temp
-    assert folder_sync_status(dev) == "142"
+    assert folder_sync_status(dev) == held
 
     # the acknowledgement (constructed, MS-ASPROV 3.1.5.1.2): Status 1 = applied
     r2 = post(dev, '<Provision xmlns="Provision:"><Policies><Policy>'
@@ -133,7 +161,7 @@ def test_provision_capture(server: RunningServer, name: str, version: str) -> No
     assert final and final.isdigit() and final not in ("0", temp), r2
     assert pol2.find("Provision:Data") is None, r2
     dev.policy_key = final
-    assert folder_sync_status(dev) == "1"
+    return final
 
 
 @pytest.mark.parametrize(("name", "version"), FIND_CASES,
