@@ -52,6 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     srv = RunningServer(workdir, ["--config", str(workdir / "easync.toml")]).start()
     srv.add_user("alice", PASSWORD, email="alice@example.org")
     srv.add_user("quinn", PASSWORD, email="quinn@example.org")
+    srv.add_user("wendy", PASSWORD, email="wendy@example.org")
     yield srv
     srv.stop()
 
@@ -133,6 +134,58 @@ def test_provision_capture_quarantined(server: RunningServer, name: str, version
     assert folder_sync_status(dev) == refused(version, "129")
     listed = server.admin("device", "list", "quinn", "--quarantined").stdout
     assert did in listed, listed
+
+
+@pytest.mark.parametrize(("name", "version"), CASES,
+                         ids=[f"{n.removesuffix('.xml')}@{v}" for n, v in CASES])
+def test_provision_capture_wipe_pending(server: RunningServer, name: str, version: str
+                                        ) -> None:
+    """The device, provisioned, is ordered wiped (``easync-admin device wipe``: the
+    account-only wipe for a device that speaks 16.1, the whole-device one otherwise).
+    Its next command is refused (MS-ASCMD 2.2.2 Status 140 RemoteWipeRequested; HTTP
+    449 below 14.0, MS-ASHTTP 2.2.2.1.1); the device then sends its own Provision, as
+    captured, and the answer must carry the directive: AccountOnlyRemoteWipe at 16.1
+    (MS-ASPROV 2.2.2.1, 3.2.5.1.2.3), RemoteWipe otherwise (2.2.2.45).  The
+    acknowledgement (constructed, MS-ASPROV 3.1.5.1.2.2 / 3.1.5.1.2.3) gets Status 1 and
+    the device record's wipe becomes "done"."""
+    cap = load(name)
+    did = f"corpusw{next(_devices)}"
+    dev = RawDevice(server.url, "wendy", PASSWORD, did, version=version,
+                    device_type=cap.device_type, user_agent=cap.user_agent)
+    provision_as_captured(dev, cap, held=refused(version, "142"))
+    assert folder_sync_status(dev) == "1"
+    server.admin("device", "wipe", "wendy", did)
+    assert folder_sync_status(dev) == ("140" if version >= "14.0" else "http 449")
+
+    raw = dev.post("Provision", encode(fill(cap.body)))
+    assert raw.status_code == 200, raw.status_code
+    r = parse_xml(wbxml_to_xml(raw.content))
+    assert r.text_of("Provision:Status") == "1", r
+    account_only = version == "16.1"
+    if account_only:
+        # libwbxml 0.11 has no name for AccountOnlyRemoteWipe (16.1, MS-ASWBXML page 14
+        # token 0x3B): it shows as "unknown"; the bytes say which: an empty 0x3B tag
+        assert r.find("Provision:RemoteWipe") is None, r
+        assert [c.tag for c in r.children][-1] == "Provision:unknown", r
+        assert raw.content.endswith(b"\x3b\x01"), raw.content.hex()
+    else:
+        assert r.find("Provision:RemoteWipe") is not None, r
+
+    # the acknowledgement, Status 1 = the wipe went through (MS-ASPROV 2.2.2.54.3);
+    # AccountOnlyRemoteWipe (page 14, token 0x3B) is hand-encoded: libwbxml 0.11 lacks it
+    if account_only:
+        ack = (bytes.fromhex("03016a00000e45") + bytes([0x7B, 0x4B, 0x03]) + b"1\x00"
+               + b"\x01\x01\x01")
+    else:
+        ack = encode('<Provision xmlns="Provision:"><RemoteWipe><Status>1</Status>'
+                     '</RemoteWipe></Provision>')
+    a = dev.post("Provision", ack)
+    assert a.status_code == 200, a.status_code
+    answer = parse_xml(wbxml_to_xml(a.content))
+    assert answer.text_of("Provision:Status") == "1", answer
+    row = [line for line in server.admin("device", "list", "wendy").stdout.splitlines()
+           if did in line]
+    assert row and "done" in row[0].split(), row
 
 
 def provision_as_captured(dev: RawDevice, cap: Capture, held: str = "142") -> str:
