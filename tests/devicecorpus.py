@@ -39,8 +39,12 @@ class Capture:
         return self.meta["User-Agent"]
 
 
-def names() -> list[str]:
-    return sorted(p.name for p in CORPUS.glob("*.xml"))
+def names(command: str = "Sync") -> list[str]:
+    """The corpus files whose ``Command`` is ``command`` (the first word of the key):
+    Sync captures are replayed by test_device_corpus.py, Provision and Find captures
+    by test_device_corpus_commands.py."""
+    return sorted(p.name for p in CORPUS.glob("*.xml")
+                  if load(p.name).meta.get("Command", "").split(",")[0].split()[0] == command)
 
 
 def load(name: str) -> Capture:
