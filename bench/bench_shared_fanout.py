@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_fanout import PASSWORD, PER_LOADER, Proc, percentile, writer_sync  # noqa: E402
+from bench_fanout import PASSWORD, PER_LOADER, Proc, percentile, writer_sync
 
 POPULATE = r"""
 import json, sys, time
