@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
+from twisted.internet.task import deferLater
 
 from backends.sql.shares import EVERYONE
 from backends.sql.store import SqlStore
@@ -61,6 +62,13 @@ async def test_holders_published_a_slice_per_turn(tmp_path: Path, monkeypatch: A
                            clock=reactor)
         await syncengine.publish_to_holders(server, users[5], folder.server_id,
                                             ChangeHint(7, "dev5"))
+        # the writer's call returns after the first slice (its Sync answer does not
+        # wait for every holder); the rest follow, a slice per turn
+        assert sum(len(t) for t in hub.turns) <= 1 + 40
+        for _ in range(50):
+            if sum(len(t) for t in hub.turns) >= len(users):
+                break
+            await deferLater(reactor, 0, lambda: None)
     finally:
         await store.close()
     published = [p for turn in hub.turns for p in turn]
