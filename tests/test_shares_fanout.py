@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import needs
 import pytest_twisted
 from twisted.internet.task import deferLater
 
@@ -80,3 +81,44 @@ async def test_holders_published_a_slice_per_turn(tmp_path: Path, monkeypatch: A
     # …a slice per reactor turn, not 130 in one
     assert max(len(t) for t in hub.turns) <= 40
     assert len(hub.turns) >= 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_announce_to_holders_packs_notifies() -> None:
+    """``easync-admin import`` into a folder shared with everyone tells every holder's
+    node (their held Pings answer: MS-ASCMD 2.2.1.13, Status 2) in as few NOTIFYs as
+    the payloads allow, not one NOTIFY per holder; each holder's line carries the
+    folder's modseq hint."""
+    import psycopg
+    from pgtest import fresh_database, unreachable
+    from twisted.internet import reactor
+
+    from backends.sql.pgnotify import CHANNEL, decode_hinted
+    from easync.admin import _announce_all
+
+    needs.require(unreachable())
+    with fresh_database("sharefan") as url:
+        store = SqlStore(reactor, url)
+        await store.open()
+        listener = psycopg.connect(url, autocommit=True)
+        try:
+            users = [await store.add_user(f"u{i}", None, None, True) for i in range(60)]
+            owner = users[0]
+            folder = next(f for f in await store.list_folders(owner) if f.name == "Contacts")
+            await store.share_folder(folder.server_id, EVERYONE, True)
+            listener.execute(f"LISTEN {CHANNEL}")
+            await _announce_all(store, owner, [folder.server_id],
+                                modseqs={folder.server_id: 9})
+            got = []
+            for _ in range(40):
+                got += list(listener.notifies(timeout=0.05, stop_after=100))
+                if sum(len(decode_hinted(n.payload)[1]) for n in got) >= len(users):
+                    break
+        finally:
+            listener.close()
+            await store.close()
+    changes = [c for n in got for c in decode_hinted(n.payload)[1]]
+    assert sorted(u for u, _f, _h in changes) == sorted(u.id for u in users)
+    assert {(f, h) for _u, f, h in changes} == {(folder.server_id, ChangeHint(9))}
+    # the importer's user in one NOTIFY, the 59 other holders in one more
+    assert len(got) <= 2
