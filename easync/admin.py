@@ -734,7 +734,7 @@ async def _announce_all(store: Any, user: Any, folders: Any, source: str = "easy
     """Tell the nodes an import (or a restore) changed these folders: for the user, and
     for everyone else who holds one of them (a shared folder: the company book, a
     shared calendar).  ``modseqs``: as ``announce`` takes them (the folders' hints)."""
-    from backends.sql.pgnotify import announce
+    from backends.sql.pgnotify import announce, announce_changes
 
     folders = list(folders)
     await announce(store, user.id, folders, source=source, modseqs=modseqs)
@@ -748,9 +748,8 @@ async def _announce_all(store: Any, user: Any, folders: Any, source: str = "easy
         for uid in await audience(fid):
             if uid != user.id:
                 others.setdefault(uid, []).append(fid)
-    for uid, fids in others.items():
-        await announce(store, uid, fids, source=source,
-                       modseqs={f: m for f, m in (modseqs or {}).items() if f in fids})
+    # every holder in as few NOTIFYs as fit (thousands for a folder shared with everyone)
+    await announce_changes(store, others, source=source, modseqs=modseqs)
 
 
 async def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> None:
