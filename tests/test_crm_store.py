@@ -618,3 +618,48 @@ async def test_mirror_matches_a_model_of_random_phone_and_crm_changes(tmp_path: 
                     c.modseq for c in batch.changes)
     finally:
         await env.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_with_a_poll_under_way_closes_the_database_after_it(
+        tmp_path: Path) -> None:
+    """twistd stops its services together (``MultiService.stopService`` stops every
+    child at once): the SQL store must not close under a CRM poll that is still
+    writing the mirror.  The poll under way finishes, its change is in the mirror,
+    and nothing is logged as a failure ("SqlStore is not open" was, at a server's
+    shutdown in CI)."""
+    from twisted.application.service import MultiService
+    from twisted.logger import globalLogPublisher
+
+    env = await make_env(tmp_path, poll_interval=0.05)
+    failures: list[Any] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None:
+            failures.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        f = await env.folders("dana")
+        top = MultiService()
+        env.sql.setServiceParent(top)           # as easync.tap: the SQL store first,
+        env.store.setServiceParent(top)         # the CRM store after it
+        top.startService()
+        await deferLater(reactor(), 0.3, lambda: None)
+        env.crm.add_record("Contacts", {"firstname": "Late", "lastname": "Poll"},
+                           owner="dana")
+        env.crm.delay = 0.4                     # the next poll's answers come slowly
+        await deferLater(reactor(), 0.2, lambda: None)
+        assert env.store._round_running is not None, "no poll under way"
+        await top.stopService()
+        assert not env.sql.db.is_open
+        assert failures == [], failures
+        await env.sql.open()
+        got = await feed(env, "dana", f["Contacts"])
+        assert [d.get("LastName") for d in got.values()] == ["Poll"]
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        env.crm.delay = 0.0
+        await env.pool.closeCachedConnections()
+        await env.port.stopListening()
+        await env.sql.close()

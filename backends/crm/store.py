@@ -213,6 +213,10 @@ class CrmStore(Service):
                  shared_name: str = SHARED_NAME) -> None:
         self.reactor = reactor
         self.sql = sql
+        close_after = getattr(sql, "close_after", None)
+        if close_after is not None:
+            # a poll under way at a service stop ends before the database closes
+            close_after(self.round_done)
         self.client = client
         self.notifier = notifier
         self.poll_interval = poll_interval
@@ -295,12 +299,21 @@ class CrmStore(Service):
         self._call = None
         if self.leader is not None:
             self.leader.release()
-        if self._round_running is not None:
-            # a poll under way ends before the store below it closes
-            done: Deferred[None] = Deferred()
-            self._round_running.addBoth(lambda _: done.callback(None))
-            return done
-        return None
+        return self.round_done()
+
+    def round_done(self) -> Deferred[None] | None:
+        """Fires when the poll under way has ended (None: none is): the SQL store
+        below closes only after it (``SqlStore.close_after``)."""
+        if self._round_running is None:
+            return None
+        done: Deferred[None] = Deferred()
+
+        def fire(result: Any) -> Any:
+            done.callback(None)
+            return result
+
+        self._round_running.addBoth(fire)
+        return done
 
     def _run(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
         return self.sql.db.run_interaction(fn.__qualname__,

@@ -27,7 +27,7 @@ mirror) run their transactions with ``store.db.run_interaction`` and call the pa
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,8 @@ class SqlStore(Service):
         #: fires when the lookup tokens of rows older than schema 5 are written (None:
         #: nothing to do); see _backfill
         self.backfilling: Deferred[None] | None = None
+        #: what must end before the database closes at a service stop (close_after)
+        self._before_close: list[Callable[[], Deferred[None] | None]] = []
 
     @property
     def schema_version(self) -> int:
@@ -150,9 +152,23 @@ class SqlStore(Service):
 
         return Deferred.fromCoroutine(self.open()).addErrback(failed)
 
+    def close_after(self, pending: Callable[[], Deferred[None] | None]) -> None:
+        """At a service stop, close only after ``pending()`` (None: nothing under way)
+        has fired: twistd stops every service at once, and a service that writes
+        through this store (the CRM poller) may be in the middle of a write."""
+        self._before_close.append(pending)
+
     def stopService(self) -> Deferred[None]:  # type: ignore[override]  # a Deferred, as allowed
         super().stopService()
-        return Deferred.fromCoroutine(self.close())
+
+        async def stop() -> None:
+            for pending in self._before_close:
+                d = pending()
+                if d is not None:
+                    await d
+            await self.close()
+
+        return Deferred.fromCoroutine(stop())
 
     async def raw_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement written with ``?`` placeholders and return its rows
