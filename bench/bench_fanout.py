@@ -282,6 +282,32 @@ class Proc:
         stop_process(self.proc, 30)
 
 
+def collect_answers(lines: queue.Queue[str], n: int, timeout: float = 240
+                    ) -> tuple[dict[int, tuple[str, float]], list[tuple[float, float]],
+                               list[str]]:
+    """Read the load generators' and the stall probe's lines until ``n`` Pings have
+    answered (or ``timeout`` s): answers by Ping (status, time), the reactor stalls
+    seen (start, end), and the error lines."""
+    answers: dict[int, tuple[str, float]] = {}
+    stalls: list[tuple[float, float]] = []
+    errors: list[str] = []
+    end = time.monotonic() + timeout
+    while len(answers) < n and time.monotonic() < end:
+        try:
+            ln = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if ln.startswith("R "):
+            _r, i, status, t = ln.split()
+            answers[int(i)] = (status, float(t))
+        elif ln.startswith("L "):
+            _l, a, b = ln.split()
+            stalls.append((float(a), float(b)))
+        elif ln.startswith("E "):
+            errors.append(ln)
+    return answers, stalls, errors
+
+
 def writer_sync(port: int, user: str, folder: str, device: str
                 ) -> tuple[Callable[[bytes], bytes], bytes]:
     """Prime ``device`` (SyncKey 0, then a Sync); returns the function that posts a
@@ -419,23 +445,7 @@ def run(args: argparse.Namespace) -> None:
                     note = (f"the write took {(float(b) - float(a)) * 1000:.1f} ms, "
                             f"the announce {(float(c) - float(b)) * 1000:.1f} ms")
                     break
-        answers: dict[int, tuple[str, float]] = {}
-        stalls: list[tuple[float, float]] = []
-        errors: list[str] = []
-        end = time.monotonic() + 240
-        while len(answers) < n and time.monotonic() < end:
-            try:
-                ln = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if ln.startswith("R "):
-                _r, i, status, t = ln.split()
-                answers[int(i)] = (status, float(t))
-            elif ln.startswith("L "):
-                _l, a, b = ln.split()
-                stalls.append((float(a), float(b)))
-            elif ln.startswith("E "):
-                errors.append(ln)
+        answers, stalls, errors = collect_answers(lines, n)
         cpu = (cpu_ticks(server.proc.pid) - cpu0) / os.sysconf("SC_CLK_TCK")
         split = [(b - a) / os.sysconf("SC_CLK_TCK")
                  for a, b in zip(split0, user_system_ticks(server.proc.pid))]

@@ -35,7 +35,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_fanout import PASSWORD, PER_LOADER, Proc, percentile, writer_sync
+from bench_fanout import (
+    PASSWORD,
+    PER_LOADER,
+    Proc,
+    collect_answers,
+    percentile,
+    writer_sync,
+)
 
 POPULATE = r"""
 import json, sys, time
@@ -172,23 +179,7 @@ def run(args: argparse.Namespace) -> None:
         t_change = time.monotonic()
         post(prepared)
         t_done = time.monotonic()
-        answers: dict[int, tuple[str, float]] = {}
-        stalls: list[tuple[float, float]] = []
-        errors: list[str] = []
-        end = time.monotonic() + 240
-        while len(answers) < n and time.monotonic() < end:
-            try:
-                ln = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if ln.startswith("R "):
-                _r, i, status, t = ln.split()
-                answers[int(i)] = (status, float(t))
-            elif ln.startswith("L "):
-                _l, a, b = ln.split()
-                stalls.append((float(a), float(b)))
-            elif ln.startswith("E "):
-                errors.append(ln)
+        answers, stalls, errors = collect_answers(lines, n)
         cpu = (sum(cpu_ticks(p) for p in pids) - cpu0) / os.sysconf("SC_CLK_TCK")
         time.sleep(0.5)
         while not lines.empty():
