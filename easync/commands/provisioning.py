@@ -120,8 +120,16 @@ def refused_device_response(cmd: str, version: str, status: str = DEVICE_BLOCKED
     Status, HTTP 403 (MS-ASHTTP 2.2.2.1.1: the user or device may not sync)."""
     roots = STATUS_ROOTS.get(cmd) or (
         ("Provision:Provision", "Provision:Status") if cmd == "Provision" else None)
+    return _common_status(roots, version, status, 403)
+
+
+def _common_status(roots: tuple[str, str] | None, version: str, status: str,
+                   fallback: int) -> EasResponse:
+    """A common status (MS-ASCMD 2.2.2) as the command's own top-level Status (HTTP
+    200, ``roots``: its root and Status tags), or the bare HTTP ``fallback`` below
+    14.0, which has no common statuses, or for a command without a top-level Status."""
     if version_tuple(version) < (14, 0) or roots is None:
-        return EasResponse(body=None, http_status=403, status="403")
+        return EasResponse(body=None, http_status=fallback, status=str(fallback))
     root = Element(roots[0])
     root.add(roots[1], status)
     return EasResponse(body=root, status=status)
@@ -163,13 +171,7 @@ def policy_required_response(cmd: str, version: str, reason: str) -> EasResponse
     top-level Status.
     """
     status = reason if reason in _REASONS else NOT_PROVISIONED
-    roots = STATUS_ROOTS.get(cmd)
-    if version_tuple(version) < (14, 0) or roots is None:
-        return EasResponse(body=None, http_status=449, status="449")
-    root_tag, status_tag = roots
-    root = Element(root_tag)
-    root.add(status_tag, status)
-    return EasResponse(body=root, status=status)
+    return _common_status(STATUS_ROOTS.get(cmd), version, status, 449)
 
 
 async def access_refused(server: Any, req: Any) -> EasResponse | None:
