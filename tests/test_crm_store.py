@@ -646,11 +646,18 @@ async def test_stopping_with_a_poll_under_way_closes_the_database_after_it(
         env.store.setServiceParent(top)         # the CRM store after it
         top.startService()
         await deferLater(reactor(), 0.3, lambda: None)
+        env.crm.delay = 0.4                     # the next poll's answers come slowly
         env.crm.add_record("Contacts", {"firstname": "Late", "lastname": "Poll"},
                            owner="dana")
-        env.crm.delay = 0.4                     # the next poll's answers come slowly
-        await deferLater(reactor(), 0.2, lambda: None)
+        before = env.store._round_running       # a poll begun before the add may miss it
+        for _ in range(500):                    # wait for a poll that began after it
+            now = env.store._round_running
+            if now is not None and now is not before:
+                break
+            await deferLater(reactor(), 0.01, lambda: None)
         assert env.store._round_running is not None, "no poll under way"
+        await deferLater(reactor(), 0.1, lambda: None)
+        assert env.store._round_running is not None, "the poll ended before the stop"
         await top.stopService()
         assert not env.sql.db.is_open
         assert failures == [], failures
