@@ -35,9 +35,11 @@ def _reference(value: str | None) -> str | None:
 
 
 def _timed(value: str) -> float:
-    t0 = time.perf_counter()
+    """The CPU time of one parse (this thread's: other processes on a busy machine
+    do not count; the parse is what would hold the reactor)."""
+    t0 = time.thread_time()
     email_address(value)
-    return time.perf_counter() - t0
+    return time.thread_time() - t0
 
 
 MB = 1 << 20
@@ -67,10 +69,10 @@ def test_megabyte_attendee_and_contact_address_index_fast() -> None:
     # The same parse is what indexes a contact's Email1Address and an event's
     # attendees (MS-ASCNTC 2.2.2.26, MS-ASCAL 2.2.2.17) and ResolveRecipients' To.
     big = "a" * MB
-    t0 = time.perf_counter()
+    t0 = time.thread_time()                   # CPU time, as ``_timed``
     index_fields("Contacts", {"Email1Address": big, "Email2Address": big + "@"})
     index_fields("Calendar", {"Attendees": [{"Email": big}, {"Email": "<" + big}]})
-    assert time.perf_counter() - t0 < 0.5
+    assert time.thread_time() - t0 < 0.5
 
 
 def test_megabyte_results() -> None:

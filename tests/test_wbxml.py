@@ -577,13 +577,14 @@ def test_hostile_inputs_fail_fast() -> None:
 def test_cost_is_linear_in_the_number_of_chunks() -> None:
     n = 100_000
     doc = HDR + b"\x45\x4b" + b"\x03a\x00" * n + b"\x01\x01"
-    t0 = time.perf_counter()
+    # (CPU time of this thread: a busy machine's other processes do not count)
+    t0 = time.thread_time()
     assert decode(doc).children[0].text == "a" * n
-    small = time.perf_counter() - t0
+    small = time.thread_time() - t0
     doc = HDR + b"\x45\x4b" + b"\x03a\x00" * (4 * n) + b"\x01\x01"
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     assert len(decode(doc).children[0].text or "") == 4 * n
-    big = time.perf_counter() - t0
+    big = time.thread_time() - t0
     assert big < 12 * small + 0.05, (small, big)
 
 
