@@ -389,13 +389,13 @@ def _policy_state(status: str | None) -> str:
     return _("refused({state})").format(state=word) if refused else word
 
 
-async def _announce_access(store: Any, user_id: int) -> None:
-    """Tell the running nodes that a user's device access changed (PostgreSQL: a
-    NOTIFY; SQLite: the server's poller sees ``users.access_version`` grow)."""
-    from backends.sql.pgnotify import announce
+async def _announce_access(store: Any, *user_ids: int) -> None:
+    """Tell the running nodes that these users' device access changed (PostgreSQL:
+    NOTIFYs; SQLite: the server's poller sees ``users.access_version`` grow)."""
+    from backends.sql.pgnotify import announce_changes
     from easync.deviceaccess import ACCESS
 
-    await announce(store, user_id, [ACCESS])
+    await announce_changes(store, {uid: [ACCESS] for uid in user_ids})
 
 
 async def _device_access(store: Any, args: argparse.Namespace, out: TextIO,
@@ -431,8 +431,7 @@ async def cmd_rule_add(store: Any, args: argparse.Namespace, out: TextIO) -> Non
     if kind == "any":
         pattern = "*"
     rule = await _call(_accounts(store, args).add_rule(args.user, kind, pattern, args.rule_action))
-    if rule.user_id is not None:
-        await _announce_access(store, rule.user_id)
+    await _announce_access(store, *rule.touched)
     out.write(_("rule {id} added").format(id=rule.id) + "\n")
 
 
@@ -449,8 +448,7 @@ async def cmd_rule_list(store: Any, args: argparse.Namespace, out: TextIO) -> No
 
 async def cmd_rule_remove(store: Any, args: argparse.Namespace, out: TextIO) -> None:
     rule = await _call(_accounts(store, args).remove_rule(args.id))
-    if rule.user_id is not None:
-        await _announce_access(store, rule.user_id)
+    await _announce_access(store, *rule.touched)
     out.write(_("rule {id} removed").format(id=rule.id) + "\n")
 
 

@@ -65,7 +65,10 @@ ACCESS = "access"
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One device access rule.  ``user``: the user's name, None for everyone."""
+    """One device access rule.  ``user``: the user's name, None for everyone.
+    ``touched``: as the store's ``add_device_rule``/``remove_device_rule`` return it,
+    the users whose device access it changed (their held Pings must look again): its
+    user, or, for a rule for everyone, each user with a device it matches."""
 
     id: int
     user_id: int | None
@@ -75,6 +78,7 @@ class Rule:
     created: float = 0.0
     created_by: str | None = None
     user: str | None = None
+    touched: tuple[int, ...] = ()
 
     @staticmethod
     def from_row(row: Mapping[str, Any]) -> Rule:

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from easync.deviceaccess import Rule, check_rule
+from easync.deviceaccess import Rule, check_rule, rule_matches
 from easync.errors import TooManyDevices
 from easync.interfaces import (
     IHoldStore,
@@ -815,13 +815,23 @@ class MemoryStore(Service):
         rule = Rule(self._new_id("rules"), None if user is None else user.id, kind, pattern,
                     action, self._now(), created_by, None if user is None else user.name)
         self._rules[rule.id] = rule
-        return succeed(rule)
+        return succeed(replace(rule, touched=self._access_touched(rule)))
 
     def remove_device_rule(self, rule_id: int) -> Deferred[Rule | None]:
         """As ``SqlStore.remove_device_rule``."""
         found = [r for r in self._rules_of(None) if r.id == rule_id]
         self._rules.pop(rule_id, None)
-        return succeed(found[0] if found else None)
+        if not found:
+            return succeed(None)
+        return succeed(replace(found[0], touched=self._access_touched(found[0])))
+
+    def _access_touched(self, rule: Rule) -> tuple[int, ...]:
+        """As ``SqlState._access_touched`` (this store keeps no access version)."""
+        if rule.user_id is not None:
+            return (rule.user_id,)
+        return tuple(sorted({uid for (uid, did), d in self._devices.items()
+                             if rule_matches(rule, did, d.get("device_type") or "",
+                                             d.get("user_agent") or "")}))
 
     def delete_device(self, user: User, device_id: str) -> Deferred[None]:
         self._delete_device(user.id, device_id)

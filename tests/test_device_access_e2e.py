@@ -247,6 +247,60 @@ def test_held_sync_of_a_device_quarantined_is_answered_at_once(server: RunningSe
     assert "quarantined" in listing(server, "wanda", "--quarantined")[did]
 
 
+def test_a_rule_for_everyone_answers_the_held_pings_it_refuses(server: RunningServer
+                                                                ) -> None:
+    """``easync-admin rule add --everyone --device-type …  block`` (another process)
+    while two users' devices hold 10-minute Pings: the Ping of the device the rule
+    matches is answered within seconds, Ping Status 129 (MS-ASCMD 2.2.2), not at its
+    heartbeat; the other user's device, of another type, keeps its Ping held.  After
+    ``rule remove`` the blocked device syncs again."""
+    from rawclient import xml_to_wbxml
+
+    held: dict[str, dict[str, Any]] = {}
+    threads = {}
+    for user, did, dtype in (("percy", "PERCYRULE1", "RuleHeldPhone"),
+                             ("blake", "BLAKERULE1", "RuleOtherPhone")):
+        dev = device(server, user, did, device_type=dtype)
+        dev.provision()
+        folders = dev.folders()
+        dev.initial(folders["Contacts"])
+        ping = (f'<Ping xmlns="Ping:"><HeartbeatInterval>600</HeartbeatInterval><Folders>'
+                f'<Folder><Id>{folders["Contacts"]}</Id><Class>Contacts</Class></Folder>'
+                f'</Folders></Ping>')
+        held[did] = {"dev": dev}
+
+        def hold(did: str = did, dev: RawDevice = dev, ping: str = ping) -> None:
+            r = dev.post("Ping", xml_to_wbxml(ping))
+            held[did].update(code=r.status_code, body=r.content)
+
+        threads[did] = threading.Thread(target=hold, daemon=True)
+        threads[did].start()
+    for user, did in (("percy", "PERCYRULE1"), ("blake", "BLAKERULE1")):
+        wait_for(lambda user=user, did=did: any(
+            did in line and "Ping on" in line
+            for line in server.admin("device", "list", user).stdout.splitlines()),
+            timeout=15)
+    t0 = time.monotonic()
+    out = server.admin("rule", "add", "--everyone", "--device-type", "ruleheldphone",
+                       "block").stdout
+    rid = out.split()[1]
+    try:
+        threads["PERCYRULE1"].join(30)
+        assert not threads["PERCYRULE1"].is_alive()
+        took = time.monotonic() - t0
+        print(f"held Ping answered {took:.2f}s after a rule for everyone")
+        assert took < 10
+        assert held["PERCYRULE1"]["code"] == 200
+        assert decode(held["PERCYRULE1"]["body"]).findtext("Ping:Status") == "129"
+        assert threads["BLAKERULE1"].is_alive(), held["BLAKERULE1"]
+    finally:
+        server.admin("rule", "remove", rid)
+        server.admin("device", "block", "blake", "BLAKERULE1")     # (its Ping ends)
+        threads["BLAKERULE1"].join(30)
+        server.admin("device", "reset", "blake", "BLAKERULE1")
+    assert "Contacts" in held["PERCYRULE1"]["dev"].folders()
+
+
 def _holding(server: RunningServer) -> str:
     return "\n".join(line for line in server.admin("device", "list", "wanda").stdout
                      .splitlines() if " on " in line)

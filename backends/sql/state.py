@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 
 from backends.sql.base import _DEVICE_COLS, StorePart, _device_from_row
-from easync.deviceaccess import Rule, check_rule
+from easync.deviceaccess import Rule, check_rule, rule_matches
 from easync.errors import TooManyDevices
 from easync.model import StateWrite, User
 from easync.storerules import device_values, feed_cursor, purged_folder, refuse_expired
@@ -16,6 +17,8 @@ from easync.storerules import dumps as _dumps
 
 __all__ = ["SqlState"]
 
+#: user ids per UPDATE of ``access_version``
+_CHUNK = 400
 
 
 class SqlState(StorePart):
@@ -145,10 +148,9 @@ class SqlState(StorePart):
                 cur, "INSERT INTO device_rules (user_id, kind, pattern, action, created,"
                 " created_by) VALUES (?, ?, ?, ?, ?, ?)",
                 (uid, kind, pattern, action, now, created_by))
-            if uid is not None:
-                self.engine.bump(cur, "users", "access_version", uid, 1)
-            return Rule(int(rid), uid, kind, pattern, action, now, created_by,
+            rule = Rule(int(rid), uid, kind, pattern, action, now, created_by,
                         None if user is None else user.name)
+            return replace(rule, touched=self._access_touched(cur, rule))
 
         try:
             check_rule(kind, pattern, action)
@@ -162,11 +164,26 @@ class SqlState(StorePart):
             if not found:
                 return None
             cur.execute(self._sql("DELETE FROM device_rules WHERE id = ?"), (rule_id,))
-            if found[0].user_id is not None:
-                self.engine.bump(cur, "users", "access_version", found[0].user_id, 1)
-            return found[0]
+            return replace(found[0], touched=self._access_touched(cur, found[0]))
 
         return self._run(q, write=True)
+
+    def _access_touched(self, cur: Any, rule: Rule) -> tuple[int, ...]:
+        """Bump ``access_version`` of the users whose devices ``rule`` (added or
+        removed) applies to, in the caller's transaction, so that their held Pings
+        and Sync-Waits look at their device again (a rule for everyone too); their
+        ids.  A scan of ``devices`` in the database thread, for an admin's action."""
+        if rule.user_id is not None:
+            users = [rule.user_id]
+        else:
+            cur.execute("SELECT user_id, device_id, device_type, user_agent FROM devices")
+            users = sorted({int(r[0]) for r in cur.fetchall()
+                            if rule_matches(rule, str(r[1]), str(r[2] or ""), str(r[3] or ""))})
+        for i in range(0, len(users), _CHUNK):
+            part = users[i:i + _CHUNK]
+            cur.execute(self._sql("UPDATE users SET access_version = access_version + 1"
+                                  f" WHERE id IN ({','.join('?' * len(part))})"), part)
+        return tuple(users)
 
     def delete_device(self, user: User, device_id: str) -> Deferred[None]:
         return self._run(self.delete_device_txn, user.id, device_id, write=True)

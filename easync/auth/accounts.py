@@ -1107,8 +1107,8 @@ class Accounts:
         rule = await self.state.add_device_rule(user, kind, pattern, action, actor)
         await self._audit(actor, user.name if user else None, "device-rule",
                           f"rule added: {rule.describe()}", address)
-        if user is not None:
-            self._access_changed(user.id)
+        for uid in rule.touched:
+            self._access_changed(uid)
         return rule  # type: ignore[no-any-return]
 
     async def remove_rule(self, rule_id: int, *, actor: str | None = None,
@@ -1120,8 +1120,8 @@ class Accounts:
             raise NotFound(msg("there is no rule {id}", id=rule_id))
         await self._audit(actor, rule.user, "device-rule", f"rule removed: {rule.describe()}",
                           address)
-        if rule.user_id is not None:
-            self._access_changed(rule.user_id)
+        for uid in rule.touched:
+            self._access_changed(uid)
         return rule  # type: ignore[no-any-return]
 
     async def remove_device(self, name: str, device_id: str, *, actor: str | None = None,
