@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from backends.sql.engines import (
@@ -40,6 +41,52 @@ __all__ = ["Database", "safe_url"]
 
 T = TypeVar("T")
 _MAX_RETRIES = 3
+log = Logger()
+
+
+class _Connection(adbapi.Connection):
+    """adbapi's pooled connection, except that a rollback on a connection the database
+    ended (a restart, an outage: psycopg's "the connection is lost") is one warning
+    line, not adbapi's "Rollback failed" traceback for every transaction under way."""
+
+    def rollback(self) -> None:
+        if not self._pool.reconnect:
+            self._connection.rollback()
+            return
+        try:
+            self._connection.rollback()
+            cur = self._connection.cursor()       # is it still alive?
+            cur.execute(self._pool.good_sql)
+            cur.close()
+            self._connection.commit()
+            return
+        except Exception as e:  # noqa: BLE001  (any DB-API error: the connection is gone)
+            log.warn("database connection lost at a rollback ({err}); a new one is "  # noqa: G010
+                     "made for the next transaction", err=str(e).strip() or type(e).__name__)
+        self._pool.disconnect(self._connection)
+        raise adbapi.ConnectionLost()
+
+
+class _Pool(adbapi.ConnectionPool):
+    """``adbapi.ConnectionPool`` with ``_Connection``, which tells a lost connection in
+    a line: the pool's own wrapper then does not log it again as a traceback."""
+
+    connectionFactory = _Connection
+
+    def _runWithConnection(self, func: Callable[..., T], *args: Any, **kw: Any) -> T:
+        conn = self.connectionFactory(self)
+        try:
+            result = func(conn, *args, **kw)
+            conn.commit()
+            return result
+        except BaseException:
+            try:
+                conn.rollback()
+            except adbapi.ConnectionLost:
+                pass                            # (told by _Connection.rollback)
+            except BaseException:  # noqa: BLE001  (logged; the first error is raised)
+                log.failure("rollback failed")
+            raise
 
 
 class Database:
@@ -89,7 +136,7 @@ class Database:
                         target_version)
                 conn.commit()
 
-        pool = adbapi.ConnectionPool(engine.dbapi_name, *args, cp_openfun=openfun,
+        pool = _Pool(engine.dbapi_name, *args, cp_openfun=openfun,
                                      cp_reactor=self.reactor, cp_noisy=False, **kwargs)
         pool.start()
         waiters: list[Deferred[None]] = []

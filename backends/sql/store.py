@@ -49,6 +49,7 @@ from backends.sql.shares import SqlShares
 from backends.sql.state import SqlState
 from backends.sql.users import SqlUsers
 from easync.deviceaccess import Rule
+from easync.errors import Unavailable
 from easync.interfaces import (
     IDeletedStore,
     IHoldStore,
@@ -128,9 +129,16 @@ class SqlStore(Service):
         if self.db.is_open or self.db.is_opening:
             return
         await self.db.open(target_version)
-        pending = await self.raw_query(
-            "SELECT COUNT(*) FROM lookup_backfill WHERE next_id < last_id") \
-            if self.schema_version >= 5 else [(0,)]
+        try:
+            pending = await self.raw_query(
+                "SELECT COUNT(*) FROM lookup_backfill WHERE next_id < last_id") \
+                if self.schema_version >= 5 else [(0,)]
+        except Unavailable as e:
+            # open, and migrated: only this look was lost to an outage just after
+            log.warn("lookup tokens: could not look for rows to backfill ({err}); "  # noqa: G010
+                     "looked "
+                     "for again at the next start", err=str(e))
+            return
         if pending[0][0]:
             self.backfilling = Deferred.fromCoroutine(self._backfill())
 
@@ -148,6 +156,10 @@ class SqlStore(Service):
         A failure is logged, and every call then fails with it."""
         super().startService()
         def failed(f: Failure) -> None:
+            if f.check(Unavailable):              # (a line, not a traceback: it says it)
+                log.critical("cannot open the database {url}: {err}",
+                             url=safe_url(self.url), err=str(f.value))
+                return
             log.failure("cannot open the database {url}", f, url=safe_url(self.url))
 
         return Deferred.fromCoroutine(self.open()).addErrback(failed)
@@ -406,6 +418,11 @@ class SqlStore(Service):
             try:
                 more = await self.db.run_interaction("backfill", self._backfill_batch,
                                                    write=True)
+            except Unavailable as e:
+                log.warn("lookup tokens: backfill batch failed ({err}); "  # noqa: G010
+                         "retried at the next "
+                         "start", err=str(e))
+                return
             except Exception:  # noqa: BLE001 - closed under us, or the database failed
                 if self.db.is_open:
                     log.failure("lookup tokens: backfill batch failed; retried at next start")
