@@ -167,25 +167,9 @@ def test_held_ping_of_a_device_blocked_is_answered_at_once(server: RunningServer
     Ping of 10 minutes: the Ping is answered within seconds — Ping Status 129 from
     14.0 (MS-ASCMD 2.2.2), HTTP 403 below (MS-ASHTTP 2.2.2.1.1) — not at its
     heartbeat; ``device allow`` lets it in again."""
-    from rawclient import xml_to_wbxml
-
     did = "WANDA" + version.replace(".", "")
     dev = device(server, "wanda", did, version=version)
-    dev.provision()
-    folders = dev.folders()
-    dev.initial(folders["Contacts"])
-    ping = (f'<Ping xmlns="Ping:"><HeartbeatInterval>600</HeartbeatInterval><Folders>'
-            f'<Folder><Id>{folders["Contacts"]}</Id><Class>Contacts</Class></Folder>'
-            f'</Folders></Ping>')
-    out: dict[str, Any] = {}
-
-    def hold() -> None:
-        t0 = time.monotonic()
-        r = dev.post("Ping", xml_to_wbxml(ping))
-        out.update(code=r.status_code, body=r.content, took=time.monotonic() - t0)
-
-    th = threading.Thread(target=hold)
-    th.start()
+    th, out = _hold_ping(dev)
     wait_for(lambda: f"wanda {did} Ping" in server.admin("device", "list", "wanda").stdout
              or did in _holding(server), timeout=15)
     t0 = time.monotonic()
@@ -254,27 +238,13 @@ def test_a_rule_for_everyone_answers_the_held_pings_it_refuses(server: RunningSe
     matches is answered within seconds, Ping Status 129 (MS-ASCMD 2.2.2), not at its
     heartbeat; the other user's device, of another type, keeps its Ping held.  After
     ``rule remove`` the blocked device syncs again."""
-    from rawclient import xml_to_wbxml
-
     held: dict[str, dict[str, Any]] = {}
     threads = {}
+    devs = {}
     for user, did, dtype in (("percy", "PERCYRULE1", "RuleHeldPhone"),
                              ("blake", "BLAKERULE1", "RuleOtherPhone")):
-        dev = device(server, user, did, device_type=dtype)
-        dev.provision()
-        folders = dev.folders()
-        dev.initial(folders["Contacts"])
-        ping = (f'<Ping xmlns="Ping:"><HeartbeatInterval>600</HeartbeatInterval><Folders>'
-                f'<Folder><Id>{folders["Contacts"]}</Id><Class>Contacts</Class></Folder>'
-                f'</Folders></Ping>')
-        held[did] = {"dev": dev}
-
-        def hold(did: str = did, dev: RawDevice = dev, ping: str = ping) -> None:
-            r = dev.post("Ping", xml_to_wbxml(ping))
-            held[did].update(code=r.status_code, body=r.content)
-
-        threads[did] = threading.Thread(target=hold, daemon=True)
-        threads[did].start()
+        devs[did] = device(server, user, did, device_type=dtype)
+        threads[did], held[did] = _hold_ping(devs[did])
     for user, did in (("percy", "PERCYRULE1"), ("blake", "BLAKERULE1")):
         wait_for(lambda user=user, did=did: any(
             did in line and "Ping on" in line
@@ -298,7 +268,30 @@ def test_a_rule_for_everyone_answers_the_held_pings_it_refuses(server: RunningSe
         server.admin("device", "block", "blake", "BLAKERULE1")     # (its Ping ends)
         threads["BLAKERULE1"].join(30)
         server.admin("device", "reset", "blake", "BLAKERULE1")
-    assert "Contacts" in held["PERCYRULE1"]["dev"].folders()
+    assert "Contacts" in devs["PERCYRULE1"].folders()
+
+
+def _hold_ping(dev: RawDevice) -> tuple[threading.Thread, dict[str, Any]]:
+    """Provision ``dev``, sync its Contacts from 0 and start it holding a Ping of 10
+    minutes on them in a thread: (the thread, what it got: code, body, took)."""
+    from rawclient import xml_to_wbxml
+
+    dev.provision()
+    folders = dev.folders()
+    dev.initial(folders["Contacts"])
+    ping = (f'<Ping xmlns="Ping:"><HeartbeatInterval>600</HeartbeatInterval><Folders>'
+            f'<Folder><Id>{folders["Contacts"]}</Id><Class>Contacts</Class></Folder>'
+            f'</Folders></Ping>')
+    out: dict[str, Any] = {}
+
+    def hold() -> None:
+        t0 = time.monotonic()
+        r = dev.post("Ping", xml_to_wbxml(ping))
+        out.update(code=r.status_code, body=r.content, took=time.monotonic() - t0)
+
+    th = threading.Thread(target=hold, daemon=True)
+    th.start()
+    return th, out
 
 
 def _holding(server: RunningServer) -> str:
