@@ -367,24 +367,10 @@ def test_user_blocks_own_device_on_the_account_page_while_it_pings(
     own hub wakes the Ping, answered Status 129 (MS-ASCMD 2.2.2) at once; the device
     list says blocked, nothing wiped."""
     import requests
-    from rawclient import xml_to_wbxml
 
     server.add_user("ursula", PASSWORD, email="ursula@example.org")
     dev = device(server, "ursula", "URSULA1")
-    dev.provision()
-    folders = dev.folders()
-    dev.initial(folders["Contacts"])
-    ping = (f'<Ping xmlns="Ping:"><HeartbeatInterval>600</HeartbeatInterval><Folders>'
-            f'<Folder><Id>{folders["Contacts"]}</Id><Class>Contacts</Class></Folder>'
-            f'</Folders></Ping>')
-    out: dict[str, Any] = {}
-
-    def hold() -> None:
-        r = dev.post("Ping", xml_to_wbxml(ping))
-        out.update(code=r.status_code, body=r.content)
-
-    th = threading.Thread(target=hold)
-    th.start()
+    th, out = _hold_ping(dev)
     wait_for(lambda: "Ping on" in server.admin("device", "list", "ursula").stdout,
              timeout=15)
     web = requests.Session()
