@@ -23,7 +23,7 @@ import pytest
 from backendsites import BACKENDS, add_user, started
 from devicecorpus import Capture, fill, load, names, send, to_141, tz_rules
 from easync_server import RunningServer
-from rawclient import Node, RawDevice
+from rawclient import Node, RawDevice, parse_xml, wbxml_to_xml
 
 pytestmark = needs.mark(needs.libwbxml())
 
@@ -746,6 +746,44 @@ def scenario_heartbeat(case: Case) -> None:
     assert coll.text_of("AirSync:Status") == "1", r
     assert [a.text_of("AirSync:ServerId") for a in coll.iter("AirSync:Add")] == [sid], r
 
+
+def _empty_sync(case: Case) -> Node | None:
+    """An empty Sync (no body): the cached request again (MS-ASCMD 2.2.2.21)."""
+    r = case.dev.post("Sync", None)
+    assert r.status_code == 200, r.status_code
+    return parse_xml(wbxml_to_xml(r.content)) if r.content else None
+
+
+def scenario_unknown_collection_key0(case: Case) -> None:
+    r = send(case.dev, fill(case.body()))
+    assert r is not None
+    coll = collection(r)
+    # MS-ASCMD 2.2.3.177.17: Status 12, the folder hierarchy has changed
+    assert (coll.text_of("AirSync:CollectionId"), coll.text_of("AirSync:Status"),
+            coll.text_of("AirSync:SyncKey")) == ("48ru47fhf7ghf7fgh4", "12", "0"), r
+    # the same collection from the cached request: the same answer, not Status 3
+    r = _empty_sync(case)
+    assert r is not None
+    got = {c.text_of("AirSync:CollectionId"): c.text_of("AirSync:Status")
+           for c in r.iter("AirSync:Collection")}
+    assert got == {"48ru47fhf7ghf7fgh4": "12"}, r
+
+
+def scenario_unknown_collection_heartbeat10(case: Case) -> None:
+    r = send(case.dev, fill(case.body()))
+    assert r is not None
+    # MS-ASCMD 2.2.3.177.16 Status 14 and 2.2.3.90.2 Limit: the allowed minimum
+    assert r.text_of("AirSync:Status") == "14", r
+    assert int(r.text_of("AirSync:Limit") or "0") > 10, r
+    assert r.find("AirSync:Collections") is None, r
+    # the refused request was not cached: the empty Sync is the device's previous one
+    r = _empty_sync(case)
+    names = [c.text_of("AirSync:CollectionId") for c in r.iter("AirSync:Collection")] \
+        if r is not None else []
+    assert "48ru47fhf7ghf7fgh4" not in names, r
+    for c in r.iter("AirSync:Collection") if r is not None else []:
+        assert c.text_of("AirSync:Status") == "1", r
+
 SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios17_161_calendar_add_empty_recurrence.xml": scenario_add_empty_recurrence,
     "iphone_ios17_161_calendar_change_partial.xml": scenario_change_partial,
@@ -779,6 +817,9 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios4_141_sync_partial_two_collections.xml": scenario_partial_two_collections,
     "iphone_ios4_141_sync_partial_synckey_only.xml": scenario_partial_synckey_only,
     "iphone_ios4_141_sync_heartbeat.xml": scenario_heartbeat,
+    "iphone_ios4_141_sync_unknown_collection_key0.xml": scenario_unknown_collection_key0,
+    "iphone_ios4_141_sync_unknown_collection_heartbeat10.xml":
+        scenario_unknown_collection_heartbeat10,
 }
 
 CASES = [(name, version) for name in names() for version in load(name).versions]
