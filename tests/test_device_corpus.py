@@ -784,6 +784,41 @@ def scenario_unknown_collection_heartbeat10(case: Case) -> None:
     for c in r.iter("AirSync:Collection") if r is not None else []:
         assert c.text_of("AirSync:Status") == "1", r
 
+
+def scenario_contact_email_display_name(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert (app.text_of("Contacts:FirstName"), app.text_of("Contacts:LastName"),
+                app.text_of("Contacts:FileAs")) == ("asdf", "asdfasdfaasd", "ads2f, asdfadsf")
+        # MS-ASCNTC 2.2.2.26: the address with its display name, as sent
+        assert app.text_of("Contacts:Email2Address") == "Cornelius Weiß <c.weiss@example.de>"
+        assert app.text_of("Contacts:Email1Address") == "l.kneschke@example.com"
+        assert app.text_of("Contacts:WebPage") == "fb://some.dumb.fb.url"   # 2.2.2.81
+        assert app.text_of("Contacts:BusinessAddressStreet") == "Pickhuben 2"
+        assert [c.text for c in app.iter("Contacts:Category")] == ["1234", "5678"]
+        assert app.text_of("AirSyncBase:Body/AirSyncBase:Data") == "Hello"
+        # MS-ASCNTC 2.2.2.6: 23:00Z is midnight of the 26th east of UTC (Berlin): the
+        # date other devices get
+        assert (app.text_of("Contacts:Birthday") or "")[:10] == "2000-12-26"
+    # issue 3/4: the device that wrote it gets it back exactly as written
+    assert case.reread_by_writer()[sid].text_of("Contacts:Birthday") == \
+        "2000-12-25T23:00:00.000Z"
+
+
+def scenario_contact_empty_body_categories_picture(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert (app.text_of("Contacts:FirstName"), app.text_of("Contacts:LastName")) == \
+            ("Fritzchen", "Meinen")
+        assert (app.text_of("Contacts:Birthday") or "")[:10] == "1969-12-31"
+        # empty elements are no values (MS-ASAIRS 2.2.2.9 Body, MS-ASCNTC 2.2.2.12,
+        # 2.2.2.56): nothing to show for them
+        assert not app.text_of("AirSyncBase:Body/AirSyncBase:Data")
+        assert not app.iter("Contacts:Category")
+        assert not app.text_of("Contacts:Picture")
+
 SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios17_161_calendar_add_empty_recurrence.xml": scenario_add_empty_recurrence,
     "iphone_ios17_161_calendar_change_partial.xml": scenario_change_partial,
@@ -820,6 +855,9 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios4_141_sync_unknown_collection_key0.xml": scenario_unknown_collection_key0,
     "iphone_ios4_141_sync_unknown_collection_heartbeat10.xml":
         scenario_unknown_collection_heartbeat10,
+    "iphone_ios4_121_contact_add_email_display_name.xml": scenario_contact_email_display_name,
+    "android_120_contact_add_empty_body_categories_picture.xml":
+        scenario_contact_empty_body_categories_picture,
 }
 
 CASES = [(name, version) for name in names() for version in load(name).versions]
