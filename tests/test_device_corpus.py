@@ -846,7 +846,7 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
     "outlook2013_140_calendar_change_exception_attendees.xml":
         scenario_outlook2013_exception_attendees,
     "android_120_contact_add_birthday_date_only.xml": scenario_contact_birthday_date_only,
-    "iphone_ios4_121_tasks_change_categories_weekly.xml": scenario_task_categories_weekly,
+    "palm_pre_121_tasks_change_categories_weekly.xml": scenario_task_categories_weekly,
     "tbsync_140_tasks_add_regenerate.xml": scenario_task_regenerate,
     "tbsync_140_contacts_sync_options_class.xml": scenario_options_class,
     "iphone_ios4_141_sync_partial_two_collections.xml": scenario_partial_two_collections,
