@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import itertools
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 from backendsites import BACKENDS, add_user, started
 from devicecorpus import Capture, fill, load, names, send, to_141, tz_rules
 from easync_server import RunningServer
-from rawclient import Node, RawDevice
+from rawclient import Node, RawDevice, parse_xml, wbxml_to_xml
 
 pytestmark = needs.mark(needs.libwbxml())
 
@@ -419,6 +421,404 @@ def scenario_own_fileas(case: Case) -> None:
         assert app.text_of("Contacts:CompanyName") == "NASA"
 
 
+
+# -- published shapes of other servers' reports and fixtures (tine20, Syncroton, TbSync) --
+
+SETUP_DATA = {
+    "Calendar": _event("before the change", datetime(2030, 1, 7, 9, tzinfo=UTC)),
+    "Tasks": "<T:Subject>before the change</T:Subject>",
+    "Contacts": "<K:FirstName>Before</K:FirstName><K:LastName>Change</K:LastName>",
+}
+
+
+def _other_adds(case: Case, folder: str, datas: list[str]) -> list[str]:
+    """A second device of the user adds ``datas`` (ApplicationData contents) to
+    ``folder``; their ServerIds."""
+    other = case.device("iPhone", "Apple-iPhone14C5/2006.3", "14.1")
+    key, _, _, _ = other.pull(folder, other.initial(folder))
+    adds = "".join(f"<Add><ClientId>o{n}</ClientId><ApplicationData>{d}</ApplicationData>"
+                   "</Add>" for n, d in enumerate(datas))
+    r = other.sync(folder, key, f"<GetChanges>0</GetChanges><Commands>{adds}</Commands>")
+    assert r is not None
+    done = collection(r).iter("AirSync:Add")
+    assert [a.text_of("AirSync:Status") for a in done] == ["1"] * len(datas), r
+    return [a.text_of("AirSync:ServerId") or "" for a in done]
+
+
+def _change_after_setup(case: Case) -> str:
+    """The capture's Change sent on an item a second device made (its Setup); the
+    item's ServerId.  MS-ASCMD 2.2.3.177.17: a Change answered with no Status or 1."""
+    (sid,) = _other_adds(case, case.folder, [SETUP_DATA[case.cap.meta["Folder"]]])
+    case.key, items, _, _ = case.dev.pull(case.folder, case.key)
+    assert sid in items
+    r = case.send(case.body(), SERVERID=sid)
+    for ch in collection(r).iter("AirSync:Change"):
+        assert ch.text_of("AirSync:Status") in (None, "1"), r
+    return sid
+
+
+def _exceptions(app: Node, version: str) -> dict[str, Node]:
+    """An event's exceptions by the start of the occurrence they replace: ExceptionStartTime
+    up to 14.1, AirSyncBase:InstanceId at 16.x (MS-ASCAL 2.2.2.20, MS-ASAIRS 2.2.2.20.1)."""
+    tag = "AirSyncBase:InstanceId" if version >= "16.0" else "Calendar:ExceptionStartTime"
+    return {e.text_of(tag) or "": e for e in app.iter("Calendar:Exception")}
+
+
+def scenario_empty_reminder_attendees(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "Test2"
+        assert (app.text_of("Calendar:StartTime"), app.text_of("Calendar:EndTime")) == \
+            ("20240822T100000Z", "20240822T120000Z")
+        assert tz_rules(app.text_of("Calendar:Timezone") or "") == tz_rules(BERLIN)
+        # MS-ASCAL 2.2.2.36 Reminder: an empty one is no reminder; 2.2.2.3 Attendees,
+        # 2.2.2.37 Recurrence, MS-ASAIRS 2.2.2.27 Location: empty ones are none
+        assert app.find("Calendar:Reminder") is None
+        assert not app.iter("Calendar:Attendee")
+        assert app.find("Calendar:Recurrence") is None
+        assert not location(app)
+        if case.version < "16.0":
+            # MS-ASCAL 2.2.2.46: up to 14.1 the client's UID is the event's UID
+            assert app.text_of("Calendar:UID") == "414E89DDBEEB47F29EB88E957211BE6B0.32"
+
+
+def _check_tdfffdd(app: Node) -> None:
+    assert app.text_of("Calendar:Subject") == "Tdfffdd"
+    assert (app.text_of("Calendar:StartTime"), app.text_of("Calendar:EndTime")) == \
+        ("20101220T090000Z", "20101220T100000Z")
+    assert app.text_of("Calendar:Reminder") == "15"
+    assert tz_rules(app.text_of("Calendar:Timezone") or "") == tz_rules(BERLIN)
+
+
+def scenario_daily_until(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for version, items in case.readers().items():
+        app = items[sid]
+        _check_tdfffdd(app)
+        rec = app.find("Calendar:Recurrence")                # MS-ASCAL 2.2.2.37
+        assert rec is not None
+        assert (rec.text_of("Calendar:Type"), rec.text_of("Calendar:Interval"),
+                rec.text_of("Calendar:Until")) == ("0", "1", "20101222T230000Z")
+        if version < "16.0":
+            # MS-ASCAL 2.2.2.46: the client's (Outlook-style) UID is the event's UID
+            assert (app.text_of("Calendar:UID") or "").startswith("040000008200E000")
+
+
+def scenario_first_instance_exception(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for version, items in case.readers().items():
+        app = items[sid]
+        _check_tdfffdd(app)
+        rec = app.find("Calendar:Recurrence")
+        assert rec is not None
+        assert (rec.text_of("Calendar:Type"), rec.text_of("Calendar:DayOfWeek")) == ("1", "2")
+        # MS-ASCAL 2.2.2.19/2.2.2.20: the first occurrence, moved to the next day
+        exc = _exceptions(app, version)
+        assert list(exc) == ["20101220T090000Z"], exc
+        e = exc["20101220T090000Z"]
+        assert e.text_of("Calendar:Deleted") in (None, "0")
+        assert (e.text_of("Calendar:Subject"), e.text_of("Calendar:StartTime"),
+                e.text_of("Calendar:EndTime")) == \
+            ("First Instance Exception", "20101221T090000Z", "20101221T100000Z")
+
+
+def scenario_palm_allday_organizer(case: Case) -> None:
+    sid = _change_after_setup(case)
+    for version, items in case.readers().items():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "GM straussberg2"
+        # MS-ASCAL 2.2.2.1: three whole days, 4 to 6 November in Berlin
+        assert app.text_of("Calendar:AllDayEvent") == "1"
+        if version >= "16.0":
+            want = ("20101104T000000Z", "20101107T000000Z")
+        else:
+            want = ("20101103T230000Z", "20101106T230000Z")
+        assert (app.text_of("Calendar:StartTime"), app.text_of("Calendar:EndTime")) == want
+        data = app.text_of("AirSyncBase:Body/AirSyncBase:Data") or ""
+        assert data.replace("\r\n", "\n") == "test beschreibung zeile 1\nZeile 2\nZeile 3"
+        assert app.text_of("Calendar:OrganizerEmail") == "meine@mail.com"
+        assert [a.text_of("Calendar:Email") for a in app.iter("Calendar:Attendee")] == \
+            ["meine@mail.com"]                                # MS-ASCAL 2.2.2.3
+        assert app.text_of("Calendar:BusyStatus") == "0"
+
+
+def scenario_exceptions_deleted(case: Case) -> None:
+    sid = _change_after_setup(case)
+    for version, items in case.readers().items():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "Repeat"
+        assert app.text_of("Calendar:Sensitivity") == "2"
+        assert app.text_of("Calendar:Reminder") == "15"
+        assert app.text_of("AirSyncBase:Body/AirSyncBase:Data") == "Hello"
+        assert [a.text_of("Calendar:Email") for a in app.iter("Calendar:Attendee")] == \
+            ["lars@kneschke.de"]
+        rec = app.find("Calendar:Recurrence")
+        assert rec is not None
+        assert (rec.text_of("Calendar:Type"), rec.text_of("Calendar:Until")) == \
+            ("0", "20121128T225959Z")
+        exc = _exceptions(app, version)
+        assert sorted(exc) == ["20121124T130000Z", "20121125T130000Z"], exc
+        # MS-ASCAL 2.2.2.18 Deleted: the 24th is gone, the 25th moved
+        assert exc["20121124T130000Z"].text_of("Calendar:Deleted") == "1"
+        moved = exc["20121125T130000Z"]
+        assert moved.text_of("Calendar:Deleted") in (None, "0")
+        assert (moved.text_of("Calendar:Subject"), moved.text_of("Calendar:StartTime"),
+                moved.text_of("Calendar:EndTime")) == \
+            ("Repeat mal anders", "20121125T140000Z", "20121125T170000Z")
+
+
+def scenario_samsung_attendees(case: Case) -> None:
+    sid = _change_after_setup(case)
+    for items in case.readers().values():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "testtermin"
+        assert (app.text_of("Calendar:StartTime"), app.text_of("Calendar:EndTime")) == \
+            ("20120229T120000Z", "20120229T140000Z")
+        assert app.text_of("Calendar:Reminder") == "30"
+        assert app.text_of("Calendar:OrganizerEmail") == "user2@example.com"
+        # MS-ASCAL 2.2.2.3/2.2.2.5: the three attendees, required (AttendeeType 1)
+        assert [(a.text_of("Calendar:Email"), a.text_of("Calendar:AttendeeType"))
+                for a in app.iter("Calendar:Attendee")] == \
+            [(f"user{n}@example.com", "1") for n in (1, 2, 3)]
+
+
+def scenario_outlook2013_exception_attendees(case: Case) -> None:
+    sid = _change_after_setup(case)
+    for version, items in case.readers().items():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "TEST9"
+        assert tz_rules(app.text_of("Calendar:Timezone") or "") == tz_rules(BERLIN)
+        top = [a for a in (app.find("Calendar:Attendees") or Node("x")).children]
+        # MS-ASCAL 2.2.2.3 Attendees, 2.2.2.4 AttendeeStatus
+        assert [(a.text_of("Calendar:Email"), a.text_of("Calendar:AttendeeStatus"))
+                for a in top] == [("unittest@tine20.org", "3"), ("pwulf@tine20.org", "0")]
+        rec = app.find("Calendar:Recurrence")
+        assert rec is not None
+        assert (rec.text_of("Calendar:Type"), rec.text_of("Calendar:Occurrences")) == ("0", "3")
+        exc = _exceptions(app, version)
+        assert list(exc) == ["20120916T140000Z"], exc
+        e = exc["20120916T140000Z"]
+        assert (e.text_of("Calendar:StartTime"), e.text_of("Calendar:EndTime")) == \
+            ("20120916T140000Z", "20120916T143000Z")
+        assert e.text_of("Calendar:Deleted") in (None, "0")
+
+
+def scenario_contact_birthday_date_only(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert (app.text_of("Contacts:FirstName"), app.text_of("Contacts:LastName"),
+                app.text_of("Contacts:FileAs")) == ("Fritzchen", "Meinen", "Fritzchen")
+        # MS-ASCNTC 2.2.2.6: the calendar date the device wrote, 31 December 1969
+        assert (app.text_of("Contacts:Birthday") or "")[:10] == "1969-12-31"
+        assert app.text_of("Contacts2:ManagerName") == "The Boss"     # MS-ASCNTC 2.2.2.50
+        assert [c.text for c in app.iter("Contacts:Category")] == ["1234", "5678"]
+        assert [c.text for c in app.iter("Contacts:Child")] == ["1234", "5678"]
+        assert app.text_of("Contacts:Picture") == "cGljdHVyZQ=="        # MS-ASCNTC 2.2.2.56
+        assert app.text_of("AirSyncBase:Body/AirSyncBase:Data") == "Rewdfyyh fddg"
+
+
+def scenario_task_categories_weekly(case: Case) -> None:
+    sid = _change_after_setup(case)
+    for items in case.readers().values():
+        app = items[sid]
+        assert app.text_of("Tasks:Subject") == "Testaufgabe auf mfe"
+        assert (app.text_of("Tasks:UtcDueDate") or "")[:16] == "2010-11-28T22:59"
+        assert app.text_of("Tasks:Importance") == "1"
+        assert [c.text for c in app.iter("Tasks:Category")] == ["1234", "5678"]
+        data = app.text_of("AirSyncBase:Body/AirSyncBase:Data") or ""
+        assert data.replace("\r\n", "\n") == "test beschreibung zeile 1\nZeile 2\nZeile 3"
+        rec = app.find("Tasks:Recurrence")                  # MS-ASTASK 2.2.2.18
+        assert rec is not None and rec.text_of("Tasks:Type") == "1"
+
+
+def scenario_task_regenerate(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert app.text_of("Tasks:Subject") == "Regen"
+        assert (app.text_of("Tasks:UtcStartDate") or "")[:16] == "2018-04-02T22:00"
+        assert (app.text_of("Tasks:UtcDueDate") or "")[:16] == "2018-05-09T21:00"
+        rec = app.find("Tasks:Recurrence")
+        assert rec is not None
+        # MS-ASTASK 2.2.2.18 Recurrence, 2.2.2.20 Regenerate, 2.2.2.7 DeadOccur
+        assert (rec.text_of("Tasks:Type"), rec.text_of("Tasks:Interval"),
+                rec.text_of("Tasks:Occurrences"), rec.text_of("Tasks:Regenerate")) == \
+            ("1", "1", "10", "1")
+        assert rec.text_of("Tasks:DeadOccur") in (None, "0")
+        assert (rec.text_of("Tasks:Start") or "")[:10] == "2018-04-03"
+
+
+def scenario_options_class(case: Case) -> None:
+    (sid,) = _other_adds(case, case.folder, [
+        "<K:FirstName>Olga</K:FirstName><K:LastName>Optionsklasse</K:LastName>"])
+    r = case.send(case.body())
+    # MS-ASCMD 2.2.3.27.5: Class in Options is allowed; the contact comes as an Add
+    adds = {a.text_of("AirSync:ServerId"): a for a in collection(r).iter("AirSync:Add")}
+    assert list(adds) == [sid], r
+    assert adds[sid].text_of("AirSync:ApplicationData/Contacts:LastName") == "Optionsklasse"
+
+
+def _full_sync_both(case: Case, calendar: str, calendar_key: str) -> tuple[str, str]:
+    """The first Sync of Contacts and Calendar with all options (what Partial reuses)."""
+    xml = (f'<Sync xmlns="AirSync:" xmlns:B="AirSyncBase:"><Collections>'
+           f"<Collection><SyncKey>{case.key}</SyncKey><CollectionId>{case.folder}"
+           "</CollectionId><DeletesAsMoves/><GetChanges/><WindowSize>100</WindowSize>"
+           "<Options><B:BodyPreference><B:Type>1</B:Type></B:BodyPreference></Options>"
+           f"</Collection><Collection><SyncKey>{calendar_key}</SyncKey><CollectionId>"
+           f"{calendar}</CollectionId><DeletesAsMoves/><GetChanges/><WindowSize>100"
+           "</WindowSize><Options><FilterType>0</FilterType><B:BodyPreference><B:Type>1"
+           "</B:Type></B:BodyPreference></Options></Collection></Collections></Sync>")
+    r = send(case.dev, xml)
+    keys = {case.folder: case.key, calendar: calendar_key}
+    for coll in r.iter("AirSync:Collection") if r else []:
+        assert coll.text_of("AirSync:Status") == "1", r
+        keys[coll.text_of("AirSync:CollectionId") or ""] = coll.text_of("AirSync:SyncKey") or ""
+    return keys[case.folder], keys[calendar]
+
+
+def scenario_partial_two_collections(case: Case) -> None:
+    calendar = case.dev.folders()["Calendar"]
+    keys = dict(zip((case.folder, calendar),
+                    _full_sync_both(case, calendar, case.dev.initial(calendar)), strict=True))
+    contacts = _other_adds(case, case.folder, [f"<K:FirstName>P{n}</K:FirstName>"
+                                               for n in range(3)])
+    events = _other_adds(case, calendar, [
+        _event(f"E{n}", datetime(2030, 1, 1 + n, 10, tzinfo=UTC)) for n in range(3)])
+    got: list[str] = []
+    for _ in range(10):
+        r = send(case.dev, fill(case.body(), SYNCKEY=keys[case.folder], COLLECTION=case.folder,
+                                SYNCKEY2=keys[calendar], COLLECTION2=calendar))
+        if r is None:
+            break
+        sent = 0
+        more = False
+        for coll in r.iter("AirSync:Collection"):
+            assert coll.text_of("AirSync:Status") == "1", r          # MS-ASCMD 2.2.3.177.17
+            keys[coll.text_of("AirSync:CollectionId") or ""] = \
+                coll.text_of("AirSync:SyncKey") or ""
+            adds = [a.text_of("AirSync:ServerId") or "" for a in coll.iter("AirSync:Add")]
+            got += adds
+            sent += len(adds)
+            more = more or coll.find("AirSync:MoreAvailable") is not None
+        # MS-ASCMD 2.2.3.199.1: the request-wide WindowSize bounds all collections
+        assert sent <= 2, r
+        if not more:
+            break
+    # nothing lost, nothing twice
+    assert sorted(got) == sorted(contacts + events), got
+
+
+def scenario_partial_synckey_only(case: Case) -> None:
+    # MS-ASCMD 2.2.3.124 Partial: the cached request's collection (the Case's first Sync)
+    r = send(case.dev, fill(case.body(), SYNCKEY=case.key, COLLECTION=case.folder))
+    # MS-ASCMD 2.2.1.21: nothing new, an empty answer (or one without Commands)
+    assert r is None or collection(r).find("AirSync:Commands") is None, r
+    if r is not None:
+        assert collection(r).text_of("AirSync:Status") == "1", r
+        case.key = collection(r).text_of("AirSync:SyncKey") or case.key
+    (sid,) = _other_adds(case, case.folder, ["<K:FirstName>Paula</K:FirstName>"])
+    r = case.send(case.body())
+    assert [a.text_of("AirSync:ServerId") for a in collection(r).iter("AirSync:Add")] == [sid]
+
+
+def scenario_heartbeat(case: Case) -> None:
+    result: dict[str, Node | None] = {}
+
+    def held() -> None:
+        result["r"] = send(case.dev, fill(case.body(), SYNCKEY=case.key,
+                                          COLLECTION=case.folder))
+
+    started = time.monotonic()
+    t = threading.Thread(target=held)
+    t.start()
+    (sid,) = _other_adds(case, case.folder, [
+        "<K:FirstName>Hanna</K:FirstName><K:LastName>Heartbeat</K:LastName>"])
+    t.join(110)
+    assert not t.is_alive()
+    # MS-ASCMD 2.2.3.79.1: a held Sync answers when something changes, not at the end
+    # of its 120 s
+    assert time.monotonic() - started < 90
+    r = result["r"]
+    assert r is not None
+    coll = collection(r)
+    assert coll.text_of("AirSync:Status") == "1", r
+    assert [a.text_of("AirSync:ServerId") for a in coll.iter("AirSync:Add")] == [sid], r
+
+
+def _empty_sync(case: Case) -> Node | None:
+    """An empty Sync (no body): the cached request again (MS-ASCMD 2.2.2.21)."""
+    r = case.dev.post("Sync", None)
+    assert r.status_code == 200, r.status_code
+    return parse_xml(wbxml_to_xml(r.content)) if r.content else None
+
+
+def scenario_unknown_collection_key0(case: Case) -> None:
+    r = send(case.dev, fill(case.body()))
+    assert r is not None
+    coll = collection(r)
+    # MS-ASCMD 2.2.3.177.17: Status 12, the folder hierarchy has changed
+    assert (coll.text_of("AirSync:CollectionId"), coll.text_of("AirSync:Status"),
+            coll.text_of("AirSync:SyncKey")) == ("48ru47fhf7ghf7fgh4", "12", "0"), r
+    # the same collection from the cached request: the same answer, not Status 3
+    r = _empty_sync(case)
+    assert r is not None
+    got = {c.text_of("AirSync:CollectionId"): c.text_of("AirSync:Status")
+           for c in r.iter("AirSync:Collection")}
+    assert got == {"48ru47fhf7ghf7fgh4": "12"}, r
+
+
+def scenario_unknown_collection_heartbeat10(case: Case) -> None:
+    r = send(case.dev, fill(case.body()))
+    assert r is not None
+    # MS-ASCMD 2.2.3.177.16 Status 14 and 2.2.3.90.2 Limit: the allowed minimum
+    assert r.text_of("AirSync:Status") == "14", r
+    assert int(r.text_of("AirSync:Limit") or "0") > 10, r
+    assert r.find("AirSync:Collections") is None, r
+    # the refused request was not cached: the empty Sync is the device's previous one
+    r = _empty_sync(case)
+    names = [c.text_of("AirSync:CollectionId") for c in r.iter("AirSync:Collection")] \
+        if r is not None else []
+    assert "48ru47fhf7ghf7fgh4" not in names, r
+    for c in r.iter("AirSync:Collection") if r is not None else []:
+        assert c.text_of("AirSync:Status") == "1", r
+
+
+def scenario_contact_email_display_name(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert (app.text_of("Contacts:FirstName"), app.text_of("Contacts:LastName"),
+                app.text_of("Contacts:FileAs")) == ("asdf", "asdfasdfaasd", "ads2f, asdfadsf")
+        # MS-ASCNTC 2.2.2.26: the address with its display name, as sent
+        assert app.text_of("Contacts:Email2Address") == "Cornelius Weiß <c.weiss@example.de>"
+        assert app.text_of("Contacts:Email1Address") == "l.kneschke@example.com"
+        assert app.text_of("Contacts:WebPage") == "fb://some.dumb.fb.url"   # 2.2.2.81
+        assert app.text_of("Contacts:BusinessAddressStreet") == "Pickhuben 2"
+        assert [c.text for c in app.iter("Contacts:Category")] == ["1234", "5678"]
+        assert app.text_of("AirSyncBase:Body/AirSyncBase:Data") == "Hello"
+        # MS-ASCNTC 2.2.2.6: 23:00Z is midnight of the 26th east of UTC (Berlin): the
+        # date other devices get
+        assert (app.text_of("Contacts:Birthday") or "")[:10] == "2000-12-26"
+    # issue 3/4: the device that wrote it gets it back exactly as written
+    assert case.reread_by_writer()[sid].text_of("Contacts:Birthday") == \
+        "2000-12-25T23:00:00.000Z"
+
+
+def scenario_contact_empty_body_categories_picture(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for items in case.readers().values():
+        app = items[sid]
+        assert (app.text_of("Contacts:FirstName"), app.text_of("Contacts:LastName")) == \
+            ("Fritzchen", "Meinen")
+        assert (app.text_of("Contacts:Birthday") or "")[:10] == "1969-12-31"
+        # empty elements are no values (MS-ASAIRS 2.2.2.9 Body, MS-ASCNTC 2.2.2.12,
+        # 2.2.2.56): nothing to show for them
+        assert not app.text_of("AirSyncBase:Body/AirSyncBase:Data")
+        assert not app.iter("Contacts:Category")
+        assert not app.text_of("Contacts:Picture")
+
 SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios17_161_calendar_add_empty_recurrence.xml": scenario_add_empty_recurrence,
     "iphone_ios17_161_calendar_change_partial.xml": scenario_change_partial,
@@ -435,6 +835,29 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
     "samsung_gts5830_141_contact_add_birthday_1815.xml": scenario_birthday_1815,
     "gmail_android_161_contact_add_no_fileas.xml": scenario_no_fileas,
     "outlook2016_140_contact_add_own_fileas.xml": scenario_own_fileas,
+    "iphone_ios17_161_calendar_add_empty_reminder_attendees.xml":
+        scenario_empty_reminder_attendees,
+    "iphone_ios4_121_calendar_add_daily_until.xml": scenario_daily_until,
+    "iphone_ios4_121_calendar_add_first_instance_exception.xml":
+        scenario_first_instance_exception,
+    "palm_pre_121_calendar_change_allday_organizer.xml": scenario_palm_allday_organizer,
+    "webos_121_calendar_change_exceptions_deleted.xml": scenario_exceptions_deleted,
+    "samsung_gti9100_121_calendar_change_attendees.xml": scenario_samsung_attendees,
+    "outlook2013_140_calendar_change_exception_attendees.xml":
+        scenario_outlook2013_exception_attendees,
+    "android_120_contact_add_birthday_date_only.xml": scenario_contact_birthday_date_only,
+    "palm_pre_121_tasks_change_categories_weekly.xml": scenario_task_categories_weekly,
+    "tbsync_140_tasks_add_regenerate.xml": scenario_task_regenerate,
+    "tbsync_140_contacts_sync_options_class.xml": scenario_options_class,
+    "iphone_ios4_141_sync_partial_two_collections.xml": scenario_partial_two_collections,
+    "iphone_ios4_141_sync_partial_synckey_only.xml": scenario_partial_synckey_only,
+    "iphone_ios4_141_sync_heartbeat.xml": scenario_heartbeat,
+    "iphone_ios4_141_sync_unknown_collection_key0.xml": scenario_unknown_collection_key0,
+    "iphone_ios4_141_sync_unknown_collection_heartbeat10.xml":
+        scenario_unknown_collection_heartbeat10,
+    "iphone_ios4_121_contact_add_email_display_name.xml": scenario_contact_email_display_name,
+    "android_120_contact_add_empty_body_categories_picture.xml":
+        scenario_contact_empty_body_categories_picture,
 }
 
 CASES = [(name, version) for name in names() for version in load(name).versions]

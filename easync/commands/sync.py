@@ -491,9 +491,12 @@ async def _run(server: EasServer, engine: SyncEngine, req: EasRequest, spec: Syn
             st = await engine.get_state(user, req.device_id, state_name(c.collection_id),
                                         keep=True)
             if st is None:
+                # MS-ASCMD 2.2.3.177.17: no state of an existing folder is a SyncKey
+                # to start over (3); a folder that does not exist is a hierarchy to
+                # read again (12), as when the request named it
                 colls_el.append(render_collection(
-                    CollectionResult(c.collection_id, "0", "3"), folder, req.version, [],
-                    quirks, server.caches.fragments))
+                    CollectionResult(c.collection_id, "0", "12" if folder is None else "3"),
+                    folder, req.version, [], quirks, server.caches.fragments))
                 anything = True
                 continue
             key = make_key(st["epoch"], st["key"])
