@@ -30,7 +30,7 @@ from pathlib import Path
 
 import needs
 import pytest
-from devicecorpus import Capture, encode, fill, load, names
+from devicecorpus import CORPUS, Capture, encode, fill, load, names
 from easync_server import RunningServer, free_port, read_metrics, wait_for
 from findwire import decode as find_decode
 from findwire import encode as find_encode
@@ -69,7 +69,8 @@ FIND = names("Find")
 # the other commands: the name in Cmd= and the root element the capture starts with
 OTHER = {"Settings": "<Settings ", "FolderSync": "<FolderSync ",
          "GetItemEstimate": "<GetItemEstimate ", "Ping": "<Ping ",
-         "ItemOperations": "<ItemOperations ", "MeetingResponse": "<MeetingResponse "}
+         "ItemOperations": "<ItemOperations ", "MeetingResponse": "<MeetingResponse ",
+         "Search": "<Search ", "MoveItems": "<MoveItems "}
 OTHERS = {cmd: names(cmd) for cmd in OTHER}
 
 
@@ -96,6 +97,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     srv.add_user("alice", PASSWORD, email="alice@example.org")
     srv.add_user("quinn", PASSWORD, email="quinn@example.org")
     srv.add_user("wendy", PASSWORD, email="wendy@example.org")
+    srv.add_user("lars", PASSWORD, email="lars@example.org")
     yield srv
     srv.stop()
 
@@ -139,6 +141,9 @@ def test_every_provision_and_find_capture_is_described_and_listed() -> None:
              **{n: OTHER[cmd] for cmd, files in OTHERS.items() for n in files}}
     for cmd, files in OTHERS.items():
         assert files, f"no {cmd} capture"
+    # every file of the corpus is replayed: by test_device_corpus.py (Sync) or here
+    replayed = set(names("Sync")) | set(roots)
+    assert replayed == {p.name for p in CORPUS.glob("*.xml")}
     for name, root in roots.items():
         cap = load(name)
         missing = [k for k in ("Source", "Device", "DeviceType", "User-Agent", "Protocol",
@@ -764,3 +769,76 @@ def test_provision_wipe_capture(server: RunningServer, name: str, version: str) 
     row = [ln for ln in server.admin("device", "list", "wendy").stdout.splitlines()
            if did in ln]
     assert row and "done" in row[0].split(), row
+
+
+
+SEARCH_CASES = cases(OTHERS["Search"])
+
+
+@pytest.mark.parametrize(("name", "version"), SEARCH_CASES, ids=ids(SEARCH_CASES))
+def test_search_capture(server: RunningServer, name: str, version: str) -> None:
+    """MS-ASCMD 2.2.1.16, a GAL search: Status 1, Store Status 1, the one account whose
+    name begins with the query as a Result with gal:EmailAddress (MS-ASCMD 2.2.3.152,
+    2.2.3.74), Range "0-0" (the part of the asked 0-3 that has results, 2.2.3.139.2)
+    and Total 1 (2.2.3.181); the mailbox options RebuildResults and DeepTraversal
+    change nothing for the GAL."""
+    cap = load(name)
+    dev = device_for(server, cap, version)
+    answer = send(dev, "Search", cap)
+    assert answer.text_of("Search:Status") == "1", answer
+    store = answer.find("Search:Response/Search:Store")
+    assert store is not None and store.text_of("Search:Status") == "1", answer
+    results = store.findall("Search:Result")
+    assert len(results) == 1, answer
+    props = results[0].find("Search:Properties")
+    assert props is not None, answer
+    emails = [c.text for c in props.children if c.tag.endswith(":EmailAddress")]
+    assert emails == ["lars@example.org"], answer
+    assert store.text_of("Search:Range") == "0-0", answer
+    assert store.text_of("Search:Total") == "1", answer
+
+
+MOVE_CASES = cases(OTHERS["MoveItems"])
+
+
+@pytest.mark.parametrize(("name", "version"), MOVE_CASES, ids=ids(MOVE_CASES))
+def test_moveitems_capture(server: RunningServer, name: str, version: str) -> None:
+    """MS-ASCMD 2.2.1.12: one Response per Move with the SrcMsgId.  Into another address
+    book: Status 3 and the DstMsgId (2.2.3.177.10, 2.2.3.51); the other device then
+    finds the contact gone from the source (a Delete) and sees it in the destination.
+    Onto its own folder: Status 4, and the contact stays, unchanged (no command for
+    the other device)."""
+    cap = load(name)
+    dev = device_for(server, cap, version)
+    cid = folder_id(dev, cap.meta["Folder"])
+    fs = folder_sync(dev)
+    hkey = fs.text_of("FolderHierarchy:SyncKey") or ""
+    dest = ""
+    if "{DESTINATION}" in cap.body:
+        made = dev.call("FolderCreate", '<FolderCreate xmlns="FolderHierarchy:">'
+                        f'<SyncKey>{hkey}</SyncKey><ParentId>0</ParentId>'
+                        f'<DisplayName>Clients {next(_devices)}</DisplayName><Type>14</Type>'
+                        '</FolderCreate>')
+        assert made is not None and made.text_of("FolderHierarchy:Status") == "1", made
+        dest = made.text_of("FolderHierarchy:ServerId") or ""
+    other = helper(server)
+    folder_id(other, cap.meta["Folder"])
+    [sid] = add_items(other, cid, "Contacts", 1)
+    okey, _, _, _ = other.pull(cid, other.initial(cid))
+    answer = send(dev, "MoveItems", cap, SERVERID=sid, COLLECTION=cid, DESTINATION=dest)
+    responses = answer.findall("Move:Response")
+    assert len(responses) == 1, answer
+    assert responses[0].text_of("Move:SrcMsgId") == sid, answer
+    okey, items, deleted, _ = other.pull(cid, okey)
+    if dest:
+        assert responses[0].text_of("Move:Status") == "3", answer
+        new_id = responses[0].text_of("Move:DstMsgId")
+        assert new_id, answer
+        assert sid in deleted and sid not in items, (items, deleted)
+        folder_id(other, "Contacts")
+        _, moved, _, _ = other.pull(dest, other.initial(dest))
+        assert new_id in moved, moved
+        assert moved[new_id].text_of("Contacts:FirstName") == "Anna", moved[new_id]
+    else:
+        assert responses[0].text_of("Move:Status") == "4", answer
+        assert items == {} and deleted == [], (items, deleted)
