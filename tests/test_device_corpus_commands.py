@@ -70,7 +70,7 @@ FIND = names("Find")
 OTHER = {"Settings": "<Settings ", "FolderSync": "<FolderSync ",
          "GetItemEstimate": "<GetItemEstimate ", "Ping": "<Ping ",
          "ItemOperations": "<ItemOperations ", "MeetingResponse": "<MeetingResponse ",
-         "Search": "<Search ", "MoveItems": "<MoveItems "}
+         "Search": "<Search ", "MoveItems": "<MoveItems ", "ValidateCert": "<ValidateCert "}
 OTHERS = {cmd: names(cmd) for cmd in OTHER}
 
 
@@ -854,3 +854,32 @@ def test_moveitems_capture(server: RunningServer, name: str, version: str) -> No
     else:
         assert responses[0].text_of("Move:Status") == "4", answer
         assert items == {} and deleted == [], (items, deleted)
+
+
+
+VALIDATECERT_CASES = cases(OTHERS["ValidateCert"])
+
+
+@pytest.mark.parametrize(("name", "version"), VALIDATECERT_CASES,
+                         ids=ids(VALIDATECERT_CASES))
+def test_validatecert_capture(server: RunningServer, name: str, version: str) -> None:
+    """easync does not validate certificates, so OPTIONS leaves ValidateCert out of
+    MS-ASProtocolCommands (MS-ASHTTP 2.2.4.1.2.2) and a device that sends it anyway gets
+    HTTP 501 Not Implemented (MS-ASHTTP 2.2.2.1.1: a functionality the server does not
+    support; 400 is for malformed requests), with an empty body and a log line; the
+    device keeps syncing.  A command no EAS version has stays HTTP 400."""
+    cap = load(name)
+    dev = device_for(server, cap, version)
+    options = dev.session.options(server.url, auth=dev.auth, verify=False, timeout=30)
+    assert options.status_code == 200, options.status_code
+    listed = options.headers["MS-ASProtocolCommands"].split(",")
+    assert "ValidateCert" not in listed and "Sync" in listed, listed
+    r = dev.post("ValidateCert", encode(fill(cap.body)))
+    assert r.status_code == 501, (r.status_code, r.content[:200])
+    assert r.content == b"", r.content[:200]
+    wait_for(lambda: f"{dev.device_id} ValidateCert http=501" in server.log_text(), 10)
+    assert folder_sync_status(dev) == "1"
+    bogus = dev.post("Frobnicate", encode(fill(cap.body)),
+                     query=f"Cmd=Frobnicate&User=alice&DeviceId={dev.device_id}"
+                           f"&DeviceType={dev.device_type}")
+    assert bogus.status_code == 400, bogus.status_code
