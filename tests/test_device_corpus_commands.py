@@ -474,7 +474,7 @@ FOLDERSYNC_CASES = cases(OTHERS["FolderSync"])
 @pytest.mark.parametrize(("name", "version"), FOLDERSYNC_CASES, ids=ids(FOLDERSYNC_CASES))
 def test_foldersync_capture(server: RunningServer, name: str, version: str) -> None:
     """MS-ASCMD 2.2.1.5: the first FolderSync gets Status 1, a SyncKey other than 0 and
-    every folder once (Changes/Count = the number of Adds, 2.2.3.37); the default
+    every folder once (Changes/Count = the number of Adds); the default
     folders with their types (2.2.3.186.3: 2 Inbox, 7 Tasks, 8 Calendar, 9 Contacts).
     The next FolderSync with that key: Status 1 and no change."""
     cap = load(name)
@@ -511,7 +511,7 @@ ESTIMATE_CASES = cases(OTHERS["GetItemEstimate"])
 def test_getitemestimate_capture(server: RunningServer, name: str, version: str) -> None:
     """MS-ASCMD 2.2.1.9: after its first Sync of the folder, another device adds two
     items; the capture (with the device's SyncKey) gets Response {Status 1, Collection
-    {CollectionId, Estimate 2}} (2.2.3.177.6, 2.2.3.61), and the estimate changes no
+    {CollectionId, Estimate 2}} (2.2.3.177.7, 2.2.3.65), and the estimate changes no
     sync state: the next Sync with the same key brings the two items."""
     cap = load(name)
     dev = device_for(server, cap, version)
@@ -617,7 +617,8 @@ IO_CASES = cases(OTHERS["ItemOperations"])
 def test_itemoperations_capture(server: RunningServer, name: str, version: str) -> None:
     """MS-ASCMD 2.2.1.10.  Fetch of a contact another device made: ItemOperations
     Status 1, Response/Fetch {Status 1, CollectionId, ServerId, Class Contacts,
-    Properties} with its fields and its plain-text Body (MS-ASAIRS 2.2.2.9, Type 1).
+    Properties} with its fields and its plain-text Body (MS-ASAIRS Body, Type 1);
+    Status 2.2.3.177.8.
     EmptyFolderContents of the (always empty) Inbox: Status 1, nothing else changes."""
     cap = load(name)
     dev = device_for(server, cap, version)
@@ -664,9 +665,9 @@ MR_CASES = cases(OTHERS["MeetingResponse"])
 @pytest.mark.parametrize(("name", "version"), MR_CASES, ids=ids(MR_CASES))
 def test_meetingresponse_capture(server: RunningServer, name: str, version: str) -> None:
     """MS-ASCMD 2.2.1.11: one Result per Request, in order.  The tentative answer to a
-    meeting in the calendar: Status 1, its RequestId and a CalendarId (2.2.3.153,
+    meeting in the calendar: Status 1, its RequestId and a CalendarId (2.2.3.155.2,
     2.2.3.18); the event becomes BusyStatus 1 (tentative) and ResponseType 2 for the
-    user's other devices (MS-ASCAL 2.2.2.8, 2.2.2.38).  A search:LongId easync never
+    user's other devices (MS-ASCAL BusyStatus, ResponseType).  A search:LongId easync never
     gave: Status 2, invalid meeting request (2.2.3.177.9)."""
     cap = load(name)
     dev = device_for(server, cap, version)
@@ -791,9 +792,8 @@ SEARCH_CASES = cases(OTHERS["Search"])
 @pytest.mark.parametrize(("name", "version"), SEARCH_CASES, ids=ids(SEARCH_CASES))
 def test_search_capture(server: RunningServer, name: str, version: str) -> None:
     """MS-ASCMD 2.2.1.16, a GAL search: Status 1, Store Status 1, the one account whose
-    name begins with the query as a Result with gal:EmailAddress (MS-ASCMD 2.2.3.152,
-    2.2.3.74), Range "0-0" (the part of the asked 0-3 that has results, 2.2.3.139.2)
-    and Total 1 (2.2.3.181); the mailbox options RebuildResults and DeepTraversal
+    name begins with the query as a Result with gal:EmailAddress, Range "0-0" (the
+    part of the asked 0-3 that has results) and Total 1 (Status 2.2.3.177.13); the mailbox options RebuildResults and DeepTraversal
     change nothing for the GAL."""
     cap = load(name)
     dev = device_for(server, cap, version)
@@ -817,7 +817,7 @@ MOVE_CASES = cases(OTHERS["MoveItems"])
 @pytest.mark.parametrize(("name", "version"), MOVE_CASES, ids=ids(MOVE_CASES))
 def test_moveitems_capture(server: RunningServer, name: str, version: str) -> None:
     """MS-ASCMD 2.2.1.12: one Response per Move with the SrcMsgId.  Into another address
-    book: Status 3 and the DstMsgId (2.2.3.177.10, 2.2.3.51); the other device then
+    book: Status 3 and the DstMsgId (2.2.3.177.10, 2.2.3.52); the other device then
     finds the contact gone from the source (a Delete) and sees it in the destination.
     Onto its own folder: Status 4, and the contact stays, unchanged (no command for
     the other device)."""
@@ -865,7 +865,7 @@ VALIDATECERT_CASES = cases(OTHERS["ValidateCert"])
                          ids=ids(VALIDATECERT_CASES))
 def test_validatecert_capture(server: RunningServer, name: str, version: str) -> None:
     """easync does not validate certificates, so OPTIONS leaves ValidateCert out of
-    MS-ASProtocolCommands (MS-ASHTTP 2.2.4.1.2.2) and a device that sends it anyway gets
+    MS-ASProtocolCommands (MS-ASHTTP 2.2.4.1.2) and a device that sends it anyway gets
     HTTP 501 Not Implemented (MS-ASHTTP 2.2.2.1.1: a functionality the server does not
     support; 400 is for malformed requests), with an empty body and a log line; the
     device keeps syncing.  A command no EAS version has stays HTTP 400."""
