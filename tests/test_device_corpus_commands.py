@@ -74,6 +74,11 @@ OTHER = {"Settings": "<Settings ", "FolderSync": "<FolderSync ",
 OTHERS = {cmd: names(cmd) for cmd in OTHER}
 
 
+def owner(cmd: str) -> str:
+    """The user whose devices replay the ``cmd`` captures."""
+    return f"u{cmd.lower()}"
+
+
 def cases(files: list[str]) -> list[tuple[str, str]]:
     return [(name, version) for name in files for version in load(name).versions]
 
@@ -98,6 +103,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     srv.add_user("quinn", PASSWORD, email="quinn@example.org")
     srv.add_user("wendy", PASSWORD, email="wendy@example.org")
     srv.add_user("lars", PASSWORD, email="lars@example.org")
+    # each command's replays under their own user: a user may have at most 100 devices
+    # (max-devices-per-user), and every replay is a new device
+    for cmd in OTHER:
+        srv.add_user(owner(cmd), PASSWORD, email=f"{owner(cmd)}@example.org")
     yield srv
     srv.stop()
 
@@ -330,16 +339,18 @@ def test_find_capture(server: RunningServer, name: str, version: str) -> None:
 
 # -- the other commands ---------------------------------------------------------------
 
-def device_for(server: RunningServer, cap: Capture, version: str, user: str = "alice",
+def device_for(server: RunningServer, cap: Capture, version: str,
                prefix: str = "corpuscmd") -> RawDevice:
-    """A provisioned device with the capture's identity, at ``version``."""
+    """A provisioned device of the capture's command's user (``owner``) with the
+    capture's identity, at ``version``."""
+    user = owner(cap.meta["Command"].split(",")[0].split()[0])
     dev = RawDevice(server.url, user, PASSWORD, f"{prefix}{next(_devices)}", version=version,
                     device_type=cap.device_type, user_agent=cap.user_agent)
     dev.provision()
     return dev
 
 
-def helper(server: RunningServer, user: str = "alice") -> RawDevice:
+def helper(server: RunningServer, user: str) -> RawDevice:
     """Another device of the user (16.1), that makes what a capture needs."""
     dev = RawDevice(server.url, user, PASSWORD, f"corpushelp{next(_devices)}", version="16.1")
     dev.provision()
@@ -460,10 +471,10 @@ def test_settings_capture(server: RunningServer, name: str, version: str) -> Non
                 acc = part.find("Settings:Get/Settings:Accounts/Settings:Account")
                 assert acc is not None, answer
                 assert acc.text_of("Settings:EmailAddresses/Settings:PrimarySmtpAddress") \
-                    == "alice@example.org", answer
+                    == f"{dev.user}@example.org", answer
             else:
                 assert part.text_of("Settings:Get/Settings:EmailAddresses/"
-                                    "Settings:SmtpAddress") == "alice@example.org", answer
+                                    "Settings:SmtpAddress") == f"{dev.user}@example.org", answer
     # the device keeps syncing with its key: nothing in the request touched its policy
     assert folder_sync_status(dev) == "1"
 
@@ -520,7 +531,7 @@ def test_getitemestimate_capture(server: RunningServer, name: str, version: str)
     key = dev.initial(cid)
     # the device is up to date with what was there before
     key, _, _, _ = dev.pull(cid, key)
-    other = helper(server)
+    other = helper(server, dev.user)
     folder_id(other, folder)
     added = add_items(other, cid, folder, 2)
     answer = send(dev, "GetItemEstimate", cap, SYNCKEY=key, COLLECTION=cid)
@@ -600,7 +611,7 @@ def test_ping_capture(server: RunningServer, name: str, version: str) -> None:
             waiting, watched = last, contacts
         else:
             waiting, watched = first, cid
-        other = helper(server)
+        other = helper(server, dev.user)
         folder_id(other, "Contacts")
         add_items(other, watched, "Contacts", 1)
         woken = waiting.result(timeout=30)
@@ -628,7 +639,7 @@ def test_itemoperations_capture(server: RunningServer, name: str, version: str) 
     hierarchy_key = fs.text_of("FolderHierarchy:SyncKey") or ""
     sid = ""
     if "<Fetch>" in cap.body:
-        other = helper(server)
+        other = helper(server, dev.user)
         folder_id(other, folder)
         [sid] = add_items(other, cid, folder, 1)
     answer = send(dev, "ItemOperations", cap, COLLECTION=cid, SERVERID=sid)
@@ -672,7 +683,7 @@ def test_meetingresponse_capture(server: RunningServer, name: str, version: str)
     cap = load(name)
     dev = device_for(server, cap, version)
     cal = folder_id(dev, "Calendar")
-    other = helper(server)
+    other = helper(server, dev.user)
     folder_id(other, "Calendar")
     key = other.initial(cal)
     key, _, _, _ = other.pull(cal, key)
@@ -834,7 +845,7 @@ def test_moveitems_capture(server: RunningServer, name: str, version: str) -> No
                         '</FolderCreate>')
         assert made is not None and made.text_of("FolderHierarchy:Status") == "1", made
         dest = made.text_of("FolderHierarchy:ServerId") or ""
-    other = helper(server)
+    other = helper(server, dev.user)
     folder_id(other, cap.meta["Folder"])
     [sid] = add_items(other, cid, "Contacts", 1)
     okey, _, _, _ = other.pull(cid, other.initial(cid))
