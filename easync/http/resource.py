@@ -54,7 +54,7 @@ from easync.http.basic import (
 )
 from easync.http.forwarded import parse_networks
 from easync.http.limits import ConnectionLimits
-from easync.http.query import Query, QueryError, parse_query
+from easync.http.query import COMMAND_CODES, Query, QueryError, parse_query
 from easync.model import User
 from easync.notify import Lookout
 from easync.policy import user_fingerprint
@@ -71,6 +71,9 @@ WBXML_TYPE = b"application/vnd.ms-sync.wbxml"
 MAX_DEVICES_REACHED = "177"
 # Command names counted as themselves in /metrics (anything else a client sends: "other").
 COUNTED = {*COMMANDS, "OPTIONS", "Autodiscover"}
+# EAS commands easync does not implement (the MS-ASHTTP 2.2.1.1.1.1.2 command codes that
+# have no handler: GetAttachment, ValidateCert): HTTP 501, not 400 (MS-ASHTTP 2.2.2.1.1)
+NOT_IMPLEMENTED = frozenset(COMMAND_CODES.values()) - COMMANDS.keys()
 
 
 # -- Content codings (RFC 9110 §8.4) ---------------------------------------------------
@@ -424,6 +427,12 @@ class ActiveSyncResource(Resource):
         device_id = q.device_id
         command = COMMANDS.get(cmd)
         if command is None:
+            if cmd in NOT_IMPLEMENTED:
+                # MS-ASHTTP 2.2.2.1.1: 501 for what the server cannot do at all; 400 is
+                # for a malformed request (a command no EAS version has)
+                self._finish(request, 501, b"", user.name, device_id, cmd,
+                             "command not implemented", t0)
+                return
             self._finish(request, 400, b"", user.name, device_id, cmd or "?",
                          "unknown or missing command", t0)
             return
