@@ -386,6 +386,15 @@ async def test_search_gal(env: Any) -> None:
     assert props.findtext("GAL:LastName") == "Smith"
     assert props.findtext("GAL:Alias") == "bob"
 
+    # a one-word name (carol has no display name: her login is shown) has no first
+    # name: the optional element is left out, not sent empty (MS-ASCMD 2.2.3.70
+    # GAL:FirstName, 0...1 in Properties 2.2.3.139.3)
+    carol = gal_store(await call(env, search, "Search", gal("carol")))
+    props = carol.find("Search:Result").find("Search:Properties")
+    assert [c.tag for c in props.children if not (c.text or "").strip()] == []
+    assert props.findtext("GAL:LastName") == props.findtext("GAL:DisplayName")
+    assert props.find("GAL:FirstName") is None
+
     store = gal_store(await call(env, search, "Search", gal("smith", "1-5")))
     assert gal_aliases(store) == ["bob"]
     assert store.findtext("Search:Range") == "1-1"

@@ -67,11 +67,14 @@ def gal_properties(user: User) -> list[Element]:
         if extra.get(key):
             props.append(Element(f"GAL:{tag}", str(extra[key])))
     props.append(Element("GAL:Alias", user.name))
-    props.append(Element("GAL:FirstName", first))
-    props.append(Element("GAL:LastName", last))
-    if extra.get("mobile_phone"):
-        props.append(Element("GAL:MobilePhone", str(extra["mobile_phone"])))
-    props.append(Element("GAL:EmailAddress", user_email(user)))
+    email = user_email(user)
+    # each is optional (0...1, MS-ASCMD 2.2.3.70, 2.2.3.95, 2.2.3.55.3): one with no
+    # value is left out, not sent empty (a one-word name has no first name)
+    for tag, value in (("FirstName", first), ("LastName", last),
+                       ("MobilePhone", str(extra.get("mobile_phone") or "")),
+                       ("EmailAddress", email or "")):
+        if value:
+            props.append(Element(f"GAL:{tag}", value))
     return props
 
 
