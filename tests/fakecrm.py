@@ -165,6 +165,7 @@ Control actions (the same names are ``FakeCrm`` methods; ids are web-service ids
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import re
@@ -622,6 +623,14 @@ VT82_TYPES = (
 )
 
 
+@functools.cache
+def _vt82_fields(module: str) -> dict[str, str]:
+    """Field name → the fake's type, of a module of the recorded vtiger 8.2 describe
+    (static data, worked out once: a query's WHERE looks types up for every record;
+    callers get a copy)."""
+    return {f[0]: _vt_type(f[3]) for f in VT82_DESCRIBE[module]}
+
+
 def _vt_type(ty: Any) -> str:
     """The fake's field type for a recorded describe type."""
     name = ty if isinstance(ty, str) else ty[0]
@@ -902,7 +911,7 @@ class FakeCrm:
 
     def _fields(self, module: str) -> dict[str, str]:
         if self.flavour == "vtiger" and module in VT82_DESCRIBE and module != "Users":
-            return {f[0]: _vt_type(f[3]) for f in VT82_DESCRIBE[module]}
+            return dict(_vt82_fields(module))
         if module == "Contacts":
             f = dict(CONTACT_FIELDS)
             f["yahooid" if self.flavour == "vtenext" else "secondaryemail"] = "email"
