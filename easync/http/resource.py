@@ -61,6 +61,7 @@ from easync.policy import user_fingerprint
 from easync.requestread import RequestRead, RequestSnapshot
 from easync.versions import VERSIONS, version_tuple
 from easync.wbxml import E, WBXMLError, decode, encode
+from easync.wbxml.element import Element
 
 __all__ = ["ActiveSyncResource", "EasRequestFactory", "RootResource", "log_safe",
            "make_root", "make_site"]
@@ -249,6 +250,23 @@ async def gzip_body(data: bytes) -> bytes:
     parts: list[bytes] = []
     await run_sliced(gzip_steps(data, parts))
     return b"".join(parts)
+
+
+#: request bodies up to this size are decoded in the reactor thread (at most a few
+#: ms); a bigger one in a pool thread
+DECODE_INLINE = 32 * 1024
+
+
+async def decode_wbxml(data: bytes) -> Element:
+    """The WBXML body ``data`` decoded (WBXMLError when malformed).  A big one (up to
+    --max-request-size: 16 MB of small elements take seconds of CPU) is decoded in a
+    thread of the reactor's pool, so that the reactor keeps its turns; a small one at
+    once."""
+    if len(data) <= DECODE_INLINE:
+        return decode(data)
+    from twisted.internet import threads
+
+    return await threads.deferToThread(decode, data)
 
 
 # The request attribute that carries the content coding's sizes to the log line.
@@ -451,7 +469,7 @@ class ActiveSyncResource(Resource):
                 pass  # 12.x mail: raw MIME, handled by the command
             else:
                 try:
-                    body = decode(raw)
+                    body = await decode_wbxml(raw)
                 except WBXMLError as e:
                     self._finish(request, 400, b"", user.name, device_id, cmd,
                                  f"bad WBXML: {e}", t0)
