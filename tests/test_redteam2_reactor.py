@@ -112,3 +112,30 @@ def test_a_big_wbxml_body_does_not_hold_the_reactor(server: RunningServer) -> No
     assert "root Settings:Settings does not match Cmd" in server.log_text()
     assert ticker.worst < STALL_LIMIT, (ticker.worst, cost, len(body))
 
+
+def _estimate_request(folder: str, key: str, n: int) -> str:
+    colls = "".join(f"<Collection><AirSync:SyncKey>{key}</AirSync:SyncKey><CollectionId>"
+                    f"{folder}</CollectionId></Collection>" for _ in range(n))
+    return ('<GetItemEstimate xmlns="GetItemEstimate:" xmlns:AirSync="AirSync:"><Collections>'
+            f"{colls}</Collections></GetItemEstimate>")
+
+
+def test_get_item_estimate_of_more_than_300_collections_is_refused(
+        server: RunningServer) -> None:
+    """MS-ASCMD 2.2.3.29.1/2.2.3.31.1: a GetItemEstimate carries one to 300
+    Collection elements.  301 (or 5,000: each costs the store a read of the sync
+    state and a count, and one request kept the database busy for over 30 s) fails to
+    validate: the top-level Status 2 as for a request without any (MS-ASCMD
+    2.2.3.177.6), no Response, nothing estimated; 300 are each answered."""
+    d = _device(server, "Estimator")
+    contacts = d.folders()["Contacts"]
+    key = d.initial(contacts)
+    r = d.call("GetItemEstimate", _estimate_request(contacts, key, 301))
+    # (libwbxml names code page 6 "GetItemEstimate:")
+    assert r is not None and r.text_of("GetItemEstimate:Status") == "2", r
+    assert r.findall("GetItemEstimate:Response") == []
+    r = d.call("GetItemEstimate", _estimate_request(contacts, key, 300))
+    assert r is not None
+    answers = r.findall("GetItemEstimate:Response")
+    assert len(answers) == 300 and {a.text_of("GetItemEstimate:Status") for a in answers} == {
+        "1"}, r

@@ -7,18 +7,23 @@ from easync.handler import EasRequest, EasResponse, EasServer
 from easync.syncengine import SyncEngine
 from easync.wbxml.element import E
 
+#: MS-ASCMD 2.2.3.29.1: at most 300 Collection elements in one request (each costs
+#: the store a read: more fail to validate, Status 2, nothing estimated)
+MAX_COLLECTIONS = 300
+
 
 async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     body = req.body
     colls = body.find("ItemEstimate:Collections") if body is not None else None
-    if colls is None or not colls.findall("ItemEstimate:Collection"):
+    asked = colls.findall("ItemEstimate:Collection") if colls is not None else []
+    if not asked or len(asked) > MAX_COLLECTIONS:
         return EasResponse(E("ItemEstimate:GetItemEstimate", E("ItemEstimate:Status", "2")),
                            status="2")
     folders = {f.server_id: f for f in await server.items.list_folders(req.user)}
     engine = SyncEngine(server)
     root = E("ItemEstimate:GetItemEstimate")
     statuses = []
-    for coll in colls.findall("ItemEstimate:Collection"):
+    for coll in asked:
         cid = coll.findtext("ItemEstimate:CollectionId") or ""
         key = coll.findtext("AirSync:SyncKey")
         filter_type = None
