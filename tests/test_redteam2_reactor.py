@@ -11,11 +11,13 @@ loaded CI machine, against the seconds the attack held it before).
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Self
+from typing import Any, Self
 
 import needs
 import pytest
@@ -139,3 +141,52 @@ def test_get_item_estimate_of_more_than_300_collections_is_refused(
     answers = r.findall("GetItemEstimate:Response")
     assert len(answers) == 300 and {a.text_of("GetItemEstimate:Status") for a in answers} == {
         "1"}, r
+
+
+def _device_info(srv: RunningServer, device_id: str) -> dict[str, Any]:
+    db = sqlite3.connect(srv.workdir / "easync.sqlite")
+    try:
+        [(info,)] = db.execute("SELECT info FROM devices WHERE device_id = ?",
+                               (device_id,)).fetchall()
+    finally:
+        db.close()
+    return dict(json.loads(info))
+
+
+def _settings_info(*sets: dict[str, str]) -> bytes:
+    root = Element("Settings:Settings")
+    for fields in sets:
+        s = root.add("Settings:DeviceInformation").add("Settings:Set")
+        for name, value in fields.items():
+            s.add(f"Settings:{name}", value)
+    return encode(root)
+
+
+def test_settings_takes_one_device_information_of_bounded_size(
+        server: RunningServer) -> None:
+    """A Settings request has at most one DeviceInformation (MS-ASCMD 2.2.3.45:
+    0...1); 20,000 of them cost the server 20,000 writes of the device record
+    (150,000 took 20 s).  The first is taken; each further one is answered Status 2
+    (protocol error, MS-ASCMD 2.2.3.177.15) and not saved.  And a Model, OS, … is at
+    most 1024 characters (MS-ASCMD 2.2.3.115, 2.2.3.127, …): the megabytes a hostile
+    device sends are not kept in its record (read with its every request, shown to
+    the administrator) — the first 1024 characters are."""
+    d = _device(server, "InfoFlood")
+    flood = _settings_info(*({"Model": f"Flood {i}"} for i in range(20_000)))
+    r = d.post("Settings", flood)
+    assert r.status_code == 200
+    answer = decode(r.content)
+    assert answer.findtext("Settings:Status") == "1"
+    statuses = [c.findtext("Settings:Status") for c in answer.children
+                if c.tag == "Settings:DeviceInformation"]
+    assert statuses == ["1"] + ["2"] * 19_999
+    assert _device_info(server, "InfoFlood")["Model"] == "Flood 0"
+    r = d.post("Settings", _settings_info({"Model": "M" * 3_000_000, "OS": "é" * 5000,
+                                           "FriendlyName": "Mallory's phone"}))
+    assert r.status_code == 200
+    answer = decode(r.content)
+    part = answer.find("Settings:DeviceInformation")
+    assert part is not None and part.findtext("Settings:Status") == "1", answer
+    info = _device_info(server, "InfoFlood")
+    assert info["Model"] == "M" * 1024 and info["OS"] == "é" * 1024
+    assert info["FriendlyName"] == "Mallory's phone"

@@ -4,7 +4,9 @@ Each request child gets its own answer, in request order, after the top-level
 ``Settings/Status`` (1, or 2 for a request with nothing we recognise):
 
 * ``DeviceInformation/Set`` → saved into the device record's ``info``; Status 1
-  (2 without ``Set``).
+  (2 without ``Set``).  A request has at most one (MS-ASCMD 2.2.3.45: 0...1): a
+  further one is Status 2 (protocol error, 2.2.3.177.15) and not saved (a flood of
+  them was one write of the device record each).
 * ``UserInformation/Get`` → ≤14.0 ``Get/EmailAddresses/SmtpAddress``; 14.1+
   ``Get/Accounts/Account/{AccountName, UserDisplayName, EmailAddresses/
   PrimarySmtpAddress}``.
@@ -91,10 +93,12 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
 
     answers: list[Element] = []
     device = req.device
+    informed = False            # (a DeviceInformation was answered)
     for child in body.children:
         name = child.tag
         if name == S + "DeviceInformation":
-            info = parse_device_information(child)
+            info = parse_device_information(child) if not informed else None
+            informed = True
             out = Element(S + "DeviceInformation")
             if info is None:
                 out.add(S + "Status", "2")
