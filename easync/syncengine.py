@@ -47,7 +47,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from easync.errors import StateExpired
+from easync.errors import StateConflict, StateExpired
 from easync.interfaces import ChangeHint, IDeletedStore
 from easync.items import convert, index_fields
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
@@ -108,6 +108,10 @@ def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
 #: holders of a shared folder published to per reactor turn (about 2 ms of work each
 #: 1,000 on the hub's side; the woken Pings answer in ``Holds`` slices anyway)
 PUBLISH_SLICE = 1000
+
+#: how many times a Sync of one collection reads its state again when another request
+#: of the device replaced it meanwhile (``StateConflict``); then Status 3
+CONFLICT_RETRIES = 4
 
 
 async def publish_write(server: EasServer, user: User, folder: Folder,
@@ -326,6 +330,26 @@ class SyncEngine:
             self.rewindow(fresh, folder.cls, creq.filter_type, now)
             await self.state.save_state(user, StateWrite(device_id, name, fresh))
             return CollectionResult(cid, make_key(epoch, 1))
+        for _attempt in range(CONFLICT_RETRIES):
+            try:
+                return await self._existing(user, device_id, version, quirks, folder, creq,
+                                            remaining)
+            except StateConflict:
+                # another request of the device (a resend arriving with this one)
+                # replaced the state this one read: read it again — this request is
+                # then the resend of a key answered, nothing applied twice
+                log.info("Sync {cid}: state replaced meanwhile by another request of"
+                         " the device; read again", cid=cid)
+        return self._status(creq, "3", key="0")
+
+    async def _existing(self, user: User, device_id: str, version: str,
+                        quirks: convert.DeviceQuirks, folder: Folder,
+                        creq: CollectionRequest, remaining: int) -> CollectionResult:
+        """``sync_collection`` with a SyncKey other than 0 (``StateConflict`` when
+        another request of the device replaced the state meanwhile)."""
+        cid = creq.collection_id
+        name = state_name(cid)
+        now = self.server.clock.seconds()
         st = await self.get_state(user, device_id, name)
         if st is None:
             return self._status(creq, "3", key="0")
@@ -409,7 +433,8 @@ class SyncEngine:
                 # next empty check stays O(1).
                 await self.state.save_state(user, StateWrite(
                     device_id, state_name(cid), st2,
-                    feed_from=feed_cursor(state_name(cid), saved)))
+                    feed_from=feed_cursor(state_name(cid), saved),
+                    replaces=(saved["epoch"], saved["key"])))
             return CollectionResult(cid, make_key(st["epoch"], st["key"]),
                                     changed=bool(creq.commands))
 
@@ -454,20 +479,24 @@ class SyncEngine:
             return state
 
         if not await self._commit(user, device_id, folder, ops, build, responses,
-                                  feed_cursor(state_name(cid), saved)):
+                                  feed_cursor(state_name(cid), saved),
+                                  (saved["epoch"], saved["key"])):
             return self._status(creq, "12")
         return await self._result(user, folder, st["epoch"], new_n, built["rec"],
                                   delivered_ids, delivered, more)
 
     async def _commit(self, user: User, device_id: str, folder: Folder, ops: list[Op],
                       build: Callable[[list[OpResult]], dict[str, Any]],
-                      responses: list[ClientResponse], feed_from: int | None) -> bool:
+                      responses: list[ClientResponse], feed_from: int | None,
+                      replaces: tuple[str, int] | None = None) -> bool:
         """Write the device's ``ops`` and the state ``build`` makes in one transaction
         (without ops: the state alone).  False when the folder was deleted since the
         request looked it up (issue #10 point 11): the store's write transaction
         refuses it (KeyError "folder"), nothing is written and the device's key stays
         as it was.  ``feed_from``: the replaced state's feed cursor; ``StateExpired``
-        (nothing written) when a tombstone it needed was purged meanwhile."""
+        (nothing written) when a tombstone it needed was purged meanwhile.
+        ``replaces``: the (epoch, key) of the state replaced; ``StateConflict``
+        (nothing written) when another request of the device replaced it meanwhile."""
         cid = folder.server_id
         if not ops:
             # Nothing for the store to check.  Commands that failed (an item not
@@ -476,7 +505,8 @@ class SyncEngine:
                     await self._gone(user, folder):
                 return False
             await self.state.save_state(user, StateWrite(device_id, state_name(cid),
-                                                         build([]), feed_from=feed_from))
+                                                         build([]), feed_from=feed_from,
+                                                         replaces=replaces))
             return True
         for op in ops:
             if op.kind == "delete":
@@ -486,7 +516,8 @@ class SyncEngine:
         try:
             done = await self.items.apply(user, cid, ops,
                                           StateWrite(device_id, state_name(cid), {},
-                                                     build=build, feed_from=feed_from))
+                                                     build=build, feed_from=feed_from,
+                                                     replaces=replaces))
         except KeyError as e:
             if e.args != ("folder",):
                 raise
@@ -880,7 +911,8 @@ class SyncEngine:
             if list(st.get("owed") or ()) != owed_before:
                 await self.state.save_state(user, StateWrite(
                     device_id, state_name(folder.server_id), st,
-                    feed_from=feed_cursor(state_name(folder.server_id), st)))
+                    feed_from=feed_cursor(state_name(folder.server_id), st),
+                    replaces=(epoch, n)))
             return await self._result(user, folder, epoch, n, responses + fresh + fetches,
                                       delivered_ids, None, more)
 
@@ -906,7 +938,7 @@ class SyncEngine:
             return state
 
         if not await self._commit(user, device_id, folder, ops, build, fresh,
-                                  feed_cursor(state_name(folder.server_id), st)):
+                                  feed_cursor(state_name(folder.server_id), st), (epoch, n)):
             return self._status(creq, "12")
         return await self._result(user, folder, epoch, new_n,
                                   responses + built["rec"] + fetches, delivered_ids, None,
