@@ -538,7 +538,11 @@ class ActiveSyncResource(Resource):
             preloaded=snapshot,
         )
         setattr(request, REQUEST_NOTE, req)      # (for _gone and _crash)
-        if settings.provisioning and cmd != "Provision":
+        if cmd != "Provision" and (settings.provisioning
+                                   or provisioning_policy.wipe_pending(req.device)):
+            # (without provisioning too, a wipe pending sends the device to Provision,
+            # which carries it: the wipe is delivered whatever the access state, and a
+            # device blocked then ordered wiped must not sync in the meantime)
             blocked = self._policy_check(req)
             if blocked is not None:
                 await self._respond(request, req, blocked, t0, note="policy key")
