@@ -213,7 +213,7 @@ class SyncEngine:
         cursor if all of them are delivered)."""
         out: list[Change] = []
         if st.get("owed"):
-            out = await self._owed(user, folder, st)
+            out = await self._owed(user, folder, st, limit)
         while st.get("rw") and len(out) < limit:
             rw = st["rw"]
             batch = await self.items.window_changes(user, folder.server_id, rw["pos"],
@@ -234,7 +234,8 @@ class SyncEngine:
             del st["rw"]
             self.rewindow(st, folder.cls, None, now)
         if len(out) >= limit:
-            return out, bool(st.get("rw")) or folder.modseq > st["cursor"], st["cursor"]
+            return out, bool(st.get("rw") or st.get("owed")) or \
+                folder.modseq > st["cursor"], st["cursor"]
         feed, more, cursor = await self.collect(user, folder, st, limit - len(out), now)
         if out and feed:
             # an owed item the feed brings anyway goes out once, as the feed has it
@@ -242,12 +243,17 @@ class SyncEngine:
             out = [ch for ch in out if ch.server_id not in fed]
         return out + feed, more, cursor
 
-    async def _owed(self, user: User, folder: Folder, st: dict[str, Any]) -> list[Change]:
+    async def _owed(self, user: User, folder: Folder, st: dict[str, Any],
+                    limit: int) -> list[Change]:
         """The server versions owed to the device for writes a read-only folder refused
         while it asked for no changes (``_refuse``): a Change for an item it changed,
-        an Add for one it deleted (gone since: its tombstone is in the feed).  Taken
-        out of the state (the new state keeps what is not delivered)."""
-        owed = st.pop("owed")
+        an Add for one it deleted (gone since: its tombstone is in the feed).  At most
+        ``limit`` (the WindowSize, MS-ASCMD 2.2.3.199.2) taken out of the state; the
+        rest stay owed (the new state keeps what is not delivered)."""
+        every = st.pop("owed")
+        owed, rest = every[:max(limit, 0)], every[max(limit, 0):]
+        if rest:
+            st["owed"] = rest
         kinds = {sid: kind for kind, sid in owed}
         out: list[Change] = []
         for it in await self.items.get_items(user, list(kinds)):
@@ -402,7 +408,7 @@ class SyncEngine:
         if creq.get_changes:
             if window <= 0:
                 # the request's overall WindowSize is used up by earlier collections
-                more = folder.modseq > cursor or bool(st.get("rw"))
+                more = folder.modseq > cursor or bool(st.get("rw") or st.get("owed"))
             else:
                 delivered, more, new_cursor = await self.gather(user, folder, st, window,
                                                                 now)
