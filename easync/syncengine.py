@@ -154,6 +154,34 @@ async def _publish_rest(server: EasServer, holders: list[int], folder_id: str,
             server.notifier.publish(uid, folder_id, hint)
 
 
+class Refusals:
+    """The client commands of one Sync collection the server refused, logged in one
+    line once they are all seen (a line each: 10,000 refused writes were 10,000 log
+    events in one reactor turn, over a second).  The line counts them and shows the
+    first ``SHOWN``."""
+
+    SHOWN = 3
+
+    def __init__(self, collection_id: str) -> None:
+        self.collection_id = collection_id
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, kind: str, ref: str, why: str) -> None:
+        self.count += 1
+        if len(self.first) < self.SHOWN:
+            self.first.append(f"{kind} {ref} refused: {why}")
+
+    def log(self) -> None:
+        if not self.count:
+            return
+        more = f"; and {self.count - len(self.first)} more" \
+            if self.count > len(self.first) else ""
+        log.info("Sync of folder {cid}: {n} command(s) refused: {first}{more}",
+                 cid=self.collection_id, n=self.count, first="; ".join(self.first),
+                 more=more)
+
+
 class SyncEngine:
     """Sync, GetItemEstimate and Ping over one server's stores: typed requests in
     (``easync.synctypes``), typed results out."""
@@ -612,10 +640,12 @@ class SyncEngine:
         pending = {ch.server_id: ch for ch in delivered}
         current: dict[str, dict[str, Any]] = {}    # data after this request's commands
         deleted_now: set[str] = set()
+        refused = Refusals(folder.server_id)
         for n, cmd in enumerate(creq.commands):
             if folder.read_only and isinstance(cmd, AddCommand | ChangeCommand | DeleteCommand):
                 self._refuse(cmd, existing, deleted_now, pending, delivered, responses,
-                             None if creq.get_changes else st.setdefault("owed", []))
+                             None if creq.get_changes else st.setdefault("owed", []),
+                             refused)
                 continue
             if isinstance(cmd, AddCommand):
                 client_id = cmd.client_id
@@ -631,7 +661,7 @@ class SyncEngine:
                         raise pre
                     data = pre if pre is not None else _add_data(cls, cmd, quirks)
                 except convert.ItemError as e:
-                    log.info("Add {cid} refused: {err}", cid=client_id, err=str(e))
+                    refused.add("Add", client_id, str(e))
                     responses.append(ClientResponse("Add", client_id, status="6"))
                     continue
                 uid = None
@@ -704,7 +734,7 @@ class SyncEngine:
                         ops.append(Op(kind="delete", server_id=sid, ref=sid))
                         deleted_now.add(sid)
                 except convert.ItemError as e:
-                    log.info("{kind} {sid} refused: {err}", kind=kind, sid=sid, err=str(e))
+                    refused.add(kind, sid, str(e))
                     responses.append(ClientResponse(kind, sid, status="6"))
                     continue
                 if sid in pending:
@@ -712,11 +742,13 @@ class SyncEngine:
                     delivered.remove(pending.pop(sid))
             elif isinstance(cmd, FetchCommand):
                 responses.append(ClientResponse("Fetch", cmd.server_id))
+        refused.log()
 
     @staticmethod
     def _refuse(cmd: ClientCommand, existing: dict[str, Item], deleted_now: set[str],
                 pending: dict[str, Change], delivered: list[Change],
-                responses: list[ClientResponse], owed: list[list[str]] | None) -> None:
+                responses: list[ClientResponse], owed: list[list[str]] | None,
+                refused: Refusals) -> None:
         """A device's write into a read-only folder (a folder shared with it read-only,
         issue #14 point 1): nothing is written, and the device is brought back to the
         server's data.  EAS has no read-only folder, so the answer is the conflict the
@@ -728,8 +760,7 @@ class SyncEngine:
         the state).  An Add has no server version: Status 6 (the server cannot store
         the item; not transient, so the device does not retry it)."""
         if isinstance(cmd, AddCommand):
-            log.info("Add {cid} refused: the folder is read-only (Status 6)",
-                     cid=cmd.client_id)
+            refused.add("Add", cmd.client_id or "", "the folder is read-only (Status 6)")
             responses.append(ClientResponse("Add", cmd.client_id or "",
                                             status="6" if cmd.client_id else "4"))
             return
@@ -741,8 +772,8 @@ class SyncEngine:
         if old is None or sid in deleted_now:
             responses.append(ClientResponse(kind, sid, status="8"))
             return
-        log.info("{kind} {sid} refused: the folder is read-only (Status 7, the server's"
-                 " version sent back)", kind=kind, sid=sid)
+        refused.add(kind, sid, "the folder is read-only (Status 7, the server's version"
+                    " sent back)")
         responses.append(ClientResponse(kind, sid, status="7"))
         if sid in pending:
             entry = pending.pop(sid)
