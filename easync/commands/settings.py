@@ -18,6 +18,9 @@ Each request child gets its own answer, in request order, after the top-level
   has PasswordRecoveryEnabled 0, so clients should not send it).
 * ``RightsManagementInformation/Get`` (14.1+) → Status 1 and an empty ``Get``: no
   IRM templates.
+
+A request of more than ``MAX_PARTS`` parts (each of the five is 0...1, MS-ASCMD
+2.2.3.168.2) fails to validate: the top-level Status 2 alone, nothing done.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from easync.model import User
 from easync.wbxml.element import Element
 
 S = "Settings:"
+#: the most parts (children) a request may have: five kinds, each 0...1 (MS-ASCMD
+#: 2.2.3.168.2); a few repeated ones are answered in order, more fail to validate
+MAX_PARTS = 16
 
 
 def user_email(user: User) -> str:
@@ -91,6 +97,10 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         root.add(S + "Status", "2")
         return EasResponse(body=root, status="2")
 
+    if len(body.children) > MAX_PARTS:
+        # (200,000 Oof/Get: 600,000 answer elements built in the reactor thread)
+        root.add(S + "Status", "2")
+        return EasResponse(body=root, status="2")
     answers: list[Element] = []
     device = req.device
     informed = False            # (a DeviceInformation was answered)
