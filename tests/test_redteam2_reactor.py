@@ -216,3 +216,49 @@ def test_settings_with_200000_parts_is_refused_without_holding_the_reactor(
     assert answer.findtext("Settings:Status") == "2" and len(answer.children) == 1, answer
     assert ticker.worst < STALL_LIMIT, ticker.worst
 
+
+def _deletes(folder: str, key: str, n: int) -> bytes:
+    root = Element("AirSync:Sync")
+    coll = root.add("AirSync:Collections").add("AirSync:Collection")
+    coll.add("AirSync:SyncKey", key)
+    coll.add("AirSync:CollectionId", folder)
+    coll.add("AirSync:GetChanges", "0")
+    commands = coll.add("AirSync:Commands")
+    for i in range(n):
+        commands.add("AirSync:Delete").add("AirSync:ServerId", f"{folder}:{900_000 + i}")
+    return encode(root)
+
+
+@pytest.mark.solo  # measures wall-clock time (tests/conftest.py)
+def test_a_sync_of_more_commands_than_the_limit_is_refused(server: RunningServer) -> None:
+    """MS-ASCMD 3.1.5.10: a server limits the Add, Change, Delete and Fetch elements of
+    one Sync request (Exchange: 200; easync: --max-sync-commands, 1000) and answers
+    more with Status 4.  1,000 are answered one by one (Status 8: no such item); 1,001
+    get the top-level Status 4, and the sync key stays as it was; 200,000 likewise,
+    the reactor answering others meanwhile — before, each was parsed and answered in
+    the reactor thread, held for about a second."""
+    d = _device(server, "CmdFlood")
+    contacts = d.folders()["Contacts"]
+    key = d.initial(contacts)
+    r = d.post("Sync", _deletes(contacts, key, 1000))
+    answer = decode(r.content)
+    coll = answer.find("AirSync:Collections").find("AirSync:Collection")  # type: ignore[union-attr]
+    assert coll is not None and coll.findtext("AirSync:Status") == "1"
+    statuses = {x.findtext("AirSync:Status")
+                for x in coll.find("AirSync:Responses").children}  # type: ignore[union-attr]
+    assert statuses == {"8"}
+    key = coll.findtext("AirSync:SyncKey") or key
+    for n in (1001, 200_000):
+        body = _deletes(contacts, key, n)
+        with Ticker(server.url) as ticker:
+            r = d.post("Sync", body)
+        assert r.status_code == 200
+        answer = decode(r.content)
+        assert answer.findtext("AirSync:Status") == "4", (n, answer)
+        assert answer.find("AirSync:Collections") is None
+        assert ticker.worst < STALL_LIMIT, (n, ticker.worst)
+    # the key still works
+    r = d.post("Sync", _deletes(contacts, key, 1))
+    coll = decode(r.content).find("AirSync:Collections").find(  # type: ignore[union-attr]
+        "AirSync:Collection")
+    assert coll is not None and coll.findtext("AirSync:Status") == "1"
