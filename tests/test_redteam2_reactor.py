@@ -262,3 +262,41 @@ def test_a_sync_of_more_commands_than_the_limit_is_refused(server: RunningServer
     coll = decode(r.content).find("AirSync:Collections").find(  # type: ignore[union-attr]
         "AirSync:Collection")
     assert coll is not None and coll.findtext("AirSync:Status") == "1"
+
+
+def test_move_items_and_meeting_response_over_the_limits_are_refused(
+        server: RunningServer) -> None:
+    """MS-ASCMD 3.1.5.10: a MoveItems of more than 1000 Move, a MeetingResponse of
+    more than 100 Request get Status 103 (each one was a store transaction of its
+    own: 500,000 in a 16 MB request kept the database busy until the request timed
+    out).  At the limits each is answered."""
+    d = _device(server, "Mover")
+    folders = d.folders()
+    contacts, calendar = folders["Contacts"], folders["Calendar"]
+
+    def moves(n: int) -> str:
+        return '<MoveItems xmlns="Move:">' + "".join(
+            f"<Move><SrcMsgId>{contacts}:{800_000 + i}</SrcMsgId><SrcFldId>{contacts}"
+            f"</SrcFldId><DstFldId>{calendar}</DstFldId></Move>" for i in range(n)) + \
+            "</MoveItems>"
+
+    r = d.call("MoveItems", moves(1001))
+    assert r is not None and r.text_of("Move:Status") == "103" and not r.findall(
+        "Move:Response"), r
+    r = d.call("MoveItems", moves(1000))
+    assert r is not None and [x.text_of("Move:Status") for x in r.findall(
+        "Move:Response")] == ["1"] * 1000
+
+    def answers(n: int) -> str:
+        return '<MeetingResponse xmlns="MeetingResponse:">' + "".join(
+            f"<Request><UserResponse>1</UserResponse><CollectionId>{calendar}"
+            f"</CollectionId><RequestId>{calendar}:{700_000 + i}</RequestId></Request>"
+            for i in range(n)) + "</MeetingResponse>"
+
+    r = d.call("MeetingResponse", answers(101))
+    assert r is not None
+    assert [x.text_of("MeetingResponse:Status") for x in r.findall(
+        "MeetingResponse:Result")] == ["103"], r
+    r = d.call("MeetingResponse", answers(100))
+    assert r is not None and [x.text_of("MeetingResponse:Status") for x in r.findall(
+        "MeetingResponse:Result")] == ["2"] * 100
