@@ -351,6 +351,9 @@ OPTIONS: tuple[Option, ...] = (
              "Most folders one Ping may watch."),
     _tunable("max-sync-collections", "max_sync_collections", _int(1),
              "Most collections in one Sync request."),
+    _tunable("max-sync-commands", "max_sync_commands", _int(1),
+             "Most Add, Change, Delete and Fetch commands in one Sync request "
+             "(more: Status 4)."),
     _tunable("max-devices-per-user", "max_devices_per_user", _int(0),
              "Devices (DeviceIds) one user may have; a new one beyond is refused "
              "(Status 177). 0: no cap."),

@@ -14,6 +14,13 @@ class StateExpired(Exception):
     nothing was written (→ Sync Status 3, MS-ASCMD 2.2.3.177.17)."""
 
 
+class StateConflict(Exception):
+    """A sync state write refused: the state it replaces (``StateWrite.replaces``) is
+    no longer the one stored — another request of the same device (a resend arriving
+    while the first is answered) replaced it first; nothing was written (the Sync
+    engine reads the state again and answers as to a resend, MS-ASCMD 3.1.5.3)."""
+
+
 class TooManyDevices(Exception):
     """A new device would exceed the user's device cap (``--max-devices-per-user``);
     nothing was stored (→ Status 177 MaximumDevicesReached, MS-ASCMD 2.2.2)."""

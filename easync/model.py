@@ -187,3 +187,7 @@ class StateWrite:
     # ``easync.errors.StateExpired`` when the folder's purged mark has passed it since
     # (a tombstone the request's feed read may have missed was purged meanwhile).
     feed_from: int | None = None
+    # The (epoch, key) of the sync state this write replaces (None: no check): a store
+    # refuses the write, and what goes with it, with ``easync.errors.StateConflict``
+    # when the stored state is another one (``easync.storerules.refuse_replaced``).
+    replaces: tuple[str, int] | None = None

@@ -21,6 +21,7 @@ class Settings:
     heartbeat_max: int = 3540
     max_ping_folders: int = 300
     max_sync_collections: int = 100
+    max_sync_commands: int = 1000
     max_devices_per_user: int = 100   # 0: no cap (issue #10 point 7)
     provisioning: bool = True
     # the server's device policy: (EASProvisionDoc setting, value) pairs over the

@@ -79,6 +79,20 @@ def refuse_expired(write: Any, purged: int) -> None:
                            f"from {write.feed_from}")
 
 
+def refuse_replaced(write: Any, stored: dict[str, Any] | None) -> None:
+    """``StateConflict`` when a sync-state write (``easync.model.StateWrite``) names
+    the state it replaces and ``stored`` (the state stored now, read in the write's
+    transaction) is another one: another request of the device wrote it since this
+    one read it."""
+    if write.replaces is None:
+        return
+    now = None if stored is None else (stored.get("epoch"), stored.get("key"))
+    if now != tuple(write.replaces):
+        from easync.errors import StateConflict
+
+        raise StateConflict(f"{write.name}: replaced meanwhile")
+
+
 def purged_folder(write: Any) -> int | None:
     """The folder id whose purged mark a sync-state write must be checked against
     (None: no check)."""

@@ -47,7 +47,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from easync.errors import StateExpired
+from easync.errors import StateConflict, StateExpired
 from easync.interfaces import ChangeHint, IDeletedStore
 from easync.items import convert, index_fields
 from easync.model import Change, Folder, Item, Op, OpResult, StateWrite, User
@@ -109,6 +109,10 @@ def quirks_for(device_type: str, user_agent: str, device: dict[str, Any] | None,
 #: 1,000 on the hub's side; the woken Pings answer in ``Holds`` slices anyway)
 PUBLISH_SLICE = 1000
 
+#: how many times a Sync of one collection reads its state again when another request
+#: of the device replaced it meanwhile (``StateConflict``); then Status 3
+CONFLICT_RETRIES = 4
+
 
 async def publish_write(server: EasServer, user: User, folder: Folder,
                         hint: ChangeHint | None) -> None:
@@ -148,6 +152,34 @@ async def _publish_rest(server: EasServer, holders: list[int], folder_id: str,
         await deferLater(server.clock, 0, lambda: None)
         for uid in holders[start:start + PUBLISH_SLICE]:
             server.notifier.publish(uid, folder_id, hint)
+
+
+class Refusals:
+    """The client commands of one Sync collection the server refused, logged in one
+    line once they are all seen (a line each: 10,000 refused writes were 10,000 log
+    events in one reactor turn, over a second).  The line counts them and shows the
+    first ``SHOWN``."""
+
+    SHOWN = 3
+
+    def __init__(self, collection_id: str) -> None:
+        self.collection_id = collection_id
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, kind: str, ref: str, why: str) -> None:
+        self.count += 1
+        if len(self.first) < self.SHOWN:
+            self.first.append(f"{kind} {ref} refused: {why}")
+
+    def log(self) -> None:
+        if not self.count:
+            return
+        more = f"; and {self.count - len(self.first)} more" \
+            if self.count > len(self.first) else ""
+        log.info("Sync of folder {cid}: {n} command(s) refused: {first}{more}",
+                 cid=self.collection_id, n=self.count, first="; ".join(self.first),
+                 more=more)
 
 
 class SyncEngine:
@@ -209,7 +241,7 @@ class SyncEngine:
         cursor if all of them are delivered)."""
         out: list[Change] = []
         if st.get("owed"):
-            out = await self._owed(user, folder, st)
+            out = await self._owed(user, folder, st, limit)
         while st.get("rw") and len(out) < limit:
             rw = st["rw"]
             batch = await self.items.window_changes(user, folder.server_id, rw["pos"],
@@ -230,7 +262,8 @@ class SyncEngine:
             del st["rw"]
             self.rewindow(st, folder.cls, None, now)
         if len(out) >= limit:
-            return out, bool(st.get("rw")) or folder.modseq > st["cursor"], st["cursor"]
+            return out, bool(st.get("rw") or st.get("owed")) or \
+                folder.modseq > st["cursor"], st["cursor"]
         feed, more, cursor = await self.collect(user, folder, st, limit - len(out), now)
         if out and feed:
             # an owed item the feed brings anyway goes out once, as the feed has it
@@ -238,12 +271,17 @@ class SyncEngine:
             out = [ch for ch in out if ch.server_id not in fed]
         return out + feed, more, cursor
 
-    async def _owed(self, user: User, folder: Folder, st: dict[str, Any]) -> list[Change]:
+    async def _owed(self, user: User, folder: Folder, st: dict[str, Any],
+                    limit: int) -> list[Change]:
         """The server versions owed to the device for writes a read-only folder refused
         while it asked for no changes (``_refuse``): a Change for an item it changed,
-        an Add for one it deleted (gone since: its tombstone is in the feed).  Taken
-        out of the state (the new state keeps what is not delivered)."""
-        owed = st.pop("owed")
+        an Add for one it deleted (gone since: its tombstone is in the feed).  At most
+        ``limit`` (the WindowSize, MS-ASCMD 2.2.3.199.2) taken out of the state; the
+        rest stay owed (the new state keeps what is not delivered)."""
+        every = st.pop("owed")
+        owed, rest = every[:max(limit, 0)], every[max(limit, 0):]
+        if rest:
+            st["owed"] = rest
         kinds = {sid: kind for kind, sid in owed}
         out: list[Change] = []
         for it in await self.items.get_items(user, list(kinds)):
@@ -326,6 +364,26 @@ class SyncEngine:
             self.rewindow(fresh, folder.cls, creq.filter_type, now)
             await self.state.save_state(user, StateWrite(device_id, name, fresh))
             return CollectionResult(cid, make_key(epoch, 1))
+        for _attempt in range(CONFLICT_RETRIES):
+            try:
+                return await self._existing(user, device_id, version, quirks, folder, creq,
+                                            remaining)
+            except StateConflict:
+                # another request of the device (a resend arriving with this one)
+                # replaced the state this one read: read it again — this request is
+                # then the resend of a key answered, nothing applied twice
+                log.info("Sync {cid}: state replaced meanwhile by another request of"
+                         " the device; read again", cid=cid)
+        return self._status(creq, "3", key="0")
+
+    async def _existing(self, user: User, device_id: str, version: str,
+                        quirks: convert.DeviceQuirks, folder: Folder,
+                        creq: CollectionRequest, remaining: int) -> CollectionResult:
+        """``sync_collection`` with a SyncKey other than 0 (``StateConflict`` when
+        another request of the device replaced the state meanwhile)."""
+        cid = creq.collection_id
+        name = state_name(cid)
+        now = self.server.clock.seconds()
         st = await self.get_state(user, device_id, name)
         if st is None:
             return self._status(creq, "3", key="0")
@@ -378,7 +436,7 @@ class SyncEngine:
         if creq.get_changes:
             if window <= 0:
                 # the request's overall WindowSize is used up by earlier collections
-                more = folder.modseq > cursor or bool(st.get("rw"))
+                more = folder.modseq > cursor or bool(st.get("rw") or st.get("owed"))
             else:
                 delivered, more, new_cursor = await self.gather(user, folder, st, window,
                                                                 now)
@@ -409,7 +467,8 @@ class SyncEngine:
                 # next empty check stays O(1).
                 await self.state.save_state(user, StateWrite(
                     device_id, state_name(cid), st2,
-                    feed_from=feed_cursor(state_name(cid), saved)))
+                    feed_from=feed_cursor(state_name(cid), saved),
+                    replaces=(saved["epoch"], saved["key"])))
             return CollectionResult(cid, make_key(st["epoch"], st["key"]),
                                     changed=bool(creq.commands))
 
@@ -454,20 +513,24 @@ class SyncEngine:
             return state
 
         if not await self._commit(user, device_id, folder, ops, build, responses,
-                                  feed_cursor(state_name(cid), saved)):
+                                  feed_cursor(state_name(cid), saved),
+                                  (saved["epoch"], saved["key"])):
             return self._status(creq, "12")
         return await self._result(user, folder, st["epoch"], new_n, built["rec"],
                                   delivered_ids, delivered, more)
 
     async def _commit(self, user: User, device_id: str, folder: Folder, ops: list[Op],
                       build: Callable[[list[OpResult]], dict[str, Any]],
-                      responses: list[ClientResponse], feed_from: int | None) -> bool:
+                      responses: list[ClientResponse], feed_from: int | None,
+                      replaces: tuple[str, int] | None = None) -> bool:
         """Write the device's ``ops`` and the state ``build`` makes in one transaction
         (without ops: the state alone).  False when the folder was deleted since the
         request looked it up (issue #10 point 11): the store's write transaction
         refuses it (KeyError "folder"), nothing is written and the device's key stays
         as it was.  ``feed_from``: the replaced state's feed cursor; ``StateExpired``
-        (nothing written) when a tombstone it needed was purged meanwhile."""
+        (nothing written) when a tombstone it needed was purged meanwhile.
+        ``replaces``: the (epoch, key) of the state replaced; ``StateConflict``
+        (nothing written) when another request of the device replaced it meanwhile."""
         cid = folder.server_id
         if not ops:
             # Nothing for the store to check.  Commands that failed (an item not
@@ -476,7 +539,8 @@ class SyncEngine:
                     await self._gone(user, folder):
                 return False
             await self.state.save_state(user, StateWrite(device_id, state_name(cid),
-                                                         build([]), feed_from=feed_from))
+                                                         build([]), feed_from=feed_from,
+                                                         replaces=replaces))
             return True
         for op in ops:
             if op.kind == "delete":
@@ -486,7 +550,8 @@ class SyncEngine:
         try:
             done = await self.items.apply(user, cid, ops,
                                           StateWrite(device_id, state_name(cid), {},
-                                                     build=build, feed_from=feed_from))
+                                                     build=build, feed_from=feed_from,
+                                                     replaces=replaces))
         except KeyError as e:
             if e.args != ("folder",):
                 raise
@@ -575,10 +640,12 @@ class SyncEngine:
         pending = {ch.server_id: ch for ch in delivered}
         current: dict[str, dict[str, Any]] = {}    # data after this request's commands
         deleted_now: set[str] = set()
+        refused = Refusals(folder.server_id)
         for n, cmd in enumerate(creq.commands):
             if folder.read_only and isinstance(cmd, AddCommand | ChangeCommand | DeleteCommand):
                 self._refuse(cmd, existing, deleted_now, pending, delivered, responses,
-                             None if creq.get_changes else st.setdefault("owed", []))
+                             None if creq.get_changes else st.setdefault("owed", []),
+                             refused)
                 continue
             if isinstance(cmd, AddCommand):
                 client_id = cmd.client_id
@@ -594,7 +661,7 @@ class SyncEngine:
                         raise pre
                     data = pre if pre is not None else _add_data(cls, cmd, quirks)
                 except convert.ItemError as e:
-                    log.info("Add {cid} refused: {err}", cid=client_id, err=str(e))
+                    refused.add("Add", client_id, str(e))
                     responses.append(ClientResponse("Add", client_id, status="6"))
                     continue
                 uid = None
@@ -667,7 +734,7 @@ class SyncEngine:
                         ops.append(Op(kind="delete", server_id=sid, ref=sid))
                         deleted_now.add(sid)
                 except convert.ItemError as e:
-                    log.info("{kind} {sid} refused: {err}", kind=kind, sid=sid, err=str(e))
+                    refused.add(kind, sid, str(e))
                     responses.append(ClientResponse(kind, sid, status="6"))
                     continue
                 if sid in pending:
@@ -675,11 +742,13 @@ class SyncEngine:
                     delivered.remove(pending.pop(sid))
             elif isinstance(cmd, FetchCommand):
                 responses.append(ClientResponse("Fetch", cmd.server_id))
+        refused.log()
 
     @staticmethod
     def _refuse(cmd: ClientCommand, existing: dict[str, Item], deleted_now: set[str],
                 pending: dict[str, Change], delivered: list[Change],
-                responses: list[ClientResponse], owed: list[list[str]] | None) -> None:
+                responses: list[ClientResponse], owed: list[list[str]] | None,
+                refused: Refusals) -> None:
         """A device's write into a read-only folder (a folder shared with it read-only,
         issue #14 point 1): nothing is written, and the device is brought back to the
         server's data.  EAS has no read-only folder, so the answer is the conflict the
@@ -691,8 +760,7 @@ class SyncEngine:
         the state).  An Add has no server version: Status 6 (the server cannot store
         the item; not transient, so the device does not retry it)."""
         if isinstance(cmd, AddCommand):
-            log.info("Add {cid} refused: the folder is read-only (Status 6)",
-                     cid=cmd.client_id)
+            refused.add("Add", cmd.client_id or "", "the folder is read-only (Status 6)")
             responses.append(ClientResponse("Add", cmd.client_id or "",
                                             status="6" if cmd.client_id else "4"))
             return
@@ -704,8 +772,8 @@ class SyncEngine:
         if old is None or sid in deleted_now:
             responses.append(ClientResponse(kind, sid, status="8"))
             return
-        log.info("{kind} {sid} refused: the folder is read-only (Status 7, the server's"
-                 " version sent back)", kind=kind, sid=sid)
+        refused.add(kind, sid, "the folder is read-only (Status 7, the server's version"
+                    " sent back)")
         responses.append(ClientResponse(kind, sid, status="7"))
         if sid in pending:
             entry = pending.pop(sid)
@@ -880,7 +948,8 @@ class SyncEngine:
             if list(st.get("owed") or ()) != owed_before:
                 await self.state.save_state(user, StateWrite(
                     device_id, state_name(folder.server_id), st,
-                    feed_from=feed_cursor(state_name(folder.server_id), st)))
+                    feed_from=feed_cursor(state_name(folder.server_id), st),
+                    replaces=(epoch, n)))
             return await self._result(user, folder, epoch, n, responses + fresh + fetches,
                                       delivered_ids, None, more)
 
@@ -906,7 +975,7 @@ class SyncEngine:
             return state
 
         if not await self._commit(user, device_id, folder, ops, build, fresh,
-                                  feed_cursor(state_name(folder.server_id), st)):
+                                  feed_cursor(state_name(folder.server_id), st), (epoch, n)):
             return self._status(creq, "12")
         return await self._result(user, folder, epoch, new_n,
                                   responses + built["rec"] + fetches, delivered_ids, None,

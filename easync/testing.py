@@ -71,6 +71,7 @@ from easync.storerules import (
     plan_ops,
     purged_folder,
     refuse_expired,
+    refuse_replaced,
     user_changes,
 )
 from easync.storerules import dumps as _dumps
@@ -538,7 +539,7 @@ class MemoryStore(Service):
         if state is not None:
             if state.build is not None:
                 state.state = state.build(results)
-            self._refuse_expired(state)
+            self._refuse_expired(state, user_id)
             state_text = _dumps(state.state)
         # commit
         urow.modseq = base + max(n, 0)
@@ -872,14 +873,17 @@ class MemoryStore(Service):
         return succeed(snap)
 
     def _save_state(self, user_id: int, write: StateWrite) -> None:
-        self._refuse_expired(write)
+        self._refuse_expired(write, user_id)
         self._states[(user_id, write.device_id, write.name)] = _dumps(write.state)
 
-    def _refuse_expired(self, write: StateWrite) -> None:
+    def _refuse_expired(self, write: StateWrite, user_id: int | None = None) -> None:
         fid = purged_folder(write)
         if fid is not None:
             row = self._folders.get(fid)
             refuse_expired(write, row.purged if row is not None else 0)
+        if user_id is not None and write.replaces is not None:
+            text = self._states.get((user_id, write.device_id, write.name))
+            refuse_replaced(write, json.loads(text) if text is not None else None)
 
     def delete_state(self, user: User, device_id: str, name: str) -> Deferred[None]:
         """Forget one state blob (no error if absent)."""

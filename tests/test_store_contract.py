@@ -2090,6 +2090,39 @@ async def test_migration_8_dates_tombstones_and_reads_cursors(db_url: str) -> No
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_state_write_replacing_a_state_replaced_meanwhile_is_refused(
+        store: Any, user: User) -> None:
+    """Two requests of one device read the same sync state (a resend arriving with the
+    first, MS-ASCMD 3.1.5.3); the first saves key 3.  The second's write names the
+    state it replaces, key 2, which is no longer stored: refused with StateConflict,
+    and its item writes with it (no second copy of the Add)."""
+    from easync.errors import StateConflict
+
+    sql = getattr(store, "sql", store)
+    fid = (await folder_ids(store, user))["Contacts"]
+    name = f"sync:{fid}"
+    await sql.save_state(user, StateWrite("D", name, sync_state(0)))        # key 2
+    first = {**sync_state(0), "key": 3}
+    await store.apply(user, fid, [Op("add", data=contact("a"), ref="1")],
+                      StateWrite("D", name, first, replaces=("e", 2)))
+    with pytest.raises(StateConflict):
+        await store.apply(user, fid, [Op("add", data=contact("a"), ref="1")],
+                          StateWrite("D", name, {**first, "cursor": 9}, replaces=("e", 2)))
+    with pytest.raises(StateConflict):
+        await sql.save_state(user, StateWrite("D", name, {**first, "cursor": 9},
+                                              replaces=("e", 2)))
+    with pytest.raises(StateConflict):          # (a state that is not there at all)
+        await sql.save_state(user, StateWrite("N", name, first, replaces=("e", 2)))
+    changes, _high, _calls = await drain(store, user, fid)
+    assert len([c for c in changes if not c.deleted]) == 1
+    assert (await sql.get_state(user, "D", name)) == first
+    assert await sql.get_state(user, "N", name) is None
+    # naming the state stored: saved
+    await sql.save_state(user, StateWrite("D", name, {**first, "key": 4}, replaces=("e", 3)))
+    assert (await sql.get_state(user, "D", name))["key"] == 4
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_state_write_behind_the_purged_mark_is_refused(store: Any, user: User) -> None:
     """A Sync that read the feed while a tombstone it needed was purged must not save
     a state past it (the device would keep an item deleted elsewhere): the write, and

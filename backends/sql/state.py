@@ -12,7 +12,13 @@ from backends.sql.base import _DEVICE_COLS, StorePart, _device_from_row
 from easync.deviceaccess import Rule, check_rule, rule_matches
 from easync.errors import TooManyDevices
 from easync.model import StateWrite, User
-from easync.storerules import device_values, feed_cursor, purged_folder, refuse_expired
+from easync.storerules import (
+    device_values,
+    feed_cursor,
+    purged_folder,
+    refuse_expired,
+    refuse_replaced,
+)
 from easync.storerules import dumps as _dumps
 
 __all__ = ["SqlState"]
@@ -209,12 +215,22 @@ class SqlState(StorePart):
 
     def save_state_txn(self, cur: Any, user_id: int, write: StateWrite) -> None:
         """``save_state`` inside the caller's write transaction (``StateExpired``, and
-        nothing written, when the folder's purged mark passed ``write.feed_from``)."""
+        nothing written, when the folder's purged mark passed ``write.feed_from``;
+        ``StateConflict`` when the stored state is not the one ``write.replaces``:
+        its row read locked, PostgreSQL ``FOR UPDATE``, SQLite's write transaction
+        being exclusive)."""
         fid = purged_folder(write)
         if fid is not None:
             cur.execute(self._sql("SELECT purged FROM folders WHERE id = ?"), (fid,))
             row = cur.fetchone()
             refuse_expired(write, int(row[0]) if row else 0)
+        if write.replaces is not None:
+            lock = " FOR UPDATE" if self.engine.name == "postgres" else ""
+            cur.execute(self._sql("SELECT state FROM sync_states WHERE user_id = ?"
+                                  " AND device_id = ? AND name = ?" + lock),
+                        (user_id, write.device_id, write.name))
+            row = cur.fetchone()
+            refuse_replaced(write, json.loads(row[0]) if row else None)
         cur.execute(self.engine.upsert("sync_states", ("user_id", "device_id", "name"),
                                        ("state", "feed_cursor")),
                     (user_id, write.device_id, write.name, _dumps(write.state),

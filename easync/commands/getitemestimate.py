@@ -3,22 +3,33 @@
 
 from __future__ import annotations
 
-from easync.handler import EasRequest, EasResponse, EasServer
+from easync.handler import EasHTTPError, EasRequest, EasResponse, EasServer
 from easync.syncengine import SyncEngine
 from easync.wbxml.element import E
+
+#: MS-ASCMD 2.2.3.29.1: at most 300 Collection elements in one request (each costs
+#: the store a read).  More: MS-ASCMD 3.1.5.10's answer to a request over the limit,
+#: the top-level Status 103 from 14.0 (HTTP 400 below), nothing estimated
+MAX_COLLECTIONS = 300
 
 
 async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     body = req.body
     colls = body.find("ItemEstimate:Collections") if body is not None else None
-    if colls is None or not colls.findall("ItemEstimate:Collection"):
+    asked = colls.findall("ItemEstimate:Collection") if colls is not None else []
+    if len(asked) > MAX_COLLECTIONS:
+        if req.v < (14, 0):
+            raise EasHTTPError(400, f"GetItemEstimate of {len(asked)} collections")
+        return EasResponse(E("ItemEstimate:GetItemEstimate", E("ItemEstimate:Status", "103")),
+                           status="103")
+    if not asked:
         return EasResponse(E("ItemEstimate:GetItemEstimate", E("ItemEstimate:Status", "2")),
                            status="2")
     folders = {f.server_id: f for f in await server.items.list_folders(req.user)}
     engine = SyncEngine(server)
     root = E("ItemEstimate:GetItemEstimate")
     statuses = []
-    for coll in colls.findall("ItemEstimate:Collection"):
+    for coll in asked:
         cid = coll.findtext("ItemEstimate:CollectionId") or ""
         key = coll.findtext("AirSync:SyncKey")
         filter_type = None

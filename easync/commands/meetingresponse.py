@@ -12,7 +12,9 @@ event stays in the store — it is the CRM's record, shared with its other atten
 and the Result then carries no CalendarId (MS-ASCMD 2.2.3.18).  No reply mail is
 sent (``SendResponse`` is ignored).  Result Status 3 when the store refuses the
 write.  A request with no ``Request`` is HTTP 400: the response schema has no
-top-level Status to put an error in.
+top-level Status to put an error in.  One of more than ``MAX_REQUESTS`` (MS-ASCMD
+3.1.5.10's limit: each is a store transaction) is answered with one Result of
+Status 103 from 14.0 (HTTP 400 below), nothing done.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from easync.syncengine import publish_to_holders
 from easync.wbxml.element import Element
 
 MR = "MeetingResponse:"
+#: MS-ASCMD 3.1.5.10: the most Request elements of one request (more: Status 103)
+MAX_REQUESTS = 100
 # UserResponse → (ResponseType / AttendeeStatus, BusyStatus)
 _OUTCOME = {"1": (3, 2), "2": (2, 1), "3": (4, 0)}
 
@@ -100,6 +104,12 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         requests = body.findall(MR + "Request")
     if not requests:
         raise EasHTTPError(400, "MeetingResponse without Request")
+    if len(requests) > MAX_REQUESTS:
+        if req.v < (14, 0):
+            raise EasHTTPError(400, f"MeetingResponse of {len(requests)} Request")
+        root = Element(MR + "MeetingResponse")
+        root.add(MR + "Result").add(MR + "Status", "103")
+        return EasResponse(body=root, status="103")
     user_addr = email_address(user_email(req.user)) or user_email(req.user).lower()
     now = datetime.fromtimestamp(server.clock.seconds(), UTC).strftime("%Y%m%dT%H%M%SZ")
     root = Element(MR + "MeetingResponse")

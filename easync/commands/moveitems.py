@@ -7,7 +7,8 @@ missing), 4 source and destination are the same folder, 5 the destination holds
 another class of item (a contact into a calendar, anything into a mail folder).
 Both folders are announced to the change hub, so other devices' Pings wake.
 A MoveItems without any Move is 103 (InvalidXML) at the top level from 14.0, HTTP 400
-before.
+before; so is one of more than ``MAX_MOVES`` (MS-ASCMD 3.1.5.10's limit: each Move is
+a store transaction of its own), nothing moved.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from easync.syncengine import publish_to_holders, record_own_move
 from easync.wbxml.element import Element
 
 M = "Move:"
+#: MS-ASCMD 3.1.5.10: the most Move elements of one request (more: Status 103)
+MAX_MOVES = 1000
 
 
 async def _move_one(server: EasServer, req: EasRequest, el: Element,
@@ -64,12 +67,12 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     root = Element(M + "MoveItems")
     body = req.body
     moves = body.findall(M + "Move") if body is not None and body.tag == M + "MoveItems" else []
-    if not moves:
+    if not moves or len(moves) > MAX_MOVES:
         # Nothing to answer per item.  From 14.0 the top-level Status takes the common
         # code for a request that fails schema validation (103 InvalidXML); 12.x has no
         # such code, and a malformed request there is a plain HTTP 400.
         if req.v < (14, 0):
-            raise EasHTTPError(400, "MoveItems without Move")
+            raise EasHTTPError(400, f"MoveItems of {len(moves)} Move")
         root.add(M + "Status", "103")
         return EasResponse(body=root, status="103")
     folder_ids = {f.server_id for f in await server.items.list_folders(req.user)}

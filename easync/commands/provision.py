@@ -71,11 +71,16 @@ DEVICE_INFO_FIELDS = (
     "Model", "IMEI", "FriendlyName", "OS", "OSLanguage", "PhoneNumber", "UserAgent",
     "EnableOutboundSMS", "MobileOperator",
 )
+#: the longest value of a DeviceInformation field (MS-ASCMD 2.2.3.115 Model,
+#: 2.2.3.91 IMEI, 2.2.3.127 OS, …: "up to 1024 characters"); what a device sends
+#: beyond it is not kept
+DEVICE_INFO_MAX = 1024
 
 
 def parse_device_information(el: Element | None) -> dict[str, str] | None:
     """The fields of a ``Settings:DeviceInformation`` element, or None when it has
-    no ``Set``.  Unknown children are ignored."""
+    no ``Set``.  Unknown children are ignored; a value is cut to ``DEVICE_INFO_MAX``
+    characters."""
     if el is None:
         return None
     set_el = el.find("Settings:Set")
@@ -85,7 +90,7 @@ def parse_device_information(el: Element | None) -> dict[str, str] | None:
     for name in DEVICE_INFO_FIELDS:
         value = set_el.findtext(f"Settings:{name}")
         if value is not None:
-            info[name] = value
+            info[name] = value[:DEVICE_INFO_MAX]
     return info
 
 

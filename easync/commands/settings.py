@@ -4,7 +4,9 @@ Each request child gets its own answer, in request order, after the top-level
 ``Settings/Status`` (1, or 2 for a request with nothing we recognise):
 
 * ``DeviceInformation/Set`` → saved into the device record's ``info``; Status 1
-  (2 without ``Set``).
+  (2 without ``Set``).  A request has at most one (MS-ASCMD 2.2.3.45: 0...1): a
+  further one is Status 2 (protocol error, 2.2.3.177.15) and not saved (a flood of
+  them was one write of the device record each).
 * ``UserInformation/Get`` → ≤14.0 ``Get/EmailAddresses/SmtpAddress``; 14.1+
   ``Get/Accounts/Account/{AccountName, UserDisplayName, EmailAddresses/
   PrimarySmtpAddress}``.
@@ -16,6 +18,9 @@ Each request child gets its own answer, in request order, after the top-level
   has PasswordRecoveryEnabled 0, so clients should not send it).
 * ``RightsManagementInformation/Get`` (14.1+) → Status 1 and an empty ``Get``: no
   IRM templates.
+
+A request of more than ``MAX_PARTS`` parts (each of the five is 0...1, MS-ASCMD
+2.2.3.168.2) fails to validate: the top-level Status 2 alone, nothing done.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from easync.model import User
 from easync.wbxml.element import Element
 
 S = "Settings:"
+#: the most parts (children) a request may have: five kinds, each 0...1 (MS-ASCMD
+#: 2.2.3.168.2); a few repeated ones are answered in order, more fail to validate
+MAX_PARTS = 16
 
 
 def user_email(user: User) -> str:
@@ -89,12 +97,18 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
         root.add(S + "Status", "2")
         return EasResponse(body=root, status="2")
 
+    if len(body.children) > MAX_PARTS:
+        # (200,000 Oof/Get: 600,000 answer elements built in the reactor thread)
+        root.add(S + "Status", "2")
+        return EasResponse(body=root, status="2")
     answers: list[Element] = []
     device = req.device
+    informed = False            # (a DeviceInformation was answered)
     for child in body.children:
         name = child.tag
         if name == S + "DeviceInformation":
-            info = parse_device_information(child)
+            info = parse_device_information(child) if not informed else None
+            informed = True
             out = Element(S + "DeviceInformation")
             if info is None:
                 out.add(S + "Status", "2")

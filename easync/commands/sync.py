@@ -234,7 +234,16 @@ def parse(body: Element, settings: Settings) -> SyncRequest:
         raise BadRequest("4")
     collections = []
     colls = body.find("AirSync:Collections")
-    for coll in colls.findall("AirSync:Collection") if colls is not None else []:
+    asked = colls.findall("AirSync:Collection") if colls is not None else []
+    if len(asked) > settings.max_sync_collections:
+        raise BadRequest("15", settings.max_sync_collections)
+    # MS-ASCMD 3.1.5.10: the Add, Change, Delete and Fetch elements of one request are
+    # limited, more are Status 4 (counted before any is parsed: 200,000 held the
+    # reactor for a second)
+    commands = (coll.find("AirSync:Commands") for coll in asked)
+    if sum(len(c.children) for c in commands if c is not None) > settings.max_sync_commands:
+        raise BadRequest("4")
+    for coll in asked:
         cid = coll.findtext("AirSync:CollectionId")
         key = coll.findtext("AirSync:SyncKey")
         if not cid or key is None:
@@ -252,8 +261,6 @@ def parse(body: Element, settings: Settings) -> SyncRequest:
             deletes_as_moves=coll.findtext("AirSync:DeletesAsMoves", "1") in ("", "1"))
         _options(coll, entry)
         collections.append(entry)
-    if len(collections) > settings.max_sync_collections:
-        raise BadRequest("15", settings.max_sync_collections)
     partial = body.find("AirSync:Partial") is not None
     return SyncRequest(hold=hold, window=window, collections=collections, partial=partial)
 

@@ -61,6 +61,7 @@ from easync.policy import user_fingerprint
 from easync.requestread import RequestRead, RequestSnapshot
 from easync.versions import VERSIONS, version_tuple
 from easync.wbxml import E, WBXMLError, decode, encode
+from easync.wbxml.element import Element
 
 __all__ = ["ActiveSyncResource", "EasRequestFactory", "RootResource", "log_safe",
            "make_root", "make_site"]
@@ -252,6 +253,52 @@ async def gzip_body(data: bytes) -> bytes:
     parts: list[bytes] = []
     await run_sliced(gzip_steps(data, parts))
     return b"".join(parts)
+
+
+#: request bodies up to this size are decoded in the reactor thread (at most a few
+#: ms); a bigger one in a pool thread
+DECODE_INLINE = 32 * 1024
+
+
+async def decode_wbxml(data: bytes) -> Element:
+    """The WBXML body ``data`` decoded (WBXMLError when malformed).  A big one (up to
+    --max-request-size: 16 MB of small elements take seconds of CPU) is decoded in a
+    thread of the reactor's pool, so that the reactor keeps its turns; a small one at
+    once."""
+    if len(data) <= DECODE_INLINE:
+        return decode(data)
+    from twisted.internet import threads
+
+    return await threads.deferToThread(decode, data)
+
+
+#: answers of up to this many elements are encoded in the reactor thread (a few ms);
+#: a bigger one in a pool thread
+ENCODE_INLINE = 5000
+
+
+def _more_elements(root: Element, limit: int) -> bool:
+    """Has the tree more than ``limit`` elements?  (Stops counting there.)"""
+    count = 1
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        count += len(node.children)
+        if count > limit:
+            return True
+        stack.extend(node.children)
+    return False
+
+
+async def encode_wbxml(root: Element) -> bytes:
+    """``root`` encoded as WBXML.  A big answer (40,000 ItemOperations Fetches: 2 MB,
+    150 ms of CPU) is encoded in a thread of the reactor's pool, so that the reactor
+    keeps its turns; a small one at once (see ``decode_wbxml``)."""
+    if not _more_elements(root, ENCODE_INLINE):
+        return encode(root)
+    from twisted.internet import threads
+
+    return await threads.deferToThread(encode, root)
 
 
 # The request attribute that carries the content coding's sizes to the log line.
@@ -460,7 +507,7 @@ class ActiveSyncResource(Resource):
                 pass  # 12.x mail: raw MIME, handled by the command
             else:
                 try:
-                    body = decode(raw)
+                    body = await decode_wbxml(raw)
                 except WBXMLError as e:
                     self._finish(request, 400, b"", user.name, device_id, cmd,
                                  f"bad WBXML: {e}", t0)
@@ -529,7 +576,11 @@ class ActiveSyncResource(Resource):
             preloaded=snapshot,
         )
         setattr(request, REQUEST_NOTE, req)      # (for _gone and _crash)
-        if settings.provisioning and cmd != "Provision":
+        if cmd != "Provision" and (settings.provisioning
+                                   or provisioning_policy.wipe_pending(req.device)):
+            # (without provisioning too, a wipe pending sends the device to Provision,
+            # which carries it: the wipe is delivered whatever the access state, and a
+            # device blocked then ordered wiped must not sync in the meantime)
             blocked = self._policy_check(req)
             if blocked is not None:
                 await self._respond(request, req, blocked, t0, note="policy key")
@@ -660,7 +711,7 @@ class ActiveSyncResource(Resource):
         if resp.wbxml is not None:
             data = resp.wbxml
         elif resp.body is not None:
-            data = encode(resp.body)
+            data = await encode_wbxml(resp.body)
         plain = len(data)
         # gzip as Exchange does when the client accepts it (MS-ASHTTP §2.2.2.1.2); an empty
         # body (a heartbeat, an empty Sync) stays empty.  Not twisted.web's
