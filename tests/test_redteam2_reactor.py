@@ -300,3 +300,28 @@ def test_move_items_and_meeting_response_over_the_limits_are_refused(
     r = d.call("MeetingResponse", answers(100))
     assert r is not None and [x.text_of("MeetingResponse:Status") for x in r.findall(
         "MeetingResponse:Result")] == ["2"] * 100
+
+
+def test_item_operations_over_the_limit_is_refused(server: RunningServer) -> None:
+    """MS-ASCMD 3.1.5.10: an ItemOperations of more than 100 Fetch, EmptyFolderContents
+    and Move together gets top-level Status 11, nothing fetched (each Fetch is a store
+    read: 40,000 in one request kept the database busy); at the limit each is
+    answered (here Status 6: no such item, MS-ASCMD 2.2.3.177.8)."""
+    d = _device(server, "Fetcher")
+    contacts = d.folders()["Contacts"]
+
+    def fetches(n: int) -> str:
+        return '<ItemOperations xmlns="ItemOperations:" xmlns:A="AirSync:">' + "".join(
+            f"<Fetch><Store>Mailbox</Store><A:CollectionId>{contacts}</A:CollectionId>"
+            f"<A:ServerId>{contacts}:{900_000 + i}</A:ServerId></Fetch>"
+            for i in range(n)) + "</ItemOperations>"
+
+    r = d.call("ItemOperations", fetches(101))
+    assert r is not None and r.text_of("ItemOperations:Status") == "11", r
+    assert r.find("ItemOperations:Response") is None, r
+    r = d.call("ItemOperations", fetches(100))
+    assert r is not None and r.text_of("ItemOperations:Status") == "1", r
+    response = r.find("ItemOperations:Response")
+    assert response is not None, r
+    assert [x.text_of("ItemOperations:Status") for x in response.findall(
+        "ItemOperations:Fetch")] == ["6"] * 100, r

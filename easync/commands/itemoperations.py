@@ -17,6 +17,10 @@ for a request without any operation.
   a single request must not erase an address book or calendar kept in a CRM; an
   unknown folder is 6.
 * ``Move`` (conversations, 14.0+): there are no conversations: Status 6.
+
+A request of more than ``MAX_OPERATIONS`` (100) Fetch, EmptyFolderContents and Move
+elements together is refused whole, top-level Status 11, nothing done: MS-ASCMD
+3.1.5.10's limit and error for ItemOperations (each Fetch is a store read).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from easync.model import FOLDER_CLASS
 from easync.wbxml.element import Element
 
 IO = "ItemOperations:"
+#: MS-ASCMD 3.1.5.10: the most Fetch + EmptyFolderContents + Move of one request
+MAX_OPERATIONS = 100
+_OPERATIONS = (IO + "Fetch", IO + "EmptyFolderContents", IO + "Move")
 
 
 def _fetch_answer(status: str, *echo: Element | None) -> Element:
@@ -110,6 +117,9 @@ async def handle(server: EasServer, req: EasRequest) -> EasResponse:
     if body is None or body.tag != IO + "ItemOperations":
         root.add(IO + "Status", "2")
         return EasResponse(body=root, status="2")
+    if sum(1 for c in body.children if c.tag in _OPERATIONS) > MAX_OPERATIONS:
+        root.add(IO + "Status", "11")
+        return EasResponse(body=root, status="11")
     quirks = DeviceQuirks.from_request(req, server.settings)
     answers: list[Element] = []
     for child in body.children:
