@@ -234,6 +234,8 @@ class CrmStore(Service):
         # included; read each poll and after a share or unshare made here
         self._audience: dict[str, set[int]] = {}
         self.lock = DeferredLock()          # initial loads and polls never interleave
+        # (user id, device id, folder id) -> the lock of that device's writes there
+        self._device_writes: dict[tuple[int, str, str], DeferredLock] = {}
         self.polls = 0                      # finished polls (tests, benchmarks)
         self.poll_failures = 0
         self.scans = 0                      # id scans made (tests, benchmarks)
@@ -759,7 +761,23 @@ class CrmStore(Service):
     # -- IItemStore: device writes ---------------------------------------------------------
     def apply(self, user: User, folder_id: str, ops: list[Op],
               state: StateWrite | None = None) -> Deferred[list[OpResult]]:
-        return Deferred.fromCoroutine(self._apply(user, folder_id, list(ops), state))
+        if state is None or state.replaces is None:
+            return Deferred.fromCoroutine(self._apply(user, folder_id, list(ops), state))
+        # One device's writes to one folder, one at a time in this process: a resend
+        # arriving with its first request (MS-ASCMD 3.1.5.3) then finds the state
+        # replaced (StateConflict, in ``_apply``'s first read) before it sends anything
+        # to the CRM, where the state's own check at the commit would come after the
+        # CRM had made its records.
+        key = (user.id, state.device_id, str(folder_id))
+        lock = self._device_writes.setdefault(key, DeferredLock())
+
+        def done(result: Any) -> Any:
+            if not lock.locked and not lock.waiting:
+                self._device_writes.pop(key, None)
+            return result
+
+        return lock.run(lambda: Deferred.fromCoroutine(
+            self._apply(user, folder_id, list(ops), state))).addBoth(done)
 
     async def _apply(self, user: User, folder_id: str, ops: list[Op],
                      state: StateWrite | None) -> list[OpResult]:
@@ -837,6 +855,11 @@ class CrmStore(Service):
                     and op.server_id.split(":")[1].isdigit()]
 
         def read(sql: Any, cur: Any) -> tuple[Any, Any, Any, Any, dict[int, str]]:
+            if state is not None:
+                # another request of the device replaced the state this one read:
+                # StateConflict before anything is sent to the CRM (the commit below
+                # checks again, in its write transaction)
+                sql.state.check_replaced_txn(cur, user.id, state)
             data = mirror.item_data(sql, cur, item_ids)
             rows = mirror.rows_by_item(sql, cur, item_ids)
             adds = mirror.client_adds(sql, cur, user.id, state.device_id, folder_id) \

@@ -224,17 +224,25 @@ class SqlState(StorePart):
             cur.execute(self._sql("SELECT purged FROM folders WHERE id = ?"), (fid,))
             row = cur.fetchone()
             refuse_expired(write, int(row[0]) if row else 0)
-        if write.replaces is not None:
-            lock = " FOR UPDATE" if self.engine.name == "postgres" else ""
-            cur.execute(self._sql("SELECT state FROM sync_states WHERE user_id = ?"
-                                  " AND device_id = ? AND name = ?" + lock),
-                        (user_id, write.device_id, write.name))
-            row = cur.fetchone()
-            refuse_replaced(write, json.loads(row[0]) if row else None)
+        self.check_replaced_txn(cur, user_id, write, lock=True)
         cur.execute(self.engine.upsert("sync_states", ("user_id", "device_id", "name"),
                                        ("state", "feed_cursor")),
                     (user_id, write.device_id, write.name, _dumps(write.state),
                      feed_cursor(write.name, write.state)))
+
+    def check_replaced_txn(self, cur: Any, user_id: int, write: StateWrite,
+                           lock: bool = False) -> None:
+        """``StateConflict`` when ``write`` names the state it replaces
+        (``StateWrite.replaces``) and the stored one is another; ``lock``: read the row
+        ``FOR UPDATE`` (PostgreSQL; SQLite's write transaction is exclusive anyway)."""
+        if write.replaces is None:
+            return
+        lock_sql = " FOR UPDATE" if lock and self.engine.name == "postgres" else ""
+        cur.execute(self._sql("SELECT state FROM sync_states WHERE user_id = ?"
+                              " AND device_id = ? AND name = ?" + lock_sql),
+                    (user_id, write.device_id, write.name))
+        row = cur.fetchone()
+        refuse_replaced(write, json.loads(row[0]) if row else None)
 
     def delete_state(self, user: User, device_id: str, name: str) -> Deferred[None]:
         """Forget one state blob (no error if absent)."""
