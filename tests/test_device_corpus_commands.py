@@ -233,12 +233,19 @@ def test_provision_capture_wipe_pending(server: RunningServer, name: str, versio
     else:
         assert r.find("Provision:RemoteWipe") is not None, r
 
-    # the acknowledgement, Status 1 = the wipe went through (MS-ASPROV 2.2.2.54.3);
-    # AccountOnlyRemoteWipe (page 14, token 0x3B) is hand-encoded: libwbxml 0.11 lacks it
-    if account_only:
+    acknowledge_wipe(server, dev, did, account_only)
+
+
+def acknowledge_wipe(server: RunningServer, dev: RawDevice, did: str, account_only: bool,
+                     ack: bytes | None = None) -> None:
+    """The device (of wendy) acknowledges its wipe with Status 1 = it went through
+    (MS-ASPROV 2.2.2.54.3): ``ack``, else a RemoteWipe acknowledgement, or at 16.1 an
+    AccountOnlyRemoteWipe one (page 14, token 0x3B, hand-encoded: libwbxml 0.11 lacks
+    it); Provision Status 1, and the device list says the wipe is done."""
+    if ack is None and account_only:
         ack = (bytes.fromhex("03016a00000e45") + bytes([0x7B, 0x4B, 0x03]) + b"1\x00"
                + b"\x01\x01\x01")
-    else:
+    elif ack is None:
         ack = encode('<Provision xmlns="Provision:"><RemoteWipe><Status>1</Status>'
                      '</RemoteWipe></Provision>')
     a = dev.post("Provision", ack)
@@ -780,21 +787,9 @@ def test_provision_wipe_capture(server: RunningServer, name: str, version: str) 
     else:
         assert r.find("Provision:RemoteWipe") is not None, r
 
-    if account_only:
-        ack = (bytes.fromhex("03016a00000e45") + bytes([0x7B, 0x4B, 0x03]) + b"1\x00"
-               + b"\x01\x01\x01")
-    elif provision_kind(cap) == "wipe-ack":
-        ack = encode(fill(cap.body))
-    else:
-        ack = encode('<Provision xmlns="Provision:"><RemoteWipe><Status>1</Status>'
-                     '</RemoteWipe></Provision>')
-    a = dev.post("Provision", ack)
-    assert a.status_code == 200, a.status_code
-    answer = parse_xml(wbxml_to_xml(a.content))
-    assert answer.text_of("Provision:Status") == "1", answer
-    row = [ln for ln in server.admin("device", "list", "wendy").stdout.splitlines()
-           if did in ln]
-    assert row and "done" in row[0].split(), row
+    acknowledge_wipe(server, dev, did, account_only,
+                     encode(fill(cap.body)) if not account_only
+                     and provision_kind(cap) == "wipe-ack" else None)
 
 
 
