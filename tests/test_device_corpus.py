@@ -863,6 +863,22 @@ def scenario_window_above_512(case: Case) -> None:
     assert sorted(got.get(calendar, [])) == sorted(events), r
 
 
+def scenario_gmail_html_200000(case: Case) -> None:
+    text = "".join(f"line{n:06d} " for n in range(12000))          # 132,000 characters
+    (sid,) = _other_adds(case, case.folder, [
+        _event("Long agenda", datetime(2030, 3, 4, 9, tzinfo=UTC))
+        + f"<B:Body><B:Type>1</B:Type><B:Data>{text}</B:Data></B:Body>"])
+    r = case.send(case.body())
+    adds = {a.text_of("AirSync:ServerId"): a for a in collection(r).iter("AirSync:Add")}
+    body = adds[sid].find("AirSync:ApplicationData/AirSyncBase:Body")
+    assert body is not None, r
+    # MS-ASAIRS 2.2.2.40.1 / 2.2.2.43: below the asked 200000 nothing is cut
+    assert body.text_of("AirSyncBase:Truncated") in (None, "0"), r
+    data = body.text_of("AirSyncBase:Data") or ""
+    assert "line000000 " in data and "line011999" in data, len(data)
+    assert data.count("line") == 12000, len(data)
+
+
 SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios17_161_calendar_add_empty_recurrence.xml": scenario_add_empty_recurrence,
     "iphone_ios17_161_calendar_change_partial.xml": scenario_change_partial,
@@ -904,6 +920,7 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
         scenario_contact_empty_body_categories_picture,
     "gmail_android_161_calendar_add_location.xml": scenario_gmail_location,
     "outlook_mobile_161_sync_two_collections_window1000.xml": scenario_window_above_512,
+    "gmail_android_160_calendar_sync_html_200000.xml": scenario_gmail_html_200000,
 }
 
 CASES = [(name, version) for name in names() for version in load(name).versions]
