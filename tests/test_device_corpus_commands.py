@@ -664,6 +664,9 @@ def test_itemoperations_capture(server: RunningServer, name: str, version: str) 
             assert props.text_of("AirSyncBase:Body/AirSyncBase:Type") == "1", answer
             assert props.text_of("AirSyncBase:Body/AirSyncBase:Data") == \
                 "Met at the fair, 1.", answer
+            # MS-ASAIRS 2.2.2.43: the whole body (no TruncationSize: nothing to cut)
+            assert props.text_of("AirSyncBase:Body/AirSyncBase:Truncated") in (None, "0"), \
+                answer
     else:
         assert part.tag == io + "EmptyFolderContents", answer
     again = folder_sync(dev, hierarchy_key)
