@@ -879,6 +879,36 @@ def scenario_gmail_html_200000(case: Case) -> None:
     assert data.count("line") == 12000, len(data)
 
 
+def scenario_location_retried(case: Case) -> None:
+    first_key = case.key
+    sid, _ = case.add(case.body())
+    # the answer was lost: the same request again, with the same SyncKey
+    case.key = first_key
+    again, _ = case.add(case.body())
+    # MS-ASCMD 3.1.5.3 / MS-ASCAL 2.2.2.13: the same event, not a second one
+    assert again == sid
+    for version, items in case.readers().items():
+        app = one_by(items, "Calendar:Subject", "Walk to the harbour")
+        assert len(items) == 1, items
+        if version >= "16.0":
+            # MS-ASAIRS 2.2.2.27: the whole place
+            loc = app.find("AirSyncBase:Location")
+            assert loc is not None, app
+            got = {c.tag.removeprefix("AirSyncBase:"): c.text for c in loc.children}
+            want = {"DisplayName": "Kongens Nytorv", "City": "København K",
+                    "Street": "Kongens Nytorv 1", "Country": "Denmark", "PostalCode": "1050"}
+            if case.version >= "16.0":
+                want |= {"Annotation": "by the metro exit",
+                         "LocationUri": "https://www.openstreetmap.org/node/1"}
+                assert float(got.get("Latitude") or 0) == 55.6795, got
+                assert float(got.get("Longitude") or 0) == 12.5856, got
+            else:
+                want = {"DisplayName": "Kongens Nytorv"}
+            assert {k: got.get(k) for k in want} == want, got
+        else:
+            assert app.text_of("Calendar:Location") == "Kongens Nytorv"
+
+
 SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios17_161_calendar_add_empty_recurrence.xml": scenario_add_empty_recurrence,
     "iphone_ios17_161_calendar_change_partial.xml": scenario_change_partial,
@@ -921,6 +951,7 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
     "gmail_android_161_calendar_add_location.xml": scenario_gmail_location,
     "outlook_mobile_161_sync_two_collections_window1000.xml": scenario_window_above_512,
     "gmail_android_160_calendar_sync_html_200000.xml": scenario_gmail_html_200000,
+    "outlook_mobile_161_calendar_add_location_retried.xml": scenario_location_retried,
 }
 
 CASES = [(name, version) for name in names() for version in load(name).versions]
