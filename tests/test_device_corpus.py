@@ -909,6 +909,25 @@ def scenario_location_retried(case: Case) -> None:
             assert app.text_of("Calendar:Location") == "Kongens Nytorv"
 
 
+def scenario_inbox_mail_options(case: Case) -> None:
+    calendar = case.dev.folders()["Calendar"]
+    calendar_key, _, _, _ = case.dev.pull(calendar, case.dev.initial(calendar))
+    events = _other_adds(case, calendar, [
+        _event(f"M{n}", datetime(2030, 4, 1 + n, 10, tzinfo=UTC)) for n in range(2)])
+    r = send(case.dev, fill(case.body(), SYNCKEY=case.key, COLLECTION=case.folder,
+                            SYNCKEY2=calendar_key, COLLECTION2=calendar))
+    assert r is not None
+    assert r.text_of("AirSync:Status") in (None, "1"), r          # MS-ASCMD 2.2.3.177.17
+    got = {}
+    for coll in r.iter("AirSync:Collection"):
+        assert coll.text_of("AirSync:Status") == "1", r
+        got[coll.text_of("AirSync:CollectionId")] = [
+            a.text_of("AirSync:ServerId") for a in coll.iter("AirSync:Add")]
+    # the Inbox (no mail kept) answers with nothing to add; the Calendar its two events
+    assert got.get(case.folder, []) == [], r
+    assert sorted(got.get(calendar, [])) == sorted(events), r
+
+
 SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios17_161_calendar_add_empty_recurrence.xml": scenario_add_empty_recurrence,
     "iphone_ios17_161_calendar_change_partial.xml": scenario_change_partial,
@@ -952,6 +971,7 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
     "outlook_mobile_161_sync_two_collections_window1000.xml": scenario_window_above_512,
     "gmail_android_160_calendar_sync_html_200000.xml": scenario_gmail_html_200000,
     "outlook_mobile_161_calendar_add_location_retried.xml": scenario_location_retried,
+    "outlook_mobile_161_sync_inbox_mail_options_and_calendar.xml": scenario_inbox_mail_options,
 }
 
 CASES = [(name, version) for name in names() for version in load(name).versions]
