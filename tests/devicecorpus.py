@@ -100,10 +100,12 @@ def send(dev: RawDevice, xml: str) -> Node | None:
 def to_141(body: str) -> str:
     """The 16.1 calendar shape in the 14.1 form: ClientUid → UID (no NUL; 14.1 clients
     make the UID, MS-ASCAL 2.2.2.46), AirSyncBase:Location → Calendar:Location
-    (MS-ASCAL 2.2.2.27).  Everything else (the empty Recurrence too) stays."""
+    (MS-ASCAL 2.2.2.27: its DisplayName; the other parts of a 16.x place, street or
+    coordinates, have no 14.1 element).  Everything else (the empty Recurrence too) stays."""
     body = re.sub(r"<C:ClientUid>([^<{]*)(\{NUL\})?</C:ClientUid>", r"<C:UID>\1</C:UID>", body)
-    return re.sub(r"<B:Location>\s*<B:DisplayName>([^<]*)</B:DisplayName>\s*</B:Location>",
-                  r"<C:Location>\1</C:Location>", body)
+    return re.sub(r"<B:Location>(?:(?!</B:Location>).)*?<B:DisplayName>([^<]*)</B:DisplayName>"
+                  r"(?:(?!</B:Location>).)*</B:Location>",
+                  r"<C:Location>\1</C:Location>", body, flags=re.DOTALL)
 
 
 def tz_rules(blob: str) -> tuple[bytes, ...]:

@@ -819,6 +819,115 @@ def scenario_contact_empty_body_categories_picture(case: Case) -> None:
         assert not app.iter("Contacts:Category")
         assert not app.text_of("Contacts:Picture")
 
+# -- Outlook mobile and the Gmail app at 16.x -------------------------------------------
+
+def scenario_gmail_location(case: Case) -> None:
+    sid, _ = case.add(case.body())
+    for version, items in case.readers().items():
+        app = items[sid]
+        assert app.text_of("Calendar:Subject") == "Havnefest"
+        # MS-ASCAL 2.2.2.27: 16.x readers get AirSyncBase:Location/DisplayName, 14.1
+        # readers Calendar:Location; the place as the Gmail app sent it
+        if version >= "16.0":
+            assert app.text_of("AirSyncBase:Location/AirSyncBase:DisplayName") == \
+                "Havneplads 1, 8500 Grenaa, Denmark"
+        else:
+            assert app.text_of("Calendar:Location") == "Havneplads 1, 8500 Grenaa, Denmark"
+        assert app.text_of("AirSyncBase:Body/AirSyncBase:Data") == \
+            "fb://event/10000000000000001"
+        assert (app.text_of("Calendar:StartTime"), app.text_of("Calendar:EndTime")) == \
+            ("20240831T140000Z", "20240831T170000Z")
+
+
+def scenario_window_above_512(case: Case) -> None:
+    calendar = case.dev.folders()["Calendar"]
+    calendar_key, _, _, _ = case.dev.pull(calendar, case.dev.initial(calendar))
+    contacts = _other_adds(case, case.folder, [f"<K:FirstName>W{n}</K:FirstName>"
+                                               for n in range(3)])
+    events = _other_adds(case, calendar, [
+        _event(f"W{n}", datetime(2030, 2, 1 + n, 10, tzinfo=UTC)) for n in range(3)])
+    r = send(case.dev, fill(case.body(), SYNCKEY=case.key, COLLECTION=case.folder,
+                            SYNCKEY2=calendar_key, COLLECTION2=calendar))
+    assert r is not None
+    # MS-ASCMD 2.2.1.21 / 2.2.3.177.17: a top-level Status other than 1 (4: protocol
+    # error) would refuse the whole request
+    assert r.text_of("AirSync:Status") in (None, "1"), r
+    got: dict[str, list[str]] = {}
+    for coll in r.iter("AirSync:Collection"):
+        assert coll.text_of("AirSync:Status") == "1", r           # MS-ASCMD 2.2.3.177.17
+        # MS-ASCMD 2.2.3.199.2: above 512 is read as 512: six items fit, nothing held back
+        assert coll.find("AirSync:MoreAvailable") is None, r
+        got[coll.text_of("AirSync:CollectionId") or ""] = [
+            a.text_of("AirSync:ServerId") or "" for a in coll.iter("AirSync:Add")]
+    assert sorted(got.get(case.folder, [])) == sorted(contacts), r
+    assert sorted(got.get(calendar, [])) == sorted(events), r
+
+
+def scenario_gmail_html_200000(case: Case) -> None:
+    text = "".join(f"line{n:06d} " for n in range(12000))          # 132,000 characters
+    (sid,) = _other_adds(case, case.folder, [
+        _event("Long agenda", datetime(2030, 3, 4, 9, tzinfo=UTC))
+        + f"<B:Body><B:Type>1</B:Type><B:Data>{text}</B:Data></B:Body>"])
+    r = case.send(case.body())
+    adds = {a.text_of("AirSync:ServerId"): a for a in collection(r).iter("AirSync:Add")}
+    body = adds[sid].find("AirSync:ApplicationData/AirSyncBase:Body")
+    assert body is not None, r
+    # MS-ASAIRS 2.2.2.40.1 / 2.2.2.43: below the asked 200000 nothing is cut
+    assert body.text_of("AirSyncBase:Truncated") in (None, "0"), r
+    data = body.text_of("AirSyncBase:Data") or ""
+    assert "line000000 " in data and "line011999" in data, len(data)
+    assert data.count("line") == 12000, len(data)
+
+
+def scenario_location_retried(case: Case) -> None:
+    first_key = case.key
+    sid, _ = case.add(case.body())
+    # the answer was lost: the same request again, with the same SyncKey
+    case.key = first_key
+    again, _ = case.add(case.body())
+    # MS-ASCMD 3.1.5.3 / MS-ASCAL 2.2.2.13: the same event, not a second one
+    assert again == sid
+    for version, items in case.readers().items():
+        app = one_by(items, "Calendar:Subject", "Walk to the harbour")
+        assert len(items) == 1, items
+        if version >= "16.0":
+            # MS-ASAIRS 2.2.2.27: the whole place
+            loc = app.find("AirSyncBase:Location")
+            assert loc is not None, app
+            got = {c.tag.removeprefix("AirSyncBase:"): c.text for c in loc.children}
+            want = {"DisplayName": "Kongens Nytorv", "City": "København K",
+                    "Street": "Kongens Nytorv 1", "Country": "Denmark", "PostalCode": "1050"}
+            if case.version >= "16.0":
+                want |= {"Annotation": "by the metro exit",
+                         "LocationUri": "https://www.openstreetmap.org/node/1"}
+                assert float(got.get("Latitude") or 0) == 55.6795, got
+                assert float(got.get("Longitude") or 0) == 12.5856, got
+            else:
+                want = {"DisplayName": "Kongens Nytorv"}
+            assert {k: got.get(k) for k in want} == want, got
+        else:
+            assert app.text_of("Calendar:Location") == "Kongens Nytorv"
+
+
+def scenario_inbox_mail_options(case: Case) -> None:
+    calendar = case.dev.folders()["Calendar"]
+    calendar_key, _, _, _ = case.dev.pull(calendar, case.dev.initial(calendar))
+    events = _other_adds(case, calendar, [
+        _event(f"M{n}", datetime(2030, 4, 1 + n, 10, tzinfo=UTC)) for n in range(2)])
+    r = send(case.dev, fill(case.body(), SYNCKEY=case.key, COLLECTION=case.folder,
+                            SYNCKEY2=calendar_key, COLLECTION2=calendar))
+    assert r is not None
+    assert r.text_of("AirSync:Status") in (None, "1"), r          # MS-ASCMD 2.2.3.177.17
+    got = {}
+    for coll in r.iter("AirSync:Collection"):
+        assert coll.text_of("AirSync:Status") == "1", r
+        got[coll.text_of("AirSync:CollectionId")] = [
+            a.text_of("AirSync:ServerId") for a in coll.iter("AirSync:Add")]
+    # the Inbox (no mail kept) answers with nothing to add; the Calendar its two events
+    assert got.get(case.folder, []) == [], r
+    assert sorted(got.get(calendar, [])) == sorted(events), r
+
+
 SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios17_161_calendar_add_empty_recurrence.xml": scenario_add_empty_recurrence,
     "iphone_ios17_161_calendar_change_partial.xml": scenario_change_partial,
@@ -858,6 +967,11 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
     "iphone_ios4_121_contact_add_email_display_name.xml": scenario_contact_email_display_name,
     "android_120_contact_add_empty_body_categories_picture.xml":
         scenario_contact_empty_body_categories_picture,
+    "gmail_android_161_calendar_add_location.xml": scenario_gmail_location,
+    "outlook_mobile_161_sync_two_collections_window1000.xml": scenario_window_above_512,
+    "gmail_android_160_calendar_sync_html_200000.xml": scenario_gmail_html_200000,
+    "outlook_mobile_161_calendar_add_location_retried.xml": scenario_location_retried,
+    "outlook_mobile_161_sync_inbox_mail_options_and_calendar.xml": scenario_inbox_mail_options,
 }
 
 CASES = [(name, version) for name in names() for version in load(name).versions]
