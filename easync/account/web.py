@@ -172,7 +172,8 @@ class AccountResource(Resource):
                 raise _bad(_("Send JSON (Content-Type: application/json)."))
             try:
                 data = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                # RecursionError: nested deeper than the decoder goes ("[" * 60000)
                 raise _bad(_("The body is not valid JSON.")) from None
             if not isinstance(data, dict):
                 raise _bad(_("The body must be a JSON object."))
