@@ -104,3 +104,42 @@ def test_a_refused_name_is_logged_escaped_not_as_another_user(server: RunningSer
 def test_the_right_name_still_gets_in(server: RunningServer) -> None:
     assert _options(server, b"anna").startswith(b"HTTP/1.1 200 ")
     assert _options(server, b"anna@example.it").startswith(b"HTTP/1.1 200 ")
+
+
+def _folder_sync(server: RunningServer, query: bytes) -> bytes:
+    """The raw answer to a FolderSync (SyncKey 0, 14.1) POSTed with this query."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    body = b"\x03\x01j\x00\x00\x07VR\x030\x00\x01\x01"
+    cred = base64.b64encode(b"anna:" + PASSWORD.encode())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s, \
+            ctx.wrap_socket(s) as t:
+        t.sendall(b"POST /Microsoft-Server-ActiveSync?" + query + b" HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Basic " + cred + b"\r\nMS-ASProtocolVersion: 14.1\r\n"
+                  b"Content-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: "
+                  + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        out = b""
+        while chunk := t.recv(65536):
+            out += chunk
+    return out
+
+
+@pytest.mark.parametrize("device_id", [b"ab%00cd", b"ab%1Bcd", b"%0Aab", b"ab%7F"])
+def test_control_characters_in_the_device_id_get_400(server: RunningServer,
+                                                     device_id: bytes) -> None:
+    """MS-ASHTTP 2.2.1.1.1.2: the DeviceId identifies the device (the protocol notes:
+    alphanumerics in practice); one with a control character is a malformed request
+    line, 400 (as a missing one).  On PostgreSQL its NUL reached the login's device
+    look-up: HTTP 500 and a traceback.  Nothing about such a device is stored."""
+    before = len(server.log_text())
+    answer = _folder_sync(server, b"Cmd=FolderSync&User=anna&DeviceId=" + device_id
+                          + b"&DeviceType=t")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+    line = wait_for(lambda: [ln for ln in server.log_text()[before:].splitlines()
+                             if " http=" in ln and "easync.request" in ln])[0]
+    assert "bad query" in line and "DeviceId" in line, line
+    log = server.log_text()[before:]
+    assert "Traceback" not in log and "unexpected error" not in log
+    listed = server.admin("device", "list", "anna").stdout
+    assert "ab" not in listed.replace("anna", ""), listed
