@@ -65,7 +65,7 @@ def parse_query(qs: str) -> Query:
             if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
                 # never a device's id (the base64 form shows such bytes in hex); stored,
                 # it would reach logs and the database (PostgreSQL: no NUL in text)
-                raise QueryError("DeviceId with control characters")
+                raise QueryError(f"DeviceId with control characters: {value[:64]!r}")
             q.device_id = value
         elif lk == "devicetype":
             q.device_type = value
