@@ -88,3 +88,49 @@ def test_a_nul_in_a_folder_name_is_status_10(server: RunningServer) -> None:
     create.add(NS + "DisplayName").opaque = b"Work Contacts"
     create.add(NS + "Type", "14")
     assert _post(d, "FolderCreate", create) == "1"
+
+
+def _sync_status(d: RawDevice, key: str, collection: bytes) -> tuple[str, str | None]:
+    """(collection Status, top-level Status) of a Sync naming ``collection`` (OPAQUE)."""
+    root = Element("AirSync:Sync")
+    col = root.add("AirSync:Collections").add("AirSync:Collection")
+    col.add("AirSync:SyncKey", key)
+    col.add("AirSync:CollectionId").opaque = collection
+    r = d.post("Sync", encode(root))
+    assert r.status_code == 200, r.status_code
+    doc = parse_xml(wbxml_to_xml(r.content))
+    return (doc.text_of("AirSync:Collections/AirSync:Collection/AirSync:Status"),
+            doc.text_of("AirSync:Status"))
+
+
+def _ping_status(d: RawDevice, folder: bytes) -> str:
+    root = Element("Ping:Ping")
+    root.add("Ping:HeartbeatInterval", "60")
+    f = root.add("Ping:Folders").add("Ping:Folder")
+    f.add("Ping:Id").opaque = folder
+    f.add("Ping:Class", "Contacts")
+    r = d.post("Ping", encode(root))
+    assert r.status_code == 200, r.status_code
+    return parse_xml(wbxml_to_xml(r.content)).text_of("Ping:Status")
+
+
+def test_a_nul_in_a_collection_id_is_an_unknown_collection(server: RunningServer) -> None:
+    """A Sync or Ping naming a CollectionId with a NUL: the same answer as for any
+    folder the user does not have (MS-ASCMD 2.2.3.177.17 Sync Status 12, 2.2.3.177.12
+    Ping Status 7: sync the hierarchy again), never HTTP 500 (PostgreSQL: the request's
+    read of the sync states failed on the NUL)."""
+    d = RawDevice(server.url, "anna", PASSWORD, "fnul2")
+    d.provision()
+    _key, folders = _folder_sync(d)
+    contacts = folders["Contacts"]
+    r = d.call("Sync", f'<Sync xmlns="AirSync:"><Collections><Collection><SyncKey>0</SyncKey>'
+                       f'<CollectionId>{contacts}</CollectionId></Collection></Collections></Sync>')
+    assert r is not None
+    skey = r.text_of("AirSync:Collections/AirSync:Collection/AirSync:SyncKey")
+    before = len(server.log_text())
+    unknown = _sync_status(d, skey, b"999999")
+    assert _sync_status(d, skey, b"99\x009999") == unknown
+    assert _sync_status(d, skey, contacts.encode() + b"\x00") == unknown
+    assert _ping_status(d, b"99\x00") == _ping_status(d, b"999999")
+    log = server.log_text()[before:]
+    assert "Traceback" not in log and "unexpected error" not in log
