@@ -91,7 +91,9 @@ class SqlRequestReads(StorePart):
     def _states(self, cur: Any, user_id: int, device_id: str, names: Sequence[str]
                 ) -> dict[str, dict[str, Any] | None]:
         found: dict[str, dict[str, Any] | None] = dict.fromkeys(names)
-        for part in _chunks(sorted(set(names))):
+        # a name with a NUL (a CollectionId sent as WBXML OPAQUE) is never stored:
+        # not found, without asking (PostgreSQL refuses a NUL in text)
+        for part in _chunks(sorted({n for n in names if "\x00" not in n})):
             cur.execute(self._sql(
                 "SELECT name, state FROM sync_states WHERE user_id = ? AND device_id = ?"
                 f" AND name IN {self.engine.placeholders(len(part))}"),

@@ -172,13 +172,17 @@ class AccountResource(Resource):
                 raise _bad(_("Send JSON (Content-Type: application/json)."))
             try:
                 data = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                # RecursionError: nested deeper than the decoder goes ("[" * 60000)
                 raise _bad(_("The body is not valid JSON.")) from None
             if not isinstance(data, dict):
                 raise _bad(_("The body must be a JSON object."))
             for k, v in data.items():
                 if isinstance(v, str) and len(v) > MAX_FIELD:
                     raise _bad(_("The field {name} is too long.").format(name=repr(k)))
+                if _has_nul(k) or _has_nul(v):
+                    raise _bad(_("The field {name} contains a NUL character.").format(
+                        name=repr(k)))
             ctx.json = data
             return
         args: dict[bytes, list[bytes]] = request.args or {}
@@ -190,6 +194,9 @@ class AccountResource(Resource):
                 raise _bad(_("The form was not sent as UTF-8 text.")) from None
             if len(value) > MAX_FIELD:
                 raise _bad(_("A field of the form is too long."))
+            if "\x00" in name or "\x00" in value:
+                raise _bad(_("The field {name} contains a NUL character.").format(
+                    name=repr(name)))
             ctx.fields[name] = value
 
     def _check_post(self, ctx: Ctx, is_api: bool) -> Reply | None:
@@ -271,6 +278,24 @@ class AccountResource(Resource):
                 None, t0)
         except RuntimeError:
             pass
+
+
+def _has_nul(value: object) -> bool:
+    """Whether a JSON value holds a NUL character in a string, at any depth (walked
+    without recursion): no field of the page has one, and PostgreSQL cannot store one
+    (the query failed: HTTP 500)."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, list):
+            todo.extend(v)
+        elif isinstance(v, dict):
+            todo.extend(v.keys())
+            todo.extend(v.values())
+    return False
 
 
 def _bad(message: str) -> AccountError:

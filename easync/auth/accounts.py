@@ -56,7 +56,7 @@ from typing import Any, Protocol
 import pyotp
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -466,6 +466,7 @@ class Accounts:
         self.box = box or SecretBox.ephemeral()
         self.issuer = issuer
         self.throttle = Throttle(auth, reactor, rules, audit=self.audit_raw)
+        self._code_checks: dict[int, DeferredLock] = {}    # user id → its code checks
         if run_in_thread is None:
             def run_in_thread(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
                 return deferToThreadPool(reactor, crypto_pool(reactor), fn, *args)
@@ -741,6 +742,22 @@ class Accounts:
 
     async def _check_code(self, user: User, method: str, code: str, address: str,
                           secret: str | None = None) -> None:
+        """Check a one-time code; one user's codes one at a time in this process: the
+        lockout is read before a code and counted after it, so codes sent together
+        all passed the read (60 at once: 7 compared, not the 5 of ``code_limit``)."""
+        lock = self._code_checks.setdefault(user.id, DeferredLock())
+        try:
+            await lock.acquire()
+            try:
+                await self._check_code_now(user, method, code, address, secret)
+            finally:
+                lock.release()
+        finally:
+            if not lock.locked and not lock.waiting:
+                self._code_checks.pop(user.id, None)
+
+    async def _check_code_now(self, user: User, method: str, code: str, address: str,
+                              secret: str | None = None) -> None:
         code = (code or "").replace(" ", "").strip()
         if not _CODE_RE.match(code):
             raise WrongCode(msg("a code is 6 digits"))

@@ -61,14 +61,14 @@ __all__ = ["BadUserName", "LdapChecker", "LdapConfig", "LdapService", "check_nam
 
 log = Logger()
 
-_ALLOWED = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
+_ALLOWED = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 #: characters with a meaning in LDAP filters or DNs
 _SPECIAL = set('*()\\\x00,=+<>#;"/ ')
 
 
 def check_name(name: str) -> str:
     """The name if fit for the directory, else ``BadUserName`` saying why."""
-    if _ALLOWED.match(name):
+    if _ALLOWED.fullmatch(name):   # (match with "$" also took "lara\n")
         return name
     bad = sorted({c for c in name if c in _SPECIAL or not c.isprintable()
                   or not (c.isalnum() or c in "._@-")})

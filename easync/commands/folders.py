@@ -227,7 +227,8 @@ async def folder_create(server: EasServer, req: EasRequest) -> EasResponse:
     parent = body.findtext(NS + "ParentId")
     name = body.findtext(NS + "DisplayName")
     ftype = _int_or_none(body.findtext(NS + "Type"))
-    if key is None or parent is None or name is None or not name.strip() or ftype is None:
+    if key is None or parent is None or name is None or not _usable_name(name) \
+            or ftype is None:
         return _status_only("FolderCreate", "10")
     parent = parent.strip() or "0"
     if ftype not in CREATABLE_TYPES:
@@ -242,6 +243,13 @@ async def folder_create(server: EasServer, req: EasRequest) -> EasResponse:
     root = await _commit(server, req, state, _with_folder(state, folder), "FolderCreate")
     root.add(NS + "ServerId", folder.server_id)
     return EasResponse(body=root, status="1")
+
+
+def _usable_name(name: str) -> bool:
+    """A DisplayName a folder can have: not empty or blank, and no NUL (OPAQUE data
+    may carry one; no store keeps it: PostgreSQL refuses it in text).  Otherwise the
+    request is malformed, Status 10 (MS-ASCMD 2.2.3.177.3 FolderCreate, 2.2.3.177.6 FolderUpdate)."""
+    return bool(name.strip()) and "\x00" not in name
 
 
 def _value_error_status(exc: ValueError) -> str:
@@ -270,7 +278,7 @@ async def folder_update(server: EasServer, req: EasRequest) -> EasResponse:
     parent = body.findtext(NS + "ParentId")
     name = body.findtext(NS + "DisplayName")
     if key is None or not (server_id or "").strip() or parent is None \
-            or name is None or not name.strip():
+            or name is None or not _usable_name(name):
         return _status_only("FolderUpdate", "10")
     server_id = (server_id or "").strip()
     parent = parent.strip() or "0"

@@ -133,6 +133,12 @@ def basic_credentials(request: server.Request, trusted: Sequence[Network] = (),
             raise ValueError("no colon")
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return Refusal(401, "-", "malformed Authorization", challenge)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in username):
+        # RFC 7617 §2: no control characters in a user-id; refused before any store
+        # sees it (PostgreSQL cannot hold a NUL: the look-up failed as "unavailable")
+        return Refusal(401, safe_name(username),
+                       "malformed Authorization: control characters in the user name",
+                       challenge)
     # the DeviceId too: a familiar device is not refused by others' lockouts
     if query is not None:
         device = query.device_id
@@ -211,5 +217,7 @@ def client_addr(request: server.Request, trusted: Sequence[Network] = ()) -> str
 
 
 def safe_name(username: str) -> str:
-    """A user name fit for a log line (never the password)."""
-    return "".join(c for c in username if c.isprintable())[:128] or "-"
+    """A user name fit for a log line (never the password): its first 128 characters,
+    those that are not printable escaped (``log_safe``), not dropped: dropped, a name
+    like "an\\x00na" or "anna\\u200b" was logged as another user's ("anna")."""
+    return log_safe(username[:128]) or "-"

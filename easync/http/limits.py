@@ -197,6 +197,27 @@ class HeadTimeoutChannel(http.HTTPChannel):
             self.resetTimeout()
         LineReceiver.dataReceived(self, data)
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line of a request head over ``MAX_LENGTH`` (16 KB): answer 414 for the
+        request line (RFC 9112 §3), 431 for a header field (RFC 6585 §5), and close.
+        (LineReceiver's own ``transport.loseConnection()`` closed nothing while the
+        channel is the transport's producer: the connection hung, unanswered, until
+        the header timeout.)"""
+        first = not self._receivedHeaderSize
+        code = b"414 URI Too Long" if first else b"431 Request Header Fields Too Large"
+        if self.notes is not None:        # at most one line a minute per address
+            peer = self.transport.getPeer() if self.transport is not None else None
+            address = getattr(peer, "host", None) or "-"
+            what = "request line" if first else "header line"
+            self.notes.event((what + " too long", address),
+                             "refused a request from {address}: {what} over {limit} bytes "
+                             "(HTTP {code})", address=address, what=what,
+                             limit=self.MAX_LENGTH, code=code[:3].decode())
+        if self.transport is not None:
+            self.transport.write(b"HTTP/1.1 " + code + b"\r\nConnection: close\r\n"
+                                 b"Content-Length: 0\r\n\r\n")
+        self.loseConnection()
+
     def allHeadersReceived(self) -> None:
         super().allHeadersReceived()
         self.resetTimeout()             # the body's own timer starts now

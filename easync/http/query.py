@@ -62,6 +62,10 @@ def parse_query(qs: str) -> Query:
         elif lk == "user":
             q.user = value
         elif lk == "deviceid":
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+                # never a device's id (the base64 form shows such bytes in hex); stored,
+                # it would reach logs and the database (PostgreSQL: no NUL in text)
+                raise QueryError(f"DeviceId with control characters: {value[:64]!r}")
             q.device_id = value
         elif lk == "devicetype":
             q.device_type = value
