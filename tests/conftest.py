@@ -3,7 +3,7 @@ is missing is skipped, or with CI=true fails), and the ``solo`` mark for runs sp
 over several processes (pytest-xdist, ``-n``).
 
 A test marked ``solo`` measures time on the wall clock (the reactor's longest turn,
-a push latency, a heartbeat): with ``-n 2`` the other process's tests would take the
+a push latency, a heartbeat): with ``-n 4`` the other processes' tests would take the
 CPU it measures.  So every test holds a lock on one file for its whole run (set-up,
 call, tear-down): shared for the others, exclusive for a ``solo`` test, which
 therefore runs alone — the other processes wait between two of their tests.  A second

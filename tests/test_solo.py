@@ -1,4 +1,4 @@
-"""The ``solo`` mark of tests/conftest.py: under pytest-xdist (``-n 2``, the README's
+"""The ``solo`` mark of tests/conftest.py: under pytest-xdist (``-n 4``, the README's
 test command) a test that measures wall-clock time runs while no other test runs, and
 the others still run side by side.  Checked on a sample suite run in two processes,
 each test writing down when it ran."""
