@@ -34,11 +34,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "while no other test runs (tests/conftest.py)")
 
 
-def _lock_files() -> tuple[IO[bytes], IO[bytes]] | None:
-    """(the turnstile, the lock) of this run's processes, or None without xdist."""
+def _lock_files(config: pytest.Config) -> tuple[IO[bytes], IO[bytes]] | None:
+    """(the turnstile, the lock) of this run's processes, or None without xdist.
+
+    Only an xdist worker's own configuration counts, not the PYTEST_XDIST_* variables:
+    a pytest a test starts in a subprocess (tests/test_needs.py) inherits those, and
+    taking this run's lock there waited for the test that started it.
+    """
     global _locks
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if os.environ.get("PYTEST_XDIST_WORKER") is None or not run:
+    workerinput = getattr(config, "workerinput", None)
+    run = workerinput.get("testrunuid") if isinstance(workerinput, dict) else None
+    if not run:
         return None
     if _locks is None:
         base = os.path.join(tempfile.gettempdir(), f"easync-tests-{run}")
@@ -50,7 +56,7 @@ def _lock_files() -> tuple[IO[bytes], IO[bytes]] | None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
                             ) -> Iterator[None]:
-    locks = _lock_files()
+    locks = _lock_files(item.config)
     if locks is None:
         yield
         return
