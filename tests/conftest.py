@@ -14,24 +14,45 @@ xdist there is one process and no lock is taken.
 
 from __future__ import annotations
 
+import compileall
 import fcntl
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 import pytest
 from needs import pytest_configure as _needs_configure
 from needs import pytest_runtest_setup  # noqa: F401 - pytest hook
 
+REPO = Path(__file__).resolve().parent.parent
 _locks: tuple[IO[bytes], IO[bytes]] | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _needs_configure(config)
+    _keep_bytecode(config)
     config.addinivalue_line(
         "markers", "solo: the test measures wall-clock time; with pytest-xdist it runs "
         "while no other test runs (tests/conftest.py)")
+
+
+def _keep_bytecode(config: pytest.Config) -> None:
+    """Let this run and the processes it starts keep compiled bytecode.
+
+    The suite starts hundreds of Python processes (``twistd easync``, ``easync-admin``,
+    the fake CRM) on this checkout's sources.  With PYTHONDONTWRITEBYTECODE set (some
+    container images set it) each of them compiled every module again: an eighth of the
+    CPU of the device-corpus tests.  The first process (not an xdist worker) compiles
+    the checkout once; the ``__pycache__`` directories are ignored by git.
+    """
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
+    if getattr(config, "workerinput", None) is None:
+        for part in ("easync", "backends", "twisted", "tests"):
+            compileall.compile_dir(str(REPO / part), quiet=2)
 
 
 def _lock_files(config: pytest.Config) -> tuple[IO[bytes], IO[bytes]] | None:
