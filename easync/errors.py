@@ -1,11 +1,26 @@
 """Exceptions shared by the protocol side and the stores."""
 
+from __future__ import annotations
+
+import errno
+
 
 class Unavailable(Exception):
     """A store, directory or CRM cannot answer now (→ HTTP 503 with Retry-After).
 
     Never a reason to answer 401: that makes a phone ask its user for the password.
     """
+
+    @classmethod
+    def because(cls, e: BaseException) -> Unavailable:
+        """An ``Unavailable`` for the failure ``e`` of a lookup, with a reason the log
+        line can give: ``e``'s message, or what it is when it has none (a process out
+        of file descriptors raised an ``OSError`` with an empty message, logged as
+        "directory unavailable: ")."""
+        if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
+            return cls("this process is out of file descriptors (ulimit -n)")
+        text = one_line(e)
+        return cls(text or f"{type(e).__name__} (no message)")
 
 
 class StateExpired(Exception):

@@ -86,7 +86,7 @@ class CrmChecker(HandsOverUser):
         except Unavailable:
             raise
         except Exception as e:
-            raise Unavailable(str(e)) from e
+            raise Unavailable.because(e) from e
 
     async def _login_pwd(self, name: str, password: str) -> bool:
         d = self.http.post(self.url, data={"operation": "login_pwd", "username": name,
@@ -121,7 +121,7 @@ class CrmChecker(HandsOverUser):
         except Unavailable:
             raise
         except Exception as e:
-            raise Unavailable(str(e)) from e
+            raise Unavailable.because(e) from e
 
 
 def _login_check_failed(kind: str, detail: Any) -> Unavailable:

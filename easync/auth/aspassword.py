@@ -268,7 +268,7 @@ class PolicyChecker(HandsOverUser):
         except Unavailable:
             raise
         except Exception as e:
-            raise Unavailable(str(e)) from e
+            raise Unavailable.because(e) from e
 
     # -- ICredentialsChecker (requestAvatarId runs _check) --------------------------------
     def _cache_key(self, name: str, password: str) -> bytes:
@@ -284,7 +284,7 @@ class PolicyChecker(HandsOverUser):
         except Unavailable:
             raise
         except Exception as e:  # the database cannot answer
-            raise Unavailable(str(e)) from e
+            raise Unavailable.because(e) from e
         return None
 
     async def _check(self, credentials: IUsernamePassword) -> str:

@@ -387,7 +387,7 @@ class LdapChecker(HandsOverUser):
         except Unavailable:
             raise
         except Exception as e:  # the database cannot answer
-            raise Unavailable(str(e)) from e
+            raise Unavailable.because(e) from e
 
     async def _audit(self, user: str, action: str, detail: str) -> None:
         log.info("{user}: {detail}", user=user, detail=detail)

@@ -185,7 +185,7 @@ class LocalChecker(HandsOverUser):
                 if user is not None:
                     break
         except Exception as e:  # the database cannot answer
-            raise Unavailable(str(e)) from e
+            raise Unavailable.because(e) from e
         if user is None or not user.password_hash:
             raise UnauthorizedLogin("unknown user")
         key = self._cache_key(user.name, password)
