@@ -340,7 +340,19 @@ class EasRequestFactory(Request):
     def gotLength(self, length: int | None) -> None:
         self._easync_seen = 0
         self._easync_too_large = length is not None and length > self.max_bytes
-        if self._easync_too_large:
+        if self._easync_too_large and self.channel is not None:
+            # Answered now, not once the body is in: a Content-Length over the limit
+            # is refused (413 on ActiveSync) as soon as the head is read, the body is
+            # never read (no "100 Continue" invites it) and the connection closes
+            # after the answer — neither a phone nor an attacker uploads gigabytes
+            # for nothing (RFC 9110 15.5.14: the server may close the connection).
+            # twisted.web's channel takes a length of 0 as "the body is complete".
+            length = 0
+            self.channel.length = 0
+            self.channel.persistent = False
+            self.requestHeaders.removeHeader(b"expect")
+            self.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        elif self._easync_too_large:
             length = 0
         super().gotLength(length)
 
