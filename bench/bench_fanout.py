@@ -308,6 +308,29 @@ def collect_answers(lines: queue.Queue[str], n: int, timeout: float = 240
     return answers, stalls, errors
 
 
+def answer_figures(lines: queue.Queue[str], answers: dict[int, tuple[str, float]],
+                   stalls: list[tuple[float, float]], t_change: float
+                   ) -> tuple[list[float], dict[str, int], list[float]]:
+    """After ``collect_answers``: the stall probe's last lines read (half a second
+    later), then (the Status 2 answers' latencies from ``t_change`` in ms, sorted; how
+    many Pings got each other status; the reactor stalls in ms that overlapped the
+    answers)."""
+    time.sleep(0.5)
+    while not lines.empty():
+        ln = lines.get()
+        if ln.startswith("L "):
+            _l, a, b = ln.split()
+            stalls.append((float(a), float(b)))
+    lat = sorted((t - t_change) * 1000 for s, t in answers.values() if s == "2")
+    other: dict[str, int] = {}
+    for s, _t in answers.values():
+        if s != "2":
+            other[s] = other.get(s, 0) + 1
+    last = max((t for _s, t in answers.values()), default=t_change)
+    during = [(b - a) * 1000 for a, b in stalls if b >= t_change - 0.01 and a <= last + 0.01]
+    return lat, other, during
+
+
 def writer_sync(port: int, user: str, folder: str, device: str
                 ) -> tuple[Callable[[bytes], bytes], bytes]:
     """Prime ``device`` (SyncKey 0, then a Sync); returns the function that posts a
@@ -455,19 +478,7 @@ def run(args: argparse.Namespace) -> None:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-        time.sleep(0.5)
-        while not lines.empty():
-            ln = lines.get()
-            if ln.startswith("L "):
-                _l, a, b = ln.split()
-                stalls.append((float(a), float(b)))
-        lat = sorted((t - t_change) * 1000 for s, t in answers.values() if s == "2")
-        other: dict[str, int] = {}
-        for s, _t in answers.values():
-            if s != "2":
-                other[s] = other.get(s, 0) + 1
-        last = max((t for _s, t in answers.values()), default=t_change)
-        during = [(b - a) * 1000 for a, b in stalls if b >= t_change - 0.01 and a <= last + 0.01]
+        lat, other, during = answer_figures(lines, answers, stalls, t_change)
         print(f"{len(lat)} of {n} Pings answered Status 2 ({note})"
               + (f"; others: {other}" if other else "")
               + (f"; errors: {len(errors)} {errors[:3]}" if errors else ""))

@@ -39,6 +39,7 @@ from bench_fanout import (
     PASSWORD,
     PER_LOADER,
     Proc,
+    answer_figures,
     collect_answers,
     percentile,
     writer_sync,
@@ -181,19 +182,7 @@ def run(args: argparse.Namespace) -> None:
         t_done = time.monotonic()
         answers, stalls, errors = collect_answers(lines, n)
         cpu = (sum(cpu_ticks(p) for p in pids) - cpu0) / os.sysconf("SC_CLK_TCK")
-        time.sleep(0.5)
-        while not lines.empty():
-            ln = lines.get()
-            if ln.startswith("L "):
-                _l, a, b = ln.split()
-                stalls.append((float(a), float(b)))
-        lat = sorted((t - t_change) * 1000 for s, t in answers.values() if s == "2")
-        other: dict[str, int] = {}
-        for s, _t in answers.values():
-            if s != "2":
-                other[s] = other.get(s, 0) + 1
-        last = max((t for _s, t in answers.values()), default=t_change)
-        during = [(b - a) * 1000 for a, b in stalls if b >= t_change - 0.01 and a <= last + 0.01]
+        lat, other, during = answer_figures(lines, answers, stalls, t_change)
         print(f"{len(lat)} of {n} Pings answered Status 2 (the owner's Sync took "
               f"{(t_done - t_change) * 1000:.1f} ms)"
               + (f"; others: {other}" if other else "")
