@@ -32,6 +32,8 @@ from easync.items.event import event_zone
 
 MODULE_OF = {"Contacts": "Contacts", "Calendar": "Events", "Tasks": "Calendar"}
 CLASS_OF = {v: k for k, v in MODULE_OF.items()}
+#: module -> the FolderSync Type of the user's default folder holding its records
+FOLDER_TYPE = {"Contacts": 9, "Events": 8, "Calendar": 7}
 UID_NAMESPACE = uuid.UUID("5b0e8a4e-8c61-4d4a-9f0e-3c1f8e6a1d27")
 
 # Contacts: view key (= CRM field) -> EAS property, plain text both ways

@@ -300,6 +300,7 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
     folder and enters the other at once).  Returns the (user id, folder id) pairs
     that changed."""
     serialize(sql, cur)
+    owners, folders = _owners_now(sql, cur, batch.module, owners, folders)
     changed: set[tuple[int, str]] = set()
     if company is not None and batch.module == "Contacts" and batch.only_owner is None and \
             shared.apply(sql, cur, company[0], company[1], batch.records, batch.deleted, ctx,
@@ -390,6 +391,32 @@ def apply_incoming(sql: Any, cur: Any, batch: Incoming, owners: dict[str, int],
             _record(sql, cur, user_id, module, what, extra, res)
         changed.add((user_id, folder_id))
     return changed
+
+
+def _owners_now(sql: Any, cur: Any, module: str, owners: dict[str, int],
+                folders: dict[int, str]) -> tuple[dict[str, int], dict[int, str]]:
+    """``owners`` and ``folders`` with the users mapped since they were read.  A poll
+    reads them before its query; with ``--workers`` another process may begin a
+    user's first load in between, and that user's records then read as reassigned to
+    nobody: the row tombstoned, the item left, the record added again by the next
+    poll (a duplicate on the phone).  Read again here, under ``serialize``."""
+    cur.execute("SELECT COUNT(*) FROM crm_users WHERE crm_user_id IS NOT NULL")
+    row = cur.fetchone()
+    if row is not None and int(row[0]) == len(owners):
+        return owners, folders          # (the usual case: one count, not every row)
+    fresh = mapped_users(sql, cur)
+    news = {c: u for c, u in fresh.items() if owners.get(c) != u}
+    if not news:
+        return owners, folders
+    folders = dict(folders)
+    for user_id in set(news.values()) - set(folders):
+        cur.execute(sql.db.sql("SELECT id FROM folders WHERE user_id = ? AND type = ?"
+                               " AND deleted = 0 ORDER BY id"),
+                    (user_id, mapping.FOLDER_TYPE[module]))
+        row = cur.fetchone()
+        if row is not None:
+            folders[user_id] = str(row[0])
+    return {**owners, **news}, folders
 
 
 def _tombstone(sql: Any, cur: Any, item_id: int) -> None:

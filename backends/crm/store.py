@@ -112,7 +112,7 @@ log = Logger()
 T = TypeVar("T")
 
 MODULES = ("Contacts", "Events", "Calendar")
-FOLDER_TYPE = {"Contacts": 9, "Events": 8, "Calendar": 7}
+FOLDER_TYPE = mapping.FOLDER_TYPE
 SETTLE = 30.0               # seconds before the newest CRM second is not re-read
 USERS_REFRESH = 60.0        # seconds between reads of the CRM's user list
 FULL_SCAN = 3600.0          # seconds between id scans made whatever the counts say
