@@ -1022,6 +1022,10 @@ class SyncEngine:
         return "1", len(changes)
 
 
+#: how often a move's mark is tried on a sync state other requests keep replacing
+MARK_ATTEMPTS = 5
+
+
 async def record_own_move(server: Any, user: User, device_id: str, src_folder: str,
                           old_id: str, dst_folder: str, new_id: str) -> None:
     """After a MoveItems by this device: its own Delete (in the source) and Add (in the
@@ -1033,11 +1037,22 @@ async def record_own_move(server: Any, user: User, device_id: str, src_folder: s
     modseq = items[0].modseq
     for folder_id, sid, mark in ((src_folder, old_id, -modseq), (dst_folder, new_id, modseq)):
         name = state_name(folder_id)
-        st = await server.state.get_state(user, device_id, name)
-        if st is None:
-            continue
-        st.setdefault("own", {})[sid] = mark
-        await server.state.save_state(user, StateWrite(device_id, name, st))
+        # The mark replaces only the state it was added to: a Sync of the device (on
+        # another connection) that saved a newer one meanwhile keeps it — a plain save
+        # put the older SyncKey back, and the device's next Sync got Status 3 — and
+        # the mark is added to that one instead.
+        for _attempt in range(MARK_ATTEMPTS):
+            st = await server.state.get_state(user, device_id, name)
+            if st is None:
+                break
+            st.setdefault("own", {})[sid] = mark
+            replaces = (st["epoch"], st["key"]) if "epoch" in st and "key" in st else None
+            try:
+                await server.state.save_state(user, StateWrite(device_id, name, st,
+                                                               replaces=replaces))
+            except StateConflict:
+                continue
+            break
 
 
 def fingerprint(cmd: ClientCommand) -> list[str] | None:
