@@ -567,6 +567,12 @@ class ActiveSyncResource(Resource):
         except TooManyDevices as e:
             self._too_many_devices(request, user.name, device_id, cmd, version, e, t0)
             return
+        except Unavailable as e:
+            # (a new database connection for the device's row failed: the descriptor
+            # limit, a database gone) a retry later, as for the request's read above
+            request.setHeader(b"Retry-After", b"30")
+            self._finish(request, 503, b"", user.name, device_id, cmd, f"unavailable: {e}", t0)
+            return
         rules = snapshot.rules if snapshot is not None else \
             await state.list_device_rules(user)
         refusal = device_refusal(device, rules, q.device_id, q.device_type,
@@ -781,6 +787,18 @@ class ActiveSyncResource(Resource):
             else:
                 self._finish(request, CLIENT_GONE, b"", req.user.name, req.device_id,
                              req.cmd, "client gone", t0)
+            return
+        if failure.check(Unavailable):
+            # a store that stopped answering at a step without its own answer: 503 and a
+            # retry later (DESIGN), never a 500 with a traceback
+            req = getattr(request, REQUEST_NOTE, None)
+            try:
+                request.setHeader(b"Retry-After", b"30")
+                self._finish(request, 503, b"", req.user.name if req else "-",
+                             req.device_id if req else "", cmd,
+                             f"unavailable: {failure.value}", t0)
+            except RuntimeError:  # the connection is gone
+                log.info("could not answer {cmd}: connection gone", cmd=cmd)
             return
         log.failure("unexpected error in {cmd}", failure, cmd=cmd)
         try:
