@@ -45,7 +45,11 @@ class Setup:
     slapd: ldapserver.Slapd | None = None
 
     def user(self, name: str) -> str:
-        """A user with ActiveSync on, whose local record exists; returns its name."""
+        """A user with ActiveSync on, whose local record exists; returns its name.  Each
+        test makes the users it needs (pytest-xdist may run any test of this module
+        without those before it)."""
+        if self.server.admin("user", "show", name, check=False).returncode == 0:
+            return name
         if self.kind == "local":
             self.server.add_user(name, self.passwords[name], email=f"{name}@example.org")
         else:
@@ -139,7 +143,7 @@ def test_without_2fa_the_login_password_works(setup: Setup) -> None:
 
 
 def test_an_activesync_password_replaces_the_login_password(setup: Setup) -> None:
-    name = "lara"
+    name = setup.user("lara")
     out = setup.admin("user", "as-password", name, "--password-stdin",
                       stdin=AS_PASSWORD + "\n")
     assert "EAS accepts only it" in out
@@ -172,6 +176,8 @@ def test_2fa_refuses_eas_until_an_activesync_password_is_set(setup: Setup) -> No
 
 def test_2fa_for_everyone(setup: Setup) -> None:
     name = setup.user("pia")
+    other = setup.user("nino")              # with an ActiveSync password: unaffected
+    setup.admin("user", "as-password", other, "--password-stdin", stdin=AS_PASSWORD + "\n")
     assert syncs(setup, name, "a")
     out = setup.admin("user", "2fa-all", "on")
     assert name in out
@@ -202,7 +208,7 @@ def test_turning_2fa_on_takes_the_activesync_password_in_the_same_step(setup: Se
 
 
 def test_failed_logins_lock_the_user_out(setup: Setup) -> None:
-    name = "sara"
+    name = setup.user("sara")
     for i in range(LOCKOUT_AFTER):
         assert status_of(setup, name, f"x{i}", password=f"guess-{i}").status_code == 401
     response = status_of(setup, name, "y")          # the right password (even remembered): too late
@@ -271,6 +277,13 @@ def test_ldap_directory_down_gives_503_not_401(setup: Setup, tmp_path: Path) -> 
 # ------------------------------------------------------------------ last: the logs
 
 def test_no_password_code_or_hash_in_any_log(setup: Setup) -> None:
+    # what this test looks for, made here too (it may run without the tests before it):
+    # an ActiveSync password (a hash; its audit line) and a lockout (its audit line)
+    name = setup.user("remo")
+    setup.admin("user", "as-password", name, "--password-stdin", stdin=AS_PASSWORD + "\n")
+    for i in range(LOCKOUT_AFTER + 1):
+        status_of(setup, name, f"L{i}", password=f"wrong-guess-{i}")
+    setup.admin("user", "unlock", name)
     db = setup.server.db[len("sqlite:///"):]
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT password_hash, extra FROM users").fetchall()

@@ -55,3 +55,31 @@ def test_a_message_on_several_lines_is_one_line_with_no_password() -> None:
     reason = refused(RuntimeError("connection lost\nserver closed the connection"))
     assert str(reason) == "connection lost server closed the connection"
     assert "secret-pw-1" not in str(reason)
+
+
+class HangingUsers:
+    def __init__(self) -> None:
+        self.pending: list[Deferred[Any]] = []
+
+    def get_user(self, name: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+def test_a_lookup_cancelled_because_the_client_left_is_not_unavailable() -> None:
+    """The client went away during its login: the request's Deferred is cancelled, and
+    the cancellation reaches the user lookup.  It must come out as the cancellation (the
+    request is logged "client gone", 499), not as a 503 "directory unavailable:
+    CancelledError" — that was the empty reason of the fleet benchmark's log."""
+    from twisted.internet.defer import CancelledError
+
+    users = HangingUsers()
+    out: list[Any] = []
+    d = LocalChecker(users, Clock()).requestAvatarId(
+        UsernamePassword(b"dana", b"secret-pw-1"))
+    d.addBoth(out.append)
+    assert users.pending and not out
+    d.cancel()
+    assert out and out[0].check(CancelledError), out
+    assert not out[0].check(Unavailable)

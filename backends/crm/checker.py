@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -83,7 +84,7 @@ class CrmChecker(HandsOverUser):
         try:
             found: User | None = await self.users.get_user(name)
             return found
-        except Unavailable:
+        except (Unavailable, CancelledError):   # (cancelled: the client went away)
             raise
         except Exception as e:
             raise Unavailable.because(e) from e
@@ -118,7 +119,7 @@ class CrmChecker(HandsOverUser):
                 log.info("{user}: local record made at the first CRM login (ActiveSync "
                          "off until an administrator turns it on)", user=name)
             return user
-        except Unavailable:
+        except (Unavailable, CancelledError):   # (cancelled: the client went away)
             raise
         except Exception as e:
             raise Unavailable.because(e) from e

@@ -36,7 +36,7 @@ from typing import Any
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -265,7 +265,7 @@ class PolicyChecker(HandsOverUser):
         (the request is answered 503, not refused as a wrong password)."""
         try:
             return await self.accounts.two_factor_all()
-        except Unavailable:
+        except (Unavailable, CancelledError):   # (cancelled: the client went away)
             raise
         except Exception as e:
             raise Unavailable.because(e) from e
@@ -281,7 +281,7 @@ class PolicyChecker(HandsOverUser):
                 user = await self.accounts.users.get_user(name)
                 if user is not None:
                     return user
-        except Unavailable:
+        except (Unavailable, CancelledError):   # (cancelled: the client went away)
             raise
         except Exception as e:  # the database cannot answer
             raise Unavailable.because(e) from e

@@ -46,7 +46,7 @@ from twisted.application.service import Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -384,7 +384,7 @@ class LdapChecker(HandsOverUser):
                     await self._audit(user.name, "activesync", "ActiveSync " + (
                         "on (joined" if found.member else "off (left") + " the LDAP group)")
             return user
-        except Unavailable:
+        except (Unavailable, CancelledError):   # (cancelled: the client went away)
             raise
         except Exception as e:  # the database cannot answer
             raise Unavailable.because(e) from e

@@ -11,7 +11,7 @@ import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -184,6 +184,8 @@ class LocalChecker(HandsOverUser):
                 user = await self.users.get_user(name)
                 if user is not None:
                     break
+        except CancelledError:     # (the client went away)
+            raise
         except Exception as e:  # the database cannot answer
             raise Unavailable.because(e) from e
         if user is None or not user.password_hash:
