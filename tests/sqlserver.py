@@ -75,3 +75,31 @@ async def until(cond: Callable[[], Any], timeout: float = 5.0) -> None:
             return
         await deferLater(reactor, 0.01, lambda: None)
     raise AssertionError("condition not reached")
+
+
+
+async def listening_site(store: Any, users: dict[str, tuple[str, bool]],
+                         settings: Settings | None = None) -> tuple[str, Any, Any]:
+    """The ActiveSync site of an ``EasServer`` on ``store`` (users, items and state,
+    opened here, with ``users``: name -> (password, ActiveSync on), e-mail
+    name@example.org), local accounts, no provisioning unless ``settings`` say so, on a
+    loopback port: ``(base URL, front door, port)``; the caller stops the port and
+    closes the store."""
+    import bcrypt
+    from twisted.internet import reactor
+
+    from easync.auth import build_door
+    from easync.http.resource import make_site
+
+    await store.open()
+    for name, (password, activesync) in users.items():
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+        await store.add_user(name, hashed, f"{name}@example.org", activesync)
+    server = EasServer(users=store, items=store, state=store,
+                       notifier=LocalNotifier(reactor), clock=reactor,
+                       settings=settings if settings is not None else
+                       Settings(provisioning=False))
+    door = build_door({"auth": "local"}, server, reactor)
+    port = reactor.listenTCP(0, make_site(server, door),  # type: ignore[attr-defined]
+                             interface="127.0.0.1")
+    return f"http://127.0.0.1:{port.getHost().port}", door, port

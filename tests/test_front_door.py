@@ -10,17 +10,14 @@ import subprocess
 import sys
 from typing import Any
 
-import bcrypt
 import pytest
 import pytest_twisted
+from sqlserver import listening_site
 from twisted.internet import reactor
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from backends.sql.store import SqlStore
-from easync.handler import EasServer
-from easync.notify import LocalNotifier
-from easync.settings import Settings
 
 PASSWORD = "door-test-password"
 
@@ -76,20 +73,10 @@ def test_a_broken_command_module_fails_loudly_at_import() -> None:
 
 @pytest_twisted.async_yield_fixture
 async def site(tmp_path: Any) -> Any:
-    from easync.auth import build_door
-    from easync.http.resource import make_site
-
     store = SqlStore(reactor, f"sqlite:///{tmp_path / 'door.sqlite'}")
-    await store.open()
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
-    await store.add_user("zoe", hashed, "zoe@example.org", True)
-    await store.add_user("off", hashed, "off@example.org", False)
-    server = EasServer(users=store, items=store, state=store,
-                       notifier=LocalNotifier(reactor), clock=reactor,
-                       settings=Settings(provisioning=False))
-    door = build_door({"auth": "local"}, server, reactor)
-    port = reactor.listenTCP(0, make_site(server, door), interface="127.0.0.1")
-    yield f"http://127.0.0.1:{port.getHost().port}", door
+    base, door, port = await listening_site(store, {"zoe": (PASSWORD, True),
+                                                    "off": (PASSWORD, False)})
+    yield base, door
     await port.stopListening()
     await store.close()
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import bcrypt
 import pytest_twisted
+from sqlserver import listening_site
 from twisted.internet import reactor
 from twisted.internet.defer import fail
 from twisted.logger import globalLogPublisher
@@ -43,21 +43,11 @@ class FailingAfterLogin(SqlStore):
 
 @pytest_twisted.async_yield_fixture
 async def site(tmp_path: Any) -> Any:
-    from easync.auth import build_door
-    from easync.http.resource import make_site
-
     store = FailingAfterLogin(reactor, f"sqlite:///{tmp_path / 'touch.sqlite'}")
-    await store.open()
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
-    await store.add_user("tess", hashed, "tess@example.org", True)
-    server = EasServer(users=store, items=store, state=store,
-                       notifier=LocalNotifier(reactor), clock=reactor,
-                       settings=Settings(provisioning=False))
-    door = build_door({"auth": "local"}, server, reactor)
-    port = reactor.listenTCP(0, make_site(server, door), interface="127.0.0.1")
+    base, _door, port = await listening_site(store, {"tess": (PASSWORD, True)})
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
-    yield f"http://127.0.0.1:{port.getHost().port}", store, events
+    yield base, store, events
     globalLogPublisher.removeObserver(events.append)
     await port.stopListening()
     await store.close()
