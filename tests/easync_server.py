@@ -23,6 +23,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> int:
+    """A port ``p`` such that ``p`` … ``p + n - 1`` could all be bound just now (each
+    tried), for a server that listens on consecutive ports (``--workers`` N with
+    ``--metrics-listen``: worker i on port + i).  ``free_port`` alone checked only the
+    first: under ``-n 4`` another test's server could hold a neighbour."""
+    for _attempt in range(200):
+        base = free_port()
+        if base + n - 1 > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports found")
+
+
 def wait_for(cond: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
     """Poll ``cond()`` every ``step`` s until it is true (its value is returned) or
     ``timeout`` s have passed (AssertionError).  A connection error (OSError) while

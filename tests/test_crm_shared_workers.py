@@ -23,7 +23,7 @@ import easync_server
 import needs
 import pytest
 import test_workers
-from easync_server import free_port, read_metrics
+from easync_server import free_ports, read_metrics
 from pgtest import fresh_database, pg_server, unreachable
 from test_e2e_crm import FakeCrmProcess
 
@@ -68,7 +68,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     crm = FakeCrmProcess(tmp_path_factory.mktemp("crm-book-workers-fake"), flavour="vtiger")
     workdir = tmp_path_factory.mktemp("crm-book-workers")
     (workdir / "crm.key").write_text("adminKEY123\n")
-    metrics_port = free_port()
+    metrics_port = free_ports(WORKERS)
     try:
         for name in (*USERS, "bob"):
             crm("add_user", name=name, email=f"{name}@example.org")
@@ -87,7 +87,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 for name in USERS:
                     srv.add_user(name, PASSWORD, email=f"{name}@example.org")
                 c = Cluster(srv, crm, url, metrics_port)
-                easync_server.wait_for(lambda: len(c.held()) == WORKERS, 20)
+                easync_server.wait_for(lambda: len(c.held()) == WORKERS, 40)
                 yield c
             finally:
                 srv.stop()

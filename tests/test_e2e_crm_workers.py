@@ -24,7 +24,7 @@ import easync_server
 import needs
 import pytest
 import test_workers
-from easync_server import free_port, read_metrics
+from easync_server import free_ports, read_metrics
 from pgtest import fresh_database, pg_server, terminate, unreachable
 from test_e2e_crm import FakeCrmProcess
 
@@ -79,7 +79,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     crm = FakeCrmProcess(tmp_path_factory.mktemp("crm-workers-fake"), flavour="vtiger")
     workdir = tmp_path_factory.mktemp("crm-workers")
     (workdir / "crm.key").write_text("adminKEY123\n")
-    metrics_port = free_port()
+    metrics_port = free_ports(WORKERS)
     try:
         crm("add_user", name="dana", email="dana@example.org")
         with fresh_database("crmworkers") as url:
@@ -94,7 +94,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 srv.add_user("dana", PASSWORD, email="dana@example.org")
                 c = Cluster(srv, crm, url, metrics_port)
                 wait_for(lambda: len(c.pids()) == WORKERS)
-                wait_for(lambda: len(c.held()) == WORKERS)
+                wait_for(lambda: len(c.held()) == WORKERS, 40)
                 yield c
             finally:
                 srv.stop()

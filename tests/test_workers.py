@@ -15,7 +15,7 @@ from typing import Any
 import easync_server
 import needs
 import pytest
-from easync_server import free_port, read_metrics
+from easync_server import free_port, free_ports, read_metrics
 from pgtest import fresh_database, pg_server, unreachable
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
@@ -137,9 +137,7 @@ def wait_for(cond: Any, timeout: float = 20.0) -> Any:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     needs.require(unreachable())
     workdir = tmp_path_factory.mktemp("workers")
-    metrics_port = free_port()
-    while any(_in_use(metrics_port + i) for i in range(1, 3)):
-        metrics_port = free_port()
+    metrics_port = free_ports(3)
     with fresh_database("workers") as url:
         srv = pg_server(workdir, url, ["--workers", "3", "--provisioning", "off",
                                        "--metrics-listen",
