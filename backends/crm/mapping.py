@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
@@ -34,6 +35,13 @@ MODULE_OF = {"Contacts": "Contacts", "Calendar": "Events", "Tasks": "Calendar"}
 CLASS_OF = {v: k for k, v in MODULE_OF.items()}
 #: module -> the FolderSync Type of the user's default folder holding its records
 FOLDER_TYPE = {"Contacts": 9, "Events": 8, "Calendar": 7}
+
+
+def default_folders(folders: Iterable[Any]) -> dict[str, str]:
+    """module -> server id of the user's default folder of its records, from the
+    user's folders as the SQL store lists them (``easync.model.Folder``)."""
+    by_type = {f.type: f.server_id for f in folders}
+    return {m: by_type[t] for m, t in FOLDER_TYPE.items() if t in by_type}
 UID_NAMESPACE = uuid.UUID("5b0e8a4e-8c61-4d4a-9f0e-3c1f8e6a1d27")
 
 # Contacts: view key (= CRM field) -> EAS property, plain text both ways

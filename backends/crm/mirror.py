@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.crm import mapping, shared
+from backends.sql.shares import list_folders_txn
 from easync.items import email_address
 from easync.model import Op, OpResult, StateWrite
 
@@ -410,12 +411,10 @@ def _owners_now(sql: Any, cur: Any, module: str, owners: dict[str, int],
         return owners, folders
     folders = dict(folders)
     for user_id in set(news.values()) - set(folders):
-        cur.execute(sql.db.sql("SELECT id FROM folders WHERE user_id = ? AND type = ?"
-                               " AND deleted = 0 ORDER BY id"),
-                    (user_id, mapping.FOLDER_TYPE[module]))
-        row = cur.fetchone()
-        if row is not None:
-            folders[user_id] = str(row[0])
+        # (as CrmStore.folders_of finds them; the default folders are the user's own)
+        found = mapping.default_folders(list_folders_txn(sql.engine, cur, user_id, False))
+        if module in found:
+            folders[user_id] = found[module]
     return {**owners, **news}, folders
 
 

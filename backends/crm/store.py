@@ -382,9 +382,8 @@ class CrmStore(Service):
         """module -> folder id of the user's default Contacts, Calendar and Tasks."""
         if user_id not in self._folders:
             user = User(id=user_id, name="")
-            by_type = {f.type: f.server_id for f in await self.sql.list_folders(user)}
-            self._folders[user_id] = {m: by_type[t] for m, t in FOLDER_TYPE.items()
-                                      if t in by_type}
+            self._folders[user_id] = mapping.default_folders(
+                await self.sql.list_folders(user))
         return self._folders[user_id]
 
     # -- first load of a user ---------------------------------------------------------------
