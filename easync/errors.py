@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from twisted.internet.defer import CancelledError
 
 
 class Unavailable(Exception):
@@ -21,6 +25,19 @@ class Unavailable(Exception):
             return cls("this process is out of file descriptors (ulimit -n)")
         text = one_line(e)
         return cls(text or f"{type(e).__name__} (no message)")
+
+
+@contextmanager
+def unavailable_on_failure() -> Iterator[None]:
+    """Around a lookup of a store or directory: any failure in it is ``Unavailable``
+    (``Unavailable.because``: 503, never a 401), except an ``Unavailable`` already and a
+    cancellation (the client went away: the request is logged "client gone")."""
+    try:
+        yield
+    except (Unavailable, CancelledError):
+        raise
+    except Exception as e:
+        raise Unavailable.because(e) from e
 
 
 class StateExpired(Exception):

@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from backends.crm.call import envelope
 from easync.auth.local import BadUserName, HandsOverUser, split_username, text_credentials
-from easync.errors import Unavailable
+from easync.errors import Unavailable, unavailable_on_failure
 from easync.model import User
 
 if TYPE_CHECKING:
@@ -81,13 +80,9 @@ class CrmChecker(HandsOverUser):
         return self._accept(user)
 
     async def _local(self, name: str) -> User | None:
-        try:
+        with unavailable_on_failure():
             found: User | None = await self.users.get_user(name)
             return found
-        except (Unavailable, CancelledError):   # (cancelled: the client went away)
-            raise
-        except Exception as e:
-            raise Unavailable.because(e) from e
 
     async def _login_pwd(self, name: str, password: str) -> bool:
         d = self.http.post(self.url, data={"operation": "login_pwd", "username": name,
@@ -108,7 +103,7 @@ class CrmChecker(HandsOverUser):
 
     async def _local_record(self, name: str) -> User:
         users = self.users
-        try:
+        with unavailable_on_failure():
             user = await users.get_user(name)
             if user is None:
                 try:
@@ -119,10 +114,6 @@ class CrmChecker(HandsOverUser):
                 log.info("{user}: local record made at the first CRM login (ActiveSync "
                          "off until an administrator turns it on)", user=name)
             return user
-        except (Unavailable, CancelledError):   # (cancelled: the client went away)
-            raise
-        except Exception as e:
-            raise Unavailable.because(e) from e
 
 
 def _login_check_failed(kind: str, detail: Any) -> Unavailable:

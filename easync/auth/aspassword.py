@@ -36,7 +36,7 @@ from typing import Any
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -52,7 +52,7 @@ from easync.auth.local import (
     text_credentials,
 )
 from easync.auth.throttle import LockedOut
-from easync.errors import Unavailable
+from easync.errors import unavailable_on_failure
 from easync.model import User
 from easync.requestread import AuthRead, RequestSnapshot
 
@@ -263,12 +263,8 @@ class PolicyChecker(HandsOverUser):
     async def _two_factor_all(self) -> bool:
         """The 2FA-for-everyone setting; a store that cannot say is ``Unavailable``
         (the request is answered 503, not refused as a wrong password)."""
-        try:
+        with unavailable_on_failure():
             return await self.accounts.two_factor_all()
-        except (Unavailable, CancelledError):   # (cancelled: the client went away)
-            raise
-        except Exception as e:
-            raise Unavailable.because(e) from e
 
     # -- ICredentialsChecker (requestAvatarId runs _check) --------------------------------
     def _cache_key(self, name: str, password: str) -> bytes:
@@ -276,15 +272,11 @@ class PolicyChecker(HandsOverUser):
                         hashlib.sha256).digest()
 
     async def _find(self, raw: str) -> User | None:
-        try:
+        with unavailable_on_failure():
             for name in split_username(raw):
                 user = await self.accounts.users.get_user(name)
                 if user is not None:
                     return user
-        except (Unavailable, CancelledError):   # (cancelled: the client went away)
-            raise
-        except Exception as e:  # the database cannot answer
-            raise Unavailable.because(e) from e
         return None
 
     async def _check(self, credentials: IUsernamePassword) -> str:

@@ -46,14 +46,14 @@ from twisted.application.service import Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from easync.auth.local import BadUserName, HandsOverUser, split_username, text_credentials
-from easync.errors import Unavailable
+from easync.errors import Unavailable, unavailable_on_failure
 from easync.i18n import msg
 from easync.model import User
 
@@ -356,7 +356,7 @@ class LdapChecker(HandsOverUser):
 
     async def _local_record(self, found: DirectoryUser) -> User:
         users = self.users
-        try:
+        with unavailable_on_failure():
             user = await users.get_user(found.name)
             if user is None:
                 grant = bool(found.member)
@@ -384,10 +384,6 @@ class LdapChecker(HandsOverUser):
                     await self._audit(user.name, "activesync", "ActiveSync " + (
                         "on (joined" if found.member else "off (left") + " the LDAP group)")
             return user
-        except (Unavailable, CancelledError):   # (cancelled: the client went away)
-            raise
-        except Exception as e:  # the database cannot answer
-            raise Unavailable.because(e) from e
 
     async def _audit(self, user: str, action: str, detail: str) -> None:
         log.info("{user}: {detail}", user=user, detail=detail)

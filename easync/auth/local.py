@@ -11,13 +11,13 @@ import bcrypt
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from easync.errors import Unavailable
+from easync.errors import Unavailable, unavailable_on_failure  # noqa: F401 (Unavailable: re-exported)
 
 log = Logger()
 
@@ -179,15 +179,11 @@ class LocalChecker(HandsOverUser):
         if not password:
             raise UnauthorizedLogin("empty password")
         user = None
-        try:
+        with unavailable_on_failure():
             for name in split_username(raw):
                 user = await self.users.get_user(name)
                 if user is not None:
                     break
-        except CancelledError:     # (the client went away)
-            raise
-        except Exception as e:  # the database cannot answer
-            raise Unavailable.because(e) from e
         if user is None or not user.password_hash:
             raise UnauthorizedLogin("unknown user")
         key = self._cache_key(user.name, password)
