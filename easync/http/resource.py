@@ -340,20 +340,20 @@ class EasRequestFactory(Request):
     def gotLength(self, length: int | None) -> None:
         self._easync_seen = 0
         self._easync_too_large = length is not None and length > self.max_bytes
-        if self._easync_too_large and self.channel is not None:
-            # Answered now, not once the body is in: a Content-Length over the limit
-            # is refused (413 on ActiveSync) as soon as the head is read, the body is
-            # never read (no "100 Continue" invites it) and the connection closes
-            # after the answer — neither a phone nor an attacker uploads gigabytes
-            # for nothing (RFC 9110 15.5.14: the server may close the connection).
-            # twisted.web's channel takes a length of 0 as "the body is complete".
+        if self._easync_too_large:
             length = 0
-            self.channel.length = 0
-            self.channel.persistent = False
-            self.requestHeaders.removeHeader(b"expect")
-            self.responseHeaders.setRawHeaders(b"Connection", [b"close"])
-        elif self._easync_too_large:
-            length = 0
+            if self.channel is not None:
+                # Answered now, not once the body is in: a Content-Length over the
+                # limit is refused (413 on ActiveSync) as soon as the head is read,
+                # the body is never read (no "100 Continue" invites it) and the
+                # connection closes after the answer — neither a phone nor an attacker
+                # uploads gigabytes for nothing (RFC 9110 15.5.14: the server may close
+                # the connection).  twisted.web's channel takes a length of 0 as "the
+                # body is complete".
+                self.channel.length = 0
+                self.channel.persistent = False
+                self.requestHeaders.removeHeader(b"expect")
+                self.responseHeaders.setRawHeaders(b"Connection", [b"close"])
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -547,8 +547,7 @@ class ActiveSyncResource(Resource):
                             plan.follow, plan.follow_max) if plan is not None else
                 RequestRead(user.name, device_id, auth=auth))
         except Unavailable as e:
-            request.setHeader(b"Retry-After", b"30")
-            self._finish(request, 503, b"", user.name, device_id, cmd, f"unavailable: {e}", t0)
+            self._later(request, user.name, device_id, cmd, f"unavailable: {e}", t0)
             return
         if remembered is not None:
             outcome = await confirm_login(self.door, request, remembered, read,
@@ -570,8 +569,7 @@ class ActiveSyncResource(Resource):
         except Unavailable as e:
             # (a new database connection for the device's row failed: the descriptor
             # limit, a database gone) a retry later, as for the request's read above
-            request.setHeader(b"Retry-After", b"30")
-            self._finish(request, 503, b"", user.name, device_id, cmd, f"unavailable: {e}", t0)
+            self._later(request, user.name, device_id, cmd, f"unavailable: {e}", t0)
             return
         rules = snapshot.rules if snapshot is not None else \
             await state.list_device_rules(user)
@@ -617,12 +615,10 @@ class ActiveSyncResource(Resource):
             self._finish(request, e.code, b"", user.name, device_id, cmd, e.reason, t0)
             return
         except TimeoutError:
-            request.setHeader(b"Retry-After", b"30")
-            self._finish(request, 503, b"", user.name, device_id, cmd, "timed out", t0)
+            self._later(request, user.name, device_id, cmd, "timed out", t0)
             return
         except Unavailable as e:
-            request.setHeader(b"Retry-After", b"30")
-            self._finish(request, 503, b"", user.name, device_id, cmd, f"unavailable: {e}", t0)
+            self._later(request, user.name, device_id, cmd, f"unavailable: {e}", t0)
             return
         await self._respond(request, req, resp, t0)
 
@@ -779,6 +775,13 @@ class ActiveSyncResource(Resource):
             request.write(data)
         request.finish()
 
+    def _later(self, request: Request, user: str, device: str, cmd: str, note: str,
+               t0: float) -> None:
+        """503 with Retry-After (a store, directory or CRM that cannot answer now, or a
+        command over its time): the device tries again later."""
+        request.setHeader(b"Retry-After", b"30")
+        self._finish(request, 503, b"", user, device, cmd, note, t0)
+
     def _crash(self, failure: Failure, request: Request, cmd: str, t0: float) -> None:
         if failure.check(CancelledError):       # (_gone: the client went away)
             req: EasRequest | None = getattr(request, REQUEST_NOTE, None)
@@ -793,10 +796,9 @@ class ActiveSyncResource(Resource):
             # retry later (DESIGN), never a 500 with a traceback
             req = getattr(request, REQUEST_NOTE, None)
             try:
-                request.setHeader(b"Retry-After", b"30")
-                self._finish(request, 503, b"", req.user.name if req else "-",
-                             req.device_id if req else "", cmd,
-                             f"unavailable: {failure.value}", t0)
+                self._later(request, req.user.name if req else "-",
+                            req.device_id if req else "", cmd,
+                            f"unavailable: {failure.value}", t0)
             except RuntimeError:  # the connection is gone
                 log.info("could not answer {cmd}: connection gone", cmd=cmd)
             return
