@@ -56,6 +56,26 @@ def missing() -> str | None:
     return None
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Does process ``pid`` itself listen on 127.0.0.1:``port``?  A connection that
+    succeeds is not enough: under pytest-xdist another worker's slapd (the same people,
+    the same passwords) can hold the port this one failed to bind, and a test that then
+    pauses this slapd still got answers from that one (test_ldap's hanging-directory
+    test: "DID NOT RAISE Unavailable")."""
+    try:
+        mine = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        with open("/proc/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return False
+    for row in rows:
+        local, state, inode = row[1], row[3], row[9]
+        if state == "0A" and int(local.split(":")[1], 16) == port and \
+                f"socket:[{inode}]" in mine:
+            return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,11 +198,9 @@ access to *
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("slapd exited: " + (self.dir / "slapd.log").read_text())
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+            if _listens(self.proc.pid, self.port) and _listens(self.proc.pid, self.tls_port):
+                return self
+            time.sleep(0.1)
         raise RuntimeError("slapd did not start")
 
     def pause(self) -> None:
