@@ -190,18 +190,23 @@ access to *
         ldif.write_text(_ldif(self.people))
         subprocess.run([SLAPADD, "-f", str(conf), "-l", str(ldif)], check=True,
                        capture_output=True, timeout=60)
-        urls = f"{self.url}/ {self.ldaps_url}/"
-        self.log = open(self.dir / "slapd.log", "wb")   # noqa: SIM115 - closed in stop
-        self.proc = subprocess.Popen([SLAPD, "-f", str(conf), "-h", urls, "-d", "0"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("slapd exited: " + (self.dir / "slapd.log").read_text())
-            if _listens(self.proc.pid, self.port) and _listens(self.proc.pid, self.tls_port):
-                return self
-            time.sleep(0.1)
-        raise RuntimeError("slapd did not start")
+        for attempt in range(3):
+            if attempt:     # (its ports were taken meanwhile, most likely: two new ones)
+                self.log.close()
+                self.port, self.tls_port = free_port(), free_port()
+            urls = f"{self.url}/ {self.ldaps_url}/"
+            self.log = open(self.dir / "slapd.log", "wb")  # noqa: SIM115 - closed in stop
+            self.proc = subprocess.Popen([SLAPD, "-f", str(conf), "-h", urls, "-d", "0"],
+                                         stdout=self.log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 20
+            while self.proc.poll() is None:
+                if _listens(self.proc.pid, self.port) and \
+                        _listens(self.proc.pid, self.tls_port):
+                    return self
+                if time.monotonic() > deadline:
+                    raise RuntimeError("slapd did not start")
+                time.sleep(0.1)
+        raise RuntimeError("slapd exited: " + (self.dir / "slapd.log").read_text())
 
     def pause(self) -> None:
         assert self.proc is not None
