@@ -17,7 +17,7 @@ import pytest
 needs.importable("pyactivesync")
 
 import test_e2e_pyactivesync as suite
-from easync_server import RunningServer
+from easync_server import RunningServer, wait_for
 from pgtest import started_pg_server, suite_tests
 
 # The SQLite suite's tests, run here with this module's ``server`` fixture.
@@ -40,4 +40,5 @@ def test_the_server_really_uses_postgresql(server: RunningServer) -> None:
     assert server.db.startswith("postgresql://")
     assert "sqlite" not in " ".join(server.args)
     assert not (server.workdir / "easync.sqlite").exists()
-    assert "PostgreSQL LISTEN/NOTIFY" in server.log_text()
+    # (the hub says so once it listens, which may come just after the port opens)
+    assert wait_for(lambda: "PostgreSQL LISTEN/NOTIFY" in server.log_text())

@@ -14,7 +14,7 @@ import pytest
 needs.importable("pyactivesync")
 
 import test_e2e_shares as suite
-from easync_server import RunningServer
+from easync_server import RunningServer, wait_for
 from pgtest import started_pg_server, suite_tests
 
 pytestmark = suite.pytestmark
@@ -32,4 +32,5 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 def test_the_server_really_uses_postgresql(server: RunningServer) -> None:
     assert server.db.startswith("postgresql://")
-    assert "PostgreSQL LISTEN/NOTIFY" in server.log_text()
+    # (the hub says so once it listens, which may come just after the port opens)
+    assert wait_for(lambda: "PostgreSQL LISTEN/NOTIFY" in server.log_text())

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import test_issue14_redteam as suite
-from easync_server import RunningServer
+from easync_server import RunningServer, wait_for
 from pgtest import started_pg_server, suite_tests
 
 pytestmark = suite.pytestmark
@@ -27,4 +27,5 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 def test_the_server_really_uses_postgresql(server: RunningServer) -> None:
     assert server.db.startswith("postgresql://")
-    assert "PostgreSQL LISTEN/NOTIFY" in server.log_text()
+    # (the hub says so once it listens, which may come just after the port opens)
+    assert wait_for(lambda: "PostgreSQL LISTEN/NOTIFY" in server.log_text())
